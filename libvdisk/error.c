@@ -1,0 +1,55 @@
+/* error.c - error reporting helpers and small utilities shared by drivers. */
+#include "vd-driver.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+static void vd_verror(vd_error *err, int code, const char *fmt, va_list ap,
+                      bool add_errno)
+{
+    if (!err)
+        return;
+    err->code = code;
+    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    if (add_errno && n >= 0 && (size_t)n < sizeof err->msg)
+        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s",
+                 strerror(code < 0 ? -code : code));
+}
+
+int vd_set_error(vd_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vd_verror(err, code, fmt, ap, false);
+    va_end(ap);
+    return code;
+}
+
+int vd_set_errno(vd_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vd_verror(err, code, fmt, ap, true);
+    va_end(ap);
+    return code;
+}
+
+bool vd_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    /* Check the first 16 bytes byte-wise, then compare the buffer with itself
+     * shifted by 16: if the head is zero and buf[i] == buf[i+16] for all i,
+     * everything is zero.  memcmp is vectorized in glibc. */
+    size_t head = len < 16 ? len : 16;
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    if (len <= 16)
+        return true;
+    return memcmp(p, p + 16, len - 16) == 0;
+}
+
+const char *vd_version(void)
+{
+    return "0.1.0";
+}

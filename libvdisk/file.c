@@ -1,0 +1,260 @@
+/* file.c - host file I/O for drivers: full reads/writes with offsets in the
+ * messages, hole punching, and confinement of related files (extents,
+ * backing files) to the image's folder. */
+#include "vd-driver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int vd_file_wrap(const char *path, int fd, bool readonly, vd_file **out)
+{
+    vd_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        close(fd);
+        return -ENOMEM;
+    }
+    f->fd = fd;
+    f->readonly = readonly;
+    *out = f;
+    return 0;
+}
+
+int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err)
+{
+    int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0)
+        return vd_set_errno(err, -errno, "%s: open", path);
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        return vd_set_error(err, -EISDIR, "%s: is a directory", path);
+    }
+    return vd_file_wrap(path, fd, readonly, out);
+}
+
+int vd_file_create(const char *path, vd_file **out, vd_error *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return vd_set_errno(err, -errno, "%s: create", path);
+    return vd_file_wrap(path, fd, false, out);
+}
+
+void vd_file_close(vd_file *f)
+{
+    if (!f)
+        return;
+    close(f->fd);
+    free(f->path);
+    free(f);
+}
+
+static int vd_file_pread_common(vd_file *f, void *buf, size_t len, uint64_t off,
+                                bool zfill, vd_error *err)
+{
+    char *p = buf;
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return vd_set_error(err, -EINVAL, "%s: read at offset 0x%llx: offset out of range",
+                            f->path, (unsigned long long)off);
+    while (len) {
+        ssize_t r = pread(f->fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return vd_set_errno(err, -errno, "%s: pread at 0x%llx", f->path,
+                                (unsigned long long)off);
+        }
+        if (r == 0) {
+            if (zfill) {
+                memset(p, 0, len);
+                return 0;
+            }
+            return vd_set_error(err, -EIO, "%s: read of %zu bytes at 0x%llx is beyond end of file",
+                                f->path, len, (unsigned long long)off);
+        }
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int vd_file_pread(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vd_file_pread_common(f, buf, len, off, false, err);
+}
+
+int vd_file_pread_zfill(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vd_file_pread_common(f, buf, len, off, true, err);
+}
+
+int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    const char *p = buf;
+    if (f->readonly)
+        return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
+    while (len) {
+        ssize_t r = pwrite(f->fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return vd_set_errno(err, -errno, "%s: pwrite at 0x%llx", f->path,
+                                (unsigned long long)off);
+        }
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int vd_file_zero(vd_file *f, uint64_t off, uint64_t len, vd_error *err)
+{
+    if (f->readonly)
+        return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
+    if (!len)
+        return 0;
+    int64_t size = vd_file_size(f, err);
+    if (size < 0)
+        return (int)size;
+    /* Past the end of the file: extend by truncating (reads as zeroes). */
+    if (off >= (uint64_t)size)
+        return vd_file_truncate(f, off + len, err);
+    if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)off, (off_t)len) == 0) {
+        if (off + len > (uint64_t)size)
+            return vd_file_truncate(f, off + len, err);
+        return 0;
+    }
+    if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    static const char zeroes[65536];
+    while (len) {
+        size_t n = len < sizeof zeroes ? (size_t)len : sizeof zeroes;
+        int r = vd_file_pwrite(f, zeroes, n, off, err);
+        if (r < 0)
+            return r;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int vd_file_truncate(vd_file *f, uint64_t size, vd_error *err)
+{
+    if (f->readonly)
+        return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
+    if (ftruncate(f->fd, (off_t)size) < 0)
+        return vd_set_errno(err, -errno, "%s: truncate to 0x%llx", f->path,
+                            (unsigned long long)size);
+    return 0;
+}
+
+int vd_file_sync(vd_file *f, vd_error *err)
+{
+    if (f->readonly)
+        return 0;
+    if (fdatasync(f->fd) < 0)
+        return vd_set_errno(err, -errno, "%s: fdatasync", f->path);
+    return 0;
+}
+
+int64_t vd_file_size(vd_file *f, vd_error *err)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) < 0)
+        return vd_set_errno(err, -errno, "%s: fstat", f->path);
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(f->fd, 0, SEEK_END);
+        if (end < 0)
+            return vd_set_errno(err, -errno, "%s: lseek", f->path);
+        return end;
+    }
+    return st.st_size;
+}
+
+uint64_t vd_file_allocated(vd_file *f)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) < 0)
+        return 0;
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/* Does `name` stay inside its folder?  Rejects absolute paths and any ".."
+ * component that climbs above the start. */
+static bool vd_path_confined(const char *name)
+{
+    if (name[0] == '/')
+        return false;
+    int depth = 0;
+    const char *p = name;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 2 && p[0] == '.' && p[1] == '.') {
+            if (--depth < 0)
+                return false;
+        } else if (n && !(n == 1 && p[0] == '.')) {
+            depth++;
+        }
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
+int vd_resolve_related(const char *base_path, const char *name,
+                       bool allow_host_paths, char **out, vd_error *err)
+{
+    if (!name || !*name)
+        return vd_set_error(err, -EINVAL, "%s: empty file reference", base_path);
+    if (!allow_host_paths && !vd_path_confined(name))
+        return vd_set_error(err, -EPERM,
+                            "%s: reference to '%s' leaves the image's folder; "
+                            "refused (pass --allow-host-paths to trust it)",
+                            base_path, name);
+    if (name[0] == '/') {
+        *out = strdup(name);
+        return *out ? 0 : -ENOMEM;
+    }
+    char *copy = strdup(base_path);
+    if (!copy)
+        return -ENOMEM;
+    const char *dir = dirname(copy);
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (!p) {
+        free(copy);
+        return -ENOMEM;
+    }
+    if (!strcmp(dir, "."))
+        snprintf(p, n, "%s", name);
+    else
+        snprintf(p, n, "%s/%s", dir, name);
+    free(copy);
+    *out = p;
+    return 0;
+}
+
+int vd_file_open_related(vd_image *img, const char *name, bool readonly,
+                         vd_file **out, vd_error *err)
+{
+    char *path;
+    int r = vd_resolve_related(img->path, name, img->allow_host_paths, &path, err);
+    if (r < 0)
+        return r;
+    r = vd_file_open(path, readonly, out, err);
+    free(path);
+    return r;
+}

@@ -1,0 +1,213 @@
+/* vd-driver.h - the interface between the libvdisk core and format drivers.
+ *
+ * A driver is one `const struct vd_driver` table (like an nbdkit plugin or a
+ * libarchive format reader), registered in formats/drivers.c.  The core owns
+ * probing, file I/O, alignment, the backing chain and locking:
+ *
+ *  - Drivers see I/O aligned to `drv->align` bytes (the core splits requests
+ *    and does read-modify-write under the image's write lock).
+ *  - pread/pwrite never cross the virtual size.
+ *  - A driver reads ranges its image does not hold with vd_backing_pread():
+ *    it reads the backing chain, or zeroes when there is none.  A partial
+ *    write to an unallocated cluster fetches the rest of the cluster the same
+ *    way (copy-on-write).
+ *  - Reads may run concurrently only if `parallel_reads` is set; otherwise the
+ *    core serializes every call on the image.  Writes are always serialized.
+ *  - Every field read from disk is untrusted: use the vd_*_overflow helpers and
+ *    the table-size limits below before allocating or multiplying.
+ */
+#ifndef VD_DRIVER_H
+#define VD_DRIVER_H
+
+#include "vdisk.h"
+
+#include <endian.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/types.h>
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Fill `err` (may be NULL) and return `code` (a negative errno). */
+int vd_set_error(vd_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, appending ": strerror(-code)". */
+int vd_set_errno(vd_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- checked arithmetic on untrusted values ---------------------------- */
+
+static inline bool vd_add_overflow(uint64_t a, uint64_t b, uint64_t *r)
+{ return __builtin_add_overflow(a, b, r); }
+static inline bool vd_mul_overflow(uint64_t a, uint64_t b, uint64_t *r)
+{ return __builtin_mul_overflow(a, b, r); }
+/* Largest table (L1, BAT, grain directory, ...) a driver may allocate from an
+ * on-disk count.  Bigger tables are an error, not a malloc. */
+#define VD_MAX_TABLE_BYTES (256ull << 20)
+/* Largest virtual size accepted from a header: 64 TiB * 1024 = 64 PiB.  */
+#define VD_MAX_VIRTUAL_SIZE (1ull << 56)
+
+/* ---- endian loads/stores (unaligned-safe) ------------------------------ */
+
+static inline uint16_t vd_le16(const void *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
+static inline uint32_t vd_le32(const void *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static inline uint64_t vd_le64(const void *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+static inline uint16_t vd_be16(const void *p) { uint16_t v; memcpy(&v, p, 2); return be16toh(v); }
+static inline uint32_t vd_be32(const void *p) { uint32_t v; memcpy(&v, p, 4); return be32toh(v); }
+static inline uint64_t vd_be64(const void *p) { uint64_t v; memcpy(&v, p, 8); return be64toh(v); }
+static inline void vd_put_le16(void *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
+static inline void vd_put_le32(void *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static inline void vd_put_le64(void *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+static inline void vd_put_be16(void *p, uint16_t v) { v = htobe16(v); memcpy(p, &v, 2); }
+static inline void vd_put_be32(void *p, uint32_t v) { v = htobe32(v); memcpy(p, &v, 4); }
+static inline void vd_put_be64(void *p, uint64_t v) { v = htobe64(v); memcpy(p, &v, 8); }
+
+static inline bool vd_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+static inline uint64_t vd_round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+bool vd_is_zero(const void *buf, size_t len);
+
+/* ---- files ------------------------------------------------------------- */
+
+typedef struct vd_file {
+    int fd;
+    char *path;
+    bool readonly;
+} vd_file;
+
+/* Open an existing file.  Returns 0 or -errno with a message naming path. */
+int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err);
+/* Create a new file (O_EXCL). */
+int vd_file_create(const char *path, vd_file **out, vd_error *err);
+void vd_file_close(vd_file *f);
+/* Exactly `len` bytes or an error ("pread at 0x..: short read"). */
+int vd_file_pread(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
+/* Like vd_file_pread but bytes past end of file read as zeroes. */
+int vd_file_pread_zfill(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
+int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_error *err);
+/* Write zeroes: punches a hole when possible (keeps the size), else writes. */
+int vd_file_zero(vd_file *f, uint64_t off, uint64_t len, vd_error *err);
+int vd_file_truncate(vd_file *f, uint64_t size, vd_error *err);
+int vd_file_sync(vd_file *f, vd_error *err);
+/* Current size, or -errno. */
+int64_t vd_file_size(vd_file *f, vd_error *err);
+/* Bytes allocated on the host filesystem. */
+uint64_t vd_file_allocated(vd_file *f);
+
+/* Open a file named inside an image (an extent, a bundle member): `name` is
+ * resolved against the folder of `img`; unless the image was opened with
+ * allow_host_paths, an absolute path or one that leaves the folder is refused
+ * with -EPERM and a message saying so. */
+int vd_file_open_related(vd_image *img, const char *name, bool readonly,
+                         vd_file **out, vd_error *err);
+/* Resolve `name` against the folder of `base_path` (same confinement rule).
+ * Returns a malloc'd path in *out. */
+int vd_resolve_related(const char *base_path, const char *name,
+                       bool allow_host_paths, char **out, vd_error *err);
+
+/* ---- create options ---------------------------------------------------- */
+
+typedef struct vd_opt_desc {
+    const char *name;
+    const char *help;
+} vd_opt_desc;
+
+typedef struct vd_kvlist vd_kvlist;
+/* Look up an option; marks it used.  NULL when absent. */
+const char *vd_opt_str(vd_kvlist *kv, const char *key);
+/* Parse sizes with K/M/G/T suffixes (powers of 1024). */
+int vd_opt_size(vd_kvlist *kv, const char *key, uint64_t def, uint64_t *out, vd_error *err);
+int vd_opt_bool(vd_kvlist *kv, const char *key, bool def, bool *out, vd_error *err);
+int vd_opt_uint(vd_kvlist *kv, const char *key, uint64_t def, uint64_t *out, vd_error *err);
+int vd_parse_size(const char *s, uint64_t *out);
+
+/* ---- the driver table -------------------------------------------------- */
+
+enum vd_can { VD_CAN_NONE = 0, VD_CAN_EMULATE = 1, VD_CAN_NATIVE = 2 };
+
+/* Block status of one layer, reported by drivers through vd_extents_add with
+ * depth 0 and these flags: */
+#define VD_LAYER_DATA   VD_EXT_DATA   /* this layer holds data */
+#define VD_LAYER_ZERO   VD_EXT_ZERO   /* this layer says: zeroes */
+#define VD_LAYER_UNALLOC VD_EXT_HOLE  /* not here: ask the backing image */
+
+struct vd_create_args {
+    const char *path;
+    uint64_t size;
+    const char *backing_file;     /* as to be stored */
+    const char *backing_format;
+    vd_image *backing;            /* opened backing image (or NULL) */
+    vd_kvlist *opts;
+};
+
+struct vd_driver {
+    const char *name;
+    const char *description;
+    const char *const *extensions;   /* file name suffixes, no dot */
+    /* Graded confidence that a file of `file_size` bytes whose first `len`
+     * bytes (up to 64 KiB) are `head` and last `tail_len` bytes (up to 1 KiB,
+     * for footer formats like VHD) are `tail` is this format:
+     * 100 full magic + sane header, 50 magic only, 1 fallback (raw), 0 no.
+     * A folder path is probed through its DiskDescriptor.xml. */
+    int (*probe)(const uint8_t *head, size_t len, const uint8_t *tail,
+                 size_t tail_len, uint64_t file_size);
+    uint32_t align;                  /* I/O alignment the driver needs (>=1) */
+    bool parallel_reads;             /* pread may run concurrently */
+
+    /* open: img->file is open; set img->size, img->priv, and
+     * img->backing_file/backing_format (malloc'd) if it has one. */
+    int (*open)(vd_image *img, vd_error *err);
+    void (*close)(vd_image *img);
+    int (*create)(const struct vd_create_args *a, vd_error *err);
+    const vd_opt_desc *create_opts;
+
+    int (*pread)(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err);
+    int (*pwrite)(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err);
+    int (*pwrite_zeroes)(vd_image *img, uint64_t off, uint64_t len, unsigned flags, vd_error *err);
+    int (*discard)(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
+    int (*flush)(vd_image *img, vd_error *err);
+    /* Describe this layer only (VD_LAYER_*), from `off` on; at least one
+     * extent, at most `len`.  file_off where meaningful. */
+    int (*block_status)(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext, vd_error *err);
+    int (*check)(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);
+    void (*details)(vd_image *img, vd_kv_fn fn, void *ctx);
+    int (*list_snapshots)(vd_image *img, vd_snapshot_info *out, size_t max);
+    /* Open snapshot `name` read-only (called after open instead of serving the
+     * active state). */
+    int (*load_snapshot)(vd_image *img, const char *name, vd_error *err);
+    uint64_t (*disk_size)(vd_image *img);   /* NULL: allocated size of file */
+
+    enum vd_can can_write, can_zero, can_discard, can_block_status;
+};
+
+/* ---- the image handle (core-owned; drivers may read/write the fields
+ *      marked "driver") ---------------------------------------------------- */
+
+struct vd_image {
+    const struct vd_driver *drv;
+    char *path;
+    vd_file *file;                 /* the main file */
+    bool readonly;
+    bool allow_host_paths;
+    void *priv;                    /* driver state */
+    uint64_t size;                 /* driver: virtual size */
+    uint32_t cluster_size;         /* driver: allocation unit (info only) */
+    bool dirty;                    /* driver: dirty/in-use flag was set */
+    char *backing_file;            /* driver: as stored in the image */
+    char *backing_format;          /* driver: as stored */
+    vd_image *backing;             /* core: opened backing image or NULL */
+    char *backing_path;            /* core: resolved path of the backing */
+    int depth;                     /* core: 0 top, 1 its backing, ... */
+    pthread_rwlock_t lock;         /* core */
+    void *bounce;                  /* core: alignment bounce buffer */
+};
+
+/* Read [off, off+len) of the backing chain below `img` (zeroes where there is
+ * none, or past its end).  For drivers' unallocated ranges and COW. */
+int vd_backing_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err);
+
+/* The registry (formats/drivers.c). */
+extern const struct vd_driver *const vd_drivers[];
+const struct vd_driver *vd_find_driver(const char *name);
+
+#endif /* VD_DRIVER_H */

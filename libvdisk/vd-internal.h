@@ -1,0 +1,13 @@
+/* vd-internal.h - core-private helpers (not for drivers). */
+#ifndef VD_INTERNAL_H
+#define VD_INTERNAL_H
+#include "vd-driver.h"
+
+int vd_kvlist_parse(const char *s, vd_kvlist **out, vd_error *err);
+void vd_kvlist_free(vd_kvlist *kv);
+const char *vd_kvlist_unused(vd_kvlist *kv);
+
+/* Prefix err->msg with "path: " unless it already starts with it. */
+void vd_error_prefix(vd_error *err, const char *path);
+
+#endif

@@ -1,0 +1,211 @@
+/* vdisk.h - the public block API of libvdisk.
+ *
+ * One API over every virtual disk format: open (format probed from content or
+ * forced), create, pread/pwrite, write-zeroes, discard, block status, flush,
+ * info, close.  Backing chains are resolved by the library: a read of a range
+ * the top image does not hold falls through to its backing image, and a
+ * partial write to an unallocated cluster copies the rest from below.
+ *
+ * Conventions
+ *  - Every function returns 0 (or a non-negative count) on success and a
+ *    negative errno on failure.
+ *  - Every function that can fail takes a `vd_error *` (may be NULL); on
+ *    failure it is filled with a one-line message naming the file, the offset
+ *    and the field: "disk.qcow2: qcow2: L1 table at 0x50000 beyond end of file
+ *    (size 0x30000)".
+ *  - The library never prints, never exits and never aborts on bad input.
+ *  - One handle may be read from many threads at once; writes and metadata
+ *    updates are serialized per image.
+ */
+#ifndef VDISK_H
+#define VDISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VD_ERROR_MAX 512
+
+/* Error report: `code` is the negative errno that was returned. */
+typedef struct vd_error {
+    int code;
+    char msg[VD_ERROR_MAX];
+} vd_error;
+
+typedef struct vd_image vd_image;
+
+/* ---- opening ----------------------------------------------------------- */
+
+typedef struct vd_open_opts {
+    const char *format;       /* driver name, or NULL to probe the content */
+    bool readonly;            /* open the file(s) O_RDONLY; writes fail -EROFS */
+    bool no_backing;          /* do not open the backing chain (reads of
+                                 unallocated ranges return zeroes) */
+    bool allow_host_paths;    /* follow backing/extent references that leave
+                                 the image's own folder (absolute or ../) */
+    const char *snapshot;     /* open an internal snapshot (id or name),
+                                 read-only */
+    const char *backing_format; /* force the format of the backing image */
+} vd_open_opts;
+
+/* Open an image (and its backing chain).  `opts` may be NULL (read-write,
+ * probed). */
+int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
+            vd_error *err);
+
+/* Close the image and its whole backing chain.  Flushes first when the image
+ * is writable; returns the first error met. */
+int vd_close(vd_image *img, vd_error *err);
+
+/* ---- creating ---------------------------------------------------------- */
+
+typedef struct vd_create_opts {
+    const char *format;          /* driver name (required) */
+    uint64_t size;               /* virtual size in bytes; 0 = backing's size */
+    const char *backing_file;    /* stored as given (relative to the image) */
+    const char *backing_format;  /* stored when the format can hold it */
+    const char *options;         /* "key=val,key=val": format options */
+    bool allow_host_paths;       /* allow opening a backing outside the folder */
+} vd_create_opts;
+
+/* Create a new image file.  Fails with -EEXIST if `path` exists.  Unknown
+ * keys in `options` are an error naming the key. */
+int vd_create(const char *path, const vd_create_opts *opts, vd_error *err);
+
+/* ---- I/O (guest view) -------------------------------------------------- */
+
+/* Read `len` bytes at `off`.  Ranges past the virtual size are an error. */
+int vd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err);
+int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
+              vd_error *err);
+
+#define VD_ZERO_MAY_UNMAP 1u   /* the range may become a hole */
+int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                     vd_error *err);
+/* Discard: a hint that the range is no longer needed.  Afterwards it reads
+ * as the old data, as zeroes, or as the backing image (format-dependent). */
+int vd_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
+int vd_flush(vd_image *img, vd_error *err);
+
+/* ---- block status ------------------------------------------------------ */
+
+#define VD_EXT_DATA      0x1u  /* allocated, holds data */
+#define VD_EXT_ZERO      0x2u  /* reads as zeroes */
+#define VD_EXT_HOLE      0x4u  /* allocated in no layer of the chain */
+#define VD_EXT_COMPRESSED 0x8u /* stored compressed (no single file offset) */
+
+#define VD_NO_OFFSET UINT64_MAX
+
+typedef struct vd_extent {
+    uint64_t off, len;      /* guest range */
+    uint32_t flags;         /* VD_EXT_* */
+    int depth;              /* layer that answers: 0 = top image, 1 = its
+                               backing, ...; -1 when no layer holds it */
+    uint64_t file_off;      /* offset in that layer's file, or VD_NO_OFFSET */
+} vd_extent;
+
+typedef struct vd_extents {
+    vd_extent *v;
+    size_t n, cap;
+} vd_extents;
+
+void vd_extents_init(vd_extents *e);
+void vd_extents_free(vd_extents *e);
+void vd_extents_clear(vd_extents *e);
+/* Append an extent; adjacent extents with equal flags/depth (and contiguous
+ * file offsets) are merged.  Returns 0 or -ENOMEM. */
+int vd_extents_add(vd_extents *e, uint64_t off, uint64_t len, uint32_t flags,
+                   int depth, uint64_t file_off);
+
+/* Describe [off, off+len) of the guest view, resolving the backing chain.
+ * Appends to `ext`; may describe less than asked (at least one extent). */
+int vd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                    vd_error *err);
+
+/* ---- information ------------------------------------------------------- */
+
+typedef struct vd_snapshot_info {
+    char id[64];
+    char name[256];
+    uint64_t vm_state_size;
+    uint64_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t disk_size;       /* virtual size at the snapshot */
+} vd_snapshot_info;
+
+typedef struct vd_info {
+    const char *format;       /* driver name */
+    const char *filename;
+    uint64_t virtual_size;
+    uint64_t disk_size;       /* bytes allocated on the host, all files */
+    uint32_t cluster_size;    /* allocation unit, 0 if none */
+    const char *backing_file;    /* as stored in the image, or NULL */
+    const char *backing_format;  /* as stored, or NULL */
+    const char *backing_path;    /* the resolved file actually opened */
+    bool readonly;
+    bool dirty;
+    size_t n_snapshots;
+} vd_info;
+
+int vd_get_info(vd_image *img, vd_info *info);
+
+/* Format-specific details as key/value pairs (e.g. "compat" = "1.1"). */
+typedef void (*vd_kv_fn)(void *ctx, const char *key, const char *value);
+void vd_get_format_details(vd_image *img, vd_kv_fn fn, void *ctx);
+
+/* Internal snapshots (qcow2): fills up to `max` entries, returns the total
+ * count or a negative errno. */
+int vd_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max);
+
+vd_image *vd_backing(vd_image *img);       /* NULL at the bottom */
+uint64_t vd_size(vd_image *img);
+const char *vd_format_name(vd_image *img);
+const char *vd_filename(vd_image *img);
+
+/* ---- consistency check ------------------------------------------------- */
+
+#define VD_CHECK_REPAIR_LEAKS 0x1u
+#define VD_CHECK_REPAIR_ALL   0x3u
+
+typedef struct vd_check_result {
+    uint64_t corruptions;        /* errors that lose or mix data */
+    uint64_t leaks;              /* allocated but unused clusters */
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t allocated_clusters;
+    uint64_t total_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t image_end_offset;
+    char first_problem[VD_ERROR_MAX]; /* first problem found, human text */
+} vd_check_result;
+
+/* Returns 0 when the driver could check (look at `res`), -ENOTSUP when the
+ * format has no check. */
+int vd_check(vd_image *img, unsigned flags, vd_check_result *res,
+             vd_error *err);
+
+/* ---- formats ----------------------------------------------------------- */
+
+/* Names of the registered drivers, NULL-terminated, cheap-first. */
+const char *const *vd_format_names(void);
+/* Probe a file without opening it: best-scoring driver name (static string)
+ * or NULL; `score` (may be NULL) receives its score 0..100. */
+const char *vd_probe_file(const char *path, int *score, vd_error *err);
+/* The format an output file name suggests ("x.vmdk" -> "vmdk"), or NULL. */
+const char *vd_format_from_extension(const char *path);
+/* Print-ready list of a format's create options: "name\tdescription" lines. */
+const char *vd_format_create_help(const char *format);
+/* Whether the driver can create / write images. */
+bool vd_format_can_create(const char *format);
+
+const char *vd_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VDISK_H */
