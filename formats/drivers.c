@@ -1,0 +1,14 @@
+/* drivers.c - the explicit registry of format drivers.
+ *
+ * Order matters only for ties in probe scores; drivers are listed roughly
+ * cheap-first, with raw last because it claims every file with score 1. */
+#include "vd-driver.h"
+
+extern const struct vd_driver vd_raw;
+/* extern declarations of further drivers go here, one line each */
+
+const struct vd_driver *const vd_drivers[] = {
+    /* format drivers, one line each */
+    &vd_raw,        /* last: the fallback */
+    NULL,
+};

@@ -1,0 +1,400 @@
+/* io.c - guest-view I/O: bounds, locking, alignment (head/body/tail with
+ * read-modify-write), emulated zeroing, and block status merged across the
+ * backing chain. */
+#include "vd-driver.h"
+#include "vd-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+/* Emulated zero writes and bounce buffers use chunks of this size. */
+#define VD_ZERO_CHUNK (1u << 20)
+
+static int vd_check_range(vd_image *img, uint64_t off, uint64_t len, const char *what,
+                          vd_error *err)
+{
+    uint64_t end;
+    if (vd_add_overflow(off, len, &end) || end > img->size)
+        return vd_set_error(err, -EINVAL,
+                            "%s: %s of 0x%llx bytes at 0x%llx is beyond the virtual size 0x%llx",
+                            img->path, what, (unsigned long long)len,
+                            (unsigned long long)off, (unsigned long long)img->size);
+    return 0;
+}
+
+static void vd_lock_read(vd_image *img)
+{
+    if (img->drv->parallel_reads)
+        pthread_rwlock_rdlock(&img->lock);
+    else
+        pthread_rwlock_wrlock(&img->lock);
+}
+
+static void vd_unlock(vd_image *img)
+{
+    pthread_rwlock_unlock(&img->lock);
+}
+
+static uint32_t vd_align(vd_image *img)
+{
+    return img->drv->align ? img->drv->align : 1;
+}
+
+/* The aligned block containing `off`, clipped to the virtual size: drivers
+ * accept a request that ends at the virtual size even if unaligned. */
+static void vd_block_of(vd_image *img, uint64_t off, uint64_t *bstart, size_t *blen)
+{
+    uint32_t a = vd_align(img);
+    *bstart = off / a * a;
+    uint64_t end = *bstart + a;
+    if (end > img->size)
+        end = img->size;
+    *blen = (size_t)(end - *bstart);
+}
+
+static int vd_driver_pread(vd_image *img, void *buf, size_t len, uint64_t off,
+                           vd_error *err)
+{
+    int r = img->drv->pread(img, buf, len, off, err);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
+/* Read with the lock held. */
+static int vd_pread_locked(vd_image *img, void *buf, size_t len, uint64_t off,
+                           vd_error *err)
+{
+    uint32_t a = vd_align(img);
+    char *p = buf;
+    if (a == 1 || (off % a == 0 && (len % a == 0 || off + len == img->size)))
+        return vd_driver_pread(img, buf, len, off, err);
+    uint8_t *bounce = malloc(a);
+    if (!bounce)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = 0;
+    while (len) {
+        if (off % a == 0 && len >= a) {
+            size_t body = len / a * a;
+            r = vd_driver_pread(img, p, body, off, err);
+            if (r < 0)
+                break;
+            p += body;
+            off += body;
+            len -= body;
+            continue;
+        }
+        if (off % a == 0 && off + len == img->size) {
+            r = vd_driver_pread(img, p, len, off, err);
+            break;
+        }
+        uint64_t bstart;
+        size_t blen;
+        vd_block_of(img, off, &bstart, &blen);
+        r = vd_driver_pread(img, bounce, blen, bstart, err);
+        if (r < 0)
+            break;
+        size_t skip = (size_t)(off - bstart);
+        size_t n = blen - skip < len ? blen - skip : len;
+        memcpy(p, bounce + skip, n);
+        p += n;
+        off += n;
+        len -= n;
+    }
+    free(bounce);
+    return r;
+}
+
+int vd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    int r = vd_check_range(img, off, len, "read", err);
+    if (r < 0 || !len)
+        return r;
+    vd_lock_read(img);
+    r = vd_pread_locked(img, buf, len, off, err);
+    vd_unlock(img);
+    return r;
+}
+
+int vd_backing_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    vd_image *b = img->backing;
+    size_t n = 0;
+    if (b && off < b->size) {
+        n = b->size - off < len ? (size_t)(b->size - off) : len;
+        int r = vd_pread(b, buf, n, off, err);
+        if (r < 0)
+            return r;
+    }
+    if (n < len)
+        memset((char *)buf + n, 0, len - n);
+    return 0;
+}
+
+static int vd_writable(vd_image *img, vd_error *err)
+{
+    if (img->readonly)
+        return vd_set_error(err, -EROFS, "%s: image is open read-only", img->path);
+    if (!img->drv->pwrite)
+        return vd_set_error(err, -ENOTSUP, "%s: format %s cannot be written",
+                            img->path, img->drv->name);
+    return 0;
+}
+
+static int vd_driver_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
+                            vd_error *err)
+{
+    int r = img->drv->pwrite(img, buf, len, off, err);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
+/* Write with the write lock held; unaligned head/tail by read-modify-write. */
+static int vd_pwrite_locked(vd_image *img, const void *buf, size_t len, uint64_t off,
+                            vd_error *err)
+{
+    uint32_t a = vd_align(img);
+    const char *p = buf;
+    if (a == 1 || (off % a == 0 && (len % a == 0 || off + len == img->size)))
+        return vd_driver_pwrite(img, buf, len, off, err);
+    uint8_t *bounce = malloc(a);
+    if (!bounce)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = 0;
+    while (len) {
+        if (off % a == 0 && len >= a) {
+            size_t body = len / a * a;
+            r = vd_driver_pwrite(img, p, body, off, err);
+            if (r < 0)
+                break;
+            p += body;
+            off += body;
+            len -= body;
+            continue;
+        }
+        if (off % a == 0 && off + len == img->size) {
+            r = vd_driver_pwrite(img, p, len, off, err);
+            break;
+        }
+        uint64_t bstart;
+        size_t blen;
+        vd_block_of(img, off, &bstart, &blen);
+        r = vd_driver_pread(img, bounce, blen, bstart, err);
+        if (r < 0)
+            break;
+        size_t skip = (size_t)(off - bstart);
+        size_t n = blen - skip < len ? blen - skip : len;
+        memcpy(bounce + skip, p, n);
+        r = vd_driver_pwrite(img, bounce, blen, bstart, err);
+        if (r < 0)
+            break;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    free(bounce);
+    return r;
+}
+
+int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    int r = vd_writable(img, err);
+    if (r < 0)
+        return r;
+    r = vd_check_range(img, off, len, "write", err);
+    if (r < 0 || !len)
+        return r;
+    pthread_rwlock_wrlock(&img->lock);
+    r = vd_pwrite_locked(img, buf, len, off, err);
+    pthread_rwlock_unlock(&img->lock);
+    return r;
+}
+
+/* Zeroes by writing a zero buffer (for unaligned edges and drivers without
+ * a native zero). */
+static int vd_zero_by_writing(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
+{
+    size_t chunk = len < VD_ZERO_CHUNK ? (size_t)len : VD_ZERO_CHUNK;
+    void *z = calloc(1, chunk ? chunk : 1);
+    if (!z)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = 0;
+    while (len) {
+        size_t n = len < chunk ? (size_t)len : chunk;
+        r = vd_pwrite_locked(img, z, n, off, err);
+        if (r < 0)
+            break;
+        off += n;
+        len -= n;
+    }
+    free(z);
+    return r;
+}
+
+int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                     vd_error *err)
+{
+    int r = vd_writable(img, err);
+    if (r < 0)
+        return r;
+    r = vd_check_range(img, off, len, "write-zeroes", err);
+    if (r < 0 || !len)
+        return r;
+    pthread_rwlock_wrlock(&img->lock);
+    uint32_t a = vd_align(img);
+    if (!img->drv->pwrite_zeroes) {
+        r = vd_zero_by_writing(img, off, len, err);
+        goto out;
+    }
+    uint64_t end = off + len;
+    uint64_t astart = vd_round_up(off, a);
+    uint64_t aend = end == img->size ? end : end / a * a;
+    if (astart >= aend) {
+        r = vd_zero_by_writing(img, off, len, err);
+        goto out;
+    }
+    if (astart > off && (r = vd_zero_by_writing(img, off, astart - off, err)) < 0)
+        goto out;
+    r = img->drv->pwrite_zeroes(img, astart, aend - astart, flags, err);
+    if (r < 0) {
+        vd_error_prefix(err, img->path);
+        goto out;
+    }
+    r = 0;
+    if (aend < end)
+        r = vd_zero_by_writing(img, aend, end - aend, err);
+out:
+    pthread_rwlock_unlock(&img->lock);
+    return r;
+}
+
+int vd_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
+{
+    int r = vd_writable(img, err);
+    if (r < 0)
+        return r;
+    r = vd_check_range(img, off, len, "discard", err);
+    if (r < 0 || !len || !img->drv->discard)
+        return r;
+    /* Discard is advisory: only whole aligned blocks are passed on. */
+    uint32_t a = vd_align(img);
+    uint64_t astart = vd_round_up(off, a);
+    uint64_t end = off + len;
+    uint64_t aend = end == img->size ? end : end / a * a;
+    if (astart >= aend)
+        return 0;
+    pthread_rwlock_wrlock(&img->lock);
+    r = img->drv->discard(img, astart, aend - astart, err);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
+int vd_flush(vd_image *img, vd_error *err)
+{
+    if (img->readonly)
+        return 0;
+    pthread_rwlock_wrlock(&img->lock);
+    int r = img->drv->flush ? img->drv->flush(img, err) : vd_file_sync(img->file, err);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
+/* Most extents one vd_block_status call adds before returning. */
+#define VD_STATUS_MAX_EXTENTS 4096
+
+static int vd_block_status_depth(vd_image *img, uint64_t off, uint64_t len,
+                                 vd_extents *ext, int depth, vd_error *err);
+
+/* Translate one layer extent into guest-view extents. */
+static int vd_status_merge_one(vd_image *img, const vd_extent *le, vd_extents *ext,
+                               int depth, vd_error *err)
+{
+    if (le->flags & VD_LAYER_DATA)
+        return vd_extents_add(ext, le->off, le->len,
+                              VD_EXT_DATA | (le->flags & VD_EXT_COMPRESSED),
+                              depth, le->file_off);
+    if (le->flags & VD_LAYER_ZERO)
+        return vd_extents_add(ext, le->off, le->len, VD_EXT_ZERO, depth, VD_NO_OFFSET);
+    /* Unallocated here: the backing chain answers, or nobody. */
+    vd_image *b = img->backing;
+    uint64_t off = le->off, len = le->len;
+    while (b && off < b->size && len) {
+        uint64_t n = b->size - off < len ? b->size - off : len;
+        size_t before = ext->n;
+        uint64_t covered_end = off;
+        int r = vd_block_status_depth(b, off, n, ext, depth + 1, err);
+        if (r < 0)
+            return r;
+        if (ext->n > before)
+            covered_end = ext->v[ext->n - 1].off + ext->v[ext->n - 1].len;
+        else if (before)
+            covered_end = ext->v[before - 1].off + ext->v[before - 1].len;
+        if (covered_end <= off)
+            return vd_set_error(err, -EIO, "%s: block status made no progress at 0x%llx",
+                                b->path, (unsigned long long)off);
+        len -= covered_end - off;
+        off = covered_end;
+    }
+    if (len)
+        return vd_extents_add(ext, off, len, VD_EXT_ZERO | VD_EXT_HOLE, -1, VD_NO_OFFSET);
+    return 0;
+}
+
+static int vd_block_status_depth(vd_image *img, uint64_t off, uint64_t len,
+                                 vd_extents *ext, int depth, vd_error *err)
+{
+    vd_extents layer;
+    vd_extents_init(&layer);
+    int r = 0;
+    uint64_t end = off + len;
+    size_t start_n = ext->n;
+    while (off < end && ext->n - start_n < VD_STATUS_MAX_EXTENTS) {
+        vd_extents_clear(&layer);
+        if (img->drv->block_status) {
+            vd_lock_read(img);
+            r = img->drv->block_status(img, off, end - off, &layer, err);
+            vd_unlock(img);
+            if (r < 0) {
+                vd_error_prefix(err, img->path);
+                break;
+            }
+        } else {
+            r = vd_extents_add(&layer, off, end - off, VD_LAYER_DATA, 0, VD_NO_OFFSET);
+            if (r < 0)
+                break;
+        }
+        if (!layer.n || layer.v[0].off != off) {
+            r = vd_set_error(err, -EIO, "%s: driver block status did not start at 0x%llx",
+                             img->path, (unsigned long long)off);
+            break;
+        }
+        for (size_t i = 0; i < layer.n && off < end; i++) {
+            vd_extent le = layer.v[i];
+            if (le.off != off)
+                break;
+            if (le.off + le.len > end)
+                le.len = end - le.off;
+            r = vd_status_merge_one(img, &le, ext, depth, err);
+            if (r < 0)
+                goto out;
+            off += le.len;
+        }
+    }
+out:
+    vd_extents_free(&layer);
+    return r;
+}
+
+int vd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                    vd_error *err)
+{
+    int r = vd_check_range(img, off, len, "block status", err);
+    if (r < 0 || !len)
+        return r;
+    return vd_block_status_depth(img, off, len, ext, 0, err);
+}

@@ -1,0 +1,145 @@
+/* unit-core.c - cmocka tests of the core: extents accumulator, option
+ * parsing, path confinement, alignment (read-modify-write through a raw
+ * image), backing-chain fall-through via block status. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "vd-driver.h"
+#include "vd-internal.h"
+
+static void test_extents_merge(void **state)
+{
+    (void)state;
+    vd_extents e;
+    vd_extents_init(&e);
+    assert_int_equal(vd_extents_add(&e, 0, 512, VD_EXT_DATA, 0, 4096), 0);
+    assert_int_equal(vd_extents_add(&e, 512, 512, VD_EXT_DATA, 0, 4608), 0);
+    assert_int_equal(e.n, 1);          /* contiguous in guest and file */
+    assert_int_equal(vd_extents_add(&e, 1024, 512, VD_EXT_DATA, 0, 9999), 0);
+    assert_int_equal(e.n, 2);          /* file offset jumps */
+    assert_int_equal(vd_extents_add(&e, 1536, 512, VD_EXT_ZERO, 0, VD_NO_OFFSET), 0);
+    assert_int_equal(vd_extents_add(&e, 2048, 512, VD_EXT_ZERO, 1, VD_NO_OFFSET), 0);
+    assert_int_equal(e.n, 4);          /* different depth */
+    assert_int_equal(vd_extents_add(&e, 2560, 0, VD_EXT_ZERO, 1, VD_NO_OFFSET), 0);
+    assert_int_equal(e.n, 4);          /* empty ignored */
+    vd_extents_free(&e);
+}
+
+static void test_options(void **state)
+{
+    (void)state;
+    vd_kvlist *kv;
+    vd_error err;
+    assert_int_equal(vd_kvlist_parse("cluster_size=64k,compat=1.1,name=a,,b", &kv, &err), 0);
+    uint64_t v;
+    assert_int_equal(vd_opt_size(kv, "cluster_size", 0, &v, &err), 0);
+    assert_int_equal(v, 65536);
+    assert_string_equal(vd_opt_str(kv, "name"), "a,b");
+    assert_non_null(vd_kvlist_unused(kv));      /* compat not yet used */
+    assert_string_equal(vd_opt_str(kv, "compat"), "1.1");
+    assert_null(vd_kvlist_unused(kv));
+    bool b;
+    assert_int_equal(vd_opt_bool(kv, "missing", true, &b, &err), 0);
+    assert_true(b);
+    vd_kvlist_free(kv);
+    assert_int_equal(vd_kvlist_parse("novalue", &kv, &err), -EINVAL);
+    assert_int_equal(vd_parse_size("16E", &v), -EINVAL);
+    assert_int_equal(vd_parse_size("17179869184T", &v), -ERANGE);
+    assert_int_equal(vd_parse_size("2M", &v), 0);
+    assert_int_equal(v, 2 << 20);
+}
+
+static void test_confinement(void **state)
+{
+    (void)state;
+    char *p = NULL;
+    vd_error err;
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "img-flat.vmdk", false, &p, &err), 0);
+    assert_string_equal(p, "/x/img-flat.vmdk");
+    free(p);
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "sub/../a", false, &p, &err), 0);
+    free(p);
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "../etc/passwd", false, &p, &err), -EPERM);
+    assert_non_null(strstr(err.msg, "leaves the image's folder"));
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "/etc/passwd", false, &p, &err), -EPERM);
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "a/../../b", false, &p, &err), -EPERM);
+    assert_int_equal(vd_resolve_related("/x/img.vmdk", "/etc/passwd", true, &p, &err), 0);
+    free(p);
+}
+
+static void test_overflow_helpers(void **state)
+{
+    (void)state;
+    uint64_t r;
+    assert_true(vd_mul_overflow(UINT64_MAX / 2 + 1, 2, &r));
+    assert_false(vd_mul_overflow(1ull << 31, 1ull << 31, &r));
+    assert_true(vd_add_overflow(UINT64_MAX, 1, &r));
+    assert_true(vd_is_zero("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20));
+    char buf[100] = { 0 };
+    buf[99] = 1;
+    assert_false(vd_is_zero(buf, 100));
+    assert_true(vd_is_zero(buf, 99));
+}
+
+/* Unaligned and cross-boundary I/O through a raw image. */
+static void test_raw_io(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vdunitXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    vd_error err;
+    assert_int_equal(vd_create(path, &(vd_create_opts){ .format = "raw", .size = 10000 }, &err), 0);
+    vd_image *img;
+    assert_int_equal(vd_open(path, NULL, &img, &err), 0);
+    assert_string_equal(vd_format_name(img), "raw");
+    char w[3000], r[3000];
+    for (size_t i = 0; i < sizeof w; i++)
+        w[i] = (char)(i * 7 + 1);
+    assert_int_equal(vd_pwrite(img, w, sizeof w, 511, &err), 0);
+    assert_int_equal(vd_pread(img, r, sizeof r, 511, &err), 0);
+    assert_memory_equal(w, r, sizeof w);
+    assert_int_equal(vd_pwrite_zeroes(img, 600, 100, 0, &err), 0);
+    assert_int_equal(vd_pread(img, r, 100, 600, &err), 0);
+    assert_true(vd_is_zero(r, 100));
+    /* beyond the end */
+    assert_int_equal(vd_pread(img, r, 2, 9999, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "beyond the virtual size"));
+    vd_extents ext;
+    vd_extents_init(&ext);
+    assert_int_equal(vd_block_status(img, 0, 10000, &ext, &err), 0);
+    assert_true(ext.n >= 1);
+    assert_int_equal(ext.v[0].off, 0);
+    uint64_t covered = 0;
+    for (size_t i = 0; i < ext.n; i++)
+        covered += ext.v[i].len;
+    assert_int_equal(covered, 10000);
+    vd_extents_free(&ext);
+    assert_int_equal(vd_close(img, &err), 0);
+    /* read-only open refuses writes */
+    assert_int_equal(vd_open(path, &(vd_open_opts){ .readonly = true }, &img, &err), 0);
+    assert_int_equal(vd_pwrite(img, w, 1, 0, &err), -EROFS);
+    vd_close(img, NULL);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_extents_merge),
+        cmocka_unit_test(test_options),
+        cmocka_unit_test(test_confinement),
+        cmocka_unit_test(test_overflow_helpers),
+        cmocka_unit_test(test_raw_io),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
