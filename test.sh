@@ -1,0 +1,78 @@
+#!/bin/bash
+# test.sh - the one command that tests vdisk on a fresh Debian 12 machine:
+# installs what is missing (apt-get, only when missing), builds, runs the whole
+# test suite, then runs it again under ASan+UBSan.  .ci/run calls exactly this.
+#
+#   ./test.sh            everything (default and sanitizer runs)
+#   ./test.sh --quick    the default build only
+set -euo pipefail
+cd "$(dirname "$0")"
+export LC_ALL=C
+
+# Build dependencies and test peers (Debian package names).
+PKGS="gcc meson ninja-build pkg-config python3 zlib1g-dev libzstd-dev libdeflate-dev
+      libarchive-dev libxml2-dev libssl-dev libfuse3-dev fuse3 libext2fs-dev e2fsprogs
+      libcmocka-dev qemu-utils libvhdi-utils libvmdk-utils libqcow-utils fdisk bzip2 xz-utils
+      util-linux"
+
+install_missing() {
+    local missing=()
+    for p in $PKGS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "test.sh: installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+setup() {  # setup BUILDDIR [meson options...]
+    local dir=$1; shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+    ninja -C "$dir"
+}
+
+# Prints "passed failed skipped" from a meson test log.
+counts() {
+    python3 - "$1" <<'PY'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)["result"]
+    if r in ("OK", "EXPECTEDFAIL"): p += 1
+    elif r == "SKIP": s += 1
+    else: f += 1
+print(p, f, s)
+PY
+}
+
+install_missing
+export VD_MATRIX_DIR="$PWD/build/matrix"
+status=0
+setup build
+meson test -C build --print-errorlogs --no-suite slow --num-processes 2 || status=1
+read -r p f s < <(counts build/meson-logs/testlog.json)
+tp=$p tf=$f ts=$s
+
+if [ "${1:-}" != "--quick" ]; then
+    # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+    meson test -C build-asan --print-errorlogs --no-suite slow --no-suite nosan \
+        --num-processes 2 --timeout-multiplier 3 || status=1
+    read -r p f s < <(counts build-asan/meson-logs/testlog.json)
+    echo "asan+ubsan: $p passed, $f failed, $s skipped"
+    tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
+fi
+echo "$tp passed, $tf failed, $ts skipped"
+exit $status
