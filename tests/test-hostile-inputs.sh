@@ -1,0 +1,98 @@
+#!/bin/bash
+# Hostile inputs for every format: small qemu-img images of each format are
+# truncated, zero-filled and bit-flipped (deterministic seed); `vdconvert info`
+# and a full conversion of every mutant must end with exit 0 or 1 and, on
+# failure, exactly one line of error naming the file -- never a crash, a
+# sanitizer report, a hang or a multi-GiB allocation.  Outside the sanitizer
+# build each run is limited to 1 GiB of address space and 2 s of CPU (the
+# limits OpenStack puts on qemu-img info after CVE-2015-5162).
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io python3
+
+N=${VD_HOSTILE_MUTANTS:-60}      # mutants per format
+SAN=0
+if ldd "$VDCONVERT" | grep -q libasan; then SAN=1; fi
+
+mk() {  # mk FMT FILE [create options]
+    local fmt=$1 f=$2; shift 2
+    qemu-img create -q -f "$fmt" "$@" "$f" 8M
+    qemu-io -f "$fmt" -c "write -P 0x5a 0 64k" -c "write -P 0xa5 3M 128k" \
+        -c "write -z 1M 64k" "$f" >/dev/null
+}
+mk qcow2 "$T/s.qcow2" -o cluster_size=4096
+mk qcow2 "$T/s-v2.qcow2" -o compat=0.10
+qemu-img convert -c -O qcow2 "$T/s.qcow2" "$T/s-z.qcow2"
+mk qed "$T/s.qed"
+mk qcow "$T/s.qcow"
+mk vdi "$T/s.vdi"
+mk vpc "$T/s.vhd"
+mk vhdx "$T/s.vhdx"
+mk parallels "$T/s.hdd"
+mk vmdk "$T/s.vmdk"
+qemu-img convert -O vmdk -o subformat=streamOptimized "$T/s.vmdk" "$T/s-stream.vmdk"
+
+# Only formats vdisk recognises are mutated (an unknown one probes as raw).
+for s in "$T"/s*; do
+    if "$VDCONVERT" info "$s" 2>/dev/null | grep -q "file format: raw"; then
+        echo "not mutated (not recognised by vdisk yet): $(basename "$s")"; rm -f "$s"
+    fi
+done
+ls "$T"/s* >/dev/null 2>&1 || skip "no format besides raw is recognised yet"
+python3 - "$T" "$N" <<'PY'
+import os, random, sys, glob
+T, N = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(1)
+os.makedirs(f"{T}/m", exist_ok=True)
+for src in sorted(glob.glob(f"{T}/s*")):
+    data = open(src, "rb").read()
+    base = os.path.basename(src)
+    for i in range(N):
+        d = bytearray(data)
+        kind = i % 4
+        if kind == 0:     # truncate somewhere in the metadata-rich start or anywhere
+            cut = rnd.randrange(0, min(len(d), 1 << 17)) if i % 8 == 0 else rnd.randrange(0, len(d))
+            d = d[:cut]
+        elif kind == 1:   # zero a run inside the first 64 KiB
+            o = rnd.randrange(0, min(len(d), 65536)); n = rnd.choice([1, 4, 8, 64, 512])
+            d[o:o + n] = bytes(len(d[o:o + n]))
+        elif kind == 2:   # flip bits in the first 4 KiB (headers)
+            for _ in range(rnd.randrange(1, 4)):
+                o = rnd.randrange(0, min(len(d), 4096)); d[o] ^= 1 << rnd.randrange(8)
+        else:             # write 0xff.. into a 4/8-byte field somewhere in the first 1 MiB
+            o = rnd.randrange(0, min(len(d), 1 << 20)) & ~3
+            d[o:o + 8] = b"\xff" * len(d[o:o + 8])
+            if rnd.random() < 0.5: d[o:o + 4] = b"\x7f\xff\xff\xf0"
+        open(f"{T}/m/{base}.{i:03d}", "wb").write(d)
+PY
+
+bad=0 ran=0 refused=0
+run_one() {  # run_one MUTANT ARGS...
+    local m=$1; shift
+    local rc=0
+    if [ $SAN = 1 ]; then
+        timeout 30 "$VDCONVERT" "$@" >/dev/null 2>"$T/err" || rc=$?
+    else
+        ( ulimit -v 1048576 -t 2; exec timeout 10 "$VDCONVERT" "$@" ) >/dev/null 2>"$T/err" || rc=$?
+    fi
+    ran=$((ran + 1))
+    if [ $rc -gt 1 ]; then
+        echo "BAD: vdconvert $* -> exit $rc"; head -5 "$T/err"; bad=$((bad + 1)); return
+    fi
+    if [ $rc = 1 ]; then
+        refused=$((refused + 1))
+        local lines; lines=$(wc -l <"$T/err")
+        if [ "$lines" != 1 ] || ! grep -qF "$(basename "$m")" "$T/err"; then
+            echo "BAD: vdconvert $* -> error not one line naming the file:"; head -5 "$T/err"
+            bad=$((bad + 1))
+        fi
+    fi
+}
+for m in "$T"/m/*; do
+    run_one "$m" info "$m"
+    run_one "$m" "$m" "$T/out.raw"
+    rm -f "$T/out.raw"
+done
+echo "$ran runs, $refused refused with an error, $bad bad"
+[ $bad = 0 ] || fail "$bad runs crashed, hung or misreported"
+# the refused count shows the mutants were not all harmless
+[ $refused -gt 0 ] || fail "no mutant was refused: the harness is not testing anything"
