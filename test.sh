@@ -5,6 +5,7 @@
 #
 #   ./test.sh            everything (default and sanitizer runs)
 #   ./test.sh --quick    the default build only
+#   ./test.sh --deps     only install what is missing (demo.sh uses it)
 set -euo pipefail
 cd "$(dirname "$0")"
 export LC_ALL=C
@@ -56,6 +57,7 @@ PY
 }
 
 install_missing
+[ "${1:-}" = "--deps" ] && exit 0
 export VD_MATRIX_DIR="$PWD/build/matrix"
 status=0
 setup build
