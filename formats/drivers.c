@@ -6,9 +6,11 @@
 
 extern const struct vd_driver vd_raw;
 /* extern declarations of further drivers go here, one line each */
+extern const struct vd_driver vd_vdi;
 
 const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
+    &vd_vdi,
     &vd_raw,        /* last: the fallback */
     NULL,
 };

@@ -1,0 +1,649 @@
+/* vdi.c - VirtualBox Disk Image (VDI).
+ *
+ * Layout (all little-endian): a 72-byte pre-header (64 bytes of signature
+ * text, magic 0xbeda107f, version), then the header proper.  Version 1.x
+ * headers name the block map and data offsets; version 0 headers place the
+ * block map right after themselves and the data right after the map.  The
+ * block map has one 32-bit entry per block: a block index into the data area,
+ * 0xffffffff (free: not here, read the parent or zeroes) or 0xfffffffe (a
+ * block of zeroes).
+ *
+ * Subformats: dynamic (type 1), static/fixed (type 2, every block allocated
+ * up front) and differencing (type 4).  A differencing image does not name
+ * its parent by file: it carries the parent's creation UUID ("link" UUID),
+ * and VirtualBox finds the parent in its media registry.  We find it by
+ * scanning the *.vdi files in the child's folder for that UUID and hand the
+ * file name to the core as backing_file.  Undo images (type 3) are refused.
+ *
+ * What we write: version 1.1, header size 400, the VirtualBox signature text,
+ * 1 MiB blocks, a legacy and an LCHS geometry with 512-byte sectors, a fresh
+ * random creation and modification UUID (or -o uuid= for migrations), and
+ * for differencing images the parent's creation and modification UUIDs. */
+#include "vd-driver.h"
+#include "vdi-uuid.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+extern const struct vd_driver vd_vdi;
+
+#define VDI_SIGNATURE_TEXT "<<< Oracle VM VirtualBox Disk Image >>>\n"
+#define VDI_MAGIC 0xbeda107fu
+#define VDI_VERSION_1_1 0x00010001u
+#define VDI_PREHEADER_SIZE 72u
+#define VDI_HEADER1_SIZE 384u        /* v1.0: no LCHS geometry */
+#define VDI_HEADER1PLUS_SIZE 400u    /* v1.1 */
+#define VDI_HEADER0_SIZE 348u
+#define VDI_BLOCK_FREE 0xffffffffu
+#define VDI_BLOCK_ZERO 0xfffffffeu
+#define VDI_DEFAULT_BLOCK (1u << 20)
+#define VDI_MAX_BLOCK (64u << 20)    /* a write allocates one block in memory */
+#define VDI_MAX_SCAN 4096            /* folder entries looked at for a parent */
+
+enum { VDI_TYPE_NORMAL = 1, VDI_TYPE_FIXED = 2, VDI_TYPE_UNDO = 3, VDI_TYPE_DIFF = 4 };
+
+/* Field offsets from the start of the file (version 1.x). */
+enum {
+    VDI_O_TEXT = 0, VDI_O_MAGIC = 64, VDI_O_VERSION = 68,
+    VDI_O_HDR_SIZE = 72, VDI_O_TYPE = 76, VDI_O_FLAGS = 80, VDI_O_COMMENT = 84,
+    VDI_O_OFF_BLOCKS = 340, VDI_O_OFF_DATA = 344,
+    VDI_O_CYLS = 348, VDI_O_HEADS = 352, VDI_O_SECTORS = 356, VDI_O_SECTOR_SIZE = 360,
+    VDI_O_DISK_SIZE = 368, VDI_O_BLOCK_SIZE = 376, VDI_O_BLOCK_EXTRA = 380,
+    VDI_O_BLOCKS = 384, VDI_O_ALLOCATED = 388,
+    VDI_O_UUID_CREATE = 392, VDI_O_UUID_MODIFY = 408, VDI_O_UUID_LINK = 424,
+    VDI_O_UUID_PARENT = 440,
+    VDI_O_LCHS = 456,   /* cylinders, heads, sectors, sector size: 4 x u32 */
+};
+/* Version 0 header, from the start of the file. */
+enum {
+    VDI0_O_TYPE = 72, VDI0_O_DISK_SIZE = 348, VDI0_O_BLOCK_SIZE = 356,
+    VDI0_O_BLOCKS = 360, VDI0_O_ALLOCATED = 364, VDI0_O_UUID_CREATE = 368,
+    VDI0_O_UUID_MODIFY = 384, VDI0_O_UUID_LINK = 400,
+};
+
+struct vdi_state {
+    uint32_t version, type;
+    uint64_t off_blocks, off_data;
+    uint32_t block_size, block_extra, n_blocks, n_alloc;
+    uint64_t disk_size, file_size;
+    uint64_t alloc_at;             /* block map offset of cBlocksAllocated */
+    uint32_t next_index;           /* data index of the next new block */
+    uint8_t uuid_create[16], uuid_modify[16], uuid_link[16], uuid_parent[16];
+    uint32_t *bmap;
+};
+
+static int vdi_probe(const uint8_t *head, size_t len, const uint8_t *tail,
+                     size_t tail_len, uint64_t file_size)
+{
+    (void)tail; (void)tail_len; (void)file_size;
+    if (len < VDI_PREHEADER_SIZE + 8 || vd_le32(head + VDI_O_MAGIC) != VDI_MAGIC)
+        return 0;
+    uint32_t major = vd_le32(head + VDI_O_VERSION) >> 16;
+    return major <= 1 ? 100 : 50;
+}
+
+/* ---- header ----------------------------------------------------------- */
+
+static int vdi_parse_v0(struct vdi_state *s, const uint8_t *h)
+{
+    s->type = vd_le32(h + VDI0_O_TYPE);
+    s->disk_size = vd_le64(h + VDI0_O_DISK_SIZE);
+    s->block_size = vd_le32(h + VDI0_O_BLOCK_SIZE);
+    s->n_blocks = vd_le32(h + VDI0_O_BLOCKS);
+    s->n_alloc = vd_le32(h + VDI0_O_ALLOCATED);
+    s->alloc_at = VDI0_O_ALLOCATED;
+    memcpy(s->uuid_create, h + VDI0_O_UUID_CREATE, 16);
+    memcpy(s->uuid_modify, h + VDI0_O_UUID_MODIFY, 16);
+    memcpy(s->uuid_link, h + VDI0_O_UUID_LINK, 16);
+    s->off_blocks = VDI_PREHEADER_SIZE + VDI_HEADER0_SIZE;
+    s->off_data = s->off_blocks + (uint64_t)s->n_blocks * 4;
+    return 0;
+}
+
+static int vdi_parse_v1(struct vdi_state *s, const uint8_t *h, vd_error *err)
+{
+    uint32_t hsize = vd_le32(h + VDI_O_HDR_SIZE);
+    if (hsize < VDI_HEADER1_SIZE || hsize > 4096)
+        return vd_set_error(err, -EINVAL, "vdi: header size %u at 0x%x: expected 384..4096",
+                            hsize, VDI_O_HDR_SIZE);
+    s->type = vd_le32(h + VDI_O_TYPE);
+    s->off_blocks = vd_le32(h + VDI_O_OFF_BLOCKS);
+    s->off_data = vd_le32(h + VDI_O_OFF_DATA);
+    s->disk_size = vd_le64(h + VDI_O_DISK_SIZE);
+    s->block_size = vd_le32(h + VDI_O_BLOCK_SIZE);
+    s->block_extra = vd_le32(h + VDI_O_BLOCK_EXTRA);
+    s->n_blocks = vd_le32(h + VDI_O_BLOCKS);
+    s->n_alloc = vd_le32(h + VDI_O_ALLOCATED);
+    s->alloc_at = VDI_O_ALLOCATED;
+    memcpy(s->uuid_create, h + VDI_O_UUID_CREATE, 16);
+    memcpy(s->uuid_modify, h + VDI_O_UUID_MODIFY, 16);
+    memcpy(s->uuid_link, h + VDI_O_UUID_LINK, 16);
+    memcpy(s->uuid_parent, h + VDI_O_UUID_PARENT, 16);
+    if (s->off_blocks < VDI_PREHEADER_SIZE + (uint64_t)hsize)
+        return vd_set_error(err, -EINVAL, "vdi: block map offset 0x%llx at 0x%x overlaps the header",
+                            (unsigned long long)s->off_blocks, VDI_O_OFF_BLOCKS);
+    return 0;
+}
+
+/* Everything the header says, checked against itself and the file size. */
+static int vdi_check_header(struct vdi_state *s, vd_error *err)
+{
+    uint64_t span, map_end;
+    if (s->type < VDI_TYPE_NORMAL || s->type > VDI_TYPE_DIFF)
+        return vd_set_error(err, -EINVAL, "vdi: image type %u at 0x%x is not 1..4",
+                            s->type, VDI_O_TYPE);
+    if (s->type == VDI_TYPE_UNDO)
+        return vd_set_error(err, -ENOTSUP, "vdi: undo images (type 3) are not supported");
+    if (!vd_is_pow2(s->block_size) || s->block_size < 512 || s->block_size > VDI_MAX_BLOCK)
+        return vd_set_error(err, -EINVAL, "vdi: block size %u at 0x%x: expected a power of two "
+                            "from 512 to %u", s->block_size, VDI_O_BLOCK_SIZE, VDI_MAX_BLOCK);
+    if (s->block_extra % 512 || s->block_extra > VDI_MAX_BLOCK)
+        return vd_set_error(err, -EINVAL, "vdi: block extra data size %u at 0x%x is not a "
+                            "multiple of 512 up to %u", s->block_extra, VDI_O_BLOCK_EXTRA,
+                            VDI_MAX_BLOCK);
+    if ((uint64_t)s->n_blocks * 4 > VD_MAX_TABLE_BYTES)
+        return vd_set_error(err, -EFBIG, "vdi: block count %u at 0x%x: block map larger than %llu bytes",
+                            s->n_blocks, VDI_O_BLOCKS, (unsigned long long)VD_MAX_TABLE_BYTES);
+    if (vd_mul_overflow(s->n_blocks, s->block_size, &span) || span < s->disk_size)
+        return vd_set_error(err, -EINVAL, "vdi: %u blocks of %u bytes (0x%x) do not cover the "
+                            "disk size 0x%llx (0x%x)", s->n_blocks, s->block_size, VDI_O_BLOCKS,
+                            (unsigned long long)s->disk_size, VDI_O_DISK_SIZE);
+    if (s->disk_size > VD_MAX_VIRTUAL_SIZE)
+        return vd_set_error(err, -EFBIG, "vdi: disk size 0x%llx at 0x%x is too large",
+                            (unsigned long long)s->disk_size, VDI_O_DISK_SIZE);
+    if (s->n_alloc > s->n_blocks)
+        return vd_set_error(err, -EINVAL, "vdi: %u allocated blocks (0x%x) but only %u blocks",
+                            s->n_alloc, VDI_O_ALLOCATED, s->n_blocks);
+    map_end = s->off_blocks + (uint64_t)s->n_blocks * 4;
+    if (map_end > s->file_size)
+        return vd_set_error(err, -EINVAL, "vdi: block map at 0x%llx (%u entries) runs past end "
+                            "of file (size 0x%llx)", (unsigned long long)s->off_blocks,
+                            s->n_blocks, (unsigned long long)s->file_size);
+    if (s->off_data < map_end && s->n_blocks)
+        return vd_set_error(err, -EINVAL, "vdi: data offset 0x%llx at 0x%x overlaps the block "
+                            "map (ends at 0x%llx)", (unsigned long long)s->off_data,
+                            VDI_O_OFF_DATA, (unsigned long long)map_end);
+    if (s->type == VDI_TYPE_DIFF && vdi_uuid_is_null(s->uuid_link))
+        return vd_set_error(err, -EINVAL, "vdi: differencing image without a parent UUID (0x%x)",
+                            VDI_O_UUID_LINK);
+    return 0;
+}
+
+static uint64_t vdi_block_file_off(const struct vdi_state *s, uint32_t index)
+{
+    return s->off_data + (uint64_t)index * (s->block_size + s->block_extra) + s->block_extra;
+}
+
+static int vdi_load_bmap(struct vdi_state *s, vd_file *f, vd_error *err)
+{
+    size_t bytes = (size_t)s->n_blocks * 4;
+    s->bmap = malloc(bytes ? bytes : 1);
+    if (!s->bmap)
+        return vd_set_error(err, -ENOMEM, "vdi: out of memory for a %zu-byte block map", bytes);
+    int r = vd_file_pread(f, s->bmap, bytes, s->off_blocks, err);
+    if (r < 0)
+        return r;
+    s->next_index = 0;
+    for (uint32_t i = 0; i < s->n_blocks; i++) {
+        uint32_t e = le32toh(s->bmap[i]);
+        s->bmap[i] = e;
+        if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO)
+            continue;
+        if (e >= s->n_blocks)
+            return vd_set_error(err, -EINVAL, "vdi: block map entry %u at 0x%llx holds index %u, "
+                                "not below the block count %u", i,
+                                (unsigned long long)(s->off_blocks + (uint64_t)i * 4), e,
+                                s->n_blocks);
+        if (vdi_block_file_off(s, e) >= s->file_size)
+            return vd_set_error(err, -EINVAL, "vdi: block map entry %u at 0x%llx points past end "
+                                "of file (0x%llx >= size 0x%llx)", i,
+                                (unsigned long long)(s->off_blocks + (uint64_t)i * 4),
+                                (unsigned long long)vdi_block_file_off(s, e),
+                                (unsigned long long)s->file_size);
+        if (e >= s->next_index)
+            s->next_index = e + 1;
+    }
+    /* Never hand out an index below cBlocksAllocated: a header that counts
+     * more blocks than the map uses still owns that space. */
+    if (s->n_alloc > s->next_index)
+        s->next_index = s->n_alloc;
+    return 0;
+}
+
+/* ---- parent lookup (differencing images) ------------------------------- */
+
+/* Does `path` hold a VDI whose creation UUID is `uuid`? */
+static bool vdi_file_has_uuid(const char *path, const uint8_t uuid[16])
+{
+    uint8_t h[512];
+    vd_file *f;
+    if (vd_file_open(path, true, &f, NULL) < 0)
+        return false;
+    int64_t size = vd_file_size(f, NULL);
+    bool ok = false;
+    if (size >= (int64_t)sizeof h && vd_file_pread(f, h, sizeof h, 0, NULL) == 0 &&
+        vd_le32(h + VDI_O_MAGIC) == VDI_MAGIC) {
+        uint32_t major = vd_le32(h + VDI_O_VERSION) >> 16;
+        const uint8_t *u = major == 0 ? h + VDI0_O_UUID_CREATE : h + VDI_O_UUID_CREATE;
+        ok = major <= 1 && memcmp(u, uuid, 16) == 0;
+    }
+    vd_file_close(f);
+    return ok;
+}
+
+static bool vdi_name_is_vdi(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 4 && strcasecmp(name + n - 4, ".vdi") == 0;
+}
+
+/* Scan the child's folder for the parent; on success set backing_file to its
+ * name (relative to the folder, so the core's confinement applies). */
+static int vdi_find_parent(vd_image *img, struct vdi_state *s, vd_error *err)
+{
+    char want[40];
+    vdi_uuid_format(s->uuid_link, want);
+    if (memcmp(s->uuid_link, s->uuid_create, 16) == 0)
+        return vd_set_error(err, -ELOOP, "vdi: parent UUID %s is the image's own UUID", want);
+    char *dir = strdup(img->path);
+    if (!dir)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = 0;
+    const char *folder = slash ? dir : ".";
+    DIR *d = opendir(folder);
+    if (!d) {
+        int r = vd_set_errno(err, -errno, "vdi: looking for parent %s: opendir %s", want, folder);
+        free(dir);
+        return r;
+    }
+    struct stat self;
+    bool have_self = fstat(img->file->fd, &self) == 0;
+    struct dirent *de;
+    int seen = 0, r = -ENOENT;
+    while ((de = readdir(d)) && seen < VDI_MAX_SCAN) {
+        if (!vdi_name_is_vdi(de->d_name))
+            continue;
+        seen++;
+        char path[4096];
+        struct stat st;
+        if (snprintf(path, sizeof path, "%s/%s", folder, de->d_name) >= (int)sizeof path ||
+            stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (have_self && st.st_dev == self.st_dev && st.st_ino == self.st_ino)
+            continue;
+        if (!vdi_file_has_uuid(path, s->uuid_link))
+            continue;
+        img->backing_file = strdup(de->d_name);
+        img->backing_format = strdup("vdi");
+        r = img->backing_file && img->backing_format ? 0 : -ENOMEM;
+        break;
+    }
+    closedir(d);
+    if (r == -ENOENT)
+        vd_set_error(err, r, "vdi: differencing image: no parent with UUID %s among the *.vdi "
+                     "files in %s", want, folder);
+    else if (r == -ENOMEM)
+        vd_set_error(err, r, "out of memory");
+    free(dir);
+    return r;
+}
+
+/* ---- open/close -------------------------------------------------------- */
+
+static void vdi_close(vd_image *img)
+{
+    struct vdi_state *s = img->priv;
+    if (s)
+        free(s->bmap);
+    free(s);
+    img->priv = NULL;
+}
+
+static int vdi_open(vd_image *img, vd_error *err)
+{
+    uint8_t h[512];
+    struct vdi_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    img->priv = s;
+    int64_t fsize = vd_file_size(img->file, err);
+    int r = (int)fsize;
+    if (fsize < 0)
+        goto fail;
+    s->file_size = (uint64_t)fsize;
+    if (fsize < VDI_PREHEADER_SIZE + VDI_HEADER0_SIZE) {
+        r = vd_set_error(err, -EINVAL, "vdi: file of %lld bytes is too short for a header",
+                         (long long)fsize);
+        goto fail;
+    }
+    if ((r = vd_file_pread_zfill(img->file, h, sizeof h, 0, err)) < 0)
+        goto fail;
+    if (vd_le32(h + VDI_O_MAGIC) != VDI_MAGIC) {
+        r = vd_set_error(err, -EINVAL, "vdi: bad magic 0x%08x at 0x40", vd_le32(h + VDI_O_MAGIC));
+        goto fail;
+    }
+    s->version = vd_le32(h + VDI_O_VERSION);
+    if (s->version >> 16 == 0)
+        r = vdi_parse_v0(s, h);
+    else if (s->version >> 16 == 1)
+        r = vdi_parse_v1(s, h, err);
+    else
+        r = vd_set_error(err, -ENOTSUP, "vdi: unsupported version %u.%u at 0x44",
+                         s->version >> 16, s->version & 0xffff);
+    if (r < 0 || (r = vdi_check_header(s, err)) < 0 || (r = vdi_load_bmap(s, img->file, err)) < 0)
+        goto fail;
+    if (s->type == VDI_TYPE_DIFF && (r = vdi_find_parent(img, s, err)) < 0)
+        goto fail;
+    img->size = s->disk_size;
+    img->cluster_size = s->block_size;
+    return 0;
+fail:
+    vdi_close(img);
+    return r;
+}
+
+/* ---- read/write -------------------------------------------------------- */
+
+static int vdi_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    struct vdi_state *s = img->priv;
+    uint8_t *p = buf;
+    while (len) {
+        uint32_t blk = (uint32_t)(off / s->block_size);
+        uint64_t in = off % s->block_size;
+        size_t n = s->block_size - in < len ? (size_t)(s->block_size - in) : len;
+        uint32_t e = s->bmap[blk];
+        int r = 0;
+        if (e == VDI_BLOCK_FREE)
+            r = vd_backing_pread(img, p, n, off, err);
+        else if (e == VDI_BLOCK_ZERO)
+            memset(p, 0, n);
+        else
+            r = vd_file_pread_zfill(img->file, p, n, vdi_block_file_off(s, e) + in, err);
+        if (r < 0)
+            return r;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vdi_write_bmap_entry(vd_image *img, struct vdi_state *s, uint32_t blk, vd_error *err)
+{
+    uint8_t le[4];
+    vd_put_le32(le, s->bmap[blk]);
+    int r = vd_file_pwrite(img->file, le, 4, s->off_blocks + (uint64_t)blk * 4, err);
+    if (r < 0)
+        return r;
+    vd_put_le32(le, s->n_alloc);
+    return vd_file_pwrite(img->file, le, 4, s->alloc_at, err);
+}
+
+/* Give block `blk` a data block holding `len` bytes of `data` at `in`, the
+ * rest coming from what the block read as before (backing or zeroes). */
+static int vdi_allocate(vd_image *img, struct vdi_state *s, uint32_t blk, uint64_t in,
+                        const void *data, size_t len, vd_error *err)
+{
+    if (s->next_index >= s->n_blocks)
+        return vd_set_error(err, -ENOSPC, "vdi: no free data block index left for block %u", blk);
+    size_t total = s->block_extra + s->block_size;
+    uint8_t *b = calloc(1, total);
+    if (!b)
+        return vd_set_error(err, -ENOMEM, "vdi: out of memory for a %zu-byte block", total);
+    uint64_t gstart = (uint64_t)blk * s->block_size;
+    uint64_t gend = gstart + s->block_size > img->size ? img->size : gstart + s->block_size;
+    int r = 0;
+    if (len < gend - gstart && s->bmap[blk] == VDI_BLOCK_FREE)
+        r = vd_backing_pread(img, b + s->block_extra, (size_t)(gend - gstart), gstart, err);
+    if (r == 0) {
+        memcpy(b + s->block_extra + in, data, len);
+        uint32_t idx = s->next_index;
+        r = vd_file_pwrite(img->file, b, total, vdi_block_file_off(s, idx) - s->block_extra, err);
+        if (r == 0) {
+            s->next_index++;
+            s->n_alloc++;
+            s->bmap[blk] = idx;
+            r = vdi_write_bmap_entry(img, s, blk, err);
+        }
+    }
+    free(b);
+    return r;
+}
+
+static int vdi_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    struct vdi_state *s = img->priv;
+    const uint8_t *p = buf;
+    while (len) {
+        uint32_t blk = (uint32_t)(off / s->block_size);
+        uint64_t in = off % s->block_size;
+        size_t n = s->block_size - in < len ? (size_t)(s->block_size - in) : len;
+        uint32_t e = s->bmap[blk];
+        int r;
+        if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO)
+            r = vdi_allocate(img, s, blk, in, p, n, err);
+        else
+            r = vd_file_pwrite(img->file, p, n, vdi_block_file_off(s, e) + in, err);
+        if (r < 0)
+            return r;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vdi_flush(vd_image *img, vd_error *err)
+{
+    return vd_file_sync(img->file, err);
+}
+
+static int vdi_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                            vd_error *err)
+{
+    (void)err;
+    struct vdi_state *s = img->priv;
+    uint64_t end = off + len;
+    while (off < end) {
+        uint32_t blk = (uint32_t)(off / s->block_size);
+        uint64_t in = off % s->block_size;
+        uint64_t n = s->block_size - in < end - off ? s->block_size - in : end - off;
+        uint32_t e = s->bmap[blk];
+        int r;
+        if (e == VDI_BLOCK_FREE)
+            r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
+        else if (e == VDI_BLOCK_ZERO)
+            r = vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+        else
+            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, vdi_block_file_off(s, e) + in);
+        if (r < 0)
+            return r;
+        off += n;
+    }
+    return 0;
+}
+
+/* ---- check ------------------------------------------------------------- */
+
+static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
+{
+    (void)flags;
+    struct vdi_state *s = img->priv;
+    uint8_t *used = calloc(s->n_blocks ? s->n_blocks : 1, 1);
+    if (!used)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint32_t allocated = 0;
+    for (uint32_t i = 0; i < s->n_blocks; i++) {
+        uint32_t e = s->bmap[i];
+        if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO)
+            continue;
+        allocated++;
+        if (used[e]++) {
+            if (!res->corruptions++)
+                snprintf(res->first_problem, sizeof res->first_problem,
+                         "block map entry %u: data block %u is used twice", i, e);
+        }
+    }
+    if (allocated != s->n_alloc && !res->corruptions++)
+        snprintf(res->first_problem, sizeof res->first_problem,
+                 "header counts %u allocated blocks, the block map %u", s->n_alloc, allocated);
+    res->allocated_clusters = allocated;
+    res->total_clusters = s->n_blocks;
+    res->image_end_offset = s->next_index ? vdi_block_file_off(s, s->next_index) - s->block_extra
+                                          : s->off_data;
+    free(used);
+    return 0;
+}
+
+static void vdi_details(vd_image *img, vd_kv_fn fn, void *ctx)
+{
+    struct vdi_state *s = img->priv;
+    static const char *const types[] = { "?", "dynamic", "static", "undo", "differencing" };
+    char v[64];
+    snprintf(v, sizeof v, "%u.%u", s->version >> 16, s->version & 0xffff);
+    fn(ctx, "version", v);
+    fn(ctx, "type", types[s->type]);
+    snprintf(v, sizeof v, "%u", s->block_size);
+    fn(ctx, "block-size", v);
+    snprintf(v, sizeof v, "%u", s->n_alloc);
+    fn(ctx, "allocated-blocks", v);
+    vdi_uuid_format(s->uuid_create, v);
+    fn(ctx, "uuid", v);
+    vdi_uuid_format(s->uuid_modify, v);
+    fn(ctx, "modification-uuid", v);
+    vdi_uuid_format(s->uuid_link, v);
+    fn(ctx, "parent-uuid", v);
+    vdi_uuid_format(s->uuid_parent, v);
+    fn(ctx, "parent-modification-uuid", v);
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+/* A CHS geometry the way BIOS-era tools derive it: 16 heads, 63 sectors. */
+static void vdi_put_geometry(uint8_t *p, uint64_t size)
+{
+    uint64_t cyls = size / 512 / (16 * 63);
+    if (cyls > 16383)
+        cyls = 16383;
+    vd_put_le32(p, (uint32_t)cyls);
+    vd_put_le32(p + 4, 16);
+    vd_put_le32(p + 8, 63);
+    vd_put_le32(p + 12, 512);
+}
+
+/* The parent of a new differencing image: an open VDI in the same folder. */
+static int vdi_create_parent(const struct vd_create_args *a, uint8_t link[16],
+                             uint8_t parent_mod[16], vd_error *err)
+{
+    if (a->backing->drv != &vd_vdi)
+        return vd_set_error(err, -EINVAL, "vdi: the parent of a differencing VDI must be a VDI, "
+                            "not %s", a->backing->drv->name);
+    if (strchr(a->backing_file, '/'))
+        return vd_set_error(err, -EINVAL, "vdi: parent '%s' must be in the child's folder (a "
+                            "VDI finds its parent by UUID there)", a->backing_file);
+    const struct vdi_state *p = a->backing->priv;
+    memcpy(link, p->uuid_create, 16);
+    memcpy(parent_mod, p->uuid_modify, 16);
+    return 0;
+}
+
+static int vdi_create(const struct vd_create_args *a, vd_error *err)
+{
+    bool fixed = false;
+    int r = vd_opt_bool(a->opts, "static", false, &fixed, err);
+    if (r < 0)
+        return r;
+    const char *uuid_opt = vd_opt_str(a->opts, "uuid");
+    uint64_t size = vd_round_up(a->size, 512);
+    if (a->size > VD_MAX_VIRTUAL_SIZE || size / VDI_DEFAULT_BLOCK > 0x3fffffff)
+        return vd_set_error(err, -EFBIG, "vdi: size %llu is too large for a VDI",
+                            (unsigned long long)a->size);
+    if (a->backing && fixed)
+        return vd_set_error(err, -EINVAL, "vdi: a differencing image cannot be static");
+    uint8_t h[512] = { 0 };
+    uint32_t n_blocks = (uint32_t)((size + VDI_DEFAULT_BLOCK - 1) / VDI_DEFAULT_BLOCK);
+    uint64_t off_data = 512 + vd_round_up((uint64_t)n_blocks * 4, 512);
+    uint32_t type = a->backing ? VDI_TYPE_DIFF : fixed ? VDI_TYPE_FIXED : VDI_TYPE_NORMAL;
+    memcpy(h + VDI_O_TEXT, VDI_SIGNATURE_TEXT, sizeof VDI_SIGNATURE_TEXT - 1);
+    vd_put_le32(h + VDI_O_MAGIC, VDI_MAGIC);
+    vd_put_le32(h + VDI_O_VERSION, VDI_VERSION_1_1);
+    vd_put_le32(h + VDI_O_HDR_SIZE, VDI_HEADER1PLUS_SIZE);
+    vd_put_le32(h + VDI_O_TYPE, type);
+    vd_put_le32(h + VDI_O_OFF_BLOCKS, 512);
+    vd_put_le32(h + VDI_O_OFF_DATA, (uint32_t)off_data);
+    vdi_put_geometry(h + VDI_O_CYLS, size);
+    vd_put_le64(h + VDI_O_DISK_SIZE, size);
+    vd_put_le32(h + VDI_O_BLOCK_SIZE, VDI_DEFAULT_BLOCK);
+    vd_put_le32(h + VDI_O_BLOCKS, n_blocks);
+    vd_put_le32(h + VDI_O_ALLOCATED, fixed ? n_blocks : 0);
+    if (uuid_opt) {
+        if (vdi_uuid_parse(uuid_opt, h + VDI_O_UUID_CREATE) < 0)
+            return vd_set_error(err, -EINVAL, "vdi: uuid=%s is not a UUID", uuid_opt);
+    } else if ((r = vdi_uuid_random(h + VDI_O_UUID_CREATE)) < 0) {
+        return vd_set_errno(err, r, "vdi: getrandom");
+    }
+    if ((r = vdi_uuid_random(h + VDI_O_UUID_MODIFY)) < 0)
+        return vd_set_errno(err, r, "vdi: getrandom");
+    if (a->backing && (r = vdi_create_parent(a, h + VDI_O_UUID_LINK, h + VDI_O_UUID_PARENT,
+                                             err)) < 0)
+        return r;
+    vdi_put_geometry(h + VDI_O_LCHS, size);
+
+    size_t map_bytes = (size_t)(off_data - 512);
+    uint8_t *map = malloc(map_bytes ? map_bytes : 1);
+    if (!map)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    memset(map, 0xff, map_bytes);   /* trailing padding too: harmless */
+    for (uint32_t i = 0; i < n_blocks; i++)
+        vd_put_le32(map + (size_t)i * 4, fixed ? i : VDI_BLOCK_FREE);
+    vd_file *f;
+    r = vd_file_create(a->path, &f, err);
+    if (r == 0) {
+        if ((r = vd_file_pwrite(f, h, sizeof h, 0, err)) == 0 &&
+            (r = vd_file_pwrite(f, map, map_bytes, 512, err)) == 0 &&
+            (r = vd_file_truncate(f, off_data + (fixed ? (uint64_t)n_blocks * VDI_DEFAULT_BLOCK
+                                                         : 0), err)) == 0)
+            r = vd_file_sync(f, err);
+        vd_file_close(f);
+    }
+    free(map);
+    return r;
+}
+
+static const char *const vdi_extensions[] = { "vdi", NULL };
+
+static const vd_opt_desc vdi_create_opts[] = {
+    { "static", "on: allocate every block up front (a fixed image); off (default): dynamic" },
+    { "uuid", "creation UUID to store (keep an image's identity when migrating); default random" },
+    { NULL, NULL },
+};
+
+const struct vd_driver vd_vdi = {
+    .name = "vdi",
+    .description = "VirtualBox Disk Image",
+    .extensions = vdi_extensions,
+    .probe = vdi_probe,
+    .align = 512,
+    .parallel_reads = true,
+    .open = vdi_open,
+    .close = vdi_close,
+    .create = vdi_create,
+    .create_opts = vdi_create_opts,
+    .pread = vdi_pread,
+    .pwrite = vdi_pwrite,
+    .flush = vdi_flush,
+    .block_status = vdi_block_status,
+    .check = vdi_check,
+    .details = vdi_details,
+    .can_write = VD_CAN_NATIVE,
+    .can_zero = VD_CAN_EMULATE,
+    .can_discard = VD_CAN_NONE,
+    .can_block_status = VD_CAN_NATIVE,
+};
