@@ -1,0 +1,190 @@
+/* vhd-parent.c - the parent of a differencing VHD: which file it is (parent
+ * locators and the parent's name, decoded from UTF-16 and Windows/Mac paths)
+ * and whether it is the right one (its unique id). */
+#include "vhd.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+/* UTF-16 (big- or little-endian) to UTF-8; unpaired surrogates become '?'.
+ * Stops at a NUL.  Returns a malloc'd string or NULL. */
+static char *vhd_utf16_to_utf8(const uint8_t *p, size_t bytes, bool big_endian)
+{
+    char *out = malloc(bytes / 2 * 3 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i + 1 < bytes; i += 2) {
+        uint32_t c = big_endian ? vd_be16(p + i) : vd_le16(p + i);
+        if (!c)
+            break;
+        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
+            uint32_t lo = big_endian ? vd_be16(p + i + 2) : vd_le16(p + i + 2);
+            if (lo >= 0xdc00 && lo < 0xe000) {
+                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+                i += 2;
+            } else {
+                c = '?';
+            }
+        } else if (c >= 0xd800 && c < 0xe000) {
+            c = '?';
+        }
+        if (c < 0x80) {
+            *o++ = (char)c;
+        } else if (c < 0x800) {
+            *o++ = (char)(0xc0 | c >> 6);
+            *o++ = (char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            *o++ = (char)(0xe0 | c >> 12);
+            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        } else {
+            /* 4-byte sequences need 4 bytes for 4 input bytes: fits. */
+            *o++ = (char)(0xf0 | c >> 18);
+            *o++ = (char)(0x80 | ((c >> 12) & 0x3f));
+            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+/* Turn a stored Windows or Mac path into one relative to the child's folder:
+ * backslashes become slashes, "file://" and a leading "./" go, and a path
+ * with a drive letter ("C:\VMs\base.vhd") is reduced to its file name, since
+ * the images travel together and that drive does not exist here. */
+static void vhd_normalize_parent_path(char *p)
+{
+    for (char *q = p; *q; q++)
+        if (*q == '\\')
+            *q = '/';
+    if (!strncmp(p, "file://", 7))
+        memmove(p, p + 7, strlen(p + 7) + 1);
+    if (((p[0] | 0x20) >= 'a' && (p[0] | 0x20) <= 'z') && p[1] == ':') {
+        char *base = strrchr(p, '/');
+        memmove(p, base ? base + 1 : p + 2, strlen(base ? base + 1 : p + 2) + 1);
+    }
+    while (p[0] == '.' && p[1] == '/')
+        memmove(p, p + 2, strlen(p + 2) + 1);
+}
+
+/* Decode parent locator `i`; NULL if it is not a usable path. */
+static char *vhd_locator_path(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, int i,
+                              vd_error *err)
+{
+    const uint8_t *l = dynhdr + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
+    uint32_t code = vd_be32(l), len = vd_be32(l + 8);
+    uint64_t off = vd_be64(l + 16), end;
+    bool utf16 = code == 0x57327275 || code == 0x57326b75;   /* W2ru, W2ku */
+    bool macx = code == 0x4d616358;                         /* MacX: UTF-8 URL */
+    if ((!utf16 && !macx) || !len)
+        return NULL;
+    /* A path longer than 64 KiB is not a path: ignore the locator. */
+    if (len > 65536 || vd_add_overflow(off, len, &end) || end > file_size)
+        return NULL;
+    uint8_t *raw = malloc(len);
+    if (!raw)
+        return NULL;
+    char *p = NULL;
+    if (vd_file_pread(img->file, raw, len, off, err) == 0) {
+        if (utf16) {
+            p = vhd_utf16_to_utf8(raw, len, false);
+        } else if ((p = malloc((size_t)len + 1))) {
+            memcpy(p, raw, len);
+            p[len] = 0;
+        }
+    }
+    free(raw);
+    if (p)
+        vhd_normalize_parent_path(p);
+    if (p && !*p) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+static bool vhd_candidate_exists(vd_image *img, const char *name)
+{
+    char *path;
+    struct stat st;
+    if (vd_resolve_related(img->path, name, img->allow_host_paths, &path, NULL) < 0)
+        return false;
+    bool ok = stat(path, &st) == 0;
+    free(path);
+    return ok;
+}
+
+/* Choose the parent: relative locators first (W2ru), then absolute (W2ku),
+ * Mac (MacX), and the parent's unicode name; the first that names an existing
+ * file wins, else the first candidate (so the error names it). */
+int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd_error *err)
+{
+    static const uint32_t order[] = { 0x57327275, 0x57326b75, 0x4d616358 };
+    char *first = NULL;
+    for (size_t k = 0; k < 3 && !img->backing_file; k++) {
+        for (int i = 0; i < VHD_LOCATORS && !img->backing_file; i++) {
+            if (vd_be32(dynhdr + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE) != order[k])
+                continue;
+            char *p = vhd_locator_path(img, dynhdr, file_size, i, NULL);
+            if (!p)
+                continue;
+            if (vhd_candidate_exists(img, p)) {
+                img->backing_file = p;
+            } else if (!first) {
+                first = p;
+            } else {
+                free(p);
+            }
+        }
+    }
+    if (!img->backing_file) {
+        char *p = vhd_utf16_to_utf8(dynhdr + VHD_D_PARENT_NAME, 512, true);
+        if (p)
+            vhd_normalize_parent_path(p);
+        if (p && *p && (!first || vhd_candidate_exists(img, p))) {
+            img->backing_file = p;
+        } else {
+            free(p);
+        }
+    }
+    if (!img->backing_file) {
+        img->backing_file = first;
+        first = NULL;
+    }
+    free(first);
+    if (!img->backing_file)
+        return vd_set_error(err, -EINVAL,
+                            "vhd: differencing disk names no parent (no parent locator or name)");
+    img->backing_format = strdup("vhd");
+    return img->backing_format ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+}
+
+/* The parent must be the disk the child was made from: its footer's unique
+ * id equals the child's parent UUID.  A parent we cannot open is left to the
+ * core, which reports it when it opens the chain. */
+int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, vd_error *err)
+{
+    vd_file *pf;
+    uint8_t f[VHD_FOOTER_SIZE];
+    if (vd_file_open_related(img, img->backing_file, true, &pf, NULL) < 0)
+        return 0;
+    int64_t size = vd_file_size(pf, NULL);
+    bool ok = size >= VHD_FOOTER_SIZE &&
+              vd_file_pread(pf, f, sizeof f, (uint64_t)size - sizeof f, NULL) == 0 &&
+              vhd_footer_valid(f);
+    if (!ok)
+        ok = size >= VHD_FOOTER_SIZE && vd_file_pread(pf, f, sizeof f, 0, NULL) == 0 &&
+             vhd_footer_valid(f);
+    vd_file_close(pf);
+    if (!ok)
+        return vd_set_error(err, -EINVAL, "vhd: parent '%s' is not a VHD", img->backing_file);
+    if (memcmp(f + VHD_F_UUID, dynhdr + VHD_D_PARENT_UUID, 16))
+        return vd_set_error(err, -EINVAL,
+                            "vhd: parent UUID at 0x%llx does not match the unique id of '%s'",
+                            (unsigned long long)(dynhdr_off + VHD_D_PARENT_UUID),
+                            img->backing_file);
+    return 0;
+}
+

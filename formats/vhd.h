@@ -1,0 +1,75 @@
+/* vhd.h - shared between the VHD driver's open/I/O half (vhd.c) and its
+ * create half (vhd-create.c).  On-disk layout (all fields big-endian), from
+ * Microsoft's "Virtual Hard Disk Image Format Specification" v1.0:
+ *
+ *   footer (512 bytes): at the end of every VHD, and copied at offset 0 of
+ *     dynamic and differencing disks;
+ *   dynamic header (1024 bytes): at the footer's data offset;
+ *   BAT: one 32-bit sector number per block, 0xffffffff = not allocated;
+ *   block: a sector bitmap (one bit per 512-byte sector, padded to a whole
+ *     sector) followed by the block's data. */
+#ifndef VD_VHD_H
+#define VD_VHD_H
+
+#include "vd-driver.h"
+
+#define VHD_SECTOR 512u
+#define VHD_FOOTER_SIZE 512u
+#define VHD_DYNHDR_SIZE 1024u
+
+/* footer field offsets */
+#define VHD_F_COOKIE 0           /* "conectix" */
+#define VHD_F_FEATURES 8
+#define VHD_F_VERSION 12
+#define VHD_F_DATA_OFFSET 16     /* dynamic header, or ~0 for fixed */
+#define VHD_F_TIMESTAMP 24       /* seconds since 2000-01-01 UTC */
+#define VHD_F_CREATOR_APP 28
+#define VHD_F_CREATOR_VER 32
+#define VHD_F_CREATOR_OS 36
+#define VHD_F_ORIG_SIZE 40
+#define VHD_F_CUR_SIZE 48
+#define VHD_F_CYLINDERS 56
+#define VHD_F_HEADS 58
+#define VHD_F_SPT 59
+#define VHD_F_TYPE 60
+#define VHD_F_CHECKSUM 64
+#define VHD_F_UUID 68
+#define VHD_F_SAVED_STATE 84
+
+/* dynamic header field offsets */
+#define VHD_D_COOKIE 0           /* "cxsparse" */
+#define VHD_D_DATA_OFFSET 8
+#define VHD_D_TABLE_OFFSET 16
+#define VHD_D_VERSION 24
+#define VHD_D_MAX_ENTRIES 28
+#define VHD_D_BLOCK_SIZE 32
+#define VHD_D_CHECKSUM 36
+#define VHD_D_PARENT_UUID 40
+#define VHD_D_PARENT_TIME 56
+#define VHD_D_PARENT_NAME 64     /* 512 bytes UTF-16BE */
+#define VHD_D_LOCATORS 576       /* 8 entries of 24 bytes */
+#define VHD_LOCATOR_SIZE 24
+#define VHD_LOCATORS 8
+
+#define VHD_TYPE_FIXED 2
+#define VHD_TYPE_DYNAMIC 3
+#define VHD_TYPE_DIFF 4
+
+#define VHD_BAT_UNUSED 0xffffffffu
+/* 2040 GiB: the largest disk the format's tools accept (qemu, Hyper-V). */
+#define VHD_MAX_SECTORS 0xff000000ull
+/* 65535 cylinders * 16 heads * 255 sectors: the largest CHS geometry. */
+#define VHD_MAX_GEOMETRY (65535ull * 16 * 255)
+/* 2000-01-01 00:00:00 UTC in Unix time. */
+#define VHD_EPOCH 946684800ll
+
+uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);
+void vhd_geometry(uint64_t sectors, uint16_t *cyl, uint8_t *heads, uint8_t *spt);
+int vhd_create(const struct vd_create_args *a, vd_error *err);
+bool vhd_footer_valid(const uint8_t *footer);
+/* vhd-parent.c: set img->backing_file from the dynamic header's locators. */
+int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd_error *err);
+/* vhd-parent.c: the parent's unique id must equal the stored parent UUID. */
+int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, vd_error *err);
+
+#endif
