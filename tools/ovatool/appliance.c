@@ -1,0 +1,344 @@
+/* appliance.c - reading an appliance: an .ova (tar, read in one pass with
+ * libarchive) or an .ovf with its files in the same folder.  Every member is
+ * digested (SHA1, SHA256, SHA512 at once: the manifest, which comes last in
+ * an OVA, decides which one counts) and optionally extracted.  Chunked
+ * members (name.000000000, .000000001, ...) are joined; members compressed
+ * with ovf:compression="gzip" are inflated on extraction. */
+#include "ovatool.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define APP_MAX_MEMBERS 4096
+#define APP_MAX_TEXT (16u << 20)     /* .ovf, .mf, .cert */
+
+static bool app_has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcasecmp(s + a - b, suf);
+}
+
+/* A member name we accept: a plain file name, no folders, no "..". */
+static bool app_plain_name(const char *n)
+{
+    return n && *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, "..");
+}
+
+struct app_member {
+    struct appliance_file *f;
+    struct digest_ctx *d1, *d256, *d512;
+    FILE *out;
+    char *text; size_t text_len;   /* kept in memory for .ovf/.mf/.cert */
+};
+
+static int app_member_begin(struct appliance *ap, const char *name, const char *extract_dir,
+                            struct app_member *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (ap->n_files >= APP_MAX_MEMBERS) {
+        snprintf(err, errlen, "more than %d members", APP_MAX_MEMBERS);
+        return -1;
+    }
+    struct appliance_file *nv = realloc(ap->files, (ap->n_files + 1) * sizeof *nv);
+    if (!nv)
+        return -1;
+    ap->files = nv;
+    m->f = &ap->files[ap->n_files++];
+    memset(m->f, 0, sizeof *m->f);
+    m->f->name = strdup(name);
+    m->d1 = digest_new(OVF_SHA1);
+    m->d256 = digest_new(OVF_SHA256);
+    m->d512 = digest_new(OVF_SHA512);
+    if (extract_dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", extract_dir, name);
+        m->out = fopen(path, "wbx");
+        if (!m->out) {
+            snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static bool app_is_text(const char *name)
+{
+    return app_has_suffix(name, ".ovf") || app_has_suffix(name, ".mf") ||
+           app_has_suffix(name, ".cert");
+}
+
+static int app_member_data(struct app_member *m, const void *buf, size_t n, char *err,
+                           size_t errlen)
+{
+    digest_update(m->d1, buf, n);
+    digest_update(m->d256, buf, n);
+    digest_update(m->d512, buf, n);
+    m->f->size += n;
+    if (app_is_text(m->f->name)) {
+        if (m->text_len + n > APP_MAX_TEXT) {
+            snprintf(err, errlen, "%s: larger than the %u MiB limit for descriptors",
+                     m->f->name, APP_MAX_TEXT >> 20);
+            return -1;
+        }
+        char *t = realloc(m->text, m->text_len + n + 1);
+        if (!t)
+            return -1;
+        memcpy(t + m->text_len, buf, n);
+        m->text = t;
+        m->text_len += n;
+        t[m->text_len] = 0;
+    }
+    if (m->out && fwrite(buf, 1, n, m->out) != n) {
+        snprintf(err, errlen, "%s: write failed: %s", m->f->name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int app_member_end(struct appliance *ap, struct app_member *m, char *err, size_t errlen)
+{
+    digest_final_hex(m->d1, m->f->sha1);
+    digest_final_hex(m->d256, m->f->sha256);
+    digest_final_hex(m->d512, m->f->sha512);
+    if (m->out && fclose(m->out) != 0) {
+        snprintf(err, errlen, "%s: write failed: %s", m->f->name, strerror(errno));
+        return -1;
+    }
+    const char *name = m->f->name;
+    if (app_has_suffix(name, ".ovf") && !ap->ovf_name) {
+        ap->ovf_name = strdup(name);
+        if (ovf_parse(m->text ? m->text : "", m->text_len, name, &ap->ovf, err, errlen) < 0) {
+            free(m->text);
+            return -1;
+        }
+        free(m->text);
+    } else if (app_has_suffix(name, ".mf") && !ap->mf_text) {
+        ap->mf_text = m->text ? m->text : strdup("");
+        ap->mf_len = m->text_len;
+        ap->mf_name = strdup(name);
+    } else if (app_has_suffix(name, ".cert") && !ap->cert_text) {
+        ap->cert_text = m->text ? m->text : strdup("");
+        ap->cert_len = m->text_len;
+    } else {
+        free(m->text);
+    }
+    return 0;
+}
+
+static int app_read_ova(const char *path, const char *extract_dir, struct appliance *ap,
+                        char *err, size_t errlen)
+{
+    struct archive *ar = archive_read_new();
+    archive_read_support_format_tar(ar);
+    if (archive_read_open_filename(ar, path, 1 << 20) != ARCHIVE_OK) {
+        snprintf(err, errlen, "%s: %s", path, archive_error_string(ar));
+        archive_read_free(ar);
+        return -1;
+    }
+    struct archive_entry *e;
+    int r = 0, ar_r;
+    char *buf = malloc(1 << 20);
+    while (r == 0 && (ar_r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
+        const char *name = archive_entry_pathname(e);
+        if (archive_entry_filetype(e) != AE_IFREG)
+            continue;
+        if (!app_plain_name(name)) {
+            snprintf(err, errlen, "%s: member '%s' is not a plain file name; refused",
+                     path, name ? name : "");
+            r = -1;
+            break;
+        }
+        if (ap->n_files == 0 && !app_has_suffix(name, ".ovf"))
+            fprintf(stderr, "ovatool: %s: warning: first member is '%s', not the .ovf "
+                    "descriptor the OVF specification puts first\n", path, name);
+        struct app_member m;
+        if ((r = app_member_begin(ap, name, extract_dir, &m, err, errlen)) < 0)
+            break;
+        la_ssize_t n;
+        while ((n = archive_read_data(ar, buf, 1 << 20)) > 0)
+            if ((r = app_member_data(&m, buf, (size_t)n, err, errlen)) < 0)
+                break;
+        if (n < 0 && r == 0) {
+            snprintf(err, errlen, "%s: member %s: %s", path, name, archive_error_string(ar));
+            r = -1;
+        }
+        int r2 = app_member_end(ap, &m, err, errlen);
+        if (!r)
+            r = r2;
+    }
+    if (r == 0 && ar_r != ARCHIVE_EOF) {
+        snprintf(err, errlen, "%s: not a valid tar archive: %s", path, archive_error_string(ar));
+        r = -1;
+    }
+    free(buf);
+    archive_read_free(ar);
+    return r;
+}
+
+static int app_read_plain_file(struct appliance *ap, const char *dir, const char *name,
+                               const char *extract_dir, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct app_member m;
+    int r = app_member_begin(ap, name, extract_dir, &m, err, errlen);
+    char *buf = malloc(1 << 20);
+    size_t n;
+    while (r == 0 && (n = fread(buf, 1, 1 << 20, f)) > 0)
+        r = app_member_data(&m, buf, n, err, errlen);
+    free(buf);
+    fclose(f);
+    if (m.f) {
+        int r2 = app_member_end(ap, &m, err, errlen);
+        if (!r)
+            r = r2;
+    }
+    return r;
+}
+
+/* An .ovf in a folder: the descriptor, its referenced files (or their
+ * chunks), and the .mf/.cert of the same base name when present. */
+static int app_read_folder(const char *path, const char *extract_dir, struct appliance *ap,
+                           char *err, size_t errlen)
+{
+    char *copy = strdup(path);
+    char *slash = strrchr(copy, '/');
+    const char *dir = slash ? (*slash = 0, copy) : ".";
+    const char *base = slash ? slash + 1 : path;
+    if (slash && !*dir)
+        dir = "/";
+    int r = app_read_plain_file(ap, dir, base, extract_dir, err, errlen);
+    for (size_t i = 0; r == 0 && i < ap->ovf.n_files; i++) {
+        const struct ovf_file *f = &ap->ovf.files[i];
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, f->href);
+        if (access(p, R_OK) == 0) {
+            r = app_read_plain_file(ap, dir, f->href, extract_dir, err, errlen);
+            continue;
+        }
+        for (unsigned c = 0; r == 0; c++) {
+            char cn[600];
+            snprintf(cn, sizeof cn, "%s.%09u", f->href, c);
+            snprintf(p, sizeof p, "%s/%s", dir, cn);
+            if (access(p, R_OK) != 0) {
+                if (c == 0 && !extract_dir) {
+                    /* info/verify on a bare descriptor: report, don't fail */
+                    ap->n_missing++;
+                } else if (c == 0) {
+                    snprintf(err, errlen, "%s/%s: file referenced by the descriptor is missing",
+                             dir, f->href);
+                    r = -1;
+                }
+                break;
+            }
+            r = app_read_plain_file(ap, dir, cn, extract_dir, err, errlen);
+        }
+    }
+    char stem[4096];
+    snprintf(stem, sizeof stem, "%s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot)
+        *dot = 0;
+    static const char *const sfx[] = { ".mf", ".cert" };
+    for (int k = 0; r == 0 && k < 2; k++) {
+        char n[4200], p[8400];
+        snprintf(n, sizeof n, "%s%s", stem, sfx[k]);
+        snprintf(p, sizeof p, "%s/%s", dir, n);
+        if (access(p, R_OK) == 0)
+            r = app_read_plain_file(ap, dir, n, extract_dir, err, errlen);
+    }
+    free(copy);
+    return r;
+}
+
+int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
+                   char *err, size_t errlen)
+{
+    memset(ap, 0, sizeof *ap);
+    int r;
+    if (app_has_suffix(path, ".ovf")) {
+        r = app_read_folder(path, extract_dir, ap, err, errlen);
+    } else {
+        ap->is_ova = true;
+        r = app_read_ova(path, extract_dir, ap, err, errlen);
+        if (r == 0 && !ap->ovf_name) {
+            snprintf(err, errlen, "%s: no .ovf descriptor in the archive", path);
+            r = -1;
+        }
+    }
+    return r;
+}
+
+void appliance_free(struct appliance *ap)
+{
+    ovf_free(&ap->ovf);
+    free(ap->ovf_name);
+    free(ap->mf_text);
+    free(ap->mf_name);
+    free(ap->cert_text);
+    for (size_t i = 0; i < ap->n_files; i++)
+        free(ap->files[i].name);
+    free(ap->files);
+    memset(ap, 0, sizeof *ap);
+}
+
+int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
+                              int *checked)
+{
+    struct manifest mf;
+    *checked = 0;
+    if (!ap->mf_text) {
+        snprintf(err, errlen, "no manifest (.mf) in the appliance");
+        return -1;
+    }
+    if (mf_parse(ap->mf_text, ap->mf_len, ap->mf_name, &mf, err, errlen) < 0)
+        return -1;
+    int r = 0;
+    for (size_t i = 0; i < mf.n && r == 0; i++) {
+        const struct mf_entry *e = &mf.v[i];
+        const struct appliance_file *f = NULL;
+        for (size_t k = 0; k < ap->n_files; k++)
+            if (!strcmp(ap->files[k].name, e->file))
+                f = &ap->files[k];
+        if (!f) {
+            snprintf(err, errlen, "%s: lists %s, which is not in the appliance", ap->mf_name,
+                     e->file);
+            r = -1;
+            break;
+        }
+        const char *have = e->alg == OVF_SHA1 ? f->sha1 : e->alg == OVF_SHA512 ? f->sha512
+                                                                          : f->sha256;
+        if (strcmp(have, e->hex)) {
+            snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., "
+                     "file %.16s...)", ap->mf_name, digest_name(e->alg), e->file, e->hex, have);
+            r = -1;
+        }
+        (*checked)++;
+    }
+    /* Every disk file must be covered: a manifest that omits one proves nothing. */
+    for (size_t i = 0; r == 0 && i < ap->ovf.n_files; i++) {
+        const char *h = ap->ovf.files[i].href;
+        bool listed = mf_find(&mf, h) != NULL;
+        for (size_t k = 0; !listed && k < mf.n; k++)
+            listed = !strncmp(mf.v[k].file, h, strlen(h)) && mf.v[k].file[strlen(h)] == '.';
+        if (!listed) {
+            snprintf(err, errlen, "%s: does not list %s", ap->mf_name, h);
+            r = -1;
+        }
+    }
+    mf_free(&mf);
+    return r;
+}

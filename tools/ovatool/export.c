@@ -1,0 +1,236 @@
+/* export.c - `ovatool export`: disks converted to streamOptimized VMDK, an
+ * OVF descriptor, a manifest and optionally a certificate, packed into a
+ * POSIX ustar archive in the order the OVF specification requires
+ * (descriptor first, then disks, manifest, certificate). */
+#include "ovatool.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* CIM operating system ids for the names people pass with --os-type. */
+static const char *exp_cim_os(const char *t)
+{
+    static const struct { const char *name, *id; } map[] = {
+        { "debian", "96" }, { "ubuntu", "94" }, { "rhel", "80" }, { "centos", "107" },
+        { "windows", "67" }, { "freebsd", "78" }, { "linux", "36" }, { "other", "1" },
+    };
+    for (size_t i = 0; t && i < sizeof map / sizeof map[0]; i++)
+        if (strcasestr(t, map[i].name))
+            return map[i].id;
+    return "1";
+}
+
+/* Bytes of the guest that hold data (what populatedSize reports). */
+static uint64_t exp_populated(const char *path)
+{
+    vd_image *img;
+    vd_error e;
+    if (vd_open(path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0)
+        return 0;
+    uint64_t off = 0, size = vd_size(img), data = 0;
+    vd_extents ext;
+    vd_extents_init(&ext);
+    while (off < size) {
+        vd_extents_clear(&ext);
+        if (vd_block_status(img, off, size - off, &ext, &e) < 0 || !ext.n)
+            break;
+        for (size_t i = 0; i < ext.n; i++)
+            if (!(ext.v[i].flags & VD_EXT_ZERO))
+                data += ext.v[i].len;
+        off = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
+    }
+    vd_extents_free(&ext);
+    vd_close(img, NULL);
+    return data;
+}
+
+static int exp_add_member(struct archive *ar, const char *name, const char *path,
+                          const char *mem, size_t mem_len, char *err, size_t errlen)
+{
+    struct archive_entry *e = archive_entry_new();
+    struct stat st = { 0 };
+    if (path && stat(path, &st) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        archive_entry_free(e);
+        return -1;
+    }
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_size(e, path ? st.st_size : (la_int64_t)mem_len);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_mtime(e, time(NULL), 0);
+    archive_entry_set_uname(e, "someone");
+    archive_entry_set_gname(e, "someone");
+    int r = archive_write_header(ar, e) == ARCHIVE_OK ? 0 : -1;
+    archive_entry_free(e);
+    if (r < 0) {
+        snprintf(err, errlen, "%s: %s", name, archive_error_string(ar));
+        return -1;
+    }
+    if (!path)
+        return archive_write_data(ar, mem, mem_len) == (la_ssize_t)mem_len ? 0 : -1;
+    FILE *f = fopen(path, "rb");
+    char *buf = malloc(1 << 20);
+    size_t n;
+    while (f && buf && (n = fread(buf, 1, 1 << 20, f)) > 0)
+        if (archive_write_data(ar, buf, n) != (la_ssize_t)n) {
+            r = -1;
+            break;
+        }
+    if (f)
+        fclose(f);
+    free(buf);
+    if (r < 0 || !f)
+        snprintf(err, errlen, "%s: writing to the archive failed: %s", name,
+                 archive_error_string(ar));
+    return r < 0 || !f ? -1 : 0;
+}
+
+static char *exp_file_digest(const char *path, enum ovf_digest alg, char hex[129])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct digest_ctx *d = digest_new(alg);
+    char *buf = malloc(1 << 20);
+    size_t n;
+    while ((n = fread(buf, 1, 1 << 20, f)) > 0)
+        digest_update(d, buf, n);
+    free(buf);
+    fclose(f);
+    digest_final_hex(d, hex);
+    return hex;
+}
+
+static void exp_mf_add(char **mf, size_t *len, enum ovf_digest alg, const char *name,
+                       const char *hex)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s(%s)= %s\n", digest_name(alg), name, hex);
+    *mf = realloc(*mf, *len + (size_t)n + 1);
+    memcpy(*mf + *len, line, (size_t)n + 1);
+    *len += (size_t)n;
+}
+
+int ova_export(const struct export_opts *o)
+{
+    char err[8192] = "", work[4200], tmpout[4200];
+    snprintf(work, sizeof work, "%s.work%d", o->out, (int)getpid());
+    snprintf(tmpout, sizeof tmpout, "%s.tmp%d", o->out, (int)getpid());
+    if (access(o->out, F_OK) == 0) {
+        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", o->out);
+        return 1;
+    }
+    if (mkdir(work, 0700) < 0) {
+        fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
+        return 1;
+    }
+    bool vmware = o->target && (!strcmp(o->target, "vmware") || !strcmp(o->target, "esxi"));
+    struct ovf_appliance a = { 0 };
+    a.name = strdup(o->name);
+    a.os_type = o->os_type ? strdup(o->os_type) : NULL;
+    a.os_desc = strdup(o->os_type ? o->os_type : "Other");
+    a.os_id = strdup(exp_cim_os(o->os_type));
+    a.cpus = o->cpus;
+    a.memory_mib = o->memory_mib;
+    a.files = calloc(o->n_disks + 1, sizeof *a.files);
+    a.disks = calloc(o->n_disks + 1, sizeof *a.disks);
+    char **vmdk = calloc(o->n_disks + 1, sizeof *vmdk);
+    char *mf = NULL, *cert = NULL, *desc = NULL;
+    size_t mf_len = 0;
+    int rc = 1;
+    for (size_t i = 0; i < o->n_disks; i++) {
+        char name[600], path[4900], opts[128];
+        snprintf(name, sizeof name, "%s-disk%zu.vmdk", o->name, i + 1);
+        snprintf(path, sizeof path, "%s/%s", work, name);
+        snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
+                 vmware ? "lsilogic" : "ide",
+                 o->target && !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
+        if (disk_convert(o->disks[i], NULL, path, "vmdk", opts, o->progress, err, sizeof err) < 0)
+            goto out;
+        vmdk[i] = strdup(path);
+        struct stat st;
+        stat(path, &st);
+        vd_image *img;
+        vd_error e;
+        if (vd_open(o->disks[i], &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
+            snprintf(err, sizeof err, "%s", e.msg);
+            goto out;
+        }
+        a.disks[i].capacity = vd_size(img);
+        vd_close(img, NULL);
+        char id[32];
+        snprintf(id, sizeof id, "file%zu", i + 1);
+        a.files[i] = (struct ovf_file){ .id = strdup(id), .href = strdup(name),
+                                        .size = (uint64_t)st.st_size };
+        snprintf(id, sizeof id, "vmdisk%zu", i + 1);
+        a.disks[i].id = strdup(id);
+        a.disks[i].file_ref = strdup(a.files[i].id);
+        a.disks[i].populated = exp_populated(o->disks[i]);
+        a.n_files = a.n_disks = i + 1;
+    }
+    desc = ovf_write(&a, o->ovf_version, o->target);
+    char ovfname[600], mfname[600], certname[600], hex[129];
+    snprintf(ovfname, sizeof ovfname, "%s.ovf", o->name);
+    snprintf(mfname, sizeof mfname, "%s.mf", o->name);
+    snprintf(certname, sizeof certname, "%s.cert", o->name);
+    struct digest_ctx *d = digest_new(o->digest);
+    digest_update(d, desc, strlen(desc));
+    digest_final_hex(d, hex);
+    exp_mf_add(&mf, &mf_len, o->digest, ovfname, hex);
+    for (size_t i = 0; i < o->n_disks; i++)
+        exp_mf_add(&mf, &mf_len, o->digest, a.files[i].href,
+                   exp_file_digest(vmdk[i], o->digest, hex));
+    if (o->sign_key) {
+        cert = cert_sign(mf, mf_len, mfname, o->digest, o->sign_key, o->sign_cert, err, sizeof err);
+        if (!cert)
+            goto out;
+    }
+    struct archive *ar = archive_write_new();
+    archive_write_set_format_ustar(ar);
+    if (archive_write_open_filename(ar, tmpout) != ARCHIVE_OK) {
+        snprintf(err, sizeof err, "%s: %s", tmpout, archive_error_string(ar));
+        archive_write_free(ar);
+        goto out;
+    }
+    int r = exp_add_member(ar, ovfname, NULL, desc, strlen(desc), err, sizeof err);
+    for (size_t i = 0; r == 0 && i < o->n_disks; i++)
+        r = exp_add_member(ar, a.files[i].href, vmdk[i], NULL, 0, err, sizeof err);
+    if (r == 0)
+        r = exp_add_member(ar, mfname, NULL, mf, mf_len, err, sizeof err);
+    if (r == 0 && cert)
+        r = exp_add_member(ar, certname, NULL, cert, strlen(cert), err, sizeof err);
+    if (archive_write_close(ar) != ARCHIVE_OK && r == 0) {
+        snprintf(err, sizeof err, "%s: %s", tmpout, archive_error_string(ar));
+        r = -1;
+    }
+    archive_write_free(ar);
+    if (r == 0 && rename(tmpout, o->out) == 0) {
+        rc = 0;
+        printf("%s: %zu disk(s), manifest %s%s\n", o->out, o->n_disks, digest_name(o->digest),
+               cert ? ", signed" : "");
+    }
+out:
+    if (rc) {
+        fprintf(stderr, "ovatool: %s\n", err[0] ? err : "export failed");
+        unlink(tmpout);
+    }
+    for (size_t i = 0; i < o->n_disks; i++) {
+        if (vmdk[i])
+            unlink(vmdk[i]);
+        free(vmdk[i]);
+    }
+    rmdir(work);
+    free(vmdk);
+    free(mf);
+    free(cert);
+    free(desc);
+    ovf_free(&a);
+    return rc;
+}

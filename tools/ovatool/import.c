@@ -1,0 +1,217 @@
+/* import.c - `ovatool import`: unpack an appliance into a private folder,
+ * verify its manifest (and certificate), convert each disk to the chosen
+ * format, and write a libvirt domain and a qemu command line beside them.
+ * Outputs appear under their final names only when everything succeeded. */
+#include "ovatool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static void imp_rmtree(const char *dir, const struct appliance *ap)
+{
+    char p[4400];
+    for (size_t i = 0; i < ap->n_files; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, ap->files[i].name);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/joined.tmp", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* Make the disk file `href` whole in `dir`: join chunks, inflate gzip.
+ * Returns the path to read (malloc'd). */
+static char *imp_prepare_file(const char *dir, const struct ovf_file *f, char *err,
+                              size_t errlen)
+{
+    char src[4400], joined[4400];
+    snprintf(src, sizeof src, "%s/%s", dir, f->href);
+    snprintf(joined, sizeof joined, "%s/joined.tmp", dir);
+    if (access(src, R_OK) != 0) {             /* chunked: href.000000000 ... */
+        FILE *out = fopen(joined, "wb");
+        char *buf = malloc(1 << 20);
+        for (unsigned c = 0; out && buf; c++) {
+            char cp[4500];
+            snprintf(cp, sizeof cp, "%s.%09u", src, c);
+            FILE *in = fopen(cp, "rb");
+            if (!in) {
+                if (c == 0) {
+                    snprintf(err, errlen, "%s: disk file missing from the appliance", f->href);
+                    fclose(out);
+                    free(buf);
+                    return NULL;
+                }
+                break;
+            }
+            size_t n;
+            while ((n = fread(buf, 1, 1 << 20, in)) > 0)
+                fwrite(buf, 1, n, out);
+            fclose(in);
+            unlink(cp);
+        }
+        free(buf);
+        if (!out || fclose(out) != 0) {
+            snprintf(err, errlen, "%s: cannot join chunks", f->href);
+            return NULL;
+        }
+        rename(joined, src);
+    }
+    if (f->compression && !strcmp(f->compression, "gzip")) {
+        gzFile gz = gzopen(src, "rb");
+        FILE *out = fopen(joined, "wb");
+        char *buf = malloc(1 << 20);
+        int n = 0;
+        while (gz && out && buf && (n = gzread(gz, buf, 1 << 20)) > 0)
+            fwrite(buf, 1, (size_t)n, out);
+        free(buf);
+        if (gz)
+            gzclose(gz);
+        if (!gz || !out || n < 0 || fclose(out) != 0) {
+            snprintf(err, errlen, "%s: gzip data is corrupt or truncated", f->href);
+            return NULL;
+        }
+        rename(joined, src);
+    } else if (f->compression) {
+        snprintf(err, errlen, "%s: unsupported ovf:compression=\"%s\"", f->href, f->compression);
+        return NULL;
+    }
+    return strdup(src);
+}
+
+static int imp_write_text(const char *path, const char *text, char *err, size_t errlen)
+{
+    char tmp[4400];
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void imp_sanitize(char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+            *s = '_';
+}
+
+static int imp_check_cert(const struct appliance *ap, const struct import_opts *o)
+{
+    if (!ap->cert_text)
+        return 0;
+    struct cert_result cr;
+    cert_verify(ap->cert_text, ap->cert_len, ap->mf_text ? ap->mf_text : "", ap->mf_len,
+                ap->mf_name ? ap->mf_name : "(no manifest)", o->cafile, &cr);
+    if (!cr.signature_ok) {
+        fprintf(stderr, "ovatool: certificate: %s\n", cr.detail);
+        return -1;
+    }
+    if (cr.chain_checked && !cr.chain_trusted) {
+        fprintf(stderr, "ovatool: certificate: %s\n", cr.detail);
+        return -1;
+    }
+    fprintf(stderr, "certificate: signature ok, signer %s%s\n", cr.signer,
+            cr.chain_checked ? ", chain trusted" : " (chain not checked: no --ca-file)");
+    return 0;
+}
+
+int ova_import(const char *path, const struct import_opts *o)
+{
+    char err[8192] = "", work[4200];
+    struct appliance ap;
+    if (mkdir(o->outdir, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "ovatool: %s: %s\n", o->outdir, strerror(errno));
+        return 1;
+    }
+    snprintf(work, sizeof work, "%s/.ovatool-import.%d", o->outdir, (int)getpid());
+    if (mkdir(work, 0700) < 0) {
+        fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
+        return 1;
+    }
+    int rc = 1, checked = 0;
+    struct import_disk *disks = NULL;
+    size_t nd = 0;
+    if (appliance_read(path, work, &ap, err, sizeof err) < 0)
+        goto out;
+    if (!o->no_verify) {
+        if (appliance_verify_manifest(&ap, err, sizeof err, &checked) < 0) {
+            char e2[8400];
+            snprintf(e2, sizeof e2, "%s (use --no-verify to import anyway)", err);
+            snprintf(err, sizeof err, "%.8000s", e2);
+            goto out;
+        }
+        fprintf(stderr, "manifest: %d digests verified\n", checked);
+        if (imp_check_cert(&ap, o) < 0) {
+            snprintf(err, sizeof err, "%s: certificate check failed (use --no-verify to import anyway)", path);
+            goto out;
+        }
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s", ap.ovf.name ? ap.ovf.name : "appliance");
+    imp_sanitize(name);
+    disks = calloc(ap.ovf.n_disks + 1, sizeof *disks);
+    for (size_t i = 0; i < ap.ovf.n_disks; i++) {
+        const struct ovf_disk *d = &ap.ovf.disks[i];
+        const struct ovf_file *f = d->file_ref ? ovf_find_file(&ap.ovf, d->file_ref) : NULL;
+        if (!f)
+            continue;                    /* an empty disk: nothing to convert */
+        char *src = imp_prepare_file(work, f, err, sizeof err);
+        if (!src)
+            goto out;
+        char dst[4600];
+        snprintf(dst, sizeof dst, "%s/%s-disk%zu.%s", o->outdir, name, nd + 1, o->format);
+        if (access(dst, F_OK) == 0) {
+            snprintf(err, sizeof err, "%s: already exists; not overwritten", dst);
+            free(src);
+            goto out;
+        }
+        int r = disk_convert(src, NULL, dst, o->format, NULL, o->progress, err, sizeof err);
+        unlink(src);
+        free(src);
+        if (r < 0)
+            goto out;
+        disks[nd].disk = d;
+        disks[nd].path = realpath(dst, NULL);
+        disks[nd].format = o->format;
+        nd++;
+        printf("disk %zu: %s\n", nd, dst);
+    }
+    char *xml = libvirt_domain_xml(&ap.ovf, disks, nd, o->virtio);
+    char *cmd = qemu_command_line(&ap.ovf, disks, nd, o->virtio);
+    char p[4600];
+    snprintf(p, sizeof p, "%s/%s.xml", o->outdir, name);
+    int r = imp_write_text(p, xml, err, sizeof err);
+    printf("libvirt domain: %s (virsh define %s)\n", p, p);
+    snprintf(p, sizeof p, "%s/%s.sh", o->outdir, name);
+    if (r == 0 && (r = imp_write_text(p, cmd, err, sizeof err)) == 0) {
+        chmod(p, 0755);
+        printf("qemu command line: %s\n", p);
+    }
+    free(xml);
+    free(cmd);
+    if (r == 0)
+        rc = 0;
+out:
+    if (rc) {
+        fprintf(stderr, "ovatool: %s\n", err[0] ? err : "import failed");
+        for (size_t i = 0; i < nd; i++)
+            if (disks[i].path)
+                unlink(disks[i].path);
+    }
+    for (size_t i = 0; i < nd; i++)
+        free(disks[i].path);
+    free(disks);
+    imp_rmtree(work, &ap);
+    appliance_free(&ap);
+    return rc;
+}

@@ -1,0 +1,190 @@
+/* libvirt.c - what an imported appliance becomes on KVM: a libvirt domain
+ * (`virsh define`-ready) and an equivalent qemu command line.  Disks keep the
+ * bus the OVF gave them (IDE/SATA/SCSI: a Windows guest without virtio drivers
+ * still boots) unless --virtio asks for virtio. */
+#include "ovatool.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void xml_escape(const char *in, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (; in && *in && n + 7 < outlen; in++) {
+        const char *rep = NULL;
+        switch (*in) {
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '&': rep = "&amp;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&apos;"; break;
+        }
+        if (rep) {
+            n += (size_t)snprintf(out + n, outlen - n, "%s", rep);
+        } else if ((unsigned char)*in >= 0x20 || *in == '\t') {
+            out[n++] = *in;
+        }
+    }
+    out[n] = 0;
+}
+
+struct sbuf {
+    char *s;
+    size_t n, cap;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int need = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (need < 0)
+        return;
+    if (b->n + (size_t)need + 1 > b->cap) {
+        size_t cap = (b->cap + (size_t)need + 1) * 2;
+        char *s = realloc(b->s, cap);
+        if (!s)
+            return;
+        b->s = s;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)need;
+}
+
+enum lv_bus { LV_VIRTIO, LV_IDE, LV_SCSI, LV_SATA };
+static const char *const lv_bus_names[] = { "virtio", "ide", "scsi", "sata" };
+
+/* The libvirt bus for a disk: from its OVF controller unless virtio. */
+static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct ovf_disk *d, bool virtio)
+{
+    if (virtio)
+        return LV_VIRTIO;
+    const struct ovf_controller *c = ovf_find_ctrl(a, d ? d->parent : NULL);
+    if (!c)
+        return LV_VIRTIO;
+    if (c->resource_type == 5)
+        return LV_IDE;
+    if (c->resource_type == 6)
+        return LV_SCSI;
+    return LV_SATA;
+}
+
+static const char *lv_nic_model(const struct ovf_nic *n, bool virtio)
+{
+    if (virtio || !n->model)
+        return "virtio";
+    if (!strcasecmp(n->model, "E1000") || !strcasecmp(n->model, "E1000e"))
+        return "e1000";
+    if (!strcasecmp(n->model, "PCNet32"))
+        return "pcnet";
+    if (!strcasecmp(n->model, "VmxNet3"))
+        return "vmxnet3";
+    return "virtio";
+}
+
+static bool lv_is_windows(const struct ovf_appliance *a)
+{
+    const char *t = a->os_type ? a->os_type : a->os_desc;
+    return t && (strcasestr(t, "win") != NULL);
+}
+
+char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk *d,
+                         size_t n, bool virtio)
+{
+    struct sbuf b = { 0 };
+    char name[512];
+    xml_escape(a->name ? a->name : "appliance", name, sizeof name);
+    sb_printf(&b, "<domain type='kvm'>\n  <name>%s</name>\n", name);
+    sb_printf(&b, "  <memory unit='MiB'>%llu</memory>\n  <vcpu>%u</vcpu>\n",
+              (unsigned long long)(a->memory_mib ? a->memory_mib : 1024), a->cpus ? a->cpus : 1);
+    sb_printf(&b, "  <os%s>\n    <type arch='x86_64' machine='q35'>hvm</type>\n"
+              "    <boot dev='hd'/>\n  </os>\n",
+              a->firmware && !strcmp(a->firmware, "efi") ? " firmware='efi'" : "");
+    sb_printf(&b, "  <features>\n    <acpi/>\n    <apic/>\n  </features>\n"
+              "  <cpu mode='host-model'/>\n  <clock offset='%s'/>\n",
+              lv_is_windows(a) ? "localtime" : "utc");
+    sb_printf(&b, "  <devices>\n");
+    unsigned count[4] = { 0 };   /* virtio, ide, scsi, sata */
+    for (size_t i = 0; i < n; i++) {
+        enum lv_bus k = lv_bus(a, d[i].disk, virtio);
+        const char *bus = lv_bus_names[k];
+        char dev[16], path[4200];
+        snprintf(dev, sizeof dev, "%s%c", k == LV_VIRTIO ? "vd" : k == LV_IDE ? "hd" : "sd",
+                 'a' + (k >= LV_SCSI ? count[LV_SCSI] + count[LV_SATA] : count[k]) % 26);
+        count[k]++;
+        xml_escape(d[i].path, path, sizeof path);
+        sb_printf(&b, "    <disk type='file' device='disk'>\n"
+                  "      <driver name='qemu' type='%s'/>\n"
+                  "      <source file='%s'/>\n"
+                  "      <target dev='%s' bus='%s'/>\n    </disk>\n",
+                  !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format, path, dev, bus);
+    }
+    if (count[LV_SCSI])
+        sb_printf(&b, "    <controller type='scsi' model='%s'/>\n", virtio ? "virtio-scsi" : "lsilogic");
+    for (size_t i = 0; i < a->n_nics; i++)
+        sb_printf(&b, "    <interface type='network'>\n      <source network='default'/>\n"
+                  "      <model type='%s'/>\n    </interface>\n",
+                  lv_nic_model(&a->nics[i], virtio));
+    sb_printf(&b, "    <serial type='pty'/>\n    <console type='pty'/>\n"
+              "    <graphics type='vnc' autoport='yes'/>\n    <video><model type='vga'/></video>\n"
+              "  </devices>\n</domain>\n");
+    return b.s;
+}
+
+/* Shell-quote into `out` with single quotes. */
+static void sh_quote(const char *in, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[n++] = '\'';
+    for (; *in && n + 6 < outlen; in++) {
+        if (*in == '\'') {
+            memcpy(out + n, "'\\''", 4);
+            n += 4;
+        } else {
+            out[n++] = *in;
+        }
+    }
+    out[n++] = '\'';
+    out[n] = 0;
+}
+
+char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk *d,
+                        size_t n, bool virtio)
+{
+    struct sbuf b = { 0 };
+    char q[4400];
+    sh_quote(a->name ? a->name : "appliance", q, sizeof q);
+    sb_printf(&b, "#!/bin/sh\n# Generated by ovatool import: runs the appliance under KVM.\n"
+              "exec qemu-system-x86_64 -enable-kvm -machine q35 -cpu host -name %s \\\n"
+              "  -m %llu -smp %u \\\n", q,
+              (unsigned long long)(a->memory_mib ? a->memory_mib : 1024), a->cpus ? a->cpus : 1);
+    if (a->firmware && !strcmp(a->firmware, "efi"))
+        sb_printf(&b, "  -bios /usr/share/ovmf/OVMF.fd \\\n");
+    for (size_t i = 0; i < n; i++) {
+        enum lv_bus bus = lv_bus(a, d[i].disk, virtio);
+        sh_quote(d[i].path, q, sizeof q);
+        const char *fmt = !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format;
+        if (bus == LV_VIRTIO || bus == LV_IDE)
+            sb_printf(&b, "  -drive file=%s,format=%s,if=%s \\\n", q, fmt, lv_bus_names[bus]);
+        else if (bus == LV_SATA)   /* q35's built-in AHCI */
+            sb_printf(&b, "  -drive file=%s,format=%s,if=none,id=d%zu -device ide-hd,drive=d%zu \\\n",
+                      q, fmt, i, i);
+        else
+            sb_printf(&b, "  -device lsi53c895a,id=scsi%zu -drive file=%s,format=%s,if=none,id=d%zu "
+                      "-device scsi-hd,drive=d%zu,bus=scsi%zu.0 \\\n", i, q, fmt, i, i, i);
+    }
+    for (size_t i = 0; i < a->n_nics; i++) {
+        const char *m = lv_nic_model(&a->nics[i], virtio);
+        sb_printf(&b, "  -nic user,model=%s \\\n", !strcmp(m, "virtio") ? "virtio-net-pci" : m);
+    }
+    sb_printf(&b, "  -serial mon:stdio \"$@\"\n");
+    return b.s;
+}

@@ -1,0 +1,330 @@
+/* ovatool - OVA/OVF appliances: info, verify, import (to KVM), export. */
+#include "ovatool.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char usage_text[] =
+    "usage: ovatool info [--json] APPLIANCE.ova|.ovf\n"
+    "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
+    "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
+    "                      [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
+    "       ovatool export -n NAME --disk IMG [--disk IMG...] [--cpus N] [--memory MiB]\n"
+    "                      [--os-type TYPE] [--target virtualbox|vmware|esxi|ovf2]\n"
+    "                      [--ovf-version 1|2] [--digest sha1|sha256|sha512]\n"
+    "                      [--sign KEY.pem --cert CERT.pem] [-p] -o OUT.ova\n"
+    "\n"
+    "info     what the appliance holds: VM, OS, CPUs, memory, disks, controllers,\n"
+    "         NICs, networks, EULA/product, manifest and certificate status\n"
+    "verify   check every member against the manifest (.mf) and the certificate\n"
+    "import   verify, convert every disk (default qcow2), write a libvirt domain\n"
+    "         (NAME.xml) and a qemu command line (NAME.sh) into OUTDIR (default .)\n"
+    "export   pack disks (any format vdisk reads) as streamOptimized VMDKs with an\n"
+    "         OVF descriptor and a manifest (SHA256 by default) into an OVA\n";
+
+static int usage(int rc)
+{
+    fputs(usage_text, rc ? stderr : stdout);
+    return rc;
+}
+
+static void json_str(const char *k, const char *v, bool comma)
+{
+    char esc[1024];
+    size_t n = 0;
+    for (; v && *v && n + 8 < sizeof esc; v++) {
+        if (*v == '"' || *v == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = *v;
+        } else if ((unsigned char)*v < 0x20) {
+            n += (size_t)snprintf(esc + n, sizeof esc - n, "\\u%04x", *v);
+        } else {
+            esc[n++] = *v;
+        }
+    }
+    esc[n] = 0;
+    if (v || n)
+        printf("\"%s\": \"%s\"%s", k, esc, comma ? ", " : "");
+    else
+        printf("\"%s\": null%s", k, comma ? ", " : "");
+}
+
+static const char *ctrl_name(int t)
+{
+    return t == 5 ? "IDE" : t == 6 ? "SCSI" : "SATA";
+}
+
+static void print_info(const struct appliance *ap, bool json, int mf_state, const char *mf_msg,
+                       const struct cert_result *cr)
+{
+    const struct ovf_appliance *a = &ap->ovf;
+    if (json) {
+        printf("{");
+        json_str("name", a->name, true);
+        printf("\"ovf-version\": %d, ", a->version);
+        json_str("flavor", a->flavor, true);
+        json_str("os-id", a->os_id, true);
+        json_str("os-description", a->os_desc, true);
+        json_str("os-type", a->os_type, true);
+        printf("\"cpus\": %u, \"memory-mib\": %llu, ", a->cpus, (unsigned long long)a->memory_mib);
+        printf("\"disks\": [");
+        for (size_t i = 0; i < a->n_disks; i++) {
+            const struct ovf_file *f = a->disks[i].file_ref ? ovf_find_file(a, a->disks[i].file_ref) : NULL;
+            printf("%s{", i ? ", " : "");
+            json_str("id", a->disks[i].id, true);
+            json_str("file", f ? f->href : NULL, true);
+            json_str("format", a->disks[i].format, true);
+            printf("\"capacity\": %llu, \"populated-size\": %llu, \"file-size\": %llu}",
+                   (unsigned long long)a->disks[i].capacity,
+                   (unsigned long long)a->disks[i].populated,
+                   (unsigned long long)(f ? f->size : 0));
+        }
+        printf("], \"controllers\": [");
+        for (size_t i = 0; i < a->n_ctrls; i++) {
+            printf("%s{\"type\": \"%s\", ", i ? ", " : "", ctrl_name(a->ctrls[i].resource_type));
+            json_str("subtype", a->ctrls[i].subtype, false);
+            printf("}");
+        }
+        printf("], \"nics\": [");
+        for (size_t i = 0; i < a->n_nics; i++) {
+            printf("%s{", i ? ", " : "");
+            json_str("network", a->nics[i].network, true);
+            json_str("model", a->nics[i].model, false);
+            printf("}");
+        }
+        printf("], \"networks\": [");
+        for (size_t i = 0; i < a->n_networks; i++)
+            printf("%s\"%s\"", i ? ", " : "", a->networks[i]);
+        printf("], \"eula\": %s, ", a->has_eula ? "true" : "false");
+        json_str("product", a->product, true);
+        json_str("vendor", a->vendor, true);
+        printf("\"manifest\": \"%s\", ", mf_state > 0 ? "ok" : mf_state == 0 ? "absent" : "mismatch");
+        json_str("manifest-error", mf_state < 0 ? mf_msg : NULL, true);
+        printf("\"certificate\": \"%s\"", !cr->present ? "absent"
+               : cr->signature_ok ? "signature-ok" : "bad-signature");
+        if (cr->present) {
+            printf(", ");
+            json_str("signer", cr->signer, false);
+        }
+        printf("}\n");
+        return;
+    }
+    printf("name: %s\novf version: %d (%s)\n", a->name ? a->name : "?", a->version, a->flavor);
+    printf("os: %s%s%s%s\n", a->os_desc ? a->os_desc : "?", a->os_type ? " [" : "",
+           a->os_type ? a->os_type : "", a->os_type ? "]" : "");
+    printf("cpus: %u\nmemory: %llu MiB\n", a->cpus, (unsigned long long)a->memory_mib);
+    for (size_t i = 0; i < a->n_ctrls; i++)
+        printf("controller %s: %s%s%s\n", a->ctrls[i].instance_id ? a->ctrls[i].instance_id : "?",
+               ctrl_name(a->ctrls[i].resource_type), a->ctrls[i].subtype ? " " : "",
+               a->ctrls[i].subtype ? a->ctrls[i].subtype : "");
+    for (size_t i = 0; i < a->n_disks; i++) {
+        const struct ovf_file *f = a->disks[i].file_ref ? ovf_find_file(a, a->disks[i].file_ref) : NULL;
+        printf("disk %s: %s, capacity %llu bytes, populated %llu, file %llu bytes%s%s\n",
+               a->disks[i].id ? a->disks[i].id : "?", f ? f->href : "(empty)",
+               (unsigned long long)a->disks[i].capacity, (unsigned long long)a->disks[i].populated,
+               (unsigned long long)(f ? f->size : 0),
+               f && f->compression ? ", compressed " : "", f && f->compression ? f->compression : "");
+    }
+    for (size_t i = 0; i < a->n_nics; i++)
+        printf("nic %zu: %s on %s\n", i + 1, a->nics[i].model ? a->nics[i].model : "?",
+               a->nics[i].network ? a->nics[i].network : "?");
+    for (size_t i = 0; i < a->n_networks; i++)
+        printf("network: %s\n", a->networks[i]);
+    if (a->product)
+        printf("product: %s %s (%s)\n", a->product, a->product_version ? a->product_version : "",
+               a->vendor ? a->vendor : "");
+    printf("eula: %s\n", a->has_eula ? "yes" : "no");
+    if (ap->n_missing)
+        printf("missing files: %zu referenced file(s) not found beside the descriptor\n",
+               ap->n_missing);
+    printf("manifest: %s%s%s\n", mf_state > 0 ? "ok" : mf_state == 0 ? "absent" : "MISMATCH",
+           mf_state < 0 ? ": " : "", mf_state < 0 ? mf_msg : "");
+    if (cr->present)
+        printf("certificate: %s, signer %s\n", cr->signature_ok ? "signature ok" : "BAD SIGNATURE",
+               cr->signer);
+    else
+        printf("certificate: absent\n");
+}
+
+/* info and verify share the reading; verify fails on any problem. */
+static int cmd_info_verify(int argc, char **argv, bool verify)
+{
+    bool json = false;
+    const char *cafile = NULL;
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "ca-file", 1, 0, 'c' },
+                                         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        if (c == 'j') json = true;
+        else if (c == 'c') cafile = optarg;
+        else return usage(c == 'h' ? 0 : 1);
+    }
+    if (optind + 1 != argc)
+        return usage(1);
+    struct appliance ap;
+    char err[1024];
+    if (appliance_read(argv[optind], NULL, &ap, err, sizeof err) < 0) {
+        fprintf(stderr, "ovatool: %s\n", err);
+        appliance_free(&ap);
+        return 1;
+    }
+    int checked = 0, mf_state = 0;
+    char mf_msg[1024] = "";
+    if (ap.mf_text)
+        mf_state = appliance_verify_manifest(&ap, mf_msg, sizeof mf_msg, &checked) == 0 ? 1 : -1;
+    struct cert_result cr = { 0 };
+    if (ap.cert_text)
+        cert_verify(ap.cert_text, ap.cert_len, ap.mf_text ? ap.mf_text : "", ap.mf_len,
+                    ap.mf_name ? ap.mf_name : "(none)", cafile, &cr);
+    int rc = 0;
+    if (!verify) {
+        print_info(&ap, json, mf_state, mf_msg, &cr);
+    } else {
+        if (ap.n_missing) {
+            fprintf(stderr, "ovatool: %s: %zu referenced file(s) missing\n", argv[optind],
+                    ap.n_missing);
+            rc = 1;
+        }
+        if (mf_state > 0)
+            printf("manifest %s: %d digests ok\n", ap.mf_name, checked);
+        else if (mf_state == 0)
+            printf("manifest: absent (nothing to verify)\n");
+        else {
+            fprintf(stderr, "ovatool: %s\n", mf_msg);
+            rc = 1;
+        }
+        if (cr.present) {
+            if (!cr.signature_ok) {
+                fprintf(stderr, "ovatool: certificate: %s\n", cr.detail);
+                rc = 1;
+            } else {
+                printf("certificate: signature ok, signer %s\n", cr.signer);
+                if (cr.chain_checked) {
+                    printf("certificate chain: %s\n", cr.chain_trusted ? "trusted" : cr.detail);
+                    if (!cr.chain_trusted)
+                        rc = 1;
+                }
+            }
+        }
+    }
+    appliance_free(&ap);
+    return rc;
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    struct import_opts o = { .format = "qcow2", .outdir = "." };
+    static const struct option lo[] = { { "no-verify", 0, 0, 'n' }, { "ca-file", 1, 0, 'c' },
+                                         { "virtio", 0, 0, 'v' }, { "help", 0, 0, 'h' },
+                                         { 0, 0, 0, 0 } };
+    int c;
+    while ((c = getopt_long(argc, argv, "O:d:ph", lo, NULL)) != -1) {
+        switch (c) {
+        case 'O': o.format = optarg; break;
+        case 'd': o.outdir = optarg; break;
+        case 'p': o.progress = true; break;
+        case 'n': o.no_verify = true; break;
+        case 'c': o.cafile = optarg; break;
+        case 'v': o.virtio = true; break;
+        default: return usage(c == 'h' ? 0 : 1);
+        }
+    }
+    if (optind + 1 != argc)
+        return usage(1);
+    if (!vd_format_can_create(o.format)) {
+        fprintf(stderr, "ovatool: -O %s: not a format vdisk can write\n", o.format);
+        return 1;
+    }
+    return ova_import(argv[optind], &o);
+}
+
+static int cmd_export(int argc, char **argv)
+{
+    struct export_opts o = { .cpus = 1, .memory_mib = 1024, .ovf_version = 1,
+                             .digest = OVF_SHA256, .target = "ovf" };
+    const char *disks[64];
+    static const struct option lo[] = {
+        { "disk", 1, 0, 'D' }, { "cpus", 1, 0, 'C' }, { "memory", 1, 0, 'M' },
+        { "os-type", 1, 0, 'T' }, { "target", 1, 0, 't' }, { "sign", 1, 0, 'S' },
+        { "cert", 1, 0, 'X' }, { "ovf-version", 1, 0, 'V' }, { "digest", 1, 0, 'G' },
+        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    int c;
+    while ((c = getopt_long(argc, argv, "n:o:ph", lo, NULL)) != -1) {
+        switch (c) {
+        case 'n': o.name = optarg; break;
+        case 'o': o.out = optarg; break;
+        case 'p': o.progress = true; break;
+        case 'D':
+            if (o.n_disks == 64) {
+                fprintf(stderr, "ovatool: at most 64 disks\n");
+                return 1;
+            }
+            disks[o.n_disks++] = optarg;
+            break;
+        case 'C': o.cpus = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'M': o.memory_mib = strtoull(optarg, NULL, 10); break;
+        case 'T': o.os_type = optarg; break;
+        case 't': o.target = optarg; break;
+        case 'S': o.sign_key = optarg; break;
+        case 'X': o.sign_cert = optarg; break;
+        case 'V': o.ovf_version = atoi(optarg); break;
+        case 'G':
+            if (!strcasecmp(optarg, "sha1")) o.digest = OVF_SHA1;
+            else if (!strcasecmp(optarg, "sha256")) o.digest = OVF_SHA256;
+            else if (!strcasecmp(optarg, "sha512")) o.digest = OVF_SHA512;
+            else {
+                fprintf(stderr, "ovatool: --digest %s: expected sha1, sha256 or sha512\n", optarg);
+                return 1;
+            }
+            break;
+        default: return usage(c == 'h' ? 0 : 1);
+        }
+    }
+    if (!strcmp(o.target, "ovf2"))
+        o.ovf_version = 2;
+    if (!o.name || !o.out || !o.n_disks || optind != argc) {
+        fprintf(stderr, "ovatool: export needs -n NAME, -o OUT.ova and at least one --disk\n");
+        return 1;
+    }
+    if (strcmp(o.target, "virtualbox") && strcmp(o.target, "vmware") && strcmp(o.target, "esxi") &&
+        strcmp(o.target, "ovf") && strcmp(o.target, "ovf2")) {
+        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", o.target);
+        return 1;
+    }
+    if (o.ovf_version != 1 && o.ovf_version != 2) {
+        fprintf(stderr, "ovatool: --ovf-version %d: expected 1 or 2\n", o.ovf_version);
+        return 1;
+    }
+    if (!!o.sign_key != !!o.sign_cert) {
+        fprintf(stderr, "ovatool: --sign and --cert go together\n");
+        return 1;
+    }
+    if (strchr(o.name, '/') || !o.cpus || !o.memory_mib) {
+        fprintf(stderr, "ovatool: invalid -n, --cpus or --memory\n");
+        return 1;
+    }
+    o.disks = disks;
+    return ova_export(&o);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(1);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
+        return usage(0);
+    if (!strcmp(cmd, "info"))
+        return cmd_info_verify(argc - 1, argv + 1, false);
+    if (!strcmp(cmd, "verify"))
+        return cmd_info_verify(argc - 1, argv + 1, true);
+    if (!strcmp(cmd, "import"))
+        return cmd_import(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export"))
+        return cmd_export(argc - 1, argv + 1);
+    fprintf(stderr, "ovatool: unknown command '%s'\n", cmd);
+    return usage(1);
+}

@@ -1,0 +1,74 @@
+/* ovatool.h - shared declarations of the ovatool command. */
+#ifndef OVATOOL_H
+#define OVATOOL_H
+
+#include "ovf.h"
+#include "vdisk.h"
+
+#include <stdbool.h>
+
+/* disk.c */
+int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress, vd_error *e);
+/* Convert src to dst (format fmt, create options) via a temp name + rename. */
+int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
+                 const char *options, bool progress, char *err, size_t errlen);
+
+/* libvirt.c: domain XML and a qemu command line for imported disks. */
+struct import_disk {
+    const struct ovf_disk *disk;
+    char *path;          /* absolute path of the converted disk */
+    const char *format;
+};
+char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk *d,
+                         size_t n, bool virtio);
+char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk *d,
+                        size_t n, bool virtio);
+
+/* import.c / export.c / verify */
+struct import_opts {
+    const char *format;     /* output disk format */
+    const char *outdir;
+    bool no_verify, progress, virtio;
+    const char *cafile;
+};
+int ova_import(const char *path, const struct import_opts *o);
+
+struct export_opts {
+    const char *name, *out, *os_type, *target, *sign_key, *sign_cert;
+    const char **disks; size_t n_disks;
+    unsigned cpus;
+    uint64_t memory_mib;
+    int ovf_version;
+    enum ovf_digest digest;
+    bool progress;
+};
+int ova_export(const struct export_opts *o);
+
+/* Appliance reading shared by info/verify/import (appliance.c). */
+struct appliance_file {
+    char *name;
+    char sha1[129], sha256[129], sha512[129];
+    uint64_t size;
+};
+struct appliance {
+    struct ovf_appliance ovf;
+    char *ovf_name;
+    char *mf_text; size_t mf_len; char *mf_name;
+    char *cert_text; size_t cert_len;
+    struct appliance_file *files; size_t n_files;
+    bool is_ova;
+    size_t n_missing;       /* referenced files absent (.ovf without its files) */
+};
+/* Read an .ova (tar) or an .ovf with its folder; digests of every member.
+ * When `extract_dir` is set, every member is also written there. */
+int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
+                   char *err, size_t errlen);
+void appliance_free(struct appliance *ap);
+/* Compare member digests with the manifest: 0 all good; -1 with a message. */
+int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
+                              int *checked);
+
+/* xml.c: escape text for XML attributes/content into a static-size buffer. */
+void xml_escape(const char *in, char *out, size_t outlen);
+
+#endif

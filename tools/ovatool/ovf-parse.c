@@ -1,0 +1,403 @@
+/* ovf-parse.c - read an OVF 1.x / 2.x descriptor into struct ovf_appliance.
+ *
+ * libxml2 parses with network access off and without entity substitution or
+ * DTD loading, so a hostile descriptor cannot read local files or explode
+ * entities.  Elements are matched by local name so that OVF 1 and OVF 2
+ * namespaces (and the rasd/sasd/epasd item flavours) read the same way. */
+#include "ovf.h"
+
+#include <errno.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int ovf_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int ovf_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool ovf_is(const xmlNode *n, const char *local)
+{
+    return n && n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, local);
+}
+
+static xmlNode *ovf_child(const xmlNode *n, const char *local)
+{
+    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+        if (ovf_is(c, local))
+            return c;
+    return NULL;
+}
+
+/* Text of a child element, malloc'd, or NULL. */
+static char *ovf_child_text(const xmlNode *n, const char *local)
+{
+    xmlNode *c = ovf_child(n, local);
+    if (!c)
+        return NULL;
+    xmlChar *t = xmlNodeGetContent(c);
+    char *r = t ? strdup((const char *)t) : NULL;
+    xmlFree(t);
+    return r;
+}
+
+/* Attribute by local name, any namespace (ovf:href and href alike). */
+static char *ovf_attr(const xmlNode *n, const char *local)
+{
+    for (xmlAttr *a = n->properties; a; a = a->next)
+        if (!strcmp((const char *)a->name, local)) {
+            xmlChar *v = xmlNodeListGetString(n->doc, a->children, 1);
+            char *r = v ? strdup((const char *)v) : strdup("");
+            xmlFree(v);
+            return r;
+        }
+    return NULL;
+}
+
+static uint64_t ovf_u64(const char *s)
+{
+    return s ? strtoull(s, NULL, 10) : 0;
+}
+
+/* "byte * 2^30", "GigaBytes", "MB", "byte" -> multiplier; 0 if unknown. */
+static uint64_t ovf_units(const char *u)
+{
+    if (!u || !*u)
+        return 1;
+    const char *p = strstr(u, "2^");
+    if (p) {
+        unsigned e = (unsigned)strtoul(p + 2, NULL, 10);
+        uint64_t base = strstr(u, "* 1024") ? 1024 : 1;
+        return e < 63 ? (1ull << e) * base : 0;
+    }
+    if (!strcasecmp(u, "byte") || !strcasecmp(u, "bytes"))
+        return 1;
+    if (!strncasecmp(u, "kilo", 4) || !strcasecmp(u, "KB"))
+        return 1ull << 10;
+    if (!strncasecmp(u, "mega", 4) || !strcasecmp(u, "MB"))
+        return 1ull << 20;
+    if (!strncasecmp(u, "giga", 4) || !strcasecmp(u, "GB"))
+        return 1ull << 30;
+    if (!strncasecmp(u, "tera", 4) || !strcasecmp(u, "TB"))
+        return 1ull << 40;
+    return 0;
+}
+
+#define OVF_PUSH(arr, n, item) do {                                        \
+        if ((n) >= OVF_MAX_ITEMS) return -1;                               \
+        void *nv_ = realloc((arr), ((n) + 1) * sizeof *(arr));             \
+        if (!nv_) return -1;                                               \
+        (arr) = nv_;                                                       \
+        (arr)[(n)++] = (item);                                             \
+    } while (0)
+
+static int ovf_read_references(const xmlNode *refs, struct ovf_appliance *a)
+{
+    for (xmlNode *c = refs->children; c; c = c->next) {
+        if (!ovf_is(c, "File"))
+            continue;
+        char *size = ovf_attr(c, "size"), *chunk = ovf_attr(c, "chunkSize");
+        struct ovf_file f = {
+            .id = ovf_attr(c, "id"), .href = ovf_attr(c, "href"),
+            .size = ovf_u64(size), .compression = ovf_attr(c, "compression"),
+            .chunk_size = ovf_u64(chunk),
+        };
+        free(size);
+        free(chunk);
+        if (f.compression && (!*f.compression || !strcmp(f.compression, "identity"))) {
+            free(f.compression);
+            f.compression = NULL;
+        }
+        OVF_PUSH(a->files, a->n_files, f);
+    }
+    return 0;
+}
+
+static int ovf_read_disks(const xmlNode *sec, struct ovf_appliance *a)
+{
+    for (xmlNode *c = sec->children; c; c = c->next) {
+        if (!ovf_is(c, "Disk"))
+            continue;
+        char *cap = ovf_attr(c, "capacity"), *units = ovf_attr(c, "capacityAllocationUnits");
+        char *pop = ovf_attr(c, "populatedSize");
+        uint64_t mul = ovf_units(units), capv = ovf_u64(cap), bytes;
+        if (!mul || __builtin_mul_overflow(capv, mul, &bytes))
+            bytes = 0;
+        struct ovf_disk d = {
+            .id = ovf_attr(c, "diskId"), .file_ref = ovf_attr(c, "fileRef"),
+            .capacity = bytes, .populated = ovf_u64(pop), .format = ovf_attr(c, "format"),
+            .address = -1,
+        };
+        free(cap); free(units); free(pop);
+        OVF_PUSH(a->disks, a->n_disks, d);
+    }
+    return 0;
+}
+
+/* The disk a HostResource names: "ovf:/disk/ID", "/disk/ID" or "ovf:/file/ID". */
+static struct ovf_disk *ovf_disk_for_resource(struct ovf_appliance *a, const char *res)
+{
+    if (!res)
+        return NULL;
+    const char *slash = strrchr(res, '/');
+    const char *id = slash ? slash + 1 : res;
+    for (size_t i = 0; i < a->n_disks; i++)
+        if (a->disks[i].id && !strcmp(a->disks[i].id, id))
+            return &a->disks[i];
+    return NULL;
+}
+
+static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
+{
+    char *type_s = ovf_child_text(it, "ResourceType");
+    int type = type_s ? atoi(type_s) : 0;
+    free(type_s);
+    char *qty = ovf_child_text(it, "VirtualQuantity");
+    switch (type) {
+    case 3:
+        a->cpus = (unsigned)ovf_u64(qty);
+        break;
+    case 4: {
+        char *units = ovf_child_text(it, "AllocationUnits");
+        uint64_t mul = ovf_units(units ? units : "byte * 2^20");
+        free(units);
+        uint64_t bytes;
+        if (mul && !__builtin_mul_overflow(ovf_u64(qty), mul, &bytes))
+            a->memory_mib = bytes >> 20;
+        break;
+    }
+    case 5: case 6: case 20: {
+        struct ovf_controller c = { .instance_id = ovf_child_text(it, "InstanceID"),
+                                    .resource_type = type,
+                                    .subtype = ovf_child_text(it, "ResourceSubType") };
+        free(qty);
+        OVF_PUSH(a->ctrls, a->n_ctrls, c);
+        return 0;
+    }
+    case 10: {
+        struct ovf_nic n = { .network = ovf_child_text(it, "Connection"),
+                             .model = ovf_child_text(it, "ResourceSubType") };
+        free(qty);
+        OVF_PUSH(a->nics, a->n_nics, n);
+        return 0;
+    }
+    case 17: {
+        char *res = ovf_child_text(it, "HostResource");
+        struct ovf_disk *d = ovf_disk_for_resource(a, res);
+        free(res);
+        if (d) {
+            free(d->parent);
+            d->parent = ovf_child_text(it, "Parent");
+            char *addr = ovf_child_text(it, "AddressOnParent");
+            d->address = addr ? atoi(addr) : -1;
+            free(addr);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    free(qty);
+    return 0;
+}
+
+static int ovf_read_hardware(const xmlNode *hw, struct ovf_appliance *a)
+{
+    for (xmlNode *c = hw->children; c; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE)
+            continue;
+        const char *n = (const char *)c->name;
+        size_t l = strlen(n);
+        if (l >= 4 && !strcmp(n + l - 4, "Item") && ovf_read_item(c, a) < 0)
+            return -1;
+        if (!strcmp(n, "System") && !a->firmware) {
+            /* VirtualBox puts EFI in vbox:Machine; VMware in vmw:Config. */
+        }
+        if (!strcmp(n, "Config")) {
+            char *key = ovf_attr(c, "key"), *val = ovf_attr(c, "value");
+            if (key && val && !strcmp(key, "firmware") && !strcmp(val, "efi"))
+                a->firmware = strdup("efi");
+            free(key);
+            free(val);
+        }
+    }
+    return 0;
+}
+
+static void ovf_read_vbox_machine(const xmlNode *m, struct ovf_appliance *a)
+{
+    a->flavor = a->flavor ? a->flavor : strdup("virtualbox");
+    for (xmlNode *c = m->children; c; c = c->next) {
+        if (ovf_is(c, "Hardware")) {
+            xmlNode *fw = ovf_child(c, "Firmware");
+            char *t = fw ? ovf_attr(fw, "type") : NULL;
+            if (t && !strcasecmp(t, "EFI") && !a->firmware)
+                a->firmware = strdup("efi");
+            free(t);
+        }
+    }
+}
+
+static int ovf_read_system(const xmlNode *vs, struct ovf_appliance *a)
+{
+    if (!a->name) {
+        a->name = ovf_child_text(vs, "Name");
+        if (!a->name)
+            a->name = ovf_attr(vs, "id");
+    }
+    for (xmlNode *c = vs->children; c; c = c->next) {
+        if (ovf_is(c, "OperatingSystemSection")) {
+            a->os_id = ovf_attr(c, "id");
+            a->os_desc = ovf_child_text(c, "Description");
+            if (!a->os_type)
+                a->os_type = ovf_child_text(c, "OSType");
+            if (!a->os_type)
+                a->os_type = ovf_attr(c, "osType");
+        } else if (ovf_is(c, "VirtualHardwareSection")) {
+            if (ovf_read_hardware(c, a) < 0)
+                return -1;
+        } else if (ovf_is(c, "ProductSection")) {
+            a->product = ovf_child_text(c, "Product");
+            a->vendor = ovf_child_text(c, "Vendor");
+            a->product_version = ovf_child_text(c, "Version");
+        } else if (ovf_is(c, "EulaSection")) {
+            a->has_eula = true;
+        } else if (ovf_is(c, "Machine")) {
+            ovf_read_vbox_machine(c, a);
+        }
+    }
+    return 0;
+}
+
+static int ovf_read_envelope(const xmlNode *env, struct ovf_appliance *a)
+{
+    const char *ns = env->ns ? (const char *)env->ns->href : "";
+    a->version = strstr(ns, "envelope/2") ? 2 : 1;
+    for (xmlNs *n = env->nsDef; n; n = n->next) {
+        const char *h = (const char *)n->href;
+        if (strstr(h, "virtualbox.org") && !a->flavor)
+            a->flavor = strdup("virtualbox");
+        else if (strstr(h, "vmware.com/schema/ovf") && !a->flavor)
+            a->flavor = strdup("vmware");
+    }
+    /* Sections first (disks before the hardware items that name them). */
+    for (xmlNode *c = env->children; c; c = c->next) {
+        if (ovf_is(c, "References") && ovf_read_references(c, a) < 0)
+            return -1;
+        if (ovf_is(c, "DiskSection") && ovf_read_disks(c, a) < 0)
+            return -1;
+        if (ovf_is(c, "NetworkSection"))
+            for (xmlNode *n = c->children; n; n = n->next)
+                if (ovf_is(n, "Network")) {
+                    char *nm = ovf_attr(n, "name");
+                    if (nm)
+                        OVF_PUSH(a->networks, a->n_networks, nm);
+                }
+    }
+    for (xmlNode *c = env->children; c; c = c->next) {
+        if (ovf_is(c, "VirtualSystem") && ovf_read_system(c, a) < 0)
+            return -1;
+        if (ovf_is(c, "VirtualSystemCollection")) {
+            if (!a->name)
+                a->name = ovf_attr(c, "id");
+            for (xmlNode *v = c->children; v; v = v->next)
+                if (ovf_is(v, "VirtualSystem") && ovf_read_system(v, a) < 0)
+                    return -1;
+        }
+    }
+    if (!a->flavor)
+        a->flavor = strdup("ovf");
+    return 0;
+}
+
+int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_appliance *a,
+              char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    if (len > OVF_MAX_DESCRIPTOR)
+        return ovf_fail(err, errlen, "%s: descriptor of %zu bytes is larger than the %u MiB limit",
+                        name, len, OVF_MAX_DESCRIPTOR >> 20);
+    xmlDoc *doc = xmlReadMemory(buf, (int)len, name, NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (!doc) {
+        const xmlError *e = xmlGetLastError();
+        return ovf_fail(err, errlen, "%s: not well-formed XML%s%s (line %d)", name,
+                        e && e->message ? ": " : "", e && e->message ? e->message : "",
+                        e ? e->line : 0);
+    }
+    xmlNode *root = xmlDocGetRootElement(doc);
+    int r = 0;
+    if (!ovf_is(root, "Envelope")) {
+        r = ovf_fail(err, errlen, "%s: root element is <%s>, not an OVF <Envelope>", name,
+                     root ? (const char *)root->name : "(none)");
+    } else if (ovf_read_envelope(root, a) < 0) {
+        r = ovf_fail(err, errlen, "%s: descriptor too large or out of memory (more than %d items)",
+                     name, OVF_MAX_ITEMS);
+    } else {
+        /* strip trailing newlines from messages above; validate references */
+        for (size_t i = 0; i < a->n_disks && !r; i++) {
+            if (a->disks[i].file_ref && !ovf_find_file(a, a->disks[i].file_ref))
+                r = ovf_fail(err, errlen, "%s: disk %s names file '%s' that References does not list",
+                             name, a->disks[i].id ? a->disks[i].id : "?", a->disks[i].file_ref);
+        }
+        for (size_t i = 0; i < a->n_files && !r; i++) {
+            const char *h = a->files[i].href;
+            if (!h || !*h || strchr(h, '/') || !strcmp(h, "..") || !strcmp(h, "."))
+                r = ovf_fail(err, errlen, "%s: file reference '%s' is not a plain file name "
+                             "(only files inside the appliance are accepted)", name, h ? h : "");
+        }
+    }
+    xmlFreeDoc(doc);
+    if (r)
+        ovf_free(a);
+    return r;
+}
+
+const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *id)
+{
+    for (size_t i = 0; i < a->n_files; i++)
+        if (a->files[i].id && !strcmp(a->files[i].id, id))
+            return &a->files[i];
+    return NULL;
+}
+
+const struct ovf_controller *ovf_find_ctrl(const struct ovf_appliance *a, const char *id)
+{
+    for (size_t i = 0; id && i < a->n_ctrls; i++)
+        if (a->ctrls[i].instance_id && !strcmp(a->ctrls[i].instance_id, id))
+            return &a->ctrls[i];
+    return NULL;
+}
+
+void ovf_free(struct ovf_appliance *a)
+{
+    free(a->name); free(a->os_id); free(a->os_desc); free(a->os_type); free(a->flavor);
+    free(a->product); free(a->vendor); free(a->product_version); free(a->firmware);
+    for (size_t i = 0; i < a->n_files; i++) {
+        free(a->files[i].id); free(a->files[i].href); free(a->files[i].compression);
+    }
+    for (size_t i = 0; i < a->n_disks; i++) {
+        free(a->disks[i].id); free(a->disks[i].file_ref); free(a->disks[i].format);
+        free(a->disks[i].parent);
+    }
+    for (size_t i = 0; i < a->n_ctrls; i++) {
+        free(a->ctrls[i].instance_id); free(a->ctrls[i].subtype);
+    }
+    for (size_t i = 0; i < a->n_nics; i++) {
+        free(a->nics[i].network); free(a->nics[i].model);
+    }
+    for (size_t i = 0; i < a->n_networks; i++)
+        free(a->networks[i]);
+    free(a->files); free(a->disks); free(a->ctrls); free(a->nics); free(a->networks);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,152 @@
+/* ovf-write.c - write an OVF 1.0 or 2.0 descriptor that validates against
+ * the DMTF DSP8023 schema.  The flavour (--target) picks what the importer
+ * expects: VirtualSystemType "vmx-NN" and an LSI Logic SCSI controller for
+ * VMware/ESXi, "virtualbox-2.2" and a SATA (AHCI) controller for VirtualBox. */
+#include "ovatool.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct wbuf {
+    char *s;
+    size_t n, cap;
+};
+
+static void w(struct wbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void w(struct wbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int need = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (need < 0)
+        return;
+    if (b->n + (size_t)need + 1 > b->cap) {
+        size_t cap = (b->cap + (size_t)need + 1) * 2;
+        char *s = realloc(b->s, cap);
+        if (!s)
+            return;
+        b->s = s;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)need;
+}
+
+struct rasd { const char *name; char value[256]; };
+
+static int ovfw_rasd_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct rasd *)x)->name, ((const struct rasd *)y)->name);
+}
+
+/* One <Item>: the CIM RASD schema is an xs:sequence in alphabetical order,
+ * so the elements are sorted by name before writing. */
+static void ovfw_item(struct wbuf *b, struct rasd *r, size_t n)
+{
+    qsort(r, n, sizeof *r, ovfw_rasd_cmp);
+    w(b, "      <Item>\n");
+    for (size_t i = 0; i < n; i++)
+        w(b, "        <rasd:%s>%s</rasd:%s>\n", r[i].name, r[i].value, r[i].name);
+    w(b, "      </Item>\n");
+}
+
+static void ovfw_set(struct rasd *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void ovfw_set(struct rasd *r, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    r->name = name;
+    va_start(ap, fmt);
+    vsnprintf(r->value, sizeof r->value, fmt, ap);
+    va_end(ap);
+}
+
+char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
+{
+    struct wbuf b = { 0 };
+    bool vmware = target && (!strcmp(target, "vmware") || !strcmp(target, "esxi"));
+    const char *ns = version == 2 ? "http://schemas.dmtf.org/ovf/envelope/2"
+                                  : "http://schemas.dmtf.org/ovf/envelope/1";
+    char name[512], os[512];
+    xml_escape(a->name, name, sizeof name);
+    xml_escape(a->os_desc ? a->os_desc : (a->os_type ? a->os_type : "Other"), os, sizeof os);
+    w(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    w(&b, "<Envelope xmlns=\"%s\" xmlns:ovf=\"%s\" "
+          "xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" "
+          "xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" "
+          "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ovf:version=\"%s\">\n",
+      ns, ns, version == 2 ? "2.0" : "1.0");
+    w(&b, "  <References>\n");
+    for (size_t i = 0; i < a->n_files; i++)
+        w(&b, "    <File ovf:href=\"%s\" ovf:id=\"%s\" ovf:size=\"%llu\"/>\n", a->files[i].href,
+          a->files[i].id, (unsigned long long)a->files[i].size);
+    w(&b, "  </References>\n");
+    w(&b, "  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
+    for (size_t i = 0; i < a->n_disks; i++)
+        w(&b, "    <Disk ovf:capacity=\"%llu\" ovf:capacityAllocationUnits=\"byte\" "
+              "ovf:diskId=\"%s\" ovf:fileRef=\"%s\" "
+              "ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\" "
+              "ovf:populatedSize=\"%llu\"/>\n",
+          (unsigned long long)a->disks[i].capacity, a->disks[i].id, a->disks[i].file_ref,
+          (unsigned long long)a->disks[i].populated);
+    w(&b, "  </DiskSection>\n");
+    w(&b, "  <NetworkSection>\n    <Info>The list of logical networks</Info>\n"
+          "    <Network ovf:name=\"NAT\">\n      <Description>The NAT network</Description>\n"
+          "    </Network>\n  </NetworkSection>\n");
+    w(&b, "  <VirtualSystem ovf:id=\"%s\">\n    <Info>A virtual machine</Info>\n"
+          "    <Name>%s</Name>\n", name, name);
+    w(&b, "    <OperatingSystemSection ovf:id=\"%s\">\n      <Info>The guest operating system</Info>\n"
+          "      <Description>%s</Description>\n    </OperatingSystemSection>\n",
+      a->os_id ? a->os_id : "1", os);
+    w(&b, "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n"
+          "      <System>\n        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
+          "        <vssd:InstanceID>0</vssd:InstanceID>\n"
+          "        <vssd:VirtualSystemIdentifier>%s</vssd:VirtualSystemIdentifier>\n"
+          "        <vssd:VirtualSystemType>%s</vssd:VirtualSystemType>\n      </System>\n",
+      name, vmware ? (strcmp(target, "esxi") ? "vmx-10" : "vmx-13") : "virtualbox-2.2");
+    struct rasd r[8];
+    ovfw_set(&r[0], "AllocationUnits", "hertz * 10^6");
+    ovfw_set(&r[1], "Caption", "%u virtual CPU(s)", a->cpus ? a->cpus : 1);
+    ovfw_set(&r[2], "ElementName", "%u virtual CPU(s)", a->cpus ? a->cpus : 1);
+    ovfw_set(&r[3], "InstanceID", "1");
+    ovfw_set(&r[4], "ResourceType", "3");
+    ovfw_set(&r[5], "VirtualQuantity", "%u", a->cpus ? a->cpus : 1);
+    ovfw_item(&b, r, 6);
+    unsigned long long mem = a->memory_mib ? a->memory_mib : 1024;
+    ovfw_set(&r[0], "AllocationUnits", "byte * 2^20");
+    ovfw_set(&r[1], "Caption", "%llu MB of memory", mem);
+    ovfw_set(&r[2], "ElementName", "%llu MB of memory", mem);
+    ovfw_set(&r[3], "InstanceID", "2");
+    ovfw_set(&r[4], "ResourceType", "4");
+    ovfw_set(&r[5], "VirtualQuantity", "%llu", mem);
+    ovfw_item(&b, r, 6);
+    ovfw_set(&r[0], "Address", "0");
+    ovfw_set(&r[1], "ElementName", vmware ? "SCSI Controller 0" : "SATA Controller 0");
+    ovfw_set(&r[2], "InstanceID", "3");
+    ovfw_set(&r[3], "ResourceSubType", vmware ? "lsilogic" : "AHCI");
+    ovfw_set(&r[4], "ResourceType", vmware ? "6" : "20");
+    ovfw_item(&b, r, 5);
+    for (size_t i = 0; i < a->n_disks; i++) {
+        ovfw_set(&r[0], "AddressOnParent", "%zu", i);
+        ovfw_set(&r[1], "ElementName", "disk%zu", i + 1);
+        ovfw_set(&r[2], "HostResource", "ovf:/disk/%s", a->disks[i].id);
+        ovfw_set(&r[3], "InstanceID", "%zu", 10 + i);
+        ovfw_set(&r[4], "Parent", "3");
+        ovfw_set(&r[5], "ResourceType", "17");
+        ovfw_item(&b, r, 6);
+    }
+    ovfw_set(&r[0], "AutomaticAllocation", "true");
+    ovfw_set(&r[1], "Connection", "NAT");
+    ovfw_set(&r[2], "ElementName", "Ethernet adapter 1");
+    ovfw_set(&r[3], "InstanceID", "5");
+    ovfw_set(&r[4], "ResourceSubType", "E1000");
+    ovfw_set(&r[5], "ResourceType", "10");
+    ovfw_item(&b, r, 6);
+    w(&b, "    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
+    return b.s;
+}

@@ -1,0 +1,111 @@
+/* ovf.h - the appliance model ovatool reads from and writes to OVF
+ * descriptors, manifests and certificates. */
+#ifndef OVATOOL_OVF_H
+#define OVATOOL_OVF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A descriptor larger than this is refused before parsing. */
+#define OVF_MAX_DESCRIPTOR (16u << 20)
+#define OVF_MAX_ITEMS 1024
+
+struct ovf_file {
+    char *id, *href;
+    uint64_t size;            /* 0 when not stated */
+    char *compression;        /* NULL or "gzip" */
+    uint64_t chunk_size;      /* 0 = not chunked */
+};
+
+struct ovf_controller {
+    char *instance_id;
+    int resource_type;        /* 5 IDE, 6 SCSI (parallel), 20 SATA/other */
+    char *subtype;            /* lsilogic, AHCI, PIIX4, ... */
+};
+
+struct ovf_disk {
+    char *id, *file_ref;
+    uint64_t capacity;        /* bytes */
+    uint64_t populated;       /* bytes, 0 unknown */
+    char *format;             /* format URI */
+    char *parent;             /* controller instance id */
+    int address;              /* AddressOnParent, -1 unknown */
+};
+
+struct ovf_nic {
+    char *network;
+    char *model;              /* ResourceSubType: E1000, PCNet32, VmxNet3, virtio */
+};
+
+struct ovf_appliance {
+    int version;              /* 1 or 2 (envelope namespace) */
+    char *name;
+    char *os_id;              /* OperatingSystemSection ovf:id (CIM number) */
+    char *os_desc;
+    char *os_type;            /* vbox:OSType or vmw:osType */
+    char *flavor;             /* "virtualbox", "vmware" or "ovf" */
+    unsigned cpus;
+    uint64_t memory_mib;
+    char *product, *vendor, *product_version;
+    bool has_eula;
+    char *firmware;           /* "efi" or NULL */
+    struct ovf_file *files; size_t n_files;
+    struct ovf_disk *disks; size_t n_disks;
+    struct ovf_controller *ctrls; size_t n_ctrls;
+    struct ovf_nic *nics; size_t n_nics;
+    char **networks; size_t n_networks;
+};
+
+/* Parse a descriptor held in memory.  `name` names it in errors.  Returns 0
+ * or -1 with a one-line message in `err`. */
+int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_appliance *a,
+              char *err, size_t errlen);
+void ovf_free(struct ovf_appliance *a);
+const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *id);
+const struct ovf_controller *ovf_find_ctrl(const struct ovf_appliance *a, const char *id);
+
+/* Write a descriptor (OVF 1.0 or 2.0) for `a`; returns a malloc'd string. */
+char *ovf_write(const struct ovf_appliance *a, int version, const char *target);
+
+/* ---- manifests and certificates (manifest.c) ---- */
+
+enum ovf_digest { OVF_SHA1, OVF_SHA256, OVF_SHA512 };
+
+struct mf_entry {
+    enum ovf_digest alg;
+    char *file;
+    char hex[129];
+};
+struct manifest {
+    struct mf_entry *v;
+    size_t n;
+};
+
+/* Parse "SHA256(file)= hex" and "SHA256 (file) = hex" lines. */
+int mf_parse(const char *buf, size_t len, const char *name, struct manifest *m,
+             char *err, size_t errlen);
+void mf_free(struct manifest *m);
+const struct mf_entry *mf_find(const struct manifest *m, const char *file);
+
+/* Streaming digest: one per file. */
+struct digest_ctx;
+struct digest_ctx *digest_new(enum ovf_digest alg);
+void digest_update(struct digest_ctx *d, const void *buf, size_t len);
+void digest_final_hex(struct digest_ctx *d, char hex[129]);   /* frees d */
+const char *digest_name(enum ovf_digest alg);
+
+struct cert_result {
+    bool present, signature_ok, chain_trusted, chain_checked;
+    char signer[512];
+    char detail[512];
+};
+/* Check a .cert (signature line + PEM certificate) over the manifest bytes;
+ * `cafile` may be NULL (chain not checked). */
+int cert_verify(const char *cert, size_t cert_len, const char *mf, size_t mf_len,
+                const char *mf_name, const char *cafile, struct cert_result *res);
+/* Sign manifest bytes with KEY.pem; returns the .cert text (malloc'd). */
+char *cert_sign(const char *mf, size_t mf_len, const char *mf_name, enum ovf_digest alg,
+                const char *keyfile, const char *certfile, char *err, size_t errlen);
+
+#endif
