@@ -8,13 +8,11 @@ extern const struct vd_driver vd_raw;
 extern const struct vd_driver vd_vhd;
 /* extern declarations of further drivers go here, one line each */
 extern const struct vd_driver vd_vdi;
-extern const struct vd_driver vd_parallels;
 extern const struct vd_driver vd_qed;
 
 const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
     &vd_vdi,
-    &vd_parallels,
     &vd_qed,
     &vd_vhd,        /* late: its footer is at the end of the file */
     &vd_raw,        /* last: the fallback */
