@@ -331,8 +331,12 @@ int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_applianc
                                 XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc) {
         const xmlError *e = xmlGetLastError();
-        return ovf_fail(err, errlen, "%s: not well-formed XML%s%s (line %d)", name,
-                        e && e->message ? ": " : "", e && e->message ? e->message : "",
+        char msg[256] = "";
+        if (e && e->message) {
+            snprintf(msg, sizeof msg, ": %s", e->message);
+            msg[strcspn(msg, "\r\n")] = 0;
+        }
+        return ovf_fail(err, errlen, "%s: not well-formed XML%s (line %d)", name, msg,
                         e ? e->line : 0);
     }
     xmlNode *root = xmlDocGetRootElement(doc);

@@ -1,0 +1,168 @@
+#!/bin/bash
+# ovatool: info on real OVF descriptors, manifests in both spellings and all
+# three digests, certificates (signature and chain), tampering, malformed and
+# hostile appliances, import to qcow2 with libvirt XML, export + schema check.
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io openssl python3 xmllint
+OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
+[ -x "$OVA" ] || skip "ovatool not built"
+
+# --- real descriptors from VirtualBox, vSphere, ovftool (when ../shared is here)
+if [ -d "$SHARED/corpus/ovf" ]; then
+    o=$("$OVA" info "$SHARED/corpus/ovf/vmware/esxi-two-disks-virt-v2v.ovf")
+    grep -q "^disk vmdisk2: disk2.vmdk, capacity 483183820800 bytes" <<<"$o" || fail "two-disks capacity: $o"
+    grep -q "^controller 3: SCSI lsilogicsas" <<<"$o" || fail "controller"
+    o=$("$OVA" info --json "$SHARED/corpus/ovf/virtualbox/vbox4.3-linux-ubuntu-trusty.ovf")
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["memory-mib"]==512 and d["cpus"]==1 and d["os-type"]=="Ubuntu_64" and d["flavor"]=="virtualbox", d' "$o" ||
+        fail "vbox json: $o"
+    "$OVA" info "$SHARED/corpus/ovf/ovf2/virtualsystemcollection-govmomi.ovf" | grep -q "ovf version: 2" ||
+        fail "ovf2 namespace"
+    # an href that climbs out of the folder is refused, naming the field
+    if "$OVA" info "$SHARED/corpus/ovf/vmware/complete-sections-govmomi.ovf" 2>"$T/err"; then
+        fail "../ href accepted"; fi
+    grep -q "not a plain file name" "$T/err" || fail "href error: $(cat "$T/err")"
+else
+    echo "SKIP part: ../shared/corpus/ovf absent"
+fi
+
+# --- a VMware-style OVA built here: streamOptimized disk by qemu-img
+mkdir -p "$T/a"
+qemu-img create -q -f raw "$T/src.raw" 32M
+qemu-io -f raw -c "write -P 0x11 0 1M" -c "write -P 0x22 20M 3M" "$T/src.raw" >/dev/null
+qemu-img convert -O vmdk -o subformat=streamOptimized "$T/src.raw" "$T/a/test-disk1.vmdk"
+size=$(stat -c %s "$T/a/test-disk1.vmdk")
+cat >"$T/a/test.ovf" <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References><File ovf:href="test-disk1.vmdk" ovf:id="file1" ovf:size="$size"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:capacity="32" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1"
+      ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <VirtualSystem ovf:id="testvm"><Info>vm</Info><Name>testvm</Name>
+    <OperatingSystemSection ovf:id="96"><Info>os</Info><Description>Debian 12</Description></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><rasd:ElementName>2 CPUs</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>mem</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>768</rasd:VirtualQuantity></Item>
+      <Item><rasd:ElementName>scsi</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>disk</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:Connection>VM Network</rasd:Connection><rasd:ElementName>nic</rasd:ElementName><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+    </VirtualHardwareSection></VirtualSystem></Envelope>
+XML
+mkova() {  # mkova OUT MF-STYLE(sha256|sha1|spaced|sha512) [cert]
+    local out=$1 style=$2
+    ( cd "$T/a"
+      case $style in
+        sha256) for f in test.ovf test-disk1.vmdk; do echo "SHA256($f)= $(sha256sum $f | cut -d' ' -f1)"; done ;;
+        sha1) for f in test.ovf test-disk1.vmdk; do echo "SHA1($f)= $(sha1sum $f | cut -d' ' -f1)"; done ;;
+        sha512) for f in test.ovf test-disk1.vmdk; do echo "SHA512($f)= $(sha512sum $f | cut -d' ' -f1)"; done ;;
+        spaced) for f in test.ovf test-disk1.vmdk; do printf 'SHA256 (%s) = %s\r\n' $f "$(sha256sum $f | cut -d' ' -f1)"; done ;;
+      esac >test.mf
+      members="test.ovf test-disk1.vmdk test.mf"
+      if [ -n "${3:-}" ]; then
+          echo "SHA256(test.mf)= $(openssl dgst -sha256 -sign "$T/leaf.key" test.mf | od -An -vtx1 | tr -d ' \n')" >test.cert
+          cat "$T/leaf.crt" >>test.cert
+          members="$members test.cert"
+      fi
+      tar --format=ustar -cf "$out" $members; rm -f test.mf test.cert )
+}
+for style in sha256 sha1 sha512 spaced; do
+    mkova "$T/t-$style.ova" $style
+    "$OVA" verify "$T/t-$style.ova" >"$T/out" || fail "verify $style: $(cat "$T/out")"
+    grep -q "2 digests ok" "$T/out" || fail "verify $style output"
+done
+o=$("$OVA" info "$T/t-sha256.ova")
+grep -q "^cpus: 2$" <<<"$o" && grep -q "^memory: 768 MiB$" <<<"$o" && grep -q "^manifest: ok" <<<"$o" ||
+    fail "info of built OVA: $o"
+
+# tampering: one byte of the disk changed -> verify and import refuse
+cp "$T/a/test-disk1.vmdk" "$T/keep.vmdk"
+mkova "$T/t-good.ova" sha256
+python3 - "$T/a/test-disk1.vmdk" <<'PY'
+import sys; f=open(sys.argv[1],"r+b"); f.seek(4000); b=f.read(1); f.seek(4000); f.write(bytes([b[0]^1]))
+PY
+# rebuild with the manifest of the good disk
+( cd "$T"; mkdir -p bad; cd bad; tar -xf "$T/t-good.ova" test.mf; cp "$T/a/test.ovf" "$T/a/test-disk1.vmdk" .;
+  tar --format=ustar -cf "$T/t-bad.ova" test.ovf test-disk1.vmdk test.mf )
+cp "$T/keep.vmdk" "$T/a/test-disk1.vmdk"
+if "$OVA" verify "$T/t-bad.ova" 2>"$T/err"; then fail "tampered OVA verified"; fi
+grep -q "digest of test-disk1.vmdk does not match" "$T/err" || fail "tamper message: $(cat "$T/err")"
+if "$OVA" import -d "$T/imp-bad" "$T/t-bad.ova" 2>"$T/err"; then fail "tampered OVA imported"; fi
+[ -z "$(ls -A "$T/imp-bad" 2>/dev/null)" ] || fail "failed import left files: $(ls -A "$T/imp-bad")"
+
+# certificates: a CA, a leaf signed by it, and a stranger CA
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.crt" -subj /CN=vdisk-test-ca -days 2 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$T/leaf.key" -out "$T/leaf.csr" -subj /CN=vdisk-signer 2>/dev/null
+openssl x509 -req -in "$T/leaf.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial -out "$T/leaf.crt" -days 2 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/other.key" -out "$T/other.crt" -subj /CN=other -days 2 2>/dev/null
+mkova "$T/t-signed.ova" sha256 cert
+"$OVA" verify --ca-file "$T/ca.crt" "$T/t-signed.ova" >"$T/out" || fail "signed verify: $(cat "$T/out")"
+grep -q "signer /CN=vdisk-signer" "$T/out" && grep -q "chain: trusted" "$T/out" || fail "cert output: $(cat "$T/out")"
+if "$OVA" verify --ca-file "$T/other.crt" "$T/t-signed.ova" >"$T/out" 2>&1; then fail "untrusted chain accepted"; fi
+
+# --- malformed and hostile appliances: one-line errors, exit 1, quickly
+printf 'not a tar archive at all' >"$T/junk.ova"
+cat >"$T/lol.ovf" <<'XML'
+<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lollollollollollollollollollol">
+<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;"><!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;"><!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"><VirtualSystem><Name>&lol6;&xxe;</Name></VirtualSystem></Envelope>
+XML
+printf '<Envelope><References>' >"$T/trunc.ovf"
+printf '<NotOvf/>' >"$T/notovf.ovf"
+for bad in junk.ova lol.ovf trunc.ovf notovf.ovf; do
+    rc=0; timeout 10 "$OVA" info "$T/$bad" >"$T/out" 2>"$T/err" || rc=$?
+    if [ $bad = lol.ovf ]; then
+        # entities are not expanded and external ones not loaded
+        grep -q "root:" "$T/out" && fail "external entity was loaded"
+        [ $(stat -c %s "$T/out") -lt 10000 ] || fail "entities expanded"
+        continue
+    fi
+    [ $rc = 1 ] || fail "$bad: exit $rc"
+    [ "$(wc -l <"$T/err")" = 1 ] || fail "$bad: error not one line: $(cat "$T/err")"
+done
+
+# --- import (needs the VMDK reader)
+if "$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: vmdk"; then
+    "$OVA" import -O qcow2 -d "$T/imp" "$T/t-signed.ova" >"$T/out" 2>&1 || fail "import: $(cat "$T/out")"
+    qemu-img compare -q "$T/src.raw" "$T/imp/testvm-disk1.qcow2" || fail "imported disk differs"
+    qemu-img check -q "$T/imp/testvm-disk1.qcow2" || fail "imported disk check"
+    xmllint --noout "$T/imp/testvm.xml" || fail "domain XML not well-formed"
+    grep -q "bus='scsi'" "$T/imp/testvm.xml" && grep -q "<vcpu>2</vcpu>" "$T/imp/testvm.xml" &&
+        grep -q "model type='vmxnet3'" "$T/imp/testvm.xml" || fail "domain XML content"
+    sh -n "$T/imp/testvm.sh" || fail "qemu script syntax"
+    ls -A "$T/imp" | grep -q ovatool-import && fail "work folder left behind"
+    # chunked + gzip-compressed file references
+    ( cd "$T/a"; gzip -c test-disk1.vmdk >g.gz; split -b 100000 -d -a 9 g.gz test-disk1.vmdk.
+      sed 's|ovf:size="[0-9]*"/>|ovf:size="'"$(stat -c %s g.gz)"'" ovf:compression="gzip" ovf:chunkSize="100000"/>|' test.ovf >c.ovf
+      mkdir -p ../c; mv c.ovf ../c/test.ovf; mv test-disk1.vmdk.0* ../c/; rm g.gz )
+    "$OVA" import --no-verify -O raw -d "$T/impc" "$T/c/test.ovf" >/dev/null 2>"$T/err" || fail "chunked import: $(cat "$T/err")"
+    cmp "$T/src.raw" "$T/impc/testvm-disk1.raw" || fail "chunked gzip import differs"
+else
+    echo "SKIP part: vdisk cannot read VMDK yet (import)"
+fi
+
+# --- export (needs the streamOptimized VMDK writer)
+if "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M 2>/dev/null; then
+    qemu-img convert -O qcow2 "$T/src.raw" "$T/src.qcow2"
+    "$OVA" export -n exported --disk "$T/src.qcow2" --cpus 2 --memory 512 --os-type debian \
+        --target vmware --sign "$T/leaf.key" --cert "$T/leaf.crt" -o "$T/exp.ova" || fail "export"
+    [ "$(tar -tf "$T/exp.ova" | head -1)" = exported.ovf ] || fail "descriptor not first"
+    "$OVA" verify --ca-file "$T/ca.crt" "$T/exp.ova" >/dev/null || fail "exported OVA does not verify"
+    mkdir "$T/x"; tar -C "$T/x" -xf "$T/exp.ova"
+    qemu-img compare -q "$T/src.raw" "$T/x/exported-disk1.vmdk" || fail "exported disk differs"
+    if [ -d "$SHARED/corpus/ovf/schema" ]; then
+        xmllint --nonet --noout --schema "$SHARED/corpus/ovf/schema/ovf-1.1.1/dsp8023_1.1.1.xsd" \
+            "$T/x/exported.ovf" 2>"$T/err" || fail "OVF 1 schema: $(cat "$T/err")"
+        "$OVA" export -n e2 --disk "$T/src.raw" --ovf-version 2 -o "$T/exp2.ova" >/dev/null
+        tar -C "$T/x" -xf "$T/exp2.ova" e2.ovf
+        xmllint --nonet --noout --schema "$SHARED/corpus/ovf/schema/ovf-2.0.1/dsp8023_2.0.1.xsd" \
+            "$T/x/e2.ovf" 2>"$T/err" || fail "OVF 2 schema: $(cat "$T/err")"
+    fi
+else
+    echo "SKIP part: vdisk cannot write streamOptimized VMDK yet (export)"
+fi
+echo ok
