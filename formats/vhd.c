@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+/* Copy-on-write unit inside a differencing block (see vhd_write_diff_piece). */
+#define VHD_PAGE 4096u
+
 struct vhd_state {
     uint8_t footer[VHD_FOOTER_SIZE];
     uint8_t dynhdr[VHD_DYNHDR_SIZE];
@@ -454,6 +457,40 @@ static int vhd_set_bits(vd_image *img, struct vhd_state *s, uint32_t blk, uint32
     return r;
 }
 
+/* Write into a differencing block.  The bitmap is per sector, but readers
+ * such as libvhdi (and Hyper-V's own 4 KiB I/O) treat it in 4 KiB pages, so a
+ * write that covers part of a page first copies the rest of the page from
+ * the merged view (copy-on-write) and then marks the whole page present. */
+static int vhd_write_diff_piece(vd_image *img, struct vhd_state *s, const uint8_t *p,
+                                uint64_t n, uint64_t off, uint32_t blk, uint32_t in_blk,
+                                vd_error *err)
+{
+    uint64_t bstart = off - in_blk;
+    uint64_t ps = in_blk / VHD_PAGE * VHD_PAGE, pe = vd_round_up(in_blk + n, VHD_PAGE);
+    if (pe > s->block_size)
+        pe = s->block_size;
+    if (bstart + pe > img->size)
+        pe = img->size - bstart;
+    if (pe < in_blk + n)
+        pe = in_blk + n;
+    if (ps == in_blk && pe == in_blk + n) {
+        int r = vd_file_pwrite(img->file, p, n, vhd_block_data(s, blk) + in_blk, err);
+        return r < 0 ? r : vhd_set_bits(img, s, blk, in_blk, n, err);
+    }
+    uint8_t *buf = malloc(pe - ps);
+    if (!buf)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vhd_read_diff_piece(img, s, buf, pe - ps, bstart + ps, blk, (uint32_t)ps, err);
+    if (r == 0) {
+        memcpy(buf + (in_blk - ps), p, n);
+        r = vd_file_pwrite(img->file, buf, pe - ps, vhd_block_data(s, blk) + ps, err);
+    }
+    if (r == 0)
+        r = vhd_set_bits(img, s, blk, (uint32_t)ps, pe - ps, err);
+    free(buf);
+    return r;
+}
+
 static int vhd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                       vd_error *err)
 {
@@ -467,10 +504,10 @@ static int vhd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
         int r = 0;
         if (s->bat[blk] == VHD_BAT_UNUSED)
             r = vhd_alloc_block(img, s, blk, err);
-        if (r == 0)
-            r = vd_file_pwrite(img->file, p, n, vhd_block_data(s, blk) + in_blk, err);
         if (r == 0 && s->type == VHD_TYPE_DIFF)
-            r = vhd_set_bits(img, s, blk, in_blk, n, err);
+            r = vhd_write_diff_piece(img, s, p, n, off, blk, in_blk, err);
+        else if (r == 0)
+            r = vd_file_pwrite(img->file, p, n, vhd_block_data(s, blk) + in_blk, err);
         if (r < 0)
             return r;
         p += n;

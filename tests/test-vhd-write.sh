@@ -1,0 +1,93 @@
+#!/bin/bash
+# test-vhd-write: every VHD subformat vdconvert writes (fixed/dynamic, with and
+# without force_size, a size that is not a whole number of blocks, data in the
+# first and last sectors) is read back identically by qemu-img compare and by
+# libvhdi (vhdiinfo, and pyvhdi for the content), at the size qemu reports;
+# and a differencing VHD made with `vdconvert create -b` is read by libvhdi as
+# its parent's content.  (qemu-img check does not support vpc: not run.)
+source "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img vhdiinfo python3
+PY=/usr/bin/python3          # pyvhdi (python3-libvhdi) is for Debian's python
+$PY -c 'import pyvhdi' 2>/dev/null || skip "python3-libvhdi not installed"
+
+# 7 MiB + 3 sectors: 4 blocks, the last one partial; data at both ends and in
+# the middle, a zero gap in between.
+SIZE=$((7 * 1048576 + 1536))
+$PY - "$T/src.raw" $SIZE <<'PY'
+import sys, random
+p, size = sys.argv[1], int(sys.argv[2])
+r = random.Random(7)
+with open(p, 'wb') as f:
+    f.truncate(size)
+    for off, n in ((0, 4096), (1048576 + 512, 70000), (3 * 1048576, 2 * 1048576),
+                   (size - 512, 512)):
+        f.seek(off); f.write(bytes(r.getrandbits(8) for _ in range(n)))
+PY
+
+# Guest content as libvhdi reads it: sha256 and size.
+vhdi_read() {  # IMG [PARENT]
+    $PY - "$@" <<'PY'
+import hashlib, sys, pyvhdi
+f = pyvhdi.file(); f.open(sys.argv[1])
+if len(sys.argv) > 2:
+    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
+h = hashlib.sha256(); off = 0; size = f.media_size
+while off < size:
+    n = min(1 << 20, size - off)
+    h.update(f.read_buffer_at_offset(n, off)); off += n
+print(h.hexdigest(), size)
+PY
+}
+padded_sha() {  # RAW SIZE: sha256 of RAW zero-padded to SIZE
+    cp "$1" "$T/pad.raw"
+    truncate -s "$2" "$T/pad.raw"
+    sha256sum <"$T/pad.raw" | cut -d' ' -f1
+}
+qemu_size() {
+    qemu-img info -f vpc --output=json "$1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'
+}
+
+for opts in subformat=fixed subformat=dynamic subformat=fixed,force_size=on \
+            subformat=dynamic,force_size=on; do
+    out=$T/out-${opts//[=,]/_}.vhd
+    "$VDCONVERT" -O vhd -o "$opts" "$T/src.raw" "$out" || fail "convert -o $opts"
+    qemu-img compare -q -f raw "$T/src.raw" -F vpc "$out" || fail "$opts: qemu-img compare differs"
+    qsize=$(qemu_size "$out")
+    case $opts in
+    *force_size=on) [ "$qsize" = $SIZE ] || fail "$opts: size $qsize, want exactly $SIZE" ;;
+    *) [ "$qsize" -ge $SIZE ] && [ "$qsize" -lt $((SIZE + 16 * 255 * 512)) ] ||
+           fail "$opts: CHS-rounded size $qsize out of range" ;;
+    esac
+    vhdiinfo "$out" >"$T/vhdiinfo.txt" || fail "$opts: vhdiinfo refuses it"
+    read -r vsha vsize < <(vhdi_read "$out")
+    [ "$vsize" = "$qsize" ] || fail "$opts: libvhdi size $vsize != qemu's $qsize"
+    [ "$vsha" = "$(padded_sha "$T/src.raw" "$qsize")" ] || fail "$opts: libvhdi reads other content"
+    # and we read back what we wrote
+    rm -f "$T/back.raw"
+    "$VDCONVERT" "$out" "$T/back.raw"
+    [ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$vsha" ] || fail "$opts: our read-back differs"
+    echo "ok: $opts (size $qsize)"
+done
+
+# A fixed VHD is probed as VHD, not raw, and the dynamic one carries the
+# footer copy at offset 0.
+fmt=$("$VDCONVERT" info "$T/out-subformat_fixed.vhd" | awk '/^file format:/ { print $3 }')
+[ "$fmt" = vhd ] || fail "our fixed VHD probed as '$fmt'"
+cmp -n 512 "$T/out-subformat_dynamic.vhd" <(tail -c 512 "$T/out-subformat_dynamic.vhd") ||
+    fail "dynamic VHD: the copy at 0 differs from the footer"
+
+# Differencing: child of the dynamic one; libvhdi merges it with the parent.
+cp "$T/out-subformat_dynamic_force_size_on.vhd" "$T/base.vhd"
+"$VDCONVERT" create -O vhd -b base.vhd "$T/child.vhd" || fail "create -b"
+vhdiinfo "$T/child.vhd" >"$T/vhdiinfo.txt" || fail "vhdiinfo refuses the child"
+grep -q "Differential" "$T/vhdiinfo.txt" || fail "vhdiinfo: not differential: $(cat "$T/vhdiinfo.txt")"
+grep -q "base.vhd" "$T/vhdiinfo.txt" || fail "vhdiinfo: parent name missing"
+read -r csha csize < <(vhdi_read "$T/child.vhd" "$T/base.vhd")
+[ "$csha" = "$(padded_sha "$T/src.raw" "$csize")" ] || fail "child+parent (libvhdi) != parent"
+rm -f "$T/back.raw"
+"$VDCONVERT" "$T/child.vhd" "$T/back.raw"
+[ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$csha" ] || fail "child+parent (ours) != parent"
+"$VDCONVERT" create -O vhd -o subformat=fixed -b base.vhd "$T/c2.vhd" 2>/dev/null &&
+    fail "a fixed differencing VHD was accepted"
+echo "ok: differencing child of base.vhd"
