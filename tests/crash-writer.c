@@ -1,0 +1,165 @@
+/* crash-writer - the crash-consistency harness's two halves.
+ *
+ *   crash-writer write IMG SEED LOG [FLUSH_EVERY]
+ *       Opens IMG read-write through libvdisk and writes pseudo-random data
+ *       at pseudo-random offsets forever (iteration i is a pure function of
+ *       SEED and i), calling vd_flush every FLUSH_EVERY writes and then
+ *       appending "i\n" to LOG (fsync'd): i writes are durable.  The test
+ *       SIGKILLs it at a random moment.
+ *   crash-writer verify IMG SEED DONE [FLUSH_EVERY] [BASE]
+ *       Replays iterations 0..DONE-1 on a shadow copy (zeroes, or the raw
+ *       content of BASE when the image has a backing file) and checks that
+ *       the image reads back exactly that, except the bytes that iterations
+ *       DONE..DONE+FLUSH_EVERY-1 may have touched (in flight at the kill).
+ * Exit: 0 ok, 1 content differs or the image does not open, 2 usage. */
+#include "vdisk.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_WRITE 65536
+
+struct op {
+    uint64_t off;
+    size_t len;
+    uint8_t fill_seed;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Iteration i: mostly small unaligned writes, some large aligned ones, and
+ * every 7th a zero write. */
+static struct op op_for(uint64_t seed, uint64_t i, uint64_t size)
+{
+    uint64_t r = mix(seed * 1000003u + i);
+    struct op o;
+    if (r % 4 == 0) {
+        o.len = (size_t)(1 + (r >> 8) % MAX_WRITE);
+        o.off = (r >> 24) % (size - o.len);
+    } else {
+        o.len = (size_t)(((r >> 8) % 16 + 1) * 4096);
+        o.off = ((r >> 24) % (size / 4096)) * 4096;
+        if (o.off + o.len > size)
+            o.off = size - o.len;
+    }
+    o.fill_seed = (uint8_t)(r >> 56);
+    return o;
+}
+
+static bool op_is_zero(uint64_t seed, uint64_t i)
+{
+    return mix(seed ^ (i * 7919u)) % 7 == 0;
+}
+
+static void fill(uint8_t *buf, const struct op *o, uint64_t i)
+{
+    for (size_t k = 0; k < o->len; k++)
+        buf[k] = (uint8_t)(o->fill_seed + k * 31 + (i & 0xff) + (k >> 9));
+}
+
+static int do_write(const char *img_path, uint64_t seed, const char *log, uint64_t every)
+{
+    vd_image *img;
+    vd_error e;
+    if (vd_open(img_path, NULL, &img, &e) < 0) {
+        fprintf(stderr, "crash-writer: %s\n", e.msg);
+        return 1;
+    }
+    int lf = open(log, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    uint8_t *buf = malloc(MAX_WRITE);
+    uint64_t size = vd_size(img);
+    for (uint64_t i = 0;; i++) {
+        struct op o = op_for(seed, i, size);
+        int r;
+        if (op_is_zero(seed, i)) {
+            r = vd_pwrite_zeroes(img, o.off, o.len, 0, &e);
+        } else {
+            fill(buf, &o, i);
+            r = vd_pwrite(img, buf, o.len, o.off, &e);
+        }
+        if (r < 0) {
+            fprintf(stderr, "crash-writer: write %" PRIu64 ": %s\n", i, e.msg);
+            return 1;
+        }
+        if ((i + 1) % every == 0) {
+            if (vd_flush(img, &e) < 0) {
+                fprintf(stderr, "crash-writer: flush: %s\n", e.msg);
+                return 1;
+            }
+            char line[32];
+            int n = snprintf(line, sizeof line, "%" PRIu64 "\n", i + 1);
+            if (write(lf, line, (size_t)n) != n || fsync(lf) < 0)
+                return 1;
+        }
+    }
+}
+
+static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_t every,
+                     const char *base)
+{
+    vd_image *img;
+    vd_error e;
+    if (vd_open(img_path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
+        fprintf(stderr, "crash-writer: reopen: %s\n", e.msg);
+        return 1;
+    }
+    uint64_t size = vd_size(img);
+    uint8_t *shadow = calloc(1, size), *mask = calloc(1, size), *got = malloc(size);
+    uint8_t *buf = malloc(MAX_WRITE);
+    if (base) {
+        FILE *f = fopen(base, "rb");
+        if (!f || fread(shadow, 1, size, f) != size) {
+            fprintf(stderr, "crash-writer: cannot read base %s\n", base);
+            return 2;
+        }
+        fclose(f);
+    }
+    for (uint64_t i = 0; i < done; i++) {
+        struct op o = op_for(seed, i, size);
+        if (op_is_zero(seed, i)) {
+            memset(shadow + o.off, 0, o.len);
+        } else {
+            fill(buf, &o, i);
+            memcpy(shadow + o.off, buf, o.len);
+        }
+    }
+    for (uint64_t i = done; i < done + every; i++) {
+        struct op o = op_for(seed, i, size);
+        memset(mask + o.off, 1, o.len);
+    }
+    if (vd_pread(img, got, size, 0, &e) < 0) {
+        fprintf(stderr, "crash-writer: read: %s\n", e.msg);
+        return 1;
+    }
+    for (uint64_t k = 0; k < size; k++)
+        if (!mask[k] && got[k] != shadow[k]) {
+            fprintf(stderr, "crash-writer: %s: byte 0x%" PRIx64 " is 0x%02x, expected 0x%02x "
+                    "(%" PRIu64 " writes were flushed)\n", img_path, k, got[k], shadow[k], done);
+            return 1;
+        }
+    vd_close(img, NULL);
+    free(shadow); free(mask); free(got); free(buf);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 5 && !strcmp(argv[1], "write"))
+        return do_write(argv[2], strtoull(argv[3], NULL, 10), argv[4],
+                        argc > 5 ? strtoull(argv[5], NULL, 10) : 8);
+    if (argc >= 5 && !strcmp(argv[1], "verify"))
+        return do_verify(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
+                         argc > 5 ? strtoull(argv[5], NULL, 10) : 8, argc > 6 ? argv[6] : NULL);
+    fprintf(stderr, "usage: crash-writer write IMG SEED LOG [EVERY] | verify IMG SEED DONE [EVERY] [BASE]\n");
+    return 2;
+}
