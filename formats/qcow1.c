@@ -1,0 +1,409 @@
+/* qcow1.c - QCOW version 1 (qemu's original copy-on-write format), read-only.
+ *
+ * A 48-byte big-endian header, an L1 table of 64-bit offsets to L2 tables of
+ * 2^l2_bits entries, each the file offset of a cluster of 2^cluster_bits
+ * bytes.  An entry of 0 is unallocated (read the backing file).  Bit 63 marks
+ * a compressed cluster: the bits below the size field hold its file offset,
+ * the field above them its byte length, and the data is a raw deflate stream
+ * that inflates to exactly one cluster.  AES-encrypted images are refused:
+ * the scheme is broken (qemu refuses to create them) and we hold no key.
+ * The backing file name is stored without a format, so the core probes it.
+ */
+#include "vd-driver.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <zlib.h>
+
+#define QCOW1_MAGIC        0x514649fbu     /* "QFI\xfb" */
+#define QCOW1_VERSION      1
+#define QCOW1_HEADER_LEN   48
+#define QCOW1_COMPRESSED   (1ull << 63)
+#define QCOW1_CRYPT_AES    1
+#define QCOW1_MAX_BACKING  1023u            /* qemu's limit */
+#define QCOW1_L2_CACHE     8
+
+enum {
+    QCOW1_H_MAGIC = 0, QCOW1_H_VERSION = 4, QCOW1_H_BF_OFF = 8, QCOW1_H_BF_LEN = 16,
+    QCOW1_H_MTIME = 20, QCOW1_H_SIZE = 24, QCOW1_H_CLUSTER_BITS = 32,
+    QCOW1_H_L2_BITS = 33, QCOW1_H_CRYPT = 36, QCOW1_H_L1 = 40,
+};
+
+struct qcow1_l2 {
+    uint64_t off;          /* 0 = empty slot */
+    uint64_t *e;
+    unsigned age;
+};
+
+struct qcow1_state {
+    uint32_t cluster_bits, l2_bits, cluster_size;
+    uint64_t l2_entries, span;     /* entries per L2, guest bytes per L2 */
+    uint64_t offset_mask;          /* compressed entry: offset bits */
+    uint64_t l1_off, l1_n, *l1;
+    uint64_t file_size;
+    struct qcow1_l2 cache[QCOW1_L2_CACHE];
+    unsigned clock;
+    uint64_t zc_entry;             /* L2 entry of the cluster in zc, 0 none */
+    uint8_t *zc, *zin;             /* inflated cluster, compressed input */
+};
+
+static int qcow1_probe(const uint8_t *head, size_t len, const uint8_t *tail,
+                       size_t tail_len, uint64_t file_size)
+{
+    (void)tail; (void)tail_len; (void)file_size;
+    if (len < QCOW1_HEADER_LEN || vd_be32(head + QCOW1_H_MAGIC) != QCOW1_MAGIC ||
+        vd_be32(head + QCOW1_H_VERSION) != QCOW1_VERSION)
+        return 0;
+    uint8_t cb = head[QCOW1_H_CLUSTER_BITS], lb = head[QCOW1_H_L2_BITS];
+    return cb >= 9 && cb <= 16 && lb >= 6 && lb <= 13 ? 100 : 50;
+}
+
+/* ---- tables -------------------------------------------------------------- */
+
+static int qcow1_l2_load(vd_image *img, uint64_t l1_index, uint64_t off,
+                         struct qcow1_l2 **out, vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    uint64_t bytes = s->l2_entries * 8, end;
+    if (vd_add_overflow(off, bytes, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: L1 entry %llu at 0x%llx: L2 table at 0x%llx "
+                            "is past end of file (size 0x%llx)", (unsigned long long)l1_index,
+                            (unsigned long long)(s->l1_off + l1_index * 8),
+                            (unsigned long long)off, (unsigned long long)s->file_size);
+    struct qcow1_l2 *t = &s->cache[0];
+    for (int i = 0; i < QCOW1_L2_CACHE; i++) {
+        if (!s->cache[i].off) {
+            t = &s->cache[i];
+            break;
+        }
+        if (s->cache[i].age < t->age)
+            t = &s->cache[i];
+    }
+    t->off = 0;
+    if (!t->e && !(t->e = malloc(bytes)))
+        return vd_set_error(err, -ENOMEM, "qcow: out of memory for an L2 table");
+    int r = vd_file_pread(img->file, t->e, bytes, off, err);
+    if (r < 0)
+        return r;
+    for (uint64_t i = 0; i < s->l2_entries; i++)
+        t->e[i] = vd_be64(&t->e[i]);
+    t->off = off;
+    *out = t;
+    return 0;
+}
+
+/* The L2 table mapping guest offset `off`, or NULL when unallocated. */
+static int qcow1_l2_get(vd_image *img, uint64_t off, struct qcow1_l2 **out, vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    uint64_t i = off / s->span;
+    uint64_t l2_off = s->l1[i];
+    *out = NULL;
+    if (!l2_off)
+        return 0;
+    for (int k = 0; k < QCOW1_L2_CACHE; k++) {
+        if (s->cache[k].off == l2_off) {
+            *out = &s->cache[k];
+            break;
+        }
+    }
+    if (!*out) {
+        int r = qcow1_l2_load(img, i, l2_off, out, err);
+        if (r < 0)
+            return r;
+    }
+    (*out)->age = ++s->clock;
+    return 0;
+}
+
+/* Length of the run from entry `idx` that reads the same way: unallocated,
+ * or file-contiguous plain clusters (compressed ones are single). */
+static uint64_t qcow1_run(const struct qcow1_state *s, const struct qcow1_l2 *t,
+                          uint64_t idx, uint64_t in, uint64_t max)
+{
+    uint64_t e = t ? t->e[idx] : 0;
+    uint64_t len = s->cluster_size - in;
+    if (e & QCOW1_COMPRESSED)
+        return len < max ? len : max;
+    for (uint64_t j = idx + 1; len < max && j < s->l2_entries; j++) {
+        uint64_t f = t ? t->e[j] : 0;
+        if (e ? f != e + (j - idx) * s->cluster_size : f != 0)
+            break;
+        len += s->cluster_size;
+    }
+    return len < max ? len : max;
+}
+
+/* ---- data ---------------------------------------------------------------- */
+
+static int qcow1_inflate(vd_image *img, uint64_t e, uint64_t l2_at, vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    if (s->zc_entry == e)
+        return 0;
+    uint64_t off = e & s->offset_mask;
+    uint64_t len = (e >> (63 - s->cluster_bits)) & (s->cluster_size - 1);
+    uint64_t end;
+    if (vd_add_overflow(off, len, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: L2 entry at 0x%llx: compressed cluster at "
+                            "0x%llx (%llu bytes) is past end of file",
+                            (unsigned long long)l2_at, (unsigned long long)off,
+                            (unsigned long long)len);
+    int r = vd_file_pread(img->file, s->zin, (size_t)len, off, err);
+    if (r < 0)
+        return r;
+    s->zc_entry = 0;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -12) != Z_OK)       /* raw deflate, 4 KiB window */
+        return vd_set_error(err, -ENOMEM, "qcow: inflateInit2 failed");
+    z.next_in = s->zin;
+    z.avail_in = (uInt)len;
+    z.next_out = s->zc;
+    z.avail_out = s->cluster_size;
+    int zr = inflate(&z, Z_FINISH);
+    uint64_t got = z.total_out;
+    inflateEnd(&z);
+    /* qemu accepts a stream that fills the cluster without an end marker. */
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR && zr != Z_OK) || got != s->cluster_size)
+        return vd_set_error(err, -EINVAL, "qcow: L2 entry at 0x%llx: compressed cluster at "
+                            "0x%llx (%llu bytes) does not inflate to %u bytes",
+                            (unsigned long long)l2_at, (unsigned long long)off,
+                            (unsigned long long)len, s->cluster_size);
+    s->zc_entry = e;
+    return 0;
+}
+
+static int qcow1_check_plain(const struct qcow1_state *s, uint64_t e, uint64_t l2_at,
+                             vd_error *err)
+{
+    if (e >= s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: L2 entry at 0x%llx points past end of file "
+                            "(0x%llx, size 0x%llx)", (unsigned long long)l2_at,
+                            (unsigned long long)e, (unsigned long long)s->file_size);
+    return 0;
+}
+
+static int qcow1_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    uint8_t *p = buf;
+    while (len) {
+        struct qcow1_l2 *t;
+        int r = qcow1_l2_get(img, off, &t, err);
+        if (r < 0)
+            return r;
+        uint64_t idx = off % s->span >> s->cluster_bits;
+        uint64_t in = off & (s->cluster_size - 1);
+        uint64_t e = t ? t->e[idx] : 0;
+        uint64_t l2_at = t ? t->off + idx * 8 : 0;
+        size_t n = (size_t)qcow1_run(s, t, idx, in, len);
+        if (!e) {
+            r = vd_backing_pread(img, p, n, off, err);
+        } else if (e & QCOW1_COMPRESSED) {
+            if ((r = qcow1_inflate(img, e, l2_at, err)) == 0)
+                memcpy(p, s->zc + in, n);
+        } else if ((r = qcow1_check_plain(s, e, l2_at, err)) == 0) {
+            /* A last cluster cut short by the file's end reads as zeroes. */
+            r = vd_file_pread_zfill(img->file, p, n, e + in, err);
+        }
+        if (r < 0)
+            return r;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int qcow1_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                              vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    uint64_t end = off + len;
+    uint64_t table_end = (off / s->span + 1) * s->span;
+    if (table_end < end)
+        end = table_end;
+    while (off < end) {
+        struct qcow1_l2 *t;
+        int r = qcow1_l2_get(img, off, &t, err);
+        if (r < 0)
+            return r;
+        uint64_t idx = off % s->span >> s->cluster_bits;
+        uint64_t in = off & (s->cluster_size - 1);
+        uint64_t e = t ? t->e[idx] : 0;
+        uint64_t n = qcow1_run(s, t, idx, in, end - off);
+        if (!e)
+            r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
+        else if (e & QCOW1_COMPRESSED)
+            r = vd_extents_add(ext, off, n, VD_LAYER_DATA | VD_EXT_COMPRESSED, 0, VD_NO_OFFSET);
+        else if ((r = qcow1_check_plain(s, e, t->off + idx * 8, err)) == 0)
+            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, e + in);
+        if (r < 0)
+            return r;
+        off += n;
+    }
+    return 0;
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+static int qcow1_parse_header(vd_image *img, struct qcow1_state *s, const uint8_t *h,
+                              vd_error *err)
+{
+    if (vd_be32(h + QCOW1_H_MAGIC) != QCOW1_MAGIC)
+        return vd_set_error(err, -EINVAL, "qcow: bad magic at 0x0");
+    if (vd_be32(h + QCOW1_H_VERSION) != QCOW1_VERSION)
+        return vd_set_error(err, -ENOTSUP, "qcow: version %u at 0x4 is not 1",
+                            vd_be32(h + QCOW1_H_VERSION));
+    uint32_t crypt = vd_be32(h + QCOW1_H_CRYPT);
+    if (crypt == QCOW1_CRYPT_AES)
+        return vd_set_error(err, -ENOTSUP, "qcow: image is AES-encrypted (crypt_method 1 at "
+                            "0x24); encrypted QCOW images are not supported");
+    if (crypt)
+        return vd_set_error(err, -EINVAL, "qcow: unknown crypt_method %u at 0x24", crypt);
+    s->cluster_bits = h[QCOW1_H_CLUSTER_BITS];
+    s->l2_bits = h[QCOW1_H_L2_BITS];
+    if (s->cluster_bits < 9 || s->cluster_bits > 16)
+        return vd_set_error(err, -EINVAL, "qcow: cluster_bits %u at 0x20 is not 9..16",
+                            s->cluster_bits);
+    if (s->l2_bits < 6 || s->l2_bits > 13)
+        return vd_set_error(err, -EINVAL, "qcow: l2_bits %u at 0x21 is not 6..13",
+                            s->l2_bits);
+    s->cluster_size = 1u << s->cluster_bits;
+    s->l2_entries = 1ull << s->l2_bits;
+    s->span = s->l2_entries << s->cluster_bits;
+    s->offset_mask = (1ull << (63 - s->cluster_bits)) - 1;
+    uint64_t size = vd_be64(h + QCOW1_H_SIZE);
+    if (size > VD_MAX_VIRTUAL_SIZE)
+        return vd_set_error(err, -EFBIG, "qcow: size 0x%llx at 0x18 is too large",
+                            (unsigned long long)size);
+    /* qemu counts whole 512-byte sectors; the L1 table covers the full size. */
+    img->size = size / 512 * 512;
+    img->cluster_size = s->cluster_size;
+    s->l1_n = (size + s->span - 1) / s->span;
+    s->l1_off = vd_be64(h + QCOW1_H_L1);
+    uint64_t end;
+    if (s->l1_n * 8 > VD_MAX_TABLE_BYTES)
+        return vd_set_error(err, -EFBIG, "qcow: L1 table of %llu entries exceeds the limit",
+                            (unsigned long long)s->l1_n);
+    if (vd_add_overflow(s->l1_off, s->l1_n * 8, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: L1 table at 0x%llx (0x%llx bytes, header "
+                            "offset 0x28) is past end of file (size 0x%llx)",
+                            (unsigned long long)s->l1_off, (unsigned long long)(s->l1_n * 8),
+                            (unsigned long long)s->file_size);
+    return 0;
+}
+
+static int qcow1_read_backing_name(vd_image *img, struct qcow1_state *s, const uint8_t *h,
+                                   vd_error *err)
+{
+    uint64_t off = vd_be64(h + QCOW1_H_BF_OFF), end;
+    uint32_t len = vd_be32(h + QCOW1_H_BF_LEN);
+    if (!off || !len)
+        return 0;
+    if (len > QCOW1_MAX_BACKING || vd_add_overflow(off, len, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: backing file name at 0x%llx (%u bytes, "
+                            "header offset 0x8) is too long or past end of file",
+                            (unsigned long long)off, len);
+    char *name = malloc((size_t)len + 1);
+    if (!name)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vd_file_pread(img->file, name, len, off, err);
+    name[len] = 0;
+    if (r == 0 && strlen(name) != len)
+        r = vd_set_error(err, -EINVAL, "qcow: backing file name at 0x%llx contains a NUL "
+                         "byte", (unsigned long long)off);
+    if (r < 0) {
+        free(name);
+        return r;
+    }
+    img->backing_file = name;
+    return 0;
+}
+
+static void qcow1_free(struct qcow1_state *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < QCOW1_L2_CACHE; i++)
+        free(s->cache[i].e);
+    free(s->l1);
+    free(s->zc);
+    free(s->zin);
+    free(s);
+}
+
+static int qcow1_open(vd_image *img, vd_error *err)
+{
+    int64_t fsize = vd_file_size(img->file, err);
+    if (fsize < 0)
+        return (int)fsize;
+    if (fsize < QCOW1_HEADER_LEN)
+        return vd_set_error(err, -EINVAL, "qcow: file of %lld bytes is shorter than the "
+                            "header", (long long)fsize);
+    uint8_t h[QCOW1_HEADER_LEN];
+    int r = vd_file_pread(img->file, h, sizeof h, 0, err);
+    if (r < 0)
+        return r;
+    struct qcow1_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    img->priv = s;
+    s->file_size = (uint64_t)fsize;
+    if ((r = qcow1_parse_header(img, s, h, err)) < 0 ||
+        (r = qcow1_read_backing_name(img, s, h, err)) < 0)
+        goto fail;
+    s->l1 = malloc(s->l1_n ? s->l1_n * 8 : 1);
+    s->zc = malloc(s->cluster_size);
+    s->zin = malloc(s->cluster_size);
+    if (!s->l1 || !s->zc || !s->zin) {
+        r = vd_set_error(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((r = vd_file_pread(img->file, s->l1, s->l1_n * 8, s->l1_off, err)) < 0)
+        goto fail;
+    for (uint64_t i = 0; i < s->l1_n; i++)
+        s->l1[i] = vd_be64(&s->l1[i]);
+    return 0;
+fail:
+    qcow1_free(s);
+    img->priv = NULL;
+    return r;
+}
+
+static void qcow1_close(vd_image *img)
+{
+    qcow1_free(img->priv);
+    img->priv = NULL;
+}
+
+static void qcow1_details(vd_image *img, vd_kv_fn fn, void *ctx)
+{
+    struct qcow1_state *s = img->priv;
+    char v[32];
+    snprintf(v, sizeof v, "%u", s->cluster_size);
+    fn(ctx, "cluster_size", v);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)s->l2_entries);
+    fn(ctx, "l2_entries", v);
+}
+
+static const char *const qcow1_extensions[] = { "qcow", NULL };
+
+const struct vd_driver vd_qcow1 = {
+    .name = "qcow",
+    .description = "QEMU copy-on-write v1 (read-only)",
+    .extensions = qcow1_extensions,
+    .probe = qcow1_probe,
+    .align = 1,
+    .open = qcow1_open,
+    .close = qcow1_close,
+    .pread = qcow1_pread,
+    .block_status = qcow1_block_status,
+    .details = qcow1_details,
+    .can_write = VD_CAN_NONE,
+    .can_zero = VD_CAN_NONE,
+    .can_discard = VD_CAN_NONE,
+    .can_block_status = VD_CAN_NATIVE,
+};
