@@ -75,6 +75,16 @@ if [ "${1:-}" != "--quick" ]; then
     read -r p f s < <(counts build-asan/meson-logs/testlog.json)
     echo "asan+ubsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
+
+    # The threaded tests under ThreadSanitizer.
+    unset ASAN_OPTIONS
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+    meson test -C build-tsan --print-errorlogs --suite threads --num-processes 1 \
+        --timeout-multiplier 3 || status=1
+    read -r p f s < <(counts build-tsan/meson-logs/testlog.json)
+    echo "tsan: $p passed, $f failed, $s skipped"
+    tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 fi
 echo "$tp passed, $tf failed, $ts skipped"
 exit $status

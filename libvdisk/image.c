@@ -189,7 +189,14 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
     vd_image *img = calloc(1, sizeof *img);
     if (!img)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    pthread_rwlock_init(&img->lock, NULL);
+    /* Writer-preferring: with glibc's default a stream of readers starves
+     * writers (seen: 2 writes in 2 s against 8 reading threads).  The core
+     * never takes an image's lock recursively, which this kind requires. */
+    pthread_rwlockattr_t la;
+    pthread_rwlockattr_init(&la);
+    pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&img->lock, &la);
+    pthread_rwlockattr_destroy(&la);
     img->depth = depth;
     img->readonly = readonly;
     img->allow_host_paths = o && o->allow_host_paths;
