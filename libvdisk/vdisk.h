@@ -189,6 +189,52 @@ typedef struct vd_check_result {
 int vd_check(vd_image *img, unsigned flags, vd_check_result *res,
              vd_error *err);
 
+/* ---- partition tables ------------------------------------------------ */
+
+/* MBR (primary, and logical partitions in the chain of extended boot records)
+ * and GPT (primary header, or the backup one when the primary is damaged).
+ * Partitions are numbered as Linux numbers them: MBR primaries 1-4 by slot,
+ * logicals from 5 in chain order; GPT entries by their slot (1-based), unused
+ * slots skipped.  Offsets and lengths are bytes of the guest view. */
+
+#define VD_PT_NONE 0   /* no partition table recognised */
+#define VD_PT_MBR  1
+#define VD_PT_GPT  2
+
+typedef struct vd_partition {
+    unsigned index;          /* 1-based partition number (see above) */
+    uint64_t start, length;  /* bytes */
+    bool logical;            /* MBR: inside an extended partition */
+    bool bootable;           /* MBR: active flag 0x80 */
+    bool extended;           /* MBR: the extended container itself */
+    uint8_t mbr_type;        /* MBR type byte; 0 for GPT */
+    char type_guid[37];      /* GPT type GUID, lower-case text; "" for MBR */
+    char part_guid[37];      /* GPT unique partition GUID; "" for MBR */
+    char name[148];          /* GPT name as UTF-8; "" for MBR */
+    uint64_t gpt_attrs;      /* GPT attribute bits */
+} vd_partition;
+
+typedef struct vd_partition_table {
+    int scheme;              /* VD_PT_* */
+    uint32_t sector_size;    /* 512, or 4096 for a GPT found on 4K sectors */
+    uint32_t mbr_signature;  /* MBR disk signature at 0x1b8 */
+    char disk_guid[37];      /* GPT disk GUID */
+    bool gpt_backup_used;    /* the primary GPT was damaged */
+    size_t n;
+    vd_partition *v;
+    /* The first problem that did not stop parsing ("mbr: partition 2 at
+     * 0x1ce extends past end of disk, truncated"), or "". */
+    char warning[VD_ERROR_MAX];
+} vd_partition_table;
+
+/* Read the partition table of `img`.  A disk without one gives scheme
+ * VD_PT_NONE and n = 0.  Entries that start past the end of the disk are
+ * skipped and those that extend past it truncated (as Linux does), noted in
+ * `warning`; a GPT whose headers are both damaged is an error.  Free with
+ * vd_partition_table_free. */
+int vd_partition_list(vd_image *img, vd_partition_table *out, vd_error *err);
+void vd_partition_table_free(vd_partition_table *t);
+
 /* ---- formats ----------------------------------------------------------- */
 
 /* Names of the registered drivers, NULL-terminated, cheap-first. */

@@ -1,0 +1,259 @@
+/* fuse-ops.c - the FUSE operations of vdmount: a thin layer over view.c.
+ *
+ * Open files and directories keep their resolved view_node in fi->fh, so
+ * reads do not look the path up again.  Everything that would change the
+ * tree (create, unlink, chmod, ...) is refused with EROFS: only the bytes of
+ * `disk` and `pN` can be written, and only with --rw or --overlay. */
+#include "vdmount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+static struct view *vm_view(void)
+{
+    return fuse_get_context()->private_data;
+}
+
+/* fi->fh holds the node: kind in bits 56-63, partition + 1 in 32-55, inode
+ * in 0-31. */
+static uint64_t vm_node_pack(const struct view_node *n)
+{
+    return (uint64_t)n->kind << 56 | (uint64_t)(uint32_t)(n->part + 1) << 32 | n->ino;
+}
+
+static struct view_node vm_node_unpack(uint64_t fh)
+{
+    struct view_node n;
+    n.kind = (enum view_kind)(fh >> 56);
+    n.part = (int)((fh >> 32) & 0xffffff) - 1;
+    n.ino = (uint32_t)fh;
+    return n;
+}
+
+/* The node of an open file, or of `path`. */
+static int vm_node(const char *path, struct fuse_file_info *fi, struct view_node *n)
+{
+    if (fi && fi->fh) {
+        *n = vm_node_unpack(fi->fh);
+        return 0;
+    }
+    return view_resolve(vm_view(), path, n);
+}
+
+static void *vm_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    (void)conn;
+    struct view *v = vm_view();
+    cfg->use_ino = 1;          /* hard links show one inode number */
+    cfg->readdir_ino = 1;
+    cfg->nullpath_ok = 1;
+    /* Read-only views never change under the kernel: let it cache. */
+    bool rw = vm_options.writable;
+    cfg->kernel_cache = !rw;
+    cfg->entry_timeout = rw ? 1 : 60;
+    cfg->attr_timeout = rw ? 1 : 60;
+    cfg->negative_timeout = rw ? 1 : 60;
+    return v;
+}
+
+static int vm_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    return r < 0 ? r : view_stat(vm_view(), &n, st);
+}
+
+static int vm_readlink(const char *path, char *buf, size_t size)
+{
+    struct view_node n;
+    int r = view_resolve(vm_view(), path, &n);
+    return r < 0 ? r : view_readlink(vm_view(), &n, buf, size);
+}
+
+static int vm_open(const char *path, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = view_resolve(vm_view(), path, &n);
+    if (r < 0)
+        return r;
+    if (n.kind == VIEW_ROOT || n.kind == VIEW_FSDIR)
+        return -EISDIR;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY && !view_writable(vm_view(), &n))
+        return -EROFS;
+    fi->fh = vm_node_pack(&n);
+    fi->keep_cache = !vm_options.writable;
+    return 0;
+}
+
+static int vm_read(const char *path, char *buf, size_t size, off_t off,
+                   struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    if (r < 0)
+        return r;
+    if (off < 0)
+        return -EINVAL;
+    return view_read(vm_view(), &n, buf, size, off);
+}
+
+static int vm_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    if (r < 0)
+        return r;
+    if (off < 0)
+        return -EINVAL;
+    return view_write(vm_view(), &n, buf, size, off);
+}
+
+static int vm_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    (void)path; (void)datasync; (void)fi;
+    return view_flush(vm_view());
+}
+
+/* Disks do not change size: truncating to the current size (what an
+ * O_TRUNC-less shell redirect or `dd` may ask) succeeds, anything else not. */
+static int vm_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    struct stat st;
+    int r = vm_node(path, fi, &n);
+    if (r < 0)
+        return r;
+    if (!view_writable(vm_view(), &n))
+        return -EROFS;
+    r = view_stat(vm_view(), &n, &st);
+    if (r < 0)
+        return r;
+    return size == st.st_size ? 0 : -EINVAL;
+}
+
+static int vm_opendir(const char *path, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    struct stat st;
+    int r = view_resolve(vm_view(), path, &n);
+    if (r < 0)
+        return r;
+    r = view_stat(vm_view(), &n, &st);
+    if (r < 0)
+        return r;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    fi->fh = vm_node_pack(&n);
+    return 0;
+}
+
+struct vm_fill {
+    void *buf;
+    fuse_fill_dir_t filler;
+};
+
+static int vm_fill_cb(void *ctx, const char *name, const struct stat *st)
+{
+    struct vm_fill *f = ctx;
+    return f->filler(f->buf, name, st, 0, 0) ? 1 : 0;
+}
+
+static int vm_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    (void)off; (void)flags;
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    if (r < 0)
+        return r;
+    filler(buf, ".", NULL, 0, 0);
+    filler(buf, "..", NULL, 0, 0);
+    struct vm_fill f = { buf, filler };
+    return view_readdir(vm_view(), &n, vm_fill_cb, &f);
+}
+
+static int vm_release(const char *path, struct fuse_file_info *fi)
+{
+    (void)path; (void)fi;
+    return 0;
+}
+
+static int vm_statfs(const char *path, struct statvfs *sv)
+{
+    (void)path;
+    memset(sv, 0, sizeof *sv);
+    sv->f_bsize = sv->f_frsize = 4096;
+    sv->f_blocks = vm_options.disk_size / 4096;
+    sv->f_namemax = 255;
+    return 0;
+}
+
+static int vm_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+    struct view_node n;
+    int r = view_resolve(vm_view(), path, &n);
+    return r < 0 ? r : view_getxattr(vm_view(), &n, name, value, size);
+}
+
+static int vm_listxattr(const char *path, char *list, size_t size)
+{
+    struct view_node n;
+    int r = view_resolve(vm_view(), path, &n);
+    return r < 0 ? r : view_listxattr(vm_view(), &n, list, size);
+}
+
+/* The tree itself is read-only. */
+static int vm_rofs_path(const char *path) { (void)path; return -EROFS; }
+static int vm_rofs_mode(const char *path, mode_t m) { (void)path; (void)m; return -EROFS; }
+static int vm_rofs_2path(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int vm_rofs_rename(const char *a, const char *b, unsigned int f)
+{ (void)a; (void)b; (void)f; return -EROFS; }
+static int vm_rofs_mknod(const char *path, mode_t m, dev_t d)
+{ (void)path; (void)m; (void)d; return -EROFS; }
+static int vm_rofs_chmod(const char *path, mode_t m, struct fuse_file_info *fi)
+{ (void)path; (void)m; (void)fi; return -EROFS; }
+static int vm_rofs_chown(const char *path, uid_t u, gid_t g, struct fuse_file_info *fi)
+{ (void)path; (void)u; (void)g; (void)fi; return -EROFS; }
+static int vm_rofs_create(const char *path, mode_t m, struct fuse_file_info *fi)
+{ (void)path; (void)m; (void)fi; return -EROFS; }
+static int vm_rofs_utimens(const char *path, const struct timespec tv[2],
+                           struct fuse_file_info *fi)
+{ (void)path; (void)tv; (void)fi; return -EROFS; }
+static int vm_rofs_setxattr(const char *path, const char *n, const char *v, size_t s, int f)
+{ (void)path; (void)n; (void)v; (void)s; (void)f; return -EROFS; }
+static int vm_rofs_removexattr(const char *path, const char *n)
+{ (void)path; (void)n; return -EROFS; }
+
+const struct fuse_operations vm_fuse_ops = {
+    .init = vm_init,
+    .getattr = vm_getattr,
+    .readlink = vm_readlink,
+    .open = vm_open,
+    .read = vm_read,
+    .write = vm_write,
+    .fsync = vm_fsync,
+    .truncate = vm_truncate,
+    .release = vm_release,
+    .opendir = vm_opendir,
+    .readdir = vm_readdir,
+    .statfs = vm_statfs,
+    .getxattr = vm_getxattr,
+    .listxattr = vm_listxattr,
+    .mkdir = vm_rofs_mode,
+    .unlink = vm_rofs_path,
+    .rmdir = vm_rofs_path,
+    .symlink = vm_rofs_2path,
+    .link = vm_rofs_2path,
+    .rename = vm_rofs_rename,
+    .mknod = vm_rofs_mknod,
+    .chmod = vm_rofs_chmod,
+    .chown = vm_rofs_chown,
+    .create = vm_rofs_create,
+    .utimens = vm_rofs_utimens,
+    .setxattr = vm_rofs_setxattr,
+    .removexattr = vm_rofs_removexattr,
+};

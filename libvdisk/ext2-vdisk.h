@@ -1,0 +1,93 @@
+/* ext2-vdisk.h - read ext2/ext3/ext4 file systems inside a libvdisk image.
+ *
+ * libext2fs does the file system work; its block I/O goes through an
+ * io_manager whose reads are vd_pread() calls on a byte range of the image (a
+ * partition, or the whole disk).  No loop device, no kernel mount, no root.
+ * Built as the static library `vdisk_ext2` (meson: vdisk_ext2_dep), used by
+ * vdmount and vdboot.
+ *
+ * The file system is opened read-only.  Every function here is thread-safe:
+ * libext2fs is not, so each handle serializes its calls with a mutex.  Errors
+ * are negative errnos with a one-line message in `err` naming the path or
+ * inode: corrupt metadata gives -EIO (or -EUCLEAN for a checksum mismatch)
+ * on the files it affects, never a crash.
+ */
+#ifndef EXT2_VDISK_H
+#define EXT2_VDISK_H
+
+#include "vdisk.h"
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vd_ext2 vd_ext2;
+
+#define VD_EXT2_ROOT_INO 2u
+
+/* Whether [off, off+len) of `img` starts with an ext2/3/4 superblock
+ * (magic 0xef53 at byte 1080).  Cheap: one small read. */
+bool vd_ext2_probe(vd_image *img, uint64_t off, uint64_t len);
+
+/* Open the file system in [off, off+len) of `img` read-only.  `img` must
+ * outlive the handle. */
+int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
+                 vd_error *err);
+void vd_ext2_close(vd_ext2 *fs);
+
+/* "ext2", "ext3" (has a journal) or "ext4" (extents, 64bit, flex_bg, ...). */
+const char *vd_ext2_type(vd_ext2 *fs);
+/* Volume label (may be ""), and UUID as text. */
+const char *vd_ext2_label(vd_ext2 *fs);
+const char *vd_ext2_uuid(vd_ext2 *fs);
+
+/* Look up an absolute path ("/etc/hostname"; "" and "/" are the root).
+ * Symbolic links in the middle of the path are followed (relative to this
+ * file system's root); the last component is followed only when `follow`. */
+int vd_ext2_lookup(vd_ext2 *fs, const char *path, bool follow, uint32_t *ino,
+                   vd_error *err);
+
+/* stat of an inode: mode and type (device nodes with st_rdev), uid/gid,
+ * nlink, size, blocks, atime/mtime/ctime with nanoseconds.  st_ino is the
+ * ext2 inode number and st_dev 0. */
+int vd_ext2_stat(vd_ext2 *fs, uint32_t ino, struct stat *st, vd_error *err);
+
+/* Read up to `len` bytes at `off` of a regular file (or a symlink's target
+ * stored in blocks).  Returns the byte count (short at end of file). */
+ssize_t vd_ext2_pread(vd_ext2 *fs, uint32_t ino, void *buf, size_t len,
+                      uint64_t off, vd_error *err);
+
+/* Read a whole file named by path (symlinks followed) into a malloc'd buffer
+ * (NUL-terminated, `*len` excludes the NUL).  Files larger than `max` bytes
+ * are -EFBIG. */
+int vd_ext2_read_file(vd_ext2 *fs, const char *path, size_t max, char **buf,
+                      size_t *len, vd_error *err);
+
+/* The target of a symbolic link, NUL-terminated (truncated to `size`). */
+int vd_ext2_readlink(vd_ext2 *fs, uint32_t ino, char *buf, size_t size,
+                     vd_error *err);
+
+/* Call `fn` for each entry of a directory, "." and ".." included.  `type` is
+ * a DT_* value (DT_UNKNOWN when the file system does not record it).  A
+ * non-zero return from `fn` stops the walk and is returned. */
+typedef int (*vd_ext2_dir_fn)(void *ctx, const char *name, uint32_t ino,
+                              unsigned char type);
+int vd_ext2_readdir(vd_ext2 *fs, uint32_t ino, vd_ext2_dir_fn fn, void *ctx,
+                    vd_error *err);
+
+/* Extended attributes, named as Linux names them ("user.x",
+ * "security.selinux", "system.posix_acl_access").  listxattr fills `buf` with
+ * NUL-separated names; both return the size needed when `size` is 0, -ERANGE
+ * when `buf` is too small, getxattr -ENODATA for a missing name. */
+ssize_t vd_ext2_listxattr(vd_ext2 *fs, uint32_t ino, char *buf, size_t size,
+                          vd_error *err);
+ssize_t vd_ext2_getxattr(vd_ext2 *fs, uint32_t ino, const char *name, void *buf,
+                         size_t size, vd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXT2_VDISK_H */
