@@ -248,28 +248,32 @@ static void ovf_read_vbox_machine(const xmlNode *m, struct ovf_appliance *a)
     }
 }
 
+/* First value wins (a VirtualSystemCollection holds several systems). */
+static void ovf_keep(char **dst, char *v)
+{
+    if (*dst)
+        free(v);
+    else
+        *dst = v;
+}
+
 static int ovf_read_system(const xmlNode *vs, struct ovf_appliance *a)
 {
-    if (!a->name) {
-        a->name = ovf_child_text(vs, "Name");
-        if (!a->name)
-            a->name = ovf_attr(vs, "id");
-    }
+    ovf_keep(&a->name, ovf_child_text(vs, "Name"));
+    ovf_keep(&a->name, ovf_attr(vs, "id"));
     for (xmlNode *c = vs->children; c; c = c->next) {
         if (ovf_is(c, "OperatingSystemSection")) {
-            a->os_id = ovf_attr(c, "id");
-            a->os_desc = ovf_child_text(c, "Description");
-            if (!a->os_type)
-                a->os_type = ovf_child_text(c, "OSType");
-            if (!a->os_type)
-                a->os_type = ovf_attr(c, "osType");
+            ovf_keep(&a->os_id, ovf_attr(c, "id"));
+            ovf_keep(&a->os_desc, ovf_child_text(c, "Description"));
+            ovf_keep(&a->os_type, ovf_child_text(c, "OSType"));
+            ovf_keep(&a->os_type, ovf_attr(c, "osType"));
         } else if (ovf_is(c, "VirtualHardwareSection")) {
             if (ovf_read_hardware(c, a) < 0)
                 return -1;
         } else if (ovf_is(c, "ProductSection")) {
-            a->product = ovf_child_text(c, "Product");
-            a->vendor = ovf_child_text(c, "Vendor");
-            a->product_version = ovf_child_text(c, "Version");
+            ovf_keep(&a->product, ovf_child_text(c, "Product"));
+            ovf_keep(&a->vendor, ovf_child_text(c, "Vendor"));
+            ovf_keep(&a->product_version, ovf_child_text(c, "Version"));
         } else if (ovf_is(c, "EulaSection")) {
             a->has_eula = true;
         } else if (ovf_is(c, "Machine")) {
@@ -308,8 +312,7 @@ static int ovf_read_envelope(const xmlNode *env, struct ovf_appliance *a)
         if (ovf_is(c, "VirtualSystem") && ovf_read_system(c, a) < 0)
             return -1;
         if (ovf_is(c, "VirtualSystemCollection")) {
-            if (!a->name)
-                a->name = ovf_attr(c, "id");
+            ovf_keep(&a->name, ovf_attr(c, "id"));
             for (xmlNode *v = c->children; v; v = v->next)
                 if (ovf_is(v, "VirtualSystem") && ovf_read_system(v, a) < 0)
                     return -1;
