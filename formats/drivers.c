@@ -10,6 +10,9 @@ extern const struct vd_driver vd_vhd;
 extern const struct vd_driver vd_vdi;
 extern const struct vd_driver vd_qed;
 extern const struct vd_driver vd_qcow1;
+#ifdef HAVE_LIBNBD
+extern const struct vd_driver vd_nbd;
+#endif
 
 const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
@@ -17,6 +20,9 @@ const struct vd_driver *const vd_drivers[] = {
     &vd_qed,
     &vd_qcow1,
     &vd_vhd,        /* late: its footer is at the end of the file */
+#ifdef HAVE_LIBNBD
+    &vd_nbd,        /* chosen by URI only, never by probing */
+#endif
     &vd_raw,        /* last: the fallback */
     NULL,
 };

@@ -50,6 +50,13 @@ const char *const *vd_format_names(void)
     return names;
 }
 
+/* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
+static bool vd_is_uri(const char *path)
+{
+    return !strncmp(path, "nbd://", 6) || !strncmp(path, "nbd+unix://", 11) ||
+           !strncmp(path, "nbds://", 7) || !strncmp(path, "nbds+unix://", 12);
+}
+
 /* If `path` is a folder (a Parallels .hdd bundle), the image is its
  * DiskDescriptor.xml.  Returns a malloc'd path. */
 static char *vd_image_main_path(const char *path)
@@ -141,7 +148,7 @@ static bool vd_chain_has_file(vd_image *const *chain, int n, vd_file *f)
     if (fstat(f->fd, &a) < 0)
         return false;
     for (int i = 0; i < n; i++)
-        if (fstat(chain[i]->file->fd, &b) == 0 && a.st_dev == b.st_dev &&
+        if (chain[i]->file && fstat(chain[i]->file->fd, &b) == 0 && a.st_dev == b.st_dev &&
             a.st_ino == b.st_ino)
             return true;
     return false;
@@ -200,8 +207,19 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
     img->depth = depth;
     img->readonly = readonly;
     img->allow_host_paths = o && o->allow_host_paths;
-    img->path = vd_image_main_path(path);
     int r = -ENOMEM;
+    if (vd_is_uri(path)) {
+        img->path = strdup(path);
+        img->drv = vd_find_driver("nbd");
+        if (!img->path)
+            goto fail;
+        if (!img->drv) {
+            r = vd_set_error(err, -ENOTSUP, "%s: NBD URIs need libvdisk built with libnbd", path);
+            goto fail;
+        }
+        goto open_driver;
+    }
+    img->path = vd_image_main_path(path);
     if (!img->path)
         goto fail;
     r = vd_file_open(img->path, readonly, &img->file, err);
@@ -230,6 +248,7 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
                          img->path, img->drv->name);
         goto fail;
     }
+open_driver:
     r = img->drv->open(img, err);
     if (r < 0) {
         img->priv = NULL;    /* a failed open cleans up after itself */
@@ -321,6 +340,9 @@ int vd_create(const char *path, const vd_create_opts *o, vd_error *err)
         return vd_set_error(err, -EINVAL, "unknown format '%s'", o->format ? o->format : "(none)");
     if (!d->create)
         return vd_set_error(err, -ENOTSUP, "format %s: creating images is not supported", d->name);
+    if (vd_is_uri(path))
+        return vd_set_error(err, -EEXIST, "%s: an NBD export already exists: write to it "
+                            "as an existing target (vdconvert -n)", path);
     if (vd_path_exists(path))
         return vd_set_error(err, -EEXIST, "%s: already exists", path);
 
@@ -375,7 +397,7 @@ int vd_get_info(vd_image *img, vd_info *info)
     info->filename = img->path;
     info->virtual_size = img->size;
     info->disk_size = img->drv->disk_size ? img->drv->disk_size(img)
-                                          : vd_file_allocated(img->file);
+                      : img->file ? vd_file_allocated(img->file) : 0;
     info->cluster_size = img->cluster_size;
     info->backing_file = img->backing_file;
     info->backing_format = img->backing_format;
