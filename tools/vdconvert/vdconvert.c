@@ -1,195 +1,129 @@
 /* vdconvert - convert, inspect and create virtual disk images.
- * (Minimal first version: convert, info, check, compare, create.) */
-#include "vdisk.h"
+ *
+ * main() dispatches on the first word; `vdconvert IN OUT` (no sub-command)
+ * is a conversion, as with `qemu-img convert`.  Each sub-command lives in its
+ * own file; this one holds the helpers they share.
+ */
+#include "vdconvert.h"
 
 #include <errno.h>
-#include <getopt.h>
-#include <inttypes.h>
-#include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#define CHUNK (2u << 20)
-
-static int die_err(const vd_error *e)
+int vc_fail(const char *fmt, ...)
 {
-    fprintf(stderr, "vdconvert: %s\n", e->msg);
-    return 1;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("vdconvert: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return VC_EXIT_ERR;
 }
 
-static int copy_image(vd_image *in, vd_image *out, vd_error *e)
+int vc_fail_err(const vd_error *e)
 {
-    uint64_t size = vd_size(in), off = 0;
-    char *buf = malloc(CHUNK);
-    vd_extents ext;
-    vd_extents_init(&ext);
-    int r = 0;
-    while (off < size && r == 0) {
-        uint64_t want = size - off < 64 * (uint64_t)CHUNK ? size - off : 64 * (uint64_t)CHUNK;
-        vd_extents_clear(&ext);
-        if ((r = vd_block_status(in, off, want, &ext, e)) < 0)
-            break;
-        for (size_t i = 0; i < ext.n && r == 0; i++) {
-            vd_extent *x = &ext.v[i];
-            if (x->flags & VD_EXT_ZERO)
-                continue;          /* the new target reads zeroes already */
-            for (uint64_t p = x->off; p < x->off + x->len && r == 0;) {
-                size_t n = x->off + x->len - p < CHUNK ? (size_t)(x->off + x->len - p) : CHUNK;
-                if ((r = vd_pread(in, buf, n, p, e)) < 0)
-                    break;
-                /* skip all-zero 64 KiB pieces */
-                for (size_t q = 0; q < n && r == 0; q += 65536) {
-                    size_t m = n - q < 65536 ? n - q : 65536;
-                    size_t z;
-                    for (z = 0; z < m && !buf[q + z]; z++)
-                        ;
-                    if (z < m)
-                        r = vd_pwrite(out, buf + q, m, p + q, e);
-                }
-                p += n;
-            }
-        }
-        if (ext.n == 0)
-            break;
-        off = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
-    }
-    vd_extents_free(&ext);
-    free(buf);
-    return r;
+    return vc_fail("%s", e->msg[0] ? e->msg : strerror(e->code ? -e->code : EIO));
 }
 
-static int cmd_convert(int argc, char **argv)
+int vc_usage_error(const char *cmd, const char *what)
 {
-    const char *ifmt = NULL, *ofmt = NULL, *opts = NULL;
-    int c;
-    while ((c = getopt(argc, argv, "f:O:o:pq")) != -1) {
-        switch (c) {
-        case 'f': ifmt = optarg; break;
-        case 'O': ofmt = optarg; break;
-        case 'o': opts = optarg; break;
-        case 'p': case 'q': break;
-        default: return 1;
-        }
-    }
-    if (argc - optind != 2) {
-        fprintf(stderr, "usage: vdconvert [-f FMT] [-O FMT] [-o OPTS] IN OUT\n");
-        return 1;
-    }
-    const char *src = argv[optind], *dst = argv[optind + 1];
-    if (!ofmt)
-        ofmt = vd_format_from_extension(dst);
-    if (!ofmt)
-        ofmt = "raw";
-    vd_error e;
-    vd_image *in, *out;
-    if (vd_open(src, &(vd_open_opts){ .format = ifmt, .readonly = true }, &in, &e) < 0)
-        return die_err(&e);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.vdtmp%d", dst, (int)getpid());
-    int r = vd_create(tmp, &(vd_create_opts){ .format = ofmt, .size = vd_size(in), .options = opts }, &e);
-    if (r == 0)
-        r = vd_open(tmp, &(vd_open_opts){ .format = ofmt }, &out, &e);
-    if (r == 0) {
-        r = copy_image(in, out, &e);
-        int r2 = vd_close(out, r ? NULL : &e);
-        if (!r)
-            r = r2;
-    }
-    vd_close(in, NULL);
-    if (r == 0 && rename(tmp, dst) < 0) {
-        r = -errno;
-        snprintf(e.msg, sizeof e.msg, "rename %s: %s", dst, strerror(errno));
-    }
-    if (r < 0) {
-        unlink(tmp);
-        return die_err(&e);
-    }
-    return 0;
+    return vc_fail("%s: unknown option or missing argument '%s' (see vdconvert %s --help)",
+                   cmd, what ? what : "?", cmd);
 }
 
-static int cmd_info(int argc, char **argv)
+bool vc_parse_size(const char *s, uint64_t *out)
 {
-    bool json = false;
-    const char *fmt = NULL;
-    int c;
-    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0, 0, 0, 0 } };
-    while ((c = getopt_long(argc, argv, "f:", lo, NULL)) != -1) {
-        if (c == 'j') json = true;
-        else if (c == 'f') fmt = optarg;
-        else return 1;
+    char *end;
+    if (!s || !*s || *s == '-')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return false;
+    int sh = 0;
+    switch (*end) {
+    case 'k': case 'K': sh = 10; end++; break;
+    case 'M': sh = 20; end++; break;
+    case 'G': sh = 30; end++; break;
+    case 'T': sh = 40; end++; break;
+    case 'P': sh = 50; end++; break;
+    case 'b': case 'B': end++; break;
+    default: break;
     }
-    if (optind >= argc) {
-        fprintf(stderr, "usage: vdconvert info [--json] IMG\n");
-        return 1;
-    }
-    vd_error e;
-    vd_image *img;
-    if (vd_open(argv[optind], &(vd_open_opts){ .format = fmt, .readonly = true }, &img, &e) < 0)
-        return die_err(&e);
-    vd_info i;
-    vd_get_info(img, &i);
-    if (json)
-        printf("{\"filename\": \"%s\", \"format\": \"%s\", \"virtual-size\": %" PRIu64
-               ", \"actual-size\": %" PRIu64 ", \"cluster-size\": %u%s%s%s}\n",
-               i.filename, i.format, i.virtual_size, i.disk_size, i.cluster_size,
-               i.backing_file ? ", \"backing-filename\": \"" : "",
-               i.backing_file ? i.backing_file : "", i.backing_file ? "\"" : "");
-    else {
-        printf("image: %s\nfile format: %s\nvirtual size: %" PRIu64 " bytes\n"
-               "disk size: %" PRIu64 " bytes\n", i.filename, i.format, i.virtual_size,
-               i.disk_size);
-        if (i.cluster_size)
-            printf("cluster_size: %u\n", i.cluster_size);
-        if (i.backing_file)
-            printf("backing file: %s\n", i.backing_file);
-    }
-    vd_close(img, NULL);
-    return 0;
+    if (sh && (*end == 'B' || *end == 'b' || (*end == 'i' && end[1] == 'B'))) 
+        end += *end == 'i' ? 2 : 1;
+    if (*end || (sh && v > (UINT64_MAX >> sh)))
+        return false;
+    *out = (uint64_t)v << sh;
+    return true;
 }
 
-static int cmd_create(int argc, char **argv)
+int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
+            vd_image **out, vd_error *e)
 {
-    const char *fmt = "raw", *opts = NULL, *backing = NULL, *bfmt = NULL;
-    int c;
-    while ((c = getopt(argc, argv, "f:O:o:b:F:")) != -1) {
-        switch (c) {
-        case 'f': case 'O': fmt = optarg; break;
-        case 'o': opts = optarg; break;
-        case 'b': backing = optarg; break;
-        case 'F': bfmt = optarg; break;
-        default: return 1;
-        }
+    return vd_open(path, &(vd_open_opts){ .format = fmt, .readonly = readonly,
+                   .allow_host_paths = allow_host }, out, e);
+}
+
+void vc_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
     }
-    if (optind >= argc) {
-        fprintf(stderr, "usage: vdconvert create -O FMT [-b BACKING] IMG [SIZE]\n");
-        return 1;
-    }
-    uint64_t size = 0;
-    if (optind + 1 < argc) {
-        char *end;
-        unsigned long long v = strtoull(argv[optind + 1], &end, 10);
-        int sh = *end == 'K' || *end == 'k' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : *end == 'T' ? 40 : 0;
-        size = (uint64_t)v << sh;
-    }
-    vd_error e;
-    if (vd_create(argv[optind], &(vd_create_opts){ .format = fmt, .size = size, .options = opts,
-                  .backing_file = backing, .backing_format = bfmt }, &e) < 0)
-        return die_err(&e);
-    return 0;
+    fputc('"', f);
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} vc_commands[] = {
+    { "convert", vc_cmd_convert, "convert IN to OUT (any format to any format)" },
+    { "info", vc_cmd_info, "show an image's format, sizes, backing chain, snapshots" },
+    { "map", vc_cmd_map, "list an image's extents: data/zero, layer, file offset" },
+    { "check", vc_cmd_check, "check (and repair) an image's metadata" },
+    { "compare", vc_cmd_compare, "compare the guest content of two images" },
+    { "create", vc_cmd_create, "create a new image (optionally over a backing file)" },
+    { "resize", vc_cmd_resize, "grow (or, with --shrink, shrink) an image" },
+    { "measure", vc_cmd_measure, "how large a converted image would be" },
+    { "snapshot", vc_cmd_snapshot, "list internal snapshots" },
+    { "commit", vc_cmd_commit, "write an overlay's changes into its backing file" },
+    { "rebase", vc_cmd_rebase, "change an overlay's backing file" },
+};
+
+static int vc_help(FILE *f)
+{
+    fprintf(f, "usage: vdconvert [convert] [options] IN OUT\n"
+               "       vdconvert COMMAND [options] ...   (COMMAND --help for details)\n\n");
+    for (size_t i = 0; i < sizeof vc_commands / sizeof vc_commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", vc_commands[i].name, vc_commands[i].summary);
+    fprintf(f, "\nformats:");
+    for (const char *const *n = vd_format_names(); *n; n++)
+        fprintf(f, " %s", *n);
+    fprintf(f, "\n");
+    return f == stdout ? 0 : VC_EXIT_ERR;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: vdconvert [info|create] ... | vdconvert IN OUT\n");
-        return 1;
+    if (argc < 2)
+        return vc_help(stderr);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
+        return vc_help(stdout);
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("vdconvert %s\n", vd_version());
+        return 0;
     }
-    if (!strcmp(argv[1], "info"))
-        return cmd_info(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "create"))
-        return cmd_create(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "convert"))
-        return cmd_convert(argc - 1, argv + 1);
-    return cmd_convert(argc, argv);
+    for (size_t i = 0; i < sizeof vc_commands / sizeof vc_commands[0]; i++)
+        if (!strcmp(argv[1], vc_commands[i].name))
+            return vc_commands[i].fn(argc - 1, argv + 1);
+    return vc_cmd_convert(argc, argv);
 }

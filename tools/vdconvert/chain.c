@@ -1,0 +1,294 @@
+/* chain.c - sub-commands that work on backing chains: commit, rebase,
+ * snapshot; and vc_rewrite, which they (and resize) share.
+ *
+ * The drivers offer no callback to change a stored backing reference or a
+ * virtual size, so those operations rewrite the image: a new image of the
+ * same format (and cluster size) is made under a temporary name in the same
+ * folder, filled by the copy engine, and renamed over the old one.  The old
+ * image stays intact until that rename.
+ */
+#include "vdconvert.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* "cluster_size=N" when the format takes that option, so a rewrite keeps
+ * the allocation unit. */
+static void chain_keep_options(vd_image *img, char *out, size_t n)
+{
+    const char *help = vd_format_create_help(vd_format_name(img));
+    vd_info i;
+    vd_get_info(img, &i);
+    out[0] = 0;
+    if (help && i.cluster_size && strstr(help, "cluster_size\t"))
+        snprintf(out, n, "cluster_size=%u", i.cluster_size);
+}
+
+struct chain_target {
+    const char *backing, *bfmt;
+    bool only_top;
+    bool copy;
+};
+
+static struct chain_target chain_plan(vd_image *img, const char *nb, const char *nbf,
+                                      enum vc_rewrite_mode mode)
+{
+    struct chain_target t = { .copy = mode != VC_REWRITE_EMPTY };
+    vd_info i;
+    vd_get_info(img, &i);
+    if (mode == VC_REWRITE_KEEP_BACKING || mode == VC_REWRITE_EMPTY) {
+        t.backing = i.backing_file;
+        t.bfmt = i.backing_format;
+    } else {
+        t.backing = nb && *nb ? nb : NULL;
+        t.bfmt = t.backing ? nbf : NULL;
+    }
+    t.only_top = mode == VC_REWRITE_KEEP_BACKING || mode == VC_REWRITE_UNSAFE;
+    return t;
+}
+
+/* Fill the new image `out` from `img` according to the plan. */
+static int chain_fill(vd_image *img, vd_image *out, const struct chain_target *t,
+                      uint64_t size, vd_error *e)
+{
+    uint64_t old = vd_size(img);
+    struct vc_copy c = {
+        .in = img, .out = out, .size = old < size ? old : size, .sparse_size = 4096,
+        .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = t->only_top,
+        .cmp = t->only_top ? NULL : vd_backing(out), .out_reads_zero = !vd_backing(out),
+        .in_fd = -1, .out_fd = -1,
+    };
+    int r = vc_copy_run(&c, e);
+    /* Grown overlay: the new tail must read as zeroes, not as the backing. */
+    vd_image *b = vd_backing(out);
+    if (r == 0 && b && size > old && vd_size(b) > old) {
+        uint64_t end = vd_size(b) < size ? vd_size(b) : size;
+        r = vd_pwrite_zeroes(out, old, end - old, 0, e);
+    }
+    return r;
+}
+
+int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new_backing,
+               const char *new_bfmt, enum vc_rewrite_mode mode, bool allow, vd_error *e)
+{
+    vd_image *img, *out = NULL;
+    int r = vc_open(path, fmt, true, allow, &img, e);
+    if (r < 0)
+        return r;
+    if (vd_list_snapshots(img, NULL, 0) > 0) {
+        vd_close(img, NULL);
+        return vd_set_error(e, -ENOTSUP, "%s: has internal snapshots, which rewriting the "
+                            "image would lose", path);
+    }
+    char tmp[4096], opts[64];
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(tmp, sizeof tmp, "%.*s/.%s.vdconvert-%d", (int)(slash - path), path,
+                 slash + 1, (int)getpid());
+    else
+        snprintf(tmp, sizeof tmp, ".%s.vdconvert-%d", path, (int)getpid());
+    chain_keep_options(img, opts, sizeof opts);
+    struct chain_target t = chain_plan(img, new_backing, new_bfmt, mode);
+    vd_create_opts co = { .format = vd_format_name(img), .size = size,
+                          .options = opts[0] ? opts : NULL, .backing_file = t.backing,
+                          .backing_format = t.bfmt, .allow_host_paths = allow };
+    r = vd_create(tmp, &co, e);
+    if (r == 0)
+        r = vc_open(tmp, vd_format_name(img), false, allow, &out, e);
+    if (r == 0 && t.copy)
+        r = chain_fill(img, out, &t, size, e);
+    if (out) {
+        int r2 = vd_close(out, r < 0 ? NULL : e);
+        if (r == 0)
+            r = r2;
+    }
+    vd_close(img, NULL);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = vd_set_errno(e, -errno, "rename %s to %s", tmp, path);
+    if (r < 0)
+        unlink(tmp);
+    return r;
+}
+
+/* ---- commit ----------------------------------------------------------------- */
+
+static const char commit_usage[] =
+    "usage: vdconvert commit [-f FMT] [-d] [-p] [-q] [--allow-host-paths] IMG\n"
+    "  Writes IMG's own data into its backing file; then IMG is emptied\n"
+    "  (unless -d), so the chain shows the same content.\n";
+
+static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *e)
+{
+    vd_image *below = vd_backing(top), *base;
+    if (!below)
+        return vd_set_error(e, -EINVAL, "%s: has no backing file to commit into",
+                            vd_filename(top));
+    int r = vc_open(vd_filename(below), vd_format_name(below), false, allow, &base, e);
+    if (r < 0)
+        return r;
+    if (vd_size(base) < vd_size(top)) {
+        vd_close(base, NULL);
+        return vd_set_error(e, -EINVAL, "%s: backing file is smaller than %s; resize it "
+                            "first", vd_filename(below), vd_filename(top));
+    }
+    struct vc_copy c = {
+        .in = top, .out = base, .size = vd_size(top), .sparse_size = 4096,
+        .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
+        .in_fd = -1, .out_fd = -1, .progress = progress,
+    };
+    r = vc_copy_run(&c, e);
+    int r2 = vd_close(base, r < 0 ? NULL : e);
+    return r < 0 ? r : r2;
+}
+
+int vc_cmd_commit(int argc, char **argv)
+{
+    const char *fmt = NULL;
+    bool keep = false, progress = false, quiet = false, allow = false;
+    static const struct option lo[] = {
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:dpqht:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': fmt = optarg; break;
+        case 'd': keep = true; break;
+        case 'p': progress = true; break;
+        case 'q': quiet = true; break;
+        case 't': break;
+        case 'H': allow = true; break;
+        case 'h': fputs(commit_usage, stdout); return 0;
+        default: return vc_usage_error("commit", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return vc_fail("commit: expected one image (see vdconvert commit --help)");
+    const char *path = argv[optind];
+    vd_error e = { 0 };
+    vd_image *top;
+    if (vc_open(path, fmt, true, allow, &top, &e) < 0)
+        return vc_fail_err(&e);
+    char *tf = strdup(vd_format_name(top));
+    uint64_t size = vd_size(top);
+    int r = tf ? commit_into_base(top, progress && !quiet, allow, &e) : -ENOMEM;
+    vd_close(top, NULL);
+    if (r == 0 && !keep)
+        r = vc_rewrite(path, tf, size, NULL, NULL, VC_REWRITE_EMPTY, allow, &e);
+    free(tf);
+    if (r < 0)
+        return vc_fail_err(&e);
+    if (!quiet)
+        printf("Image committed.\n");
+    return 0;
+}
+
+/* ---- rebase ----------------------------------------------------------------- */
+
+static const char rebase_usage[] =
+    "usage: vdconvert rebase [-f FMT] [-u] [-p] [-q] [--allow-host-paths]\n"
+    "                        -b BACKING [-F FMT] IMG\n"
+    "  Safe mode (default): IMG keeps its guest content over the new backing file.\n"
+    "  -u: only the reference changes (IMG's own data is kept as it is).\n"
+    "  -b \"\" removes the backing file.\n";
+
+int vc_cmd_rebase(int argc, char **argv)
+{
+    const char *fmt = NULL, *nb = NULL, *nbf = NULL;
+    bool unsafe = false, quiet = false, allow = false;
+    static const struct option lo[] = {
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:b:F:upqht:T:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': fmt = optarg; break;
+        case 'b': nb = optarg; break;
+        case 'F': nbf = optarg; break;
+        case 'u': unsafe = true; break;
+        case 'q': quiet = true; break;
+        case 'p': case 't': case 'T': break;
+        case 'H': allow = true; break;
+        case 'h': fputs(rebase_usage, stdout); return 0;
+        default: return vc_usage_error("rebase", argv[optind - 1]);
+        }
+    }
+    if (!nb)
+        return vc_fail("rebase: -b BACKING is required (-b \"\" removes the backing file)");
+    if (argc - optind != 1)
+        return vc_fail("rebase: expected one image (see vdconvert rebase --help)");
+    const char *path = argv[optind];
+    vd_error e = { 0 };
+    vd_image *img;
+    if (vc_open(path, fmt, true, allow, &img, &e) < 0)
+        return vc_fail_err(&e);
+    char *f = strdup(vd_format_name(img));
+    uint64_t size = vd_size(img);
+    vd_close(img, NULL);
+    int r = f ? vc_rewrite(path, f, size, nb, nbf,
+                           unsafe ? VC_REWRITE_UNSAFE : VC_REWRITE_SAFE, allow, &e)
+              : -ENOMEM;
+    free(f);
+    (void)quiet;
+    return r < 0 ? vc_fail_err(&e) : 0;
+}
+
+/* ---- snapshot ----------------------------------------------------------------- */
+
+static const char snapshot_usage[] =
+    "usage: vdconvert snapshot [-f FMT] [-l | -c NAME | -a NAME | -d NAME] IMG\n"
+    "  -l lists internal snapshots; creating, applying and deleting them needs\n"
+    "  driver support that no format offers yet.\n";
+
+int vc_cmd_snapshot(int argc, char **argv)
+{
+    const char *fmt = NULL, *name = NULL;
+    int op = 0;
+    bool allow = false;
+    static const struct option lo[] = {
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:lc:a:d:qhU", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': fmt = optarg; break;
+        case 'l': op = 'l'; break;
+        case 'c': case 'a': case 'd': op = c; name = optarg; break;
+        case 'q': case 'U': break;
+        case 'H': allow = true; break;
+        case 'h': fputs(snapshot_usage, stdout); return 0;
+        default: return vc_usage_error("snapshot", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1 || !op)
+        return vc_fail("snapshot: expected -l, -c, -a or -d and one image "
+                       "(see vdconvert snapshot --help)");
+    vd_error e = { 0 };
+    vd_image *img;
+    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
+        return vc_fail_err(&e);
+    int rc = 0;
+    if (op != 'l') {
+        rc = vc_fail("snapshot: %s: %s snapshot '%s': not supported for format %s",
+                     argv[optind], op == 'c' ? "creating" : op == 'a' ? "applying" : "deleting",
+                     name, vd_format_name(img));
+    } else {
+        int n = vd_list_snapshots(img, NULL, 0);
+        vd_snapshot_info *s = n > 0 ? calloc((size_t)n, sizeof *s) : NULL;
+        if (n > 0 && s && vd_list_snapshots(img, s, (size_t)n) >= 0) {
+            printf("Snapshot list:\n%-10s%-18s%-10s%s\n", "ID", "TAG", "VM SIZE", "DATE");
+            for (int i = 0; i < n; i++)
+                printf("%-10s%-18s%-10" PRIu64 "%" PRIu64 "\n", s[i].id, s[i].name,
+                       s[i].vm_state_size, s[i].date_sec);
+        } else if (n < 0) {
+            rc = vc_fail("snapshot: %s: listing snapshots failed: %s", argv[optind],
+                         strerror(-n));
+        }
+        free(s);
+    }
+    vd_close(img, NULL);
+    return rc;
+}

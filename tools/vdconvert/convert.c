@@ -1,0 +1,358 @@
+/* convert.c - `vdconvert [convert] IN OUT`: target set-up around the engine.
+ *
+ * The output is created under a temporary name in the target's folder and
+ * renamed over OUT only when everything was written and flushed, so a failed
+ * or interrupted conversion leaves nothing behind (and never a half-written
+ * OUT).  Formats that write several files (split or flat VMDK) are created in
+ * a temporary folder next to OUT and their files renamed out of it, the
+ * descriptor last.  The input is always opened read-only.
+ */
+#include "vdconvert.h"
+#include "vd-driver.h"      /* raw images' fds, for copy_file_range */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONVERT_MAX_SPARSE (4u << 20)
+
+/* The temporary output, removed by the signal handler too. */
+static char convert_tmp[8192];
+static char convert_tmpdir[4096];
+
+static void convert_cleanup(void)
+{
+    if (convert_tmp[0])
+        unlink(convert_tmp);
+    if (convert_tmpdir[0]) {
+        DIR *d = opendir(convert_tmpdir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            char p[8192];
+            if (de->d_name[0] == '.')
+                continue;
+            snprintf(p, sizeof p, "%s/%s", convert_tmpdir, de->d_name);
+            unlink(p);
+        }
+        if (d)
+            closedir(d);
+        rmdir(convert_tmpdir);
+    }
+    convert_tmp[0] = convert_tmpdir[0] = 0;
+}
+
+static void convert_on_signal(int sig)
+{
+    /* unlink/rmdir are async-signal-safe; opendir is not, so a folder of
+     * split files is only removed when empty here. */
+    if (convert_tmp[0])
+        unlink(convert_tmp);
+    if (convert_tmpdir[0])
+        rmdir(convert_tmpdir);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void convert_catch_signals(void)
+{
+    struct sigaction sa = { .sa_handler = convert_on_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+/* Formats that write more than one file need the temporary-folder scheme. */
+static bool convert_multi_file(const char *fmt, const char *options)
+{
+    return !strcmp(fmt, "vmdk") && options &&
+           (strstr(options, "twoGbMaxExtent") || strstr(options, "monolithicFlat"));
+}
+
+/* Choose the temporary path for OUT (fills convert_tmp/convert_tmpdir). */
+static int convert_pick_tmp(const char *dst, bool multi, vd_error *e)
+{
+    char d1[4096], d2[4096];
+    snprintf(d1, sizeof d1, "%s", dst);
+    snprintf(d2, sizeof d2, "%s", dst);
+    const char *dir = dirname(d1), *base = basename(d2);
+    if (strlen(dir) + strlen(base) + 40 > sizeof convert_tmp)
+        return vd_set_error(e, -ENAMETOOLONG, "%s: path too long", dst);
+    if (!multi) {
+        snprintf(convert_tmp, sizeof convert_tmp, "%s/.%s.vdconvert-%d", dir, base,
+                 (int)getpid());
+        return 0;
+    }
+    snprintf(convert_tmpdir, sizeof convert_tmpdir, "%s/.vdconvert-XXXXXX", dir);
+    if (!mkdtemp(convert_tmpdir)) {
+        int r = -errno;
+        convert_tmpdir[0] = 0;
+        return vd_set_errno(e, r, "%s: cannot make a temporary folder", dir);
+    }
+    snprintf(convert_tmp, sizeof convert_tmp, "%s/%s", convert_tmpdir, base);
+    return 0;
+}
+
+/* Move the finished output into place. */
+static int convert_commit_tmp(const char *dst, vd_error *e)
+{
+    if (!convert_tmpdir[0]) {
+        if (rename(convert_tmp, dst) < 0)
+            return vd_set_errno(e, -errno, "rename %s to %s", convert_tmp, dst);
+        convert_tmp[0] = 0;
+        return 0;
+    }
+    char d1[4096];
+    snprintf(d1, sizeof d1, "%s", dst);
+    const char *dir = dirname(d1);
+    DIR *d = opendir(convert_tmpdir);
+    if (!d)
+        return vd_set_errno(e, -errno, "%s", convert_tmpdir);
+    struct dirent *de;
+    int r = 0;
+    while (r == 0 && (de = readdir(d))) {
+        char from[8192], to[8192];
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            !strcmp(convert_tmp + strlen(convert_tmpdir) + 1, de->d_name))
+            continue;
+        snprintf(from, sizeof from, "%s/%s", convert_tmpdir, de->d_name);
+        snprintf(to, sizeof to, "%s/%s", dir, de->d_name);
+        if (rename(from, to) < 0)
+            r = vd_set_errno(e, -errno, "rename %s to %s", from, to);
+    }
+    closedir(d);
+    if (r == 0 && rename(convert_tmp, dst) < 0)       /* the descriptor last */
+        r = vd_set_errno(e, -errno, "rename %s to %s", convert_tmp, dst);
+    if (r == 0) {
+        convert_tmp[0] = 0;
+        rmdir(convert_tmpdir);
+        convert_tmpdir[0] = 0;
+    }
+    return r;
+}
+
+static int convert_raw_fd(vd_image *img)
+{
+    if (strcmp(vd_format_name(img), "raw") || !img->file)
+        return -1;
+    return img->file->fd;
+}
+
+/* Open (or create) the target; sets *out and whether it reads as zeroes. */
+static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
+                               uint64_t size, vd_image **out, bool *reads_zero, vd_error *e)
+{
+    if (o->existing) {
+        int r = vd_open(o->dst, &(vd_open_opts){ .format = o->dst_fmt,
+                        .allow_host_paths = o->allow_host_paths }, out, e);
+        if (r < 0)
+            return r;
+        if (vd_size(*out) < size) {
+            vd_close(*out, NULL);
+            return vd_set_error(e, -EINVAL, "%s: target is smaller (%llu bytes) than the "
+                                "source (%llu bytes)", o->dst,
+                                (unsigned long long)vd_size(*out), (unsigned long long)size);
+        }
+        *reads_zero = o->target_is_zero;
+        return 0;
+    }
+    bool multi = convert_multi_file(fmt, o->options);
+    if (multi && o->backing && o->backing[0] != '/')
+        return vd_set_error(e, -ENOTSUP, "%s: a split or flat VMDK with a relative backing "
+                            "file is not supported; give the backing as an absolute path",
+                            o->dst);
+    int r = convert_pick_tmp(o->dst, multi, e);
+    if (r < 0)
+        return r;
+    vd_create_opts co = { .format = fmt, .size = size, .options = o->options,
+                          .backing_file = o->backing, .backing_format = o->backing_fmt,
+                          .allow_host_paths = o->allow_host_paths };
+    r = vd_create(convert_tmp, &co, e);
+    if (r == 0)
+        r = vd_open(convert_tmp, &(vd_open_opts){ .format = fmt,
+                    .allow_host_paths = o->allow_host_paths }, out, e);
+    if (r < 0)
+        return r;
+    *reads_zero = true;
+    return 0;
+}
+
+static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, vd_error *e)
+{
+    if (o->compress)
+        return vd_set_error(e, -ENOTSUP, "format %s: compressed output (-c) is not "
+                            "supported by this build", fmt);
+    if (o->existing && o->backing)
+        return vd_set_error(e, -EINVAL, "-B cannot be used with -n (the target exists)");
+    if (o->target_is_zero && !o->existing)
+        return vd_set_error(e, -EINVAL, "--target-is-zero needs -n");
+    if (!o->existing && !vd_format_can_create(fmt))
+        return vd_set_error(e, -ENOTSUP, "format %s: creating images is not supported", fmt);
+    return 0;
+}
+
+int vc_convert(const struct vc_convert_opts *o, vd_error *e)
+{
+    const char *fmt = o->dst_fmt;
+    if (!fmt)
+        fmt = vd_format_from_extension(o->dst);
+    if (!fmt)
+        fmt = "raw";
+    int r = convert_check_opts(o, fmt, e);
+    if (r < 0)
+        return r;
+    vd_image *in, *out = NULL;
+    r = vd_open(o->src, &(vd_open_opts){ .format = o->src_fmt, .readonly = true,
+                .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths }, &in, e);
+    if (r < 0)
+        return r;
+    convert_catch_signals();
+    bool reads_zero = false;
+    uint64_t size = vd_size(in);
+    r = convert_open_target(o, fmt, size, &out, &reads_zero, e);
+    int direct_fd = -1;
+    if (r == 0) {
+        struct vc_copy c = {
+            .in = in, .out = out, .cmp = o->backing ? vd_backing(out) : NULL,
+            .size = size, .sparse_size = o->sparse_size, .workers = o->workers,
+            .out_reads_zero = reads_zero, .progress = o->progress, .quiet = o->quiet,
+            .in_fd = o->no_copy_range || o->snapshot ? -1 : convert_raw_fd(in),
+            .out_fd = convert_raw_fd(out),
+        };
+        if (o->direct && c.out_fd >= 0) {
+            /* -t none: bypass the page cache for the target's data. */
+            direct_fd = open(o->existing ? o->dst : convert_tmp, O_WRONLY | O_DIRECT);
+            if (direct_fd >= 0) {
+                c.out_fd = direct_fd;
+                c.in_fd = -1;
+                c.direct = true;
+            }
+        }
+        r = vc_copy_run(&c, e);
+    }
+    if (direct_fd >= 0)
+        close(direct_fd);
+    if (out) {
+        int r2 = vd_close(out, r < 0 ? NULL : e);
+        if (r == 0)
+            r = r2;
+    }
+    vd_close(in, NULL);
+    if (r == 0 && !o->existing)
+        r = convert_commit_tmp(o->dst, e);
+    if (r < 0)
+        convert_cleanup();
+    return r;
+}
+
+/* ---- command line ------------------------------------------------------ */
+
+static const char convert_usage[] =
+    "usage: vdconvert [convert] [-f FMT] [-O FMT] [-o OPTS] [-c] [-B BACKING [-F FMT]]\n"
+    "                 [-l SNAPSHOT] [-S SIZE] [-m N] [-n [--target-is-zero]] [-t none]\n"
+    "                 [-p] [-q] [--allow-host-paths] IN OUT\n"
+    "  -f FMT      input format (default: probed from the content)\n"
+    "  -O FMT      output format (default: from OUT's extension, else raw)\n"
+    "  -o OPTS     output format options key=val,...; '-o help' lists them\n"
+    "  -c          compress the output (formats with compressed clusters)\n"
+    "  -B BACKING  make OUT an overlay on BACKING; only differences are written\n"
+    "  -F FMT      format of BACKING\n"
+    "  -l SNAP     convert internal snapshot SNAP (id or name) of IN\n"
+    "  -S SIZE     zero runs of at least SIZE bytes are left unallocated\n"
+    "              (default 4k; 0 turns zero detection off)\n"
+    "  -m N        worker threads (default: number of CPUs)\n"
+    "  -n          OUT exists: write into it (no creation)\n"
+    "  --target-is-zero  with -n: OUT reads as zeroes, skip writing zeroes\n"
+    "  -t none     bypass the page cache when writing (raw output)\n"
+    "  -p          show progress (bar on a terminal, percentage lines otherwise)\n"
+    "  -q          quiet\n"
+    "  --allow-host-paths  follow backing/extent references leaving IN's folder\n";
+
+static int convert_parse_sparse(const char *s, uint64_t *out)
+{
+    if (!vc_parse_size(s, out) || *out % 512 || *out > CONVERT_MAX_SPARSE)
+        return vc_fail("-S %s: expected a multiple of 512 up to 4M (0 = off)", s);
+    return 0;
+}
+
+static int convert_options_help(const char *fmt, const char *dst)
+{
+    if (!fmt && dst)
+        fmt = vd_format_from_extension(dst);
+    if (!fmt)
+        fmt = "raw";
+    const char *h = vd_format_create_help(fmt);
+    if (!h)
+        return vc_fail("unknown format '%s'", fmt);
+    printf("Supported options for %s:\n%s", fmt, h);
+    return 0;
+}
+
+int vc_cmd_convert(int argc, char **argv)
+{
+    struct vc_convert_opts o = { .sparse_size = 4096,
+                                 .workers = (int)sysconf(_SC_NPROCESSORS_ONLN) };
+    static const struct option lo[] = {
+        { "target-is-zero", 0, 0, 'Z' }, { "allow-host-paths", 0, 0, 'H' },
+        { "help", 0, 0, 'h' }, { "no-copy-range", 0, 0, 'R' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:pqhW", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': o.src_fmt = optarg; break;
+        case 'O': o.dst_fmt = optarg; break;
+        case 'o': o.options = optarg; break;
+        case 'c': o.compress = true; break;
+        case 'B': o.backing = optarg; break;
+        case 'F': o.backing_fmt = optarg; break;
+        case 'l':
+            o.snapshot = optarg;
+            if (!strncmp(optarg, "snapshot.name=", 14) || !strncmp(optarg, "snapshot.id=", 12))
+                o.snapshot = strchr(optarg, '=') + 1;
+            break;
+        case 'S':
+            if (convert_parse_sparse(optarg, &o.sparse_size))
+                return VC_EXIT_ERR;
+            break;
+        case 'm': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 64)
+                return vc_fail("-m %s: expected a number of workers from 1 to 64", optarg);
+            o.workers = (int)v;
+            break;
+        }
+        case 'n': o.existing = true; break;
+        case 't':
+            if (strcmp(optarg, "none") && strcmp(optarg, "writeback"))
+                return vc_fail("-t %s: expected none or writeback", optarg);
+            o.direct = !strcmp(optarg, "none");
+            break;
+        case 'p': o.progress = true; break;
+        case 'q': o.quiet = true; break;
+        case 'W': break;                      /* qemu-img's out-of-order flag */
+        case 'Z': o.target_is_zero = true; break;
+        case 'H': o.allow_host_paths = true; break;
+        case 'R': o.no_copy_range = true; break;
+        case 'h': fputs(convert_usage, stdout); return 0;
+        default: return vc_usage_error("convert", argv[optind - 1]);
+        }
+    }
+    if (o.options && (!strcmp(o.options, "help") || !strcmp(o.options, "?")))
+        return convert_options_help(o.dst_fmt, optind + 1 < argc ? argv[optind + 1] : NULL);
+    if (argc - optind != 2)
+        return vc_fail("convert: expected IN and OUT (see vdconvert convert --help)");
+    o.src = argv[optind];
+    o.dst = argv[optind + 1];
+    vd_error e = { 0 };
+    if (vc_convert(&o, &e) < 0)
+        return vc_fail_err(&e);
+    return 0;
+}

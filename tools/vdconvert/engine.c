@@ -1,0 +1,364 @@
+/* engine.c - the copy engine behind convert, commit and rebase.
+ *
+ * The source is walked by block status, so holes are never read and ranges
+ * known to be zero are never written to a target that already reads zeroes.
+ * Data ranges are cut into jobs of ENGINE_CHUNK bytes; worker threads read
+ * (and, inside the drivers, decompress) jobs in parallel, find runs of zeroes
+ * of at least the sparse size, and write the rest.  Writes go out in job
+ * order, because a streaming target (streamOptimized VMDK) must be written
+ * strictly sequentially; a raw target is written through its own fd without
+ * waiting, since order does not matter there.  Memory is one or two buffers
+ * per worker, whatever the size of the image.
+ */
+#include "vdconvert.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ENGINE_CHUNK (4u << 20)          /* bytes per job */
+#define ENGINE_WINDOW (1ull << 32)       /* bytes per block-status call */
+#define ENGINE_MAX_WORKERS 64
+
+enum engine_kind {
+    ENGINE_DATA,        /* read the source, write what is not zero/same */
+    ENGINE_ZERO,        /* write zeroes, no read */
+    ENGINE_ZERO_CMP,    /* source is zero; write zeroes where `cmp` is not */
+};
+
+struct engine_job {
+    uint64_t off, len;
+    enum engine_kind kind;
+    uint64_t seq;
+};
+
+struct engine {
+    struct vc_copy *c;
+    pthread_mutex_t lock;
+    pthread_cond_t turn;
+    /* producer state (under lock) */
+    vd_extents ext;
+    size_t ei;
+    uint64_t pos;
+    uint64_t next_seq;
+    /* writer state (under lock) */
+    uint64_t write_seq;
+    bool ordered;
+    /* first failure (under lock) */
+    bool failed;
+    vd_error err;
+    vc_progress *prog;
+};
+
+static void engine_fail(struct engine *g, const vd_error *e)
+{
+    pthread_mutex_lock(&g->lock);
+    if (!g->failed) {
+        g->failed = true;
+        g->err = *e;
+    }
+    pthread_cond_broadcast(&g->turn);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Refill the extent list from the source's block status at g->pos. */
+static int engine_refill(struct engine *g, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    uint64_t want = c->size - g->pos;
+    if (want > ENGINE_WINDOW)
+        want = ENGINE_WINDOW;
+    vd_extents_clear(&g->ext);
+    g->ei = 0;
+    int r = vd_block_status(c->in, g->pos, want, &g->ext, e);
+    if (r < 0)
+        return r;
+    if (!g->ext.n || g->ext.v[0].off > g->pos)
+        return vd_set_error(e, -EIO, "%s: block status at 0x%llx described nothing",
+                            vd_filename(c->in), (unsigned long long)g->pos);
+    return 0;
+}
+
+/* Hand out the next job (lock held).  Returns 1 with a job, 0 at the end,
+ * negative on error.  Ranges that need no work are skipped here. */
+static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    while (g->pos < c->size) {
+        if (g->ei >= g->ext.n) {
+            int r = engine_refill(g, e);
+            if (r < 0)
+                return r;
+        }
+        const vd_extent *x = &g->ext.v[g->ei];
+        uint64_t xend = x->off + x->len;
+        if (xend > c->size)
+            xend = c->size;
+        if (xend <= g->pos) {
+            g->ei++;
+            continue;
+        }
+        bool zero = (x->flags & VD_EXT_ZERO) != 0;
+        bool skip = c->only_top ? x->depth != 0 : zero && !c->cmp && c->out_reads_zero;
+        if (skip) {
+            vc_progress_add(g->prog, xend - g->pos);
+            g->pos = xend;
+            g->ei++;
+            continue;
+        }
+        j->off = g->pos;
+        j->seq = g->next_seq++;
+        if (zero && !c->cmp) {
+            /* One job for the whole range: it is never read. */
+            j->kind = ENGINE_ZERO;
+            j->len = xend - g->pos;
+        } else {
+            j->kind = zero ? ENGINE_ZERO_CMP : ENGINE_DATA;
+            /* End jobs on chunk boundaries so that later ones are aligned. */
+            uint64_t lim = (g->pos / ENGINE_CHUNK + 1) * ENGINE_CHUNK;
+            j->len = (xend < lim ? xend : lim) - g->pos;
+        }
+        g->pos += j->len;
+        if (g->pos >= xend)
+            g->ei++;
+        return 1;
+    }
+    return 0;
+}
+
+/* Wait until it is job `seq`'s turn to write (ordered targets).  Returns
+ * false when another worker failed. */
+static bool engine_wait_turn(struct engine *g, uint64_t seq)
+{
+    if (!g->ordered)
+        return true;
+    pthread_mutex_lock(&g->lock);
+    while (g->write_seq != seq && !g->failed)
+        pthread_cond_wait(&g->turn, &g->lock);
+    bool ok = !g->failed;
+    pthread_mutex_unlock(&g->lock);
+    return ok;
+}
+
+static void engine_done_turn(struct engine *g)
+{
+    if (!g->ordered)
+        return;
+    pthread_mutex_lock(&g->lock);
+    g->write_seq++;
+    pthread_cond_broadcast(&g->turn);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Write data to the target: through the raw fd when there is one. */
+static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_t off,
+                        vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    if (c->out_fd < 0)
+        return vd_pwrite(c->out, buf, len, off, e);
+    while (len) {
+        ssize_t n;
+        if (c->in_fd >= 0) {
+            /* Raw to raw: let the kernel move the bytes (reflink where the
+             * file system can; no second copy through user space). */
+            loff_t io = (loff_t)off, oo = (loff_t)off;
+            n = copy_file_range(c->in_fd, &io, c->out_fd, &oo, len, 0);
+            if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                          errno == EOPNOTSUPP)) {
+                c->in_fd = -1;           /* not here: plain writes from now on */
+                continue;
+            }
+            if (n == 0)                  /* source shorter than its size */
+                n = pwrite(c->out_fd, buf, len, (off_t)off);
+        } else {
+            n = pwrite(c->out_fd, buf, len, (off_t)off);
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EINVAL && c->direct)  /* unaligned for O_DIRECT */
+            return vd_pwrite(c->out, buf, len, off, e);
+        if (n <= 0)
+            return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: write at 0x%llx",
+                                vd_filename(c->out), (unsigned long long)off);
+        buf += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Zeroes may become holes only where a hole reads as zeroes: not in a
+ * target with a backing file. */
+static unsigned engine_zero_flags(const struct vc_copy *c)
+{
+    return vd_backing(c->out) ? 0 : VD_ZERO_MAY_UNMAP;
+}
+
+enum engine_piece { PIECE_SKIP, PIECE_ZERO, PIECE_DATA };
+
+/* What to do with the `n` bytes at buf (source) / cbuf (what the target
+ * shows now, or NULL when that is zeroes or unknown). */
+static enum engine_piece engine_classify(const struct vc_copy *c, const char *buf,
+                                         const char *cbuf, size_t n, bool detect)
+{
+    if (cbuf)
+        return !memcmp(buf, cbuf, n) ? PIECE_SKIP
+               : vd_is_zero(buf, n) ? PIECE_ZERO : PIECE_DATA;
+    if (!detect || !vd_is_zero(buf, n))
+        return PIECE_DATA;
+    return c->out_reads_zero ? PIECE_SKIP : PIECE_ZERO;
+}
+
+static int engine_flush_run(struct engine *g, enum engine_piece kind, const char *buf,
+                            uint64_t off, uint64_t len, vd_error *e)
+{
+    if (kind == PIECE_DATA)
+        return engine_write(g, buf, len, off, e);
+    if (kind == PIECE_ZERO)
+        return vd_pwrite_zeroes(g->c->out, off, len, engine_zero_flags(g->c), e);
+    return 0;
+}
+
+/* Split a job's buffer into pieces at the sparse-size grid and write runs of
+ * equal kind with one call each. */
+static int engine_write_pieces(struct engine *g, const struct engine_job *j,
+                               const char *buf, const char *cbuf, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    uint64_t gran = c->sparse_size;
+    bool detect = gran != 0;
+    if (!gran)
+        gran = cbuf ? 4096 : j->len;
+    uint64_t run_off = j->off;
+    enum engine_piece run_kind = PIECE_SKIP;
+    uint64_t p = j->off, end = j->off + j->len;
+    while (p < end) {
+        uint64_t q = (p / gran + 1) * gran;
+        if (q > end)
+            q = end;
+        size_t o = (size_t)(p - j->off);
+        enum engine_piece k = engine_classify(c, buf + o, cbuf ? cbuf + o : NULL,
+                                              (size_t)(q - p), detect);
+        if (k != run_kind) {
+            int r = engine_flush_run(g, run_kind, buf + (run_off - j->off), run_off,
+                                     p - run_off, e);
+            if (r < 0)
+                return r;
+            run_off = p;
+            run_kind = k;
+        }
+        p = q;
+    }
+    return engine_flush_run(g, run_kind, buf + (run_off - j->off), run_off,
+                            end - run_off, e);
+}
+
+/* Read what the comparison image shows at [off, off+len) (zeroes past its
+ * end). */
+static int engine_read_cmp(struct vc_copy *c, char *cbuf, uint64_t off, uint64_t len,
+                           vd_error *e)
+{
+    uint64_t csize = vd_size(c->cmp), n = 0;
+    if (off < csize) {
+        n = csize - off < len ? csize - off : len;
+        int r = vd_pread(c->cmp, cbuf, n, off, e);
+        if (r < 0)
+            return r;
+    }
+    memset(cbuf + n, 0, len - n);
+    return 0;
+}
+
+static int engine_do_job(struct engine *g, const struct engine_job *j, char *buf,
+                         char *cbuf, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    int r = 0;
+    if (j->kind == ENGINE_ZERO) {
+        if (!engine_wait_turn(g, j->seq))
+            return 0;
+        r = vd_pwrite_zeroes(c->out, j->off, j->len, engine_zero_flags(c), e);
+        engine_done_turn(g);
+        return r;
+    }
+    if (j->kind == ENGINE_ZERO_CMP)
+        memset(buf, 0, j->len);
+    else if ((r = vd_pread(c->in, buf, j->len, j->off, e)) < 0)
+        return r;
+    if (c->cmp && (r = engine_read_cmp(c, cbuf, j->off, j->len, e)) < 0)
+        return r;
+    if (!engine_wait_turn(g, j->seq))
+        return 0;
+    r = engine_write_pieces(g, j, buf, c->cmp ? cbuf : NULL, e);
+    engine_done_turn(g);
+    return r;
+}
+
+static void *engine_worker(void *arg)
+{
+    struct engine *g = arg;
+    struct vc_copy *c = g->c;
+    char *buf = NULL, *cbuf = NULL;
+    vd_error e = { 0 };
+    if (posix_memalign((void **)&buf, 4096, ENGINE_CHUNK) ||
+        (c->cmp && posix_memalign((void **)&cbuf, 4096, ENGINE_CHUNK))) {
+        vd_set_error(&e, -ENOMEM, "out of memory for %u-byte buffers", ENGINE_CHUNK);
+        engine_fail(g, &e);
+        free(buf);
+        return NULL;
+    }
+    for (;;) {
+        struct engine_job j;
+        pthread_mutex_lock(&g->lock);
+        int r = g->failed ? 0 : engine_next_job(g, &j, &e);
+        pthread_mutex_unlock(&g->lock);
+        if (r < 0)
+            engine_fail(g, &e);
+        if (r <= 0)
+            break;
+        if (engine_do_job(g, &j, buf, cbuf, &e) < 0) {
+            engine_fail(g, &e);
+            break;
+        }
+        vc_progress_add(g->prog, j.len);
+    }
+    free(buf);
+    free(cbuf);
+    return NULL;
+}
+
+int vc_copy_run(struct vc_copy *c, vd_error *e)
+{
+    struct engine g = { .c = c, .ordered = c->out_fd < 0 };
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.turn, NULL);
+    vd_extents_init(&g.ext);
+    if (c->cmp)
+        c->in_fd = -1;             /* copy_file_range only for plain copies */
+    int n = c->workers < 1 ? 1 : c->workers > ENGINE_MAX_WORKERS ? ENGINE_MAX_WORKERS
+            : c->workers;
+    g.prog = vc_progress_new("converting", c->size, c->progress && !c->quiet);
+    pthread_t th[ENGINE_MAX_WORKERS];
+    int started = 0;
+    for (; started < n; started++)
+        if (pthread_create(&th[started], NULL, engine_worker, &g) != 0)
+            break;
+    if (!started) {          /* no thread at all: work here */
+        engine_worker(&g);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    vc_progress_end(g.prog, !g.failed);
+    vd_extents_free(&g.ext);
+    pthread_cond_destroy(&g.turn);
+    pthread_mutex_destroy(&g.lock);
+    if (g.failed) {
+        if (e)
+            *e = g.err;
+        return g.err.code ? g.err.code : -EIO;
+    }
+    return 0;
+}

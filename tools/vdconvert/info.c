@@ -1,0 +1,364 @@
+/* info.c - `vdconvert info` and `vdconvert map`.
+ *
+ * Both print what the library reports in qemu-img's shapes (human text and
+ * --json with qemu-img's key names), so scripts written for qemu-img can
+ * read them.
+ */
+#include "vdconvert.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define INFO_MAX_SNAPSHOTS 4096
+
+static void info_human_size(char *out, size_t n, uint64_t v)
+{
+    static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+    double d = (double)v;
+    int i = 0;
+    while (d >= 1024 && i < 6) {
+        d /= 1024;
+        i++;
+    }
+    if (i == 0)
+        snprintf(out, n, "%" PRIu64 " B", v);
+    else
+        snprintf(out, n, "%.3g %s", d, u[i]);
+}
+
+struct info_kv_ctx {
+    FILE *f;
+    bool json;
+    int n;
+};
+
+static void info_kv(void *ctx, const char *key, const char *value)
+{
+    struct info_kv_ctx *c = ctx;
+    if (c->json) {
+        fprintf(c->f, "%s\n                ", c->n ? "," : "");
+        vc_json_str(c->f, key);
+        fputs(": ", c->f);
+        vc_json_str(c->f, value);
+    } else {
+        if (!c->n)
+            fputs("Format specific information:\n", c->f);
+        fprintf(c->f, "    %s: %s\n", key, value);
+    }
+    c->n++;
+}
+
+static vd_snapshot_info *info_snapshots(vd_image *img, int *n)
+{
+    *n = vd_list_snapshots(img, NULL, 0);
+    if (*n <= 0)
+        return NULL;
+    if (*n > INFO_MAX_SNAPSHOTS)
+        *n = INFO_MAX_SNAPSHOTS;
+    vd_snapshot_info *s = calloc((size_t)*n, sizeof *s);
+    if (!s || vd_list_snapshots(img, s, (size_t)*n) < 0) {
+        free(s);
+        *n = 0;
+        return NULL;
+    }
+    return s;
+}
+
+static void info_print_snapshots_human(const vd_snapshot_info *s, int n)
+{
+    if (n <= 0)
+        return;
+    printf("Snapshot list:\n%-10s%-18s%-10s%-21s%-15s\n", "ID", "TAG", "VM SIZE", "DATE",
+           "VM CLOCK");
+    for (int i = 0; i < n; i++) {
+        char vm[32], date[32];
+        time_t t = (time_t)s[i].date_sec;
+        struct tm tm;
+        info_human_size(vm, sizeof vm, s[i].vm_state_size);
+        strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+        uint64_t cs = s[i].vm_clock_nsec / UINT64_C(1000000000);
+        printf("%-10s%-18s%-10s%-21s%04" PRIu64 ":%02u:%02u.%03u\n", s[i].id, s[i].name, vm,
+               date, cs / 3600, (unsigned)(cs / 60 % 60), (unsigned)(cs % 60),
+               (unsigned)(s[i].vm_clock_nsec / 1000000 % 1000));
+    }
+}
+
+static void info_print_snapshots_json(const vd_snapshot_info *s, int n)
+{
+    if (n <= 0)
+        return;
+    printf(",\n        \"snapshots\": [");
+    for (int i = 0; i < n; i++) {
+        printf("%s\n            {\"id\": ", i ? "," : "");
+        vc_json_str(stdout, s[i].id);
+        printf(", \"name\": ");
+        vc_json_str(stdout, s[i].name);
+        printf(", \"vm-state-size\": %" PRIu64 ", \"date-sec\": %" PRIu64
+               ", \"date-nsec\": %u, \"vm-clock-sec\": %" PRIu64 ", \"vm-clock-nsec\": %u}",
+               s[i].vm_state_size, s[i].date_sec, s[i].date_nsec,
+               s[i].vm_clock_nsec / UINT64_C(1000000000),
+               (unsigned)(s[i].vm_clock_nsec % UINT64_C(1000000000)));
+    }
+    printf("\n        ]");
+}
+
+static void info_print_human(vd_image *img)
+{
+    vd_info i;
+    char vs[32], ds[32];
+    vd_get_info(img, &i);
+    info_human_size(vs, sizeof vs, i.virtual_size);
+    info_human_size(ds, sizeof ds, i.disk_size);
+    printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\n"
+           "disk size: %s\n", i.filename, i.format, vs, i.virtual_size, ds);
+    if (i.cluster_size)
+        printf("cluster_size: %u\n", i.cluster_size);
+    if (i.backing_file) {
+        printf("backing file: %s", i.backing_file);
+        if (i.backing_path && strcmp(i.backing_path, i.backing_file))
+            printf(" (actual path: %s)", i.backing_path);
+        printf("\n");
+        if (i.backing_format)
+            printf("backing file format: %s\n", i.backing_format);
+    }
+    if (i.dirty)
+        printf("dirty flag: yes\n");
+    int n;
+    vd_snapshot_info *s = info_snapshots(img, &n);
+    info_print_snapshots_human(s, n);
+    free(s);
+    struct info_kv_ctx c = { .f = stdout };
+    vd_get_format_details(img, info_kv, &c);
+}
+
+static void info_print_json(vd_image *img, const char *indent_first)
+{
+    vd_info i;
+    vd_get_info(img, &i);
+    printf("%s{\n        \"virtual-size\": %" PRIu64 ",\n        \"filename\": ", indent_first,
+           i.virtual_size);
+    vc_json_str(stdout, i.filename);
+    if (i.cluster_size)
+        printf(",\n        \"cluster-size\": %u", i.cluster_size);
+    printf(",\n        \"format\": ");
+    vc_json_str(stdout, i.format);
+    printf(",\n        \"actual-size\": %" PRIu64 ",\n        \"dirty-flag\": %s",
+           i.disk_size, i.dirty ? "true" : "false");
+    if (i.backing_file) {
+        printf(",\n        \"backing-filename\": ");
+        vc_json_str(stdout, i.backing_file);
+        if (i.backing_path) {
+            printf(",\n        \"full-backing-filename\": ");
+            vc_json_str(stdout, i.backing_path);
+        }
+        if (i.backing_format) {
+            printf(",\n        \"backing-filename-format\": ");
+            vc_json_str(stdout, i.backing_format);
+        }
+    }
+    int n;
+    vd_snapshot_info *s = info_snapshots(img, &n);
+    info_print_snapshots_json(s, n);
+    free(s);
+    struct info_kv_ctx c = { .f = stdout, .json = true };
+    printf(",\n        \"format-specific\": {\n            \"type\": ");
+    vc_json_str(stdout, i.format);
+    printf(",\n            \"data\": {");
+    c.n = 0;
+    vd_get_format_details(img, info_kv, &c);
+    printf("%s}\n        }\n    }", c.n ? "\n            " : "");
+}
+
+static const char info_usage[] =
+    "usage: vdconvert info [-f FMT] [--json] [--backing-chain] [--allow-host-paths] IMG\n"
+    "  --json           qemu-img's JSON layout (an array with --backing-chain)\n"
+    "  --backing-chain  describe every image of the backing chain\n";
+
+int vc_cmd_info(int argc, char **argv)
+{
+    bool json = false, chain = false, allow = false;
+    const char *fmt = NULL;
+    static const struct option lo[] = {
+        { "json", 0, 0, 'j' }, { "backing-chain", 0, 0, 'b' }, { "help", 0, 0, 'h' },
+        { "allow-host-paths", 0, 0, 'H' }, { "output", 1, 0, 'o' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:hU", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'o':
+            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+                return vc_fail("info: --output=%s: expected json or human", optarg);
+            json = !strcmp(optarg, "json");
+            break;
+        case 'b': chain = true; break;
+        case 'f': fmt = optarg; break;
+        case 'H': allow = true; break;
+        case 'U': break;                     /* qemu-img's force-share: always */
+        case 'h': fputs(info_usage, stdout); return 0;
+        default: return vc_usage_error("info", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return vc_fail("info: expected one image (see vdconvert info --help)");
+    vd_error e = { 0 };
+    vd_image *img;
+    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
+        return vc_fail_err(&e);
+    if (chain && json)
+        printf("[\n");
+    for (vd_image *l = img; l; l = chain ? vd_backing(l) : NULL) {
+        if (json) {
+            info_print_json(l, chain ? "    " : "");
+            printf("%s\n", chain && vd_backing(l) ? "," : "");
+        } else {
+            info_print_human(l);
+            if (chain && vd_backing(l))
+                printf("\n");
+        }
+    }
+    if (chain && json)
+        printf("]\n");
+    vd_close(img, NULL);
+    return 0;
+}
+
+/* ---- map ---------------------------------------------------------------- */
+
+/* Ranges no layer holds: qemu-img reports them at the bottom layer. */
+static void map_print_json(const vd_extent *x, bool first, int bottom)
+{
+    bool data = x->flags & VD_EXT_DATA;
+    bool zero = (x->flags & VD_EXT_ZERO) != 0;
+    bool present = !(x->flags & VD_EXT_HOLE);
+    printf("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %d, "
+           "\"present\": %s, \"zero\": %s, \"data\": %s", first ? "[" : ",\n",
+           x->off, x->len, x->depth < 0 ? bottom : x->depth, present ? "true" : "false",
+           zero ? "true" : "false", data ? "true" : "false");
+    if (data && x->file_off != VD_NO_OFFSET && !(x->flags & VD_EXT_COMPRESSED))
+        printf(", \"offset\": %" PRIu64, x->file_off);
+    printf("}");
+}
+
+static void map_print_human(const vd_extent *x, vd_image *img, bool *header)
+{
+    if (!(x->flags & VD_EXT_DATA) || x->file_off == VD_NO_OFFSET)
+        return;
+    if (!*header) {
+        printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+        *header = true;
+    }
+    vd_image *l = img;
+    for (int d = 0; d < x->depth && l; d++)
+        l = vd_backing(l);
+    printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", x->off, x->len,
+           x->file_off, l ? vd_filename(l) : "?");
+}
+
+/* Extents are merged across block-status calls so that one range is one
+ * line, as qemu-img prints it. */
+static bool map_mergeable(const vd_extent *a, const vd_extent *b)
+{
+    if (a->flags != b->flags || a->depth != b->depth || a->off + a->len != b->off)
+        return false;
+    if (a->file_off == VD_NO_OFFSET || b->file_off == VD_NO_OFFSET)
+        return a->file_off == b->file_off;
+    return a->file_off + a->len == b->file_off;
+}
+
+static const char map_usage[] =
+    "usage: vdconvert map [-f FMT] [--json] [--start-offset OFF] [--max-length LEN]\n"
+    "                     [--allow-host-paths] IMG\n";
+
+int vc_cmd_map(int argc, char **argv)
+{
+    bool json = false, allow = false;
+    const char *fmt = NULL;
+    uint64_t start = 0, maxlen = UINT64_MAX;
+    static const struct option lo[] = {
+        { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }, { "start-offset", 1, 0, 's' },
+        { "max-length", 1, 0, 'l' }, { "allow-host-paths", 0, 0, 'H' },
+        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'o':
+            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+                return vc_fail("map: --output=%s: expected json or human", optarg);
+            json = !strcmp(optarg, "json");
+            break;
+        case 's':
+            if (!vc_parse_size(optarg, &start))
+                return vc_fail("map: --start-offset %s: not a size", optarg);
+            break;
+        case 'l':
+            if (!vc_parse_size(optarg, &maxlen))
+                return vc_fail("map: --max-length %s: not a size", optarg);
+            break;
+        case 'f': fmt = optarg; break;
+        case 'H': allow = true; break;
+        case 'h': fputs(map_usage, stdout); return 0;
+        default: return vc_usage_error("map", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return vc_fail("map: expected one image (see vdconvert map --help)");
+    vd_error e = { 0 };
+    vd_image *img;
+    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
+        return vc_fail_err(&e);
+    int bottom = 0;
+    for (vd_image *l = vd_backing(img); l; l = vd_backing(l))
+        bottom++;
+    uint64_t size = vd_size(img);
+    uint64_t end = start < size ? (size - start < maxlen ? size : start + maxlen) : start;
+    vd_extents ext;
+    vd_extents_init(&ext);
+    vd_extent cur = { .len = 0 };
+    bool first = true, header = false;
+    int r = 0;
+    for (uint64_t off = start; off < end && r == 0;) {
+        vd_extents_clear(&ext);
+        if ((r = vd_block_status(img, off, end - off, &ext, &e)) < 0)
+            break;
+        for (size_t i = 0; i < ext.n; i++) {
+            vd_extent x = ext.v[i];
+            if (cur.len && map_mergeable(&cur, &x)) {
+                cur.len += x.len;
+                continue;
+            }
+            if (cur.len) {
+                if (json)
+                    map_print_json(&cur, first, bottom);
+                else
+                    map_print_human(&cur, img, &header);
+                first = false;
+            }
+            cur = x;
+        }
+        uint64_t next = ext.n ? ext.v[ext.n - 1].off + ext.v[ext.n - 1].len : off;
+        if (next <= off) {
+            r = vd_set_error(&e, -5, "%s: block status made no progress at 0x%" PRIx64,
+                             vd_filename(img), off);
+            break;
+        }
+        off = next;
+    }
+    if (r == 0 && cur.len) {
+        if (json)
+            map_print_json(&cur, first, bottom);
+        else
+            map_print_human(&cur, img, &header);
+        first = false;
+    }
+    if (r == 0 && json)
+        printf("%s]\n", first ? "[" : "");
+    vd_extents_free(&ext);
+    vd_close(img, NULL);
+    return r < 0 ? vc_fail_err(&e) : 0;
+}

@@ -1,0 +1,128 @@
+/* progress.c - the -p progress display.
+ *
+ * On a terminal: one line redrawn in place with a bar, the percentage, the
+ * rate and the time left, at most five times a second.  Otherwise (a log, a
+ * pipe): a plain line "converting: N%" each time the whole percentage grows,
+ * so logs stay readable and tests can read them.  Written to stderr, so
+ * stdout stays for the command's own output.  Workers call vc_progress_add
+ * from many threads; a mutex keeps the count and the drawing consistent.
+ */
+#include "vdconvert.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROGRESS_BAR 30
+#define PROGRESS_INTERVAL 0.2      /* seconds between redraws on a tty */
+
+struct vc_progress {
+    pthread_mutex_t lock;
+    const char *what;
+    uint64_t total, done;
+    bool tty;
+    int last_pct;
+    double start, last_draw;
+};
+
+static double progress_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void progress_fmt_size(char *out, size_t n, double v)
+{
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, n, "%.1f %s", v, units[u]);
+}
+
+static void progress_draw_tty(vc_progress *p, double now, bool final)
+{
+    double frac = p->total ? (double)p->done / (double)p->total : 1.0;
+    int fill = (int)(frac * PROGRESS_BAR);
+    char bar[PROGRESS_BAR + 1];
+    for (int i = 0; i < PROGRESS_BAR; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[PROGRESS_BAR] = 0;
+    double el = now - p->start;
+    double rate = el > 0 ? (double)p->done / el : 0;
+    char rs[32], eta[32] = "--:--";
+    progress_fmt_size(rs, sizeof rs, rate);
+    if (rate > 0 && !final) {
+        unsigned left = (unsigned)((double)(p->total - p->done) / rate);
+        snprintf(eta, sizeof eta, "%02u:%02u", left / 60, left % 60);
+    } else if (final) {
+        unsigned t = (unsigned)el;
+        snprintf(eta, sizeof eta, "%02u:%02u", t / 60, t % 60);
+    }
+    fprintf(stderr, "\r%s [%s] %5.1f%% %s/s %s %s", p->what, bar, frac * 100, rs,
+            final ? "took" : "ETA", eta);
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+vc_progress *vc_progress_new(const char *what, uint64_t total, bool enabled)
+{
+    if (!enabled)
+        return NULL;
+    vc_progress *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    p->what = what;
+    p->total = total;
+    p->tty = isatty(STDERR_FILENO);
+    p->last_pct = -1;
+    p->start = p->last_draw = progress_now();
+    vc_progress_add(p, 0);
+    return p;
+}
+
+void vc_progress_add(vc_progress *p, uint64_t n)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->done += n;
+    if (p->done > p->total)
+        p->done = p->total;
+    int pct = p->total ? (int)(p->done * 100 / p->total) : 100;
+    if (p->tty) {
+        double now = progress_now();
+        if (now - p->last_draw >= PROGRESS_INTERVAL || p->last_pct < 0) {
+            p->last_draw = now;
+            p->last_pct = pct;
+            progress_draw_tty(p, now, false);
+        }
+    } else if (pct != p->last_pct) {
+        p->last_pct = pct;
+        fprintf(stderr, "%s: %d%%\n", p->what, pct);
+        fflush(stderr);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+void vc_progress_end(vc_progress *p, bool ok)
+{
+    if (!p)
+        return;
+    if (ok) {
+        p->done = p->total > p->done ? p->done : p->total;
+        vc_progress_add(p, p->total - p->done);
+        if (p->tty)
+            progress_draw_tty(p, progress_now(), true);
+    } else if (p->tty) {
+        fputc('\n', stderr);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}

@@ -1,0 +1,108 @@
+/* vdconvert.h - what the sub-command files of vdconvert share. */
+#ifndef VDCONVERT_H
+#define VDCONVERT_H
+
+#include "vdisk.h"
+/* The tools link the static library and use its helpers (vd_set_error,
+ * vd_is_zero) and, for raw images, the file descriptor. */
+#include "vd-driver.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit code for a usage error or a failure (qemu-img uses 1 for both). */
+#define VC_EXIT_ERR 1
+
+/* ---- helpers (vdconvert.c) --------------------------------------------- */
+
+/* Print "vdconvert: MSG" on stderr; returns VC_EXIT_ERR. */
+int vc_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print the error's one-line message; returns VC_EXIT_ERR. */
+int vc_fail_err(const vd_error *e);
+/* Parse a size with an optional K/M/G/T/P suffix (powers of 1024) or a
+ * trailing "B"; false on garbage or overflow. */
+bool vc_parse_size(const char *s, uint64_t *out);
+/* getopt boilerplate: prints "vdconvert CMD: unknown option" style errors. */
+int vc_usage_error(const char *cmd, const char *what);
+/* Open an image read-only (or read-write) with the common options. */
+int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
+            vd_image **out, vd_error *e);
+/* Print JSON string literal (with quotes) of `s` to `f`. */
+void vc_json_str(FILE *f, const char *s);
+
+/* ---- conversion (convert.c) -------------------------------------------- */
+
+struct vc_convert_opts {
+    const char *src, *dst;
+    const char *src_fmt, *dst_fmt;     /* NULL: probe / from extension */
+    const char *options;               /* -o, may be NULL */
+    const char *backing, *backing_fmt; /* -B, -F */
+    const char *snapshot;              /* -l */
+    uint64_t sparse_size;              /* -S; 0 = no zero detection */
+    int workers;                       /* -m */
+    bool compress;                     /* -c */
+    bool existing;                     /* -n: write into an existing target */
+    bool target_is_zero;               /* --target-is-zero (with -n) */
+    bool direct;                       /* -t none: O_DIRECT on raw targets */
+    bool progress, quiet;
+    bool allow_host_paths;
+    bool no_copy_range;                /* disable copy_file_range (testing) */
+};
+
+int vc_convert(const struct vc_convert_opts *o, vd_error *e);
+
+/* Copy the guest content of `in` into `out` (already open, writable) with
+ * the engine; `out_reads_zero` says whether unwritten target ranges already
+ * read as zeroes, `cmp` (may be NULL) is an image whose content the target
+ * already shows (a backing file): only differences from it are written. */
+struct vc_copy {
+    vd_image *in, *out, *cmp;
+    uint64_t size;                     /* bytes to copy (<= both sizes) */
+    uint64_t sparse_size;
+    int workers;
+    bool out_reads_zero;
+    bool only_top;                     /* copy only ranges allocated in the
+                                          top layer of `in` (commit, rebase -u) */
+    int in_fd, out_fd;                 /* raw fds for copy_file_range, or -1 */
+    bool direct;                       /* out_fd is O_DIRECT: unaligned writes
+                                          go through the library instead */
+    bool progress, quiet;
+};
+int vc_copy_run(struct vc_copy *c, vd_error *e);
+
+/* ---- rewriting an image in place (chain.c) -------------------------------- */
+
+enum vc_rewrite_mode {
+    VC_REWRITE_KEEP_BACKING,  /* same backing; copy the top layer (resize) */
+    VC_REWRITE_SAFE,          /* new backing; same guest content (rebase) */
+    VC_REWRITE_UNSAFE,        /* new backing; top layer as it is (rebase -u) */
+    VC_REWRITE_EMPTY,         /* same backing; nothing of its own (commit) */
+};
+/* Rewrite `path` (format `fmt`) at `size` under a temporary name in its
+ * folder and rename it over the original. */
+int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new_backing,
+               const char *new_bfmt, enum vc_rewrite_mode mode, bool allow, vd_error *e);
+
+/* ---- progress (progress.c) --------------------------------------------- */
+
+typedef struct vc_progress vc_progress;
+vc_progress *vc_progress_new(const char *what, uint64_t total, bool enabled);
+void vc_progress_add(vc_progress *p, uint64_t done);   /* thread-safe */
+void vc_progress_end(vc_progress *p, bool ok);
+
+/* ---- sub-commands ------------------------------------------------------ */
+
+int vc_cmd_convert(int argc, char **argv);
+int vc_cmd_info(int argc, char **argv);
+int vc_cmd_map(int argc, char **argv);
+int vc_cmd_check(int argc, char **argv);
+int vc_cmd_compare(int argc, char **argv);
+int vc_cmd_create(int argc, char **argv);
+int vc_cmd_resize(int argc, char **argv);
+int vc_cmd_measure(int argc, char **argv);
+int vc_cmd_snapshot(int argc, char **argv);
+int vc_cmd_commit(int argc, char **argv);
+int vc_cmd_rebase(int argc, char **argv);
+
+#endif
