@@ -437,12 +437,20 @@ int view_readdir(struct view *v, const struct view_node *n, view_dir_fn fn, void
         }
         return r < 0 ? r : 0;
     case VIEW_FSDIR:
-        view_synthetic(v, &st, S_IFDIR | 0555, 0, 0);
-        if (v->whole.fs || v->whole.fs_error[0])
+        /* the stat of each root is not needed here, only a non-zero inode
+         * number (the kernel hides entries whose d_ino is 0) */
+        if (v->whole.fs || v->whole.fs_error[0]) {
+            view_synthetic(v, &st, S_IFDIR | 0555,
+                           (uint64_t)VIEW_WHOLE_DISK_FS << 32 | VD_EXT2_ROOT_INO, 0);
             r = fn(ctx, "disk", &st);
-        for (size_t i = 0; !r && i < v->nparts; i++)
-            if (v->parts[i].fs || v->parts[i].fs_error[0])
+        }
+        for (size_t i = 0; !r && i < v->nparts; i++) {
+            if (v->parts[i].fs || v->parts[i].fs_error[0]) {
+                view_synthetic(v, &st, S_IFDIR | 0555,
+                               (uint64_t)(i + 1) << 32 | VD_EXT2_ROOT_INO, 0);
                 r = fn(ctx, v->parts[i].name, &st);
+            }
+        }
         return r < 0 ? r : 0;
     case VIEW_FS: {
         struct view_part *vp = view_part_of(v, n->part);
