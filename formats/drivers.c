@@ -8,6 +8,7 @@ extern const struct vd_driver vd_raw;
 extern const struct vd_driver vd_vhd;
 /* extern declarations of further drivers go here, one line each */
 extern const struct vd_driver vd_vdi;
+extern const struct vd_driver vd_vmdk;
 extern const struct vd_driver vd_qed;
 extern const struct vd_driver vd_qcow1;
 #ifdef HAVE_LIBNBD
@@ -17,6 +18,7 @@ extern const struct vd_driver vd_nbd;
 const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
     &vd_vdi,
+    &vd_vmdk,
     &vd_qed,
     &vd_qcow1,
     &vd_vhd,        /* late: its footer is at the end of the file */
