@@ -9,6 +9,7 @@ extern const struct vd_driver vd_vhd;
 /* extern declarations of further drivers go here, one line each */
 extern const struct vd_driver vd_vdi;
 extern const struct vd_driver vd_vmdk;
+extern const struct vd_driver vd_parallels;
 extern const struct vd_driver vd_qed;
 extern const struct vd_driver vd_qcow1;
 #ifdef HAVE_LIBNBD
@@ -19,6 +20,7 @@ const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
     &vd_vdi,
     &vd_vmdk,
+    &vd_parallels,
     &vd_qed,
     &vd_qcow1,
     &vd_vhd,        /* late: its footer is at the end of the file */
