@@ -1,0 +1,81 @@
+/* boot-kvm.c - one boot on the built-in VMM: create the VM, start its
+ * devices in order (unwound in reverse on failure), load the kernel by the
+ * boot protocol, run until the console decides or the clock runs out. */
+#include "vdboot.h"
+#include "disk.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct vm_device *const kvm_devices[] = {
+    &ports_device, &serial_device, &pci_device,
+};
+#define N_DEVICES (sizeof(kvm_devices) / sizeof(kvm_devices[0]))
+
+static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const struct boot_files *bf,
+                          struct disk *dk, char *err, size_t errlen)
+{
+    if (o->image) {
+        if (disk_open(dk, o->image, o->format, err, errlen) < 0)
+            return -1;
+        if (virtio_blk_init(vm, dk, err, errlen) < 0)
+            return -1;
+    }
+    uint64_t entry;
+    if (mptable_write(vm, err, errlen) < 0 ||
+        bzimage_load(vm, &bf->bi, &entry, err, errlen) < 0 ||
+        vm_setup_bsp(vm, entry, VM_BOOT_PARAMS, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vdboot_result *r)
+{
+    static struct vm vm;
+    struct console con;
+    struct disk dk = { .overlay_fd = -1 };
+    char err[1024] = "";
+    size_t started = 0;
+    struct vm_config cfg = {
+        .mem_bytes = (uint64_t)o->memory_mib << 20, .cpus = o->cpus, .verbose = o->verbose,
+        .hide_unsafe_cpuid = cpuid_host_is_nested_pvm(),
+    };
+    if (console_init(&con, o->expect, o->console, err, sizeof(err)) < 0) {
+        result_error(r, "%s", err);
+        return;
+    }
+    if (vm_create(&vm, &cfg, &con, err, sizeof(err)) < 0)
+        goto out;
+    for (; started < N_DEVICES; started++)
+        if (kvm_devices[started]->init(&vm, err, sizeof(err)) < 0) {
+            if (!err[0])
+                snprintf(err, sizeof(err), "device %s failed to start", kvm_devices[started]->name);
+            goto out;
+        }
+    if (kvm_boot_setup(&vm, o, bf, &dk, err, sizeof(err)) < 0)
+        goto out;
+    if (o->verbose)
+        fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s\n", o->cpus,
+                o->memory_mib, bf->cmdline, cfg.hide_unsafe_cpuid ?
+                ", cx16/xsave hidden (nested kvm_pvm)" : "");
+    r->outcome = vm_run(&vm, o->timeout);
+    snprintf(r->reason, sizeof(r->reason), "%s", vm.reason);
+    r->seconds = con_now() - con.t_start;
+    if (o->verbose && vm.unhandled_io)
+        fprintf(stderr, "vdboot: %llu accesses to unmodelled ports/MMIO\n",
+                (unsigned long long)vm.unhandled_io);
+out:
+    if (err[0])
+        result_error(r, "%s", err);
+    result_take_console(r, &con);
+    virtio_blk_exit(&vm);
+    while (started > 0) {
+        started--;
+        if (kvm_devices[started]->exit)
+            kvm_devices[started]->exit(&vm);
+    }
+    if (dk.img)
+        disk_close(&dk);
+    vm_destroy(&vm);
+    console_close(&con);
+}

@@ -1,0 +1,407 @@
+/* discover.c - find the kernel a disk would boot, without booting firmware:
+ * each ext2/3/4 filesystem of the image (partitions through libvdisk, or
+ * the whole disk), read through libext2fs (vdisk_ext2), is searched for
+ *   1. /boot/grub/grub.cfg: the default menuentry's linux/initrd lines,
+ *   2. the newest BLS entry in /boot/loader/entries (*.conf),
+ *   3. /boot/extlinux/extlinux.conf: the default label,
+ *   4. /vmlinuz + /initrd.img (or /boot/vmlinuz + /boot/initrd.img),
+ * each also tried without the /boot prefix, for a separate /boot partition.
+ * The kernel and initrd are copied into a private temporary directory too,
+ * because qemu (tcg) wants files. */
+#include "vdboot.h"
+#include "ext2-vdisk.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DISC_MAX_CONFIG (1u << 20)
+#define DISC_MAX_ENTRIES 64
+
+struct disc_entry {
+    char linux_path[512], initrd_path[512], args[2048], title[256], via[600];
+};
+
+static char *disc_skip_ws(char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* Copies the next word (quotes stripped) into out; returns the rest. */
+static char *disc_word(char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    p = disc_skip_ws(p);
+    char q = (*p == '\'' || *p == '"') ? *p++ : 0;
+    while (*p && (q ? *p != q : (*p != ' ' && *p != '\t' && *p != '\n'))) {
+        if (n + 1 < size)
+            out[n++] = *p;
+        p++;
+    }
+    if (q && *p == q)
+        p++;
+    out[n] = 0;
+    return p;
+}
+
+/* Kernel arguments from a grub line: drop $variables grub would expand to
+ * things we cannot know (vt_handoff, kernelopts handled by BLS). */
+static void disc_args(const char *src, char *out, size_t size)
+{
+    char buf[2048], w[512];
+    snprintf(buf, sizeof(buf), "%s", src);
+    size_t n = 0;
+    out[0] = 0;
+    for (char *p = buf; *(p = disc_skip_ws(p)) && *p != '\n';) {
+        p = disc_word(p, w, sizeof(w));
+        if (w[0] == '$' || !w[0])
+            continue;
+        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s", n ? " " : "", w);
+    }
+}
+
+/* grub.cfg: numbered top-level menuentries (a submenu counts as one entry
+ * and "N>M" descends into it); `set default` by number or title. */
+static int disc_grub(char *cfg, struct disc_entry *e)
+{
+    char def[256] = "0", w[512];
+    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *p = disc_skip_ws(l);
+        if (!strncmp(p, "set default=", 12)) {
+            disc_word(p + 12, def, sizeof(def));
+            break;
+        }
+    }
+    if (!strcmp(def, "saved") || !strncmp(def, "${", 2))
+        snprintf(def, sizeof(def), "0");
+    int want = isdigit((unsigned char)def[0]) ? atoi(def) : -1;
+    const char *sub = strchr(def, '>');
+    int want_sub = sub ? atoi(sub + 1) : -1;
+    int idx = -1, depth = 0, sub_idx = -1, in_sub = 0;
+    bool in_entry = false;
+    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *p = disc_skip_ws(l);
+        if (!strncmp(p, "submenu ", 8) && depth == 0) {
+            idx++;
+            in_sub = 1;
+            sub_idx = -1;
+        } else if (!strncmp(p, "menuentry ", 10)) {
+            if (depth == 0)
+                idx++;
+            else if (in_sub)
+                sub_idx++;
+            disc_word(p + 10, w, sizeof(w));
+            bool hit = depth == 0 ? (want >= 0 ? idx == want : !strcmp(w, def)) && want_sub < 0
+                                  : in_sub && idx == want && sub_idx == want_sub;
+            if (hit) {
+                in_entry = true;
+                snprintf(e->title, sizeof(e->title), "%.255s", w);
+            }
+        } else if (in_entry && (!strncmp(p, "linux", 5))) {
+            p += strcspn(p, " \t");
+            p = disc_word(p, e->linux_path, sizeof(e->linux_path));
+            char *nl = strchr(p, '\n');
+            if (nl)
+                *nl = 0;
+            disc_args(p, e->args, sizeof(e->args));
+            if (nl)
+                *nl = '\n';
+        } else if (in_entry && !strncmp(p, "initrd", 6)) {
+            p += strcspn(p, " \t");
+            disc_word(p, e->initrd_path, sizeof(e->initrd_path));
+        }
+        if (strchr(p, '{') && (!strncmp(p, "menuentry", 9) || !strncmp(p, "submenu", 7)))
+            depth++;
+        else if (*p == '}' && depth > 0) {
+            depth--;
+            if (in_entry && e->linux_path[0])
+                return 0;
+            in_entry = false;
+            if (depth == 0)
+                in_sub = 0;
+        }
+    }
+    return e->linux_path[0] ? 0 : -1;
+}
+
+/* extlinux.conf: "default LABEL", then "label X" blocks with kernel/linux,
+ * initrd and append (an "initrd=" in append counts too). */
+static int disc_extlinux(char *cfg, struct disc_entry *e)
+{
+    char def[256] = "", cur[256] = "", key[32];
+    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *p = disc_word(l, key, sizeof(key));
+        for (char *k = key; *k; k++)
+            *k = (char)tolower((unsigned char)*k);
+        char val[2048];
+        char *nl = strchr(p, '\n');
+        size_t vl = nl ? (size_t)(nl - p) : strlen(p);
+        if (vl >= sizeof(val))
+            vl = sizeof(val) - 1;
+        memcpy(val, disc_skip_ws(p), vl - (size_t)(disc_skip_ws(p) - p));
+        val[vl - (size_t)(disc_skip_ws(p) - p)] = 0;
+        if (!strcmp(key, "default") && !def[0])
+            snprintf(def, sizeof(def), "%.255s", val);
+        else if (!strcmp(key, "label")) {
+            if (e->linux_path[0] && (!def[0] || !strcmp(cur, def)))
+                return 0;
+            snprintf(cur, sizeof(cur), "%.255s", val);
+            e->linux_path[0] = e->initrd_path[0] = e->args[0] = 0;
+        } else if (!strcmp(key, "kernel") || !strcmp(key, "linux"))
+            disc_word(val, e->linux_path, sizeof(e->linux_path));
+        else if (!strcmp(key, "initrd"))
+            disc_word(val, e->initrd_path, sizeof(e->initrd_path));
+        else if (!strcmp(key, "append"))
+            snprintf(e->args, sizeof(e->args), "%s", val);
+    }
+    snprintf(e->title, sizeof(e->title), "%s", cur);
+    return e->linux_path[0] && (!def[0] || !strcmp(cur, def)) ? 0 : -1;
+}
+
+/* BLS entry: "linux", "initrd", "options", "title" keys. */
+static int disc_bls(char *cfg, struct disc_entry *e)
+{
+    char key[32];
+    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *p = disc_word(l, key, sizeof(key));
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl = 0;
+        if (!strcmp(key, "linux"))
+            disc_word(p, e->linux_path, sizeof(e->linux_path));
+        else if (!strcmp(key, "initrd") && !e->initrd_path[0])
+            disc_word(p, e->initrd_path, sizeof(e->initrd_path));
+        else if (!strcmp(key, "options"))
+            disc_args(p, e->args, sizeof(e->args));
+        else if (!strcmp(key, "title"))
+            snprintf(e->title, sizeof(e->title), "%s", disc_skip_ws(p));
+        if (nl)
+            *nl = '\n';
+    }
+    return e->linux_path[0] ? 0 : -1;
+}
+
+struct disc_names { char v[DISC_MAX_ENTRIES][256]; int n; };
+
+static int disc_collect(void *ctx, const char *name, uint32_t ino, unsigned char type)
+{
+    (void)ino; (void)type;
+    struct disc_names *d = ctx;
+    size_t l = strlen(name);
+    if (l > 5 && l < 256 && !strcmp(name + l - 5, ".conf") && d->n < DISC_MAX_ENTRIES)
+        snprintf(d->v[d->n++], 256, "%s", name);
+    return 0;
+}
+
+static int disc_cmp_desc(const void *a, const void *b)
+{
+    return -strverscmp((const char *)a, (const char *)b);
+}
+
+static int disc_try_bls(vd_ext2 *fs, const char *pfx, struct disc_entry *e)
+{
+    char dir[300];
+    uint32_t ino;
+    vd_error ve;
+    struct disc_names *names = calloc(1, sizeof(*names));
+    snprintf(dir, sizeof(dir), "%s/loader/entries", pfx);
+    if (!names || vd_ext2_lookup(fs, dir, true, &ino, &ve) < 0 ||
+        vd_ext2_readdir(fs, ino, disc_collect, names, &ve) < 0 || names->n == 0) {
+        free(names);
+        return -1;
+    }
+    qsort(names->v, (size_t)names->n, sizeof(names->v[0]), disc_cmp_desc);
+    char path[600], *buf;
+    size_t len;
+    snprintf(path, sizeof(path), "%s/%s", dir, names->v[0]);
+    free(names);
+    if (vd_ext2_read_file(fs, path, DISC_MAX_CONFIG, &buf, &len, &ve) < 0)
+        return -1;
+    int rc = disc_bls(buf, e);
+    free(buf);
+    snprintf(e->via, sizeof(e->via), "%s", path);
+    return rc;
+}
+
+static int disc_try_file(vd_ext2 *fs, const char *path, int (*parse)(char *, struct disc_entry *),
+                         struct disc_entry *e)
+{
+    char *buf;
+    size_t len;
+    vd_error ve;
+    if (vd_ext2_read_file(fs, path, DISC_MAX_CONFIG, &buf, &len, &ve) < 0)
+        return -1;
+    int rc = parse(buf, e);
+    free(buf);
+    snprintf(e->via, sizeof(e->via), "%s", path);
+    return rc;
+}
+
+/* The entry this filesystem boots, by the order in the file comment. */
+static int disc_find_entry(vd_ext2 *fs, struct disc_entry *e)
+{
+    static const char *const pfx[] = { "/boot", "" };
+    char path[300];
+    uint32_t ino;
+    vd_error ve;
+    for (int i = 0; i < 2; i++) {
+        memset(e, 0, sizeof(*e));
+        snprintf(path, sizeof(path), "%s/grub/grub.cfg", pfx[i]);
+        if (disc_try_file(fs, path, disc_grub, e) == 0)
+            return 0;
+        memset(e, 0, sizeof(*e));
+        if (disc_try_bls(fs, pfx[i], e) == 0)
+            return 0;
+        memset(e, 0, sizeof(*e));
+        snprintf(path, sizeof(path), "%s/extlinux/extlinux.conf", pfx[i]);
+        if (disc_try_file(fs, path, disc_extlinux, e) == 0)
+            return 0;
+    }
+    for (int i = 1; i >= 0; i--) {
+        memset(e, 0, sizeof(*e));
+        snprintf(e->linux_path, sizeof(e->linux_path), "%s/vmlinuz", pfx[i]);
+        if (vd_ext2_lookup(fs, e->linux_path, true, &ino, &ve) == 0) {
+            snprintf(e->initrd_path, sizeof(e->initrd_path), "%s/initrd.img", pfx[i]);
+            snprintf(e->via, sizeof(e->via), "%s symlink", e->linux_path);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Reads a file named by a boot entry: as given, else under /boot (grub
+ * paths are relative to the filesystem grub's root is on). */
+static int disc_read(vd_ext2 *fs, const char *name, char **buf, size_t *len, char *used,
+                     size_t usize)
+{
+    vd_error ve;
+    char p[600];
+    snprintf(p, sizeof(p), "%s%s", name[0] == '/' ? "" : "/", name);
+    if (vd_ext2_read_file(fs, p, VDBOOT_MAX_BOOT_FILE, buf, len, &ve) == 0) {
+        snprintf(used, usize, "%s", p);
+        return 0;
+    }
+    snprintf(p, sizeof(p), "/boot%s%s", name[0] == '/' ? "" : "/", name);
+    if (vd_ext2_read_file(fs, p, VDBOOT_MAX_BOOT_FILE, buf, len, &ve) == 0) {
+        snprintf(used, usize, "%s", p);
+        return 0;
+    }
+    return -1;
+}
+
+static int disc_save(struct boot_files *bf, const char *name, const void *data, size_t len,
+                     char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", bf->tmpdir, name);
+    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, data, len);
+    close(fd);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+static int disc_load(vd_ext2 *fs, const struct disc_entry *e, struct boot_files *bf,
+                     const char *where, char *err, size_t errlen)
+{
+    char *k = NULL, *i = NULL, kused[600], iused[600] = "";
+    size_t klen, ilen = 0;
+    if (disc_read(fs, e->linux_path, &k, &klen, kused, sizeof(kused)) < 0) {
+        snprintf(err, errlen, "%s: kernel %s named by %s is missing", where, e->linux_path, e->via);
+        return -1;
+    }
+    if (e->initrd_path[0] && disc_read(fs, e->initrd_path, &i, &ilen, iused, sizeof(iused)) < 0) {
+        if (strstr(e->via, "symlink") == NULL) {
+            free(k);
+            snprintf(err, errlen, "%s: initrd %s named by %s is missing", where, e->initrd_path, e->via);
+            return -1;
+        }
+        i = NULL;   /* /vmlinuz without /initrd.img: boot without one */
+    }
+    bf->bi.kernel = (uint8_t *)k;
+    bf->bi.kernel_len = klen;
+    bf->bi.initrd = (uint8_t *)i;
+    bf->bi.initrd_len = i ? ilen : 0;
+    snprintf(bf->cmdline, sizeof(bf->cmdline), "%s", e->args);
+    snprintf(bf->source, sizeof(bf->source), "%.60s: %.120s%s%.120s via %.120s%s%.60s%s", where, kused,
+             i ? " + " : "", i ? iused : "", e->via, e->title[0] ? " ('" : "", e->title,
+             e->title[0] ? "')" : "");
+    snprintf(bf->tmpdir, sizeof(bf->tmpdir), "%s/vdboot.XXXXXX",
+             getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(bf->tmpdir)) {
+        bf->tmpdir[0] = 0;
+        snprintf(err, errlen, "cannot create a temporary directory: %s", strerror(errno));
+        return -1;
+    }
+    if (disc_save(bf, "vmlinuz", k, klen, bf->kernel_path, sizeof(bf->kernel_path)) < 0 ||
+        (i && disc_save(bf, "initrd.img", i, ilen, bf->initrd_path, sizeof(bf->initrd_path)) < 0)) {
+        snprintf(err, errlen, "cannot write the kernel to %s: %s", bf->tmpdir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* One filesystem: 1 = booted entry found and loaded, 0 = nothing here,
+ * -1 = an entry found but broken (err says why). */
+static int disc_fs(vd_image *img, uint64_t off, uint64_t len, const char *where,
+                   struct boot_files *bf, char *err, size_t errlen)
+{
+    vd_ext2 *fs;
+    vd_error ve;
+    if (!vd_ext2_probe(img, off, len) || vd_ext2_open(img, off, len, &fs, &ve) < 0)
+        return 0;
+    struct disc_entry *e = calloc(1, sizeof(*e));
+    int rc = 0;
+    char w[300];
+    snprintf(w, sizeof(w), "%s (%s)", where, vd_ext2_type(fs));
+    if (e && disc_find_entry(fs, e) == 0)
+        rc = disc_load(fs, e, bf, w, err, errlen) < 0 ? -1 : 1;
+    free(e);
+    vd_ext2_close(fs);
+    return rc;
+}
+
+int discover_boot(const char *image, const char *format, struct boot_files *bf,
+                  char *err, size_t errlen)
+{
+    vd_image *img;
+    vd_error ve = { 0 };
+    vd_open_opts o = { .format = format, .readonly = true };
+    if (vd_open(image, &o, &img, &ve) < 0) {
+        snprintf(err, errlen, "%s", ve.msg);
+        return -1;
+    }
+    vd_partition_table pt = { 0 };
+    int rc = 0;
+    char where[64];
+    err[0] = 0;
+    if (vd_partition_list(img, &pt, &ve) == 0 && pt.n > 0) {
+        /* bootable partitions first: that is where a boot loader looks */
+        for (int pass = 0; pass < 2 && rc == 0; pass++)
+            for (size_t i = 0; i < pt.n && rc == 0; i++) {
+                vd_partition *p = &pt.v[i];
+                if (p->extended || p->bootable != (pass == 0))
+                    continue;
+                snprintf(where, sizeof(where), "partition %u", p->index);
+                rc = disc_fs(img, p->start, p->length, where, bf, err, errlen);
+            }
+    } else {
+        rc = disc_fs(img, 0, vd_size(img), "whole disk", bf, err, errlen);
+    }
+    vd_partition_table_free(&pt);
+    vd_close(img, NULL);
+    if (rc == 1)
+        return 0;
+    if (rc == 0)
+        snprintf(err, errlen, "%s: no kernel found (no ext2/3/4 filesystem with /boot/grub/grub.cfg, "
+                 "loader entries, extlinux.conf or /vmlinuz)", image);
+    boot_files_free(bf);
+    return -1;
+}

@@ -1,0 +1,148 @@
+/* vmm.h - the built-in VMM of vdboot: shared types between the VM core
+ * (kvm.c), the devices (one file each) and the boot loader.
+ *
+ * Guest physical layout (low memory), chosen like kvmtool/Firecracker:
+ *   0x0500  GDT                      0x7000  boot_params (zero page)
+ *   0x9000  PML4, 0xa000 PDPT, 0xb000-0xefff four PDs: identity map of 4 GiB
+ *   0x20000 kernel command line      0x9fc00 MP floating pointer + table
+ *   0x100000 protected-mode kernel   top of low RAM: initrd
+ */
+#ifndef VDBOOT_VMM_H
+#define VDBOOT_VMM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "console.h"
+
+#define VM_MAX_CPUS 8
+#define VM_GDT_ADDR 0x500ul
+#define VM_BOOT_PARAMS 0x7000ul
+#define VM_PML4 0x9000ul
+#define VM_CMDLINE 0x20000ul
+#define VM_CMDLINE_MAX 4096ul
+#define VM_MPTABLE 0x9fc00ul
+#define VM_KERNEL 0x100000ul
+#define VM_LOW_END 0xc0000000ull     /* RAM above this moves to 4 GiB */
+#define VM_HIGH_BASE 0x100000000ull
+#define VM_IOAPIC_PIN_PCI 16         /* PCI slot N INTA -> IOAPIC pin 16+N */
+
+struct vm;
+
+/* One trap signature for port I/O and MMIO: `addr` is the port or the guest
+ * physical address, `data` holds `len` bytes (written by the guest, or to
+ * be filled on a read). */
+typedef void (*vm_io_fn)(struct vm *vm, void *opaque, uint64_t addr,
+                         uint8_t *data, unsigned len, bool is_write);
+
+struct vm_io_range {
+    uint64_t base, len;
+    bool mmio;
+    vm_io_fn fn;
+    void *opaque;
+};
+
+struct vcpu {
+    struct vm *vm;
+    int id, fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool started;
+    volatile int check_halt;   /* main thread asks: are you dead-halted? */
+    int halted_checks;         /* consecutive checks found halted, IF=0 */
+    uint64_t int3_injected;    /* #BP raised for the nested KVM (kvm.c) */
+};
+
+/* Why the run ended (see main.c for the exit codes). */
+enum vm_outcome { VM_RUNNING = 0, VM_LOGIN, VM_PANIC, VM_TIMEOUT, VM_ERROR };
+
+struct vm_config {
+    uint64_t mem_bytes;
+    int cpus;
+    bool verbose;
+    bool hide_unsafe_cpuid;    /* hide cx16/xsave (nested kvm_pvm) */
+};
+
+struct vm {
+    struct vm_config cfg;
+    int kvm_fd, fd;
+    uint8_t *mem;
+    uint64_t mem_size, low_size;   /* total RAM; RAM below VM_LOW_END */
+    int run_size;
+    struct vcpu cpu[VM_MAX_CPUS];
+    struct vm_io_range io[48];
+    int n_io;
+    struct console *con;
+    pthread_mutex_t lock;          /* devices are serialized by this */
+    pthread_cond_t done_cond;
+    volatile int outcome;          /* enum vm_outcome; first writer wins */
+    char reason[512];
+    uint64_t unhandled_io;
+    void *blk;                     /* the virtio-blk state, if any */
+};
+
+/* ---- kvm.c ---- */
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct console *con,
+              char *err, size_t errlen);
+void vm_destroy(struct vm *vm);
+void *vm_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len);
+int vm_io_register(struct vm *vm, uint64_t base, uint64_t len, bool mmio,
+                   vm_io_fn fn, void *opaque);
+void vm_irq_line(struct vm *vm, int irq, int level);
+/* Ends the run with `o` unless it already ended; printf-style reason. */
+void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int vm_setup_bsp(struct vm *vm, uint64_t entry, uint64_t boot_params,
+                 char *err, size_t errlen);
+/* Runs every vCPU until an outcome or `timeout_s` elapses. */
+enum vm_outcome vm_run(struct vm *vm, double timeout_s);
+
+/* ---- cpuid.c ---- */
+int cpuid_setup(struct vm *vm, struct vcpu *c, char *err, size_t errlen);
+bool cpuid_host_is_nested_pvm(void);
+
+/* ---- bzimage.c ---- */
+struct boot_image {
+    uint8_t *kernel; size_t kernel_len;
+    uint8_t *initrd; size_t initrd_len;
+    const char *cmdline;
+    char version[128];             /* from the setup header, or "" */
+};
+int bzimage_read_version(const uint8_t *k, size_t len, char *out, size_t outlen);
+int bzimage_load(struct vm *vm, const struct boot_image *bi, uint64_t *entry,
+                 char *err, size_t errlen);
+
+/* ---- devices: each has init (0 or -1 with err) and exit ---- */
+struct vm_device {
+    const char *name;
+    int (*init)(struct vm *vm, char *err, size_t errlen);
+    void (*exit)(struct vm *vm);
+};
+extern const struct vm_device serial_device, ports_device, pci_device;
+
+/* pci.c */
+struct pci_dev {
+    uint16_t vendor, device, subsys_vendor, subsys_id;
+    uint32_t class_code;           /* class << 16 | subclass << 8 | prog-if */
+    uint8_t revision;
+    uint32_t bar0_size;            /* I/O BAR 0 (0 = none) */
+    uint16_t bar0_port;            /* where vdboot places it */
+    int slot;                      /* assigned by pci_add */
+    vm_io_fn bar0_io;              /* called with the offset in the BAR */
+    uint8_t cfg[256];
+    void *opaque;
+};
+int pci_add(struct vm *vm, struct pci_dev *d);
+int pci_dev_irq(const struct pci_dev *d);
+
+/* virtio-blk.c: the device backed by a disk (see disk.h) */
+struct disk;
+int virtio_blk_init(struct vm *vm, struct disk *dk, char *err, size_t errlen);
+void virtio_blk_exit(struct vm *vm);
+
+/* mptable.c */
+int mptable_write(struct vm *vm, char *err, size_t errlen);
+
+#endif

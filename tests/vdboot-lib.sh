@@ -1,0 +1,68 @@
+# vdboot-lib.sh - helpers for the vdboot tests (sourced after lib.sh).
+#   requires_kvm            skip unless /dev/kvm can be opened read-write
+#   make_probe_fs DIR CFGKIND ARGS   fill DIR with /boot for the probe kernel
+#   make_disk OUT FSIMG     MBR disk with FSIMG as bootable partition 1 at 1 MiB
+#   crc32_of FILE OFF LEN   zlib crc32 of a byte range, as the probe prints it
+: "${VDBOOT:=$VD_BUILD/boot-check/vdboot}"
+PROBE=$VD_BUILD/boot-check/probe.bzImage
+
+requires_kvm() {
+    [ -r /dev/kvm ] && [ -w /dev/kvm ] || skip "/dev/kvm not usable"
+    python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null ||
+        skip "/dev/kvm cannot be opened"
+}
+
+# make_probe_fs DIR KIND ARGS: KIND = grub | bls | extlinux | symlink
+make_probe_fs() {
+    local d=$1 kind=$2 args=$3
+    mkdir -p "$d/boot"
+    cp "$PROBE" "$d/boot/vmlinuz-1.0-probe"
+    head -c 200000 /dev/urandom >"$d/boot/initrd.img-1.0-probe"
+    case $kind in
+    grub)
+        mkdir -p "$d/boot/grub"
+        cat >"$d/boot/grub/grub.cfg" <<CFG
+set default="1"
+set timeout=5
+menuentry 'Wrong entry' --class debian {
+	linux /boot/does-not-exist root=/dev/vda1 wrong.entry
+}
+menuentry 'Probe 1.0' --class debian {
+	insmod ext2
+	search --no-floppy --fs-uuid --set=root 1234
+	linux	/boot/vmlinuz-1.0-probe $args \$vt_handoff
+	initrd	/boot/initrd.img-1.0-probe
+}
+CFG
+        ;;
+    bls)
+        mkdir -p "$d/boot/loader/entries"
+        printf 'title Old\nlinux /boot/missing\noptions old.entry\n' >"$d/boot/loader/entries/a-0.9.conf"
+        printf 'title Probe\nversion 1.0\nlinux /boot/vmlinuz-1.0-probe\ninitrd /boot/initrd.img-1.0-probe\noptions %s\n' \
+            "$args" >"$d/boot/loader/entries/a-1.0.conf"
+        ;;
+    extlinux)
+        mkdir -p "$d/boot/extlinux"
+        printf 'DEFAULT probe\nLABEL other\n  KERNEL /boot/missing\nLABEL probe\n  KERNEL /boot/vmlinuz-1.0-probe\n  INITRD /boot/initrd.img-1.0-probe\n  APPEND %s\n' \
+            "$args" >"$d/boot/extlinux/extlinux.conf"
+        ;;
+    symlink)
+        ln -s boot/vmlinuz-1.0-probe "$d/vmlinuz"
+        ln -s boot/initrd.img-1.0-probe "$d/initrd.img"
+        ;;
+    esac
+}
+
+make_disk() {
+    local out=$1 fs=$2 mib
+    mib=$(( ($(stat -c %s "$fs") + 1048575) / 1048576 + 2 ))
+    truncate -s "${mib}M" "$out"
+    echo 'start=2048, type=83, bootable' | sfdisk -q "$out" >/dev/null
+    dd if="$fs" of="$out" bs=1M seek=1 conv=notrunc,sparse status=none
+}
+
+crc32_of() {
+    python3 -c 'import sys, zlib
+f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2]))
+print("0x%08x" % zlib.crc32(f.read(int(sys.argv[3]))))' "$@"
+}
