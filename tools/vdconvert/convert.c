@@ -154,11 +154,13 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
                         .allow_host_paths = o->allow_host_paths }, out, e);
         if (r < 0)
             return r;
-        if (vd_size(*out) < size) {
+        uint64_t have = vd_size(*out);
+        if (have < size) {
             vd_close(*out, NULL);
+            *out = NULL;
             return vd_set_error(e, -EINVAL, "%s: target is smaller (%llu bytes) than the "
-                                "source (%llu bytes)", o->dst,
-                                (unsigned long long)vd_size(*out), (unsigned long long)size);
+                                "source (%llu bytes)", o->dst, (unsigned long long)have,
+                                (unsigned long long)size);
         }
         *reads_zero = o->target_is_zero;
         return 0;

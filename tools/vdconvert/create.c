@@ -259,8 +259,8 @@ int vc_cmd_measure(int argc, char **argv)
         req = full = size;
     } else {
         uint64_t all = (size + cs - 1) / cs;
-        req = measure_qcow2_meta(size, cs, all) - all * cs + data * cs;
-        full = measure_qcow2_meta(size, cs, all);
+        req = measure_qcow2_meta(size, cs, all) + data * cs;
+        full = measure_qcow2_meta(size, cs, all) + all * cs;
     }
     if (json)
         printf("{\n    \"required\": %" PRIu64 ",\n    \"fully-allocated\": %" PRIu64 "\n}\n",

@@ -228,9 +228,20 @@ int vc_cmd_info(int argc, char **argv)
 
 /* ---- map ---------------------------------------------------------------- */
 
-/* Ranges no layer holds: qemu-img reports them at the bottom layer. */
-static void map_print_json(const vd_extent *x, bool first, int bottom)
+/* The image of the chain at `depth`, or NULL. */
+static vd_image *map_layer(vd_image *img, int depth)
 {
+    for (int d = 0; d < depth && img; d++)
+        img = vd_backing(img);
+    return depth < 0 ? NULL : img;
+}
+
+/* Ranges no layer holds: qemu-img reports them at the bottom layer.  A raw
+ * layer maps every byte to the same file offset, zeroes too, and qemu-img
+ * prints that offset. */
+static void map_print_json(const vd_extent *x, bool first, int bottom, vd_image *img)
+{
+    vd_image *layer = map_layer(img, x->depth);
     bool data = x->flags & VD_EXT_DATA;
     bool zero = (x->flags & VD_EXT_ZERO) != 0;
     bool present = !(x->flags & VD_EXT_HOLE);
@@ -240,6 +251,8 @@ static void map_print_json(const vd_extent *x, bool first, int bottom)
            zero ? "true" : "false", data ? "true" : "false");
     if (data && x->file_off != VD_NO_OFFSET && !(x->flags & VD_EXT_COMPRESSED))
         printf(", \"offset\": %" PRIu64, x->file_off);
+    else if (layer && !strcmp(vd_format_name(layer), "raw"))
+        printf(", \"offset\": %" PRIu64, x->off);
     printf("}");
 }
 
@@ -251,9 +264,7 @@ static void map_print_human(const vd_extent *x, vd_image *img, bool *header)
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
         *header = true;
     }
-    vd_image *l = img;
-    for (int d = 0; d < x->depth && l; d++)
-        l = vd_backing(l);
+    vd_image *l = map_layer(img, x->depth);
     printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", x->off, x->len,
            x->file_off, l ? vd_filename(l) : "?");
 }
@@ -334,7 +345,7 @@ int vc_cmd_map(int argc, char **argv)
             }
             if (cur.len) {
                 if (json)
-                    map_print_json(&cur, first, bottom);
+                    map_print_json(&cur, first, bottom, img);
                 else
                     map_print_human(&cur, img, &header);
                 first = false;
@@ -351,7 +362,7 @@ int vc_cmd_map(int argc, char **argv)
     }
     if (r == 0 && cur.len) {
         if (json)
-            map_print_json(&cur, first, bottom);
+            map_print_json(&cur, first, bottom, img);
         else
             map_print_human(&cur, img, &header);
         first = false;

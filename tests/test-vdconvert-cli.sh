@@ -1,0 +1,154 @@
+#!/bin/bash
+# vdconvert's command line: option errors (one line, exit 1, no output left),
+# the temp+rename behaviour (a failed conversion leaves nothing and keeps an
+# existing OUT intact), -o help, --help of every sub-command, progress output
+# (plain lines in a pipe, a bar with ETA on a terminal), compare and check
+# exit codes, info --json/--backing-chain, measure against qemu-img.
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io
+V=$VDCONVERT
+MiB=1048576
+cd "$T"
+
+head -c $((4 * MiB)) /dev/urandom >in.raw
+truncate -s $((32 * MiB)) in.raw
+
+only_dotfiles_free() {  # no temporary file may remain in the folder
+    if ls -A "$T" | grep -q 'vdconvert'; then fail "temporary files left: $(ls -A "$T" | grep vdconvert)"; fi
+}
+one_line_error() {  # CMD...: must fail with exit 1 and exactly one stderr line
+    local rc=0
+    "$V" "$@" >/dev/null 2>err || rc=$?
+    [ $rc -eq 1 ] || fail "vdconvert $*: exit $rc, expected 1"
+    [ "$(wc -l <err)" -eq 1 ] || fail "vdconvert $*: error is not one line: $(cat err)"
+    grep -q '^vdconvert: ' err || fail "vdconvert $*: error lacks the program name: $(cat err)"
+}
+
+# --- wrong options: one line, exit 1, no output --------------------------------
+one_line_error -Z in.raw out.raw
+one_line_error -O nosuchformat in.raw out.img
+one_line_error -m 0 in.raw out.raw
+one_line_error -S 7 in.raw out.raw
+one_line_error -t bogus in.raw out.raw
+one_line_error in.raw
+one_line_error missing.raw out.raw
+one_line_error -o nosuchkey=1 -O vdi in.raw out.vdi
+one_line_error --target-is-zero in.raw out.raw
+one_line_error info
+one_line_error info --bogus in.raw
+one_line_error create -O raw c.raw
+one_line_error create -O raw c.raw 12Q
+one_line_error resize in.raw
+one_line_error map --start-offset x in.raw
+one_line_error rebase in.raw
+one_line_error snapshot -c s1 in.raw
+[ ! -e out.raw ] && [ ! -e out.img ] && [ ! -e out.vdi ] || fail "an output file was left behind"
+only_dotfiles_free
+
+# --- a failed conversion leaves nothing, and an existing OUT is untouched -----
+echo "precious" >keep.raw
+# The file-size limit makes writes fail half-way (EFBIG, SIGXFSZ ignored).
+rc=0
+( trap '' XFSZ; ulimit -f 1024; exec "$V" -m 2 in.raw keep.raw ) 2>err || rc=$?
+[ $rc -eq 1 ] || fail "conversion over the size limit: exit $rc ($(cat err))"
+[ "$(cat keep.raw)" = precious ] || fail "failed conversion damaged the existing output"
+only_dotfiles_free
+rc=0
+( trap '' XFSZ; ulimit -f 1024; exec "$V" -O vdi in.raw new.vdi ) 2>err || rc=$?
+[ $rc -eq 1 ] && [ ! -e new.vdi ] || fail "failed vdi conversion left new.vdi (exit $rc)"
+only_dotfiles_free
+# Interrupted by a signal: nothing is left either.
+head -c $((256 * MiB)) /dev/zero | tr '\0' 'x' >big.raw
+"$V" -S 0 -m 1 --no-copy-range big.raw sig.raw & pid=$!
+sleep 0.2; kill -TERM $pid; wait $pid || true
+[ ! -e sig.raw ] || [ "$(stat -c %s sig.raw)" -eq $((256 * MiB)) ] || fail "interrupted output left"
+only_dotfiles_free
+rm -f big.raw sig.raw
+# Successful conversion replaces the old file in one rename.
+"$V" in.raw keep.raw
+cmp in.raw keep.raw || fail "conversion over an existing file differs"
+
+# --- -o help, --help -----------------------------------------------------------
+"$V" -O raw -o help in.raw x.raw | grep -q preallocation || fail "-o help lists no raw option"
+[ ! -e x.raw ] || fail "-o help created an output"
+"$V" create -O vdi -o help | grep -q static || fail "create -o help lists no vdi option"
+for c in convert info map check compare create resize measure snapshot commit rebase; do
+    "$V" $c --help | grep -q "usage: vdconvert" || fail "$c --help"
+done
+"$V" --help | grep -q "rebase" || fail "--help lists no sub-commands"
+
+# --- progress -------------------------------------------------------------------
+"$V" -p -m 1 in.raw p.raw 2>prog
+grep -q '^converting: 100%$' prog || fail "no final progress line: $(cat prog)"
+prev=-1
+while read -r line; do
+    n=${line#converting: }; n=${n%\%}
+    [ "$n" -gt "$prev" ] || fail "progress not increasing: $(tr '\n' ' ' <prog)"
+    prev=$n
+done <prog
+rm -f p.raw
+"$V" -q -p in.raw p.raw 2>prog
+[ ! -s prog ] || fail "-q still printed progress"
+if command -v script >/dev/null; then
+    rm -f p.raw
+    script -qec "$V -p in.raw $T/p.raw" /dev/null >tty.out
+    grep -q $'\r' tty.out && grep -q 'took' tty.out && grep -q '100.0%' tty.out ||
+        fail "no progress bar on a terminal: $(cat -v tty.out)"
+fi
+
+# --- compare exit codes ------------------------------------------------------------
+cp in.raw same.raw
+"$V" compare in.raw same.raw | grep -q "Images are identical" || fail "compare identical"
+cp in.raw diff.raw
+printf 'X' | dd of=diff.raw bs=1 seek=$((3 * MiB + 700)) conv=notrunc status=none
+rc=0; "$V" compare in.raw diff.raw >out || rc=$?
+[ $rc -eq 1 ] || fail "compare of different images: exit $rc"
+grep -q "Content mismatch at offset $((3 * MiB + 512))!" out || fail "compare offset: $(cat out)"
+qemu-img compare -f raw -F raw in.raw diff.raw >qout || true
+grep -q "offset $((3 * MiB + 512))!" qout || fail "qemu-img reports another offset: $(cat qout)"
+rc=0; "$V" compare in.raw nothere.raw 2>/dev/null || rc=$?
+[ $rc -eq 2 ] || fail "compare with a missing image: exit $rc"
+cp in.raw longer.raw; truncate -s $((40 * MiB)) longer.raw
+"$V" compare in.raw longer.raw | grep -q identical || fail "zero tail should compare identical"
+rc=0; "$V" compare -s in.raw longer.raw >/dev/null || rc=$?
+[ $rc -eq 1 ] || fail "strict compare with size mismatch: exit $rc"
+printf 'Y' | dd of=longer.raw bs=1 seek=$((36 * MiB)) conv=notrunc status=none
+rc=0; "$V" compare in.raw longer.raw >/dev/null || rc=$?
+[ $rc -eq 1 ] || fail "data past the shorter image not noticed"
+
+# --- check exit codes ---------------------------------------------------------------
+rc=0; "$V" check in.raw 2>/dev/null || rc=$?
+[ $rc -eq 63 ] || fail "check on raw: exit $rc, expected 63 (no check)"
+qemu-img create -q -f qed q.qed 16M
+qemu-io -c "write -P 7 0 1M" q.qed >/dev/null
+"$V" check q.qed | grep -q "No errors" || fail "check of a clean qed"
+"$V" check --json q.qed | grep -q '"corruptions": 0' || fail "check --json"
+# An L2 entry pointing past the end of the file is a corruption (exit 2).
+l1=$(od -An -t u8 -j 40 -N 8 q.qed | tr -d ' ')
+l2=$(od -An -t u8 -j "$l1" -N 8 q.qed | tr -d ' ')
+printf '\x00\x00\x00\x40\x00\x00\x00\x00' | dd of=q.qed bs=1 seek=$((l2 + 8)) conv=notrunc status=none
+rc=0; "$V" check q.qed >out 2>&1 || rc=$?
+[ $rc -eq 2 ] || fail "check of a corrupt qed: exit $rc: $(cat out)"
+qemu-img check q.qed >/dev/null 2>&1 && fail "qemu-img finds the corrupted qed clean"
+
+# --- info -------------------------------------------------------------------------------
+qemu-img create -q -f qed base.qed 32M
+qemu-img create -q -f qed -b base.qed -F qed top.qed
+"$V" info top.qed | grep -q "backing file: base.qed" || fail "info shows no backing file"
+"$V" info --json --backing-chain top.qed >chain.json
+python3 - chain.json <<'EOF' || fail "info --backing-chain --json"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert [i["filename"].split("/")[-1] for i in c] == ["top.qed", "base.qed"], c
+assert c[0]["backing-filename"] == "base.qed" and c[0]["virtual-size"] == 32 << 20
+EOF
+"$V" info --json in.raw | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["format"]=="raw"' ||
+    fail "info --json is not JSON"
+
+# --- measure against qemu-img --------------------------------------------------------
+for args in "--size 1G" "--size 10G -o cluster_size=4k" "in.raw"; do
+    a=$("$V" measure -O qcow2 $args --output=json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["required"], d["fully-allocated"])')
+    b=$(qemu-img measure -O qcow2 $args --output=json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["required"], d["fully-allocated"])')
+    [ "$a" = "$b" ] || fail "measure $args: vdconvert '$a', qemu-img '$b'"
+done
+echo "cli tests passed"

@@ -1,0 +1,117 @@
+#!/bin/bash
+# vdconvert's copy engine: holes stay holes, zero detection (-S), worker
+# counts, copy_file_range vs plain writes, -n/--target-is-zero, -t none, -B
+# (only differences written), and round trips through every format vdisk can
+# write, each checked with qemu-img compare/check.
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io
+V=$VDCONVERT
+MiB=1048576
+
+# Input: 64 MiB with 8 MiB random, a 4 MiB run of written zeroes, 3 MiB random
+# at an odd offset, a 1 MiB all-zero region in the middle of data, rest holes.
+head -c $((8 * MiB)) /dev/urandom >"$T/in.raw"
+truncate -s $((64 * MiB)) "$T/in.raw"
+dd if=/dev/zero of="$T/in.raw" bs=1M seek=20 count=4 conv=notrunc status=none
+dd if=/dev/urandom of="$T/in.raw" bs=4096 seek=$((40 * 256 + 3)) count=768 conv=notrunc status=none
+dd if=/dev/zero of="$T/in.raw" bs=1M seek=4 count=1 conv=notrunc status=none
+alloc_kib() { du -k "$1" | cut -f1; }
+
+# --- holes stay holes and zero data is not written (default -S 4k) ---------
+for cr in "" --no-copy-range; do
+    rm -f "$T/out.raw"
+    "$V" $cr "$T/in.raw" "$T/out.raw"
+    cmp "$T/in.raw" "$T/out.raw" || fail "raw copy $cr differs"
+    a=$(alloc_kib "$T/out.raw")
+    # 7 MiB + 3 MiB of random data; zero runs and holes not allocated.
+    [ "$a" -le $((10 * 1024 + 64)) ] || fail "raw copy $cr allocates $a KiB (expected ~10 MiB)"
+    [ "$a" -ge $((10 * 1024)) ] || fail "raw copy $cr lost data: $a KiB"
+done
+
+# -S 0: no zero detection, written zeroes are copied as data.
+rm -f "$T/out.raw"
+"$V" -S 0 --no-copy-range "$T/in.raw" "$T/out.raw"
+cmp "$T/in.raw" "$T/out.raw" || fail "-S 0 copy differs"
+a=$(alloc_kib "$T/out.raw")
+[ "$a" -ge $((15 * 1024)) ] || fail "-S 0 did not keep written zeroes allocated ($a KiB)"
+# -S 1M: a zero run shorter than 1 MiB stays allocated.
+dd if=/dev/zero of="$T/in.raw" bs=4096 seek=100 count=16 conv=notrunc status=none
+rm -f "$T/o1" "$T/o2"
+"$V" -O raw -S 1M "$T/in.raw" "$T/o1"
+"$V" -O raw -S 4k "$T/in.raw" "$T/o2"
+cmp "$T/in.raw" "$T/o1" && cmp "$T/in.raw" "$T/o2" || fail "-S variants differ"
+[ "$(alloc_kib "$T/o1")" -gt "$(alloc_kib "$T/o2")" ] || fail "-S 1M should allocate more than -S 4k"
+"$V" -S 1000 "$T/in.raw" "$T/o3" 2>"$T/err" && fail "-S 1000 (not a multiple of 512) accepted"
+[ ! -e "$T/o3" ] || fail "-S error left an output"
+
+# --- worker counts give identical output -------------------------------------
+for m in 1 2 7; do
+    rm -f "$T/m.raw"
+    "$V" -m $m "$T/in.raw" "$T/m.raw"
+    cmp "$T/in.raw" "$T/m.raw" || fail "-m $m output differs"
+done
+
+# --- -n with and without --target-is-zero ------------------------------------
+head -c $((64 * MiB)) /dev/urandom >"$T/dirty.raw"
+"$V" -n -O raw "$T/in.raw" "$T/dirty.raw"
+cmp "$T/in.raw" "$T/dirty.raw" || fail "-n into a dirty target: old data shows through"
+truncate -s 0 "$T/z.raw"; truncate -s $((64 * MiB)) "$T/z.raw"
+"$V" -n --target-is-zero -O raw "$T/in.raw" "$T/z.raw"
+cmp "$T/in.raw" "$T/z.raw" || fail "-n --target-is-zero differs"
+truncate -s $MiB "$T/small.raw"
+"$V" -n -O raw "$T/in.raw" "$T/small.raw" 2>"$T/err" && fail "-n into a smaller target accepted"
+grep -q "smaller" "$T/err" || fail "-n small target: unclear error: $(cat "$T/err")"
+
+# --- -t none (O_DIRECT target) -----------------------------------------------
+rm -f "$T/d.raw"
+if "$V" -t none "$T/in.raw" "$T/d.raw" 2>"$T/err"; then
+    cmp "$T/in.raw" "$T/d.raw" || fail "-t none output differs"
+else
+    fail "-t none failed: $(cat "$T/err")"
+fi
+
+# --- an odd size (not a multiple of 512 or of the chunk) ---------------------
+head -c $((5 * MiB + 777)) /dev/urandom >"$T/odd.raw"
+"$V" -m 3 "$T/odd.raw" "$T/odd2.raw"
+cmp "$T/odd.raw" "$T/odd2.raw" || fail "odd-size copy differs"
+
+# --- every writable format: round trip, qemu-img compare and check ----------
+qemu_name() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
+formats=()
+for f in qcow2 qed vdi vhd vhdx vmdk parallels; do
+    "$V" create -q -O "$f" "$T/probe.$f" 1M >/dev/null 2>&1 && formats+=("$f")
+    rm -rf "$T/probe.$f"
+done
+echo "writable formats: ${formats[*]:-none}"
+for f in "${formats[@]}"; do
+    q=$(qemu_name "$f")
+    "$V" -O "$f" "$T/in.raw" "$T/x.$f" || fail "raw -> $f failed"
+    qemu-img compare -f raw -F "$q" "$T/in.raw" "$T/x.$f" >/dev/null || fail "raw -> $f: content differs (qemu-img compare)"
+    if qemu-img check -f "$q" "$T/x.$f" >"$T/chk" 2>&1; then :; else
+        rc=$?; [ $rc -eq 63 ] || fail "raw -> $f: qemu-img check: $(head -3 "$T/chk")"
+    fi
+    "$V" "$T/x.$f" "$T/back.raw" || fail "$f -> raw failed"
+    # (vhd rounds the size up to its geometry: the tail must read as zeroes)
+    qemu-img compare -f raw -F raw "$T/in.raw" "$T/back.raw" >/dev/null || fail "$f -> raw differs"
+    rm -f "$T/back.raw"
+    # holes stay holes in the sparse format too: far less than 64 MiB.
+    [ "$(alloc_kib "$T/x.$f")" -lt $((20 * 1024)) ] || fail "$f output not sparse: $(alloc_kib "$T/x.$f") KiB"
+done
+
+# --- -B: an overlay holding only the differences -----------------------------
+for f in qcow2 qed; do
+    [[ " ${formats[*]} " == *" $f "* ]] || { echo "skip -B with $f: not writable"; continue; }
+    q=$(qemu_name "$f")
+    qemu-img convert -f raw -O "$q" "$T/in.raw" "$T/base.$f"
+    cp "$T/in.raw" "$T/mod.raw"
+    dd if=/dev/urandom of="$T/mod.raw" bs=64k seek=50 count=2 conv=notrunc status=none
+    dd if=/dev/zero of="$T/mod.raw" bs=64k seek=3 count=1 conv=notrunc status=none
+    (cd "$T" && "$V" -O "$f" -B "base.$f" -F "$f" mod.raw "ov.$f") || fail "-B with $f failed"
+    qemu-img compare -f raw -F "$q" "$T/mod.raw" "$T/ov.$f" >/dev/null || fail "-B $f: content differs"
+    qemu-img check -f "$q" "$T/ov.$f" >/dev/null || fail "-B $f: qemu-img check"
+    qemu-img info -f "$q" "$T/ov.$f" | grep -q "backing file: base.$f" || fail "-B $f: backing not recorded"
+    # Only the two changed places are allocated in the top layer: 64K..256K.
+    top=$(qemu-img map -f "$q" --output=json "$T/ov.$f" | grep '"depth": 0' | grep -c '"present": true' || true)
+    [ "$top" -ge 1 ] && [ "$top" -le 3 ] || fail "-B $f: expected 2 allocated ranges in the top layer, got $top"
+done
+echo "engine tests passed"
