@@ -8,6 +8,7 @@ extern const struct vd_driver vd_raw;
 extern const struct vd_driver vd_vhd;
 /* extern declarations of further drivers go here, one line each */
 extern const struct vd_driver vd_vdi;
+extern const struct vd_driver vd_qcow2;
 extern const struct vd_driver vd_vmdk;
 extern const struct vd_driver vd_parallels;
 extern const struct vd_driver vd_qed;
@@ -18,6 +19,7 @@ extern const struct vd_driver vd_nbd;
 
 const struct vd_driver *const vd_drivers[] = {
     /* format drivers, one line each */
+    &vd_qcow2,
     &vd_vdi,
     &vd_vmdk,
     &vd_parallels,

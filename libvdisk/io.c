@@ -304,6 +304,36 @@ int vd_flush(vd_image *img, vd_error *err)
     return r < 0 ? r : 0;
 }
 
+bool vd_can_compress(vd_image *img)
+{
+    return img->drv->pwrite_compressed && !img->readonly && img->cluster_size;
+}
+
+int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
+                         vd_error *err)
+{
+    int r = vd_writable(img, err);
+    if (r < 0)
+        return r;
+    if (!img->drv->pwrite_compressed || !img->cluster_size)
+        return vd_set_error(err, -ENOTSUP, "%s: format %s cannot store compressed data",
+                            img->path, img->drv->name);
+    r = vd_check_range(img, off, len, "compressed write", err);
+    if (r < 0 || !len)
+        return r;
+    uint32_t unit = img->cluster_size;
+    if (off % unit || (len % unit && off + len != img->size))
+        return vd_set_error(err, -EINVAL,
+                            "%s: compressed write of 0x%zx bytes at 0x%llx is not whole %u-byte clusters",
+                            img->path, len, (unsigned long long)off, unit);
+    pthread_rwlock_wrlock(&img->lock);
+    r = img->drv->pwrite_compressed(img, buf, len, off, err);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
 /* Most extents one vd_block_status call adds before returning. */
 #define VD_STATUS_MAX_EXTENTS 4096
 

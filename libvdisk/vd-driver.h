@@ -163,6 +163,11 @@ struct vd_driver {
 
     int (*pread)(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err);
     int (*pwrite)(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err);
+    /* Optional: store whole clusters (img->cluster_size; the last one may end
+     * at the virtual size) compressed.  Called by vd_pwrite_compressed with
+     * the write lock held and the alignment checked. */
+    int (*pwrite_compressed)(vd_image *img, const void *buf, size_t len, uint64_t off,
+                             vd_error *err);
     int (*pwrite_zeroes)(vd_image *img, uint64_t off, uint64_t len, unsigned flags, vd_error *err);
     int (*discard)(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
     int (*flush)(vd_image *img, vd_error *err);

@@ -91,6 +91,17 @@ int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
 int vd_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
 int vd_flush(vd_image *img, vd_error *err);
 
+/* Compressed writes (qcow2 `-c`).  vd_can_compress() says whether the image
+ * (opened read-write) can store compressed clusters.  vd_pwrite_compressed()
+ * writes whole clusters only: `off` a multiple of vd_info.cluster_size and
+ * `len` a multiple of it, except that the last cluster of the disk may be
+ * short (ending at the virtual size).  A cluster that does not shrink is
+ * stored uncompressed.  Returns -ENOTSUP when the format cannot compress,
+ * -EINVAL for a misaligned request. */
+bool vd_can_compress(vd_image *img);
+int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
+                         vd_error *err);
+
 /* ---- block status ------------------------------------------------------ */
 
 #define VD_EXT_DATA      0x1u  /* allocated, holds data */

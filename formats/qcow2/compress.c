@@ -1,0 +1,191 @@
+/* compress.c - compressed clusters: zlib (raw deflate) and zstd.
+ *
+ * Reading: the stored range ends at a sector boundary, so the compressed
+ * stream may be followed by padding; both decoders stop at the end of the
+ * stream and must produce exactly one cluster.
+ * Writing: qemu inflates with a 4 KiB window (windowBits -12), so our deflate
+ * stream must not reach further back than that: zlib with windowBits -12.
+ * Compressed clusters are packed at byte granularity into host clusters, as
+ * qemu does; every host cluster a compressed range touches is counted once
+ * per range. */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <libdeflate.h>
+#include <stdlib.h>
+#include <zlib.h>
+#include <zstd.h>
+
+static int qcow2_inflate(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+    if (!d)
+        return -ENOMEM;
+    size_t used_in = 0;
+    enum libdeflate_result res =
+        libdeflate_deflate_decompress_ex(d, in, in_len, out, out_len, &used_in, NULL);
+    libdeflate_free_decompressor(d);
+    return res == LIBDEFLATE_SUCCESS ? 0 : -EIO;
+}
+
+static int qcow2_unzstd(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d)
+        return -ENOMEM;
+    ZSTD_inBuffer ib = { in, in_len, 0 };
+    ZSTD_outBuffer ob = { out, out_len, 0 };
+    int r = -EIO;
+    while (ob.pos < ob.size) {
+        size_t before_in = ib.pos, before_out = ob.pos;
+        size_t z = ZSTD_decompressStream(d, &ob, &ib);
+        if (ZSTD_isError(z))
+            break;
+        if (ob.pos == ob.size) {
+            r = 0;
+            break;
+        }
+        if (z == 0 || (ib.pos == before_in && ob.pos == before_out))
+            break;       /* frame ended short, or no progress: truncated */
+    }
+    ZSTD_freeDCtx(d);
+    return r;
+}
+
+int qcow2_decompress(qcow2_state *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                     size_t out_len, vd_error *err)
+{
+    int r = s->compression == QCOW2_COMPRESS_ZSTD ? qcow2_unzstd(in, in_len, out, out_len)
+                                                  : qcow2_inflate(in, in_len, out, out_len);
+    if (r == -ENOMEM)
+        return vd_set_error(err, r, "qcow2: out of memory");
+    return r;
+}
+
+int qcow2_read_compressed(qcow2_state *s, const qcow2_entry *e, uint8_t *out,
+                          vd_error *err)
+{
+    /* csize is at most two clusters by construction of the entry. */
+    uint8_t *in = malloc(e->csize);
+    if (!in)
+        return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    int r = vd_file_pread_zfill(s->data_file ? s->data_file : s->file, in, e->csize,
+                                e->host, err);
+    if (r == 0 && (r = qcow2_decompress(s, in, e->csize, out, s->cluster_size, err)) == -EIO)
+        vd_set_error(err, r, "qcow2: compressed cluster at 0x%llx (%llu bytes, %s) does not decompress to one cluster",
+                     (unsigned long long)e->host, (unsigned long long)e->csize,
+                     s->compression == QCOW2_COMPRESS_ZSTD ? "zstd" : "zlib");
+    free(in);
+    return r;
+}
+
+long qcow2_compress(int type, const uint8_t *in, size_t len, uint8_t *out, size_t out_cap)
+{
+    if (type == QCOW2_COMPRESS_ZSTD) {
+        size_t z = ZSTD_compress(out, out_cap, in, len, 3);
+        if (ZSTD_isError(z))
+            return 0;   /* mostly "does not fit": store it uncompressed */
+        return (long)z;
+    }
+    z_stream st;
+    memset(&st, 0, sizeof st);
+    if (deflateInit2(&st, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -ENOMEM;
+    st.next_in = (Bytef *)in;
+    st.avail_in = (uInt)len;
+    st.next_out = out;
+    st.avail_out = (uInt)out_cap;
+    int zr = deflate(&st, Z_FINISH);
+    long n = zr == Z_STREAM_END ? (long)(out_cap - st.avail_out) : 0;
+    deflateEnd(&st);
+    return n;
+}
+
+/* Choose where `n` compressed bytes go: after the previous compressed data
+ * when it fits in that run (and its refcount can count one more), else at
+ * the start of newly allocated clusters.  Counts the touched clusters. */
+static int qcow2_comp_place(qcow2_state *s, uint64_t n, uint64_t *where, vd_error *err)
+{
+    uint64_t o = 0;
+    int r;
+    if (s->comp_end && s->comp_end - s->comp_cur >= n) {
+        uint64_t v;
+        if ((r = qcow2_refcount_get(s, s->comp_cur >> s->cluster_bits, &v, err)) < 0)
+            return r;
+        if (v < qcow2_rc_max(s))
+            o = s->comp_cur;
+    }
+    if (!o) {
+        uint64_t k = (n + s->cluster_size - 1) >> s->cluster_bits, host;
+        qcow2_alloc_rewind(s);
+        if ((r = qcow2_alloc_raw(s, k, &host, err)) < 0)
+            return r;
+        o = host;
+        s->comp_end = host + (k << s->cluster_bits);
+    }
+    uint64_t end = vd_round_up(o + n, 512);
+    if ((r = qcow2_refcount_update(s, o, end - o, 1, err)) < 0)
+        return r;
+    s->comp_cur = o + n;
+    *where = o;
+    return 0;
+}
+
+/* Store one guest cluster compressed (falling back to a normal write when
+ * compression does not save a sector). */
+static int qcow2_write_one_compressed(vd_image *img, const uint8_t *clu, uint64_t gc,
+                                      uint8_t *cbuf, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    long n = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 512);
+    if (n < 0)
+        return vd_set_error(err, (int)n, "qcow2: compression failed");
+    if (n == 0) {   /* incompressible: a normal cluster (clipped at the disk end) */
+        uint64_t off = gc << s->cluster_bits;
+        uint64_t len = img->size - off < s->cluster_size ? img->size - off : s->cluster_size;
+        return img->drv->pwrite(img, clu, (size_t)len, off, err);
+    }
+    qcow2_entry old;
+    int r;
+    uint64_t o;
+    if ((r = qcow2_lookup(s, gc, &old, err)) < 0 ||
+        (r = qcow2_comp_place(s, (uint64_t)n, &o, err)) < 0)
+        return r;
+    if ((r = vd_file_pwrite(s->file, cbuf, (size_t)n, o, err)) < 0)
+        return r;
+    uint32_t x = 62 - (s->cluster_bits - 8);
+    uint64_t nsec = (vd_round_up((o & 511) + (uint64_t)n, 512)) / 512;
+    uint64_t e = QCOW2_OFLAG_COMPRESSED | ((nsec - 1) << x) | o;
+    if ((r = qcow2_l2_set(s, gc, e, 0, err)) < 0)
+        return r;
+    return qcow2_defer_free(s, &old, err);
+}
+
+/* Writes hold the core's exclusive image lock, so no reader is inside the
+ * caches: no qcow2_state.lock needed here. */
+int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
+                            vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    if (qcow2_offset_in_cluster(s, off))
+        return vd_set_error(err, -EINVAL, "qcow2: compressed write at 0x%llx not cluster aligned",
+                            (unsigned long long)off);
+    if (len % s->cluster_size && off + len != img->size)
+        return vd_set_error(err, -EINVAL,
+                            "qcow2: compressed write of 0x%zx bytes is not whole clusters", len);
+    uint8_t *clu = malloc(s->cluster_size), *cbuf = malloc(s->cluster_size);
+    int r = 0;
+    if (!clu || !cbuf)
+        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    for (size_t done = 0; r == 0 && done < len; done += s->cluster_size) {
+        size_t n = len - done < s->cluster_size ? len - done : s->cluster_size;
+        memcpy(clu, (const uint8_t *)buf + done, n);
+        memset(clu + n, 0, s->cluster_size - n);   /* the tail past the disk end */
+        r = qcow2_write_one_compressed(img, clu, (off + done) >> s->cluster_bits, cbuf, err);
+    }
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    free(clu);
+    free(cbuf);
+    return r;
+}

@@ -1,0 +1,525 @@
+/* qcow2.c - the qcow2 driver table: open/close, and the guest-view I/O
+ * dispatch (read, write with copy-on-write, write-zeroes, discard, block
+ * status, flush).  See qcow2.h for the file layout and write ordering.
+ *
+ * Concurrency: reads may run in parallel (parallel_reads); they take
+ * qcow2_state.lock around metadata lookups only and read data unlocked.
+ * Writes hold the core's exclusive image lock, so they need no lock here. */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Metadata cache budgets. */
+#define QCOW2_L2_CACHE_BYTES (32u << 20)
+#define QCOW2_RB_CACHE_BYTES (4u << 20)
+
+static vd_file *qcow2_data(qcow2_state *s)
+{
+    return s->data_file ? s->data_file : s->file;
+}
+
+static size_t qcow2_cache_slots(uint64_t budget, uint64_t cluster_size, size_t min, size_t max)
+{
+    uint64_t n = budget / cluster_size;
+    return n < min ? min : n > max ? max : (size_t)n;
+}
+
+static void qcow2_state_free(qcow2_state *s)
+{
+    if (!s)
+        return;
+    qcow2_cache_free(&s->l2c);
+    qcow2_cache_free(&s->rbc);
+    qcow2_snapshots_free(s);
+    if (s->data_file)
+        vd_file_close(s->data_file);
+    free(s->data_file_name);
+    free(s->l1);
+    free(s->rt);
+    free(s->pending);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+/* Read-write opening: refuse what we cannot keep consistent, rebuild the
+ * refcounts of a dirty (lazy refcounts) image, drop autoclear bits we do not
+ * maintain (e.g. persistent bitmaps: they would go stale). */
+static int qcow2_open_rw(vd_image *img, qcow2_state *s, vd_error *err)
+{
+    if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
+        return vd_set_error(err, -EROFS,
+                            "qcow2: image is marked corrupt (incompatible bit 1); open it read-only or repair it with check -r all");
+    if (s->data_file)
+        return vd_set_error(err, -ENOTSUP,
+                            "qcow2: writing images with an external data file is not supported; open read-only");
+    int r = 0;
+    if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+        vd_check_result res;
+        r = qcow2_check(img, VD_CHECK_REPAIR_ALL, &res, err);
+        if (r == 0 && res.corruptions > res.corruptions_fixed)
+            r = vd_set_error(err, -EINVAL,
+                             "qcow2: dirty image: %llu refcount errors could not be repaired (%s)",
+                             (unsigned long long)(res.corruptions - res.corruptions_fixed),
+                             res.first_problem);
+        if (r == 0)
+            r = qcow2_meta_flush(s, err);
+        if (r == 0)
+            r = vd_file_sync(s->file, err);
+        if (r == 0)
+            r = qcow2_header_set_incompat(s, s->incompat & ~QCOW2_INCOMPAT_DIRTY, err);
+        img->dirty = false;
+    }
+    uint64_t keep = s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW;
+    if (r == 0 && s->version >= 3 && s->autoclear != keep) {
+        r = qcow2_header_write_u64(s, QH_AUTOCLEAR, keep, err);
+        s->autoclear = keep;
+    }
+    return r;
+}
+
+static int qcow2_open(vd_image *img, vd_error *err)
+{
+    qcow2_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    s->img = img;
+    s->file = img->file;
+    pthread_mutex_init(&s->lock, NULL);
+    img->priv = s;
+    int64_t fsz = 0;
+    int r = qcow2_header_read(s, img, err);
+    if (r == 0 && (fsz = vd_file_size(s->file, err)) < 0)
+        r = (int)fsz;
+    if (r == 0 && s->data_file_name)
+        r = vd_file_open_related(img, s->data_file_name, img->readonly, &s->data_file, err);
+    if (r == 0)
+        r = qcow2_l1_load(s, s->l1_off, s->l1_size, &s->l1, err);
+    if (r == 0)
+        r = qcow2_refcount_table_load(s, (uint64_t)fsz, err);
+    if (r == 0)
+        r = qcow2_snapshots_read(s, (uint64_t)fsz, err);
+    if (r == 0 &&
+        (qcow2_cache_init(&s->l2c, qcow2_cache_slots(QCOW2_L2_CACHE_BYTES, s->cluster_size, 16, 1024),
+                          s->cluster_size, "L2 table") < 0 ||
+         qcow2_cache_init(&s->rbc, qcow2_cache_slots(QCOW2_RB_CACHE_BYTES, s->cluster_size, 8, 256),
+                          s->cluster_size, "refcount block") < 0))
+        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory for metadata caches");
+    if (r == 0) {
+        s->l2c.before_write = qcow2_rc_flush_before_l2;
+        s->alloc_next = vd_round_up((uint64_t)fsz, s->cluster_size);
+        s->free_hint = UINT64_MAX;
+        img->cluster_size = (uint32_t)s->cluster_size;
+        img->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
+        if (!img->readonly)
+            r = qcow2_open_rw(img, s, err);
+    }
+    if (r < 0) {
+        qcow2_state_free(s);
+        img->priv = NULL;
+    }
+    return r;
+}
+
+static void qcow2_close(vd_image *img)
+{
+    qcow2_state_free(qcow2_s(img));
+    img->priv = NULL;
+}
+
+/* Read subclusters of an extended L2 cluster one run at a time. */
+static int qcow2_read_subclusters(vd_image *img, qcow2_state *s, const qcow2_entry *e,
+                                  uint8_t *buf, size_t len, uint64_t off, vd_error *err)
+{
+    uint64_t scs = 1ull << s->sc_bits;
+    while (len) {
+        uint64_t in = qcow2_offset_in_cluster(s, off);
+        unsigned sc = (unsigned)(in >> s->sc_bits);
+        size_t n = scs - (in & (scs - 1));
+        if (n > len)
+            n = len;
+        int r;
+        if (e->alloc_bits & (1u << sc))
+            r = vd_file_pread_zfill(qcow2_data(s), buf, n, e->host + in, err);
+        else if (e->zero_bits & (1u << sc)) {
+            memset(buf, 0, n);
+            r = 0;
+        } else
+            r = vd_backing_pread(img, buf, n, off, err);
+        if (r < 0)
+            return r;
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Length of the run from `off` (at most len) that maps like cluster `e`:
+ * contiguous host clusters for NORMAL, same kind for ZERO/UNALLOC. */
+static size_t qcow2_extend_run(qcow2_state *s, const qcow2_entry *e, size_t n, size_t len,
+                               uint64_t off, vd_error *err)
+{
+    while (n < len && (e->kind == QCOW2_NORMAL || e->kind == QCOW2_ZERO ||
+                       e->kind == QCOW2_UNALLOC)) {
+        qcow2_entry x;
+        uint64_t gc = (off + n) >> s->cluster_bits;
+        if (qcow2_lookup(s, gc, &x, err) < 0 || x.kind != e->kind || x.copied != e->copied)
+            break;
+        if (e->kind == QCOW2_NORMAL && x.host != e->host + ((gc << s->cluster_bits) -
+                                                             (off & ~(s->cluster_size - 1))))
+            break;
+        n += len - n < s->cluster_size ? len - n : s->cluster_size;
+    }
+    return n;
+}
+
+static int qcow2_pread(vd_image *img, void *vbuf, size_t len, uint64_t off, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    uint8_t *buf = vbuf, *tmp = NULL;
+    int r = 0;
+    while (len && r == 0) {
+        uint64_t in = qcow2_offset_in_cluster(s, off);
+        size_t n = s->cluster_size - in < len ? (size_t)(s->cluster_size - in) : len;
+        qcow2_entry e;
+        pthread_mutex_lock(&s->lock);
+        r = qcow2_lookup(s, off >> s->cluster_bits, &e, err);
+        if (r == 0)
+            n = qcow2_extend_run(s, &e, n, len, off, err);
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0)
+            break;
+        switch (e.kind) {
+        case QCOW2_UNALLOC:
+            r = vd_backing_pread(img, buf, n, off, err);
+            break;
+        case QCOW2_ZERO:
+            memset(buf, 0, n);
+            break;
+        case QCOW2_NORMAL:
+            r = vd_file_pread_zfill(qcow2_data(s), buf, n, e.host + in, err);
+            break;
+        case QCOW2_COMPRESSED:
+            if (!tmp && !(tmp = malloc(s->cluster_size))) {
+                r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+                break;
+            }
+            if ((r = qcow2_read_compressed(s, &e, tmp, err)) == 0)
+                memcpy(buf, tmp + in, n);
+            break;
+        case QCOW2_SUBCLUSTERS:
+            r = qcow2_read_subclusters(img, s, &e, buf, n, off, err);
+            break;
+        }
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    free(tmp);
+    return r;
+}
+
+/* The guest content of cluster gc (clipped at the virtual size). */
+int qcow2_read_cluster_guest(qcow2_state *s, uint64_t gc, uint8_t *buf, vd_error *err)
+{
+    uint64_t off = gc << s->cluster_bits;
+    uint64_t n = s->img->size - off < s->cluster_size ? s->img->size - off : s->cluster_size;
+    memset(buf + n, 0, s->cluster_size - n);
+    return qcow2_pread(s->img, buf, (size_t)n, off, err);
+}
+
+/* Write `k` whole guest clusters from gc on into new host clusters. */
+static int qcow2_write_new(qcow2_state *s, uint64_t gc, uint64_t k, const uint8_t *data,
+                           size_t bytes, vd_error *err)
+{
+    uint64_t host;
+    int r = qcow2_alloc_clusters(s, k, &host, err);
+    if (r == 0)
+        r = vd_file_pwrite(s->file, data, bytes, host, err);
+    for (uint64_t i = 0; r == 0 && i < k; i++) {
+        qcow2_entry old;
+        if ((r = qcow2_lookup(s, gc + i, &old, err)) < 0)
+            break;
+        uint64_t h = host + (i << s->cluster_bits);
+        if ((r = qcow2_l2_set(s, gc + i, h | QCOW2_OFLAG_COPIED, UINT32_MAX, err)) < 0)
+            break;
+        r = qcow2_defer_free(s, &old, err);
+    }
+    return r;
+}
+
+static bool qcow2_in_place(const qcow2_entry *e)
+{
+    return e->kind == QCOW2_NORMAL && e->copied;
+}
+
+static int qcow2_pwrite_locked(vd_image *img, const uint8_t *buf, size_t len, uint64_t off,
+                               uint8_t *cbuf, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    int r = 0;
+    while (len && r == 0) {
+        uint64_t gc = off >> s->cluster_bits, in = qcow2_offset_in_cluster(s, off);
+        size_t n = s->cluster_size - in < len ? (size_t)(s->cluster_size - in) : len;
+        qcow2_entry e;
+        if ((r = qcow2_lookup(s, gc, &e, err)) < 0)
+            break;
+        if (qcow2_in_place(&e)) {
+            n = qcow2_extend_run(s, &e, n, len, off, err);
+            r = vd_file_pwrite(s->file, buf, n, e.host + in, err);
+        } else if (in == 0 && (n == s->cluster_size || off + n == img->size)) {
+            /* whole clusters: gather those that all need new clusters */
+            uint64_t k = 1;
+            while (len - n >= s->cluster_size) {
+                qcow2_entry x;
+                if ((r = qcow2_lookup(s, gc + k, &x, err)) < 0 || qcow2_in_place(&x))
+                    break;
+                n += s->cluster_size;
+                k++;
+            }
+            if (r == 0 && len - n && len - n < s->cluster_size && off + len == img->size) {
+                n = len;    /* the last, short cluster of the disk */
+                k++;
+            }
+            if (r == 0)
+                r = qcow2_write_new(s, gc, k, buf, n, err);
+        } else {
+            /* partial cluster: copy-on-write from the current guest view */
+            if ((r = qcow2_read_cluster_guest(s, gc, cbuf, err)) == 0) {
+                memcpy(cbuf + in, buf, n);
+                r = qcow2_write_new(s, gc, 1, cbuf, s->cluster_size, err);
+            }
+        }
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return r;
+}
+
+static int qcow2_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    uint8_t *cbuf = malloc(s->cluster_size);
+    if (!cbuf)
+        return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    int r = qcow2_pwrite_locked(img, buf, len, off, cbuf, err);
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    free(cbuf);
+    return r;
+}
+
+/* The entry that makes one whole cluster read as zeroes, or 0 with
+ * *write_data when only writing zeroes can (v2 with a backing file). */
+static int qcow2_zero_cluster(qcow2_state *s, uint64_t gc, unsigned flags, bool *write_data,
+                              vd_error *err)
+{
+    qcow2_entry old;
+    int r = qcow2_lookup(s, gc, &old, err);
+    if (r < 0)
+        return r;
+    *write_data = false;
+    if (s->extl2)
+        r = qcow2_l2_set(s, gc, 0, (uint64_t)UINT32_MAX << 32, err);
+    else if (s->version >= 3) {
+        if (old.kind == QCOW2_ZERO && (!old.host || !(flags & VD_ZERO_MAY_UNMAP)))
+            return 0;
+        if (!(flags & VD_ZERO_MAY_UNMAP) && qcow2_in_place(&old))
+            return qcow2_l2_set(s, gc, old.host | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO, 0, err);
+        r = qcow2_l2_set(s, gc, QCOW2_OFLAG_ZERO, 0, err);
+    } else if (!s->img->backing_file) {
+        if (old.kind == QCOW2_UNALLOC)   /* v2 without backing reads zeroes */
+            return 0;
+        r = qcow2_l2_set(s, gc, 0, 0, err);
+    } else {
+        *write_data = true;
+        return 0;
+    }
+    if (r == 0)
+        r = qcow2_defer_free(s, &old, err);
+    return r;
+}
+
+static int qcow2_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                               vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    uint8_t *z = calloc(1, s->cluster_size), *cbuf = malloc(s->cluster_size);
+    int r = 0;
+    if (!z || !cbuf)
+        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    while (len && r == 0) {
+        uint64_t in = qcow2_offset_in_cluster(s, off);
+        uint64_t n = s->cluster_size - in < len ? s->cluster_size - in : len;
+        bool whole = in == 0 && (n == s->cluster_size || off + n == img->size);
+        bool write_data = !whole;
+        if (whole)
+            r = qcow2_zero_cluster(s, off >> s->cluster_bits, flags, &write_data, err);
+        if (r == 0 && write_data)
+            r = qcow2_pwrite_locked(img, z, (size_t)n, off, cbuf, err);
+        off += n;
+        len -= n;
+    }
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    free(z);
+    free(cbuf);
+    return r;
+}
+
+/* Whole clusters become unallocated (they read from the backing file, or as
+ * zeroes without one); partial clusters are left alone. */
+static int qcow2_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    uint64_t first = vd_round_up(off, s->cluster_size) >> s->cluster_bits;
+    uint64_t end = off + len == img->size ? vd_round_up(img->size, s->cluster_size) : off + len;
+    int r = 0;
+    for (uint64_t gc = first; r == 0 && ((gc + 1) << s->cluster_bits) <= end; gc++) {
+        qcow2_entry old;
+        if ((r = qcow2_lookup(s, gc, &old, err)) < 0)
+            break;
+        if (old.kind == QCOW2_UNALLOC && !old.host)
+            continue;
+        if ((r = qcow2_l2_set(s, gc, 0, 0, err)) == 0)
+            r = qcow2_defer_free(s, &old, err);
+    }
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    return r;
+}
+
+static int qcow2_flush(vd_image *img, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    int r = qcow2_release_pending(s, err);
+    if (r == 0)
+        r = qcow2_cache_flush(s, &s->rbc, err);
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0)
+        r = qcow2_cache_flush(s, &s->l2c, err);
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    return r;
+}
+
+/* Most guest clusters one block status call looks at. */
+#define QCOW2_STATUS_CLUSTERS 65536
+
+static int qcow2_status_one(qcow2_state *s, const qcow2_entry *e, uint64_t off, uint64_t n,
+                            vd_extents *ext)
+{
+    uint64_t in = qcow2_offset_in_cluster(s, off);
+    switch (e->kind) {
+    case QCOW2_NORMAL:
+        return vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, e->host + in);
+    case QCOW2_ZERO:
+        return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+    case QCOW2_COMPRESSED:
+        return vd_extents_add(ext, off, n, VD_LAYER_DATA | VD_EXT_COMPRESSED, 0, VD_NO_OFFSET);
+    case QCOW2_UNALLOC:
+        return vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
+    case QCOW2_SUBCLUSTERS:
+        break;
+    }
+    uint64_t scs = 1ull << s->sc_bits;
+    while (n) {
+        in = qcow2_offset_in_cluster(s, off);
+        unsigned sc = (unsigned)(in >> s->sc_bits);
+        uint64_t m = scs - (in & (scs - 1));
+        if (m > n)
+            m = n;
+        int r;
+        if (e->alloc_bits & (1u << sc))
+            r = vd_extents_add(ext, off, m, VD_LAYER_DATA, 0, e->host + in);
+        else if (e->zero_bits & (1u << sc))
+            r = vd_extents_add(ext, off, m, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+        else
+            r = vd_extents_add(ext, off, m, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
+        if (r < 0)
+            return r;
+        off += m;
+        n -= m;
+    }
+    return 0;
+}
+
+static int qcow2_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                              vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    int r = 0;
+    pthread_mutex_lock(&s->lock);
+    for (unsigned i = 0; len && r == 0 && i < QCOW2_STATUS_CLUSTERS; i++) {
+        uint64_t in = qcow2_offset_in_cluster(s, off);
+        uint64_t n = s->cluster_size - in < len ? s->cluster_size - in : len;
+        qcow2_entry e;
+        if ((r = qcow2_lookup(s, off >> s->cluster_bits, &e, err)) == 0)
+            r = qcow2_status_one(s, &e, off, n, ext);
+        off += n;
+        len -= n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+static void qcow2_details(vd_image *img, vd_kv_fn fn, void *ctx)
+{
+    qcow2_state *s = qcow2_s(img);
+    char b[32];
+    fn(ctx, "compat", s->version >= 3 ? "1.1" : "0.10");
+    snprintf(b, sizeof b, "%llu", (unsigned long long)s->cluster_size);
+    fn(ctx, "cluster_size", b);
+    fn(ctx, "lazy_refcounts", s->compat & QCOW2_COMPAT_LAZY ? "true" : "false");
+    snprintf(b, sizeof b, "%u", s->refcount_bits);
+    fn(ctx, "refcount_bits", b);
+    fn(ctx, "compression_type", s->compression == QCOW2_COMPRESS_ZSTD ? "zstd" : "zlib");
+    fn(ctx, "extended_l2", s->extl2 ? "true" : "false");
+    fn(ctx, "corrupt", s->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");
+    fn(ctx, "dirty", s->incompat & QCOW2_INCOMPAT_DIRTY ? "true" : "false");
+    if (s->data_file_name) {
+        fn(ctx, "data_file", s->data_file_name);
+        fn(ctx, "data_file_raw", s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW ? "true" : "false");
+    }
+}
+
+static uint64_t qcow2_disk_size(vd_image *img)
+{
+    qcow2_state *s = qcow2_s(img);
+    return vd_file_allocated(s->file) + (s->data_file ? vd_file_allocated(s->data_file) : 0);
+}
+
+static const char *const qcow2_extensions[] = { "qcow2", NULL };
+
+const struct vd_driver vd_qcow2 = {
+    .name = "qcow2",
+    .description = "QEMU copy-on-write v2/v3",
+    .extensions = qcow2_extensions,
+    .probe = qcow2_probe,
+    .align = 512,
+    .parallel_reads = true,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .create = qcow2_create,
+    .create_opts = qcow2_create_opts,
+    .pread = qcow2_pread,
+    .pwrite = qcow2_pwrite,
+    .pwrite_compressed = qcow2_pwrite_compressed,
+    .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .discard = qcow2_discard,
+    .flush = qcow2_flush,
+    .block_status = qcow2_block_status,
+    .check = qcow2_check,
+    .details = qcow2_details,
+    .list_snapshots = qcow2_list_snapshots,
+    .load_snapshot = qcow2_load_snapshot,
+    .disk_size = qcow2_disk_size,
+    .can_write = VD_CAN_NATIVE,
+    .can_zero = VD_CAN_NATIVE,
+    .can_discard = VD_CAN_NATIVE,
+    .can_block_status = VD_CAN_NATIVE,
+};
