@@ -731,6 +731,11 @@ static int qed_create(const struct vd_create_args *a, vd_error *err)
     if (ts == 1)
         return vd_set_error(err, -EINVAL, "qed: table_size=1 is not accepted by qemu; "
                             "use 2 to 16");
+    uint64_t entries = cs * ts / 8, max;
+    if (vd_mul_overflow(entries * entries, cs, &max))
+        return vd_set_error(err, -EINVAL, "qed: cluster_size=%llu with table_size=%llu maps "
+                            "more than 2^64 bytes, which qemu cannot open; use a smaller "
+                            "table_size", (unsigned long long)cs, (unsigned long long)ts);
     size_t bflen = bf ? strlen(bf) : 0;
     if (bf && (bflen == 0 || QED_HEADER_LEN + bflen > cs))
         return vd_set_error(err, -EINVAL, "qed: backing file name of %zu bytes does not fit "
