@@ -11,6 +11,7 @@
  *
  * Command line knobs (for tests of the VMM's outcome detection):
  *   probe.sectors=START+COUNT   what to read and checksum (default 0+64)
+ *   probe.write=N               then write sector N and read it back
  *   probe.fault=triple|halt|panic  end in a triple fault, a `cli; hlt`, or
  *                               a Linux-style panic message and a spin. */
 #include <stddef.h>
@@ -274,14 +275,15 @@ static int blk_init(int devfn)
     return 0;
 }
 
-static int blk_read(uint64_t sector, void *buf, uint32_t count)
+static int blk_io(uint32_t type, uint64_t sector, void *buf, uint32_t count)
 {
-    req.type = 0;   /* VIRTIO_BLK_T_IN */
+    uint16_t dflags = type == 0 ? VRING_F_NEXT | VRING_F_WRITE : VRING_F_NEXT;
+    req.type = type;   /* VIRTIO_BLK_T_IN 0, _OUT 1 */
     req.reserved = 0;
     req.sector = sector;
     req_status = 0xff;
     vq.desc[0] = (struct vring_desc){ (uintptr_t)&req, sizeof(req), VRING_F_NEXT, 1 };
-    vq.desc[1] = (struct vring_desc){ (uintptr_t)buf, count * 512, VRING_F_NEXT | VRING_F_WRITE, 2 };
+    vq.desc[1] = (struct vring_desc){ (uintptr_t)buf, count * 512, dflags, 2 };
     vq.desc[2] = (struct vring_desc){ (uintptr_t)&req_status, 1, VRING_F_WRITE, 0 };
     vq.avail[2 + (vq.avail_idx % vq.num)] = 0;
     mb();
@@ -298,12 +300,40 @@ static int blk_read(uint64_t sector, void *buf, uint32_t count)
     vq.last_used++;
     (void)inb(vq.io + VIRTIO_ISR);  /* acknowledge the interrupt line */
     if (req_status != 0) {
-        con_puts("probe: virtio-blk read failed, status ");
+        con_puts("probe: virtio-blk request failed, status ");
         con_dec(req_status);
         con_puts("\n");
         return -1;
     }
     return 0;
+}
+
+static int blk_read(uint64_t sector, void *buf, uint32_t count)
+{
+    return blk_io(0, sector, buf, count);
+}
+
+/* probe.write=N: write a pattern to sector N, read it back (the write goes
+ * to vdboot's overlay; the image must not change). */
+static void blk_write_test(const char *cmd)
+{
+    const char *s = cmdline_get(cmd, "probe.write=");
+    if (!s)
+        return;
+    uint64_t sector = parse_num(&s);
+    for (int i = 0; i < 512; i++)
+        blk_buf[i] = (uint8_t)(0x5a ^ i);
+    if (blk_io(1, sector, blk_buf, 1) < 0)
+        return;
+    memset(blk_buf, 0, 512);
+    if (blk_read(sector, blk_buf, 1) < 0)
+        return;
+    int ok = 1;
+    for (int i = 0; i < 512; i++)
+        ok &= blk_buf[i] == (uint8_t)(0x5a ^ i);
+    con_puts("probe: wrote sector ");
+    con_dec(sector);
+    con_puts(ok ? ", read back ok\n" : ", read back WRONG\n");
 }
 
 static void blk_probe(int devfn, const char *cmd)
@@ -342,6 +372,7 @@ static void blk_probe(int devfn, const char *cmd)
         crc = crc_update(crc, blk_buf, n * 512u);
         done += n;
     }
+    blk_write_test(cmd);
     con_puts("probe: sectors ");
     con_dec(start);
     con_puts("+");
