@@ -160,22 +160,7 @@ static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_
     if (c->out_fd < 0)
         return vd_pwrite(c->out, buf, len, off, e);
     while (len) {
-        ssize_t n;
-        if (c->in_fd >= 0) {
-            /* Raw to raw: let the kernel move the bytes (reflink where the
-             * file system can; no second copy through user space). */
-            loff_t io = (loff_t)off, oo = (loff_t)off;
-            n = copy_file_range(c->in_fd, &io, c->out_fd, &oo, len, 0);
-            if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
-                          errno == EOPNOTSUPP)) {
-                c->in_fd = -1;           /* not here: plain writes from now on */
-                continue;
-            }
-            if (n == 0)                  /* source shorter than its size */
-                n = pwrite(c->out_fd, buf, len, (off_t)off);
-        } else {
-            n = pwrite(c->out_fd, buf, len, (off_t)off);
-        }
+        ssize_t n = pwrite(c->out_fd, buf, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EINVAL && c->direct)  /* unaligned for O_DIRECT */
@@ -186,6 +171,29 @@ static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_
         buf += n;
         off += (uint64_t)n;
         len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Raw to raw without zero detection: the kernel moves the bytes (a reflink
+ * where the file system can; otherwise no copy through user space).
+ * Returns 1 when the file system cannot, and the caller reads and writes. */
+static int engine_copy_range(struct engine *g, uint64_t off, uint64_t len, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    loff_t io = (loff_t)off, oo = (loff_t)off;
+    while (len) {
+        ssize_t n = copy_file_range(c->in_fd, &io, c->out_fd, &oo, len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                      errno == EOPNOTSUPP) && (uint64_t)io == off)
+            return 1;
+        if (n <= 0)      /* 0: the source file is shorter than its size */
+            return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: copy_file_range at 0x%llx",
+                                vd_filename(c->out), (unsigned long long)io);
+        len -= (uint64_t)n;
+        off += (uint64_t)n;
     }
     return 0;
 }
@@ -283,6 +291,11 @@ static int engine_do_job(struct engine *g, const struct engine_job *j, char *buf
         r = vd_pwrite_zeroes(c->out, j->off, j->len, engine_zero_flags(c), e);
         engine_done_turn(g);
         return r;
+    }
+    if (j->kind == ENGINE_DATA && c->in_fd >= 0 && c->out_fd >= 0 && !c->sparse_size) {
+        r = engine_copy_range(g, j->off, j->len, e);
+        if (r <= 0)
+            return r;
     }
     if (j->kind == ENGINE_ZERO_CMP)
         memset(buf, 0, j->len);
