@@ -6,6 +6,7 @@
 
 extern const struct vd_driver vd_raw;
 extern const struct vd_driver vd_vhd;
+extern const struct vd_driver vd_vhdx;
 /* extern declarations of further drivers go here, one line each */
 extern const struct vd_driver vd_vdi;
 extern const struct vd_driver vd_qcow2;
@@ -25,6 +26,7 @@ const struct vd_driver *const vd_drivers[] = {
     &vd_parallels,
     &vd_qed,
     &vd_qcow1,
+    &vd_vhdx,
     &vd_vhd,        /* late: its footer is at the end of the file */
 #ifdef HAVE_LIBNBD
     &vd_nbd,        /* chosen by URI only, never by probing */

@@ -1,0 +1,466 @@
+/* header.c - VHDX headers, region table and metadata region, with the
+ * CRC-32C, GUID and UTF-16 helpers they need. */
+#include "vhdx.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- CRC-32C (Castagnoli, reflected 0x82f63b78), table-driven ---------- */
+
+static uint32_t vhdx_crc_table[256];
+static pthread_once_t vhdx_crc_once = PTHREAD_ONCE_INIT;
+
+static void vhdx_crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        vhdx_crc_table[i] = c;
+    }
+}
+
+static uint32_t vhdx_crc_update(uint32_t crc, const uint8_t *p, size_t len)
+{
+    while (len--)
+        crc = vhdx_crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+uint32_t vhdx_crc32c(const void *buf, size_t len)
+{
+    pthread_once(&vhdx_crc_once, vhdx_crc_init);
+    return ~vhdx_crc_update(~0u, buf, len);
+}
+
+uint32_t vhdx_struct_crc(const uint8_t *buf, size_t len, size_t csum_off)
+{
+    static const uint8_t zero[4];
+    pthread_once(&vhdx_crc_once, vhdx_crc_init);
+    uint32_t c = vhdx_crc_update(~0u, buf, csum_off);
+    c = vhdx_crc_update(c, zero, 4);
+    return ~vhdx_crc_update(c, buf + csum_off + 4, len - csum_off - 4);
+}
+
+/* ---- GUIDs (first three fields little-endian on disk) ------------------- */
+
+void vhdx_guid_format(const uint8_t *g, char *out)
+{
+    snprintf(out, 37, "%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X", vd_le32(g),
+             vd_le16(g + 4), vd_le16(g + 6), g[8], g[9], g[10], g[11], g[12], g[13], g[14],
+             g[15]);
+}
+
+bool vhdx_guid_parse(const char *str, uint8_t *g)
+{
+    unsigned a, b, c, d[8];
+    if (*str == '{')
+        str++;
+    if (sscanf(str, "%8x-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &a, &b, &c, &d[0], &d[1], &d[2],
+               &d[3], &d[4], &d[5], &d[6], &d[7]) != 11)
+        return false;
+    vd_put_le32(g, a);
+    vd_put_le16(g + 4, (uint16_t)b);
+    vd_put_le16(g + 6, (uint16_t)c);
+    for (int i = 0; i < 8; i++)
+        g[8 + i] = (uint8_t)d[i];
+    return true;
+}
+
+static bool vhdx_guid_is(const uint8_t *g, const char *str)
+{
+    char s[37];
+    vhdx_guid_format(g, s);
+    return !strcmp(s, str);
+}
+
+void vhdx_guid_random(uint8_t *g)
+{
+    if (getrandom(g, 16, 0) != 16) {
+        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)clock(), a = (uint64_t)(uintptr_t)g;
+        memcpy(g, &t, 8);
+        memcpy(g + 8, &a, 8);
+    }
+    g[7] = (uint8_t)((g[7] & 0x0f) | 0x40);    /* version 4 (field 3 is LE) */
+    g[8] = (uint8_t)((g[8] & 0x3f) | 0x80);
+}
+
+bool vhdx_guid_is_zero(const uint8_t *g)
+{
+    return vd_is_zero(g, 16);
+}
+
+/* ---- UTF-16LE <-> UTF-8 ------------------------------------------------- */
+
+char *vhdx_utf16le_to_utf8(const uint8_t *p, size_t bytes)
+{
+    char *out = malloc(bytes / 2 * 3 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i + 1 < bytes; i += 2) {
+        uint32_t c = vd_le16(p + i);
+        if (!c)
+            break;
+        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes && vd_le16(p + i + 2) >= 0xdc00 &&
+            vd_le16(p + i + 2) < 0xe000) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (vd_le16(p + i + 2) - 0xdc00u);
+            i += 2;
+        } else if (c >= 0xd800 && c < 0xe000) {
+            c = '?';
+        }
+        if (c < 0x80) {
+            *o++ = (char)c;
+        } else if (c < 0x800) {
+            *o++ = (char)(0xc0 | c >> 6);
+            *o++ = (char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            *o++ = (char)(0xe0 | c >> 12);
+            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        } else {
+            *o++ = (char)(0xf0 | c >> 18);
+            *o++ = (char)(0x80 | ((c >> 12) & 0x3f));
+            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+/* Invalid UTF-8 bytes are taken as Latin-1. */
+size_t vhdx_utf8_to_utf16le(const char *in, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    const unsigned char *s = (const unsigned char *)in;
+    while (*s) {
+        uint32_t c = *s++;
+        int more = c >= 0xf0 && c < 0xf8 ? 3 : c >= 0xe0 && c < 0xf0 ? 2
+                 : c >= 0xc0 && c < 0xe0 ? 1 : 0;
+        uint32_t v = more == 3 ? c & 7 : more == 2 ? c & 15 : c & 31;
+        int k;
+        for (k = 0; k < more && (s[k] & 0xc0) == 0x80; k++)
+            v = v << 6 | (s[k] & 0x3f);
+        if (more && k == more) {
+            s += more;
+            c = v;
+        }
+        if (c >= 0x10000) {
+            if (n + 4 > cap)
+                break;
+            vd_put_le16(out + n, (uint16_t)(0xd800 + ((c - 0x10000) >> 10)));
+            vd_put_le16(out + n + 2, (uint16_t)(0xdc00 + ((c - 0x10000) & 0x3ff)));
+            n += 4;
+        } else {
+            if (n + 2 > cap)
+                break;
+            vd_put_le16(out + n, (uint16_t)c);
+            n += 2;
+        }
+    }
+    return n;
+}
+
+/* ---- headers ------------------------------------------------------------ */
+
+static bool vhdx_header_valid(const uint8_t *h)
+{
+    return !memcmp(h, "head", 4) &&
+           vd_le32(h + VHDX_H_CSUM) == vhdx_struct_crc(h, VHDX_HEADER_SIZE, VHDX_H_CSUM);
+}
+
+int vhdx_read_headers(vd_file *f, struct vhdx_state *s, vd_error *err)
+{
+    uint8_t h[2][VHDX_HEADER_SIZE];
+    int r = vd_file_pread_zfill(f, h[0], VHDX_HEADER_SIZE, VHDX_HEADER1_OFF, err);
+    if (r == 0)
+        r = vd_file_pread_zfill(f, h[1], VHDX_HEADER_SIZE, VHDX_HEADER2_OFF, err);
+    if (r < 0)
+        return r;
+    bool v0 = vhdx_header_valid(h[0]), v1 = vhdx_header_valid(h[1]);
+    if (!v0 && !v1)
+        return vd_set_error(err, -EINVAL,
+                            "vhdx: no valid header at 0x10000 or 0x20000 (signature or CRC-32C)");
+    int slot = !v0 ? 1 : !v1 ? 0 : vd_le64(h[1] + VHDX_H_SEQ) > vd_le64(h[0] + VHDX_H_SEQ);
+    memcpy(s->hdr, h[slot], VHDX_HEADER_SIZE);
+    s->hdr_slot = slot;
+    uint64_t hoff = slot ? VHDX_HEADER2_OFF : VHDX_HEADER1_OFF;
+    if (vd_le16(s->hdr + VHDX_H_VERSION) != 1)
+        return vd_set_error(err, -ENOTSUP, "vhdx: header version %u at 0x%llx (expected 1)",
+                            vd_le16(s->hdr + VHDX_H_VERSION),
+                            (unsigned long long)(hoff + VHDX_H_VERSION));
+    s->log_off = vd_le64(s->hdr + VHDX_H_LOG_OFF);
+    s->log_len = vd_le32(s->hdr + VHDX_H_LOG_LEN);
+    if (s->log_off % VHDX_MiB || s->log_len % VHDX_MiB || s->log_off < VHDX_MiB ||
+        s->log_len > VD_MAX_TABLE_BYTES)
+        return vd_set_error(err, -EINVAL,
+                            "vhdx: log at 0x%llx of 0x%llx bytes (header at 0x%llx) is not "
+                            "1 MiB aligned or too big",
+                            (unsigned long long)s->log_off, (unsigned long long)s->log_len,
+                            (unsigned long long)hoff);
+    return 0;
+}
+
+int vhdx_write_header(vd_image *img, struct vhdx_state *s, const uint8_t *file_guid,
+                      const uint8_t *data_guid, const uint8_t *log_guid, vd_error *err)
+{
+    uint8_t h[VHDX_HEADER_SIZE];
+    memcpy(h, s->hdr, sizeof h);
+    vd_put_le64(h + VHDX_H_SEQ, vd_le64(h + VHDX_H_SEQ) + 1);
+    if (file_guid)
+        memcpy(h + VHDX_H_FILE_GUID, file_guid, 16);
+    if (data_guid)
+        memcpy(h + VHDX_H_DATA_GUID, data_guid, 16);
+    if (log_guid)
+        memcpy(h + VHDX_H_LOG_GUID, log_guid, 16);
+    vd_put_le32(h + VHDX_H_CSUM, vhdx_struct_crc(h, sizeof h, VHDX_H_CSUM));
+    int slot = !s->hdr_slot;
+    int r = vd_file_pwrite(img->file, h, sizeof h, slot ? VHDX_HEADER2_OFF : VHDX_HEADER1_OFF,
+                           err);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0) {
+        memcpy(s->hdr, h, sizeof h);
+        s->hdr_slot = slot;
+    }
+    return r;
+}
+
+/* ---- region table -------------------------------------------------------- */
+
+static int vhdx_region(struct vhdx_state *s, const uint8_t *e, uint64_t at, uint64_t *off,
+                       uint64_t *len, vd_error *err)
+{
+    *off = vd_le64(e + 16);
+    *len = vd_le32(e + 24);
+    uint64_t end;
+    if (*off % VHDX_MiB || *off < VHDX_MiB || !*len || *len % VHDX_MiB ||
+        vd_add_overflow(*off, *len, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL,
+                            "vhdx: region entry at 0x%llx: 0x%llx bytes at 0x%llx are not "
+                            "1 MiB aligned or past end of file (0x%llx)",
+                            (unsigned long long)at, (unsigned long long)*len,
+                            (unsigned long long)*off, (unsigned long long)s->file_size);
+    return 0;
+}
+
+int vhdx_read_regions(vd_image *img, struct vhdx_state *s, vd_error *err)
+{
+    uint8_t *rt = malloc(VHDX_RT_SIZE);
+    if (!rt)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint64_t at = VHDX_RT1_OFF;
+    int r = vhdx_file_read(img, rt, VHDX_RT_SIZE, at, err);
+    if (r == 0 && (memcmp(rt, "regi", 4) ||
+                   vd_le32(rt + 4) != vhdx_struct_crc(rt, VHDX_RT_SIZE, 4))) {
+        at = VHDX_RT2_OFF;
+        r = vhdx_file_read(img, rt, VHDX_RT_SIZE, at, err);
+        if (r == 0 && (memcmp(rt, "regi", 4) ||
+                       vd_le32(rt + 4) != vhdx_struct_crc(rt, VHDX_RT_SIZE, 4)))
+            r = vd_set_error(err, -EINVAL, "vhdx: no valid region table at 0x30000 or "
+                             "0x40000 (signature or CRC-32C)");
+    }
+    uint32_t n = r == 0 ? vd_le32(rt + 8) : 0;
+    if (r == 0 && n > VHDX_MAX_ENTRIES)
+        r = vd_set_error(err, -EINVAL, "vhdx: region table at 0x%llx has %u entries",
+                         (unsigned long long)at, n);
+    for (uint32_t i = 0; r == 0 && i < n; i++) {
+        const uint8_t *e = rt + 16 + 32 * (size_t)i;
+        uint64_t eat = at + 16 + 32 * (uint64_t)i;
+        if (vhdx_guid_is(e, VHDX_GUID_BAT))
+            r = vhdx_region(s, e, eat, &s->bat_off, &s->bat_len, err);
+        else if (vhdx_guid_is(e, VHDX_GUID_META))
+            r = vhdx_region(s, e, eat, &s->meta_off, &s->meta_len, err);
+        else if (vd_le32(e + 28) & 1)
+            r = vd_set_error(err, -ENOTSUP, "vhdx: unknown required region at 0x%llx",
+                             (unsigned long long)eat);
+    }
+    free(rt);
+    if (r == 0 && (!s->bat_len || !s->meta_len))
+        r = vd_set_error(err, -EINVAL, "vhdx: region table at 0x%llx lacks the %s region",
+                         (unsigned long long)at, s->bat_len ? "metadata" : "BAT");
+    if (r == 0 && s->meta_len < VHDX_META_TABLE_SIZE)
+        r = vd_set_error(err, -EINVAL, "vhdx: metadata region of 0x%llx bytes is too small",
+                         (unsigned long long)s->meta_len);
+    return r;
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+static void vhdx_normalize_path(char *p)
+{
+    for (char *q = p; *q; q++)
+        if (*q == '\\')
+            *q = '/';
+    if (((p[0] | 0x20) >= 'a' && (p[0] | 0x20) <= 'z') && p[1] == ':') {
+        /* A Windows drive path: the parent travels with the child, so look
+         * for its file name next to it. */
+        char *base = strrchr(p, '/');
+        const char *from = base ? base + 1 : p + 2;
+        memmove(p, from, strlen(from) + 1);
+    }
+    while (p[0] == '.' && p[1] == '/')
+        memmove(p, p + 2, strlen(p + 2) + 1);
+}
+
+static bool vhdx_path_exists(vd_image *img, const char *name)
+{
+    char *path;
+    struct stat st;
+    if (vd_resolve_related(img->path, name, img->allow_host_paths, &path, NULL) < 0)
+        return false;
+    bool ok = stat(path, &st) == 0;
+    free(path);
+    return ok;
+}
+
+/* The VHDX parent locator: key/value UTF-16LE strings.  The parent is the
+ * first of relative_path, volume_path, absolute_win32_path that names an
+ * existing file (else the first present, so the error names it). */
+static int vhdx_parse_parent(vd_image *img, struct vhdx_state *s, const uint8_t *p,
+                             uint32_t len, uint64_t at, vd_error *err)
+{
+    static const char *const keys[] = { "relative_path", "volume_path", "absolute_win32_path" };
+    char *paths[3] = { 0 };
+    if (len < 20)
+        return vd_set_error(err, -EINVAL, "vhdx: parent locator at 0x%llx too short",
+                            (unsigned long long)at);
+    uint32_t n = vd_le16(p + 18);
+    if (20 + 12 * (uint64_t)n > len)
+        return vd_set_error(err, -EINVAL, "vhdx: parent locator at 0x%llx: %u entries do not fit",
+                            (unsigned long long)at, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *e = p + 20 + 12 * (size_t)i;
+        uint64_t ko = vd_le32(e), vo = vd_le32(e + 4), kl = vd_le16(e + 8), vl = vd_le16(e + 10);
+        if (ko + kl > len || vo + vl > len)
+            return vd_set_error(err, -EINVAL,
+                                "vhdx: parent locator entry %u at 0x%llx points outside it", i,
+                                (unsigned long long)(at + 20 + 12 * i));
+        char *k = vhdx_utf16le_to_utf8(p + ko, kl), *v = vhdx_utf16le_to_utf8(p + vo, vl);
+        if (!k || !v) {
+            free(k);
+            free(v);
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        }
+        char **slot = NULL;
+        if (!strcmp(k, "parent_linkage"))
+            slot = &s->parent_linkage;
+        else if (!strcmp(k, "parent_linkage2"))
+            slot = &s->parent_linkage2;
+        for (int j = 0; j < 3; j++)
+            if (!strcmp(k, keys[j]))
+                slot = &paths[j];
+        if (slot && !*slot && *v) {
+            *slot = v;
+            v = NULL;
+        }
+        free(k);
+        free(v);
+    }
+    for (int j = 0; j < 3; j++)
+        if (paths[j])
+            vhdx_normalize_path(paths[j]);
+    for (int j = 0; j < 3 && !img->backing_file; j++)
+        if (paths[j] && *paths[j] && vhdx_path_exists(img, paths[j])) {
+            img->backing_file = paths[j];
+            paths[j] = NULL;
+        }
+    for (int j = 0; j < 3 && !img->backing_file; j++)
+        if (paths[j] && *paths[j]) {
+            img->backing_file = paths[j];
+            paths[j] = NULL;
+        }
+    for (int j = 0; j < 3; j++)
+        free(paths[j]);
+    if (!img->backing_file || !s->parent_linkage)
+        return vd_set_error(err, -EINVAL, "vhdx: parent locator at 0x%llx has no %s",
+                            (unsigned long long)at,
+                            s->parent_linkage ? "parent path" : "parent_linkage");
+    img->backing_format = strdup("vhdx");
+    return img->backing_format ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+}
+
+/* One metadata item: the known ones are parsed, an unknown required one is
+ * an error (the spec: do not open what you do not understand). */
+static int vhdx_meta_item(vd_image *img, struct vhdx_state *s, const uint8_t *e,
+                          const uint8_t *item, uint32_t len, uint64_t at, vd_error *err)
+{
+    bool required = vd_le32(e + 24) & 4;
+    if (vhdx_guid_is(e, VHDX_GUID_FILE_PARAMS) && len >= 8) {
+        s->block_size = vd_le32(item);
+        s->leave_allocated = vd_le32(item + 4) & 1;
+        s->has_parent = vd_le32(item + 4) & 2;
+    } else if (vhdx_guid_is(e, VHDX_GUID_VDISK_SIZE) && len >= 8) {
+        img->size = vd_le64(item);
+    } else if (vhdx_guid_is(e, VHDX_GUID_LSS) && len >= 4) {
+        s->lss = vd_le32(item);
+    } else if (vhdx_guid_is(e, VHDX_GUID_PSS) && len >= 4) {
+        s->pss = vd_le32(item);
+    } else if (vhdx_guid_is(e, VHDX_GUID_PAGE83) && len >= 16) {
+        memcpy(s->page83, item, 16);
+    } else if (vhdx_guid_is(e, VHDX_GUID_PARENT)) {
+        return vhdx_parse_parent(img, s, item, len, at, err);
+    } else if (required) {
+        char g[37];
+        vhdx_guid_format(e, g);
+        return vd_set_error(err, -ENOTSUP, "vhdx: unknown required metadata item %s at 0x%llx",
+                            g, (unsigned long long)at);
+    }
+    return 0;
+}
+
+static int vhdx_check_metadata(vd_image *img, struct vhdx_state *s, vd_error *err)
+{
+    if (!vd_is_pow2(s->block_size) || s->block_size < VHDX_MiB || s->block_size > 256 * VHDX_MiB)
+        return vd_set_error(err, -EINVAL, "vhdx: block size %u in the metadata region at "
+                            "0x%llx is not a power of two from 1 to 256 MiB",
+                            s->block_size, (unsigned long long)s->meta_off);
+    if (s->lss != 512 && s->lss != 4096)
+        return vd_set_error(err, -EINVAL, "vhdx: logical sector size %u (metadata at 0x%llx)",
+                            s->lss, (unsigned long long)s->meta_off);
+    if (s->pss != 512 && s->pss != 4096)
+        return vd_set_error(err, -EINVAL, "vhdx: physical sector size %u (metadata at 0x%llx)",
+                            s->pss, (unsigned long long)s->meta_off);
+    /* 64 TiB is the format's limit. */
+    if (!img->size || img->size > (64ull << 40) || img->size % s->lss)
+        return vd_set_error(err, -EINVAL, "vhdx: virtual disk size %llu (metadata at 0x%llx) "
+                            "is 0, over 64 TiB or not a multiple of the sector size",
+                            (unsigned long long)img->size, (unsigned long long)s->meta_off);
+    if (s->has_parent && !img->backing_file)
+        return vd_set_error(err, -EINVAL, "vhdx: differencing disk without a parent locator");
+    return 0;
+}
+
+int vhdx_read_metadata(vd_image *img, struct vhdx_state *s, vd_error *err)
+{
+    uint8_t *m = malloc(s->meta_len);
+    if (!m)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vhdx_file_read(img, m, s->meta_len, s->meta_off, err);
+    if (r == 0 && memcmp(m, "metadata", 8))
+        r = vd_set_error(err, -EINVAL, "vhdx: no metadata table signature at 0x%llx",
+                         (unsigned long long)s->meta_off);
+    uint32_t n = r == 0 ? vd_le16(m + 10) : 0;
+    if (r == 0 && n > VHDX_MAX_ENTRIES)
+        r = vd_set_error(err, -EINVAL, "vhdx: metadata table at 0x%llx has %u entries",
+                         (unsigned long long)s->meta_off, n);
+    for (uint32_t i = 0; r == 0 && i < n; i++) {
+        const uint8_t *e = m + 32 + 32 * (size_t)i;
+        uint64_t off = vd_le32(e + 16), len = vd_le32(e + 20);
+        uint64_t at = s->meta_off + 32 + 32 * (uint64_t)i;
+        if (len && (off < VHDX_META_TABLE_SIZE || off + len > s->meta_len))
+            r = vd_set_error(err, -EINVAL, "vhdx: metadata entry %u at 0x%llx: item of %llu "
+                             "bytes at +0x%llx is outside the metadata region", i,
+                             (unsigned long long)at, (unsigned long long)len,
+                             (unsigned long long)off);
+        else
+            r = vhdx_meta_item(img, s, e, m + off, (uint32_t)len, s->meta_off + off, err);
+    }
+    free(m);
+    return r < 0 ? r : vhdx_check_metadata(img, s, err);
+}
