@@ -1,0 +1,194 @@
+#!/bin/bash
+# bench/run.sh - time vdconvert against `qemu-img convert` on the same
+# inputs and outputs, in turns, in one run; cp --sparse=always is the limit
+# for raw.  Not part of the test suite.
+#
+#   bench/run.sh [BUILD_DIR]
+#
+# Environment:
+#   SIZE=2G        virtual size of each input image
+#   RUNS=5         timed runs per command (the median is reported)
+#   KINDS="dense holes zeros empty"   input contents:
+#                  dense  random data everywhere
+#                  holes  1 MiB random / 1 MiB hole, alternating
+#                  zeros  95% written zeroes (allocated), 5% random
+#                  empty  all holes
+#   FORMATS="raw qcow2 qcow2c vmdk vdi vhd"   input/output formats
+#                  (qcow2c = compressed qcow2, vmdk = streamOptimized)
+#   BENCH_DIR=/var/tmp/vdisk-bench   where images are made (needs ~7x SIZE)
+#   WORKERS=       -m for vdconvert (default: its own, the CPU count)
+#
+# Pairs: every input format -> raw (reading), and raw -> every output format
+# (writing).  A format vdisk cannot read or write yet is skipped and said so.
+# Per pair it prints the median wall time of each tool, the ratio
+# qemu-img/vdconvert (> 1: vdconvert is faster), their median CPU time
+# (user+sys) and peak RSS, and whether the outputs are identical in content
+# (qemu-img compare) and clean (qemu-img check).
+set -euo pipefail
+export LC_ALL=C
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$SRC/build}
+V=${VDCONVERT:-$BUILD/tools/vdconvert/vdconvert}
+SIZE=${SIZE:-2G}
+RUNS=${RUNS:-5}
+KINDS=${KINDS:-dense holes zeros empty}
+FORMATS=${FORMATS:-raw qcow2 qcow2c vmdk vdi vhd}
+D=${BENCH_DIR:-/var/tmp/vdisk-bench}
+VOPT=()
+[ -n "${WORKERS:-}" ] && VOPT=(-m "$WORKERS")
+
+[ -x "$V" ] || { echo "no vdconvert at $V (build first, or pass the build dir)" >&2; exit 1; }
+for c in qemu-img /usr/bin/time python3; do
+    command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
+done
+mkdir -p "$D"
+BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':10,'M':20,'G':30,'T':40}; print(int(s[:-1]) << m[s[-1]] if s[-1] in m else int(s))" "$SIZE")
+MiB=1048576
+
+# ---- inputs -------------------------------------------------------------------
+
+make_raw() {  # KIND FILE
+    local kind=$1 f=$2 n=$((BYTES / MiB))
+    rm -f "$f"
+    case $kind in
+    dense) head -c "$BYTES" /dev/urandom >"$f" ;;
+    holes)
+        truncate -s "$BYTES" "$f"
+        python3 - "$f" "$n" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for i in range(0, int(sys.argv[2]), 2):
+    os.pwrite(fd, os.urandom(1 << 20), i << 20)
+os.close(fd)
+EOF
+        ;;
+    zeros)
+        head -c "$BYTES" /dev/zero >"$f"
+        python3 - "$f" "$n" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for i in range(0, int(sys.argv[2]), 20):
+    os.pwrite(fd, os.urandom(1 << 20), i << 20)
+os.close(fd)
+EOF
+        ;;
+    empty) truncate -s "$BYTES" "$f" ;;
+    esac
+}
+
+qemu_args() {  # FMT -> qemu-img convert output options
+    case $1 in
+    raw) echo "-O raw" ;;
+    qcow2) echo "-O qcow2" ;;
+    qcow2c) echo "-O qcow2 -c" ;;
+    vmdk) echo "-O vmdk -o subformat=streamOptimized" ;;
+    vdi) echo "-O vdi" ;;
+    vhd) echo "-O vpc" ;;
+    esac
+}
+vd_args() {  # FMT -> vdconvert output options
+    case $1 in
+    qcow2c) echo "-O qcow2 -c" ;;
+    vmdk) echo "-O vmdk -o subformat=streamOptimized" ;;
+    *) echo "-O $1" ;;
+    esac
+}
+ext() { case $1 in qcow2c) echo qcow2 ;; *) echo "$1" ;; esac; }
+
+vd_reads() {  # FILE FMT: vdisk reads it as that format
+    local want=$2; case $want in qcow2c) want=qcow2 ;; esac
+    "$V" info "$1" 2>/dev/null | grep -q "file format: $want\$"
+}
+vd_writes() {  # FMT
+    local f="$D/probe-out.$(ext "$1")"
+    rm -f "$f"
+    local ok=0
+    # shellcheck disable=SC2046
+    "$V" $(vd_args "$1") "$D/probe.raw" "$f" >/dev/null 2>&1 && ok=1
+    rm -f "$f"
+    [ $ok = 1 ]
+}
+
+# ---- timing -----------------------------------------------------------------------
+
+# run_once OUT CMD...: run with the output removed first; prints "wall cpu rss_kib"
+run_once() {
+    local out=$1; shift
+    rm -f "$out"
+    sync -f "$D" 2>/dev/null || true
+    /usr/bin/time -f "%e %U %S %M" -o "$D/.time" "$@" >/dev/null 2>"$D/.err" ||
+        { echo "FAILED: $* ($(head -1 "$D/.err"))" >&2; return 1; }
+    awk '{ printf "%.3f %.3f %d\n", $1, $2 + $3, $4 }' "$D/.time"
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# bench_pair LABEL IN OUT_VD OUT_Q "VD ARGS" "QEMU ARGS" [CP]
+bench_pair() {
+    local label=$1 in=$2 ovd=$3 oq=$4 va=$5 qa=$6 cp=${7:-}
+    local vw=() vc=() vr=() qw=() qc=() qr=() cw=()
+    for ((i = 0; i < RUNS; i++)); do
+        # shellcheck disable=SC2086
+        read -r w c r < <(run_once "$ovd" "$V" "${VOPT[@]}" $va "$in" "$ovd") || return 0
+        vw+=("$w"); vc+=("$c"); vr+=("$r")
+        # shellcheck disable=SC2086
+        read -r w c r < <(run_once "$oq" qemu-img convert $qa "$in" "$oq") || return 0
+        qw+=("$w"); qc+=("$c"); qr+=("$r")
+        if [ -n "$cp" ]; then
+            read -r w c r < <(run_once "$D/cp.raw" cp --sparse=always "$in" "$D/cp.raw")
+            cw+=("$w")
+        fi
+    done
+    local mv mq
+    mv=$(printf '%s\n' "${vw[@]}" | median)
+    mq=$(printf '%s\n' "${qw[@]}" | median)
+    local same=identical
+    qemu-img compare "$ovd" "$oq" >/dev/null 2>&1 || same=DIFFERENT
+    qemu-img check "$ovd" >/dev/null 2>&1 || [ $? -eq 63 ] || same="$same,CHECK-FAILS"
+    local szv szq
+    szv=$(du -k "$ovd" | cut -f1); szq=$(du -k "$oq" | cut -f1)
+    printf '%-22s %8s %8s %6s %8s %8s %7s %7s %9s %9s %s' "$label" "$mv" "$mq" \
+        "$(awk -v a="$mq" -v b="$mv" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+        "$(printf '%s\n' "${vc[@]}" | median)" "$(printf '%s\n' "${qc[@]}" | median)" \
+        "$(( $(printf '%s\n' "${vr[@]}" | sort -n | tail -1) / 1024 ))" \
+        "$(( $(printf '%s\n' "${qr[@]}" | sort -n | tail -1) / 1024 ))" "$szv" "$szq" "$same"
+    [ -n "$cp" ] && printf '  cp=%s' "$(printf '%s\n' "${cw[@]}" | median)"
+    printf '\n'
+    rm -f "$ovd" "$oq" "$D/cp.raw"
+}
+
+# ---- main ----------------------------------------------------------------------------
+
+echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, $(qemu-img --version | head -1)"
+echo "# SIZE=$SIZE RUNS=$RUNS KINDS='$KINDS' FORMATS='$FORMATS' BENCH_DIR=$D $0 $*"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+truncate -s 1M "$D/probe.raw"
+printf '%-22s %8s %8s %6s %8s %8s %7s %7s %9s %9s %s\n' "pair" "vd_s" "qemu_s" "ratio" \
+    "vd_cpu" "qemu_cpu" "vd_MiB" "qemu_MiB" "vd_KiB" "qemu_KiB" "content"
+for kind in $KINDS; do
+    raw="$D/$kind.raw"
+    make_raw "$kind" "$raw"
+    for f in $FORMATS; do
+        [ "$f" = raw ] && continue
+        in="$D/$kind.in.$f.$(ext "$f")"
+        # shellcheck disable=SC2046
+        qemu-img convert -f raw $(qemu_args "$f") "$raw" "$in"
+        if vd_reads "$in" "$f"; then
+            bench_pair "$kind $f->raw" "$in" "$D/o.vd.raw" "$D/o.q.raw" "-O raw" "-O raw"
+        else
+            echo "$kind $f->raw: skipped, vdisk cannot read $f yet"
+        fi
+        rm -f "$in"
+    done
+    for f in $FORMATS; do
+        if ! vd_writes "$f"; then
+            echo "$kind raw->$f: skipped, vdisk cannot write $f yet"
+            continue
+        fi
+        e=$(ext "$f")
+        bench_pair "$kind raw->$f" "$raw" "$D/o.vd.$e" "$D/o.q.$e" "$(vd_args "$f")" \
+            "$(qemu_args "$f")" "$([ "$f" = raw ] && echo cp)"
+    done
+    rm -f "$raw"
+done
+rm -f "$D/probe.raw" "$D/.time" "$D/.err"
