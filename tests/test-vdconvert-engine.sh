@@ -83,6 +83,7 @@ cmp "$T/odd.raw" "$T/odd2.raw" || fail "odd-size copy differs"
 qemu_name() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
 formats=()
 for f in qcow2 qed vdi vhd vhdx vmdk parallels; do
+    rm -rf "$T/probe.$f"
     "$V" create -q -O "$f" "$T/probe.$f" 1M >/dev/null 2>&1 && formats+=("$f")
     rm -rf "$T/probe.$f"
 done
@@ -100,6 +101,37 @@ for f in "${formats[@]}"; do
     rm -f "$T/back.raw"
     # holes stay holes in the sparse format too: far less than 64 MiB.
     [ "$(alloc_kib "$T/x.$f")" -lt $((20 * 1024)) ] || fail "$f output not sparse: $(alloc_kib "$T/x.$f") KiB"
+done
+
+# --- -c: compressed clusters (formats that store them) ---------------------
+# Compressible data (text) at unaligned places, so clusters are partly data.
+python3 - "$T/c.raw" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+os.ftruncate(fd, 24 << 20)
+text = b"".join(b"line %d of some compressible text\n" % i for i in range(60000))
+for off in (0, 3 << 20, (9 << 20) + 4096 + 512, (23 << 20) + 100):
+    os.pwrite(fd, text[: min(len(text), (24 << 20) - off)], off)
+os.pwrite(fd, os.urandom(300000), 15 << 20)
+os.close(fd)
+EOF
+for f in "${formats[@]}"; do
+    q=$(qemu_name "$f")
+    rc=0; "$V" -c -O "$f" "$T/c.raw" "$T/c.$f" 2>"$T/err" || rc=$?
+    if [ $rc -ne 0 ]; then
+        grep -q "compressed output (-c) is not supported" "$T/err" || fail "-c $f: $(cat "$T/err")"
+        [ ! -e "$T/c.$f" ] || fail "-c $f refused but left an output"
+        continue
+    fi
+    echo "compressed output: $f"
+    qemu-img compare -f raw -F "$q" "$T/c.raw" "$T/c.$f" >/dev/null || fail "-c $f: content differs"
+    qemu-img check -f "$q" "$T/c.$f" >"$T/chk" || fail "-c $f: qemu-img check: $(head -3 "$T/chk")"
+    grep -q "compressed clusters" "$T/chk" && ! grep -q " 0.00% compressed" "$T/chk" ||
+        fail "-c $f: no compressed clusters: $(tail -2 "$T/chk")"
+    "$V" -O "$f" "$T/c.raw" "$T/u.$f"
+    [ "$(stat -c %s "$T/c.$f")" -lt "$(stat -c %s "$T/u.$f")" ] || fail "-c $f is not smaller"
+    "$V" -m 1 -c -O "$f" "$T/c.raw" "$T/c1.$f"
+    qemu-img compare "$T/c.$f" "$T/c1.$f" >/dev/null || fail "-c $f with -m 1 differs"
 done
 
 # --- -B: an overlay holding only the differences -----------------------------

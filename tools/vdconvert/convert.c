@@ -186,11 +186,26 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
     return 0;
 }
 
+/* -c: the target must take compressed clusters; they are written whole. */
+static int convert_setup_compress(struct vc_copy *c, const char *fmt, vd_error *e)
+{
+    vd_info i;
+    vd_get_info(c->out, &i);
+    if (!vd_can_compress(c->out) || !i.cluster_size)
+        return vd_set_error(e, -ENOTSUP, "format %s: compressed output (-c) is not "
+                            "supported", fmt);
+    if (i.cluster_size > 2u << 20 || !vd_is_pow2(i.cluster_size))
+        return vd_set_error(e, -ENOTSUP, "format %s: compressed output with %u-byte "
+                            "clusters is not supported", fmt, i.cluster_size);
+    c->compress_cluster = i.cluster_size;
+    c->out_fd = -1;
+    return 0;
+}
+
 static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, vd_error *e)
 {
-    if (o->compress)
-        return vd_set_error(e, -ENOTSUP, "format %s: compressed output (-c) is not "
-                            "supported by this build", fmt);
+    if (o->compress && o->existing)
+        return vd_set_error(e, -EINVAL, "-c cannot be used with -n (the target exists)");
     if (o->existing && o->backing)
         return vd_set_error(e, -EINVAL, "-B cannot be used with -n (the target exists)");
     if (o->target_is_zero && !o->existing)
@@ -228,7 +243,9 @@ int vc_convert(const struct vc_convert_opts *o, vd_error *e)
             .in_fd = o->no_copy_range || o->snapshot ? -1 : convert_raw_fd(in),
             .out_fd = convert_raw_fd(out),
         };
-        if (o->direct && c.out_fd >= 0) {
+        if (o->compress)
+            r = convert_setup_compress(&c, fmt, e);
+        if (r == 0 && o->direct && c.out_fd >= 0) {
             /* -t none: bypass the page cache for the target's data. */
             direct_fd = open(o->existing ? o->dst : convert_tmp, O_WRONLY | O_DIRECT);
             if (direct_fd >= 0) {
@@ -237,7 +254,8 @@ int vc_convert(const struct vc_convert_opts *o, vd_error *e)
                 c.direct = true;
             }
         }
-        r = vc_copy_run(&c, e);
+        if (r == 0)
+            r = vc_copy_run(&c, e);
     }
     if (direct_fd >= 0)
         close(direct_fd);

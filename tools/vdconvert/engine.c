@@ -42,6 +42,7 @@ struct engine {
     vd_extents ext;
     size_t ei;
     uint64_t pos;
+    uint64_t covered;       /* end of the last job handed out */
     uint64_t next_seq;
     /* writer state (under lock) */
     uint64_t write_seq;
@@ -81,6 +82,31 @@ static int engine_refill(struct engine *g, vd_error *e)
     return 0;
 }
 
+/* Set the extent of a job that reads data, starting at g->pos: up to the
+ * next chunk boundary (so later jobs are aligned) or `xend`.  Compressed
+ * output is written in whole clusters, so the job is widened to cluster
+ * boundaries, never back into the previous job. */
+static void engine_cut_job(struct engine *g, struct engine_job *j, uint64_t xend)
+{
+    struct vc_copy *c = g->c;
+    uint64_t start = g->pos;
+    if (c->compress_cluster) {
+        uint64_t cs = c->compress_cluster;
+        start = start / cs * cs;
+        if (start < g->covered)
+            start = g->covered;
+    }
+    uint64_t lim = (start / ENGINE_CHUNK + 1) * ENGINE_CHUNK;
+    uint64_t end = xend < lim ? xend : lim;
+    if (c->compress_cluster) {
+        end = vd_round_up(end, c->compress_cluster);
+        if (end > c->size)
+            end = c->size;
+    }
+    j->off = start;
+    j->len = end - start;
+}
+
 /* Hand out the next job (lock held).  Returns 1 with a job, 0 at the end,
  * negative on error.  Ranges that need no work are skipped here. */
 static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
@@ -116,11 +142,11 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
             j->len = xend - g->pos;
         } else {
             j->kind = zero ? ENGINE_ZERO_CMP : ENGINE_DATA;
-            /* End jobs on chunk boundaries so that later ones are aligned. */
-            uint64_t lim = (g->pos / ENGINE_CHUNK + 1) * ENGINE_CHUNK;
-            j->len = (xend < lim ? xend : lim) - g->pos;
+            engine_cut_job(g, j, xend);
         }
-        g->pos += j->len;
+        if (j->off + j->len > g->pos)
+            g->pos = j->off + j->len;
+        g->covered = j->off + j->len;
         if (g->pos >= xend)
             g->ei++;
         return 1;
@@ -223,6 +249,8 @@ static enum engine_piece engine_classify(const struct vc_copy *c, const char *bu
 static int engine_flush_run(struct engine *g, enum engine_piece kind, const char *buf,
                             uint64_t off, uint64_t len, vd_error *e)
 {
+    if (kind == PIECE_DATA && g->c->compress_cluster)
+        return vd_pwrite_compressed(g->c->out, buf, len, off, e);
     if (kind == PIECE_DATA)
         return engine_write(g, buf, len, off, e);
     if (kind == PIECE_ZERO)
@@ -236,7 +264,7 @@ static int engine_write_pieces(struct engine *g, const struct engine_job *j,
                                const char *buf, const char *cbuf, vd_error *e)
 {
     struct vc_copy *c = g->c;
-    uint64_t gran = c->sparse_size;
+    uint64_t gran = c->compress_cluster ? c->compress_cluster : c->sparse_size;
     bool detect = gran != 0;
     if (!gran)
         gran = cbuf ? 4096 : j->len;

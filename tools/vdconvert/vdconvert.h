@@ -65,6 +65,8 @@ struct vc_copy {
     bool only_top;                     /* copy only ranges allocated in the
                                           top layer of `in` (commit, rebase -u) */
     int in_fd, out_fd;                 /* raw fds for copy_file_range, or -1 */
+    uint32_t compress_cluster;         /* -c: write whole clusters of this
+                                          size with vd_pwrite_compressed */
     bool direct;                       /* out_fd is O_DIRECT: unaligned writes
                                           go through the library instead */
     bool progress, quiet;
