@@ -313,12 +313,16 @@ past_eof:
                         f->path, g, off, s->file_size);
 }
 
-/* Copy [in_off, in_off+n) of compressed grain g, through a one-grain cache
- * so that small sequential reads do not inflate the same grain again. */
+/* Copy [in_off, in_off+n) of compressed grain g.  A whole grain inflates
+ * straight into the caller's buffer, without the lock, so that the threads of
+ * a conversion decompress in parallel; parts of a grain go through a
+ * one-grain cache so that small sequential reads inflate it once. */
 static int vmdk_sparse_copy_compressed(vd_file *f, struct vmdk_sparse *s, uint64_t g,
                                        uint32_t gte, uint8_t *dst, size_t in_off,
                                        size_t n, vd_error *err)
 {
+    if (n == s->grain_bytes)
+        return vmdk_sparse_read_compressed(f, s, g, gte, dst, err);
     int r = 0;
     pthread_mutex_lock(&s->lock);
     if (!s->cache && !(s->cache = malloc(s->grain_bytes)))

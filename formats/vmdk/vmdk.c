@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static int vmdk_probe(const uint8_t *head, size_t len, const uint8_t *tail,
                       size_t tail_len, uint64_t file_size)
@@ -419,6 +420,28 @@ static int vmdk_flush(vd_image *img, vd_error *err)
     return r;
 }
 
+/* Holes of a flat extent file read as zeroes: found with SEEK_DATA/HOLE so
+ * that converting a mostly empty flat disk skips them. */
+static int vmdk_flat_status(struct vmdk_extent *e, uint64_t off, uint64_t n, uint64_t rel,
+                            vd_extents *ext)
+{
+    uint64_t foff = e->flat_off + rel;
+    off_t data = lseek(e->file->fd, (off_t)foff, SEEK_DATA);
+    if (data < 0 && errno == ENXIO)            /* hole up to end of file */
+        return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+    if (data < 0)
+        return vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, foff);
+    if ((uint64_t)data > foff) {
+        uint64_t h = (uint64_t)data - foff < n ? (uint64_t)data - foff : n;
+        return vd_extents_add(ext, off, h, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+    }
+    off_t hole = lseek(e->file->fd, (off_t)foff, SEEK_HOLE);
+    uint64_t d = n;
+    if (hole > (off_t)foff && (uint64_t)hole - foff < n)
+        d = (uint64_t)hole - foff;
+    return vd_extents_add(ext, off, d, VD_LAYER_DATA, 0, foff);
+}
+
 static int vmdk_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                              vd_error *err)
 {
@@ -434,7 +457,7 @@ static int vmdk_block_status(vd_image *img, uint64_t off, uint64_t len, vd_exten
     if (e->type == VMDK_EXT_ZERO)
         return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     if (e->type == VMDK_EXT_FLAT)
-        return vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, e->flat_off + rel);
+        return vmdk_flat_status(e, off, n, rel, ext);
     return vmdk_sparse_status(e, rel, n, off, ext, err);
 }
 
