@@ -64,64 +64,92 @@ fi
 head -c 1M /dev/urandom >r.raw; truncate -s 8M r.raw
 same_map r.raw
 
-# --- the chain commands, on qed (the backing-file format vdisk writes) -----------
-if ! readable qed || ! "$V" create -q -O qed w.qed 1M >/dev/null 2>&1; then
-    echo "skip chain commands: qed not writable"; exit 0
-fi
-qemu-img convert -O raw top.qed want.raw     # the guest content to keep
+# --- the chain commands, on every writable format with backing files -----------
+chain_cmds() {  # FMT
+    local F=$1 n rc
+    echo "chain commands on $F"
+    qemu-img create -q -f $F base.$F 16M
+    fill base.$F $F
+    qemu-img create -q -f $F -b base.$F -F $F top.$F
+    qemu-io -f $F -c "write -P 0x44 64k 64k" -c "write -z 9M 64k" -c "write -P 0x55 12M 64k" top.$F >/dev/null
+    qemu-img convert -O raw top.$F want.raw     # the guest content to keep
 
-# rebase (safe) onto an empty base keeps the content
-qemu-img create -q -f qed empty.qed 16M
-cp top.qed r1.qed
-"$V" rebase -b empty.qed -F qed r1.qed
-qemu-img info r1.qed | grep -q "backing file: empty.qed" || fail "rebase: backing not changed"
-qemu-img compare -F raw r1.qed want.raw >/dev/null || fail "rebase changed the guest content"
-qemu-img check r1.qed >/dev/null || fail "rebase: qemu-img check"
-# rebase -b "" flattens
-cp top.qed r2.qed
-"$V" rebase -b "" r2.qed
-qemu-img info r2.qed | grep -q "backing file" && fail "rebase -b '': still has a backing file"
-qemu-img compare -F raw r2.qed want.raw >/dev/null || fail "rebase -b '' changed the content"
-# rebase -u only changes the reference: same result as qemu-img rebase -u
-cp top.qed r3.qed; cp top.qed r4.qed
-"$V" rebase -u -b empty.qed -F qed r3.qed
-qemu-img rebase -u -f qed -b empty.qed -F qed r4.qed
-qemu-img compare r3.qed r4.qed >/dev/null || fail "rebase -u differs from qemu-img rebase -u"
+    # rebase (safe) onto an empty base keeps the content
+    qemu-img create -q -f $F empty.$F 16M
+    cp top.$F r1.$F
+    "$V" rebase -b empty.$F -F $F r1.$F
+    qemu-img info r1.$F | grep -q "backing file: empty.$F" || fail "rebase: backing not changed"
+    qemu-img compare -F raw r1.$F want.raw >/dev/null || fail "rebase changed the guest content"
+    qemu-img check r1.$F >/dev/null || fail "rebase: qemu-img check"
+    # rebase -b "" flattens
+    cp top.$F r2.$F
+    "$V" rebase -b "" r2.$F
+    qemu-img info r2.$F | grep -q "backing file" && fail "rebase -b '': still has a backing file"
+    qemu-img compare -F raw r2.$F want.raw >/dev/null || fail "rebase -b '' changed the content"
+    # rebase -u only changes the reference: same result as qemu-img rebase -u
+    cp top.$F r3.$F; cp top.$F r4.$F
+    "$V" rebase -u -b empty.$F -F $F r3.$F
+    qemu-img rebase -u -f $F -b empty.$F -F $F r4.$F
+    qemu-img compare r3.$F r4.$F >/dev/null || fail "rebase -u differs from qemu-img rebase -u"
 
-# commit: the base takes the overlay's data, the overlay is emptied
-cp base.qed cbase.qed; cp top.qed ctop.qed
-qemu-img rebase -u -f qed -b cbase.qed -F qed ctop.qed
-"$V" commit ctop.qed | grep -q "Image committed" || fail "commit"
-qemu-img compare -F raw cbase.qed want.raw >/dev/null || fail "commit: base lacks the overlay's data"
-qemu-img compare -F raw ctop.qed want.raw >/dev/null || fail "commit: chain content changed"
-qemu-img check cbase.qed >/dev/null || fail "commit: base fails qemu-img check"
-n=$(qemu-img map --output=json ctop.qed | grep -c '"depth": 0' || true)
-[ "$n" -eq 0 ] || fail "commit: overlay not emptied ($n extents left)"
-cp base.qed kbase.qed; cp top.qed ktop.qed
-qemu-img rebase -u -f qed -b kbase.qed -F qed ktop.qed
-"$V" commit -d ktop.qed >/dev/null
-qemu-img map --output=json ktop.qed | grep -q '"depth": 0, "present": true' || fail "commit -d emptied the overlay"
-rc=0; "$V" commit base.qed 2>/dev/null || rc=$?
-[ $rc -eq 1 ] || fail "commit without a backing file: exit $rc"
+    # commit: the base takes the overlay's data, the overlay is emptied
+    cp base.$F cbase.$F; cp top.$F ctop.$F
+    qemu-img rebase -u -f $F -b cbase.$F -F $F ctop.$F
+    "$V" commit ctop.$F | grep -q "Image committed" || fail "commit"
+    qemu-img compare -F raw cbase.$F want.raw >/dev/null || fail "commit: base lacks the overlay's data"
+    qemu-img compare -F raw ctop.$F want.raw >/dev/null || fail "commit: chain content changed"
+    qemu-img check cbase.$F >/dev/null || fail "commit: base fails qemu-img check"
+    n=$(qemu-img map --output=json ctop.$F | grep -c '"depth": 0' || true)
+    [ "$n" -eq 0 ] || fail "commit: overlay not emptied ($n extents left)"
+    cp base.$F kbase.$F; cp top.$F ktop.$F
+    qemu-img rebase -u -f $F -b kbase.$F -F $F ktop.$F
+    "$V" commit -d ktop.$F >/dev/null
+    qemu-img map --output=json ktop.$F | grep -q '"depth": 0, "present": true' || fail "commit -d emptied the overlay"
+    rc=0; "$V" commit base.$F 2>/dev/null || rc=$?
+    [ $rc -eq 1 ] || fail "commit without a backing file: exit $rc"
 
-# resize: qed grows by rewrite, raw in place; shrinking needs --shrink
-cp top.qed g.qed
-"$V" resize g.qed +8M >/dev/null
-[ "$(qemu-img info --output=json g.qed | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" -eq $((24 << 20)) ] || fail "resize +8M"
-qemu-img compare g.qed want.raw >/dev/null || fail "resize changed the content"
-qemu-img check g.qed >/dev/null || fail "resize: qemu-img check"
-rc=0; "$V" resize g.qed 4M 2>/dev/null || rc=$?
-[ $rc -eq 1 ] || fail "shrink without --shrink: exit $rc"
-"$V" resize --shrink g.qed 4M >/dev/null
-qemu-img convert -O raw g.qed g.raw
-cmp g.raw <(head -c 4M want.raw) || fail "shrunk image content"
+    # resize: qed grows by rewrite, raw in place; shrinking needs --shrink
+    cp top.$F g.$F
+    "$V" resize g.$F +8M >/dev/null
+    [ "$(qemu-img info --output=json g.$F | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" -eq $((24 << 20)) ] || fail "resize +8M"
+    qemu-img compare g.$F want.raw >/dev/null || fail "resize changed the content"
+    qemu-img check g.$F >/dev/null || fail "resize: qemu-img check"
+    rc=0; "$V" resize g.$F 4M 2>/dev/null || rc=$?
+    [ $rc -eq 1 ] || fail "shrink without --shrink: exit $rc"
+    "$V" resize --shrink g.$F 4M >/dev/null
+    qemu-img convert -O raw g.$F g.raw
+    cmp g.raw <(head -c 4M want.raw) || fail "shrunk image content"
+}
+for F in qed qcow2; do
+    if readable $F && "$V" create -q -O $F w.$F 1M >/dev/null 2>&1; then
+        chain_cmds $F
+    else
+        echo "skip chain commands on $F: not writable"
+    fi
+done
+
 cp r.raw rr.raw
 "$V" resize rr.raw 20M >/dev/null
 [ "$(stat -c %s rr.raw)" -eq $((20 << 20)) ] || fail "raw resize"
 cmp <(head -c 8M rr.raw) r.raw || fail "raw resize changed the data"
 
-# snapshot: list works (empty here); the rest says it is not supported
-"$V" snapshot -l top.qed >/dev/null || fail "snapshot -l"
-rc=0; "$V" snapshot -c s1 top.qed 2>err || rc=$?
+# snapshot -l, info and convert -l on a qemu-made qcow2 with internal snapshots
+if readable qcow2; then
+    qemu-img create -q -f qcow2 s.qcow2 8M
+    qemu-io -c "write -P 0x61 0 1M" s.qcow2 >/dev/null
+    qemu-img snapshot -c first s.qcow2
+    qemu-io -c "write -P 0x62 512k 1M" s.qcow2 >/dev/null
+    "$V" snapshot -l s.qcow2 | grep -q first || fail "snapshot -l does not list 'first'"
+    "$V" info --json s.qcow2 | grep -q '"name": "first"' || fail "info --json lacks the snapshot"
+    "$V" -l first s.qcow2 snap.raw
+    qemu-img convert -l snapshot.name=first -O raw s.qcow2 qsnap.raw
+    cmp snap.raw qsnap.raw || fail "convert -l first differs from qemu-img's"
+    "$V" -l snapshot.name=first s.qcow2 snap2.raw && cmp snap.raw snap2.raw || fail "-l snapshot.name="
+    rc=0; "$V" -l nosuch s.qcow2 bad.raw 2>/dev/null || rc=$?
+    [ $rc -eq 1 ] && [ ! -e bad.raw ] || fail "convert -l of a missing snapshot: exit $rc"
+fi
+# snapshot: list works (none here); the rest says it is not supported
+"$V" snapshot -l r.raw >/dev/null || fail "snapshot -l"
+rc=0; "$V" snapshot -c s1 r.raw 2>err || rc=$?
 [ $rc -eq 1 ] && grep -q "not supported" err || fail "snapshot -c: exit $rc, $(cat err)"
 echo "chain tests passed"

@@ -103,6 +103,24 @@ for f in "${formats[@]}"; do
     [ "$(alloc_kib "$T/x.$f")" -lt $((20 * 1024)) ] || fail "$f output not sparse: $(alloc_kib "$T/x.$f") KiB"
 done
 
+# --- streamOptimized VMDK: writes must be strictly sequential ----------------
+if [[ " ${formats[*]} " == *" vmdk "* ]]; then
+    for m in 1 3; do
+        rm -f "$T/s.vmdk"
+        "$V" -m $m -O vmdk -o subformat=streamOptimized "$T/in.raw" "$T/s.vmdk" ||
+            fail "streamOptimized with -m $m failed"
+        qemu-img compare -f raw -F vmdk "$T/in.raw" "$T/s.vmdk" >/dev/null ||
+            fail "streamOptimized -m $m: content differs"
+        qemu-img check -f vmdk "$T/s.vmdk" >/dev/null || fail "streamOptimized -m $m: qemu-img check"
+        "$V" -m $m "$T/s.vmdk" "$T/s.raw" && cmp "$T/in.raw" "$T/s.raw" ||
+            fail "streamOptimized -m $m: reading back differs"
+        rm -f "$T/s.raw"
+    done
+    if command -v vmdkinfo >/dev/null; then
+        vmdkinfo "$T/s.vmdk" >/dev/null || fail "vmdkinfo rejects the streamOptimized output"
+    fi
+fi
+
 # --- -c: compressed clusters (formats that store them) ---------------------
 # Compressible data (text) at unaligned places, so clusters are partly data.
 python3 - "$T/c.raw" <<'EOF'
