@@ -138,6 +138,10 @@ static uint32_t vhdx_make_locator(uint8_t *out, size_t cap, const struct vhdx_pl
 {
     char linkage[40], g[37];
     vhdx_guid_format(p->parent_data_guid, g);
+    /* lower case, as Hyper-V writes it (libvhdi parses only that) */
+    for (char *q = g; *q; q++)
+        if (*q >= 'A' && *q <= 'F')
+            *q = (char)(*q - 'A' + 'a');
     snprintf(linkage, sizeof linkage, "{%s}", g);
     size_t plen = strlen(p->parent_path);
     char *rel = malloc(plen + 3), *o = rel;
@@ -203,20 +207,25 @@ static int vhdx_put_metadata(uint8_t *m, const struct vhdx_plan *p, vd_error *er
     return 0;
 }
 
+/* Fixed: every payload block present.  Differencing: every sector bitmap
+ * block present and all clear (sparse zeroes), as Hyper-V allocates them;
+ * libvhdi consults a chunk's bitmap even for a NOT_PRESENT block.  Dynamic:
+ * nothing present, the BAT region stays zeroes. */
 static int vhdx_write_bat(vd_file *f, const struct vhdx_plan *p, vd_error *err)
 {
-    if (!p->fixed)
-        return 0;             /* all NOT_PRESENT: the zero-filled region */
+    if (!p->fixed && !p->diff)
+        return 0;
     uint64_t chunk = (1ull << 23) * p->lss / p->block_size;
     uint8_t *bat = calloc(1, p->bat_len);
     if (!bat)
         return vd_set_error(err, -ENOMEM, "out of memory for the BAT");
     uint64_t off = p->data_off;
     for (uint64_t i = 0; i < p->entries; i++) {
-        if (i % (chunk + 1) == chunk)
-            continue;         /* sector bitmap entry: not present */
-        vd_put_le64(bat + 8 * i, off | VHDX_PAYLOAD_FULLY_PRESENT);
-        off += p->block_size;
+        bool bitmap = i % (chunk + 1) == chunk;
+        if (bitmap == p->fixed)
+            continue;
+        vd_put_le64(bat + 8 * i, off | VHDX_PAYLOAD_FULLY_PRESENT);   /* == SB_PRESENT */
+        off += bitmap ? VHDX_MiB : p->block_size;
     }
     int r = vd_file_pwrite(f, bat, p->bat_len, p->bat_off, err);
     if (r == 0)
