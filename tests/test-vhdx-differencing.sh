@@ -1,0 +1,106 @@
+#!/bin/bash
+# test-vhdx-differencing: a real Hyper-V differencing disk
+# (dissect.hypervisor/differencing.avhdx: 32 PARTIALLY_PRESENT blocks, sector
+# bitmaps) read over a parent, compared with libvhdi (pyvhdi, set_parent).
+# The real parent is not in the corpus, so the test makes one: a VHDX of the
+# same size with distinct data in every block the child touches, named as the
+# child's parent locator says, its data write GUID set to the child's
+# parent_linkage.  qemu 7.2 cannot read differencing VHDX, so libvhdi is the
+# peer here.  A parent with another GUID is refused.
+source "$(dirname "$0")/lib.sh"
+requires_cmd python3
+requires_shared
+PY=/usr/bin/python3
+$PY -c 'import pyvhdi' 2>/dev/null || skip "python3-libvhdi not installed"
+S=$SHARED/corpus/samples
+mkdir -p "$T/d"
+child=$T/d/child.avhdx
+parent="$T/d/Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx"
+gzip -dc "$S/dissect.hypervisor/differencing.avhdx.gz" >"$child"
+
+# The blocks the child holds (payload BAT entries with a non-zero state) and
+# its virtual size, parsed independently of the driver.
+read -r size blocks < <(python3 - "$child" <<'PY'
+import struct, sys
+b = open(sys.argv[1], 'rb').read()
+rt = b[0x30000:0x40000]
+for i in range(struct.unpack('<I', rt[8:12])[0]):
+    e = rt[16 + 32 * i:48 + 32 * i]
+    off, ln = struct.unpack('<QI', e[16:28])
+    if e[:4] == bytes.fromhex('6677c22d'): bat, blen = off, ln
+    if e[:4] == bytes.fromhex('06a27c8b'): meta = off
+m = b[meta:meta + 65536]
+for i in range(struct.unpack('<H', m[10:12])[0]):
+    e = m[32 + 32 * i:64 + 32 * i]
+    o = struct.unpack('<I', e[16:20])[0]
+    if e[:4] == bytes.fromhex('2442a52f'): size = struct.unpack('<Q', b[meta + o:meta + o + 8])[0]
+    if e[:4] == bytes.fromhex('3767a1ca'): bs = struct.unpack('<I', b[meta + o:meta + o + 4])[0]
+chunk = (1 << 23) * 512 // bs
+ents = struct.unpack('<%dQ' % (blen // 8), b[bat:bat + blen])
+blocks = [i - i // (chunk + 1) for i, e in enumerate(ents) if i % (chunk + 1) != chunk and e & 7]
+assert bs == 2 << 20 and len(blocks) == 32, (bs, len(blocks))
+print(size, ','.join(map(str, blocks)))
+PY
+)
+
+# The parent: distinct bytes in every block the child touches, plus block 1
+# which the child does not touch.
+python3 - "$T/parent.raw" "$size" "$blocks" <<'PY'
+import random, sys
+p, size, blocks = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(',')]
+r = random.Random(11)
+with open(p, 'wb') as f:
+    f.truncate(size)
+    for blk in blocks + [1]:
+        f.seek(blk << 21); f.write(r.randbytes(2 << 20))
+PY
+"$VDCONVERT" -O vhdx -o block_size=2M "$T/parent.raw" "$parent" || fail "make the parent"
+
+set_guid() {  # FILE GUID: both headers' DataWriteGuid, CRC-32C fixed
+    python3 - "$1" "$2" <<'PY'
+import struct, sys, uuid
+p, g = sys.argv[1], uuid.UUID(sys.argv[2]).bytes_le
+b = bytearray(open(p, 'rb').read(0x21000))
+T = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+    T.append(c)
+def crc(d):
+    c = 0xffffffff
+    for x in d: c = T[(c ^ x) & 0xff] ^ (c >> 8)
+    return c ^ 0xffffffff
+with open(p, 'r+b') as f:
+    for h in (0x10000, 0x20000):
+        b[h + 32:h + 48] = g; b[h + 4:h + 8] = bytes(4)
+        b[h + 4:h + 8] = struct.pack('<I', crc(b[h:h + 4096]))
+        f.seek(h); f.write(b[h:h + 4096])
+PY
+}
+set_guid "$parent" ff34003b-11ed-4cf8-a166-b2be05e20b80
+
+"$VDCONVERT" "$child" "$T/out.raw" || fail "child over the made parent does not read"
+$PY - "$child" "$parent" "$T/out.raw" "$T/parent.raw" "$blocks" <<'PY'
+import sys, pyvhdi
+c = pyvhdi.file(); c.open(sys.argv[1]); p = pyvhdi.file(); p.open(sys.argv[2]); c.set_parent(p)
+ours, par = open(sys.argv[3], 'rb'), open(sys.argv[4], 'rb')
+mixed = 0
+for blk in [int(x) for x in sys.argv[5].split(',')] + [1, 2]:
+    want = c.read_buffer_at_offset(2 << 20, blk << 21)
+    ours.seek(blk << 21); got = ours.read(2 << 20)
+    if got != want:
+        sys.exit('block %d differs from libvhdi' % blk)
+    par.seek(blk << 21); pb = par.read(2 << 20)
+    sec = [got[i:i + 512] == pb[i:i + 512] for i in range(0, 2 << 20, 512)]
+    mixed += any(sec) and not all(sec)
+if mixed < 10:
+    sys.exit('only %d blocks mix child and parent sectors: the bitmap was not exercised' % mixed)
+print('ok: 34 blocks equal libvhdi; %d mix child and parent sectors' % mixed)
+PY
+
+set_guid "$parent" 00000000-1111-2222-3333-444444444444
+if msg=$("$VDCONVERT" "$child" "$T/out2.raw" 2>&1); then fail "a parent with another GUID was accepted"; fi
+echo "$msg" | grep -q "parent_linkage {ff34003b-11ed-4cf8-a166-b2be05e20b80} does not match" ||
+    fail "wrong error: $msg"
+echo "ok (refused): $msg"
