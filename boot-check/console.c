@@ -137,3 +137,15 @@ void console_print_tail(const struct console *c, FILE *f, int max_lines)
     if (c->line_len)
         fprintf(f, "  | %s\n", c->line);
 }
+
+const char *console_last_line(const struct console *c)
+{
+    if (c->line_len)
+        return c->line;
+    for (int i = 1; i <= c->tail_count; i++) {
+        const char *l = c->tail[(c->tail_next - i + CON_TAIL_LINES) % CON_TAIL_LINES];
+        if (l[0])
+            return l;
+    }
+    return "";
+}

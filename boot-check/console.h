@@ -37,6 +37,8 @@ int console_init(struct console *c, const char *expect, const char *path,
                  char *err, size_t errlen);
 void console_close(struct console *c);
 enum con_event console_feed(struct console *c, uint8_t byte);
+/* The last non-empty line seen (the unfinished one if any), or "". */
+const char *console_last_line(const struct console *c);
 /* Writes the last lines (the unfinished one too) to `f`, each indented. */
 void console_print_tail(const struct console *c, FILE *f, int max_lines);
 

@@ -54,8 +54,8 @@ static void ports_reset_io(struct vm *vm, void *opaque, uint64_t addr,
     }
     if ((addr == RESET_PORT_92 && (data[0] & 1)) ||
         (addr == RESET_PORT_KBC && data[0] == 0xfe))
-        vm_finish(vm, VM_PANIC, "guest reset (write 0x%02x to port 0x%llx) before the prompt",
-                  data[0], (unsigned long long)addr);
+        vm_finish(vm, VM_PANIC, "guest reset (write 0x%02x to port 0x%llx) before the prompt "
+                  "(last line: %s)", data[0], (unsigned long long)addr, console_last_line(vm->con));
 }
 
 static int ports_init(struct vm *vm, char *err, size_t errlen)

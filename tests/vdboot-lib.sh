@@ -66,3 +66,30 @@ crc32_of() {
 f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2]))
 print("0x%08x" % zlib.crc32(f.read(int(sys.argv[3]))))' "$@"
 }
+
+# guest_dir: the Debian guest of tests/fixtures/make-guest-image, built once
+# per build directory (it downloads two .debs with apt-get download).
+guest_dir() {
+    local d=$VD_BUILD/tests/vdboot-guest
+    mkdir -p "$VD_BUILD/tests"
+    (
+        flock 9
+        if [ ! -f "$d/out/guest.raw" ]; then
+            rm -rf "$d/out"
+            "$VD_SRC/tests/fixtures/make-guest-image" "$d/out" >"$d.log" 2>&1 ||
+                { echo "make-guest-image failed, see $d.log" >&2; tail -5 "$d.log" >&2; exit 1; }
+        fi
+    ) 9>"$d.lock" || exit 1
+    echo "$d/out"
+}
+
+# fs_edit DISK CMD...: run debugfs -w commands on partition 1 (at 1 MiB)
+fs_edit() {
+    local disk=$1; shift
+    local fs=$disk.fs start=2048 sectors
+    sectors=$(sfdisk -d "$disk" | sed -n 's/.*start= *2048, size= *\([0-9]*\).*/\1/p')
+    dd if="$disk" of="$fs" bs=512 skip=$start count="$sectors" status=none
+    for c in "$@"; do debugfs -w -R "$c" "$fs" >/dev/null 2>&1; done
+    dd if="$fs" of="$disk" bs=512 seek=$start conv=notrunc status=none
+    rm -f "$fs"
+}
