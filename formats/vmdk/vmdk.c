@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+extern const struct vd_driver vd_vmdk;
+
 static int vmdk_probe(const uint8_t *head, size_t len, const uint8_t *tail,
                       size_t tail_len, uint64_t file_size)
 {
@@ -224,8 +226,8 @@ static int vmdk_open_monolithic(vd_image *img, struct vmdk *v, vd_error *err)
     return 0;
 }
 
-/* A delta disk: the parent is the backing file; its CID must be the one
- * this disk was made against, or the parent changed since. */
+/* A delta disk: the parent (named by parentFileNameHint) is the backing
+ * file, opened by the core. */
 static int vmdk_open_parent(vd_image *img, struct vmdk *v, vd_error *err)
 {
     if (v->desc.parent_cid == 0xffffffffu || !v->desc.parent_hint)
@@ -234,25 +236,29 @@ static int vmdk_open_parent(vd_image *img, struct vmdk *v, vd_error *err)
     img->backing_format = strdup("vmdk");
     if (!img->backing_file || !img->backing_format)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    char *ppath;
-    int r = vd_resolve_related(img->path, v->desc.parent_hint, img->allow_host_paths,
-                               &ppath, err);
-    if (r < 0)
-        return r;
-    uint32_t pcid = 0;
-    vd_error perr = { 0 };
-    r = vmdk_read_cid_of(ppath, &pcid, &perr);
-    if (r == -ENOENT) {
-        r = 0;          /* missing parent: the core says so when it opens it */
-    } else if (r < 0) {
-        r = vd_set_error(err, r, "vmdk: parent %s: %s", ppath, perr.msg);
-    } else if (pcid != v->desc.parent_cid) {
-        r = vd_set_error(err, -EINVAL, "vmdk: parentCID %08" PRIx32 " does not match the "
-                         "CID %08" PRIx32 " of parent %s (the parent changed since this "
-                         "delta was made)", v->desc.parent_cid, pcid, ppath);
+    return 0;
+}
+
+/* The parent's CID must be the one this delta was made against, or the
+ * parent changed since and the delta's grains no longer fit it.  Checked
+ * on first I/O (like qemu), once the core has opened the parent, so that
+ * opening without the backing chain (info, rebase, rewriting a delta after
+ * a commit) still works. */
+static int vmdk_check_parent(vd_image *img, struct vmdk *v, vd_error *err)
+{
+    if (__atomic_load_n(&v->parent_checked, __ATOMIC_ACQUIRE))
+        return 0;
+    vd_image *b = img->backing;
+    if (b && b->drv == &vd_vmdk && v->desc.parent_cid != 0xffffffffu) {
+        const struct vmdk *pv = b->priv;
+        if (pv->desc.has_cid && pv->desc.cid != v->desc.parent_cid)
+            return vd_set_error(err, -EINVAL, "vmdk: parentCID %08" PRIx32 " does not match "
+                                "the CID %08" PRIx32 " of parent %s (the parent changed "
+                                "since this delta was made)", v->desc.parent_cid,
+                                pv->desc.cid, b->path);
     }
-    free(ppath);
-    return r;
+    __atomic_store_n(&v->parent_checked, true, __ATOMIC_RELEASE);
+    return 0;
 }
 
 static int vmdk_open(vd_image *img, vd_error *err)
@@ -313,6 +319,9 @@ static int vmdk_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_err
     struct vmdk *v = img->priv;
     if (v->stream)
         return vmdk_stream_pread(img, buf, len, off, err);
+    int cr = vmdk_check_parent(img, v, err);
+    if (cr < 0)
+        return cr;
     uint8_t *p = buf;
     while (len) {
         struct vmdk_extent *e = vmdk_find_extent(v, off);
@@ -380,7 +389,9 @@ static int vmdk_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
     struct vmdk *v = img->priv;
     if (v->stream)
         return vmdk_stream_pwrite(img, buf, len, off, err);
-    int r = vmdk_touch_cid(img, v, err);
+    int r = vmdk_check_parent(img, v, err);
+    if (r == 0)
+        r = vmdk_touch_cid(img, v, err);
     if (r < 0)
         return r;
     const uint8_t *p = buf;
@@ -448,6 +459,9 @@ static int vmdk_block_status(vd_image *img, uint64_t off, uint64_t len, vd_exten
     struct vmdk *v = img->priv;
     if (v->stream)
         return vmdk_stream_status(img, off, len, ext, err);
+    int cr = vmdk_check_parent(img, v, err);
+    if (cr < 0)
+        return cr;
     struct vmdk_extent *e = vmdk_find_extent(v, off);
     if (!e)
         return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);

@@ -94,6 +94,7 @@ struct vmdk {
     struct vmdk_extent *ext;
     size_t n_ext;
     bool cid_updated;        /* a new CID was written since open */
+    bool parent_checked;     /* the parent's CID was compared (atomic) */
     struct vmdk_stream *stream;   /* non-NULL: writing a streamOptimized file */
 };
 
