@@ -71,19 +71,57 @@ static int vm_name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int vm_ls(struct view *v, const char *path)
+/* Resolve a command-line path.  Besides paths of the mount's tree
+ * ("fs/p1/etc"), two short forms are accepted: "p1/etc" (a path inside
+ * partition 1's file system) and "/etc" (inside the first file system found),
+ * when they name nothing in the tree itself.  `*shown` is what was resolved. */
+static int vm_resolve(struct view *v, const char *path, struct view_node *n,
+                      char **shown)
+{
+    *shown = strdup(path);
+    if (!*shown)
+        return -ENOMEM;
+    int r = view_resolve(v, path, n);
+    if (r != -ENOENT)
+        return r;
+    const char *p = path + strspn(path, "/");
+    size_t len = strcspn(p, "/");
+    char *alt = NULL;
+    if ((p[len] == '/' && len > 1 && p[0] == 'p') || !strncmp(p, "disk/", 5)) {
+        if (asprintf(&alt, "fs/%s", p) < 0)
+            return -ENOMEM;
+    } else if (view_first_fs(v) && strncmp(p, "fs/", 3)) {
+        if (asprintf(&alt, "fs/%s/%s", view_first_fs(v), p) < 0)
+            return -ENOMEM;
+    } else {
+        return r;
+    }
+    int r2 = view_resolve(v, alt, n);
+    if (r2 == 0) {
+        free(*shown);
+        *shown = alt;
+        return 0;
+    }
+    free(alt);
+    return r2 == -ENOENT ? r : r2;
+}
+
+int vm_ls(struct view *v, const char *arg)
 {
     struct view_node n;
     struct stat st;
-    int r = view_resolve(v, path, &n);
+    char *path;
+    int r = vm_resolve(v, arg, &n, &path);
     if (r == 0)
         r = view_stat(v, &n, &st);
     if (r < 0) {
-        fprintf(stderr, "vdmount: %s: %s\n", path, strerror(-r));
+        fprintf(stderr, "vdmount: %s: %s\n", arg, strerror(-r));
+        free(path);
         return 1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        vm_ls_line(v, &n, &st, path);
+        vm_ls_line(v, &n, &st, arg);
+        free(path);
         return 0;
     }
     struct vm_names l = { 0 };
@@ -115,6 +153,7 @@ int vm_ls(struct view *v, const char *path)
     for (size_t i = 0; i < l.n; i++)
         free(l.v[i]);
     free(l.v);
+    free(path);
     return status;
 }
 
@@ -122,7 +161,9 @@ int vm_cat(struct view *v, const char *path)
 {
     struct view_node n;
     struct stat st;
-    int r = view_resolve(v, path, &n);
+    char *shown = NULL;
+    int r = vm_resolve(v, path, &n, &shown);
+    free(shown);
     if (r == 0)
         r = view_stat(v, &n, &st);
     if (r == 0 && S_ISDIR(st.st_mode))

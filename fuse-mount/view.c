@@ -270,6 +270,16 @@ static int view_find_part(struct view *v, const char *name, size_t len, bool fs)
     return -2;
 }
 
+const char *view_first_fs(struct view *v)
+{
+    if (v->whole.fs)
+        return "disk";
+    for (size_t i = 0; i < v->nparts; i++)
+        if (v->parts[i].fs)
+            return v->parts[i].name;
+    return NULL;
+}
+
 int view_resolve(struct view *v, const char *path, struct view_node *n)
 {
     *n = (struct view_node){ .kind = VIEW_NONE, .part = -1 };

@@ -47,6 +47,9 @@ void view_close(struct view *v);
 void view_report(struct view *v, FILE *f);
 
 int view_resolve(struct view *v, const char *path, struct view_node *n);
+/* The name under fs/ of the first readable file system ("p1", "disk"), or
+ * NULL when there is none. */
+const char *view_first_fs(struct view *v);
 int view_stat(struct view *v, const struct view_node *n, struct stat *st);
 
 /* Directory listing: `fn` gets each name (not "." or "..") and its stat

@@ -65,6 +65,9 @@ grep -q ' hostname$' "$T/ls.txt" && grep -q '^-rw-r----- .* shadow$' "$T/ls.txt"
     cat "$T/ls.txt"; fail "--ls fs/p1/etc"; }
 "$VDMOUNT" --ls "$T/disk.raw" fs/p1/bin | grep -q 'hostname-link -> ../etc/hostname' || fail "--ls symlink"
 "$VDMOUNT" --ls "$T/disk.raw" | grep -q ' p5$' || fail "--ls top level"
+# short forms: p1/PATH and /PATH (the first file system)
+"$VDMOUNT" --cat "$T/disk.raw" /etc/hostname | grep -qx vdmount-guest || fail "--cat /etc/hostname"
+"$VDMOUNT" --ls "$T/disk.raw" p1/etc | cmp -s - "$T/ls.txt" || fail "--ls p1/etc"
 if "$VDMOUNT" --cat "$T/disk.raw" fs/p1/etc/nothing 2>"$T/err"; then fail "--cat missing file"; fi
 grep -q "No such file" "$T/err" || fail "--cat error message: $(cat "$T/err")"
 
