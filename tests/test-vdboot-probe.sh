@@ -47,6 +47,17 @@ run 2 --kernel "$PROBE" --expect 'no such prompt' --timeout 2
 grep -q 'timeout after' "$T/out" || fail "timeout not reported"
 run 0 --kernel "$PROBE" --expect 'cpus [0-9]+ of'
 
+# auto: a calibration guest on /dev/kvm decides, and says why
+rc=0
+"$VDBOOT" --kernel "$PROBE" --json --timeout 30 >"$T/out" 2>&1 || rc=$?
+[ $rc = 0 ] || { cat "$T/out"; fail "--accel auto exited $rc"; }
+python3 - "$T/out" <<'PY' || fail "--accel auto: $(cat "$T/out")"
+import json, sys
+j = json.loads(open(sys.argv[1]).read())
+assert j["outcome"] == "login" and j["accelerator"] in ("kvm", "tcg"), j
+assert j["accelerator_reason"].startswith("calibration loop of 20000 iterations took"), j
+PY
+
 run 3 --kernel /etc/passwd
 grep -q 'no Linux setup header' "$T/out" || { cat "$T/out"; fail "bad kernel not explained"; }
 run 3 --kernel "$T/missing"
