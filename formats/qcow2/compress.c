@@ -137,7 +137,8 @@ static int qcow2_write_one_compressed(vd_image *img, const uint8_t *clu, uint64_
                                       uint8_t *cbuf, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
-    long n = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 512);
+    /* as qemu: anything shorter than a cluster is stored compressed */
+    long n = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 1);
     if (n < 0)
         return vd_set_error(err, (int)n, "qcow2: compression failed");
     if (n == 0) {   /* incompressible: a normal cluster (clipped at the disk end) */

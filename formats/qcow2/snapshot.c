@@ -57,7 +57,8 @@ static int qcow2_snapshot_one(qcow2_state *s, uint32_t i, uint64_t *pos, uint64_
                             i, (unsigned long long)at, extra);
     uint64_t var = (uint64_t)extra + id_len + name_len;
     uint64_t total = vd_round_up(40 + var, 8);
-    if (at + total - s->snapshots_off > QCOW2_MAX_SNAPSHOTS_BYTES || at + total > file_size)
+    /* the last entry's padding may be missing at the end of the file */
+    if (at + total - s->snapshots_off > QCOW2_MAX_SNAPSHOTS_BYTES || at + 40 + var > file_size)
         return vd_set_error(err, -EINVAL, "qcow2: snapshot %u at 0x%llx runs past the table or the file",
                             i, (unsigned long long)at);
     uint8_t *v = malloc(var ? var : 1);

@@ -1,0 +1,120 @@
+#!/bin/bash
+# Hostile qcow2 images: hundreds of mutants of small, metadata-dense images
+# (truncated at many points, header fields zeroed or set to all-ones,
+# tables zero-filled, single and multiple bit flips across header, refcount
+# table and blocks, L1/L2 tables, snapshot table).  For each: `vdconvert
+# info`, a full conversion to raw, and a read-write session (writes, zeroes,
+# check -r all) must end with exit status 0..3 and, on failure, a one-line
+# message: never a signal, a hang (10 s) or an allocation over 1 GiB.
+# Run under an ASan+UBSan build too (test.sh does).
+source "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io python3 timeout
+TOOL=${QCOW2_TOOL:-$VD_BUILD/tests/qcow2-write-tool}
+N_FLIPS=${VD_QCOW2_FLIPS:-70}
+cd "$T"
+
+# Memory cap: ulimit -v would break ASan's shadow mapping; ASan gets its own
+# allocation cap instead.
+if ldd "$VDCONVERT" 2>/dev/null | grep -q libasan; then
+    export ASAN_OPTIONS=max_allocation_size_mb=1024:allocator_may_return_null=1:detect_leaks=1
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    memcap=unlimited
+else
+    memcap=$((1024 * 1024))
+fi
+
+# ---- small, metadata-dense originals ----------------------------------------
+truncate -s 2M src.raw
+"$TOOL" -f raw src.raw w:0:256K:1 w:700K:64K:2 w:1536K:100K:3
+qemu-img convert -q -f raw -O qcow2 -o cluster_size=512 src.raw a.qcow2
+qemu-io -f qcow2 -c "write -z 64K 32K" a.qcow2 >/dev/null
+qemu-img snapshot -c snap1 a.qcow2
+qemu-io -f qcow2 -c "write -P 0x33 0 16K" a.qcow2 >/dev/null
+qemu-img convert -q -f raw -O qcow2 -c -o compat=0.10,cluster_size=4096 src.raw base.qcow2
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 -o cluster_size=4096 b.qcow2
+qemu-io -f qcow2 -c "write -P 0x44 8K 4K" b.qcow2 >/dev/null
+qemu-img convert -q -f raw -O qcow2 -c -o extended_l2=on,cluster_size=16K,compression_type=zstd,refcount_bits=1 src.raw c.qcow2
+qemu-io -f qcow2 -c "write -z 32K 16K" -c "write -P 7 0 4K" c.qcow2 >/dev/null
+
+python3 - "$N_FLIPS" <<'EOF'
+import os, random, struct, sys
+nflips = int(sys.argv[1])
+rnd = random.Random(1234)
+os.makedirs('m', exist_ok=True)
+count = 0
+def emit(base, tag, data):
+    global count
+    open('m/%s-%s.qcow2' % (base, tag), 'wb').write(data)
+    count += 1
+def meta_ranges(d):
+    """header cluster, L1, refcount table + blocks, L2 tables, snapshots"""
+    cb = struct.unpack('>I', d[20:24])[0]; cs = 1 << cb
+    l1n, l1o = struct.unpack('>IQ', d[36:48])
+    rto, rtc = struct.unpack('>QI', d[48:60])
+    nsn, sno = struct.unpack('>IQ', d[60:72])
+    r = [(0, min(cs, 4096)), (l1o, l1n * 8), (rto, min(rtc * cs, 4096))]
+    for i in range(min(rtc * cs // 8, 64)):
+        rb = struct.unpack('>Q', d[rto + i * 8: rto + i * 8 + 8])[0] & ~0x1ff
+        if rb and rb < len(d): r.append((rb, min(cs, 4096)))
+    for i in range(l1n):
+        l2 = struct.unpack('>Q', d[l1o + i * 8: l1o + i * 8 + 8])[0] & 0x00fffffffffffe00
+        if l2 and l2 < len(d): r.append((l2, min(cs, 4096)))
+    if nsn: r.append((sno, 200))
+    return [(o, n) for o, n in r if n > 0 and o < len(d)]
+fields = [(4, 4), (8, 8), (16, 4), (20, 4), (24, 8), (32, 4), (36, 4), (40, 8), (48, 8),
+          (56, 4), (60, 4), (64, 8), (72, 8), (80, 8), (88, 8), (96, 4), (100, 4), (104, 1)]
+for base in ('a', 'b', 'c'):
+    d = open(base + '.qcow2', 'rb').read()
+    ranges = meta_ranges(d)
+    cuts = sorted(set([0, 1, 4, 50, 71, 72, 103, 104, 112, 511, 512, 4095, 4096] +
+                      [o for o, n in ranges] + [o + n // 2 for o, n in ranges] +
+                      [rnd.randrange(len(d)) for _ in range(10)]))
+    for c in cuts:
+        if c < len(d): emit(base, 'trunc%d' % c, d[:c])
+    for off, n in fields:
+        emit(base, 'zero%d' % off, d[:off] + bytes(n) + d[off + n:])
+        emit(base, 'ones%d' % off, d[:off] + b'\xff' * n + d[off + n:])
+    for i, (o, n) in enumerate(ranges[:12]):
+        emit(base, 'zfill%d' % i, d[:o] + bytes(n) + d[o + n:])
+    for k in range(nflips):
+        b = bytearray(d)
+        for _ in range(1 if k % 3 else 4):
+            o, n = rnd.choice(ranges)
+            p = o + rnd.randrange(n)
+            b[p] ^= 1 << rnd.randrange(8)
+        emit(base, 'flip%d' % k, bytes(b))
+print(count, 'mutants')
+EOF
+# b's mutants need their backing file next to them
+cp base.qcow2 m/
+
+fails=0
+run() {   # run NAME CMD... : exit status must be 0..3, failures need a message
+    local name=$1 rc=0
+    shift
+    (ulimit -v "$memcap"; timeout 10 "$@" >out.txt 2>err.txt) || rc=$?
+    if [ "$rc" -gt 3 ]; then
+        echo "FAIL: $name: $* exited $rc: $(head -c 300 err.txt)" >&2
+        fails=$((fails + 1))
+    elif [ "$rc" -ne 0 ] && [ ! -s err.txt ] && [ ! -s out.txt ]; then
+        echo "FAIL: $name: $* failed ($rc) without a message" >&2
+        fails=$((fails + 1))
+    elif grep -q 'runtime error\|AddressSanitizer' err.txt; then
+        echo "FAIL: $name: sanitizer: $(head -c 300 err.txt)" >&2
+        fails=$((fails + 1))
+    fi
+}
+n=0
+for f in m/[abc]-*.qcow2; do
+    name=$(basename "$f")
+    run "$name info" "$VDCONVERT" info "$f"
+    rm -f out.raw
+    run "$name convert" "$VDCONVERT" -O raw "$f" out.raw
+    run "$name rw" "$TOOL" "$f" w:0:4K:1 z:8K:8K c:16K:16K:2 d:32K:16K check:all f
+    n=$((n + 1))
+done
+rm -f out.raw
+echo "$n mutants tried"
+[ "$n" -gt 300 ] || fail "too few mutants ($n)"
+[ "$fails" = 0 ] || fail "$fails hostile-input runs misbehaved"
+echo "all hostile qcow2 mutants handled"
