@@ -223,6 +223,36 @@ static void e2v_uuid_text(const uint8_t *u, char out[37])
              u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
+/* Check the superblock's geometry against the range before libext2fs sizes
+ * its tables from it: a block count larger than the partition is refused (as
+ * the kernel does, "block count exceeds size of device"), which also bounds
+ * the group descriptor array libext2fs allocates. */
+static int e2v_check_geometry(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
+{
+    uint8_t sb[1024];
+    uint64_t sboff = off + 1024;
+    if (len < 2048)
+        return vd_set_error(err, -EINVAL, "ext2: range at 0x%llx too small for a "
+                            "superblock", (unsigned long long)off);
+    int r = vd_pread(img, sb, sizeof sb, sboff, err);
+    if (r < 0)
+        return r;
+    uint32_t log = vd_le32(sb + 24);
+    if (log > 6)    /* 1 KiB << 6 = 64 KiB, the largest block size */
+        return vd_set_error(err, -EUCLEAN, "ext2: superblock at 0x%llx: block size "
+                            "1024 << %u out of range", (unsigned long long)sboff, log);
+    uint64_t count = vd_le32(sb + 4);
+    if (vd_le32(sb + 96) & EXT4_FEATURE_INCOMPAT_64BIT)
+        count |= (uint64_t)vd_le32(sb + 0x150) << 32;
+    uint64_t bs = 1024ull << log;
+    if (count > len / bs)
+        return vd_set_error(err, -EUCLEAN, "ext2: superblock at 0x%llx: block count "
+                            "%llu exceeds the partition (%llu blocks of %llu bytes)",
+                            (unsigned long long)sboff, (unsigned long long)count,
+                            (unsigned long long)(len / bs), (unsigned long long)bs);
+    return 0;
+}
+
 int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
                  vd_error *err)
 {
@@ -232,6 +262,9 @@ int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
     if (vd_add_overflow(off, len, &end) || end > vd_size(img))
         return vd_set_error(err, -EINVAL, "ext2: range 0x%llx+0x%llx past end of disk",
                             (unsigned long long)off, (unsigned long long)len);
+    int rc = e2v_check_geometry(img, off, len, err);
+    if (rc < 0)
+        return rc;
     vd_ext2 *x = calloc(1, sizeof *x);
     if (!x)
         return vd_set_error(err, -ENOMEM, "out of memory");

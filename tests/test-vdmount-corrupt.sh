@@ -76,10 +76,19 @@ poke "$T/sb.img" $((1024 + 24)) 40000000              # s_log_block_size = 64
 make_mbr_disk "$T/sb.raw" "$T/sb.img"
 vm_mount "$T/sb.raw" "$T/mnt"
 expect_error ls "$T/mnt/fs/p1"
-grep -q '"filesystem_error": "ext2: file system at 0x100000' "$T/mnt/partitions.json" ||
+grep -q '"filesystem_error": "ext2: superblock at 0x100400: block size' "$T/mnt/partitions.json" ||
     fail "superblock error not in partitions.json: $(cat "$T/mnt/partitions.json")"
 cmp -s "$T/mnt/p1" "$T/sb.img" || fail "p1 unreadable with a broken superblock"
 kill -0 "$VM_PID" || fail "vdmount died on a broken superblock"
+vm_umount "$T/mnt"
+
+# 3b. a file system larger than its partition (a truncated copy) is refused
+#     before libext2fs sizes its tables from the superblock
+head -c $((32 << 20)) "$T/plain.img" > "$T/short.img"
+vm_mount "$T/short.img" "$T/mnt"
+grep -q 'block count 16384 exceeds the partition (8192 blocks' "$T/mnt/partitions.json" ||
+    fail "oversized file system: $(cat "$T/mnt/partitions.json")"
+expect_error ls "$T/mnt/fs/disk"
 vm_umount "$T/mnt"
 
 # 4. random flips in the metadata area and the partition table; walk
