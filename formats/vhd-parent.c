@@ -59,11 +59,13 @@ static void vhd_normalize_parent_path(char *p)
     for (char *q = p; *q; q++)
         if (*q == '\\')
             *q = '/';
-    if (!strncmp(p, "file://", 7))
-        memmove(p, p + 7, strlen(p + 7) + 1);
+    size_t n = strlen(p);
+    if (n >= 7 && !memcmp(p, "file://", 7))
+        memmove(p, p + 7, n - 6);
     if (((p[0] | 0x20) >= 'a' && (p[0] | 0x20) <= 'z') && p[1] == ':') {
-        char *base = strrchr(p, '/');
-        memmove(p, base ? base + 1 : p + 2, strlen(base ? base + 1 : p + 2) + 1);
+        const char *base = strrchr(p, '/');
+        const char *from = base ? base + 1 : p + 2;
+        memmove(p, from, strlen(from) + 1);
     }
     while (p[0] == '.' && p[1] == '/')
         memmove(p, p + 2, strlen(p + 2) + 1);
