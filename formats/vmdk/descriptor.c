@@ -115,21 +115,21 @@ static int vmdk_desc_extent(struct vmdk_desc *d, const char *line, size_t n,
     while (k < 5 && (tok[k] = vmdk_desc_token(&p, end, &tn[k])) != NULL)
         k++;
     if (k < 3)
-        return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: extent line "
+        return vd_set_error(err, -EINVAL, "vmdk: %s line %u: extent line "
                             "needs ACCESS SECTORS TYPE", where, lineno);
     if (d->n_ext >= VMDK_MAX_EXTENTS)
-        return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: more than %u "
+        return vd_set_error(err, -EINVAL, "vmdk: %s line %u: more than %u "
                             "extents", where, lineno, VMDK_MAX_EXTENTS);
     struct vmdk_desc_extent x = { 0 };
     if (tn[0] >= sizeof x.access || tn[2] >= sizeof x.type)
-        return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: bad extent "
+        return vd_set_error(err, -EINVAL, "vmdk: %s line %u: bad extent "
                             "access or type", where, lineno);
     memcpy(x.access, tok[0], tn[0]);
     memcpy(x.type, tok[2], tn[2]);
     char num[24];
     char *e;
     if (tn[1] == 0 || tn[1] >= sizeof num)
-        return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: bad extent size",
+        return vd_set_error(err, -EINVAL, "vmdk: %s line %u: bad extent size",
                             where, lineno);
     memcpy(num, tok[1], tn[1]);
     num[tn[1]] = 0;
@@ -137,7 +137,7 @@ static int vmdk_desc_extent(struct vmdk_desc *d, const char *line, size_t n,
     x.sectors = strtoull(num, &e, 10);
     if (*e || errno || !isdigit((unsigned char)num[0]) ||
         x.sectors > VD_MAX_VIRTUAL_SIZE / VMDK_SECTOR)
-        return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: extent size "
+        return vd_set_error(err, -EINVAL, "vmdk: %s line %u: extent size "
                             "'%s' is not a sane sector count", where, lineno, num);
     if (k >= 4) {
         x.name = vmdk_desc_strdup(tok[3], tn[3]);
@@ -147,7 +147,7 @@ static int vmdk_desc_extent(struct vmdk_desc *d, const char *line, size_t n,
     if (k >= 5) {
         if (tn[4] == 0 || tn[4] >= sizeof num) {
             free(x.name);
-            return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: bad extent "
+            return vd_set_error(err, -EINVAL, "vmdk: %s line %u: bad extent "
                                 "offset", where, lineno);
         }
         memcpy(num, tok[4], tn[4]);
@@ -157,7 +157,7 @@ static int vmdk_desc_extent(struct vmdk_desc *d, const char *line, size_t n,
         if (*e || errno || !isdigit((unsigned char)num[0]) ||
             x.offset > VD_MAX_VIRTUAL_SIZE / VMDK_SECTOR) {
             free(x.name);
-            return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: extent "
+            return vd_set_error(err, -EINVAL, "vmdk: %s line %u: extent "
                                 "offset '%s' is not a sane sector number", where,
                                 lineno, num);
         }
@@ -191,7 +191,7 @@ static int vmdk_desc_keyval(struct vmdk_desc *d, const char *line, size_t n,
     if (KEY("CID") || KEY("parentCID")) {
         uint32_t x;
         if (vmdk_desc_hex32(v, vn, &x) < 0)
-            return vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: %.*s is not "
+            return vd_set_error(err, -EINVAL, "vmdk: %s line %u: %.*s is not "
                                 "a 32-bit hex number", where, lineno, (int)kn, k);
         if (KEY("CID")) {
             d->cid = x;
@@ -248,7 +248,7 @@ int vmdk_desc_parse(struct vmdk_desc *d, const char *text, size_t len,
         lineno++;
         size_t n = (size_t)(e - p);
         if (n > VMDK_MAX_LINE) {
-            r = vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u is %zu bytes "
+            r = vd_set_error(err, -EINVAL, "vmdk: %s line %u is %zu bytes "
                              "long (limit %u)", where, lineno, n, VMDK_MAX_LINE);
             break;
         }
@@ -262,7 +262,7 @@ int vmdk_desc_parse(struct vmdk_desc *d, const char *text, size_t len,
         else if (eq)
             r = vmdk_desc_keyval(d, s, n, eq, lineno, where, err);
         else
-            r = vd_set_error(err, -EINVAL, "vmdk: %s: descriptor line %u: cannot parse "
+            r = vd_set_error(err, -EINVAL, "vmdk: %s line %u: cannot parse "
                              "'%.40s'", where, lineno, s);
         /* CRLF counts as one line end */
         if (e < end && *e == '\r' && e + 1 < end && e[1] == '\n')

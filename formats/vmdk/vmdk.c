@@ -261,6 +261,19 @@ static int vmdk_check_parent(vd_image *img, struct vmdk *v, vd_error *err)
     return 0;
 }
 
+/* Messages about the main file name it once: the core prefixes the path,
+ * so "vmdk: PATH: " from the extent code becomes "vmdk: ". */
+static int vmdk_err_self(vd_image *img, vd_error *err, int r)
+{
+    if (r >= 0 || !err)
+        return r;
+    size_t pl = strlen(img->path);
+    if (!strncmp(err->msg, "vmdk: ", 6) && !strncmp(err->msg + 6, img->path, pl) &&
+        !strncmp(err->msg + 6 + pl, ": ", 2))
+        memmove(err->msg + 6, err->msg + 8 + pl, strlen(err->msg + 8 + pl) + 1);
+    return r;
+}
+
 static int vmdk_open(vd_image *img, vd_error *err)
 {
     struct vmdk *v = calloc(1, sizeof *v);
@@ -286,7 +299,7 @@ static int vmdk_open(vd_image *img, vd_error *err)
             img->cluster_size = vmdk_sparse_grain_bytes(&v->ext[i]);
     if (r < 0)
         vmdk_close(img);
-    return r;
+    return vmdk_err_self(img, err, r);
 }
 
 /* The extent holding guest byte `off` (binary search on start sectors). */
@@ -314,7 +327,7 @@ static size_t vmdk_clip(const struct vmdk_extent *e, uint64_t off, size_t len)
     return end - off < len ? (size_t)(end - off) : len;
 }
 
-static int vmdk_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vmdk *v = img->priv;
     if (v->stream)
@@ -383,7 +396,7 @@ static int vmdk_touch_cid(vd_image *img, struct vmdk *v, vd_error *err)
     return r;
 }
 
-static int vmdk_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
+static int vmdk_do_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                        vd_error *err)
 {
     struct vmdk *v = img->priv;
@@ -417,7 +430,7 @@ static int vmdk_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
     return 0;
 }
 
-static int vmdk_flush(vd_image *img, vd_error *err)
+static int vmdk_do_flush(vd_image *img, vd_error *err)
 {
     struct vmdk *v = img->priv;
     int r = 0;
@@ -453,7 +466,7 @@ static int vmdk_flat_status(struct vmdk_extent *e, uint64_t off, uint64_t n, uin
     return vd_extents_add(ext, off, d, VD_LAYER_DATA, 0, foff);
 }
 
-static int vmdk_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+static int vmdk_do_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                              vd_error *err)
 {
     struct vmdk *v = img->priv;
@@ -521,6 +534,28 @@ static uint64_t vmdk_disk_size(vd_image *img)
         if (v->ext[i].own_file)
             n += vd_file_allocated(v->ext[i].file);
     return n;
+}
+
+static int vmdk_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vmdk_err_self(img, err, vmdk_do_pread(img, buf, len, off, err));
+}
+
+static int vmdk_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
+                       vd_error *err)
+{
+    return vmdk_err_self(img, err, vmdk_do_pwrite(img, buf, len, off, err));
+}
+
+static int vmdk_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                             vd_error *err)
+{
+    return vmdk_err_self(img, err, vmdk_do_block_status(img, off, len, ext, err));
+}
+
+static int vmdk_flush(vd_image *img, vd_error *err)
+{
+    return vmdk_err_self(img, err, vmdk_do_flush(img, err));
 }
 
 static const char *const vmdk_extensions[] = { "vmdk", NULL };
