@@ -117,8 +117,10 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
     uint8_t *shadow = calloc(1, size), *mask = calloc(1, size), *got = malloc(size);
     uint8_t *buf = malloc(MAX_WRITE);
     if (base) {
+        /* A base smaller than the image (VHD rounds sizes up) reads as
+         * zeroes past its end. */
         FILE *f = fopen(base, "rb");
-        if (!f || fread(shadow, 1, size, f) != size) {
+        if (!f || fread(shadow, 1, size, f) == 0) {
             fprintf(stderr, "crash-writer: cannot read base %s\n", base);
             return 2;
         }
