@@ -121,6 +121,22 @@ if [[ " ${formats[*]} " == *" vmdk "* ]]; then
     fi
 fi
 
+# --- multi-file VMDK: made in a temporary folder, files renamed out of it -----
+if [[ " ${formats[*]} " == *" vmdk "* ]]; then
+    mkdir "$T/mf"
+    for sub in twoGbMaxExtentSparse monolithicFlat; do
+        "$V" -O vmdk -o subformat=$sub "$T/in.raw" "$T/mf/$sub.vmdk" || fail "vmdk $sub failed"
+        qemu-img compare -f raw -F vmdk "$T/in.raw" "$T/mf/$sub.vmdk" >/dev/null ||
+            fail "vmdk $sub: content differs"
+    done
+    ls "$T/mf" | grep -q '^twoGbMaxExtentSparse-s001.vmdk$' || fail "split extent not in place: $(ls "$T/mf")"
+    ls "$T/mf" | grep -q '^monolithicFlat-flat.vmdk$' || fail "flat extent not in place: $(ls "$T/mf")"
+    rc=0
+    ( trap '' XFSZ; ulimit -f 2048; exec "$V" -O vmdk -o subformat=monolithicFlat "$T/in.raw" "$T/mf/fail.vmdk" ) 2>/dev/null || rc=$?
+    [ $rc -eq 1 ] || fail "multi-file conversion over the size limit: exit $rc"
+    [ "$(ls -A "$T/mf" | wc -l)" -eq 4 ] || fail "failed multi-file conversion left files: $(ls -A "$T/mf")"
+fi
+
 # --- -c: compressed clusters (formats that store them) ---------------------
 # Compressible data (text) at unaligned places, so clusters are partly data.
 python3 - "$T/c.raw" <<'EOF'
