@@ -70,6 +70,18 @@ for opts in subformat=fixed subformat=dynamic subformat=fixed,force_size=on \
     echo "ok: $opts (size $qsize)"
 done
 
+# The same without data in the last sector (the last block stays a hole).
+cp "$T/src.raw" "$T/notail.raw"
+dd if=/dev/zero of="$T/notail.raw" bs=512 seek=$((SIZE / 512 - 1)) count=1 conv=notrunc status=none
+for opts in subformat=dynamic subformat=fixed; do
+    "$VDCONVERT" -O vhd -o "$opts" "$T/notail.raw" "$T/notail-$opts.vhd" || fail "notail $opts"
+    qemu-img compare -q -f raw "$T/notail.raw" -F vpc "$T/notail-$opts.vhd" || fail "notail $opts differs"
+    vhdiinfo "$T/notail-$opts.vhd" >/dev/null || fail "notail $opts: vhdiinfo refuses it"
+    read -r vsha vsize < <(vhdi_read "$T/notail-$opts.vhd")
+    [ "$vsha" = "$(padded_sha "$T/notail.raw" "$vsize")" ] || fail "notail $opts: libvhdi differs"
+    echo "ok: $opts without data in the last sector"
+done
+
 # A fixed VHD is probed as VHD, not raw, and the dynamic one carries the
 # footer copy at offset 0.
 fmt=$("$VDCONVERT" info "$T/out-subformat_fixed.vhd" | awk '/^file format:/ { print $3 }')

@@ -68,6 +68,18 @@ for opts in subformat=dynamic subformat=fixed block_size=1M block_size=256M,log_
     [ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$vsha" ] || fail "$opts: our read-back differs"
     echo "ok: $opts"
 done
+# The same without data in the last sector (the last block stays a hole).
+cp "$T/src.raw" "$T/notail.raw"
+dd if=/dev/zero of="$T/notail.raw" bs=512 seek=$((SIZE / 512 - 1)) count=1 conv=notrunc status=none
+for opts in subformat=dynamic subformat=fixed; do
+    "$VDCONVERT" -O vhdx -o "$opts" "$T/notail.raw" "$T/notail-$opts.vhdx" || fail "notail $opts"
+    qemu-img compare -q -f raw "$T/notail.raw" -F vhdx "$T/notail-$opts.vhdx" || fail "notail $opts differs"
+    vhdiinfo "$T/notail-$opts.vhdx" >/dev/null || fail "notail $opts: vhdiinfo refuses it"
+    read -r vsha vsize < <(vhdi_read "$T/notail-$opts.vhdx")
+    [ "$vsha" = "$(padded_sha "$T/notail.raw" "$vsize")" ] || fail "notail $opts: libvhdi differs"
+    echo "ok: $opts without data in the last sector"
+done
+
 grep -q "Fixed" <(vhdiinfo "$T/out-subformat_fixed.vhdx") || fail "fixed VHDX not reported Fixed"
 
 # --- a crash after the log entry is durable --------------------------------
