@@ -86,6 +86,26 @@ for f in $formats; do
     echo "ok $f"
 done
 
+# parallel readers (multi-threaded FUSE): file-system files and partitions at
+# once, every result right
+par_img=$T/disk.raw
+[ -f "$T/disk.qcow2" ] && par_img=$T/disk.qcow2
+vm_mount "$par_img" "$T/mnt"
+want_rand=$(sha_of "$T/root/big/random")
+want_p1=$(sha_of "$T/fs.img")
+readers=()
+for i in 1 2 3 4; do
+    sha_of "$T/mnt/fs/p1/big/random" > "$T/par.r$i" & readers+=($!)
+    sha_of "$T/mnt/p1" > "$T/par.p$i" & readers+=($!)
+    find "$T/mnt/fs/p1" -type f -size -10M -exec cat {} + > /dev/null 2>&1 & readers+=($!)
+done
+wait "${readers[@]}" || true
+for i in 1 2 3 4; do
+    [ "$(cat "$T/par.r$i")" = "$want_rand" ] || fail "parallel read $i of big/random"
+    [ "$(cat "$T/par.p$i")" = "$want_p1" ] || fail "parallel read $i of p1"
+done
+vm_umount "$T/mnt"
+
 # SIGTERM unmounts cleanly
 vm_mount "$T/disk.raw" "$T/mnt"
 kill -TERM "$VM_PID"
