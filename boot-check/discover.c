@@ -40,7 +40,7 @@ static char *disc_word(char *p, char *out, size_t size)
     size_t n = 0;
     p = disc_skip_ws(p);
     char q = (*p == '\'' || *p == '"') ? *p++ : 0;
-    while (*p && (q ? *p != q : (*p != ' ' && *p != '\t' && *p != '\n'))) {
+    while (*p && *p != '\n' && (q ? *p != q : (*p != ' ' && *p != '\t'))) {
         if (n + 1 < size)
             out[n++] = *p;
         p++;
@@ -105,7 +105,7 @@ static int disc_grub(char *cfg, struct disc_entry *e)
                 snprintf(e->title, sizeof(e->title), "%.255s", w);
             }
         } else if (in_entry && (!strncmp(p, "linux", 5))) {
-            p += strcspn(p, " \t");
+            p += strcspn(p, " \t\n");
             p = disc_word(p, e->linux_path, sizeof(e->linux_path));
             char *nl = strchr(p, '\n');
             if (nl)
@@ -114,7 +114,7 @@ static int disc_grub(char *cfg, struct disc_entry *e)
             if (nl)
                 *nl = '\n';
         } else if (in_entry && !strncmp(p, "initrd", 6)) {
-            p += strcspn(p, " \t");
+            p += strcspn(p, " \t\n");
             disc_word(p, e->initrd_path, sizeof(e->initrd_path));
         }
         if (strchr(p, '{') && (!strncmp(p, "menuentry", 9) || !strncmp(p, "submenu", 7)))
