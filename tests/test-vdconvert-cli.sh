@@ -68,6 +68,16 @@ rm -f big.raw sig.raw
 "$V" in.raw keep.raw
 cmp in.raw keep.raw || fail "conversion over an existing file differs"
 
+# --- an NBD export as the output is written in place (-n implied) ----------------
+if command -v nbdkit >/dev/null && "$V" --help | grep -q ' nbd'; then
+    nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" memory $((32 * MiB))
+    for i in 1 2 3 4 5 6 7 8 9 10; do [ -S "$T/nbd.sock" ] && break; sleep 0.1; done
+    rc=0; "$V" -p in.raw "nbd+unix:///?socket=$T/nbd.sock" 2>/dev/null || rc=$?
+    qemu-img compare -f raw in.raw "nbd+unix:///?socket=$T/nbd.sock" >/dev/null || rc=9
+    kill "$(cat "$T/nbd.pid")"
+    [ $rc -eq 0 ] || fail "conversion into an NBD export: $rc"
+fi
+
 # --- -o help, --help -----------------------------------------------------------
 "$V" -O raw -o help in.raw x.raw | grep -q preallocation || fail "-o help lists no raw option"
 [ ! -e x.raw ] || fail "-o help created an output"

@@ -215,8 +215,13 @@ static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, 
     return 0;
 }
 
-int vc_convert(const struct vc_convert_opts *o, vd_error *e)
+int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
 {
+    struct vc_convert_opts copy = *opts, *o = &copy;
+    /* An NBD export ("nbd://host/name") exists already and cannot be made
+     * under a temporary name: write into it as with -n. */
+    if (strstr(o->dst, "://"))
+        o->existing = true;
     const char *fmt = o->dst_fmt;
     if (!fmt)
         fmt = vd_format_from_extension(o->dst);
