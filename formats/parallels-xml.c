@@ -61,6 +61,11 @@ void parallels_bundle_details(struct parallels_bundle *b, vd_kv_fn fn, void *ctx
 {
     (void)b; (void)fn; (void)ctx;
 }
+uint64_t parallels_bundle_disk_size(struct parallels_bundle *b)
+{
+    (void)b;
+    return 0;
+}
 
 #else
 
@@ -557,6 +562,15 @@ int parallels_bundle_block_status(struct parallels_bundle *b, uint64_t off, uint
         off += n;
     }
     return 0;
+}
+
+uint64_t parallels_bundle_disk_size(struct parallels_bundle *b)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < b->n; i++)
+        for (size_t j = 0; j < b->st[i].n; j++)
+            total += vd_file_allocated(b->st[i].layers[j].file);
+    return total;
 }
 
 void parallels_bundle_details(struct parallels_bundle *b, vd_kv_fn fn, void *ctx)

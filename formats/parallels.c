@@ -39,6 +39,7 @@ struct parallels_state {
     struct parallels_file pf;
     struct parallels_bundle *bundle;   /* when opened through DiskDescriptor.xml */
     bool marked_inuse;
+    bool needs_repair;    /* opened read-write with the in-use flag already set */
 };
 
 static int parallels_probe(const uint8_t *head, size_t len, const uint8_t *tail,
@@ -206,10 +207,11 @@ static int parallels_open(vd_image *img, vd_error *err)
         img->size = s->pf.size;
         img->cluster_size = (uint32_t)s->pf.cluster_size;
         img->dirty = s->pf.inuse == PARALLELS_INUSE_MAGIC;
+        /* A crashed writer leaves the in-use flag set.  Read-write opens are
+         * allowed so that `vdconvert check -r all` can repair it, but writes
+         * are refused until then. */
         if (img->dirty && !img->readonly)
-            r = vd_set_error(err, -EBUSY, "parallels: image was not closed cleanly (in-use "
-                             "flag 0x%08x at 0x%x); open it read-only",
-                             s->pf.inuse, PRL_O_INUSE);
+            s->needs_repair = true;
         else if (!img->readonly && (r = parallels_set_inuse(img, s, PARALLELS_INUSE_MAGIC,
                                                             err)) == 0)
             s->marked_inuse = true;
@@ -283,6 +285,10 @@ static int parallels_pwrite(vd_image *img, const void *buf, size_t len, uint64_t
 {
     struct parallels_state *s = img->priv;
     const uint8_t *p = buf;
+    if (s->needs_repair)
+        return vd_set_error(err, -EBUSY, "parallels: image was not closed cleanly (in-use "
+                            "flag at 0x%x); repair it first with `vdconvert check -r all`",
+                            PRL_O_INUSE);
     while (len) {
         uint64_t avail;
         uint64_t foff = parallels_file_lookup(&s->pf, off, &avail);
@@ -325,12 +331,61 @@ static int parallels_block_status(vd_image *img, uint64_t off, uint64_t len, vd_
     return 0;
 }
 
+/* End of what the header and BAT reference: anything after it is leaked
+ * (a cluster written by a writer that died before its BAT entry). */
+static uint64_t parallels_used_end(const struct parallels_file *pf)
+{
+    uint64_t end = PRL_HEADER_SIZE + (uint64_t)pf->bat_entries * 4;
+    if ((uint64_t)pf->data_off * 512 > end)
+        end = (uint64_t)pf->data_off * 512;
+    for (uint32_t i = 0; i < pf->bat_entries; i++)
+        if (pf->bat[i] && (uint64_t)pf->bat[i] * pf->unit + pf->cluster_size > end)
+            end = (uint64_t)pf->bat[i] * pf->unit + pf->cluster_size;
+    return end;
+}
+
+/* Leaks at the end of the file, and the in-use flag of a crashed writer;
+ * both repairable. */
+static int parallels_check_repairable(vd_image *img, struct parallels_state *s, unsigned flags,
+                                      vd_check_result *res, vd_error *err)
+{
+    struct parallels_file *pf = &s->pf;
+    uint64_t used = vd_round_up(parallels_used_end(pf), pf->unit);
+    if (pf->file_size > used) {
+        uint64_t n = (pf->file_size - used + pf->cluster_size - 1) / pf->cluster_size;
+        res->leaks += n;
+        if (flags & VD_CHECK_REPAIR_LEAKS) {
+            int r = vd_file_truncate(img->file, used, err);
+            if (r < 0)
+                return r;
+            pf->file_size = pf->next_alloc = used;
+            res->leaks_fixed += n;
+        }
+    }
+    if (pf->inuse == PARALLELS_INUSE_MAGIC && (s->needs_repair || img->readonly)) {
+        if (!res->corruptions++)
+            snprintf(res->first_problem, sizeof res->first_problem,
+                     "image was not closed cleanly (in-use flag at 0x%x)", PRL_O_INUSE);
+        if ((flags & VD_CHECK_REPAIR_ALL) == VD_CHECK_REPAIR_ALL && s->needs_repair) {
+            int r = parallels_set_inuse(img, s, 0, err);
+            if (r < 0)
+                return r;
+            s->needs_repair = false;
+            img->dirty = false;
+            res->corruptions_fixed++;
+        }
+    }
+    return 0;
+}
+
 static int parallels_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
-    (void)flags; (void)err;
     struct parallels_state *s = img->priv;
     if (s->bundle)
         return -ENOTSUP;
+    int r = parallels_check_repairable(img, s, flags, res, err);
+    if (r < 0)
+        return r;
     const struct parallels_file *pf = &s->pf;
     uint64_t allocated = 0;
     for (uint32_t i = 0; i < pf->bat_entries; i++)
@@ -362,6 +417,14 @@ static void parallels_details(vd_image *img, vd_kv_fn fn, void *ctx)
         snprintf(v, sizeof v, "0x%llx", (unsigned long long)s->pf.ext_off * 512);
         fn(ctx, "format-extension", v);
     }
+}
+
+/* The descriptor's own size plus every file of a bundle. */
+static uint64_t parallels_disk_size(vd_image *img)
+{
+    struct parallels_state *s = img->priv;
+    uint64_t own = vd_file_allocated(img->file);
+    return s->bundle ? own + parallels_bundle_disk_size(s->bundle) : own;
 }
 
 /* ---- create ------------------------------------------------------------ */
@@ -428,6 +491,7 @@ const struct vd_driver vd_parallels = {
     .block_status = parallels_block_status,
     .check = parallels_check,
     .details = parallels_details,
+    .disk_size = parallels_disk_size,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_EMULATE,
     .can_discard = VD_CAN_NONE,
