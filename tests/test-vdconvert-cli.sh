@@ -141,6 +141,34 @@ rc=0; "$V" check q.qed >out 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "check of a corrupt qed: exit $rc: $(cat out)"
 qemu-img check q.qed >/dev/null 2>&1 && fail "qemu-img finds the corrupted qed clean"
 
+# A qcow2 with one leaked cluster (refcount 1, no reference): exit 3, and
+# -r leaks repairs it (exit 0, qemu-img agrees).
+if "$V" create -q -O qcow2 probe.qcow2 1M >/dev/null 2>&1; then
+    qemu-img create -q -f qcow2 l.qcow2 16M
+    qemu-io -c "write -P 1 0 128k" l.qcow2 >/dev/null
+    python3 - l.qcow2 <<'EOF'
+import os, struct, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    rt = struct.unpack(">Q", f.read(104)[48:56])[0]          # refcount table offset
+    f.seek(rt)
+    rb = struct.unpack(">Q", f.read(8))[0]                    # first refcount block
+    size = os.path.getsize(p)
+    f.seek(rb + 2 * (size // 65536))                          # the cluster past the end
+    f.write(struct.pack(">H", 1))
+    f.truncate(size + 65536)
+EOF
+    rc=0; qemu-img check l.qcow2 >/dev/null 2>&1 || rc=$?
+    [ $rc -eq 3 ] || fail "the leak recipe did not make qemu-img see a leak ($rc)"
+    rc=0; "$V" check l.qcow2 >out || rc=$?
+    [ $rc -eq 3 ] && grep -q "1 leaked clusters were found" out || fail "check of a leaky qcow2: exit $rc: $(cat out)"
+    "$V" check --json l.qcow2 >out || true
+    grep -q '"leaks": 1' out || fail "check --json leaks: $(cat out)"
+    rc=0; "$V" check -r leaks l.qcow2 >out || rc=$?
+    [ $rc -eq 0 ] && grep -q "No errors" out || fail "check -r leaks: exit $rc: $(cat out)"
+    qemu-img check l.qcow2 >/dev/null || fail "qemu-img still finds problems after -r leaks"
+fi
+
 # --- info -------------------------------------------------------------------------------
 qemu-img create -q -f qed base.qed 32M
 qemu-img create -q -f qed -b base.qed -F qed top.qed

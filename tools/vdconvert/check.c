@@ -72,6 +72,24 @@ static void check_print_json(const char *file, const char *fmt, const vd_check_r
     printf("\n}\n");
 }
 
+/* After a repair, report what is left as qemu-img does: check again and
+ * keep only the repair counts of the first pass. */
+static void check_recheck(vd_image *img, vd_check_result *res)
+{
+    vd_check_result again;
+    vd_error e2 = { 0 };
+    if (vd_check(img, 0, &again, &e2) < 0) {
+        /* The second pass failed: assume the repaired ones are gone. */
+        res->leaks -= res->leaks_fixed < res->leaks ? res->leaks_fixed : res->leaks;
+        res->corruptions -= res->corruptions_fixed < res->corruptions
+                            ? res->corruptions_fixed : res->corruptions;
+        return;
+    }
+    again.leaks_fixed = res->leaks_fixed;
+    again.corruptions_fixed = res->corruptions_fixed;
+    *res = again;
+}
+
 static const char check_usage[] =
     "usage: vdconvert check [-f FMT] [-r leaks|all] [--json] [-q] [--allow-host-paths] IMG\n"
     "  -r leaks  repair leaked clusters;  -r all  repair everything repairable\n"
@@ -128,6 +146,8 @@ int vc_cmd_check(int argc, char **argv)
     } else if (r < 0) {
         rc = vc_fail_err(&e);
     } else {
+        if (res.corruptions_fixed || res.leaks_fixed)
+            check_recheck(img, &res);
         if (json)
             check_print_json(argv[optind], vd_format_name(img), &res);
         else if (!quiet)
