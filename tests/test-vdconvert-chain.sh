@@ -60,6 +60,8 @@ if readable qed; then
     qemu-img create -q -f qed -b base.qed -F qed top.qed
     qemu-io -f qed -c "write -P 0x44 64k 64k" -c "write -z 9M 64k" -c "write -P 0x55 12M 64k" top.qed >/dev/null
     same_map top.qed
+    # The human layout too: mapped data extents with the file they live in.
+    diff <("$V" map top.qed) <(qemu-img map top.qed) >map.diff || fail "human map differs: $(cat map.diff)"
 fi
 head -c 1M /dev/urandom >r.raw; truncate -s 8M r.raw
 same_map r.raw
