@@ -13,6 +13,8 @@
 #                  holes  1 MiB random / 1 MiB hole, alternating
 #                  zeros  95% written zeroes (allocated), 5% random
 #                  empty  all holes
+#                  mixed  3/8 a tar of /usr/lib, 1/8 random, rest holes
+#                         (the reference content of issue 10)
 #   FORMATS="raw qcow2 qcow2c vmdk vdi vhd"   input/output formats
 #                  (qcow2c = compressed qcow2, vmdk = streamOptimized)
 #   BENCH_DIR=/var/tmp/vdisk-bench   where images are made (needs ~7x SIZE)
@@ -73,6 +75,11 @@ os.close(fd)
 EOF
         ;;
     empty) truncate -s "$BYTES" "$f" ;;
+    mixed)  # issue 10's reference: 3/8 a tar of /usr/lib, 1/8 random, rest holes
+        tar cf - /usr/lib 2>/dev/null | head -c $((BYTES / 8 * 3)) >"$f" || true
+        head -c $((BYTES / 8)) /dev/urandom >>"$f"
+        truncate -s "$BYTES" "$f"
+        ;;
     esac
 }
 
