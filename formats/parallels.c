@@ -373,6 +373,10 @@ static int parallels_check_repairable(vd_image *img, struct parallels_state *s, 
             s->needs_repair = false;
             img->dirty = false;
             res->corruptions_fixed++;
+            /* from now on a normal writer: flagged while open, cleared on close */
+            if ((r = parallels_set_inuse(img, s, PARALLELS_INUSE_MAGIC, err)) < 0)
+                return r;
+            s->marked_inuse = true;
         }
     }
     return 0;

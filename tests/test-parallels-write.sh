@@ -5,8 +5,8 @@
 # Parallels accept (signature, version 2, cluster, BAT, size, data offset) and
 # are left with the in-use flag clear; qemu-io writes into them read back the
 # same through vdisk.  An image whose in-use flag is set (not closed
-# cleanly) still reads; vdconvert info says so.  (Refusing it read-write is
-# checked by unit-parallels.)
+# cleanly) still reads; vdconvert info says so.  (Refusing writes to it until
+# a check repairs it is checked by unit-vdi-parallels.)
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3
 

@@ -5,8 +5,8 @@
  *    data is there after reopening (parent found again by UUID);
  *  - block status of a child names the layer that holds each range;
  *  - a Parallels image carries the in-use flag while open read-write and
- *    not after a clean close; one left in use is refused read-write (with
- *    a message naming the flag) but opens read-only, marked dirty;
+ *    not after a clean close; one left in use reads (marked dirty), refuses
+ *    writes with a message naming the flag until a check repairs it;
  *  - UUID text parsing/formatting round trips in VirtualBox's byte order. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -158,9 +158,12 @@ static void test_parallels_inuse(void **state)
     fseek(f, 44, SEEK_SET);
     fwrite("Ynot", 1, 4, f);
     fclose(f);
-    int r = vd_open(p, NULL, &img, &e);
-    assert_int_equal(r, -EBUSY);
+    /* read-write: opens (so that check can repair it) but refuses writes */
+    assert_int_equal(vd_open(p, NULL, &img, &e), 0);
+    assert_int_equal(vd_pwrite(img, buf, 512, 0, &e), -EBUSY);
     assert_non_null(strstr(e.msg, "in-use flag"));
+    assert_int_equal(vd_close(img, NULL), 0);
+    assert_int_equal(read_le32_at(p, 44), PARALLELS_INUSE_MAGIC_TEST);  /* untouched */
     assert_int_equal(vd_open(p, &(vd_open_opts){ .readonly = true }, &img, &e), 0);
     vd_info info;
     assert_int_equal(vd_get_info(img, &info), 0);
@@ -170,6 +173,17 @@ static void test_parallels_inuse(void **state)
         assert_int_equal(buf[i], 0x5c);
     assert_int_equal(vd_close(img, &e), 0);
     assert_int_equal(read_le32_at(p, 44), PARALLELS_INUSE_MAGIC_TEST);  /* untouched */
+
+    /* check -r all clears it; writes work again */
+    vd_check_result res;
+    memset(&res, 0, sizeof res);
+    assert_int_equal(vd_open(p, NULL, &img, &e), 0);
+    assert_int_equal(vd_check(img, VD_CHECK_REPAIR_ALL, &res, &e), 0);
+    assert_int_equal(res.corruptions, 1);
+    assert_int_equal(res.corruptions_fixed, 1);
+    assert_int_equal(vd_pwrite(img, buf, 512, 0, &e), 0);
+    assert_int_equal(vd_close(img, &e), 0);
+    assert_int_equal(read_le32_at(p, 44), 0);
 }
 
 static void test_uuid_text(void **state)
