@@ -7,8 +7,11 @@
  * of at least the sparse size, and write the rest.  Writes go out in job
  * order, because a streaming target (streamOptimized VMDK) must be written
  * strictly sequentially; a raw target is written through its own fd without
- * waiting, since order does not matter there.  Memory is one or two buffers
- * per worker, whatever the size of the image.
+ * waiting, since order does not matter there.  Raw to raw without zero
+ * detection skips the read: copy_file_range moves the bytes in the kernel.
+ * Compressed output (-c) goes in whole clusters through vd_pwrite_compressed,
+ * so its jobs are widened to cluster boundaries.  Memory is one or two
+ * buffers per worker, whatever the size of the image.
  */
 #include "vdconvert.h"
 
