@@ -55,7 +55,7 @@ field("z-short", "does not inflate", zl2, ">Q", (1 << 63) | (3 << (63 - cb)) | z
 PY
 
 SAN=0
-if ldd "$VDCONVERT" | grep -q libasan; then SAN=1; fi
+if ldd "$VDCONVERT" 2>/dev/null | grep libasan >/dev/null; then SAN=1; fi
 run_capped() {
     if [ $SAN = 1 ]; then timeout 60 "$VDCONVERT" "$@"
     else ( ulimit -v 1048576; exec timeout 10 "$VDCONVERT" "$@" ); fi
