@@ -455,13 +455,95 @@ static ssize_t e2v_pread_locked(vd_ext2 *x, uint32_t ino, void *buf, size_t len,
     return done;
 }
 
+/* A run of file blocks: `n` blocks at physical block `phys`, or zeroes
+ * (a hole or an unwritten extent) when phys is 0. */
+struct e2v_run {
+    uint64_t phys;
+    uint32_t n;
+};
+
+#define E2V_MAP_BLOCKS 256   /* blocks mapped per locked step */
+
+/* Map file blocks [lb, lb+nb) to runs; caller holds the lock. */
+static int e2v_map(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in, uint64_t lb,
+                   uint32_t nb, struct e2v_run *runs, int *nruns, vd_error *err)
+{
+    int nr = 0;
+    blk64_t total = ext2fs_blocks_count(x->fs->super);
+    for (uint32_t k = 0; k < nb; k++) {
+        blk64_t phys = 0;
+        int flags = 0;
+        errcode_t e = ext2fs_bmap2(x->fs, ino, (struct ext2_inode *)in, NULL, 0, lb + k,
+                                   &flags, &phys);
+        if (e)
+            return e2v_fail(err, e, "inode %u: block %llu", ino,
+                            (unsigned long long)(lb + k));
+        if (flags & BMAP_RET_UNINIT)
+            phys = 0;
+        if (phys >= total)
+            return vd_set_error(err, -EUCLEAN, "ext2: inode %u: block %llu maps to %llu, "
+                                "past the end of the file system (%llu blocks)", ino,
+                                (unsigned long long)(lb + k), (unsigned long long)phys,
+                                (unsigned long long)total);
+        struct e2v_run *last = nr ? &runs[nr - 1] : NULL;
+        if (last && ((!last->phys && !phys) || (last->phys && phys == last->phys + last->n)))
+            last->n++;
+        else
+            runs[nr++] = (struct e2v_run){ phys, 1 };
+    }
+    *nruns = nr;
+    return 0;
+}
+
+/* Read a regular file by mapping its blocks under the lock and reading the
+ * data outside it: contiguous blocks become one vd_pread, and reads of
+ * different files (or of the disk) proceed in parallel. */
 ssize_t vd_ext2_pread(vd_ext2 *x, uint32_t ino, void *buf, size_t len, uint64_t off,
                       vd_error *err)
 {
+    struct ext2_inode_large in;
     pthread_mutex_lock(&x->lock);
-    ssize_t r = e2v_pread_locked(x, ino, buf, len, off, err);
+    int r = e2v_read_inode(x, ino, &in, err);
+    if (r == 0 && (!S_ISREG(in.i_mode) || (in.i_flags & EXT4_INLINE_DATA_FL))) {
+        /* inline data and symlinks: libext2fs' own file reader */
+        ssize_t n = e2v_pread_locked(x, ino, buf, len, off, err);
+        pthread_mutex_unlock(&x->lock);
+        return n;
+    }
     pthread_mutex_unlock(&x->lock);
-    return r;
+    if (r < 0)
+        return r;
+    uint64_t size = EXT2_I_SIZE(&in), bs = x->fs->blocksize;
+    if (off >= size)
+        return 0;
+    if (len > size - off)
+        len = size - off;
+    uint64_t end = off + len, pos = off;
+    struct e2v_run runs[E2V_MAP_BLOCKS];
+    while (pos < end) {
+        uint64_t lb = pos / bs, last = (end - 1) / bs;
+        uint32_t nb = last - lb + 1 > E2V_MAP_BLOCKS ? E2V_MAP_BLOCKS : last - lb + 1;
+        int nr = 0;
+        pthread_mutex_lock(&x->lock);
+        r = e2v_map(x, ino, &in, lb, nb, runs, &nr, err);
+        pthread_mutex_unlock(&x->lock);
+        if (r < 0)
+            return r;
+        uint64_t blk = lb;
+        for (int i = 0; i < nr; i++) {
+            uint64_t a = blk * bs > pos ? blk * bs : pos;
+            uint64_t b = (blk + runs[i].n) * bs < end ? (blk + runs[i].n) * bs : end;
+            char *dst = (char *)buf + (a - off);
+            if (!runs[i].phys)
+                memset(dst, 0, b - a);
+            else if ((r = vd_pread(x->img, dst, b - a,
+                                   x->off + runs[i].phys * bs + (a - blk * bs), err)) < 0)
+                return r;
+            blk += runs[i].n;
+        }
+        pos = (lb + nb) * bs < end ? (lb + nb) * bs : end;
+    }
+    return len;
 }
 
 int vd_ext2_read_file(vd_ext2 *x, const char *path, size_t max, char **buf,

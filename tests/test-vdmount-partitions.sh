@@ -54,9 +54,10 @@ echo ext3-fs > "$T/r3/etc/hostname"
 mke2fs -q -F -t ext2 -d "$T/r2" "$T/ext2.img" 8M
 mke2fs -q -F -t ext3 -d "$T/r3" "$T/ext3.img" 8M
 
-# MBR: p1 ext2, extended p2 holding p5 (ext3) and p6, p3 a swap type
+# MBR: p1 ext2, extended p2 holding logicals p5 (ext3) and p6, p3 a bootable
+# swap type, p4 a primary after the extended one
 truncate -s 64M "$T/mbr.raw"
-printf 'label: dos\nstart=2048, size=16384, type=83\nstart=20480, size=60000, type=f\nstart=90000, size=20000, type=82, bootable\nsize=16384, type=83\nsize=8000, type=8e\n' |
+printf 'label: dos\nstart=2048, size=16384, type=83\nstart=20480, size=60000, type=f\nstart=90000, size=20000, type=82, bootable\nstart=22528, size=16384, type=83\nstart=40960, size=8000, type=83\nstart=81920, size=8000, type=8e\n' |
     sfdisk -q "$T/mbr.raw"
 dd if="$T/ext2.img" of="$T/mbr.raw" bs=512 seek=2048 conv=notrunc status=none
 p5=$(sfdisk --json "$T/mbr.raw" | python3 -c 'import json,sys; print([p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p["node"].endswith("5")][0])')
