@@ -22,8 +22,10 @@ static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const stru
             return -1;
     }
     uint64_t entry;
+    struct boot_image bi = bf->bi;
+    bi.host_decompress = !o->guest_decompress;
     if (mptable_write(vm, err, errlen) < 0 ||
-        bzimage_load(vm, &bf->bi, &entry, err, errlen) < 0 ||
+        bzimage_load(vm, &bi, &entry, err, errlen) < 0 ||
         vm_setup_bsp(vm, entry, VM_BOOT_PARAMS, err, errlen) < 0)
         return -1;
     return 0;
@@ -55,9 +57,9 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     if (kvm_boot_setup(&vm, o, bf, &dk, err, sizeof(err)) < 0)
         goto out;
     if (o->verbose)
-        fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s\n", o->cpus,
+        fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s; kernel: %s\n", o->cpus,
                 o->memory_mib, bf->cmdline, cfg.hide_unsafe_cpuid ?
-                ", cx16/xsave hidden (nested kvm_pvm)" : "");
+                ", cx16/xsave hidden (nested kvm_pvm)" : "", vm.boot_note);
     r->outcome = vm_run(&vm, o->timeout);
     snprintf(r->reason, sizeof(r->reason), "%s", vm.reason);
     r->seconds = con_now() - con.t_start;

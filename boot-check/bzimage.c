@@ -151,12 +151,25 @@ int bzimage_load(struct vm *vm, const struct boot_image *bi, uint64_t *entry,
     size_t pm_len = bi->kernel_len - setup;
     uint64_t init_size = bz_le32(k + HDR_INIT_SIZE);
     uint64_t need = init_size > pm_len ? init_size : pm_len;
-    if (need > vm->low_size - VM_KERNEL || vm->low_size <= VM_KERNEL) {
-        snprintf(err, errlen, "kernel needs %llu MiB at 1 MiB (init_size at 0x260): raise --memory",
-                 (unsigned long long)(need >> 20) + 1);
-        return -1;
+    uint64_t kentry = 0, kend = 0;
+    char why[256] = "";
+    if (bi->host_decompress &&
+        vmlinux_load(vm, k, bi->kernel_len, setup, &kentry, &kend, why, sizeof(why)) == 0) {
+        snprintf(vm->boot_note, sizeof(vm->boot_note),
+                 "payload decompressed on the host, vmlinux entry 0x%llx",
+                 (unsigned long long)kentry);
+    } else {
+        if (need > vm->low_size - VM_KERNEL || vm->low_size <= VM_KERNEL) {
+            snprintf(err, errlen, "kernel needs %llu MiB at 1 MiB (init_size at 0x260): raise --memory",
+                     (unsigned long long)(need >> 20) + 1);
+            return -1;
+        }
+        memcpy(vm_guest_ptr(vm, VM_KERNEL, pm_len), k + setup, pm_len);
+        kentry = VM_KERNEL + 0x200;
+        kend = VM_KERNEL + need;
+        snprintf(vm->boot_note, sizeof(vm->boot_note), "bzImage 64-bit entry%s%s",
+                 why[0] ? "; not decompressed on the host: " : "", why);
     }
-    memcpy(vm_guest_ptr(vm, VM_KERNEL, pm_len), k + setup, pm_len);
 
     uint8_t *bp = vm_guest_ptr(vm, VM_BOOT_PARAMS, 4096);
     memset(bp, 0, 4096);
@@ -184,9 +197,9 @@ int bzimage_load(struct vm *vm, const struct boot_image *bi, uint64_t *entry,
     bz_put32(bp + HDR_CMD_LINE_PTR, (uint32_t)VM_CMDLINE);
     bz_put32(bp + BP_EXT_CMD_LINE_PTR, 0);
 
-    if (bi->initrd && bz_initrd(vm, bi, bp, VM_KERNEL + need, err, errlen) < 0)
+    if (bi->initrd && bz_initrd(vm, bi, bp, kend, err, errlen) < 0)
         return -1;
     bz_e820(vm, bp);
-    *entry = VM_KERNEL + 0x200;
+    *entry = kentry;
     return 0;
 }

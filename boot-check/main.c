@@ -32,6 +32,8 @@ static void usage(FILE *f)
         "  --cpus N              vCPUs, 1..%d (default 1)\n"
         "  --console FILE        save the console transcript ('-' = stdout)\n"
         "  --format FMT          image format (default: probed)\n"
+        "  --guest-decompress    kvm: run the kernel's own decompressor instead of\n"
+        "                        loading the vmlinux decompressed on the host\n"
         "  --json                print the result as one JSON object\n"
         "  -v, --verbose         report what vdboot does\n"
         "exit: 0 login, 1 panic, 2 timeout, 3 error\n",
@@ -41,12 +43,13 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct vdboot_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_APPEND, O_ACCEL, O_EXPECT, O_TIMEOUT, O_MEMORY,
-           O_CPUS, O_CONSOLE, O_FORMAT, O_JSON };
+           O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS };
     static const struct option lo[] = {
         { "kernel", 1, 0, O_KERNEL }, { "initrd", 1, 0, O_INITRD }, { "append", 1, 0, O_APPEND },
         { "accel", 1, 0, O_ACCEL }, { "expect", 1, 0, O_EXPECT }, { "timeout", 1, 0, O_TIMEOUT },
         { "memory", 1, 0, O_MEMORY }, { "cpus", 1, 0, O_CPUS }, { "console", 1, 0, O_CONSOLE },
         { "format", 1, 0, O_FORMAT }, { "json", 0, 0, O_JSON }, { "verbose", 0, 0, 'v' },
+        { "guest-decompress", 0, 0, O_GUEST_DECOMPRESS },
         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
@@ -64,6 +67,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         case O_CONSOLE: o->console = optarg; break;
         case O_FORMAT: o->format = optarg; break;
         case O_JSON: o->json = true; break;
+        case O_GUEST_DECOMPRESS: o->guest_decompress = true; break;
         case 'v': o->verbose = true; break;
         case 'h': usage(stdout); exit(0);
         case O_TIMEOUT:

@@ -16,6 +16,7 @@ struct vdboot_opts {
     unsigned long long memory_mib;
     int cpus;
     bool json, verbose;
+    bool guest_decompress;     /* kvm: let the kernel decompress itself */
 };
 
 struct vdboot_result {

@@ -81,6 +81,7 @@ struct vm {
     char reason[512];
     uint64_t unhandled_io;
     void *blk;                     /* the virtio-blk state, if any */
+    char boot_note[300];           /* how the kernel was loaded (for -v) */
 };
 
 /* ---- kvm.c ---- */
@@ -109,10 +110,15 @@ struct boot_image {
     uint8_t *initrd; size_t initrd_len;
     const char *cmdline;
     char version[128];             /* from the setup header, or "" */
+    bool host_decompress;          /* try vmlinux.c before the bzImage entry */
 };
 int bzimage_read_version(const uint8_t *k, size_t len, char *out, size_t outlen);
 int bzimage_load(struct vm *vm, const struct boot_image *bi, uint64_t *entry,
                  char *err, size_t errlen);
+/* vmlinux.c: decompress the payload on the host and load the ELF; 0 with
+ * the physical entry and end, or -1 with the reason (then boot the bzImage) */
+int vmlinux_load(struct vm *vm, const uint8_t *k, size_t klen, size_t setup, uint64_t *entry,
+                 uint64_t *end, char *err, size_t errlen);
 
 /* ---- devices: each has init (0 or -1 with err) and exit ---- */
 struct vm_device {
