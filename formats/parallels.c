@@ -335,6 +335,11 @@ static int parallels_block_status(vd_image *img, uint64_t off, uint64_t len, vd_
  * (a cluster written by a writer that died before its BAT entry). */
 static uint64_t parallels_used_end(const struct parallels_file *pf)
 {
+    /* A format extension (dirty bitmaps) references clusters of its own that
+     * we do not parse: all of the file is in use then, never truncated.
+     * (qemu 7.2 does not know extensions and calls them leaks.) */
+    if (pf->ext_off)
+        return pf->file_size;
     uint64_t end = PRL_HEADER_SIZE + (uint64_t)pf->bat_entries * 4;
     if ((uint64_t)pf->data_off * 512 > end)
         end = (uint64_t)pf->data_off * 512;
