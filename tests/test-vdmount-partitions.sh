@@ -127,6 +127,13 @@ vm_mount "$T/mbr.raw" "$T/mnt"
 if "$VDMOUNT" "$T/mbr.raw" "$T/mnt" 2>"$T/err"; then fail "busy mount point accepted"; fi
 grep -q "busy" "$T/err" || fail "busy: $(cat "$T/err")"
 vm_umount "$T/mnt"
+# a mount whose server was killed: refused as busy, and unmount still works
+vm_mount "$T/mbr.raw" "$T/mnt"
+kill -KILL "$VM_PID"; wait "$VM_PID" 2>/dev/null || true
+if "$VDMOUNT" "$T/mbr.raw" "$T/mnt" 2>"$T/err"; then fail "stale mount point accepted"; fi
+grep -q "is busy" "$T/err" || fail "stale: $(cat "$T/err")"
+fusermount3 -u "$T/mnt" || fail "unmount of a stale mount"
+mountpoint -q "$T/mnt" && fail "stale mount still there"
 if "$VDMOUNT" "$T/nosuch.raw" "$T/mnt" 2>"$T/err"; then fail "missing image accepted"; fi
 grep -q "nosuch.raw" "$T/err" || fail "missing image: $(cat "$T/err")"
 echo "ok"
