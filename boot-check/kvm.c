@@ -267,6 +267,8 @@ static void kvm_check_halt(struct vcpu *c)
     c->check_halt = 0;
     if (ioctl(c->fd, KVM_GET_MP_STATE, &mp) < 0 || ioctl(c->fd, KVM_GET_REGS, &r) < 0)
         return;
+    c->last_rip = r.rip;
+    c->last_mp_state = mp.mp_state;
     if (mp.mp_state == KVM_MP_STATE_HALTED && !(r.rflags & 0x200)) {
         if (++c->halted_checks >= HALT_CHECKS_DEAD)
             vm_finish(c->vm, VM_PANIC, "CPU %d halted with interrupts disabled at rip 0x%llx",
@@ -417,7 +419,7 @@ enum vm_outcome vm_run(struct vm *vm, double timeout_s)
         }
         vm->cpu[i].started = true;
     }
-    double deadline = con_now() + timeout_s;
+    double deadline = con_now() + timeout_s, next_report = con_now() + 10;
     pthread_mutex_lock(&vm->lock);
     while (vm->outcome == VM_RUNNING) {
         double now = con_now();
@@ -435,6 +437,16 @@ enum vm_outcome vm_run(struct vm *vm, double timeout_s)
             ts.tv_nsec -= 1000000000;
         }
         pthread_cond_timedwait(&vm->done_cond, &vm->lock, &ts);
+        if (vm->cfg.verbose && now >= next_report) {
+            /* a slow guest shows where it is: rip, halted or not, console */
+            struct vcpu *b = &vm->cpu[0];
+            fprintf(stderr, "vdboot: %.0f s: CPU 0 at rip 0x%llx%s, %llu console bytes, "
+                    "%llu int3 injected\n", now - (deadline - timeout_s),
+                    (unsigned long long)b->last_rip,
+                    b->last_mp_state == KVM_MP_STATE_HALTED ? " (halted)" : "",
+                    (unsigned long long)vm->con->bytes, (unsigned long long)b->int3_injected);
+            next_report = now + 10;
+        }
         if (vm->outcome == VM_RUNNING && vm->cpu[0].started) {
             vm->cpu[0].check_halt = 1;
             kvm_kick(&vm->cpu[0]);

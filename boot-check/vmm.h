@@ -53,6 +53,8 @@ struct vcpu {
     volatile int check_halt;   /* main thread asks: are you dead-halted? */
     int halted_checks;         /* consecutive checks found halted, IF=0 */
     uint64_t int3_injected;    /* #BP raised for the nested KVM (kvm.c) */
+    uint64_t last_rip;         /* sampled by the halt check, for -v */
+    uint32_t last_mp_state;
 };
 
 /* Why the run ended (see main.c for the exit codes). */
