@@ -586,6 +586,9 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
     if (uuid_opt) {
         if (vdi_uuid_parse(uuid_opt, h + VDI_O_UUID_CREATE) < 0)
             return vd_set_error(err, -EINVAL, "vdi: uuid=%s is not a UUID", uuid_opt);
+        if (vdi_uuid_is_null(h + VDI_O_UUID_CREATE))   /* VirtualBox refuses those */
+            return vd_set_error(err, -EINVAL, "vdi: uuid=%s: the null UUID is not allowed",
+                                uuid_opt);
     } else if ((r = vdi_uuid_random(h + VDI_O_UUID_CREATE)) < 0) {
         return vd_set_errno(err, r, "vdi: getrandom");
     }

@@ -85,6 +85,10 @@ if "$VDCONVERT" create -O vdi -o uuid=not-a-uuid "$T/bad.vdi" 1M 2>"$T/err"; the
     fail "uuid=not-a-uuid accepted"
 fi
 grep -q "not a UUID" "$T/err" || fail "uuid error: $(cat "$T/err")"
+if "$VDCONVERT" create -O vdi -o uuid=00000000-0000-0000-0000-000000000000 "$T/bad.vdi" 1M 2>"$T/err"; then
+    fail "null uuid accepted"
+fi
+grep -q "null UUID" "$T/err" || fail "null uuid error: $(cat "$T/err")"
 echo "ok: uuids"
 
 # writes through qemu-io into our image, and ours read back by qemu
