@@ -4,6 +4,7 @@
 #include "vhd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -51,7 +52,8 @@ static char *vhd_utf16_to_utf8(const uint8_t *p, size_t bytes, bool big_endian)
 }
 
 /* Turn a stored Windows or Mac path into one relative to the child's folder:
- * backslashes become slashes, "file://" and a leading "./" go, and a path
+ * backslashes become slashes, a Mac "file://" URL becomes its path, a
+ * leading "./" goes, and a path
  * with a drive letter ("C:\VMs\base.vhd") is reduced to its file name, since
  * the images travel together and that drive does not exist here. */
 static void vhd_normalize_parent_path(char *p)
@@ -60,8 +62,22 @@ static void vhd_normalize_parent_path(char *p)
         if (*q == '\\')
             *q = '/';
     size_t n = strlen(p);
-    if (n >= 7 && !memcmp(p, "file://", 7))
-        memmove(p, p + 7, n - 6);
+    if (n >= 7 && !memcmp(p, "file://", 7)) {
+        /* a Mac file URL: file://localhost/path or file:///path, %XX escaped */
+        char *src = p + 7, *o = p;
+        if (!strncmp(src, "localhost/", 10))
+            src += 9;
+        for (; *src; src++) {
+            unsigned v;
+            if (*src == '%' && src[1] && src[2] && sscanf(src + 1, "%2x", &v) == 1 && v) {
+                *o++ = (char)v;
+                src += 2;
+            } else {
+                *o++ = *src;
+            }
+        }
+        *o = 0;
+    }
     if (((p[0] | 0x20) >= 'a' && (p[0] | 0x20) <= 'z') && p[1] == ':') {
         const char *base = strrchr(p, '/');
         const char *from = base ? base + 1 : p + 2;
@@ -118,49 +134,59 @@ static bool vhd_candidate_exists(vd_image *img, const char *name)
     return ok;
 }
 
-/* Choose the parent: relative locators first (W2ru), then absolute (W2ku),
- * Mac (MacX), and the parent's unicode name; the first that names an existing
- * file wins, else the first candidate (so the error names it). */
+/* Choose the parent among the candidates - the relative locator (W2ru),
+ * the absolute ones (W2ku, MacX), the parent's unicode name, in that order:
+ * the first that names a file we may open wins; failing that the first whose
+ * file name alone exists next to the child (absolute paths from another
+ * machine, when the images travel together); else the first candidate, so
+ * that the core's error names it. */
+#define VHD_MAX_CANDIDATES (VHD_LOCATORS + 1)
+
+static const char *vhd_basename(const char *p)
+{
+    const char *b = strrchr(p, '/');
+    return b ? b + 1 : p;
+}
+
 int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd_error *err)
 {
     static const uint32_t order[] = { 0x57327275, 0x57326b75, 0x4d616358 };
-    char *first = NULL;
-    for (size_t k = 0; k < 3 && !img->backing_file; k++) {
-        for (int i = 0; i < VHD_LOCATORS && !img->backing_file; i++) {
+    char *cand[VHD_MAX_CANDIDATES];
+    size_t n = 0;
+    for (size_t k = 0; k < 3; k++)
+        for (int i = 0; i < VHD_LOCATORS; i++) {
             if (vd_be32(dynhdr + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE) != order[k])
                 continue;
             char *p = vhd_locator_path(img, dynhdr, file_size, i, NULL);
-            if (!p)
-                continue;
-            if (vhd_candidate_exists(img, p)) {
-                img->backing_file = p;
-            } else if (!first) {
-                first = p;
-            } else {
-                free(p);
-            }
+            if (p)
+                cand[n++] = p;
         }
-    }
-    if (!img->backing_file) {
-        char *p = vhd_utf16_to_utf8(dynhdr + VHD_D_PARENT_NAME, 512, true);
-        if (p)
-            vhd_normalize_parent_path(p);
-        if (p && *p && (!first || vhd_candidate_exists(img, p))) {
-            img->backing_file = p;
-        } else {
-            free(p);
-        }
-    }
-    if (!img->backing_file) {
-        img->backing_file = first;
-        first = NULL;
-    }
-    free(first);
-    if (!img->backing_file)
+    char *name = vhd_utf16_to_utf8(dynhdr + VHD_D_PARENT_NAME, 512, true);
+    if (name)
+        vhd_normalize_parent_path(name);
+    if (name && *name)
+        cand[n++] = name;
+    else
+        free(name);
+    const char *pick = NULL;
+    for (size_t i = 0; i < n && !pick; i++)
+        if (vhd_candidate_exists(img, cand[i]))
+            pick = cand[i];
+    for (size_t i = 0; i < n && !pick; i++)
+        if (*vhd_basename(cand[i]) && vhd_candidate_exists(img, vhd_basename(cand[i])))
+            pick = vhd_basename(cand[i]);
+    if (!pick && n)
+        pick = cand[0];
+    img->backing_file = pick ? strdup(pick) : NULL;
+    for (size_t i = 0; i < n; i++)
+        free(cand[i]);
+    if (!pick)
         return vd_set_error(err, -EINVAL,
                             "vhd: differencing disk names no parent (no parent locator or name)");
     img->backing_format = strdup("vhd");
-    return img->backing_format ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+    if (!img->backing_file || !img->backing_format)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    return 0;
 }
 
 /* The parent must be the disk the child was made from: its footer's unique

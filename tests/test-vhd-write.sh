@@ -100,6 +100,30 @@ read -r csha csize < <(vhdi_read "$T/child.vhd" "$T/base.vhd")
 rm -f "$T/back.raw"
 "$VDCONVERT" "$T/child.vhd" "$T/back.raw"
 [ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$csha" ] || fail "child+parent (ours) != parent"
+# A Mac locator (MacX file URL, %-escaped, absolute from another machine)
+# and a parent name that does not exist: the URL's file name next to the
+# child is found.
+mkdir "$T/mac"
+cp "$T/base.vhd" "$T/mac/base copy.vhd"
+python3 - "$T/child.vhd" "$T/mac/child.vhd" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+d = 512
+url = b"file://localhost/Users/someone/VMs/base%20copy.vhd"
+(off,) = struct.unpack('>Q', b[d + 576 + 16:d + 576 + 24])
+b[off:off + 512] = url + bytes(512 - len(url))
+b[d + 576:d + 576 + 24] = b"MacX" + struct.pack('>III', 512, len(url), 0) + struct.pack('>Q', off)
+b[d + 600:d + 624] = bytes(24)                       # drop the W2ku locator
+name = "gone.vhd".encode('utf-16-be')
+b[d + 64:d + 576] = name + bytes(512 - len(name))
+blk = bytearray(b[d:d + 1024]); blk[36:40] = bytes(4)
+b[d + 36:d + 40] = struct.pack('>I', ~sum(blk) & 0xffffffff)
+open(sys.argv[2], 'wb').write(b)
+PY
+rm -f "$T/back.raw"
+"$VDCONVERT" "$T/mac/child.vhd" "$T/back.raw" || fail "MacX locator: parent not found"
+[ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$csha" ] || fail "MacX child reads other content"
+echo "ok: MacX locator resolved to 'base copy.vhd'"
 "$VDCONVERT" create -O vhd -o subformat=fixed -b base.vhd "$T/c2.vhd" 2>/dev/null &&
     fail "a fixed differencing VHD was accepted"
 echo "ok: differencing child of base.vhd"
