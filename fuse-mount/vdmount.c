@@ -168,9 +168,19 @@ static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *er
     char base[PATH_MAX];
     if (!realpath(a->image, base))
         return view_error(err, -errno, "%s: %s", a->image, strerror(errno));
-    const char *fmt = a->format;
-    if (!fmt && !(fmt = vd_probe_file(base, NULL, err)))
-        return err && err->code ? err->code : -EINVAL;
+    /* Open the image as the user asked first: the layer is opened with
+     * allow_host_paths (its backing is an absolute path), which would
+     * otherwise also let the image's own backing references leave its
+     * folder without --allow-host-paths. */
+    vd_image *probe;
+    vd_open_opts po = { .format = a->format, .readonly = true,
+                        .allow_host_paths = a->allow_host_paths };
+    int r = vd_open(base, &po, &probe, err);
+    if (r < 0)
+        return r;
+    char fmt[32];
+    snprintf(fmt, sizeof fmt, "%s", vd_format_name(probe));
+    vd_close(probe, NULL);
     char *path = NULL;
     if (a->keep_overlay) {
         path = strdup(a->keep_overlay);
@@ -192,7 +202,7 @@ static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *er
         return view_error(err, -ENOMEM, "out of memory");
     vd_create_opts co = { .format = "qcow2", .backing_file = base,
                           .backing_format = fmt, .allow_host_paths = true };
-    int r = vd_create(path, &co, err);
+    r = vd_create(path, &co, err);
     if (r == 0) {
         vd_open_opts oo = { .format = "qcow2", .allow_host_paths = true,
                             .backing_format = fmt };

@@ -74,4 +74,15 @@ if "$VDMOUNT" --keep-overlay "$T/kept.qcow2" "$T/disk.raw" "$T/mnt" 2>"$T/err"; 
     fail "--keep-overlay over an existing file accepted"
 fi
 grep -q "kept.qcow2" "$T/err" || fail "existing overlay: $(cat "$T/err")"
+# the image's own backing references stay confined to its folder under
+# --overlay too, unless --allow-host-paths
+mkdir -p "$T/vm"
+qemu-img create -q -f qcow2 -b ../disk.raw -F raw "$T/vm/top.qcow2"
+if "$VDMOUNT" --overlay "$T/vm/top.qcow2" "$T/mnt" 2>"$T/err"; then
+    fusermount3 -u "$T/mnt"; fail "--overlay followed ../disk.raw without --allow-host-paths"
+fi
+grep -q "disk.raw" "$T/err" || fail "confinement message: $(cat "$T/err")"
+vm_mount "$T/vm/top.qcow2" "$T/mnt" --overlay --allow-host-paths
+[ "$(cat "$T/mnt/fs/p1/etc/hostname")" = vdmount-guest ] || fail "overlay over a chain"
+vm_umount "$T/mnt"
 echo "ok"
