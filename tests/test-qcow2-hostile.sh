@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 timeout
 TOOL=${QCOW2_TOOL:-$VD_BUILD/tests/qcow2-write-tool}
-N_FLIPS=${VD_QCOW2_FLIPS:-70}
+N_FLIPS=${VD_QCOW2_FLIPS:-50}
 cd "$T"
 
 # Memory cap: ulimit -v would break ASan's shadow mapping; ASan gets its own

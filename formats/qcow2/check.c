@@ -20,7 +20,12 @@ typedef struct qcow2_ck {
     uint32_t *ref;
     uint64_t n;           /* clusters counted */
     uint8_t *l2;          /* one L2 table */
+    uint64_t l2_visits;
 } qcow2_ck;
+
+/* Bounds that keep a check of a hostile image finite and quick. */
+#define QCOW2_CK_MAX_L2_VISITS (1u << 20)
+#define QCOW2_CK_PAST_EOF (1ull << 24)
 
 static void qcow2_ck_problem(qcow2_ck *k, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -56,6 +61,14 @@ static void qcow2_ck_l2(qcow2_ck *k, uint64_t l2off, bool active)
 {
     qcow2_state *s = k->s;
     vd_error e;
+    /* Shared L2 tables are walked once per L1 table that uses them; hostile
+     * snapshot tables could make that endless. */
+    if (++k->l2_visits > QCOW2_CK_MAX_L2_VISITS) {
+        if (k->l2_visits == QCOW2_CK_MAX_L2_VISITS + 1)
+            qcow2_ck_problem(k, "qcow2: more than %u L2 table references: check stopped walking",
+                             QCOW2_CK_MAX_L2_VISITS);
+        return;
+    }
     if (vd_file_pread(s->file, k->l2, s->cluster_size, l2off, &e) < 0) {
         qcow2_ck_problem(k, "qcow2: L2 table at 0x%llx unreadable", (unsigned long long)l2off);
         return;
@@ -173,6 +186,9 @@ static int qcow2_ck_compare(qcow2_ck *k, unsigned flags, vd_error *err)
      * refcount blocks there, which are counted already. */
     if (!flags && covered > limit)
         limit = covered;
+    /* past the file, look at no more than QCOW2_CK_PAST_EOF clusters */
+    if (limit - k->n > QCOW2_CK_PAST_EOF)
+        limit = k->n + QCOW2_CK_PAST_EOF;
     for (uint64_t c = 0; c < limit; c++) {
         if (c >= k->n) {   /* past the file: only blocks that exist can hold counts */
             uint64_t bi = c / s->rb_entries;

@@ -9,6 +9,9 @@
 #include <errno.h>
 #include <stdlib.h>
 
+/* Most clusters one allocation looks at before giving up. */
+#define QCOW2_ALLOC_SCAN_MAX (1ull << 26)
+
 uint64_t qcow2_rc_get_packed(const uint8_t *block, uint64_t idx, uint32_t order)
 {
     switch (order) {
@@ -189,11 +192,18 @@ int qcow2_refcount_update(qcow2_state *s, uint64_t host, uint64_t len, int delta
  * set (the caller does that). */
 int qcow2_alloc_raw(qcow2_state *s, uint64_t n, uint64_t *host, vd_error *err)
 {
-    uint64_t c = s->alloc_next >> s->cluster_bits, run = 0;
+    uint64_t c = s->alloc_next >> s->cluster_bits, run = 0, scanned = 0;
     if (c == 0)
         c = 1;
     while (run < n) {
         uint64_t v;
+        /* Hostile refcount blocks can claim every cluster they cover: give
+         * up instead of scanning for minutes. */
+        if (++scanned > QCOW2_ALLOC_SCAN_MAX)
+            return vd_set_error(err, -ENOSPC,
+                                "qcow2: no free cluster found in %llu clusters from 0x%llx (refcount blocks claim them all)",
+                                (unsigned long long)QCOW2_ALLOC_SCAN_MAX,
+                                (unsigned long long)s->alloc_next);
         if (((c + run) << s->cluster_bits) >= VD_MAX_VIRTUAL_SIZE)
             return vd_set_error(err, -ENOSPC, "qcow2: no free cluster below 0x%llx",
                                 (unsigned long long)VD_MAX_VIRTUAL_SIZE);
