@@ -202,7 +202,7 @@ static int parallels_open(vd_image *img, vd_error *err)
             r = vd_set_error(err, -EROFS, "parallels: .hdd bundles (DiskDescriptor.xml) are "
                              "read-only in vdisk; open read-only");
         else
-            r = parallels_bundle_open(img, &s->bundle, err);
+            r = parallels_bundle_open(img, NULL, &s->bundle, err);
     } else if (r == 0 && (r = parallels_file_load(&s->pf, img->file, err)) == 0) {
         img->size = s->pf.size;
         img->cluster_size = (uint32_t)s->pf.cluster_size;
@@ -428,6 +428,28 @@ static void parallels_details(vd_image *img, vd_kv_fn fn, void *ctx)
     }
 }
 
+static int parallels_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max)
+{
+    struct parallels_state *s = img->priv;
+    return s->bundle ? parallels_bundle_list_snapshots(s->bundle, out, max) : 0;
+}
+
+/* Serve the state of bundle snapshot `name` (its GUID) instead. */
+static int parallels_load_snapshot(vd_image *img, const char *name, vd_error *err)
+{
+    struct parallels_state *s = img->priv;
+    struct parallels_bundle *b;
+    if (!s->bundle)
+        return vd_set_error(err, -ENOTSUP, "parallels: an image file has no snapshots; "
+                            "open its .hdd bundle");
+    int r = parallels_bundle_open(img, name, &b, err);
+    if (r < 0)
+        return r;
+    parallels_bundle_free(s->bundle);
+    s->bundle = b;
+    return 0;
+}
+
 /* The descriptor's own size plus every file of a bundle. */
 static uint64_t parallels_disk_size(vd_image *img)
 {
@@ -501,6 +523,8 @@ const struct vd_driver vd_parallels = {
     .check = parallels_check,
     .details = parallels_details,
     .disk_size = parallels_disk_size,
+    .list_snapshots = parallels_list_snapshots,
+    .load_snapshot = parallels_load_snapshot,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_EMULATE,
     .can_discard = VD_CAN_NONE,

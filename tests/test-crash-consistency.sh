@@ -66,8 +66,10 @@ for fmt in "${formats[@]}"; do
                 if grep -q "log that needs to be replayed" "$T/chk"; then
                     # a VHDX killed mid-update: replaying the log is recovery
                     rc=0; qemu-img check -r all -f vhdx "$img" >"$T/chk" 2>&1 || rc=$?
-                elif grep -q "Could not open.*\(unsupported\|not supported\)" "$T/chk"; then
+                fi
+                if grep -q "Could not open.*\(unsupported\|not supported\)" "$T/chk"; then
                     rc=0; "$VDCONVERT" check "$img" >"$T/chk" 2>&1 || rc=$?
+                    echo "(qemu cannot open it; vdconvert check exit $rc)" >>"$T/chk"
                 fi
                 # 0 clean, 3 leaks only; 63 = format has no check in qemu.
                 # Anything else must be repairable by our own check -r all.
