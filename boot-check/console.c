@@ -43,6 +43,7 @@ int console_init(struct console *c, const char *expect, const char *path,
             return -1;
         }
         c->out_owned = true;
+        setvbuf(c->out, NULL, _IOLBF, 0);   /* a slow boot can be watched live */
     }
     return 0;
 }
