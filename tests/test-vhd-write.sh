@@ -82,6 +82,18 @@ for opts in subformat=dynamic subformat=fixed; do
     echo "ok: $opts without data in the last sector"
 done
 
+# CHS rounding equals qemu-img create's, from 1 MiB to past the largest
+# geometry (~127 GiB, where the exact size is kept) and near 2 TB.
+for sz in 1048576 10000000 536870912 4294967296 68719476736 137438953472 200000000000 \
+          1999999999999; do
+    rm -f "$T/q.vhd" "$T/v.vhd"
+    qemu-img create -q -f vpc "$T/q.vhd" $sz
+    "$VDCONVERT" create -O vhd "$T/v.vhd" $sz >/dev/null
+    [ "$(qemu_size "$T/q.vhd")" = "$(qemu_size "$T/v.vhd")" ] ||
+        fail "size $sz: qemu makes $(qemu_size "$T/q.vhd"), we make $(qemu_size "$T/v.vhd")"
+done
+echo "ok: CHS-rounded sizes equal qemu-img create's"
+
 # A fixed VHD is probed as VHD, not raw, and the dynamic one carries the
 # footer copy at offset 0.
 fmt=$("$VDCONVERT" info "$T/out-subformat_fixed.vhd" | awk '/^file format:/ { print $3 }')
