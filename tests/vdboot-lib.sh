@@ -68,10 +68,12 @@ print("0x%08x" % zlib.crc32(f.read(int(sys.argv[3]))))' "$@"
 }
 
 # guest_dir: the Debian guest of tests/fixtures/make-guest-image, built once
-# per build directory (it downloads two .debs with apt-get download).
+# (it downloads two .debs with apt-get download): next to VD_MATRIX_DIR when
+# that is set (test.sh points both of its runs there), else in the build dir.
 guest_dir() {
     local d=$VD_BUILD/tests/vdboot-guest
-    mkdir -p "$VD_BUILD/tests"
+    [ -z "${VD_MATRIX_DIR:-}" ] || d=$(dirname "$VD_MATRIX_DIR")/vdboot-guest
+    mkdir -p "$(dirname "$d")"
     (
         flock 9
         if [ ! -f "$d/out/guest.raw" ]; then
