@@ -62,7 +62,7 @@ install_missing
 export VD_MATRIX_DIR="$PWD/build/matrix"
 status=0
 setup build
-meson test -C build --print-errorlogs --no-suite slow --num-processes 2 || status=1
+meson test -C build --print-errorlogs --no-suite slow --num-processes 4 || status=1
 read -r p f s < <(counts build/meson-logs/testlog.json)
 tp=$p tf=$f ts=$s
 
@@ -72,7 +72,7 @@ if [ "${1:-}" != "--quick" ]; then
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
     meson test -C build-asan --print-errorlogs --no-suite slow --no-suite nosan \
-        --num-processes 2 --timeout-multiplier 3 || status=1
+        --num-processes 4 --timeout-multiplier 3 || status=1
     read -r p f s < <(counts build-asan/meson-logs/testlog.json)
     echo "asan+ubsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
