@@ -38,9 +38,10 @@ bool parallels_xml_probe(const uint8_t *head, size_t len)
 
 #ifndef HAVE_LIBXML2
 
-int parallels_bundle_open(vd_image *img, struct parallels_bundle **out, vd_error *err)
+int parallels_bundle_open(vd_image *img, const char *snapshot, struct parallels_bundle **out,
+                          vd_error *err)
 {
-    (void)img; (void)out;
+    (void)img; (void)snapshot; (void)out;
     return vd_set_error(err, -ENOTSUP, "parallels: DiskDescriptor.xml needs libxml2, which "
                         "this build lacks");
 }
@@ -66,6 +67,12 @@ uint64_t parallels_bundle_disk_size(struct parallels_bundle *b)
     (void)b;
     return 0;
 }
+int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info *out,
+                                    size_t max)
+{
+    (void)b; (void)out; (void)max;
+    return 0;
+}
 
 #else
 
@@ -86,12 +93,18 @@ struct prlx_storage {
     struct prlx_layer *layers;
 };
 
+struct prlx_shot {
+    char guid[64], parent[64];
+};
+
 struct parallels_bundle {
     uint64_t size;
     size_t n;
     struct prlx_storage *st;
     size_t chain_len;
     char top[64];
+    struct prlx_shot *shots;     /* the whole tree, for listing */
+    size_t n_shots;
 };
 
 /* ---- XML helpers ------------------------------------------------------- */
@@ -155,10 +168,6 @@ static int prlx_u64(const xmlNode *parent, const char *name, uint64_t *out, vd_e
 
 /* ---- snapshot chain ---------------------------------------------------- */
 
-struct prlx_shot {
-    char guid[64], parent[64];
-};
-
 static int prlx_shots(const xmlNode *snaps, struct prlx_shot **out, size_t *n, vd_error *err)
 {
     size_t count = 0;
@@ -213,11 +222,12 @@ static int prlx_top(const xmlNode *snaps, const struct prlx_shot *v, size_t n, c
 }
 
 /* GUIDs from the top snapshot to the root, top first, in *chain. */
-static int prlx_chain(const xmlNode *snaps, char (**chain)[64], size_t *len, char *top,
-                      vd_error *err)
+static int prlx_chain(const xmlNode *snaps, struct parallels_bundle *b, const char *want,
+                      char (**chain)[64], vd_error *err)
 {
     struct prlx_shot *v = NULL;
-    size_t n = 0;
+    size_t n = 0, *len = &b->chain_len;
+    char *top = b->top;
     int r = prlx_shots(snaps, &v, &n, err);
     if (r < 0)
         return r;
@@ -229,7 +239,9 @@ static int prlx_chain(const xmlNode *snaps, char (**chain)[64], size_t *len, cha
     *len = 0;
     if (n == 0)
         goto out;              /* no snapshot list: each storage has one image */
-    if ((r = prlx_top(snaps, v, n, top, err)) < 0)
+    if (want)      /* a snapshot asked for by GUID, braces optional */
+        snprintf(top, 64, "%s%s%s", *want == '{' ? "" : "{", want, *want == '{' ? "" : "}");
+    else if ((r = prlx_top(snaps, v, n, top, err)) < 0)
         goto out;
     const char *cur = top;
     while (!prlx_is_root(cur)) {
@@ -250,10 +262,13 @@ static int prlx_chain(const xmlNode *snaps, char (**chain)[64], size_t *len, cha
         cur = v[i].parent;
     }
 out:
-    free(v);
     if (r < 0) {
+        free(v);
         free(*chain);
         *chain = NULL;
+    } else {
+        b->shots = v;
+        b->n_shots = n;
     }
     return r;
 }
@@ -392,7 +407,8 @@ static int prlx_read_descriptor(vd_image *img, char **out, size_t *len, vd_error
     return vd_file_pread(img->file, *out, *len, 0, err);
 }
 
-static int prlx_parse(vd_image *img, struct parallels_bundle *b, xmlDoc *doc, vd_error *err)
+static int prlx_parse(vd_image *img, struct parallels_bundle *b, xmlDoc *doc, const char *want,
+                      vd_error *err)
 {
     xmlNode *root = xmlDocGetRootElement(doc);
     if (doc->intSubset || doc->extSubset)
@@ -415,14 +431,15 @@ static int prlx_parse(vd_image *img, struct parallels_bundle *b, xmlDoc *doc, vd
                             "is too large", (unsigned long long)sectors);
     b->size = sectors * 512;
     char (*chain)[64] = NULL;
-    r = prlx_chain(prlx_child(root, "Snapshots"), &chain, &b->chain_len, b->top, err);
+    r = prlx_chain(prlx_child(root, "Snapshots"), b, want, &chain, err);
     if (r == 0)
         r = prlx_storages(img, b, prlx_child(root, "StorageData"), chain, b->chain_len, err);
     free(chain);
     return r;
 }
 
-int parallels_bundle_open(vd_image *img, struct parallels_bundle **out, vd_error *err)
+int parallels_bundle_open(vd_image *img, const char *snapshot, struct parallels_bundle **out,
+                          vd_error *err)
 {
     char *text = NULL;
     size_t len = 0;
@@ -436,7 +453,7 @@ int parallels_bundle_open(vd_image *img, struct parallels_bundle **out, vd_error
         if (!doc) {
             r = vd_set_error(err, -EINVAL, "parallels: DiskDescriptor.xml is not well-formed XML");
         } else {
-            r = prlx_parse(img, b, doc, err);
+            r = prlx_parse(img, b, doc, snapshot, err);
             xmlFreeDoc(doc);
         }
     }
@@ -462,7 +479,27 @@ void parallels_bundle_free(struct parallels_bundle *b)
         free(b->st[i].layers);
     }
     free(b->st);
+    free(b->shots);
     free(b);
+}
+
+/* Snapshots are the shots other than the current state (the top). */
+int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info *out,
+                                    size_t max)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < b->n_shots; i++) {
+        if (!strcasecmp(b->shots[i].guid, b->top))
+            continue;
+        if (out && count < max) {
+            memset(&out[count], 0, sizeof out[count]);
+            snprintf(out[count].id, sizeof out[count].id, "%s", b->shots[i].guid);
+            snprintf(out[count].name, sizeof out[count].name, "%s", b->shots[i].guid);
+            out[count].disk_size = b->size;
+        }
+        count++;
+    }
+    return (int)count;
 }
 
 /* ---- I/O --------------------------------------------------------------- */

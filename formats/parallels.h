@@ -33,7 +33,11 @@ uint64_t parallels_file_lookup(const struct parallels_file *pf, uint64_t off, ui
 /* Bundle (DiskDescriptor.xml). */
 struct parallels_bundle;
 bool parallels_xml_probe(const uint8_t *head, size_t len);
-int parallels_bundle_open(vd_image *img, struct parallels_bundle **out, vd_error *err);
+/* Open the bundle at its current state, or at `snapshot` (a Shot GUID). */
+int parallels_bundle_open(vd_image *img, const char *snapshot, struct parallels_bundle **out,
+                          vd_error *err);
+int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info *out,
+                                    size_t max);
 void parallels_bundle_free(struct parallels_bundle *b);
 int parallels_bundle_pread(vd_image *img, struct parallels_bundle *b, void *buf, size_t len,
                            uint64_t off, vd_error *err);

@@ -169,3 +169,16 @@ rm -f "$T/snap.raw"
 qemu-img compare -q -f raw "$T/snap.raw" -F parallels "$B/base.hds" || fail "TopGUID=base: not the base view"
 "$VDCONVERT" info "$B" | grep -q "current-snapshot: $G0" || fail "info: current snapshot"
 echo "ok: snapshot chain (leaf and TopGUID)"
+
+# the other shots are listed as snapshots, and one can be read by its GUID
+descriptor "" >"$B/DiskDescriptor.xml"
+"$VDCONVERT" snapshot -l "$B" | grep -qi "${G0//[\{\}]/}" || fail "snapshot -l does not list the base"
+"$VDCONVERT" snapshot -l "$B" | grep -qi "${G1//[\{\}]/}" && fail "snapshot -l lists the current state"
+rm -f "$T/snap.raw"
+"$VDCONVERT" convert -l "$G0" "$B" "$T/snap.raw" || fail "convert -l base snapshot"
+qemu-img compare -q -f raw "$T/snap.raw" -F parallels "$B/base.hds" || fail "snapshot base: not the base view"
+if "$VDCONVERT" convert -l "{00000000-1111-2222-3333-444444444444}" "$B" "$T/none.raw" 2>"$T/err"; then
+    fail "an unknown snapshot opened"
+fi
+grep -q "not in the snapshot list" "$T/err" || fail "unknown snapshot error: $(cat "$T/err")"
+echo "ok: snapshots listed and read by GUID"
