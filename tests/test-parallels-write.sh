@@ -109,3 +109,17 @@ if [ -d "$SHARED/corpus/samples/qemu" ]; then
     [ "$(stat -c %s "$T/bitmap.hds")" = "$size" ] || fail "repair truncated the format extension"
 fi
 echo "ok: check and leak repair"
+
+# the make-matrix images (when ../shared is there): each VDI and Parallels
+# image converted to Parallels
+if [ -d "$SHARED/corpus" ]; then
+    M=$(matrix_dir)
+    while IFS=$'\t' read -r file fmt _; do
+        case $fmt in vdi|parallels) ;; *) continue ;; esac
+        rm -f "$T/m.hds"
+        "$VDCONVERT" -O parallels "$M/$file" "$T/m.hds" || fail "$file -> parallels"
+        qemu-img compare -q -f $fmt "$M/$file" -F parallels "$T/m.hds" || fail "$file -> parallels: content"
+        qemu-img check -q -f parallels "$T/m.hds" || fail "$file -> parallels: check"
+        echo "ok: matrix $file -> parallels"
+    done < <(grep -v '^#' "$M/MANIFEST.tsv")
+fi

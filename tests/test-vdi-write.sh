@@ -104,3 +104,19 @@ qemu-io -f qcow2 -c "write -P 0x33 100K 64K" -c "write -P 0x44 2900K 100K" "$T/q
 qemu-img compare -q "$T/q.qcow2" "$T/q.vdi" || fail "qcow2 -> vdi content"
 qemu-img check -q "$T/q.vdi" || fail "qcow2 -> vdi check"
 echo "ok: other sources"
+
+# the make-matrix images (when ../shared is there): each VDI and Parallels
+# image converted to VDI, dynamic and static
+if [ -d "$SHARED/corpus" ]; then
+    M=$(matrix_dir)
+    while IFS=$'\t' read -r file fmt _; do
+        case $fmt in vdi|parallels) ;; *) continue ;; esac
+        for opt in static=off static=on; do
+            rm -f "$T/m.vdi"
+            "$VDCONVERT" -O vdi -o $opt "$M/$file" "$T/m.vdi" || fail "$file -> vdi $opt"
+            qemu-img compare -q -f $fmt "$M/$file" -F vdi "$T/m.vdi" || fail "$file -> vdi $opt: content"
+            qemu-img check -q -f vdi "$T/m.vdi" || fail "$file -> vdi $opt: check"
+        done
+        echo "ok: matrix $file -> vdi"
+    done < <(grep -v '^#' "$M/MANIFEST.tsv")
+fi
