@@ -415,18 +415,25 @@ static int pt_gpt_parse(vd_image *img, uint32_t ss, vd_partition_table *t,
     return r;
 }
 
-/* A GPT disk may use 4 KiB logical sectors: then the header sits at 4096. */
+/* A GPT disk may use 4 KiB logical sectors: then the header sits at 4096
+ * (and the backup in the last 4 KiB).  The primary's signature decides; if it
+ * is gone, the backup's does. */
 static uint32_t pt_gpt_sector_size(vd_image *img)
 {
     uint8_t sig[8];
     uint32_t sizes[] = { 512, 4096 };
-    for (int i = 0; i < 2; i++) {
-        if (vd_size(img) < 3ull * sizes[i])
-            continue;
-        if (vd_pread(img, sig, 8, sizes[i], NULL) == 0 && !memcmp(sig, "EFI PART", 8))
-            return sizes[i];
+    uint64_t disk = vd_size(img);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 2; i++) {
+            uint64_t ss = sizes[i];
+            if (disk < 3 * ss)
+                continue;
+            uint64_t at = pass == 0 ? ss : (disk / ss - 1) * ss;
+            if (vd_pread(img, sig, 8, at, NULL) == 0 && !memcmp(sig, "EFI PART", 8))
+                return ss;
+        }
     }
-    return 512;   /* no primary signature: look for a 512-byte backup */
+    return 512;
 }
 
 int vd_partition_list(vd_image *img, vd_partition_table *t, vd_error *err)

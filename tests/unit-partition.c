@@ -155,18 +155,19 @@ static const uint8_t linux_fs_guid[16] = {   /* 0fc63daf-8483-4772-8e79-3d69d847
     0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47,
     0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4 };
 
-static void put_gpt_header(uint64_t my, uint64_t alt, uint64_t entries_lba,
+static void put_gpt_header(uint32_t ss, uint64_t my, uint64_t alt, uint64_t entries_lba,
                            uint32_t num, uint32_t entries_crc)
 {
-    uint8_t *h = disk + my * SS;
-    memset(h, 0, SS);
+    uint64_t sectors = sizeof disk / ss;
+    uint8_t *h = disk + my * ss;
+    memset(h, 0, ss);
     memcpy(h, "EFI PART", 8);
     vd_put_le32(h + 8, 0x00010000);
     vd_put_le32(h + 12, 92);
     vd_put_le64(h + 24, my);
     vd_put_le64(h + 32, alt);
     vd_put_le64(h + 40, 34);
-    vd_put_le64(h + 48, SECTORS - 34);
+    vd_put_le64(h + 48, sectors - 34);
     for (int i = 0; i < 16; i++)
         h[56 + i] = 0x10 + i;
     vd_put_le64(h + 72, entries_lba);
@@ -176,26 +177,35 @@ static void put_gpt_header(uint64_t my, uint64_t alt, uint64_t entries_lba,
     vd_put_le32(h + 16, crc32(0, h, 92));
 }
 
-static void make_gpt(void)
+/* A GPT on `ss`-byte sectors: entries in slots 1 and 3, at LBA 2048-2999 and
+ * 3000-3999 of 512-byte sectors (scaled down for 4 KiB sectors). */
+static void make_gpt_ss(uint32_t ss)
 {
-    put_mbr_entry(disk, 0, 0, 0xee, 1, SECTORS - 1);
+    uint64_t sectors = sizeof disk / ss, scale = ss / SS;
+    uint64_t ent_sectors = 128 * 128 / ss;
+    put_mbr_entry(disk, 0, 0, 0xee, 1, sectors - 1);
     uint8_t ents[128 * 128] = { 0 };
     const uint16_t u16[2][8] = { { 'b', 'o', 'o', 't' }, { 'r', 0xf6, 0xf6, 't', 'f', 's' } };
     for (int i = 0; i < 2; i++) {
         uint8_t *e = ents + (i == 0 ? 0 : 2) * 128;   /* slots 1 and 3 */
         memcpy(e, linux_fs_guid, 16);
         memset(e + 16, 0xa0 + i, 16);
-        vd_put_le64(e + 32, i == 0 ? 2048 : 3000);
-        vd_put_le64(e + 40, i == 0 ? 2999 : 3999);
+        vd_put_le64(e + 32, (i == 0 ? 2048 : 3000) / scale);
+        vd_put_le64(e + 40, (i == 0 ? 3000 : 4000) / scale - 1);
         vd_put_le64(e + 48, i == 0 ? 4 : 0);
         for (int k = 0; k < 8; k++)
             vd_put_le16(e + 56 + 2 * k, u16[i][k]);
     }
     uint32_t crc = crc32(0, ents, sizeof ents);
-    memcpy(disk + 2 * SS, ents, sizeof ents);
-    memcpy(disk + (SECTORS - 33) * SS, ents, sizeof ents);
-    put_gpt_header(1, SECTORS - 1, 2, 128, crc);
-    put_gpt_header(SECTORS - 1, 1, SECTORS - 33, 128, crc);
+    memcpy(disk + 2 * ss, ents, sizeof ents);
+    memcpy(disk + (sectors - 1 - ent_sectors) * ss, ents, sizeof ents);
+    put_gpt_header(ss, 1, sectors - 1, 2, 128, crc);
+    put_gpt_header(ss, sectors - 1, 1, sectors - 1 - ent_sectors, 128, crc);
+}
+
+static void make_gpt(void)
+{
+    make_gpt_ss(SS);
 }
 
 static void check_gpt(const vd_partition_table *t)
@@ -224,6 +234,33 @@ static void test_gpt(void **state)
     check_gpt(&t);
     assert_false(t.gpt_backup_used);
     assert_string_equal(t.warning, "");
+    vd_partition_table_free(&t);
+}
+
+static void test_gpt_4k_sectors(void **state)
+{
+    (void)state;
+    make_gpt_ss(4096);
+    vd_partition_table t;
+    assert_int_equal(list(&t, NULL), 0);
+    assert_int_equal(t.sector_size, 4096);
+    assert_int_equal(t.n, 2);
+    assert_int_equal(t.v[0].start, 2048 * SS);
+    assert_int_equal(t.v[0].length, 952 * SS);
+    assert_string_equal(t.v[1].name, "r\xc3\xb6\xc3\xb6tfs");
+    vd_partition_table_free(&t);
+    /* and its backup header at the last 4 KiB sector */
+    disk[4096 + 20] ^= 1;
+    assert_int_equal(list(&t, NULL), 0);
+    assert_true(t.gpt_backup_used);
+    assert_int_equal(t.n, 2);
+    vd_partition_table_free(&t);
+    /* even when the primary's signature is gone */
+    memset(disk + 4096, 0, 8);
+    assert_int_equal(list(&t, NULL), 0);
+    assert_true(t.gpt_backup_used);
+    assert_int_equal(t.sector_size, 4096);
+    assert_int_equal(t.n, 2);
     vd_partition_table_free(&t);
 }
 
@@ -266,8 +303,8 @@ static void test_gpt_huge_array(void **state)
     (void)state;
     make_gpt();
     /* a million entries: refused as damage, not allocated */
-    put_gpt_header(1, SECTORS - 1, 2, 1000000, 0);
-    put_gpt_header(SECTORS - 1, 1, SECTORS - 33, 1000000, 0);
+    put_gpt_header(SS, 1, SECTORS - 1, 2, 1000000, 0);
+    put_gpt_header(SS, SECTORS - 1, 1, SECTORS - 33, 1000000, 0);
     vd_partition_table t;
     vd_error err = { 0 };
     assert_int_equal(list(&t, &err), -EINVAL);
@@ -282,6 +319,7 @@ int main(void)
         cmocka_unit_test_setup(test_mbr_clipped, setup),
         cmocka_unit_test_setup(test_mbr_ebr_loop, setup),
         cmocka_unit_test_setup(test_gpt, setup),
+        cmocka_unit_test_setup(test_gpt_4k_sectors, setup),
         cmocka_unit_test_setup(test_gpt_backup, setup),
         cmocka_unit_test_setup(test_gpt_both_damaged, setup),
         cmocka_unit_test_setup(test_gpt_huge_array, setup),
