@@ -1,7 +1,7 @@
 /* mptable.c - the Intel MultiProcessor Specification 1.4 tables that tell a
  * guest without ACPI how many CPUs it has, where the IOAPIC is and how
- * interrupts are wired: ISA IRQ n -> IOAPIC pin n, PCI slot s INTA -> pin
- * 16 + s.  Written at VM_MPTABLE (the last KiB of base memory, one of the
+ * interrupts are wired: ISA IRQ n -> IOAPIC pin n, PCI slot s INTA -> the
+ * pin of its ISA IRQ (vm_pci_slot_irq), which then has no ISA entry.  Written at VM_MPTABLE (the last KiB of base memory, one of the
  * places Linux scans), which the e820 map marks reserved. */
 #include "vmm.h"
 
@@ -21,7 +21,7 @@
 #define MP_BUS_PCI 0
 #define MP_BUS_ISA 1
 #define MP_IRQ_FLAGS_CONFORM 0      /* polarity/trigger as the bus defines */
-#define MP_PCI_SLOTS 8
+#define MP_PCI_SLOTS VM_PCI_MAX_SLOTS
 #define MP_TABLE_MAX 1024
 
 static void mp_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -77,11 +77,20 @@ int mptable_write(struct vm *vm, char *err, size_t errlen)
     e[3] = 1;                       /* enabled */
     mp_put32(e + 4, MP_IOAPIC_ADDR);
     e += 8; count++;
-    for (uint8_t irq = 0; irq < 16; irq++, count++)
-        e = mp_ioint(e, MP_ENTRY_IOINT, MP_BUS_ISA, irq, ioapic_id, irq);
-    for (uint8_t slot = 0; slot < MP_PCI_SLOTS; slot++, count++)
-        e = mp_ioint(e, MP_ENTRY_IOINT, MP_BUS_PCI, (uint8_t)(slot << 2), ioapic_id,
-                     (uint8_t)(VM_IOAPIC_PIN_PCI + slot));
+    bool pci_owned[16] = { false };
+    for (int slot = 0; slot < MP_PCI_SLOTS; slot++)
+        pci_owned[vm_pci_slot_irq(slot)] = vm_pci_slot_irq(slot) != 0;
+    for (uint8_t irq = 0; irq < 16; irq++)
+        if (!pci_owned[irq]) {
+            e = mp_ioint(e, MP_ENTRY_IOINT, MP_BUS_ISA, irq, ioapic_id, irq);
+            count++;
+        }
+    for (int slot = 0; slot < MP_PCI_SLOTS; slot++)
+        if (vm_pci_slot_irq(slot)) {
+            e = mp_ioint(e, MP_ENTRY_IOINT, MP_BUS_PCI, (uint8_t)(slot << 2), ioapic_id,
+                         (uint8_t)vm_pci_slot_irq(slot));
+            count++;
+        }
     /* LINT0 = ExtINT (the PIC, virtual wire), LINT1 = NMI, on every LAPIC */
     e = mp_ioint(e, MP_ENTRY_LINT, MP_BUS_ISA, 0, 0xff, 0); e[-7] = 3; count++;
     e = mp_ioint(e, MP_ENTRY_LINT, MP_BUS_ISA, 0, 0xff, 1); e[-7] = 1; count++;

@@ -1,7 +1,7 @@
 /* pci.c - PCI configuration mechanism #1 (ports 0xcf8/0xcfc) on bus 0:
  * a host bridge at 00:00.0 (Linux's type-1 sanity check looks for one) and
- * the devices added by pci_add, each with one I/O BAR and INTA wired to
- * IOAPIC pin 16 + slot (the MP table says so).  BARs are placed by vdboot
+ * the devices added by pci_add, each with one I/O BAR and INTA wired to an
+ * ISA IRQ (VM_PCI_IRQS; the MP table and Interrupt Line say which).  BARs are placed by vdboot
  * and may be moved by the guest; sizing writes read back the size mask. */
 #include "vmm.h"
 
@@ -10,7 +10,7 @@
 #define PCI_CONF_ADDR 0xcf8
 #define PCI_CONF_DATA 0xcfc
 #define PCI_RESET_CTRL 0xcf9      /* PIIX reset control, a byte inside 0xcf8 */
-#define PCI_MAX_SLOTS 8
+#define PCI_MAX_SLOTS VM_PCI_MAX_SLOTS
 #define PCI_IO_BASE 0xc000
 
 #define CFG_VENDOR 0x00
@@ -33,7 +33,13 @@ static struct pci_state {
 static void pci_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void pci_put32(uint8_t *p, uint32_t v) { pci_put16(p, (uint16_t)v); pci_put16(p + 2, (uint16_t)(v >> 16)); }
 
-int pci_dev_irq(const struct pci_dev *d) { return VM_IOAPIC_PIN_PCI + d->slot; }
+int vm_pci_slot_irq(int slot)
+{
+    static const int irqs[VM_PCI_MAX_SLOTS] = VM_PCI_IRQS;
+    return slot >= 0 && slot < VM_PCI_MAX_SLOTS ? irqs[slot] : 0;
+}
+
+int pci_dev_irq(const struct pci_dev *d) { return vm_pci_slot_irq(d->slot); }
 
 static void pci_fill_cfg(struct pci_dev *d)
 {
@@ -57,6 +63,8 @@ int pci_add(struct vm *vm, struct pci_dev *d)
     if (pci.n_slots >= PCI_MAX_SLOTS)
         return -1;
     d->slot = pci.n_slots;
+    if (d->bar0_size && !vm_pci_slot_irq(pci.n_slots))
+        return -1;   /* no IRQ to give it */
     if (d->bar0_size) {
         d->bar0_port = pci.next_io;
         pci.next_io = (uint16_t)(pci.next_io + (d->bar0_size < 0x100 ? 0x100 : d->bar0_size));

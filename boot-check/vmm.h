@@ -27,7 +27,13 @@
 #define VM_KERNEL 0x100000ul
 #define VM_LOW_END 0xc0000000ull     /* RAM above this moves to 4 GiB */
 #define VM_HIGH_BASE 0x100000000ull
-#define VM_IOAPIC_PIN_PCI 16         /* PCI slot N INTA -> IOAPIC pin 16+N */
+/* PCI slot N INTA -> this ISA IRQ: the same GSI drives PIC input and IOAPIC
+ * pin N in KVM's default routing, so a kernel without MP/ACPI parsing (the
+ * Debian cloud kernel has CONFIG_X86_MPPARSE off) works on the PIC from the
+ * config space Interrupt Line, and one with it on the IOAPIC. */
+#define VM_PCI_IRQS { 0, 10, 11, 9, 5, 0, 0, 0 }
+#define VM_PCI_MAX_SLOTS 8
+int vm_pci_slot_irq(int slot);   /* pci.c: 0 = none */
 
 struct vm;
 
