@@ -311,6 +311,49 @@ static void test_gpt_huge_array(void **state)
     assert_non_null(strstr(err.msg, "entry array"));
 }
 
+/* Random header and entry fields with valid CRCs (so parsing goes past the
+ * checksums) and random EBR chains: never a crash, every partition inside
+ * the disk. */
+static void test_fuzz(void **state)
+{
+    (void)state;
+    srand(12345);
+    for (int iter = 0; iter < 300; iter++) {
+        memset(disk, 0, sizeof disk);
+        if (iter % 2) {
+            make_gpt();
+            uint8_t *h = disk + SS;
+            for (int k = 0; k < 3; k++)
+                h[24 + rand() % 68] = rand();
+            uint8_t *e = disk + 2 * SS;
+            for (int k = 0; k < 8; k++)
+                e[rand() % 512] = rand();
+            vd_put_le32(h + 88, crc32(0, e, 128 * 128));
+            vd_put_le32(h + 16, 0);
+            vd_put_le32(h + 16, crc32(0, h, 92));
+        } else {
+            put_mbr_entry(disk, 0, 0, 0x05, rand() % SECTORS, rand() % SECTORS);
+            put_mbr_entry(disk, 1, 0, rand() % 2 ? 0x83 : 0x0f, rand(), rand());
+            for (int k = 0; k < 20; k++) {
+                uint8_t *ebr = disk + (rand() % SECTORS) * SS;
+                put_mbr_entry(ebr, 0, 0, 0x83, rand() % 64, rand() % 4096);
+                put_mbr_entry(ebr, 1, 0, 0x05, rand() % SECTORS, rand() % 64);
+            }
+        }
+        vd_partition_table t;
+        vd_error err = { 0 };
+        if (list(&t, &err) == 0) {
+            for (size_t i = 0; i < t.n; i++) {
+                assert_true(t.v[i].start < sizeof disk);
+                assert_true(t.v[i].length <= sizeof disk - t.v[i].start);
+            }
+            vd_partition_table_free(&t);
+        } else {
+            assert_true(err.msg[0] != 0);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +366,7 @@ int main(void)
         cmocka_unit_test_setup(test_gpt_backup, setup),
         cmocka_unit_test_setup(test_gpt_both_damaged, setup),
         cmocka_unit_test_setup(test_gpt_huge_array, setup),
+        cmocka_unit_test_setup(test_fuzz, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
