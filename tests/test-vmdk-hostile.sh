@@ -117,8 +117,8 @@ head -c $((2 << 20)) /dev/zero | tr '\0' '#' >> "$T/dir/big.vmdk"
 refused "2 MiB descriptor file" "larger than" "$T/dir/big.vmdk" "$T/o.raw"
 printf '# Disk DescriptorFile\nversion=1\nCID=zz\ncreateType="monolithicFlat"\n' > "$T/dir/cid.vmdk"
 refused "CID not hex" "CID is not a 32-bit hex number" "$T/dir/cid.vmdk" "$T/o.raw"
-printf '# Disk DescriptorFile\nversion=1\nCID=12345678\ncreateType="seSparse"\nRW 8 SESPARSE "x"\n' > "$T/dir/se.vmdk"
-refused "seSparse descriptor" "createType seSparse" "$T/dir/se.vmdk" "$T/o.raw"
+printf '# Disk DescriptorFile\nversion=1\nCID=12345678\ncreateType="seSparse"\nRW 8 SESPARSE "flat.bin"\n' > "$T/dir/se.vmdk"
+refused "seSparse extent that is not seSparse" "no seSparse magic" "$T/dir/se.vmdk" "$T/o.raw"
 
 # --- descriptor forms that must read ----------------------------------------
 # CRLF line ends, comments, blank lines, trailing spaces, a name with spaces,

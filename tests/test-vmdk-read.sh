@@ -5,9 +5,11 @@
 # the delta of a chain reads its parent through the core.
 # Samples qemu cannot read:
 #  - dissect.hypervisor/sesparse.vmdk: a bare ESXi seSparse extent with no
-#    descriptor.  qemu 7.2 probes it as raw and cannot open it as vmdk;
-#    libvmdk refuses it too.  We do not read seSparse: refused with an error
-#    naming seSparse.
+#    descriptor.  qemu 7.2 probes it as raw and cannot open it as vmdk (it
+#    reads seSparse only through a descriptor); libvmdk refuses it.  We read
+#    it, bare and through a descriptor we write for it, and check what
+#    dissect.hypervisor's own test expects: 512 MiB, the first 16 MiB 'a',
+#    the rest zero.  Corrupted copies are refused.
 #  - qemu/afl9.vmdk: fuzzed (qemu: "L1 size too big"); refused.
 #  - qemu/iotest-version3.vmdk: qemu reads it (ESXi stream, version 3, grain
 #    directory at the end); libvmdk cannot, because it tries to open the
@@ -75,5 +77,39 @@ while IFS=$'\t' read -r file fmt _ sha _; do
 done < <(grep -v '^file' "$S/EXPECTED.tsv")
 
 expect_error "$(unpack qemu/afl9.vmdk.bz2)" "vmdk: .*"
-expect_error "$(unpack dissect.hypervisor/sesparse.vmdk.gz)" "seSparse"
+se=$(unpack dissect.hypervisor/sesparse.vmdk.gz)
+check_sesparse() {  # IMG
+    rm -f "$T/se.raw"
+    "$VDCONVERT" "$1" "$T/se.raw" || fail "seSparse $1"
+    python3 - "$T/se.raw" <<'PY' || fail "seSparse $1: content is not 16 MiB of 'a' then zeroes"
+import sys
+with open(sys.argv[1], "rb") as f:
+    a = f.read(16 << 20)
+    ok = a == b"a" * (16 << 20)
+    n = len(a)
+    while ok and (b := f.read(1 << 20)):
+        ok = b == bytes(len(b)); n += len(b)
+sys.exit(0 if ok and n == 512 << 20 else 1)
+PY
+    echo "ok: seSparse $(basename "$1")"
+}
+check_sesparse "$se"
+printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="seSparse"\n\nRW 1048576 SESPARSE "sesparse.vmdk"\n' >"$T/se-desc.vmdk"
+check_sesparse "$T/se-desc.vmdk"
+python3 - "$se" "$T" <<'PY'
+import struct, sys
+d = bytearray(open(sys.argv[1], "rb").read())
+gt = struct.unpack_from("<Q", d, 144)[0] * 512
+gd = struct.unpack_from("<Q", d, 128)[0] * 512
+def out(name, patch):
+    b = bytearray(d); patch(b); open(f"{sys.argv[2]}/{name}", "wb").write(b)
+out("se-version.vmdk", lambda b: struct.pack_into("<Q", b, 8, 0x300000001))
+out("se-gte.vmdk", lambda b: struct.pack_into("<Q", b, gt, 0x3000_0fff_ffff_ffff))
+out("se-gde.vmdk", lambda b: struct.pack_into("<Q", b, gd, 0x1000_0000_7fff_ffff))
+out("se-gtetype.vmdk", lambda b: struct.pack_into("<Q", b, gt, 0x7000_0000_0000_0000))
+PY
+expect_error "$T/se-version.vmdk" "seSparse version"
+expect_error "$T/se-gte.vmdk" "past end of file"
+expect_error "$T/se-gde.vmdk" "outside its region"
+expect_error "$T/se-gtetype.vmdk" "invalid type"
 echo "all ok"

@@ -25,7 +25,7 @@ static int vmdk_probe(const uint8_t *head, size_t len, const uint8_t *tail,
     if (len >= 4 && (vd_le32(head) == VMDK_MAGIC || vd_le32(head) == VMDK_COWD_MAGIC))
         return 100;
     if (len >= 8 && vd_le64(head) == VMDK_SESPARSE_MAGIC)
-        return 50;                 /* a bare seSparse extent: named in the error */
+        return 100;                /* a bare ESXi seSparse extent */
     if (vmdk_desc_probe(head, len))
         return 100;
     return 0;
@@ -40,6 +40,7 @@ static void vmdk_close(vd_image *img)
         vmdk_stream_free(v->stream);
     for (size_t i = 0; i < v->n_ext; i++) {
         vmdk_sparse_close(&v->ext[i]);
+        vmdk_sesparse_close(&v->ext[i]);
         if (v->ext[i].own_file)
             vd_file_close(v->ext[i].file);
         free(v->ext[i].name);
@@ -99,7 +100,7 @@ static int vmdk_add_extent(struct vmdk *v, struct vmdk_extent **out, vd_error *e
 }
 
 static const char *const vmdk_refused_types[] = {
-    "vmfsSparse", "seSparse", "vmfsRDM", "vmfsRaw", "vmfsRawDeviceMap",
+    "vmfsSparse", "vmfsRDM", "vmfsRaw", "vmfsRawDeviceMap",
     "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice", NULL,
 };
 
@@ -113,7 +114,7 @@ static int vmdk_open_desc_extent(vd_image *img, struct vmdk *v,
     if (strcmp(d->access, "RW") && strcmp(d->access, "RDONLY"))
         return vd_set_error(err, -ENOTSUP, "vmdk: extent access %s is not supported",
                             d->access);
-    if (!flat && strcmp(t, "ZERO") && strcmp(t, "SPARSE"))
+    if (!flat && strcmp(t, "ZERO") && strcmp(t, "SPARSE") && strcmp(t, "SESPARSE"))
         return vd_set_error(err, -ENOTSUP, "vmdk: %s extents (createType %s) are not "
                             "supported", t, v->desc.create_type);
     struct vmdk_extent *e;
@@ -140,6 +141,15 @@ static int vmdk_open_desc_extent(vd_image *img, struct vmdk *v,
         e->type = VMDK_EXT_FLAT;
         e->flat_off = d->offset * VMDK_SECTOR;
         return 0;
+    }
+    if (!strcmp(t, "SESPARSE")) {
+        e->type = VMDK_EXT_SESPARSE;
+        uint64_t want = e->sectors;
+        r = vmdk_sesparse_open(e, err);
+        if (r == 0 && e->sectors != want)
+            r = vd_set_error(err, -EINVAL, "vmdk: %s: seSparse capacity %" PRIu64 " sectors, "
+                             "descriptor says %" PRIu64, e->file->path, e->sectors, want);
+        return r;
     }
     e->type = VMDK_EXT_SPARSE;
     bool fresh = false;
@@ -198,6 +208,18 @@ static int vmdk_open_monolithic(vd_image *img, struct vmdk *v, vd_error *err)
     e->type = VMDK_EXT_SPARSE;
     e->file = img->file;
     e->readonly = img->readonly;
+    uint8_t m[8];
+    r = vd_file_pread(img->file, m, sizeof m, 0, err);
+    if (r < 0)
+        return r;
+    if (vd_le64(m) == VMDK_SESPARSE_MAGIC) {
+        /* a bare seSparse extent (its descriptor lost or not given) */
+        e->type = VMDK_EXT_SESPARSE;
+        r = vmdk_sesparse_open(e, err);
+        img->size = e->sectors * VMDK_SECTOR;
+        img->cluster_size = 4096;
+        return r;
+    }
     bool fresh = false;
     struct vmdk_header h;
     r = vmdk_open_sparse_file(img, e, &fresh, &h, err);
@@ -280,6 +302,7 @@ static int vmdk_open(vd_image *img, vd_error *err)
     if (!v)
         return vd_set_error(err, -ENOMEM, "out of memory");
     img->priv = v;
+    v->desc.parent_cid = 0xffffffffu;      /* until a descriptor says otherwise */
     uint8_t head[8] = { 0 };
     int64_t fsize = vd_file_size(img->file, err);
     int r = fsize < 0 ? (int)fsize : 0;
@@ -347,6 +370,8 @@ static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_
             memset(p, 0, n);
         else if (e->type == VMDK_EXT_FLAT)
             r = vd_file_pread_zfill(e->file, p, n, e->flat_off + rel, err);
+        else if (e->type == VMDK_EXT_SESPARSE)
+            r = vmdk_sesparse_pread(img, e, p, n, rel, off, err);
         else
             r = vmdk_sparse_pread(img, e, p, n, rel, off, err);
         if (r < 0)
@@ -414,7 +439,7 @@ static int vmdk_do_pwrite(vd_image *img, const void *buf, size_t len, uint64_t o
             return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);
         size_t n = vmdk_clip(e, off, len);
         uint64_t rel = off - e->start * VMDK_SECTOR;
-        if (e->readonly || e->type == VMDK_EXT_ZERO)
+        if (e->readonly || e->type == VMDK_EXT_ZERO || e->type == VMDK_EXT_SESPARSE)
             return vd_set_error(err, -EROFS, "vmdk: extent %s at sector 0x%" PRIx64
                                 " is read-only", e->name ? e->name : "ZERO", e->start);
         if (e->type == VMDK_EXT_FLAT)
@@ -485,6 +510,8 @@ static int vmdk_do_block_status(vd_image *img, uint64_t off, uint64_t len, vd_ex
         return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     if (e->type == VMDK_EXT_FLAT)
         return vmdk_flat_status(e, off, n, rel, ext);
+    if (e->type == VMDK_EXT_SESPARSE)
+        return vmdk_sesparse_status(e, rel, n, off, ext, err);
     return vmdk_sparse_status(e, rel, n, off, ext, err);
 }
 

@@ -45,10 +45,12 @@ enum vmdk_extent_type {
     VMDK_EXT_FLAT,      /* FLAT and VMFS: raw bytes at `flat_off` */
     VMDK_EXT_ZERO,      /* reads as zeroes, stores nothing */
     VMDK_EXT_SPARSE,    /* hosted sparse / streamOptimized */
+    VMDK_EXT_SESPARSE,  /* ESXi seSparse (read-only) */
 };
 
 struct vmdk_sparse;     /* sparse.c */
 struct vmdk_stream;     /* stream.c: the sequential writer */
+struct vmdk_sesparse;   /* sesparse.c */
 
 struct vmdk_extent {
     enum vmdk_extent_type type;
@@ -60,6 +62,7 @@ struct vmdk_extent {
     vd_file *file;
     char *name;              /* as written in the descriptor (or NULL) */
     struct vmdk_sparse *sp;  /* SPARSE */
+    struct vmdk_sesparse *se; /* SESPARSE */
 };
 
 /* One "ACCESS SECTORS TYPE "NAME" [OFFSET]" line of a descriptor. */
@@ -165,6 +168,14 @@ void vmdk_stream_free(struct vmdk_stream *s);
 /* Decompress one zlib-wrapped grain. */
 int vmdk_inflate(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len,
                  size_t *got);
+
+/* sesparse.c */
+int vmdk_sesparse_open(struct vmdk_extent *e, vd_error *err);
+void vmdk_sesparse_close(struct vmdk_extent *e);
+int vmdk_sesparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t len,
+                        uint64_t off, uint64_t guest_off, vd_error *err);
+int vmdk_sesparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,
+                         uint64_t guest_off, vd_extents *ext, vd_error *err);
 
 /* create.c */
 int vmdk_create(const struct vd_create_args *a, vd_error *err);
