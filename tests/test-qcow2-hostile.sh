@@ -6,6 +6,7 @@
 # info`, a full conversion to raw, and a read-write session (writes, zeroes,
 # check -r all) must end with exit status 0..3 and, on failure, a one-line
 # message: never a signal, a hang (10 s) or an allocation over 1 GiB.
+# Our check must also agree with qemu-img check on every mutant both open.
 # Run under an ASan+UBSan build too (test.sh does).
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 timeout
@@ -104,9 +105,25 @@ run() {   # run NAME CMD... : exit status must be 0..3, failures need a message
         fails=$((fails + 1))
     fi
 }
+# Our check must classify a mutant as qemu-img check does (clean, leaks
+# only, corruptions) whenever both can open it.
+agree() {
+    local name=$1 f=$2 q=0 orc=0 o
+    timeout 10 qemu-img check -q "$f" >/dev/null 2>&1 || q=$?
+    o=$(timeout 10 "$TOOL" "$f" check 2>/dev/null) || orc=$?
+    case "$q/$orc" in
+    0/0) return ;;
+    3/2) echo "$o" | grep -q 'corruptions=0 leaks=[1-9]' && return ;;
+    2/2) echo "$o" | grep -q 'corruptions=[1-9]' && return ;;
+    1/* | 63/* | */1) return ;;   # one side cannot open it at all
+    esac
+    echo "FAIL: $name: qemu-img check exit $q, ours exit $orc: $o" >&2
+    fails=$((fails + 1))
+}
 n=0
 for f in m/[abc]-*.qcow2; do
     name=$(basename "$f")
+    agree "$name" "$f"
     run "$name info" "$VDCONVERT" info "$f"
     rm -f out.raw
     run "$name convert" "$VDCONVERT" -O raw "$f" out.raw

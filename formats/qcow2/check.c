@@ -25,7 +25,6 @@ typedef struct qcow2_ck {
 
 /* Bounds that keep a check of a hostile image finite and quick. */
 #define QCOW2_CK_MAX_L2_VISITS (1u << 20)
-#define QCOW2_CK_PAST_EOF (1ull << 24)
 
 static void qcow2_ck_problem(qcow2_ck *k, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -84,6 +83,15 @@ static void qcow2_ck_l2(qcow2_ck *k, uint64_t l2off, bool active)
                 k->res->allocated_clusters++;
             continue;
         }
+        if (s->extl2 && !x.host && x.alloc_bits && !(s->incompat & QCOW2_INCOMPAT_DATA_FILE))
+            qcow2_ck_problem(k, "qcow2: L2 entry at 0x%llx: unallocated cluster with subclusters allocated",
+                             (unsigned long long)at);
+        if (s->extl2 && (x.alloc_bits & x.zero_bits))
+            qcow2_ck_problem(k, "qcow2: L2 entry at 0x%llx: subclusters both allocated and zero",
+                             (unsigned long long)at);
+        if (ent & QCOW2_L2_RESERVED)
+            qcow2_ck_problem(k, "qcow2: L2 entry at 0x%llx has reserved bits set (0x%016llx)",
+                             (unsigned long long)at, (unsigned long long)ent);
         if (!x.host)
             continue;
         if (qcow2_offset_in_cluster(s, x.host)) {
@@ -105,6 +113,9 @@ static void qcow2_ck_l1(qcow2_ck *k, const uint64_t *l1, uint32_t size, uint64_t
     qcow2_ck_inc(k, l1_off, (uint64_t)size * 8, "L1 table");
     for (uint32_t i = 0; i < size; i++) {
         uint64_t off = l1[i] & QCOW2_OFFSET_MASK;
+        if (l1[i] & QCOW2_L1_RESERVED)
+            qcow2_ck_problem(k, "qcow2: L1 entry %u at 0x%llx has reserved bits set", i,
+                             (unsigned long long)(l1_off + i * 8ull));
         if (!off)
             continue;
         if (qcow2_offset_in_cluster(s, off) || (off >> s->cluster_bits) >= k->n) {
@@ -180,24 +191,11 @@ static int qcow2_ck_fix(qcow2_ck *k, uint64_t c, uint64_t want, vd_error *err)
 static int qcow2_ck_compare(qcow2_ck *k, unsigned flags, vd_error *err)
 {
     qcow2_state *s = k->s;
-    uint64_t limit = k->n;
-    uint64_t covered = s->rt_entries * s->rb_entries;
-    /* Past the file only when not repairing: a repair allocates new
-     * refcount blocks there, which are counted already. */
-    if (!flags && covered > limit)
-        limit = covered;
-    /* past the file, look at no more than QCOW2_CK_PAST_EOF clusters */
-    if (limit - k->n > QCOW2_CK_PAST_EOF)
-        limit = k->n + QCOW2_CK_PAST_EOF;
-    for (uint64_t c = 0; c < limit; c++) {
-        if (c >= k->n) {   /* past the file: only blocks that exist can hold counts */
-            uint64_t bi = c / s->rb_entries;
-            if (bi < s->rt_entries && !s->rt[bi]) {
-                c = (bi + 1) * s->rb_entries - 1;
-                continue;
-            }
-        }
-        uint64_t disk, want = c < k->n ? k->ref[c] : 0;
+    /* Only the clusters of the file, as qemu-img check: refcounts past its
+     * end are harmless (allocation skips them) and a repair allocates new
+     * refcount blocks there. */
+    for (uint64_t c = 0; c < k->n; c++) {
+        uint64_t disk, want = k->ref[c];
         vd_error e;
         if (qcow2_refcount_get(s, c, &disk, &e) < 0) {
             qcow2_ck_problem(k, "%s", e.msg);
@@ -267,9 +265,13 @@ int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *e
     qcow2_ck_l1(&k, s->l1, s->l1_size, s->l1_off, true);
     qcow2_ck_snapshots(&k);
     qcow2_ck_inc(&k, s->rt_off, (uint64_t)s->rt_clusters << s->cluster_bits, "refcount table");
-    for (uint64_t i = 0; i < s->rt_entries; i++)
-        if (s->rt[i] & QCOW2_OFFSET_MASK)
+    for (uint64_t i = 0; i < s->rt_entries; i++) {
+        if (s->rt[i] & 0x1ff)
+            qcow2_ck_problem(&k, "qcow2: refcount table entry %llu has reserved bits set",
+                             (unsigned long long)i);
+        if (s->rt[i] & ~0x1ffull)
             qcow2_ck_inc(&k, s->rt[i] & ~0x1ffull, s->cluster_size, "refcount block");
+    }
     qcow2_ck_bitmaps(&k);
     qcow2_ck_summary(&k);
     if (flags) {

@@ -129,6 +129,9 @@ static int qcow2_header_features(qcow2_state *s, const uint8_t *ftab, uint32_t f
                             "qcow2: unsupported incompatible feature bit %d%s%s%s (header offset 0x48)",
                             bit, n ? " (" : "", n ? n : "", n ? ")" : "");
     }
+    if ((s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW) && !(s->incompat & QCOW2_INCOMPAT_DATA_FILE))
+        return vd_set_error(err, -EINVAL,
+                            "qcow2: data-file-raw bit (autoclear 1, 0x58) set without an external data file");
     if ((s->incompat & QCOW2_INCOMPAT_DATA_FILE) && !s->data_file_name)
         return vd_set_error(err, -EINVAL,
                             "qcow2: external data file bit set but no data file name extension");
@@ -204,6 +207,9 @@ static int qcow2_header_fields(qcow2_state *s, const uint8_t *h, uint64_t file_s
         return r;
     s->nb_snapshots = vd_be32(h + QH_NB_SNAPSHOTS);
     s->snapshots_off = vd_be64(h + QH_SNAPSHOTS_OFF);
+    if (s->snapshots_off && qcow2_offset_in_cluster(s, s->snapshots_off))
+        return vd_set_error(err, -EINVAL, "qcow2: snapshot table offset 0x%llx (0x40) not cluster aligned",
+                            (unsigned long long)s->snapshots_off);
     if (s->nb_snapshots > 65536)
         return vd_set_error(err, -EINVAL, "qcow2: %u snapshots at 0x3c: too many", s->nb_snapshots);
     s->compression = QCOW2_COMPRESS_ZLIB;
