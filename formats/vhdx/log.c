@@ -15,7 +15,7 @@
  * (then made durable too), so the log never holds more than one entry we
  * still need: a crash at any point leaves either the old metadata or a log
  * that redoes the new one.  The header's log GUID is set before the first
- * entry and cleared on a clean close.
+ * entry and cleared again at the end of each flush (and so on close).
  *
  * Test hook: with VDISK_VHDX_TEST_CRASH=after-log in the environment, the
  * driver stops writing anything once an entry is durable, as if the process

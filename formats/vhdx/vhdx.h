@@ -124,7 +124,7 @@ int vhdx_log_replay(vd_image *img, struct vhdx_state *s, vd_error *err);
  * then in place, flush. */
 int vhdx_log_write(vd_image *img, struct vhdx_state *s, const uint64_t *offs,
                    uint8_t *const *sectors, size_t n, vd_error *err);
-/* Mark the log empty (header LogGuid = 0) on a clean close. */
+/* Mark the log empty (header LogGuid = 0) once a flush has applied it. */
 int vhdx_log_close(vd_image *img, struct vhdx_state *s, vd_error *err);
 void vhdx_patches_free(struct vhdx_state *s);
 
