@@ -1,0 +1,128 @@
+/* fuzz-open.c - libFuzzer target: an image in memory is opened read-only
+ * and exercised the way the tools use it: info, format details, snapshot
+ * list, block status over the image, reads of what block status reports and
+ * of fixed spots, and a consistency check.
+ *
+ * Built once per format with -DFUZZ_FORMAT="name" (the format is forced, so
+ * a mutated magic still reaches that driver's parser) and once without it
+ * (probing picks the driver).  The input is written to a file in a private
+ * folder: the library opens paths, and names an image gives (extents,
+ * descriptors) then resolve inside that empty folder.  Backing files are not
+ * opened (no_backing).  Work per input is bounded so a slow input means a
+ * real problem (libFuzzer -timeout), not a big virtual size. */
+#include "vdisk.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#ifndef FUZZ_FORMAT
+#define FUZZ_FORMAT NULL
+#endif
+
+#define FUZZ_MAX_STATUS_CALLS 64
+#define FUZZ_MAX_READ (4u << 20)      /* bytes read per input, in total */
+#define FUZZ_CHUNK (64u << 10)
+
+static char fuzz_dir[256], fuzz_path[300];
+static int fuzz_fd = -1;
+static uint8_t fuzz_buf[FUZZ_CHUNK];
+
+static void fuzz_cleanup(void)
+{
+    if (fuzz_fd >= 0)
+        close(fuzz_fd);
+    unlink(fuzz_path);
+    rmdir(fuzz_dir);
+}
+
+static int fuzz_setup(void)
+{
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(fuzz_dir, sizeof fuzz_dir, "%s/vdfuzz.XXXXXX", base);
+    if (!mkdtemp(fuzz_dir))
+        return -1;
+    snprintf(fuzz_path, sizeof fuzz_path, "%s/img", fuzz_dir);
+    fuzz_fd = open(fuzz_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fuzz_fd < 0)
+        return -1;
+    atexit(fuzz_cleanup);
+    return 0;
+}
+
+static void fuzz_kv(void *ctx, const char *key, const char *value)
+{
+    /* Touch the strings so a dangling pointer shows under ASan. */
+    size_t *n = ctx;
+    *n += strlen(key) + strlen(value);
+}
+
+static void fuzz_read(vd_image *img, uint64_t off, uint64_t len, uint64_t *budget)
+{
+    uint64_t size = vd_size(img);
+    if (off >= size)
+        return;
+    if (len > size - off)
+        len = size - off;
+    if (len > FUZZ_CHUNK)
+        len = FUZZ_CHUNK;
+    if (len > *budget)
+        len = *budget;
+    if (!len)
+        return;
+    *budget -= len;
+    vd_pread(img, fuzz_buf, (size_t)len, off, NULL);
+}
+
+static void fuzz_walk(vd_image *img, uint64_t *budget)
+{
+    vd_extents ext;
+    vd_extents_init(&ext);
+    uint64_t off = 0, size = vd_size(img);
+    for (int i = 0; i < FUZZ_MAX_STATUS_CALLS && off < size; i++) {
+        vd_extents_clear(&ext);
+        if (vd_block_status(img, off, size - off, &ext, NULL) < 0 || !ext.n)
+            break;
+        for (size_t k = 0; k < ext.n; k++)
+            if (!(ext.v[k].flags & VD_EXT_ZERO))
+                fuzz_read(img, ext.v[k].off, ext.v[k].len, budget);
+        uint64_t end = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
+        if (end <= off)
+            break;
+        off = end;
+    }
+    vd_extents_free(&ext);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (fuzz_fd < 0 && fuzz_setup() < 0)
+        abort();
+    if (ftruncate(fuzz_fd, 0) < 0 || pwrite(fuzz_fd, data, size, 0) != (ssize_t)size)
+        abort();
+    vd_image *img;
+    vd_error err;
+    vd_open_opts o = { .format = FUZZ_FORMAT, .readonly = true, .no_backing = true };
+    if (vd_open(fuzz_path, &o, &img, &err) < 0)
+        return 0;
+    vd_info info;
+    vd_get_info(img, &info);
+    size_t n = 0;
+    vd_get_format_details(img, fuzz_kv, &n);
+    vd_snapshot_info snaps[4];
+    vd_list_snapshots(img, snaps, 4);
+
+    uint64_t budget = FUZZ_MAX_READ, vsize = vd_size(img);
+    fuzz_read(img, 0, FUZZ_CHUNK, &budget);
+    fuzz_read(img, vsize / 2, 4096, &budget);
+    fuzz_read(img, vsize > 4096 ? vsize - 4096 : 0, 4096, &budget);
+    fuzz_walk(img, &budget);
+
+    vd_check_result res;
+    vd_check(img, 0, &res, &err);
+    vd_close(img, NULL);
+    return 0;
+}

@@ -1,0 +1,50 @@
+#!/bin/bash
+# run-ci.sh [SECONDS] - the short fuzz run for CI: builds the libFuzzer
+# targets with clang and ASan+UBSan (in $VD_FUZZ_BUILD, default
+# build-fuzz/), makes the seed corpora (make-seeds.sh, once), then runs every
+# target for SECONDS (default 5) from its seeds.  Exit 1 if any target finds
+# a crash, a leak, a timeout (10 s for one input) or an out-of-memory (2 GiB);
+# the input is kept under $VD_FUZZ_BUILD/fuzz-artifacts/ and the run's log
+# printed.  Each finding becomes a regression test (see tests/fuzz/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SRC=$PWD
+B=${VD_FUZZ_BUILD:-$SRC/build-fuzz}
+SECS=${1:-5}
+command -v clang >/dev/null || { echo "run-ci: clang not installed (apt-get install clang)"; exit 1; }
+if [ ! -f "$B/build.ninja" ]; then
+    CC=clang meson setup "$B" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+ninja -C "$B" >/dev/null
+seeds=$B/fuzz-seeds
+[ -d "$seeds" ] || "$SRC/tests/fuzz/make-seeds.sh" "$seeds"
+mkdir -p "$B/fuzz-artifacts"
+export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+bad=0
+for t in "$B"/tests/fuzz/fuzz-*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    name=$(basename "$t")
+    fmt=${name#fuzz-open-}
+    corpus=$B/fuzz-corpus/$name
+    mkdir -p "$corpus"
+    # Seeds: the format's own folder, or every folder for probe/open.
+    if [ "$fmt" != "$name" ]; then
+        cp -n "$seeds/$fmt"/* "$corpus"/ 2>/dev/null || true
+    else
+        for d in "$seeds"/*/; do cp -n "$d"* "$corpus"/ 2>/dev/null || true; done
+    fi
+    log=$B/fuzz-artifacts/$name.log
+    if "$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=4194304 \
+            -print_final_stats=1 -artifact_prefix="$B/fuzz-artifacts/$name-" \
+            "$corpus" >"$log" 2>&1; then
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+        echo "ok: $name: ${runs:-?} inputs in ${SECS}s, $cov"
+    else
+        echo "FAIL: $name (log $log):"
+        grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$log" | head -8
+        bad=1
+    fi
+done
+exit $bad
