@@ -10,7 +10,7 @@ requires_cmd qemu-img python3
 # ASan reserves terabytes of address space, so under it the 1 GiB cap is
 # the sanitizer's own allocation limit instead of ulimit -v.
 SAN=0
-if ldd "$VDCONVERT" | grep -q libasan; then SAN=1; fi
+case "$(ldd "$VDCONVERT" 2>/dev/null)" in *libasan*) SAN=1 ;; esac
 run() {  # vdconvert with limits; stdout+stderr in $T/msg
     if [ $SAN = 1 ]; then
         ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}max_allocation_size_mb=1024:allocator_may_return_null=1" \
