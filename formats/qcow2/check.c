@@ -224,6 +224,68 @@ static int qcow2_ck_compare(qcow2_ck *k, unsigned flags, vd_error *err)
     return 0;
 }
 
+/* The COPIED flag of an active L1/L2 entry says "refcount is exactly 1":
+ * writes trust it to write in place.  Compare with the (repaired) on-disk
+ * refcounts; -r all corrects the flags. */
+static int qcow2_ck_copied_one(qcow2_ck *k, uint64_t host, bool has, const char *what,
+                               uint64_t at, bool *fix, unsigned flags, vd_error *err)
+{
+    uint64_t rc;
+    int r = qcow2_refcount_get(k->s, host >> k->s->cluster_bits, &rc, err);
+    *fix = false;
+    if (r < 0 || has == (rc == 1))
+        return r;
+    qcow2_ck_problem(k, "qcow2: %s at 0x%llx: COPIED flag %s but refcount %llu", what,
+                     (unsigned long long)at, has ? "set" : "clear", (unsigned long long)rc);
+    if (flags & 2u) {
+        *fix = true;
+        k->res->corruptions_fixed++;
+    }
+    return 0;
+}
+
+static int qcow2_ck_copied(qcow2_ck *k, unsigned flags, vd_error *err)
+{
+    qcow2_state *s = k->s;
+    bool fix;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2off = s->l1[i] & QCOW2_OFFSET_MASK, at = s->l1_off + i * 8ull;
+        if (!l2off || qcow2_offset_in_cluster(s, l2off) || (l2off >> s->cluster_bits) >= k->n)
+            continue;
+        int r = qcow2_ck_copied_one(k, l2off, s->l1[i] & QCOW2_OFLAG_COPIED, "L1 entry", at,
+                                    &fix, flags, err);
+        if (r == 0 && fix) {
+            s->l1[i] ^= QCOW2_OFLAG_COPIED;
+            r = qcow2_l1_write(s, i, err);
+        }
+        if (r < 0)
+            return r;
+        for (uint64_t j = 0; j < s->l2_entries; j++) {
+            uint8_t *d;
+            size_t slot;
+            if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+                return r;
+            uint64_t e = vd_be64(d + j * s->l2_entry_size);
+            qcow2_entry x;
+            qcow2_decode_l2(s, e, 0, &x);
+            if (x.kind == QCOW2_COMPRESSED || !x.host || s->data_file ||
+                qcow2_offset_in_cluster(s, x.host) || (x.host >> s->cluster_bits) >= k->n)
+                continue;
+            r = qcow2_ck_copied_one(k, x.host, x.copied, "L2 entry", l2off + j * s->l2_entry_size,
+                                    &fix, flags, err);
+            if (r < 0)
+                return r;
+            if (fix) {   /* the slot may have moved: look it up again */
+                if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+                    return r;
+                vd_put_be64(d + j * s->l2_entry_size, e ^ QCOW2_OFLAG_COPIED);
+                qcow2_cache_mark_dirty(&s->l2c, slot);
+            }
+        }
+    }
+    return 0;
+}
+
 static void qcow2_ck_summary(qcow2_ck *k)
 {
     qcow2_state *s = k->s;
@@ -281,6 +343,8 @@ int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *e
             s->alloc_next = end;
     }
     r = qcow2_ck_compare(&k, flags, err);
+    if (r == 0)
+        r = qcow2_ck_copied(&k, flags, err);
     if (r == 0 && flags)
         r = qcow2_meta_flush(s, err);
     if (r == 0 && flags)

@@ -120,7 +120,7 @@ int qcow2_lookup(qcow2_state *s, uint64_t gc, qcow2_entry *out, vd_error *err)
     return qcow2_entry_validate(s, out, l2off, idx, err);
 }
 
-static int qcow2_l1_write(qcow2_state *s, uint64_t l1i, vd_error *err)
+int qcow2_l1_write(qcow2_state *s, uint64_t l1i, vd_error *err)
 {
     uint8_t b[8];
     vd_put_be64(b, s->l1[l1i]);

@@ -250,6 +250,23 @@ static int qcow2_write_new(qcow2_state *s, uint64_t gc, uint64_t k, const uint8_
     return r;
 }
 
+/* A COPIED entry promises refcount 1; a wrong flag would make us write into
+ * a snapshot's data, so the promise is checked (cached, cheap). */
+static int qcow2_verify_private(qcow2_state *s, uint64_t host, uint64_t bytes, vd_error *err)
+{
+    for (uint64_t o = 0; o < bytes; o += s->cluster_size) {
+        uint64_t rc;
+        int r = qcow2_refcount_get(s, (host + o) >> s->cluster_bits, &rc, err);
+        if (r < 0)
+            return r;
+        if (rc != 1)
+            return vd_set_error(err, -EIO,
+                                "qcow2: cluster 0x%llx is marked COPIED but has refcount %llu (repair with check -r all)",
+                                (unsigned long long)(host + o), (unsigned long long)rc);
+    }
+    return 0;
+}
+
 static bool qcow2_in_place(const qcow2_entry *e)
 {
     return e->kind == QCOW2_NORMAL && e->copied;
@@ -268,7 +285,9 @@ static int qcow2_pwrite_locked(vd_image *img, const uint8_t *buf, size_t len, ui
             break;
         if (qcow2_in_place(&e)) {
             n = qcow2_extend_run(s, &e, n, len, off, err);
-            r = vd_file_pwrite(s->file, buf, n, e.host + in, err);
+            r = qcow2_verify_private(s, e.host, in + n, err);
+            if (r == 0)
+                r = vd_file_pwrite(s->file, buf, n, e.host + in, err);
         } else if (in == 0 && (n == s->cluster_size || off + n == img->size)) {
             /* whole clusters: gather those that all need new clusters */
             uint64_t k = 1;

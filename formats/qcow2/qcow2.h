@@ -231,6 +231,7 @@ int qcow2_lookup(qcow2_state *s, uint64_t gc, qcow2_entry *out, vd_error *err);
 /* Set the entry for guest cluster `gc` (allocating/COWing its L2 table). */
 int qcow2_l2_set(qcow2_state *s, uint64_t gc, uint64_t entry, uint64_t bitmap,
                  vd_error *err);
+int qcow2_l1_write(qcow2_state *s, uint64_t l1i, vd_error *err);
 int qcow2_l2_validate_l1(qcow2_state *s, uint64_t l1e, uint32_t idx, vd_error *err);
 /* Free what an entry references (after its L2 was rewritten). */
 int qcow2_entry_free(qcow2_state *s, const qcow2_entry *e, vd_error *err);
