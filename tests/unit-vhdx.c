@@ -4,7 +4,8 @@
  * gives the right layer, libvhdi (python3-libvhdi, when installed) reads the
  * same; blocks appended in a second session; a crash after the log entry
  * (VDISK_VHDX_TEST_CRASH) is replayed by a read-write open, after which
- * `qemu-img check` (when installed) finds a clean image with the data. */
+ * `qemu-img check` (when installed) finds a clean image with the data;
+ * write-zeroes and discard drop whole blocks (not on fixed disks). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -167,6 +168,58 @@ static void test_crash_replay_rw(void **state)
     }
 }
 
+/* Zeroing a whole block drops it (BAT state ZERO); a partial range is
+ * written; discard drops whole blocks only; a fixed disk keeps its blocks.
+ * qemu-img agrees on the result. */
+static void zero_case(const char *name, const char *opts, uint64_t want_alloc)
+{
+    vd_error e;
+    vd_image *img;
+    const uint64_t size = 4u << 20;
+    uint8_t *want = malloc(size), *got = malloc(size);
+    fill(want, size, 21);
+    assert_int_equal(vd_create(path_in(name), &(vd_create_opts){ .format = "vhdx", .size = size,
+                     .options = opts }, &e), 0);
+    assert_int_equal(vd_open(path_in(name), NULL, &img, &e), 0);
+    assert_int_equal(vd_pwrite(img, want, size, 0, &e), 0);
+    assert_int_equal(vd_flush(img, &e), 0);
+    assert_int_equal(vd_pwrite_zeroes(img, 1u << 20, 1u << 20, VD_ZERO_MAY_UNMAP, &e), 0);
+    memset(want + (1u << 20), 0, 1u << 20);
+    assert_int_equal(vd_pwrite_zeroes(img, (5u << 19), 4096, 0, &e), 0);
+    memset(want + (5u << 19), 0, 4096);
+    assert_int_equal(vd_discard(img, 3u << 20, 1u << 20, &e), 0);
+    assert_int_equal(vd_pread(img, got + (3u << 20), 1u << 20, 3u << 20, &e), 0);
+    memcpy(want + (3u << 20), got + (3u << 20), 1u << 20);   /* old data or zeroes */
+    fill(want + (1u << 20) + 1000, 100, 22);                 /* a ZERO block written again */
+    assert_int_equal(vd_pwrite(img, want + (1u << 20) + 1000, 100, (1u << 20) + 1000, &e), 0);
+    assert_int_equal(vd_close(img, &e), 0);
+    assert_int_equal(vd_open(path_in(name), &(vd_open_opts){ .readonly = true }, &img, &e), 0);
+    assert_int_equal(vd_pread(img, got, size, 0, &e), 0);
+    assert_memory_equal(got, want, size);
+    vd_check_result res;
+    assert_int_equal(vd_check(img, 0, &res, &e), 0);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(res.allocated_clusters, want_alloc);
+    vd_close(img, NULL);
+    if (system("qemu-img --version >/dev/null 2>&1") == 0) {
+        char raw[300], cmd[1024];
+        snprintf(raw, sizeof raw, "%s.raw", path_in(name));
+        write_file(raw, want, size);
+        snprintf(cmd, sizeof cmd, "qemu-img check -q -f vhdx '%s' && qemu-img compare -q "
+                 "-f vhdx '%s' -F raw '%s'", path_in(name), path_in(name), raw);
+        assert_int_equal(system(cmd), 0);
+    }
+    free(want);
+    free(got);
+}
+
+static void test_zero_discard(void **state)
+{
+    (void)state;
+    zero_case("zero-dyn.vhdx", "block_size=1M", 3);
+    zero_case("zero-fixed.vhdx", "block_size=1M,subformat=fixed", 4);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -174,6 +227,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_differencing_writes),
         cmocka_unit_test(test_crash_replay_rw),
+        cmocka_unit_test(test_zero_discard),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];

@@ -317,6 +317,70 @@ int vhdx_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_err
     return r;
 }
 
+/* Whether block `blk` reads as zeroes in this layer already. */
+static bool vhdx_block_reads_zero(const struct vhdx_state *s, uint64_t blk)
+{
+    unsigned st = VHDX_BAT_STATE(s->bat[vhdx_bat_index(s, blk)]);
+    if (st == VHDX_PAYLOAD_ZERO || st == VHDX_PAYLOAD_UNMAPPED)
+        return true;
+    return !s->has_parent && (st == VHDX_PAYLOAD_NOT_PRESENT || st == VHDX_PAYLOAD_UNDEFINED);
+}
+
+/* Write zeroes: a whole block becomes PAYLOAD_BLOCK_ZERO (its old space is
+ * punched out, never reused: blocks are only appended); a block that reads
+ * as zeroes is left alone; a part of a block, or any block of a fixed disk
+ * (whose blocks stay allocated), is written with zeroes.
+ * `whole_only` (discard) skips the partial pieces: discarding is a hint. */
+static int vhdx_zero_range(vd_image *img, uint64_t off, uint64_t len, bool whole_only,
+                           vd_error *err)
+{
+    struct vhdx_state *s = img->priv;
+    if (s->crashed)
+        return 0;
+    int r = vhdx_begin_write(img, s, err);
+    uint8_t *zero = NULL;
+    while (r == 0 && len) {
+        uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
+        uint64_t bi = vhdx_bat_index(s, blk), e = s->bat[bi];
+        uint64_t bstart = blk * s->block_size;
+        uint64_t guest = img->size - bstart < s->block_size ? img->size - bstart : s->block_size;
+        if (vhdx_block_reads_zero(s, blk)) {
+            /* nothing to do */
+        } else if (in == 0 && n == guest && !s->leave_allocated) {
+            unsigned st = VHDX_BAT_STATE(e);
+            if (st == VHDX_PAYLOAD_FULLY_PRESENT || st == VHDX_PAYLOAD_PARTIALLY_PRESENT)
+                r = vd_file_zero(img->file, VHDX_BAT_OFF(e), s->block_size, err);
+            s->bat[bi] = VHDX_PAYLOAD_ZERO;
+            s->bat_dirty[bi * 8 / VHDX_LOG_SECTOR] = 1;
+        } else if (!whole_only) {
+            if (!zero && !(zero = calloc(1, VHDX_COPY_PIECE))) {
+                r = vd_set_error(err, -ENOMEM, "out of memory");
+                break;
+            }
+            for (uint64_t p = 0; r == 0 && p < n; p += VHDX_COPY_PIECE) {
+                uint64_t m = n - p < VHDX_COPY_PIECE ? n - p : VHDX_COPY_PIECE;
+                r = vhdx_pwrite(img, zero, m, off + p, err);
+            }
+        }
+        off += n;
+        len -= n;
+    }
+    free(zero);
+    return r;
+}
+
+int vhdx_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                       vd_error *err)
+{
+    (void)flags;
+    return vhdx_zero_range(img, off, len, false, err);
+}
+
+int vhdx_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
+{
+    return vhdx_zero_range(img, off, len, true, err);
+}
+
 /* Write the BAT sectors changed since the last flush through the log. */
 int vhdx_bat_flush(vd_image *img, struct vhdx_state *s, vd_error *err)
 {

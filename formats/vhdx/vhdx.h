@@ -133,6 +133,9 @@ int vhdx_read_bat(vd_image *img, struct vhdx_state *s, vd_error *err);
 int vhdx_bat_flush(vd_image *img, struct vhdx_state *s, vd_error *err);
 int vhdx_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err);
 int vhdx_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err);
+int vhdx_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                       vd_error *err);
+int vhdx_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
 int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                       vd_error *err);
 /* Index in the BAT of payload block `b` (sector bitmap entries interleave). */
