@@ -135,6 +135,23 @@ cp r.raw rr.raw
 [ "$(stat -c %s rr.raw)" -eq $((20 << 20)) ] || fail "raw resize"
 cmp <(head -c 8M rr.raw) r.raw || fail "raw resize changed the data"
 
+# resize by rewrite keeps the layout: qcow2 compat/cluster size, vdi uuid/static
+if "$V" create -q -O qcow2 -o compat=0.10,cluster_size=4096 k.qcow2 8M >/dev/null 2>&1; then
+    qemu-io -f qcow2 -c "write -P 9 1M 64k" k.qcow2 >/dev/null
+    "$V" resize k.qcow2 12M >/dev/null
+    qemu-img info k.qcow2 >info.txt
+    grep -q "compat: 0.10" info.txt && grep -q "cluster_size: 4096" info.txt &&
+        grep -q "(12582912 bytes)" info.txt || fail "qcow2 resize lost its layout: $(cat info.txt)"
+    qemu-img check k.qcow2 >/dev/null || fail "resized qcow2: qemu-img check"
+fi
+if "$V" create -q -O vdi -o static=on k.vdi 4M >/dev/null 2>&1; then
+    u=$("$V" info k.vdi | sed -n 's/^ *uuid: //p')
+    "$V" resize k.vdi 8M >/dev/null
+    [ "$("$V" info k.vdi | sed -n 's/^ *uuid: //p')" = "$u" ] || fail "vdi resize changed the uuid"
+    "$V" info k.vdi | grep -q "type: static" || fail "vdi resize lost static"
+    qemu-img check -f vdi k.vdi >/dev/null || fail "resized vdi: qemu-img check"
+fi
+
 # snapshot -l, info and convert -l on a qemu-made qcow2 with internal snapshots
 if readable qcow2; then
     qemu-img create -q -f qcow2 s.qcow2 8M
