@@ -158,4 +158,14 @@ if "$VDCONVERT" convert -n -f raw -O vmdk "$T/o.raw" "$T/dir/extra.vmdk" >"$T/ms
     fail "wrote into RDONLY/ZERO extents"
 fi
 grep -q "read-only" "$T/msg" || fail "RDONLY write error: $(cat "$T/msg")"
+# ESX flat descriptors: createType vmfs (qemu 7.2 lists the VMFS extent twice
+# and reads a disk of twice the size) and vmfsThin (qemu: "Unsupported image
+# type"); both are one VMFS extent over flat.bin.
+for ct in vmfs vmfsThin; do
+    printf '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="%s"\n\nRW 4096 VMFS "flat.bin"\n\nddb.adapterType = "lsilogic"\n' \
+        "$ct" >"$T/dir/$ct.vmdk"
+    run "$T/dir/$ct.vmdk" "$T/o.raw" || fail "$ct descriptor: $(cat "$T/msg")"
+    cmp -s "$T/o.raw" "$T/dir/flat.bin" || fail "$ct descriptor: wrong content"
+    echo "ok: createType $ct"
+done
 echo "all ok"
