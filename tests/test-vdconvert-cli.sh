@@ -183,6 +183,21 @@ EOF
 "$V" info --json in.raw | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["format"]=="raw"' ||
     fail "info --json is not JSON"
 
+# qcow2 format details in --json: qemu-img's keys and typed values
+qemu-img create -q -f qcow2 q2.qcow2 8M
+if "$V" info q2.qcow2 | grep -q "file format: qcow2"; then
+    "$V" info --json q2.qcow2 >mine.json
+    qemu-img info --output=json q2.qcow2 >theirs.json
+    python3 - mine.json theirs.json <<'EOF' || fail "qcow2 format details differ from qemu-img's"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for k in ("virtual-size", "cluster-size", "format", "dirty-flag"):
+    assert a[k] == b[k], (k, a[k], b[k])
+for k, v in b["format-specific"]["data"].items():
+    assert a["format-specific"]["data"].get(k) == v, (k, v, a["format-specific"]["data"])
+EOF
+fi
+
 # --- measure against qemu-img --------------------------------------------------------
 for args in "--size 1G" "--size 10G -o cluster_size=4k" "in.raw"; do
     a=$("$V" measure -O qcow2 $args --output=json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["required"], d["fully-allocated"])')

@@ -29,6 +29,20 @@ static void info_human_size(char *out, size_t n, uint64_t v)
         snprintf(out, n, "%.3g %s", d, u[i]);
 }
 
+/* Details that are numbers or booleans are printed as JSON numbers and
+ * booleans, as qemu-img does ("refcount-bits": 16, "corrupt": false). */
+static bool info_json_literal(const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "false"))
+        return true;
+    if (!*v || (v[0] == '0' && v[1]))        /* "0x1", "007": keep as text */
+        return false;
+    for (const char *p = v; *p; p++)
+        if (*p < '0' || *p > '9' || p - v > 18)
+            return false;
+    return true;
+}
+
 struct info_kv_ctx {
     FILE *f;
     bool json;
@@ -39,10 +53,19 @@ static void info_kv(void *ctx, const char *key, const char *value)
 {
     struct info_kv_ctx *c = ctx;
     if (c->json) {
+        /* qemu-img's JSON keys use '-' ("refcount-bits") */
+        char k[128];
+        snprintf(k, sizeof k, "%s", key);
+        for (char *p = k; *p; p++)
+            if (*p == '_')
+                *p = '-';
         fprintf(c->f, "%s\n                ", c->n ? "," : "");
-        vc_json_str(c->f, key);
+        vc_json_str(c->f, k);
         fputs(": ", c->f);
-        vc_json_str(c->f, value);
+        if (info_json_literal(value))
+            fputs(value, c->f);
+        else
+            vc_json_str(c->f, value);
     } else {
         if (!c->n)
             fputs("Format specific information:\n", c->f);
