@@ -24,6 +24,13 @@ static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const stru
     uint64_t entry;
     struct boot_image bi = bf->bi;
     bi.host_decompress = !o->guest_decompress;
+    /* A nested kvm_pvm cannot run xsave/xrstor and will not hide XSAVE in
+     * CPUID: tell Linux not to use it (x86 early parameter "noxsave"). */
+    static char cmd[4200];
+    if (vm->cpuid_xsave_visible && !strstr(bf->cmdline, "noxsave")) {
+        snprintf(cmd, sizeof(cmd), "%s%snoxsave", bf->cmdline, bf->cmdline[0] ? " " : "");
+        bi.cmdline = cmd;
+    }
     if (mptable_write(vm, err, errlen) < 0 ||
         bzimage_load(vm, &bi, &entry, err, errlen) < 0 ||
         vm_setup_bsp(vm, entry, VM_BOOT_PARAMS, err, errlen) < 0)
@@ -57,9 +64,15 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     if (kvm_boot_setup(&vm, o, bf, &dk, err, sizeof(err)) < 0)
         goto out;
     if (o->verbose)
-        fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s; kernel: %s\n", o->cpus,
+        fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s%s; kernel: %s\n", o->cpus,
                 o->memory_mib, bf->cmdline, cfg.hide_unsafe_cpuid ?
-                ", cx16/xsave hidden (nested kvm_pvm)" : "", vm.boot_note);
+                ", cx16/xsave hidden in CPUID (nested kvm_pvm)" : "",
+                vm.cpuid_xsave_visible ? ", XSAVE still visible: 'noxsave' appended" : "",
+                vm.boot_note);
+    if (vm.cpuid_xsave_visible && !strstr(r->cmdline, "noxsave")) {
+        size_t n = strlen(r->cmdline);   /* report what the guest really got */
+        snprintf(r->cmdline + n, sizeof(r->cmdline) - n, "%snoxsave", n ? " " : "");
+    }
     r->outcome = vm_run(&vm, o->timeout);
     snprintf(r->reason, sizeof(r->reason), "%s", vm.reason);
     r->seconds = con_now() - con.t_start;

@@ -86,10 +86,20 @@ int cpuid_setup(struct vm *vm, struct vcpu *c, char *err, size_t errlen)
     for (uint32_t i = 0; i < cpuid->nent; i++)
         cpuid_fix_entry(vm, c, &cpuid->entries[i]);
     int rc = ioctl(c->fd, KVM_SET_CPUID2, cpuid);
-    free(cpuid);
     if (rc < 0) {
+        free(cpuid);
         snprintf(err, errlen, "KVM_SET_CPUID2 on vCPU %d: %s", c->id, strerror(errno));
         return -1;
     }
+    /* kvm_pvm replaces leaf 1 with its own view (XSAVE and AVX still set,
+     * only cx16 cleared): read back what the guest will really see, so the
+     * boot can ask the kernel itself not to use XSAVE (boot-kvm.c). */
+    cpuid->nent = 1024 < cpuid->nent ? 1024 : cpuid->nent;
+    if (vm->cfg.hide_unsafe_cpuid && ioctl(c->fd, KVM_GET_CPUID2, cpuid) == 0) {
+        for (uint32_t i = 0; i < cpuid->nent; i++)
+            if (cpuid->entries[i].function == 1 && (cpuid->entries[i].ecx & CPUID_1_ECX_XSAVE))
+                vm->cpuid_xsave_visible = true;
+    }
+    free(cpuid);
     return 0;
 }

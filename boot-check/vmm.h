@@ -90,6 +90,7 @@ struct vm {
     uint64_t unhandled_io;
     void *blk;                     /* the virtio-blk state, if any */
     char boot_note[300];           /* how the kernel was loaded (for -v) */
+    bool cpuid_xsave_visible;      /* hiding XSAVE in CPUID did not take */
 };
 
 /* ---- kvm.c ---- */

@@ -493,6 +493,22 @@ static void int3_selftest(void)
                                                : "probe: int3 trap FAILED\n");
 }
 
+/* What CPUID tells this guest: the VMM hides what a nested KVM cannot run. */
+static void cpuid_report(void)
+{
+    uint32_t a, b, c, d, b7, c7, d7;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b7), "=c"(c7), "=d"(d7) : "a"(7), "c"(0));
+    con_puts("probe: cpuid 1 ecx 0x");
+    con_hex(c, 8);
+    con_puts(" edx 0x");
+    con_hex(d, 8);
+    con_puts(" 7 ebx 0x");
+    con_hex(b7, 8);
+    con_puts(c & (1u << 26) ? " xsave" : " no-xsave");
+    con_puts(c & (1u << 13) ? " cx16\n" : " no-cx16\n");
+}
+
 /* ---- faults on request ------------------------------------------------- */
 
 static void do_fault(const char *what)
@@ -530,6 +546,7 @@ void probe_main(const uint8_t *boot_params)
         do_fault(fault);
 
     int3_selftest();
+    cpuid_report();
     int blk = pci_scan();
     if (blk >= 0)
         blk_probe(blk, cmd ? cmd : "");
