@@ -517,6 +517,33 @@ static int vhd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
     return 0;
 }
 
+/* Write zeroes: an unallocated block of a dynamic disk reads as zeroes
+ * already and stays unallocated; everything else (allocated blocks, fixed
+ * disks, differencing blocks that would show the parent) is written. */
+static int vhd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
+                             vd_error *err)
+{
+    (void)flags;
+    struct vhd_state *s = img->priv;
+    if (s->type == VHD_TYPE_FIXED)
+        return vd_file_zero(img->file, off, len, err);
+    uint8_t *zero = NULL;
+    int r = 0;
+    while (r == 0 && len) {
+        uint32_t blk, in_blk;
+        uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+        if (s->type == VHD_TYPE_DIFF || s->bat[blk] != VHD_BAT_UNUSED) {
+            if (!zero && !(zero = calloc(1, s->block_size)))
+                return vd_set_error(err, -ENOMEM, "out of memory");
+            r = vhd_pwrite(img, zero, n, off, err);
+        }
+        off += n;
+        len -= n;
+    }
+    free(zero);
+    return r;
+}
+
 static int vhd_flush(vd_image *img, vd_error *err)
 {
     struct vhd_state *s = img->priv;
@@ -665,12 +692,13 @@ const struct vd_driver vd_vhd = {
     .create_opts = vhd_create_opts,
     .pread = vhd_pread,
     .pwrite = vhd_pwrite,
+    .pwrite_zeroes = vhd_pwrite_zeroes,
     .flush = vhd_flush,
     .block_status = vhd_block_status,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_EMULATE,
+    .can_zero = VD_CAN_NATIVE,
     .can_discard = VD_CAN_NONE,
     .can_block_status = VD_CAN_NATIVE,
 };

@@ -173,6 +173,41 @@ static void test_dynamic_append(void **state)
     vd_close(img, NULL);
 }
 
+/* Write-zeroes: unallocated dynamic blocks stay unallocated, allocated ones
+ * and differencing ranges (which would show the parent) read zero. */
+static void test_zeroes(void **state)
+{
+    (void)state;
+    vd_error e;
+    vd_image *img;
+    uint8_t a[4096], b[4096], z[4096] = { 0 };
+    fill(a, sizeof a, 31);
+    assert_int_equal(vd_create(path_in("z.vhd"), &(vd_create_opts){ .format = "vhd",
+                     .size = 8u << 20, .options = "force_size=on" }, &e), 0);
+    assert_int_equal(vd_open(path_in("z.vhd"), NULL, &img, &e), 0);
+    assert_int_equal(vd_pwrite(img, a, sizeof a, 1u << 20, &e), 0);
+    assert_int_equal(vd_pwrite_zeroes(img, 0, 8u << 20, 0, &e), 0);
+    assert_int_equal(vd_pread(img, b, sizeof b, 1u << 20, &e), 0);
+    assert_memory_equal(b, z, sizeof b);
+    vd_check_result res;
+    assert_int_equal(vd_check(img, 0, &res, &e), 0);
+    assert_int_equal(res.allocated_clusters, 1);
+    assert_int_equal(vd_close(img, &e), 0);
+
+    assert_int_equal(vd_open(path_in("z.vhd"), NULL, &img, &e), 0);
+    assert_int_equal(vd_pwrite(img, a, sizeof a, 5u << 20, &e), 0);
+    assert_int_equal(vd_close(img, &e), 0);
+    assert_int_equal(vd_create(path_in("zc.vhd"), &(vd_create_opts){ .format = "vhd",
+                     .backing_file = "z.vhd" }, &e), 0);
+    assert_int_equal(vd_open(path_in("zc.vhd"), NULL, &img, &e), 0);
+    assert_int_equal(vd_pwrite_zeroes(img, (5u << 20) + 512, 1024, 0, &e), 0);
+    assert_int_equal(vd_pread(img, b, sizeof b, 5u << 20, &e), 0);
+    assert_memory_equal(b, a, 512);
+    assert_memory_equal(b + 512, z, 1024);
+    assert_memory_equal(b + 1536, a + 1536, sizeof a - 1536);
+    vd_close(img, NULL);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -181,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_differencing_writes),
         cmocka_unit_test(test_dynamic_append),
+        cmocka_unit_test(test_zeroes),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
