@@ -64,6 +64,11 @@ roundtrip twoGbMaxExtentSparse legacyESX 10
 roundtrip twoGbMaxExtentFlat pvscsi 13
 roundtrip streamOptimized lsilogic 14
 roundtrip streamOptimized ide 4
+"$VDCONVERT" -O vmdk -o zeroed_grain=on,compat6=on "$T/src.raw" "$T/zg.vmdk" || fail "zeroed_grain"
+qemu-img compare -q -f raw "$T/src.raw" -F vmdk "$T/zg.vmdk" || fail "zeroed_grain: content"
+qemu-img check -q -f vmdk "$T/zg.vmdk" || fail "zeroed_grain: check"
+desc_of "$T/zg.vmdk" | grep -q '^ddb.virtualHWVersion = "6"' || fail "compat6: hwversion"
+echo "ok: zeroed_grain=on,compat6=on"
 ls "$T"/*-flat.vmdk "$T"/*-s001.vmdk "$T"/*-f001.vmdk >/dev/null || fail "extent files missing"
 
 # libvmdk (pyvmdk, Debian python3-libvmdk) reads the guest content.  It opens
@@ -181,6 +186,25 @@ qemu-img check -q -f vmdk "$img" || fail "-n: qemu-img check"
 cid1=$(desc_of "$img" | sed -n 's/^CID=//p')
 [ -n "$cid1" ] && [ "$cid0" != "$cid1" ] || fail "CID not changed by a write ($cid0 -> $cid1)"
 echo "ok: writes into an existing image, CID $cid0 -> $cid1"
+# the redundant grain directory and its tables mirror the primary ones
+python3 - "$img" <<'PY' || fail "redundant grain directory differs from the primary"
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+flags, cap, grain = struct.unpack_from("<IQQ", d, 8)
+gtes, rgd, gd = struct.unpack_from("<IQQ", d, 44)
+assert flags & 2 and rgd, "no redundant grain directory"
+n = -(-cap // grain // gtes)
+g1 = struct.unpack_from("<%dI" % n, d, gd * 512)
+g2 = struct.unpack_from("<%dI" % n, d, rgd * 512)
+used = 0
+for a, b in zip(g1, g2):
+    assert a and b and a != b
+    t1 = d[a * 512:a * 512 + gtes * 4]; t2 = d[b * 512:b * 512 + gtes * 4]
+    assert t1 == t2, "grain tables differ"
+    used += sum(1 for (x,) in struct.iter_unpack("<I", t1) if x)
+assert used > 0
+print("ok: redundant grain directory mirrors %d grains" % used)
+PY
 
 # A delta over a parent: only the differences land in the child.
 "$VDCONVERT" -O vmdk "$T/src.raw" "$T/base.vmdk"
