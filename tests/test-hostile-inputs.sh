@@ -10,7 +10,8 @@
 requires_cmd qemu-img qemu-io python3
 
 SAN=0
-if ldd "$VDCONVERT" | grep -q libasan; then SAN=1; fi
+# (no `ldd | grep -q` under pipefail: grep exits early and ldd dies of SIGPIPE)
+case "$(ldd "$VDCONVERT")" in *libasan*) SAN=1 ;; esac
 # mutants per source image (13 sources, 2 commands each); fewer under the
 # sanitizers, where every run costs ~10x
 N=${VD_HOSTILE_MUTANTS:-$([ $SAN = 1 ] && echo 24 || echo 48)}

@@ -14,7 +14,7 @@ PLUGIN=$VD_BUILD/nbd/nbdkit-vdisk-plugin.so
 nbdkit() {
     local pre=""
     for lib in libasan libubsan; do
-        if ldd "$PLUGIN" | grep -q "$lib"; then
+        if [[ "$(ldd "$PLUGIN")" == *"$lib"* ]]; then
             pre="$pre $(gcc -print-file-name=$lib.so)"
         fi
     done
