@@ -326,9 +326,9 @@ int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t of
         return vd_set_error(err, -EINVAL,
                             "%s: compressed write of 0x%zx bytes at 0x%llx is not whole %u-byte clusters",
                             img->path, len, (unsigned long long)off, unit);
-    pthread_rwlock_wrlock(&img->lock);
+    /* No lock here: the driver compresses unlocked (so that threads compress
+     * in parallel) and takes img->lock for writing around its updates. */
     r = img->drv->pwrite_compressed(img, buf, len, off, err);
-    pthread_rwlock_unlock(&img->lock);
     if (r < 0)
         vd_error_prefix(err, img->path);
     return r < 0 ? r : 0;

@@ -165,7 +165,10 @@ struct vd_driver {
     int (*pwrite)(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err);
     /* Optional: store whole clusters (img->cluster_size; the last one may end
      * at the virtual size) compressed.  Called by vd_pwrite_compressed with
-     * the write lock held and the alignment checked. */
+     * the alignment checked but WITHOUT the image lock, so that callers'
+     * threads compress in parallel: the driver must hold
+     * pthread_rwlock_wrlock(&img->lock) around every metadata or file
+     * update. */
     int (*pwrite_compressed)(vd_image *img, const void *buf, size_t len, uint64_t off,
                              vd_error *err);
     int (*pwrite_zeroes)(vd_image *img, uint64_t off, uint64_t len, unsigned flags, vd_error *err);

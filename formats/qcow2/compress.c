@@ -131,16 +131,12 @@ static int qcow2_comp_place(qcow2_state *s, uint64_t n, uint64_t *where, vd_erro
     return 0;
 }
 
-/* Store one guest cluster compressed (falling back to a normal write when
- * compression does not save a sector). */
+/* Store one guest cluster, compressed into `n` bytes of cbuf (n == 0: did
+ * not shrink, written as a normal cluster).  Called with the write lock. */
 static int qcow2_write_one_compressed(vd_image *img, const uint8_t *clu, uint64_t gc,
-                                      uint8_t *cbuf, vd_error *err)
+                                      const uint8_t *cbuf, long n, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
-    /* as qemu: anything shorter than a cluster is stored compressed */
-    long n = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 1);
-    if (n < 0)
-        return vd_set_error(err, (int)n, "qcow2: compression failed");
     if (n == 0) {   /* incompressible: a normal cluster (clipped at the disk end) */
         uint64_t off = gc << s->cluster_bits;
         uint64_t len = img->size - off < s->cluster_size ? img->size - off : s->cluster_size;
@@ -162,8 +158,9 @@ static int qcow2_write_one_compressed(vd_image *img, const uint8_t *clu, uint64_
     return qcow2_defer_free(s, &old, err);
 }
 
-/* Writes hold the core's exclusive image lock, so no reader is inside the
- * caches: no qcow2_state.lock needed here. */
+/* Called without the image lock (see vd-driver.h): each cluster is
+ * compressed unlocked, then stored under the core's exclusive image lock,
+ * which also keeps readers out of the caches. */
 int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
                             vd_error *err)
 {
@@ -182,10 +179,18 @@ int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t
         size_t n = len - done < s->cluster_size ? len - done : s->cluster_size;
         memcpy(clu, (const uint8_t *)buf + done, n);
         memset(clu + n, 0, s->cluster_size - n);   /* the tail past the disk end */
-        r = qcow2_write_one_compressed(img, clu, (off + done) >> s->cluster_bits, cbuf, err);
+        /* as qemu: anything shorter than a cluster is stored compressed */
+        long c = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 1);
+        if (c < 0) {
+            r = vd_set_error(err, (int)c, "qcow2: compression failed");
+            break;
+        }
+        pthread_rwlock_wrlock(&img->lock);
+        r = qcow2_write_one_compressed(img, clu, (off + done) >> s->cluster_bits, cbuf, c, err);
+        if (r == 0)
+            r = qcow2_release_pending(s, err);
+        pthread_rwlock_unlock(&img->lock);
     }
-    if (r == 0)
-        r = qcow2_release_pending(s, err);
     free(clu);
     free(cbuf);
     return r;
