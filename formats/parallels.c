@@ -318,9 +318,14 @@ static int parallels_block_status(vd_image *img, uint64_t off, uint64_t len, vd_
     if (s->bundle)
         return parallels_bundle_block_status(s->bundle, off, len, ext);
     uint64_t end = off + len;
-    while (off < end) {
+    /* Answer at most this many clusters per call (the core asks again): a
+     * header claiming terabytes of small clusters must not cost a minute. */
+    unsigned budget = 65536;
+    while (off < end && budget--) {
         uint64_t avail;
         uint64_t foff = parallels_file_lookup(&s->pf, off, &avail);
+        if (off / s->pf.cluster_size >= s->pf.bat_entries)
+            avail = end - off;     /* past the BAT: nothing is mapped there */
         uint64_t n = avail < end - off ? avail : end - off;
         int r = foff ? vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, foff)
                      : vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
