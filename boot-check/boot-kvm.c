@@ -12,6 +12,20 @@ static const struct vm_device *const kvm_devices[] = {
 };
 #define N_DEVICES (sizeof(kvm_devices) / sizeof(kvm_devices[0]))
 
+/* On a nested kvm_pvm, what CPUID cannot hide is turned off on the kernel
+ * command line: XSAVE (noxsave) and SMAP, whose clac/stac it cannot run
+ * (clearcpuid=smap).  Appended once, reported in --json's cmdline. */
+static void kvm_boot_extra_args(const struct vm *vm, char *cmd, size_t size)
+{
+    const char *add[2] = { vm->cpuid_xsave_visible ? "noxsave" : NULL,
+                           vm->cpuid_smap_visible ? "clearcpuid=smap" : NULL };
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(cmd);
+        if (add[i] && !strstr(cmd, add[i]))
+            snprintf(cmd + n, size - n, "%s%s", n ? " " : "", add[i]);
+    }
+}
+
 static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const struct boot_files *bf,
                           struct disk *dk, char *err, size_t errlen)
 {
@@ -27,10 +41,9 @@ static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const stru
     /* A nested kvm_pvm cannot run xsave/xrstor and will not hide XSAVE in
      * CPUID: tell Linux not to use it (x86 early parameter "noxsave"). */
     static char cmd[4200];
-    if (vm->cpuid_xsave_visible && !strstr(bf->cmdline, "noxsave")) {
-        snprintf(cmd, sizeof(cmd), "%s%snoxsave", bf->cmdline, bf->cmdline[0] ? " " : "");
-        bi.cmdline = cmd;
-    }
+    snprintf(cmd, sizeof(cmd), "%s", bf->cmdline);
+    kvm_boot_extra_args(vm, cmd, sizeof(cmd));
+    bi.cmdline = cmd;
     if (mptable_write(vm, err, errlen) < 0 ||
         bzimage_load(vm, &bi, &entry, err, errlen) < 0 ||
         vm_setup_bsp(vm, entry, VM_BOOT_PARAMS, err, errlen) < 0)
@@ -67,12 +80,10 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
         fprintf(stderr, "vdboot: kvm: %d vCPU, %llu MiB, cmdline '%s'%s%s; kernel: %s\n", o->cpus,
                 o->memory_mib, bf->cmdline, cfg.hide_unsafe_cpuid ?
                 ", cx16/xsave hidden in CPUID (nested kvm_pvm)" : "",
-                vm.cpuid_xsave_visible ? ", XSAVE still visible: 'noxsave' appended" : "",
+                vm.cpuid_xsave_visible || vm.cpuid_smap_visible ?
+                    ", CPUID filtering ignored: noxsave/clearcpuid=smap appended" : "",
                 vm.boot_note);
-    if (vm.cpuid_xsave_visible && !strstr(r->cmdline, "noxsave")) {
-        size_t n = strlen(r->cmdline);   /* report what the guest really got */
-        snprintf(r->cmdline + n, sizeof(r->cmdline) - n, "%snoxsave", n ? " " : "");
-    }
+    kvm_boot_extra_args(&vm, r->cmdline, sizeof(r->cmdline));  /* what the guest got */
     r->outcome = vm_run(&vm, o->timeout);
     snprintf(r->reason, sizeof(r->reason), "%s", vm.reason);
     r->seconds = con_now() - con.t_start;

@@ -22,6 +22,7 @@
 #define CPUID_1_ECX_AVX (1u << 28)
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 #define CPUID_7_EBX_AVX2 (1u << 5)
+#define CPUID_7_EBX_SMAP (1u << 20)
 #define CPUID_7_EBX_AVX512_MASK 0xdc230000u  /* F DQ IFMA CD BW VL ... */
 
 bool cpuid_host_is_nested_pvm(void)
@@ -96,9 +97,15 @@ int cpuid_setup(struct vm *vm, struct vcpu *c, char *err, size_t errlen)
      * boot can ask the kernel itself not to use XSAVE (boot-kvm.c). */
     cpuid->nent = 1024 < cpuid->nent ? 1024 : cpuid->nent;
     if (vm->cfg.hide_unsafe_cpuid && ioctl(c->fd, KVM_GET_CPUID2, cpuid) == 0) {
-        for (uint32_t i = 0; i < cpuid->nent; i++)
-            if (cpuid->entries[i].function == 1 && (cpuid->entries[i].ecx & CPUID_1_ECX_XSAVE))
+        for (uint32_t i = 0; i < cpuid->nent; i++) {
+            struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+            if (e->function == 1 && (e->ecx & CPUID_1_ECX_XSAVE))
                 vm->cpuid_xsave_visible = true;
+            /* SMAP makes Linux patch clac/stac into its entry code, which
+             * kvm_pvm fails to emulate (seen at an exception entry) */
+            if (e->function == 7 && e->index == 0 && (e->ebx & CPUID_7_EBX_SMAP))
+                vm->cpuid_smap_visible = true;
+        }
     }
     free(cpuid);
     return 0;

@@ -329,8 +329,16 @@ static void kvm_exit_internal(struct vcpu *c)
     }
     const char *what = c->run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
                            ? "instruction emulation failed" : "internal error";
-    vm_finish(c->vm, VM_ERROR, "KVM %s (suberror %u) on CPU %d at rip 0x%llx",
-              what, c->run->internal.suberror, c->id, (unsigned long long)r.rip);
+    char bytes[40] = "";
+    for (int i = 0, n = 0; i < 8; i++) {
+        int b = kvm_code_byte(c, r.rip + (uint64_t)i);
+        if (b < 0)
+            break;
+        n += snprintf(bytes + n, sizeof(bytes) - (size_t)n, " %02x", b);
+    }
+    vm_finish(c->vm, VM_ERROR, "KVM %s (suberror %u) on CPU %d at rip 0x%llx (bytes%s)",
+              what, c->run->internal.suberror, c->id, (unsigned long long)r.rip,
+              bytes[0] ? bytes : " unreadable");
 }
 
 /* The vCPU loop: one thread per vCPU, until an outcome is set. */

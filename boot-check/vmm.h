@@ -91,6 +91,7 @@ struct vm {
     void *blk;                     /* the virtio-blk state, if any */
     char boot_note[300];           /* how the kernel was loaded (for -v) */
     bool cpuid_xsave_visible;      /* hiding XSAVE in CPUID did not take */
+    bool cpuid_smap_visible;       /* nested kvm_pvm shows SMAP */
 };
 
 /* ---- kvm.c ---- */
