@@ -94,8 +94,9 @@ int vd_flush(vd_image *img, vd_error *err);
 /* Compressed writes (qcow2 `-c`).  vd_can_compress() says whether the image
  * (opened read-write) can store compressed clusters.  vd_pwrite_compressed()
  * writes whole clusters only: `off` a multiple of vd_info.cluster_size and
- * `len` a multiple of it, except that the last cluster of the disk may be
- * short (ending at the virtual size).  A cluster that does not shrink is
+ * `len` a multiple of it, except that a request may end anywhere inside the
+ * disk's last cluster (the rest of that cluster then reads as zeroes).  A
+ * cluster that does not shrink is
  * stored uncompressed.  Returns -ENOTSUP when the format cannot compress,
  * -EINVAL for a misaligned request. */
 bool vd_can_compress(vd_image *img);

@@ -79,25 +79,69 @@ int qcow2_read_compressed(qcow2_state *s, const qcow2_entry *e, uint8_t *out,
     return r;
 }
 
-long qcow2_compress(int type, const uint8_t *in, size_t len, uint8_t *out, size_t out_cap)
+/* Compressor states are reused from a small per-image pool: deflateInit2
+ * and ZSTD_createCCtx allocate hundreds of KiB, too much to repeat per
+ * cluster.  Threads that find the pool busy use a temporary state. */
+static bool qcow2_zstate_init(qcow2_zstate *z, int type)
 {
-    if (type == QCOW2_COMPRESS_ZSTD) {
-        size_t z = ZSTD_compress(out, out_cap, in, len, 3);
-        if (ZSTD_isError(z))
-            return 0;   /* mostly "does not fit": store it uncompressed */
-        return (long)z;
-    }
-    z_stream st;
-    memset(&st, 0, sizeof st);
-    if (deflateInit2(&st, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (z->ready)
+        return type == QCOW2_COMPRESS_ZSTD ? ZSTD_CCtx_reset(z->zc, ZSTD_reset_session_only) == 0
+                                           : deflateReset(&z->zs) == Z_OK;
+    memset(z, 0, sizeof *z);
+    if (type == QCOW2_COMPRESS_ZSTD)
+        z->ready = (z->zc = ZSTD_createCCtx()) != NULL;
+    else
+        z->ready = deflateInit2(&z->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                                Z_DEFAULT_STRATEGY) == Z_OK;
+    return z->ready;
+}
+
+void qcow2_zstate_free(qcow2_zstate *z, int type)
+{
+    if (!z->ready)
+        return;
+    if (type == QCOW2_COMPRESS_ZSTD)
+        ZSTD_freeCCtx(z->zc);
+    else
+        deflateEnd(&z->zs);
+    z->ready = false;
+}
+
+static long qcow2_compress_with(qcow2_zstate *z, int type, const uint8_t *in, size_t len,
+                                uint8_t *out, size_t out_cap)
+{
+    if (!qcow2_zstate_init(z, type))
         return -ENOMEM;
-    st.next_in = (Bytef *)in;
-    st.avail_in = (uInt)len;
-    st.next_out = out;
-    st.avail_out = (uInt)out_cap;
-    int zr = deflate(&st, Z_FINISH);
-    long n = zr == Z_STREAM_END ? (long)(out_cap - st.avail_out) : 0;
-    deflateEnd(&st);
+    if (type == QCOW2_COMPRESS_ZSTD) {
+        size_t n = ZSTD_compressCCtx(z->zc, out, out_cap, in, len, 3);
+        return ZSTD_isError(n) ? 0 : (long)n;   /* error: mostly "does not fit" */
+    }
+    z->zs.next_in = (Bytef *)in;
+    z->zs.avail_in = (uInt)len;
+    z->zs.next_out = out;
+    z->zs.avail_out = (uInt)out_cap;
+    int zr = deflate(&z->zs, Z_FINISH);
+    return zr == Z_STREAM_END ? (long)(out_cap - z->zs.avail_out) : 0;
+}
+
+long qcow2_compress(qcow2_state *s, const uint8_t *in, size_t len, uint8_t *out, size_t out_cap)
+{
+    qcow2_zstate *z = NULL, tmp = { .ready = false };
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < QCOW2_ZPOOL && !z; i++)
+        if (!s->zbusy[i]) {
+            s->zbusy[i] = true;
+            z = &s->zpool[i];
+        }
+    pthread_mutex_unlock(&s->lock);
+    long n = qcow2_compress_with(z ? z : &tmp, s->compression, in, len, out, out_cap);
+    if (z) {
+        pthread_mutex_lock(&s->lock);
+        s->zbusy[z - s->zpool] = false;
+        pthread_mutex_unlock(&s->lock);
+    } else {
+        qcow2_zstate_free(&tmp, s->compression);
+    }
     return n;
 }
 
@@ -106,21 +150,34 @@ long qcow2_compress(int type, const uint8_t *in, size_t len, uint8_t *out, size_
  * the start of newly allocated clusters.  Counts the touched clusters. */
 static int qcow2_comp_place(qcow2_state *s, uint64_t n, uint64_t *where, vd_error *err)
 {
-    uint64_t o = 0;
+    uint64_t o = 0, v = 0;
     int r;
-    if (s->comp_end && s->comp_end - s->comp_cur >= n) {
-        uint64_t v;
-        if ((r = qcow2_refcount_get(s, s->comp_cur >> s->cluster_bits, &v, err)) < 0)
-            return r;
-        if (v < qcow2_rc_max(s))
-            o = s->comp_cur;
-    }
-    if (!o) {
-        uint64_t k = (n + s->cluster_size - 1) >> s->cluster_bits, host;
+    if (s->comp_end && (r = qcow2_refcount_get(s, s->comp_cur >> s->cluster_bits, &v, err)) < 0)
+        return r;
+    bool can_share = s->comp_end && v < qcow2_rc_max(s);
+    if (can_share && s->comp_end - s->comp_cur >= n) {
+        o = s->comp_cur;
+    } else {
+        /* new clusters; when they follow the current run, the data may
+         * straddle the boundary (as qemu packs it) */
+        uint64_t room = can_share ? s->comp_end - s->comp_cur : 0;
+        uint64_t k = (n - room + s->cluster_size - 1) >> s->cluster_bits, host;
         qcow2_alloc_rewind(s);
         if ((r = qcow2_alloc_raw(s, k, &host, err)) < 0)
             return r;
-        o = host;
+        if (room && host == s->comp_end) {
+            o = s->comp_cur;
+        } else if (room) {
+            /* not contiguous: give the clusters back and take fresh ones
+             * big enough for the whole piece */
+            s->alloc_next = host;
+            k = (n + s->cluster_size - 1) >> s->cluster_bits;
+            if ((r = qcow2_alloc_raw(s, k, &host, err)) < 0)
+                return r;
+            o = host;
+        } else {
+            o = host;
+        }
         s->comp_end = host + (k << s->cluster_bits);
     }
     uint64_t end = vd_round_up(o + n, 512);
@@ -168,7 +225,7 @@ int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t
     if (qcow2_offset_in_cluster(s, off))
         return vd_set_error(err, -EINVAL, "qcow2: compressed write at 0x%llx not cluster aligned",
                             (unsigned long long)off);
-    if (len % s->cluster_size && off + len != img->size)
+    if (len % s->cluster_size && off + len <= (img->size - 1) / s->cluster_size * s->cluster_size)
         return vd_set_error(err, -EINVAL,
                             "qcow2: compressed write of 0x%zx bytes is not whole clusters", len);
     uint8_t *clu = malloc(s->cluster_size), *cbuf = malloc(s->cluster_size);
@@ -180,7 +237,7 @@ int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t
         memcpy(clu, (const uint8_t *)buf + done, n);
         memset(clu + n, 0, s->cluster_size - n);   /* the tail past the disk end */
         /* as qemu: anything shorter than a cluster is stored compressed */
-        long c = qcow2_compress(s->compression, clu, s->cluster_size, cbuf, s->cluster_size - 1);
+        long c = qcow2_compress(s, clu, s->cluster_size, cbuf, s->cluster_size - 1);
         if (c < 0) {
             r = vd_set_error(err, (int)c, "qcow2: compression failed");
             break;

@@ -32,6 +32,8 @@ static void qcow2_state_free(qcow2_state *s)
         return;
     qcow2_cache_free(&s->l2c);
     qcow2_cache_free(&s->rbc);
+    for (size_t i = 0; i < QCOW2_ZPOOL; i++)
+        qcow2_zstate_free(&s->zpool[i], s->compression);
     qcow2_snapshots_free(s);
     if (s->data_file)
         vd_file_close(s->data_file);

@@ -27,6 +27,9 @@
 
 #include "vd-driver.h"
 
+#include <zlib.h>
+#include <zstd.h>
+
 #define QCOW2_MAGIC 0x514649fbu            /* "QFI\xfb" */
 
 /* header fields (byte offsets) */
@@ -129,6 +132,14 @@ typedef struct qcow2_snapshot {
     uint64_t disk_size;   /* from the extra data, else the image size */
 } qcow2_snapshot;
 
+/* A reusable compressor (compress.c). */
+typedef struct qcow2_zstate {
+    bool ready;
+    z_stream zs;
+    ZSTD_CCtx *zc;
+} qcow2_zstate;
+#define QCOW2_ZPOOL 8
+
 typedef struct qcow2_state {
     vd_image *img;
     vd_file *file;            /* metadata file (= img->file) */
@@ -176,7 +187,10 @@ typedef struct qcow2_state {
     qcow2_cache l2c, rbc;
     qcow2_entry *pending;     /* clusters to free after the next L2 flush */
     size_t npending, cappending;
-    pthread_mutex_t lock;     /* guards the caches and L1 for parallel reads */
+    pthread_mutex_t lock;     /* guards the caches and L1 for parallel reads,
+                                 and the compressor pool */
+    qcow2_zstate zpool[QCOW2_ZPOOL];
+    bool zbusy[QCOW2_ZPOOL];
 } qcow2_state;
 
 static inline qcow2_state *qcow2_s(vd_image *img) { return img->priv; }
@@ -243,10 +257,12 @@ int qcow2_release_pending(qcow2_state *s, vd_error *err);
 /* compress.c */
 int qcow2_decompress(qcow2_state *s, const uint8_t *in, size_t in_len, uint8_t *out,
                      size_t out_len, vd_error *err);
-/* Compress `len` bytes; returns the compressed size, or 0 when it does not
- * shrink, or a negative errno. */
-long qcow2_compress(int type, const uint8_t *in, size_t len, uint8_t *out,
+/* Compress `len` bytes with the image's compression type; returns the
+ * compressed size, 0 when it does not fit out_cap, or a negative errno.
+ * Thread-safe (a pooled compressor state). */
+long qcow2_compress(qcow2_state *s, const uint8_t *in, size_t len, uint8_t *out,
                     size_t out_cap);
+void qcow2_zstate_free(qcow2_zstate *z, int type);
 int qcow2_read_compressed(qcow2_state *s, const qcow2_entry *e, uint8_t *out,
                           vd_error *err);
 int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
