@@ -60,8 +60,10 @@ EOF
 # compressed output: vdconvert -c when it has it, and always the API
 for ct in zlib zstd; do
     for cs in 512 64K 2M; do
-        if "$VDCONVERT" -c -O qcow2 -o compression_type=$ct,cluster_size=$cs src.raw c.qcow2 2>/dev/null; then
+        if "$VDCONVERT" -c -O qcow2 -o compression_type=$ct,cluster_size=$cs src.raw c.qcow2; then
             judge "vdconvert -c $ct cluster_size=$cs" c.qcow2 src.raw
+        else
+            bad "vdconvert -c $ct cluster_size=$cs failed"
         fi
         rm -f c.qcow2
         "$VDCONVERT" create -O qcow2 -o compression_type=$ct,cluster_size=$cs c.qcow2 8M >/dev/null
@@ -92,7 +94,7 @@ for ct in zlib zstd; do
         [ "$o" -le $((q + q / 20)) ] && echo "ok   $ct output $o bytes, qemu-img $q" ||
             bad "$ct output $o bytes, qemu-img writes $q"
     else
-        grep -q "unknown option\|invalid option\|-c" err || bad "vdconvert -c $ct: $(cat err)"
+        bad "vdconvert -c $ct: $(cat err)"
     fi
     rm -f ours.qcow2 theirs.qcow2 err
 done
