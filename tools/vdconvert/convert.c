@@ -70,10 +70,21 @@ static void convert_catch_signals(void)
 }
 
 /* Formats that write more than one file need the temporary-folder scheme. */
-static bool convert_multi_file(const char *fmt, const char *options)
+static bool convert_split_vmdk(const char *fmt, const char *options)
 {
     return !strcmp(fmt, "vmdk") && options &&
            (strstr(options, "twoGbMaxExtent") || strstr(options, "monolithicFlat"));
+}
+
+/* Made in a temporary folder under its final name: split/flat VMDKs (several
+ * files), and every VMDK whose backing path allows it, because even a
+ * monolithic VMDK names its own file in its embedded descriptor (libvmdk
+ * reads that name). */
+static bool convert_multi_file(const char *fmt, const char *options, const char *backing)
+{
+    if (convert_split_vmdk(fmt, options))
+        return true;
+    return !strcmp(fmt, "vmdk") && (!backing || backing[0] == '/');
 }
 
 /* Choose the temporary path for OUT (fills convert_tmp/convert_tmpdir). */
@@ -165,8 +176,8 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
         *reads_zero = o->target_is_zero;
         return 0;
     }
-    bool multi = convert_multi_file(fmt, o->options);
-    if (multi && o->backing && o->backing[0] != '/')
+    bool multi = convert_multi_file(fmt, o->options, o->backing);
+    if (convert_split_vmdk(fmt, o->options) && o->backing && o->backing[0] != '/')
         return vd_set_error(e, -ENOTSUP, "%s: a split or flat VMDK with a relative backing "
                             "file is not supported; give the backing as an absolute path",
                             o->dst);
