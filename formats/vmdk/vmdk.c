@@ -77,11 +77,26 @@ static int vmdk_open_sparse_file(vd_image *img, struct vmdk_extent *e, bool *fre
         return r;
     *hout = h;
     /* A streamOptimized file we just created has only its header and
-     * descriptor: it is written sequentially, not opened as a sparse file. */
+     * descriptor: it is written sequentially, not opened as a sparse file
+     * (read-only, it is an empty disk). */
     if (h.gd_off == VMDK_GD_AT_END && (h.flags & VMDK_FLAG_COMPRESSED) &&
-        (uint64_t)fsize <= h.overhead * VMDK_SECTOR && !img->readonly) {
+        (uint64_t)fsize <= h.overhead * VMDK_SECTOR) {
         *fresh_stream = true;
         return 0;
+    }
+    /* An empty finished stream (`vdconvert create`): the first marker after
+     * the header is the grain directory's, so no grain was ever written;
+     * opened read-write it is written again from the start. */
+    if (h.gd_off == VMDK_GD_AT_END && (h.flags & VMDK_FLAG_COMPRESSED) && !img->readonly &&
+        (uint64_t)fsize > h.overhead * VMDK_SECTOR) {
+        uint8_t m[16];
+        r = vd_file_pread(e->file, m, sizeof m, h.overhead * VMDK_SECTOR, err);
+        if (r < 0)
+            return r;
+        if (vd_le32(m + 8) == 0 && vd_le32(m + 12) == VMDK_MARKER_GD) {
+            *fresh_stream = true;
+            return 0;
+        }
     }
     return vmdk_sparse_open(e, &h, err);
 }

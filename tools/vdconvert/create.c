@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char create_usage[] =
     "usage: vdconvert create [-f|-O FMT] [-o OPTS] [-b BACKING [-F FMT]] [-q]\n"
@@ -65,6 +66,17 @@ int vc_cmd_create(int argc, char **argv)
                           .allow_host_paths = allow };
     if (vd_create(argv[optind], &co, &e) < 0)
         return vc_fail_err(&e);
+    /* A streamOptimized VMDK is complete only once its grain directory and
+     * footer are written (on close); an empty one must still be readable by
+     * qemu-img and VMware, so open and close it once. */
+    if (!strcmp(fmt, "vmdk") && opts && strstr(opts, "streamOptimized")) {
+        vd_image *img;
+        if (vd_open(argv[optind], &(vd_open_opts){ .format = fmt }, &img, &e) < 0 ||
+            vd_close(img, &e) < 0) {
+            unlink(argv[optind]);
+            return vc_fail_err(&e);
+        }
+    }
     if (!quiet)
         printf("Formatting '%s', fmt=%s size=%" PRIu64 "%s%s\n", argv[optind], fmt, size,
                backing ? " backing_file=" : "", backing ? backing : "");
