@@ -59,6 +59,7 @@ struct vcpu {
     volatile int check_halt;   /* main thread asks: are you dead-halted? */
     int halted_checks;         /* consecutive checks found halted, IF=0 */
     uint64_t int3_injected;    /* #BP raised for the nested KVM (kvm.c) */
+    uint64_t fwait_skipped;    /* fwait stepped over for it */
     uint64_t last_rip;         /* sampled by the halt check, for -v */
     uint32_t last_mp_state;
 };
