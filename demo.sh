@@ -44,6 +44,18 @@ for fmt in qcow2 vmdk vdi vhdx vhd parallels qed qcow2; do
 done
 step "vdconvert info $(basename "$prev")"
 "$VDC" info "$prev"
+if [ -x "$B/tools/ovatool/ovatool" ]; then
+    OVA=$B/tools/ovatool/ovatool
+    step "ovatool export: the converted guest as a VirtualBox appliance, then import it for KVM"
+    rm -rf "$D/demo.ova" "$D/imported"
+    "$OVA" export -n vdisk-demo --disk "$prev" --cpus 1 --memory 256 --os-type debian \
+        --target virtualbox -o "$D/demo.ova"
+    "$OVA" verify "$D/demo.ova"
+    "$OVA" import -O qcow2 -d "$D/imported" "$D/demo.ova"
+    qemu-img compare -q "$src" "$D/imported/vdisk-demo-disk1.qcow2" &&
+        echo "qemu-img compare: the imported disk is identical to the original"
+    sed -n '1,6p' "$D/imported/vdisk-demo.xml"
+fi
 if [ -x "$B/fuse-mount/vdmount" ]; then
     step "vdmount --ls $(basename "$prev") /etc (the guest's files, no mount needed)"
     "$B/fuse-mount/vdmount" --ls "$prev" /p1/etc 2>/dev/null || "$B/fuse-mount/vdmount" --ls "$prev" /etc || true
