@@ -376,7 +376,11 @@ static void *engine_worker(void *arg)
 
 int vc_copy_run(struct vc_copy *c, vd_error *e)
 {
-    struct engine g = { .c = c, .ordered = c->out_fd < 0 };
+    /* Image targets are written in job order (streamOptimized VMDK needs it,
+     * the others get a sequential layout), except compressed qcow2 output:
+     * its driver compresses outside the image lock, so workers compress in
+     * parallel and only the cluster bookkeeping is serialized. */
+    struct engine g = { .c = c, .ordered = c->out_fd < 0 && !c->compress_cluster };
     pthread_mutex_init(&g.lock, NULL);
     pthread_cond_init(&g.turn, NULL);
     vd_extents_init(&g.ext);
