@@ -125,6 +125,43 @@ for bad in junk.ova lol.ovf trunc.ovf notovf.ovf; do
     [ "$(wc -l <"$T/err")" = 1 ] || fail "$bad: error not one line: $(cat "$T/err")"
 done
 
+# hostile archives: members that climb out, absolute names, links, a member
+# larger than declared, a gzip bomb, a 100 MB descriptor; nothing may appear
+# outside OUTDIR and nothing may be left in it
+python3 - "$T" <<'PY'
+import io, os, sys, tarfile, gzip
+T = sys.argv[1]
+ovf = open(f"{T}/a/test.ovf", "rb").read()
+disk = open(f"{T}/a/test-disk1.vmdk", "rb").read()
+def mk(name, members):
+    with tarfile.open(f"{T}/{name}", "w", format=tarfile.USTAR_FORMAT) as t:
+        for m in members:
+            ti = tarfile.TarInfo(m[0])
+            if m[1] == "sym":
+                ti.type = tarfile.SYMTYPE; ti.linkname = "/etc/passwd"; t.addfile(ti)
+            elif m[1] == "hard":
+                ti.type = tarfile.LNKTYPE; ti.linkname = "test.ovf"; t.addfile(ti)
+            else:
+                ti.size = len(m[1]); t.addfile(ti, io.BytesIO(m[1]))
+mk("h-dotdot.ova", [("test.ovf", ovf), ("../escaped", b"x")])
+mk("h-abs.ova", [("test.ovf", ovf), (f"{T}/abs-escaped", b"x")])
+mk("h-sym.ova", [("test.ovf", ovf), ("test-disk1.vmdk", "sym")])
+mk("h-hard.ova", [("test.ovf", ovf), ("test-disk1.vmdk", "hard")])
+mk("h-bigger.ova", [("test.ovf", ovf), ("test-disk1.vmdk", disk + b"\0" * 4096)])
+bomb = gzip.compress(b"\0" * (300 << 20), 9)
+bovf = ovf.replace(b'ovf:size="%d"/>' % len(disk), b'ovf:size="%d" ovf:compression="gzip"/>' % len(bomb))
+mk("h-bomb.ova", [("test.ovf", bovf), ("test-disk1.vmdk", bomb)])
+mk("h-huge.ova", [("test.ovf", b"<Envelope>" + b" " * (100 << 20) + b"</Envelope>")])
+PY
+for h in dotdot abs sym hard bigger bomb huge; do
+    rc=0; timeout 60 "$OVA" import --no-verify -O raw -d "$T/imp-$h" "$T/h-$h.ova" >/dev/null 2>"$T/err" || rc=$?
+    [ $rc = 1 ] || fail "hostile $h: exit $rc ($(cat "$T/err"))"
+    [ "$(wc -l <"$T/err")" = 1 ] || fail "hostile $h: error not one line: $(cat "$T/err")"
+    [ -z "$(ls -A "$T/imp-$h" 2>/dev/null)" ] || fail "hostile $h left files: $(ls -A "$T/imp-$h")"
+    echo "refused $h: $(cat "$T/err")"
+done
+[ ! -e "$T/escaped" ] && [ ! -e "$T/abs-escaped" ] || fail "a member was written outside OUTDIR"
+
 # --- import (needs the VMDK reader)
 if "$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: vmdk"; then
     "$OVA" import -O qcow2 -d "$T/imp" "$T/t-signed.ova" >"$T/out" 2>&1 || fail "import: $(cat "$T/out")"

@@ -37,6 +37,7 @@ struct app_member {
     struct digest_ctx *d1, *d256, *d512;
     FILE *out;
     char *text; size_t text_len;   /* kept in memory for .ovf/.mf/.cert */
+    bool failed;                   /* reading it failed: release, don't parse */
 };
 
 static int app_member_begin(struct appliance *ap, const char *name, const char *extract_dir,
@@ -113,6 +114,10 @@ static int app_member_end(struct appliance *ap, struct app_member *m, char *err,
         return -1;
     }
     const char *name = m->f->name;
+    if (m->failed) {
+        free(m->text);
+        return 0;
+    }
     if (app_has_suffix(name, ".ovf") && !ap->ovf_name) {
         ap->ovf_name = strdup(name);
         if (ovf_parse(m->text ? m->text : "", m->text_len, name, &ap->ovf, err, errlen) < 0) {
@@ -148,8 +153,12 @@ static int app_read_ova(const char *path, const char *extract_dir, struct applia
     char *buf = malloc(1 << 20);
     while (r == 0 && (ar_r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e);
-        if (archive_entry_filetype(e) != AE_IFREG)
-            continue;
+        if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e)) {
+            snprintf(err, errlen, "%s: member '%s' is not a regular file (link, folder or "
+                     "device); refused", path, name ? name : "");
+            r = -1;
+            break;
+        }
         if (!app_plain_name(name)) {
             snprintf(err, errlen, "%s: member '%s' is not a plain file name; refused",
                      path, name ? name : "");
@@ -170,9 +179,13 @@ static int app_read_ova(const char *path, const char *extract_dir, struct applia
             snprintf(err, errlen, "%s: member %s: %s", path, name, archive_error_string(ar));
             r = -1;
         }
-        int r2 = app_member_end(ap, &m, err, errlen);
-        if (!r)
-            r = r2;
+        if (r == 0) {
+            r = app_member_end(ap, &m, err, errlen);
+        } else {              /* keep the first error; just release the member */
+            char ignored[256];
+            m.failed = true;
+            app_member_end(ap, &m, ignored, sizeof ignored);
+        }
     }
     if (r == 0 && ar_r != ARCHIVE_EOF) {
         snprintf(err, errlen, "%s: not a valid tar archive: %s", path, archive_error_string(ar));

@@ -27,8 +27,11 @@ static void imp_rmtree(const char *dir, const struct appliance *ap)
 
 /* Make the disk file `href` whole in `dir`: join chunks, inflate gzip.
  * Returns the path to read (malloc'd). */
-static char *imp_prepare_file(const char *dir, const struct ovf_file *f, char *err,
-                              size_t errlen)
+/* A gzip member may inflate to at most this many times its size. */
+#define IMP_MAX_RATIO 64
+
+static char *imp_prepare_file(const char *dir, const struct ovf_file *f, uint64_t capacity,
+                              char *err, size_t errlen)
 {
     char src[4400], joined[4400];
     snprintf(src, sizeof src, "%s/%s", dir, f->href);
@@ -62,18 +65,46 @@ static char *imp_prepare_file(const char *dir, const struct ovf_file *f, char *e
         }
         rename(joined, src);
     }
+    struct stat st;
+    if (stat(src, &st) == 0 && f->size && (uint64_t)st.st_size > f->size) {
+        snprintf(err, errlen, "%s: member is %lld bytes, larger than the %llu the descriptor "
+                 "declares (ovf:size); refused", f->href, (long long)st.st_size,
+                 (unsigned long long)f->size);
+        return NULL;
+    }
     if (f->compression && !strcmp(f->compression, "gzip")) {
+        /* A gzip bomb must not fill the disk: a disk file inflates to at
+         * most its capacity plus its metadata (limit), and never more than
+         * IMP_MAX_RATIO times its compressed size. */
+        uint64_t limit = (uint64_t)st.st_size * IMP_MAX_RATIO + (64u << 20);
+        if (capacity && capacity + (64u << 20) < limit)
+            limit = capacity + (64u << 20);
         gzFile gz = gzopen(src, "rb");
         FILE *out = fopen(joined, "wb");
         char *buf = malloc(1 << 20);
         int n = 0;
-        while (gz && out && buf && (n = gzread(gz, buf, 1 << 20)) > 0)
+        uint64_t total = 0;
+        while (gz && out && buf && (n = gzread(gz, buf, 1 << 20)) > 0) {
+            total += (uint64_t)n;
+            if (total > limit)
+                break;
             fwrite(buf, 1, (size_t)n, out);
+        }
         free(buf);
         if (gz)
             gzclose(gz);
-        if (!gz || !out || n < 0 || fclose(out) != 0) {
+        if (out && fclose(out) != 0)
+            n = -1;
+        if (total > limit) {
+            snprintf(err, errlen, "%s: gzip data inflates past %llu bytes (the disk's capacity "
+                     "plus metadata): refused as a gzip bomb", f->href,
+                     (unsigned long long)limit);
+            unlink(joined);
+            return NULL;
+        }
+        if (!gz || !out || n < 0) {
             snprintf(err, errlen, "%s: gzip data is corrupt or truncated", f->href);
+            unlink(joined);
             return NULL;
         }
         rename(joined, src);
@@ -165,7 +196,7 @@ int ova_import(const char *path, const struct import_opts *o)
         const struct ovf_file *f = d->file_ref ? ovf_find_file(&ap.ovf, d->file_ref) : NULL;
         if (!f)
             continue;                    /* an empty disk: nothing to convert */
-        char *src = imp_prepare_file(work, f, err, sizeof err);
+        char *src = imp_prepare_file(work, f, d->capacity, err, sizeof err);
         if (!src)
             goto out;
         char dst[4600];
