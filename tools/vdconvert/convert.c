@@ -226,6 +226,36 @@ static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, 
     return 0;
 }
 
+static void convert_find_uuid(void *ctx, const char *key, const char *value)
+{
+    if (!strcmp(key, "uuid"))
+        snprintf(ctx, 64, "%s", value);
+}
+
+/* --keep-uuid: the output carries the input's image UUID (a VirtualBox
+ * migration that must keep the disk's identity).  Both formats must know
+ * one: the input reports "uuid" in its details, the output takes "uuid=". */
+static int convert_keep_uuid(vd_image *in, const char *fmt, const char *options, char *out,
+                             size_t n, vd_error *e)
+{
+    char uuid[64] = "";
+    vd_get_format_details(in, convert_find_uuid, uuid);
+    const char *help = vd_format_create_help(fmt);
+    if (!uuid[0])
+        return vd_set_error(e, -EINVAL, "--keep-uuid: %s (%s) has no image UUID",
+                            vd_filename(in), vd_format_name(in));
+    if (!help || strncmp(help, "uuid\t", 5) != 0) {
+        const char *p = help ? strstr(help, "\nuuid\t") : NULL;
+        if (!p)
+            return vd_set_error(e, -EINVAL, "--keep-uuid: format %s cannot store an image UUID",
+                                fmt);
+    }
+    if (options && strstr(options, "uuid="))
+        return vd_set_error(e, -EINVAL, "--keep-uuid and -o uuid= contradict each other");
+    snprintf(out, n, "%s%suuid=%s", options ? options : "", options ? "," : "", uuid);
+    return 0;
+}
+
 int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
 {
     struct vc_convert_opts copy = *opts, *o = &copy;
@@ -246,6 +276,14 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
                 .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths }, &in, e);
     if (r < 0)
         return r;
+    char keep_opts[1024];
+    if (o->keep_uuid && (r = convert_keep_uuid(in, fmt, o->options, keep_opts,
+                                                sizeof keep_opts, e)) < 0) {
+        vd_close(in, NULL);
+        return r;
+    }
+    if (o->keep_uuid)
+        o->options = keep_opts;
     convert_catch_signals();
     bool reads_zero = false;
     uint64_t size = vd_size(in);
@@ -293,7 +331,7 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
 static const char convert_usage[] =
     "usage: vdconvert [convert] [-f FMT] [-O FMT] [-o OPTS] [-c] [-B BACKING [-F FMT]]\n"
     "                 [-l SNAPSHOT] [-S SIZE] [-m N] [-n [--target-is-zero]] [-t none]\n"
-    "                 [-p] [-q] [--allow-host-paths] IN OUT\n"
+    "                 [-p] [-q] [--allow-host-paths] [--keep-uuid] IN OUT\n"
     "  -f FMT      input format (default: probed from the content)\n"
     "  -O FMT      output format (default: from OUT's extension, else raw)\n"
     "  -o OPTS     output format options key=val,...; '-o help' lists them\n"
@@ -309,7 +347,8 @@ static const char convert_usage[] =
     "  -t none     bypass the page cache when writing (raw output)\n"
     "  -p          show progress (bar on a terminal, percentage lines otherwise)\n"
     "  -q          quiet\n"
-    "  --allow-host-paths  follow backing/extent references leaving IN's folder\n";
+    "  --allow-host-paths  follow backing/extent references leaving IN's folder\n"
+    "  --keep-uuid  OUT keeps IN's image UUID (VDI to VDI migrations)\n";
 
 static int convert_parse_sparse(const char *s, uint64_t *out)
 {
@@ -337,7 +376,8 @@ int vc_cmd_convert(int argc, char **argv)
                                  .workers = (int)sysconf(_SC_NPROCESSORS_ONLN) };
     static const struct option lo[] = {
         { "target-is-zero", 0, 0, 'Z' }, { "allow-host-paths", 0, 0, 'H' },
-        { "help", 0, 0, 'h' }, { "no-copy-range", 0, 0, 'R' }, { 0, 0, 0, 0 } };
+        { "help", 0, 0, 'h' }, { "no-copy-range", 0, 0, 'R' }, { "keep-uuid", 0, 0, 'K' },
+        { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:pqhW", lo, NULL)) != -1) {
@@ -377,6 +417,7 @@ int vc_cmd_convert(int argc, char **argv)
         case 'Z': o.target_is_zero = true; break;
         case 'H': o.allow_host_paths = true; break;
         case 'R': o.no_copy_range = true; break;
+        case 'K': o.keep_uuid = true; break;
         case 'h': fputs(convert_usage, stdout); return 0;
         default: return vc_usage_error("convert", argv[optind - 1]);
         }

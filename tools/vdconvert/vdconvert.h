@@ -48,6 +48,7 @@ struct vc_convert_opts {
     bool progress, quiet;
     bool allow_host_paths;
     bool no_copy_range;                /* disable copy_file_range (testing) */
+    bool keep_uuid;                    /* --keep-uuid: OUT gets IN's image UUID */
 };
 
 int vc_convert(const struct vc_convert_opts *o, vd_error *e);
