@@ -237,6 +237,17 @@ static int app_read_folder(const char *path, const char *extract_dir, struct app
     for (size_t i = 0; r == 0 && i < ap->ovf.n_files; i++) {
         const struct ovf_file *f = &ap->ovf.files[i];
         char p[4096];
+        if (!ovf_href_is_plain(f->href)) {
+            if (extract_dir) {
+                snprintf(err, errlen, "%s: file reference '%s' is not a plain file name "
+                         "(only files inside the appliance are followed); refused",
+                         ap->ovf_name, f->href);
+                r = -1;
+            } else {
+                ap->n_unsafe++;
+            }
+            continue;
+        }
         snprintf(p, sizeof p, "%s/%s", dir, f->href);
         if (access(p, R_OK) == 0) {
             r = app_read_plain_file(ap, dir, f->href, extract_dir, err, errlen);

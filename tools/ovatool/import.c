@@ -194,8 +194,13 @@ int ova_import(const char *path, const struct import_opts *o)
     for (size_t i = 0; i < ap.ovf.n_disks; i++) {
         const struct ovf_disk *d = &ap.ovf.disks[i];
         const struct ovf_file *f = d->file_ref ? ovf_find_file(&ap.ovf, d->file_ref) : NULL;
-        if (!f)
-            continue;                    /* an empty disk: nothing to convert */
+        if (!f || !ovf_disk_in_use(&ap.ovf, d))
+            continue;      /* an empty disk, or one of another deployment option */
+        if (!ovf_href_is_plain(f->href)) {
+            snprintf(err, sizeof err, "%s: file reference '%s' leaves the appliance; refused",
+                     ap.ovf_name, f->href);
+            goto out;
+        }
         char *src = imp_prepare_file(work, f, d->capacity, err, sizeof err);
         if (!src)
             goto out;

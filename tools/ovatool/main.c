@@ -70,10 +70,13 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         json_str("os-description", a->os_desc, true);
         json_str("os-type", a->os_type, true);
         printf("\"cpus\": %u, \"memory-mib\": %llu, ", a->cpus, (unsigned long long)a->memory_mib);
+        json_str("configuration", a->configuration, true);
         printf("\"disks\": [");
-        for (size_t i = 0; i < a->n_disks; i++) {
+        for (size_t i = 0, shown = 0; i < a->n_disks; i++) {
             const struct ovf_file *f = a->disks[i].file_ref ? ovf_find_file(a, a->disks[i].file_ref) : NULL;
-            printf("%s{", i ? ", " : "");
+            if (!ovf_disk_in_use(a, &a->disks[i]))
+                continue;
+            printf("%s{", shown++ ? ", " : "");
             json_str("id", a->disks[i].id, true);
             json_str("file", f ? f->href : NULL, true);
             json_str("format", a->disks[i].format, true);
@@ -120,8 +123,12 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         printf("controller %s: %s%s%s\n", a->ctrls[i].instance_id ? a->ctrls[i].instance_id : "?",
                ctrl_name(a->ctrls[i].resource_type), a->ctrls[i].subtype ? " " : "",
                a->ctrls[i].subtype ? a->ctrls[i].subtype : "");
+    if (a->configuration)
+        printf("configuration: %s (the default deployment option)\n", a->configuration);
     for (size_t i = 0; i < a->n_disks; i++) {
         const struct ovf_file *f = a->disks[i].file_ref ? ovf_find_file(a, a->disks[i].file_ref) : NULL;
+        if (!ovf_disk_in_use(a, &a->disks[i]))
+            continue;
         printf("disk %s: %s, capacity %llu bytes, populated %llu, file %llu bytes%s%s\n",
                a->disks[i].id ? a->disks[i].id : "?", f ? f->href : "(empty)",
                (unsigned long long)a->disks[i].capacity, (unsigned long long)a->disks[i].populated,
@@ -140,6 +147,9 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
     if (ap->n_missing)
         printf("missing files: %zu referenced file(s) not found beside the descriptor\n",
                ap->n_missing);
+    if (ap->n_unsafe)
+        printf("unsafe references: %zu file reference(s) leave the appliance; import "
+               "refuses them\n", ap->n_unsafe);
     printf("manifest: %s%s%s\n", mf_state > 0 ? "ok" : mf_state == 0 ? "absent" : "MISMATCH",
            mf_state < 0 ? ": " : "", mf_state < 0 ? mf_msg : "");
     if (cr->present)
@@ -183,9 +193,9 @@ static int cmd_info_verify(int argc, char **argv, bool verify)
     if (!verify) {
         print_info(&ap, json, mf_state, mf_msg, &cr);
     } else {
-        if (ap.n_missing) {
-            fprintf(stderr, "ovatool: %s: %zu referenced file(s) missing\n", argv[optind],
-                    ap.n_missing);
+        if (ap.n_missing || ap.n_unsafe) {
+            fprintf(stderr, "ovatool: %s: %zu referenced file(s) missing, %zu leaving the "
+                    "appliance\n", argv[optind], ap.n_missing, ap.n_unsafe);
             rc = 1;
         }
         if (mf_state > 0)

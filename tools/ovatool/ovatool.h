@@ -58,6 +58,7 @@ struct appliance {
     struct appliance_file *files; size_t n_files;
     bool is_ova;
     size_t n_missing;       /* referenced files absent (.ovf without its files) */
+    size_t n_unsafe;        /* references that leave the appliance (not followed) */
 };
 /* Read an .ova (tar) or an .ovf with its folder; digests of every member.
  * When `extract_dir` is set, every member is also written there. */

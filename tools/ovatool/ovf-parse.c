@@ -136,8 +136,10 @@ static int ovf_read_disks(const xmlNode *sec, struct ovf_appliance *a)
         struct ovf_disk d = {
             .id = ovf_attr(c, "diskId"), .file_ref = ovf_attr(c, "fileRef"),
             .capacity = bytes, .populated = ovf_u64(pop), .format = ovf_attr(c, "format"),
-            .address = -1,
+            .address = -1, .capacity_unit = mul,
         };
+        if (cap && !strncmp(cap, "${", 2) && strchr(cap, '}'))
+            d.capacity_ref = strndup(cap + 2, (size_t)(strchr(cap, '}') - cap - 2));
         free(cap); free(units); free(pop);
         OVF_PUSH(a->disks, a->n_disks, d);
     }
@@ -191,11 +193,12 @@ static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
         OVF_PUSH(a->nics, a->n_nics, n);
         return 0;
     }
-    case 17: {
+    case 15: case 16: case 17: {      /* CD, DVD, disk drive */
         char *res = ovf_child_text(it, "HostResource");
         struct ovf_disk *d = ovf_disk_for_resource(a, res);
         free(res);
         if (d) {
+            d->attached = true;
             free(d->parent);
             d->parent = ovf_child_text(it, "Parent");
             char *addr = ovf_child_text(it, "AddressOnParent");
@@ -211,10 +214,25 @@ static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
     return 0;
 }
 
+/* Does an element with an ovf:configuration list apply to the chosen
+ * deployment option?  Elements without the attribute apply to all. */
+static bool ovf_in_config(const xmlNode *n, const struct ovf_appliance *a)
+{
+    char *cfg = ovf_attr(n, "configuration");
+    if (!cfg)
+        return true;
+    bool in = false;
+    for (char *save = NULL, *t = strtok_r(cfg, " ", &save); t && a->configuration;
+         t = strtok_r(NULL, " ", &save))
+        in = in || !strcmp(t, a->configuration);
+    free(cfg);
+    return in || !a->configuration;
+}
+
 static int ovf_read_hardware(const xmlNode *hw, struct ovf_appliance *a)
 {
     for (xmlNode *c = hw->children; c; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE)
+        if (c->type != XML_ELEMENT_NODE || !ovf_in_config(c, a))
             continue;
         const char *n = (const char *)c->name;
         size_t l = strlen(n);
@@ -283,6 +301,32 @@ static int ovf_read_system(const xmlNode *vs, struct ovf_appliance *a)
     return 0;
 }
 
+/* Disk capacities given as "${key}": the value of the ProductSection
+ * property `key` (of the chosen configuration), in the disk's units. */
+static void ovf_resolve_capacities(const xmlNode *vs, struct ovf_appliance *a)
+{
+    for (size_t i = 0; i < a->n_disks; i++) {
+        struct ovf_disk *d = &a->disks[i];
+        if (!d->capacity_ref || d->capacity)
+            continue;
+        for (xmlNode *p = vs->children; p; p = p->next) {
+            if (!ovf_is(p, "ProductSection"))
+                continue;
+            for (xmlNode *q = p->children; q; q = q->next) {
+                if (!ovf_is(q, "Property") || !ovf_in_config(q, a))
+                    continue;
+                char *key = ovf_attr(q, "key"), *val = ovf_attr(q, "value");
+                uint64_t bytes;
+                if (key && val && !strcmp(key, d->capacity_ref) && d->capacity_unit &&
+                    !__builtin_mul_overflow(ovf_u64(val), d->capacity_unit, &bytes))
+                    d->capacity = bytes;
+                free(key);
+                free(val);
+            }
+        }
+    }
+}
+
 static int ovf_read_envelope(const xmlNode *env, struct ovf_appliance *a)
 {
     const char *ns = env->ns ? (const char *)env->ns->href : "";
@@ -296,6 +340,17 @@ static int ovf_read_envelope(const xmlNode *env, struct ovf_appliance *a)
     }
     /* Sections first (disks before the hardware items that name them). */
     for (xmlNode *c = env->children; c; c = c->next) {
+        if (ovf_is(c, "DeploymentOptionSection"))
+            for (xmlNode *o = c->children; o; o = o->next) {
+                if (!ovf_is(o, "Configuration"))
+                    continue;
+                char *def = ovf_attr(o, "default");
+                if (!a->configuration || (def && !strcmp(def, "true"))) {
+                    free(a->configuration);
+                    a->configuration = ovf_attr(o, "id");
+                }
+                free(def);
+            }
         if (ovf_is(c, "References") && ovf_read_references(c, a) < 0)
             return -1;
         if (ovf_is(c, "DiskSection") && ovf_read_disks(c, a) < 0)
@@ -320,6 +375,14 @@ static int ovf_read_envelope(const xmlNode *env, struct ovf_appliance *a)
     }
     if (!a->flavor)
         a->flavor = strdup("ovf");
+    for (xmlNode *c = env->children; c; c = c->next) {
+        if (ovf_is(c, "VirtualSystem"))
+            ovf_resolve_capacities(c, a);
+        if (ovf_is(c, "VirtualSystemCollection"))
+            for (xmlNode *v = c->children; v; v = v->next)
+                if (ovf_is(v, "VirtualSystem"))
+                    ovf_resolve_capacities(v, a);
+    }
     return 0;
 }
 
@@ -357,12 +420,10 @@ int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_applianc
                 r = ovf_fail(err, errlen, "%s: disk %s names file '%s' that References does not list",
                              name, a->disks[i].id ? a->disks[i].id : "?", a->disks[i].file_ref);
         }
-        for (size_t i = 0; i < a->n_files && !r; i++) {
-            const char *h = a->files[i].href;
-            if (!h || !*h || strchr(h, '/') || !strcmp(h, "..") || !strcmp(h, "."))
-                r = ovf_fail(err, errlen, "%s: file reference '%s' is not a plain file name "
-                             "(only files inside the appliance are accepted)", name, h ? h : "");
-        }
+        for (size_t i = 0; i < a->n_files && !r; i++)
+            if (!a->files[i].href)
+                r = ovf_fail(err, errlen, "%s: File %s has no ovf:href", name,
+                             a->files[i].id ? a->files[i].id : "?");
     }
     xmlFreeDoc(doc);
     if (r)
@@ -378,6 +439,21 @@ const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *
     return NULL;
 }
 
+bool ovf_href_is_plain(const char *h)
+{
+    return h && *h && !strchr(h, '/') && !strchr(h, '\\') && strcmp(h, "..") && strcmp(h, ".");
+}
+
+bool ovf_disk_in_use(const struct ovf_appliance *a, const struct ovf_disk *d)
+{
+    if (d->attached)
+        return true;
+    for (size_t i = 0; i < a->n_disks; i++)
+        if (a->disks[i].attached)
+            return false;
+    return true;
+}
+
 const struct ovf_controller *ovf_find_ctrl(const struct ovf_appliance *a, const char *id)
 {
     for (size_t i = 0; id && i < a->n_ctrls; i++)
@@ -390,12 +466,13 @@ void ovf_free(struct ovf_appliance *a)
 {
     free(a->name); free(a->os_id); free(a->os_desc); free(a->os_type); free(a->flavor);
     free(a->product); free(a->vendor); free(a->product_version); free(a->firmware);
+    free(a->configuration);
     for (size_t i = 0; i < a->n_files; i++) {
         free(a->files[i].id); free(a->files[i].href); free(a->files[i].compression);
     }
     for (size_t i = 0; i < a->n_disks; i++) {
         free(a->disks[i].id); free(a->disks[i].file_ref); free(a->disks[i].format);
-        free(a->disks[i].parent);
+        free(a->disks[i].parent); free(a->disks[i].capacity_ref);
     }
     for (size_t i = 0; i < a->n_ctrls; i++) {
         free(a->ctrls[i].instance_id); free(a->ctrls[i].subtype);

@@ -31,6 +31,9 @@ struct ovf_disk {
     char *format;             /* format URI */
     char *parent;             /* controller instance id */
     int address;              /* AddressOnParent, -1 unknown */
+    bool attached;            /* a hardware item of the chosen configuration uses it */
+    char *capacity_ref;       /* "${key}": a ProductSection property gives it */
+    uint64_t capacity_unit;
 };
 
 struct ovf_nic {
@@ -50,6 +53,7 @@ struct ovf_appliance {
     char *product, *vendor, *product_version;
     bool has_eula;
     char *firmware;           /* "efi" or NULL */
+    char *configuration;      /* DeploymentOption chosen (the default), or NULL */
     struct ovf_file *files; size_t n_files;
     struct ovf_disk *disks; size_t n_disks;
     struct ovf_controller *ctrls; size_t n_ctrls;
@@ -63,6 +67,12 @@ int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_applianc
               char *err, size_t errlen);
 void ovf_free(struct ovf_appliance *a);
 const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *id);
+/* A file reference we follow: a plain name inside the appliance (no folders,
+ * no "..", nothing absolute, no URL). */
+bool ovf_href_is_plain(const char *href);
+/* Is the disk part of the VM as configured?  (When no hardware item names
+ * any disk, all are.) */
+bool ovf_disk_in_use(const struct ovf_appliance *a, const struct ovf_disk *d);
 const struct ovf_controller *ovf_find_ctrl(const struct ovf_appliance *a, const char *id);
 
 /* Write a descriptor (OVF 1.0 or 2.0) for `a`; returns a malloc'd string. */
