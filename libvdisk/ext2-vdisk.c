@@ -271,6 +271,11 @@ int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
     struct e2v_range r = { img, off, len };
     char name[64];
     snprintf(name, sizeof name, "%s@0x%llx", vd_filename(img), (unsigned long long)off);
+    /* ext2fs_open2 cuts the name at '?' and parses the rest as I/O options:
+     * an NBD URI ("nbd+unix:///?socket=...") must not get there. */
+    for (char *q = name; *q; q++)
+        if (*q == '?')
+            *q = '_';
     e2v_pending = &r;
     errcode_t e = ext2fs_open2(name, NULL, EXT2_FLAG_64BITS, 0, 0, &e2v_io_manager,
                                &x->fs);

@@ -219,6 +219,16 @@ int vd_resolve_related(const char *base_path, const char *name,
 {
     if (!name || !*name)
         return vd_set_error(err, -EINVAL, "%s: empty file reference", base_path);
+    /* An NBD URI as a backing file (an overlay on a served disk): a network
+     * connection an image must not be able to make on its own. */
+    if (!strncmp(name, "nbd://", 6) || !strncmp(name, "nbd+unix://", 11) ||
+        !strncmp(name, "nbds://", 7) || !strncmp(name, "nbds+unix://", 12)) {
+        if (!allow_host_paths)
+            return vd_set_error(err, -EPERM, "%s: reference to the NBD export '%s' refused "
+                                "(pass --allow-host-paths to trust it)", base_path, name);
+        *out = strdup(name);
+        return *out ? 0 : -ENOMEM;
+    }
     if (!allow_host_paths && !vd_path_confined(name))
         return vd_set_error(err, -EPERM,
                             "%s: reference to '%s' leaves the image's folder; "

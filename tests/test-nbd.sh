@@ -80,6 +80,26 @@ VD_NBD_CONNECTIONS=4 "$VDCONVERT" -O raw "nbd://127.0.0.1:$port/" "$T/fromnbd.ra
 qemu-img compare -q -f raw -F raw "$T/src.raw" "$T/fromnbd.raw" || fail "vdconvert nbd:// result differs"
 kill "$(cat "$T/tpid")"
 
+# vdmount and vdboot take the same URIs (a farm boots images from one store)
+VDMOUNT=${VDMOUNT:-$VD_BUILD/fuse-mount/vdmount}
+if [ -x "$VDMOUNT" ] && command -v mke2fs >/dev/null; then
+    mkdir -p "$T/root/etc"; echo served-host >"$T/root/etc/hostname"
+    truncate -s 32M "$T/fs.raw"; mke2fs -q -t ext4 -d "$T/root" "$T/fs.raw"
+    qemu-img convert -O qcow2 "$T/fs.raw" "$T/fs.qcow2"
+    serve file="$T/fs.qcow2"
+    [ "$("$VDMOUNT" --cat "$URI" /etc/hostname)" = served-host ] || { stop; fail "vdmount over NBD"; }
+    stop
+    echo "ok: vdmount --cat over NBD"
+fi
+VDBOOT=$VD_BUILD/boot-check/vdboot PROBE=$VD_BUILD/boot-check/probe.bzImage
+if [ -x "$VDBOOT" ] && [ -f "$PROBE" ] && [ -w /dev/kvm ] && [ -f "$T/fs.qcow2" ]; then
+    serve file="$T/fs.qcow2"
+    rc=0; timeout 120 "$VDBOOT" --accel kvm --timeout 30 --kernel "$PROBE" "$URI" >"$T/boot" 2>&1 || rc=$?
+    stop
+    [ $rc = 0 ] && grep -q "probe login:" "$T/boot" || fail "vdboot over NBD: $(tail -3 "$T/boot")"
+    echo "ok: vdboot (probe kernel, kvm) over NBD"
+fi
+
 # a writable export: writes land in the image
 cp "$T/src.raw" "$T/w.raw"
 qemu-img convert -O qed "$T/src.raw" "$T/w.qed"
