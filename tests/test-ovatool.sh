@@ -111,6 +111,14 @@ grep -q "digest of test-disk1.vmdk does not match" "$T/err" || fail "tamper mess
 if "$OVA" import -d "$T/imp-bad" "$T/t-bad.ova" 2>"$T/err"; then fail "tampered OVA imported"; fi
 [ -z "$(ls -A "$T/imp-bad" 2>/dev/null)" ] || fail "failed import left files: $(ls -A "$T/imp-bad")"
 
+# a manifest that leaves a file out proves nothing about it: refused
+( cd "$T/a"; echo "SHA256(test.ovf)= $(sha256sum test.ovf | cut -d' ' -f1)" >test.mf
+  tar --format=ustar -cf "$T/t-partial.ova" test.ovf test-disk1.vmdk test.mf; rm test.mf )
+if "$OVA" verify "$T/t-partial.ova" 2>"$T/err"; then fail "partial manifest verified"; fi
+grep -q "does not list test-disk1.vmdk" "$T/err" || fail "partial manifest message: $(cat "$T/err")"
+if "$OVA" import -d "$T/imp-partial" "$T/t-partial.ova" 2>/dev/null; then fail "partial manifest imported"; fi
+[ -z "$(ls -A "$T/imp-partial" 2>/dev/null)" ] || fail "partial-manifest import left files"
+
 # certificates: a CA, a leaf signed by it, and a stranger CA
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.crt" -subj /CN=vdisk-test-ca -days 2 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -keyout "$T/leaf.key" -out "$T/leaf.csr" -subj /CN=vdisk-signer 2>/dev/null
