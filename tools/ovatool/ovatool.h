@@ -69,7 +69,14 @@ void appliance_free(struct appliance *ap);
 int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
                               int *checked);
 
-/* xml.c: escape text for XML attributes/content into a static-size buffer. */
+/* strbuf.c: a growable string (s is NULL until the first append). */
+struct sbuf {
+    char *s;
+    size_t n, cap;
+};
+void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* libvirt.c: escape text for XML attributes/content into a static-size buffer. */
 void xml_escape(const char *in, char *out, size_t outlen);
 
 #endif

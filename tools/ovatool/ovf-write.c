@@ -9,33 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct wbuf {
-    char *s;
-    size_t n, cap;
-};
-
-static void w(struct wbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void w(struct wbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (need < 0)
-        return;
-    if (b->n + (size_t)need + 1 > b->cap) {
-        size_t cap = (b->cap + (size_t)need + 1) * 2;
-        char *s = realloc(b->s, cap);
-        if (!s)
-            return;
-        b->s = s;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)need;
-}
 
 struct rasd { const char *name; char value[256]; };
 
@@ -46,13 +19,13 @@ static int ovfw_rasd_cmp(const void *x, const void *y)
 
 /* One <Item>: the CIM RASD schema is an xs:sequence in alphabetical order,
  * so the elements are sorted by name before writing. */
-static void ovfw_item(struct wbuf *b, struct rasd *r, size_t n)
+static void ovfw_item(struct sbuf *b, struct rasd *r, size_t n)
 {
     qsort(r, n, sizeof *r, ovfw_rasd_cmp);
-    w(b, "      <Item>\n");
+    sb_printf(b, "      <Item>\n");
     for (size_t i = 0; i < n; i++)
-        w(b, "        <rasd:%s>%s</rasd:%s>\n", r[i].name, r[i].value, r[i].name);
-    w(b, "      </Item>\n");
+        sb_printf(b, "        <rasd:%s>%s</rasd:%s>\n", r[i].name, r[i].value, r[i].name);
+    sb_printf(b, "      </Item>\n");
 }
 
 static void ovfw_set(struct rasd *r, const char *name, const char *fmt, ...)
@@ -68,42 +41,42 @@ static void ovfw_set(struct rasd *r, const char *name, const char *fmt, ...)
 
 char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
 {
-    struct wbuf b = { 0 };
+    struct sbuf b = { 0 };
     bool vmware = target && (!strcmp(target, "vmware") || !strcmp(target, "esxi"));
     const char *ns = version == 2 ? "http://schemas.dmtf.org/ovf/envelope/2"
                                   : "http://schemas.dmtf.org/ovf/envelope/1";
     char name[512], os[512];
     xml_escape(a->name, name, sizeof name);
     xml_escape(a->os_desc ? a->os_desc : (a->os_type ? a->os_type : "Other"), os, sizeof os);
-    w(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    w(&b, "<Envelope xmlns=\"%s\" xmlns:ovf=\"%s\" "
+    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    sb_printf(&b, "<Envelope xmlns=\"%s\" xmlns:ovf=\"%s\" "
           "xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" "
           "xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" "
           "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ovf:version=\"%s\">\n",
       ns, ns, version == 2 ? "2.0" : "1.0");
-    w(&b, "  <References>\n");
+    sb_printf(&b, "  <References>\n");
     for (size_t i = 0; i < a->n_files; i++)
-        w(&b, "    <File ovf:href=\"%s\" ovf:id=\"%s\" ovf:size=\"%llu\"/>\n", a->files[i].href,
+        sb_printf(&b, "    <File ovf:href=\"%s\" ovf:id=\"%s\" ovf:size=\"%llu\"/>\n", a->files[i].href,
           a->files[i].id, (unsigned long long)a->files[i].size);
-    w(&b, "  </References>\n");
-    w(&b, "  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
+    sb_printf(&b, "  </References>\n");
+    sb_printf(&b, "  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
     for (size_t i = 0; i < a->n_disks; i++)
-        w(&b, "    <Disk ovf:capacity=\"%llu\" ovf:capacityAllocationUnits=\"byte\" "
+        sb_printf(&b, "    <Disk ovf:capacity=\"%llu\" ovf:capacityAllocationUnits=\"byte\" "
               "ovf:diskId=\"%s\" ovf:fileRef=\"%s\" "
               "ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\" "
               "ovf:populatedSize=\"%llu\"/>\n",
           (unsigned long long)a->disks[i].capacity, a->disks[i].id, a->disks[i].file_ref,
           (unsigned long long)a->disks[i].populated);
-    w(&b, "  </DiskSection>\n");
-    w(&b, "  <NetworkSection>\n    <Info>The list of logical networks</Info>\n"
+    sb_printf(&b, "  </DiskSection>\n");
+    sb_printf(&b, "  <NetworkSection>\n    <Info>The list of logical networks</Info>\n"
           "    <Network ovf:name=\"NAT\">\n      <Description>The NAT network</Description>\n"
           "    </Network>\n  </NetworkSection>\n");
-    w(&b, "  <VirtualSystem ovf:id=\"%s\">\n    <Info>A virtual machine</Info>\n"
+    sb_printf(&b, "  <VirtualSystem ovf:id=\"%s\">\n    <Info>A virtual machine</Info>\n"
           "    <Name>%s</Name>\n", name, name);
-    w(&b, "    <OperatingSystemSection ovf:id=\"%s\">\n      <Info>The guest operating system</Info>\n"
+    sb_printf(&b, "    <OperatingSystemSection ovf:id=\"%s\">\n      <Info>The guest operating system</Info>\n"
           "      <Description>%s</Description>\n    </OperatingSystemSection>\n",
       a->os_id ? a->os_id : "1", os);
-    w(&b, "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n"
+    sb_printf(&b, "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n"
           "      <System>\n        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
           "        <vssd:InstanceID>0</vssd:InstanceID>\n"
           "        <vssd:VirtualSystemIdentifier>%s</vssd:VirtualSystemIdentifier>\n"
@@ -147,6 +120,6 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
     ovfw_set(&r[4], "ResourceSubType", "E1000");
     ovfw_set(&r[5], "ResourceType", "10");
     ovfw_item(&b, r, 6);
-    w(&b, "    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
+    sb_printf(&b, "    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
     return b.s;
 }
