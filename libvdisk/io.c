@@ -40,16 +40,36 @@ static uint32_t vd_align(vd_image *img)
     return img->drv->align ? img->drv->align : 1;
 }
 
-/* The aligned block containing `off`, clipped to the virtual size: drivers
- * accept a request that ends at the virtual size even if unaligned. */
-static void vd_block_of(vd_image *img, uint64_t off, uint64_t *bstart, size_t *blen)
+/* One piece of a request [off, off+len), as drivers must see it: either a
+ * run of whole aligned blocks (`whole`: the driver is called on it directly;
+ * a run may end unaligned at the virtual size, which drivers accept), or
+ * the part of one block that the request covers (`whole` false: the block
+ * [bstart, bstart+blen), clipped to the virtual size, goes through a bounce
+ * buffer and the request's bytes are at `skip`). */
+struct vd_piece {
+    bool whole;
+    size_t len;            /* bytes of the request this piece covers */
+    uint64_t bstart;
+    size_t blen, skip;
+};
+
+static struct vd_piece vd_next_piece(vd_image *img, uint64_t off, size_t len)
 {
     uint32_t a = vd_align(img);
-    *bstart = off / a * a;
-    uint64_t end = *bstart + a;
-    if (end > img->size)
-        end = img->size;
-    *blen = (size_t)(end - *bstart);
+    struct vd_piece pc = { .whole = true, .len = len };
+    if (off % a == 0 && (len % a == 0 || off + len == img->size))
+        return pc;
+    if (off % a == 0 && len >= a) {
+        pc.len = len / a * a;
+        return pc;
+    }
+    pc.whole = false;
+    pc.bstart = off / a * a;
+    uint64_t end = pc.bstart + a < img->size ? pc.bstart + a : img->size;
+    pc.blen = (size_t)(end - pc.bstart);
+    pc.skip = (size_t)(off - pc.bstart);
+    pc.len = pc.blen - pc.skip < len ? pc.blen - pc.skip : len;
+    return pc;
 }
 
 static int vd_driver_pread(vd_image *img, void *buf, size_t len, uint64_t off,
@@ -61,45 +81,25 @@ static int vd_driver_pread(vd_image *img, void *buf, size_t len, uint64_t off,
     return r < 0 ? r : 0;
 }
 
-/* Read with the lock held. */
+/* Read with the lock held; unaligned head/tail through a bounce block. */
 static int vd_pread_locked(vd_image *img, void *buf, size_t len, uint64_t off,
                            vd_error *err)
 {
-    uint32_t a = vd_align(img);
     char *p = buf;
-    if (a == 1 || (off % a == 0 && (len % a == 0 || off + len == img->size)))
-        return vd_driver_pread(img, buf, len, off, err);
-    uint8_t *bounce = malloc(a);
-    if (!bounce)
-        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint8_t *bounce = NULL;
     int r = 0;
-    while (len) {
-        if (off % a == 0 && len >= a) {
-            size_t body = len / a * a;
-            r = vd_driver_pread(img, p, body, off, err);
-            if (r < 0)
-                break;
-            p += body;
-            off += body;
-            len -= body;
-            continue;
+    while (len && r == 0) {
+        struct vd_piece pc = vd_next_piece(img, off, len);
+        if (pc.whole) {
+            r = vd_driver_pread(img, p, pc.len, off, err);
+        } else if (!bounce && !(bounce = malloc(vd_align(img)))) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+        } else if ((r = vd_driver_pread(img, bounce, pc.blen, pc.bstart, err)) == 0) {
+            memcpy(p, bounce + pc.skip, pc.len);
         }
-        if (off % a == 0 && off + len == img->size) {
-            r = vd_driver_pread(img, p, len, off, err);
-            break;
-        }
-        uint64_t bstart;
-        size_t blen;
-        vd_block_of(img, off, &bstart, &blen);
-        r = vd_driver_pread(img, bounce, blen, bstart, err);
-        if (r < 0)
-            break;
-        size_t skip = (size_t)(off - bstart);
-        size_t n = blen - skip < len ? blen - skip : len;
-        memcpy(p, bounce + skip, n);
-        p += n;
-        off += n;
-        len -= n;
+        p += pc.len;
+        off += pc.len;
+        len -= pc.len;
     }
     free(bounce);
     return r;
@@ -154,44 +154,22 @@ static int vd_driver_pwrite(vd_image *img, const void *buf, size_t len, uint64_t
 static int vd_pwrite_locked(vd_image *img, const void *buf, size_t len, uint64_t off,
                             vd_error *err)
 {
-    uint32_t a = vd_align(img);
     const char *p = buf;
-    if (a == 1 || (off % a == 0 && (len % a == 0 || off + len == img->size)))
-        return vd_driver_pwrite(img, buf, len, off, err);
-    uint8_t *bounce = malloc(a);
-    if (!bounce)
-        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint8_t *bounce = NULL;
     int r = 0;
-    while (len) {
-        if (off % a == 0 && len >= a) {
-            size_t body = len / a * a;
-            r = vd_driver_pwrite(img, p, body, off, err);
-            if (r < 0)
-                break;
-            p += body;
-            off += body;
-            len -= body;
-            continue;
+    while (len && r == 0) {
+        struct vd_piece pc = vd_next_piece(img, off, len);
+        if (pc.whole) {
+            r = vd_driver_pwrite(img, p, pc.len, off, err);
+        } else if (!bounce && !(bounce = malloc(vd_align(img)))) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+        } else if ((r = vd_driver_pread(img, bounce, pc.blen, pc.bstart, err)) == 0) {
+            memcpy(bounce + pc.skip, p, pc.len);
+            r = vd_driver_pwrite(img, bounce, pc.blen, pc.bstart, err);
         }
-        if (off % a == 0 && off + len == img->size) {
-            r = vd_driver_pwrite(img, p, len, off, err);
-            break;
-        }
-        uint64_t bstart;
-        size_t blen;
-        vd_block_of(img, off, &bstart, &blen);
-        r = vd_driver_pread(img, bounce, blen, bstart, err);
-        if (r < 0)
-            break;
-        size_t skip = (size_t)(off - bstart);
-        size_t n = blen - skip < len ? blen - skip : len;
-        memcpy(bounce + skip, p, n);
-        r = vd_driver_pwrite(img, bounce, blen, bstart, err);
-        if (r < 0)
-            break;
-        p += n;
-        off += n;
-        len -= n;
+        p += pc.len;
+        off += pc.len;
+        len -= pc.len;
     }
     free(bounce);
     return r;
