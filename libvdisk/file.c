@@ -2,6 +2,7 @@
  * messages, hole punching, and confinement of related files (extents,
  * backing files) to the image's folder. */
 #include "vd-driver.h"
+#include "vd-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -214,6 +215,12 @@ static bool vd_path_confined(const char *name)
     return true;
 }
 
+bool vd_is_uri(const char *path)
+{
+    return !strncmp(path, "nbd://", 6) || !strncmp(path, "nbd+unix://", 11) ||
+           !strncmp(path, "nbds://", 7) || !strncmp(path, "nbds+unix://", 12);
+}
+
 int vd_resolve_related(const char *base_path, const char *name,
                        bool allow_host_paths, char **out, vd_error *err)
 {
@@ -221,8 +228,7 @@ int vd_resolve_related(const char *base_path, const char *name,
         return vd_set_error(err, -EINVAL, "%s: empty file reference", base_path);
     /* An NBD URI as a backing file (an overlay on a served disk): a network
      * connection an image must not be able to make on its own. */
-    if (!strncmp(name, "nbd://", 6) || !strncmp(name, "nbd+unix://", 11) ||
-        !strncmp(name, "nbds://", 7) || !strncmp(name, "nbds+unix://", 12)) {
+    if (vd_is_uri(name)) {
         if (!allow_host_paths)
             return vd_set_error(err, -EPERM, "%s: reference to the NBD export '%s' refused "
                                 "(pass --allow-host-paths to trust it)", base_path, name);

@@ -50,12 +50,6 @@ const char *const *vd_format_names(void)
     return names;
 }
 
-/* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
-static bool vd_is_uri(const char *path)
-{
-    return !strncmp(path, "nbd://", 6) || !strncmp(path, "nbd+unix://", 11) ||
-           !strncmp(path, "nbds://", 7) || !strncmp(path, "nbds+unix://", 12);
-}
 
 /* If `path` is a folder (a Parallels .hdd bundle), the image is its
  * DiskDescriptor.xml.  Returns a malloc'd path. */

@@ -7,6 +7,9 @@ int vd_kvlist_parse(const char *s, vd_kvlist **out, vd_error *err);
 void vd_kvlist_free(vd_kvlist *kv);
 const char *vd_kvlist_unused(vd_kvlist *kv);
 
+/* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
+bool vd_is_uri(const char *path);
+
 /* Prefix err->msg with "path: " unless it already starts with it. */
 void vd_error_prefix(vd_error *err, const char *path);
 
