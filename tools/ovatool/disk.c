@@ -35,8 +35,10 @@ static int disk_write_nonzero(vd_image *out, const char *buf, size_t n, uint64_t
     return 0;
 }
 
-int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress, vd_error *e)
+static int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress,
+                     uint64_t *populated, vd_error *e)
 {
+    uint64_t data = 0;
     uint64_t size = vd_size(in), off = 0;
     char *buf = malloc(DISK_CHUNK);
     vd_extents ext;
@@ -52,6 +54,7 @@ int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress, vd_
             const vd_extent *x = &ext.v[i];
             if (x->flags & VD_EXT_ZERO)
                 continue;
+            data += x->len;
             for (uint64_t p = x->off; p < x->off + x->len && r == 0;) {
                 size_t n = x->off + x->len - p < DISK_CHUNK ? (size_t)(x->off + x->len - p)
                                                           : DISK_CHUNK;
@@ -70,14 +73,18 @@ int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress, vd_
     }
     if (progress)
         fprintf(stderr, "\n");
+    if (populated)
+        *populated = data;
     vd_extents_free(&ext);
     free(buf);
     return r;
 }
 
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, bool progress, char *err, size_t errlen)
+                 const char *options, bool progress, struct disk_stats *stats,
+                 char *err, size_t errlen)
 {
+    uint64_t populated = 0;
     vd_error e = { 0 };
     vd_image *in = NULL, *out = NULL;
     char tmp[4096];
@@ -89,7 +96,9 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     if (r == 0)
         r = vd_open(tmp, &(vd_open_opts){ .format = fmt }, &out, &e);
     if (r == 0)
-        r = disk_copy(in, out, dst, progress, &e);
+        r = disk_copy(in, out, dst, progress, &populated, &e);
+    if (r == 0 && stats)
+        *stats = (struct disk_stats){ .capacity = vd_size(in), .populated = populated };
     if (out) {
         int r2 = vd_close(out, r ? NULL : &e);
         if (!r)

@@ -26,30 +26,6 @@ static const char *exp_cim_os(const char *t)
     return "1";
 }
 
-/* Bytes of the guest that hold data (what populatedSize reports). */
-static uint64_t exp_populated(const char *path)
-{
-    vd_image *img;
-    vd_error e;
-    if (vd_open(path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0)
-        return 0;
-    uint64_t off = 0, size = vd_size(img), data = 0;
-    vd_extents ext;
-    vd_extents_init(&ext);
-    while (off < size) {
-        vd_extents_clear(&ext);
-        if (vd_block_status(img, off, size - off, &ext, &e) < 0 || !ext.n)
-            break;
-        for (size_t i = 0; i < ext.n; i++)
-            if (!(ext.v[i].flags & VD_EXT_ZERO))
-                data += ext.v[i].len;
-        off = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
-    }
-    vd_extents_free(&ext);
-    vd_close(img, NULL);
-    return data;
-}
-
 static int exp_add_member(struct archive *ar, const char *name, const char *path,
                           const char *mem, size_t mem_len, char *err, size_t errlen)
 {
@@ -152,19 +128,15 @@ int ova_export(const struct export_opts *o)
         snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
                  vmware ? "lsilogic" : "ide",
                  o->target && !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
-        if (disk_convert(o->disks[i], NULL, path, "vmdk", opts, o->progress, err, sizeof err) < 0)
+        struct disk_stats ds;
+        if (disk_convert(o->disks[i], NULL, path, "vmdk", opts, o->progress, &ds, err,
+                         sizeof err) < 0)
             goto out;
         vmdk[i] = strdup(path);
         struct stat st;
         stat(path, &st);
-        vd_image *img;
-        vd_error e;
-        if (vd_open(o->disks[i], &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
-            snprintf(err, sizeof err, "%s", e.msg);
-            goto out;
-        }
-        a.disks[i].capacity = vd_size(img);
-        vd_close(img, NULL);
+        a.disks[i].capacity = ds.capacity;
+        a.disks[i].populated = ds.populated;
         char id[32];
         snprintf(id, sizeof id, "file%zu", i + 1);
         a.files[i] = (struct ovf_file){ .id = strdup(id), .href = strdup(name),
@@ -172,7 +144,6 @@ int ova_export(const struct export_opts *o)
         snprintf(id, sizeof id, "vmdisk%zu", i + 1);
         a.disks[i].id = strdup(id);
         a.disks[i].file_ref = strdup(a.files[i].id);
-        a.disks[i].populated = exp_populated(o->disks[i]);
         a.n_files = a.n_disks = i + 1;
     }
     desc = ovf_write(&a, o->ovf_version, o->target);

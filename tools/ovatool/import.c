@@ -211,7 +211,7 @@ int ova_import(const char *path, const struct import_opts *o)
             free(src);
             goto out;
         }
-        int r = disk_convert(src, NULL, dst, o->format, NULL, o->progress, err, sizeof err);
+        int r = disk_convert(src, NULL, dst, o->format, NULL, o->progress, NULL, err, sizeof err);
         unlink(src);
         free(src);
         if (r < 0)

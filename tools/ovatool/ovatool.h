@@ -8,10 +8,15 @@
 #include <stdbool.h>
 
 /* disk.c */
-int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress, vd_error *e);
-/* Convert src to dst (format fmt, create options) via a temp name + rename. */
+struct disk_stats {
+    uint64_t capacity;    /* virtual size */
+    uint64_t populated;   /* bytes not known to be zero (OVF populatedSize) */
+};
+/* Convert src to dst (format fmt, create options) via a temp name + rename;
+ * `stats` (may be NULL) receives what the copy saw of the source. */
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, bool progress, char *err, size_t errlen);
+                 const char *options, bool progress, struct disk_stats *stats,
+                 char *err, size_t errlen);
 
 /* libvirt.c: domain XML and a qemu command line for imported disks. */
 struct import_disk {
