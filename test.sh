@@ -16,7 +16,8 @@ PKGS="python3-libvhdi gcc meson ninja-build pkg-config python3 zlib1g-dev libzst
       libcmocka-dev qemu-utils libvhdi-utils libvmdk-utils python3-libvmdk libqcow-utils fdisk bzip2 xz-utils
       util-linux nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin libxml2-utils openssl
       qemu-system-x86 grub-common grub-pc-bin cpio binutils kmod lz4 zstd
-      clang libclang-rt-14-dev libvirt-clients"
+      clang libclang-rt-14-dev libvirt-clients
+      genisoimage"
 
 install_missing() {
     local missing=()

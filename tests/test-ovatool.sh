@@ -206,6 +206,46 @@ if "$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: 
       mkdir -p ../c; mv c.ovf ../c/test.ovf; mv test-disk1.vmdk.0* ../c/; rm g.gz )
     "$OVA" import --no-verify -O raw -d "$T/impc" "$T/c/test.ovf" >/dev/null 2>"$T/err" || fail "chunked import: $(cat "$T/err")"
     cmp "$T/src.raw" "$T/impc/testvm-disk1.raw" || fail "chunked gzip import differs"
+    # a VirtualBox-style appliance with an ISO on the IDE controller: the ISO
+    # is attached read-only as a CD-ROM with its bytes unchanged, not
+    # converted like a disk; the qemu line must be one qemu accepts
+    if command -v genisoimage >/dev/null; then
+        mkdir -p "$T/iso/root" "$T/v"; echo "vdisk iso" >"$T/iso/root/README"
+        genisoimage -quiet -V VDISKCD -o "$T/v/vb-disk2.iso" "$T/iso/root"
+        cp "$T/a/test-disk1.vmdk" "$T/v/vb-disk1.vmdk"
+        isz=$(stat -c %s "$T/v/vb-disk2.iso")
+        sed -e 's|<File ovf:href="test-disk1.vmdk" ovf:id="file1" ovf:size="[0-9]*"/>|&<File ovf:href="vb-disk2.iso" ovf:id="file2"/>|' \
+            -e 's|test-disk1.vmdk|vb-disk1.vmdk|' \
+            -e 's|</DiskSection>|<Disk ovf:capacity="'"$isz"'" ovf:diskId="iso2" ovf:fileRef="file2" ovf:format="http://www.ecma-international.org/publications/standards/Ecma-119.htm"/>&|' \
+            -e 's|<rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6<|<rasd:ResourceSubType>PIIX4</rasd:ResourceSubType><rasd:ResourceType>5<|' \
+            -e 's|</VirtualHardwareSection>|<Item><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:ElementName>cdrom1</rasd:ElementName><rasd:HostResource>/disk/iso2</rasd:HostResource><rasd:InstanceID>6</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item>&|' \
+            "$T/a/test.ovf" >"$T/v/vb.ovf"
+        "$OVA" info "$T/v/vb.ovf" | grep -q "^cd-rom iso2: vb-disk2.iso" || fail "ISO not shown as a CD-ROM: $("$OVA" info "$T/v/vb.ovf")"
+        "$OVA" import --no-verify -O qcow2 -d "$T/impv" "$T/v/vb.ovf" >"$T/out" 2>&1 || fail "ISO import: $(cat "$T/out")"
+        cmp "$T/v/vb-disk2.iso" "$T/impv/testvm-cd2.iso" || fail "imported ISO is not byte-identical"
+        qemu-img compare -q "$T/src.raw" "$T/impv/testvm-disk1.qcow2" || fail "disk beside the ISO differs"
+        python3 - "$T/impv/testvm.xml" <<'PY' || fail "domain XML: CD-ROM not attached as such"
+import sys, xml.etree.ElementTree as ET
+d = {x.find("target").get("dev"): x for x in ET.parse(sys.argv[1]).findall("devices/disk")}
+cd = [x for x in d.values() if x.get("device") == "cdrom"]
+assert len(cd) == 1 and len(d) == 2, d
+assert cd[0].find("driver").get("type") == "raw" and cd[0].find("readonly") is not None
+assert cd[0].find("target").get("bus") == "sata" and cd[0].find("source").get("file").endswith("testvm-cd2.iso")
+PY
+        if command -v virt-xml-validate >/dev/null; then
+            virt-xml-validate "$T/impv/testvm.xml" >/dev/null 2>&1 || fail "virt-xml-validate: $(virt-xml-validate "$T/impv/testvm.xml" 2>&1)"
+        fi
+        grep -q "media=cdrom,readonly=on -device ide-cd" "$T/impv/testvm.sh" || fail "qemu line: no CD-ROM"
+        if command -v qemu-system-x86_64 >/dev/null; then
+            # qemu parses the devices and stays up (paused) until killed;
+            # a bad device option makes it exit at once with an error
+            rc=0; QEMU_ACCEL=tcg QEMU_CPU=max timeout 5 "$T/impv/testvm.sh" -S -nic none \
+                </dev/null >"$T/qout" 2>&1 || rc=$?
+            [ $rc = 124 ] || fail "qemu refused the generated command line (rc $rc): $(head -3 "$T/qout")"
+        fi
+    else
+        echo "SKIP part: genisoimage absent (ISO as CD-ROM)"
+    fi
 else
     echo "SKIP part: vdisk cannot read VMDK yet (import)"
 fi

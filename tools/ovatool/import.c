@@ -115,6 +115,16 @@ static char *imp_prepare_file(const char *dir, const struct ovf_file *f, uint64_
     return strdup(src);
 }
 
+/* The work folder is inside the output folder, so the ISO moves by rename. */
+static int imp_move_iso(const char *src, const char *dst, char *err, size_t errlen)
+{
+    if (rename(src, dst) < 0) {
+        snprintf(err, errlen, "%s: %s", dst, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int imp_write_text(const char *path, const char *text, char *err, size_t errlen)
 {
     char tmp[4400];
@@ -204,23 +214,31 @@ int ova_import(const char *path, const struct import_opts *o)
         char *src = imp_prepare_file(work, f, d->capacity, err, sizeof err);
         if (!src)
             goto out;
+        bool cdrom = ovf_disk_is_cdrom(d);
         char dst[4600];
-        snprintf(dst, sizeof dst, "%s/%s-disk%zu.%s", o->outdir, name, nd + 1, o->format);
+        if (cdrom)
+            snprintf(dst, sizeof dst, "%s/%s-cd%zu.iso", o->outdir, name, nd + 1);
+        else
+            snprintf(dst, sizeof dst, "%s/%s-disk%zu.%s", o->outdir, name, nd + 1, o->format);
         if (access(dst, F_OK) == 0) {
             snprintf(err, sizeof err, "%s: already exists; not overwritten", dst);
             free(src);
             goto out;
         }
-        int r = disk_convert(src, NULL, dst, o->format, NULL, o->progress, NULL, err, sizeof err);
+        /* An ISO is a medium, not a disk: it keeps its bytes (and any
+         * signature over them) and is attached read-only. */
+        int r = cdrom ? imp_move_iso(src, dst, err, sizeof err)
+                      : disk_convert(src, NULL, dst, o->format, NULL, o->progress, NULL, err, sizeof err);
         unlink(src);
         free(src);
         if (r < 0)
             goto out;
         disks[nd].disk = d;
         disks[nd].path = realpath(dst, NULL);
-        disks[nd].format = o->format;
+        disks[nd].format = cdrom ? "raw" : o->format;
+        disks[nd].cdrom = cdrom;
         nd++;
-        printf("disk %zu: %s\n", nd, dst);
+        printf("%s %zu: %s\n", cdrom ? "cd-rom" : "disk", nd, dst);
     }
     char *xml = libvirt_domain_xml(&ap.ovf, disks, nd, o->virtio);
     char *cmd = qemu_command_line(&ap.ovf, disks, nd, o->virtio);

@@ -35,19 +35,27 @@ void xml_escape(const char *in, char *out, size_t outlen)
 enum lv_bus { LV_VIRTIO, LV_IDE, LV_SCSI, LV_SATA };
 static const char *const lv_bus_names[] = { "virtio", "ide", "scsi", "sata" };
 
-/* The libvirt bus for a disk: from its OVF controller unless virtio. */
-static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct ovf_disk *d, bool virtio)
+/* The bus for a disk: from its OVF controller unless virtio.  A CD-ROM
+ * stays on its OVF bus even with --virtio (there is no virtio CD-ROM). */
+static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_disk *d, bool virtio)
 {
-    if (virtio)
+    if (virtio && !d->cdrom)
         return LV_VIRTIO;
-    const struct ovf_controller *c = ovf_find_ctrl(a, d ? d->parent : NULL);
+    const struct ovf_controller *c = ovf_find_ctrl(a, d->disk ? d->disk->parent : NULL);
     if (!c)
-        return LV_VIRTIO;
+        return d->cdrom ? LV_SATA : LV_VIRTIO;
     if (c->resource_type == 5)
         return LV_IDE;
     if (c->resource_type == 6)
         return LV_SCSI;
     return LV_SATA;
+}
+
+/* libvirt refuses IDE on q35: its disks go on the chipset's AHCI (SATA)
+ * ports, which the same guests drive (the qemu line's if=ide does this). */
+static enum lv_bus lv_q35_bus(enum lv_bus b)
+{
+    return b == LV_IDE ? LV_SATA : b;
 }
 
 static const char *lv_nic_model(const struct ovf_nic *n, bool virtio)
@@ -87,18 +95,19 @@ char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk
     sb_printf(&b, "  <devices>\n");
     unsigned count[4] = { 0 };   /* virtio, ide, scsi, sata */
     for (size_t i = 0; i < n; i++) {
-        enum lv_bus k = lv_bus(a, d[i].disk, virtio);
-        const char *bus = lv_bus_names[k];
+        enum lv_bus k = lv_q35_bus(lv_bus(a, &d[i], virtio));
         char dev[16], path[4200];
-        snprintf(dev, sizeof dev, "%s%c", k == LV_VIRTIO ? "vd" : k == LV_IDE ? "hd" : "sd",
-                 'a' + (k >= LV_SCSI ? count[LV_SCSI] + count[LV_SATA] : count[k]) % 26);
+        snprintf(dev, sizeof dev, "%s%c", k == LV_VIRTIO ? "vd" : "sd",
+                 'a' + (k == LV_VIRTIO ? count[k] : count[LV_SCSI] + count[LV_SATA]) % 26);
         count[k]++;
         xml_escape(d[i].path, path, sizeof path);
-        sb_printf(&b, "    <disk type='file' device='disk'>\n"
+        sb_printf(&b, "    <disk type='file' device='%s'>\n"
                   "      <driver name='qemu' type='%s'/>\n"
                   "      <source file='%s'/>\n"
-                  "      <target dev='%s' bus='%s'/>\n    </disk>\n",
-                  !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format, path, dev, bus);
+                  "      <target dev='%s' bus='%s'/>\n%s    </disk>\n",
+                  d[i].cdrom ? "cdrom" : "disk",
+                  !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format, path, dev, lv_bus_names[k],
+                  d[i].cdrom ? "      <readonly/>\n" : "");
     }
     if (count[LV_SCSI])
         sb_printf(&b, "    <controller type='scsi' model='%s'/>\n", virtio ? "virtio-scsi" : "lsilogic");
@@ -144,10 +153,17 @@ char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk 
     if (a->firmware && !strcmp(a->firmware, "efi"))
         sb_printf(&b, "  -bios /usr/share/ovmf/OVMF.fd \\\n");
     for (size_t i = 0; i < n; i++) {
-        enum lv_bus bus = lv_bus(a, d[i].disk, virtio);
+        enum lv_bus bus = lv_bus(a, &d[i], virtio);
         sh_quote(d[i].path, q, sizeof q);
         const char *fmt = !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format;
-        if (bus == LV_VIRTIO || bus == LV_IDE)
+        if (d[i].cdrom && bus == LV_SCSI)
+            sb_printf(&b, "  -device lsi53c895a,id=scsi%zu -drive file=%s,format=raw,if=none,"
+                      "id=d%zu,media=cdrom,readonly=on -device scsi-cd,drive=d%zu,bus=scsi%zu.0 \\\n",
+                      i, q, i, i, i);
+        else if (d[i].cdrom)   /* IDE or SATA: q35's AHCI */
+            sb_printf(&b, "  -drive file=%s,format=raw,if=none,id=d%zu,media=cdrom,readonly=on "
+                      "-device ide-cd,drive=d%zu \\\n", q, i, i);
+        else if (bus == LV_VIRTIO || bus == LV_IDE)
             sb_printf(&b, "  -drive file=%s,format=%s,if=%s \\\n", q, fmt, lv_bus_names[bus]);
         else if (bus == LV_SATA)   /* q35's built-in AHCI */
             sb_printf(&b, "  -drive file=%s,format=%s,if=none,id=d%zu -device ide-hd,drive=d%zu \\\n",

@@ -80,6 +80,7 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
             json_str("id", a->disks[i].id, true);
             json_str("file", f ? f->href : NULL, true);
             json_str("format", a->disks[i].format, true);
+            printf("\"device\": \"%s\", ", ovf_disk_is_cdrom(&a->disks[i]) ? "cdrom" : "disk");
             printf("\"capacity\": %llu, \"populated-size\": %llu, \"file-size\": %llu}",
                    (unsigned long long)a->disks[i].capacity,
                    (unsigned long long)a->disks[i].populated,
@@ -129,7 +130,8 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         const struct ovf_file *f = a->disks[i].file_ref ? ovf_find_file(a, a->disks[i].file_ref) : NULL;
         if (!ovf_disk_in_use(a, &a->disks[i]))
             continue;
-        printf("disk %s: %s, capacity %llu bytes, populated %llu, file %llu bytes%s%s\n",
+        printf("%s %s: %s, capacity %llu bytes, populated %llu, file %llu bytes%s%s\n",
+               ovf_disk_is_cdrom(&a->disks[i]) ? "cd-rom" : "disk",
                a->disks[i].id ? a->disks[i].id : "?", f ? f->href : "(empty)",
                (unsigned long long)a->disks[i].capacity, (unsigned long long)a->disks[i].populated,
                (unsigned long long)(f ? f->size : 0),

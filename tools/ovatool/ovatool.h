@@ -23,6 +23,7 @@ struct import_disk {
     const struct ovf_disk *disk;
     char *path;          /* absolute path of the converted disk */
     const char *format;
+    bool cdrom;          /* an ISO attached read-only as a CD-ROM */
 };
 char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk *d,
                          size_t n, bool virtio);

@@ -199,6 +199,7 @@ static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
         free(res);
         if (d) {
             d->attached = true;
+            d->cdrom = type != 17;
             free(d->parent);
             d->parent = ovf_child_text(it, "Parent");
             char *addr = ovf_child_text(it, "AddressOnParent");
@@ -442,6 +443,12 @@ const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *
 bool ovf_href_is_plain(const char *h)
 {
     return h && *h && !strchr(h, '/') && !strchr(h, '\\') && strcmp(h, "..") && strcmp(h, ".");
+}
+
+bool ovf_disk_is_cdrom(const struct ovf_disk *d)
+{
+    /* ECMA-119 is ISO 9660: VirtualBox names an attached ISO that way. */
+    return d->cdrom || (d->format && strstr(d->format, "Ecma-119"));
 }
 
 bool ovf_disk_in_use(const struct ovf_appliance *a, const struct ovf_disk *d)

@@ -32,6 +32,7 @@ struct ovf_disk {
     char *parent;             /* controller instance id */
     int address;              /* AddressOnParent, -1 unknown */
     bool attached;            /* a hardware item of the chosen configuration uses it */
+    bool cdrom;               /* a CD/DVD item attaches it (an ISO image, copied as is) */
     char *capacity_ref;       /* "${key}": a ProductSection property gives it */
     uint64_t capacity_unit;
 };
@@ -72,6 +73,9 @@ const struct ovf_file *ovf_find_file(const struct ovf_appliance *a, const char *
 bool ovf_href_is_plain(const char *href);
 /* Is the disk part of the VM as configured?  (When no hardware item names
  * any disk, all are.) */
+/* Is `d` an optical medium (attached by a CD/DVD item, or an ISO 9660
+ * format URI)?  Such a file is attached read-only, never converted. */
+bool ovf_disk_is_cdrom(const struct ovf_disk *d);
 bool ovf_disk_in_use(const struct ovf_appliance *a, const struct ovf_disk *d);
 const struct ovf_controller *ovf_find_ctrl(const struct ovf_appliance *a, const char *id);
 
