@@ -10,6 +10,7 @@
  * because qemu (tcg) wants files. */
 #include "vdboot.h"
 #include "ext2-vdisk.h"
+#include "bootcfg.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -22,171 +23,6 @@
 
 #define DISC_MAX_CONFIG (1u << 20)
 #define DISC_MAX_ENTRIES 64
-
-struct disc_entry {
-    char linux_path[512], initrd_path[512], args[2048], title[256], via[600];
-};
-
-static char *disc_skip_ws(char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return p;
-}
-
-/* Copies the next word (quotes stripped) into out; returns the rest. */
-static char *disc_word(char *p, char *out, size_t size)
-{
-    size_t n = 0;
-    p = disc_skip_ws(p);
-    char q = (*p == '\'' || *p == '"') ? *p++ : 0;
-    while (*p && *p != '\n' && (q ? *p != q : (*p != ' ' && *p != '\t'))) {
-        if (n + 1 < size)
-            out[n++] = *p;
-        p++;
-    }
-    if (q && *p == q)
-        p++;
-    out[n] = 0;
-    return p;
-}
-
-/* Kernel arguments from a grub line: drop $variables grub would expand to
- * things we cannot know (vt_handoff, kernelopts handled by BLS). */
-static void disc_args(const char *src, char *out, size_t size)
-{
-    char buf[2048], w[512];
-    snprintf(buf, sizeof(buf), "%s", src);
-    size_t n = 0;
-    out[0] = 0;
-    for (char *p = buf; *(p = disc_skip_ws(p)) && *p != '\n';) {
-        p = disc_word(p, w, sizeof(w));
-        if (w[0] == '$' || !w[0])
-            continue;
-        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s", n ? " " : "", w);
-    }
-}
-
-/* grub.cfg: numbered top-level menuentries (a submenu counts as one entry
- * and "N>M" descends into it); `set default` by number or title. */
-static int disc_grub(char *cfg, struct disc_entry *e)
-{
-    char def[256] = "0", w[512];
-    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        char *p = disc_skip_ws(l);
-        if (!strncmp(p, "set default=", 12)) {
-            disc_word(p + 12, def, sizeof(def));
-            break;
-        }
-    }
-    if (!strcmp(def, "saved") || !strncmp(def, "${", 2))
-        snprintf(def, sizeof(def), "0");
-    int want = isdigit((unsigned char)def[0]) ? atoi(def) : -1;
-    const char *sub = strchr(def, '>');
-    int want_sub = sub ? atoi(sub + 1) : -1;
-    int idx = -1, depth = 0, sub_idx = -1, in_sub = 0;
-    bool in_entry = false;
-    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        char *p = disc_skip_ws(l);
-        if (!strncmp(p, "submenu ", 8) && depth == 0) {
-            idx++;
-            in_sub = 1;
-            sub_idx = -1;
-        } else if (!strncmp(p, "menuentry ", 10)) {
-            if (depth == 0)
-                idx++;
-            else if (in_sub)
-                sub_idx++;
-            disc_word(p + 10, w, sizeof(w));
-            bool hit = depth == 0 ? (want >= 0 ? idx == want : !strcmp(w, def)) && want_sub < 0
-                                  : in_sub && idx == want && sub_idx == want_sub;
-            if (hit) {
-                in_entry = true;
-                snprintf(e->title, sizeof(e->title), "%.255s", w);
-            }
-        } else if (in_entry && (!strncmp(p, "linux", 5))) {
-            p += strcspn(p, " \t\n");
-            p = disc_word(p, e->linux_path, sizeof(e->linux_path));
-            char *nl = strchr(p, '\n');
-            if (nl)
-                *nl = 0;
-            disc_args(p, e->args, sizeof(e->args));
-            if (nl)
-                *nl = '\n';
-        } else if (in_entry && !strncmp(p, "initrd", 6)) {
-            p += strcspn(p, " \t\n");
-            disc_word(p, e->initrd_path, sizeof(e->initrd_path));
-        }
-        if (strchr(p, '{') && (!strncmp(p, "menuentry", 9) || !strncmp(p, "submenu", 7)))
-            depth++;
-        else if (*p == '}' && depth > 0) {
-            depth--;
-            if (in_entry && e->linux_path[0])
-                return 0;
-            in_entry = false;
-            if (depth == 0)
-                in_sub = 0;
-        }
-    }
-    return e->linux_path[0] ? 0 : -1;
-}
-
-/* extlinux.conf: "default LABEL", then "label X" blocks with kernel/linux,
- * initrd and append (an "initrd=" in append counts too). */
-static int disc_extlinux(char *cfg, struct disc_entry *e)
-{
-    char def[256] = "", cur[256] = "", key[32];
-    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        char *p = disc_word(l, key, sizeof(key));
-        for (char *k = key; *k; k++)
-            *k = (char)tolower((unsigned char)*k);
-        char val[2048];
-        char *nl = strchr(p, '\n');
-        size_t vl = nl ? (size_t)(nl - p) : strlen(p);
-        if (vl >= sizeof(val))
-            vl = sizeof(val) - 1;
-        memcpy(val, disc_skip_ws(p), vl - (size_t)(disc_skip_ws(p) - p));
-        val[vl - (size_t)(disc_skip_ws(p) - p)] = 0;
-        if (!strcmp(key, "default") && !def[0])
-            snprintf(def, sizeof(def), "%.255s", val);
-        else if (!strcmp(key, "label")) {
-            if (e->linux_path[0] && (!def[0] || !strcmp(cur, def)))
-                return 0;
-            snprintf(cur, sizeof(cur), "%.255s", val);
-            e->linux_path[0] = e->initrd_path[0] = e->args[0] = 0;
-        } else if (!strcmp(key, "kernel") || !strcmp(key, "linux"))
-            disc_word(val, e->linux_path, sizeof(e->linux_path));
-        else if (!strcmp(key, "initrd"))
-            disc_word(val, e->initrd_path, sizeof(e->initrd_path));
-        else if (!strcmp(key, "append"))
-            snprintf(e->args, sizeof(e->args), "%s", val);
-    }
-    snprintf(e->title, sizeof(e->title), "%s", cur);
-    return e->linux_path[0] && (!def[0] || !strcmp(cur, def)) ? 0 : -1;
-}
-
-/* BLS entry: "linux", "initrd", "options", "title" keys. */
-static int disc_bls(char *cfg, struct disc_entry *e)
-{
-    char key[32];
-    for (char *l = cfg; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        char *p = disc_word(l, key, sizeof(key));
-        char *nl = strchr(p, '\n');
-        if (nl)
-            *nl = 0;
-        if (!strcmp(key, "linux"))
-            disc_word(p, e->linux_path, sizeof(e->linux_path));
-        else if (!strcmp(key, "initrd") && !e->initrd_path[0])
-            disc_word(p, e->initrd_path, sizeof(e->initrd_path));
-        else if (!strcmp(key, "options"))
-            disc_args(p, e->args, sizeof(e->args));
-        else if (!strcmp(key, "title"))
-            snprintf(e->title, sizeof(e->title), "%s", disc_skip_ws(p));
-        if (nl)
-            *nl = '\n';
-    }
-    return e->linux_path[0] ? 0 : -1;
-}
 
 struct disc_names { char v[DISC_MAX_ENTRIES][256]; int n; };
 
@@ -205,7 +41,7 @@ static int disc_cmp_desc(const void *a, const void *b)
     return -strverscmp((const char *)a, (const char *)b);
 }
 
-static int disc_try_bls(vd_ext2 *fs, const char *pfx, struct disc_entry *e)
+static int disc_try_bls(vd_ext2 *fs, const char *pfx, struct bootcfg_entry *e)
 {
     char dir[300];
     uint32_t ino;
@@ -224,14 +60,14 @@ static int disc_try_bls(vd_ext2 *fs, const char *pfx, struct disc_entry *e)
     free(names);
     if (vd_ext2_read_file(fs, path, DISC_MAX_CONFIG, &buf, &len, &ve) < 0)
         return -1;
-    int rc = disc_bls(buf, e);
+    int rc = bootcfg_bls(buf, e);
     free(buf);
     snprintf(e->via, sizeof(e->via), "%s", path);
     return rc;
 }
 
-static int disc_try_file(vd_ext2 *fs, const char *path, int (*parse)(char *, struct disc_entry *),
-                         struct disc_entry *e)
+static int disc_try_file(vd_ext2 *fs, const char *path, int (*parse)(char *, struct bootcfg_entry *),
+                         struct bootcfg_entry *e)
 {
     char *buf;
     size_t len;
@@ -245,7 +81,7 @@ static int disc_try_file(vd_ext2 *fs, const char *path, int (*parse)(char *, str
 }
 
 /* The entry this filesystem boots, by the order in the file comment. */
-static int disc_find_entry(vd_ext2 *fs, struct disc_entry *e)
+static int disc_find_entry(vd_ext2 *fs, struct bootcfg_entry *e)
 {
     static const char *const pfx[] = { "/boot", "" };
     char path[300];
@@ -254,14 +90,14 @@ static int disc_find_entry(vd_ext2 *fs, struct disc_entry *e)
     for (int i = 0; i < 2; i++) {
         memset(e, 0, sizeof(*e));
         snprintf(path, sizeof(path), "%s/grub/grub.cfg", pfx[i]);
-        if (disc_try_file(fs, path, disc_grub, e) == 0)
+        if (disc_try_file(fs, path, bootcfg_grub, e) == 0)
             return 0;
         memset(e, 0, sizeof(*e));
         if (disc_try_bls(fs, pfx[i], e) == 0)
             return 0;
         memset(e, 0, sizeof(*e));
         snprintf(path, sizeof(path), "%s/extlinux/extlinux.conf", pfx[i]);
-        if (disc_try_file(fs, path, disc_extlinux, e) == 0)
+        if (disc_try_file(fs, path, bootcfg_extlinux, e) == 0)
             return 0;
     }
     for (int i = 1; i >= 0; i--) {
@@ -308,7 +144,7 @@ static int disc_save(struct boot_files *bf, const char *name, const void *data, 
     return n == (ssize_t)len ? 0 : -1;
 }
 
-static int disc_load(vd_ext2 *fs, const struct disc_entry *e, struct boot_files *bf,
+static int disc_load(vd_ext2 *fs, const struct bootcfg_entry *e, struct boot_files *bf,
                      const char *where, char *err, size_t errlen)
 {
     char *k = NULL, *i = NULL, kused[600], iused[600] = "";
@@ -357,7 +193,7 @@ static int disc_fs(vd_image *img, uint64_t off, uint64_t len, const char *where,
     vd_error ve;
     if (!vd_ext2_probe(img, off, len) || vd_ext2_open(img, off, len, &fs, &ve) < 0)
         return 0;
-    struct disc_entry *e = calloc(1, sizeof(*e));
+    struct bootcfg_entry *e = calloc(1, sizeof(*e));
     int rc = 0;
     char w[300];
     snprintf(w, sizeof(w), "%s (%s)", where, vd_ext2_type(fs));

@@ -9,7 +9,9 @@ set -euo pipefail
 out=$1
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
     { echo "make-seeds: qemu-img/qemu-io needed (apt-get install qemu-utils)" >&2; exit 1; }
+here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cd "$out"
 # A backing file outside the seed folders (images name it as ../base.raw).
 qemu-img create -q -f raw base.raw 1048576
@@ -39,4 +41,65 @@ mk vpc fixed.vhd 262144 -o subformat=fixed
 mk vhdx dyn.vhdx 1048576 -o block_size=1M
 mk parallels a.hds 1048576 -o cluster_size=4096
 mv vpc vhd
+
+# Parser targets (folders named as the targets).  Partition tables: small
+# raw disks partitioned by sfdisk (MBR with an extended chain, GPT).
+if command -v sfdisk >/dev/null; then
+    mkdir -p fuzz-partition
+    truncate -s 96K fuzz-partition/mbr.raw fuzz-partition/gpt.raw
+    printf 'start=8, size=40, type=83, bootable\nstart=48, size=120, type=5\nstart=56, size=40, type=83\nstart=104, size=40, type=82\n' |
+        sfdisk -q fuzz-partition/mbr.raw >/dev/null 2>&1 || true
+    printf 'label: gpt\nfirst-lba: 34\nstart=40, size=40, name=root\nstart=80, size=48, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\n' |
+        sfdisk -q fuzz-partition/gpt.raw >/dev/null 2>&1 || true
+fi
+# Boot configs: the first byte picks the parser (0 grub, 1 extlinux, 2 BLS).
+mkdir -p fuzz-bootcfg
+{ printf '\0'; cat <<'CFG'
+set default="1>0"
+menuentry 'Debian' --class debian { linux /boot/vmlinuz-6.1 root=UUID=abc ro quiet $vt_handoff
+  initrd /boot/initrd.img-6.1 }
+submenu 'Advanced' {
+  menuentry "Debian, 6.1 recovery" { linux /boot/vmlinuz-6.1 root=/dev/vda1 ro single
+    initrd /boot/initrd.img-6.1
+  }
+}
+CFG
+} >fuzz-bootcfg/grub.cfg
+{ printf '\1'; printf 'DEFAULT linux\nLABEL rescue\n  KERNEL /vmlinuz.old\nLABEL linux\n  LINUX /boot/vmlinuz\n  INITRD /boot/initrd.img\n  APPEND root=/dev/sda1 console=ttyS0\n'; } >fuzz-bootcfg/extlinux.conf
+{ printf '\2'; printf 'title Fedora Linux 39\nversion 6.5.6\nlinux /vmlinuz-6.5.6\ninitrd /initramfs-6.5.6.img\noptions root=UUID=1234 ro rhgb $kernelopts\n'; } >fuzz-bootcfg/bls.conf
+# OVF descriptors and manifests: the real ones in ../shared when present, and
+# a small one written here; OVAs: a plain, a signed-looking and a gzip one.
+mkdir -p fuzz-ovf fuzz-ova
+for f in "${VD_SHARED:-$here/../../../shared}"/corpus/ovf/*/*.ovf; do
+    [ -f "$f" ] && cp "$f" fuzz-ovf/
+done
+cat >fuzz-ovf/mini.ovf <<'OVF'
+<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+<References><File ovf:href="d1.vmdk" ovf:id="f1" ovf:size="512" ovf:compression="gzip" ovf:chunkSize="100"/><File ovf:href="cd.iso" ovf:id="f2"/></References>
+<DiskSection><Disk ovf:capacity="${size}" ovf:diskId="d1" ovf:fileRef="f1" ovf:capacityAllocationUnits="byte * 2^20"/>
+<Disk ovf:capacity="1" ovf:diskId="cd" ovf:fileRef="f2" ovf:format="http://www.ecma-international.org/publications/standards/Ecma-119.htm"/></DiskSection>
+<DeploymentOptionSection><Configuration ovf:id="big" ovf:default="true"/></DeploymentOptionSection>
+<VirtualSystem ovf:id="vm"><Name>vm</Name><ProductSection><Property ovf:key="size" ovf:value="16"/></ProductSection>
+<VirtualHardwareSection>
+<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+<Item ovf:configuration="big"><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item>
+<Item><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:HostResource>ovf:/disk/d1</rasd:HostResource><rasd:ResourceType>17</rasd:ResourceType></Item>
+<Item><rasd:InstanceID>5</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:HostResource>/disk/cd</rasd:HostResource><rasd:ResourceType>15</rasd:ResourceType></Item>
+<Item><rasd:InstanceID>6</rasd:InstanceID><rasd:ResourceType>10</rasd:ResourceType><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:Connection>NAT</rasd:Connection></Item>
+</VirtualHardwareSection></VirtualSystem></Envelope>
+OVF
+printf 'SHA256(mini.ovf)= %s\nSHA1 (d1.vmdk) = %s\r\n' "$(sha256sum fuzz-ovf/mini.ovf | cut -d' ' -f1)" \
+    "$(printf x | sha1sum | cut -d' ' -f1)" >fuzz-ovf/mini.mf
+( tmp=$(mktemp -d); cp fuzz-ovf/mini.ovf "$tmp/vm.ovf"; printf 'disk' >"$tmp/d1.vmdk"
+  cd "$tmp"
+  printf 'SHA256(vm.ovf)= %s\nSHA256(d1.vmdk)= %s\n' "$(sha256sum vm.ovf | cut -d' ' -f1)" \
+      "$(sha256sum d1.vmdk | cut -d' ' -f1)" >vm.mf
+  printf 'SHA256(vm.mf)= 00ff\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' >vm.cert
+  tar --format=ustar -cf "$out/fuzz-ova/plain.ova" vm.ovf d1.vmdk vm.mf
+  tar --format=ustar -cf "$out/fuzz-ova/cert.ova" vm.ovf d1.vmdk vm.mf vm.cert
+  gzip -c d1.vmdk >d1.vmdk.gz; mv d1.vmdk.gz d1.vmdk
+  tar --format=gnu -cf "$out/fuzz-ova/gnu.ova" vm.ovf d1.vmdk
+  cd /; rm -rf "$tmp" )
 ls -l */ | awk 'NF > 5 { n++; s += $5 } END { printf "make-seeds: %d seeds, %d bytes\n", n, s }'

@@ -29,7 +29,9 @@ for t in "$B"/tests/fuzz/fuzz-*; do
     corpus=$B/fuzz-corpus/$name
     mkdir -p "$corpus"
     # Seeds: the format's own folder, or every folder for probe/open.
-    if [ "$fmt" != "$name" ]; then
+    if [ -d "$seeds/$name" ]; then         # a parser target's own seeds
+        cp -n "$seeds/$name"/* "$corpus"/ 2>/dev/null || true
+    elif [ "$fmt" != "$name" ]; then
         cp -n "$seeds/$fmt"/* "$corpus"/ 2>/dev/null || true
     else
         for d in "$seeds"/*/; do cp -n "$d"* "$corpus"/ 2>/dev/null || true; done
