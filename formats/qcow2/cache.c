@@ -1,7 +1,9 @@
 /* cache.c - a small LRU cache of whole metadata clusters (L2 tables and
  * refcount blocks) with write-back.  A pointer returned by qcow2_cache_get is
  * valid until the next call on the same cache (a miss may evict any slot).
- * Callers hold qcow2_state.lock. */
+ * Callers hold qcow2_state.lock.  Slot buffers are allocated when first
+ * needed: most images touch a few tables, and an open (which every probe,
+ * `info` and fuzz input does) should not zero megabytes it never uses. */
 #include "qcow2.h"
 
 #include <errno.h>
@@ -15,21 +17,17 @@ int qcow2_cache_init(qcow2_cache *c, size_t n, size_t cluster_size, const char *
     if (!c->slots)
         return -ENOMEM;
     c->n = n;
-    for (size_t i = 0; i < n; i++) {
-        c->slots[i].data = malloc(cluster_size);
-        if (!c->slots[i].data)
-            return -ENOMEM;
-    }
+    c->cluster_size = cluster_size;
     return 0;
 }
 
 void qcow2_cache_free(qcow2_cache *c)
 {
-    for (size_t i = 0; c->slots && i < c->n; i++)
+    for (size_t i = 0; c->slots && i < c->used; i++)
         free(c->slots[i].data);
     free(c->slots);
     c->slots = NULL;
-    c->n = 0;
+    c->n = c->used = 0;
 }
 
 static int qcow2_cache_write_slot(qcow2_state *s, qcow2_cache *c, qcow2_cache_slot *sl,
@@ -51,7 +49,7 @@ static int qcow2_cache_write_slot(qcow2_state *s, qcow2_cache *c, qcow2_cache_sl
 int qcow2_cache_get(qcow2_state *s, qcow2_cache *c, uint64_t off, uint8_t **data,
                     size_t *slot, bool load, vd_error *err)
 {
-    if (c->last < c->n && c->slots[c->last].off == off) {
+    if (c->last < c->used && c->slots[c->last].off == off) {
         c->slots[c->last].lru = ++c->tick;
         *data = c->slots[c->last].data;
         *slot = c->last;
@@ -60,7 +58,7 @@ int qcow2_cache_get(qcow2_state *s, qcow2_cache *c, uint64_t off, uint8_t **data
         return 0;
     }
     size_t victim = 0;
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->used; i++) {
         if (c->slots[i].off == off) {
             c->slots[i].lru = ++c->tick;
             c->last = i;
@@ -72,6 +70,13 @@ int qcow2_cache_get(qcow2_state *s, qcow2_cache *c, uint64_t off, uint8_t **data
         }
         if (c->slots[i].lru < c->slots[victim].lru)
             victim = i;
+    }
+    if (c->used < c->n) {             /* not full yet: a new slot */
+        uint8_t *d = malloc(c->cluster_size);
+        if (!d)
+            return vd_set_error(err, -ENOMEM, "qcow2: out of memory for the %s cache", c->what);
+        victim = c->used++;
+        c->slots[victim] = (qcow2_cache_slot){ .data = d };
     }
     qcow2_cache_slot *sl = &c->slots[victim];
     int r = qcow2_cache_write_slot(s, c, sl, err);
@@ -102,7 +107,7 @@ void qcow2_cache_mark_dirty(qcow2_cache *c, size_t slot)
 int qcow2_cache_flush(qcow2_state *s, qcow2_cache *c, vd_error *err)
 {
     bool any = false;
-    for (size_t i = 0; i < c->n; i++)
+    for (size_t i = 0; i < c->used; i++)
         any |= c->slots[i].dirty;
     if (!any)
         return 0;
@@ -111,7 +116,7 @@ int qcow2_cache_flush(qcow2_state *s, qcow2_cache *c, vd_error *err)
         if (r < 0)
             return r;
     }
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->used; i++) {
         qcow2_cache_slot *sl = &c->slots[i];
         if (!sl->dirty)
             continue;
@@ -126,7 +131,7 @@ int qcow2_cache_flush(qcow2_state *s, qcow2_cache *c, vd_error *err)
 /* Forget a cluster (it was freed); its contents no longer matter. */
 void qcow2_cache_drop(qcow2_cache *c, uint64_t off)
 {
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->used; i++) {
         if (c->slots[i].off == off) {
             c->slots[i].off = 0;
             c->slots[i].dirty = false;

@@ -114,7 +114,9 @@ typedef struct qcow2_cache_slot {
 struct qcow2_state;
 typedef struct qcow2_cache {
     qcow2_cache_slot *slots;
-    size_t n;
+    size_t n;             /* slots the cache may grow to */
+    size_t used;          /* slots [0, used) have a buffer; filled in order */
+    size_t cluster_size;
     uint64_t tick;
     size_t last;          /* index of the last hit */
     const char *what;     /* "L2 table" / "refcount block" for errors */

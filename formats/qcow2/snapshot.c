@@ -88,6 +88,12 @@ int qcow2_snapshots_read(qcow2_state *s, uint64_t file_size, vd_error *err)
     if (qcow2_offset_in_cluster(s, s->snapshots_off) || !s->snapshots_off)
         return vd_set_error(err, -EINVAL, "qcow2: snapshot table offset 0x%llx (0x40) not cluster aligned",
                             (unsigned long long)s->snapshots_off);
+    /* Each entry has a 40-byte header: a count the file cannot hold is
+     * refused before the array it sizes is allocated. */
+    if (s->snapshots_off >= file_size || (uint64_t)s->nb_snapshots * 40 > file_size - s->snapshots_off)
+        return vd_set_error(err, -EINVAL, "qcow2: %u snapshots (0x3c) of 40+ bytes do not fit between "
+                            "the table at 0x%llx and the end of the file", s->nb_snapshots,
+                            (unsigned long long)s->snapshots_off);
     s->snaps = calloc(s->nb_snapshots, sizeof *s->snaps);
     if (!s->snaps)
         return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
