@@ -85,6 +85,12 @@ static int vm_open(const char *path, struct fuse_file_info *fi)
         return -EROFS;
     fi->fh = vm_node_pack(&n);
     fi->keep_cache = !vm_options.writable;
+    /* The block files bypass the page cache by default: the kernel then
+     * sends reads of up to 1 MiB (max_pages) straight to libvdisk, where
+     * cached reads come in 128 KiB readahead pieces; a 1 GiB qcow2 reads in
+     * about half the time (bench/vdmount.sh).  The file trees stay cached. */
+    if ((n.kind == VIEW_DISK || n.kind == VIEW_PART) && !vm_options.page_cache)
+        fi->direct_io = 1;
     return 0;
 }
 

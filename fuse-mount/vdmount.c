@@ -45,6 +45,8 @@ static void vm_usage(FILE *f)
 "      --overlay          writes go to a temporary qcow2 layer dropped at unmount\n"
 "      --keep-overlay FILE  like --overlay, but the layer is FILE and is kept\n"
 "      --allow-host-paths follow backing files outside the image's folder\n"
+"      --page-cache       disk and pN through the kernel page cache (repeated\n"
+"                         reads from memory, mmap) instead of direct 1 MiB reads\n"
 "  -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
 "  -d, --debug            FUSE debug output; stays in the foreground\n"
 "      --foreground       do not detach; errors met while serving go to stderr\n"
@@ -53,13 +55,14 @@ static void vm_usage(FILE *f)
 
 static int vm_parse(int argc, char **argv, struct vm_args *a)
 {
-    enum { O_RW = 256, O_OVERLAY, O_KEEP, O_HOST, O_FG, O_LS, O_CAT };
+    enum { O_RW = 256, O_OVERLAY, O_KEEP, O_HOST, O_FG, O_LS, O_CAT, O_CACHE };
     static const struct option longopts[] = {
         { "format", required_argument, NULL, 'f' },
         { "rw", no_argument, NULL, O_RW },
         { "overlay", no_argument, NULL, O_OVERLAY },
         { "keep-overlay", required_argument, NULL, O_KEEP },
         { "allow-host-paths", no_argument, NULL, O_HOST },
+        { "page-cache", no_argument, NULL, O_CACHE },
         { "debug", no_argument, NULL, 'd' },
         { "foreground", no_argument, NULL, O_FG },
         { "ls", no_argument, NULL, O_LS },
@@ -86,6 +89,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         case O_OVERLAY: a->overlay = true; break;
         case O_KEEP: a->overlay = true; a->keep_overlay = optarg; break;
         case O_HOST: a->allow_host_paths = true; break;
+        case O_CACHE: vm_options.page_cache = true; break;
         case O_FG: a->foreground = true; break;
         case O_LS: a->ls = true; break;
         case O_CAT: a->cat = true; break;

@@ -10,6 +10,7 @@
 /* Options that the FUSE operations need to see. */
 struct vm_options {
     bool writable;        /* --rw or --overlay: disk and pN accept writes */
+    bool page_cache;      /* --page-cache: disk and pN through the kernel's cache */
     uint64_t disk_size;
 };
 extern struct vm_options vm_options;
