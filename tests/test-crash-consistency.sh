@@ -5,12 +5,13 @@
 # completed flush must read back exactly, and `qemu-img check` must report no
 # corruption (leaked clusters are allowed: that is what a crash may leave).
 # Formats run with and without a backing file where they support one.
-#   VD_CRASH_TRIALS   trials per format and layout (default 12; the slow
-#                     suite runs test-crash-consistency-long with 200)
+#   VD_CRASH_TRIALS   trials per format and layout (default 50, so 100 per
+#                     format; the slow suite runs crash-consistency-long
+#                     with 200)
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img python3
 W=$VD_BUILD/tests/crash-writer
-TRIALS=${VD_CRASH_TRIALS:-12}
+TRIALS=${VD_CRASH_TRIALS:-50}
 SIZE=16M
 
 python3 -c "import os; open('$T/base.raw','wb').write(bytes((i*7+3)&0xff for i in range(16<<20)))"
@@ -23,15 +24,19 @@ done
 [ ${#formats[@]} -gt 0 ] || skip "no writable image format besides raw yet"
 qemu_name() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
-total=0 bad=0 repaired=0
-for fmt in "${formats[@]}"; do
+# crash_format FMT: every trial of one format, both layouts; prints its
+# lines and leaves "total bad repaired" in $T/FMT.counts.  Formats run in
+# parallel: a trial mostly waits for its kill, so the cores stay busy.
+crash_format() {
+    local fmt=$1 total=0 bad=0 repaired=0 layout base bfmt t img pid done_n base_arg rc
+    local L=$T/$fmt
     for layout in plain backing; do
         if [ $layout = backing ]; then
             # The parent in the same format (VDI/VHD/VHDX/VMDK differencing
             # disks need one), in raw for the formats that take any backing.
             base=base.raw bfmt=raw
             if ! (cd "$T" && "$VDCONVERT" create -O "$fmt" -b base.raw -F raw "probe.$fmt" >/dev/null 2>&1); then
-                rm -rf "$T/probe.$fmt"* "$T/base.$fmt"
+                rm -rf "$T/probe.$fmt" "$T/probe.$fmt".* "$T/base.$fmt"
                 "$VDCONVERT" -O "$fmt" "$T/base.raw" "$T/base.$fmt" >/dev/null 2>&1 || continue
                 (cd "$T" && "$VDCONVERT" create -O "$fmt" -b "base.$fmt" -F "$fmt" "probe.$fmt" >/dev/null 2>&1) || continue
                 base=base.$fmt bfmt=$fmt
@@ -40,47 +45,47 @@ for fmt in "${formats[@]}"; do
         fi
         for t in $(seq 1 "$TRIALS"); do
             img=$T/img-$t.$fmt
-            rm -f "$img" "$T/log"
+            rm -f "$img" "$L.log"
             if [ $layout = backing ]; then
                 (cd "$T" && "$VDCONVERT" create -O "$fmt" -b "$base" -F "$bfmt" "$(basename "$img")" >/dev/null)
             else
                 "$VDCONVERT" create -O "$fmt" "$img" $SIZE >/dev/null
             fi
-            "$W" write "$img" "$t" "$T/log" 8 2>"$T/werr" &
+            "$W" write "$img" "$t" "$L.log" 8 2>"$L.werr" &
             pid=$!
             sleep "0.0$(( (t * 37) % 90 + 10 ))"
             kill -9 $pid 2>/dev/null || true
             wait $pid 2>/dev/null || true
-            if [ -s "$T/werr" ]; then echo "writer error ($fmt $layout #$t): $(cat "$T/werr")"; bad=$((bad+1)); continue; fi
-            done_n=$(tail -1 "$T/log" 2>/dev/null || echo 0)
+            if [ -s "$L.werr" ]; then echo "writer error ($fmt $layout #$t): $(cat "$L.werr")"; bad=$((bad+1)); continue; fi
+            done_n=$(tail -1 "$L.log" 2>/dev/null || echo 0)
             total=$((total + 1))
             base_arg=""; [ $layout = backing ] && base_arg=$T/base.raw
-            if ! "$W" verify "$img" "$t" "$done_n" 8 $base_arg 2>"$T/verr"; then
-                echo "LOST DATA ($fmt $layout #$t, $done_n flushed writes): $(cat "$T/verr")"
+            if ! "$W" verify "$img" "$t" "$done_n" 8 $base_arg 2>"$L.verr"; then
+                echo "LOST DATA ($fmt $layout #$t, $done_n flushed writes): $(cat "$L.verr")"
                 bad=$((bad + 1)); continue
             fi
             if [ "$fmt" != vmdk ] || ! grep -q streamOptimized "$img" 2>/dev/null; then
-                rc=0; qemu-img check -f "$(qemu_name "$fmt")" "$img" >"$T/chk" 2>&1 || rc=$?
+                rc=0; qemu-img check -f "$(qemu_name "$fmt")" "$img" >"$L.chk" 2>&1 || rc=$?
                 # qemu cannot open some variants at all (VDI differencing
                 # images): our own check judges those.
-                if grep -q "log that needs to be replayed" "$T/chk"; then
+                if grep -q "log that needs to be replayed" "$L.chk"; then
                     # a VHDX killed mid-update: replaying the log is recovery
-                    rc=0; qemu-img check -r all -f vhdx "$img" >"$T/chk" 2>&1 || rc=$?
+                    rc=0; qemu-img check -r all -f vhdx "$img" >"$L.chk" 2>&1 || rc=$?
                 fi
-                if grep -q "Could not open.*\(unsupported\|not supported\)" "$T/chk"; then
-                    rc=0; "$VDCONVERT" check "$img" >"$T/chk" 2>&1 || rc=$?
-                    echo "(qemu cannot open it; vdconvert check exit $rc)" >>"$T/chk"
+                if grep -q "Could not open.*\(unsupported\|not supported\)" "$L.chk"; then
+                    rc=0; "$VDCONVERT" check "$img" >"$L.chk" 2>&1 || rc=$?
+                    echo "(qemu cannot open it; vdconvert check exit $rc)" >>"$L.chk"
                 fi
                 # 0 clean, 3 leaks only; 63 = format has no check in qemu.
                 # Anything else must be repairable by our own check -r all.
                 if [ $rc != 0 ] && [ $rc != 3 ] && [ $rc != 63 ]; then
-                    "$VDCONVERT" check -r all "$img" >>"$T/chk" 2>&1 || true
-                    rc=0; qemu-img check -f "$(qemu_name "$fmt")" "$img" >>"$T/chk" 2>&1 || rc=$?
+                    "$VDCONVERT" check -r all "$img" >>"$L.chk" 2>&1 || true
+                    rc=0; qemu-img check -f "$(qemu_name "$fmt")" "$img" >>"$L.chk" 2>&1 || rc=$?
                     [ $rc = 0 ] || [ $rc = 3 ] || [ $rc = 63 ] || rc=fail
                     if [ $rc != fail ]; then repaired=$((repaired + 1)); else rc=2; fi
                 fi
                 if [ $rc != 0 ] && [ $rc != 3 ] && [ $rc != 63 ]; then
-                    echo "qemu-img check ($fmt $layout #$t) exit $rc: $(head -5 "$T/chk")"
+                    echo "qemu-img check ($fmt $layout #$t) exit $rc: $(head -5 "$L.chk")"
                     bad=$((bad + 1))
                 fi
             fi
@@ -88,6 +93,17 @@ for fmt in "${formats[@]}"; do
         done
         echo "$fmt $layout: $TRIALS trials"
     done
+    echo "$total $bad $repaired" >"$T/$fmt.counts"
+}
+
+for fmt in "${formats[@]}"; do crash_format "$fmt" >"$T/$fmt.out" 2>&1 & done
+wait
+total=0 bad=0 repaired=0
+for fmt in "${formats[@]}"; do
+    cat "$T/$fmt.out"
+    [ -f "$T/$fmt.counts" ] || { echo "$fmt: the trial loop did not finish"; bad=$((bad + 1)); continue; }
+    read -r a b c <"$T/$fmt.counts"
+    total=$((total + a)) bad=$((bad + b)) repaired=$((repaired + c))
 done
 echo "$total trials, $bad failures, $repaired needed vdconvert check -r (formats: ${formats[*]})"
 [ $bad = 0 ] || fail "$bad crash trials lost data or corrupted the image"
