@@ -2,6 +2,7 @@
 #include "vd-driver.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 
 static void vd_verror(vd_error *err, int code, const char *fmt, va_list ap,
@@ -47,6 +48,29 @@ bool vd_is_zero(const void *buf, size_t len)
     if (len <= 16)
         return true;
     return memcmp(p, p + 16, len - 16) == 0;
+}
+
+/* A random 64 KiB cluster measures 7.997 bits per byte; text and code stay
+ * far below.  The whole buffer is counted, so a compressible part cannot
+ * hide from a sample.  (A buffer that repeats a random block would compress
+ * and is stored plain: larger, never wrong.) */
+#define VD_INCOMPRESSIBLE_BITS 7.99
+
+bool vd_looks_incompressible(const void *buf, size_t len)
+{
+    if (len < 4096)
+        return false;
+    const unsigned char *p = buf;
+    uint32_t hist[256] = { 0 };
+    for (size_t i = 0; i < len; i++)
+        hist[p[i]]++;
+    double h = 0;
+    for (int b = 0; b < 256; b++)
+        if (hist[b]) {
+            double q = (double)hist[b] / (double)len;
+            h -= q * log2(q);
+        }
+    return h >= VD_INCOMPRESSIBLE_BITS;
 }
 
 const char *vd_version(void)

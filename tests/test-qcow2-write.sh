@@ -213,5 +213,21 @@ grep -q "marked corrupt" err || bad "corrupt refusal message: $(cat err)"
 "$TOOL" cor.qcow2 dump:x.raw && cmp -s x.raw src.raw || bad "corrupt image not readable read-only"
 rm -f cor.qcow2 x.raw err
 
+# ---- G. incompressible clusters are stored as they are ---------------------
+# Random data is not compressed (qemu stores it raw too, after trying); text
+# is.  qemu-img map shows a file offset only for uncompressed data.
+head -c 1M /dev/urandom >rt.raw
+python3 -c 'import sys; sys.stdout.write(("vdisk compressible line of text\n" * 40000)[:1 << 20])' >>rt.raw
+"$VDCONVERT" -c -O qcow2 rt.raw rt.qcow2 || bad "convert -c of random + text"
+qemu-img compare -q rt.raw rt.qcow2 || bad "random + text -c: content differs"
+qemu-img check -q rt.qcow2 || bad "random + text -c: check"
+qemu-img map --output=json rt.qcow2 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+raw = sum(e["length"] for e in m if e["data"] and "offset" in e)
+comp = sum(e["length"] for e in m if e["data"] and "offset" not in e)
+assert raw == 1 << 20 and comp == 1 << 20, (raw, comp)' || bad "random clusters compressed or text stored raw"
+rm -f rt.raw rt.qcow2
+
 [ "$fails" = 0 ] || fail "$fails qcow2 write checks failed"
 echo "all qcow2 write checks passed"

@@ -18,6 +18,12 @@
 #include <libdeflate.h>
 #include <stdlib.h>
 
+/* libdeflate level for grains.  On bench/run.sh's mixed content (1 GiB:
+ * 384 MiB of a tar of /usr/lib, 128 MiB random) against qemu-img's file
+ * (zlib level 6, 329.5 MB): level 4 gives 331.3 MB (+0.5 %) in 3.8 s of
+ * CPU, level 5 328.4 MB in 4.4 s, level 6 327.8 MB in 4.6 s. */
+#define VMDK_DEFLATE_LEVEL 4
+
 struct vmdk_stream {
     struct vmdk_header h;
     vd_file *f;
@@ -34,6 +40,7 @@ struct vmdk_stream {
     uint64_t tail_pos;            /* where the directory marker went */
     bool finished;
     struct libdeflate_compressor *c;
+    struct libdeflate_compressor *c_store;   /* level 0: incompressible grains */
     uint8_t *cbuf;
     size_t cbuf_len;
 };
@@ -44,6 +51,8 @@ void vmdk_stream_free(struct vmdk_stream *s)
         return;
     if (s->c)
         libdeflate_free_compressor(s->c);
+    if (s->c_store)
+        libdeflate_free_compressor(s->c_store);
     free(s->gd);
     free(s->gt);
     free(s->grain);
@@ -71,10 +80,11 @@ int vmdk_stream_begin(vd_image *img, struct vmdk_extent *e, const struct vmdk_he
     s->gd = calloc(gd_n ? gd_n : 1, 4);
     s->gt = calloc(h->gtes, 4);
     s->grain = malloc(s->grain_bytes);
-    s->c = libdeflate_alloc_compressor(6);
+    s->c = libdeflate_alloc_compressor(VMDK_DEFLATE_LEVEL);
+    s->c_store = libdeflate_alloc_compressor(0);
     s->cbuf_len = libdeflate_zlib_compress_bound(NULL, s->grain_bytes) + 12 + VMDK_SECTOR;
     s->cbuf = malloc(s->cbuf_len);
-    if (!s->gd || !s->gt || !s->grain || !s->c || !s->cbuf)
+    if (!s->gd || !s->gt || !s->grain || !s->c || !s->c_store || !s->cbuf)
         return vd_set_error(err, -ENOMEM, "out of memory");
     s->cur_gt = UINT64_MAX;
     s->cur_grain = UINT64_MAX;
@@ -146,7 +156,11 @@ static int vmdk_stream_put_grain(struct vmdk_stream *s, vd_error *err)
         s->cur_gt = gi;
         memset(s->gt, 0, s->h.gtes * 4ull);
     }
-    size_t clen = libdeflate_zlib_compress(s->c, s->grain, s->grain_bytes, s->cbuf + 12,
+    /* Every grain of a stream is a zlib stream; a random one goes in stored
+     * blocks (as deflate would end up doing, without the search). */
+    struct libdeflate_compressor *c = vd_looks_incompressible(s->grain, s->grain_bytes)
+                                      ? s->c_store : s->c;
+    size_t clen = libdeflate_zlib_compress(c, s->grain, s->grain_bytes, s->cbuf + 12,
                                            s->cbuf_len - 12 - VMDK_SECTOR);
     if (!clen)
         return vd_set_error(err, -EIO, "vmdk: compressing grain %" PRIu64 " failed", g);
