@@ -38,7 +38,7 @@ for name in "$@"; do
     log=$FAST/campaign-artifacts/$name.log
     rc=0
     nice -n 19 "$FAST/tests/fuzz/$name" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
-        -max_len=1048576 -print_final_stats=1 -artifact_prefix="$FAST/campaign-artifacts/$name-" \
+        -max_len=4194304 -print_final_stats=1 -artifact_prefix="$FAST/campaign-artifacts/$name-" \
         "$corpus" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
