@@ -239,10 +239,9 @@ static int ovf_read_hardware(const xmlNode *hw, struct ovf_appliance *a)
         size_t l = strlen(n);
         if (l >= 4 && !strcmp(n + l - 4, "Item") && ovf_read_item(c, a) < 0)
             return -1;
-        if (!strcmp(n, "System") && !a->firmware) {
-            /* VirtualBox puts EFI in vbox:Machine; VMware in vmw:Config. */
-        }
-        if (!strcmp(n, "Config")) {
+        /* VirtualBox puts EFI in vbox:Machine; VMware in vmw:Config (the
+         * first one counts: a repeated one must not replace it). */
+        if (!strcmp(n, "Config") && !a->firmware) {
             char *key = ovf_attr(c, "key"), *val = ovf_attr(c, "value");
             if (key && val && !strcmp(key, "firmware") && !strcmp(val, "efi"))
                 a->firmware = strdup("efi");
