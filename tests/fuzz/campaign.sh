@@ -7,6 +7,8 @@
 # through the ASan+UBSan build (build-fuzz/, run-ci.sh makes it), so memory
 # errors that did not crash the fast build are still caught.  Prints one
 # line per target: inputs run, inputs/s, coverage, corpus size, findings.
+# With VD_FUZZ_RUNS=N each target instead runs exactly N inputs (SECONDS is
+# then ignored: write 0), so a count such as 10 million is met exactly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
@@ -37,10 +39,14 @@ for name in "$@"; do
     find "$src" -type f -exec cp -n {} "$corpus"/ \; 2>/dev/null || true
     log=$FAST/campaign-artifacts/$name.log
     rc=0
-    nice -n 19 "$FAST/tests/fuzz/$name" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
+    if [ -n "${VD_FUZZ_RUNS:-}" ]; then limit=-runs=$VD_FUZZ_RUNS
+    else limit=-max_total_time=$SECS; fi
+    t0=$(date +%s)
+    nice -n 19 "$FAST/tests/fuzz/$name" "$limit" -timeout=10 -rss_limit_mb=2048 \
         -max_len=4194304 -print_final_stats=1 -artifact_prefix="$FAST/campaign-artifacts/$name-" \
         "$corpus" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    secs=$(( $(date +%s) - t0 )); [ "$secs" -gt 0 ] || secs=1
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
     # the grown corpus once through ASan+UBSan
     arc=0
@@ -49,7 +55,7 @@ for name in "$@"; do
     found="none"
     [ $rc = 0 ] || { found="fast build: $(grep -m1 -E 'ERROR|runtime error|Test unit written' "$log")"; bad=1; }
     [ $arc = 0 ] || { found="$found; asan replay: $(grep -m1 -E 'ERROR|runtime error' "$log.asan")"; bad=1; }
-    printf '%s: %s inputs in %ss (%s/s), %s, corpus %s, findings: %s\n' "$name" "${runs:-?}" "$SECS" \
-        "$(( ${runs:-0} / SECS ))" "${cov:-cov ?}" "$(ls "$corpus" | wc -l)" "$found"
+    printf '%s: %s inputs in %ss (%s/s), %s, corpus %s, findings: %s\n' "$name" "${runs:-?}" "$secs" \
+        "$(( ${runs:-0} / secs ))" "${cov:-cov ?}" "$(ls "$corpus" | wc -l)" "$found"
 done
 exit $bad
