@@ -15,10 +15,16 @@
 #                  empty  all holes
 #                  mixed  3/8 a tar of /usr/lib, 1/8 random, rest holes
 #                         (the reference content of issue 10)
+#                  sparse 1 MiB of random data at the start of every GiB,
+#                         the rest holes (for SIZE=100G: memory stays flat)
 #   FORMATS="raw qcow2 qcow2c vmdk vdi vhd"   input/output formats
 #                  (qcow2c = compressed qcow2, vmdk = streamOptimized)
 #   BENCH_DIR=/var/tmp/vdisk-bench   where images are made (needs ~7x SIZE)
 #   WORKERS=       -m for vdconvert (default: its own, the CPU count)
+#   QEMU_OPTS=     extra options for qemu-img convert, e.g. "-m 8 -W"
+#   BENCH_FS=xfs   make an XFS file system (reflinks) in a file in BENCH_DIR,
+#                  loop-mount it and work there (root, xfsprogs); default:
+#                  BENCH_DIR's own file system
 #
 # Pairs: every input format -> raw (reading), and raw -> every output format
 # (writing).  A format vdisk cannot read or write yet is skipped and said so.
@@ -38,12 +44,24 @@ FORMATS=${FORMATS:-raw qcow2 qcow2c vmdk vdi vhd}
 D=${BENCH_DIR:-/var/tmp/vdisk-bench}
 VOPT=()
 [ -n "${WORKERS:-}" ] && VOPT=(-m "$WORKERS")
+read -r -a QOPT <<<"${QEMU_OPTS:-}"
 
 [ -x "$V" ] || { echo "no vdconvert at $V (build first, or pass the build dir)" >&2; exit 1; }
 for c in qemu-img /usr/bin/time python3; do
     command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
 done
 mkdir -p "$D"
+if [ "${BENCH_FS:-}" = xfs ]; then
+    command -v mkfs.xfs >/dev/null || { echo "BENCH_FS=xfs needs mkfs.xfs (xfsprogs)" >&2; exit 1; }
+    mkdir -p "$D/xfs"
+    mountpoint -q "$D/xfs" && umount "$D/xfs"
+    rm -f "$D/xfs.img"
+    truncate -s 64G "$D/xfs.img"
+    mkfs.xfs -q -m reflink=1 "$D/xfs.img"
+    mount -o loop "$D/xfs.img" "$D/xfs"
+    trap 'umount "$D/xfs"; rm -f "$D/xfs.img"' EXIT
+    D=$D/xfs
+fi
 BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':10,'M':20,'G':30,'T':40}; print(int(s[:-1]) << m[s[-1]] if s[-1] in m else int(s))" "$SIZE")
 MiB=1048576
 
@@ -75,6 +93,16 @@ os.close(fd)
 EOF
         ;;
     empty) truncate -s "$BYTES" "$f" ;;
+    sparse)
+        truncate -s "$BYTES" "$f"
+        python3 - "$f" "$((BYTES >> 30))" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for i in range(max(1, int(sys.argv[2]))):
+    os.pwrite(fd, os.urandom(1 << 20), i << 30)
+os.close(fd)
+EOF
+        ;;
     mixed)  # issue 10's reference: 3/8 a tar of /usr/lib, 1/8 random, rest holes
         tar cf - /usr/lib 2>/dev/null | head -c $((BYTES / 8 * 3)) >"$f" || true
         head -c $((BYTES / 8)) /dev/urandom >>"$f"
@@ -139,7 +167,7 @@ bench_pair() {
         read -r w c r < <(run_once "$ovd" "$V" "${VOPT[@]}" $va "$in" "$ovd") || return 0
         vw+=("$w"); vc+=("$c"); vr+=("$r")
         # shellcheck disable=SC2086
-        read -r w c r < <(run_once "$oq" qemu-img convert $qa "$in" "$oq") || return 0
+        read -r w c r < <(run_once "$oq" qemu-img convert "${QOPT[@]}" $qa "$in" "$oq") || return 0
         qw+=("$w"); qc+=("$c"); qr+=("$r")
         if [ -n "$cp" ]; then
             read -r w c r < <(run_once "$D/cp.raw" cp --sparse=always "$in" "$D/cp.raw")
@@ -167,7 +195,8 @@ bench_pair() {
 # ---- main ----------------------------------------------------------------------------
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, $(qemu-img --version | head -1)"
-echo "# SIZE=$SIZE RUNS=$RUNS KINDS='$KINDS' FORMATS='$FORMATS' BENCH_DIR=$D $0 $*"
+echo "# SIZE=$SIZE RUNS=$RUNS KINDS='$KINDS' FORMATS='$FORMATS' BENCH_DIR=${BENCH_DIR:-} BENCH_FS=${BENCH_FS:-} QEMU_OPTS='${QEMU_OPTS:-}' $0 $*"
+echo "# working in $D ($(stat -f -c %T "$D"))"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 truncate -s 1M "$D/probe.raw"
 printf '%-22s %8s %8s %6s %8s %8s %7s %7s %9s %9s %s\n' "pair" "vd_s" "qemu_s" "ratio" \

@@ -389,6 +389,12 @@ static void qcow1_details(vd_image *img, vd_kv_fn fn, void *ctx)
     fn(ctx, "l2_entries", v);
 }
 
+/* Allocated data is stored plainly in the image file (zero-copy reads). */
+static vd_file *qcow1_data_file(vd_image *img)
+{
+    return img->file;
+}
+
 static const char *const qcow1_extensions[] = { "qcow", NULL };
 
 const struct vd_driver vd_qcow1 = {
@@ -401,6 +407,7 @@ const struct vd_driver vd_qcow1 = {
     .close = qcow1_close,
     .pread = qcow1_pread,
     .block_status = qcow1_block_status,
+    .data_file = qcow1_data_file,
     .details = qcow1_details,
     .can_write = VD_CAN_NONE,
     .can_zero = VD_CAN_NONE,

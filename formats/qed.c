@@ -781,6 +781,12 @@ static void qed_details(vd_image *img, vd_kv_fn fn, void *ctx)
     fn(ctx, "need_check", (s->features & QED_F_NEED_CHECK) && !s->flag_set ? "yes" : "no");
 }
 
+/* Allocated data is stored plainly in the image file (zero-copy reads). */
+static vd_file *qed_data_file(vd_image *img)
+{
+    return img->file;
+}
+
 static const char *const qed_extensions[] = { "qed", NULL };
 
 static const vd_opt_desc qed_create_opts[] = {
@@ -806,6 +812,7 @@ const struct vd_driver vd_qed = {
     .pwrite_zeroes = qed_pwrite_zeroes,
     .flush = qed_flush,
     .block_status = qed_block_status,
+    .data_file = qed_data_file,
     .check = qed_check,
     .details = qed_details,
     .can_write = VD_CAN_NATIVE,

@@ -88,6 +88,21 @@ static int raw_flush(vd_image *img, vd_error *err)
     return vd_file_sync(img->file, err);
 }
 
+static vd_file *raw_data_file(vd_image *img)
+{
+    return img->file;
+}
+
+/* The file is the disk: guest offset = file offset, nothing to allocate. */
+static int raw_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                             uint64_t *mapped, vd_error *err)
+{
+    (void)img; (void)err;
+    *file_off = off;
+    *mapped = len;
+    return 0;
+}
+
 /* Holes of the host file are ZERO (not UNALLOC: raw has no backing). */
 static int raw_block_status(vd_image *img, uint64_t off, uint64_t len,
                             vd_extents *ext, vd_error *err)
@@ -135,6 +150,8 @@ const struct vd_driver vd_raw = {
     .discard = raw_discard,
     .flush = raw_flush,
     .block_status = raw_block_status,
+    .data_file = raw_data_file,
+    .map_for_write = raw_map_for_write,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_NATIVE,
     .can_discard = VD_CAN_NATIVE,

@@ -620,6 +620,12 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
     return r;
 }
 
+/* Allocated data is stored plainly in the image file (zero-copy reads). */
+static vd_file *vdi_data_file(vd_image *img)
+{
+    return img->file;
+}
+
 static const char *const vdi_extensions[] = { "vdi", NULL };
 
 static const vd_opt_desc vdi_create_opts[] = {
@@ -643,6 +649,7 @@ const struct vd_driver vd_vdi = {
     .pwrite = vdi_pwrite,
     .flush = vdi_flush,
     .block_status = vdi_block_status,
+    .data_file = vdi_data_file,
     .check = vdi_check,
     .details = vdi_details,
     .can_write = VD_CAN_NATIVE,

@@ -670,6 +670,12 @@ static void vhd_details(vd_image *img, vd_kv_fn fn, void *ctx)
         fn(ctx, "footer", "damaged; using the copy at offset 0");
 }
 
+/* Allocated data is stored plainly in the image file (zero-copy reads). */
+static vd_file *vhd_data_file(vd_image *img)
+{
+    return img->file;
+}
+
 static const char *const vhd_extensions[] = { "vhd", "vpc", NULL };
 
 static const vd_opt_desc vhd_create_opts[] = {
@@ -695,6 +701,7 @@ const struct vd_driver vd_vhd = {
     .pwrite_zeroes = vhd_pwrite_zeroes,
     .flush = vhd_flush,
     .block_status = vhd_block_status,
+    .data_file = vhd_data_file,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,

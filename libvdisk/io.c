@@ -314,6 +314,50 @@ int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t of
     return r < 0 ? r : 0;
 }
 
+int vd_data_fd(vd_image *img, int depth)
+{
+    while (img && depth-- > 0)
+        img = img->backing;
+    if (!img || depth != -1 || !img->drv->data_file)
+        return -1;
+    vd_file *f = img->drv->data_file(img);
+    return f ? f->fd : -1;
+}
+
+bool vd_can_map_for_write(vd_image *img)
+{
+    return !img->readonly && img->drv->map_for_write && img->drv->data_file &&
+           img->drv->data_file(img);
+}
+
+int vd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                     uint64_t *mapped, vd_error *err)
+{
+    int r = vd_writable(img, err);
+    if (r < 0)
+        return r;
+    if (!img->drv->map_for_write || !img->drv->data_file || !img->drv->data_file(img))
+        return vd_set_error(err, -ENOTSUP, "%s: format %s cannot map ranges for writing",
+                            img->path, img->drv->name);
+    r = vd_check_range(img, off, len, "mapped write", err);
+    if (r < 0)
+        return r;
+    uint32_t unit = img->cluster_size ? img->cluster_size : 1;
+    if (!len || off % unit || (len % unit && off + len != img->size))
+        return vd_set_error(err, -EINVAL,
+                            "%s: mapped write of 0x%llx bytes at 0x%llx is not whole %u-byte clusters",
+                            img->path, (unsigned long long)len, (unsigned long long)off, unit);
+    pthread_rwlock_wrlock(&img->lock);
+    r = img->drv->map_for_write(img, off, len, file_off, mapped, err);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    else if (!*mapped || *mapped > len)
+        r = vd_set_error(err, -EIO, "%s: driver mapped 0x%llx of 0x%llx bytes", img->path,
+                         (unsigned long long)*mapped, (unsigned long long)len);
+    return r < 0 ? r : 0;
+}
+
 /* Most extents one vd_block_status call adds before returning. */
 #define VD_STATUS_MAX_EXTENTS 4096
 

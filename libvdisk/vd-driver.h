@@ -176,6 +176,14 @@ struct vd_driver {
     int (*pwrite_compressed)(vd_image *img, const void *buf, size_t len, uint64_t off,
                              vd_error *err);
     int (*pwrite_zeroes)(vd_image *img, uint64_t off, uint64_t len, unsigned flags, vd_error *err);
+    /* Optional, for zero-copy transfers (see vd_data_fd): the file holding
+     * the data block_status reports with a file_off, or NULL when there is
+     * no such single plain file. */
+    vd_file *(*data_file)(vd_image *img);
+    /* Optional (see vd_map_for_write): called with the image write-locked,
+     * range checked and cluster aligned. */
+    int (*map_for_write)(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                         uint64_t *mapped, vd_error *err);
     int (*discard)(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
     int (*flush)(vd_image *img, vd_error *err);
     /* Describe this layer only (VD_LAYER_*), from `off` on; at least one

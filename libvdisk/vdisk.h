@@ -103,6 +103,30 @@ bool vd_can_compress(vd_image *img);
 int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
                          vd_error *err);
 
+/* Zero-copy transfers (vdconvert moves data with copy_file_range, which is
+ * a reflink on XFS and btrfs and an in-kernel copy elsewhere).
+ *
+ * vd_data_fd(): the file descriptor holding the data that vd_block_status
+ * reports at `depth` (0 = img, 1 = its backing, ...) with a file_off, when
+ * that layer stores such data plainly in one file; -1 otherwise (the format
+ * has no such file, several extent files, or the layer does not exist).
+ * The fd stays owned by the image.
+ *
+ * vd_map_for_write(): give the guest range [off, off+len) plain space in
+ * the top image's data file (vd_data_fd(img, 0)), allocating it where the
+ * image has none of its own, and report where: *file_off is where `off`
+ * lives and *mapped how many bytes from `off` on are contiguous there
+ * (> 0, at most len).  `off` must be a multiple of vd_info.cluster_size and
+ * so must `len`, unless the range ends at the virtual size.  Newly
+ * allocated space has no defined content until the caller writes all of it
+ * there: this is for filling images a conversion is creating, not for
+ * images in use.  -ENOTSUP when the format cannot: vd_can_map_for_write()
+ * says beforehand. */
+int vd_data_fd(vd_image *img, int depth);
+bool vd_can_map_for_write(vd_image *img);
+int vd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                     uint64_t *mapped, vd_error *err);
+
 /* ---- block status ------------------------------------------------------ */
 
 #define VD_EXT_DATA      0x1u  /* allocated, holds data */

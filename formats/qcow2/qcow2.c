@@ -333,6 +333,65 @@ static int qcow2_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off
     return r;
 }
 
+static vd_file *qcow2_data_file(vd_image *img)
+{
+    return qcow2_data(qcow2_s(img));
+}
+
+/* Whole clusters from `off` (aligned by the core): a run the image already
+ * owns in place is reported as it is; otherwise as many following clusters
+ * as also need space get fresh contiguous clusters, their L2 entries set as
+ * qcow2_write_new does, but no data written: the caller fills them. */
+static int qcow2_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                               uint64_t *mapped, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    uint64_t gc = off >> s->cluster_bits;
+    size_t n = s->cluster_size < len ? s->cluster_size : (size_t)len;
+    qcow2_entry e;
+    int r = qcow2_lookup(s, gc, &e, err);
+    if (r < 0)
+        return r;
+    if (qcow2_in_place(&e)) {
+        size_t want = len < SIZE_MAX / 2 ? (size_t)len : SIZE_MAX / 2;
+        n = qcow2_extend_run(s, &e, n, want, off, err);
+        if ((r = qcow2_verify_private(s, e.host, n, err)) < 0)
+            return r;
+        *file_off = e.host;
+        *mapped = n;
+        return 0;
+    }
+    uint64_t k = 1, host;
+    while (len - n >= s->cluster_size && k < 8192) {
+        qcow2_entry x;
+        if ((r = qcow2_lookup(s, gc + k, &x, err)) < 0)
+            return r;
+        if (qcow2_in_place(&x))
+            break;
+        n += s->cluster_size;
+        k++;
+    }
+    if (len - n && len - n < s->cluster_size && off + len == img->size) {
+        n = (size_t)len;    /* the last, short cluster of the disk */
+        k++;
+    }
+    if ((r = qcow2_alloc_clusters(s, k, &host, err)) < 0)
+        return r;
+    for (uint64_t i = 0; r == 0 && i < k; i++) {
+        qcow2_entry old;
+        if ((r = qcow2_lookup(s, gc + i, &old, err)) < 0)
+            break;
+        uint64_t h = host + (i << s->cluster_bits);
+        if ((r = qcow2_l2_set(s, gc + i, h | QCOW2_OFLAG_COPIED, UINT32_MAX, err)) == 0)
+            r = qcow2_defer_free(s, &old, err);
+    }
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    *file_off = host;
+    *mapped = n;
+    return r;
+}
+
 /* The entry that makes one whole cluster read as zeroes, or 0 with
  * *write_data when only writing zeroes can (v2 with a backing file). */
 static int qcow2_zero_cluster(qcow2_state *s, uint64_t gc, unsigned flags, bool *write_data,
@@ -531,6 +590,8 @@ const struct vd_driver vd_qcow2 = {
     .pwrite = qcow2_pwrite,
     .pwrite_compressed = qcow2_pwrite_compressed,
     .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .data_file = qcow2_data_file,
+    .map_for_write = qcow2_map_for_write,
     .discard = qcow2_discard,
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,

@@ -186,6 +186,15 @@ static void vhdx_details(vd_image *img, vd_kv_fn fn, void *ctx)
         fn(ctx, "parent-linkage", s->parent_linkage);
 }
 
+/* Allocated data is stored plainly in the image file (zero-copy reads),
+ * except when a dirty log was replayed into memory for a read-only open:
+ * the file then is not what the image reads. */
+static vd_file *vhdx_data_file(vd_image *img)
+{
+    struct vhdx_state *s = img->priv;
+    return img->readonly && s->replayed ? NULL : img->file;
+}
+
 static const char *const vhdx_extensions[] = { "vhdx", "avhdx", NULL };
 
 static const vd_opt_desc vhdx_create_opts[] = {
@@ -214,6 +223,7 @@ const struct vd_driver vd_vhdx = {
     .discard = vhdx_discard,
     .flush = vhdx_flush,
     .block_status = vhdx_block_status,
+    .data_file = vhdx_data_file,
     .check = vhdx_check,
     .details = vhdx_details,
     .can_write = VD_CAN_NATIVE,

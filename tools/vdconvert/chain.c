@@ -110,7 +110,7 @@ static int chain_fill(vd_image *img, vd_image *out, const struct chain_target *t
         .in = img, .out = out, .size = old < size ? old : size, .sparse_size = 4096,
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = t->only_top,
         .cmp = t->only_top ? NULL : vd_backing(out), .out_reads_zero = !vd_backing(out),
-        .in_fd = -1, .out_fd = -1,
+        .out_fd = -1,
     };
     int r = vc_copy_run(&c, e);
     /* Grown overlay: the new tail must read as zeroes, not as the backing. */
@@ -188,7 +188,7 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
     struct vc_copy c = {
         .in = top, .out = base, .size = vd_size(top), .sparse_size = 4096,
         .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
-        .in_fd = -1, .out_fd = -1, .progress = progress,
+        .out_fd = -1, .progress = progress,
     };
     r = vc_copy_run(&c, e);
     int r2 = vd_close(base, r < 0 ? NULL : e);

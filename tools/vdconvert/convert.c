@@ -8,7 +8,7 @@
  * descriptor last.  The input is always opened read-only.
  */
 #include "vdconvert.h"
-#include "vd-driver.h"      /* raw images' fds, for copy_file_range */
+#include "vd-driver.h"      /* raw images' fds, for -t none */
 
 #include <dirent.h>
 #include <errno.h>
@@ -294,7 +294,7 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
             .in = in, .out = out, .cmp = o->backing ? vd_backing(out) : NULL,
             .size = size, .sparse_size = o->sparse_size, .workers = o->workers,
             .out_reads_zero = reads_zero, .progress = o->progress, .quiet = o->quiet,
-            .in_fd = o->no_copy_range || o->snapshot ? -1 : convert_raw_fd(in),
+            .zero_copy = !o->no_copy_range && !o->snapshot,
             .out_fd = convert_raw_fd(out),
         };
         if (o->compress)
@@ -304,7 +304,7 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
             direct_fd = open(o->existing ? o->dst : convert_tmp, O_WRONLY | O_DIRECT);
             if (direct_fd >= 0) {
                 c.out_fd = direct_fd;
-                c.in_fd = -1;
+                c.zero_copy = false;
                 c.direct = true;
             }
         }
@@ -348,7 +348,8 @@ static const char convert_usage[] =
     "  -p          show progress (bar on a terminal, percentage lines otherwise)\n"
     "  -q          quiet\n"
     "  --allow-host-paths  follow backing/extent references leaving IN's folder\n"
-    "  --keep-uuid  OUT keeps IN's image UUID (VDI to VDI migrations)\n";
+    "  --keep-uuid  OUT keeps IN's image UUID (VDI to VDI migrations)\n"
+    "  --no-copy-range  read and write every byte (no copy_file_range/reflink)\n";
 
 static int convert_parse_sparse(const char *s, uint64_t *out)
 {

@@ -7,8 +7,18 @@
  * of at least the sparse size, and write the rest.  Writes go out in job
  * order, because a streaming target (streamOptimized VMDK) must be written
  * strictly sequentially; a raw target is written through its own fd without
- * waiting, since order does not matter there.  Raw to raw without zero
- * detection skips the read: copy_file_range moves the bytes in the kernel.
+ * waiting, since order does not matter there.
+ *
+ * Data the source stores plainly in a file (raw, uncompressed qcow2 clusters
+ * and the like: block status gives its file offset) is not read into a
+ * buffer: zero detection scans a read-only mapping of the source file, and
+ * the runs to copy go with copy_file_range straight into the target's file,
+ * at the guest offset of a raw target or into clusters vd_map_for_write
+ * allocates in an image target.  On a file system with reflinks (XFS,
+ * btrfs) the data is then shared, not copied; elsewhere the kernel copies it
+ * once, page cache to page cache.  Whatever copy_file_range or the layouts
+ * do not allow (another file system, a run not in whole target clusters)
+ * goes through user space as before.
  * Compressed output (-c) goes in whole clusters through vd_pwrite_compressed,
  * so its jobs are widened to cluster boundaries.  Memory is one or two
  * buffers per worker, whatever the size of the image.
@@ -17,6 +27,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +47,9 @@ struct engine_job {
     uint64_t off, len;
     enum engine_kind kind;
     uint64_t seq;
+    int src_fd;             /* the file holding the data plainly, or -1 */
+    uint64_t src_off;       /* where `off` lives in src_fd */
+    char *bounce;           /* the worker's buffer, for fallbacks */
 };
 
 struct engine {
@@ -54,6 +69,10 @@ struct engine {
     bool failed;
     vd_error err;
     vc_progress *prog;
+    /* zero-copy target side (set once) */
+    int out_data_fd;        /* image target's data file for mapped writes, or -1 */
+    uint32_t out_cluster;
+    bool no_copy_range;     /* copy_file_range refused once: stop trying */
 };
 
 static void engine_fail(struct engine *g, const vd_error *e)
@@ -139,6 +158,12 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
         }
         j->off = g->pos;
         j->seq = g->next_seq++;
+        j->src_fd = -1;
+        if (!zero && c->zero_copy && !(x->flags & VD_EXT_COMPRESSED) &&
+            x->file_off != VD_NO_OFFSET && !__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED)) {
+            j->src_fd = vd_data_fd(c->in, x->depth);
+            j->src_off = x->file_off + (g->pos - x->off);
+        }
         if (zero && !c->cmp) {
             /* One job for the whole range: it is never read. */
             j->kind = ENGINE_ZERO;
@@ -204,25 +229,26 @@ static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_
     return 0;
 }
 
-/* Raw to raw without zero detection: the kernel moves the bytes (a reflink
- * where the file system can; otherwise no copy through user space).
- * Returns 1 when the file system cannot, and the caller reads and writes. */
-static int engine_copy_range(struct engine *g, uint64_t off, uint64_t len, vd_error *e)
+/* Let the kernel move len bytes from in_fd at in_off to out_fd at out_off
+ * (a reflink where the file system can).  Returns 1, having copied nothing,
+ * when copy_file_range cannot work between these files, 0 when done. */
+static int engine_copy_range(struct engine *g, int in_fd, uint64_t in_off, int out_fd,
+                             uint64_t out_off, uint64_t len, vd_error *e)
 {
-    struct vc_copy *c = g->c;
-    loff_t io = (loff_t)off, oo = (loff_t)off;
+    loff_t io = (loff_t)in_off, oo = (loff_t)out_off;
     while (len) {
-        ssize_t n = copy_file_range(c->in_fd, &io, c->out_fd, &oo, len, 0);
+        ssize_t n = copy_file_range(in_fd, &io, out_fd, &oo, len, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
-                      errno == EOPNOTSUPP) && (uint64_t)io == off)
+                      errno == EOPNOTSUPP || errno == EBADF) && (uint64_t)io == in_off) {
+            __atomic_store_n(&g->no_copy_range, true, __ATOMIC_RELAXED);
             return 1;
-        if (n <= 0)      /* 0: the source file is shorter than its size */
+        }
+        if (n <= 0)      /* 0: the source file ended early (checked before) */
             return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: copy_file_range at 0x%llx",
-                                vd_filename(c->out), (unsigned long long)io);
+                                vd_filename(g->c->out), (unsigned long long)oo);
         len -= (uint64_t)n;
-        off += (uint64_t)n;
     }
     return 0;
 }
@@ -249,9 +275,70 @@ static enum engine_piece engine_classify(const struct vc_copy *c, const char *bu
     return c->out_reads_zero ? PIECE_SKIP : PIECE_ZERO;
 }
 
-static int engine_flush_run(struct engine *g, enum engine_piece kind, const char *buf,
-                            uint64_t off, uint64_t len, vd_error *e)
+/* The bytes of a zero-copy job's run for a fallback: from the mapping when
+ * there is one, else read into the job's bounce buffer. */
+static const char *engine_run_bytes(const struct engine_job *j, const char *buf, uint64_t off,
+                                    uint64_t len, vd_error *e)
 {
+    if (buf)
+        return buf;
+    uint64_t src = j->src_off + (off - j->off);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(j->src_fd, j->bounce + done, (size_t)(len - done), (off_t)(src + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            vd_set_errno(e, n < 0 ? -errno : -EIO, "source read at 0x%llx",
+                         (unsigned long long)(src + done));
+            return NULL;
+        }
+        done += (size_t)n;
+    }
+    return j->bounce;
+}
+
+/* A run of data of a zero-copy job: copy_file_range into the target's file
+ * where the target allows, else through user space. */
+static int engine_transfer(struct engine *g, const struct engine_job *j, const char *buf,
+                           uint64_t off, uint64_t len, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    uint64_t src = j->src_off + (off - j->off);
+    int r = 1;
+    if (__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED))
+        r = 1;
+    else if (c->out_fd >= 0) {
+        if ((r = engine_copy_range(g, j->src_fd, src, c->out_fd, off, len, e)) <= 0)
+            return r;
+    } else if (g->out_data_fd >= 0 && off % g->out_cluster == 0 &&
+             (len % g->out_cluster == 0 || off + len == vd_size(c->out))) {
+        while (len) {
+            uint64_t fo, m;
+            if ((r = vd_map_for_write(c->out, off, len, &fo, &m, e)) < 0)
+                return r;
+            if ((r = engine_copy_range(g, j->src_fd, src, g->out_data_fd, fo, m, e)) != 0)
+                break;   /* error, or the rest through user space */
+            off += m;
+            src += m;
+            len -= m;
+            if (buf)
+                buf += m;
+        }
+        if (r <= 0)
+            return r;
+    }
+    const char *bytes = engine_run_bytes(j, buf, off, len, e);
+    if (!bytes)
+        return -EIO;
+    return engine_write(g, bytes, len, off, e);
+}
+
+static int engine_flush_run(struct engine *g, const struct engine_job *j, enum engine_piece kind,
+                            const char *buf, uint64_t off, uint64_t len, vd_error *e)
+{
+    if (kind == PIECE_DATA && j->src_fd >= 0)
+        return engine_transfer(g, j, buf, off, len, e);
     if (kind == PIECE_DATA && g->c->compress_cluster)
         return vd_pwrite_compressed(g->c->out, buf, len, off, e);
     if (kind == PIECE_DATA)
@@ -282,8 +369,8 @@ static int engine_write_pieces(struct engine *g, const struct engine_job *j,
         enum engine_piece k = engine_classify(c, buf + o, cbuf ? cbuf + o : NULL,
                                               (size_t)(q - p), detect);
         if (k != run_kind) {
-            int r = engine_flush_run(g, run_kind, buf + (run_off - j->off), run_off,
-                                     p - run_off, e);
+            int r = engine_flush_run(g, j, run_kind, buf ? buf + (run_off - j->off) : NULL,
+                                     run_off, p - run_off, e);
             if (r < 0)
                 return r;
             run_off = p;
@@ -291,7 +378,7 @@ static int engine_write_pieces(struct engine *g, const struct engine_job *j,
         }
         p = q;
     }
-    return engine_flush_run(g, run_kind, buf + (run_off - j->off), run_off,
+    return engine_flush_run(g, j, run_kind, buf ? buf + (run_off - j->off) : NULL, run_off,
                             end - run_off, e);
 }
 
@@ -311,7 +398,40 @@ static int engine_read_cmp(struct vc_copy *c, char *cbuf, uint64_t off, uint64_t
     return 0;
 }
 
-static int engine_do_job(struct engine *g, const struct engine_job *j, char *buf,
+/* A job whose data the source stores plainly at j->src_off of j->src_fd.
+ * Zero detection looks at a read-only mapping of the file (no copy); runs
+ * of data go through engine_transfer.  Returns 1 when the job must take
+ * the ordinary path (the file is shorter than the range: the driver's read
+ * decides what that reads as). */
+static int engine_do_zero_copy(struct engine *g, const struct engine_job *j, vd_error *e)
+{
+    struct vc_copy *c = g->c;
+    struct stat st;
+    uint64_t end;
+    if (fstat(j->src_fd, &st) < 0 || vd_add_overflow(j->src_off, j->len, &end) ||
+        end > (uint64_t)st.st_size)
+        return 1;
+    const char *map = NULL, *buf = NULL;
+    size_t map_len = 0;
+    if (c->sparse_size) {
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), base = j->src_off / page * page;
+        map_len = (size_t)(end - base);
+        map = mmap(NULL, map_len, PROT_READ, MAP_SHARED | MAP_POPULATE, j->src_fd, (off_t)base);
+        if (map == MAP_FAILED)
+            return 1;
+        buf = map + (j->src_off - base);
+    }
+    int r = 0;
+    if (engine_wait_turn(g, j->seq)) {
+        r = engine_write_pieces(g, j, buf, NULL, e);
+        engine_done_turn(g);
+    }
+    if (map)
+        munmap((void *)map, map_len);
+    return r < 0 ? r : 0;
+}
+
+static int engine_do_job(struct engine *g, struct engine_job *j, char *buf,
                          char *cbuf, vd_error *e)
 {
     struct vc_copy *c = g->c;
@@ -323,11 +443,9 @@ static int engine_do_job(struct engine *g, const struct engine_job *j, char *buf
         engine_done_turn(g);
         return r;
     }
-    if (j->kind == ENGINE_DATA && c->in_fd >= 0 && c->out_fd >= 0 && !c->sparse_size) {
-        r = engine_copy_range(g, j->off, j->len, e);
-        if (r <= 0)
-            return r;
-    }
+    if (j->src_fd >= 0 && (r = engine_do_zero_copy(g, j, e)) <= 0)
+        return r;
+    j->src_fd = -1;
     if (j->kind == ENGINE_ZERO_CMP)
         memset(buf, 0, j->len);
     else if ((r = vd_pread(c->in, buf, j->len, j->off, e)) < 0)
@@ -363,6 +481,7 @@ static void *engine_worker(void *arg)
             engine_fail(g, &e);
         if (r <= 0)
             break;
+        j.bounce = buf;
         if (engine_do_job(g, &j, buf, cbuf, &e) < 0) {
             engine_fail(g, &e);
             break;
@@ -380,12 +499,21 @@ int vc_copy_run(struct vc_copy *c, vd_error *e)
      * the others get a sequential layout), except compressed qcow2 output:
      * its driver compresses outside the image lock, so workers compress in
      * parallel and only the cluster bookkeeping is serialized. */
-    struct engine g = { .c = c, .ordered = c->out_fd < 0 && !c->compress_cluster };
+    struct engine g = { .c = c, .ordered = c->out_fd < 0 && !c->compress_cluster,
+                        .out_data_fd = -1 };
     pthread_mutex_init(&g.lock, NULL);
     pthread_cond_init(&g.turn, NULL);
     vd_extents_init(&g.ext);
-    if (c->cmp)
-        c->in_fd = -1;             /* copy_file_range only for plain copies */
+    if (c->cmp || c->compress_cluster || c->only_top)
+        c->zero_copy = false;      /* copy_file_range only for plain copies */
+    if (c->zero_copy && c->out_fd < 0) {
+        vd_info info;
+        if (vd_can_map_for_write(c->out) && vd_get_info(c->out, &info) == 0 &&
+            info.cluster_size) {
+            g.out_cluster = info.cluster_size;
+            g.out_data_fd = vd_data_fd(c->out, 0);
+        }
+    }
     int n = c->workers < 1 ? 1 : c->workers > ENGINE_MAX_WORKERS ? ENGINE_MAX_WORKERS
             : c->workers;
     g.prog = vc_progress_new("converting", c->size, c->progress && !c->quiet);

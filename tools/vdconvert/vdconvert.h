@@ -65,7 +65,9 @@ struct vc_copy {
     bool out_reads_zero;
     bool only_top;                     /* copy only ranges allocated in the
                                           top layer of `in` (commit, rebase -u) */
-    int in_fd, out_fd;                 /* raw fds for copy_file_range, or -1 */
+    bool zero_copy;                    /* data the source stores plainly in a
+                                          file moves with copy_file_range */
+    int out_fd;                        /* a raw target's fd, or -1 */
     uint32_t compress_cluster;         /* -c: write whole clusters of this
                                           size with vd_pwrite_compressed */
     bool direct;                       /* out_fd is O_DIRECT: unaligned writes

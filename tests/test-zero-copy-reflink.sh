@@ -1,0 +1,49 @@
+#!/bin/bash
+# Zero-copy conversion on a file system with reflinks: an XFS file system
+# in a loop-mounted file.  The correctness tests of test-zero-copy.sh run
+# there, and the outputs of raw -> raw, raw -> qcow2 and qcow2 -> raw must
+# share their data extents with the source (filefrag reports them
+# "shared"): the data was not copied at all.  With --no-copy-range nothing
+# is shared, so the check can fail.  Skipped without root, loop devices or
+# mkfs.xfs.
+source "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img mkfs.xfs filefrag mount umount python3
+[ "$(id -u)" = 0 ] || skip "needs root to mount a loop device"
+[ -e /dev/loop-control ] || skip "no loop devices"
+
+M=$T/mnt
+mkdir -p "$M"
+truncate -s 2G "$T/xfs.img"
+mkfs.xfs -q -m reflink=1 "$T/xfs.img" || skip "mkfs.xfs -m reflink=1 failed"
+mount -o loop "$T/xfs.img" "$M" || skip "cannot mount a loop device here"
+trap 'umount "$M" 2>/dev/null || umount -l "$M"; rm -rf "$T"' EXIT
+
+ZERO_COPY_DIR=$M bash "$(dirname "$0")/test-zero-copy.sh" || fail "zero-copy tests on XFS"
+
+# 32 MiB of random data then 32 MiB of holes.
+head -c 32M /dev/urandom >"$M/a.raw"
+truncate -s 64M "$M/a.raw"
+shared_kib() {  # FILE: KiB in extents filefrag calls shared
+    filefrag -v -b1024 "$1" | awk '/shared/ { n += $6 } END { print n + 0 }'
+}
+check_shared() {  # LABEL FILE MIN_KIB
+    local kib
+    kib=$(shared_kib "$2")
+    [ "$kib" -ge "$3" ] || fail "$1: only $kib KiB of the output shares extents (want >= $3)"
+    echo "$1: $kib KiB shared"
+}
+"$VDCONVERT" -O raw "$M/a.raw" "$M/b.raw"
+check_shared "raw -> raw" "$M/b.raw" 32768
+"$VDCONVERT" -O qcow2 "$M/a.raw" "$M/b.qcow2"
+check_shared "raw -> qcow2" "$M/b.qcow2" 32768
+qemu-img compare -q "$M/a.raw" "$M/b.qcow2" || fail "raw -> qcow2: content differs"
+rm -f "$M/c.raw"
+"$VDCONVERT" -O raw "$M/b.qcow2" "$M/c.raw"
+check_shared "qcow2 -> raw" "$M/c.raw" 32768
+cmp -s "$M/a.raw" "$M/c.raw" || fail "qcow2 -> raw: content differs"
+
+# The control: through user space nothing is shared.
+"$VDCONVERT" --no-copy-range -O qcow2 "$M/a.raw" "$M/d.qcow2"
+[ "$(shared_kib "$M/d.qcow2")" = 0 ] || fail "--no-copy-range output shares extents"
+echo "--no-copy-range: nothing shared"
+echo "zero-copy reflink tests passed"
