@@ -59,7 +59,8 @@ if [ "${BENCH_FS:-}" = xfs ]; then
     truncate -s 64G "$D/xfs.img"
     mkfs.xfs -q -m reflink=1 "$D/xfs.img"
     mount -o loop "$D/xfs.img" "$D/xfs"
-    trap 'umount "$D/xfs"; rm -f "$D/xfs.img"' EXIT
+    XFS_BASE=$D
+    trap 'umount "$XFS_BASE/xfs"; rm -f "$XFS_BASE/xfs.img"' EXIT
     D=$D/xfs
 fi
 BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':10,'M':20,'G':30,'T':40}; print(int(s[:-1]) << m[s[-1]] if s[-1] in m else int(s))" "$SIZE")

@@ -416,6 +416,24 @@ int vd_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max)
     return img->drv->list_snapshots(img, out, max);
 }
 
+int vd_snapshot(vd_image *img, enum vd_snapshot_op op, const char *name, vd_error *err)
+{
+    if (!img->drv->snapshot)
+        return vd_set_error(err, -ENOTSUP, "%s: format %s has no internal snapshots",
+                            img->path, img->drv->name);
+    if (img->readonly)
+        return vd_set_error(err, -EROFS, "%s: opened read-only", img->path);
+    if (!name || !*name || strlen(name) > 255)
+        return vd_set_error(err, -EINVAL, "%s: a snapshot name must have 1 to 255 bytes",
+                            img->path);
+    pthread_rwlock_wrlock(&img->lock);
+    int r = img->drv->snapshot(img, op, name, err);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
 int vd_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
     memset(res, 0, sizeof *res);

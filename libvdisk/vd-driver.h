@@ -195,6 +195,8 @@ struct vd_driver {
     /* Open snapshot `name` read-only (called after open instead of serving the
      * active state). */
     int (*load_snapshot)(vd_image *img, const char *name, vd_error *err);
+    /* Create/apply/delete an internal snapshot (image write-locked). */
+    int (*snapshot)(vd_image *img, enum vd_snapshot_op op, const char *name, vd_error *err);
     uint64_t (*disk_size)(vd_image *img);   /* NULL: allocated size of file */
 
     enum vd_can can_write, can_zero, can_discard, can_block_status;

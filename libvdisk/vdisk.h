@@ -198,6 +198,18 @@ void vd_get_format_details(vd_image *img, vd_kv_fn fn, void *ctx);
  * count or a negative errno. */
 int vd_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max);
 
+/* Change internal snapshots (qcow2) of an image opened read-write:
+ *   VD_SNAPSHOT_CREATE  record the current disk state under the new `name`
+ *   VD_SNAPSHOT_APPLY   make snapshot `name` (id or name) the current state
+ *                       (what was written since is lost)
+ *   VD_SNAPSHOT_DELETE  drop snapshot `name` and free what only it used
+ * Each operation is ordered so that a crash in the middle can only leak
+ * clusters (repaired by check -r leaks), never lose or share data.
+ * -ENOTSUP for formats without internal snapshots, -ENOENT for an unknown
+ * snapshot, -EEXIST when creating a name or id already used. */
+enum vd_snapshot_op { VD_SNAPSHOT_CREATE, VD_SNAPSHOT_APPLY, VD_SNAPSHOT_DELETE };
+int vd_snapshot(vd_image *img, enum vd_snapshot_op op, const char *name, vd_error *err);
+
 vd_image *vd_backing(vd_image *img);       /* NULL at the bottom */
 uint64_t vd_size(vd_image *img);
 const char *vd_format_name(vd_image *img);

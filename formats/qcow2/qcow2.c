@@ -599,6 +599,7 @@ const struct vd_driver vd_qcow2 = {
     .details = qcow2_details,
     .list_snapshots = qcow2_list_snapshots,
     .load_snapshot = qcow2_load_snapshot,
+    .snapshot = qcow2_snapshot_op,
     .disk_size = qcow2_disk_size,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_NATIVE,

@@ -132,6 +132,8 @@ typedef struct qcow2_snapshot {
     uint32_t date_sec, date_nsec;
     uint64_t vm_clock_nsec;
     uint64_t disk_size;   /* from the extra data, else the image size */
+    uint8_t *extra;       /* the extra data as stored (rewritten as is) */
+    uint32_t extra_len;
 } qcow2_snapshot;
 
 /* A reusable compressor (compress.c). */
@@ -275,6 +277,12 @@ int qcow2_snapshots_read(qcow2_state *s, uint64_t file_size, vd_error *err);
 void qcow2_snapshots_free(qcow2_state *s);
 int qcow2_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max);
 int qcow2_load_snapshot(vd_image *img, const char *name, vd_error *err);
+/* The snapshot whose id, else whose name, is `name`; NULL if none. */
+qcow2_snapshot *qcow2_snapshot_find(qcow2_state *s, const char *name);
+
+/* snapshot-write.c */
+int qcow2_snapshot_op(vd_image *img, enum vd_snapshot_op op, const char *name,
+                      vd_error *err);
 
 /* check.c */
 int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);

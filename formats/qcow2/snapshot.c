@@ -1,5 +1,6 @@
 /* snapshot.c - the internal snapshot table: parsed at open, listed, and a
  * snapshot's L1 table loaded in place of the active one (read-only view).
+ * Creating, applying and deleting snapshots is in snapshot-write.c.
  *
  * Entry layout (qemu docs/interop/qcow2.txt): 40 fixed bytes, extra data
  * (vm_state_size_large, disk_size, icount), id string, name string, padding
@@ -19,6 +20,7 @@ void qcow2_snapshots_free(qcow2_state *s)
     for (uint32_t i = 0; s->snaps && i < s->nb_snapshots; i++) {
         free(s->snaps[i].id);
         free(s->snaps[i].name);
+        free(s->snaps[i].extra);
     }
     free(s->snaps);
     s->snaps = NULL;
@@ -73,8 +75,12 @@ static int qcow2_snapshot_one(qcow2_state *s, uint32_t i, uint64_t *pos, uint64_
     if (r == 0) {
         sn->id = qcow2_snap_str(v + extra, id_len);
         sn->name = qcow2_snap_str(v + extra + id_len, name_len);
-        if (!sn->id || !sn->name)
+        sn->extra = malloc(extra ? extra : 1);
+        sn->extra_len = extra;
+        if (!sn->id || !sn->name || !sn->extra)
             r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+        else
+            memcpy(sn->extra, v, extra);
     }
     free(v);
     *pos = at + total;
@@ -125,16 +131,21 @@ int qcow2_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max)
     return (int)s->nb_snapshots;
 }
 
+qcow2_snapshot *qcow2_snapshot_find(qcow2_state *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        if (!strcmp(s->snaps[i].id, name))
+            return &s->snaps[i];
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        if (!strcmp(s->snaps[i].name, name))
+            return &s->snaps[i];
+    return NULL;
+}
+
 int qcow2_load_snapshot(vd_image *img, const char *name, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
-    const qcow2_snapshot *sn = NULL;
-    for (uint32_t i = 0; !sn && i < s->nb_snapshots; i++)
-        if (!strcmp(s->snaps[i].id, name))
-            sn = &s->snaps[i];
-    for (uint32_t i = 0; !sn && i < s->nb_snapshots; i++)
-        if (!strcmp(s->snaps[i].name, name))
-            sn = &s->snaps[i];
+    const qcow2_snapshot *sn = qcow2_snapshot_find(s, name);
     if (!sn)
         return vd_set_error(err, -ENOENT, "qcow2: no snapshot with id or name '%s'", name);
     if (sn->disk_size > VD_MAX_VIRTUAL_SIZE)

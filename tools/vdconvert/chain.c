@@ -290,8 +290,12 @@ int vc_cmd_rebase(int argc, char **argv)
 
 static const char snapshot_usage[] =
     "usage: vdconvert snapshot [-f FMT] [-l | -c NAME | -a NAME | -d NAME] IMG\n"
-    "  -l lists internal snapshots; creating, applying and deleting them needs\n"
-    "  driver support that no format offers yet.\n";
+    "  -l       list the internal snapshots (qcow2)\n"
+    "  -c NAME  create snapshot NAME of the current disk state\n"
+    "  -a SNAP  apply snapshot SNAP (id or name): the disk returns to it and\n"
+    "           what was written since is lost\n"
+    "  -d SNAP  delete snapshot SNAP (id or name), freeing what only it used\n"
+    "  -f FMT   image format (default: probed)\n";
 
 int vc_cmd_snapshot(int argc, char **argv)
 {
@@ -318,13 +322,15 @@ int vc_cmd_snapshot(int argc, char **argv)
                        "(see vdconvert snapshot --help)");
     vd_error e = { 0 };
     vd_image *img;
-    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
+    if (vc_open(argv[optind], fmt, op == 'l', allow, &img, &e) < 0)
         return vc_fail_err(&e);
     int rc = 0;
     if (op != 'l') {
-        rc = vc_fail("snapshot: %s: %s snapshot '%s': not supported for format %s",
-                     argv[optind], op == 'c' ? "creating" : op == 'a' ? "applying" : "deleting",
-                     name, vd_format_name(img));
+        enum vd_snapshot_op sop = op == 'c' ? VD_SNAPSHOT_CREATE
+                                  : op == 'a' ? VD_SNAPSHOT_APPLY : VD_SNAPSHOT_DELETE;
+        int r = vd_snapshot(img, sop, name, &e);
+        int r2 = vd_close(img, r < 0 ? NULL : &e);
+        return r < 0 || r2 < 0 ? vc_fail_err(&e) : 0;
     } else {
         int n = vd_list_snapshots(img, NULL, 0);
         vd_snapshot_info *s = n > 0 ? calloc((size_t)n, sizeof *s) : NULL;

@@ -306,7 +306,10 @@ static int engine_transfer(struct engine *g, const struct engine_job *j, const c
     struct vc_copy *c = g->c;
     uint64_t src = j->src_off + (off - j->off);
     int r = 1;
-    if (__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED))
+    /* Offsets that differ within a page can never share blocks: the kernel
+     * would copy through a pipe, slower than writing from the mapping. */
+    bool congruent = (src - off) % 4096 == 0;
+    if (__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED) || (!congruent && buf))
         r = 1;
     else if (c->out_fd >= 0) {
         if ((r = engine_copy_range(g, j->src_fd, src, c->out_fd, off, len, e)) <= 0)
