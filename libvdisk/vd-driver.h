@@ -67,7 +67,7 @@ static inline bool vd_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 static inline uint64_t vd_round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 bool vd_is_zero(const void *buf, size_t len);
 /* Does a whole cluster/grain look like random or already-compressed data
- * (byte entropy of at least 7.99 bits)?  Compressed writers then store it
+ * (byte entropy of at least 7.9 bits)?  Compressed writers then store it
  * without spending a full deflate on it.  False below 4 KiB. */
 bool vd_looks_incompressible(const void *buf, size_t len);
 

