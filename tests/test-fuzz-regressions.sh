@@ -16,6 +16,10 @@ for f in "$VD_SRC"/tests/fuzz/regressions/*; do
             ( ulimit -t 2 -v 1048576; exec timeout 10 "$VDCONVERT" $cmd ) >/dev/null 2>"$T/err" || rc=$?
         fi
         [ $rc -le 3 ] || fail "vdconvert $cmd: exit $rc: $(head -3 "$T/err")"
+        # ASan exits 1 too: its report is looked for
+        if grep -q "Sanitizer" "$T/err"; then
+            fail "vdconvert $cmd: $(grep -m3 -E 'ERROR|#[0-3] ' "$T/err")"
+        fi
         rm -f "$T/out.raw"
     done
     n=$((n + 1))

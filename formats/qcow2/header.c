@@ -250,7 +250,10 @@ int qcow2_header_read(qcow2_state *s, vd_image *img, vd_error *err)
     uint32_t blen = vd_be32(h + QH_BACKING_SIZE);
     uint64_t ext_end = s->cluster_size;
     if (r == 0 && boff) {
-        if (blen == 0 || blen > 1023 || boff > s->cluster_size - blen || boff < s->header_len)
+        /* blen is checked against the cluster size first: with 512-byte
+         * clusters, cluster_size - blen would wrap (found by fuzzing). */
+        if (blen == 0 || blen > 1023 || blen > s->cluster_size ||
+            boff > s->cluster_size - blen || boff < s->header_len)
             r = vd_set_error(err, -EINVAL,
                              "qcow2: backing file name at 0x%llx (%u bytes) outside the header cluster",
                              (unsigned long long)boff, blen);
