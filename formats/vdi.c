@@ -569,7 +569,11 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
         return vd_set_error(err, -EINVAL, "vdi: a differencing image cannot be static");
     uint8_t h[512] = { 0 };
     uint32_t n_blocks = (uint32_t)((size + VDI_DEFAULT_BLOCK - 1) / VDI_DEFAULT_BLOCK);
-    uint64_t off_data = 512 + vd_round_up((uint64_t)n_blocks * 4, 512);
+    /* Data starts 1 MiB aligned, as VirtualBox lays it out (VDI_DATA_ALIGN):
+     * blocks then sit on file-system block boundaries, so copy_file_range
+     * can share them with a raw source (a reflink on XFS/btrfs). */
+    uint64_t map_bytes_used = vd_round_up((uint64_t)n_blocks * 4, 512);
+    uint64_t off_data = vd_round_up(512 + map_bytes_used, 1u << 20);
     uint32_t type = a->backing ? VDI_TYPE_DIFF : fixed ? VDI_TYPE_FIXED : VDI_TYPE_NORMAL;
     memcpy(h + VDI_O_TEXT, VDI_SIGNATURE_TEXT, sizeof VDI_SIGNATURE_TEXT - 1);
     vd_put_le32(h + VDI_O_MAGIC, VDI_MAGIC);
@@ -599,11 +603,11 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
         return r;
     vdi_put_geometry(h + VDI_O_LCHS, size);
 
-    size_t map_bytes = (size_t)(off_data - 512);
+    size_t map_bytes = (size_t)map_bytes_used;   /* the padding up to off_data stays a hole */
     uint8_t *map = malloc(map_bytes ? map_bytes : 1);
     if (!map)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    memset(map, 0xff, map_bytes);   /* trailing padding too: harmless */
+    memset(map, 0xff, map_bytes);
     for (uint32_t i = 0; i < n_blocks; i++)
         vd_put_le32(map + (size_t)i * 4, fixed ? i : VDI_BLOCK_FREE);
     vd_file *f;
@@ -620,10 +624,51 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
     return r;
 }
 
-/* Allocated data is stored plainly in the image file (zero-copy reads). */
+/* Allocated data is stored plainly in the image file (zero-copy reads);
+ * not with per-block extra data (blocks are then not contiguous). */
 static vd_file *vdi_data_file(vd_image *img)
 {
-    return img->file;
+    struct vdi_state *s = img->priv;
+    return s->block_extra ? NULL : img->file;
+}
+
+/* Whole blocks from `off`: a run of allocated blocks that follow each other
+ * in the file is reported as it is; otherwise the following blocks that
+ * have no data get the next data blocks, in order (so they are contiguous),
+ * their map entries written, the file extended over them (holes read as
+ * zeroes); the caller writes the data. */
+static int vdi_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                             uint64_t *mapped, vd_error *err)
+{
+    struct vdi_state *s = img->priv;
+    uint32_t blk = (uint32_t)(off / s->block_size);
+    bool fresh = s->bmap[blk] == VDI_BLOCK_FREE || s->bmap[blk] == VDI_BLOCK_ZERO;
+    uint32_t first = fresh ? s->next_index : s->bmap[blk];
+    uint64_t count = 1;
+    while (count * s->block_size < len && blk + count < s->n_blocks) {
+        uint32_t e = s->bmap[blk + count];
+        bool next_fresh = e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO;
+        if (next_fresh != fresh || (!fresh && e != first + count))
+            break;
+        count++;
+    }
+    *file_off = vdi_block_file_off(s, first);
+    *mapped = count * s->block_size < len ? count * s->block_size : len;
+    if (!fresh)
+        return 0;
+    if (s->next_index + count > s->n_blocks)
+        return vd_set_error(err, -ENOSPC, "vdi: no free data block index left for block %u", blk);
+    int64_t have = vd_file_size(img->file, err);
+    uint64_t need = vdi_block_file_off(s, first + (uint32_t)count);
+    int r = have < 0 ? (int)have : 0;
+    if (r == 0 && (uint64_t)have < need)
+        r = vd_file_truncate(img->file, need, err);
+    for (uint64_t i = 0; r == 0 && i < count; i++) {
+        s->bmap[blk + i] = s->next_index++;
+        s->n_alloc++;
+        r = vdi_write_bmap_entry(img, s, blk + (uint32_t)i, err);
+    }
+    return r;
 }
 
 static const char *const vdi_extensions[] = { "vdi", NULL };
@@ -650,6 +695,7 @@ const struct vd_driver vd_vdi = {
     .flush = vdi_flush,
     .block_status = vdi_block_status,
     .data_file = vdi_data_file,
+    .map_for_write = vdi_map_for_write,
     .check = vdi_check,
     .details = vdi_details,
     .can_write = VD_CAN_NATIVE,
