@@ -71,7 +71,11 @@ static int qed_check_l2(struct qed_check_ctx *c, uint64_t l2_off, uint64_t *prev
         uint64_t e = vd_le64(t + j * 8);
         if (e <= QED_ZERO_ENTRY)
             continue;
-        if ((e & (s->cluster_size - 1)) || e < s->data_start || e >= c->file_size) {
+        /* A cluster the file does not hold whole is bad, as qemu judges it
+         * (its file size is rounded down to a cluster): after a power
+         * loss, a new cluster's entry may reach the disk before all of it. */
+        if ((e & (s->cluster_size - 1)) || e < s->data_start || e >= c->file_size ||
+            c->file_size - e < s->cluster_size) {
             qed_problem(c->res, "qed: L2 entry %llu at 0x%llx: bad data cluster offset 0x%llx",
                         (unsigned long long)j, (unsigned long long)(l2_off + j * 8),
                         (unsigned long long)e);

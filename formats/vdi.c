@@ -74,6 +74,12 @@ struct vdi_state {
     uint32_t next_index;           /* data index of the next new block */
     uint8_t uuid_create[16], uuid_modify[16], uuid_link[16], uuid_parent[16];
     uint32_t *bmap;
+    /* Blocks given data since the last flush: their map entries (and the
+     * allocated count) are written at the next flush, after the data is
+     * synced, so that after a power loss no entry points at a block that
+     * did not reach the disk. */
+    uint32_t *unsynced;
+    size_t n_unsynced, cap_unsynced;
 };
 
 static int vdi_probe(const uint8_t *head, size_t len, const uint8_t *tail,
@@ -299,8 +305,10 @@ static int vdi_find_parent(vd_image *img, struct vdi_state *s, vd_error *err)
 static void vdi_close(vd_image *img)
 {
     struct vdi_state *s = img->priv;
-    if (s)
+    if (s) {
         free(s->bmap);
+        free(s->unsynced);
+    }
     free(s);
     img->priv = NULL;
 }
@@ -375,15 +383,42 @@ static int vdi_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_erro
     return 0;
 }
 
-static int vdi_write_bmap_entry(vd_image *img, struct vdi_state *s, uint32_t blk, vd_error *err)
+/* Remember that block `blk`'s map entry must be written at the next flush. */
+static int vdi_defer_bmap_entry(struct vdi_state *s, uint32_t blk, vd_error *err)
 {
-    uint8_t le[4];
-    vd_put_le32(le, s->bmap[blk]);
-    int r = vd_file_pwrite(img->file, le, 4, s->off_blocks + (uint64_t)blk * 4, err);
-    if (r < 0)
-        return r;
-    vd_put_le32(le, s->n_alloc);
-    return vd_file_pwrite(img->file, le, 4, s->alloc_at, err);
+    if (s->n_unsynced == s->cap_unsynced) {
+        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
+        uint32_t *p = realloc(s->unsynced, n * sizeof *p);
+        if (!p)
+            return vd_set_error(err, -ENOMEM, "vdi: out of memory");
+        s->unsynced = p;
+        s->cap_unsynced = n;
+    }
+    s->unsynced[s->n_unsynced++] = blk;
+    return 0;
+}
+
+/* New blocks' data is synced first, then their map entries and the count
+ * (then vdi_flush syncs again). */
+static int vdi_write_unsynced(vd_image *img, struct vdi_state *s, vd_error *err)
+{
+    if (!s->n_unsynced)
+        return 0;
+    int r = vd_file_sync(img->file, err);
+    for (size_t i = 0; r == 0 && i < s->n_unsynced; i++) {
+        uint8_t le[4];
+        uint32_t blk = s->unsynced[i];
+        vd_put_le32(le, s->bmap[blk]);
+        r = vd_file_pwrite(img->file, le, 4, s->off_blocks + (uint64_t)blk * 4, err);
+    }
+    if (r == 0) {
+        uint8_t le[4];
+        vd_put_le32(le, s->n_alloc);
+        r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err);
+    }
+    if (r == 0)
+        s->n_unsynced = 0;
+    return r;
 }
 
 /* Give block `blk` a data block holding `len` bytes of `data` at `in`, the
@@ -410,7 +445,7 @@ static int vdi_allocate(vd_image *img, struct vdi_state *s, uint32_t blk, uint64
             s->next_index++;
             s->n_alloc++;
             s->bmap[blk] = idx;
-            r = vdi_write_bmap_entry(img, s, blk, err);
+            r = vdi_defer_bmap_entry(s, blk, err);
         }
     }
     free(b);
@@ -442,7 +477,9 @@ static int vdi_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, 
 
 static int vdi_flush(vd_image *img, vd_error *err)
 {
-    return vd_file_sync(img->file, err);
+    struct vdi_state *s = img->priv;
+    int r = vdi_write_unsynced(img, s, err);
+    return r < 0 ? r : vd_file_sync(img->file, err);
 }
 
 static int vdi_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
@@ -474,7 +511,6 @@ static int vdi_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
 
 static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
-    (void)flags;
     struct vdi_state *s = img->priv;
     uint8_t *used = calloc(s->n_blocks ? s->n_blocks : 1, 1);
     if (!used)
@@ -491,15 +527,30 @@ static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_err
                          "block map entry %u: data block %u is used twice", i, e);
         }
     }
-    if (allocated != s->n_alloc && !res->corruptions++)
-        snprintf(res->first_problem, sizeof res->first_problem,
-                 "header counts %u allocated blocks, the block map %u", s->n_alloc, allocated);
+    int r = 0;
+    if (allocated != s->n_alloc) {
+        if (!res->corruptions++)
+            snprintf(res->first_problem, sizeof res->first_problem,
+                     "header counts %u allocated blocks, the block map %u", s->n_alloc,
+                     allocated);
+        /* The count and the map are separate writes (a power loss can keep
+         * one): repair makes the count the map's. */
+        if ((flags & VD_CHECK_REPAIR_ALL) == VD_CHECK_REPAIR_ALL && !img->readonly &&
+            res->corruptions == 1) {
+            uint8_t le[4];
+            s->n_alloc = allocated;
+            vd_put_le32(le, allocated);
+            if ((r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err)) == 0 &&
+                (r = vd_file_sync(img->file, err)) == 0)
+                res->corruptions_fixed++;
+        }
+    }
     res->allocated_clusters = allocated;
     res->total_clusters = s->n_blocks;
     res->image_end_offset = s->next_index ? vdi_block_file_off(s, s->next_index) - s->block_extra
                                           : s->off_data;
     free(used);
-    return 0;
+    return r;
 }
 
 static void vdi_details(vd_image *img, vd_kv_fn fn, void *ctx)
@@ -666,7 +717,7 @@ static int vdi_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t
     for (uint64_t i = 0; r == 0 && i < count; i++) {
         s->bmap[blk + i] = s->next_index++;
         s->n_alloc++;
-        r = vdi_write_bmap_entry(img, s, blk + (uint32_t)i, err);
+        r = vdi_defer_bmap_entry(s, blk + (uint32_t)i, err);
     }
     return r;
 }

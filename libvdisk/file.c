@@ -103,6 +103,7 @@ int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_err
     const char *p = buf;
     if (f->readonly)
         return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
+    vd_wl_record(f, VD_WL_WRITE, off, len, buf);   /* power-loss tests only */
     while (len) {
         ssize_t r = pwrite(f->fd, p, len, (off_t)off);
         if (r < 0) {
@@ -132,12 +133,15 @@ int vd_file_zero(vd_file *f, uint64_t off, uint64_t len, vd_error *err)
         return vd_file_truncate(f, off + len, err);
     if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   (off_t)off, (off_t)len) == 0) {
+        vd_wl_record(f, VD_WL_ZERO, off, len, NULL);
         if (off + len > (uint64_t)size)
             return vd_file_truncate(f, off + len, err);
         return 0;
     }
-    if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+    if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0) {
+        vd_wl_record(f, VD_WL_ZERO, off, len, NULL);
         return 0;
+    }
     static const char zeroes[65536];
     while (len) {
         size_t n = len < sizeof zeroes ? (size_t)len : sizeof zeroes;
@@ -157,6 +161,7 @@ int vd_file_truncate(vd_file *f, uint64_t size, vd_error *err)
     if (ftruncate(f->fd, (off_t)size) < 0)
         return vd_set_errno(err, -errno, "%s: truncate to 0x%llx", f->path,
                             (unsigned long long)size);
+    vd_wl_record(f, VD_WL_TRUNCATE, size, 0, NULL);
     return 0;
 }
 
@@ -166,6 +171,7 @@ int vd_file_sync(vd_file *f, vd_error *err)
         return 0;
     if (fdatasync(f->fd) < 0)
         return vd_set_errno(err, -errno, "%s: fdatasync", f->path);
+    vd_wl_record(f, VD_WL_SYNC, 0, 0, NULL);
     return 0;
 }
 

@@ -13,4 +13,10 @@ bool vd_is_uri(const char *path);
 /* Prefix err->msg with "path: " unless it already starts with it. */
 void vd_error_prefix(vd_error *err, const char *path);
 
+/* Power-loss tests (writelog.c): log a completed change to a file when
+ * VDISK_TEST_WRITE_LOG is set; `data` only for VD_WL_WRITE. */
+enum vd_wl_op { VD_WL_WRITE = 1, VD_WL_ZERO, VD_WL_TRUNCATE, VD_WL_SYNC, VD_WL_MARK };
+void vd_wl_record(const vd_file *f, enum vd_wl_op op, uint64_t off, uint64_t len,
+                  const void *data);
+
 #endif

@@ -6,6 +6,10 @@
  *       SEED and i), calling vd_flush every FLUSH_EVERY writes and then
  *       appending "i\n" to LOG (fsync'd): i writes are durable.  The test
  *       SIGKILLs it at a random moment.
+ *       With VD_CRASH_WRITES=N it stops after N writes instead (flushed
+ *       and closed), and with VDISK_TEST_WRITE_LOG set (the library's log
+ *       of file changes, for power-loss tests) it appends a "mark" record
+ *       holding i to that log after each completed flush.
  *   crash-writer verify IMG SEED DONE [FLUSH_EVERY] [BASE]
  *       Replays iterations 0..DONE-1 on a shadow copy (zeroes, or the raw
  *       content of BASE when the image has a backing file) and checks that
@@ -67,6 +71,20 @@ static void fill(uint8_t *buf, const struct op *o, uint64_t i)
         buf[k] = (uint8_t)(o->fill_seed + k * 31 + (i & 0xff) + (k >> 9));
 }
 
+/* A mark record in the library's write log (libvdisk/writelog.c format). */
+static void write_log_mark(int wl, uint64_t done)
+{
+    uint8_t h[28 + 4] = "VDWL";
+    uint32_t op = 5, plen = 4;
+    memcpy(h + 4, &op, 4);          /* little-endian hosts only, as the tests */
+    memcpy(h + 8, &plen, 4);
+    memcpy(h + 12, &done, 8);
+    memset(h + 20, 0, 8);
+    memcpy(h + 28, "mark", 4);
+    if (wl >= 0 && write(wl, h, sizeof h) != (ssize_t)sizeof h)
+        fprintf(stderr, "crash-writer: cannot append to the write log\n");
+}
+
 static int do_write(const char *img_path, uint64_t seed, const char *log, uint64_t every)
 {
     vd_image *img;
@@ -76,9 +94,18 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
         return 1;
     }
     int lf = open(log, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    const char *wl_path = getenv("VDISK_TEST_WRITE_LOG"), *limit = getenv("VD_CRASH_WRITES");
+    int wl = wl_path ? open(wl_path, O_WRONLY | O_APPEND | O_CREAT, 0644) : -1;
+    uint64_t max = limit ? strtoull(limit, NULL, 10) : UINT64_MAX;
     uint8_t *buf = malloc(MAX_WRITE);
     uint64_t size = vd_size(img);
     for (uint64_t i = 0;; i++) {
+        if (i == max) {
+            int r = vd_close(img, &e);
+            if (r < 0)
+                fprintf(stderr, "crash-writer: close: %s\n", e.msg);
+            return r < 0;
+        }
         struct op o = op_for(seed, i, size);
         int r;
         if (op_is_zero(seed, i)) {
@@ -100,6 +127,7 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
             int n = snprintf(line, sizeof line, "%" PRIu64 "\n", i + 1);
             if (write(lf, line, (size_t)n) != n || fsync(lf) < 0)
                 return 1;
+            write_log_mark(wl, i + 1);
         }
     }
 }

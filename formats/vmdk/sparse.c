@@ -23,6 +23,12 @@ struct vmdk_sparse {
     pthread_mutex_t lock;      /* guards gt[] and the grain cache */
     uint64_t cache_grain;      /* last decompressed grain, UINT64_MAX none */
     uint8_t *cache;
+    /* Grains allocated since the last flush: their grain table entries go
+     * to disk at the next flush, after the grains themselves are synced,
+     * so that after a power loss no entry points at a grain that did not
+     * reach the disk (vmdk_sparse_flush). */
+    uint64_t *unsynced;
+    size_t n_unsynced, cap_unsynced;
 };
 
 int vmdk_header_parse(const uint8_t *b, struct vmdk_header *h, const char *where,
@@ -197,6 +203,7 @@ void vmdk_sparse_close(struct vmdk_extent *e)
     free(s->gd);
     free(s->rgd);
     free(s->cache);
+    free(s->unsynced);
     pthread_mutex_destroy(&s->lock);
     free(s);
     e->sp = NULL;
@@ -376,17 +383,45 @@ int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t
     return 0;
 }
 
-/* Store a grain table entry in the cache and in both tables on disk. */
-static int vmdk_sparse_set_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, uint32_t v,
-                               vd_error *err)
+/* Write grain g's entry (from the cache) into both grain tables on disk. */
+static int vmdk_sparse_write_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, vd_error *err)
 {
     uint32_t i = (uint32_t)(g / s->h.gtes), k = (uint32_t)(g % s->h.gtes);
     uint8_t le[4];
-    vd_put_le32(le, v);
-    s->gt[i][k] = v;
+    vd_put_le32(le, s->gt[i][k]);
     int r = vd_file_pwrite(f, le, 4, (uint64_t)s->gd[i] * VMDK_SECTOR + k * 4ull, err);
     if (r == 0 && s->rgd && s->rgd[i])
         r = vd_file_pwrite(f, le, 4, (uint64_t)s->rgd[i] * VMDK_SECTOR + k * 4ull, err);
+    return r;
+}
+
+/* Point grain g at sector v in the cache; the tables on disk follow at the
+ * next flush. */
+static int vmdk_sparse_set_gte(struct vmdk_sparse *s, uint64_t g, uint32_t v, vd_error *err)
+{
+    if (s->n_unsynced == s->cap_unsynced) {
+        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
+        uint64_t *p = realloc(s->unsynced, n * sizeof *p);
+        if (!p)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        s->unsynced = p;
+        s->cap_unsynced = n;
+    }
+    s->unsynced[s->n_unsynced++] = g;
+    s->gt[g / s->h.gtes][g % s->h.gtes] = v;
+    return 0;
+}
+
+int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err)
+{
+    struct vmdk_sparse *s = e->sp;
+    if (!s || !s->n_unsynced)
+        return 0;
+    int r = vd_file_sync(e->file, err);     /* the grains first */
+    for (size_t i = 0; r == 0 && i < s->n_unsynced; i++)
+        r = vmdk_sparse_write_gte(e->file, s, s->unsynced[i], err);
+    if (r == 0)
+        s->n_unsynced = 0;
     return r;
 }
 
@@ -474,7 +509,7 @@ static int vmdk_sparse_alloc_grain(vd_image *img, struct vmdk_extent *e, uint64_
     if (r == 0)
         r = vd_file_pwrite(e->file, src, s->grain_bytes, sec * VMDK_SECTOR, err);
     if (r == 0)
-        r = vmdk_sparse_set_gte(e->file, s, g, (uint32_t)sec, err);
+        r = vmdk_sparse_set_gte(s, g, (uint32_t)sec, err);
     free(grain);
     return r;
 }

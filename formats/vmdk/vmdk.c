@@ -476,6 +476,9 @@ static int vmdk_do_flush(vd_image *img, vd_error *err)
     int r = 0;
     if (v->stream)
         r = vmdk_stream_finish(img, err);
+    for (size_t i = 0; r == 0 && i < v->n_ext; i++)
+        if (v->ext[i].sp && !v->ext[i].readonly)
+            r = vmdk_sparse_flush(&v->ext[i], err);
     if (r == 0)
         r = vd_file_sync(img->file, err);
     for (size_t i = 0; r == 0 && i < v->n_ext; i++)

@@ -140,6 +140,9 @@ void vmdk_header_encode(const struct vmdk_header *h, uint8_t *b);
 int vmdk_sparse_open(struct vmdk_extent *e, const struct vmdk_header *h,
                      vd_error *err);
 void vmdk_sparse_close(struct vmdk_extent *e);
+/* Sync the grains written since the last flush, then write their grain
+ * table entries (the caller syncs again). */
+int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err);
 /* I/O inside one extent; `off` is a byte offset relative to the extent. */
 int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf,
                       size_t len, uint64_t off, uint64_t guest_off, vd_error *err);

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""powerloss.py - rebuild what a disk could hold after a power loss.
+
+    powerloss.py LOG IMAGE BASE OUT CUT SEED     (prints the durable count)
+    powerloss.py LOG IMAGE --count                (prints the record count)
+
+LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
+IMAGE the path of the image file as the writer opened it, BASE a copy of
+that file from before the writer ran.  The power fails after record CUT
+(0 .. count): OUT gets BASE plus every change to IMAGE that the file's last
+sync before CUT made durable, in order, and then, of the changes after that
+sync, a random subset (seeded by SEED) in 4 KiB pieces: each piece of a
+write or zeroing lands or does not, a truncation happens or does not.  That
+is what a disk with a volatile write cache may keep (sector writes are
+atomic; nothing else is promised between syncs).  The output line is the
+number of writes the writer had flushed (its last "mark" before CUT).
+"""
+import random
+import shutil
+import struct
+import sys
+
+PIECE = 4096
+
+
+def records(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    pos = 0
+    while pos + 28 <= len(data):
+        magic, op, plen, off, ln = struct.unpack_from('<4sIIQQ', data, pos)
+        if magic != b'VDWL':
+            raise SystemExit('powerloss: bad record at 0x%x of %s' % (pos, path))
+        pos += 28
+        name = data[pos:pos + plen].decode()
+        pos += plen
+        payload = data[pos:pos + ln] if op == 1 else b''
+        pos += len(payload)
+        yield op, name, off, ln, payload
+
+
+def apply(f, op, off, ln, payload, lo=0, hi=None):
+    """Apply bytes [lo, hi) of one change."""
+    hi = ln if hi is None else hi
+    if op == 1:
+        f.seek(off + lo)
+        f.write(payload[lo:hi])
+    elif op == 2:
+        f.seek(off + lo)
+        f.write(b'\0' * (hi - lo))
+    elif op == 3:
+        f.truncate(off)
+
+
+def main():
+    log, image = sys.argv[1], sys.argv[2]
+    recs = list(records(log))
+    if sys.argv[3] == '--count':
+        print(len(recs))
+        return
+    base, out, cut, seed = sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+    recs = recs[:cut]
+    last_sync = max((i for i, r in enumerate(recs) if r[0] == 4 and r[1] == image), default=-1)
+    done = max((r[2] for r in recs if r[0] == 5), default=0)
+    rng = random.Random(seed)
+    shutil.copyfile(base, out)
+    with open(out, 'r+b') as f:
+        for i, (op, name, off, ln, payload) in enumerate(recs):
+            if name != image or op not in (1, 2, 3):
+                continue
+            if i < last_sync:
+                apply(f, op, off, ln, payload)
+            elif op == 3:
+                if rng.random() < 0.5:
+                    apply(f, op, off, ln, payload)
+            else:
+                # pieces aligned to the file's 4 KiB pages
+                p = off
+                while p < off + ln:
+                    q = min((p // PIECE + 1) * PIECE, off + ln)
+                    if rng.random() < 0.5:
+                        apply(f, op, off, ln, payload, p - off, q - off)
+                    p = q
+    print(done)
+
+
+if __name__ == '__main__':
+    main()
