@@ -36,6 +36,11 @@ struct vhd_state {
     uint32_t *bat;             /* host order */
     uint64_t next_free;        /* where the next block (then the footer) goes */
     bool footer_from_head;     /* the trailing footer was bad: rewrite it */
+    /* Blocks allocated since the last flush: their BAT entries are written
+     * at the next flush, after the blocks and the moved footer are synced,
+     * so that after a power loss no entry points past the end of the file. */
+    uint32_t *unsynced;
+    size_t n_unsynced, cap_unsynced;
 };
 
 /* One's complement of the byte sum, with the checksum field counted as 0. */
@@ -256,6 +261,7 @@ static void vhd_close(vd_image *img)
     if (!s)
         return;
     free(s->bat);
+    free(s->unsynced);
     free(s);
     img->priv = NULL;
 }
@@ -407,18 +413,27 @@ static int vhd_write_footer(vd_image *img, struct vhd_state *s, uint64_t at, vd_
 
 /* Append a block at the end: bitmap (all ones for a dynamic disk, where the
  * bitmap is not consulted; all clear for a differencing one), zero data (a
- * hole), then the footer after it, and only then the BAT entry, so a crash
- * in between leaves a valid image with a leaked block. */
+ * hole), then the footer after it; the BAT entry follows at the next flush
+ * (vhd_write_unsynced), so a crash or power loss in between leaves a valid
+ * image with a leaked block. */
 static int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_error *err)
 {
-    uint64_t start = s->next_free, end = start + s->bitmap_size + s->block_size;
+    /* The data (after the bitmap) starts on a 4 KiB boundary, as qemu lays
+     * it out: file-system blocks then hold whole guest pages, and
+     * copy_file_range can share them with a raw file (reflinks). */
+    uint64_t start = vd_round_up(s->next_free + s->bitmap_size, 4096) - s->bitmap_size;
+    uint64_t end = start + s->bitmap_size + s->block_size;
     if (start / VHD_SECTOR >= VHD_BAT_UNUSED)
         return vd_set_error(err, -EFBIG, "vhd: file would exceed 2 TiB of sectors");
     uint8_t *bm = malloc(s->bitmap_size);
     if (!bm)
         return vd_set_error(err, -ENOMEM, "out of memory");
     memset(bm, s->type == VHD_TYPE_DIFF ? 0 : 0xff, s->bitmap_size);
-    int r = vd_file_pwrite(img->file, bm, s->bitmap_size, start, err);
+    int r = 0;
+    if (start > s->next_free)     /* the old footer copy in the gap */
+        r = vd_file_zero(img->file, s->next_free, start - s->next_free, err);
+    if (r == 0)
+        r = vd_file_pwrite(img->file, bm, s->bitmap_size, start, err);
     free(bm);
     if (r == 0)
         r = vd_file_zero(img->file, start + s->bitmap_size, s->block_size, err);
@@ -426,11 +441,15 @@ static int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_
         r = vhd_write_footer(img, s, end, err);
     if (r < 0)
         return r;
-    uint8_t e[4];
-    vd_put_be32(e, (uint32_t)(start / VHD_SECTOR));
-    r = vd_file_pwrite(img->file, e, 4, s->bat_off + 4 * (uint64_t)blk, err);
-    if (r < 0)
-        return r;
+    if (s->n_unsynced == s->cap_unsynced) {
+        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
+        uint32_t *p = realloc(s->unsynced, n * sizeof *p);
+        if (!p)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        s->unsynced = p;
+        s->cap_unsynced = n;
+    }
+    s->unsynced[s->n_unsynced++] = blk;
     s->bat[blk] = (uint32_t)(start / VHD_SECTOR);
     s->next_free = end;
     s->file_size = end + VHD_FOOTER_SIZE;
@@ -544,9 +563,30 @@ static int vhd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
     return r;
 }
 
+/* Sync the new blocks (and the footer after them), then write their BAT
+ * entries; vhd_flush syncs again. */
+static int vhd_write_unsynced(vd_image *img, struct vhd_state *s, vd_error *err)
+{
+    if (!s->n_unsynced)
+        return 0;
+    int r = vd_file_sync(img->file, err);
+    for (size_t i = 0; r == 0 && i < s->n_unsynced; i++) {
+        uint32_t blk = s->unsynced[i];
+        uint8_t e[4];
+        vd_put_be32(e, s->bat[blk]);
+        r = vd_file_pwrite(img->file, e, 4, s->bat_off + 4 * (uint64_t)blk, err);
+    }
+    if (r == 0)
+        s->n_unsynced = 0;
+    return r;
+}
+
 static int vhd_flush(vd_image *img, vd_error *err)
 {
     struct vhd_state *s = img->priv;
+    int r0 = vhd_write_unsynced(img, s, err);
+    if (r0 < 0)
+        return r0;
     if (s->footer_from_head && !img->readonly) {
         /* Restore the damaged trailing footer from the good copy. */
         int r = vhd_write_footer(img, s, s->next_free, err);
@@ -676,6 +716,30 @@ static vd_file *vhd_data_file(vd_image *img)
     return img->file;
 }
 
+/* One block from `off` (block aligned): allocated if it is not; in a
+ * differencing disk its sectors are marked present, since the caller
+ * writes the whole range. */
+static int vhd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
+                             uint64_t *mapped, vd_error *err)
+{
+    struct vhd_state *s = img->priv;
+    if (s->type == VHD_TYPE_FIXED) {   /* the data is the start of the file */
+        *file_off = off;
+        *mapped = len;
+        return 0;
+    }
+    uint32_t blk, in_blk;
+    uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+    int r = 0;
+    if (s->bat[blk] == VHD_BAT_UNUSED)
+        r = vhd_alloc_block(img, s, blk, err);
+    if (r == 0 && s->type == VHD_TYPE_DIFF)
+        r = vhd_set_bits(img, s, blk, in_blk, n, err);
+    *file_off = vhd_block_data(s, blk) + in_blk;
+    *mapped = n;
+    return r;
+}
+
 static const char *const vhd_extensions[] = { "vhd", "vpc", NULL };
 
 static const vd_opt_desc vhd_create_opts[] = {
@@ -702,6 +766,7 @@ const struct vd_driver vd_vhd = {
     .flush = vhd_flush,
     .block_status = vhd_block_status,
     .data_file = vhd_data_file,
+    .map_for_write = vhd_map_for_write,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,

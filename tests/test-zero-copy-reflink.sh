@@ -1,7 +1,7 @@
 #!/bin/bash
 # Zero-copy conversion on a file system with reflinks: an XFS file system
 # in a loop-mounted file.  The correctness tests of test-zero-copy.sh run
-# there, and the outputs of raw -> raw, raw -> qcow2, raw -> vdi and qcow2 -> raw must
+# there, and the outputs of raw -> raw, raw -> qcow2, raw -> vdi, raw -> vhd and qcow2 -> raw must
 # share their data extents with the source (filefrag reports them
 # "shared"): the data was not copied at all.  With --no-copy-range nothing
 # is shared, so the check can fail.  Skipped without root, loop devices or
@@ -40,6 +40,9 @@ qemu-img compare -q "$M/a.raw" "$M/b.qcow2" || fail "raw -> qcow2: content diffe
 "$VDCONVERT" -O vdi "$M/a.raw" "$M/b.vdi"
 check_shared "raw -> vdi" "$M/b.vdi" 32768
 qemu-img compare -q "$M/a.raw" "$M/b.vdi" || fail "raw -> vdi: content differs"
+"$VDCONVERT" -O vpc "$M/a.raw" "$M/b.vhd"
+check_shared "raw -> vhd" "$M/b.vhd" 32768
+qemu-img compare -q "$M/a.raw" "$M/b.vhd" || fail "raw -> vhd: content differs"
 rm -f "$M/c.raw"
 "$VDCONVERT" -O raw "$M/b.qcow2" "$M/c.raw"
 check_shared "qcow2 -> raw" "$M/c.raw" 32768

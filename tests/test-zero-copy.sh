@@ -2,8 +2,8 @@
 # Zero-copy conversion: data a source stores plainly in its file goes with
 # copy_file_range (zero detection on a read-only mapping) into a raw
 # target at the guest offset or into clusters vd_map_for_write allocates in
-# a qcow2 or VDI target.  Every source format with a plain data file, made by
-# qemu-img, converted to raw, qcow2 and vdi, must equal what qemu-img reads, with
+# a qcow2, VDI or VHD target.  Every source format with a plain data file, made by
+# qemu-img, converted to raw, qcow2, vdi and vhd, must equal what qemu-img reads, with
 # and without zero detection, and check clean; the same holds for the
 # fallbacks: runs that are not whole target clusters, a backing chain (data
 # of depth 1), clusters that point past the end of the file, --no-copy-range.
@@ -34,13 +34,14 @@ EOF
 
 convert_and_compare() {  # LABEL SRC [vdconvert options...]
     local label=$1 src=$2; shift 2
-    for of in raw qcow2 vdi; do
+    for of in raw qcow2 vdi vhd; do
         rm -f "$D/out.$of"
         "$V" "$@" -O "$of" "$src" "$D/out.$of" || fail "$label -> $of: vdconvert failed"
         qemu-img compare -q "$src" "$D/out.$of" || fail "$label -> $of: content differs"
-        if [ "$of" != raw ]; then
-            qemu-img check -q "$D/out.$of" || fail "$label -> $of: qemu-img check"
-        fi
+        case $of in
+        qcow2|vdi) qemu-img check -q "$D/out.$of" || fail "$label -> $of: qemu-img check" ;;
+        vhd) "$V" check "$D/out.$of" >/dev/null || fail "$label -> vhd: vdconvert check" ;;
+        esac
     done
 }
 
@@ -51,7 +52,7 @@ for fmt in raw qcow2 vdi vpc vhdx qed qcow; do
     convert_and_compare "$fmt -S 0" "$src" -S 0
     convert_and_compare "$fmt --no-copy-range" "$src" --no-copy-range
 done
-echo "formats: raw qcow2 vdi vhd vhdx qed qcow -> raw, qcow2, vdi: identical"
+echo "formats: raw qcow2 vdi vhd vhdx qed qcow -> raw, qcow2, vdi, vhd: identical"
 
 # -S 0 copies everything block status calls data, written zeroes included;
 # zero detection leaves them out (the qcow2 output is smaller).
