@@ -206,12 +206,17 @@ static int vhdx_status_run(vd_image *img, uint64_t off, uint64_t n, bool present
                           present ? file_off : VD_NO_OFFSET);
 }
 
+/* Most blocks one block status call looks at: a call over a huge disk
+ * would otherwise walk its whole BAT (up to 32M entries) at once; callers
+ * ask again from where the answer ends. */
+#define VHDX_STATUS_BLOCKS 16384
+
 int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                       vd_error *err)
 {
     struct vhdx_state *s = img->priv;
     int r = 0;
-    while (len && r == 0) {
+    for (unsigned i = 0; len && r == 0 && i < VHDX_STATUS_BLOCKS; i++) {
         uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
         uint64_t e = s->bat[vhdx_bat_index(s, blk)];
         switch (VHDX_BAT_STATE(e)) {
