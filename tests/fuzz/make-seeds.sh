@@ -41,7 +41,7 @@ mk vpc fixed.vhd 262144 -o subformat=fixed
 mk vhdx dyn.vhdx 1048576 -o block_size=1M
 mk parallels a.hds 1048576 -o cluster_size=4096
 mv vpc vhd
-# fuzz-vhdx-compact: the metadata pieces of qemu's VHDX (offsets as in
+# fuzz-vhdx-compact: the 16 KiB metadata pieces of qemu's VHDX (offsets as in
 # fuzz-open.c), for a 1 MiB-block image with data and one with 32 MiB blocks.
 mk vhdx big.vhdx 67108864
 mkdir -p fuzz-vhdx-compact
@@ -51,7 +51,7 @@ import sys
 src = open(sys.argv[1], 'rb').read()
 at = [0, 64 << 10, 128 << 10, 192 << 10, 256 << 10, 1 << 20, 2 << 20, 3 << 20,
       (3 << 20) + (64 << 10), 8 << 20]
-out = b''.join(src[a:a + 65536].ljust(65536, b'\0') for a in at)
+out = b''.join(src[a:a + 16384].ljust(16384, b'\0') for a in at)
 open(sys.argv[2], 'wb').write(out.rstrip(b'\0'))
 PY
 done
