@@ -104,6 +104,10 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
             int r = vd_close(img, &e);
             if (r < 0)
                 fprintf(stderr, "crash-writer: close: %s\n", e.msg);
+            free(buf);
+            close(lf);
+            if (wl >= 0)
+                close(wl);
             return r < 0;
         }
         struct op o = op_for(seed, i, size);

@@ -287,7 +287,8 @@ static int qcow2_snap_create(vd_image *img, qcow2_state *s, const char *name, vd
     free(l1);
     /* 3. the table that names it */
     if (r == 0) {
-        memcpy(snaps, s->snaps, s->nb_snapshots * sizeof *snaps);
+        if (s->nb_snapshots)
+            memcpy(snaps, s->snaps, s->nb_snapshots * sizeof *snaps);
         snaps[s->nb_snapshots] = sn;
         r = qcow2_snap_table_replace(s, snaps, s->nb_snapshots + 1, err);
         if (s->snaps == snaps)    /* the new table is in use: sn belongs to it */
