@@ -106,6 +106,13 @@ int boot_files_get(const struct vdboot_opts *o, struct boot_files *bf, struct vd
         else
             boot_add_console(bf->cmdline, sizeof(bf->cmdline));
     }
+    /* Both accelerators need a loadable kernel: say which header field is
+     * wrong here rather than let qemu or the guest fail without a word. */
+    char why[512];
+    if (bzimage_check(bf->bi.kernel, bf->bi.kernel_len, why, sizeof(why)) < 0) {
+        snprintf(err, sizeof(err), "%.500s: %.500s", bf->source, why);
+        goto fail;
+    }
     bf->bi.cmdline = bf->cmdline;
     return 0;
 fail:

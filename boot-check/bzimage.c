@@ -10,6 +10,7 @@
 
 /* Setup header fields: offsets in the file and in boot_params alike. */
 #define HDR_SETUP_SECTS 0x1f1
+#define HDR_SYSSIZE 0x1f4
 #define HDR_BOOT_FLAG 0x1fe
 #define HDR_JUMP 0x200
 #define HDR_MAGIC 0x202
@@ -24,6 +25,8 @@
 #define HDR_INITRD_ADDR_MAX 0x22c
 #define HDR_XLOADFLAGS 0x236
 #define HDR_CMDLINE_SIZE 0x238
+#define HDR_PAYLOAD_OFFSET 0x248
+#define HDR_PAYLOAD_LENGTH 0x24c
 #define HDR_INIT_SIZE 0x260
 /* boot_params fields outside the header */
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
@@ -76,7 +79,29 @@ static size_t bz_check(const uint8_t *k, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "kernel: setup_sects %u at 0x1f1 points past the end of the file", sects);
         return 0;
     }
+    /* A truncated file keeps a valid header: the kernel's own decompressor
+     * would fail silently before any console exists, so check the sizes the
+     * header promises.  syssize may be rounded up to a paragraph. */
+    uint64_t sys = (uint64_t)bz_le32(k + HDR_SYSSIZE) * 16;
+    if (sys > len - setup + 15) {
+        snprintf(err, errlen, "kernel: truncated: syssize at 0x1f4 promises %llu bytes of "
+                 "protected-mode code after the %zu-byte setup, the file has %zu",
+                 (unsigned long long)sys, setup, len - setup);
+        return 0;
+    }
+    uint64_t poff = bz_le32(k + HDR_PAYLOAD_OFFSET), plen = bz_le32(k + HDR_PAYLOAD_LENGTH);
+    if (plen && poff + plen > len - setup) {
+        snprintf(err, errlen, "kernel: truncated: payload_offset 0x%llx + payload_length %llu "
+                 "at 0x248 end past the %zu bytes of protected-mode code",
+                 (unsigned long long)poff, (unsigned long long)plen, len - setup);
+        return 0;
+    }
     return setup;
+}
+
+int bzimage_check(const uint8_t *k, size_t len, char *err, size_t errlen)
+{
+    return bz_check(k, len, err, errlen) ? 0 : -1;
 }
 
 int bzimage_read_version(const uint8_t *k, size_t len, char *out, size_t outlen)

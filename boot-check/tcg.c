@@ -188,8 +188,16 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
             snprintf(r->reason, sizeof(r->reason),
                      "guest reset or powered off before the prompt (last line: %s)",
                      console_last_line(&con));
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            r->outcome = VM_PANIC,
+            snprintf(r->reason, sizeof(r->reason), "guest reset or powered off before any "
+                     "console output (the kernel failed before its console started)");
+        else if (qerr[0])
+            result_error(r, "qemu-system-x86_64 failed: %s", qerr);
         else
-            result_error(r, "qemu-system-x86_64 failed: %s", qerr[0] ? qerr : "no message");
+            result_error(r, "qemu-system-x86_64 failed with %s %d and no message",
+                         WIFEXITED(status) ? "exit status" : "signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     }
     result_take_console(r, &con);
     console_close(&con);

@@ -5,13 +5,25 @@
 
 #include "vmm.h"
 
+#include <stdio.h>
+
 #define VDBOOT_DEFAULT_EXPECT "login: *$"
 #define VDBOOT_DEFAULT_TIMEOUT 120
 #define VDBOOT_DEFAULT_MEMORY 512
 #define VDBOOT_MAX_BOOT_FILE (512ull << 20)
 
+#define VDBOOT_MAX_IMAGES 256
+#define VDBOOT_MAX_JOBS 64
+/* After --timeout, this long for the vCPU threads or qemu to stop before a
+ * watchdog ends the process with the timeout outcome anyway. */
+#define VDBOOT_WATCHDOG_GRACE 10.0
+
 struct vdboot_opts {
     const char *image, *format, *kernel, *initrd, *append, *accel, *expect, *console;
+    const char **images;       /* every IMAGE argument; `image` is the one booting */
+    int n_images, jobs;
+    const char *junit;         /* --junit FILE */
+    bool tap;
     double timeout;
     unsigned long long memory_mib;
     int cpus;
@@ -19,8 +31,15 @@ struct vdboot_opts {
     bool guest_decompress;     /* kvm: let the kernel decompress itself */
 };
 
+/* Plain data only: with several images each boot runs in a child process
+ * that fills its result in shared memory. */
 struct vdboot_result {
     enum vm_outcome outcome;
+    char image[1024];
+    char format[32];
+    char firmware[16];         /* "direct": vdboot loads the kernel itself */
+    char disk_bus[16];         /* "virtio", or "" without an image */
+    char console_path[1024];   /* --console transcript file, or "" */
     char reason[1024];
     char accel[8];
     char accel_why[256];
@@ -41,6 +60,14 @@ struct boot_files {
     char initrd_path[4096];
     char tmpdir[256];          /* where discovered files were written, or "" */
 };
+
+/* report.c: text, JSON (one object a line), JUnit XML, TAP */
+extern const char *const vdboot_outcome_names[];
+extern const int vdboot_outcome_exit[];
+void report_text(const struct vdboot_result *r);
+void report_json(FILE *f, const struct vdboot_result *r);
+int report_junit(const char *path, const struct vdboot_result *rs, int n, double seconds);
+void report_tap(FILE *f, const struct vdboot_result *rs, int n);
 
 /* boot.c: --kernel/--initrd or discovery; sets r->outcome = error on failure */
 int boot_files_get(const struct vdboot_opts *o, struct boot_files *bf, struct vdboot_result *r);

@@ -123,6 +123,8 @@ struct boot_image {
     char version[128];             /* from the setup header, or "" */
     bool host_decompress;          /* try vmlinux.c before the bzImage entry */
 };
+/* 0, or -1 with the header field at fault (also for truncated files) */
+int bzimage_check(const uint8_t *k, size_t len, char *err, size_t errlen);
 int bzimage_read_version(const uint8_t *k, size_t len, char *out, size_t outlen);
 int bzimage_load(struct vm *vm, const struct boot_image *bi, uint64_t *entry,
                  char *err, size_t errlen);

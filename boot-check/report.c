@@ -1,0 +1,190 @@
+/* report.c - how vdboot tells its results: a line of text per image, one
+ * JSON object per image (one a line), a JUnit XML file (one testcase per
+ * image, for CI dashboards) or TAP.  Console text goes into all of them, so
+ * bytes that are not valid UTF-8 or not allowed in XML are replaced by '?'
+ * first: a console of a guest in trouble holds anything. */
+#include "vdboot.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *const vdboot_outcome_names[] = { "running", "login", "panic", "timeout", "error" };
+const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3 };
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0. */
+static int utf8_len(const unsigned char *s)
+{
+    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
+          : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 2 && s[0] < 0xc2)
+        return 0;   /* overlong */
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    if (!s || !*s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_len(p);
+        if (n == 0) {
+            fputc('?', f);
+            p++;
+        } else if (n > 1) {
+            fwrite(p, 1, (size_t)n, f);
+            p += n;
+        } else {
+            if (*p == '"' || *p == '\\')
+                fprintf(f, "\\%c", *p);
+            else if (*p == '\n')
+                fputs("\\n", f);
+            else if (*p < 0x20 || *p == 0x7f)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+            p++;
+        }
+    }
+    fputc('"', f);
+}
+
+/* XML text or attribute value: markup escaped; control characters XML 1.0
+ * forbids (all below 0x20 but tab, newline, CR) become '?'.  In attributes
+ * newlines become spaces. */
+static void xml_str(FILE *f, const char *s, bool attr)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_len(p);
+        if (n == 0) {
+            fputc('?', f);
+            p++;
+            continue;
+        }
+        if (n > 1) {
+            fwrite(p, 1, (size_t)n, f);
+            p += n;
+            continue;
+        }
+        switch (*p) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\n': case '\t': fputc(attr ? ' ' : *p, f); break;
+        default: fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, f); break;
+        }
+        p++;
+    }
+}
+
+void report_text(const struct vdboot_result *r)
+{
+    const char *name = vdboot_outcome_names[r->outcome];
+    FILE *f = r->outcome == VM_LOGIN ? stdout : stderr;
+    fprintf(f, "vdboot: %s%s%s after %.2f s (%s%s%s): %s\n", r->image[0] ? r->image : "",
+            r->image[0] ? ": " : "", name, r->seconds, r->accel[0] ? r->accel : "no accelerator",
+            r->kernel_version[0] ? ", kernel " : "", r->kernel_version, r->reason);
+    if (r->outcome == VM_PANIC || r->outcome == VM_TIMEOUT)
+        fprintf(f, "vdboot: last console lines:\n%s", r->tail);
+}
+
+void report_json(FILE *f, const struct vdboot_result *r)
+{
+    fprintf(f, "{\"image\": ");
+    json_str(f, r->image);
+    fprintf(f, ", \"format\": ");
+    json_str(f, r->format);
+    fprintf(f, ", \"outcome\": \"%s\", \"exit_code\": %d, \"accelerator\": ",
+            vdboot_outcome_names[r->outcome], vdboot_outcome_exit[r->outcome]);
+    json_str(f, r->accel);
+    fprintf(f, ", \"accelerator_reason\": ");
+    json_str(f, r->accel_why);
+    fprintf(f, ", \"firmware\": ");
+    json_str(f, r->firmware);
+    fprintf(f, ", \"disk_bus\": ");
+    json_str(f, r->disk_bus);
+    fprintf(f, ", \"seconds\": %.3f, \"first_output_seconds\": ", r->seconds);
+    if (r->first_byte_seconds >= 0)
+        fprintf(f, "%.3f", r->first_byte_seconds);
+    else
+        fprintf(f, "null");
+    fprintf(f, ", \"kernel_version\": ");
+    json_str(f, r->kernel_version);
+    fprintf(f, ", \"kernel\": ");
+    json_str(f, r->kernel_source);
+    fprintf(f, ", \"cmdline\": ");
+    json_str(f, r->cmdline);
+    fprintf(f, ", \"reason\": ");
+    json_str(f, r->reason);
+    fprintf(f, ", \"matched\": ");
+    json_str(f, r->outcome == VM_LOGIN ? r->event_line : NULL);
+    fprintf(f, ", \"console\": ");
+    json_str(f, r->console_path);
+    fprintf(f, ", \"console_tail\": ");
+    json_str(f, r->tail);
+    fprintf(f, "}\n");
+}
+
+/* One <testsuite> of one <testcase> per image; anything but login is a
+ * <failure> whose type is the outcome and whose message is the reason. */
+int report_junit(const char *path, const struct vdboot_result *rs, int n, double seconds)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int failures = 0;
+    for (int i = 0; i < n; i++)
+        failures += rs[i].outcome != VM_LOGIN;
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<testsuites name=\"vdboot\" tests=\"%d\" failures=\"%d\" errors=\"0\" "
+            "time=\"%.3f\">\n"
+            "  <testsuite name=\"vdboot\" tests=\"%d\" failures=\"%d\" errors=\"0\" "
+            "skipped=\"0\" time=\"%.3f\">\n", n, failures, seconds, n, failures, seconds);
+    for (int i = 0; i < n; i++) {
+        const struct vdboot_result *r = &rs[i];
+        fprintf(f, "    <testcase classname=\"vdboot.%s\" name=\"", r->accel[0] ? r->accel : "none");
+        xml_str(f, r->image[0] ? r->image : r->kernel_source, true);
+        fprintf(f, "\" time=\"%.3f\">\n", r->seconds);
+        if (r->outcome != VM_LOGIN) {
+            fprintf(f, "      <failure type=\"%s\" message=\"%s: ", vdboot_outcome_names[r->outcome],
+                    vdboot_outcome_names[r->outcome]);
+            xml_str(f, r->reason, true);
+            fprintf(f, "\">");
+            xml_str(f, r->reason, false);
+            fprintf(f, "</failure>\n");
+        }
+        fprintf(f, "      <system-out>");
+        xml_str(f, r->tail, false);
+        fprintf(f, "</system-out>\n    </testcase>\n");
+    }
+    fprintf(f, "  </testsuite>\n</testsuites>\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* TAP 13: a test line per image, a YAML block with the outcome and the
+ * console tail for the ones that did not log in. */
+void report_tap(FILE *f, const struct vdboot_result *rs, int n)
+{
+    fprintf(f, "TAP version 13\n1..%d\n", n);
+    for (int i = 0; i < n; i++) {
+        const struct vdboot_result *r = &rs[i];
+        bool ok = r->outcome == VM_LOGIN;
+        fprintf(f, "%s %d - %s: %s after %.2f s\n", ok ? "ok" : "not ok", i + 1,
+                r->image[0] ? r->image : r->kernel_source, vdboot_outcome_names[r->outcome],
+                r->seconds);
+        if (ok)
+            continue;
+        fprintf(f, "  ---\n  outcome: %s\n  exit_code: %d\n  reason: ",
+                vdboot_outcome_names[r->outcome], vdboot_outcome_exit[r->outcome]);
+        json_str(f, r->reason);   /* a JSON string is a YAML double-quoted scalar */
+        fprintf(f, "\n  console_tail: ");
+        json_str(f, r->tail);
+        fprintf(f, "\n  ...\n");
+    }
+}
