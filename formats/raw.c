@@ -127,6 +127,17 @@ static int raw_block_status(vd_image *img, uint64_t off, uint64_t len,
 }
 
 static const char *const raw_extensions[] = { "raw", "img", "bin", "iso", NULL };
+/* A raw image is its file: resizing sets the length (new space is a hole;
+ * one truncate, so a crash shows the old or the new size). */
+static int raw_resize(vd_image *img, uint64_t size, vd_error *err)
+{
+    int r = vd_file_truncate(img->file, size, err);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0)
+        img->size = size;
+    return r;
+}
 
 static const vd_opt_desc raw_create_opts[] = {
     { "preallocation", "off (default, sparse), falloc or full" },
@@ -152,6 +163,7 @@ const struct vd_driver vd_raw = {
     .block_status = raw_block_status,
     .data_file = raw_data_file,
     .map_for_write = raw_map_for_write,
+    .resize = raw_resize,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_NATIVE,
     .can_discard = VD_CAN_NATIVE,

@@ -199,6 +199,23 @@ struct vd_driver {
     int (*snapshot)(vd_image *img, enum vd_snapshot_op op, const char *name, vd_error *err);
     uint64_t (*disk_size)(vd_image *img);   /* NULL: allocated size of file */
 
+    /* In-place metadata operations (see vd_resize, vd_set_backing,
+     * vd_make_empty in vdisk.h).  Called with the image write-locked and
+     * flushed; NULL when the driver has none.  Each orders its writes so
+     * that a crash leaves the image openable with the old or the new state
+     * (docs/flush.md says how, per format); a driver that cannot do the
+     * operation on this image returns -ENOTSUP with the reason.
+     * resize: `size` differs from img->size (the core checked the shrink
+     * flag); the driver sets img->size.  New space reads as zeroes or as
+     * the backing image (the core zeroes what the backing would show).
+     * set_backing: `file` NULL clears the reference; `fmt` may be NULL.
+     * The core updates img->backing_file/backing_format afterwards.
+     * make_empty: drop every cluster of this layer (reads fall through to
+     * the backing image). */
+    int (*resize)(vd_image *img, uint64_t size, vd_error *err);
+    int (*set_backing)(vd_image *img, const char *file, const char *fmt, vd_error *err);
+    int (*make_empty)(vd_image *img, vd_error *err);
+
     enum vd_can can_write, can_zero, can_discard, can_block_status;
 };
 

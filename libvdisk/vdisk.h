@@ -210,6 +210,43 @@ int vd_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max);
 enum vd_snapshot_op { VD_SNAPSHOT_CREATE, VD_SNAPSHOT_APPLY, VD_SNAPSHOT_DELETE };
 int vd_snapshot(vd_image *img, enum vd_snapshot_op op, const char *name, vd_error *err);
 
+/* ---- in-place metadata operations ------------------------------------ *
+ *
+ * These change an image opened read-write on its own file (same inode:
+ * mode, owner, extended attributes and hard links stay), writing metadata
+ * only.  Each is ordered so that a crash at any point leaves the image
+ * openable, showing the old or the new state (docs/flush.md, per format).
+ * A format that has no such operation returns -ENOSYS; one that cannot do
+ * it on this image (e.g. a table with no room to grow) returns -ENOTSUP;
+ * both with a message naming the file and the reason. */
+
+/* Change the virtual size.  Shrinking needs VD_RESIZE_SHRINK (data past
+ * the new end is lost).  Space added reads as zeroes, also over a backing
+ * image that is larger than the old size. */
+#define VD_RESIZE_SHRINK 1u
+int vd_resize(vd_image *img, uint64_t size, unsigned flags, vd_error *err);
+
+/* Store a new backing reference (`backing_file` as it is to be stored,
+ * relative to the image's folder or absolute; NULL or "" removes it) and
+ * its format (may be NULL).  Only the reference changes: the image's own
+ * data is kept as it is, so the guest view changes where the new backing
+ * differs from the old (what `rebase -u` does).  The handle keeps reading
+ * the backing it opened; the new one is used from the next vd_open. */
+int vd_set_backing(vd_image *img, const char *backing_file, const char *backing_format,
+                   vd_error *err);
+
+/* Drop all of the image's own data, so that every read falls through to
+ * its backing image (what commit does to an overlay once its base holds
+ * the data).  -EINVAL for an image without backing. */
+int vd_make_empty(vd_image *img, vd_error *err);
+
+/* Which of the above the image's format has (it may still refuse a given
+ * request with -ENOTSUP): VD_INPLACE_* bits. */
+#define VD_INPLACE_RESIZE      1u
+#define VD_INPLACE_SET_BACKING 2u
+#define VD_INPLACE_MAKE_EMPTY  4u
+unsigned vd_inplace_ops(vd_image *img);
+
 vd_image *vd_backing(vd_image *img);       /* NULL at the bottom */
 uint64_t vd_size(vd_image *img);
 const char *vd_format_name(vd_image *img);

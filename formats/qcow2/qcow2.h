@@ -13,6 +13,7 @@
  *   snapshot.c  internal snapshot table: list and load
  *   check.c     refcount rebuild in memory, leak/corruption report, repair
  *   create.c    new images
+ *   resize.c    in place: virtual size, backing reference, emptying
  *
  * Write ordering (what flush guarantees): data clusters are written at once;
  * L2 tables and refcount blocks live in write-back caches.  Refcount blocks
@@ -283,6 +284,11 @@ qcow2_snapshot *qcow2_snapshot_find(qcow2_state *s, const char *name);
 /* snapshot-write.c */
 int qcow2_snapshot_op(vd_image *img, enum vd_snapshot_op op, const char *name,
                       vd_error *err);
+
+/* resize.c */
+int qcow2_resize(vd_image *img, uint64_t size, vd_error *err);
+int qcow2_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
+int qcow2_make_empty(vd_image *img, vd_error *err);
 
 /* check.c */
 int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);

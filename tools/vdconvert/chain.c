@@ -226,8 +226,11 @@ int vc_cmd_commit(int argc, char **argv)
     uint64_t size = vd_size(top);
     int r = tf ? commit_into_base(top, progress && !quiet, allow, &e) : -ENOMEM;
     vd_close(top, NULL);
-    if (r == 0 && !keep)
-        r = vc_rewrite(path, tf, size, NULL, NULL, VC_REWRITE_EMPTY, allow, &e);
+    if (r == 0 && !keep) {
+        r = vc_make_empty(path, tf, allow, &e);
+        if (r == -ENOSYS)       /* no in-place emptying: rewrite the overlay */
+            r = vc_rewrite(path, tf, size, NULL, NULL, VC_REWRITE_EMPTY, allow, &e);
+    }
     free(tf);
     if (r < 0)
         return vc_fail_err(&e);
@@ -272,16 +275,20 @@ int vc_cmd_rebase(int argc, char **argv)
         return vc_fail("rebase: expected one image (see vdconvert rebase --help)");
     const char *path = argv[optind];
     vd_error e = { 0 };
-    vd_image *img;
-    if (vc_open(path, fmt, true, allow, &img, &e) < 0)
-        return vc_fail_err(&e);
-    char *f = strdup(vd_format_name(img));
-    uint64_t size = vd_size(img);
-    vd_close(img, NULL);
-    int r = f ? vc_rewrite(path, f, size, nb, nbf,
+    int r = vc_rebase_inplace(path, fmt, nb, nbf, unsafe, allow, &e);
+    if (r == -ENOSYS) {      /* no in-place reference change: rewrite */
+        vd_image *img;
+        e = (vd_error){ 0 };
+        if (vc_open(path, fmt, true, allow, &img, &e) < 0)
+            return vc_fail_err(&e);
+        char *f = strdup(vd_format_name(img));
+        uint64_t size = vd_size(img);
+        vd_close(img, NULL);
+        r = f ? vc_rewrite(path, f, size, nb, nbf,
                            unsafe ? VC_REWRITE_UNSAFE : VC_REWRITE_SAFE, allow, &e)
               : -ENOMEM;
-    free(f);
+        free(f);
+    }
     (void)quiet;
     return r < 0 ? vc_fail_err(&e) : 0;
 }

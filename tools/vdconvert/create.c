@@ -85,16 +85,10 @@ int vc_cmd_create(int argc, char **argv)
 
 /* ---- resize --------------------------------------------------------------- */
 
-static int resize_raw(vd_image *img, uint64_t size, vd_error *e)
-{
-    /* A raw image is its file: set the length (new space is a hole). */
-    return vd_file_truncate(img->file, size, e);
-}
-
 static const char resize_usage[] =
     "usage: vdconvert resize [-f FMT] [--shrink] [-q] [--allow-host-paths] IMG [+|-]SIZE\n"
     "  Shrinking needs --shrink (data past the new end is lost).\n"
-    "  Raw images change in place; other formats are rewritten at the new size.\n";
+    "  The image changes in place (its metadata; the same file).\n";
 
 int vc_cmd_resize(int argc, char **argv)
 {
@@ -140,9 +134,9 @@ int vc_cmd_resize(int argc, char **argv)
     else if (size < old && !shrink)
         r = vd_set_error(&e, -EINVAL, "resize: %s: shrinking from %" PRIu64 " to %" PRIu64
                          " bytes loses data; use --shrink if that is meant", path, old, size);
-    else if (size != old && !strcmp(vd_format_name(img), "raw"))
-        r = resize_raw(img, size, &e);
-    else if (size != old) {
+    else if (size != old &&
+             (r = vd_resize(img, size, shrink ? VD_RESIZE_SHRINK : 0, &e)) == -ENOSYS) {
+        /* the format has no in-place resize yet: rewrite at the new size */
         char *f = strdup(vd_format_name(img));
         vd_close(img, NULL);
         img = NULL;

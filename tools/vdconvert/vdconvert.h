@@ -89,6 +89,15 @@ enum vc_rewrite_mode {
 int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new_backing,
                const char *new_bfmt, enum vc_rewrite_mode mode, bool allow, vd_error *e);
 
+/* ---- in place (inplace.c): -ENOSYS when the format has no such hook ---- */
+
+/* rebase (safe: copy what differs between the backings, then switch the
+ * reference) or rebase -u (switch only), on the image's own file. */
+int vc_rebase_inplace(const char *path, const char *fmt, const char *nb, const char *nbf,
+                      bool unsafe, bool allow, vd_error *e);
+/* Empty an overlay whose base holds its data (commit). */
+int vc_make_empty(const char *path, const char *fmt, bool allow, vd_error *e);
+
 /* ---- progress (progress.c) --------------------------------------------- */
 
 typedef struct vc_progress vc_progress;

@@ -1,0 +1,225 @@
+/* resize.c - the in-place metadata operations of qcow2: virtual size
+ * (grow, shrink), backing reference, and emptying an overlay.
+ *
+ * Crash ordering (docs/flush.md):
+ *  - grow within the L1 table: one 8-byte header write (the size).
+ *  - grow past the L1 table: a new, bigger L1 table is allocated (refcounts
+ *    first), filled and synced; then one 24-byte header write switches the
+ *    size, L1 size and L1 offset together; then the old table is freed.  A
+ *    crash before the switch leaks the new table, after it the old one.
+ *  - shrink: the header size is written (and synced) first, then the
+ *    clusters past the new end are dropped from their L2 tables and freed
+ *    (L2 entries reach the file before the refcounts drop).  A crash after
+ *    the header write leaves unreachable clusters, which are leaks at worst.
+ *  - backing reference: the header cluster is rebuilt in memory (header,
+ *    extensions but the backing format, the new backing format, the end
+ *    marker, the name) and written with one write, as qemu does.
+ *  - make empty: every cluster of the active L1 is discarded (L2 entries
+ *    first, refcounts after), so a crash leaves a partly emptied overlay
+ *    whose guest view is unchanged, since its base holds the same data. */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static int qcow2_resize_sync(qcow2_state *s, vd_error *err)
+{
+    int r = qcow2_release_pending(s, err);
+    if (r == 0)
+        r = qcow2_meta_flush(s, err);
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    return r;
+}
+
+/* Replace the active L1 table by one of `entries` entries. */
+static int qcow2_l1_grow(qcow2_state *s, uint64_t entries, uint64_t size, vd_error *err)
+{
+    uint64_t bytes = vd_round_up(entries * 8, s->cluster_size), host;
+    if (entries * 8 > VD_MAX_TABLE_BYTES || entries > UINT32_MAX)
+        return vd_set_error(err, -EFBIG, "qcow2: L1 table of %llu entries for size %llu is too large",
+                            (unsigned long long)entries, (unsigned long long)size);
+    uint64_t *l1 = calloc(bytes / 8, 8);
+    uint8_t *buf = calloc(1, bytes);
+    int r = 0;
+    if (!l1 || !buf)
+        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    if (r == 0)
+        r = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, &host, err);
+    if (r == 0)
+        r = qcow2_resize_sync(s, err);   /* refcounts of the new table first */
+    if (r == 0) {
+        memcpy(l1, s->l1, (size_t)s->l1_size * 8);
+        for (uint64_t i = 0; i < s->l1_size; i++)
+            vd_put_be64(buf + i * 8, l1[i]);
+        r = vd_file_pwrite(s->file, buf, bytes, host, err);
+    }
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0) {
+        /* size (0x18), crypt_method (0x20, 0), l1_size (0x24), l1_offset
+         * (0x28): one write switches them together. */
+        uint8_t h[24];
+        vd_put_be64(h, size);
+        vd_put_be32(h + 8, 0);
+        vd_put_be32(h + 12, (uint32_t)entries);
+        vd_put_be64(h + 16, host);
+        r = vd_file_pwrite(s->file, h, sizeof h, QH_SIZE, err);
+    }
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0) {
+        uint64_t old_off = s->l1_off, old_bytes = vd_round_up((uint64_t)s->l1_size * 8, s->cluster_size);
+        free(s->l1);
+        s->l1 = l1;
+        l1 = NULL;
+        s->l1_off = host;
+        s->l1_size = (uint32_t)entries;
+        s->img->size = size;
+        if (old_off && old_bytes)
+            r = qcow2_refcount_update(s, old_off, old_bytes, -1, err);
+        if (r == 0)
+            r = qcow2_resize_sync(s, err);
+    }
+    free(l1);
+    free(buf);
+    return r;
+}
+
+/* Drop every cluster from guest cluster `first` to the end of the L1. */
+static int qcow2_drop_from(qcow2_state *s, uint64_t first, vd_error *err)
+{
+    int r = 0;
+    for (uint64_t l1i = first / s->l2_entries; r == 0 && l1i < s->l1_size; l1i++) {
+        if (!(s->l1[l1i] & QCOW2_OFFSET_MASK))
+            continue;
+        uint64_t gc = l1i * s->l2_entries > first ? l1i * s->l2_entries : first;
+        for (; r == 0 && gc < (l1i + 1) * s->l2_entries; gc++) {
+            qcow2_entry old;
+            if ((r = qcow2_lookup(s, gc, &old, err)) < 0)
+                break;
+            if (old.kind == QCOW2_UNALLOC && !old.host)
+                continue;
+            if ((r = qcow2_l2_set(s, gc, 0, 0, err)) == 0)
+                r = qcow2_defer_free(s, &old, err);
+        }
+    }
+    if (r == 0)
+        r = qcow2_release_pending(s, err);
+    return r;
+}
+
+int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    if (s->l1_is_snapshot)
+        return vd_set_error(err, -EROFS, "qcow2: a loaded snapshot cannot be resized");
+    uint64_t per_l1 = s->cluster_size * s->l2_entries;
+    uint64_t need = (size + per_l1 - 1) / per_l1;
+    int r = qcow2_resize_sync(s, err);
+    if (r < 0)
+        return r;
+    if (size < img->size) {
+        if (s->nb_snapshots)
+            return vd_set_error(err, -ENOTSUP,
+                                "qcow2: cannot shrink an image with internal snapshots (they keep the old size)");
+        if ((r = qcow2_header_write_u64(s, QH_SIZE, size, err)) == 0 &&
+            (r = vd_file_sync(s->file, err)) == 0) {
+            img->size = size;
+            r = qcow2_drop_from(s, vd_round_up(size, s->cluster_size) >> s->cluster_bits, err);
+        }
+        return r == 0 ? qcow2_resize_sync(s, err) : r;
+    }
+    if (need > s->l1_size)
+        return qcow2_l1_grow(s, need, size, err);
+    if ((r = qcow2_header_write_u64(s, QH_SIZE, size, err)) == 0 &&
+        (r = vd_file_sync(s->file, err)) == 0)
+        img->size = size;
+    return r;
+}
+
+/* Copy the header extensions of cluster 0 (from `p` to `end`) into `out`
+ * at *o, all but the backing format. */
+static int qcow2_copy_exts(const uint8_t *c0, uint64_t p, uint64_t end, uint8_t *out,
+                           uint64_t *o, uint64_t cap, vd_error *err)
+{
+    while (p + 8 <= end) {
+        uint32_t type = vd_be32(c0 + p), len = vd_be32(c0 + p + 4);
+        if (type == QEXT_END)
+            return 0;
+        uint64_t total = 8 + vd_round_up(len, 8);
+        if (len > end - p - 8 || total > end - p)
+            return vd_set_error(err, -EINVAL, "qcow2: header extension at 0x%llx overruns the header",
+                                (unsigned long long)p);
+        if (type != QEXT_BACKING_FMT) {
+            if (*o + total > cap)
+                return vd_set_error(err, -ENOSPC, "qcow2: header extensions do not fit the header cluster");
+            memcpy(out + *o, c0 + p, total);
+            *o += total;
+        }
+        p += total;
+    }
+    return 0;
+}
+
+int qcow2_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    size_t flen = file ? strlen(file) : 0, fmtlen = file && fmt ? strlen(fmt) : 0;
+    if (flen > 1023)
+        return vd_set_error(err, -EINVAL, "qcow2: backing file name longer than 1023 bytes");
+    uint64_t cs = s->cluster_size;
+    uint8_t *c0 = malloc(cs), *out = calloc(1, cs);
+    int r = 0;
+    if (!c0 || !out)
+        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    if (r == 0)
+        r = qcow2_resize_sync(s, err);
+    if (r == 0)
+        r = vd_file_pread_zfill(s->file, c0, cs, 0, err);
+    uint64_t o = s->header_len;
+    uint64_t old_end = s->backing_off ? s->backing_off + s->backing_len : 0;
+    if (r == 0) {
+        memcpy(out, c0, s->header_len);
+        r = qcow2_copy_exts(c0, s->header_len, s->backing_off ? s->backing_off : cs, out, &o,
+                            cs, err);
+    }
+    if (r == 0 && fmtlen) {
+        if (o + 8 + vd_round_up(fmtlen, 8) > cs)
+            r = vd_set_error(err, -ENOSPC, "qcow2: backing format does not fit the header cluster");
+        else {
+            vd_put_be32(out + o, QEXT_BACKING_FMT);
+            vd_put_be32(out + o + 4, (uint32_t)fmtlen);
+            memcpy(out + o + 8, fmt, fmtlen);
+            o += 8 + vd_round_up(fmtlen, 8);
+        }
+    }
+    o += 8;                                   /* end of extensions: zeroes */
+    if (r == 0 && o + flen > cs)
+        r = vd_set_error(err, -ENOSPC, "qcow2: backing file name does not fit the header cluster");
+    if (r == 0) {
+        memcpy(out + o, file ? file : "", flen);
+        vd_put_be64(out + QH_BACKING_OFF, flen ? o : 0);
+        vd_put_be32(out + QH_BACKING_SIZE, (uint32_t)flen);
+        uint64_t end = o + flen > old_end ? o + flen : old_end;
+        /* a v2 header followed by nothing needs no extension area */
+        r = vd_file_pwrite(s->file, out, vd_round_up(end, 512) < cs ? vd_round_up(end, 512) : cs,
+                           0, err);
+    }
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0) {
+        s->backing_off = flen ? o : 0;
+        s->backing_len = (uint32_t)flen;
+    }
+    free(c0);
+    free(out);
+    return r;
+}
+
+int qcow2_make_empty(vd_image *img, vd_error *err)
+{
+    qcow2_state *s = qcow2_s(img);
+    int r = qcow2_drop_from(s, 0, err);
+    return r == 0 ? qcow2_resize_sync(s, err) : r;
+}

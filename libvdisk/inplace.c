@@ -1,0 +1,136 @@
+/* inplace.c - the in-place metadata operations of the public API:
+ * vd_resize, vd_set_backing, vd_make_empty.  The core checks the request,
+ * flushes, and calls the driver under the image's write lock; the driver
+ * orders its own writes (docs/flush.md). */
+#include "vd-driver.h"
+#include "vd-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int vd_inplace_check(vd_image *img, bool hook, const char *what, vd_error *err)
+{
+    if (img->readonly)
+        return vd_set_error(err, -EROFS, "%s: opened read-only", img->path);
+    if (!hook)
+        return vd_set_error(err, -ENOSYS, "%s: format %s cannot %s in place", img->path,
+                            img->drv->name, what);
+    return 0;
+}
+
+/* Flush, then run `op` with the image write-locked. */
+static int vd_inplace_prepare(vd_image *img, vd_error *err)
+{
+    int r = img->drv->flush ? img->drv->flush(img, err) : vd_file_sync(img->file, err);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r;
+}
+
+int vd_resize(vd_image *img, uint64_t size, unsigned flags, vd_error *err)
+{
+    int r = vd_inplace_check(img, img->drv->resize, "be resized", err);
+    if (r < 0)
+        return r;
+    uint64_t old = img->size;
+    if (size == old)
+        return 0;
+    if (size == 0 || size > VD_MAX_VIRTUAL_SIZE)
+        return vd_set_error(err, -EINVAL, "%s: new size %llu out of range", img->path,
+                            (unsigned long long)size);
+    if (size < old && !(flags & VD_RESIZE_SHRINK))
+        return vd_set_error(err, -EINVAL, "%s: shrinking from %llu to %llu bytes loses data "
+                            "(VD_RESIZE_SHRINK / --shrink)", img->path,
+                            (unsigned long long)old, (unsigned long long)size);
+    /* Shrinking inside an allocation unit: the rest of that unit would come
+     * back if the image grew again, so it is zeroed first (it is data the
+     * caller asked to drop). */
+    uint64_t cs = img->cluster_size;
+    if (size < old && cs && size % cs) {
+        uint64_t end = vd_round_up(size, cs) < old ? vd_round_up(size, cs) : old;
+        if ((r = vd_pwrite_zeroes(img, size, end - size, 0, err)) < 0)
+            return r;
+    }
+    pthread_rwlock_wrlock(&img->lock);
+    r = vd_inplace_prepare(img, err);
+    if (r == 0 && (r = img->drv->resize(img, size, err)) < 0)
+        vd_error_prefix(err, img->path);
+    pthread_rwlock_unlock(&img->lock);
+    if (r < 0)
+        return r;
+    /* Grown over a larger backing image: the new range must read as
+     * zeroes, not as what the backing holds there. */
+    vd_image *b = img->backing;
+    if (size > old && b && b->size > old) {
+        uint64_t end = b->size < size ? b->size : size;
+        r = vd_pwrite_zeroes(img, old, end - old, 0, err);
+    }
+    if (r == 0)
+        r = vd_flush(img, err);
+    return r;
+}
+
+static int vd_strdup_or_null(const char *s, char **out)
+{
+    *out = NULL;
+    if (s && *s && !(*out = strdup(s)))
+        return -ENOMEM;
+    return 0;
+}
+
+int vd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
+{
+    int r = vd_inplace_check(img, img->drv->set_backing, "change its backing file", err);
+    if (r < 0)
+        return r;
+    if (file && !*file)
+        file = NULL;
+    if (!file)
+        fmt = NULL;
+    if (fmt && !*fmt)
+        fmt = NULL;
+    char *nf, *nfmt;
+    if (vd_strdup_or_null(file, &nf) < 0 || vd_strdup_or_null(fmt, &nfmt) < 0) {
+        free(nf);
+        return vd_set_error(err, -ENOMEM, "%s: out of memory", img->path);
+    }
+    pthread_rwlock_wrlock(&img->lock);
+    r = vd_inplace_prepare(img, err);
+    if (r == 0 && (r = img->drv->set_backing(img, file, fmt, err)) < 0)
+        vd_error_prefix(err, img->path);
+    if (r == 0) {
+        free(img->backing_file);
+        free(img->backing_format);
+        img->backing_file = nf;
+        img->backing_format = nfmt;
+        nf = nfmt = NULL;
+    }
+    pthread_rwlock_unlock(&img->lock);
+    free(nf);
+    free(nfmt);
+    return r;
+}
+
+int vd_make_empty(vd_image *img, vd_error *err)
+{
+    int r = vd_inplace_check(img, img->drv->make_empty, "be emptied", err);
+    if (r < 0)
+        return r;
+    if (!img->backing_file)
+        return vd_set_error(err, -EINVAL, "%s: has no backing file; emptying it would lose its data",
+                            img->path);
+    pthread_rwlock_wrlock(&img->lock);
+    r = vd_inplace_prepare(img, err);
+    if (r == 0 && (r = img->drv->make_empty(img, err)) < 0)
+        vd_error_prefix(err, img->path);
+    pthread_rwlock_unlock(&img->lock);
+    return r;
+}
+
+unsigned vd_inplace_ops(vd_image *img)
+{
+    return (img->drv->resize ? VD_INPLACE_RESIZE : 0) |
+           (img->drv->set_backing ? VD_INPLACE_SET_BACKING : 0) |
+           (img->drv->make_empty ? VD_INPLACE_MAKE_EMPTY : 0);
+}
