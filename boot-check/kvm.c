@@ -367,8 +367,18 @@ static void *kvm_vcpu_thread(void *arg)
     sigaddset(&set, VM_KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
+    /* Fault injection for the watchdog test (main.c): VDBOOT_TEST_WEDGE=vcpu
+     * makes vCPU 0 stop answering kicks after its first exit, as a thread
+     * stuck in the kernel would. */
+    const char *wedge = getenv("VDBOOT_TEST_WEDGE");
+    bool wedged = c->id == 0 && wedge && !strcmp(wedge, "vcpu");
     while (vm->outcome == VM_RUNNING) {
         int rc = ioctl(c->fd, KVM_RUN, 0);
+        if (wedged) {
+            pthread_sigmask(SIG_BLOCK, &set, NULL);
+            for (;;)
+                pause();
+        }
         if (rc < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 c->run->immediate_exit = 0;

@@ -1,0 +1,52 @@
+#!/bin/bash
+# The built-in VMM on hardware-style KVM: tests/fixtures/svm-harness boots
+# a Debian kernel with kvm-amd under qemu's TCG (AMD SVM + nested paging
+# emulated), and inside it vdboot --accel kvm boots the probe kernel from
+# its /boot in a qcow2 image on virtio-blk, with two vCPUs: login, the
+# sectors it read, both CPUs up.  The L1 run takes about 15 s of its own
+# time (30-40 s on a busy host).
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vdboot-lib.sh"
+requires_cmd qemu-system-x86_64 python3 cpio mkfs.ext4 sfdisk
+[ -x "$VDBOOT" ] || skip "vdboot not built"
+[ -x /bin/busybox ] || skip "busybox-static not installed"
+ls /lib/modules/*/kernel/arch/x86/kvm/kvm-amd.ko >/dev/null 2>&1 ||
+    command -v apt-get >/dev/null || skip "no kernel with kvm-amd.ko (linux-image-amd64)"
+export VDBOOT PROBE
+
+make_probe_fs "$T/r" grub "probe.sectors=0+8"
+mkfs.ext4 -q -F -d "$T/r" "$T/fs" 8M 2>/dev/null
+make_disk "$T/probe.raw" "$T/fs"
+"$VDCONVERT" convert -q -O qcow2 "$T/probe.raw" "$T/probe.qcow2"
+want_crc=$(crc32_of "$T/probe.raw" 0 4096)
+
+# The second boot wedges vCPU 0's thread (VDBOOT_TEST_WEDGE=vcpu: it stops
+# answering the kicks after its first exit): --timeout 1 must still end
+# vdboot, through its watchdog 10 s later, with the timeout outcome.
+cat >"$T/run.sh" <<'SH'
+vdboot --json --accel kvm --timeout 60 --cpus 2 --console /tmp/console probe.qcow2
+echo "rc $?"
+t0=$(cut -d. -f1 /proc/uptime)
+VDBOOT_TEST_WEDGE=vcpu vdboot --json --accel kvm --timeout 1 --kernel /probe.bzImage
+echo "wedge rc $? after $(( $(cut -d. -f1 /proc/uptime) - t0 )) s"
+SH
+SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 240 -f "$T/probe.qcow2" -s "$T/run.sh" \
+    >"$T/out" || true
+grep -q '^SVM-OUT rc 0$' "$T/out" || { cat "$T/out"; tail -n 30 "$T/l1.log"; fail "probe did not log in on the SVM harness"; }
+sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
+python3 - "$T/json" <<'PY' || { cat "$T/out"; fail "probe result wrong"; }
+import json, sys
+j, w = [json.loads(l) for l in open(sys.argv[1])]
+assert j["outcome"] == "login" and j["accelerator"] == "kvm", j
+assert j["format"] == "qcow2" and j["disk_bus"] == "virtio", j
+assert j["kernel"].startswith("partition 1 (ext4): /boot/vmlinuz-1.0-probe"), j["kernel"]
+assert "cpus 2 of 2" in j["console_tail"], j["console_tail"]
+print("probe on the built-in VMM in the SVM L1: login after %.2f s" % j["seconds"])
+assert w["outcome"] == "timeout" and "watchdog" in w["reason"], w
+PY
+grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
+    { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
+grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|2[0-9]) s$' "$T/out" ||
+    { grep SVM-OUT "$T/out"; fail "wedged vCPU: vdboot did not end by its watchdog"; }
+grep '^SVM-OUT wedge' "$T/out"
+echo ok
