@@ -115,6 +115,11 @@ int vc_cmd_resize(int argc, char **argv)
         memmove(&argv[optind + 1], &argv[optind + 2], sizeof(char *) * 2);
         argc--;
     }
+    if (optind + 2 < argc && !strcmp(argv[optind + 1], "--")) {
+        /* IMG -- -SIZE: a negative size after IMG, as qemu-img takes it */
+        memmove(&argv[optind + 1], &argv[optind + 2], sizeof(char *) * (size_t)(argc - optind - 2));
+        argc--;
+    }
     if (argc - optind != 2)
         return vc_fail("resize: expected IMG and SIZE (see vdconvert resize --help)");
     const char *path = argv[optind], *arg = argv[optind + 1];

@@ -1,0 +1,136 @@
+#!/bin/bash
+# resize, rebase -u, rebase and commit work on the image's own file: the
+# inode, mode, owner, a user xattr and a hard link stay; the content is
+# checked against qemu-img (qemu-img compare / rebase -u); no temporary file
+# is left in the folder; and a SIGKILL before each write, truncate or sync
+# the command makes (strace fault injection) leaves images that open, that
+# qemu-img check finds clean but for leaks, and whose guest view is the old
+# or the new one.
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io strace setfattr getfattr cmp
+V=$VDCONVERT
+cd "$T"
+
+# Formats whose driver has the in-place operations; a fixed list.
+FORMATS="qcow2"
+qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
+
+XATTR=1
+touch x.probe; setfattr -n user.vdtest -v 1 x.probe 2>/dev/null ||
+    { XATTR=0; echo "note: $T has no user xattrs; xattrs not checked"; }
+meta() {  # inode mode owner links xattr
+    local x=-
+    [ $XATTR = 1 ] && x=$(getfattr --only-values -n user.vdtest "$1" 2>/dev/null || echo none)
+    echo "$(stat -c '%i %a %u %h' "$1") $x"
+}
+prep() {  # FILE: mode 0600, an xattr, a hard link, another owner when root
+    chmod 600 "$1"
+    [ $XATTR = 0 ] || setfattr -n user.vdtest -v kept "$1"
+    ln -f "$1" "$1.link"
+    [ "$(id -u)" != 0 ] || chown 65534 "$1"
+}
+kept() {  # FILE BEFORE WHAT
+    [ "$(meta "$1")" = "$2" ] || fail "$3: $1 changed identity: $(meta "$1") (was $2)"
+    local left; left=$(ls -A | grep -e vdconvert- || true)
+    [ -z "$left" ] || fail "$3: temporary file left: $left"
+}
+vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+
+chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw
+    local F=$1 Q; Q=$(qn "$1")
+    rm -f base.$F top.$F empty.$F ./*.link
+    qemu-img create -q -f $Q base.$F 16M
+    qemu-io -f $Q -c "write -P 0x11 0 256k" -c "write -P 0x22 5M 64k" base.$F >/dev/null
+    qemu-img create -q -f $Q -b base.$F -F $Q top.$F
+    qemu-io -f $Q -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" top.$F >/dev/null
+    qemu-img create -q -f $Q empty.$F 16M
+    qemu-img convert -O raw top.$F want.raw
+}
+
+for F in $FORMATS; do
+    Q=$(qn $F)
+    echo "== $F"
+    # resize: grow (+), grow past the first L1 table, shrink (-- -N)
+    chain $F; prep top.$F; m=$(meta top.$F)
+    "$V" resize top.$F +8M >/dev/null
+    kept top.$F "$m" "$F resize +8M"
+    [ "$(vsize top.$F)" = $((24 << 20)) ] || fail "$F resize +8M: size $(vsize top.$F)"
+    truncate -s 24M want24.raw; dd if=want.raw of=want24.raw conv=notrunc status=none
+    qemu-img compare -q top.$F want24.raw || fail "$F resize +8M: content"
+    "$V" resize top.$F 100G >/dev/null
+    [ "$(vsize top.$F)" = $((100 << 30)) ] || fail "$F resize 100G"
+    [ "$(stat -c %s top.$F)" -lt $((8 << 20)) ] || fail "$F resize 100G: the file grew to $(stat -c %s top.$F)"
+    "$V" resize --shrink top.$F 16M >/dev/null
+    "$V" resize top.$F -- -4M >/dev/null 2>&1 && fail "$F: shrink without --shrink succeeded"
+    "$V" resize --shrink top.$F -- -4M >/dev/null
+    kept top.$F "$m" "$F resize"
+    qemu-img check -q top.$F || fail "$F resize: qemu-img check"
+    qemu-img compare -q top.$F <(head -c 12M want.raw) 2>/dev/null ||
+        { head -c 12M want.raw >want12.raw; qemu-img compare -q top.$F want12.raw; } ||
+        fail "$F resize --shrink: content"
+
+    # rebase -u: the same result as qemu-img rebase -u
+    chain $F; prep top.$F; m=$(meta top.$F); cp top.$F q.$F
+    "$V" rebase -u -b empty.$F -F $Q top.$F
+    qemu-img rebase -q -u -f $Q -b empty.$F -F $Q q.$F
+    kept top.$F "$m" "$F rebase -u"
+    qemu-img info top.$F | grep -q "^backing file: empty.$F$" || fail "$F rebase -u: reference"
+    qemu-img compare -q top.$F q.$F || fail "$F rebase -u differs from qemu-img rebase -u"
+
+    # rebase (safe) onto an empty base, then off any base: same guest view
+    chain $F; prep top.$F; m=$(meta top.$F)
+    "$V" rebase -b empty.$F -F $Q top.$F
+    kept top.$F "$m" "$F rebase"
+    qemu-img compare -q -F raw top.$F want.raw || fail "$F rebase changed the guest view"
+    qemu-img check -q top.$F || fail "$F rebase: qemu-img check"
+    "$V" rebase -b "" top.$F
+    kept top.$F "$m" "$F rebase -b ''"
+    qemu-img info top.$F | grep -q "^backing file" && fail "$F rebase -b '': still has a backing file"
+    qemu-img compare -q -F raw top.$F want.raw || fail "$F rebase -b '' changed the guest view"
+
+    # commit: base takes the data, the overlay is emptied (or kept with -d)
+    chain $F; prep top.$F; prep base.$F; m=$(meta top.$F); mb=$(meta base.$F)
+    "$V" commit top.$F >/dev/null
+    kept top.$F "$m" "$F commit"; kept base.$F "$mb" "$F commit (base)"
+    qemu-img compare -q -F raw base.$F want.raw || fail "$F commit: base content"
+    qemu-img compare -q -F raw top.$F want.raw || fail "$F commit: chain content"
+    qemu-img check -q base.$F && qemu-img check -q top.$F || fail "$F commit: qemu-img check"
+    qemu-img map --output=json top.$F | grep -q '"depth": 0, "present": true' &&
+        fail "$F commit: overlay not emptied"
+done
+
+# SIGKILL before every write/truncate/sync of the command: the chain opens,
+# check finds at most leaks, the guest view is the old or the new one.
+SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
+crash_steps() {  # F WHAT CMD... (run in a fresh chain)
+    local F=$1 what=$2 n steps rc img imgs=top.$F; shift 2
+    [ "$what" = commit ] && imgs="top.$F base.$F"   # the others do not write the base
+    chain $F; cp base.$F base0; cp top.$F top0
+    strace -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
+    steps=$(grep -cv -e '+++' -e resumed trace.log || true)
+    [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
+    "$V" info top.$F >/dev/null; qemu-img convert -O raw top.$F new.raw
+    for ((n = 1; n <= steps; n++)); do
+        cp top0 top.$F; [ "$what" != commit ] || cp base0 base.$F
+        # (a subshell, so that the shell's "Killed" notice goes nowhere)
+        (strace -f -qq -o /dev/null -e trace=$SYSCALLS \
+            -e inject=$SYSCALLS:signal=KILL:when=$n "$@" >/dev/null 2>&1 || true) 2>/dev/null
+        for img in $imgs; do
+            "$V" info "$img" >/dev/null 2>err || fail "$F $what killed at step $n: $img does not open: $(cat err)"
+            rc=0; qemu-img check -q "$img" >/dev/null 2>&1 || rc=$?
+            [ $rc = 0 ] || [ $rc = 3 ] || fail "$F $what killed at step $n: qemu-img check $img: exit $rc"
+        done
+        qemu-img convert -O raw top.$F got.raw
+        cmp -s got.raw want.raw || cmp -s got.raw new.raw ||
+            fail "$F $what killed at step $n: guest view neither old nor new"
+    done
+    echo "$F $what: $steps kill points"
+}
+for F in $FORMATS; do
+    Q=$(qn $F)
+    crash_steps $F "resize" "$V" resize top.$F +8M
+    crash_steps $F "rebase -u" "$V" rebase -u -b empty.$F -F $Q top.$F
+    crash_steps $F "rebase" "$V" rebase -b empty.$F -F $Q top.$F
+    crash_steps $F "commit" "$V" commit top.$F
+done
+echo "in-place tests passed"
