@@ -35,10 +35,16 @@ for fmt in qcow2 vmdk vdi vhdx vhd parallels qed qcow2; do
         echo "(skipping $fmt: not writable by this build yet)"; continue
     fi
     rm -f "$D/probe.$fmt"
-    out=$D/guest-via-$fmt.$fmt
-    step "vdconvert $(basename "$prev") -> $(basename "$out")"
+    ext=$fmt
+    [ "$fmt" = parallels ] && ext=hds     # a Parallels image file is NAME.hds
+    out=$D/guest-via-$fmt.$ext
+    step "vdconvert -O $fmt $(basename "$prev") -> $(basename "$out")"
     rm -f "$out"
-    /usr/bin/time -f "%e s, %M KiB peak RSS" "$VDC" -p "$prev" "$out"
+    infmt=()
+    [ "$prev" = "$src" ] && infmt=(-f raw)  # a raw input is named, not guessed
+    /usr/bin/time -f "%e s, %M KiB peak RSS" "$VDC" -p "${infmt[@]}" -O "$fmt" "$prev" "$out"
+    [ "$("$VDC" info "$out" | sed -n 's/^file format: //p')" = "$fmt" ] ||
+        { echo "demo: $out is not a $fmt image"; exit 1; }
     qemu-img compare -q "$src" "$out" && echo "qemu-img compare: identical to the original"
     prev=$out
 done

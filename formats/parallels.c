@@ -503,7 +503,7 @@ static int parallels_create(const struct vd_create_args *a, vd_error *err)
     return r;
 }
 
-static const char *const parallels_extensions[] = { "hds", "hdd", NULL };
+static const char *const parallels_extensions[] = { "hds", "hdd", "parallels", NULL };
 
 static const vd_opt_desc parallels_create_opts[] = {
     { "cluster_size", "cluster size, a multiple of 512 (default 1M)" },

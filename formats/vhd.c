@@ -741,6 +741,7 @@ static int vhd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t
 }
 
 static const char *const vhd_extensions[] = { "vhd", "vpc", NULL };
+static const char *const vhd_aliases[] = { "vpc", NULL };
 
 static const vd_opt_desc vhd_create_opts[] = {
     { "subformat", "dynamic (default) or fixed" },
@@ -753,6 +754,7 @@ const struct vd_driver vd_vhd = {
     .name = "vhd",
     .description = "Microsoft Virtual Hard Disk (VHD, qemu's vpc)",
     .extensions = vhd_extensions,
+    .aliases = vhd_aliases,
     .probe = vhd_probe,
     .align = VHD_SECTOR,
     .parallel_reads = true,

@@ -28,29 +28,6 @@ void vd_error_prefix(vd_error *err, const char *path)
     snprintf(err->msg, sizeof err->msg, "%.*s", VD_ERROR_MAX - 1, tmp);
 }
 
-const struct vd_driver *vd_find_driver(const char *name)
-{
-    if (!name)
-        return NULL;
-    if (!strcmp(name, "vpc"))         /* qemu-img's name for VHD */
-        name = "vhd";
-    for (size_t i = 0; vd_drivers[i]; i++)
-        if (!strcmp(vd_drivers[i]->name, name))
-            return vd_drivers[i];
-    return NULL;
-}
-
-const char *const *vd_format_names(void)
-{
-    static const char *names[64];
-    size_t n = 0;
-    for (size_t i = 0; vd_drivers[i] && n < 63; i++)
-        names[n++] = vd_drivers[i]->name;
-    names[n] = NULL;
-    return names;
-}
-
-
 /* If `path` is a folder (a Parallels .hdd bundle), the image is its
  * DiskDescriptor.xml.  Returns a malloc'd path. */
 static char *vd_image_main_path(const char *path)
@@ -231,11 +208,14 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
             goto fail;
         }
     } else {
-        img->drv = vd_probe_fd(img->file, NULL, err);
+        int score = 0;
+        img->drv = vd_probe_fd(img->file, &score, err);
         if (!img->drv) {
             r = err ? err->code : -EINVAL;
             goto fail;
         }
+        /* raw claims every file with the lowest score: nothing else matched */
+        img->probed_raw = !strcmp(img->drv->name, "raw") && score <= 1;
     }
     if (!readonly && img->drv->can_write == VD_CAN_NONE) {
         r = vd_set_error(err, -EROFS, "%s: format %s is read-only in vdisk",
@@ -398,6 +378,7 @@ int vd_get_info(vd_image *img, vd_info *info)
     info->backing_path = img->backing_path;
     info->readonly = img->readonly;
     info->dirty = img->dirty;
+    info->probed_raw = img->probed_raw;
     int n = vd_list_snapshots(img, NULL, 0);
     info->n_snapshots = n > 0 ? (size_t)n : 0;
     return 0;
@@ -456,29 +437,6 @@ uint64_t vd_size(vd_image *img) { return img->size; }
 const char *vd_format_name(vd_image *img) { return img->drv->name; }
 const char *vd_filename(vd_image *img) { return img->path; }
 
-const char *vd_format_from_extension(const char *path)
-{
-    static const struct { const char *ext, *fmt; } map[] = {
-        { "img", "raw" }, { "raw", "raw" }, { "bin", "raw" }, { "iso", "raw" },
-        { "vpc", "vhd" }, { "avhdx", "vhdx" }, { "hds", "parallels" },
-    };
-    const char *dot = strrchr(path, '.');
-    const char *slash = strrchr(path, '/');
-    if (!dot || (slash && dot < slash))
-        return NULL;
-    dot++;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcasecmp(dot, map[i].ext) && vd_find_driver(map[i].fmt))
-            return vd_find_driver(map[i].fmt)->name;
-    for (size_t i = 0; vd_drivers[i]; i++) {
-        const char *const *e = vd_drivers[i]->extensions;
-        for (; e && *e; e++)
-            if (!strcasecmp(dot, *e))
-                return vd_drivers[i]->name;
-    }
-    return NULL;
-}
-
 const char *vd_format_create_help(const char *format)
 {
     static __thread char buf[4096];
@@ -494,10 +452,4 @@ const char *vd_format_create_help(const char *format)
         n += (size_t)w;
     }
     return buf;
-}
-
-bool vd_format_can_create(const char *format)
-{
-    const struct vd_driver *d = vd_find_driver(format);
-    return d && d->create && d->can_write != VD_CAN_NONE;
 }

@@ -148,6 +148,7 @@ struct vd_driver {
     const char *name;
     const char *description;
     const char *const *extensions;   /* file name suffixes, no dot */
+    const char *const *aliases;      /* other names users give (qemu's "vpc") */
     /* Graded confidence that a file of `file_size` bytes whose first `len`
      * bytes (up to 64 KiB) are `head` and last `tail_len` bytes (up to 1 KiB,
      * for footer formats like VHD) are `tail` is this format:
@@ -237,6 +238,7 @@ struct vd_image {
     vd_image *backing;             /* core: opened backing image or NULL */
     char *backing_path;            /* core: resolved path of the backing */
     int depth;                     /* core: 0 top, 1 its backing, ... */
+    bool probed_raw;               /* core: no format given, none matched */
     pthread_rwlock_t lock;         /* core */
     void *bounce;                  /* core: alignment bounce buffer */
 };

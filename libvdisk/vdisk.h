@@ -186,6 +186,9 @@ typedef struct vd_info {
     bool readonly;
     bool dirty;
     size_t n_snapshots;
+    bool probed_raw;          /* no format was given and no format matched the
+                                 content: opened as raw by elimination (tools
+                                 warn, as qemu-img does) */
 } vd_info;
 
 int vd_get_info(vd_image *img, vd_info *info);
@@ -322,12 +325,32 @@ void vd_partition_table_free(vd_partition_table *t);
 
 /* ---- formats ----------------------------------------------------------- */
 
+/* One row per format this build knows: the names users type and what the
+ * format can do.  Read from the driver registry, in its order (cheap-first,
+ * raw last). */
+typedef struct vd_format_desc {
+    const char *name;               /* canonical name: "vhd" */
+    const char *description;
+    const char *const *aliases;     /* other accepted names (qemu's "vpc"),
+                                       NULL-terminated, or NULL */
+    const char *const *extensions;  /* file name extensions without the dot,
+                                       NULL-terminated, or NULL */
+    bool can_create;                /* vd_create makes new images */
+    bool can_write;                 /* existing images open read-write */
+    bool can_probe;                 /* recognised from content (nbd: by URI) */
+} vd_format_desc;
+
+/* All formats; *n (may be NULL) receives the count. */
+const vd_format_desc *vd_formats(size_t *n);
+/* A format by name or alias (exact, as qemu-img matches), or NULL. */
+const vd_format_desc *vd_format_lookup(const char *name);
 /* Names of the registered drivers, NULL-terminated, cheap-first. */
 const char *const *vd_format_names(void);
 /* Probe a file without opening it: best-scoring driver name (static string)
  * or NULL; `score` (may be NULL) receives its score 0..100. */
 const char *vd_probe_file(const char *path, int *score, vd_error *err);
-/* The format an output file name suggests ("x.vmdk" -> "vmdk"), or NULL. */
+/* The format a file name's extension names ("x.vmdk" -> "vmdk", "x.hds" ->
+ * "parallels"), or NULL when there is no extension or it is unknown. */
 const char *vd_format_from_extension(const char *path);
 /* Print-ready list of a format's create options: "name\tdescription" lines. */
 const char *vd_format_create_help(const char *format);

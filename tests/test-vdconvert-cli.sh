@@ -1,5 +1,6 @@
 #!/bin/bash
-# vdconvert's command line: option errors (one line, exit 1, no output left),
+# vdconvert's command line: errors (one line, exit 1, no output left), usage
+# errors (one line and the synopsis, exit 2),
 # the temp+rename behaviour (a failed conversion leaves nothing and keeps an
 # existing OUT intact), -o help, --help of every sub-command, progress output
 # (plain lines in a pipe, a bar with ETA on a terminal), compare and check
@@ -23,25 +24,32 @@ one_line_error() {  # CMD...: must fail with exit 1 and exactly one stderr line
     [ "$(wc -l <err)" -eq 1 ] || fail "vdconvert $*: error is not one line: $(cat err)"
     grep -q '^vdconvert: ' err || fail "vdconvert $*: error lacks the program name: $(cat err)"
 }
+usage_error() {  # CMD...: must fail with exit 2, one error line, then the synopsis
+    local rc=0
+    "$V" "$@" >/dev/null 2>err || rc=$?
+    [ $rc -eq 2 ] || fail "vdconvert $*: exit $rc, expected 2"
+    head -1 err | grep -q '^vdconvert' || fail "vdconvert $*: error lacks the program name: $(cat err)"
+    sed -n 2p err | grep -q '^usage: vdconvert' || fail "vdconvert $*: no synopsis: $(cat err)"
+}
 
 # --- wrong options: one line, exit 1, no output --------------------------------
-one_line_error -Z in.raw out.raw
+usage_error -Z in.raw out.raw
 one_line_error -O nosuchformat in.raw out.img
 one_line_error -m 0 in.raw out.raw
 one_line_error -S 7 in.raw out.raw
 one_line_error -t bogus in.raw out.raw
-one_line_error in.raw
+usage_error in.raw
 one_line_error missing.raw out.raw
-one_line_error -o nosuchkey=1 -O vdi in.raw out.vdi
+one_line_error -o nosuchkey=1 -O vdi -f raw in.raw out.vdi
 one_line_error --target-is-zero in.raw out.raw
-one_line_error info
-one_line_error info --bogus in.raw
+usage_error info
+usage_error info --bogus in.raw
 one_line_error create -O raw c.raw
 one_line_error create -O raw c.raw 12Q
 one_line_error resize in.raw
 one_line_error map --start-offset x in.raw
 one_line_error rebase in.raw
-one_line_error snapshot -c s1 in.raw
+one_line_error snapshot -c s1 -f raw in.raw
 [ ! -e out.raw ] && [ ! -e out.img ] && [ ! -e out.vdi ] || fail "an output file was left behind"
 only_dotfiles_free
 
@@ -88,7 +96,7 @@ done
 "$V" --help | grep -q "rebase" || fail "--help lists no sub-commands"
 
 # --- progress -------------------------------------------------------------------
-"$V" -p -m 1 in.raw p.raw 2>prog
+"$V" -p -m 1 -f raw in.raw p.raw 2>prog
 grep -q '^converting: 100%$' prog || fail "no final progress line: $(cat prog)"
 prev=-1
 while read -r line; do
@@ -97,7 +105,7 @@ while read -r line; do
     prev=$n
 done <prog
 rm -f p.raw
-"$V" -q -p in.raw p.raw 2>prog
+"$V" -q -p -f raw in.raw p.raw 2>prog
 [ ! -s prog ] || fail "-q still printed progress"
 if command -v script >/dev/null; then
     rm -f p.raw

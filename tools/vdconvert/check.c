@@ -93,7 +93,8 @@ static void check_recheck(vd_image *img, vd_check_result *res)
 static const char check_usage[] =
     "usage: vdconvert check [-f FMT] [-r leaks|all] [--json] [-q] [--allow-host-paths] IMG\n"
     "  -r leaks  repair leaked clusters;  -r all  repair everything repairable\n"
-    "exit: 0 clean, 1 check failed to run, 2 corruptions, 3 leaks, 63 no check for format\n";
+    "exit: 0 clean, 1 check failed to run (or a usage error), 2 corruptions, 3 leaks,\n"
+    "      63 no check for the format\n";
 
 int vc_cmd_check(int argc, char **argv)
 {
@@ -126,11 +127,15 @@ int vc_cmd_check(int argc, char **argv)
         case 'H': allow = true; break;
         case 'U': break;
         case 'h': fputs(check_usage, stdout); return 0;
-        default: return vc_usage_error("check", argv[optind - 1]);
+        default:
+            vc_usage_error("check", argv[optind - 1]);
+            return VC_EXIT_ERR;   /* 2 means corruptions here, as in qemu-img */
         }
     }
-    if (argc - optind != 1)
-        return vc_fail("check: expected one image (see vdconvert check --help)");
+    if (argc - optind != 1) {
+        vc_usage("check", "expected one image");
+        return VC_EXIT_ERR;     /* 2 means corruptions here, as in qemu-img */
+    }
     vd_error e = { 0 };
     vd_image *img;
     if (vc_open(argv[optind], fmt, flags == 0, allow, &img, &e) < 0)
@@ -317,7 +322,7 @@ int vc_cmd_compare(int argc, char **argv)
         }
     }
     if (argc - optind != 2) {
-        vc_fail("compare: expected two images (see vdconvert compare --help)");
+        vc_usage("compare", "expected two images");
         return COMPARE_EXIT_ERR;
     }
     vd_error e = { 0 };

@@ -9,6 +9,7 @@
  */
 #include "vdconvert.h"
 #include "vd-driver.h"      /* raw images' fds, for -t none */
+#include "tool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -263,11 +264,9 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
      * under a temporary name: write into it as with -n. */
     if (strstr(o->dst, "://"))
         o->existing = true;
-    const char *fmt = o->dst_fmt;
-    if (!fmt)
-        fmt = vd_format_from_extension(o->dst);
-    if (!fmt)
-        fmt = "raw";
+    const char *fmt = o->dst_fmt ? o->dst_fmt : "raw";
+    if (vd_format_lookup(fmt))
+        fmt = vd_format_lookup(fmt)->name;
     int r = convert_check_opts(o, fmt, e);
     if (r < 0)
         return r;
@@ -276,6 +275,8 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
                 .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths }, &in, e);
     if (r < 0)
         return r;
+    if (!o->quiet)
+        vt_warn_probed_raw(in, o->src);
     char keep_opts[1024];
     if (o->keep_uuid && (r = convert_keep_uuid(in, fmt, o->options, keep_opts,
                                                 sizeof keep_opts, e)) < 0) {
@@ -333,7 +334,8 @@ static const char convert_usage[] =
     "                 [-l SNAPSHOT] [-S SIZE] [-m N] [-n [--target-is-zero]] [-t none]\n"
     "                 [-p] [-q] [--allow-host-paths] [--keep-uuid] IN OUT\n"
     "  -f FMT      input format (default: probed from the content)\n"
-    "  -O FMT      output format (default: from OUT's extension, else raw)\n"
+    "  -O FMT      output format (default: from OUT's extension when it is a\n"
+    "              known one; raw for devices and nbd:// URIs)\n"
     "  -o OPTS     output format options key=val,...; '-o help' lists them\n"
     "  -c          compress the output (formats with compressed clusters)\n"
     "  -B BACKING  make OUT an overlay on BACKING; only differences are written\n"
@@ -364,9 +366,9 @@ static int convert_options_help(const char *fmt, const char *dst)
         fmt = vd_format_from_extension(dst);
     if (!fmt)
         fmt = "raw";
+    if (vc_check_format(fmt))
+        return VC_EXIT_ERR;
     const char *h = vd_format_create_help(fmt);
-    if (!h)
-        return vc_fail("unknown format '%s'", fmt);
     printf("Supported options for %s:\n%s", fmt, h);
     return 0;
 }
@@ -426,9 +428,14 @@ int vc_cmd_convert(int argc, char **argv)
     if (o.options && (!strcmp(o.options, "help") || !strcmp(o.options, "?")))
         return convert_options_help(o.dst_fmt, optind + 1 < argc ? argv[optind + 1] : NULL);
     if (argc - optind != 2)
-        return vc_fail("convert: expected IN and OUT (see vdconvert convert --help)");
+        return vc_usage("convert", "expected IN and OUT");
     o.src = argv[optind];
     o.dst = argv[optind + 1];
+    if (vc_check_format(o.src_fmt) || vc_check_format(o.dst_fmt) || vc_check_format(o.backing_fmt))
+        return VC_EXIT_ERR;
+    /* -n writes into OUT as it is: its format is probed when not given */
+    if (!o.existing && vc_output_format(o.dst_fmt, o.dst, &o.dst_fmt))
+        return VC_EXIT_ERR;
     vd_error e = { 0 };
     if (vc_convert(&o, &e) < 0)
         return vc_fail_err(&e);

@@ -41,19 +41,19 @@ int vc_cmd_create(int argc, char **argv)
         default: return vc_usage_error("create", argv[optind - 1]);
         }
     }
-    if (!fmt && optind < argc)
-        fmt = vd_format_from_extension(argv[optind]);
-    if (!fmt)
-        fmt = "raw";
     if (opts && (!strcmp(opts, "help") || !strcmp(opts, "?"))) {
-        const char *h = vd_format_create_help(fmt);
-        if (!h)
-            return vc_fail("create: unknown format '%s'", fmt);
-        printf("Supported options for %s:\n%s", fmt, h);
+        if (!fmt && optind < argc)
+            fmt = vd_format_from_extension(argv[optind]);
+        if (vc_check_format(fmt))
+            return VC_EXIT_ERR;
+        fmt = fmt ? fmt : "raw";
+        printf("Supported options for %s:\n%s", fmt, vd_format_create_help(fmt));
         return 0;
     }
+    if (vc_check_format(bfmt) || (optind < argc && vc_output_format(fmt, argv[optind], &fmt)))
+        return VC_EXIT_ERR;
     if (argc - optind < 1 || argc - optind > 2)
-        return vc_fail("create: expected IMG [SIZE] (see vdconvert create --help)");
+        return vc_usage("create", "expected IMG [SIZE]");
     uint64_t size = 0;
     if (argc - optind == 2 && !vc_parse_size(argv[optind + 1], &size))
         return vc_fail("create: size '%s': expected a number with an optional K/M/G/T "

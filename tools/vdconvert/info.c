@@ -226,7 +226,7 @@ int vc_cmd_info(int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        return vc_fail("info: expected one image (see vdconvert info --help)");
+        return vc_usage("info", "expected one image");
     vd_error e = { 0 };
     vd_image *img;
     if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
@@ -341,7 +341,7 @@ int vc_cmd_map(int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        return vc_fail("map: expected one image (see vdconvert map --help)");
+        return vc_usage("map", "expected one image");
     vd_error e = { 0 };
     vd_image *img;
     if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)

@@ -11,8 +11,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Exit code for a usage error or a failure (qemu-img uses 1 for both). */
+/* Exit codes: 1 a failure, 2 a usage error (as every vdisk tool; tool.h). */
 #define VC_EXIT_ERR 1
+#define VC_EXIT_USAGE 2
 
 /* ---- helpers (vdconvert.c) --------------------------------------------- */
 
@@ -23,8 +24,20 @@ int vc_fail_err(const vd_error *e);
 /* Parse a size with an optional K/M/G/T/P suffix (powers of 1024) or a
  * trailing "B"; false on garbage or overflow. */
 bool vc_parse_size(const char *s, uint64_t *out);
-/* getopt boilerplate: prints "vdconvert CMD: unknown option" style errors. */
+/* getopt boilerplate: prints "vdconvert CMD: unknown option ..." and the
+ * command's usage on stderr; returns VC_EXIT_USAGE.  `what` is
+ * argv[optind - 1]. */
 int vc_usage_error(const char *cmd, const char *what);
+/* "vdconvert CMD: MSG" and the command's synopsis; returns VC_EXIT_USAGE. */
+int vc_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 0 when `fmt` is NULL or a known format (name or alias); otherwise prints
+ * qemu-img's "Unknown file format 'X'" with the list and returns 1. */
+int vc_check_format(const char *fmt);
+/* The output format for `path`: `given` (-O, checked; aliases become the
+ * canonical name), else the extension when it is a known one, else raw for
+ * NBD URIs and devices; otherwise prints an error asking for -O and
+ * returns 1. */
+int vc_output_format(const char *given, const char *path, const char **fmt);
 /* Open an image read-only (or read-write) with the common options. */
 int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e);

@@ -1,0 +1,43 @@
+/* tool.h - what every vdisk command-line tool shares: exit codes, --version,
+ * the one-line usage error, the format list and the "guessed raw" warning.
+ *
+ * Exit codes, the same in every tool and documented in each man page:
+ *   0  success
+ *   1  error (the operation failed; a one-line message says why)
+ *   2  usage (unknown command or option, missing argument)
+ * Tools whose result is itself a status keep qemu-img's or their own
+ * documented codes on top (vdconvert compare/check, vdboot outcomes).
+ */
+#ifndef VD_TOOL_H
+#define VD_TOOL_H
+
+#include "vdisk.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define VT_EXIT_OK 0
+#define VT_EXIT_ERR 1
+#define VT_EXIT_USAGE 2
+
+/* Print "PROG (vdisk) VERSION" on stdout; returns 0. */
+int vt_version(const char *prog);
+
+/* "PROG: MSG" on stderr, then `usage` (may be NULL); returns VT_EXIT_USAGE. */
+int vt_usage_error(const char *prog, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* After getopt returned '?' or ':' (optstring starting with ':'), the
+ * option the user typed ("-x" or "--foo") in `buf`; `last` is
+ * argv[optind - 1]. */
+const char *vt_bad_option(const char *last, char *buf, size_t n);
+
+/* Print "fmt1, fmt2, ..." of the formats (only creatable ones if asked). */
+void vt_print_formats(FILE *f, bool creatable_only);
+
+/* The qemu-img warning for an image opened as raw because nothing else
+ * matched its content (vd_info.probed_raw), naming the user's `path`, in
+ * qemu-img's words (scripts grep for them). */
+void vt_warn_probed_raw(vd_image *img, const char *path);
+
+#endif
