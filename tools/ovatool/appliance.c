@@ -10,6 +10,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,8 +167,8 @@ static int app_read_ova(const char *path, const char *extract_dir, struct applia
             break;
         }
         if (ap->n_files == 0 && !app_has_suffix(name, ".ovf"))
-            fprintf(stderr, "ovatool: %s: warning: first member is '%s', not the .ovf "
-                    "descriptor the OVF specification puts first\n", path, name);
+            appliance_diag(ap, "first member is '%s', not the .ovf descriptor the OVF "
+                           "specification puts first", name);
         struct app_member m;
         if ((r = app_member_begin(ap, name, extract_dir, &m, err, errlen)) < 0)
             break;
@@ -245,6 +246,8 @@ static int app_read_folder(const char *path, const char *extract_dir, struct app
                 r = -1;
             } else {
                 ap->n_unsafe++;
+                appliance_diag(ap, "file reference '%s' leaves the appliance (not followed; "
+                               "import refuses it)", f->href);
             }
             continue;
         }
@@ -261,6 +264,8 @@ static int app_read_folder(const char *path, const char *extract_dir, struct app
                 if (c == 0 && !extract_dir) {
                     /* info/verify on a bare descriptor: report, don't fail */
                     ap->n_missing++;
+                    appliance_diag(ap, "file '%s' referenced by the descriptor is missing",
+                                   f->href);
                 } else if (c == 0) {
                     snprintf(err, errlen, "%s/%s: file referenced by the descriptor is missing",
                              dir, f->href);
@@ -288,6 +293,37 @@ static int app_read_folder(const char *path, const char *extract_dir, struct app
     return r;
 }
 
+void appliance_diag(struct appliance *ap, const char *fmt, ...)
+{
+    char line[1024];
+    va_list va;
+    va_start(va, fmt);
+    vsnprintf(line, sizeof line, fmt, va);
+    va_end(va);
+    char **nv = realloc(ap->diags, (ap->n_diags + 1) * sizeof *nv);
+    if (!nv)
+        return;
+    ap->diags = nv;
+    ap->diags[ap->n_diags++] = strdup(line);
+}
+
+/* What the descriptor says that import would refuse or change. */
+static void app_check_disks(struct appliance *ap)
+{
+    const struct ovf_appliance *a = &ap->ovf;
+    if (ap->ovf_name && !ap->mf_text)
+        appliance_diag(ap, "no manifest (.mf): the files' integrity cannot be checked");
+    for (size_t i = 0; i < a->n_disks; i++) {
+        const struct ovf_disk *d = &a->disks[i];
+        if (!ovf_disk_in_use(a, d))
+            continue;
+        if (d->capacity_error)
+            appliance_diag(ap, "disk %s: %s", d->id ? d->id : "?", d->capacity_error);
+        else if (!d->file_ref && !d->capacity)
+            appliance_diag(ap, "disk %s: neither a file nor a capacity", d->id ? d->id : "?");
+    }
+}
+
 int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
                    char *err, size_t errlen)
 {
@@ -303,6 +339,8 @@ int appliance_read(const char *path, const char *extract_dir, struct appliance *
             r = -1;
         }
     }
+    if (r == 0)
+        app_check_disks(ap);
     return r;
 }
 
@@ -316,6 +354,9 @@ void appliance_free(struct appliance *ap)
     for (size_t i = 0; i < ap->n_files; i++)
         free(ap->files[i].name);
     free(ap->files);
+    for (size_t i = 0; i < ap->n_diags; i++)
+        free(ap->diags[i]);
+    free(ap->diags);
     memset(ap, 0, sizeof *ap);
 }
 

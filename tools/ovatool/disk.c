@@ -81,8 +81,8 @@ static int disk_copy(vd_image *in, vd_image *out, const char *label, bool progre
 }
 
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, bool progress, struct disk_stats *stats,
-                 char *err, size_t errlen)
+                 const char *options, uint64_t min_size, bool progress,
+                 struct disk_stats *stats, char *err, size_t errlen)
 {
     uint64_t populated = 0;
     vd_error e = { 0 };
@@ -90,8 +90,10 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", dst, (int)getpid());
     int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt }, &in, &e);
+    if (r == 0 && vd_size(in) > min_size)
+        min_size = vd_size(in);
     if (r == 0)
-        r = vd_create(tmp, &(vd_create_opts){ .format = fmt, .size = vd_size(in),
+        r = vd_create(tmp, &(vd_create_opts){ .format = fmt, .size = min_size,
                                               .options = options }, &e);
     if (r == 0)
         r = vd_open(tmp, &(vd_open_opts){ .format = fmt }, &out, &e);

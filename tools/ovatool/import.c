@@ -146,6 +146,58 @@ static void imp_sanitize(char *s)
             *s = '_';
 }
 
+/* The name the outputs (NAME.xml, NAME.sh, NAME-diskN) and the domain get:
+ * the VM's name when it is a plain name; an empty, dot-leading (hidden, "..")
+ * or dash-leading (taken for an option by virsh and sh) or path-like name is
+ * replaced by one made from the appliance's file name.  Returns true when
+ * the VM's own name was kept. */
+static bool imp_safe_name(const char *vm, const char *path, char *out, size_t len)
+{
+    if (vm && *vm && *vm != '.' && *vm != '-' && !strchr(vm, '/') && !strchr(vm, '\\')) {
+        snprintf(out, len, "%s", vm);
+        imp_sanitize(out);
+        return true;
+    }
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(out, len, "%s", base);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out)
+        *dot = 0;
+    imp_sanitize(out);
+    for (char *p = out; *p == '.' || *p == '-'; p++)
+        *p = '_';
+    if (!*out)
+        snprintf(out, len, "appliance");
+    return false;
+}
+
+/* The virtual size of a disk file as vdisk reads it. */
+static int imp_virtual_size(const char *path, uint64_t *size, char *err, size_t errlen)
+{
+    vd_image *img = NULL;
+    vd_error e = { 0 };
+    if (vd_open(path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
+        snprintf(err, errlen, "%s", e.msg);
+        return -1;
+    }
+    *size = vd_size(img);
+    vd_close(img, NULL);
+    return 0;
+}
+
+/* A disk the descriptor declares without a file (an empty data disk): a
+ * new, empty disk of the declared capacity. */
+static int imp_create_empty(const char *dst, const char *fmt, uint64_t size, char *err,
+                            size_t errlen)
+{
+    vd_error e = { 0 };
+    if (vd_create(dst, &(vd_create_opts){ .format = fmt, .size = size }, &e) < 0) {
+        snprintf(err, errlen, "%s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int imp_check_cert(const struct appliance *ap, const struct import_opts *o)
 {
     if (!ap->cert_text)
@@ -184,7 +236,15 @@ int ova_import(const char *path, const struct import_opts *o)
     size_t nd = 0;
     if (appliance_read(path, work, &ap, err, sizeof err) < 0)
         goto out;
-    if (!o->no_verify) {
+    if (!ap.mf_text && o->strict) {
+        snprintf(err, sizeof err, "%s: no manifest (.mf): refused with --strict", path);
+        goto out;
+    }
+    if (!ap.mf_text && !o->no_verify) {
+        /* VirtualBox and ovftool import such appliances with a warning */
+        fprintf(stderr, "ovatool: %s: warning: no manifest (.mf): the files' integrity is not "
+                "checked (--strict refuses such appliances)\n", path);
+    } else if (!o->no_verify) {
         if (appliance_verify_manifest(&ap, err, sizeof err, &checked) < 0) {
             char e2[8400];
             snprintf(e2, sizeof e2, "%s (use --no-verify to import anyway)", err);
@@ -198,14 +258,45 @@ int ova_import(const char *path, const struct import_opts *o)
         }
     }
     char name[256];
-    snprintf(name, sizeof name, "%s", ap.ovf.name ? ap.ovf.name : "appliance");
-    imp_sanitize(name);
+    if (!imp_safe_name(ap.ovf.name, path, name, sizeof name)) {
+        fprintf(stderr, "ovatool: %s: warning: VM name '%s' is not usable as a file or domain "
+                "name; using '%s'\n", path, ap.ovf.name ? ap.ovf.name : "", name);
+        free(ap.ovf.name);
+        ap.ovf.name = strdup(name);
+    }
     disks = calloc(ap.ovf.n_disks + 1, sizeof *disks);
     for (size_t i = 0; i < ap.ovf.n_disks; i++) {
         const struct ovf_disk *d = &ap.ovf.disks[i];
         const struct ovf_file *f = d->file_ref ? ovf_find_file(&ap.ovf, d->file_ref) : NULL;
-        if (!f || !ovf_disk_in_use(&ap.ovf, d))
-            continue;      /* an empty disk, or one of another deployment option */
+        if (!ovf_disk_in_use(&ap.ovf, d))
+            continue;      /* a disk of another deployment option */
+        if (d->capacity_error) {
+            snprintf(err, sizeof err, "%s: disk %s: %s; refused", ap.ovf_name,
+                     d->id ? d->id : "?", d->capacity_error);
+            goto out;
+        }
+        if (!f && (ovf_disk_is_cdrom(d) || !d->capacity)) {
+            fprintf(stderr, "ovatool: %s: warning: %s %s has no file%s; not attached\n",
+                    ap.ovf_name, ovf_disk_is_cdrom(d) ? "CD-ROM" : "disk", d->id ? d->id : "?",
+                    ovf_disk_is_cdrom(d) ? "" : " and no capacity");
+            continue;
+        }
+        if (!f) {
+            char dst[4600];
+            snprintf(dst, sizeof dst, "%s/%s-disk%zu.%s", o->outdir, name, nd + 1, o->format);
+            if (access(dst, F_OK) == 0) {
+                snprintf(err, sizeof err, "%s: already exists; not overwritten", dst);
+                goto out;
+            }
+            if (imp_create_empty(dst, o->format, d->capacity, err, sizeof err) < 0)
+                goto out;
+            disks[nd] = (struct import_disk){ .disk = d, .path = realpath(dst, NULL),
+                                              .format = o->format };
+            nd++;
+            printf("disk %zu: %s (empty, %llu bytes: the descriptor gives no file)\n", nd, dst,
+                   (unsigned long long)d->capacity);
+            continue;
+        }
         if (!ovf_href_is_plain(f->href)) {
             snprintf(err, sizeof err, "%s: file reference '%s' leaves the appliance; refused",
                      ap.ovf_name, f->href);
@@ -225,10 +316,31 @@ int ova_import(const char *path, const struct import_opts *o)
             free(src);
             goto out;
         }
+        /* The virtual size follows ovf:capacity: a smaller file is grown
+         * (the guest was given the declared size); a larger one holds data
+         * past the declared end and is refused. */
+        uint64_t vsize = 0;
+        if (!cdrom && imp_virtual_size(src, &vsize, err, sizeof err) < 0) {
+            free(src);
+            goto out;
+        }
+        if (!cdrom && d->capacity && vsize > d->capacity) {
+            snprintf(err, sizeof err, "%s: disk %s: %s has a virtual size of %llu bytes, larger "
+                     "than the ovf:capacity of %llu bytes the descriptor declares; refused",
+                     ap.ovf_name, d->id ? d->id : "?", f->href, (unsigned long long)vsize,
+                     (unsigned long long)d->capacity);
+            free(src);
+            goto out;
+        }
+        if (!cdrom && d->capacity > vsize)
+            fprintf(stderr, "ovatool: disk %s: %s is %llu bytes, grown to the declared "
+                    "ovf:capacity of %llu bytes\n", d->id ? d->id : "?", f->href,
+                    (unsigned long long)vsize, (unsigned long long)d->capacity);
         /* An ISO is a medium, not a disk: it keeps its bytes (and any
          * signature over them) and is attached read-only. */
         int r = cdrom ? imp_move_iso(src, dst, err, sizeof err)
-                      : disk_convert(src, NULL, dst, o->format, NULL, o->progress, NULL, err, sizeof err);
+                      : disk_convert(src, NULL, dst, o->format, NULL, d->capacity, o->progress,
+                                     NULL, err, sizeof err);
         unlink(src);
         free(src);
         if (r < 0)

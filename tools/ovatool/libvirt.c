@@ -32,8 +32,30 @@ void xml_escape(const char *in, char *out, size_t outlen)
 }
 
 
-enum lv_bus { LV_VIRTIO, LV_IDE, LV_SCSI, LV_SATA };
-static const char *const lv_bus_names[] = { "virtio", "ide", "scsi", "sata" };
+enum lv_bus { LV_VIRTIO, LV_IDE, LV_SCSI, LV_SATA, LV_NVME };
+/* libvirt 9 has no NVMe disk bus: an NVMe disk goes on AHCI there (every
+ * guest with an NVMe driver has an AHCI one); the qemu line uses nvme. */
+static const char *const lv_bus_names[] = { "virtio", "ide", "scsi", "sata", "sata" };
+
+/* Each SCSI controller an OVF names, as libvirt and qemu call it. */
+struct lv_scsi { const char *ovf, *libvirt, *qemu; };
+static const struct lv_scsi lv_scsi_models[] = {
+    { "lsilogic", "lsilogic", "lsi53c895a" },
+    { "lsilogicsas", "lsisas1068", "mptsas1068" },      /* LSI SAS 1068 */
+    { "VirtualSCSI", "vmpvscsi", "pvscsi" },            /* VMware paravirtual */
+    { "pvscsi", "vmpvscsi", "pvscsi" },
+    { "virtio-scsi", "virtio-scsi", "virtio-scsi-pci" },
+    /* qemu has no BusLogic HBA; LSI Logic is what guests of that age drive */
+    { "buslogic", "lsilogic", "lsi53c895a" },
+};
+
+static const struct lv_scsi *lv_scsi_model(const struct ovf_controller *c)
+{
+    for (size_t i = 0; c && c->subtype && i < sizeof lv_scsi_models / sizeof lv_scsi_models[0]; i++)
+        if (!strcasecmp(c->subtype, lv_scsi_models[i].ovf))
+            return &lv_scsi_models[i];
+    return &lv_scsi_models[0];
+}
 
 /* The bus for a disk: from its OVF controller unless virtio.  A CD-ROM
  * stays on its OVF bus even with --virtio (there is no virtio CD-ROM). */
@@ -48,6 +70,8 @@ static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_dis
         return LV_IDE;
     if (c->resource_type == 6)
         return LV_SCSI;
+    if (c->subtype && strcasestr(c->subtype, "nvme"))
+        return LV_NVME;
     return LV_SATA;
 }
 
@@ -55,7 +79,7 @@ static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_dis
  * ports, which the same guests drive (the qemu line's if=ide does this). */
 static enum lv_bus lv_q35_bus(enum lv_bus b)
 {
-    return b == LV_IDE ? LV_SATA : b;
+    return b == LV_IDE || b == LV_NVME ? LV_SATA : b;
 }
 
 static const char *lv_nic_model(const struct ovf_nic *n, bool virtio)
@@ -93,24 +117,40 @@ char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk
               "  <cpu mode='host-model'/>\n  <clock offset='%s'/>\n",
               lv_is_windows(a) ? "localtime" : "utc");
     sb_printf(&b, "  <devices>\n");
-    unsigned count[4] = { 0 };   /* virtio, ide, scsi, sata */
+    unsigned count[5] = { 0 };   /* virtio, ide, scsi, sata, nvme */
+    /* One libvirt SCSI controller per OVF SCSI controller a disk uses, of
+     * the same model; its disks get units on it in order. */
+    const struct ovf_controller *scsi[16] = { 0 };
+    unsigned scsi_units[16] = { 0 }, n_scsi = 0;
     for (size_t i = 0; i < n; i++) {
         enum lv_bus k = lv_q35_bus(lv_bus(a, &d[i], virtio));
-        char dev[16], path[4200];
+        char dev[16], path[4200], addr[160] = "";
         snprintf(dev, sizeof dev, "%s%c", k == LV_VIRTIO ? "vd" : "sd",
                  'a' + (k == LV_VIRTIO ? count[k] : count[LV_SCSI] + count[LV_SATA]) % 26);
         count[k]++;
+        if (k == LV_SCSI) {
+            const struct ovf_controller *c = ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL);
+            unsigned ci = 0;
+            while (ci < n_scsi && scsi[ci] != c)
+                ci++;
+            if (ci == n_scsi && n_scsi < 16)
+                scsi[n_scsi++] = c;
+            if (ci < 16)
+                snprintf(addr, sizeof addr, "      <address type='drive' controller='%u' bus='0' "
+                         "target='0' unit='%u'/>\n", ci, scsi_units[ci]++);
+        }
         xml_escape(d[i].path, path, sizeof path);
         sb_printf(&b, "    <disk type='file' device='%s'>\n"
                   "      <driver name='qemu' type='%s'/>\n"
                   "      <source file='%s'/>\n"
-                  "      <target dev='%s' bus='%s'/>\n%s    </disk>\n",
+                  "      <target dev='%s' bus='%s'/>\n%s%s    </disk>\n",
                   d[i].cdrom ? "cdrom" : "disk",
                   !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format, path, dev, lv_bus_names[k],
-                  d[i].cdrom ? "      <readonly/>\n" : "");
+                  d[i].cdrom ? "      <readonly/>\n" : "", addr);
     }
-    if (count[LV_SCSI])
-        sb_printf(&b, "    <controller type='scsi' model='%s'/>\n", virtio ? "virtio-scsi" : "lsilogic");
+    for (unsigned i = 0; i < n_scsi; i++)
+        sb_printf(&b, "    <controller type='scsi' index='%u' model='%s'/>\n", i,
+                  virtio ? "virtio-scsi" : lv_scsi_model(scsi[i])->libvirt);
     for (size_t i = 0; i < a->n_nics; i++)
         sb_printf(&b, "    <interface type='network'>\n      <source network='default'/>\n"
                   "      <model type='%s'/>\n    </interface>\n",
@@ -157,20 +197,26 @@ char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk 
         sh_quote(d[i].path, q, sizeof q);
         const char *fmt = !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format;
         if (d[i].cdrom && bus == LV_SCSI)
-            sb_printf(&b, "  -device lsi53c895a,id=scsi%zu -drive file=%s,format=raw,if=none,"
+            sb_printf(&b, "  -device %s,id=scsi%zu -drive file=%s,format=raw,if=none,"
                       "id=d%zu,media=cdrom,readonly=on -device scsi-cd,drive=d%zu,bus=scsi%zu.0 \\\n",
+                      lv_scsi_model(ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL))->qemu,
                       i, q, i, i, i);
         else if (d[i].cdrom)   /* IDE or SATA: q35's AHCI */
             sb_printf(&b, "  -drive file=%s,format=raw,if=none,id=d%zu,media=cdrom,readonly=on "
                       "-device ide-cd,drive=d%zu \\\n", q, i, i);
+        else if (bus == LV_NVME)
+            sb_printf(&b, "  -drive file=%s,format=%s,if=none,id=d%zu -device nvme,serial=d%zu,"
+                      "drive=d%zu \\\n", q, fmt, i, i, i);
         else if (bus == LV_VIRTIO || bus == LV_IDE)
             sb_printf(&b, "  -drive file=%s,format=%s,if=%s \\\n", q, fmt, lv_bus_names[bus]);
         else if (bus == LV_SATA)   /* q35's built-in AHCI */
             sb_printf(&b, "  -drive file=%s,format=%s,if=none,id=d%zu -device ide-hd,drive=d%zu \\\n",
                       q, fmt, i, i);
         else
-            sb_printf(&b, "  -device lsi53c895a,id=scsi%zu -drive file=%s,format=%s,if=none,id=d%zu "
-                      "-device scsi-hd,drive=d%zu,bus=scsi%zu.0 \\\n", i, q, fmt, i, i, i);
+            sb_printf(&b, "  -device %s,id=scsi%zu -drive file=%s,format=%s,if=none,id=d%zu "
+                      "-device scsi-hd,drive=d%zu,bus=scsi%zu.0 \\\n",
+                      lv_scsi_model(ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL))->qemu,
+                      i, q, fmt, i, i, i);
     }
     for (size_t i = 0; i < a->n_nics; i++) {
         const char *m = lv_nic_model(&a->nics[i], virtio);

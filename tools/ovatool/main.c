@@ -11,7 +11,7 @@ static const char usage_text[] =
     "usage: ovatool info [--json] APPLIANCE.ova|.ovf\n"
     "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
-    "                      [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
+    "                      [--strict] [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
     "       ovatool export -n NAME --disk IMG [--disk IMG...] [--cpus N] [--memory MiB]\n"
     "                      [--os-type TYPE] [--target virtualbox|vmware|esxi|ovf2]\n"
     "                      [--ovf-version 1|2] [--digest sha1|sha256|sha512]\n"
@@ -20,8 +20,9 @@ static const char usage_text[] =
     "info     what the appliance holds: VM, OS, CPUs, memory, disks, controllers,\n"
     "         NICs, networks, EULA/product, manifest and certificate status\n"
     "verify   check every member against the manifest (.mf) and the certificate\n"
-    "import   verify, convert every disk (default qcow2), write a libvirt domain\n"
-    "         (NAME.xml) and a qemu command line (NAME.sh) into OUTDIR (default .)\n"
+    "import   verify, convert every disk (default qcow2) to its declared capacity,\n"
+    "         write a libvirt domain (NAME.xml) and a qemu command line (NAME.sh)\n"
+    "         into OUTDIR (default .); no manifest is a warning (--strict: an error)\n"
     "export   pack disks (any format vdisk reads) as streamOptimized VMDKs with an\n"
     "         OVF descriptor and a manifest (SHA256 by default) into an OVA\n";
 
@@ -31,11 +32,16 @@ static int usage(int rc)
     return rc;
 }
 
-static void json_str(const char *k, const char *v, bool comma)
+/* A JSON string (quoted, escaped) or null. */
+static void json_val(const char *v)
 {
-    char esc[1024];
+    char esc[2048];
     size_t n = 0;
-    for (; v && *v && n + 8 < sizeof esc; v++) {
+    if (!v) {
+        printf("null");
+        return;
+    }
+    for (; *v && n + 8 < sizeof esc; v++) {
         if (*v == '"' || *v == '\\') {
             esc[n++] = '\\';
             esc[n++] = *v;
@@ -46,10 +52,14 @@ static void json_str(const char *k, const char *v, bool comma)
         }
     }
     esc[n] = 0;
-    if (v || n)
-        printf("\"%s\": \"%s\"%s", k, esc, comma ? ", " : "");
-    else
-        printf("\"%s\": null%s", k, comma ? ", " : "");
+    printf("\"%s\"", esc);
+}
+
+static void json_str(const char *k, const char *v, bool comma)
+{
+    printf("\"%s\": ", k);
+    json_val(v);
+    printf("%s", comma ? ", " : "");
 }
 
 static const char *ctrl_name(int t)
@@ -69,7 +79,15 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         json_str("os-id", a->os_id, true);
         json_str("os-description", a->os_desc, true);
         json_str("os-type", a->os_type, true);
-        printf("\"cpus\": %u, \"memory-mib\": %llu, ", a->cpus, (unsigned long long)a->memory_mib);
+        /* null: the descriptor does not say (not zero CPUs) */
+        if (a->has_cpus)
+            printf("\"cpus\": %u, ", a->cpus);
+        else
+            printf("\"cpus\": null, ");
+        if (a->has_memory)
+            printf("\"memory-mib\": %llu, ", (unsigned long long)a->memory_mib);
+        else
+            printf("\"memory-mib\": null, ");
         json_str("configuration", a->configuration, true);
         printf("\"disks\": [");
         for (size_t i = 0, shown = 0; i < a->n_disks; i++) {
@@ -81,10 +99,16 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
             json_str("file", f ? f->href : NULL, true);
             json_str("format", a->disks[i].format, true);
             printf("\"device\": \"%s\", ", ovf_disk_is_cdrom(&a->disks[i]) ? "cdrom" : "disk");
-            printf("\"capacity\": %llu, \"populated-size\": %llu, \"file-size\": %llu}",
-                   (unsigned long long)a->disks[i].capacity,
-                   (unsigned long long)a->disks[i].populated,
-                   (unsigned long long)(f ? f->size : 0));
+            if (a->disks[i].capacity_error)
+                printf("\"capacity\": null, ");
+            else
+                printf("\"capacity\": %llu, ", (unsigned long long)a->disks[i].capacity);
+            json_str("capacity-error", a->disks[i].capacity_error, true);
+            printf("\"populated-size\": %llu, ", (unsigned long long)a->disks[i].populated);
+            if (f)
+                printf("\"file-size\": %llu}", (unsigned long long)f->size);
+            else
+                printf("\"file-size\": null}");
         }
         printf("], \"controllers\": [");
         for (size_t i = 0; i < a->n_ctrls; i++) {
@@ -100,9 +124,18 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
             printf("}");
         }
         printf("], \"networks\": [");
-        for (size_t i = 0; i < a->n_networks; i++)
-            printf("%s\"%s\"", i ? ", " : "", a->networks[i]);
+        for (size_t i = 0; i < a->n_networks; i++) {
+            printf("%s", i ? ", " : "");
+            json_val(a->networks[i]);
+        }
         printf("], \"eula\": %s, ", a->has_eula ? "true" : "false");
+        printf("\"missing-files\": %zu, \"unsafe-references\": %zu, \"warnings\": [",
+               ap->n_missing, ap->n_unsafe);
+        for (size_t i = 0; i < ap->n_diags; i++) {
+            printf("%s", i ? ", " : "");
+            json_val(ap->diags[i]);
+        }
+        printf("], ");
         json_str("product", a->product, true);
         json_str("vendor", a->vendor, true);
         printf("\"manifest\": \"%s\", ", mf_state > 0 ? "ok" : mf_state == 0 ? "absent" : "mismatch");
@@ -119,7 +152,14 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
     printf("name: %s\novf version: %d (%s)\n", a->name ? a->name : "?", a->version, a->flavor);
     printf("os: %s%s%s%s\n", a->os_desc ? a->os_desc : "?", a->os_type ? " [" : "",
            a->os_type ? a->os_type : "", a->os_type ? "]" : "");
-    printf("cpus: %u\nmemory: %llu MiB\n", a->cpus, (unsigned long long)a->memory_mib);
+    if (a->has_cpus)
+        printf("cpus: %u\n", a->cpus);
+    else
+        printf("cpus: (not stated)\n");
+    if (a->has_memory)
+        printf("memory: %llu MiB\n", (unsigned long long)a->memory_mib);
+    else
+        printf("memory: (not stated)\n");
     for (size_t i = 0; i < a->n_ctrls; i++)
         printf("controller %s: %s%s%s\n", a->ctrls[i].instance_id ? a->ctrls[i].instance_id : "?",
                ctrl_name(a->ctrls[i].resource_type), a->ctrls[i].subtype ? " " : "",
@@ -152,6 +192,8 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
     if (ap->n_unsafe)
         printf("unsafe references: %zu file reference(s) leave the appliance; import "
                "refuses them\n", ap->n_unsafe);
+    for (size_t i = 0; i < ap->n_diags; i++)
+        printf("warning: %s\n", ap->diags[i]);
     printf("manifest: %s%s%s\n", mf_state > 0 ? "ok" : mf_state == 0 ? "absent" : "MISMATCH",
            mf_state < 0 ? ": " : "", mf_state < 0 ? mf_msg : "");
     if (cr->present)
@@ -231,7 +273,7 @@ static int cmd_import(int argc, char **argv)
     struct import_opts o = { .format = "qcow2", .outdir = "." };
     static const struct option lo[] = { { "no-verify", 0, 0, 'n' }, { "ca-file", 1, 0, 'c' },
                                          { "virtio", 0, 0, 'v' }, { "help", 0, 0, 'h' },
-                                         { 0, 0, 0, 0 } };
+                                         { "strict", 0, 0, 's' }, { 0, 0, 0, 0 } };
     int c;
     while ((c = getopt_long(argc, argv, "O:d:ph", lo, NULL)) != -1) {
         switch (c) {
@@ -241,6 +283,7 @@ static int cmd_import(int argc, char **argv)
         case 'n': o.no_verify = true; break;
         case 'c': o.cafile = optarg; break;
         case 'v': o.virtio = true; break;
+        case 's': o.strict = true; break;
         default: return usage(c == 'h' ? 0 : 1);
         }
     }

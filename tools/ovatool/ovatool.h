@@ -13,10 +13,12 @@ struct disk_stats {
     uint64_t populated;   /* bytes not known to be zero (OVF populatedSize) */
 };
 /* Convert src to dst (format fmt, create options) via a temp name + rename;
- * `stats` (may be NULL) receives what the copy saw of the source. */
+ * dst's virtual size is the source's, or `min_size` when that is larger (an
+ * OVF capacity larger than its file); `stats` (may be NULL) receives what the
+ * copy saw of the source. */
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, bool progress, struct disk_stats *stats,
-                 char *err, size_t errlen);
+                 const char *options, uint64_t min_size, bool progress,
+                 struct disk_stats *stats, char *err, size_t errlen);
 
 /* libvirt.c: domain XML and a qemu command line for imported disks. */
 struct import_disk {
@@ -35,6 +37,7 @@ struct import_opts {
     const char *format;     /* output disk format */
     const char *outdir;
     bool no_verify, progress, virtio;
+    bool strict;            /* a missing manifest is an error, not a warning */
     const char *cafile;
 };
 int ova_import(const char *path, const struct import_opts *o);
@@ -65,7 +68,11 @@ struct appliance {
     bool is_ova;
     size_t n_missing;       /* referenced files absent (.ovf without its files) */
     size_t n_unsafe;        /* references that leave the appliance (not followed) */
+    char **diags; size_t n_diags;   /* every warning found while reading, one line each */
 };
+/* Record a warning about the appliance (shown by info, in text and JSON). */
+void appliance_diag(struct appliance *ap, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Read an .ova (tar) or an .ovf with its folder; digests of every member.
  * When `extract_dir` is set, every member is also written there. */
 int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,

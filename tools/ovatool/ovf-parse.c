@@ -69,6 +69,23 @@ static uint64_t ovf_u64(const char *s)
     return s ? strtoull(s, NULL, 10) : 0;
 }
 
+/* A decimal count with nothing else (no sign, no overflow); false otherwise. */
+static bool ovf_strict_u64(const char *s, uint64_t *v)
+{
+    uint64_t r = 0;
+    while (s && (*s == ' ' || *s == '\t'))
+        s++;
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++)
+        if (__builtin_mul_overflow(r, 10, &r) || __builtin_add_overflow(r, (uint64_t)(*s - '0'), &r))
+            return false;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    *v = r;
+    return *s == 0;
+}
+
 /* "byte * 2^30", "GigaBytes", "MB", "byte" -> multiplier; 0 if unknown. */
 static uint64_t ovf_units(const char *u)
 {
@@ -79,6 +96,13 @@ static uint64_t ovf_units(const char *u)
         unsigned e = (unsigned)strtoul(p + 2, NULL, 10);
         uint64_t base = strstr(u, "* 1024") ? 1024 : 1;
         return e < 63 ? (1ull << e) * base : 0;
+    }
+    if ((p = strstr(u, "10^"))) {
+        unsigned e = (unsigned)strtoul(p + 3, NULL, 10);
+        uint64_t r = 1;
+        for (unsigned i = 0; i < e && r; i++)
+            r = r > UINT64_MAX / 10 ? 0 : r * 10;
+        return r;
     }
     if (!strcasecmp(u, "byte") || !strcasecmp(u, "bytes"))
         return 1;
@@ -130,15 +154,25 @@ static int ovf_read_disks(const xmlNode *sec, struct ovf_appliance *a)
             continue;
         char *cap = ovf_attr(c, "capacity"), *units = ovf_attr(c, "capacityAllocationUnits");
         char *pop = ovf_attr(c, "populatedSize");
-        uint64_t mul = ovf_units(units), capv = ovf_u64(cap), bytes;
-        if (!mul || __builtin_mul_overflow(capv, mul, &bytes))
-            bytes = 0;
+        uint64_t mul = ovf_units(units), capv = 0, bytes = 0;
+        bool is_ref = cap && !strncmp(cap, "${", 2) && strchr(cap, '}');
+        char why[512] = "";
+        if (!mul)
+            snprintf(why, sizeof why, "ovf:capacityAllocationUnits '%.100s' is not a unit "
+                     "ovatool knows", units);
+        else if (!is_ref && !ovf_strict_u64(cap, &capv))
+            snprintf(why, sizeof why, "ovf:capacity '%.100s' is not a whole number",
+                     cap ? cap : "(missing)");
+        else if (!is_ref && (__builtin_mul_overflow(capv, mul, &bytes) || bytes > OVF_MAX_CAPACITY))
+            snprintf(why, sizeof why, "ovf:capacity %s x %llu bytes is beyond the 1 EiB "
+                     "limit (a mistake, not a disk)", cap, (unsigned long long)mul);
         struct ovf_disk d = {
             .id = ovf_attr(c, "diskId"), .file_ref = ovf_attr(c, "fileRef"),
-            .capacity = bytes, .populated = ovf_u64(pop), .format = ovf_attr(c, "format"),
-            .address = -1, .capacity_unit = mul,
+            .capacity = why[0] ? 0 : bytes, .populated = ovf_u64(pop),
+            .format = ovf_attr(c, "format"), .address = -1, .capacity_unit = mul,
+            .capacity_error = why[0] ? strdup(why) : NULL,
         };
-        if (cap && !strncmp(cap, "${", 2) && strchr(cap, '}'))
+        if (is_ref)
             d.capacity_ref = strndup(cap + 2, (size_t)(strchr(cap, '}') - cap - 2));
         free(cap); free(units); free(pop);
         OVF_PUSH(a->disks, a->n_disks, d);
@@ -168,14 +202,17 @@ static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
     switch (type) {
     case 3:
         a->cpus = (unsigned)ovf_u64(qty);
+        a->has_cpus = qty != NULL;
         break;
     case 4: {
         char *units = ovf_child_text(it, "AllocationUnits");
         uint64_t mul = ovf_units(units ? units : "byte * 2^20");
         free(units);
         uint64_t bytes;
-        if (mul && !__builtin_mul_overflow(ovf_u64(qty), mul, &bytes))
+        if (qty && mul && !__builtin_mul_overflow(ovf_u64(qty), mul, &bytes)) {
             a->memory_mib = bytes >> 20;
+            a->has_memory = true;
+        }
         break;
     }
     case 5: case 6: case 20: {
@@ -317,9 +354,19 @@ static void ovf_resolve_capacities(const xmlNode *vs, struct ovf_appliance *a)
                     continue;
                 char *key = ovf_attr(q, "key"), *val = ovf_attr(q, "value");
                 uint64_t bytes;
-                if (key && val && !strcmp(key, d->capacity_ref) && d->capacity_unit &&
-                    !__builtin_mul_overflow(ovf_u64(val), d->capacity_unit, &bytes))
-                    d->capacity = bytes;
+                uint64_t v;
+                if (key && val && !strcmp(key, d->capacity_ref) && d->capacity_unit) {
+                    if (ovf_strict_u64(val, &v) &&
+                        !__builtin_mul_overflow(v, d->capacity_unit, &bytes) &&
+                        bytes <= OVF_MAX_CAPACITY) {
+                        d->capacity = bytes;
+                    } else if (!d->capacity_error) {
+                        char why[300];
+                        snprintf(why, sizeof why, "property %.64s = '%.64s' is not a capacity "
+                                 "ovatool accepts (a whole number, at most 1 EiB)", key, val);
+                        d->capacity_error = strdup(why);
+                    }
+                }
                 free(key);
                 free(val);
             }
@@ -393,6 +440,16 @@ int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_applianc
     if (len > OVF_MAX_DESCRIPTOR)
         return ovf_fail(err, errlen, "%s: descriptor of %zu bytes is larger than the %u MiB limit",
                         name, len, OVF_MAX_DESCRIPTOR >> 20);
+    /* No OVF declares a DTD or entities; one that does is crafted (entity
+     * expansion, external files) and is not parsed at all. */
+    const char *dt = memmem(buf, len, "<!DOCTYPE", 9);
+    if (dt) {
+        int line = 1;
+        for (const char *p = buf; p < dt; p++)
+            line += *p == '\n';
+        return ovf_fail(err, errlen, "%s: line %d: the descriptor has a DOCTYPE; OVF "
+                        "descriptors declare no DTD or entities: refused", name, line);
+    }
     xmlDoc *doc = xmlReadMemory(buf, (int)len, name, NULL,
                                 XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc) {
@@ -407,7 +464,10 @@ int ovf_parse(const char *buf, size_t len, const char *name, struct ovf_applianc
     }
     xmlNode *root = xmlDocGetRootElement(doc);
     int r = 0;
-    if (!ovf_is(root, "Envelope")) {
+    if (doc->intSubset || doc->extSubset) {
+        r = ovf_fail(err, errlen, "%s: the descriptor has a DOCTYPE; OVF descriptors declare "
+                     "no DTD or entities: refused", name);
+    } else if (!ovf_is(root, "Envelope")) {
         r = ovf_fail(err, errlen, "%s: root element is <%s>, not an OVF <Envelope>", name,
                      root ? (const char *)root->name : "(none)");
     } else if (ovf_read_envelope(root, a) < 0) {
@@ -479,6 +539,7 @@ void ovf_free(struct ovf_appliance *a)
     for (size_t i = 0; i < a->n_disks; i++) {
         free(a->disks[i].id); free(a->disks[i].file_ref); free(a->disks[i].format);
         free(a->disks[i].parent); free(a->disks[i].capacity_ref);
+        free(a->disks[i].capacity_error);
     }
     for (size_t i = 0; i < a->n_ctrls; i++) {
         free(a->ctrls[i].instance_id); free(a->ctrls[i].subtype);

@@ -9,6 +9,9 @@
 
 /* A descriptor larger than this is refused before parsing. */
 #define OVF_MAX_DESCRIPTOR (16u << 20)
+/* A declared disk capacity above this (1 EiB) is taken for a mistake or an
+ * attack, never for a disk to create. */
+#define OVF_MAX_CAPACITY (1ull << 60)
 #define OVF_MAX_ITEMS 1024
 
 struct ovf_file {
@@ -35,6 +38,7 @@ struct ovf_disk {
     bool cdrom;               /* a CD/DVD item attaches it (an ISO image, copied as is) */
     char *capacity_ref;       /* "${key}": a ProductSection property gives it */
     uint64_t capacity_unit;
+    char *capacity_error;     /* the capacity is unreadable or absurd: why (import refuses) */
 };
 
 struct ovf_nic {
@@ -51,6 +55,7 @@ struct ovf_appliance {
     char *flavor;             /* "virtualbox", "vmware" or "ovf" */
     unsigned cpus;
     uint64_t memory_mib;
+    bool has_cpus, has_memory;  /* the hardware section states them */
     char *product, *vendor, *product_version;
     bool has_eula;
     char *firmware;           /* "efi" or NULL */
