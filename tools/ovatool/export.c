@@ -13,19 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* CIM operating system ids for the names people pass with --os-type. */
-static const char *exp_cim_os(const char *t)
-{
-    static const struct { const char *name, *id; } map[] = {
-        { "debian", "96" }, { "ubuntu", "94" }, { "rhel", "80" }, { "centos", "107" },
-        { "windows", "67" }, { "freebsd", "78" }, { "linux", "36" }, { "other", "1" },
-    };
-    for (size_t i = 0; t && i < sizeof map / sizeof map[0]; i++)
-        if (strcasestr(t, map[i].name))
-            return map[i].id;
-    return "1";
-}
-
 static int exp_add_member(struct archive *ar, const char *name, const char *path,
                           const char *mem, size_t mem_len, char *err, size_t errlen)
 {
@@ -110,9 +97,15 @@ int ova_export(const struct export_opts *o)
     bool vmware = o->target && (!strcmp(o->target, "vmware") || !strcmp(o->target, "esxi"));
     struct ovf_appliance a = { 0 };
     a.name = strdup(o->name);
-    a.os_type = o->os_type ? strdup(o->os_type) : NULL;
-    a.os_desc = strdup(o->os_type ? o->os_type : "Other");
-    a.os_id = strdup(exp_cim_os(o->os_type));
+    /* main checked the name: the table gives the CIM number and the id
+     * the target's importer reads */
+    const struct os_entry *os = os_by_name(o->os_type ? o->os_type : "other");
+    char cim[16];
+    snprintf(cim, sizeof cim, "%d", os->cim);
+    bool vbox = o->target && !strcmp(o->target, "virtualbox");
+    a.os_type = vmware ? strdup(os->vmware) : vbox ? strdup(os->vbox) : NULL;
+    a.os_desc = strdup(os->desc);
+    a.os_id = strdup(cim);
     a.cpus = o->cpus;
     a.memory_mib = o->memory_mib;
     a.files = calloc(o->n_disks + 1, sizeof *a.files);

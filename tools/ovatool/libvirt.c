@@ -97,6 +97,9 @@ static const char *lv_nic_model(const struct ovf_nic *n, bool virtio)
 
 static bool lv_is_windows(const struct ovf_appliance *a)
 {
+    const struct os_entry *os = os_from_ovf(a->os_id, a->os_type, a->os_desc);
+    if (os)
+        return os->windows;
     const char *t = a->os_type ? a->os_type : a->os_desc;
     return t && (strcasestr(t, "win") != NULL);
 }
@@ -108,6 +111,13 @@ char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk
     char name[512];
     xml_escape(a->name ? a->name : "appliance", name, sizeof name);
     sb_printf(&b, "<domain type='kvm'>\n  <name>%s</name>\n", name);
+    /* virt-manager and virt-install read the guest OS from here */
+    const struct os_entry *os = os_from_ovf(a->os_id, a->os_type, a->os_desc);
+    if (os && os->libosinfo)
+        sb_printf(&b, "  <metadata>\n    <libosinfo:libosinfo "
+                  "xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>\n"
+                  "      <libosinfo:os id='%s'/>\n    </libosinfo:libosinfo>\n  </metadata>\n",
+                  os->libosinfo);
     sb_printf(&b, "  <memory unit='MiB'>%llu</memory>\n  <vcpu>%u</vcpu>\n",
               (unsigned long long)(a->memory_mib ? a->memory_mib : 1024), a->cpus ? a->cpus : 1);
     sb_printf(&b, "  <os%s>\n    <type arch='x86_64' machine='q35'>hvm</type>\n"

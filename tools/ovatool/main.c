@@ -13,7 +13,7 @@ static const char usage_text[] =
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
     "                      [--strict] [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
     "       ovatool export -n NAME --disk IMG [--disk IMG...] [--cpus N] [--memory MiB]\n"
-    "                      [--os-type TYPE] [--target virtualbox|vmware|esxi|ovf2]\n"
+    "                      [--os-type OS] [--target virtualbox|vmware|esxi|ovf2]\n"
     "                      [--ovf-version 1|2] [--digest sha1|sha256|sha512]\n"
     "                      [--sign KEY.pem --cert CERT.pem] [-p] -o OUT.ova\n"
     "\n"
@@ -24,11 +24,15 @@ static const char usage_text[] =
     "         write a libvirt domain (NAME.xml) and a qemu command line (NAME.sh)\n"
     "         into OUTDIR (default .); no manifest is a warning (--strict: an error)\n"
     "export   pack disks (any format vdisk reads) as streamOptimized VMDKs with an\n"
-    "         OVF descriptor and a manifest (SHA256 by default) into an OVA\n";
+    "         OVF descriptor and a manifest (SHA256 by default) into an OVA\n"
+    "\n"
+    "OS names (--os-type; vendor ids such as windows9_64Guest or Ubuntu_64 too):\n";
 
 static int usage(int rc)
 {
     fputs(usage_text, rc ? stderr : stdout);
+    fputs("  ", rc ? stderr : stdout);
+    os_list_names(rc ? stderr : stdout);
     return rc;
 }
 
@@ -79,6 +83,8 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         json_str("os-id", a->os_id, true);
         json_str("os-description", a->os_desc, true);
         json_str("os-type", a->os_type, true);
+        const struct os_entry *os = os_from_ovf(a->os_id, a->os_type, a->os_desc);
+        json_str("os-name", os ? os->name : NULL, true);
         /* null: the descriptor does not say (not zero CPUs) */
         if (a->has_cpus)
             printf("\"cpus\": %u, ", a->cpus);
@@ -150,8 +156,10 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         return;
     }
     printf("name: %s\novf version: %d (%s)\n", a->name ? a->name : "?", a->version, a->flavor);
-    printf("os: %s%s%s%s\n", a->os_desc ? a->os_desc : "?", a->os_type ? " [" : "",
-           a->os_type ? a->os_type : "", a->os_type ? "]" : "");
+    const struct os_entry *os = os_from_ovf(a->os_id, a->os_type, a->os_desc);
+    printf("os: %s%s%s%s (CIM %s, vdisk name %s)\n", a->os_desc ? a->os_desc : "?",
+           a->os_type ? " [" : "", a->os_type ? a->os_type : "", a->os_type ? "]" : "",
+           a->os_id ? a->os_id : "?", os ? os->name : "unknown");
     if (a->has_cpus)
         printf("cpus: %u\n", a->cpus);
     else
@@ -351,6 +359,11 @@ static int cmd_export(int argc, char **argv)
     }
     if (o.ovf_version != 1 && o.ovf_version != 2) {
         fprintf(stderr, "ovatool: --ovf-version %d: expected 1 or 2\n", o.ovf_version);
+        return 1;
+    }
+    if (o.os_type && !os_by_name(o.os_type)) {
+        fprintf(stderr, "ovatool: --os-type %s: unknown; known names: ", o.os_type);
+        os_list_names(stderr);
         return 1;
     }
     if (!!o.sign_key != !!o.sign_cert) {

@@ -6,6 +6,7 @@
 #include "vdisk.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 
 /* disk.c */
 struct disk_stats {
@@ -81,6 +82,21 @@ void appliance_free(struct appliance *ap);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
 int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
                               int *checked);
+
+/* ostable.c: guest operating systems by vdisk name, CIM OSType number,
+ * VMware guestOS id, VirtualBox OSType and libosinfo id. */
+struct os_entry {
+    const char *name, *desc;
+    int cim;
+    const char *vmware, *vbox, *libosinfo;
+    bool windows;
+};
+const struct os_entry *os_table(size_t *n);
+/* vdisk's name, a short alias (debian, windows10...) or a vendor id; NULL if unknown. */
+const struct os_entry *os_by_name(const char *name);
+/* What an OperatingSystemSection describes (any argument may be NULL). */
+const struct os_entry *os_from_ovf(const char *cim_id, const char *os_type, const char *desc);
+void os_list_names(FILE *f);
 
 /* strbuf.c: a growable string (s is NULL until the first append). */
 struct sbuf {

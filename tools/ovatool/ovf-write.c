@@ -43,6 +43,9 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
 {
     struct sbuf b = { 0 };
     bool vmware = target && (!strcmp(target, "vmware") || !strcmp(target, "esxi"));
+    bool vbox = target && !strcmp(target, "virtualbox");
+    /* vSphere's default port group; VirtualBox attaches "NAT" to its NAT engine */
+    const char *net = vmware ? "VM Network" : "NAT";
     const char *ns = version == 2 ? "http://schemas.dmtf.org/ovf/envelope/2"
                                   : "http://schemas.dmtf.org/ovf/envelope/1";
     char name[512], os[512];
@@ -52,8 +55,10 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
     sb_printf(&b, "<Envelope xmlns=\"%s\" xmlns:ovf=\"%s\" "
           "xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" "
           "xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" "
-          "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ovf:version=\"%s\">\n",
-      ns, ns, version == 2 ? "2.0" : "1.0");
+          "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"%s ovf:version=\"%s\">\n",
+      ns, ns, vmware ? " xmlns:vmw=\"http://www.vmware.com/schema/ovf\""
+                     : vbox ? " xmlns:vbox=\"http://www.virtualbox.org/ovf/machine\"" : "",
+      version == 2 ? "2.0" : "1.0");
     sb_printf(&b, "  <References>\n");
     for (size_t i = 0; i < a->n_files; i++)
         sb_printf(&b, "    <File ovf:href=\"%s\" ovf:id=\"%s\" ovf:size=\"%llu\"/>\n", a->files[i].href,
@@ -69,13 +74,23 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
           (unsigned long long)a->disks[i].populated);
     sb_printf(&b, "  </DiskSection>\n");
     sb_printf(&b, "  <NetworkSection>\n    <Info>The list of logical networks</Info>\n"
-          "    <Network ovf:name=\"NAT\">\n      <Description>The NAT network</Description>\n"
-          "    </Network>\n  </NetworkSection>\n");
+          "    <Network ovf:name=\"%s\">\n      <Description>The %s network</Description>\n"
+          "    </Network>\n  </NetworkSection>\n", net, net);
     sb_printf(&b, "  <VirtualSystem ovf:id=\"%s\">\n    <Info>A virtual machine</Info>\n"
           "    <Name>%s</Name>\n", name, name);
-    sb_printf(&b, "    <OperatingSystemSection ovf:id=\"%s\">\n      <Info>The guest operating system</Info>\n"
-          "      <Description>%s</Description>\n    </OperatingSystemSection>\n",
-      a->os_id ? a->os_id : "1", os);
+    /* The CIM number for every importer; VMware reads its guestOS id from
+     * vmw:osType, VirtualBox its OSType from a vbox:OSType element. */
+    char ostype[256] = "";
+    if (a->os_type)
+        xml_escape(a->os_type, ostype, sizeof ostype);
+    sb_printf(&b, "    <OperatingSystemSection ovf:id=\"%s\"", a->os_id ? a->os_id : "1");
+    if (vmware && ostype[0])
+        sb_printf(&b, " vmw:osType=\"%s\"", ostype);
+    sb_printf(&b, ">\n      <Info>The guest operating system</Info>\n"
+          "      <Description>%s</Description>\n", os);
+    if (vbox && ostype[0])
+        sb_printf(&b, "      <vbox:OSType ovf:required=\"false\">%s</vbox:OSType>\n", ostype);
+    sb_printf(&b, "    </OperatingSystemSection>\n");
     sb_printf(&b, "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n"
           "      <System>\n        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
           "        <vssd:InstanceID>0</vssd:InstanceID>\n"
@@ -114,7 +129,7 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
         ovfw_item(&b, r, 6);
     }
     ovfw_set(&r[0], "AutomaticAllocation", "true");
-    ovfw_set(&r[1], "Connection", "NAT");
+    ovfw_set(&r[1], "Connection", "%s", net);
     ovfw_set(&r[2], "ElementName", "Ethernet adapter 1");
     ovfw_set(&r[3], "InstanceID", "5");
     ovfw_set(&r[4], "ResourceSubType", "E1000");
