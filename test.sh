@@ -59,35 +59,25 @@ print(p, f, s)
 PY
 }
 
-# run_suite BUILDDIR ARGS...: meson test; a test that fails is run once more
-# on its own and, if it passes then, reported as FLAKY (never silently).
+# Prints one line per skipped test of a meson test log, "  RUN NAME: reason",
+# the reason being the test's last "SKIP: ..." line (tests/lib.sh skip()).
+skipped_names() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["result"] != "SKIP":
+        continue
+    why = [l for l in (r.get("stdout") or "").splitlines() if l.startswith("SKIP")]
+    print("  %s %s: %s" % (sys.argv[2], r["name"], why[-1] if why else "exit 77"))
+PY
+}
+
+# run_suite BUILDDIR ARGS...: meson test.  A test that fails fails the run:
+# nothing is rerun (a flaky test is a bug to fix, not to retry).
 run_suite() {
     local dir=$1; shift
-    meson test -C "$dir" --print-errorlogs "$@" && return 0
-    local failed
-    failed=$(python3 - "$dir/meson-logs/testlog.json" <<'PY'
-import json, sys
-print(" ".join(json.loads(l)["name"] for l in open(sys.argv[1])
-               if json.loads(l)["result"] not in ("OK", "SKIP", "EXPECTEDFAIL")))
-PY
-)
-    [ -n "$failed" ] || return 1
-    cp "$dir/meson-logs/testlog.json" "$dir/meson-logs/testlog-first.json"
-    echo "test.sh: rerunning once: $failed"
-    # shellcheck disable=SC2086
-    if meson test -C "$dir" --print-errorlogs --timeout-multiplier 3 $failed; then
-        echo "FLAKY (failed, then passed on rerun): $failed"
-        python3 - "$dir/meson-logs/testlog-first.json" "$dir/meson-logs/testlog.json" <<'PY'
-import json, sys
-first = [json.loads(l) for l in open(sys.argv[1])]
-for r in first:
-    if r["result"] not in ("OK", "SKIP", "EXPECTEDFAIL"):
-        r["result"] = "OK"
-open(sys.argv[2], "w").write("".join(json.dumps(r) + "\n" for r in first))
-PY
-        return 0
-    fi
-    return 1
+    meson test -C "$dir" --print-errorlogs "$@"
 }
 
 install_missing
@@ -98,6 +88,7 @@ setup build
 run_suite build --no-suite slow --num-processes 4 || status=1
 read -r p f s < <(counts build/meson-logs/testlog.json)
 tp=$p tf=$f ts=$s
+skips=$(skipped_names build/meson-logs/testlog.json plain)
 
 if [ "${1:-}" != "--quick" ]; then
     # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -107,6 +98,7 @@ if [ "${1:-}" != "--quick" ]; then
     run_suite build-asan --no-suite slow --no-suite nosan --timeout-multiplier 3 \
         --num-processes 4 || status=1
     read -r p f s < <(counts build-asan/meson-logs/testlog.json)
+    skips+=$'\n'$(skipped_names build-asan/meson-logs/testlog.json asan)
     echo "asan+ubsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 
@@ -116,11 +108,17 @@ if [ "${1:-}" != "--quick" ]; then
     setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
     run_suite build-tsan --suite threads --timeout-multiplier 3 --num-processes 1 || status=1
     read -r p f s < <(counts build-tsan/meson-logs/testlog.json)
+    skips+=$'\n'$(skipped_names build-tsan/meson-logs/testlog.json tsan)
     echo "tsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 
     # Every libFuzzer target for a few seconds from its seeds (clang).
     if tests/fuzz/run-ci.sh 5; then tp=$((tp + 1)); else tf=$((tf + 1)); status=1; fi
+fi
+skips=$(grep -v '^$' <<<"$skips" || true)
+if [ -n "$skips" ]; then
+    echo "skipped tests (run, name: reason):"
+    echo "$skips"
 fi
 echo "$tp passed, $tf failed, $ts skipped"
 exit $status
