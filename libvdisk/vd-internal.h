@@ -14,9 +14,19 @@ bool vd_is_uri(const char *path);
 void vd_error_prefix(vd_error *err, const char *path);
 
 /* Power-loss tests (writelog.c): log a completed change to a file when
- * VDISK_TEST_WRITE_LOG is set; `data` only for VD_WL_WRITE. */
+ * VDISK_TEST_WRITE_LOG is set; `data` only for VD_WL_WRITE.  Only the test
+ * build of the library (VD_TEST_HOOKS, libvdisk/meson.build) has the log;
+ * in the installed library the calls compile to nothing. */
 enum vd_wl_op { VD_WL_WRITE = 1, VD_WL_ZERO, VD_WL_TRUNCATE, VD_WL_SYNC, VD_WL_MARK };
+#ifdef VD_TEST_HOOKS
 void vd_wl_record(const vd_file *f, enum vd_wl_op op, uint64_t off, uint64_t len,
                   const void *data);
+#else
+static inline void vd_wl_record(const vd_file *f, enum vd_wl_op op, uint64_t off,
+                                uint64_t len, const void *data)
+{
+    (void)f; (void)op; (void)off; (void)len; (void)data;
+}
+#endif
 
 #endif

@@ -11,7 +11,10 @@
  * Record: "VDWL", op (u32: 1 write, 2 zero, 3 truncate, 4 sync, 5 mark),
  * path length (u32), offset (u64), length (u64), the path, then for
  * writes the data.  Little-endian.  Without the variable nothing is done
- * beyond one check. */
+ * beyond one check.
+ *
+ * Built only into the test library (libvdisk/meson.build: vdisk-test, with
+ * -DVD_TEST_HOOKS), never into the installed libvdisk. */
 #include "vd-driver.h"
 #include "vd-internal.h"
 

@@ -6,7 +6,8 @@
 # read the same by libvhdi (vhdiinfo; pyvhdi for the content).  qemu 7.2
 # refuses 4096-byte logical sectors ("Operation not supported"), so that one
 # is judged by libvhdi only.
-# Our log is real: with VDISK_VHDX_TEST_CRASH=after-log the writer stops once
+# Our log is real: with VDISK_VHDX_TEST_CRASH=after-log (test build of the
+# library, tests/crash-writer) the writer stops once
 # its log entry is durable (BAT not yet updated in place), and then qemu's
 # replay (check -r all) and ours (read-only, in memory) both give the data.
 # A differencing VHDX made with `vdconvert create -b` is read by libvhdi as
@@ -83,19 +84,24 @@ done
 grep -q "Fixed" <(vhdiinfo "$T/out-subformat_fixed.vhdx") || fail "fixed VHDX not reported Fixed"
 
 # --- a crash after the log entry is durable --------------------------------
-VDISK_VHDX_TEST_CRASH=after-log "$VDCONVERT" -O vhdx -o block_size=1M "$T/src.raw" "$T/crash.vhdx" ||
-    fail "convert with the crash hook"
+# crash-writer links the test build of libvdisk, whose VHDX driver (only
+# there) stops writing anything once a log entry is durable when
+# VDISK_VHDX_TEST_CRASH=after-log: 32 writes, one flush, then the "crash".
+CW=$VD_BUILD/tests/crash-writer
+"$VDCONVERT" create -O vhdx -o block_size=1M "$T/crash.vhdx" 16M >/dev/null || fail "create crash.vhdx"
+VDISK_VHDX_TEST_CRASH=after-log VD_CRASH_WRITES=32 "$CW" write "$T/crash.vhdx" 3 "$T/crash.log" 32 ||
+    fail "crash-writer with the crash hook"
 qemu-img info -f vhdx "$T/crash.vhdx" >/dev/null 2>&1 &&
     fail "the crashed image has no pending log (qemu opens it read-only)"
 before=$(sha256sum <"$T/crash.vhdx")
+"$CW" verify "$T/crash.vhdx" 3 32 32 || fail "our in-memory replay lost data"
 rm -f "$T/back.raw"
 "$VDCONVERT" "$T/crash.vhdx" "$T/back.raw" || fail "we cannot read our crashed image"
-cmp -s "$T/back.raw" "$T/src.raw" || fail "our in-memory replay lost data"
 [ "$(sha256sum <"$T/crash.vhdx")" = "$before" ] || fail "a read-only open changed the file"
 cp "$T/crash.vhdx" "$T/crash-q.vhdx"
 qemu-img check -r all -f vhdx "$T/crash-q.vhdx" >"$T/check.txt" 2>&1 || true
 qemu-img check -f vhdx "$T/crash-q.vhdx" >/dev/null || fail "qemu's replay of our log: $(cat "$T/check.txt")"
-qemu-img compare -q -f raw "$T/src.raw" -F vhdx "$T/crash-q.vhdx" || fail "qemu's replay of our log lost data"
+qemu-img compare -q -f raw "$T/back.raw" -F vhdx "$T/crash-q.vhdx" || fail "qemu's replay of our log lost data"
 echo "ok: our log replays in qemu and in vdisk"
 
 # --- differencing -----------------------------------------------------------

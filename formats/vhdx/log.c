@@ -19,7 +19,8 @@
  *
  * Test hook: with VDISK_VHDX_TEST_CRASH=after-log in the environment, the
  * driver stops writing anything once an entry is durable, as if the process
- * had died there; tests use it to check that qemu and we replay our log. */
+ * had died there; tests use it to check that qemu and we replay our log.
+ * Only the test build of the library (VD_TEST_HOOKS) reads the variable. */
 #include "vhdx.h"
 
 #include <errno.h>
@@ -296,8 +297,12 @@ int vhdx_log_replay(vd_image *img, struct vhdx_state *s, vd_error *err)
 
 static bool vhdx_test_crash(void)
 {
+#ifdef VD_TEST_HOOKS
     const char *v = getenv("VDISK_VHDX_TEST_CRASH");
     return v && !strcmp(v, "after-log");
+#else
+    return false;
+#endif
 }
 
 /* Write one entry holding sectors [0, n) at the start of the log. */
