@@ -409,6 +409,13 @@ static int parallels_check(vd_image *img, unsigned flags, vd_check_result *res, 
         snprintf(res->first_problem, sizeof res->first_problem,
                  "BAT has %u entries, the disk needs %llu", pf->bat_entries,
                  (unsigned long long)need);
+    /* A format extension (dirty bitmaps, in 512-byte sectors) we do not
+     * read, but one that cannot be there is a damaged header. */
+    if (pf->ext_off && pf->ext_off >= pf->file_size / 512 && !res->corruptions++)
+        snprintf(res->first_problem, sizeof res->first_problem,
+                 "format extension offset 0x%llx at 0x%x is past end of file (size 0x%llx)",
+                 (unsigned long long)pf->ext_off * 512, PRL_O_EXT_OFF,
+                 (unsigned long long)pf->file_size);
     res->allocated_clusters = allocated;
     res->total_clusters = pf->bat_entries;
     res->image_end_offset = pf->next_alloc;

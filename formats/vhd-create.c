@@ -259,7 +259,13 @@ int vhd_create(const struct vd_create_args *a, vd_error *err)
         if (!a->backing || strcmp(a->backing->drv->name, "vhd"))
             return vd_set_error(err, -EINVAL,
                                 "vhd: the parent of a differencing VHD must be a VHD");
-        if (a->size != a->backing->size)
+        /* A size that CHS rounding turns into the parent's is the same
+         * disk: `convert -B base.vhd` of a source whose own conversion made
+         * base.vhd asks for the unrounded size. */
+        struct vhd_create_plan rounded = { 0 };
+        if (a->size != a->backing->size &&
+            (vhd_plan_size(a->size, false, &rounded, NULL) < 0 ||
+             rounded.size != a->backing->size))
             return vd_set_error(err, -EINVAL,
                                 "vhd: a differencing VHD has its parent's size (%llu), not %llu",
                                 (unsigned long long)a->backing->size,

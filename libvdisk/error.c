@@ -5,16 +5,47 @@
 #include <math.h>
 #include <stdio.h>
 
+size_t vd_escape_ctl(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0;
+    if (!cap)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+        char e[5];
+        size_t n = 1;
+        e[0] = (char)*p;
+        if (*p < 0x20 || *p == 0x7f) {
+            char c = *p == '\n' ? 'n' : *p == '\r' ? 'r' : *p == '\t' ? 't' : *p == 0x1b ? 'e' : 0;
+            n = c ? 2u : 4u;
+            if (c)
+                snprintf(e, sizeof e, "\\%c", c);
+            else
+                snprintf(e, sizeof e, "\\x%02x", *p);
+        }
+        if (o + n >= cap)
+            break;        /* never half an escape */
+        memcpy(dst + o, e, n);
+        o += n;
+    }
+    dst[o] = 0;
+    return o;
+}
+
+/* A message is one line whatever the names in it hold: the whole formatted
+ * text goes through vd_escape_ctl (format strings have no control
+ * characters, so only data is changed). */
 static void vd_verror(vd_error *err, int code, const char *fmt, va_list ap,
                       bool add_errno)
 {
     if (!err)
         return;
     err->code = code;
-    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    if (add_errno && n >= 0 && (size_t)n < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s",
+    char tmp[VD_ERROR_MAX];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    if (add_errno && n >= 0 && (size_t)n < sizeof tmp)
+        snprintf(tmp + n, sizeof tmp - (size_t)n, ": %s",
                  strerror(code < 0 ? -code : code));
+    vd_escape_ctl(err->msg, sizeof err->msg, tmp);
 }
 
 int vd_set_error(vd_error *err, int code, const char *fmt, ...)

@@ -20,11 +20,12 @@ void vd_error_prefix(vd_error *err, const char *path)
 {
     if (!err || !path)
         return;
-    size_t pl = strlen(path);
-    if (!strncmp(err->msg, path, pl))
+    char epath[VD_ERROR_MAX];      /* as the message holds it: escaped */
+    size_t pl = vd_escape_ctl(epath, sizeof epath, path);
+    if (!strncmp(err->msg, epath, pl))
         return;
     char tmp[2 * VD_ERROR_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s: %s", path, err->msg);
+    snprintf(tmp, sizeof tmp, "%s: %s", epath, err->msg);
     snprintf(err->msg, sizeof err->msg, "%.*s", VD_ERROR_MAX - 1, tmp);
 }
 
@@ -161,9 +162,11 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
                          const char *format, vd_image *const *chain, int depth,
                          vd_image **out, vd_error *err)
 {
+    /* The reason first: every level above adds only the top file's name
+     * (see the -ELOOP case below), so a long chain cannot push it out. */
     if (depth >= VD_MAX_CHAIN_DEPTH)
-        return vd_set_error(err, -ELOOP, "%s: backing chain deeper than %d", path,
-                            VD_MAX_CHAIN_DEPTH);
+        return vd_set_error(err, -ELOOP, "backing chain deeper than %d files (%s is file %d)",
+                            VD_MAX_CHAIN_DEPTH, path, depth + 1);
     vd_image *img = calloc(1, sizeof *img);
     if (!img)
         return vd_set_error(err, -ENOMEM, "out of memory");
@@ -258,7 +261,9 @@ open_driver:
         nchain[depth] = img;
         r = vd_open_backing(img, o, nchain, err);
         if (r < 0) {
-            vd_error_prefix(err, img->path);
+            /* A too deep or looping chain: named once, by its top file. */
+            if (r != -ELOOP || depth == 0)
+                vd_error_prefix(err, img->path);
             goto fail;
         }
     }

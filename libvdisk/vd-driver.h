@@ -35,6 +35,12 @@ int vd_set_error(vd_error *err, int code, const char *fmt, ...)
 /* Same, appending ": strerror(-code)". */
 int vd_set_errno(vd_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Both escape control characters in the message (names read from an image
+ * may hold a newline or an ESC sequence): this copies `src` into `dst`
+ * (`cap` bytes, always terminated) with \n, \r, \t, \e as such and other
+ * bytes below 0x20 and 0x7f as \xNN; everything else, UTF-8 included, as
+ * is.  Returns the length written. */
+size_t vd_escape_ctl(char *dst, size_t cap, const char *src);
 
 /* ---- checked arithmetic on untrusted values ---------------------------- */
 

@@ -67,6 +67,19 @@ open('$T/$name.hds', 'wb').write(b)"
     rm -f "$T/out.raw"
 done
 
+# A format extension offset past the end of the file: the image reads (we do
+# not use extensions) but `check` reports the damaged header.
+python3 -c "
+import struct
+b = bytearray(open('$T/good.hds', 'rb').read())
+b[:16] = b'WithouFreSpacExt'
+struct.pack_into('<Q', b, 56, len(b) // 512 + 8)
+open('$T/ext-past-eof.hds', 'wb').write(b)"
+rc=0; "$VDCONVERT" check "$T/ext-past-eof.hds" >"$T/chk.txt" 2>&1 || rc=$?
+[ $rc = 2 ] && grep -q "format extension offset .* past end of file" "$T/chk.txt" ||
+    fail "ext_off past end of file: check exit $rc: $(cat "$T/chk.txt")"
+echo "ok: ext-past-eof: $(grep -m1 "past end" "$T/chk.txt")"
+
 # --- bundles -------------------------------------------------------------------
 B=$T/b.hdd
 mkdir "$B"

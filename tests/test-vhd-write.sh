@@ -139,3 +139,18 @@ echo "ok: MacX locator resolved to 'base copy.vhd'"
 "$VDCONVERT" create -O vhd -o subformat=fixed -b base.vhd "$T/c2.vhd" 2>/dev/null &&
     fail "a fixed differencing VHD was accepted"
 echo "ok: differencing child of base.vhd"
+
+# convert -B onto a base.vhd that vdconvert made from a source of the same
+# size: the base is CHS-rounded (64 MiB -> 67125248 bytes), the child asks for
+# the unrounded size, and the same rounding makes them agree.
+head -c $((64 << 20)) /dev/zero >"$T/b64.raw"
+printf 'base' | dd of="$T/b64.raw" bs=1 seek=4096 conv=notrunc status=none
+cp "$T/b64.raw" "$T/s64.raw"
+printf 'child' | dd of="$T/s64.raw" bs=1 seek=$((40 << 20)) conv=notrunc status=none
+"$VDCONVERT" -O vhd "$T/b64.raw" "$T/b64.vhd" || fail "convert b64.raw"
+"$VDCONVERT" -O vhd -B b64.vhd "$T/s64.raw" "$T/d64.vhd" || fail "convert -B b64.vhd of a 64 MiB source"
+rm -f "$T/back.raw"
+"$VDCONVERT" "$T/d64.vhd" "$T/back.raw"
+cmp -n $((64 << 20)) "$T/back.raw" "$T/s64.raw" || fail "convert -B b64.vhd: content differs"
+[ "$(stat -c %s "$T/d64.vhd")" -lt $((8 << 20)) ] || fail "convert -B b64.vhd wrote more than the difference"
+echo "ok: convert -B onto a CHS-rounded base of the same source size"

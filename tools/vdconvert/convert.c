@@ -296,6 +296,7 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
             .size = size, .sparse_size = o->sparse_size, .workers = o->workers,
             .out_reads_zero = reads_zero, .progress = o->progress, .quiet = o->quiet,
             .zero_copy = !o->no_copy_range && !o->snapshot,
+            .allocate = o->sparse_size == 0 && !o->compress,
             .out_fd = convert_raw_fd(out),
         };
         if (o->compress)
@@ -342,7 +343,7 @@ static const char convert_usage[] =
     "  -F FMT      format of BACKING\n"
     "  -l SNAP     convert internal snapshot SNAP (id or name) of IN\n"
     "  -S SIZE     zero runs of at least SIZE bytes are left unallocated\n"
-    "              (default 4k; 0 turns zero detection off)\n"
+    "              (default 4k; 0: no zero detection, OUT fully allocated)\n"
     "  -m N        worker threads (default: number of CPUs)\n"
     "  -n          OUT exists: write into it (no creation)\n"
     "  --target-is-zero  with -n: OUT reads as zeroes, skip writing zeroes\n"

@@ -149,7 +149,11 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
             continue;
         }
         bool zero = (x->flags & VD_EXT_ZERO) != 0;
-        bool skip = c->only_top ? x->depth != 0 : zero && !c->cmp && c->out_reads_zero;
+        /* -S 0: a zero range is written as data like any other (a job of
+         * zeroed buffers, no zero detection), so that it is allocated. */
+        bool fill = zero && !c->cmp && c->allocate;
+        bool skip = c->only_top ? x->depth != 0
+                                : zero && !c->cmp && c->out_reads_zero && !fill;
         if (skip) {
             vc_progress_add(g->prog, xend - g->pos);
             g->pos = xend;
@@ -164,7 +168,7 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
             j->src_fd = vd_data_fd(c->in, x->depth);
             j->src_off = x->file_off + (g->pos - x->off);
         }
-        if (zero && !c->cmp) {
+        if (zero && !c->cmp && !fill) {
             /* One job for the whole range: it is never read. */
             j->kind = ENGINE_ZERO;
             j->len = xend - g->pos;

@@ -52,7 +52,8 @@ struct vc_convert_opts {
     const char *options;               /* -o, may be NULL */
     const char *backing, *backing_fmt; /* -B, -F */
     const char *snapshot;              /* -l */
-    uint64_t sparse_size;              /* -S; 0 = no zero detection */
+    uint64_t sparse_size;              /* -S; 0 = no zero detection, and the
+                                          output fully allocated */
     int workers;                       /* -m */
     bool compress;                     /* -c */
     bool existing;                     /* -n: write into an existing target */
@@ -80,6 +81,9 @@ struct vc_copy {
                                           top layer of `in` (commit, rebase -u) */
     bool zero_copy;                    /* data the source stores plainly in a
                                           file moves with copy_file_range */
+    bool allocate;                     /* -S 0: zero ranges of `in` are written
+                                          as data too (fully allocated output,
+                                          as qemu-img's -S 0) */
     int out_fd;                        /* a raw target's fd, or -1 */
     uint32_t compress_cluster;         /* -c: write whole clusters of this
                                           size with vd_pwrite_compressed */
