@@ -1,5 +1,6 @@
 /* qed.h - QED driver internals shared by qed.c (I/O, open, create) and
- * qed-check.c (the consistency check). */
+ * qed-check.c (the consistency check) and qed-inplace.c (resize, backing
+ * reference, emptying). */
 #ifndef VD_QED_H
 #define VD_QED_H
 #include "vd-driver.h"
@@ -56,5 +57,9 @@ int qed_write_features(vd_image *img, vd_error *err);
 int qed_cache_writeback(vd_image *img, vd_error *err);
 void qed_cache_drop(struct qed_state *s);
 int qed_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);
+/* qed-inplace.c */
+int qed_resize(vd_image *img, uint64_t size, vd_error *err);
+int qed_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
+int qed_make_empty(vd_image *img, vd_error *err);
 
 #endif

@@ -12,7 +12,7 @@ V=$VDCONVERT
 cd "$T"
 
 # Formats whose driver has the in-place operations; a fixed list.
-FORMATS="qcow2"
+FORMATS="qcow2 qed"
 qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
 XATTR=1
@@ -34,6 +34,12 @@ kept() {  # FILE BEFORE WHAT
     local left; left=$(ls -A | grep -e vdconvert- || true)
     [ -z "$left" ] || fail "$3: temporary file left: $left"
 }
+# qemu-img check: clean; for QED, whose shrink and emptying leave the
+# clusters they dropped in the file (no refcounts to free them), leaks too.
+checked() {  # IMG WHAT
+    local rc=0; qemu-img check -q "$1" >/dev/null 2>&1 || rc=$?
+    [ $rc = 0 ] || { [ $rc = 3 ] && [[ $1 == *.qed ]]; } || fail "$2: qemu-img check $1: exit $rc"
+}
 vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
 
 chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw
@@ -47,7 +53,7 @@ chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw
     qemu-img convert -O raw top.$F want.raw
 }
 
-for F in $FORMATS; do
+for F in ${ONLY:-$FORMATS}; do
     Q=$(qn $F)
     echo "== $F"
     # resize: grow (+), grow past the first L1 table, shrink (-- -N)
@@ -64,7 +70,7 @@ for F in $FORMATS; do
     "$V" resize top.$F -- -4M >/dev/null 2>&1 && fail "$F: shrink without --shrink succeeded"
     "$V" resize --shrink top.$F -- -4M >/dev/null
     kept top.$F "$m" "$F resize"
-    qemu-img check -q top.$F || fail "$F resize: qemu-img check"
+    checked top.$F "$F resize"
     qemu-img compare -q top.$F <(head -c 12M want.raw) 2>/dev/null ||
         { head -c 12M want.raw >want12.raw; qemu-img compare -q top.$F want12.raw; } ||
         fail "$F resize --shrink: content"
@@ -82,7 +88,7 @@ for F in $FORMATS; do
     "$V" rebase -b empty.$F -F $Q top.$F
     kept top.$F "$m" "$F rebase"
     qemu-img compare -q -F raw top.$F want.raw || fail "$F rebase changed the guest view"
-    qemu-img check -q top.$F || fail "$F rebase: qemu-img check"
+    checked top.$F "$F rebase"
     "$V" rebase -b "" top.$F
     kept top.$F "$m" "$F rebase -b ''"
     qemu-img info top.$F | grep -q "^backing file" && fail "$F rebase -b '': still has a backing file"
@@ -94,7 +100,7 @@ for F in $FORMATS; do
     kept top.$F "$m" "$F commit"; kept base.$F "$mb" "$F commit (base)"
     qemu-img compare -q -F raw base.$F want.raw || fail "$F commit: base content"
     qemu-img compare -q -F raw top.$F want.raw || fail "$F commit: chain content"
-    qemu-img check -q base.$F && qemu-img check -q top.$F || fail "$F commit: qemu-img check"
+    checked base.$F "$F commit"; checked top.$F "$F commit"
     qemu-img map --output=json top.$F | grep -q '"depth": 0, "present": true' &&
         fail "$F commit: overlay not emptied"
 done
@@ -126,7 +132,7 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     done
     echo "$F $what: $steps kill points"
 }
-for F in $FORMATS; do
+for F in ${ONLY:-$FORMATS}; do
     Q=$(qn $F)
     crash_steps $F "resize" "$V" resize top.$F +8M
     crash_steps $F "rebase -u" "$V" rebase -u -b empty.$F -F $Q top.$F

@@ -1,0 +1,156 @@
+/* qed-inplace.c - the in-place metadata operations of QED: virtual size,
+ * backing reference, emptying an overlay.
+ *
+ * Crash ordering (docs/flush.md):
+ *  - grow: one 8-byte header write (the size; the L1 table is allocated at
+ *    its full size at create time, so it bounds the size: past it, -ENOTSUP).
+ *  - shrink: the L2 entries past the new end and the L1 entries of tables
+ *    wholly past it are cleared and synced first (a later grow must not
+ *    bring them back), then the size is written.  The clusters they held
+ *    are leaked (QED has no refcounts; check reports them).
+ *  - backing reference: header and name are contiguous from offset 0 and
+ *    written with one write.
+ *  - make empty: the L1 table is cleared with one write and synced; then
+ *    the file is cut after the header and L1 when nothing else precedes. */
+#include "qed.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static int qed_ip_sync(vd_image *img, vd_error *err)
+{
+    int r = qed_cache_writeback(img, err);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    return r;
+}
+
+/* Clear the entries of L2 table `l1i` from index `from` on, on disk. */
+static int qed_ip_clear_l2(vd_image *img, uint64_t l1i, uint64_t from, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    uint64_t off = s->l1[l1i];
+    if (!off || from >= s->table_entries)
+        return 0;
+    if (off & (s->cluster_size - 1) || off < s->data_start)
+        return vd_set_error(err, -EINVAL, "qed: L1 entry %llu (0x%llx) is not a table",
+                            (unsigned long long)l1i, (unsigned long long)off);
+    size_t n = (size_t)((s->table_entries - from) * 8);
+    uint8_t *z = calloc(1, n);
+    if (!z)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vd_file_pwrite(img->file, z, n, off + from * 8, err);
+    free(z);
+    return r;
+}
+
+int qed_resize(vd_image *img, uint64_t size, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    if (size % 512)
+        return vd_set_error(err, -EINVAL, "qed: size %llu is not a multiple of 512",
+                            (unsigned long long)size);
+    uint64_t max = s->table_entries * s->table_entries * s->cluster_size;
+    if (size > max)
+        return vd_set_error(err, -ENOTSUP, "qed: cannot grow past %llu bytes in place: its "
+                            "L1 table (%u clusters of %u bytes) maps no more",
+                            (unsigned long long)max, s->table_size, s->cluster_size);
+    int r = qed_ip_sync(img, err);
+    if (r < 0)
+        return r;
+    qed_cache_drop(s);
+    uint64_t new_n = (size + s->span - 1) / s->span, old_n = s->l1_n;
+    if (size < s->image_size) {
+        uint64_t first = vd_round_up(size, s->cluster_size) / s->cluster_size;
+        uint64_t l1i = first * s->cluster_size / s->span;
+        if (l1i < old_n)
+            r = qed_ip_clear_l2(img, l1i, first % s->table_entries, err);
+        for (uint64_t i = new_n; r == 0 && i < old_n; i++) {
+            uint8_t z[8] = { 0 };
+            if (s->l1[i] && (r = vd_file_pwrite(img->file, z, 8, s->l1_off + i * 8, err)) == 0)
+                s->l1[i] = 0;
+        }
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        if (r < 0)
+            return r;
+    }
+    uint64_t *l1 = realloc(s->l1, (new_n ? new_n : 1) * 8);
+    if (!l1)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    s->l1 = l1;
+    /* entries a grow adds: as stored (zero unless another tool left some) */
+    if (new_n > old_n) {
+        r = vd_file_pread(img->file, l1 + old_n, (new_n - old_n) * 8, s->l1_off + old_n * 8, err);
+        for (uint64_t i = old_n; r == 0 && i < new_n; i++)
+            l1[i] = vd_le64(&l1[i]);
+        if (r < 0)
+            return r;
+    }
+    uint8_t b[8];
+    vd_put_le64(b, size);
+    if ((r = vd_file_pwrite(img->file, b, 8, QED_H_SIZE, err)) == 0 &&
+        (r = vd_file_sync(img->file, err)) == 0) {
+        s->image_size = size;
+        s->l1_n = new_n;
+        img->size = size;
+    }
+    return r;
+}
+
+int qed_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    size_t len = file ? strlen(file) : 0;
+    if (len > QED_MAX_BACKING_NAME || QED_HEADER_LEN + len > s->data_start)
+        return vd_set_error(err, -ENOSPC, "qed: a backing file name of %zu bytes does not fit "
+                            "the %llu header bytes", len, (unsigned long long)s->data_start);
+    uint8_t *h = calloc(1, QED_HEADER_LEN + len);
+    if (!h)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vd_file_pread(img->file, h, QED_HEADER_LEN, 0, err);
+    uint64_t f = s->features & ~(QED_F_BACKING_FILE | QED_F_BACKING_RAW);
+    if (len)
+        f |= QED_F_BACKING_FILE | (fmt && !strcmp(fmt, "raw") ? QED_F_BACKING_RAW : 0);
+    if (r == 0) {
+        vd_put_le64(h + QED_H_FEATURES, f);
+        vd_put_le32(h + QED_H_BF_OFF, len ? QED_HEADER_LEN : 0);
+        vd_put_le32(h + QED_H_BF_LEN, (uint32_t)len);
+        memcpy(h + QED_HEADER_LEN, file ? file : "", len);
+        r = vd_file_pwrite(img->file, h, QED_HEADER_LEN + len, 0, err);
+    }
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0)
+        s->features = f;
+    free(h);
+    return r;
+}
+
+int qed_make_empty(vd_image *img, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    int r = qed_ip_sync(img, err);
+    if (r < 0)
+        return r;
+    qed_cache_drop(s);
+    uint8_t *z = calloc(1, s->table_bytes);
+    if (!z)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    r = vd_file_pwrite(img->file, z, s->table_bytes, s->l1_off, err);
+    free(z);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r < 0)
+        return r;
+    memset(s->l1, 0, (s->l1_n ? s->l1_n : 1) * 8);
+    /* nothing is referenced past the L1 table any more */
+    uint64_t end = s->l1_off + s->table_bytes;
+    if (end < s->data_start)
+        end = s->data_start;
+    if (s->l1_off == s->data_start && (r = vd_file_truncate(img->file, end, err)) == 0) {
+        s->file_end = end;
+        r = vd_file_sync(img->file, err);
+    }
+    return r;
+}
