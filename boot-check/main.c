@@ -8,6 +8,7 @@
 #include "vdboot.h"
 
 #include "vdisk.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -44,8 +45,10 @@ static void usage(FILE *f)
         "  --junit FILE          also write a JUnit XML report, a testcase per image\n"
         "  --tap                 print the results as TAP instead of text\n"
         "  -v, --verbose         report what vdboot does\n"
+        "  -V, --version         print the version\n"
         "With several images, --console names a directory (N-IMAGE.log each).\n"
-        "exit: 0 login, 1 panic, 2 timeout, 3 error; with several images the highest\n",
+        "exit: 0 login, 1 panic, 2 timeout, 3 error (usage errors too: 2 is a timeout);\n"
+        "      with several images the highest\n",
         VDBOOT_DEFAULT_EXPECT, VDBOOT_DEFAULT_TIMEOUT, VDBOOT_DEFAULT_MEMORY, VM_MAX_CPUS);
 }
 
@@ -60,14 +63,15 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         { "format", 1, 0, O_FORMAT }, { "json", 0, 0, O_JSON }, { "verbose", 0, 0, 'v' },
         { "guest-decompress", 0, 0, O_GUEST_DECOMPRESS }, { "jobs", 1, 0, 'j' },
         { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP },
-        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
                                .timeout = VDBOOT_DEFAULT_TIMEOUT,
                                .memory_mib = VDBOOT_DEFAULT_MEMORY, .cpus = 1, .jobs = 1 };
     int c;
-    char *end;
-    while ((c = getopt_long(argc, argv, "vhj:", lo, NULL)) != -1) {
+    char *end, opt[64];
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":vhVj:", lo, NULL)) != -1) {
         switch (c) {
         case O_KERNEL: o->kernel = optarg; break;
         case O_INITRD: o->initrd = optarg; break;
@@ -88,6 +92,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
                                VDBOOT_MAX_JOBS), -1;
             break;
         case 'h': usage(stdout); exit(0);
+        case 'V': exit(vt_version("vdboot"));
         case O_TIMEOUT:
             o->timeout = strtod(optarg, &end);
             if (*end || !(o->timeout > 0) || o->timeout > 86400)
@@ -103,7 +108,11 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
             if (*end || o->cpus < 1 || o->cpus > VM_MAX_CPUS)
                 return fprintf(stderr, "vdboot: --cpus '%s': want 1..%d\n", optarg, VM_MAX_CPUS), -1;
             break;
-        default: usage(stderr); return -1;
+        default:
+            fprintf(stderr, "vdboot: unknown option or missing argument '%s'\n",
+                    vt_bad_option(argv[optind - 1], opt, sizeof opt));
+            usage(stderr);
+            return -1;
         }
     }
     o->images = (const char **)argv + optind;
@@ -112,6 +121,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
     if (o->n_images > VDBOOT_MAX_IMAGES)
         return fprintf(stderr, "vdboot: at most %d images a run\n", VDBOOT_MAX_IMAGES), -1;
     if (!o->image && !o->kernel) {
+        fprintf(stderr, "vdboot: expected IMAGE (or --kernel FILE)\n");
         usage(stderr);
         return -1;
     }

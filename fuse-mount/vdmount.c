@@ -9,6 +9,7 @@
  * dropped at unmount, so the image itself is never opened for writing.
  * The tree is described in view.h, the FUSE side lives in fuse-ops.c. */
 #include "vdmount.h"
+#include "tool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -50,7 +51,9 @@ static void vm_usage(FILE *f)
 "  -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
 "  -d, --debug            FUSE debug output; stays in the foreground\n"
 "      --foreground       do not detach; errors met while serving go to stderr\n"
-"  -h, --help             this text\n");
+"  -h, --help             this text\n"
+"  -V, --version          print the version\n"
+"exit: 0 success, 1 error, 2 usage\n");
 }
 
 static int vm_parse(int argc, char **argv, struct vm_args *a)
@@ -68,10 +71,13 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         { "ls", no_argument, NULL, O_LS },
         { "cat", no_argument, NULL, O_CAT },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int c;
-    while ((c = getopt_long(argc, argv, "f:o:dh", longopts, NULL)) != -1) {
+    char opt[64];
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:o:dhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'f': a->format = optarg; break;
         case 'o': {
@@ -85,6 +91,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         }
         case 'd': a->debug = a->foreground = true; break;
         case 'h': vm_usage(stdout); exit(0);
+        case 'V': exit(vt_version("vdmount"));
         case O_RW: a->rw = true; break;
         case O_OVERLAY: a->overlay = true; break;
         case O_KEEP: a->overlay = true; a->keep_overlay = optarg; break;
@@ -93,7 +100,10 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         case O_FG: a->foreground = true; break;
         case O_LS: a->ls = true; break;
         case O_CAT: a->cat = true; break;
-        default: return -1;
+        default:
+            fprintf(stderr, "vdmount: unknown option or missing argument '%s'\n",
+                    vt_bad_option(argv[optind - 1], opt, sizeof opt));
+            return -1;
         }
     }
     int left = argc - optind;
@@ -102,14 +112,18 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         return -1;
     }
     if (a->ls || a->cat) {
-        if (left < 1 + a->cat || left > 2)
+        if (left < 1 + a->cat || left > 2) {
+            fprintf(stderr, "vdmount: expected IMAGE %s\n", a->cat ? "PATH" : "[PATH]");
             return -1;
+        }
         a->image = argv[optind];
         a->path = left == 2 ? argv[optind + 1] : "/";
         return 0;
     }
-    if (left != 2)
+    if (left != 2) {
+        fprintf(stderr, "vdmount: expected IMAGE MOUNTPOINT\n");
         return -1;
+    }
     a->image = argv[optind];
     a->mountpoint = argv[optind + 1];
     return 0;

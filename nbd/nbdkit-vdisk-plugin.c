@@ -197,7 +197,7 @@ static int vdp_extents(void *h, uint32_t count, uint64_t off, uint32_t flags,
 static struct nbdkit_plugin plugin = {
     .name = "vdisk",
     .longname = "vdisk: every virtual disk format libvdisk reads",
-    .version = "0.1.0",
+    .version = VDISK_VERSION,
     .description = "Serves the guest view of raw, qcow2, qcow, qed, vdi, vmdk, vhd, vhdx and "
                    "parallels images (backing chains resolved).",
     .config_help = "file=IMAGE (required)  format=FMT  readonly=true|false (default true)  "

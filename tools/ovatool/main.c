@@ -1,5 +1,6 @@
 /* ovatool - OVA/OVF appliances: info, verify, import (to KVM), export. */
 #include "ovatool.h"
+#include "tool.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@ static const char usage_text[] =
     "                      [--os-type OS] [--target virtualbox|vmware|esxi|ovf2]\n"
     "                      [--ovf-version 1|2] [--digest sha1|sha256|sha512]\n"
     "                      [--sign KEY.pem --cert CERT.pem] [-p] -o OUT.ova\n"
+    "       ovatool --version | --help\n"
     "\n"
     "info     what the appliance holds: VM, OS, CPUs, memory, disks, controllers,\n"
     "         NICs, networks, EULA/product, manifest and certificate status\n"
@@ -34,6 +36,16 @@ static int usage(int rc)
     fputs("  ", rc ? stderr : stdout);
     os_list_names(rc ? stderr : stdout);
     return rc;
+}
+
+/* getopt met an unknown option or a missing argument (optstring ':...'):
+ * one line naming it, the usage, exit 2 as every vdisk tool. */
+static int bad_option(const char *cmd, char **argv)
+{
+    char opt[64];
+    vt_bad_option(argv[optind - 1], opt, sizeof opt);
+    return vt_usage_error("ovatool", usage_text, "%s: unknown option or missing argument '%s'",
+                          cmd, opt);
 }
 
 /* A JSON string (quoted, escaped) or null. */
@@ -219,13 +231,15 @@ static int cmd_info_verify(int argc, char **argv, bool verify)
     static const struct option lo[] = { { "json", 0, 0, 'j' }, { "ca-file", 1, 0, 'c' },
                                          { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
     int c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         if (c == 'j') json = true;
         else if (c == 'c') cafile = optarg;
-        else return usage(c == 'h' ? 0 : 1);
+        else if (c == 'h') return usage(0);
+        else return bad_option(argv[0], argv);
     }
     if (optind + 1 != argc)
-        return usage(1);
+        return vt_usage_error("ovatool", usage_text, "%s: expected one appliance", argv[0]);
     struct appliance ap;
     char err[1024];
     if (appliance_read(argv[optind], NULL, &ap, err, sizeof err) < 0) {
@@ -283,7 +297,8 @@ static int cmd_import(int argc, char **argv)
                                          { "virtio", 0, 0, 'v' }, { "help", 0, 0, 'h' },
                                          { "strict", 0, 0, 's' }, { 0, 0, 0, 0 } };
     int c;
-    while ((c = getopt_long(argc, argv, "O:d:ph", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":O:d:ph", lo, NULL)) != -1) {
         switch (c) {
         case 'O': o.format = optarg; break;
         case 'd': o.outdir = optarg; break;
@@ -292,11 +307,12 @@ static int cmd_import(int argc, char **argv)
         case 'c': o.cafile = optarg; break;
         case 'v': o.virtio = true; break;
         case 's': o.strict = true; break;
-        default: return usage(c == 'h' ? 0 : 1);
+        case 'h': return usage(0);
+        default: return bad_option("import", argv);
         }
     }
     if (optind + 1 != argc)
-        return usage(1);
+        return vt_usage_error("ovatool", usage_text, "import: expected one appliance");
     if (!vd_format_can_create(o.format)) {
         fprintf(stderr, "ovatool: -O %s: not a format vdisk can write\n", o.format);
         return 1;
@@ -315,7 +331,8 @@ static int cmd_export(int argc, char **argv)
         { "cert", 1, 0, 'X' }, { "ovf-version", 1, 0, 'V' }, { "digest", 1, 0, 'G' },
         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
     int c;
-    while ((c = getopt_long(argc, argv, "n:o:ph", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":n:o:ph", lo, NULL)) != -1) {
         switch (c) {
         case 'n': o.name = optarg; break;
         case 'o': o.out = optarg; break;
@@ -343,15 +360,15 @@ static int cmd_export(int argc, char **argv)
                 return 1;
             }
             break;
-        default: return usage(c == 'h' ? 0 : 1);
+        case 'h': return usage(0);
+        default: return bad_option("export", argv);
         }
     }
     if (!strcmp(o.target, "ovf2"))
         o.ovf_version = 2;
-    if (!o.name || !o.out || !o.n_disks || optind != argc) {
-        fprintf(stderr, "ovatool: export needs -n NAME, -o OUT.ova and at least one --disk\n");
-        return 1;
-    }
+    if (!o.name || !o.out || !o.n_disks || optind != argc)
+        return vt_usage_error("ovatool", usage_text,
+                              "export needs -n NAME, -o OUT.ova and at least one --disk");
     if (strcmp(o.target, "virtualbox") && strcmp(o.target, "vmware") && strcmp(o.target, "esxi") &&
         strcmp(o.target, "ovf") && strcmp(o.target, "ovf2")) {
         fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", o.target);
@@ -381,10 +398,12 @@ static int cmd_export(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage(1);
+        return usage(VT_EXIT_USAGE);
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
         return usage(0);
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V"))
+        return vt_version("ovatool");
     if (!strcmp(cmd, "info"))
         return cmd_info_verify(argc - 1, argv + 1, false);
     if (!strcmp(cmd, "verify"))
@@ -393,6 +412,5 @@ int main(int argc, char **argv)
         return cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export"))
         return cmd_export(argc - 1, argv + 1);
-    fprintf(stderr, "ovatool: unknown command '%s'\n", cmd);
-    return usage(1);
+    return vt_usage_error("ovatool", usage_text, "unknown command '%s'", cmd);
 }
