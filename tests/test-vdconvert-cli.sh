@@ -67,9 +67,30 @@ rc=0
 only_dotfiles_free
 # Interrupted by a signal: nothing is left either.
 head -c $((256 * MiB)) /dev/zero | tr '\0' 'x' >big.raw
-"$V" -S 0 -m 1 --no-copy-range big.raw sig.raw & pid=$!
-sleep 0.2; kill -TERM $pid; wait $pid || true
-[ ! -e sig.raw ] || [ "$(stat -c %s sig.raw)" -eq $((256 * MiB)) ] || fail "interrupted output left"
+# Every signal that ends the process (INT restored: a background job starts
+# with it ignored, and an ignored signal stays ignored).
+for sig in INT TERM HUP PIPE; do
+    for fmt in raw vmdk; do      # vmdk: made in a temporary folder
+        opts=(); [ $fmt = vmdk ] && opts=(-o subformat=twoGbMaxExtentFlat)
+        env --default-signal=INT "$V" -f raw -S 0 -m 1 --no-copy-range -O $fmt "${opts[@]}" \
+            big.raw sig.$fmt & pid=$!
+        sleep 0.2; kill -$sig $pid; rc=0; wait $pid || rc=$?
+        # finished before the signal (rc 0): complete; killed: nothing left
+        [ $rc -eq 0 ] || [ ! -e sig.$fmt ] || fail "interrupted output left ($sig, exit $rc)"
+        rm -f sig.$fmt sig-*.vmdk
+        only_dotfiles_free
+    done
+done
+# SIGXFSZ (ulimit -f, not ignored): killed, but the temporary output is gone.
+rc=0
+( ulimit -f 1024; exec "$V" -f raw -O vdi in.raw xfsz.vdi ) 2>/dev/null || rc=$?
+[ $rc -eq $((128 + 25)) ] && [ ! -e xfsz.vdi ] || fail "SIGXFSZ: exit $rc"
+only_dotfiles_free
+# Errors name OUT, not the temporary name it is written under.
+rc=0
+( trap '' XFSZ; ulimit -f 1024; exec "$V" -f raw -O qcow2 in.raw named.qcow2 ) 2>err || rc=$?
+grep -q '^vdconvert: named.qcow2: pwrite' err && ! grep -q 'vdconvert-' err ||
+    fail "the error does not name the user's file: $(cat err)"
 only_dotfiles_free
 rm -f big.raw sig.raw
 # Successful conversion replaces the old file in one rename.

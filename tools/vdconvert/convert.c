@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define CONVERT_MAX_SPARSE (4u << 20)
@@ -27,6 +28,9 @@
 /* The temporary output, removed by the signal handler too. */
 static char convert_tmp[8192];
 static char convert_tmpdir[4096];
+/* The temporary folder of a multi-file output, opened so that the signal
+ * handler can list it without opendir (which allocates). */
+static int convert_tmpdir_fd = -1;
 
 static void convert_cleanup(void)
 {
@@ -46,28 +50,91 @@ static void convert_cleanup(void)
             closedir(d);
         rmdir(convert_tmpdir);
     }
+    if (convert_tmpdir_fd >= 0)
+        close(convert_tmpdir_fd);
+    convert_tmpdir_fd = -1;
     convert_tmp[0] = convert_tmpdir[0] = 0;
 }
 
 static void convert_on_signal(int sig)
 {
-    /* unlink/rmdir are async-signal-safe; opendir is not, so a folder of
-     * split files is only removed when empty here. */
+    /* Only async-signal-safe calls: unlink, unlinkat, rmdir, and the
+     * getdents64 system call on the folder opened beforehand. */
+    int saved = errno;
     if (convert_tmp[0])
         unlink(convert_tmp);
+    if (convert_tmpdir_fd >= 0) {
+        char buf[4096] __attribute__((aligned(8)));
+        long n;
+        while ((n = syscall(SYS_getdents64, convert_tmpdir_fd, buf, sizeof buf)) > 0) {
+            for (long pos = 0; pos < n;) {
+                struct linux_dirent64 {
+                    uint64_t ino;
+                    int64_t off;
+                    unsigned short reclen;
+                    unsigned char type;
+                    char name[];
+                } *de = (struct linux_dirent64 *)(buf + pos);
+                if (strcmp(de->name, ".") && strcmp(de->name, ".."))
+                    unlinkat(convert_tmpdir_fd, de->name, 0);
+                pos += de->reclen;
+            }
+        }
+    }
     if (convert_tmpdir[0])
         rmdir(convert_tmpdir);
+    errno = saved;
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
+/* Every signal that ends the process by default removes the temporary
+ * output first: INT, TERM, HUP (a closed terminal), XFSZ (ulimit -f) and
+ * PIPE (an NBD server or a pipe gone).  A signal the caller ignores stays
+ * ignored: with XFSZ ignored a write past the limit fails with EFBIG and
+ * the conversion ends with a message instead. */
 static void convert_catch_signals(void)
 {
-    struct sigaction sa = { .sa_handler = convert_on_signal };
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGXFSZ, SIGPIPE };
+    struct sigaction sa = { .sa_handler = convert_on_signal }, old;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&sa.sa_mask, sigs[i]);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+}
+
+/* Errors name the file the user typed, not the hidden temporary output
+ * ("out.qcow2: pwrite ...", not ".out.qcow2.vdconvert-123: pwrite ..."). */
+static void convert_user_names(vd_error *e, const char *dst)
+{
+    if (!e || !convert_tmp[0])
+        return;
+    char d1[4096];
+    snprintf(d1, sizeof d1, "%s", dst);
+    const char *dir = dirname(d1);
+    const char *from[2] = { convert_tmp, convert_tmpdir[0] ? convert_tmpdir : NULL };
+    const char *to[2] = { dst, dir };
+    for (int k = 0; k < 2; k++) {
+        if (!from[k])
+            continue;
+        size_t fl = strlen(from[k]);
+        char out[VD_ERROR_MAX];
+        size_t o = 0;
+        for (const char *p = e->msg; *p && o + 1 < sizeof out;) {
+            if (!strncmp(p, from[k], fl)) {
+                o += (size_t)snprintf(out + o, sizeof out - o, "%s", to[k]);
+                if (o >= sizeof out)
+                    o = sizeof out - 1;
+                p += fl;
+            } else {
+                out[o++] = *p++;
+            }
+        }
+        out[o] = 0;
+        memcpy(e->msg, out, o + 1);
+    }
 }
 
 /* Formats that write more than one file need the temporary-folder scheme. */
@@ -109,6 +176,7 @@ static int convert_pick_tmp(const char *dst, bool multi, vd_error *e)
         return vd_set_errno(e, r, "%s: cannot make a temporary folder", dir);
     }
     snprintf(convert_tmp, sizeof convert_tmp, "%s/%s", convert_tmpdir, base);
+    convert_tmpdir_fd = open(convert_tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     return 0;
 }
 
@@ -117,7 +185,7 @@ static int convert_commit_tmp(const char *dst, vd_error *e)
 {
     if (!convert_tmpdir[0]) {
         if (rename(convert_tmp, dst) < 0)
-            return vd_set_errno(e, -errno, "rename %s to %s", convert_tmp, dst);
+            return vd_set_errno(e, -errno, "%s: cannot put the finished output in place", dst);
         convert_tmp[0] = 0;
         return 0;
     }
@@ -137,15 +205,18 @@ static int convert_commit_tmp(const char *dst, vd_error *e)
         snprintf(from, sizeof from, "%s/%s", convert_tmpdir, de->d_name);
         snprintf(to, sizeof to, "%s/%s", dir, de->d_name);
         if (rename(from, to) < 0)
-            r = vd_set_errno(e, -errno, "rename %s to %s", from, to);
+            r = vd_set_errno(e, -errno, "%s: cannot put the finished output in place", to);
     }
     closedir(d);
     if (r == 0 && rename(convert_tmp, dst) < 0)       /* the descriptor last */
-        r = vd_set_errno(e, -errno, "rename %s to %s", convert_tmp, dst);
+        r = vd_set_errno(e, -errno, "%s: cannot put the finished output in place", dst);
     if (r == 0) {
         convert_tmp[0] = 0;
         rmdir(convert_tmpdir);
         convert_tmpdir[0] = 0;
+        if (convert_tmpdir_fd >= 0)
+            close(convert_tmpdir_fd);
+        convert_tmpdir_fd = -1;
     }
     return r;
 }
@@ -323,8 +394,10 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     vd_close(in, NULL);
     if (r == 0 && !o->existing)
         r = convert_commit_tmp(o->dst, e);
-    if (r < 0)
+    if (r < 0) {
+        convert_user_names(e, o->dst);
         convert_cleanup();
+    }
     return r;
 }
 
