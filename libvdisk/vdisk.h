@@ -127,6 +127,53 @@ bool vd_can_map_for_write(vd_image *img);
 int vd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
                      uint64_t *mapped, vd_error *err);
 
+/* ---- copying (the conversion engine) ------------------------------------ */
+
+/* Progress of a copy: `done` of `total` bytes of the guest range handled.
+ * Called from the worker threads, possibly concurrently and with `done`
+ * values arriving slightly out of order: keep the largest. */
+typedef void (*vd_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct vd_copy_opts {
+    uint64_t size;            /* bytes to copy from offset 0; 0 = the smaller
+                                 of both virtual sizes */
+    int threads;              /* worker threads (< 1: one, at most 64) */
+    uint64_t sparse_size;     /* zero detection: runs of zeroes of at least
+                                 this many bytes (on a grid of this size) are
+                                 written as zeroes, not data; 0 = off */
+    bool target_is_zeroed;    /* unwritten target ranges read as zeroes (a
+                                 new image without backing): ranges that are
+                                 zero are not written at all */
+    bool compress;            /* store the target's clusters compressed
+                                 (vd_can_compress); -ENOTSUP otherwise */
+    bool no_copy_range;       /* read and write every byte: no
+                                 copy_file_range, no vd_map_for_write */
+    bool direct;              /* a raw target's data is written O_DIRECT,
+                                 bypassing the page cache */
+    bool only_top;            /* copy only the ranges the top layer of `src`
+                                 holds itself (commit, rebase -u) */
+    bool allocate;            /* write the ranges `src` reads as zeroes as
+                                 data too: a fully allocated target (qemu-img
+                                 -S 0); ignored with `compare` */
+    vd_image *compare;        /* content the target already shows (its
+                                 backing image): only differences are written;
+                                 NULL when none */
+    vd_progress_fn progress;  /* may be NULL */
+    void *progress_ctx;
+} vd_copy_opts;
+
+/* Copy the guest content of `src` into `dst` (opened read-write).
+ * Block status drives it: holes are never read, and zero ranges are not
+ * written to a target that reads zeroes already.  Worker threads read (and
+ * decompress) in parallel; a streaming target (streamOptimized VMDK) is
+ * still written strictly in order.  Data the source stores plainly in a
+ * file moves with copy_file_range (a reflink on XFS and btrfs) into a raw
+ * target or into clusters of an image target (vd_map_for_write).  Memory:
+ * a 4 MiB buffer or two per thread, whatever the size of the image.  Does
+ * not flush `dst`: vd_flush or vd_close does.  `opts` may be NULL (one
+ * thread, no zero detection). */
+int vd_copy(vd_image *src, vd_image *dst, const vd_copy_opts *opts, vd_error *err);
+
 /* ---- block status ------------------------------------------------------ */
 
 #define VD_EXT_DATA      0x1u  /* allocated, holds data */

@@ -1,82 +1,80 @@
-/* disk.c - converting one disk with libvdisk for import and export:
- * block-status driven (holes never read, zero ranges never written), in
- * increasing offset order (streamOptimized VMDK needs that), into a file
- * created under a temporary name and renamed when complete. */
+/* disk.c - converting one disk for import and export: libvdisk's vd_copy
+ * (block-status driven, worker threads, zero-copy where the formats allow,
+ * streamOptimized VMDK written in order) into a file created under a
+ * temporary name and renamed when complete. */
 #include "ovatool.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define DISK_CHUNK (4u << 20)
-#define DISK_ZERO_BLOCK 65536u
+/* Zero runs of this size are left unallocated (vdconvert's default -S). */
+#define DISK_SPARSE_SIZE 4096u
 
-/* Write `n` bytes at `off` unless a 64 KiB-aligned piece is all zero. */
-static int disk_write_nonzero(vd_image *out, const char *buf, size_t n, uint64_t off,
-                              vd_error *e)
+struct disk_progress {
+    pthread_mutex_t lock;
+    const char *label;
+    int last_pct;
+};
+
+/* vd_copy calls this from its workers: one line redrawn per whole percent. */
+static void disk_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
-    for (size_t q = 0; q < n;) {
-        size_t m = n - q < DISK_ZERO_BLOCK ? n - q : DISK_ZERO_BLOCK;
-        bool zero = true;
-        for (size_t i = 0; i < m; i++)
-            if (buf[q + i]) {
-                zero = false;
-                break;
-            }
-        if (!zero) {
-            int r = vd_pwrite(out, buf + q, m, off + q, e);
-            if (r < 0)
-                return r;
-        }
-        q += m;
+    struct disk_progress *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
+    pthread_mutex_lock(&p->lock);
+    if (pct > p->last_pct) {
+        fprintf(stderr, "\r%s: %3d%%", p->label, pct);
+        p->last_pct = pct;
     }
-    return 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Bytes of `img` that block status does not know to be zero (OVF
+ * populatedSize): metadata only, no data is read. */
+static int disk_populated(vd_image *img, uint64_t *out, vd_error *e)
+{
+    vd_extents ext;
+    vd_extents_init(&ext);
+    uint64_t size = vd_size(img), off = 0, data = 0;
+    int r = 0;
+    while (off < size) {
+        vd_extents_clear(&ext);
+        if ((r = vd_block_status(img, off, size - off, &ext, e)) < 0)
+            break;
+        if (!ext.n) {
+            r = -EIO;
+            snprintf(e->msg, sizeof e->msg, "%s: block status at 0x%llx described nothing",
+                     vd_filename(img), (unsigned long long)off);
+            break;
+        }
+        for (size_t i = 0; i < ext.n; i++)
+            if (!(ext.v[i].flags & VD_EXT_ZERO))
+                data += ext.v[i].len;
+        off = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
+    }
+    vd_extents_free(&ext);
+    *out = data;
+    return r;
 }
 
 static int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress,
-                     uint64_t *populated, vd_error *e)
+                     vd_error *e)
 {
-    uint64_t data = 0;
-    uint64_t size = vd_size(in), off = 0;
-    char *buf = malloc(DISK_CHUNK);
-    vd_extents ext;
-    vd_extents_init(&ext);
-    int r = buf ? 0 : -ENOMEM;
-    int last_pct = -1;
-    while (off < size && r == 0) {
-        vd_extents_clear(&ext);
-        uint64_t want = size - off < (256ull << 20) ? size - off : (256ull << 20);
-        if ((r = vd_block_status(in, off, want, &ext, e)) < 0 || !ext.n)
-            break;
-        for (size_t i = 0; i < ext.n && r == 0; i++) {
-            const vd_extent *x = &ext.v[i];
-            if (x->flags & VD_EXT_ZERO)
-                continue;
-            data += x->len;
-            for (uint64_t p = x->off; p < x->off + x->len && r == 0;) {
-                size_t n = x->off + x->len - p < DISK_CHUNK ? (size_t)(x->off + x->len - p)
-                                                          : DISK_CHUNK;
-                r = vd_pread(in, buf, n, p, e);
-                if (r == 0)
-                    r = disk_write_nonzero(out, buf, n, p, e);
-                p += n;
-            }
-        }
-        off = ext.v[ext.n - 1].off + ext.v[ext.n - 1].len;
-        int pct = size ? (int)(off * 100 / size) : 100;
-        if (progress && pct != last_pct) {
-            fprintf(stderr, "\r%s: %3d%%", label, pct);
-            last_pct = pct;
-        }
-    }
+    struct disk_progress p = { .label = label, .last_pct = -1 };
+    pthread_mutex_init(&p.lock, NULL);
+    vd_copy_opts o = {
+        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .sparse_size = DISK_SPARSE_SIZE,
+        .target_is_zeroed = true,
+        .progress = progress ? disk_progress_cb : NULL, .progress_ctx = &p,
+    };
+    int r = vd_copy(in, out, &o, e);
     if (progress)
         fprintf(stderr, "\n");
-    if (populated)
-        *populated = data;
-    vd_extents_free(&ext);
-    free(buf);
+    pthread_mutex_destroy(&p.lock);
     return r;
 }
 
@@ -92,13 +90,15 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt }, &in, &e);
     if (r == 0 && vd_size(in) > min_size)
         min_size = vd_size(in);
+    if (r == 0 && stats)
+        r = disk_populated(in, &populated, &e);
     if (r == 0)
         r = vd_create(tmp, &(vd_create_opts){ .format = fmt, .size = min_size,
                                               .options = options }, &e);
     if (r == 0)
         r = vd_open(tmp, &(vd_open_opts){ .format = fmt }, &out, &e);
     if (r == 0)
-        r = disk_copy(in, out, dst, progress, &populated, &e);
+        r = disk_copy(in, out, dst, progress, &e);
     if (r == 0 && stats)
         *stats = (struct disk_stats){ .capacity = vd_size(in), .populated = populated };
     if (out) {

@@ -106,13 +106,12 @@ static int chain_fill(vd_image *img, vd_image *out, const struct chain_target *t
                       uint64_t size, vd_error *e)
 {
     uint64_t old = vd_size(img);
-    struct vc_copy c = {
-        .in = img, .out = out, .size = old < size ? old : size, .sparse_size = 4096,
-        .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = t->only_top,
-        .cmp = t->only_top ? NULL : vd_backing(out), .out_reads_zero = !vd_backing(out),
-        .out_fd = -1,
+    vd_copy_opts c = {
+        .size = old < size ? old : size, .sparse_size = 4096,
+        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = t->only_top,
+        .compare = t->only_top ? NULL : vd_backing(out), .target_is_zeroed = !vd_backing(out),
     };
-    int r = vc_copy_run(&c, e);
+    int r = vd_copy(img, out, &c, e);
     /* Grown overlay: the new tail must read as zeroes, not as the backing. */
     vd_image *b = vd_backing(out);
     if (r == 0 && b && size > old && vd_size(b) > old) {
@@ -185,12 +184,14 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
         return vd_set_error(e, -EINVAL, "%s: backing file is smaller than %s; resize it "
                             "first", vd_filename(below), vd_filename(top));
     }
-    struct vc_copy c = {
-        .in = top, .out = base, .size = vd_size(top), .sparse_size = 4096,
-        .workers = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
-        .out_fd = -1, .progress = progress,
+    vc_progress *prog = vc_progress_new("converting", vd_size(top), progress);
+    vd_copy_opts c = {
+        .size = vd_size(top), .sparse_size = 4096,
+        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
+        .progress = vc_progress_cb, .progress_ctx = prog,
     };
-    r = vc_copy_run(&c, e);
+    r = vd_copy(top, base, &c, e);
+    vc_progress_end(prog, r == 0);
     int r2 = vd_close(base, r < 0 ? NULL : e);
     return r < 0 ? r : r2;
 }

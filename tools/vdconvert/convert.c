@@ -8,7 +8,6 @@
  * descriptor last.  The input is always opened read-only.
  */
 #include "vdconvert.h"
-#include "vd-driver.h"      /* raw images' fds, for -t none */
 #include "tool.h"
 
 #include <dirent.h>
@@ -221,13 +220,6 @@ static int convert_commit_tmp(const char *dst, vd_error *e)
     return r;
 }
 
-static int convert_raw_fd(vd_image *img)
-{
-    if (strcmp(vd_format_name(img), "raw") || !img->file)
-        return -1;
-    return img->file->fd;
-}
-
 /* Open (or create) the target; sets *out and whether it reads as zeroes. */
 static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
                                uint64_t size, vd_image **out, bool *reads_zero, vd_error *e)
@@ -266,22 +258,6 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
     if (r < 0)
         return r;
     *reads_zero = true;
-    return 0;
-}
-
-/* -c: the target must take compressed clusters; they are written whole. */
-static int convert_setup_compress(struct vc_copy *c, const char *fmt, vd_error *e)
-{
-    vd_info i;
-    vd_get_info(c->out, &i);
-    if (!vd_can_compress(c->out) || !i.cluster_size)
-        return vd_set_error(e, -ENOTSUP, "format %s: compressed output (-c) is not "
-                            "supported", fmt);
-    if (i.cluster_size > 2u << 20 || !vd_is_pow2(i.cluster_size))
-        return vd_set_error(e, -ENOTSUP, "format %s: compressed output with %u-byte "
-                            "clusters is not supported", fmt, i.cluster_size);
-    c->compress_cluster = i.cluster_size;
-    c->out_fd = -1;
     return 0;
 }
 
@@ -360,32 +336,20 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     bool reads_zero = false;
     uint64_t size = vd_size(in);
     r = convert_open_target(o, fmt, size, &out, &reads_zero, e);
-    int direct_fd = -1;
     if (r == 0) {
-        struct vc_copy c = {
-            .in = in, .out = out, .cmp = o->backing ? vd_backing(out) : NULL,
-            .size = size, .sparse_size = o->sparse_size, .workers = o->workers,
-            .out_reads_zero = reads_zero, .progress = o->progress, .quiet = o->quiet,
-            .zero_copy = !o->no_copy_range && !o->snapshot,
+        vc_progress *prog = vc_progress_new("converting", size, o->progress && !o->quiet);
+        vd_copy_opts c = {
+            .size = size, .threads = o->workers, .sparse_size = o->sparse_size,
+            .target_is_zeroed = reads_zero, .compress = o->compress, .direct = o->direct,
+            .compare = o->backing ? vd_backing(out) : NULL,
             .allocate = o->sparse_size == 0 && !o->compress,
-            .out_fd = convert_raw_fd(out),
+            /* -l: snapshot data is read through the driver, as before */
+            .no_copy_range = o->no_copy_range || o->snapshot,
+            .progress = vc_progress_cb, .progress_ctx = prog,
         };
-        if (o->compress)
-            r = convert_setup_compress(&c, fmt, e);
-        if (r == 0 && o->direct && c.out_fd >= 0) {
-            /* -t none: bypass the page cache for the target's data. */
-            direct_fd = open(o->existing ? o->dst : convert_tmp, O_WRONLY | O_DIRECT);
-            if (direct_fd >= 0) {
-                c.out_fd = direct_fd;
-                c.zero_copy = false;
-                c.direct = true;
-            }
-        }
-        if (r == 0)
-            r = vc_copy_run(&c, e);
+        r = vd_copy(in, out, &c, e);
+        vc_progress_end(prog, r == 0);
     }
-    if (direct_fd >= 0)
-        close(direct_fd);
     if (out) {
         int r2 = vd_close(out, r < 0 ? NULL : e);
         if (r == 0)

@@ -111,6 +111,20 @@ void vc_progress_add(vc_progress *p, uint64_t n)
     pthread_mutex_unlock(&p->lock);
 }
 
+void vc_progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+    vc_progress *p = ctx;
+    (void)total;
+    if (!p)
+        return;
+    /* Workers report running totals that may arrive out of order. */
+    pthread_mutex_lock(&p->lock);
+    uint64_t n = done > p->done ? done - p->done : 0;
+    pthread_mutex_unlock(&p->lock);
+    if (n)
+        vc_progress_add(p, n);
+}
+
 void vc_progress_end(vc_progress *p, bool ok)
 {
     if (!p)

@@ -67,31 +67,6 @@ struct vc_convert_opts {
 
 int vc_convert(const struct vc_convert_opts *o, vd_error *e);
 
-/* Copy the guest content of `in` into `out` (already open, writable) with
- * the engine; `out_reads_zero` says whether unwritten target ranges already
- * read as zeroes, `cmp` (may be NULL) is an image whose content the target
- * already shows (a backing file): only differences from it are written. */
-struct vc_copy {
-    vd_image *in, *out, *cmp;
-    uint64_t size;                     /* bytes to copy (<= both sizes) */
-    uint64_t sparse_size;
-    int workers;
-    bool out_reads_zero;
-    bool only_top;                     /* copy only ranges allocated in the
-                                          top layer of `in` (commit, rebase -u) */
-    bool zero_copy;                    /* data the source stores plainly in a
-                                          file moves with copy_file_range */
-    bool allocate;                     /* -S 0: zero ranges of `in` are written
-                                          as data too (fully allocated output,
-                                          as qemu-img's -S 0) */
-    int out_fd;                        /* a raw target's fd, or -1 */
-    uint32_t compress_cluster;         /* -c: write whole clusters of this
-                                          size with vd_pwrite_compressed */
-    bool direct;                       /* out_fd is O_DIRECT: unaligned writes
-                                          go through the library instead */
-    bool progress, quiet;
-};
-int vc_copy_run(struct vc_copy *c, vd_error *e);
 
 /* ---- rewriting an image in place (chain.c) -------------------------------- */
 
@@ -121,6 +96,8 @@ typedef struct vc_progress vc_progress;
 vc_progress *vc_progress_new(const char *what, uint64_t total, bool enabled);
 void vc_progress_add(vc_progress *p, uint64_t done);   /* thread-safe */
 void vc_progress_end(vc_progress *p, bool ok);
+/* A vd_progress_fn for vd_copy; ctx is the vc_progress (may be NULL). */
+void vc_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
 /* ---- sub-commands ------------------------------------------------------ */
 

@@ -1,4 +1,5 @@
-/* engine.c - the copy engine behind convert, commit and rebase.
+/* copy.c - vd_copy(), the copy engine behind vdconvert's convert, commit and
+ * rebase and ovatool's import and export.
  *
  * The source is walked by block status, so holes are never read and ranges
  * known to be zero are never written to a target that already reads zeroes.
@@ -23,9 +24,10 @@
  * so its jobs are widened to cluster boundaries.  Memory is one or two
  * buffers per worker, whatever the size of the image.
  */
-#include "vdconvert.h"
+#include "vd-driver.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -36,6 +38,27 @@
 #define ENGINE_CHUNK (4u << 20)          /* bytes per job */
 #define ENGINE_WINDOW (1ull << 32)       /* bytes per block-status call */
 #define ENGINE_MAX_WORKERS 64
+#define ENGINE_MAX_COMPRESS_CLUSTER (2u << 20)
+
+/* What vd_copy() works out from its options before the workers start. */
+struct copy_plan {
+    vd_image *in, *out, *cmp;
+    uint64_t size;                     /* bytes to copy (<= both sizes) */
+    uint64_t sparse_size;
+    int workers;
+    bool out_reads_zero;
+    bool only_top;                     /* copy only ranges allocated in the
+                                          top layer of `in` */
+    bool zero_copy;                    /* data the source stores plainly in a
+                                          file moves with copy_file_range */
+    bool allocate;                     /* zero ranges of `in` are written as
+                                          data too (fully allocated output) */
+    int out_fd;                        /* a raw target's fd, or -1 */
+    uint32_t compress_cluster;         /* write whole clusters of this size
+                                          with vd_pwrite_compressed */
+    bool direct;                       /* out_fd is O_DIRECT: unaligned writes
+                                          go through the library instead */
+};
 
 enum engine_kind {
     ENGINE_DATA,        /* read the source, write what is not zero/same */
@@ -53,7 +76,7 @@ struct engine_job {
 };
 
 struct engine {
-    struct vc_copy *c;
+    struct copy_plan *c;
     pthread_mutex_t lock;
     pthread_cond_t turn;
     /* producer state (under lock) */
@@ -68,12 +91,22 @@ struct engine {
     /* first failure (under lock) */
     bool failed;
     vd_error err;
-    vc_progress *prog;
+    /* progress (done under __atomic; the callback gets the running total) */
+    uint64_t done;
+    vd_progress_fn progress;
+    void *progress_ctx;
     /* zero-copy target side (set once) */
     int out_data_fd;        /* image target's data file for mapped writes, or -1 */
     uint32_t out_cluster;
     bool no_copy_range;     /* copy_file_range refused once: stop trying */
 };
+
+static void engine_progress(struct engine *g, uint64_t n)
+{
+    uint64_t done = __atomic_add_fetch(&g->done, n, __ATOMIC_RELAXED);
+    if (g->progress)
+        g->progress(g->progress_ctx, done < g->c->size ? done : g->c->size, g->c->size);
+}
 
 static void engine_fail(struct engine *g, const vd_error *e)
 {
@@ -89,7 +122,7 @@ static void engine_fail(struct engine *g, const vd_error *e)
 /* Refill the extent list from the source's block status at g->pos. */
 static int engine_refill(struct engine *g, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     uint64_t want = c->size - g->pos;
     if (want > ENGINE_WINDOW)
         want = ENGINE_WINDOW;
@@ -110,7 +143,7 @@ static int engine_refill(struct engine *g, vd_error *e)
  * boundaries, never back into the previous job. */
 static void engine_cut_job(struct engine *g, struct engine_job *j, uint64_t xend)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     uint64_t start = g->pos;
     if (c->compress_cluster) {
         uint64_t cs = c->compress_cluster;
@@ -133,7 +166,7 @@ static void engine_cut_job(struct engine *g, struct engine_job *j, uint64_t xend
  * negative on error.  Ranges that need no work are skipped here. */
 static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     while (g->pos < c->size) {
         if (g->ei >= g->ext.n) {
             int r = engine_refill(g, e);
@@ -155,7 +188,7 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
         bool skip = c->only_top ? x->depth != 0
                                 : zero && !c->cmp && c->out_reads_zero && !fill;
         if (skip) {
-            vc_progress_add(g->prog, xend - g->pos);
+            engine_progress(g, xend - g->pos);
             g->pos = xend;
             g->ei++;
             continue;
@@ -214,7 +247,7 @@ static void engine_done_turn(struct engine *g)
 static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_t off,
                         vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     if (c->out_fd < 0)
         return vd_pwrite(c->out, buf, len, off, e);
     while (len) {
@@ -259,7 +292,7 @@ static int engine_copy_range(struct engine *g, int in_fd, uint64_t in_off, int o
 
 /* Zeroes may become holes only where a hole reads as zeroes: not in a
  * target with a backing file. */
-static unsigned engine_zero_flags(const struct vc_copy *c)
+static unsigned engine_zero_flags(const struct copy_plan *c)
 {
     return vd_backing(c->out) ? 0 : VD_ZERO_MAY_UNMAP;
 }
@@ -268,7 +301,7 @@ enum engine_piece { PIECE_SKIP, PIECE_ZERO, PIECE_DATA };
 
 /* What to do with the `n` bytes at buf (source) / cbuf (what the target
  * shows now, or NULL when that is zeroes or unknown). */
-static enum engine_piece engine_classify(const struct vc_copy *c, const char *buf,
+static enum engine_piece engine_classify(const struct copy_plan *c, const char *buf,
                                          const char *cbuf, size_t n, bool detect)
 {
     if (cbuf)
@@ -307,7 +340,7 @@ static const char *engine_run_bytes(const struct engine_job *j, const char *buf,
 static int engine_transfer(struct engine *g, const struct engine_job *j, const char *buf,
                            uint64_t off, uint64_t len, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     uint64_t src = j->src_off + (off - j->off);
     int r = 1;
     /* Offsets that differ within a page can never share blocks: the kernel
@@ -360,7 +393,7 @@ static int engine_flush_run(struct engine *g, const struct engine_job *j, enum e
 static int engine_write_pieces(struct engine *g, const struct engine_job *j,
                                const char *buf, const char *cbuf, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     uint64_t gran = c->compress_cluster ? c->compress_cluster : c->sparse_size;
     bool detect = gran != 0;
     if (!gran)
@@ -391,7 +424,7 @@ static int engine_write_pieces(struct engine *g, const struct engine_job *j,
 
 /* Read what the comparison image shows at [off, off+len) (zeroes past its
  * end). */
-static int engine_read_cmp(struct vc_copy *c, char *cbuf, uint64_t off, uint64_t len,
+static int engine_read_cmp(struct copy_plan *c, char *cbuf, uint64_t off, uint64_t len,
                            vd_error *e)
 {
     uint64_t csize = vd_size(c->cmp), n = 0;
@@ -412,7 +445,7 @@ static int engine_read_cmp(struct vc_copy *c, char *cbuf, uint64_t off, uint64_t
  * decides what that reads as). */
 static int engine_do_zero_copy(struct engine *g, const struct engine_job *j, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     struct stat st;
     uint64_t end;
     if (fstat(j->src_fd, &st) < 0 || vd_add_overflow(j->src_off, j->len, &end) ||
@@ -441,7 +474,7 @@ static int engine_do_zero_copy(struct engine *g, const struct engine_job *j, vd_
 static int engine_do_job(struct engine *g, struct engine_job *j, char *buf,
                          char *cbuf, vd_error *e)
 {
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     int r = 0;
     if (j->kind == ENGINE_ZERO) {
         if (!engine_wait_turn(g, j->seq))
@@ -469,7 +502,7 @@ static int engine_do_job(struct engine *g, struct engine_job *j, char *buf,
 static void *engine_worker(void *arg)
 {
     struct engine *g = arg;
-    struct vc_copy *c = g->c;
+    struct copy_plan *c = g->c;
     char *buf = NULL, *cbuf = NULL;
     vd_error e = { 0 };
     if (posix_memalign((void **)&buf, 4096, ENGINE_CHUNK) ||
@@ -493,21 +526,80 @@ static void *engine_worker(void *arg)
             engine_fail(g, &e);
             break;
         }
-        vc_progress_add(g->prog, j.len);
+        engine_progress(g, j.len);
     }
     free(buf);
     free(cbuf);
     return NULL;
 }
 
-int vc_copy_run(struct vc_copy *c, vd_error *e)
+/* A raw target is written through its own file descriptor: no driver in
+ * between, and no ordering needed. */
+static int copy_raw_fd(vd_image *img)
+{
+    if (strcmp(img->drv->name, "raw") || !img->file)
+        return -1;
+    return img->file->fd;
+}
+
+/* Compressed output: the target must take compressed clusters, of a size a
+ * job buffer holds. */
+static int copy_setup_compress(struct copy_plan *c, vd_error *e)
+{
+    vd_info i;
+    vd_get_info(c->out, &i);
+    if (!vd_can_compress(c->out) || !i.cluster_size)
+        return vd_set_error(e, -ENOTSUP, "format %s: compressed output (-c) is not "
+                            "supported", i.format);
+    if (i.cluster_size > ENGINE_MAX_COMPRESS_CLUSTER || !vd_is_pow2(i.cluster_size))
+        return vd_set_error(e, -ENOTSUP, "format %s: compressed output with %u-byte "
+                            "clusters is not supported", i.format, i.cluster_size);
+    c->compress_cluster = i.cluster_size;
+    c->out_fd = -1;
+    return 0;
+}
+
+/* Turn the public options into the plan; opens the O_DIRECT fd (*direct_fd,
+ * closed by the caller) for a raw target written with opts->direct. */
+static int copy_plan_make(vd_image *src, vd_image *dst, const vd_copy_opts *o,
+                          struct copy_plan *c, int *direct_fd, vd_error *e)
+{
+    uint64_t size = vd_size(src) < vd_size(dst) ? vd_size(src) : vd_size(dst);
+    if (o->size > size)
+        return vd_set_error(e, -EINVAL, "%s: copy of %llu bytes is larger than %s",
+                            dst->path, (unsigned long long)o->size,
+                            vd_size(src) < vd_size(dst) ? "the source" : "the target");
+    if (dst->readonly)
+        return vd_set_error(e, -EROFS, "%s: target is opened read-only", dst->path);
+    *c = (struct copy_plan){
+        .in = src, .out = dst, .cmp = o->compare, .size = o->size ? o->size : size,
+        .sparse_size = o->sparse_size, .workers = o->threads,
+        .out_reads_zero = o->target_is_zeroed, .only_top = o->only_top,
+        .zero_copy = !o->no_copy_range, .allocate = o->allocate,
+        .out_fd = copy_raw_fd(dst),
+    };
+    int r = o->compress ? copy_setup_compress(c, e) : 0;
+    if (r == 0 && o->direct && c->out_fd >= 0) {
+        /* Bypass the page cache for the target's data. */
+        *direct_fd = open(dst->path, O_WRONLY | O_DIRECT);
+        if (*direct_fd >= 0) {
+            c->out_fd = *direct_fd;
+            c->zero_copy = false;
+            c->direct = true;
+        }
+    }
+    return r;
+}
+
+static int copy_run(struct copy_plan *c, const vd_copy_opts *o, vd_error *e)
 {
     /* Image targets are written in job order (streamOptimized VMDK needs it,
      * the others get a sequential layout), except compressed qcow2 output:
      * its driver compresses outside the image lock, so workers compress in
      * parallel and only the cluster bookkeeping is serialized. */
     struct engine g = { .c = c, .ordered = c->out_fd < 0 && !c->compress_cluster,
-                        .out_data_fd = -1 };
+                        .out_data_fd = -1, .progress = o->progress,
+                        .progress_ctx = o->progress_ctx };
     pthread_mutex_init(&g.lock, NULL);
     pthread_cond_init(&g.turn, NULL);
     vd_extents_init(&g.ext);
@@ -523,7 +615,6 @@ int vc_copy_run(struct vc_copy *c, vd_error *e)
     }
     int n = c->workers < 1 ? 1 : c->workers > ENGINE_MAX_WORKERS ? ENGINE_MAX_WORKERS
             : c->workers;
-    g.prog = vc_progress_new("converting", c->size, c->progress && !c->quiet);
     pthread_t th[ENGINE_MAX_WORKERS];
     int started = 0;
     for (; started < n; started++)
@@ -534,7 +625,6 @@ int vc_copy_run(struct vc_copy *c, vd_error *e)
     }
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    vc_progress_end(g.prog, !g.failed);
     vd_extents_free(&g.ext);
     pthread_cond_destroy(&g.turn);
     pthread_mutex_destroy(&g.lock);
@@ -544,4 +634,17 @@ int vc_copy_run(struct vc_copy *c, vd_error *e)
         return g.err.code ? g.err.code : -EIO;
     }
     return 0;
+}
+
+int vd_copy(vd_image *src, vd_image *dst, const vd_copy_opts *opts, vd_error *err)
+{
+    static const vd_copy_opts defaults = { .threads = 1 };
+    struct copy_plan c;
+    int direct_fd = -1;
+    int r = copy_plan_make(src, dst, opts ? opts : &defaults, &c, &direct_fd, err);
+    if (r == 0)
+        r = copy_run(&c, opts ? opts : &defaults, err);
+    if (direct_fd >= 0)
+        close(direct_fd);
+    return r;
 }
