@@ -76,6 +76,21 @@ typedef struct vd_create_opts {
  * keys in `options` are an error naming the key. */
 int vd_create(const char *path, const vd_create_opts *opts, vd_error *err);
 
+/* Create options (for vd_create_opts.options) that make a new image of
+ * `format` (NULL: img's own) like `img`:
+ *   VD_LIKE_LAYOUT  img's layout as its header states it: subformat,
+ *                   version, cluster/block size, refcount width, and the
+ *                   identity the format stores (vdi uuid); only for img's
+ *                   own format (rewriting an image, not converting it)
+ *   VD_LIKE_UUID    img's image UUID; -ENOTSUP when img has none or
+ *                   `format` cannot store one
+ * Writes "key=val,..." (possibly "") into buf; -ENAMETOOLONG when `len`
+ * bytes are too few. */
+#define VD_LIKE_LAYOUT 0x1u
+#define VD_LIKE_UUID   0x2u
+int vd_create_options_like(vd_image *img, const char *format, unsigned what, char *buf,
+                           size_t len, vd_error *err);
+
 /* ---- I/O (guest view) -------------------------------------------------- */
 
 /* Read `len` bytes at `off`.  Ranges past the virtual size are an error. */

@@ -6,7 +6,7 @@
  * same format (and cluster size) is made under a temporary name in the same
  * folder, filled by the copy engine, and renamed over the old one.  The old
  * image stays intact until that rename.  The new image keeps the old one's
- * layout (create options recovered from its format details).
+ * layout (vd_create_options_like).
  */
 #include "vdconvert.h"
 
@@ -16,67 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Create options that reproduce the image's layout in a rewrite: every
- * format detail whose name (with '-' read as '_') is also a create option
- * of the format, e.g. qcow2 compat/cluster_size/refcount_bits, vhd and
- * vhdx subformat, vdi uuid; plus the few details named otherwise. */
-struct chain_opts_ctx {
-    const char *help;
-    char *out;
-    size_t n, len;
-};
-
-static void chain_opt_add(struct chain_opts_ctx *c, const char *key, const char *val)
-{
-    char pat[80];
-    snprintf(pat, sizeof pat, "%s\t", key);
-    const char *h = c->help;
-    /* the option must start a line of the help text */
-    while ((h = strstr(h, pat)) && h != c->help && h[-1] != '\n')
-        h++;
-    if (!h || strchr(val, ',') || c->len >= c->n)
-        return;
-    int w = snprintf(c->out + c->len, c->n - c->len, "%s%s=%s", c->len ? "," : "", key, val);
-    if (w > 0 && (size_t)w < c->n - c->len)
-        c->len += (size_t)w;
-    else
-        c->out[c->len] = 0;
-}
-
-static void chain_detail(void *ctx, const char *key, const char *val)
-{
-    struct chain_opts_ctx *c = ctx;
-    char k[64];
-    snprintf(k, sizeof k, "%s", key);
-    for (char *p = k; *p; p++)
-        if (*p == '-')
-            *p = '_';
-    if (!strcmp(k, "create_type"))                   /* vmdk */
-        chain_opt_add(c, "subformat", val);
-    else if (!strcmp(k, "type") && !strcmp(val, "static"))   /* vdi */
-        chain_opt_add(c, "static", "on");
-    else if (strcmp(k, "preallocation") && strcmp(k, "backing_file") &&
-             strcmp(k, "backing_fmt"))
-        chain_opt_add(c, k, val);
-}
-
-static void chain_keep_options(vd_image *img, char *out, size_t n)
-{
-    struct chain_opts_ctx c = { .help = vd_format_create_help(vd_format_name(img)),
-                                .out = out, .n = n };
-    out[0] = 0;
-    if (!c.help)
-        return;
-    vd_get_format_details(img, chain_detail, &c);
-    vd_info i;
-    vd_get_info(img, &i);
-    if (i.cluster_size && !strstr(out, "cluster_size=")) {
-        char v[32];
-        snprintf(v, sizeof v, "%u", i.cluster_size);
-        chain_opt_add(&c, "cluster_size", v);
-    }
-}
 
 struct chain_target {
     const char *backing, *bfmt;
@@ -140,7 +79,8 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
                  slash + 1, (int)getpid());
     else
         snprintf(tmp, sizeof tmp, ".%s.vdconvert-%d", path, (int)getpid());
-    chain_keep_options(img, opts, sizeof opts);
+    if (vd_create_options_like(img, NULL, VD_LIKE_LAYOUT, opts, sizeof opts, NULL) < 0)
+        opts[0] = 0;    /* as before: a layout that does not fit is not kept */
     struct chain_target t = chain_plan(img, new_backing, new_bfmt, mode);
     vd_create_opts co = { .format = vd_format_name(img), .size = size,
                           .options = opts[0] ? opts : NULL, .backing_file = t.backing,

@@ -274,33 +274,20 @@ static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, 
     return 0;
 }
 
-static void convert_find_uuid(void *ctx, const char *key, const char *value)
-{
-    if (!strcmp(key, "uuid"))
-        snprintf(ctx, 64, "%s", value);
-}
-
 /* --keep-uuid: the output carries the input's image UUID (a VirtualBox
- * migration that must keep the disk's identity).  Both formats must know
- * one: the input reports "uuid" in its details, the output takes "uuid=". */
+ * migration that must keep the disk's identity). */
 static int convert_keep_uuid(vd_image *in, const char *fmt, const char *options, char *out,
                              size_t n, vd_error *e)
 {
-    char uuid[64] = "";
-    vd_get_format_details(in, convert_find_uuid, uuid);
-    const char *help = vd_format_create_help(fmt);
-    if (!uuid[0])
-        return vd_set_error(e, -EINVAL, "--keep-uuid: %s (%s) has no image UUID",
-                            vd_filename(in), vd_format_name(in));
-    if (!help || strncmp(help, "uuid\t", 5) != 0) {
-        const char *p = help ? strstr(help, "\nuuid\t") : NULL;
-        if (!p)
-            return vd_set_error(e, -EINVAL, "--keep-uuid: format %s cannot store an image UUID",
-                                fmt);
+    char uuid[128];
+    int r = vd_create_options_like(in, fmt, VD_LIKE_UUID, uuid, sizeof uuid, e);
+    if (r < 0) {
+        vd_error inner = *e;
+        return vd_set_error(e, r, "--keep-uuid: %s", inner.msg);
     }
     if (options && strstr(options, "uuid="))
         return vd_set_error(e, -EINVAL, "--keep-uuid and -o uuid= contradict each other");
-    snprintf(out, n, "%s%suuid=%s", options ? options : "", options ? "," : "", uuid);
+    snprintf(out, n, "%s%s%s", options ? options : "", options ? "," : "", uuid);
     return 0;
 }
 
