@@ -635,3 +635,26 @@ int vmdk_sparse_check(struct vmdk_extent *e, vd_check_result *res, vd_error *err
         res->image_end_offset = s->file_size;
     return 0;
 }
+
+/* Clear every grain table (and its redundant copy) on disk: the extent
+ * then holds nothing of its own (commit's emptying).  Grains stay in the
+ * file, unreferenced, as VMware's own tools leave them until a shrink. */
+int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err)
+{
+    struct vmdk_sparse *s = e->sp;
+    uint64_t bytes = (uint64_t)s->h.gtes * 4;
+    uint8_t *z = calloc(1, bytes);
+    if (!z)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vmdk_sparse_flush(e, err);
+    for (uint32_t i = 0; r == 0 && i < s->gd_n; i++) {
+        if (s->gd[i])
+            r = vd_file_pwrite(e->file, z, bytes, (uint64_t)s->gd[i] * VMDK_SECTOR, err);
+        if (r == 0 && s->rgd && s->rgd[i])
+            r = vd_file_pwrite(e->file, z, bytes, (uint64_t)s->rgd[i] * VMDK_SECTOR, err);
+        if (r == 0 && s->gt[i])
+            memset(s->gt[i], 0, bytes);
+    }
+    free(z);
+    return r == 0 ? vd_file_sync(e->file, err) : r;
+}

@@ -398,13 +398,23 @@ static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_
     return 0;
 }
 
-/* Write the descriptor back (after a CID change). */
-static int vmdk_write_descriptor(vd_image *img, struct vmdk *v, vd_error *err)
+/* Write the descriptor back (after a CID or parent change).  A descriptor
+ * file shorter than `old_len` is padded with line ends up to it and not
+ * truncated: one write, and no old line survives past the new text. */
+int vmdk_write_descriptor(vd_image *img, struct vmdk *v, size_t old_len, vd_error *err)
 {
     struct vmdk_desc *d = &v->desc;
     if (!v->desc_embedded) {
-        int r = vd_file_pwrite(img->file, d->text, d->len, 0, err);
-        return r < 0 ? r : vd_file_truncate(img->file, d->len, err);
+        if (d->len >= old_len)
+            return vd_file_pwrite(img->file, d->text, d->len, 0, err);
+        char *b = malloc(old_len);
+        if (!b)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        memcpy(b, d->text, d->len);
+        memset(b + d->len, '\n', old_len - d->len);
+        int r = vd_file_pwrite(img->file, b, old_len, 0, err);
+        free(b);
+        return r;
     }
     if (d->len > v->desc_room)
         return vd_set_error(err, -ENOSPC, "vmdk: descriptor no longer fits its %" PRIu64
@@ -428,9 +438,10 @@ static int vmdk_touch_cid(vd_image *img, struct vmdk *v, vd_error *err)
     do
         cid = vmdk_new_cid();
     while (cid == v->desc.cid || cid == 0xffffffffu);
+    size_t old_len = v->desc.len;
     if (vmdk_desc_set_cid(&v->desc, cid) < 0)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = vmdk_write_descriptor(img, v, err);
+    int r = vmdk_write_descriptor(img, v, old_len, err);
     if (r == 0)
         v->cid_updated = true;
     return r;
@@ -623,6 +634,9 @@ const struct vd_driver vd_vmdk = {
     .check = vmdk_check,
     .details = vmdk_details,
     .disk_size = vmdk_disk_size,
+    .resize = vmdk_resize,
+    .set_backing = vmdk_set_backing,
+    .make_empty = vmdk_make_empty,
     .can_write = VD_CAN_NATIVE,
     .can_zero = VD_CAN_EMULATE,
     .can_discard = VD_CAN_NONE,

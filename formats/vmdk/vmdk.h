@@ -101,6 +101,13 @@ struct vmdk {
     struct vmdk_stream *stream;   /* non-NULL: writing a streamOptimized file */
 };
 
+/* vmdk.c */
+int vmdk_write_descriptor(vd_image *img, struct vmdk *v, size_t old_len, vd_error *err);
+/* inplace.c */
+int vmdk_resize(vd_image *img, uint64_t size, vd_error *err);
+int vmdk_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
+int vmdk_make_empty(vd_image *img, vd_error *err);
+
 /* descriptor.c */
 int vmdk_desc_parse(struct vmdk_desc *d, const char *text, size_t len,
                     const char *where, vd_error *err);
@@ -143,6 +150,7 @@ void vmdk_sparse_close(struct vmdk_extent *e);
 /* Sync the grains written since the last flush, then write their grain
  * table entries (the caller syncs again). */
 int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err);
+int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err);
 /* I/O inside one extent; `off` is a byte offset relative to the extent. */
 int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf,
                       size_t len, uint64_t off, uint64_t guest_off, vd_error *err);

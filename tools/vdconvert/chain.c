@@ -167,8 +167,8 @@ int vc_cmd_commit(int argc, char **argv)
     uint64_t size = vd_size(top);
     int r = tf ? commit_into_base(top, progress && !quiet, allow, &e) : -ENOMEM;
     vd_close(top, NULL);
-    if (r == 0 && !keep) {
-        r = vc_make_empty(path, tf, allow, &e);
+    if (r == 0) {
+        r = vc_commit_finish(path, tf, keep, allow, &e);
         if (r == -ENOSYS)       /* no in-place emptying: rewrite the overlay */
             r = vc_rewrite(path, tf, size, NULL, NULL, VC_REWRITE_EMPTY, allow, &e);
     }

@@ -113,14 +113,30 @@ int vc_rebase_inplace(const char *path, const char *fmt, const char *nb, const c
     return r < 0 ? r : r2;
 }
 
-int vc_make_empty(const char *path, const char *fmt, bool allow, vd_error *e)
+int vc_commit_finish(const char *path, const char *fmt, bool keep, bool allow, vd_error *e)
 {
     vd_image *img;
     int r = vd_open(path, &(vd_open_opts){ .format = fmt, .no_backing = true,
                     .allow_host_paths = allow }, &img, e);
     if (r < 0)
         return r;
-    r = vd_make_empty(img, e);
+    unsigned ops = vd_inplace_ops(img);
+    if (!keep && !(ops & VD_INPLACE_MAKE_EMPTY)) {
+        vd_close(img, NULL);
+        return vd_set_error(e, -ENOSYS, "%s: no in-place emptying", path);
+    }
+    /* The base was written: formats that link a delta to its parent's
+     * content (VMDK parentCID, VHDX parent linkage) store the new link. */
+    vd_info i;
+    vd_get_info(img, &i);
+    char *bf = i.backing_file ? strdup(i.backing_file) : NULL;
+    char *bfmt = i.backing_format ? strdup(i.backing_format) : NULL;
+    if ((ops & VD_INPLACE_SET_BACKING) && bf)
+        r = vd_set_backing(img, bf, bfmt, e);
+    if (r == 0 && !keep)
+        r = vd_make_empty(img, e);
+    free(bf);
+    free(bfmt);
     int r2 = vd_close(img, r < 0 ? NULL : e);
     return r < 0 ? r : r2;
 }

@@ -87,8 +87,9 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
  * reference) or rebase -u (switch only), on the image's own file. */
 int vc_rebase_inplace(const char *path, const char *fmt, const char *nb, const char *nbf,
                       bool unsafe, bool allow, vd_error *e);
-/* Empty an overlay whose base holds its data (commit). */
-int vc_make_empty(const char *path, const char *fmt, bool allow, vd_error *e);
+/* After commit wrote the overlay's data into its base: refresh the
+ * overlay's link to the base and, unless `keep`, empty it. */
+int vc_commit_finish(const char *path, const char *fmt, bool keep, bool allow, vd_error *e);
 
 /* ---- progress (progress.c) --------------------------------------------- */
 
