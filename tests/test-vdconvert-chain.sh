@@ -2,7 +2,8 @@
 # vdconvert map against `qemu-img map --output=json` on qemu-made images
 # (qcow2 when vdisk reads it, qed with a backing file, vdi, vpc), and the
 # chain commands checked with qemu-img: rebase (safe and -u), commit,
-# resize (raw in place, other formats rewritten), snapshot -l.
+# resize (in place), snapshot -l.  (Inode, mode, xattrs and crash points of the
+# in-place operations: test-vdconvert-inplace.sh.)
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3
 V=$VDCONVERT
@@ -110,7 +111,7 @@ chain_cmds() {  # FMT
     rc=0; "$V" commit base.$F 2>/dev/null || rc=$?
     [ $rc -eq 1 ] || fail "commit without a backing file: exit $rc"
 
-    # resize: qed grows by rewrite, raw in place; shrinking needs --shrink
+    # resize in place; shrinking needs --shrink
     cp top.$F g.$F
     "$V" resize g.$F +8M >/dev/null
     [ "$(qemu-img info --output=json g.$F | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" -eq $((24 << 20)) ] || fail "resize +8M"
@@ -135,7 +136,7 @@ cp r.raw rr.raw
 [ "$(stat -c %s rr.raw)" -eq $((20 << 20)) ] || fail "raw resize"
 cmp <(head -c 8M rr.raw) r.raw || fail "raw resize changed the data"
 
-# resize by rewrite keeps the layout: qcow2 compat/cluster size, vdi uuid/static
+# resize keeps the layout: qcow2 compat/cluster size, vdi uuid/static
 if "$V" create -q -O qcow2 -o compat=0.10,cluster_size=4096 k.qcow2 8M >/dev/null 2>&1; then
     qemu-io -f qcow2 -c "write -P 9 1M 64k" k.qcow2 >/dev/null
     "$V" resize k.qcow2 12M >/dev/null
