@@ -102,7 +102,7 @@ static int vhd_create_fixed(vd_file *f, const struct vhd_create_plan *p, vd_erro
 
 /* UTF-8 to UTF-16 (LE or BE) into `out` of `cap` bytes; returns bytes used.
  * Invalid bytes are taken as Latin-1, which keeps any name representable. */
-static size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be)
+size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be)
 {
     size_t n = 0;
     const unsigned char *s = (const unsigned char *)in;
@@ -134,7 +134,7 @@ static size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool b
     return n;
 }
 
-static char *vhd_windows_path(const char *p, bool relative)
+char *vhd_windows_path(const char *p, bool relative)
 {
     size_t n = strlen(p);
     char *w = malloc(n + 3), *o = w;

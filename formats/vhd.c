@@ -24,24 +24,6 @@
 /* Copy-on-write unit inside a differencing block (see vhd_write_diff_piece). */
 #define VHD_PAGE 4096u
 
-struct vhd_state {
-    uint8_t footer[VHD_FOOTER_SIZE];
-    uint8_t dynhdr[VHD_DYNHDR_SIZE];
-    uint32_t type;
-    uint64_t file_size;
-    uint64_t bat_off;
-    uint32_t bat_entries;
-    uint32_t block_size;
-    uint32_t bitmap_size;      /* bytes, whole sectors */
-    uint32_t *bat;             /* host order */
-    uint64_t next_free;        /* where the next block (then the footer) goes */
-    bool footer_from_head;     /* the trailing footer was bad: rewrite it */
-    /* Blocks allocated since the last flush: their BAT entries are written
-     * at the next flush, after the blocks and the moved footer are synced,
-     * so that after a power loss no entry points past the end of the file. */
-    uint32_t *unsynced;
-    size_t n_unsynced, cap_unsynced;
-};
 
 /* One's complement of the byte sum, with the checksum field counted as 0. */
 uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off)
@@ -769,6 +751,8 @@ const struct vd_driver vd_vhd = {
     .block_status = vhd_block_status,
     .data_file = vhd_data_file,
     .map_for_write = vhd_map_for_write,
+    .set_backing = vhd_set_backing,
+    .make_empty = vhd_make_empty,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,

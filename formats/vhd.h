@@ -63,6 +63,26 @@
 /* 2000-01-01 00:00:00 UTC in Unix time. */
 #define VHD_EPOCH 946684800ll
 
+/* Driver state (vhd.c; vhd-inplace.c changes the parent link). */
+struct vhd_state {
+    uint8_t footer[VHD_FOOTER_SIZE];
+    uint8_t dynhdr[VHD_DYNHDR_SIZE];
+    uint32_t type;
+    uint64_t file_size;
+    uint64_t bat_off;
+    uint32_t bat_entries;
+    uint32_t block_size;
+    uint32_t bitmap_size;      /* bytes, whole sectors */
+    uint32_t *bat;             /* host order */
+    uint64_t next_free;        /* where the next block (then the footer) goes */
+    bool footer_from_head;     /* the trailing footer was bad: rewrite it */
+    /* Blocks allocated since the last flush: their BAT entries are written
+     * at the next flush, after the blocks and the moved footer are synced,
+     * so that after a power loss no entry points past the end of the file. */
+    uint32_t *unsynced;
+    size_t n_unsynced, cap_unsynced;
+};
+
 uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);
 void vhd_geometry(uint64_t sectors, uint16_t *cyl, uint8_t *heads, uint8_t *spt);
 int vhd_create(const struct vd_create_args *a, vd_error *err);
@@ -71,5 +91,12 @@ bool vhd_footer_valid(const uint8_t *footer);
 int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd_error *err);
 /* vhd-parent.c: the parent's unique id must equal the stored parent UUID. */
 int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, vd_error *err);
+
+/* vhd-create.c */
+size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be);
+char *vhd_windows_path(const char *p, bool relative);
+/* vhd-inplace.c */
+int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
+int vhd_make_empty(vd_image *img, vd_error *err);
 
 #endif

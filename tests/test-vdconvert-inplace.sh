@@ -14,8 +14,9 @@ cd "$T"
 # Formats whose driver has the in-place operations; a fixed list.  VMDK
 # cannot be resized in place (its extents are sized at creation): resize
 # must say so and leave the image as it was.
-FORMATS="qcow2 qed vmdk"
+FORMATS="qcow2 qed vmdk vhd"
 RESIZE="qcow2 qed"
+REWRITE_RESIZE="vhd"     # no in-place resize yet: still rewritten
 qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
 XATTR=1
@@ -44,22 +45,40 @@ kept() {  # FILE BEFORE WHAT
 # qemu-img check: clean; for QED, whose shrink and emptying leave the
 # clusters they dropped in the file (no refcounts to free them), leaks too.
 checked() {  # IMG WHAT
-    local rc=0; qemu-img check -q "$1" >/dev/null 2>&1 || rc=$?
+    local rc=0
+    if own_reader "$1"; then "$V" check -q "$1" >/dev/null 2>&1 || rc=$?
+    else qemu-img check -q "$1" >/dev/null 2>&1 || rc=$?; fi
     [ $rc = 0 ] || { [ $rc = 3 ] && [[ $1 == *.qed ]]; } || fail "$2: qemu-img check $1: exit $rc"
 }
+# VHD: qemu's vpc driver does not follow a differencing disk's parent, so
+# VHD content, maps and checks are read by vdisk (against the source).
+own_reader() { [[ $1 == *.vhd ]]; }
+same() {  # IMG RAW
+    if own_reader "$1"; then "$V" compare "$1" "$2" >/dev/null; else qemu-img compare -q -F raw "$1" "$2"; fi
+}
+to_raw() {  # IMG RAW
+    if own_reader "$1"; then "$V" convert -O raw "$1" "$2"; else qemu-img convert -O raw "$1" "$2"; fi
+}
+backing_of() { if own_reader "$1"; then "$V" info "$1"; else qemu-img info "$1"; fi | sed -n 's/^backing file: //p'; }
 vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
 
-chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw
+chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw, own.raw
     local F=$1 Q; Q=$(qn "$1")
     rm -f base.$F top.$F empty.$F ./*.link
     qemu-img create -q -f $Q base.$F 16M
     qemu-io -f $Q -c "write -P 0x11 0 256k" -c "write -P 0x22 5M 64k" base.$F >/dev/null
-    qemu-img create -q -f $Q -b base.$F -F $Q top.$F
-    qemu-io -f $Q -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" top.$F >/dev/null
+    if [ $F = vhd ]; then   # qemu makes no differencing VHD: vdconvert -B does
+        qemu-img convert -O raw base.$F want.raw
+        qemu-io -f raw -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" want.raw >/dev/null
+        "$V" convert -f raw -O vhd -B base.$F -F vhd want.raw top.$F
+    else
+        qemu-img create -q -f $Q -b base.$F -F $Q top.$F
+        qemu-io -f $Q -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" top.$F >/dev/null
+        qemu-img convert -O raw top.$F want.raw
+    fi
     qemu-img create -q -f $Q empty.$F 16M
-    qemu-img convert -O raw top.$F want.raw
     # top's own data over zeroes: its view over an empty base (rebase -u)
-    rm -f own.raw; truncate -s 16M own.raw
+    rm -f own.raw; truncate -s "$(stat -c %s want.raw)" own.raw
     qemu-io -f raw -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" own.raw >/dev/null
 }
 
@@ -68,7 +87,9 @@ for F in ${ONLY:-$FORMATS}; do
     echo "== $F"
     # resize: grow (+), grow past the first L1 table, shrink (-- -N)
     chain $F; prep top.$F; m=$(meta top.$F)
-    if [[ " $RESIZE " != *" $F "* ]]; then
+    if [[ " $REWRITE_RESIZE " == *" $F "* ]]; then
+        echo "note: $F resize is not in place yet (rewritten): not checked here"
+    elif [[ " $RESIZE " != *" $F "* ]]; then
         cp top.$F before.$F
         "$V" resize top.$F +8M 2>err && fail "$F resize succeeded"
         grep -q "top.$F: .*cannot be resized in place" err || fail "$F resize: message: $(cat err)"
@@ -98,9 +119,9 @@ for F in ${ONLY:-$FORMATS}; do
     chain $F; prep top.$F; m=$(meta top.$F); cp top.$F q.$F
     "$V" rebase -u -b empty.$F -F $Q top.$F
     kept top.$F "$m" "$F rebase -u"
-    qemu-img info top.$F | grep -q "^backing file: empty.$F$" || fail "$F rebase -u: reference"
-    qemu-img compare -q -F raw top.$F own.raw || fail "$F rebase -u: content"
-    if [ $F != vmdk ]; then
+    [ "$(backing_of top.$F)" = empty.$F ] || fail "$F rebase -u: reference $(backing_of top.$F)"
+    same top.$F own.raw || fail "$F rebase -u: content"
+    if [ $F != vmdk ] && [ $F != vhd ]; then
         qemu-img rebase -q -u -f $Q -b empty.$F -F $Q q.$F
         qemu-img compare -q top.$F q.$F || fail "$F rebase -u differs from qemu-img rebase -u"
     fi
@@ -109,22 +130,29 @@ for F in ${ONLY:-$FORMATS}; do
     chain $F; prep top.$F; m=$(meta top.$F)
     "$V" rebase -b empty.$F -F $Q top.$F
     kept top.$F "$m" "$F rebase"
-    qemu-img compare -q -F raw top.$F want.raw || fail "$F rebase changed the guest view"
+    same top.$F want.raw || fail "$F rebase changed the guest view"
     checked top.$F "$F rebase"
-    "$V" rebase -b "" top.$F
-    kept top.$F "$m" "$F rebase -b ''"
-    qemu-img info top.$F | grep -q "^backing file" && fail "$F rebase -b '': still has a backing file"
-    qemu-img compare -q -F raw top.$F want.raw || fail "$F rebase -b '' changed the guest view"
+    if [ $F = vhd ]; then   # dropping the parent would change the disk type
+        cp top.$F before.$F
+        "$V" rebase -b "" top.$F 2>err && fail "vhd rebase -b '' succeeded"
+        grep -q "cannot drop its parent in place" err || fail "vhd rebase -b '': $(cat err)"
+        cmp -s top.$F before.$F || fail "vhd rebase -b '' changed the image it refused"
+    else
+        "$V" rebase -b "" top.$F
+        kept top.$F "$m" "$F rebase -b ''"
+        [ -z "$(backing_of top.$F)" ] || fail "$F rebase -b '': still has a backing file"
+        same top.$F want.raw || fail "$F rebase -b '' changed the guest view"
+    fi
 
     # commit: base takes the data, the overlay is emptied (or kept with -d)
     chain $F; prep top.$F; prep base.$F; m=$(meta top.$F); mb=$(meta base.$F)
     "$V" commit top.$F >/dev/null
     kept top.$F "$m" "$F commit"; kept base.$F "$mb" "$F commit (base)"
-    qemu-img compare -q -F raw base.$F want.raw || fail "$F commit: base content"
-    qemu-img compare -q -F raw top.$F want.raw || fail "$F commit: chain content"
+    same base.$F want.raw || fail "$F commit: base content"
+    same top.$F want.raw || fail "$F commit: chain content"
     checked base.$F "$F commit"; checked top.$F "$F commit"
-    qemu-img map --output=json top.$F | grep -q '"depth": 0, "present": true' &&
-        fail "$F commit: overlay not emptied"
+    if own_reader top.$F; then "$V" map --json top.$F; else qemu-img map --output=json top.$F; fi |
+        grep -q '"depth": 0, "present": true' && fail "$F commit: overlay not emptied"
 done
 
 # SIGKILL before every write/truncate/sync of the command: the chain opens,
@@ -137,7 +165,7 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     strace -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
-    "$V" info top.$F >/dev/null; qemu-img convert -O raw top.$F new.raw
+    "$V" info top.$F >/dev/null; to_raw top.$F new.raw
     for ((n = 1; n <= steps; n++)); do
         cp top0 top.$F; [ "$what" != commit ] || cp base0 base.$F
         # (a subshell, so that the shell's "Killed" notice goes nowhere)
@@ -145,10 +173,12 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
             -e inject=$SYSCALLS:signal=KILL:when=$n "$@" >/dev/null 2>&1 || true) 2>/dev/null
         for img in $imgs; do
             "$V" info "$img" >/dev/null 2>err || fail "$F $what killed at step $n: $img does not open: $(cat err)"
-            rc=0; qemu-img check -q "$img" >/dev/null 2>&1 || rc=$?
-            [ $rc = 0 ] || [ $rc = 3 ] || fail "$F $what killed at step $n: qemu-img check $img: exit $rc"
+            rc=0
+            if own_reader "$img"; then "$V" check -q "$img" >/dev/null 2>&1 || rc=$?
+            else qemu-img check -q "$img" >/dev/null 2>&1 || rc=$?; fi
+            [ $rc = 0 ] || [ $rc = 3 ] || fail "$F $what killed at step $n: check $img: exit $rc"
         done
-        if ! qemu-img convert -O raw top.$F got.raw 2>/dev/null; then
+        if ! to_raw top.$F got.raw 2>/dev/null; then
             # VMDK commit: killed after the base got its new CID and before
             # the delta's parentCID followed it (two files, no atomic step;
             # docs/flush.md): the delta says so, and rebase -u relinks it.
@@ -156,7 +186,7 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
             "$V" convert -O raw top.$F got.raw 2>err && fail "$F $what step $n: vdisk reads what qemu does not"
             grep -q "parentCID .* does not match" err || fail "$F $what step $n: $(cat err)"
             "$V" rebase -u -b base.$F top.$F
-            qemu-img convert -O raw top.$F got.raw
+            to_raw top.$F got.raw
             relinked=$((${relinked:-0} + 1))
         fi
         cmp -s got.raw want.raw || cmp -s got.raw new.raw ||
