@@ -73,6 +73,7 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
         result_error(r, "%s", err);
         return;
     }
+    result_arm_run(o, &con);
     if (vm_create(&vm, &cfg, &con, err, sizeof(err)) < 0)
         goto out;
     for (; started < N_DEVICES; started++)

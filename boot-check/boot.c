@@ -23,6 +23,22 @@ void result_error(struct vdboot_result *r, const char *fmt, ...)
 void result_take_console(struct vdboot_result *r, const struct console *c)
 {
     snprintf(r->event_line, sizeof(r->event_line), "%s", c->event_line);
+    r->run_exit_status = -1;
+    if (c->run.state != RUN_OFF) {
+        snprintf(r->run_command, sizeof(r->run_command), "%s", c->run.command);
+        snprintf(r->run_user, sizeof(r->run_user), "%s", c->run.user);
+        if (c->run.state == RUN_DONE) {
+            r->run_exit_status = c->run.exit_status;
+            memcpy(r->run_output, c->run.output, c->run.output_len + 1);
+            r->run_output_len = c->run.output_len;
+            r->run_output_truncated = c->run.output_truncated;
+        }
+        const char *stage = console_timeout_stage(c);
+        if (r->outcome == VM_TIMEOUT && stage) {
+            size_t n = strlen(r->reason);
+            snprintf(r->reason + n, sizeof(r->reason) - n, " (%s)", stage);
+        }
+    }
     if (c->kernel_version[0])
         snprintf(r->kernel_version, sizeof(r->kernel_version), "%s", c->kernel_version);
     if (c->bytes)
@@ -36,6 +52,32 @@ void result_take_console(struct vdboot_result *r, const struct console *c)
         snprintf(r->tail, sizeof(r->tail), "%s", mem ? mem : "");
         free(mem);
     }
+}
+
+enum vm_outcome result_console_event(const struct console *c, enum con_event ev, char *reason,
+                                     size_t rlen)
+{
+    switch (ev) {
+    case CON_MATCH:
+        snprintf(reason, rlen, "matched \"%s\"", c->event_line);
+        return VM_LOGIN;
+    case CON_PANIC:
+        snprintf(reason, rlen, "%s", c->event_line);
+        return VM_PANIC;
+    case CON_DONE:
+        snprintf(reason, rlen, "logged in as %s; '%.300s' exited %d", c->run.user, c->run.command,
+                 c->run.exit_status);
+        return c->run.exit_status == 0 ? VM_LOGIN : VM_CHECK_FAILED;
+    default:
+        return VM_RUNNING;
+    }
+}
+
+void result_arm_run(const struct vdboot_opts *o, struct console *c)
+{
+    if (o->run)
+        console_set_run(c, o->run, o->login ? o->login : "root",
+                        o->password_file ? o->password : NULL);
 }
 
 int read_whole_file(const char *path, uint8_t **out, size_t *len, char *err, size_t errlen)

@@ -11,6 +11,13 @@
 static const char *const con_panic_marks[] = {
     "Kernel panic - not syncing",
     "---[ end Kernel panic",
+    /* firmware and boot loader failures (seen on the VGA screen, vga.c) */
+    "Boot failed: not a bootable disk",
+    "No bootable device",
+    "grub rescue>",
+    "grub>",                   /* GRUB's command line: no config, or it failed */
+    "UEFI Interactive Shell",  /* OVMF's last resort once every boot option failed */
+    "Entering rescue mode",
     NULL,
 };
 
@@ -119,7 +126,11 @@ enum con_event console_feed(struct console *c, uint8_t b)
             return CON_NONE;
     }
     enum con_event ev = con_check(c, done);
-    if (ev != CON_NONE) {
+    if (ev == CON_MATCH && c->run.state > RUN_WAIT_PROMPT)
+        ev = CON_NONE;          /* logged in already: the prompt regex is done */
+    if (c->run.state != RUN_OFF)
+        ev = session_line(c, done, ev);
+    if (ev != CON_NONE && ev != CON_DONE) {   /* DONE keeps the prompt's line */
         snprintf(c->event_line, sizeof(c->event_line), "%s", c->line);
         c->t_event = con_now();
     }
@@ -137,6 +148,30 @@ void console_print_tail(const struct console *c, FILE *f, int max_lines)
     }
     if (c->line_len)
         fprintf(f, "  | %s\n", c->line);
+}
+
+/* The kernel's own farewell lines say nothing about why it went down. */
+static bool con_is_shutdown_noise(const char *l)
+{
+    static const char *const noise[] = { "reboot: ", "Restarting system", "Power down",
+                                         "Preparing to enter system sleep state",
+                                         "Synchronizing SCSI cache", NULL };
+    for (int i = 0; noise[i]; i++)
+        if (strstr(l, noise[i]))
+            return true;
+    return false;
+}
+
+const char *console_last_words(const struct console *c)
+{
+    if (c->line_len && !con_is_shutdown_noise(c->line))
+        return c->line;
+    for (int i = 1; i <= c->tail_count; i++) {
+        const char *l = c->tail[(c->tail_next - i + CON_TAIL_LINES) % CON_TAIL_LINES];
+        if (l[0] && !con_is_shutdown_noise(l))
+            return l;
+    }
+    return console_last_line(c);
 }
 
 const char *console_last_line(const struct console *c)

@@ -241,3 +241,32 @@ int discover_boot(const char *image, const char *format, struct boot_files *bf,
     boot_files_free(bf);
     return -1;
 }
+
+/* --firmware auto: an EFI system partition (GPT type C12A7328-..., or MBR
+ * type 0xEF) means the image boots by UEFI; anything else is left to the
+ * BIOS (its MBR code or a GPT BIOS-boot partition).  The ESP's contents are
+ * not checked here: a missing loader is for the firmware to report. */
+const char *discover_firmware(const char *image, const char *format, char *why, size_t whylen)
+{
+    vd_image *img;
+    vd_error ve = { 0 };
+    vd_open_opts o = { .format = format, .readonly = true };
+    snprintf(why, whylen, "no EFI system partition");
+    if (vd_open(image, &o, &img, &ve) < 0) {
+        snprintf(why, whylen, "%s", ve.msg);
+        return NULL;
+    }
+    vd_partition_table pt = { 0 };
+    const char *fw = "bios";
+    if (vd_partition_list(img, &pt, &ve) == 0)
+        for (size_t i = 0; i < pt.n; i++)
+            if (!strcmp(pt.v[i].type_guid, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b") ||
+                pt.v[i].mbr_type == 0xef) {
+                snprintf(why, whylen, "partition %u is an EFI system partition", pt.v[i].index);
+                fw = "uefi";
+                break;
+            }
+    vd_partition_table_free(&pt);
+    vd_close(img, NULL);
+    return fw;
+}

@@ -4,7 +4,8 @@
  *   vdboot [options] IMAGE          kernel found in the image's /boot
  *   vdboot --kernel K [--initrd I] [--append A] [IMAGE]
  *
- * Outcome and exit code: login 0, panic 1, timeout 2, error 3. */
+ * Outcome and exit code: login 0, panic 1, timeout 2, error 3, check_failed
+ * 4 (--run: logged in, the command exited non-zero). */
 #include "vdboot.h"
 
 #include "vdisk.h"
@@ -30,7 +31,8 @@ static void usage(FILE *f)
         "Boots the image's own kernel (from /boot in its ext2/3/4 filesystem) on a\n"
         "throw-away overlay and waits for a login prompt on the serial console.\n"
         "  --accel kvm|tcg|auto  built-in KVM VMM, qemu-system-x86_64 TCG, or pick by\n"
-        "                        timing a calibration guest on /dev/kvm (default auto)\n"
+        "                        timing a calibration guest on /dev/kvm (default auto);\n"
+        "                        qemu-kvm: qemu with -accel kvm (for comparisons)\n"
         "  --kernel/--initrd FILE, --append ARGS   boot these instead of the image's\n"
         "  --expect REGEX        prompt to wait for (default '%s')\n"
         "  --timeout SECONDS     give up after this long (default %d)\n"
@@ -44,30 +46,57 @@ static void usage(FILE *f)
         "  -j, --jobs N          boot up to N images at a time (default 1)\n"
         "  --junit FILE          also write a JUnit XML report, a testcase per image\n"
         "  --tap                 print the results as TAP instead of text\n"
+        "  --run CMD             after the prompt, log in and run CMD; its output and exit\n"
+        "                        status are reported, non-zero is exit code 4\n"
+        "  --login USER          log in as USER (default root)\n"
+        "  --firmware direct|bios|uefi|auto   direct (default): vdboot loads the kernel\n"
+        "                        from /boot; bios/uefi: qemu (tcg) boots the disk through\n"
+        "                        SeaBIOS/OVMF and the disk's own boot loader; auto: uefi\n"
+        "                        when the image has an EFI system partition, else bios\n"
+        "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
+        "                        VMM has virtio only; default virtio)\n"
+        "  --password-file FILE  the password, first line of FILE (default: none)\n"
         "  -v, --verbose         report what vdboot does\n"
         "  -V, --version         print the version\n"
         "With several images, --console names a directory (N-IMAGE.log each).\n"
-        "exit: 0 login, 1 panic, 2 timeout, 3 error (usage errors too: 2 is a timeout);\n"
-        "      with several images the highest\n",
+        "exit: 0 login, 1 panic, 2 timeout, 3 error (usage errors too: 2 is a timeout),\n"
+        "      4 --run failed; with several images the highest\n",
         VDBOOT_DEFAULT_EXPECT, VDBOOT_DEFAULT_TIMEOUT, VDBOOT_DEFAULT_MEMORY, VM_MAX_CPUS);
+}
+
+/* The first line of --password-file, without its newline. */
+static int read_password(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fprintf(stderr, "vdboot: --password-file %s: %s\n", path, strerror(errno)), -1;
+    if (!fgets(out, (int)size, f))
+        out[0] = 0;
+    fclose(f);
+    out[strcspn(out, "\r\n")] = 0;
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, struct vdboot_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_APPEND, O_ACCEL, O_EXPECT, O_TIMEOUT, O_MEMORY,
-           O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS, O_JUNIT, O_TAP };
+           O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS, O_JUNIT, O_TAP, O_RUN,
+           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS };
     static const struct option lo[] = {
         { "kernel", 1, 0, O_KERNEL }, { "initrd", 1, 0, O_INITRD }, { "append", 1, 0, O_APPEND },
         { "accel", 1, 0, O_ACCEL }, { "expect", 1, 0, O_EXPECT }, { "timeout", 1, 0, O_TIMEOUT },
         { "memory", 1, 0, O_MEMORY }, { "cpus", 1, 0, O_CPUS }, { "console", 1, 0, O_CONSOLE },
         { "format", 1, 0, O_FORMAT }, { "json", 0, 0, O_JSON }, { "verbose", 0, 0, 'v' },
         { "guest-decompress", 0, 0, O_GUEST_DECOMPRESS }, { "jobs", 1, 0, 'j' },
-        { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP },
+        { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP }, { "run", 1, 0, O_RUN },
+        { "login", 1, 0, O_LOGIN }, { "password-file", 1, 0, O_PASSWORD_FILE },
+        { "firmware", 1, 0, O_FIRMWARE }, { "disk-bus", 1, 0, O_DISK_BUS },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
                                .timeout = VDBOOT_DEFAULT_TIMEOUT,
-                               .memory_mib = VDBOOT_DEFAULT_MEMORY, .cpus = 1, .jobs = 1 };
+                               .memory_mib = VDBOOT_DEFAULT_MEMORY, .cpus = 1, .jobs = 1,
+                               .firmware = "direct", .disk_bus = "virtio" };
     int c;
     char *end, opt[64];
     opterr = 0;
@@ -84,6 +113,11 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         case O_GUEST_DECOMPRESS: o->guest_decompress = true; break;
         case O_JUNIT: o->junit = optarg; break;
         case O_TAP: o->tap = true; break;
+        case O_RUN: o->run = optarg; break;
+        case O_FIRMWARE: o->firmware = optarg; break;
+        case O_DISK_BUS: o->disk_bus = optarg; break;
+        case O_LOGIN: o->login = optarg; break;
+        case O_PASSWORD_FILE: o->password_file = optarg; break;
         case 'v': o->verbose = true; break;
         case 'j':
             o->jobs = (int)strtol(optarg, &end, 10);
@@ -125,12 +159,31 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         usage(stderr);
         return -1;
     }
+    if (o->run && (strlen(o->run) > 2048 || strchr(o->run, '\n')))
+        return fprintf(stderr, "vdboot: --run: want one line of at most 2048 bytes\n"), -1;
+    if (o->login && (!*o->login || strlen(o->login) > 32 || strpbrk(o->login, " \t\n")))
+        return fprintf(stderr, "vdboot: --login '%s': want a user name\n", o->login), -1;
+    if (o->password_file && read_password(o->password_file, o->password, sizeof(o->password)) < 0)
+        return -1;
+    if (strcmp(o->firmware, "direct") && strcmp(o->firmware, "bios") &&
+        strcmp(o->firmware, "uefi") && strcmp(o->firmware, "auto"))
+        return fprintf(stderr, "vdboot: --firmware '%s': want direct, bios, uefi or auto\n",
+                       o->firmware), -1;
+    if (strcmp(o->firmware, "direct") && (!o->image || o->kernel))
+        return fprintf(stderr, "vdboot: --firmware %s boots an IMAGE through its own boot "
+                       "loader: give an image and no --kernel\n", o->firmware), -1;
+    if (strcmp(o->disk_bus, "virtio") && strcmp(o->disk_bus, "sata") &&
+        strcmp(o->disk_bus, "scsi") && strcmp(o->disk_bus, "ide"))
+        return fprintf(stderr, "vdboot: --disk-bus '%s': want virtio, sata, scsi or ide\n",
+                       o->disk_bus), -1;
     if (o->json && o->tap)
         return fprintf(stderr, "vdboot: --json and --tap both write to stdout: pick one\n"), -1;
     if (o->n_images > 1 && o->console && !strcmp(o->console, "-"))
         return fprintf(stderr, "vdboot: --console - takes one image; give a directory\n"), -1;
-    if (strcmp(o->accel, "kvm") && strcmp(o->accel, "tcg") && strcmp(o->accel, "auto"))
-        return fprintf(stderr, "vdboot: --accel '%s': want kvm, tcg or auto\n", o->accel), -1;
+    if (strcmp(o->accel, "kvm") && strcmp(o->accel, "tcg") && strcmp(o->accel, "auto") &&
+        strcmp(o->accel, "qemu-kvm"))
+        return fprintf(stderr, "vdboot: --accel '%s': want kvm, tcg, qemu-kvm or auto\n",
+                       o->accel), -1;
     return 0;
 }
 
@@ -213,36 +266,90 @@ static void watchdog_disarm(void)
 }
 
 /* ---- one image ---- */
+/* --firmware bios|uefi|auto: qemu boots the disk itself; there is no
+ * kernel to find, and the built-in VMM (no firmware) cannot do it. */
+static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
+                          void (*fire)(struct vdboot_result *r))
+{
+    struct vdboot_opts fo = *o;
+    char why[256];
+    if (!strcmp(o->firmware, "auto")) {
+        fo.firmware = discover_firmware(o->image, o->format, why, sizeof(why));
+        if (!fo.firmware) {
+            result_error(r, "%s", why);
+            return;
+        }
+    }
+    snprintf(r->firmware, sizeof(r->firmware), "%s", fo.firmware);
+    snprintf(r->kernel_source, sizeof(r->kernel_source), "the image's boot loader via %s%s%s%s",
+             !strcmp(fo.firmware, "uefi") ? "OVMF" : "SeaBIOS",
+             !strcmp(o->firmware, "auto") ? " (--firmware auto: " : "",
+             !strcmp(o->firmware, "auto") ? why : "", !strcmp(o->firmware, "auto") ? ")" : "");
+    if (!strcmp(o->accel, "kvm")) {
+        result_error(r, "--firmware %s needs --accel tcg: the built-in VMM boots the kernel "
+                     "directly and runs no firmware", fo.firmware);
+        return;
+    }
+    snprintf(r->accel, sizeof(r->accel), "%s", strcmp(o->accel, "qemu-kvm") ? "tcg" : "qemu-kvm");
+    snprintf(r->accel_why, sizeof(r->accel_why), "--firmware %s runs under qemu", fo.firmware);
+    struct boot_files bf;
+    memset(&bf, 0, sizeof(bf));
+    watchdog_arm(r, o->timeout, fire);
+    run_tcg(&fo, &bf, r);
+    watchdog_disarm();
+}
+
+/* Where the prompt was seen: the VGA screen (tcg.c says so) or the serial
+ * console, the only one direct boots watch. */
+static void boot_note_prompt(struct vdboot_result *r)
+{
+    if ((r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED) && !r->prompt_seen_on[0])
+        snprintf(r->prompt_seen_on, sizeof(r->prompt_seen_on), "serial");
+}
+
+/* ---- one image ---- */
 static void boot_one(const struct vdboot_opts *o, struct vdboot_result *r,
                      void (*fire)(struct vdboot_result *r))
 {
     struct boot_files bf;
     r->first_byte_seconds = -1;
+    r->run_exit_status = -1;
     snprintf(r->firmware, sizeof(r->firmware), "direct");
     if (o->image) {
         snprintf(r->image, sizeof(r->image), "%s", o->image);
-        snprintf(r->disk_bus, sizeof(r->disk_bus), "virtio");
+        snprintf(r->disk_bus, sizeof(r->disk_bus), "%s", o->disk_bus);
         vd_error ve = { 0 };
         const char *fmt = o->format ? o->format : vd_probe_file(o->image, NULL, &ve);
         snprintf(r->format, sizeof(r->format), "%s", fmt ? fmt : "");
     }
     if (o->console && strcmp(o->console, "-"))
         snprintf(r->console_path, sizeof(r->console_path), "%s", o->console);
+    if (strcmp(o->firmware, "direct")) {
+        boot_firmware(o, r, fire);
+        boot_note_prompt(r);
+        return;
+    }
     if (boot_files_get(o, &bf, r) == 0) {
         snprintf(r->cmdline, sizeof(r->cmdline), "%s", bf.cmdline);
         snprintf(r->kernel_source, sizeof(r->kernel_source), "%s", bf.source);
         bzimage_read_version(bf.bi.kernel, bf.bi.kernel_len, r->kernel_version,
                              sizeof(r->kernel_version));
         if (accel_choose(o, &bf, r) == 0) {
-            watchdog_arm(r, o->timeout, fire);
-            if (strcmp(r->accel, "kvm") == 0)
-                run_kvm(o, &bf, r);
-            else
-                run_tcg(o, &bf, r);
-            watchdog_disarm();
+            if (strcmp(r->accel, "kvm") == 0 && strcmp(o->disk_bus, "virtio")) {
+                result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk "
+                             "only; use --accel tcg", o->disk_bus);
+            } else {
+                watchdog_arm(r, o->timeout, fire);
+                if (strcmp(r->accel, "kvm") == 0)
+                    run_kvm(o, &bf, r);
+                else
+                    run_tcg(o, &bf, r);
+                watchdog_disarm();
+            }
         }
         boot_files_free(&bf);
     }
+    boot_note_prompt(r);
 }
 
 /* ---- reports ---- */
@@ -371,6 +478,7 @@ int main(int argc, char **argv)
         return 3;
     g_opts = &o;
     g_t0 = con_now();
+    signal(SIGPIPE, SIG_IGN);   /* qemu may exit while --run types into its stdin */
     int n = o.n_images ? o.n_images : 1;
     struct vdboot_result *rs = mmap(NULL, sizeof(*rs) * (size_t)n, PROT_READ | PROT_WRITE,
                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -8,8 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const vdboot_outcome_names[] = { "running", "login", "panic", "timeout", "error" };
-const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3 };
+const char *const vdboot_outcome_names[] = { "running", "login", "panic", "timeout", "error",
+                                             "check_failed" };
+const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3, 4 };
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0. */
 static int utf8_len(const unsigned char *s)
@@ -24,13 +25,9 @@ static int utf8_len(const unsigned char *s)
     return n;
 }
 
-static void json_str(FILE *f, const char *s)
+/* The inside of a JSON string (no quotes). */
+static void json_str_body(FILE *f, const char *s)
 {
-    if (!s || !*s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
         int n = utf8_len(p);
         if (n == 0) {
@@ -51,6 +48,16 @@ static void json_str(FILE *f, const char *s)
             p++;
         }
     }
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    if (!s || !*s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    json_str_body(f, s);
     fputc('"', f);
 }
 
@@ -92,6 +99,10 @@ void report_text(const struct vdboot_result *r)
             r->kernel_version[0] ? ", kernel " : "", r->kernel_version, r->reason);
     if (r->outcome == VM_PANIC || r->outcome == VM_TIMEOUT)
         fprintf(f, "vdboot: last console lines:\n%s", r->tail);
+    if (r->run_exit_status >= 0)
+        fprintf(f, "vdboot: '%s' exited %d%s:\n%s%s", r->run_command, r->run_exit_status,
+                r->run_output_truncated ? " (output truncated)" : "", r->run_output,
+                r->run_output_len && r->run_output[r->run_output_len - 1] != '\n' ? "\n" : "");
 }
 
 void report_json(FILE *f, const struct vdboot_result *r)
@@ -123,11 +134,36 @@ void report_json(FILE *f, const struct vdboot_result *r)
     fprintf(f, ", \"reason\": ");
     json_str(f, r->reason);
     fprintf(f, ", \"matched\": ");
-    json_str(f, r->outcome == VM_LOGIN ? r->event_line : NULL);
+    json_str(f, r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED ? r->event_line : NULL);
+    fprintf(f, ", \"prompt_seen_on\": ");
+    json_str(f, r->prompt_seen_on);
     fprintf(f, ", \"console\": ");
     json_str(f, r->console_path);
     fprintf(f, ", \"console_tail\": ");
     json_str(f, r->tail);
+    fprintf(f, ", \"run\": ");
+    if (r->run_command[0]) {
+        fprintf(f, "{\"command\": ");
+        json_str(f, r->run_command);
+        fprintf(f, ", \"user\": ");
+        json_str(f, r->run_user);
+        fprintf(f, ", \"exit_status\": ");
+        if (r->run_exit_status >= 0)
+            fprintf(f, "%d", r->run_exit_status);
+        else
+            fprintf(f, "null");
+        fprintf(f, ", \"output\": ");
+        if (r->run_exit_status >= 0) {   /* "" for no output, unlike json_str */
+            fputc('"', f);
+            json_str_body(f, r->run_output);
+            fputc('"', f);
+        } else {
+            fprintf(f, "null");
+        }
+        fprintf(f, ", \"output_truncated\": %s}", r->run_output_truncated ? "true" : "false");
+    } else {
+        fprintf(f, "null");
+    }
     fprintf(f, "}\n");
 }
 

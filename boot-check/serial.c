@@ -4,9 +4,14 @@
  * interrupt is raised whenever the guest enables it or writes a byte, and
  * cleared when the guest reads IIR, as on the real chip; the 8250 driver's
  * interrupt-driven transmit and getty both rely on that.  Loopback mode
- * reflects MCR into MSR so that the driver's UART probe passes.  There is
- * no input: boot checks only read. */
-#include "vmm.h"
+ * reflects MCR into MSR so that the driver's UART probe passes.
+ *
+ * Input (--run typing at the console) comes from the console's input queue:
+ * while bytes wait, LSR says data ready and, with IER's receive interrupt
+ * on, IIR reports it (it outranks THR-empty, as on the chip); each RBR read
+ * takes one byte.  The queue is filled by console_feed under the same lock,
+ * so the interrupt is raised in the same exit that printed the prompt. */
+#include "vdboot.h"
 
 #include <string.h>
 
@@ -15,7 +20,10 @@
 
 enum { UART_RX_TX = 0, UART_IER = 1, UART_IIR_FCR = 2, UART_LCR = 3, UART_MCR = 4,
        UART_LSR = 5, UART_MSR = 6, UART_SCR = 7 };
+#define IER_RDI 0x01
 #define IER_THRI 0x02
+#define IIR_RDI 0x04
+#define LSR_DR 0x01
 #define IIR_NO_INT 0x01
 #define IIR_THRI 0x02
 #define IIR_FIFO_ON 0xc0
@@ -33,7 +41,8 @@ static struct serial_state {
 
 static void serial_update_irq(struct vm *vm)
 {
-    int level = (uart.ier & IER_THRI) && uart.thr_pending;
+    bool rx = !(uart.mcr & MCR_LOOP) && console_input_pending(vm->con);
+    int level = ((uart.ier & IER_THRI) && uart.thr_pending) || ((uart.ier & IER_RDI) && rx);
     if (level != uart.irq_level) {
         uart.irq_level = level;
         vm_irq_line(vm, COM1_IRQ, level);
@@ -58,14 +67,22 @@ static uint8_t serial_msr(void)
                      ((uart.mcr & 0x04) << 4) | ((uart.mcr & 0x08) << 4));
 }
 
-static uint8_t serial_read(unsigned reg)
+static uint8_t serial_read(struct vm *vm, unsigned reg)
 {
     bool dlab = uart.lcr & LCR_DLAB;
+    bool rx = !(uart.mcr & MCR_LOOP) && console_input_pending(vm->con);
     switch (reg) {
-    case UART_RX_TX: return dlab ? uart.dll : 0;
+    case UART_RX_TX: {
+        if (dlab)
+            return uart.dll;
+        int b = rx ? console_input(vm->con) : -1;
+        return b < 0 ? 0 : (uint8_t)b;
+    }
     case UART_IER: return dlab ? uart.dlm : uart.ier;
     case UART_IIR_FCR: {
         uint8_t fifo = (uart.fcr & FCR_FIFO_ENABLE) ? IIR_FIFO_ON : 0;
+        if ((uart.ier & IER_RDI) && rx)
+            return fifo | IIR_RDI;
         if ((uart.ier & IER_THRI) && uart.thr_pending) {
             uart.thr_pending = false;   /* reading IIR acknowledges THRI */
             return fifo | IIR_THRI;
@@ -74,7 +91,7 @@ static uint8_t serial_read(unsigned reg)
     }
     case UART_LCR: return uart.lcr;
     case UART_MCR: return uart.mcr;
-    case UART_LSR: return LSR_THRE_TEMT;
+    case UART_LSR: return LSR_THRE_TEMT | (rx ? LSR_DR : 0);
     case UART_MSR: return serial_msr();
     default: return uart.scr;
     }
@@ -124,15 +141,15 @@ static void serial_io(struct vm *vm, void *opaque, uint64_t addr, uint8_t *data,
             if (ev == CON_NONE)
                 ev = e;
         } else {
-            data[i] = serial_read(reg);
+            data[i] = serial_read(vm, reg);
         }
     }
     serial_update_irq(vm);
     pthread_mutex_unlock(&vm->lock);
-    if (ev == CON_MATCH)
-        vm_finish(vm, VM_LOGIN, "matched \"%s\"", vm->con->event_line);
-    else if (ev == CON_PANIC)
-        vm_finish(vm, VM_PANIC, "%s", vm->con->event_line);
+    char reason[512];
+    enum vm_outcome o = result_console_event(vm->con, ev, reason, sizeof(reason));
+    if (o != VM_RUNNING)
+        vm_finish(vm, o, "%s", reason);
 }
 
 static int serial_init(struct vm *vm, char *err, size_t errlen)

@@ -1,11 +1,15 @@
 /* tcg.c - the same boot check under qemu-system-x86_64 -accel tcg, for
  * hosts whose /dev/kvm cannot run a Linux guest at speed.  vdboot still
- * chooses the kernel, initrd and command line; qemu gets the disk in its
- * own format with snapshot=on (writes go to a temporary overlay, the image
- * is opened read-only), and its serial port on a pipe that the same console
- * watcher reads.  qemu runs with -no-reboot, so a guest reset ends it. */
+ * chooses the kernel, initrd and command line (or, with --firmware, qemu
+ * boots the disk through SeaBIOS or OVMF); qemu gets the disk as an NBD
+ * export of vdboot's own read-only view and overlay (nbd-serve.c: any vdisk
+ * format, no backing file opened by qemu), on the --disk-bus asked for, and
+ * its serial port on pipes: the same console watcher reads qemu's stdout,
+ * and what --run types goes to its stdin.  qemu runs with -no-reboot, so a
+ * guest reset ends it. */
 #include "vdboot.h"
-#include "vdisk.h"
+#include "nbd-serve.h"
+#include "vga.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,23 +23,9 @@
 
 #define TCG_MAX_ARGS 48
 
-/* qemu's name for a vdisk format, or NULL when qemu cannot read it. */
-static const char *tcg_qemu_format(const char *fmt)
+static pid_t tcg_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 {
-    static const char *const map[][2] = {
-        { "raw", "raw" }, { "qcow2", "qcow2" }, { "qcow", "qcow" }, { "qed", "qed" },
-        { "vdi", "vdi" }, { "vmdk", "vmdk" }, { "vhd", "vpc" }, { "vhdx", "vhdx" },
-        { "parallels", "parallels" },
-    };
-    for (size_t i = 0; fmt && i < sizeof(map) / sizeof(map[0]); i++)
-        if (!strcmp(fmt, map[i][0]))
-            return map[i][1];
-    return NULL;
-}
-
-static pid_t tcg_spawn(char **argv, int *out_fd, int *err_fd)
-{
-    int po[2], pe[2];
+    int po[2], pe[2], pi[2];
     if (pipe2(po, O_CLOEXEC) < 0)
         return -1;
     if (pipe2(pe, O_CLOEXEC) < 0) {
@@ -43,10 +33,16 @@ static pid_t tcg_spawn(char **argv, int *out_fd, int *err_fd)
         close(po[1]);
         return -1;
     }
+    if (pipe2(pi, O_CLOEXEC) < 0) {
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
+        return -1;
+    }
     pid_t pid = fork();
     if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
+        dup2(pi[0], 0);
         dup2(po[1], 1);
         dup2(pe[1], 2);
         execvp(argv[0], argv);
@@ -54,17 +50,30 @@ static pid_t tcg_spawn(char **argv, int *out_fd, int *err_fd)
     }
     close(po[1]);
     close(pe[1]);
+    close(pi[0]);
     *out_fd = po[0];
     *err_fd = pe[0];
+    *in_fd = pi[1];
+    /* a guest that stops reading must not block the watcher */
+    fcntl(pi[1], F_SETFL, fcntl(pi[1], F_GETFL) | O_NONBLOCK);
     if (pid < 0) {
         close(po[0]);
         close(pe[0]);
+        close(pi[1]);
     }
     return pid;
 }
 
 /* Reads qemu's serial output until an outcome, qemu's exit or the deadline. */
-static enum vm_outcome tcg_watch(struct console *con, int out_fd, int err_fd, double timeout,
+/* The VGA side of a firmware boot: the screen and its watcher. */
+struct tcg_screen {
+    struct vga_screen vga;
+    struct console con;
+    bool on, seen;             /* watched; the outcome came from it */
+};
+
+static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, int in_fd,
+                                 int out_fd, int err_fd, double timeout,
                                  char *reason, size_t rlen, char *qerr, size_t qerrlen)
 {
     double deadline = con_now() + timeout;
@@ -77,24 +86,41 @@ static enum vm_outcome tcg_watch(struct console *con, int out_fd, int err_fd, do
             snprintf(reason, rlen, "no match within %.0f s", timeout);
             return VM_TIMEOUT;
         }
-        struct pollfd p[2] = { { out_open ? out_fd : -1, POLLIN, 0 },
-                               { err_open ? err_fd : -1, POLLIN, 0 } };
-        if (poll(p, 2, left > 0.2 ? 200 : (int)(left * 1000) + 1) < 0 && errno != EINTR)
+        struct pollfd p[3] = { { out_open ? out_fd : -1, POLLIN, 0 },
+                               { err_open ? err_fd : -1, POLLIN, 0 },
+                               { console_input_pending(con) ? in_fd : -1, POLLOUT, 0 } };
+        if (poll(p, 3, left > 0.2 ? 200 : (int)(left * 1000) + 1) < 0 && errno != EINTR)
             break;
+        if (p[2].revents & POLLOUT) {
+            /* qemu's chardev hands bytes to the UART as its FIFO has room */
+            uint8_t b[256];
+            size_t k = 0;
+            int ch;
+            while (k < sizeof(b) && (ch = console_input(con)) >= 0)
+                b[k++] = (uint8_t)ch;
+            ssize_t w = write(in_fd, b, k);
+            if (w >= 0 && (size_t)w < k)
+                con->in_pos -= k - (size_t)w;   /* put back what did not fit */
+        }
         if (p[0].revents) {
             ssize_t n = read(out_fd, buf, sizeof(buf));
             if (n <= 0)
                 out_open = false;
             for (ssize_t i = 0; i < n; i++) {
-                enum con_event ev = console_feed(con, buf[i]);
-                if (ev == CON_MATCH) {
-                    snprintf(reason, rlen, "matched \"%s\"", con->event_line);
-                    return VM_LOGIN;
-                }
-                if (ev == CON_PANIC) {
-                    snprintf(reason, rlen, "%s", con->event_line);
-                    return VM_PANIC;
-                }
+                enum vm_outcome o = result_console_event(con, console_feed(con, buf[i]),
+                                                         reason, rlen);
+                if (o != VM_RUNNING)
+                    return o;
+            }
+        }
+        if (scr->on) {
+            enum vm_outcome o = result_console_event(&scr->con, vga_poll(&scr->vga, &scr->con),
+                                                     reason, rlen);
+            if (o != VM_RUNNING) {
+                size_t k = strlen(reason);
+                snprintf(reason + k, rlen - k, " on the VGA text console");
+                scr->seen = true;
+                return o;
             }
         }
         if (p[1].revents) {
@@ -109,75 +135,174 @@ static enum vm_outcome tcg_watch(struct console *con, int out_fd, int err_fd, do
     return VM_RUNNING;   /* qemu exited */
 }
 
-static int tcg_drive(const struct vdboot_opts *o, char *drive, size_t size, char *err,
-                     size_t errlen)
+/* The disk as qemu sees it: an NBD export of vdboot's own view (nbd-serve.c)
+ * on the bus asked for; first in the firmware's boot order (`boot`: with
+ * -kernel, qemu's own loader ROM holds that place). */
+static int tcg_disk_args(const char *bus, bool boot, const char *sock, const char **argv, int *n,
+                         char *drive, size_t dlen, char *dev, size_t devlen, char *err,
+                         size_t errlen)
 {
-    vd_error ve = { 0 };
-    const char *fmt = o->format ? o->format : vd_probe_file(o->image, NULL, &ve);
-    const char *qf = tcg_qemu_format(fmt);
-    if (!qf) {
-        snprintf(err, errlen, "%s: format %s cannot be given to qemu%s%s", o->image,
-                 fmt ? fmt : "unknown", ve.msg[0] ? ": " : "", ve.msg);
+    if (strchr(sock, ',')) {
+        snprintf(err, errlen, "NBD socket %s: qemu cannot take a path with a comma (set TMPDIR)",
+                 sock);
         return -1;
     }
-    if (strchr(o->image, ',')) {
-        snprintf(err, errlen, "%s: qemu cannot take a file name with a comma", o->image);
-        return -1;
+    snprintf(drive, dlen, "file=nbd+unix:///?socket=%s,format=raw,if=none,id=d0,cache=unsafe",
+             sock);
+    argv[(*n)++] = "-drive";
+    argv[(*n)++] = drive;
+    if (!strcmp(bus, "virtio")) {
+        snprintf(dev, devlen, "virtio-blk-pci,drive=d0%s", boot ? ",bootindex=0" : "");
+    } else if (!strcmp(bus, "sata")) {
+        argv[(*n)++] = "-device";
+        argv[(*n)++] = "ahci,id=ahci0";
+        snprintf(dev, devlen, "ide-hd,drive=d0,bus=ahci0.0%s", boot ? ",bootindex=0" : "");
+    } else if (!strcmp(bus, "scsi")) {
+        argv[(*n)++] = "-device";
+        argv[(*n)++] = "virtio-scsi-pci,id=scsi0";
+        snprintf(dev, devlen, "scsi-hd,drive=d0,bus=scsi0.0%s", boot ? ",bootindex=0" : "");
+    } else {   /* ide: the PIIX controller of the pc machine */
+        snprintf(dev, devlen, "ide-hd,drive=d0,bus=ide.0,unit=0%s", boot ? ",bootindex=0" : "");
     }
-    snprintf(drive, size, "file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", o->image, qf);
+    argv[(*n)++] = "-device";
+    argv[(*n)++] = dev;
     return 0;
+}
+
+/* The firmware's debug port (0x402) goes to a file next to the NBD socket:
+ * its milestones ("Booting from Hard Disk...", "Boot failed: not a bootable
+ * disk", "No bootable device") explain a boot that never reached the
+ * serial console.  Returns the last one seen, or "". */
+static void tcg_fw_milestone(const char *path, char *out, size_t outlen)
+{
+    static const char *const marks[] = { "Booting from", "Boot failed", "No bootable device",
+                                         "BdsDxe: failed to load", "BdsDxe: loading",
+                                         "BdsDxe: starting", NULL };
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    char line[256];
+    while (f && fgets(line, sizeof(line), f)) {
+        for (int i = 0; marks[i]; i++)
+            if (strstr(line, marks[i])) {
+                line[strcspn(line, "\r\n")] = 0;
+                snprintf(out, outlen, "%s", line);
+            }
+    }
+    if (f)
+        fclose(f);
+}
+
+/* OVMF from Debian's ovmf package (or qemu's own copy). */
+static const char *tcg_ovmf(void)
+{
+    static const char *const paths[] = { "/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd" };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (access(paths[i], R_OK) == 0)
+            return paths[i];
+    return NULL;
 }
 
 void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vdboot_result *r)
 {
-    char err[1024], mem[32], cpus[16], drive[4200], qerr[2048] = "", append[4200];
+    char err[1024], mem[32], cpus[16], drive[512], dev[128], qerr[2048] = "", append[4200];
+    char fwlog[300] = "", fwdev[340], milestone[256] = "", monitor[300] = "none";
+    static struct tcg_screen scr;   /* large; one boot per process */
     struct console con;
+    struct disk dk = { .overlay_fd = -1 };
+    struct nbd_server ns = { .listen_fd = -1 };
     const char *argv[TCG_MAX_ARGS];
     int n = 0;
-    if (o->image && tcg_drive(o, drive, sizeof(drive), err, sizeof(err)) < 0) {
-        result_error(r, "%s", err);
-        return;
-    }
+    bool firmware = strcmp(o->firmware, "direct") != 0;
     snprintf(mem, sizeof(mem), "%llu", o->memory_mib);
     snprintf(cpus, sizeof(cpus), "%d", o->cpus);
-    /* Linux checks that the IOAPIC timer ticks within a few of its own
-     * loops; an emulated CPU on a busy host misses that and panics ("IO-APIC
-     * + timer doesn't work"), so skip the check as qemu's docs advise. */
-    snprintf(append, sizeof(append), "%s%s", bf->cmdline,
-             strstr(bf->cmdline, "no_timer_check") ? "" : " no_timer_check");
-    const char *fixed[] = { "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc",
+    /* --accel qemu-kvm: the same qemu path on /dev/kvm, to compare with the
+     * built-in VMM on one host */
+    const char *fixed[] = { "qemu-system-x86_64", "-accel",
+                            strcmp(o->accel, "qemu-kvm") ? "tcg" : "kvm", "-machine", "pc",
                             "-nodefaults", "-no-user-config", "-display", "none",
-                            "-serial", "stdio", "-monitor", "none", "-no-reboot",
-                            "-m", mem, "-smp", cpus, "-kernel", bf->kernel_path,
-                            "-append", append };
+                            "-serial", "stdio", "-monitor", monitor, "-no-reboot",
+                            "-m", mem, "-smp", cpus };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[n++] = fixed[i];
-    if (bf->initrd_path[0]) {
-        argv[n++] = "-initrd";
-        argv[n++] = bf->initrd_path;
+    if (!firmware) {
+        /* Linux checks that the IOAPIC timer ticks within a few of its own
+         * loops; an emulated CPU on a busy host misses that and panics
+         * ("IO-APIC + timer doesn't work"), so skip the check as qemu's docs
+         * advise. */
+        snprintf(append, sizeof(append), "%s%s", bf->cmdline,
+                 strstr(bf->cmdline, "no_timer_check") ? "" : " no_timer_check");
+        argv[n++] = "-kernel";
+        argv[n++] = bf->kernel_path;
+        argv[n++] = "-append";
+        argv[n++] = append;
+        if (bf->initrd_path[0]) {
+            argv[n++] = "-initrd";
+            argv[n++] = bf->initrd_path;
+        }
+    } else if (!strcmp(o->firmware, "uefi")) {
+        const char *fw = tcg_ovmf();
+        if (!fw) {
+            result_error(r, "--firmware uefi: no OVMF.fd in /usr/share/ovmf (apt-get install ovmf)");
+            return;
+        }
+        argv[n++] = "-bios";
+        argv[n++] = fw;
+    } else {
+        /* SeaBIOS, qemu's default: with nothing bootable it says so on the
+         * screen and reboots after reboot-timeout, which -no-reboot ends */
+        argv[n++] = "-boot";
+        argv[n++] = "strict=on,reboot-timeout=1000";
     }
     if (o->image) {
-        argv[n++] = "-drive";
-        argv[n++] = drive;
+        if (disk_open(&dk, o->image, o->format, err, sizeof(err)) < 0 ||
+            nbd_serve_start(&ns, &dk, err, sizeof(err)) < 0 ||
+            tcg_disk_args(o->disk_bus, firmware, ns.path, argv, &n, drive, sizeof(drive), dev,
+                          sizeof(dev), err, sizeof(err)) < 0) {
+            result_error(r, "%s", err);
+            goto out;
+        }
+        if (firmware && !strcmp(o->firmware, "bios")) {
+            /* a VGA in text mode, read through the monitor (vga.c); with
+             * --run the prompt must be on the serial port, where vdboot types */
+            vga_init(&scr.vga, ns.dir);
+            if (console_init(&scr.con, o->run ? "a^" : o->expect, NULL, err, sizeof(err)) < 0) {
+                result_error(r, "%s", err);
+                goto out;
+            }
+            scr.on = true;
+            snprintf(monitor, sizeof(monitor), "unix:%s,server=on,wait=off", scr.vga.mon_path);
+            argv[n++] = "-device";
+            argv[n++] = "VGA";
+        }
+        if (firmware) {
+            snprintf(fwlog, sizeof(fwlog), "%s/firmware.log", ns.dir);
+            snprintf(fwdev, sizeof(fwdev), "file,id=fwlog,path=%s", fwlog);
+            argv[n++] = "-chardev";
+            argv[n++] = fwdev;
+            argv[n++] = "-device";
+            argv[n++] = "isa-debugcon,iobase=0x402,chardev=fwlog";
+        }
     }
     argv[n] = NULL;
     if (console_init(&con, o->expect, o->console, err, sizeof(err)) < 0) {
         result_error(r, "%s", err);
-        return;
+        goto out;
     }
-    int out_fd, err_fd;
-    pid_t pid = tcg_spawn((char **)argv, &out_fd, &err_fd);
+    result_arm_run(o, &con);
+    int in_fd, out_fd, err_fd;
+    pid_t pid = tcg_spawn((char **)argv, &in_fd, &out_fd, &err_fd);
     if (pid < 0) {
         result_error(r, "cannot start qemu-system-x86_64: %s", strerror(errno));
         console_close(&con);
-        return;
+        goto out;
     }
-    r->outcome = tcg_watch(&con, out_fd, err_fd, o->timeout, r->reason, sizeof(r->reason),
+    r->outcome = tcg_watch(&con, &scr, in_fd, out_fd, err_fd, o->timeout, r->reason, sizeof(r->reason),
                            qerr, sizeof(qerr));
     r->seconds = con_now() - con.t_start;
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
+    close(in_fd);
     close(out_fd);
     close(err_fd);
     if (r->outcome == VM_RUNNING) {
@@ -186,12 +311,15 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && con.bytes)
             r->outcome = VM_PANIC,
             snprintf(r->reason, sizeof(r->reason),
-                     "guest reset or powered off before the prompt (last line: %s)",
-                     console_last_line(&con));
+                     "guest reset or powered off before the prompt (last words: %s)",
+                     console_last_words(&con));
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
             r->outcome = VM_PANIC,
             snprintf(r->reason, sizeof(r->reason), "guest reset or powered off before any "
-                     "console output (the kernel failed before its console started)");
+                     "console output (%s)", firmware ?
+                     "no serial output from the firmware's boot: nothing bootable, or a "
+                     "bootloader that failed on the screen" :
+                     "the kernel failed before its console started");
         else if (qerr[0])
             result_error(r, "qemu-system-x86_64 failed: %s", qerr);
         else
@@ -199,6 +327,39 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
                          WIFEXITED(status) ? "exit status" : "signal",
                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     }
-    result_take_console(r, &con);
+    if (fwlog[0]) {
+        tcg_fw_milestone(fwlog, milestone, sizeof(milestone));
+        unlink(fwlog);
+    }
+    if (milestone[0] && r->outcome != VM_LOGIN && r->outcome != VM_CHECK_FAILED) {
+        size_t k = strlen(r->reason);
+        snprintf(r->reason + k, sizeof(r->reason) - k, " (firmware's last step: \"%s\"%s)",
+                 milestone, con.bytes ? "" : "; nothing on the serial console after it");
+    }
+    if (scr.on && !scr.seen && scr.vga.seen_text && r->outcome != VM_LOGIN &&
+        r->outcome != VM_CHECK_FAILED) {
+        size_t k = strlen(r->reason);
+        snprintf(r->reason + k, sizeof(r->reason) - k, " (VGA screen's last line: \"%s\")",
+                 console_last_line(&scr.con));
+    }
+    if (ns.error[0] && r->outcome != VM_LOGIN && r->outcome != VM_CHECK_FAILED) {
+        size_t k = strlen(r->reason);
+        snprintf(r->reason + k, sizeof(r->reason) - k, " (disk read failed: %s)", ns.error);
+    }
+    result_take_console(r, scr.seen ? &scr.con : &con);
+    if (!r->kernel_version[0] && scr.on && scr.con.kernel_version[0])
+        snprintf(r->kernel_version, sizeof(r->kernel_version), "%s", scr.con.kernel_version);
+    if (r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED)
+        snprintf(r->prompt_seen_on, sizeof(r->prompt_seen_on), "%s",
+                 scr.seen ? "vga" : "serial");
     console_close(&con);
+out:
+    if (scr.on) {
+        vga_close(&scr.vga);
+        console_close(&scr.con);
+        scr.on = scr.seen = false;
+    }
+    nbd_serve_stop(&ns);   /* qemu is gone: the server thread is idle */
+    if (dk.img)
+        disk_close(&dk);
 }

@@ -23,12 +23,16 @@ struct vdboot_opts {
     const char **images;       /* every IMAGE argument; `image` is the one booting */
     int n_images, jobs;
     const char *junit;         /* --junit FILE */
+    const char *run, *login, *password_file;   /* --run CMD as --login USER */
+    const char *firmware;      /* direct (vdboot loads the kernel), bios, uefi, auto */
+    const char *disk_bus;      /* virtio, sata, scsi, ide */
     bool tap;
     double timeout;
     unsigned long long memory_mib;
     int cpus;
     bool json, verbose;
     bool guest_decompress;     /* kvm: let the kernel decompress itself */
+    char password[256];        /* from --password-file */
 };
 
 /* Plain data only: with several images each boot runs in a child process
@@ -40,8 +44,9 @@ struct vdboot_result {
     char firmware[16];         /* "direct": vdboot loads the kernel itself */
     char disk_bus[16];         /* "virtio", or "" without an image */
     char console_path[1024];   /* --console transcript file, or "" */
+    char prompt_seen_on[8];    /* "serial" or "vga" (firmware boots under qemu) */
     char reason[1024];
-    char accel[8];
+    char accel[16];
     char accel_why[256];
     double seconds, first_byte_seconds;
     char kernel_version[128];
@@ -49,6 +54,11 @@ struct vdboot_result {
     char cmdline[4096];
     char event_line[CON_LINE_MAX];
     char tail[CON_TAIL_LINES * (CON_LINE_MAX + 8)];
+    char run_command[1024], run_user[64];
+    int run_exit_status;       /* -1: the command did not finish */
+    char run_output[CON_RUN_OUTPUT_MAX];
+    size_t run_output_len;
+    bool run_output_truncated;
 };
 
 /* The kernel, initrd and command line to boot, wherever they came from. */
@@ -76,8 +86,16 @@ int read_whole_file(const char *path, uint8_t **out, size_t *len, char *err, siz
 void result_error(struct vdboot_result *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void result_take_console(struct vdboot_result *r, const struct console *c);
+/* The outcome of a console event (CON_MATCH, CON_PANIC, CON_DONE) with
+ * its reason; VM_RUNNING for none. */
+enum vm_outcome result_console_event(const struct console *c, enum con_event ev, char *reason,
+                                     size_t rlen);
+/* --run: arm the console's session (password read by main.c) */
+void result_arm_run(const struct vdboot_opts *o, struct console *c);
 
-/* discover.c: find the kernel in the image's /boot */
+/* discover.c: find the kernel in the image's /boot; for --firmware auto,
+ * "uefi" when the partition table has an EFI system partition, else "bios" */
+const char *discover_firmware(const char *image, const char *format, char *why, size_t whylen);
 int discover_boot(const char *image, const char *format, struct boot_files *bf,
                   char *err, size_t errlen);
 

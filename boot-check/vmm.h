@@ -65,7 +65,8 @@ struct vcpu {
 };
 
 /* Why the run ended (see main.c for the exit codes). */
-enum vm_outcome { VM_RUNNING = 0, VM_LOGIN, VM_PANIC, VM_TIMEOUT, VM_ERROR };
+/* VM_CHECK_FAILED: logged in, but the --run command exited non-zero. */
+enum vm_outcome { VM_RUNNING = 0, VM_LOGIN, VM_PANIC, VM_TIMEOUT, VM_ERROR, VM_CHECK_FAILED };
 
 struct vm_config {
     uint64_t mem_bytes;
