@@ -25,7 +25,7 @@ struct vm_options vm_options;
 
 struct vm_args {
     const char *image, *mountpoint, *format, *keep_overlay, *path;
-    bool rw, overlay, debug, foreground, allow_host_paths, ls, cat;
+    bool rw, overlay, debug, foreground, allow_host_paths, ls, cat, force_share;
     char *fuse_opts;        /* -o values joined by commas */
 };
 
@@ -46,6 +46,9 @@ static void vm_usage(FILE *f)
 "      --overlay          writes go to a temporary qcow2 layer dropped at unmount\n"
 "      --keep-overlay FILE  like --overlay, but the layer is FILE and is kept\n"
 "      --allow-host-paths follow backing files outside the image's folder\n"
+"  -U, --force-share      read-only mounts: read the image even while another\n"
+"                         process (a running VM) writes it; without it such an\n"
+"                         image is refused, as with --rw (qemu's image locks)\n"
 "      --page-cache       disk and pN through the kernel page cache (repeated\n"
 "                         reads from memory, mmap) instead of direct 1 MiB reads\n"
 "  -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
@@ -65,6 +68,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         { "overlay", no_argument, NULL, O_OVERLAY },
         { "keep-overlay", required_argument, NULL, O_KEEP },
         { "allow-host-paths", no_argument, NULL, O_HOST },
+        { "force-share", no_argument, NULL, 'U' },
         { "page-cache", no_argument, NULL, O_CACHE },
         { "debug", no_argument, NULL, 'd' },
         { "foreground", no_argument, NULL, O_FG },
@@ -77,7 +81,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
     int c;
     char opt[64];
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:o:dhV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:o:dhVU", longopts, NULL)) != -1) {
         switch (c) {
         case 'f': a->format = optarg; break;
         case 'o': {
@@ -90,6 +94,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
             break;
         }
         case 'd': a->debug = a->foreground = true; break;
+        case 'U': a->force_share = true; break;
         case 'h': vm_usage(stdout); exit(0);
         case 'V': exit(vt_version("vdmount"));
         case O_RW: a->rw = true; break;
@@ -107,6 +112,11 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
         }
     }
     int left = argc - optind;
+    if (a->force_share && a->rw) {
+        fprintf(stderr, "vdmount: --force-share is for read-only mounts; --rw takes the "
+                "image's write lock\n");
+        return -1;
+    }
     if (a->ls && a->cat) {
         fprintf(stderr, "vdmount: --ls and --cat exclude each other\n");
         return -1;
@@ -192,7 +202,8 @@ static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *er
      * folder without --allow-host-paths. */
     vd_image *probe;
     vd_open_opts po = { .format = a->format, .readonly = true,
-                        .allow_host_paths = a->allow_host_paths };
+                        .allow_host_paths = a->allow_host_paths,
+                        .force_share = a->force_share };
     int r = vd_open(base, &po, &probe, err);
     if (r < 0)
         return r;
@@ -223,7 +234,7 @@ static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *er
     r = vd_create(path, &co, err);
     if (r == 0) {
         vd_open_opts oo = { .format = "qcow2", .allow_host_paths = true,
-                            .backing_format = fmt };
+                            .backing_format = fmt, .force_share = a->force_share };
         r = vd_open(path, &oo, img, err);
     }
     if (!a->keep_overlay) {
@@ -241,7 +252,8 @@ static int vm_open_image(const struct vm_args *a, vd_image **img, vd_error *err)
     if (a->overlay && !a->ls && !a->cat)
         return vm_open_overlay(a, img, err);
     vd_open_opts o = { .format = a->format, .readonly = !a->rw || a->ls || a->cat,
-                       .allow_host_paths = a->allow_host_paths };
+                       .allow_host_paths = a->allow_host_paths,
+                       .force_share = a->force_share };
     return vd_open(a->image, &o, img, err);
 }
 

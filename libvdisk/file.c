@@ -53,6 +53,7 @@ void vd_file_close(vd_file *f)
 {
     if (!f)
         return;
+    vd_file_unlock(f);
     close(f->fd);
     free(f->path);
     free(f);
@@ -278,5 +279,10 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
         return r;
     r = vd_file_open(path, readonly, out, err);
     free(path);
+    if (r == 0 && ((r = vd_file_lock(*out, !readonly, img->force_share, err)) < 0 ||
+                   (r = vd_image_note_file(img, *out)) < 0)) {
+        vd_file_close(*out);
+        *out = NULL;
+    }
     return r;
 }

@@ -109,8 +109,39 @@ static void vd_image_free(vd_image *img)
     free(img->backing_file);
     free(img->backing_format);
     free(img->backing_path);
+    free(img->file_ids);
     pthread_rwlock_destroy(&img->lock);
     free(img);
+}
+
+int vd_image_note_file(vd_image *img, vd_file *f)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) < 0)
+        return 0;
+    for (size_t i = 0; i < img->n_file_ids; i++)
+        if (img->file_ids[i].dev == st.st_dev && img->file_ids[i].ino == st.st_ino)
+            return 0;
+    struct vd_file_id *n = realloc(img->file_ids, (img->n_file_ids + 1) * sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    n[img->n_file_ids].dev = st.st_dev;
+    n[img->n_file_ids].ino = st.st_ino;
+    img->file_ids = n;
+    img->n_file_ids++;
+    return 0;
+}
+
+bool vd_image_uses_file(vd_image *img, const char *path)
+{
+    struct stat st;
+    if (!path || vd_is_uri(path) || stat(path, &st) < 0)
+        return false;
+    for (; img; img = img->backing)
+        for (size_t i = 0; i < img->n_file_ids; i++)
+            if (img->file_ids[i].dev == st.st_dev && img->file_ids[i].ino == st.st_ino)
+                return true;
+    return false;
 }
 
 /* Is (dev, ino) of `path` already in the chain above? */
@@ -181,6 +212,7 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
     img->depth = depth;
     img->readonly = readonly;
     img->allow_host_paths = o && o->allow_host_paths;
+    img->force_share = o && o->force_share;
     int r = -ENOMEM;
     if (vd_is_uri(path)) {
         img->path = strdup(path);
@@ -204,6 +236,11 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
                          img->path);
         goto fail;
     }
+    r = vd_file_lock(img->file, !readonly, img->force_share, err);
+    if (r == 0)
+        r = vd_image_note_file(img, img->file);
+    if (r < 0)
+        goto fail;
     if (format) {
         img->drv = vd_find_driver(format);
         if (!img->drv) {
@@ -336,8 +373,11 @@ int vd_create(const char *path, const vd_create_opts *o, vd_error *err)
         r = vd_resolve_related(path, o->backing_file, o->allow_host_paths, &bpath, err);
         if (r < 0)
             goto out;
+        /* Only its size and format are read, so a running VM's base does
+         * not stop us (as with qemu-img create -b). */
         vd_open_opts bo = { .readonly = true, .format = o->backing_format,
-                            .allow_host_paths = o->allow_host_paths };
+                            .allow_host_paths = o->allow_host_paths,
+                            .force_share = true };
         r = vd_open(bpath, &bo, &backing, err);
         free(bpath);
         if (r < 0)

@@ -79,10 +79,13 @@ bool vd_looks_incompressible(const void *buf, size_t len);
 
 /* ---- files ------------------------------------------------------------- */
 
+struct vd_lock;
 typedef struct vd_file {
     int fd;
     char *path;
     bool readonly;
+    struct vd_lock *lock;          /* lock.c: the qemu-compatible image lock */
+    uint8_t lock_perm, lock_noshare;
 } vd_file;
 
 /* Open an existing file.  Returns 0 or -errno with a message naming path. */
@@ -103,6 +106,13 @@ int vd_file_sync(vd_file *f, vd_error *err);
 int64_t vd_file_size(vd_file *f, vd_error *err);
 /* Bytes allocated on the host filesystem. */
 uint64_t vd_file_allocated(vd_file *f);
+
+/* Take the image lock qemu understands (lock.c) on an open file: a writer
+ * excludes other writers and readers, a reader excludes writers unless
+ * `force_share`.  -EBUSY with a message naming the file when another
+ * process holds a conflicting lock.  Released by vd_file_close. */
+int vd_file_lock(vd_file *f, bool write, bool force_share, vd_error *err);
+void vd_file_unlock(vd_file *f);
 
 /* Open a file named inside an image (an extent, a bundle member): `name` is
  * resolved against the folder of `img`; unless the image was opened with
@@ -235,6 +245,7 @@ struct vd_image {
     vd_file *file;                 /* the main file */
     bool readonly;
     bool allow_host_paths;
+    bool force_share;              /* core: read without excluding writers */
     void *priv;                    /* driver state */
     uint64_t size;                 /* driver: virtual size */
     uint32_t cluster_size;         /* driver: allocation unit (info only) */
@@ -247,6 +258,8 @@ struct vd_image {
     bool probed_raw;               /* core: no format given, none matched */
     pthread_rwlock_t lock;         /* core */
     void *bounce;                  /* core: alignment bounce buffer */
+    struct vd_file_id { dev_t dev; ino_t ino; } *file_ids; /* core: every file */
+    size_t n_file_ids;             /* the layer opened (vd_image_uses_file) */
 };
 
 /* Read [off, off+len) of the backing chain below `img` (zeroes where there is

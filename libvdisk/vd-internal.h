@@ -10,6 +10,9 @@ const char *vd_kvlist_unused(vd_kvlist *kv);
 /* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
 bool vd_is_uri(const char *path);
 
+/* Remember that `img` opened `f` (vd_image_uses_file).  0 or -ENOMEM. */
+int vd_image_note_file(vd_image *img, vd_file *f);
+
 /* Prefix err->msg with "path: " unless it already starts with it. */
 void vd_error_prefix(vd_error *err, const char *path);
 

@@ -50,7 +50,25 @@ typedef struct vd_open_opts {
     const char *snapshot;     /* open an internal snapshot (id or name),
                                  read-only */
     const char *backing_format; /* force the format of the backing image */
+    bool force_share;         /* read an image another process may be
+                                 writing (see "image locks" below) */
 } vd_open_opts;
+
+/* Image locks.  vd_open locks every file of the chain it opens (the image,
+ * its extents and data files, its backing files) the way qemu does (OFD
+ * byte-range locks at offsets 100+perm "I use" and 200+perm "I do not
+ * share", perm bits consistent-read, write, write-unchanged, resize), so
+ * that vdisk and a running qemu keep each other out:
+ *  - a file opened read-write takes consistent-read, write and resize and
+ *    shares neither write nor resize: it fails with -EBUSY while another
+ *    process has the file open, for reading or writing (unless that
+ *    reader force-shares);
+ *  - a file opened read-only (backing files always are) takes
+ *    consistent-read and does not share write or resize: it fails with
+ *    -EBUSY while another process writes the file, unless `force_share`
+ *    (qemu-img -U), which takes no exclusion and reads whatever is there.
+ * The locks last until vd_close.  Opens of one file within one process do
+ * not exclude each other.  On file systems without OFD locks, no locks. */
 
 /* Open an image (and its backing chain).  `opts` may be NULL (read-write,
  * probed). */
@@ -311,6 +329,13 @@ int vd_make_empty(vd_image *img, vd_error *err);
 #define VD_INPLACE_SET_BACKING 2u
 #define VD_INPLACE_MAKE_EMPTY  4u
 unsigned vd_inplace_ops(vd_image *img);
+
+/* Is the file at `path` (after symlinks; any hard link of it) one of the
+ * files `img` and its backing chain opened: an image file, an extent, a
+ * data file?  A tool about to write `path` must not when it is (the
+ * conversion would destroy its own input).  False when `path` does not
+ * exist. */
+bool vd_image_uses_file(vd_image *img, const char *path);
 
 vd_image *vd_backing(vd_image *img);       /* NULL at the bottom */
 uint64_t vd_size(vd_image *img);

@@ -1,6 +1,6 @@
 /* nbdkit-vdisk-plugin.c - serve the guest view of any image libvdisk reads
  * over NBD:  nbdkit vdisk file=disk.vmdk [format=FMT] [readonly=true|false]
- *            [allow-host-paths=true]
+ *            [allow-host-paths=true] [force-share=true]
  *
  * One libvdisk handle is opened when the server is ready and shared by every
  * connection: libvdisk handles are thread-safe (reads in parallel where the
@@ -8,7 +8,10 @@
  * thread model and advertises multi-conn — a flush on any connection flushes
  * the one handle that every connection writes through.  Block status maps to
  * NBD extents (holes and zeroes), write-zeroes, trim and flush to the
- * libvdisk calls of the same name. */
+ * libvdisk calls of the same name.  The image's locks (qemu's, see vdisk.h)
+ * are held from get_ready to unload: a served read-write image is refused
+ * to qemu and to other vdisk writers, and a served image that another
+ * process writes is refused unless force-share=true (read-only). */
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -23,6 +26,7 @@ static char *vdp_file;
 static const char *vdp_format;
 static bool vdp_readonly = true;
 static bool vdp_allow_host_paths;
+static bool vdp_force_share;
 static vd_image *vdp_img;
 
 static void vdp_unload(void)
@@ -60,6 +64,13 @@ static int vdp_config(const char *key, const char *value)
         vdp_allow_host_paths = r;
         return 0;
     }
+    if (!strcmp(key, "force-share")) {
+        int r = nbdkit_parse_bool(value);
+        if (r < 0)
+            return -1;
+        vdp_force_share = r;
+        return 0;
+    }
     nbdkit_error("unknown parameter '%s'", key);
     return -1;
 }
@@ -70,6 +81,10 @@ static int vdp_config_complete(void)
         nbdkit_error("file=IMAGE is required");
         return -1;
     }
+    if (vdp_force_share && !vdp_readonly) {
+        nbdkit_error("force-share=true is for readonly=true: a writer takes the write lock");
+        return -1;
+    }
     return 0;
 }
 
@@ -77,7 +92,8 @@ static int vdp_get_ready(void)
 {
     vd_error e;
     vd_open_opts o = { .format = vdp_format, .readonly = vdp_readonly,
-                       .allow_host_paths = vdp_allow_host_paths };
+                       .allow_host_paths = vdp_allow_host_paths,
+                       .force_share = vdp_force_share };
     if (vd_open(vdp_file, &o, &vdp_img, &e) < 0) {
         nbdkit_error("%s", e.msg);
         return -1;
@@ -201,7 +217,7 @@ static struct nbdkit_plugin plugin = {
     .description = "Serves the guest view of raw, qcow2, qcow, qed, vdi, vmdk, vhd, vhdx and "
                    "parallels images (backing chains resolved).",
     .config_help = "file=IMAGE (required)  format=FMT  readonly=true|false (default true)  "
-                   "allow-host-paths=true",
+                   "allow-host-paths=true  force-share=true",
     .magic_config_key = "file",
     .unload = vdp_unload,
     .config = vdp_config,

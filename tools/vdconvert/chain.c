@@ -243,7 +243,8 @@ static const char snapshot_usage[] =
     "  -a SNAP  apply snapshot SNAP (id or name): the disk returns to it and\n"
     "           what was written since is lost\n"
     "  -d SNAP  delete snapshot SNAP (id or name), freeing what only it used\n"
-    "  -f FMT   image format (default: probed)\n";
+    "  -f FMT   image format (default: probed)\n"
+    "  -U       with -l: list even while another process writes IMG\n";
 
 int vc_cmd_snapshot(int argc, char **argv)
 {
@@ -251,7 +252,8 @@ int vc_cmd_snapshot(int argc, char **argv)
     int op = 0;
     bool allow = false;
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:lc:a:d:qhU", lo, NULL)) != -1) {
@@ -259,7 +261,8 @@ int vc_cmd_snapshot(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'l': op = 'l'; break;
         case 'c': case 'a': case 'd': op = c; name = optarg; break;
-        case 'q': case 'U': break;
+        case 'q': break;
+        case 'U': vc_force_share = true; break;
         case 'H': allow = true; break;
         case 'h': fputs(snapshot_usage, stdout); return 0;
         default: return vc_usage_error("snapshot", argv[optind - 1]);

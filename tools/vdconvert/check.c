@@ -91,8 +91,9 @@ static void check_recheck(vd_image *img, vd_check_result *res)
 }
 
 static const char check_usage[] =
-    "usage: vdconvert check [-f FMT] [-r leaks|all] [--json] [-q] [--allow-host-paths] IMG\n"
+    "usage: vdconvert check [-f FMT] [-r leaks|all] [--json] [-q] [-U] [--allow-host-paths] IMG\n"
     "  -r leaks  repair leaked clusters;  -r all  repair everything repairable\n"
+    "  -U, --force-share  check IMG even while another process writes it\n"
     "exit: 0 clean, 1 check failed to run (or a usage error), 2 corruptions, 3 leaks,\n"
     "      63 no check for the format\n";
 
@@ -103,7 +104,8 @@ int vc_cmd_check(int argc, char **argv)
     unsigned flags = 0;
     static const struct option lo[] = {
         { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { "repair", 1, 0, 'r' }, { 0, 0, 0, 0 } };
+        { "allow-host-paths", 0, 0, 'H' }, { "repair", 1, 0, 'r' },
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:r:qhU", lo, NULL)) != -1) {
@@ -125,7 +127,7 @@ int vc_cmd_check(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'H': allow = true; break;
-        case 'U': break;
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(check_usage, stdout); return 0;
         default:
             vc_usage_error("check", argv[optind - 1]);
@@ -293,8 +295,9 @@ static int compare_run(struct compare_ctx *c, vd_error *e)
 }
 
 static const char compare_usage[] =
-    "usage: vdconvert compare [-f FMT] [-F FMT] [-s] [-p] [-q] [--allow-host-paths] A B\n"
+    "usage: vdconvert compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-U] [--allow-host-paths] A B\n"
     "  -s  strict: sizes and allocation must match too\n"
+    "  -U, --force-share  read A and B even while another process writes them\n"
     "exit: 0 identical, 1 different, 2 error\n";
 
 int vc_cmd_compare(int argc, char **argv)
@@ -303,7 +306,8 @@ int vc_cmd_compare(int argc, char **argv)
     bool allow = false, progress = false;
     struct compare_ctx c = { 0 };
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int ch;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, ":f:F:spqhU", lo, NULL)) != -1) {
@@ -314,7 +318,7 @@ int vc_cmd_compare(int argc, char **argv)
         case 'p': progress = true; break;
         case 'q': c.quiet = true; break;
         case 'H': allow = true; break;
-        case 'U': break;
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(compare_usage, stdout); return 0;
         default:
             vc_usage_error("compare", argv[optind - 1]);

@@ -306,7 +306,8 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
         return r;
     vd_image *in, *out = NULL;
     r = vd_open(o->src, &(vd_open_opts){ .format = o->src_fmt, .readonly = true,
-                .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths }, &in, e);
+                .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths,
+                .force_share = vc_force_share }, &in, e);
     if (r < 0)
         return r;
     if (!o->quiet)
@@ -319,6 +320,14 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     }
     if (o->keep_uuid)
         o->options = keep_opts;
+    /* Checked before anything is created: the output replaces (or, with -n,
+     * is written into) OUT, which must not be a file the input reads. */
+    if (vd_image_uses_file(in, o->dst)) {
+        r = vd_set_error(e, -EINVAL, "%s: this is the input %s or one of its files (image, "
+                         "extent or backing file); refusing to overwrite an input", o->dst, o->src);
+        vd_close(in, NULL);
+        return r;
+    }
     convert_catch_signals();
     bool reads_zero = false;
     uint64_t size = vd_size(in);
@@ -374,6 +383,7 @@ static const char convert_usage[] =
     "  -t none     bypass the page cache when writing (raw output)\n"
     "  -p          show progress (bar on a terminal, percentage lines otherwise)\n"
     "  -q          quiet\n"
+    "  -U, --force-share  read IN even while another process writes it\n"
     "  --allow-host-paths  follow backing/extent references leaving IN's folder\n"
     "  --keep-uuid  OUT keeps IN's image UUID (VDI to VDI migrations)\n"
     "  --no-copy-range  read and write every byte (no copy_file_range/reflink)\n";
@@ -405,10 +415,10 @@ int vc_cmd_convert(int argc, char **argv)
     static const struct option lo[] = {
         { "target-is-zero", 0, 0, 'Z' }, { "allow-host-paths", 0, 0, 'H' },
         { "help", 0, 0, 'h' }, { "no-copy-range", 0, 0, 'R' }, { "keep-uuid", 0, 0, 'K' },
-        { 0, 0, 0, 0 } };
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:pqhW", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:pqhWU", lo, NULL)) != -1) {
         switch (c) {
         case 'f': o.src_fmt = optarg; break;
         case 'O': o.dst_fmt = optarg; break;
@@ -446,6 +456,7 @@ int vc_cmd_convert(int argc, char **argv)
         case 'H': o.allow_host_paths = true; break;
         case 'R': o.no_copy_range = true; break;
         case 'K': o.keep_uuid = true; break;
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(convert_usage, stdout); return 0;
         default: return vc_usage_error("convert", argv[optind - 1]);
         }

@@ -214,7 +214,9 @@ static int measure_allocated(vd_image *img, uint64_t cs, uint64_t *clusters, vd_
 }
 
 static const char measure_usage[] =
-    "usage: vdconvert measure [-O FMT] [-o OPTS] [--output=json] [-f FMT] (--size SIZE | IMG)\n"
+    "usage: vdconvert measure [-O FMT] [-o OPTS] [--output=json] [-f FMT] [-U]\n"
+    "                         (--size SIZE | IMG)\n"
+    "  -U, --force-share  read IMG even while another process writes it\n"
     "  Output formats: raw, qcow2.\n";
 
 int vc_cmd_measure(int argc, char **argv)
@@ -224,10 +226,10 @@ int vc_cmd_measure(int argc, char **argv)
     uint64_t size = 0;
     static const struct option lo[] = {
         { "size", 1, 0, 'z' }, { "output", 1, 0, 'j' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+        { "allow-host-paths", 0, 0, 'H' }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:hU", lo, NULL)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'O': ofmt = optarg; break;
@@ -238,6 +240,7 @@ int vc_cmd_measure(int argc, char **argv)
             break;
         case 'j': json = !strcmp(optarg, "json"); break;
         case 'H': allow = true; break;
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(measure_usage, stdout); return 0;
         default: return vc_usage_error("measure", argv[optind - 1]);
         }

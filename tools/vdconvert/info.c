@@ -196,7 +196,8 @@ static void info_print_json(vd_image *img, const char *indent_first)
 }
 
 static const char info_usage[] =
-    "usage: vdconvert info [-f FMT] [--json] [--backing-chain] [--allow-host-paths] IMG\n"
+    "usage: vdconvert info [-f FMT] [--json] [--backing-chain] [-U] [--allow-host-paths] IMG\n"
+    "  -U, --force-share  read IMG even while another process writes it\n"
     "  --json           qemu-img's JSON layout (an array with --backing-chain)\n"
     "  --backing-chain  describe every image of the backing chain\n";
 
@@ -206,7 +207,8 @@ int vc_cmd_info(int argc, char **argv)
     const char *fmt = NULL;
     static const struct option lo[] = {
         { "json", 0, 0, 'j' }, { "backing-chain", 0, 0, 'b' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { "output", 1, 0, 'o' }, { 0, 0, 0, 0 } };
+        { "allow-host-paths", 0, 0, 'H' }, { "output", 1, 0, 'o' },
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:hU", lo, NULL)) != -1) {
@@ -220,7 +222,7 @@ int vc_cmd_info(int argc, char **argv)
         case 'b': chain = true; break;
         case 'f': fmt = optarg; break;
         case 'H': allow = true; break;
-        case 'U': break;                     /* qemu-img's force-share: always */
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(info_usage, stdout); return 0;
         default: return vc_usage_error("info", argv[optind - 1]);
         }
@@ -305,7 +307,8 @@ static bool map_mergeable(const vd_extent *a, const vd_extent *b)
 
 static const char map_usage[] =
     "usage: vdconvert map [-f FMT] [--json] [--start-offset OFF] [--max-length LEN]\n"
-    "                     [--allow-host-paths] IMG\n";
+    "                     [-U] [--allow-host-paths] IMG\n"
+    "  -U, --force-share  read IMG even while another process writes it\n";
 
 int vc_cmd_map(int argc, char **argv)
 {
@@ -315,10 +318,10 @@ int vc_cmd_map(int argc, char **argv)
     static const struct option lo[] = {
         { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }, { "start-offset", 1, 0, 's' },
         { "max-length", 1, 0, 'l' }, { "allow-host-paths", 0, 0, 'H' },
-        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+        { "help", 0, 0, 'h' }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:hU", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
         case 'o':
@@ -336,6 +339,7 @@ int vc_cmd_map(int argc, char **argv)
             break;
         case 'f': fmt = optarg; break;
         case 'H': allow = true; break;
+        case 'U': vc_force_share = true; break;
         case 'h': fputs(map_usage, stdout); return 0;
         default: return vc_usage_error("map", argv[optind - 1]);
         }

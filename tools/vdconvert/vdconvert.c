@@ -159,6 +159,8 @@ int vc_output_format(const char *given, const char *path, const char **fmt)
     return VC_EXIT_ERR;
 }
 
+bool vc_force_share;
+
 int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e)
 {
@@ -172,7 +174,8 @@ int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
         return vd_set_error(e, -EINVAL, "Unknown file format '%s' (formats: %s)", fmt, list);
     }
     int r = vd_open(path, &(vd_open_opts){ .format = fmt, .readonly = readonly,
-                    .allow_host_paths = allow_host }, out, e);
+                    .allow_host_paths = allow_host,
+                    .force_share = readonly && vc_force_share }, out, e);
     /* qemu-img warns when it opens a guessed-raw image for writing */
     if (r == 0 && !readonly)
         vt_warn_probed_raw(*out, path);

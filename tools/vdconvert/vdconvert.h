@@ -38,6 +38,9 @@ int vc_check_format(const char *fmt);
  * NBD URIs and devices; otherwise prints an error asking for -O and
  * returns 1. */
 int vc_output_format(const char *given, const char *path, const char **fmt);
+/* -U/--force-share: read images another process may be writing (read-only
+ * opens only; writers always take the write lock). */
+extern bool vc_force_share;
 /* Open an image read-only (or read-write) with the common options. */
 int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e);
