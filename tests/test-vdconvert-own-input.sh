@@ -35,8 +35,8 @@ refused img.qcow2 -O raw link.qcow2 img.qcow2
 refused img.qcow2 -O qcow2 top.qcow2 img.qcow2          # the backing file
 refused hard.qcow2 -O raw top.qcow2 hard.qcow2          # ... by another name
 refused img.qcow2 -n -O qcow2 top.qcow2 img.qcow2       # -n: written in place
-refused a.raw -O vmdk a.raw a.raw
-refused sub/a-link.raw -O raw a.raw sub/a-link.raw
+refused a.raw -f raw -O vmdk a.raw a.raw
+refused sub/a-link.raw -f raw -O raw a.raw sub/a-link.raw
 refused flat-flat.vmdk -O raw flat.vmdk flat-flat.vmdk  # an extent
 refused flat.vmdk -O vmdk flat.vmdk flat.vmdk
 [ "$(sums)" = "$before" ] || fail "an input changed"
