@@ -81,11 +81,70 @@ static void exp_mf_add(char **mf, size_t *len, enum ovf_digest alg, const char *
     *len += (size_t)n;
 }
 
+int ova_pack(const char *out, const char *stem, const char *desc, const struct ovf_appliance *a,
+             char *const *paths, enum ovf_digest dg, const char *key, const char *certfile,
+             char *err, size_t errlen)
+{
+    char tmpout[4200], ovfname[600], mfname[600], certname[600], hex[129];
+    snprintf(tmpout, sizeof tmpout, "%s.tmp%d", out, (int)getpid());
+    snprintf(ovfname, sizeof ovfname, "%s.ovf", stem);
+    snprintf(mfname, sizeof mfname, "%s.mf", stem);
+    snprintf(certname, sizeof certname, "%s.cert", stem);
+    char *mf = NULL, *cert = NULL;
+    size_t mf_len = 0;
+    struct digest_ctx *d = digest_new(dg);
+    digest_update(d, desc, strlen(desc));
+    digest_final_hex(d, hex);
+    exp_mf_add(&mf, &mf_len, dg, ovfname, hex);
+    for (size_t i = 0; i < a->n_files; i++) {
+        if (!exp_file_digest(paths[i], dg, hex)) {
+            snprintf(err, errlen, "%s: %s", paths[i], strerror(errno));
+            free(mf);
+            return -1;
+        }
+        exp_mf_add(&mf, &mf_len, dg, a->files[i].href, hex);
+    }
+    if (key && !(cert = cert_sign(mf, mf_len, mfname, dg, key, certfile, err, errlen))) {
+        free(mf);
+        return -1;
+    }
+    struct archive *ar = archive_write_new();
+    archive_write_set_format_ustar(ar);
+    int r = 0;
+    if (archive_write_open_filename(ar, tmpout) != ARCHIVE_OK) {
+        snprintf(err, errlen, "%s: %s", tmpout, archive_error_string(ar));
+        archive_write_free(ar);
+        free(mf);
+        free(cert);
+        return -1;
+    }
+    r = exp_add_member(ar, ovfname, NULL, desc, strlen(desc), err, errlen);
+    for (size_t i = 0; r == 0 && i < a->n_files; i++)
+        r = exp_add_member(ar, a->files[i].href, paths[i], NULL, 0, err, errlen);
+    if (r == 0)
+        r = exp_add_member(ar, mfname, NULL, mf, mf_len, err, errlen);
+    if (r == 0 && cert)
+        r = exp_add_member(ar, certname, NULL, cert, strlen(cert), err, errlen);
+    if (archive_write_close(ar) != ARCHIVE_OK && r == 0) {
+        snprintf(err, errlen, "%s: %s", tmpout, archive_error_string(ar));
+        r = -1;
+    }
+    archive_write_free(ar);
+    if (r == 0 && rename(tmpout, out) < 0) {
+        snprintf(err, errlen, "%s: %s", out, strerror(errno));
+        r = -1;
+    }
+    if (r < 0)
+        unlink(tmpout);
+    free(mf);
+    free(cert);
+    return r;
+}
+
 int ova_export(const struct export_opts *o)
 {
-    char err[8192] = "", work[4200], tmpout[4200];
+    char err[8192] = "", work[4200];
     snprintf(work, sizeof work, "%s.work%d", o->out, (int)getpid());
-    snprintf(tmpout, sizeof tmpout, "%s.tmp%d", o->out, (int)getpid());
     if (access(o->out, F_OK) == 0) {
         fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", o->out);
         return 1;
@@ -111,8 +170,7 @@ int ova_export(const struct export_opts *o)
     a.files = calloc(o->n_disks + 1, sizeof *a.files);
     a.disks = calloc(o->n_disks + 1, sizeof *a.disks);
     char **vmdk = calloc(o->n_disks + 1, sizeof *vmdk);
-    char *mf = NULL, *cert = NULL, *desc = NULL;
-    size_t mf_len = 0;
+    char *desc = NULL;
     int rc = 1;
     for (size_t i = 0; i < o->n_disks; i++) {
         char name[600], path[4900], opts[128];
@@ -140,51 +198,15 @@ int ova_export(const struct export_opts *o)
         a.n_files = a.n_disks = i + 1;
     }
     desc = ovf_write(&a, o->ovf_version, o->target);
-    char ovfname[600], mfname[600], certname[600], hex[129];
-    snprintf(ovfname, sizeof ovfname, "%s.ovf", o->name);
-    snprintf(mfname, sizeof mfname, "%s.mf", o->name);
-    snprintf(certname, sizeof certname, "%s.cert", o->name);
-    struct digest_ctx *d = digest_new(o->digest);
-    digest_update(d, desc, strlen(desc));
-    digest_final_hex(d, hex);
-    exp_mf_add(&mf, &mf_len, o->digest, ovfname, hex);
-    for (size_t i = 0; i < o->n_disks; i++)
-        exp_mf_add(&mf, &mf_len, o->digest, a.files[i].href,
-                   exp_file_digest(vmdk[i], o->digest, hex));
-    if (o->sign_key) {
-        cert = cert_sign(mf, mf_len, mfname, o->digest, o->sign_key, o->sign_cert, err, sizeof err);
-        if (!cert)
-            goto out;
-    }
-    struct archive *ar = archive_write_new();
-    archive_write_set_format_ustar(ar);
-    if (archive_write_open_filename(ar, tmpout) != ARCHIVE_OK) {
-        snprintf(err, sizeof err, "%s: %s", tmpout, archive_error_string(ar));
-        archive_write_free(ar);
-        goto out;
-    }
-    int r = exp_add_member(ar, ovfname, NULL, desc, strlen(desc), err, sizeof err);
-    for (size_t i = 0; r == 0 && i < o->n_disks; i++)
-        r = exp_add_member(ar, a.files[i].href, vmdk[i], NULL, 0, err, sizeof err);
-    if (r == 0)
-        r = exp_add_member(ar, mfname, NULL, mf, mf_len, err, sizeof err);
-    if (r == 0 && cert)
-        r = exp_add_member(ar, certname, NULL, cert, strlen(cert), err, sizeof err);
-    if (archive_write_close(ar) != ARCHIVE_OK && r == 0) {
-        snprintf(err, sizeof err, "%s: %s", tmpout, archive_error_string(ar));
-        r = -1;
-    }
-    archive_write_free(ar);
-    if (r == 0 && rename(tmpout, o->out) == 0) {
+    if (ova_pack(o->out, o->name, desc, &a, vmdk, o->digest, o->sign_key, o->sign_cert, err,
+                 sizeof err) == 0) {
         rc = 0;
         printf("%s: %zu disk(s), manifest %s%s\n", o->out, o->n_disks, digest_name(o->digest),
-               cert ? ", signed" : "");
+               o->sign_key ? ", signed" : "");
     }
 out:
-    if (rc) {
+    if (rc)
         fprintf(stderr, "ovatool: %s\n", err[0] ? err : "export failed");
-        unlink(tmpout);
-    }
     for (size_t i = 0; i < o->n_disks; i++) {
         if (vmdk[i])
             unlink(vmdk[i]);
@@ -192,8 +214,6 @@ out:
     }
     rmdir(work);
     free(vmdk);
-    free(mf);
-    free(cert);
     free(desc);
     ovf_free(&a);
     return rc;

@@ -30,7 +30,7 @@ static void imp_rmtree(const char *dir, const struct appliance *ap)
 /* A gzip member may inflate to at most this many times its size. */
 #define IMP_MAX_RATIO 64
 
-static char *imp_prepare_file(const char *dir, const struct ovf_file *f, uint64_t capacity,
+char *appliance_prepare_file(const char *dir, const struct ovf_file *f, uint64_t capacity,
                               char *err, size_t errlen)
 {
     char src[4400], joined[4400];
@@ -151,7 +151,7 @@ static void imp_sanitize(char *s)
  * or dash-leading (taken for an option by virsh and sh) or path-like name is
  * replaced by one made from the appliance's file name.  Returns true when
  * the VM's own name was kept. */
-static bool imp_safe_name(const char *vm, const char *path, char *out, size_t len)
+bool safe_vm_name(const char *vm, const char *path, char *out, size_t len)
 {
     if (vm && *vm && *vm != '.' && *vm != '-' && !strchr(vm, '/') && !strchr(vm, '\\')) {
         snprintf(out, len, "%s", vm);
@@ -258,7 +258,7 @@ int ova_import(const char *path, const struct import_opts *o)
         }
     }
     char name[256];
-    if (!imp_safe_name(ap.ovf.name, path, name, sizeof name)) {
+    if (!safe_vm_name(ap.ovf.name, path, name, sizeof name)) {
         fprintf(stderr, "ovatool: %s: warning: VM name '%s' is not usable as a file or domain "
                 "name; using '%s'\n", path, ap.ovf.name ? ap.ovf.name : "", name);
         free(ap.ovf.name);
@@ -302,7 +302,7 @@ int ova_import(const char *path, const struct import_opts *o)
                      ap.ovf_name, f->href);
             goto out;
         }
-        char *src = imp_prepare_file(work, f, d->capacity, err, sizeof err);
+        char *src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
         if (!src)
             goto out;
         bool cdrom = ovf_disk_is_cdrom(d);

@@ -13,6 +13,10 @@ static const char usage_text[] =
     "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
     "                      [--strict] [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
+    "       ovatool lint --target virtualbox|vmware|esxi|ovf2 [--json] APPLIANCE\n"
+    "       ovatool convert --target virtualbox|vmware|esxi|ovf2 [--digest ALG]\n"
+    "                      [--sign KEY.pem --cert CERT.pem] [--no-verify] [-p] -o OUT.ova\n"
+    "                      APPLIANCE\n"
     "       ovatool export -n NAME --disk IMG [--disk IMG...] [--cpus N] [--memory MiB]\n"
     "                      [--os-type OS] [--target virtualbox|vmware|esxi|ovf2]\n"
     "                      [--ovf-version 1|2] [--digest sha1|sha256|sha512]\n"
@@ -25,6 +29,10 @@ static const char usage_text[] =
     "import   verify, convert every disk (default qcow2) to its declared capacity,\n"
     "         write a libvirt domain (NAME.xml) and a qemu command line (NAME.sh)\n"
     "         into OUTDIR (default .); no manifest is a warning (--strict: an error)\n"
+    "lint     every problem the target's importer would refuse or silently change,\n"
+    "         one line each with what to do; exit 1 when there is any\n"
+    "convert  the same VM for another importer: descriptor rewritten for the target,\n"
+    "         streamOptimized disks passed through, others converted, new manifest\n"
     "export   pack disks (any format vdisk reads) as streamOptimized VMDKs with an\n"
     "         OVF descriptor and a manifest (SHA256 by default) into an OVA\n"
     "\n"
@@ -48,33 +56,10 @@ static int bad_option(const char *cmd, char **argv)
                           cmd, opt);
 }
 
-/* A JSON string (quoted, escaped) or null. */
-static void json_val(const char *v)
-{
-    char esc[2048];
-    size_t n = 0;
-    if (!v) {
-        printf("null");
-        return;
-    }
-    for (; *v && n + 8 < sizeof esc; v++) {
-        if (*v == '"' || *v == '\\') {
-            esc[n++] = '\\';
-            esc[n++] = *v;
-        } else if ((unsigned char)*v < 0x20) {
-            n += (size_t)snprintf(esc + n, sizeof esc - n, "\\u%04x", *v);
-        } else {
-            esc[n++] = *v;
-        }
-    }
-    esc[n] = 0;
-    printf("\"%s\"", esc);
-}
-
 static void json_str(const char *k, const char *v, bool comma)
 {
     printf("\"%s\": ", k);
-    json_val(v);
+    json_print_str(stdout, v);
     printf("%s", comma ? ", " : "");
 }
 
@@ -144,14 +129,14 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         printf("], \"networks\": [");
         for (size_t i = 0; i < a->n_networks; i++) {
             printf("%s", i ? ", " : "");
-            json_val(a->networks[i]);
+            json_print_str(stdout, a->networks[i]);
         }
         printf("], \"eula\": %s, ", a->has_eula ? "true" : "false");
         printf("\"missing-files\": %zu, \"unsafe-references\": %zu, \"warnings\": [",
                ap->n_missing, ap->n_unsafe);
         for (size_t i = 0; i < ap->n_diags; i++) {
             printf("%s", i ? ", " : "");
-            json_val(ap->diags[i]);
+            json_print_str(stdout, ap->diags[i]);
         }
         printf("], ");
         json_str("product", a->product, true);
@@ -395,6 +380,80 @@ static int cmd_export(int argc, char **argv)
     return ova_export(&o);
 }
 
+static bool known_target(const char *t)
+{
+    return !strcmp(t, "virtualbox") || !strcmp(t, "vmware") || !strcmp(t, "esxi") ||
+           !strcmp(t, "ovf2");
+}
+
+static int cmd_lint(int argc, char **argv)
+{
+    bool json = false;
+    const char *target = NULL;
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "target", 1, 0, 't' },
+                                         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":t:h", lo, NULL)) != -1) {
+        if (c == 'j') json = true;
+        else if (c == 't') target = optarg;
+        else if (c == 'h') return usage(0);
+        else return bad_option("lint", argv);
+    }
+    if (optind + 1 != argc || !target)
+        return vt_usage_error("ovatool", usage_text,
+                              "lint needs --target virtualbox|vmware|esxi|ovf2 and one appliance");
+    if (!known_target(target)) {
+        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", target);
+        return 1;
+    }
+    return ova_lint(argv[optind], target, json);
+}
+
+static int cmd_convert(int argc, char **argv)
+{
+    struct convert_opts o = { .digest = OVF_SHA256 };
+    static const struct option lo[] = {
+        { "target", 1, 0, 't' }, { "sign", 1, 0, 'S' }, { "cert", 1, 0, 'X' },
+        { "digest", 1, 0, 'G' }, { "no-verify", 0, 0, 'n' }, { "help", 0, 0, 'h' },
+        { 0, 0, 0, 0 } };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:t:ph", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': o.out = optarg; break;
+        case 't': o.target = optarg; break;
+        case 'p': o.progress = true; break;
+        case 'S': o.sign_key = optarg; break;
+        case 'X': o.sign_cert = optarg; break;
+        case 'n': o.no_verify = true; break;
+        case 'G':
+            if (!strcasecmp(optarg, "sha1")) o.digest = OVF_SHA1;
+            else if (!strcasecmp(optarg, "sha256")) o.digest = OVF_SHA256;
+            else if (!strcasecmp(optarg, "sha512")) o.digest = OVF_SHA512;
+            else {
+                fprintf(stderr, "ovatool: --digest %s: expected sha1, sha256 or sha512\n", optarg);
+                return 1;
+            }
+            break;
+        case 'h': return usage(0);
+        default: return bad_option("convert", argv);
+        }
+    }
+    if (optind + 1 != argc || !o.out || !o.target)
+        return vt_usage_error("ovatool", usage_text,
+                              "convert needs one appliance, --target and -o OUT.ova");
+    if (!known_target(o.target)) {
+        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", o.target);
+        return 1;
+    }
+    if (!!o.sign_key != !!o.sign_cert) {
+        fprintf(stderr, "ovatool: --sign and --cert go together\n");
+        return 1;
+    }
+    return ova_convert(argv[optind], &o);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -412,5 +471,9 @@ int main(int argc, char **argv)
         return cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export"))
         return cmd_export(argc - 1, argv + 1);
+    if (!strcmp(cmd, "lint"))
+        return cmd_lint(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert"))
+        return cmd_convert(argc - 1, argv + 1);
     return vt_usage_error("ovatool", usage_text, "unknown command '%s'", cmd);
 }

@@ -42,6 +42,21 @@ struct import_opts {
     const char *cafile;
 };
 int ova_import(const char *path, const struct import_opts *o);
+/* Make file `f` whole in `dir` (join chunks, inflate gzip within limits);
+ * returns the path to read (malloc'd) or NULL with a message. */
+char *appliance_prepare_file(const char *dir, const struct ovf_file *f, uint64_t capacity,
+                             char *err, size_t errlen);
+/* A name for files and domains: the VM's when usable, else from `path`'s
+ * file name; false when the VM's own name was replaced. */
+bool safe_vm_name(const char *vm, const char *path, char *out, size_t len);
+
+/* convert.c */
+struct convert_opts {
+    const char *out, *target, *sign_key, *sign_cert;
+    enum ovf_digest digest;
+    bool no_verify, progress;
+};
+int ova_convert(const char *path, const struct convert_opts *o);
 
 struct export_opts {
     const char *name, *out, *os_type, *target, *sign_key, *sign_cert;
@@ -53,6 +68,12 @@ struct export_opts {
     bool progress;
 };
 int ova_export(const struct export_opts *o);
+/* Pack descriptor `desc` and the files of `a` (a->files[i] read from
+ * paths[i]) as OUT in ustar, descriptor first, then the files, the manifest
+ * STEM.mf (digest dg) and, with `key`, the certificate STEM.cert. */
+int ova_pack(const char *out, const char *stem, const char *desc, const struct ovf_appliance *a,
+             char *const *paths, enum ovf_digest dg, const char *key, const char *certfile,
+             char *err, size_t errlen);
 
 /* Appliance reading shared by info/verify/import (appliance.c). */
 struct appliance_file {
@@ -83,6 +104,13 @@ void appliance_free(struct appliance *ap);
 int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
                               int *checked);
 
+/* lint.c: problems of an appliance for a target's importer; 0 clean, 1 not. */
+int ova_lint(const char *path, const char *target, bool json);
+/* 0 when the first bytes of a file (at least its header and embedded
+ * descriptor) are those of a streamOptimized VMDK (version 3, deflated
+ * grains with markers); else -1 and why ("is ...", a phrase). */
+int vmdk_stream_check(const unsigned char *head, size_t n, char *why, size_t whylen);
+
 /* ostable.c: guest operating systems by vdisk name, CIM OSType number,
  * VMware guestOS id, VirtualBox OSType and libosinfo id. */
 struct os_entry {
@@ -104,6 +132,8 @@ struct sbuf {
     size_t n, cap;
 };
 void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A JSON string, quoted and escaped, or null. */
+void json_print_str(FILE *f, const char *v);
 
 /* libvirt.c: escape text for XML attributes/content into a static-size buffer. */
 void xml_escape(const char *in, char *out, size_t outlen);

@@ -171,6 +171,7 @@ static int ovf_read_disks(const xmlNode *sec, struct ovf_appliance *a)
             .capacity = why[0] ? 0 : bytes, .populated = ovf_u64(pop),
             .format = ovf_attr(c, "format"), .address = -1, .capacity_unit = mul,
             .capacity_error = why[0] ? strdup(why) : NULL,
+            .capacity_units = units ? strdup(units) : NULL,
         };
         if (is_ref)
             d.capacity_ref = strndup(cap + 2, (size_t)(strchr(cap, '}') - cap - 2));
@@ -198,6 +199,14 @@ static int ovf_read_item(const xmlNode *it, struct ovf_appliance *a)
     char *type_s = ovf_child_text(it, "ResourceType");
     int type = type_s ? atoi(type_s) : 0;
     free(type_s);
+    struct ovf_item rec = { .type = type, .subtype = ovf_child_text(it, "ResourceSubType"),
+                            .name = ovf_child_text(it, "ElementName") };
+    if (a->n_items >= OVF_MAX_ITEMS) {
+        free(rec.subtype);
+        free(rec.name);
+        return -1;
+    }
+    OVF_PUSH(a->items, a->n_items, rec);
     char *qty = ovf_child_text(it, "VirtualQuantity");
     switch (type) {
     case 3:
@@ -276,12 +285,16 @@ static int ovf_read_hardware(const xmlNode *hw, struct ovf_appliance *a)
         size_t l = strlen(n);
         if (l >= 4 && !strcmp(n + l - 4, "Item") && ovf_read_item(c, a) < 0)
             return -1;
+        if (!strcmp(n, "System") && !a->system_type)
+            a->system_type = ovf_child_text(c, "VirtualSystemType");
         /* VirtualBox puts EFI in vbox:Machine; VMware in vmw:Config (the
          * first one counts: a repeated one must not replace it). */
         if (!strcmp(n, "Config") && !a->firmware) {
             char *key = ovf_attr(c, "key"), *val = ovf_attr(c, "value");
-            if (key && val && !strcmp(key, "firmware") && !strcmp(val, "efi"))
+            if (key && val && !strcmp(key, "firmware") && !strcmp(val, "efi")) {
                 a->firmware = strdup("efi");
+                a->firmware_src = 1;
+            }
             free(key);
             free(val);
         }
@@ -292,12 +305,15 @@ static int ovf_read_hardware(const xmlNode *hw, struct ovf_appliance *a)
 static void ovf_read_vbox_machine(const xmlNode *m, struct ovf_appliance *a)
 {
     a->flavor = a->flavor ? a->flavor : strdup("virtualbox");
+    a->has_vbox_machine = true;
     for (xmlNode *c = m->children; c; c = c->next) {
         if (ovf_is(c, "Hardware")) {
             xmlNode *fw = ovf_child(c, "Firmware");
             char *t = fw ? ovf_attr(fw, "type") : NULL;
-            if (t && !strcasecmp(t, "EFI") && !a->firmware)
+            if (t && !strncasecmp(t, "EFI", 3) && !a->firmware) {
                 a->firmware = strdup("efi");
+                a->firmware_src = 2;
+            }
             free(t);
         }
     }
@@ -539,7 +555,7 @@ void ovf_free(struct ovf_appliance *a)
     for (size_t i = 0; i < a->n_disks; i++) {
         free(a->disks[i].id); free(a->disks[i].file_ref); free(a->disks[i].format);
         free(a->disks[i].parent); free(a->disks[i].capacity_ref);
-        free(a->disks[i].capacity_error);
+        free(a->disks[i].capacity_error); free(a->disks[i].capacity_units);
     }
     for (size_t i = 0; i < a->n_ctrls; i++) {
         free(a->ctrls[i].instance_id); free(a->ctrls[i].subtype);
@@ -549,6 +565,10 @@ void ovf_free(struct ovf_appliance *a)
     }
     for (size_t i = 0; i < a->n_networks; i++)
         free(a->networks[i]);
+    for (size_t i = 0; i < a->n_items; i++) {
+        free(a->items[i].subtype); free(a->items[i].name);
+    }
+    free(a->items); free(a->system_type);
     free(a->files); free(a->disks); free(a->ctrls); free(a->nics); free(a->networks);
     memset(a, 0, sizeof *a);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 
 struct rasd { const char *name; char value[256]; };
@@ -128,13 +129,29 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
         ovfw_set(&r[5], "ResourceType", "17");
         ovfw_item(&b, r, 6);
     }
-    ovfw_set(&r[0], "AutomaticAllocation", "true");
-    ovfw_set(&r[1], "Connection", "%s", net);
-    ovfw_set(&r[2], "ElementName", "Ethernet adapter 1");
-    ovfw_set(&r[3], "InstanceID", "5");
-    ovfw_set(&r[4], "ResourceSubType", "E1000");
-    ovfw_set(&r[5], "ResourceType", "10");
-    ovfw_item(&b, r, 6);
+    /* The NICs the appliance has (one when it says none), as models the
+     * target's importer knows; anything else becomes an E1000. */
+    for (size_t i = 0; i < (a->n_nics ? a->n_nics : 1); i++) {
+        const char *m = a->n_nics ? a->nics[i].model : NULL;
+        static const char *const vmw_models[] = { "E1000", "E1000e", "VmxNet3", "PCNet32", NULL };
+        static const char *const vbox_models[] = { "E1000", "PCNet32", NULL };
+        const char *const *ok = vmware ? vmw_models : vbox_models;
+        const char *use = "E1000";
+        for (size_t k = 0; m && ok[k]; k++)
+            if (!strcasecmp(m, ok[k]))
+                use = ok[k];
+        ovfw_set(&r[0], "AutomaticAllocation", "true");
+        ovfw_set(&r[1], "Connection", "%s", net);
+        ovfw_set(&r[2], "ElementName", "Ethernet adapter %zu", i + 1);
+        ovfw_set(&r[3], "InstanceID", "%zu", 5 + (i ? 100 + i : 0));
+        ovfw_set(&r[4], "ResourceSubType", "%s", use);
+        ovfw_set(&r[5], "ResourceType", "10");
+        ovfw_item(&b, r, 6);
+    }
+    /* vSphere reads EFI firmware from this extra config key */
+    if (vmware && a->firmware && !strcmp(a->firmware, "efi"))
+        sb_printf(&b, "      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\" "
+                  "vmw:value=\"efi\"/>\n");
     sb_printf(&b, "    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
     return b.s;
 }

@@ -39,6 +39,14 @@ struct ovf_disk {
     char *capacity_ref;       /* "${key}": a ProductSection property gives it */
     uint64_t capacity_unit;
     char *capacity_error;     /* the capacity is unreadable or absurd: why (import refuses) */
+    char *capacity_units;     /* ovf:capacityAllocationUnits as written, or NULL */
+};
+
+/* Every hardware item of the chosen configuration, for lint. */
+struct ovf_item {
+    int type;                 /* rasd:ResourceType */
+    char *subtype;            /* rasd:ResourceSubType or NULL */
+    char *name;               /* rasd:ElementName or NULL */
 };
 
 struct ovf_nic {
@@ -59,6 +67,10 @@ struct ovf_appliance {
     char *product, *vendor, *product_version;
     bool has_eula;
     char *firmware;           /* "efi" or NULL */
+    int firmware_src;         /* where EFI was stated: 1 vmw:Config, 2 vbox:Machine */
+    char *system_type;        /* vssd:VirtualSystemType ("vmx-13", "virtualbox-2.2") */
+    bool has_vbox_machine;    /* a vbox:Machine section (VirtualBox reads it first) */
+    struct ovf_item *items; size_t n_items;
     char *configuration;      /* DeploymentOption chosen (the default), or NULL */
     struct ovf_file *files; size_t n_files;
     struct ovf_disk *disks; size_t n_disks;

@@ -1,5 +1,5 @@
 /* strbuf.c - a growable string that printf appends to (descriptors, domain
- * XML, scripts). */
+ * XML, scripts), and JSON strings for --json output. */
 #include "ovatool.h"
 
 #include <stdarg.h>
@@ -26,4 +26,22 @@ void sb_printf(struct sbuf *b, const char *fmt, ...)
     vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
     va_end(ap);
     b->n += (size_t)need;
+}
+
+void json_print_str(FILE *f, const char *v)
+{
+    if (!v) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            fprintf(f, "\\%c", *v);
+        else if ((unsigned char)*v < 0x20)
+            fprintf(f, "\\u%04x", *v);
+        else
+            fputc(*v, f);
+    }
+    fputc('"', f);
 }

@@ -1,0 +1,207 @@
+/* convert.c - `ovatool convert IN --target T -o OUT.ova`: the same VM for
+ * another importer.  The descriptor is written anew for T (system type,
+ * the controller T expects, the OS as T names it, T's network name, EFI
+ * where T reads it); disks that are already streamOptimized VMDKs of the
+ * declared capacity are passed through byte for byte, others are converted
+ * (and grown to the declared capacity); a new manifest (and certificate with
+ * --sign) covers the result.  `ovatool lint --target T` of OUT is clean. */
+#include "ovatool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Is the file at `path` a streamOptimized VMDK that may be passed through? */
+static bool conv_passthrough(const char *path, uint64_t capacity)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    unsigned char *head = malloc(64u << 10);
+    size_t n = head ? fread(head, 1, 64u << 10, f) : 0;
+    fclose(f);
+    char why[256];
+    bool ok = head && vmdk_stream_check(head, n, why, sizeof why) == 0;
+    free(head);
+    if (!ok)
+        return false;
+    vd_image *img = NULL;
+    vd_error e = { 0 };
+    if (vd_open(path, &(vd_open_opts){ .readonly = true, .format = "vmdk" }, &img, &e) < 0)
+        return false;
+    ok = !capacity || vd_size(img) == capacity;
+    vd_close(img, NULL);
+    return ok;
+}
+
+/* Remove what the work folder holds: the extracted members and our disks. */
+static void conv_cleanup(const char *work, const struct appliance *ap, char **paths, size_t n)
+{
+    char p[4400];
+    for (size_t i = 0; i < ap->n_files; i++) {
+        snprintf(p, sizeof p, "%s/%s", work, ap->files[i].name);
+        unlink(p);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (paths[i])
+            unlink(paths[i]);
+    snprintf(p, sizeof p, "%s/joined.tmp", work);
+    unlink(p);
+    rmdir(work);
+}
+
+int ova_convert(const char *path, const struct convert_opts *o)
+{
+    char err[8192] = "", work[4200];
+    if (access(o->out, F_OK) == 0) {
+        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", o->out);
+        return 1;
+    }
+    snprintf(work, sizeof work, "%s.work%d", o->out, (int)getpid());
+    if (mkdir(work, 0700) < 0) {
+        fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
+        return 1;
+    }
+    bool vmware = !strcmp(o->target, "vmware") || !strcmp(o->target, "esxi");
+    bool vbox = !strcmp(o->target, "virtualbox");
+    struct appliance ap;
+    struct ovf_appliance n = { 0 };
+    char **paths = NULL;
+    size_t np = 0, passed = 0;
+    int rc = 1, checked;
+    if (appliance_read(path, work, &ap, err, sizeof err) < 0)
+        goto out;
+    const struct ovf_appliance *a = &ap.ovf;
+    if (ap.mf_text && !o->no_verify &&
+        appliance_verify_manifest(&ap, err, sizeof err, &checked) < 0)
+        goto out;
+    if (!ap.mf_text)
+        fprintf(stderr, "ovatool: %s: warning: no manifest: the files are not checked\n", path);
+    if (ap.cert_text)
+        fprintf(stderr, "ovatool: %s: note: the certificate signs the old manifest and is "
+                "not carried over%s\n", path, o->sign_key ? " (--sign signs the new one)" : "");
+    char name[256];
+    safe_vm_name(a->name, path, name, sizeof name);
+    n.name = strdup(name);
+    n.cpus = a->has_cpus && a->cpus ? a->cpus : 1;
+    n.memory_mib = a->has_memory && a->memory_mib ? a->memory_mib : 1024;
+    if (!a->has_cpus || !a->has_memory)
+        fprintf(stderr, "ovatool: %s: warning: the descriptor does not state %s; writing %u "
+                "CPU(s), %llu MiB\n", path, !a->has_cpus ? "the CPUs" : "the memory", n.cpus,
+                (unsigned long long)n.memory_mib);
+    /* The OS as the target names it, from the one table; an OS the table
+     * does not know keeps its CIM number and description. */
+    const struct os_entry *os = os_from_ovf(a->os_id, a->os_type, a->os_desc);
+    char cim[16];
+    snprintf(cim, sizeof cim, "%d", os ? os->cim : a->os_id ? atoi(a->os_id) : 1);
+    n.os_id = strdup(cim);
+    n.os_desc = strdup(os ? os->desc : a->os_desc ? a->os_desc : "Other");
+    if (os)
+        n.os_type = strdup(vmware ? os->vmware : vbox ? os->vbox : os->name);
+    if (os && !vmware && !vbox) {
+        free(n.os_type);
+        n.os_type = NULL;
+    }
+    n.firmware = a->firmware ? strdup(a->firmware) : NULL;
+    n.nics = calloc(a->n_nics + 1, sizeof *n.nics);
+    for (size_t i = 0; i < a->n_nics; i++)
+        n.nics[n.n_nics++].model = a->nics[i].model ? strdup(a->nics[i].model) : NULL;
+    n.files = calloc(a->n_disks + 1, sizeof *n.files);
+    n.disks = calloc(a->n_disks + 1, sizeof *n.disks);
+    paths = calloc(a->n_disks + 1, sizeof *paths);
+    for (size_t i = 0; i < a->n_disks; i++) {
+        const struct ovf_disk *d = &a->disks[i];
+        if (!ovf_disk_in_use(a, d))
+            continue;
+        if (ovf_disk_is_cdrom(d)) {
+            fprintf(stderr, "ovatool: %s: warning: CD-ROM %s is not carried over\n", path,
+                    d->id ? d->id : "?");
+            continue;
+        }
+        if (d->capacity_error) {
+            snprintf(err, sizeof err, "%s: disk %s: %s; refused", ap.ovf_name,
+                     d->id ? d->id : "?", d->capacity_error);
+            goto out;
+        }
+        const struct ovf_file *f = d->file_ref ? ovf_find_file(a, d->file_ref) : NULL;
+        char dname[600], dst[4900], opts[160];
+        snprintf(dname, sizeof dname, "%s-disk%zu.vmdk", name, np + 1);
+        snprintf(dst, sizeof dst, "%s/%s", work, dname);
+        snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
+                 vmware ? "lsilogic" : "ide", !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
+        struct disk_stats ds = { .capacity = d->capacity, .populated = d->populated };
+        if (!f) {      /* a file-less disk: an empty one of its capacity */
+            vd_error e = { 0 };
+            if (!d->capacity || vd_create(dst, &(vd_create_opts){ .format = "vmdk",
+                                 .size = d->capacity, .options = opts }, &e) < 0) {
+                snprintf(err, sizeof err, "disk %s: %s", d->id ? d->id : "?",
+                         d->capacity ? e.msg : "neither a file nor a capacity");
+                goto out;
+            }
+            ds.populated = 0;
+        } else {
+            if (!ovf_href_is_plain(f->href)) {
+                snprintf(err, sizeof err, "%s: file reference '%s' leaves the appliance; "
+                         "refused", ap.ovf_name, f->href);
+                goto out;
+            }
+            char *src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+            if (!src)
+                goto out;
+            int r = 0;
+            if (conv_passthrough(src, d->capacity)) {
+                r = rename(src, dst);
+                if (r < 0)
+                    snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+                passed++;
+            } else {
+                r = disk_convert(src, NULL, dst, "vmdk", opts, d->capacity, o->progress, &ds,
+                                 err, sizeof err);
+                unlink(src);
+            }
+            free(src);
+            if (r < 0)
+                goto out;
+        }
+        paths[np] = strdup(dst);
+        struct stat st;
+        if (stat(dst, &st) < 0) {
+            snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+            goto out;
+        }
+        char id[32];
+        snprintf(id, sizeof id, "file%zu", np + 1);
+        n.files[np] = (struct ovf_file){ .id = strdup(id), .href = strdup(dname),
+                                         .size = (uint64_t)st.st_size };
+        snprintf(id, sizeof id, "vmdisk%zu", np + 1);
+        n.disks[np] = (struct ovf_disk){ .id = strdup(id), .file_ref = strdup(n.files[np].id),
+                                         .capacity = d->capacity ? d->capacity : ds.capacity,
+                                         .populated = ds.populated, .address = -1 };
+        n.n_files = n.n_disks = ++np;
+    }
+    char *desc = ovf_write(&n, !strcmp(o->target, "ovf2") ? 2 : 1, o->target);
+    if (ova_pack(o->out, name, desc, &n, paths, o->digest, o->sign_key, o->sign_cert, err,
+                 sizeof err) == 0) {
+        rc = 0;
+        printf("%s: %s appliance, %zu disk(s) (%zu passed through, %zu converted), manifest "
+               "%s%s\n", o->out, o->target, np, passed, np - passed, digest_name(o->digest),
+               o->sign_key ? ", signed" : "");
+        if (vbox && n.firmware && !strcmp(n.firmware, "efi"))
+            fprintf(stderr, "ovatool: note: VirtualBox reads EFI only from its own machine "
+                    "section: after import run VBoxManage modifyvm %s --firmware efi\n", name);
+    }
+    free(desc);
+out:
+    if (rc)
+        fprintf(stderr, "ovatool: %s\n", err[0] ? err : "convert failed");
+    conv_cleanup(work, &ap, paths, np);
+    for (size_t i = 0; i < np; i++)
+        free(paths[i]);
+    free(paths);
+    ovf_free(&n);
+    appliance_free(&ap);
+    return rc;
+}
