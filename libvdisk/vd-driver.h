@@ -77,6 +77,28 @@ bool vd_is_zero(const void *buf, size_t len);
  * without spending a full deflate on it.  False below 4 KiB. */
 bool vd_looks_incompressible(const void *buf, size_t len);
 
+/* ---- deflate (deflate.c) ----------------------------------------------- */
+
+/* Compression levels: 1-3 ISA-L igzip, 4-9 zlib/libdeflate (deflate.c). */
+#define VD_DEFLATE_MIN_LEVEL 1
+#define VD_DEFLATE_MAX_LEVEL 9
+typedef struct vd_deflater vd_deflater;
+/* `level` if valid (img->compression_level; 0 = unset), else `dflt`. */
+int vd_deflate_level(int level, int dflt);
+/* A compressor for whole buffers at `level` (0: stored blocks), with matches at most
+ * 2^window_bits (9-15) back, a zlib header and trailer when zlib_wrap (else
+ * raw deflate).  NULL when out of memory.  One thread at a time. */
+vd_deflater *vd_deflater_new(int level, int window_bits, bool zlib_wrap);
+void vd_deflater_free(vd_deflater *d);
+/* Compress len bytes into at most cap: the size, or 0 when it does not fit. */
+size_t vd_deflate(vd_deflater *d, const void *in, size_t len, void *out, size_t cap);
+/* Inflate a raw deflate (or zlib-wrapped) stream from in[0..in_len) into at
+ * most out_len bytes, stopping at the end of the stream (bytes after it
+ * are ignored); *got (may be NULL) = bytes produced.  0, -EIO when the data
+ * is corrupt or does not fit, -ENOMEM.  Thread-safe. */
+int vd_inflate(const void *in, size_t in_len, void *out, size_t out_len, bool zlib_wrap,
+               size_t *got);
+
 /* ---- files ------------------------------------------------------------- */
 
 struct vd_lock;
@@ -260,6 +282,7 @@ struct vd_image {
     void *bounce;                  /* core: alignment bounce buffer */
     struct vd_file_id { dev_t dev; ino_t ino; } *file_ids; /* core: every file */
     size_t n_file_ids;             /* the layer opened (vd_image_uses_file) */
+    int compression_level;         /* core: vd_set_compression_level, 0 unset */
 };
 
 /* Read [off, off+len) of the backing chain below `img` (zeroes where there is

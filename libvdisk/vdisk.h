@@ -135,6 +135,11 @@ int vd_flush(vd_image *img, vd_error *err);
 bool vd_can_compress(vd_image *img);
 int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
                          vd_error *err);
+/* The deflate level of compressed clusters (qcow2 -c, zlib type) and of
+ * streamOptimized VMDK grains written from now on: 1-3 ISA-L igzip (fastest,
+ * output ~10 % larger on compressible data), 4-9 zlib's levels (9 smallest);
+ * 0 = the format's default.  Not stored in the image.  -EINVAL otherwise. */
+int vd_set_compression_level(vd_image *img, int level, vd_error *err);
 
 /* Zero-copy transfers (vdconvert moves data with copy_file_range, which is
  * a reflink on XFS and btrfs and an in-kernel copy elsewhere).

@@ -140,7 +140,7 @@ typedef struct qcow2_snapshot {
 /* A reusable compressor (compress.c). */
 typedef struct qcow2_zstate {
     bool ready;
-    z_stream zs;
+    vd_deflater *zd;          /* zlib type: deflate with a 4 KiB window */
     ZSTD_CCtx *zc;
 } qcow2_zstate;
 #define QCOW2_ZPOOL 8

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libdeflate.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -263,12 +262,8 @@ static int vmdk_sparse_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, uint32
 int vmdk_inflate(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len,
                  size_t *got)
 {
-    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
-    if (!d)
-        return -ENOMEM;
-    enum libdeflate_result res = libdeflate_zlib_decompress(d, in, in_len, out, out_len, got);
-    libdeflate_free_decompressor(d);
-    return res == LIBDEFLATE_SUCCESS ? 0 : -EINVAL;
+    int r = vd_inflate(in, in_len, out, out_len, true, got);
+    return r == -EIO ? -EINVAL : r;
 }
 
 /* Read and decompress the grain whose marker (or data) starts at sector

@@ -10,22 +10,28 @@
  * one grain is buffered so that writes smaller than a grain can fill it.
  * Grains that stay all-zero are not stored.  flush() writes the directory,
  * footer and end-of-stream marker; a later write in order truncates them and
- * goes on (the tables already written stay valid). */
+ * goes on (the tables already written stay valid).
+ *
+ * A write of many whole grains (vdconvert hands over up to 4 MiB at a time)
+ * has its grains deflated by one thread per CPU, each into its own slot of a
+ * batch buffer, then written in order: writes arrive strictly in order, so
+ * without this the whole conversion would compress on one core. */
 #include "vmdk.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libdeflate.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
-/* libdeflate level for grains.  On bench/run.sh's mixed content (1 GiB:
- * 384 MiB of a tar of /usr/lib, 128 MiB random) against qemu-img's file
- * (zlib level 6, 329.4 MB), with grains of 7.9+ bits per byte stored:
- * level 2 gives 335.9 MB (+2.0 %) in 2.5 s of CPU, level 3 334.9 MB in
- * 2.7 s, level 4 334.2 MB in 2.8 s; issue 10 allows +3 %.  (Before
- * high-entropy grains were stored: level 4 331.3 MB in 3.8 s, level 6
- * 327.8 MB in 4.6 s.) */
-#define VMDK_DEFLATE_LEVEL 2
+/* Deflate level of grains (vd_set_compression_level may change it): ISA-L
+ * igzip level 3.  On bench/run.sh's mixed image (1 GiB: 3/8 a tar of
+ * /usr/lib, 1/8 random; 64 KiB grains) it took 1.7 s of CPU where
+ * libdeflate level 2 took 3.5 s, qemu's zlib level 6 13.2 s; its output was
+ * 5.0 % larger than qemu-img's (libdeflate 2: 1.6 %, igzip 1: 5.8 %). */
+#define VMDK_DEFLATE_LEVEL 3
+#define VMDK_BATCH_BYTES (4u << 20)     /* grains deflated in parallel per round */
+#define VMDK_MAX_THREADS 8
 
 struct vmdk_stream {
     struct vmdk_header h;
@@ -42,24 +48,33 @@ struct vmdk_stream {
     uint64_t pos;                 /* next byte to write in the file */
     uint64_t tail_pos;            /* where the directory marker went */
     bool finished;
-    struct libdeflate_compressor *c;
-    struct libdeflate_compressor *c_store;   /* level 0: incompressible grains */
-    uint8_t *cbuf;
-    size_t cbuf_len;
+    int level, n_threads;
+    /* per thread: the grain deflater, and a stored-blocks one for grains
+     * that look random (as deflate would end up doing, without the search) */
+    vd_deflater *zd[VMDK_MAX_THREADS], *zstore[VMDK_MAX_THREADS];
+    size_t rec_max;               /* bytes of a grain record at most */
+    size_t batch_max;             /* grains per batch */
+    uint8_t *batch;               /* batch_max records */
+    const uint8_t **bsrc;         /* each batch grain's data, */
+    uint64_t *bg;                 /* its index, */
+    size_t *blen;                 /* its record's size (0 zero grain, SIZE_MAX failed) */
 };
 
 void vmdk_stream_free(struct vmdk_stream *s)
 {
     if (!s)
         return;
-    if (s->c)
-        libdeflate_free_compressor(s->c);
-    if (s->c_store)
-        libdeflate_free_compressor(s->c_store);
+    for (int i = 0; i < VMDK_MAX_THREADS; i++) {
+        vd_deflater_free(s->zd[i]);
+        vd_deflater_free(s->zstore[i]);
+    }
     free(s->gd);
     free(s->gt);
     free(s->grain);
-    free(s->cbuf);
+    free(s->batch);
+    free(s->bsrc);
+    free(s->bg);
+    free(s->blen);
     free(s);
 }
 
@@ -83,11 +98,17 @@ int vmdk_stream_begin(vd_image *img, struct vmdk_extent *e, const struct vmdk_he
     s->gd = calloc(gd_n ? gd_n : 1, 4);
     s->gt = calloc(h->gtes, 4);
     s->grain = malloc(s->grain_bytes);
-    s->c = libdeflate_alloc_compressor(VMDK_DEFLATE_LEVEL);
-    s->c_store = libdeflate_alloc_compressor(0);
-    s->cbuf_len = libdeflate_zlib_compress_bound(NULL, s->grain_bytes) + 12 + VMDK_SECTOR;
-    s->cbuf = malloc(s->cbuf_len);
-    if (!s->gd || !s->gt || !s->grain || !s->c || !s->c_store || !s->cbuf)
+    /* marker, zlib stream in stored blocks (5 bytes per 64 KiB at most;
+     * a deflated grain that would not fit is stored), sector padding */
+    s->rec_max = vd_round_up(12 + 6 + s->grain_bytes + 5 * (s->grain_bytes / 16384 + 1),
+                             VMDK_SECTOR);
+    s->batch_max = VMDK_BATCH_BYTES / s->grain_bytes ? VMDK_BATCH_BYTES / s->grain_bytes : 1;
+    s->bsrc = calloc(s->batch_max + 1, sizeof *s->bsrc);
+    s->bg = calloc(s->batch_max + 1, sizeof *s->bg);
+    s->blen = calloc(s->batch_max + 1, sizeof *s->blen);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->n_threads = ncpu < 1 ? 1 : ncpu > VMDK_MAX_THREADS ? VMDK_MAX_THREADS : (int)ncpu;
+    if (!s->gd || !s->gt || !s->grain || !s->bsrc || !s->bg || !s->blen)
         return vd_set_error(err, -ENOMEM, "out of memory");
     s->cur_gt = UINT64_MAX;
     s->cur_grain = UINT64_MAX;
@@ -143,43 +164,117 @@ static int vmdk_stream_put_gt(struct vmdk_stream *s, vd_error *err)
     return r;
 }
 
+/* Deflate one grain into a record at `rec` (marker + zlib stream, padded
+ * to a sector) with thread slot t's deflaters.  Returns its size, 0 for an
+ * all-zero grain (not stored), SIZE_MAX when out of memory. */
+static size_t vmdk_stream_record(struct vmdk_stream *s, int t, const uint8_t *grain,
+                                 uint64_t g, uint8_t *rec)
+{
+    if (vd_is_zero(grain, s->grain_bytes))
+        return 0;
+    if (!s->zd[t] && !(s->zd[t] = vd_deflater_new(s->level, 15, true)))
+        return SIZE_MAX;
+    if (!s->zstore[t] && !(s->zstore[t] = vd_deflater_new(0, 15, true)))
+        return SIZE_MAX;
+    size_t cap = s->rec_max - 12, clen = 0;
+    if (!vd_looks_incompressible(grain, s->grain_bytes))
+        clen = vd_deflate(s->zd[t], grain, s->grain_bytes, rec + 12, cap);
+    if (!clen && !(clen = vd_deflate(s->zstore[t], grain, s->grain_bytes, rec + 12, cap)))
+        return SIZE_MAX;
+    vd_put_le64(rec, g * s->h.grain);
+    vd_put_le32(rec + 8, (uint32_t)clen);
+    size_t total = vd_round_up(12 + clen, VMDK_SECTOR);
+    memset(rec + 12 + clen, 0, total - 12 - clen);
+    return total;
+}
+
+struct vmdk_batch_part {
+    struct vmdk_stream *s;
+    size_t m;
+    int t, n;                     /* this part deflates grains t, t+n, ... */
+};
+
+static void *vmdk_stream_deflate_part(void *arg)
+{
+    struct vmdk_batch_part *p = arg;
+    struct vmdk_stream *s = p->s;
+    for (size_t i = (size_t)p->t; i < p->m; i += (size_t)p->n)
+        s->blen[i] = vmdk_stream_record(s, p->t, s->bsrc[i], s->bg[i],
+                                        s->batch + i * s->rec_max);
+    return NULL;
+}
+
+/* Write the records of the batch gathered at batch[0..fill) at s->pos. */
+static int vmdk_stream_put_records(struct vmdk_stream *s, size_t fill, vd_error *err)
+{
+    if (!fill)
+        return 0;
+    int r = vd_file_pwrite(s->f, s->batch, fill, s->pos, err);
+    if (r == 0)
+        s->pos += fill;
+    return r;
+}
+
+/* Deflate the m grains in bsrc/bg (increasing indices), one thread per
+ * CPU, and write them in order with the grain tables between them. */
+static int vmdk_stream_put_batch(struct vmdk_stream *s, size_t m, vd_error *err)
+{
+    if (!s->batch && !(s->batch = malloc((s->batch_max + 1) * s->rec_max)))
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int n = m < (size_t)s->n_threads ? (int)m : s->n_threads;
+    struct vmdk_batch_part parts[VMDK_MAX_THREADS];
+    pthread_t th[VMDK_MAX_THREADS];
+    bool started[VMDK_MAX_THREADS] = { false };
+    for (int t = 0; t < n; t++) {
+        parts[t] = (struct vmdk_batch_part){ .s = s, .m = m, .t = t, .n = n };
+        if (t > 0)
+            started[t] = pthread_create(&th[t], NULL, vmdk_stream_deflate_part, &parts[t]) == 0;
+    }
+    vmdk_stream_deflate_part(&parts[0]);
+    for (int t = 1; t < n; t++)
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else
+            vmdk_stream_deflate_part(&parts[t]);   /* no thread: do its share here */
+    /* Records move down to follow each other (a record never moves past
+     * the slot of one not yet placed); tables go between them in order. */
+    size_t fill = 0;
+    int r = 0;
+    for (size_t i = 0; i < m && r == 0; i++) {
+        size_t len = s->blen[i];
+        if (len == SIZE_MAX)
+            return vd_set_error(err, -ENOMEM, "vmdk: out of memory compressing grain %"
+                                PRIu64, s->bg[i]);
+        if (!len)
+            continue;
+        uint64_t g = s->bg[i], gi = g / s->h.gtes;
+        if (gi != s->cur_gt) {
+            if ((r = vmdk_stream_put_records(s, fill, err)) < 0 ||
+                (r = vmdk_stream_put_gt(s, err)) < 0)
+                return r;
+            fill = 0;
+            s->cur_gt = gi;
+            memset(s->gt, 0, s->h.gtes * 4ull);
+        }
+        if ((s->pos + fill + len) / VMDK_SECTOR > UINT32_MAX)
+            return vd_set_error(err, -EFBIG, "vmdk: streamOptimized file would pass 2 TiB");
+        memmove(s->batch + fill, s->batch + i * s->rec_max, len);
+        s->gt[g % s->h.gtes] = (uint32_t)((s->pos + fill) / VMDK_SECTOR);
+        s->gt_dirty = true;
+        fill += len;
+    }
+    return vmdk_stream_put_records(s, fill, err);
+}
+
 /* Compress and write the buffered grain (all-zero grains are skipped). */
 static int vmdk_stream_put_grain(struct vmdk_stream *s, vd_error *err)
 {
     if (s->cur_grain == UINT64_MAX || !s->grain_dirty)
         return 0;
     s->grain_dirty = false;
-    if (vd_is_zero(s->grain, s->grain_bytes))
-        return 0;
-    uint64_t g = s->cur_grain, gi = g / s->h.gtes;
-    if (gi != s->cur_gt) {
-        int r = vmdk_stream_put_gt(s, err);
-        if (r < 0)
-            return r;
-        s->cur_gt = gi;
-        memset(s->gt, 0, s->h.gtes * 4ull);
-    }
-    /* Every grain of a stream is a zlib stream; a random one goes in stored
-     * blocks (as deflate would end up doing, without the search). */
-    struct libdeflate_compressor *c = vd_looks_incompressible(s->grain, s->grain_bytes)
-                                      ? s->c_store : s->c;
-    size_t clen = libdeflate_zlib_compress(c, s->grain, s->grain_bytes, s->cbuf + 12,
-                                           s->cbuf_len - 12 - VMDK_SECTOR);
-    if (!clen)
-        return vd_set_error(err, -EIO, "vmdk: compressing grain %" PRIu64 " failed", g);
-    vd_put_le64(s->cbuf, g * s->h.grain);
-    vd_put_le32(s->cbuf + 8, (uint32_t)clen);
-    size_t total = vd_round_up(12 + clen, VMDK_SECTOR);
-    memset(s->cbuf + 12 + clen, 0, total - 12 - clen);
-    if ((s->pos + total) / VMDK_SECTOR > UINT32_MAX)
-        return vd_set_error(err, -EFBIG, "vmdk: streamOptimized file would pass 2 TiB");
-    int r = vd_file_pwrite(s->f, s->cbuf, total, s->pos, err);
-    if (r < 0)
-        return r;
-    s->gt[g % s->h.gtes] = (uint32_t)(s->pos / VMDK_SECTOR);
-    s->gt_dirty = true;
-    s->pos += total;
-    return 0;
+    s->bsrc[0] = s->grain;
+    s->bg[0] = s->cur_grain;
+    return vmdk_stream_put_batch(s, 1, err);
 }
 
 /* After flush wrote the tail, the next write in order continues the stream
@@ -196,6 +291,8 @@ int vmdk_stream_pwrite(vd_image *img, const uint8_t *buf, size_t len, uint64_t o
                        vd_error *err)
 {
     struct vmdk_stream *s = ((struct vmdk *)img->priv)->stream;
+    if (!s->level)
+        s->level = vd_deflate_level(img->compression_level, VMDK_DEFLATE_LEVEL);
     while (len) {
         uint64_t g = off / s->grain_bytes;
         size_t in = (size_t)(off % s->grain_bytes);
@@ -204,16 +301,44 @@ int vmdk_stream_pwrite(vd_image *img, const uint8_t *buf, size_t len, uint64_t o
             return vd_set_error(err, -EINVAL, "vmdk: streamOptimized images are written in "
                                 "one pass: write at 0x%" PRIx64 " comes after grain at 0x%"
                                 PRIx64, off, s->cur_grain * s->grain_bytes);
-        if (g != s->cur_grain) {
-            int r = vmdk_stream_put_grain(s, err);
+        vmdk_stream_reopen(s);
+        /* Whole grains go out in a batch (the buffered grain in front),
+         * but the last one of the write: it stays buffered, so that a
+         * later write may add to it and reads of it see it. */
+        size_t k = in ? 0 : len / s->grain_bytes;
+        if (k * s->grain_bytes == len)
+            k--;
+        if (k > s->batch_max)
+            k = s->batch_max;
+        if (k > 0) {
+            size_t m = 0;
+            if (s->cur_grain == g)
+                s->grain_dirty = false;          /* wholly overwritten */
+            if (s->cur_grain != UINT64_MAX && s->grain_dirty) {
+                s->bsrc[m] = s->grain;
+                s->bg[m++] = s->cur_grain;
+                s->grain_dirty = false;
+            }
+            for (size_t i = 0; i < k; i++) {
+                s->bsrc[m] = buf + i * s->grain_bytes;
+                s->bg[m++] = g + i;
+            }
+            int r = vmdk_stream_put_batch(s, m, err);
             if (r < 0)
                 return r;
-            s->cur_grain = g;
-            memset(s->grain, 0, s->grain_bytes);
+            s->cur_grain = g + k - 1;            /* written, nothing buffered */
+            n = k * s->grain_bytes;
+        } else {
+            if (g != s->cur_grain) {
+                int r = vmdk_stream_put_grain(s, err);
+                if (r < 0)
+                    return r;
+                s->cur_grain = g;
+                memset(s->grain, 0, s->grain_bytes);
+            }
+            memcpy(s->grain + in, buf, n);
+            s->grain_dirty = true;
         }
-        vmdk_stream_reopen(s);
-        memcpy(s->grain + in, buf, n);
-        s->grain_dirty = true;
         buf += n;
         off += n;
         len -= n;

@@ -332,6 +332,8 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     bool reads_zero = false;
     uint64_t size = vd_size(in);
     r = convert_open_target(o, fmt, size, &out, &reads_zero, e);
+    if (r == 0 && o->compression_level)
+        r = vd_set_compression_level(out, o->compression_level, e);
     if (r == 0) {
         vc_progress *prog = vc_progress_new("converting", size, o->progress && !o->quiet);
         vd_copy_opts c = {
@@ -370,7 +372,9 @@ static const char convert_usage[] =
     "  -f FMT      input format (default: probed from the content)\n"
     "  -O FMT      output format (default: from OUT's extension when it is a\n"
     "              known one; raw for devices and nbd:// URIs)\n"
-    "  -o OPTS     output format options key=val,...; '-o help' lists them\n"
+    "  -o OPTS     output format options key=val,...; '-o help' lists them;\n"
+    "              compression_level=N (1-9) for -c and streamOptimized VMDK:\n"
+    "              1-3 ISA-L igzip (fastest; 3 the default), 4-9 zlib (9 smallest)\n"
     "  -c          compress the output (formats with compressed clusters)\n"
     "  -B BACKING  make OUT an overlay on BACKING; only differences are written\n"
     "  -F FMT      format of BACKING\n"
@@ -405,6 +409,37 @@ static int convert_options_help(const char *fmt, const char *dst)
         return VC_EXIT_ERR;
     const char *h = vd_format_create_help(fmt);
     printf("Supported options for %s:\n%s", fmt, h);
+    return 0;
+}
+
+/* -o compression_level=N is not an image option (it is not stored): take
+ * it out of `opts` (rewritten in place) into *level. */
+static int convert_take_level(char *opts, int *level)
+{
+    char *w = opts;
+    for (char *p = opts; p && *p;) {
+        char *end = p;           /* the next ',' that is not ",," (a comma) */
+        while (*end && (*end != ',' || end[1] == ','))
+            end += *end == ',' ? 2 : 1;
+        char *next = *end ? end + 1 : NULL;
+        size_t n = (size_t)(end - p);
+        if (!strncmp(p, "compression_level=", 18)) {
+            char *e;
+            long v = strtol(p + 18, &e, 10);
+            if (e != p + n || v < 1 || v > 9)
+                return vc_fail("-o compression_level=%.*s: expected 1 to 9 (1-3 fastest, "
+                               "ISA-L; 9 smallest)", (int)(n - 18), p + 18);
+            *level = (int)v;
+        } else {
+            if (w != opts)
+                *w++ = ',';
+            memmove(w, p, n);
+            w += n;
+        }
+        p = next;
+    }
+    if (opts)
+        *w = 0;
     return 0;
 }
 
@@ -472,8 +507,18 @@ int vc_cmd_convert(int argc, char **argv)
     /* -n writes into OUT as it is: its format is probed when not given */
     if (!o.existing && vc_output_format(o.dst_fmt, o.dst, &o.dst_fmt))
         return VC_EXIT_ERR;
+    char *opts = o.options ? strdup(o.options) : NULL;
+    if (o.options && !opts)
+        return vc_fail("out of memory");
+    if (convert_take_level(opts, &o.compression_level)) {
+        free(opts);
+        return VC_EXIT_ERR;
+    }
+    o.options = opts && *opts ? opts : NULL;
     vd_error e = { 0 };
-    if (vc_convert(&o, &e) < 0)
+    int r = vc_convert(&o, &e);
+    free(opts);
+    if (r < 0)
         return vc_fail_err(&e);
     return 0;
 }

@@ -59,6 +59,7 @@ struct vc_convert_opts {
                                           output fully allocated */
     int workers;                       /* -m */
     bool compress;                     /* -c */
+    int compression_level;             /* -o compression_level=N, 0 default */
     bool existing;                     /* -n: write into an existing target */
     bool target_is_zero;               /* --target-is-zero (with -n) */
     bool direct;                       /* -t none: O_DIRECT on raw targets */
