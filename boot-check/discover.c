@@ -9,7 +9,7 @@
  * The kernel and initrd are copied into a private temporary directory too,
  * because qemu (tcg) wants files. */
 #include "vdboot.h"
-#include "ext2-vdisk.h"
+#include "vdisk-ext2.h"
 #include "bootcfg.h"
 
 #include <ctype.h>

@@ -255,7 +255,4 @@ const struct vd_driver vd_nbd = {
     .block_status = nbd_block_status_img,
     .disk_size = nbd_disk_size,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NATIVE,
-    .can_block_status = VD_CAN_NATIVE,
 };

@@ -538,7 +538,4 @@ const struct vd_driver vd_parallels = {
     .list_snapshots = parallels_list_snapshots,
     .load_snapshot = parallels_load_snapshot,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_EMULATE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

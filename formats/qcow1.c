@@ -410,7 +410,4 @@ const struct vd_driver vd_qcow1 = {
     .data_file = qcow1_data_file,
     .details = qcow1_details,
     .can_write = VD_CAN_NONE,
-    .can_zero = VD_CAN_NONE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

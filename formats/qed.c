@@ -819,7 +819,4 @@ const struct vd_driver vd_qed = {
     .set_backing = qed_set_backing,
     .make_empty = qed_make_empty,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

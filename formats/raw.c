@@ -165,7 +165,4 @@ const struct vd_driver vd_raw = {
     .map_for_write = raw_map_for_write,
     .resize = raw_resize,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NATIVE,
-    .can_block_status = VD_CAN_NATIVE,
 };

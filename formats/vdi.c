@@ -750,7 +750,4 @@ const struct vd_driver vd_vdi = {
     .check = vdi_check,
     .details = vdi_details,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_EMULATE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

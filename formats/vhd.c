@@ -756,7 +756,4 @@ const struct vd_driver vd_vhd = {
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

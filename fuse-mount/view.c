@@ -1,7 +1,7 @@
 /* view.c - the tree vdmount shows: disk, partitions, partitions.json and the
  * ext2/3/4 file trees inside them.  See view.h. */
 #include "view.h"
-#include "ext2-vdisk.h"
+#include "vdisk-ext2.h"
 
 #include <dirent.h>
 #include <errno.h>

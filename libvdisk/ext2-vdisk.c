@@ -1,8 +1,8 @@
 /* ext2-vdisk.c - libext2fs over libvdisk: an io_manager whose block reads are
  * vd_pread() calls on a byte range of an image, and thread-safe helpers to
- * look up, stat, read and list files.  See ext2-vdisk.h.
+ * look up, stat, read and list files.  See vdisk-ext2.h.
  */
-#include "ext2-vdisk.h"
+#include "vdisk-ext2.h"
 #include "vd-driver.h"   /* checked arithmetic, endian loads, vd_set_error */
 
 #include <dirent.h>

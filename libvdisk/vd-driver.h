@@ -29,17 +29,12 @@
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* Fill `err` (may be NULL) and return `code` (a negative errno). */
-int vd_set_error(vd_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Same, appending ": strerror(-code)". */
-int vd_set_errno(vd_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Both escape control characters in the message (names read from an image
- * may hold a newline or an ESC sequence): this copies `src` into `dst`
- * (`cap` bytes, always terminated) with \n, \r, \t, \e as such and other
- * bytes below 0x20 and 0x7f as \xNN; everything else, UTF-8 included, as
- * is.  Returns the length written. */
+/* vd_set_error / vd_set_errno: in vdisk.h.  Both escape control characters
+ * in the message (names read from an image may hold a newline or an ESC
+ * sequence): vd_escape_ctl copies `src` into `dst` (`cap` bytes, always
+ * terminated) with \n, \r, \t, \e as such and other bytes below 0x20 and
+ * 0x7f as \xNN; everything else, UTF-8 included, as is.  Returns the length
+ * written. */
 size_t vd_escape_ctl(char *dst, size_t cap, const char *src);
 
 /* ---- checked arithmetic on untrusted values ---------------------------- */
@@ -255,7 +250,10 @@ struct vd_driver {
     int (*set_backing)(vd_image *img, const char *file, const char *fmt, vd_error *err);
     int (*make_empty)(vd_image *img, vd_error *err);
 
-    enum vd_can can_write, can_zero, can_discard, can_block_status;
+    /* NONE: read-only format; EMULATE/NATIVE: vd_create and writes work.
+     * Zeroing, discard and block status need no flag: a NULL callback is
+     * what the core checks. */
+    enum vd_can can_write;
 };
 
 /* ---- the image handle (core-owned; drivers may read/write the fields
@@ -279,7 +277,6 @@ struct vd_image {
     int depth;                     /* core: 0 top, 1 its backing, ... */
     bool probed_raw;               /* core: no format given, none matched */
     pthread_rwlock_t lock;         /* core */
-    void *bounce;                  /* core: alignment bounce buffer */
     struct vd_file_id { dev_t dev; ino_t ino; } *file_ids; /* core: every file */
     size_t n_file_ids;             /* the layer opened (vd_image_uses_file) */
     int compression_level;         /* core: vd_set_compression_level, 0 unset */

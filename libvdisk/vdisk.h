@@ -38,6 +38,15 @@ typedef struct vd_error {
 
 typedef struct vd_image vd_image;
 
+/* Fill `err` (may be NULL) with a message and return `code` (a negative
+ * errno), so that callers report their own failures the same way:
+ * `return vd_set_error(err, -EINVAL, "%s: bad size", path);`. */
+int vd_set_error(vd_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, appending ": strerror(-code)". */
+int vd_set_errno(vd_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- opening ----------------------------------------------------------- */
 
 typedef struct vd_open_opts {

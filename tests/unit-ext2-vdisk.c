@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ext2-vdisk.h"
+#include "vdisk-ext2.h"
 
 static char dir[64];
 static vd_image *img;

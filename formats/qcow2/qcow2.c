@@ -605,7 +605,4 @@ const struct vd_driver vd_qcow2 = {
     .set_backing = qcow2_set_backing,
     .make_empty = qcow2_make_empty,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NATIVE,
-    .can_block_status = VD_CAN_NATIVE,
 };

@@ -227,7 +227,4 @@ const struct vd_driver vd_vhdx = {
     .check = vhdx_check,
     .details = vhdx_details,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_NATIVE,
-    .can_discard = VD_CAN_NATIVE,
-    .can_block_status = VD_CAN_NATIVE,
 };

@@ -132,7 +132,7 @@ static int vmdk_open_desc_extent(vd_image *img, struct vmdk *v,
     if (!flat && strcmp(t, "ZERO") && strcmp(t, "SPARSE") && strcmp(t, "SESPARSE"))
         return vd_set_error(err, -ENOTSUP, "vmdk: %s extents (createType %s) are not "
                             "supported", t, v->desc.create_type);
-    struct vmdk_extent *e;
+    struct vmdk_extent *e = NULL;   /* set on success (gcc -O3 cannot see it) */
     int r = vmdk_add_extent(v, &e, err);
     if (r < 0)
         return r;
@@ -216,7 +216,7 @@ static int vmdk_open_descriptor_file(vd_image *img, struct vmdk *v, uint64_t fsi
  * the name (monolithic files are often renamed). */
 static int vmdk_open_monolithic(vd_image *img, struct vmdk *v, vd_error *err)
 {
-    struct vmdk_extent *e;
+    struct vmdk_extent *e = NULL;   /* set on success (gcc -O3 cannot see it) */
     int r = vmdk_add_extent(v, &e, err);
     if (r < 0)
         return r;
@@ -638,7 +638,4 @@ const struct vd_driver vd_vmdk = {
     .set_backing = vmdk_set_backing,
     .make_empty = vmdk_make_empty,
     .can_write = VD_CAN_NATIVE,
-    .can_zero = VD_CAN_EMULATE,
-    .can_discard = VD_CAN_NONE,
-    .can_block_status = VD_CAN_NATIVE,
 };

@@ -251,7 +251,7 @@ int vc_cmd_measure(int argc, char **argv)
     if (opts) {
         const char *p = strstr(opts, "cluster_size=");
         if (p && (!vc_parse_size(strndupa(p + 13, strcspn(p + 13, ",")), &cs) ||
-                  !vd_is_pow2(cs) || cs < 512 || cs > (2u << 20)))
+                  (cs & (cs - 1)) || cs < 512 || cs > (2u << 20)))
             return vc_fail("measure: cluster_size must be a power of two from 512 to 2M");
     }
     if (strcmp(ofmt, "raw") && strcmp(ofmt, "qcow2"))

@@ -53,7 +53,7 @@ static int vc_rebase_copy(vd_image *img, vd_image *nb, vd_error *e)
             continue;
         }
         /* whole units around [off, off+n) */
-        uint64_t s0 = off / unit * unit, e0 = vd_round_up(off + n, unit);
+        uint64_t s0 = off / unit * unit, e0 = (off + n + unit - 1) / unit * unit;
         if (e0 > size)
             e0 = size;
         if (e0 - s0 > chunk)
@@ -69,7 +69,7 @@ static int vc_rebase_copy(vd_image *img, vd_image *nb, vd_error *e)
             size_t m = l - u < unit ? l - u : (size_t)unit;
             if (!memcmp(a + u, b + u, m))
                 continue;
-            if (vd_is_zero(a + u, m))
+            if (vc_is_zero(a + u, m))
                 r = vd_pwrite_zeroes(img, s0 + u, m, 0, e);
             else
                 r = vd_pwrite(img, a + u, m, s0 + u, e);

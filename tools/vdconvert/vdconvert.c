@@ -182,6 +182,13 @@ int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
     return r;
 }
 
+bool vc_is_zero(const void *buf, size_t len)
+{
+    /* The first byte zero and every byte equal to the one after it. */
+    const unsigned char *p = buf;
+    return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
+}
+
 void vc_json_str(FILE *f, const char *s)
 {
     fputc('"', f);

@@ -3,9 +3,6 @@
 #define VDCONVERT_H
 
 #include "vdisk.h"
-/* The tools link the static library and use its helpers (vd_set_error,
- * vd_is_zero) and, for raw images, the file descriptor. */
-#include "vd-driver.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,6 +43,8 @@ int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e);
 /* Print JSON string literal (with quotes) of `s` to `f`. */
 void vc_json_str(FILE *f, const char *s);
+/* Whether the `len` bytes at buf are all zero. */
+bool vc_is_zero(const void *buf, size_t len);
 
 /* ---- conversion (convert.c) -------------------------------------------- */
 

@@ -1,10 +1,10 @@
-/* ext2-vdisk.h - read ext2/ext3/ext4 file systems inside a libvdisk image.
+/* vdisk-ext2.h - read ext2/ext3/ext4 file systems inside a libvdisk image.
  *
  * libext2fs does the file system work; its block I/O goes through an
  * io_manager whose reads are vd_pread() calls on a byte range of the image (a
  * partition, or the whole disk).  No loop device, no kernel mount, no root.
- * Built as the static library `vdisk_ext2` (meson: vdisk_ext2_dep), used by
- * vdmount and vdboot.
+ * Part of libvdisk when it is built with libext2fs (installed next to vdisk.h
+ * then; pkg-config vdisk); used by vdmount and vdboot.
  *
  * The file system is opened read-only.  Every function here is thread-safe:
  * libext2fs is not, so each handle serializes its calls with a mutex.  Errors
@@ -12,8 +12,8 @@
  * inode: corrupt metadata gives -EIO (or -EUCLEAN for a checksum mismatch)
  * on the files it affects, never a crash.
  */
-#ifndef EXT2_VDISK_H
-#define EXT2_VDISK_H
+#ifndef VDISK_EXT2_H
+#define VDISK_EXT2_H
 
 #include "vdisk.h"
 
