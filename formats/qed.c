@@ -10,7 +10,11 @@
  * metadata change of a session QED_F_NEED_CHECK is set (and synced); flush
  * writes the tables, syncs, and clears it.  An image found with the flag set
  * is checked and repaired when opened read-write, used as is (marked dirty)
- * when opened read-only.
+ * when opened read-only.  Beyond the protocol, no table entry ever reaches
+ * the file before what it points to: new L1 and L2 entries stay in memory
+ * until a flush (or an eviction from the table cache) has synced the data
+ * clusters and tables they name, so that after a power loss the image needs
+ * no repair at all, only leaked clusters may be left (docs/flush.md).
  *
  * Memory stays bounded whatever the header says: only the L1 entries that
  * cover the virtual size are read, only the used part of each L2 table, and
@@ -150,15 +154,37 @@ static int qed_l2_writeback(vd_image *img, struct qed_l2 *t, vd_error *err)
     return r;
 }
 
+static int qed_l1_writeback(vd_image *img, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    if (s->l1_dirty_hi <= s->l1_dirty_lo)
+        return 0;
+    uint64_t n = s->l1_dirty_hi - s->l1_dirty_lo;
+    uint8_t *b = malloc(n * 8);
+    if (!b)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n; i++)
+        vd_put_le64(b + i * 8, s->l1[s->l1_dirty_lo + i]);
+    int r = vd_file_pwrite(img->file, b, n * 8, s->l1_off + s->l1_dirty_lo * 8, err);
+    free(b);
+    if (r == 0)
+        s->l1_dirty_lo = s->l1_dirty_hi = 0;
+    return r;
+}
+
 int qed_cache_writeback(vd_image *img, vd_error *err)
 {
     struct qed_state *s = img->priv;
-    for (int i = 0; i < QED_L2_CACHE; i++) {
-        int r = qed_l2_writeback(img, &s->cache[i], err);
-        if (r < 0)
-            return r;
-    }
-    return 0;
+    bool dirty = s->l1_dirty_hi > s->l1_dirty_lo;
+    for (int i = 0; i < QED_L2_CACHE; i++)
+        dirty |= s->cache[i].dirty_hi > s->cache[i].dirty_lo;
+    if (!dirty)
+        return 0;
+    /* Data clusters and new (zero-extended) tables first, durably. */
+    int r = vd_file_sync(img->file, err);
+    for (int i = 0; r == 0 && i < QED_L2_CACHE; i++)
+        r = qed_l2_writeback(img, &s->cache[i], err);
+    return r == 0 ? qed_l1_writeback(img, err) : r;
 }
 
 void qed_cache_drop(struct qed_state *s)
@@ -183,7 +209,7 @@ static int qed_cache_slot(vd_image *img, struct qed_l2 **out, vd_error *err)
         if (s->cache[i].age < v->age)
             v = &s->cache[i];
     }
-    int r = qed_l2_writeback(img, v, err);
+    int r = v->dirty_hi > v->dirty_lo ? qed_cache_writeback(img, err) : 0;
     if (r < 0)
         return r;
     free(v->e);
@@ -268,16 +294,23 @@ static int qed_l2_create(vd_image *img, uint64_t l1_index, struct qed_l2 **out, 
         return vd_set_error(err, -ENOMEM, "qed: out of memory for an L2 table");
     uint64_t off = qed_alloc(s, s->table_bytes);
     r = vd_file_truncate(img->file, s->file_end, err);
-    uint8_t le[8];
-    vd_put_le64(le, off);
-    if (r == 0)
-        r = vd_file_pwrite(img->file, le, 8, s->l1_off + l1_index * 8, err);
     if (r < 0) {
         free(t->e);
         t->e = NULL;
         return r;
     }
+    /* The L1 entry reaches the file with the next writeback, after the
+     * extension over the table is synced. */
     s->l1[l1_index] = off;
+    if (s->l1_dirty_hi <= s->l1_dirty_lo) {
+        s->l1_dirty_lo = l1_index;
+        s->l1_dirty_hi = l1_index + 1;
+    } else {
+        if (l1_index < s->l1_dirty_lo)
+            s->l1_dirty_lo = l1_index;
+        if (l1_index + 1 > s->l1_dirty_hi)
+            s->l1_dirty_hi = l1_index + 1;
+    }
     t->off = off;
     t->n = n;
     *out = t;
@@ -480,9 +513,8 @@ static int qed_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, 
         off += n;
         len -= n;
     }
-    /* Tables follow the data they point to. */
-    int r2 = qed_cache_writeback(img, err);
-    return r < 0 ? r : r2;
+    /* New entries wait for the next flush (qed_cache_writeback). */
+    return r;
 }
 
 static int qed_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
@@ -521,8 +553,7 @@ static int qed_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
         off += n;
         len -= n;
     }
-    int r2 = qed_cache_writeback(img, err);
-    return r < 0 ? r : r2;
+    return r;
 }
 
 static int qed_flush(vd_image *img, vd_error *err)

@@ -44,6 +44,7 @@ struct qed_state {
     uint64_t data_start;      /* first byte after the header clusters */
     uint64_t l1_n;            /* L1 entries covering image_size */
     uint64_t *l1;
+    uint64_t l1_dirty_lo, l1_dirty_hi;  /* [lo, hi) L1 entries to write back */
     uint64_t file_end;        /* next allocation, cluster aligned */
     struct qed_l2 cache[QED_L2_CACHE];
     unsigned clock;
@@ -54,6 +55,8 @@ struct qed_state {
 /* Shared between the driver files. */
 bool qed_table_ok(const struct qed_state *s, uint64_t off, uint64_t file_size);
 int qed_write_features(vd_image *img, vd_error *err);
+/* Write the changed L1 and L2 entries, after a sync of the data and file
+ * extensions they point to (nothing when none changed). */
 int qed_cache_writeback(vd_image *img, vd_error *err);
 void qed_cache_drop(struct qed_state *s);
 int qed_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);
