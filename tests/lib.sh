@@ -6,6 +6,11 @@
 #                         (built once per build dir, under a lock)
 #   fail MSG              print and exit 1
 #   raw_sha IMG [FMT]     sha256 of the guest content as qemu-img reads it
+#   qemu_name FMT         qemu's name for a vdisk format (vhd -> vpc)
+#   mem_dir VAR           VAR = a scratch dir in memory when there is room
+#   per_format FUNC FMT...  run crash or power-loss trials of all formats
+#                         at once and check each format's promise (below)
+#   judge_image FMT IMG OUT VERIFY...  what an image needs after a crash
 set -euo pipefail
 export LC_ALL=C
 : "${VD_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
@@ -46,4 +51,134 @@ raw_sha() {
     fi
     sha256sum "$T/.sha.raw" | cut -d' ' -f1
     rm -f "$T/.sha.raw"
+}
+
+qemu_name() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
+
+# mem_dir VAR: sets VAR to a fresh folder under /dev/shm when it has 2 GiB
+# free (else under $T), removed at exit.  For tests that rewrite many images
+# (crash and power-loss trials): what they test is the library's order of
+# writes and syncs, not the disk's write-back, and tmpfs keeps them fast on
+# a busy disk.
+mem_dir() {
+    local d
+    if [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')" -ge 2097152 ] 2>/dev/null; then
+        d=$(mktemp -d /dev/shm/vdtest.XXXXXX)
+        trap 'rm -rf "$T" "'"$d"'"' EXIT
+    else
+        d=$(mktemp -d "$T/mem.XXXXXX")
+    fi
+    printf -v "$1" '%s' "$d"
+}
+
+# --- crash and power-loss trials -----------------------------------------
+# test-crash-consistency.sh (SIGKILL) and test-power-loss.sh (a cut of the
+# library's write log) share this.  What docs/flush.md promises after either,
+# per format, besides "every write before the last completed flush reads
+# back" (all formats):
+#   clean   the checks find nothing but leaked clusters, with no repair; a
+#           VHDX log left pending is replayed by a read-write open (qemu's,
+#           as any VM's), which is the format's own recovery, not a repair
+#   repair  the checks may find more, which `vdconvert check -r all` repairs
+#           (counted and reported as "repaired")
+#   data    nothing to check (raw)
+declare -A TRIAL_PROMISE=([raw]=data [qcow2]=clean [qed]=clean [vhdx]=clean
+                          [vdi]=repair [vhd]=clean [vmdk]=clean [parallels]=repair)
+# (VD_TRIAL_FORMATS narrows the list when one format is being debugged.)
+read -r -a TRIAL_FORMATS <<<"${VD_TRIAL_FORMATS:-raw qcow2 qed vhdx vdi vhd vmdk parallels}"
+
+# image_checks FMT IMG OUT: 0 when every check finds nothing but leaks
+# (exit 0, or 3 = leaks only): `vdconvert check`, and `qemu-img check` where
+# qemu checks the format (exit 63: it does not) and opens this variant (it
+# cannot open VDI differencing images).  Their output is appended to OUT.
+image_checks() {
+    local fmt=$1 img=$2 out=$3 rc=0
+    [ "$fmt" = raw ] && return 0
+    "$VDCONVERT" check "$img" >>"$out" 2>&1 || rc=$?
+    [ $rc = 0 ] || [ $rc = 3 ] || return 1
+    rc=0
+    qemu-img check -f "$(qemu_name "$fmt")" "$img" >"$out.q" 2>&1 || rc=$?
+    cat "$out.q" >>"$out"
+    if [ $rc = 1 ] && grep -q "Could not open.*\(unsupported\|not supported\)" "$out.q"; then
+        rc=0
+    fi
+    [ $rc = 0 ] || [ $rc = 3 ] || [ $rc = 63 ]
+}
+
+# judge_image FMT IMG OUT VERIFY...: after a kill or a cut.  VERIFY (a
+# command) checks that the flushed writes read back.  Prints one word:
+#   clean     verified, and the checks find nothing but leaks
+#   replayed  the same after a read-write open replayed a pending VHDX log
+#   repaired  the same only after `vdconvert check -r all`
+#   lost      flushed writes do not read back (even after a repair)
+#   corrupt   the checks fail even after the repair
+# OUT gets what the verifier and the checks said.
+judge_image() {
+    local fmt=$1 img=$2 out=$3 state=clean
+    shift 3
+    : >"$out"
+    if ! "$@" >>"$out" 2>&1; then
+        # an image that does not open may be repairable; lost data is not
+        grep -q "reopen" "$out" || { echo lost; return; }
+        "$VDCONVERT" check -r all "$img" >>"$out" 2>&1 || true
+        "$@" >>"$out" 2>&1 || { echo lost; return; }
+        state=repaired
+    fi
+    if [ "$fmt" = vhdx ] && ! qemu-img info -f vhdx "$img" >>"$out" 2>&1 &&
+        grep -q "log that needs to be replayed" "$out"; then
+        qemu-io -f vhdx -c flush "$img" >>"$out" 2>&1 || { echo corrupt; return; }
+        [ $state = repaired ] || state=replayed
+    fi
+    image_checks "$fmt" "$img" "$out" && { echo $state; return; }
+    "$VDCONVERT" check -r all "$img" >>"$out" 2>&1 || true
+    if image_checks "$fmt" "$img" "$out" && "$@" >>"$out" 2>&1; then echo repaired; else echo corrupt; fi
+}
+
+# trial_failed STATE PROMISE: whether a trial's state breaks the promise:
+# lost data, a corrupt image, an error of the writer, or a repair where the
+# promise is clean.
+trial_failed() {
+    case $1 in
+        clean|replayed) return 1 ;;
+        repaired) [ "$2" = clean ] ;;
+        *) return 0 ;;
+    esac
+}
+
+# per_format FUNC FMT...: runs `FUNC FMT` for all formats at once (a trial
+# mostly waits, for its kill or on I/O, so the cores stay busy).  FUNC
+# prints its report and one word per trial (judge_image's) into
+# $T/FMT.states; the reports are printed in order with a table of the
+# states, and per_format fails when a format did not finish or a trial
+# broke its format's promise (TRIAL_PROMISE).
+per_format() {
+    local func=$1 fmt bad=0 n
+    shift
+    for fmt in "$@"; do
+        ( "$func" "$fmt" && touch "$T/$fmt.finished" ) >"$T/$fmt.out" 2>&1 &
+    done
+    wait
+    for fmt in "$@"; do
+        sed "s/^/$fmt: /" "$T/$fmt.out"
+        [ -f "$T/$fmt.finished" ] || { echo "$fmt: did not finish"; bad=$((bad + 1)); }
+    done
+    printf '%-10s %-7s %6s %6s %9s %9s %5s %8s %6s\n' format promise trials clean replayed \
+        repaired lost corrupt error >"$T/table"
+    for fmt in "$@"; do
+        touch "$T/$fmt.states"
+        local c=() s
+        for s in clean replayed repaired lost corrupt; do
+            c+=("$(grep -cx "$s" "$T/$fmt.states" || true)")
+        done
+        c+=("$(grep -cvxE 'clean|replayed|repaired|lost|corrupt' "$T/$fmt.states" || true)")
+        printf '%-10s %-7s %6s %6s %9s %9s %5s %8s %6s\n' "$fmt" "${TRIAL_PROMISE[$fmt]}" \
+            "$(wc -l <"$T/$fmt.states")" "${c[@]}" >>"$T/table"
+        while read -r s; do
+            if trial_failed "$s" "${TRIAL_PROMISE[$fmt]}"; then bad=$((bad + 1)); fi
+        done <"$T/$fmt.states"
+    done
+    cat "$T/table"
+    n=$(cat "$T"/*.states | wc -l)
+    echo "$n trials, $bad broke their format's promise (docs/flush.md)"
+    [ $bad = 0 ]
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """powerloss.py - rebuild what a disk could hold after a power loss.
 
-    powerloss.py LOG IMAGE BASE OUT CUT SEED     (prints the durable count)
+    powerloss.py LOG IMAGE BASE OUT CUT:SEED...  (prints the durable counts)
     powerloss.py LOG IMAGE --count                (prints the record count)
 
 LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
@@ -14,6 +14,8 @@ write or zeroing lands or does not, a truncation happens or does not.  That
 is what a disk with a volatile write cache may keep (sector writes are
 atomic; nothing else is promised between syncs).  The output line is the
 number of writes the writer had flushed (its last "mark" before CUT).
+With several CUT:SEED pairs the log is read once and one image is made per
+pair, OUT with "{}" replaced by the SEED, one output line each.
 """
 import random
 import shutil
@@ -52,13 +54,8 @@ def apply(f, op, off, ln, payload, lo=0, hi=None):
         f.truncate(off)
 
 
-def main():
-    log, image = sys.argv[1], sys.argv[2]
-    recs = list(records(log))
-    if sys.argv[3] == '--count':
-        print(len(recs))
-        return
-    base, out, cut, seed = sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+def power_cut(recs, image, base, out, cut, seed):
+    """Write OUT for a cut after record CUT; return the flushed count."""
     recs = recs[:cut]
     last_sync = max((i for i, r in enumerate(recs) if r[0] == 4 and r[1] == image), default=-1)
     done = max((r[2] for r in recs if r[0] == 5), default=0)
@@ -81,7 +78,19 @@ def main():
                     if rng.random() < 0.5:
                         apply(f, op, off, ln, payload, p - off, q - off)
                     p = q
-    print(done)
+    return done
+
+
+def main():
+    log, image = sys.argv[1], sys.argv[2]
+    recs = list(records(log))
+    if sys.argv[3] == '--count':
+        print(len(recs))
+        return
+    base, out = sys.argv[3], sys.argv[4]
+    for pair in sys.argv[5:]:
+        cut, seed = (int(x) for x in pair.split(':'))
+        print(power_cut(recs, image, base, out.replace('{}', str(seed)), cut, seed))
 
 
 if __name__ == '__main__':
