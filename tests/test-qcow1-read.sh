@@ -56,16 +56,16 @@ same_as_qemu "$T/top.qcow"
 
 # Read-only driver: writing is refused; encrypted images are refused.
 if "$VDCONVERT" create -O qcow "$T/new.qcow" 1M 2>"$T/err"; then fail "qcow create accepted"; fi
-if qemu-img create -q --object secret,id=s0,data=abc -f qcow \
-        -o encrypt.format=aes,encrypt.key-secret=s0 "$T/enc.qcow" 1M 2>/dev/null; then
-    if "$VDCONVERT" info "$T/enc.qcow" 2>"$T/err"; then fail "encrypted image opened"; fi
-    grep -q "qcow: image is AES-encrypted" "$T/err" || { cat "$T/err"; fail "encryption message"; }
-    echo "ok: encrypted image refused: $(cat "$T/err")"
-fi
+qemu-img create -q --object secret,id=s0,data=abc -f qcow \
+    -o encrypt.format=aes,encrypt.key-secret=s0 "$T/enc.qcow" 1M || fail "qemu-img cannot make an AES qcow"
+if "$VDCONVERT" info "$T/enc.qcow" 2>"$T/err"; then fail "encrypted image opened"; fi
+grep -q "qcow: image is AES-encrypted" "$T/err" || { cat "$T/err"; fail "encryption message"; }
+echo "ok: encrypted image refused: $(cat "$T/err")"
 
 # --- the shared matrix and samples -----------------------------------------
 if [ ! -d "$SHARED/corpus" ]; then
-    echo "../shared/corpus absent: matrix and samples not checked"; exit 0
+    # reported as skipped by name: the matrix and sample cases cannot run
+    skip "../shared/corpus absent: matrix and samples not checked (the images built here passed)"
 fi
 M=$(matrix_dir)
 n=0

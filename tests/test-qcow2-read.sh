@@ -123,9 +123,9 @@ if [ -d "$SHARED/corpus" ]; then
         expect "sample $path" "$(vd_sha "$f")" "$sha"
         rm -f "$T/sample.qcow2"
     done < <(grep -v '^#' "$S/EXPECTED.tsv")
-else
-    echo "note: ../shared/corpus absent: matrix and samples skipped"
 fi
 
 [ "$fails" = 0 ] || fail "$fails qcow2 read checks failed"
+# reported as skipped by name: the matrix and sample cases could not run
+[ -d "$SHARED/corpus" ] || skip "../shared/corpus absent: matrix and samples not checked (the rest passed)"
 echo "all qcow2 read checks passed"

@@ -59,7 +59,8 @@ same_as_qemu "$T/nc.qed"
 
 # --- the shared matrix and samples -----------------------------------------
 if [ ! -d "$SHARED/corpus" ]; then
-    echo "../shared/corpus absent: matrix and samples not checked"; exit 0
+    # reported as skipped by name: the matrix and sample cases cannot run
+    skip "../shared/corpus absent: matrix and samples not checked (the images built here passed)"
 fi
 M=$(matrix_dir)
 n=0
