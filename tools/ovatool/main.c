@@ -12,7 +12,8 @@ static const char usage_text[] =
     "usage: ovatool info [--json] APPLIANCE.ova|.ovf\n"
     "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
-    "                      [--strict] [--ca-file CA.pem] [--virtio] [-p] APPLIANCE.ova|.ovf\n"
+    "                      [--strict] [--ca-file CA.pem] [--virtio] [-p]\n"
+    "                      APPLIANCE.ova|.ovf|VM.vmx|VM.vbox\n"
     "       ovatool lint --target virtualbox|vmware|esxi|ovf2 [--json] APPLIANCE\n"
     "       ovatool convert --target virtualbox|vmware|esxi|ovf2 [--digest ALG]\n"
     "                      [--sign KEY.pem --cert CERT.pem] [--no-verify] [-p] -o OUT.ova\n"
@@ -302,6 +303,10 @@ static int cmd_import(int argc, char **argv)
         fprintf(stderr, "ovatool: -O %s: not a format vdisk can write\n", o.format);
         return 1;
     }
+    size_t l = strlen(argv[optind]);
+    if ((l > 4 && !strcasecmp(argv[optind] + l - 4, ".vmx")) ||
+        (l > 5 && !strcasecmp(argv[optind] + l - 5, ".vbox")))
+        return vm_folder_import(argv[optind], &o);
     return ova_import(argv[optind], &o);
 }
 

@@ -42,6 +42,8 @@ struct import_opts {
     const char *cafile;
 };
 int ova_import(const char *path, const struct import_opts *o);
+/* vmfolder.c: import a VMware .vmx or a VirtualBox .vbox VM folder. */
+int vm_folder_import(const char *path, const struct import_opts *o);
 /* Make file `f` whole in `dir` (join chunks, inflate gzip within limits);
  * returns the path to read (malloc'd) or NULL with a message. */
 char *appliance_prepare_file(const char *dir, const struct ovf_file *f, uint64_t capacity,
