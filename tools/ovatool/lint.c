@@ -229,9 +229,6 @@ static void lint_manifest(struct lint *L, const struct appliance *ap)
     else if (algs != 1 && algs != 2 && algs != 4)
         lint_add(L, "manifest-algorithm", "%s: mixes digest algorithms: use one (SHA256)",
                  ap->mf_name);
-    else if (algs == 4 && L->vbox)
-        lint_add(L, "manifest-algorithm", "%s: SHA512 digests, which VirtualBox before 7 "
-                 "does not check: use SHA256", ap->mf_name);
     int checked;
     char err[1024];
     if (!bad_syntax && appliance_verify_manifest(ap, err, sizeof err, &checked) < 0)
