@@ -3,11 +3,12 @@
 # three digests, certificates (signature and chain), tampering, malformed and
 # hostile appliances, import to qcow2 with libvirt XML, export + schema check.
 . "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img qemu-io openssl python3 xmllint
+requires_cmd qemu-img qemu-io openssl python3 xmllint genisoimage virt-xml-validate qemu-system-x86_64
 OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
 [ -x "$OVA" ] || skip "ovatool not built"
 
 # --- real descriptors from VirtualBox, vSphere, ovftool (when ../shared is here)
+# (without ../shared the test ends as skipped, by name, after the rest passed)
 if [ -d "$SHARED/corpus/ovf" ]; then
     o=$("$OVA" info "$SHARED/corpus/ovf/vmware/esxi-two-disks-virt-v2v.ovf")
     grep -q "^disk vmdisk2: disk2.vmdk, capacity 483183820800 bytes" <<<"$o" || fail "two-disks capacity: $o"
@@ -41,8 +42,6 @@ TABLE
         fail "../ href not reported"
     if "$OVA" verify "$SHARED/corpus/ovf/vmware/complete-sections-govmomi.ovf" 2>/dev/null; then
         fail "verify accepted a reference leaving the appliance"; fi
-else
-    echo "SKIP part: ../shared/corpus/ovf absent"
 fi
 
 # --- a VMware-style OVA built here: streamOptimized disk by qemu-img
@@ -190,7 +189,9 @@ done
 [ ! -e "$T/escaped" ] && [ ! -e "$T/abs-escaped" ] || fail "a member was written outside OUTDIR"
 
 # --- import (needs the VMDK reader)
-if "$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: vmdk"; then
+"$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: vmdk" ||
+    fail "vdisk does not read the appliance's VMDK as vmdk"
+{
     "$OVA" import -O qcow2 -d "$T/imp" "$T/t-signed.ova" >"$T/out" 2>&1 || fail "import: $(cat "$T/out")"
     qemu-img compare -q "$T/src.raw" "$T/imp/testvm-disk1.qcow2" || fail "imported disk differs"
     qemu-img check -q "$T/imp/testvm-disk1.qcow2" || fail "imported disk check"
@@ -208,7 +209,7 @@ if "$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: 
     # a VirtualBox-style appliance with an ISO on the IDE controller: the ISO
     # is attached read-only as a CD-ROM with its bytes unchanged, not
     # converted like a disk; the qemu line must be one qemu accepts
-    if command -v genisoimage >/dev/null; then
+    {
         mkdir -p "$T/iso/root" "$T/v"; echo "vdisk iso" >"$T/iso/root/README"
         genisoimage -quiet -V VDISKCD -o "$T/v/vb-disk2.iso" "$T/iso/root"
         cp "$T/a/test-disk1.vmdk" "$T/v/vb-disk1.vmdk"
@@ -231,26 +232,22 @@ assert len(cd) == 1 and len(d) == 2, d
 assert cd[0].find("driver").get("type") == "raw" and cd[0].find("readonly") is not None
 assert cd[0].find("target").get("bus") == "sata" and cd[0].find("source").get("file").endswith("testvm-cd2.iso")
 PY
-        if command -v virt-xml-validate >/dev/null; then
-            virt-xml-validate "$T/impv/testvm.xml" >/dev/null 2>&1 || fail "virt-xml-validate: $(virt-xml-validate "$T/impv/testvm.xml" 2>&1)"
-        fi
+        virt-xml-validate "$T/impv/testvm.xml" >/dev/null 2>&1 || fail "virt-xml-validate: $(virt-xml-validate "$T/impv/testvm.xml" 2>&1)"
         grep -q "media=cdrom,readonly=on -device ide-cd" "$T/impv/testvm.sh" || fail "qemu line: no CD-ROM"
-        if command -v qemu-system-x86_64 >/dev/null; then
+        {
             # qemu parses the devices and stays up (paused) until killed;
             # a bad device option makes it exit at once with an error
             rc=0; QEMU_ACCEL=tcg QEMU_CPU=max timeout 5 "$T/impv/testvm.sh" -S -nic none \
                 </dev/null >"$T/qout" 2>&1 || rc=$?
             [ $rc = 124 ] || fail "qemu refused the generated command line (rc $rc): $(head -3 "$T/qout")"
-        fi
-    else
-        echo "SKIP part: genisoimage absent (ISO as CD-ROM)"
-    fi
-else
-    echo "SKIP part: vdisk cannot read VMDK yet (import)"
-fi
+        }
+    }
+}
 
 # --- export (needs the streamOptimized VMDK writer)
-if "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M 2>/dev/null; then
+"$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M >/dev/null ||
+    fail "vdconvert cannot write streamOptimized VMDK (export)"
+{
     qemu-img convert -O qcow2 "$T/src.raw" "$T/src.qcow2"
     "$OVA" export -n exported --disk "$T/src.qcow2" --cpus 2 --memory 512 --os-type debian \
         --target vmware --sign "$T/leaf.key" --cert "$T/leaf.crt" -o "$T/exp.ova" || fail "export"
@@ -266,7 +263,6 @@ if "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M 2
         xmllint --nonet --noout --schema "$SHARED/corpus/ovf/schema/ovf-2.0.1/dsp8023_2.0.1.xsd" \
             "$T/x/e2.ovf" 2>"$T/err" || fail "OVF 2 schema: $(cat "$T/err")"
     fi
-else
-    echo "SKIP part: vdisk cannot write streamOptimized VMDK yet (export)"
-fi
+}
+[ -d "$SHARED/corpus/ovf" ] || skip "../shared/corpus/ovf absent: real descriptors and the OVF schemas not checked (the rest passed)"
 echo ok

@@ -1,7 +1,7 @@
 #!/bin/bash
 # vdboot on /dev/kvm: the probe kernel installed in /boot of an ext4
 # partition (grub.cfg names it), found by discovery, boots after vdconvert
-# to every format vdconvert can write; the checksum the probe reads through
+# to every format vdconvert writes (a fixed list); the checksum the probe reads through
 # virtio-blk equals the sectors' real checksum; a guest write lands in the
 # overlay and the image file's sha256 stays the same.
 . "$(dirname "$0")/lib.sh"
@@ -15,12 +15,8 @@ mkfs.ext4 -q -F -L probe-root -d "$T/root" "$T/fs.img" 6M
 make_disk "$T/disk.raw" "$T/fs.img"
 want=$(crc32_of "$T/disk.raw" $((2048 * 512)) $((64 * 512)))
 
-formats=$("$VDCONVERT" --help 2>&1 | sed -n 's/^formats: //p')
-variants=(raw)
-for f in qcow2 vmdk vdi vhd vhdx parallels qed; do
-    case " $formats " in *" $f "*) variants+=("$f") ;; esac
-done
-case " $formats " in *" vmdk "*) variants+=("vmdk:subformat=streamOptimized") ;; esac
+# A fixed list: a format vdconvert cannot write fails the test.
+variants=(raw qcow2 vmdk vdi vhd vhdx parallels qed vmdk:subformat=streamOptimized)
 echo "formats: ${variants[*]}"
 
 booted=0
@@ -56,5 +52,5 @@ PY
     echo "$v: login, crc32 $got, image unchanged"
     booted=$((booted + 1))
 done
-[ $booted -ge 2 ] || fail "only $booted formats booted"
+[ $booted = ${#variants[@]} ] || fail "only $booted of ${#variants[@]} formats booted"
 echo "ok: $booted variants"

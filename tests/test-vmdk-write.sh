@@ -8,7 +8,12 @@
 # with -B (partial grains copied from the parent), CID/parentCID upkeep and
 # commit into the parent are checked against qemu-img too.
 source "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img python3
+requires_cmd qemu-img python3 vmdkinfo
+PYVMDK=""
+for p in /usr/bin/python3 python3; do
+    if "$p" -c 'import pyvmdk' 2>/dev/null; then PYVMDK=$p; break; fi
+done
+[ -n "$PYVMDK" ] || skip "pyvmdk (python3-libvmdk) not installed: libvmdk content check impossible"
 
 # 70 MiB + 3 sectors: data at the start, across the first grain-table
 # boundary (32 MiB), a partial grain, and in the very last sector.
@@ -43,10 +48,8 @@ roundtrip() {  # SUBFORMAT ADAPTER HWVERSION
     qemu-img check -q -f vmdk "$out" || fail "$sub: qemu-img check"
     [ "$(qemu-img info -f vmdk --output=json "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["format-specific"]["data"]["create-type"])')" = "$sub" ] ||
         fail "$sub: qemu-img sees another create type"
-    if command -v vmdkinfo >/dev/null; then
-        vmdkinfo "$out" >"$T/vmdkinfo.txt" 2>&1 || fail "$sub: vmdkinfo: $(tail -2 "$T/vmdkinfo.txt")"
-        grep -q "Media size:.*73401856 bytes" "$T/vmdkinfo.txt" || fail "$sub: vmdkinfo size"
-    fi
+    vmdkinfo "$out" >"$T/vmdkinfo.txt" 2>&1 || fail "$sub: vmdkinfo: $(tail -2 "$T/vmdkinfo.txt")"
+    grep -q "Media size:.*73401856 bytes" "$T/vmdkinfo.txt" || fail "$sub: vmdkinfo size"
     local d
     d=$(desc_of "$out")
     grep -q "^createType=\"$sub\"" <<<"$d" || fail "$sub: createType"
@@ -75,11 +78,7 @@ ls "$T"/*-flat.vmdk "$T"/*-s001.vmdk "$T"/*-f001.vmdk >/dev/null || fail "extent
 # the extent file named in the descriptor even for monolithic files, so those
 # are made here with `create` (right name) and filled with `convert -n`,
 # which writes through the same driver paths.
-PYVMDK=""
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import pyvmdk' 2>/dev/null; then PYVMDK=$p; break; fi
-done
-if [ -n "$PYVMDK" ]; then
+{
     yal_read() {  # IMG: sha256 of the content as libvmdk reads it
         "$PYVMDK" - "$1" <<'PY'
 import hashlib, pyvmdk, sys
@@ -103,9 +102,7 @@ PY
         [ "$(yal_read "$T/$f.vmdk")" = "$src_sha" ] || fail "libvmdk reads $f differently"
         echo "ok: libvmdk reads $f content"
     done
-else
-    echo "note: pyvmdk (python3-libvmdk) not installed: libvmdk content check skipped"
-fi
+}
 
 # streamOptimized: VMware's layout, checked marker by marker.
 python3 - "$T/streamOptimized-lsilogic.vmdk" <<'PY'
