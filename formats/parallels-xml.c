@@ -493,6 +493,7 @@ int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info
             continue;
         if (out && count < max) {
             memset(&out[count], 0, sizeof out[count]);
+            out[count].icount = UINT64_MAX;
             snprintf(out[count].id, sizeof out[count].id, "%s", b->shots[i].guid);
             snprintf(out[count].name, sizeof out[count].name, "%s", b->shots[i].guid);
             out[count].disk_size = b->size;

@@ -439,6 +439,8 @@ int vd_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max)
 {
     if (!img->drv->list_snapshots)
         return 0;
+    for (size_t i = 0; out && i < max; i++)
+        out[i].icount = UINT64_MAX;      /* drivers that know it set it */
     return img->drv->list_snapshots(img, out, max);
 }
 

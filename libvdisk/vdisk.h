@@ -266,6 +266,8 @@ typedef struct vd_snapshot_info {
     uint32_t date_nsec;
     uint64_t vm_clock_nsec;
     uint64_t disk_size;       /* virtual size at the snapshot */
+    uint64_t icount;          /* instructions executed (record/replay), or
+                                 UINT64_MAX when the image has none */
 } vd_snapshot_info;
 
 typedef struct vd_info {
@@ -369,6 +371,7 @@ typedef struct vd_check_result {
     uint64_t allocated_clusters;
     uint64_t total_clusters;
     uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;  /* of the allocated ones (qcow2) */
     uint64_t image_end_offset;
     char first_problem[VD_ERROR_MAX]; /* first problem found, human text */
 } vd_check_result;

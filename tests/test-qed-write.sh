@@ -52,7 +52,7 @@ truncate -s 8M "$T/empty.raw"
 [ "$(stat -c %s "$T/empty.qed")" = $((5 * 65536)) ] || fail "empty image is not header + L1"
 
 # create -b: backing recorded like qemu-img records it.
-"$VDCONVERT" create -O qed -b a.raw "$T/top.qed"
+"$VDCONVERT" create -O qed -b a.raw -F raw "$T/top.qed"
 qemu-img info "$T/top.qed" | grep -q "^backing file: a.raw" || fail "backing name"
 qemu-img info "$T/top.qed" | grep -qx "backing file format: raw" || fail "backing raw flag"
 qemu-img check -q "$T/top.qed" || fail "fresh child check"

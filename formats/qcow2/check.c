@@ -72,6 +72,9 @@ static void qcow2_ck_l2(qcow2_ck *k, uint64_t l2off, bool active)
         qcow2_ck_problem(k, "qcow2: L2 table at 0x%llx unreadable", (unsigned long long)l2off);
         return;
     }
+    /* Fragmentation as qemu-img counts it: per L2 table, a data cluster not
+     * right after the previous one; compressed clusters always. */
+    uint64_t next_contig = 0;
     for (uint64_t i = 0; i < s->l2_entries; i++) {
         qcow2_entry x;
         uint64_t ent = vd_be64(k->l2 + i * s->l2_entry_size);
@@ -79,8 +82,11 @@ static void qcow2_ck_l2(qcow2_ck *k, uint64_t l2off, bool active)
         uint64_t at = l2off + i * s->l2_entry_size;
         if (x.kind == QCOW2_COMPRESSED) {
             qcow2_ck_inc(k, x.host, x.csize, "compressed cluster");
-            if (active)
+            if (active) {
                 k->res->allocated_clusters++;
+                k->res->compressed_clusters++;
+                k->res->fragmented_clusters++;
+            }
             continue;
         }
         if (s->extl2 && !x.host && x.alloc_bits && !(s->incompat & QCOW2_INCOMPAT_DATA_FILE))
@@ -99,8 +105,12 @@ static void qcow2_ck_l2(qcow2_ck *k, uint64_t l2off, bool active)
                              (unsigned long long)at, (unsigned long long)x.host);
             continue;
         }
-        if (active && x.kind != QCOW2_ZERO)
+        if (active && x.kind != QCOW2_ZERO) {
             k->res->allocated_clusters++;
+            if (next_contig && x.host != next_contig)
+                k->res->fragmented_clusters++;
+            next_contig = x.host + s->cluster_size;
+        }
         if (!s->data_file)    /* clusters of an external data file have no refcount */
             qcow2_ck_inc(k, x.host, s->cluster_size, "data cluster");
     }

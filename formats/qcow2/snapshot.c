@@ -127,6 +127,8 @@ int qcow2_list_snapshots(vd_image *img, vd_snapshot_info *out, size_t max)
         o->date_nsec = sn->date_nsec;
         o->vm_clock_nsec = sn->vm_clock_nsec;
         o->disk_size = sn->disk_size;
+        /* icount: third field of the extra data (qemu 5.2+), -1 = none */
+        o->icount = sn->extra_len >= 24 ? vd_be64(sn->extra + 16) : UINT64_MAX;
     }
     return (int)s->nb_snapshots;
 }

@@ -130,7 +130,6 @@ static int vhdx_cmp_u64(const void *a, const void *b)
  * BAT regions. */
 static int vhdx_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
-    (void)flags;
     struct vhdx_state *s = img->priv;
     memset(res, 0, sizeof *res);
     res->image_end_offset = s->file_size;
@@ -162,6 +161,20 @@ static int vhdx_check(vd_image *img, unsigned flags, vd_check_result *res, vd_er
             res->fragmented_clusters++;
     }
     free(v);
+    /* A dirty log is metadata the file does not hold yet.  Read-only, it
+     * was replayed in memory only: report it as qemu-img does (a problem
+     * that `check -r all` repairs).  Opened for a repair, the open replayed
+     * it into the file: report it repaired. */
+    if (s->replayed && img->readonly) {
+        if (!res->corruptions++)
+            snprintf(res->first_problem, sizeof res->first_problem,
+                     "vhdx: the log at 0x%llx holds metadata changes not yet in the file "
+                     "(replayed in memory only); check -r all writes them",
+                     (unsigned long long)s->log_off);
+    } else if (s->replayed && flags) {
+        res->corruptions_fixed++;
+        s->replayed = false;           /* reported once; the file holds it now */
+    }
     return 0;
 }
 

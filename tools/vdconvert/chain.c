@@ -286,10 +286,7 @@ int vc_cmd_snapshot(int argc, char **argv)
         int n = vd_list_snapshots(img, NULL, 0);
         vd_snapshot_info *s = n > 0 ? calloc((size_t)n, sizeof *s) : NULL;
         if (n > 0 && s && vd_list_snapshots(img, s, (size_t)n) >= 0) {
-            printf("Snapshot list:\n%-10s%-18s%-10s%s\n", "ID", "TAG", "VM SIZE", "DATE");
-            for (int i = 0; i < n; i++)
-                printf("%-10s%-18s%-10" PRIu64 "%" PRIu64 "\n", s[i].id, s[i].name,
-                       s[i].vm_state_size, s[i].date_sec);
+            vc_print_snapshots(s, n);
         } else if (n < 0) {
             rc = vc_fail("snapshot: %s: listing snapshots failed: %s", argv[optind],
                          strerror(-n));

@@ -39,12 +39,13 @@ static void check_print_human(const vd_check_result *r)
                "This means waste of disk space, but no harm to data.\n", r->leaks);
     if (!r->corruptions && !r->leaks)
         printf("No errors were found on the image.\n");
-    if (r->total_clusters)
-        printf("%" PRIu64 "/%" PRIu64 " = %.2f%% allocated, %.2f%% fragmented\n",
-               r->allocated_clusters, r->total_clusters,
+    /* qemu-img prints this line only when something is allocated */
+    if (r->total_clusters && r->allocated_clusters)
+        printf("%" PRIu64 "/%" PRIu64 " = %.2f%% allocated, %.2f%% fragmented, %.2f%% "
+               "compressed clusters\n", r->allocated_clusters, r->total_clusters,
                100.0 * (double)r->allocated_clusters / (double)r->total_clusters,
-               r->allocated_clusters ? 100.0 * (double)r->fragmented_clusters /
-                                       (double)r->allocated_clusters : 0.0);
+               100.0 * (double)r->fragmented_clusters / (double)r->allocated_clusters,
+               100.0 * (double)r->compressed_clusters / (double)r->allocated_clusters);
     if (r->image_end_offset)
         printf("Image end offset: %" PRIu64 "\n", r->image_end_offset);
 }
@@ -61,8 +62,9 @@ static void check_print_json(const char *file, const char *fmt, const vd_check_r
            r->corruptions_fixed, r->leaks_fixed);
     if (r->total_clusters)
         printf(",\n    \"allocated-clusters\": %" PRIu64 ",\n    \"total-clusters\": %" PRIu64
-               ",\n    \"fragmented-clusters\": %" PRIu64, r->allocated_clusters,
-               r->total_clusters, r->fragmented_clusters);
+               ",\n    \"compressed-clusters\": %" PRIu64 ",\n    \"fragmented-clusters\": %"
+               PRIu64, r->allocated_clusters, r->total_clusters, r->compressed_clusters,
+               r->fragmented_clusters);
     if (r->image_end_offset)
         printf(",\n    \"image-end-offset\": %" PRIu64, r->image_end_offset);
     if (r->first_problem[0]) {
@@ -173,6 +175,7 @@ struct compare_ctx {
     vd_image *a, *b;
     char *ba, *bb;
     bool strict, quiet;
+    bool status_mismatch;       /* -s found different block status (said) */
     vc_progress *prog;
 };
 
@@ -216,9 +219,13 @@ static int compare_range(struct compare_ctx *c, uint64_t off, uint64_t len, uint
             break;
         }
         bool za = xa->flags & VD_EXT_ZERO, zb = xb->flags & VD_EXT_ZERO;
-        if (c->strict && (xa->flags & VD_EXT_DATA) != (xb->flags & VD_EXT_DATA)) {
+        /* qemu-img -s compares the whole block status (data, zero,
+         * allocated), not only the content */
+        const uint32_t st = VD_EXT_DATA | VD_EXT_ZERO | VD_EXT_HOLE;
+        if (c->strict && (xa->flags & st) != (xb->flags & st)) {
             if (!c->quiet)
                 printf("Strict mode: Offset %" PRIu64 " block status mismatch!\n", off);
+            c->status_mismatch = true;
             *diff = off;
             break;
         }
@@ -285,7 +292,7 @@ static int compare_run(struct compare_ctx *c, vd_error *e)
     if (r < 0)
         return -1;
     if (diff != UINT64_MAX) {
-        if (!c->quiet)
+        if (!c->quiet && !c->status_mismatch)
             printf("Content mismatch at offset %" PRIu64 "!\n", diff);
         return COMPARE_EXIT_DIFF;
     }

@@ -267,6 +267,9 @@ static int convert_check_opts(const struct vc_convert_opts *o, const char *fmt, 
         return vd_set_error(e, -EINVAL, "-c cannot be used with -n (the target exists)");
     if (o->existing && o->backing)
         return vd_set_error(e, -EINVAL, "-B cannot be used with -n (the target exists)");
+    if (o->backing && !o->backing_fmt && vc_backing_needs_format(fmt))
+        return vd_set_error(e, -EINVAL, "Use of backing file requires explicit backing format "
+                            "(give it with -F FMT)");
     if (o->target_is_zero && !o->existing)
         return vd_set_error(e, -EINVAL, "--target-is-zero needs -n");
     if (!o->existing && !vd_format_can_create(fmt))

@@ -18,6 +18,8 @@ static const char create_usage[] =
     "usage: vdconvert create [-f|-O FMT] [-o OPTS] [-b BACKING [-F FMT]] [-q]\n"
     "                        [--allow-host-paths] IMG [SIZE]\n"
     "  SIZE takes K, M, G, T suffixes; it defaults to the backing file's size.\n"
+    "  -F names the backing file's format; qcow2, qed, qcow and vmdk images need it\n"
+    "  with -b (as qemu-img 7.2: a guessed backing format is unsafe).\n"
     "  '-o help' lists the format's options.\n";
 
 int vc_cmd_create(int argc, char **argv)
@@ -60,6 +62,9 @@ int vc_cmd_create(int argc, char **argv)
                        "suffix", argv[optind + 1]);
     if (!size && !backing)
         return vc_fail("create: a size is needed when there is no backing file");
+    if (backing && *backing && !bfmt && vc_backing_needs_format(fmt))
+        return vc_fail("%s: Backing file specified without backing format (give it with "
+                       "-F FMT)", argv[optind]);
     vd_error e = { 0 };
     vd_create_opts co = { .format = fmt, .size = size, .options = opts,
                           .backing_file = backing, .backing_format = bfmt,
@@ -77,9 +82,18 @@ int vc_cmd_create(int argc, char **argv)
             return vc_fail_err(&e);
         }
     }
+    if (!size) {          /* taken from the backing file: say which it is */
+        vd_image *img;
+        if (vd_open(argv[optind], &(vd_open_opts){ .format = fmt, .readonly = true,
+                    .no_backing = true }, &img, &e) == 0) {
+            size = vd_size(img);
+            vd_close(img, NULL);
+        }
+    }
     if (!quiet)
-        printf("Formatting '%s', fmt=%s size=%" PRIu64 "%s%s\n", argv[optind], fmt, size,
-               backing ? " backing_file=" : "", backing ? backing : "");
+        printf("Formatting '%s', fmt=%s size=%" PRIu64 "%s%s%s%s\n", argv[optind], fmt, size,
+               backing ? " backing_file=" : "", backing ? backing : "",
+               bfmt ? " backing_fmt=" : "", bfmt ? bfmt : "");
     return 0;
 }
 

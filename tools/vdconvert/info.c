@@ -90,22 +90,27 @@ static vd_snapshot_info *info_snapshots(vd_image *img, int *n)
     return s;
 }
 
-static void info_print_snapshots_human(const vd_snapshot_info *s, int n)
+/* qemu-img's table (block/qapi.c in qemu 7.2): the header and the rows use
+ * different widths, as there, so that scripts cutting columns work. */
+void vc_print_snapshots(const vd_snapshot_info *s, int n)
 {
     if (n <= 0)
         return;
-    printf("Snapshot list:\n%-10s%-18s%-10s%-21s%-15s\n", "ID", "TAG", "VM SIZE", "DATE",
-           "VM CLOCK");
+    printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+           "VM CLOCK", "ICOUNT");
     for (int i = 0; i < n; i++) {
-        char vm[32], date[32];
+        char vm[32], date[32], clock[48], icount[24] = "";
         time_t t = (time_t)s[i].date_sec;
         struct tm tm;
         info_human_size(vm, sizeof vm, s[i].vm_state_size);
         strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
         uint64_t cs = s[i].vm_clock_nsec / UINT64_C(1000000000);
-        printf("%-10s%-18s%-10s%-21s%04" PRIu64 ":%02u:%02u.%03u\n", s[i].id, s[i].name, vm,
-               date, cs / 3600, (unsigned)(cs / 60 % 60), (unsigned)(cs % 60),
-               (unsigned)(s[i].vm_clock_nsec / 1000000 % 1000));
+        snprintf(clock, sizeof clock, "%02" PRIu64 ":%02u:%02u.%03u", cs / 3600,
+                 (unsigned)(cs / 60 % 60), (unsigned)(cs % 60),
+                 (unsigned)(s[i].vm_clock_nsec / 1000000 % 1000));
+        if (s[i].icount != UINT64_MAX)
+            snprintf(icount, sizeof icount, "%" PRId64, (int64_t)s[i].icount);
+        printf("%-9s %-16s %8s%20s%13s%11s\n", s[i].id, s[i].name, vm, date, clock, icount);
     }
 }
 
@@ -151,7 +156,7 @@ static void info_print_human(vd_image *img)
         printf("dirty flag: yes\n");
     int n;
     vd_snapshot_info *s = info_snapshots(img, &n);
-    info_print_snapshots_human(s, n);
+    vc_print_snapshots(s, n);
     free(s);
     struct info_kv_ctx c = { .f = stdout };
     vd_get_format_details(img, info_kv, &c);

@@ -160,6 +160,18 @@ int vc_output_format(const char *given, const char *path, const char **fmt)
 }
 
 bool vc_force_share;
+bool vc_backing_needs_format(const char *fmt)
+{
+    /* Formats whose backing file may be of any format store its format;
+     * qemu-img 7.2 refuses to guess it (a raw backing probed as something
+     * else is a security hole), so vdconvert does too.  VDI, VHD, VHDX and
+     * Parallels parents are of the child's own format: nothing to guess. */
+    static const char *const any_backing[] = { "qcow2", "qed", "qcow", "vmdk", NULL };
+    for (const char *const *f = any_backing; *f; f++)
+        if (fmt && !strcmp(fmt, *f))
+            return true;
+    return false;
+}
 
 int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e)

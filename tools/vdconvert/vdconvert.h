@@ -38,9 +38,14 @@ int vc_output_format(const char *given, const char *path, const char **fmt);
 /* -U/--force-share: read images another process may be writing (read-only
  * opens only; writers always take the write lock). */
 extern bool vc_force_share;
+/* Whether a backing file given to an image of format `fmt` needs its
+ * format named (-F), as qemu-img 7.2 requires. */
+bool vc_backing_needs_format(const char *fmt);
 /* Open an image read-only (or read-write) with the common options. */
 int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e);
+/* qemu-img's "Snapshot list:" table (info.c; snapshot -l, info). */
+void vc_print_snapshots(const vd_snapshot_info *s, int n);
 /* Print JSON string literal (with quotes) of `s` to `f`. */
 void vc_json_str(FILE *f, const char *s);
 /* Whether the `len` bytes at buf are all zero. */

@@ -1,0 +1,110 @@
+#!/bin/bash
+# qemu-img parity where scripts depend on it, each against qemu-img's own
+# output on the same images: compare (-s, messages, first offset, exit
+# codes), snapshot -l (columns), check (exit 63, a dirty VHDX log),
+# create -b (size from the backing file), -F with -b/-B, and the commands
+# added for parity (dd, bench, amend) when present.
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img qemu-io
+V=$VDCONVERT
+cd "$T"
+MiB=1048576
+
+same() {  # NAME ARGS...: stdout and exit code of `qemu-img ARGS` and `vdconvert ARGS`
+    local name=$1 qrc=0 vrc=0
+    shift
+    qemu-img "$@" >q.out 2>q.err || qrc=$?
+    "$V" "$@" >v.out 2>v.err || vrc=$?
+    [ $qrc = $vrc ] || fail "$name: exit $vrc, qemu-img $qrc ($(cat v.err q.err))"
+    diff q.out v.out >/dev/null || fail "$name: output differs from qemu-img's:
+$(diff q.out v.out)"
+    echo "ok: $name (exit $vrc)"
+}
+
+# --- compare -----------------------------------------------------------------------
+qemu-img create -q -f qcow2 a.qcow2 8M
+qemu-io -c "write -P 1 1M 1M" -c "write -z 3M 1M" a.qcow2 >/dev/null
+qemu-img convert -O raw a.qcow2 a.raw
+qemu-img create -q -f qcow2 b.qcow2 8M
+qemu-io -c "write -P 1 1M 1M" -c "write -P 2 5M 4k" b.qcow2 >/dev/null
+qemu-img create -q -f qcow2 c.qcow2 16M
+qemu-io -c "write -P 1 1M 1M" -c "write -P 3 12M 4k" c.qcow2 >/dev/null
+qemu-img create -q -f qcow2 d.qcow2 16M
+qemu-io -c "write -P 1 1M 1M" d.qcow2 >/dev/null
+qemu-img create -q -f qcow2 e.qcow2 8M
+qemu-io -c "write -P 1 1M 1M" -c "write -P 9 1540k 1k" e.qcow2 >/dev/null
+same "compare identical (qcow2, raw)" compare -f qcow2 -F raw a.qcow2 a.raw
+same "compare -s, status differs at 0" compare -s -f qcow2 -F raw a.qcow2 a.raw
+same "compare, content differs" compare a.qcow2 b.qcow2
+same "compare -s, zero cluster against unallocated" compare -s a.qcow2 b.qcow2
+same "compare -s, the other way" compare -s b.qcow2 a.qcow2
+same "compare -s identical" compare -s a.qcow2 a.qcow2
+same "compare, sector inside a cluster" compare a.qcow2 e.qcow2
+same "compare, sizes differ, data past the end" compare a.qcow2 c.qcow2
+same "compare, sizes differ, zero tail" compare a.qcow2 d.qcow2
+same "compare -s, sizes differ" compare -s a.qcow2 d.qcow2
+same "compare -q" compare -q a.qcow2 c.qcow2
+same "compare, missing file" compare a.qcow2 nothere.qcow2
+
+# --- snapshot -l and info's snapshot table -------------------------------------------
+cp a.qcow2 s.qcow2
+qemu-img snapshot -c first s.qcow2
+qemu-img snapshot -c "second one" s.qcow2
+"$V" snapshot -c third s.qcow2
+same "snapshot -l" snapshot -l s.qcow2
+qemu-img info s.qcow2 | sed -n '/^Snapshot list/,/^Format/p' >q.out
+"$V" info s.qcow2 | sed -n '/^Snapshot list/,/^Format/p' >v.out
+diff q.out v.out >/dev/null || fail "info's snapshot table differs: $(diff q.out v.out)"
+echo "ok: info's snapshot table"
+
+# --- check exit codes ----------------------------------------------------------------
+qemu-img convert -O qcow a.qcow2 a.qcow
+for f in a.raw a.qcow; do
+    qrc=0; qemu-img check "$f" >/dev/null 2>&1 || qrc=$?
+    vrc=0; "$V" check "$f" >/dev/null 2>&1 || vrc=$?
+    [ $qrc = 63 ] && [ $vrc = 63 ] || fail "check $f: exit $vrc, qemu-img $qrc (63: no check)"
+done
+echo "ok: check exits 63 for formats without a check (raw, qcow)"
+same "check of a clean qcow2" check a.qcow2
+qemu-img convert -c -O qcow2 a.qcow2 cc.qcow2
+same "check: compressed clusters" check cc.qcow2
+qemu-img create -q -f qcow2 fr.qcow2 8M
+qemu-io -c "write 4M 64k" -c "write 0 64k" -c "write 64k 128k" fr.qcow2 >/dev/null
+same "check: fragmented clusters" check fr.qcow2
+# A VHDX whose log needs replaying: qemu-img cannot open it read-only and
+# says to run check -r all; vdconvert check reports the log (exit 2), and
+# check -r all replays it as qemu-img does.
+dirty=$SHARED/corpus/samples/qemu/iotest-dirtylog-10G-4M.vhdx.bz2
+if [ -f "$dirty" ]; then
+    bunzip2 -c "$dirty" >d1.vhdx
+    cp d1.vhdx d2.vhdx
+    rc=0; "$V" check d1.vhdx >out 2>&1 || rc=$?
+    [ $rc = 2 ] && grep -q "vhdx: the log at 0x100000 holds metadata changes" out ||
+        fail "dirty VHDX log not reported (exit $rc): $(cat out)"
+    qemu-img check -r all d2.vhdx >q.out 2>&1
+    rc=0; "$V" check -r all d1.vhdx >v.out 2>&1 || rc=$?
+    [ $rc = 0 ] && head -7 q.out | diff - <(head -7 v.out) >/dev/null ||
+        fail "check -r all of a dirty VHDX: $(cat v.out)"
+    cmp d1.vhdx d2.vhdx >/dev/null || qemu-img compare -q d1.vhdx d2.vhdx ||
+        fail "the replayed VHDX differs from qemu's"
+    echo "ok: dirty VHDX log reported, replayed by check -r all as qemu-img does"
+else
+    echo "skip: dirty VHDX sample (shared corpus) not present"
+fi
+
+# --- create -b: size from the backing file; -F with -b/-B --------------------------
+rc=0; qemu-img create -f qcow2 -b a.qcow2 q1.qcow2 >/dev/null 2>&1 || rc=$?
+vrc=0; "$V" create -O qcow2 -b a.qcow2 v1.qcow2 >/dev/null 2>v.err || vrc=$?
+[ $rc = 1 ] && [ $vrc = 1 ] && [ ! -e v1.qcow2 ] && grep -q "Backing file specified without backing format" v.err ||
+    fail "create -b without -F: exit $vrc, qemu-img $rc: $(cat v.err)"
+rc=0; qemu-img convert -O qcow2 -B a.qcow2 b.qcow2 q2.qcow2 >/dev/null 2>&1 || rc=$?
+vrc=0; "$V" convert -O qcow2 -B a.qcow2 b.qcow2 v2.qcow2 >/dev/null 2>v.err || vrc=$?
+[ $rc = 1 ] && [ $vrc = 1 ] && [ ! -e v2.qcow2 ] && grep -q "requires explicit backing format" v.err ||
+    fail "convert -B without -F: exit $vrc, qemu-img $rc: $(cat v.err)"
+qemu-img create -f qcow2 -b a.qcow2 -F qcow2 q3.qcow2 | sed 's/.*size=\([0-9]*\).*/\1/' >q.out
+"$V" create -O qcow2 -b a.qcow2 -F qcow2 v3.qcow2 | sed 's/.*size=\([0-9]*\) .*/\1/' >v.out
+[ "$(cat v.out)" = $((8 * MiB)) ] && diff q.out v.out >/dev/null ||
+    fail "create -b: size $(cat v.out), qemu-img $(cat q.out)"
+[ "$(qemu-img info --output=json v3.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((8 * MiB)) ] ||
+    fail "create -b: the image is not the backing file's size"
+echo "ok: create -b takes the backing size; -F required with -b/-B as qemu-img 7.2"
