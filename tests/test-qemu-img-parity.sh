@@ -108,3 +108,56 @@ qemu-img create -f qcow2 -b a.qcow2 -F qcow2 q3.qcow2 | sed 's/.*size=\([0-9]*\)
 [ "$(qemu-img info --output=json v3.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((8 * MiB)) ] ||
     fail "create -b: the image is not the backing file's size"
 echo "ok: create -b takes the backing size; -F required with -b/-B as qemu-img 7.2"
+
+# --- dd: qemu-img's operands and arithmetic, content against qemu-img dd -----------
+dd_same() {  # NAME OPERANDS...: same output content and exit code as qemu-img dd
+    local name=$1 qrc=0 vrc=0
+    shift
+    rm -f q.dd v.dd
+    qemu-img dd "$@" of=q.dd >/dev/null 2>q.err || qrc=$?
+    "$V" dd "$@" of=v.dd >/dev/null 2>v.err || vrc=$?
+    [ $qrc = $vrc ] || fail "dd $name: exit $vrc, qemu-img $qrc ($(cat v.err q.err))"
+    if [ $qrc = 0 ]; then
+        [ "$(stat -c %s q.dd)" = "$(stat -c %s v.dd)" ] && cmp q.dd v.dd >/dev/null ||
+            fail "dd $name: output differs from qemu-img dd's ($(stat -c %s q.dd) / $(stat -c %s v.dd) bytes)"
+    fi
+    echo "ok: dd $name (exit $vrc)"
+}
+dd_same "whole image" if=a.qcow2
+dd_same "bs=1M count=3 skip=1" if=a.qcow2 bs=1M count=3 skip=1
+dd_same "bs=64k skip=20" if=a.qcow2 bs=64k skip=20
+dd_same "bs=3000 count=2" if=a.qcow2 bs=3000 count=2
+dd_same "count=1k bs=1" if=a.qcow2 count=1k bs=1
+# qemu-img 7.2 prints this error but exits 0; vdconvert exits 1
+rc=0; qemu-img dd if=a.qcow2 of=q.dd bs=1M skip=20 2>q.err || rc=$?
+vrc=0; "$V" dd if=a.qcow2 of=v.dd bs=1M skip=20 2>v.err || vrc=$?
+grep -q "a.qcow2: cannot skip to specified offset" q.err &&
+    grep -q "a.qcow2: cannot skip to specified offset" v.err && [ $vrc = 1 ] ||
+    fail "dd skip past the end: exit $vrc $(cat v.err) / qemu-img $rc $(cat q.err)"
+dd_same "bs=0" if=a.qcow2 bs=0
+grep -q "Invalid bs specified" v.err || fail "dd bs=0: $(cat v.err)"
+rc=0; "$V" dd if=a.qcow2 of=x.raw conv=notrunc 2>v.err || rc=$?
+[ $rc = 2 ] && grep -q "unrecognized operand conv" v.err || fail "dd conv=: exit $rc $(cat v.err)"
+rm -f q.qcow2 v.qcow2
+qemu-img dd -O qcow2 if=a.qcow2 of=q.qcow2 bs=64k
+"$V" dd -O qcow2 if=a.qcow2 of=v.qcow2 bs=64k
+qemu-img compare -q q.qcow2 v.qcow2 && qemu-img check -q v.qcow2 || fail "dd -O qcow2"
+echo "ok: dd -O qcow2 (content equal, qemu-img check clean)"
+
+# --- bench: qemu-img's lines; writes land where qemu-img bench puts them -------------
+for args in "-c 1000" "-c 100 -s 64k" "-c 10 -d 4 -o 4096 -S 8192" "-w -c 50 -S 1M"; do
+    qemu-img bench -f qcow2 $args a.qcow2 | head -1 >q.out
+    cp a.qcow2 w.qcow2
+    "$V" bench -f qcow2 $args w.qcow2 >v.out || fail "bench $args"
+    head -1 v.out | diff q.out - >/dev/null || fail "bench $args: $(head -1 v.out) / $(cat q.out)"
+    grep -Eq '^Run completed in [0-9]+\.[0-9]{3} seconds\.$' v.out || fail "bench $args: $(cat v.out)"
+done
+# 50 writes of 4k zeroes 1M apart, wrapping at 8M - 4k: both leave the same content
+cp a.qcow2 qw.qcow2
+cp a.qcow2 vw.qcow2
+qemu-img bench -w -c 50 -S 1M --pattern=7 qw.qcow2 >/dev/null
+"$V" bench -w -c 50 -S 1M --pattern=7 vw.qcow2 >/dev/null
+qemu-img compare -q qw.qcow2 vw.qcow2 || fail "bench -w wrote elsewhere than qemu-img bench"
+rc=0; "$V" bench -t bogus a.qcow2 2>v.err || rc=$?
+[ $rc = 1 ] && grep -q "Invalid cache mode" v.err || fail "bench -t bogus: exit $rc"
+echo "ok: bench lines, offsets and write pattern as qemu-img bench"

@@ -266,6 +266,14 @@ static vd_image *map_layer(vd_image *img, int depth)
     return depth < 0 ? NULL : img;
 }
 
+/* A raw layer, or an NBD export (qemu-img treats one as a raw protocol
+ * layer), maps every guest byte to the same offset of its "file". */
+static bool map_is_plain(vd_image *layer)
+{
+    return layer && (!strcmp(vd_format_name(layer), "raw") ||
+                     !strcmp(vd_format_name(layer), "nbd"));
+}
+
 /* Ranges no layer holds: qemu-img reports them at the bottom layer.  A raw
  * layer maps every byte to the same file offset, zeroes too, and qemu-img
  * prints that offset. */
@@ -281,22 +289,25 @@ static void map_print_json(const vd_extent *x, bool first, int bottom, vd_image 
            zero ? "true" : "false", data ? "true" : "false");
     if (data && x->file_off != VD_NO_OFFSET && !(x->flags & VD_EXT_COMPRESSED))
         printf(", \"offset\": %" PRIu64, x->file_off);
-    else if (layer && !strcmp(vd_format_name(layer), "raw"))
+    else if (map_is_plain(layer))
         printf(", \"offset\": %" PRIu64, x->off);
     printf("}");
 }
 
 static void map_print_human(const vd_extent *x, vd_image *img, bool *header)
 {
-    if (!(x->flags & VD_EXT_DATA) || x->file_off == VD_NO_OFFSET)
+    vd_image *l = map_layer(img, x->depth);
+    uint64_t mapped = x->file_off;
+    if (mapped == VD_NO_OFFSET && map_is_plain(l) && !(x->flags & VD_EXT_COMPRESSED))
+        mapped = x->off;
+    if (!(x->flags & VD_EXT_DATA) || mapped == VD_NO_OFFSET)
         return;
     if (!*header) {
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
         *header = true;
     }
-    vd_image *l = map_layer(img, x->depth);
-    printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", x->off, x->len,
-           x->file_off, l ? vd_filename(l) : "?");
+    printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", x->off, x->len, mapped,
+           l ? vd_filename(l) : "?");
 }
 
 /* Extents are merged across block-status calls so that one range is one

@@ -121,5 +121,7 @@ int vc_cmd_measure(int argc, char **argv);
 int vc_cmd_snapshot(int argc, char **argv);
 int vc_cmd_commit(int argc, char **argv);
 int vc_cmd_rebase(int argc, char **argv);
+int vc_cmd_dd(int argc, char **argv);
+int vc_cmd_bench(int argc, char **argv);
 
 #endif
