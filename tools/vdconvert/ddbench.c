@@ -102,14 +102,15 @@ int vc_cmd_dd(int argc, char **argv)
     const char *fmt = NULL, *ofmt = "raw";
     bool allow = false;
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
+        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
+        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:Uh", lo, NULL)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'O': ofmt = optarg; break;
-        case 'U': break;              /* no locks are taken on the input */
+        case 'U': vc_force_share = true; break;
         case 'H': allow = true; break;
         case 'h': fputs(dd_usage, stdout); return 0;
         default: return vc_usage_error("dd", argv[optind - 1]);
@@ -249,7 +250,7 @@ int vc_cmd_bench(int argc, char **argv)
     static const struct option lo[] = {
         { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
         { "pattern", 1, 0, O_PATTERN }, { "flush-interval", 1, 0, O_FLUSH },
-        { "no-drain", 0, 0, O_NODRAIN }, { 0, 0, 0, 0 } };
+        { "no-drain", 0, 0, O_NODRAIN }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     uint64_t v;
     opterr = 0;
@@ -274,7 +275,8 @@ int vc_cmd_bench(int argc, char **argv)
                       strcmp(optarg, "io_uring"))
                       return vc_fail("Invalid aio option: %s", optarg);
                   break;
-        case 'n': case 'U': case O_NODRAIN: break;
+        case 'U': vc_force_share = true; break;
+        case 'n': case O_NODRAIN: break;
         case 'q': quiet = true; break;
         case 'w': b.write = true; break;
         case O_PATTERN:

@@ -160,6 +160,7 @@ int vc_output_format(const char *given, const char *path, const char **fmt)
 }
 
 bool vc_force_share;
+
 bool vc_backing_needs_format(const char *fmt)
 {
     /* Formats whose backing file may be of any format store its format;
