@@ -113,3 +113,15 @@ if command -v nbdkit >/dev/null && "$V" --help | grep -q ' nbd'; then
     echo "ok: map nbd+unix:// as qemu-img"
 fi
 echo "ok: compare -s, snapshot -l, create -b, -F, check 63, resize -- -SIZE"
+
+# --- one progress style, naming the user's files -----------------------------------
+"$V" -p -f raw guest.raw prog.vmdk 2>prog
+grep -qx 'guest.raw -> prog.vmdk: 100%' prog && [ "$(wc -l <prog)" -le 11 ] ||
+    fail "vdconvert -p: $(cat prog)"
+if [ -x "$B/tools/ovatool/ovatool" ]; then
+    "$B/tools/ovatool/ovatool" export -n pp --disk guest.qcow2 -p -o pp.ova 2>prog >/dev/null ||
+        fail "ovatool export: $(cat prog)"
+    grep -qx 'guest.qcow2 -> pp-disk1.vmdk: 100%' prog && ! grep -q 'work' prog &&
+        [ "$(wc -l <prog)" -le 11 ] || fail "ovatool export -p: $(cat prog)"
+fi
+echo "ok: progress lines name the user's files (vdconvert, ovatool export)"

@@ -118,11 +118,14 @@ done
 
 # --- progress -------------------------------------------------------------------
 "$V" -p -m 1 -f raw in.raw p.raw 2>prog
-grep -q '^converting: 100%$' prog || fail "no final progress line: $(cat prog)"
+# one line per 10 %, naming the files as typed
+grep -q '^in.raw -> p.raw: 100%$' prog || fail "no final progress line: $(cat prog)"
+[ "$(wc -l <prog)" -le 11 ] || fail "more than a line per 10 %: $(tr '\n' ' ' <prog)"
 prev=-1
 while read -r line; do
-    n=${line#converting: }; n=${n%\%}
-    [ "$n" -gt "$prev" ] || fail "progress not increasing: $(tr '\n' ' ' <prog)"
+    n=${line#in.raw -> p.raw: }; n=${n%\%}
+    [ "$n" -gt "$prev" ] && [ $((n / 10)) -gt $((prev < 0 ? -1 : prev / 10)) ] ||
+        fail "progress not increasing by 10 %: $(tr '\n' ' ' <prog)"
     prev=$n
 done <prog
 rm -f p.raw
@@ -131,7 +134,8 @@ rm -f p.raw
 if command -v script >/dev/null; then
     rm -f p.raw
     script -qec "$V -p in.raw $T/p.raw" /dev/null >tty.out
-    grep -q $'\r' tty.out && grep -q 'took' tty.out && grep -q '100.0%' tty.out ||
+    grep -q $'\r' tty.out && grep -q 'took' tty.out && grep -q '100.0%' tty.out &&
+        grep -q "in.raw -> $T/p.raw \[" tty.out ||
         fail "no progress bar on a terminal: $(cat -v tty.out)"
 fi
 

@@ -14,6 +14,7 @@
 #include "vdisk.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define VT_EXIT_OK 0
@@ -39,5 +40,16 @@ void vt_print_formats(FILE *f, bool creatable_only);
  * matched its content (vd_info.probed_raw), naming the user's `path`, in
  * qemu-img's words (scripts grep for them). */
 void vt_warn_probed_raw(vd_image *img, const char *path);
+
+/* ---- progress (progress.c): the one display of every tool's -p -------- */
+
+typedef struct vt_progress vt_progress;
+/* `label` names the user's files ("guest.raw -> guest.vmdk"); NULL when not
+ * `enabled`.  Every call accepts NULL. */
+vt_progress *vt_progress_new(const char *label, uint64_t total, bool enabled);
+void vt_progress_add(vt_progress *p, uint64_t done);   /* thread-safe */
+void vt_progress_end(vt_progress *p, bool ok);
+/* A vd_progress_fn for vd_copy; ctx is the vt_progress (may be NULL). */
+void vt_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
 #endif

@@ -3,9 +3,9 @@
  * streamOptimized VMDK written in order) into a file created under a
  * temporary name and renamed when complete. */
 #include "ovatool.h"
+#include "tool.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,25 +13,6 @@
 
 /* Zero runs of this size are left unallocated (vdconvert's default -S). */
 #define DISK_SPARSE_SIZE 4096u
-
-struct disk_progress {
-    pthread_mutex_t lock;
-    const char *label;
-    int last_pct;
-};
-
-/* vd_copy calls this from its workers: one line redrawn per whole percent. */
-static void disk_progress_cb(void *ctx, uint64_t done, uint64_t total)
-{
-    struct disk_progress *p = ctx;
-    int pct = total ? (int)(done * 100 / total) : 100;
-    pthread_mutex_lock(&p->lock);
-    if (pct > p->last_pct) {
-        fprintf(stderr, "\r%s: %3d%%", p->label, pct);
-        p->last_pct = pct;
-    }
-    pthread_mutex_unlock(&p->lock);
-}
 
 /* Bytes of `img` that block status does not know to be zero (OVF
  * populatedSize): metadata only, no data is read. */
@@ -61,20 +42,23 @@ static int disk_populated(vd_image *img, uint64_t *out, vd_error *e)
     return r;
 }
 
-static int disk_copy(vd_image *in, vd_image *out, const char *label, bool progress,
-                     vd_error *e)
+/* Progress in the display every vdisk tool shares (tools/common), labelled
+ * with what the user knows: the source disk and the output's name, never
+ * the working folder the appliance is packed or unpacked in. */
+static int disk_copy(vd_image *in, vd_image *out, const char *src, const char *dst,
+                     bool progress, vd_error *e)
 {
-    struct disk_progress p = { .label = label, .last_pct = -1 };
-    pthread_mutex_init(&p.lock, NULL);
+    char label[512];
+    const char *sb = strrchr(src, '/'), *db = strrchr(dst, '/');
+    snprintf(label, sizeof label, "%s -> %s", sb ? sb + 1 : src, db ? db + 1 : dst);
+    vt_progress *p = vt_progress_new(label, vd_size(in), progress);
     vd_copy_opts o = {
         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .sparse_size = DISK_SPARSE_SIZE,
         .target_is_zeroed = true,
-        .progress = progress ? disk_progress_cb : NULL, .progress_ctx = &p,
+        .progress = p ? vt_progress_cb : NULL, .progress_ctx = p,
     };
     int r = vd_copy(in, out, &o, e);
-    if (progress)
-        fprintf(stderr, "\n");
-    pthread_mutex_destroy(&p.lock);
+    vt_progress_end(p, r == 0);
     return r;
 }
 
@@ -98,7 +82,7 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     if (r == 0)
         r = vd_open(tmp, &(vd_open_opts){ .format = fmt }, &out, &e);
     if (r == 0)
-        r = disk_copy(in, out, dst, progress, &e);
+        r = disk_copy(in, out, src, dst, progress, &e);
     if (r == 0 && stats)
         *stats = (struct disk_stats){ .capacity = vd_size(in), .populated = populated };
     if (out) {

@@ -124,14 +124,16 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
         return vd_set_error(e, -EINVAL, "%s: backing file is smaller than %s; resize it "
                             "first", vd_filename(below), vd_filename(top));
     }
-    vc_progress *prog = vc_progress_new("converting", vd_size(top), progress);
+    char label[512];
+    snprintf(label, sizeof label, "%s -> %s", vd_filename(top), vd_filename(below));
+    vt_progress *prog = vt_progress_new(label, vd_size(top), progress);
     vd_copy_opts c = {
         .size = vd_size(top), .sparse_size = 4096,
         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
-        .progress = vc_progress_cb, .progress_ctx = prog,
+        .progress = vt_progress_cb, .progress_ctx = prog,
     };
     r = vd_copy(top, base, &c, e);
-    vc_progress_end(prog, r == 0);
+    vt_progress_end(prog, r == 0);
     int r2 = vd_close(base, r < 0 ? NULL : e);
     return r < 0 ? r : r2;
 }

@@ -176,7 +176,7 @@ struct compare_ctx {
     char *ba, *bb;
     bool strict, quiet;
     bool status_mismatch;       /* -s found different block status (said) */
-    vc_progress *prog;
+    vt_progress *prog;
 };
 
 /* First offset in [0, n) where the buffers differ, rounded down to the
@@ -237,7 +237,7 @@ static int compare_range(struct compare_ctx *c, uint64_t off, uint64_t len, uint
             if (d < n)
                 *diff = off + d;
         }
-        vc_progress_add(c->prog, n);
+        vt_progress_add(c->prog, n);
         off += n;
     }
     vd_extents_free(&ea);
@@ -349,15 +349,17 @@ int vc_cmd_compare(int argc, char **argv)
     }
     c.ba = malloc(COMPARE_CHUNK);
     c.bb = malloc(COMPARE_CHUNK);
-    c.prog = vc_progress_new("comparing", vd_size(c.a) < vd_size(c.b) ? vd_size(c.a)
-                             : vd_size(c.b), progress && !c.quiet);
+    char label[512];
+    snprintf(label, sizeof label, "%s <-> %s", argv[optind], argv[optind + 1]);
+    c.prog = vt_progress_new(label, vd_size(c.a) < vd_size(c.b) ? vd_size(c.a) : vd_size(c.b),
+                             progress && !c.quiet);
     if (!c.ba || !c.bb)
         vc_fail("compare: out of memory");
     else if ((rc = compare_run(&c, &e)) < 0) {
         vc_fail_err(&e);
         rc = COMPARE_EXIT_ERR;
     }
-    vc_progress_end(c.prog, rc == 0);
+    vt_progress_end(c.prog, rc == 0);
     free(c.ba);
     free(c.bb);
     vd_close(c.a, NULL);

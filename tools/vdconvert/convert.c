@@ -338,7 +338,9 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     if (r == 0 && o->compression_level)
         r = vd_set_compression_level(out, o->compression_level, e);
     if (r == 0) {
-        vc_progress *prog = vc_progress_new("converting", size, o->progress && !o->quiet);
+        char label[512];           /* the files as the user named them */
+        snprintf(label, sizeof label, "%s -> %s", o->src, o->dst);
+        vt_progress *prog = vt_progress_new(label, size, o->progress && !o->quiet);
         vd_copy_opts c = {
             .size = size, .threads = o->workers, .sparse_size = o->sparse_size,
             .target_is_zeroed = reads_zero, .compress = o->compress, .direct = o->direct,
@@ -346,10 +348,10 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
             .allocate = o->sparse_size == 0 && !o->compress,
             /* -l: snapshot data is read through the driver, as before */
             .no_copy_range = o->no_copy_range || o->snapshot,
-            .progress = vc_progress_cb, .progress_ctx = prog,
+            .progress = vt_progress_cb, .progress_ctx = prog,
         };
         r = vd_copy(in, out, &c, e);
-        vc_progress_end(prog, r == 0);
+        vt_progress_end(prog, r == 0);
     }
     if (out) {
         int r2 = vd_close(out, r < 0 ? NULL : e);

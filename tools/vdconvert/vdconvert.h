@@ -99,14 +99,10 @@ int vc_rebase_inplace(const char *path, const char *fmt, const char *nb, const c
  * overlay's link to the base and, unless `keep`, empty it. */
 int vc_commit_finish(const char *path, const char *fmt, bool keep, bool allow, vd_error *e);
 
-/* ---- progress (progress.c) --------------------------------------------- */
+/* ---- progress --------------------------------------------------------- */
 
-typedef struct vc_progress vc_progress;
-vc_progress *vc_progress_new(const char *what, uint64_t total, bool enabled);
-void vc_progress_add(vc_progress *p, uint64_t done);   /* thread-safe */
-void vc_progress_end(vc_progress *p, bool ok);
-/* A vd_progress_fn for vd_copy; ctx is the vc_progress (may be NULL). */
-void vc_progress_cb(void *ctx, uint64_t done, uint64_t total);
+/* The display shared by every tool: tools/common (tool.h). */
+#include "tool.h"
 
 /* ---- sub-commands ------------------------------------------------------ */
 

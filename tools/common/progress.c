@@ -1,13 +1,16 @@
-/* progress.c - the -p progress display.
+/* progress.c - the one progress display of every vdisk tool (-p).
  *
  * On a terminal: one line redrawn in place with a bar, the percentage, the
  * rate and the time left, at most five times a second.  Otherwise (a log, a
- * pipe): a plain line "converting: N%" each time the whole percentage grows,
- * so logs stay readable and tests can read them.  Written to stderr, so
- * stdout stays for the command's own output.  Workers call vc_progress_add
+ * pipe): a plain line "LABEL: N%" at every 10 %, so logs stay readable and
+ * tests can read them.  The label names the user's files ("guest.raw ->
+ * guest.vmdk"), never a temporary or working path.  Written to stderr, so
+ * stdout stays for the command's own output.  Workers call vt_progress_add
  * from many threads; a mutex keeps the count and the drawing consistent.
  */
-#include "vdconvert.h"
+#include "tool.h"
+
+#include <stdint.h>
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,9 +20,11 @@
 #define PROGRESS_BAR 30
 #define PROGRESS_INTERVAL 0.2      /* seconds between redraws on a tty */
 
-struct vc_progress {
+#define PROGRESS_STEP 10           /* percent between plain lines */
+
+struct vt_progress {
     pthread_mutex_t lock;
-    const char *what;
+    char what[256];
     uint64_t total, done;
     bool tty;
     int last_pct;
@@ -44,7 +49,7 @@ static void progress_fmt_size(char *out, size_t n, double v)
     snprintf(out, n, "%.1f %s", v, units[u]);
 }
 
-static void progress_draw_tty(vc_progress *p, double now, bool final)
+static void progress_draw_tty(vt_progress *p, double now, bool final)
 {
     double frac = p->total ? (double)p->done / (double)p->total : 1.0;
     int fill = (int)(frac * PROGRESS_BAR);
@@ -70,28 +75,26 @@ static void progress_draw_tty(vc_progress *p, double now, bool final)
     fflush(stderr);
 }
 
-vc_progress *vc_progress_new(const char *what, uint64_t total, bool enabled)
+vt_progress *vt_progress_new(const char *what, uint64_t total, bool enabled)
 {
     if (!enabled)
         return NULL;
-    vc_progress *p = calloc(1, sizeof *p);
+    vt_progress *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
-    p->what = what;
+    snprintf(p->what, sizeof p->what, "%s", what);
     p->total = total;
     p->tty = isatty(STDERR_FILENO);
     p->last_pct = -1;
     p->start = p->last_draw = progress_now();
-    vc_progress_add(p, 0);
+    vt_progress_add(p, 0);
     return p;
 }
 
-void vc_progress_add(vc_progress *p, uint64_t n)
+/* Called with the lock held. */
+static void progress_add_locked(vt_progress *p, uint64_t n)
 {
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->lock);
     p->done += n;
     if (p->done > p->total)
         p->done = p->total;
@@ -103,35 +106,42 @@ void vc_progress_add(vc_progress *p, uint64_t n)
             p->last_pct = pct;
             progress_draw_tty(p, now, false);
         }
-    } else if (pct != p->last_pct) {
+    } else if (p->last_pct < 0 || pct / PROGRESS_STEP > p->last_pct / PROGRESS_STEP) {
         p->last_pct = pct;
         fprintf(stderr, "%s: %d%%\n", p->what, pct);
         fflush(stderr);
     }
+}
+
+void vt_progress_add(vt_progress *p, uint64_t n)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    progress_add_locked(p, n);
     pthread_mutex_unlock(&p->lock);
 }
 
-void vc_progress_cb(void *ctx, uint64_t done, uint64_t total)
+void vt_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
-    vc_progress *p = ctx;
+    vt_progress *p = ctx;
     (void)total;
     if (!p)
         return;
     /* Workers report running totals that may arrive out of order. */
     pthread_mutex_lock(&p->lock);
-    uint64_t n = done > p->done ? done - p->done : 0;
+    if (done > p->done)
+        progress_add_locked(p, done - p->done);
     pthread_mutex_unlock(&p->lock);
-    if (n)
-        vc_progress_add(p, n);
 }
 
-void vc_progress_end(vc_progress *p, bool ok)
+void vt_progress_end(vt_progress *p, bool ok)
 {
     if (!p)
         return;
     if (ok) {
         p->done = p->total > p->done ? p->done : p->total;
-        vc_progress_add(p, p->total - p->done);
+        vt_progress_add(p, p->total - p->done);
         if (p->tty)
             progress_draw_tty(p, progress_now(), true);
     } else if (p->tty) {
