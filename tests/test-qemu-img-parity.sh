@@ -101,6 +101,13 @@ rc=0; qemu-img convert -O qcow2 -B a.qcow2 b.qcow2 q2.qcow2 >/dev/null 2>&1 || r
 vrc=0; "$V" convert -O qcow2 -B a.qcow2 b.qcow2 v2.qcow2 >/dev/null 2>v.err || vrc=$?
 [ $rc = 1 ] && [ $vrc = 1 ] && [ ! -e v2.qcow2 ] && grep -q "requires explicit backing format" v.err ||
     fail "convert -B without -F: exit $vrc, qemu-img $rc: $(cat v.err)"
+cp b.qcow2 rb.qcow2
+for u in "" -u; do
+    rc=0; qemu-img rebase $u -b a.qcow2 rb.qcow2 >/dev/null 2>&1 || rc=$?
+    vrc=0; "$V" rebase $u -b a.qcow2 rb.qcow2 >/dev/null 2>v.err || vrc=$?
+    [ $rc = 1 ] && [ $vrc = 1 ] && grep -q "backing format must be specified" v.err ||
+        fail "rebase $u -b without -F: exit $vrc, qemu-img $rc: $(cat v.err)"
+done
 qemu-img create -f qcow2 -b a.qcow2 -F qcow2 q3.qcow2 | sed 's/.*size=\([0-9]*\).*/\1/' >q.out
 "$V" create -O qcow2 -b a.qcow2 -F qcow2 v3.qcow2 | sed 's/.*size=\([0-9]*\) .*/\1/' >v.out
 [ "$(cat v.out)" = $((8 * MiB)) ] && diff q.out v.out >/dev/null ||

@@ -185,7 +185,7 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
             [ $F = vmdk ] && [ "$what" = commit ] || fail "$F $what killed at step $n: top.$F does not read"
             "$V" convert -O raw top.$F got.raw 2>err && fail "$F $what step $n: vdisk reads what qemu does not"
             grep -q "parentCID .* does not match" err || fail "$F $what step $n: $(cat err)"
-            "$V" rebase -u -b base.$F top.$F
+            "$V" rebase -u -b base.$F -F $F top.$F
             to_raw top.$F got.raw
             relinked=$((${relinked:-0} + 1))
         fi

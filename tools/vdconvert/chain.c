@@ -218,6 +218,11 @@ int vc_cmd_rebase(int argc, char **argv)
         return vc_fail("rebase: expected one image (see vdconvert rebase --help)");
     const char *path = argv[optind];
     vd_error e = { 0 };
+    /* qemu-img 7.2: a new backing file needs its format named (-F) */
+    const char *ifmt = fmt ? fmt : vd_probe_file(path, NULL, NULL);
+    if (*nb && !nbf && vc_backing_needs_format(ifmt))
+        return vc_fail("%s: Could not change the backing file to '%s': backing format must "
+                       "be specified (give it with -F FMT)", path, nb);
     int r = vc_rebase_inplace(path, fmt, nb, nbf, unsafe, allow, &e);
     if (r == -ENOSYS) {      /* no in-place reference change: rewrite */
         vd_image *img;

@@ -390,7 +390,7 @@ static const char convert_usage[] =
     "  -n          OUT exists: write into it (no creation)\n"
     "  --target-is-zero  with -n: OUT reads as zeroes, skip writing zeroes\n"
     "  -t none     bypass the page cache when writing (raw output)\n"
-    "  -p          show progress (bar on a terminal, percentage lines otherwise)\n"
+    "  -p          show progress (bar on a terminal, a line per 10 % otherwise)\n"
     "  -q          quiet\n"
     "  -U, --force-share  read IN even while another process writes it\n"
     "  --allow-host-paths  follow backing/extent references leaving IN's folder\n"
