@@ -89,7 +89,7 @@ static int dd_copy(vd_image *in, vd_image *out, uint64_t from, uint64_t end, uin
         size_t n = (size_t)(end - pos < chunk ? end - pos : chunk);
         if ((r = vd_pread(in, buf, n, pos, e)) < 0)
             break;
-        if (!vd_is_zero(buf, n))
+        if (!vc_is_zero(buf, n))
             r = vd_pwrite(out, buf, n, pos - from, e);
         pos += n;
     }
@@ -154,7 +154,7 @@ int vc_cmd_dd(int argc, char **argv)
     if (!device)
         /* sizes round up to whole 512-byte sectors, as qemu-img creates them */
         r = vd_create(a.out, &(vd_create_opts){ .format = ofmt,
-                      .size = vd_round_up(size - from, 512) }, &e);
+                      .size = (size - from + 511) / 512 * 512 }, &e);
     if (r == 0)
         r = vd_open(a.out, &(vd_open_opts){ .format = ofmt }, &out, &e);
     if (r == 0) {
