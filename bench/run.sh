@@ -5,10 +5,24 @@
 #
 #   bench/run.sh [BUILD_DIR]
 #
+# Two modes:
+#  PAIRS (the default): the conversions of issue 18, each twice on the same
+#   terms - durable: vdconvert's default (synced before the rename) against
+#   `qemu-img convert -t writeback` (which syncs too), with
+#   `cp --sparse=always IN OUT && sync -f OUT` as the floor; and unsynced:
+#   `vdconvert -t unsafe` against qemu-img's default (cache=unsafe), with
+#   plain `cp --sparse=always` as the floor.  Output sizes are printed beside
+#   the times (they matter for compressed outputs).
+#  PAIRS= (empty): the older matrix - every input format -> raw and raw ->
+#   every output format, vdconvert's default against qemu-img's default.
+#
 # Environment:
-#   SIZE=2G        virtual size of each input image
+#   PAIRS="raw:qcow2 raw:vdi qcow2:vmdk qcow2c:raw vmdks:qcow2 raw:qcow2c raw:vmdks"
+#                  IN:OUT formats (vmdk = monolithicSparse, vmdks =
+#                  streamOptimized, qcow2c = compressed qcow2)
+#   SIZE=1G        virtual size of each input image (matrix mode: 2G)
 #   RUNS=5         timed runs per command (the median is reported)
-#   KINDS="dense holes zeros empty"   input contents:
+#   KINDS=mixed    input contents (matrix mode: "dense holes zeros empty"):
 #                  dense  random data everywhere
 #                  holes  1 MiB random / 1 MiB hole, alternating
 #                  zeros  95% written zeroes (allocated), 5% random
@@ -17,31 +31,35 @@
 #                         (the reference content of issue 10)
 #                  sparse 1 MiB of random data at the start of every GiB,
 #                         the rest holes (for SIZE=100G: memory stays flat)
-#   FORMATS="raw qcow2 qcow2c vmdk vdi vhd"   input/output formats
-#                  (qcow2c = compressed qcow2, vmdk = streamOptimized)
-#   BENCH_DIR=/var/tmp/vdisk-bench   where images are made (needs ~7x SIZE)
+#   FORMATS="raw qcow2 qcow2c vmdk vdi vhd"   matrix mode's formats
+#                  (there vmdk = streamOptimized)
+#   BENCH_DIR=BUILD_DIR/bench-work   where images are made (needs ~7x SIZE);
+#                  the default is on the checkout's own file system
 #   WORKERS=       -m for vdconvert (default: its own, the CPU count)
 #   QEMU_OPTS=     extra options for qemu-img convert, e.g. "-m 8 -W"
 #   BENCH_FS=xfs   make an XFS file system (reflinks) in a file in BENCH_DIR,
 #                  loop-mount it and work there (root, xfsprogs); default:
 #                  BENCH_DIR's own file system
 #
-# Pairs: every input format -> raw (reading), and raw -> every output format
-# (writing).  A format vdisk cannot read or write yet is skipped and said so.
-# Per pair it prints the median wall time of each tool, the ratio
-# qemu-img/vdconvert (> 1: vdconvert is faster), their median CPU time
-# (user+sys) and peak RSS, and whether the outputs are identical in content
-# (qemu-img compare) and clean (qemu-img check).
+# A format vdisk cannot read or write yet is skipped and said so.  Per pair
+# it prints the median wall time of each tool, the ratio qemu-img/vdconvert
+# (> 1: vdconvert is faster), their median CPU time (user+sys) and peak RSS,
+# output sizes, and whether the outputs are identical in content (qemu-img
+# compare) and clean (qemu-img check).
 set -euo pipefail
 export LC_ALL=C
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$SRC/build}
 V=${VDCONVERT:-$BUILD/tools/vdconvert/vdconvert}
-SIZE=${SIZE:-2G}
+PAIRS=${PAIRS-raw:qcow2 raw:vdi qcow2:vmdk qcow2c:raw vmdks:qcow2 raw:qcow2c raw:vmdks}
+if [ -n "$PAIRS" ]; then
+    SIZE=${SIZE:-1G}; KINDS=${KINDS:-mixed}
+else
+    SIZE=${SIZE:-2G}; KINDS=${KINDS:-dense holes zeros empty}
+fi
 RUNS=${RUNS:-5}
-KINDS=${KINDS:-dense holes zeros empty}
 FORMATS=${FORMATS:-raw qcow2 qcow2c vmdk vdi vhd}
-D=${BENCH_DIR:-/var/tmp/vdisk-bench}
+D=${BENCH_DIR:-$BUILD/bench-work}
 VOPT=()
 [ -n "${WORKERS:-}" ] && VOPT=(-m "$WORKERS")
 read -r -a QOPT <<<"${QEMU_OPTS:-}"
@@ -117,7 +135,8 @@ qemu_args() {  # FMT -> qemu-img convert output options
     raw) echo "-O raw" ;;
     qcow2) echo "-O qcow2" ;;
     qcow2c) echo "-O qcow2 -c" ;;
-    vmdk) echo "-O vmdk -o subformat=streamOptimized" ;;
+    vmdk) if [ -n "$PAIRS" ]; then echo "-O vmdk"; else echo "-O vmdk -o subformat=streamOptimized"; fi ;;
+    vmdks) echo "-O vmdk -o subformat=streamOptimized" ;;
     vdi) echo "-O vdi" ;;
     vhd) echo "-O vpc" ;;
     esac
@@ -125,14 +144,15 @@ qemu_args() {  # FMT -> qemu-img convert output options
 vd_args() {  # FMT -> vdconvert output options
     case $1 in
     qcow2c) echo "-O qcow2 -c" ;;
-    vmdk) echo "-O vmdk -o subformat=streamOptimized" ;;
+    vmdk) if [ -n "$PAIRS" ]; then echo "-O vmdk"; else echo "-O vmdk -o subformat=streamOptimized"; fi ;;
+    vmdks) echo "-O vmdk -o subformat=streamOptimized" ;;
     *) echo "-O $1" ;;
     esac
 }
-ext() { case $1 in qcow2c) echo qcow2 ;; *) echo "$1" ;; esac; }
+ext() { case $1 in qcow2c) echo qcow2 ;; vmdks) echo vmdk ;; *) echo "$1" ;; esac; }
 
 vd_reads() {  # FILE FMT: vdisk reads it as that format
-    local want=$2; case $want in qcow2c) want=qcow2 ;; esac
+    local want; want=$(ext "$2")
     "$V" info "$1" 2>/dev/null | grep -q "file format: $want\$"
 }
 vd_writes() {  # FMT
@@ -193,6 +213,47 @@ bench_pair() {
     rm -f "$ovd" "$oq" "$D/cp.raw"
 }
 
+# bench_terms LABEL IN OUT_VD OUT_Q "VD ARGS" "QEMU ARGS" CP
+# Both terms of issue 18: durable (vdconvert default vs qemu-img -t
+# writeback, floor cp + sync) and unsynced (vdconvert -t unsafe vs qemu-img's
+# default, floor cp).  CP=1: print the floor (uncompressed pairs).
+bench_terms() {
+    local label=$1 in=$2 ovd=$3 oq=$4 va=$5 qa=$6 cp=$7 term vt qt ct
+    for term in durable unsafe; do
+        if [ $term = durable ]; then
+            vt=""; qt="-t writeback"; ct=(sh -c 'cp --sparse=always "$1" "$2" && sync -f "$2"' cp "$in" "$D/cp.raw")
+        else
+            vt="-t unsafe"; qt=""; ct=(cp --sparse=always "$in" "$D/cp.raw")
+        fi
+        local vw=() vc=() vr=() qw=() qc=() qr=() cw=()
+        for ((i = 0; i < RUNS; i++)); do
+            # shellcheck disable=SC2086
+            read -r w c r < <(run_once "$ovd" "$V" "${VOPT[@]}" $vt $va "$in" "$ovd") || return 0
+            vw+=("$w"); vc+=("$c"); vr+=("$r")
+            # shellcheck disable=SC2086
+            read -r w c r < <(run_once "$oq" qemu-img convert "${QOPT[@]}" $qt $qa "$in" "$oq") || return 0
+            qw+=("$w"); qc+=("$c"); qr+=("$r")
+            if [ "$cp" = 1 ]; then
+                read -r w c r < <(run_once "$D/cp.raw" "${ct[@]}")
+                cw+=("$w")
+            fi
+        done
+        local mv mq same=identical
+        mv=$(printf '%s\n' "${vw[@]}" | median)
+        mq=$(printf '%s\n' "${qw[@]}" | median)
+        qemu-img compare "$ovd" "$oq" >/dev/null 2>&1 || same=DIFFERENT
+        qemu-img check "$ovd" >/dev/null 2>&1 || [ $? -eq 63 ] || same="$same,CHECK-FAILS"
+        printf '%-20s %-7s %7s %7s %6s %7s %7s %7s %6s %6s %9s %9s %s\n' "$label" "$term" "$mv" "$mq" \
+            "$(awk -v a="$mq" -v b="$mv" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+            "$([ "$cp" = 1 ] && printf '%s\n' "${cw[@]}" | median || echo -)" \
+            "$(printf '%s\n' "${vc[@]}" | median)" "$(printf '%s\n' "${qc[@]}" | median)" \
+            "$(( $(printf '%s\n' "${vr[@]}" | sort -n | tail -1) / 1024 ))" \
+            "$(( $(printf '%s\n' "${qr[@]}" | sort -n | tail -1) / 1024 ))" \
+            "$(du -k "$ovd" | cut -f1)" "$(du -k "$oq" | cut -f1)" "$same"
+        rm -f "$ovd" "$oq" "$D/cp.raw"
+    done
+}
+
 # ---- main ----------------------------------------------------------------------------
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, $(qemu-img --version | head -1)"
@@ -200,11 +261,41 @@ echo "# SIZE=$SIZE RUNS=$RUNS KINDS='$KINDS' FORMATS='$FORMATS' BENCH_DIR=${BENC
 echo "# working in $D ($(stat -f -c %T "$D"))"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 truncate -s 1M "$D/probe.raw"
-printf '%-22s %8s %8s %6s %8s %8s %7s %7s %9s %9s %s\n' "pair" "vd_s" "qemu_s" "ratio" \
-    "vd_cpu" "qemu_cpu" "vd_MiB" "qemu_MiB" "vd_KiB" "qemu_KiB" "content"
+if [ -n "$PAIRS" ]; then
+    printf '%-20s %-7s %7s %7s %6s %7s %7s %7s %6s %6s %9s %9s %s\n' "pair" "terms" "vd_s" \
+        "qemu_s" "ratio" "cp_s" "vd_cpu" "q_cpu" "vd_MiB" "q_MiB" "vd_KiB" "qemu_KiB" "content"
+    echo "# durable: vdconvert (default) vs qemu-img -t writeback, cp --sparse=always + sync"
+    echo "# unsafe:  vdconvert -t unsafe vs qemu-img (default), cp --sparse=always"
+fi
 for kind in $KINDS; do
     raw="$D/$kind.raw"
     make_raw "$kind" "$raw"
+    if [ -n "$PAIRS" ]; then
+        for p in $PAIRS; do
+            fin=${p%%:*} fout=${p#*:}
+            in=$raw
+            if [ "$fin" != raw ]; then
+                in="$D/$kind.in.$fin.$(ext "$fin")"
+                # shellcheck disable=SC2046
+                qemu-img convert -f raw $(qemu_args "$fin") "$raw" "$in"
+            fi
+            if ! vd_reads "$in" "$fin"; then
+                echo "$kind $fin->$fout: skipped, vdisk cannot read $fin yet"
+            elif ! vd_writes "$fout"; then
+                echo "$kind $fin->$fout: skipped, vdisk cannot write $fout yet"
+            else
+                e=$(ext "$fout") cp=1
+                case "$fin $fout" in *qcow2c*|*vmdks*) cp=0 ;; esac
+                bench_terms "$kind $fin->$fout" "$in" "$D/o.vd.$e" "$D/o.q.$e" "$(vd_args "$fout")" \
+                    "$(qemu_args "$fout")" "$cp"
+            fi
+            [ "$in" = "$raw" ] || rm -f "$in"
+        done
+        rm -f "$raw"
+        continue
+    fi
+    printf '%-22s %8s %8s %6s %8s %8s %7s %7s %9s %9s %s\n' "pair" "vd_s" "qemu_s" "ratio" \
+        "vd_cpu" "qemu_cpu" "vd_MiB" "qemu_MiB" "vd_KiB" "qemu_KiB" "content"
     for f in $FORMATS; do
         [ "$f" = raw ] && continue
         in="$D/$kind.in.$f.$(ext "$f")"

@@ -259,6 +259,7 @@ static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_
         if (n <= 0)
             return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: write at 0x%llx",
                                 vd_filename(c->out), (unsigned long long)off);
+        vd_note_write(c->out, off, (uint64_t)n);    /* early writeback */
         buf += n;
         off += (uint64_t)n;
         len -= (uint64_t)n;
@@ -349,8 +350,11 @@ static int engine_transfer(struct engine *g, const struct engine_job *j, const c
     if (__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED) || (!congruent && buf))
         r = 1;
     else if (c->out_fd >= 0) {
-        if ((r = engine_copy_range(g, j->src_fd, src, c->out_fd, off, len, e)) <= 0)
+        if ((r = engine_copy_range(g, j->src_fd, src, c->out_fd, off, len, e)) <= 0) {
+            if (r == 0)
+                vd_note_write(c->out, off, len);
             return r;
+        }
     } else if (g->out_data_fd >= 0 && off % g->out_cluster == 0 &&
              (len % g->out_cluster == 0 || off + len == vd_size(c->out))) {
         while (len) {
@@ -359,6 +363,7 @@ static int engine_transfer(struct engine *g, const struct engine_job *j, const c
                 return r;
             if ((r = engine_copy_range(g, j->src_fd, src, g->out_data_fd, fo, m, e)) != 0)
                 break;   /* error, or the rest through user space */
+            vd_note_write(c->out, fo, m);
             off += m;
             src += m;
             len -= m;
@@ -579,13 +584,16 @@ static int copy_plan_make(vd_image *src, vd_image *dst, const vd_copy_opts *o,
         .out_fd = copy_raw_fd(dst),
     };
     int r = o->compress ? copy_setup_compress(c, e) : 0;
-    if (r == 0 && o->direct && c->out_fd >= 0) {
-        /* Bypass the page cache for the target's data. */
-        *direct_fd = open(dst->path, O_WRONLY | O_DIRECT);
+    bool dsync = dst->cache & VD_CACHE_SYNC_WRITES;
+    if (r == 0 && (o->direct || dsync) && c->out_fd >= 0) {
+        /* Bypass the page cache for the target's data (direct); synced
+         * writes (writethrough, directsync: the target's cache mode). */
+        *direct_fd = open(dst->path, O_WRONLY | (o->direct ? O_DIRECT : 0) |
+                          (dsync ? O_DSYNC : 0));
         if (*direct_fd >= 0) {
             c->out_fd = *direct_fd;
             c->zero_copy = false;
-            c->direct = true;
+            c->direct = o->direct;
         }
     }
     return r;

@@ -55,6 +55,7 @@ void vd_file_close(vd_file *f)
         return;
     vd_file_unlock(f);
     close(f->fd);
+    vd_file_free_cache(f);
     free(f->path);
     free(f);
 }
@@ -102,6 +103,7 @@ int vd_file_pread_zfill(vd_file *f, void *buf, size_t len, uint64_t off, vd_erro
 int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_error *err)
 {
     const char *p = buf;
+    uint64_t start = off, total = len;
     if (f->readonly)
         return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
     vd_wl_record(f, VD_WL_WRITE, off, len, buf);   /* power-loss tests only */
@@ -117,6 +119,9 @@ int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_err
         len -= (size_t)r;
         off += (uint64_t)r;
     }
+    if ((f->cache & VD_CACHE_SYNC_WRITES) && fdatasync(f->fd) < 0)
+        return vd_set_errno(err, -errno, "%s: fdatasync", f->path);
+    vd_file_wrote(f, start, total);
     return 0;
 }
 
@@ -168,7 +173,7 @@ int vd_file_truncate(vd_file *f, uint64_t size, vd_error *err)
 
 int vd_file_sync(vd_file *f, vd_error *err)
 {
-    if (f->readonly)
+    if (f->readonly || (f->cache & VD_CACHE_NO_SYNC))
         return 0;
     if (fdatasync(f->fd) < 0)
         return vd_set_errno(err, -errno, "%s: fdatasync", f->path);
@@ -284,5 +289,7 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
         vd_file_close(*out);
         *out = NULL;
     }
+    if (r == 0 && !readonly)
+        vd_file_set_cache(*out, img->cache);
     return r;
 }

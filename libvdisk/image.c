@@ -213,6 +213,7 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
     img->readonly = readonly;
     img->allow_host_paths = o && o->allow_host_paths;
     img->force_share = o && o->force_share;
+    img->cache = o && !readonly ? o->cache : 0;
     int r = -ENOMEM;
     if (vd_is_uri(path)) {
         img->path = strdup(path);
@@ -231,6 +232,7 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
     r = vd_file_open(img->path, readonly, &img->file, err);
     if (r < 0)
         goto fail;
+    vd_file_set_cache(img->file, img->cache);
     if (vd_chain_has_file(chain, depth, img->file)) {
         r = vd_set_error(err, -ELOOP, "%s: backing chain loops back to this file",
                          img->path);

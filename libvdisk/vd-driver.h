@@ -103,6 +103,8 @@ typedef struct vd_file {
     bool readonly;
     struct vd_lock *lock;          /* lock.c: the qemu-compatible image lock */
     uint8_t lock_perm, lock_noshare;
+    unsigned cache;                /* VD_CACHE_* (writeback.c) */
+    struct vd_writeback *wb;       /* early writeback state, or NULL */
 } vd_file;
 
 /* Open an existing file.  Returns 0 or -errno with a message naming path. */
@@ -110,6 +112,11 @@ int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err);
 /* Create a new file (O_EXCL). */
 int vd_file_create(const char *path, vd_file **out, vd_error *err);
 void vd_file_close(vd_file *f);
+/* Cache modes (writeback.c): set on a file opened for writing; and note
+ * that [off, off+len) was written to it (by vd_file_pwrite, or directly). */
+void vd_file_set_cache(vd_file *f, unsigned cache);
+void vd_file_free_cache(vd_file *f);
+void vd_file_wrote(vd_file *f, uint64_t off, uint64_t len);
 /* Exactly `len` bytes or an error ("pread at 0x..: short read"). */
 int vd_file_pread(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
 /* Like vd_file_pread but bytes past end of file read as zeroes. */
@@ -280,6 +287,7 @@ struct vd_image {
     struct vd_file_id { dev_t dev; ino_t ino; } *file_ids; /* core: every file */
     size_t n_file_ids;             /* the layer opened (vd_image_uses_file) */
     int compression_level;         /* core: vd_set_compression_level, 0 unset */
+    unsigned cache;                /* core: vd_open_opts.cache, for its files */
 };
 
 /* Read [off, off+len) of the backing chain below `img` (zeroes where there is

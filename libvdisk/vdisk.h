@@ -61,6 +61,7 @@ typedef struct vd_open_opts {
     const char *backing_format; /* force the format of the backing image */
     bool force_share;         /* read an image another process may be
                                  writing (see "image locks" below) */
+    unsigned cache;           /* VD_CACHE_* flags for the files written (below) */
 } vd_open_opts;
 
 /* Image locks.  vd_open locks every file of the chain it opens (the image,
@@ -78,6 +79,15 @@ typedef struct vd_open_opts {
  *    (qemu-img -U), which takes no exclusion and reads whatever is there.
  * The locks last until vd_close.  Opens of one file within one process do
  * not exclude each other.  On file systems without OFD locks, no locks. */
+
+/* Cache modes of a writable image's files (0: the page cache, flushes
+ * fdatasync, as qemu's cache=writeback). */
+#define VD_CACHE_EARLY_WRITEBACK 1u  /* start writing data back as it is
+                                        written (sync_file_range, a bounded
+                                        window dirty): a flush waits little */
+#define VD_CACHE_NO_SYNC         2u  /* flushes sync nothing (cache=unsafe):
+                                        data may be lost on a crash */
+#define VD_CACHE_SYNC_WRITES     4u  /* every write synced (writethrough) */
 
 /* Open an image (and its backing chain).  `opts` may be NULL (read-write,
  * probed). */
@@ -170,6 +180,9 @@ int vd_set_compression_level(vd_image *img, int level, vd_error *err);
  * images in use.  -ENOTSUP when the format cannot: vd_can_map_for_write()
  * says beforehand. */
 int vd_data_fd(vd_image *img, int depth);
+/* The caller wrote [file_off, file_off+len) of vd_data_fd(img, 0) itself:
+ * lets VD_CACHE_EARLY_WRITEBACK start writing it back. */
+void vd_note_write(vd_image *img, uint64_t file_off, uint64_t len);
 bool vd_can_map_for_write(vd_image *img);
 int vd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t *file_off,
                      uint64_t *mapped, vd_error *err);

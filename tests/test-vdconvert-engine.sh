@@ -81,6 +81,31 @@ else
     fail "-t none failed: $(cat "$T/err")"
 fi
 
+# --- cache modes (qemu's names): same output; unsafe syncs nothing ----------
+for mode in writeback unsafe none writethrough directsync; do
+    for f in raw qcow2; do
+        rm -f "$T/cm.$f"
+        "$V" -t $mode -T $mode -O $f "$T/in.raw" "$T/cm.$f" 2>"$T/err" ||
+            fail "-t $mode -O $f failed: $(cat "$T/err")"
+        qemu-img compare -f raw -F $f "$T/in.raw" "$T/cm.$f" >/dev/null || fail "-t $mode -O $f differs"
+    done
+done
+if command -v strace >/dev/null; then
+    # the default syncs the target before renaming it; -t unsafe does not
+    # (creating the empty image syncs its header once either way)
+    declare -A syncs
+    for mode in writeback unsafe; do
+        rm -f "$T/cm.qcow2"
+        strace -f -qq -e trace=fdatasync,fsync -o "$T/strace" "$V" -t $mode -O qcow2 "$T/in.raw" "$T/cm.qcow2"
+        syncs[$mode]=$(grep -c 'sync(' "$T/strace" || true)
+    done
+    [ "${syncs[unsafe]}" -le 1 ] && [ "${syncs[writeback]}" -gt "${syncs[unsafe]}" ] ||
+        fail "syncs: writeback ${syncs[writeback]}, unsafe ${syncs[unsafe]}"
+fi
+rc=0; "$V" -t bogus "$T/in.raw" "$T/cm.raw" 2>"$T/err" || rc=$?
+[ $rc -ne 0 ] && grep -q "expected none, writeback, unsafe, directsync or writethrough" "$T/err" ||
+    fail "-t bogus: $(cat "$T/err")"
+
 # --- an odd size (not a multiple of 512 or of the chunk) ---------------------
 head -c $((5 * MiB + 777)) /dev/urandom >"$T/odd.raw"
 "$V" -m 3 "$T/odd.raw" "$T/odd2.raw"

@@ -225,7 +225,7 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
                                uint64_t size, vd_image **out, bool *reads_zero, vd_error *e)
 {
     if (o->existing) {
-        int r = vd_open(o->dst, &(vd_open_opts){ .format = o->dst_fmt,
+        int r = vd_open(o->dst, &(vd_open_opts){ .format = o->dst_fmt, .cache = o->cache,
                         .allow_host_paths = o->allow_host_paths }, out, e);
         if (r < 0)
             return r;
@@ -253,7 +253,7 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
                           .allow_host_paths = o->allow_host_paths };
     r = vd_create(convert_tmp, &co, e);
     if (r == 0)
-        r = vd_open(convert_tmp, &(vd_open_opts){ .format = fmt,
+        r = vd_open(convert_tmp, &(vd_open_opts){ .format = fmt, .cache = o->cache,
                     .allow_host_paths = o->allow_host_paths }, out, e);
     if (r < 0)
         return r;
@@ -372,7 +372,7 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
 
 static const char convert_usage[] =
     "usage: vdconvert [convert] [-f FMT] [-O FMT] [-o OPTS] [-c] [-B BACKING [-F FMT]]\n"
-    "                 [-l SNAPSHOT] [-S SIZE] [-m N] [-n [--target-is-zero]] [-t none]\n"
+    "                 [-l SNAPSHOT] [-S SIZE] [-m N] [-n [--target-is-zero]] [-t CACHE] [-T CACHE]\n"
     "                 [-p] [-q] [--allow-host-paths] [--keep-uuid] IN OUT\n"
     "  -f FMT      input format (default: probed from the content)\n"
     "  -O FMT      output format (default: from OUT's extension when it is a\n"
@@ -389,7 +389,12 @@ static const char convert_usage[] =
     "  -m N        worker threads (default: number of CPUs)\n"
     "  -n          OUT exists: write into it (no creation)\n"
     "  --target-is-zero  with -n: OUT reads as zeroes, skip writing zeroes\n"
-    "  -t none     bypass the page cache when writing (raw output)\n"
+    "  -t CACHE    target cache mode, qemu's names: writeback (default: synced\n"
+    "              before it is renamed into place, written back as it goes),\n"
+    "              unsafe (no sync), none (O_DIRECT for raw output), writethrough\n"
+    "              and directsync (every write synced)\n"
+    "  -T CACHE    source cache mode: accepted for qemu-img compatibility; the\n"
+    "              source is always read through the page cache\n"
     "  -p          show progress (bar on a terminal, a line per 10 % otherwise)\n"
     "  -q          quiet\n"
     "  -U, --force-share  read IN even while another process writes it\n"
@@ -448,9 +453,33 @@ static int convert_take_level(char *opts, int *level)
     return 0;
 }
 
+/* qemu's cache modes.  The default, writeback, is durable: the target is
+ * synced before it gets its name, and its data is written back while the
+ * copy goes on (VD_CACHE_EARLY_WRITEBACK) so that the sync has little left.
+ * unsafe syncs nothing (qemu-img convert's default); none and directsync
+ * bypass the page cache for raw targets (O_DIRECT); writethrough and
+ * directsync sync every write. */
+static int convert_cache_mode(const char *m, unsigned *cache, bool *direct)
+{
+    static const struct { const char *name; unsigned cache; bool direct; } modes[] = {
+        { "writeback", VD_CACHE_EARLY_WRITEBACK, false },
+        { "none", VD_CACHE_EARLY_WRITEBACK, true },
+        { "unsafe", VD_CACHE_NO_SYNC, false },
+        { "directsync", VD_CACHE_SYNC_WRITES, true },
+        { "writethrough", VD_CACHE_SYNC_WRITES, false },
+    };
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(m, modes[i].name)) {
+            *cache = modes[i].cache;
+            *direct = modes[i].direct;
+            return 0;
+        }
+    return -1;
+}
+
 int vc_cmd_convert(int argc, char **argv)
 {
-    struct vc_convert_opts o = { .sparse_size = 4096,
+    struct vc_convert_opts o = { .sparse_size = 4096, .cache = VD_CACHE_EARLY_WRITEBACK,
                                  .workers = (int)sysconf(_SC_NPROCESSORS_ONLN) };
     static const struct option lo[] = {
         { "target-is-zero", 0, 0, 'Z' }, { "allow-host-paths", 0, 0, 'H' },
@@ -458,7 +487,7 @@ int vc_cmd_convert(int argc, char **argv)
         { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:pqhWU", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:T:pqhWU", lo, NULL)) != -1) {
         switch (c) {
         case 'f': o.src_fmt = optarg; break;
         case 'O': o.dst_fmt = optarg; break;
@@ -485,9 +514,14 @@ int vc_cmd_convert(int argc, char **argv)
         }
         case 'n': o.existing = true; break;
         case 't':
-            if (strcmp(optarg, "none") && strcmp(optarg, "writeback"))
-                return vc_fail("-t %s: expected none or writeback", optarg);
-            o.direct = !strcmp(optarg, "none");
+            if (convert_cache_mode(optarg, &o.cache, &o.direct) < 0)
+                return vc_fail("-t %s: expected none, writeback, unsafe, directsync or "
+                               "writethrough", optarg);
+            break;
+        case 'T':
+            if (convert_cache_mode(optarg, &(unsigned){ 0 }, &(bool){ false }) < 0)
+                return vc_fail("-T %s: expected none, writeback, unsafe, directsync or "
+                               "writethrough", optarg);
             break;
         case 'p': o.progress = true; break;
         case 'q': o.quiet = true; break;

@@ -66,7 +66,8 @@ struct vc_convert_opts {
     int compression_level;             /* -o compression_level=N, 0 default */
     bool existing;                     /* -n: write into an existing target */
     bool target_is_zero;               /* --target-is-zero (with -n) */
-    bool direct;                       /* -t none: O_DIRECT on raw targets */
+    bool direct;                       /* -t none|directsync: O_DIRECT on raw targets */
+    unsigned cache;                    /* -t: VD_CACHE_* of the target */
     bool progress, quiet;
     bool allow_host_paths;
     bool no_copy_range;                /* disable copy_file_range (testing) */
