@@ -50,7 +50,7 @@ readable() {  # QEMU_FMT: vdisk reads it as that format (not as raw)
 }
 
 for f in qcow2 qed vdi vpc; do
-    if ! readable $f; then echo "skip map of $f: vdisk cannot read it yet"; continue; fi
+    readable $f || fail "map of $f: vdisk does not read it as $f"
     qemu-img create -q -f $f m.$f 16M
     fill m.$f $f
     same_map m.$f
@@ -124,11 +124,8 @@ chain_cmds() {  # FMT
     cmp g.raw <(head -c 4M want.raw) || fail "shrunk image content"
 }
 for F in qed qcow2; do
-    if readable $F && "$V" create -q -O $F w.$F 1M >/dev/null 2>&1; then
-        chain_cmds $F
-    else
-        echo "skip chain commands on $F: not writable"
-    fi
+    readable $F && "$V" create -q -O $F w.$F 1M >/dev/null || fail "chain commands on $F: not writable"
+    chain_cmds $F
 done
 
 cp r.raw rr.raw

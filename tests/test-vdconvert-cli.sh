@@ -6,7 +6,7 @@
 # (plain lines in a pipe, a bar with ETA on a terminal), compare and check
 # exit codes, info --json/--backing-chain, measure against qemu-img.
 . "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img qemu-io
+requires_cmd qemu-img qemu-io nbdkit script
 V=$VDCONVERT
 MiB=1048576
 cd "$T"
@@ -98,14 +98,15 @@ rm -f big.raw sig.raw
 cmp in.raw keep.raw || fail "conversion over an existing file differs"
 
 # --- an NBD export as the output is written in place (-n implied) ----------------
-if command -v nbdkit >/dev/null && "$V" --help | grep -q ' nbd'; then
+"$V" --help | grep -q ' nbd' || fail "vdconvert built without NBD support (libnbd-dev)"
+{
     nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" memory $((32 * MiB))
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -S "$T/nbd.sock" ] && break; sleep 0.1; done
     rc=0; "$V" -p in.raw "nbd+unix:///?socket=$T/nbd.sock" 2>/dev/null || rc=$?
     qemu-img compare -f raw in.raw "nbd+unix:///?socket=$T/nbd.sock" >/dev/null || rc=9
     kill "$(cat "$T/nbd.pid")"
     [ $rc -eq 0 ] || fail "conversion into an NBD export: $rc"
-fi
+}
 
 # --- -o help, --help -----------------------------------------------------------
 "$V" -O raw -o help in.raw x.raw | grep -q preallocation || fail "-o help lists no raw option"
@@ -131,13 +132,13 @@ done <prog
 rm -f p.raw
 "$V" -q -p -f raw in.raw p.raw 2>prog
 [ ! -s prog ] || fail "-q still printed progress"
-if command -v script >/dev/null; then
+{
     rm -f p.raw
     script -qec "$V -p in.raw $T/p.raw" /dev/null >tty.out
     grep -q $'\r' tty.out && grep -q 'took' tty.out && grep -q '100.0%' tty.out &&
         grep -q "in.raw -> $T/p.raw \[" tty.out ||
         fail "no progress bar on a terminal: $(cat -v tty.out)"
-fi
+}
 
 # --- compare exit codes ------------------------------------------------------------
 cp in.raw same.raw
