@@ -41,6 +41,8 @@ void vga_close(struct vga_screen *v)
     v->mon_fd = -1;
     if (v->dump_path[0])
         unlink(v->dump_path);
+    if (v->mon_path[0])
+        unlink(v->mon_path);   /* qemu, killed, leaves its socket behind */
 }
 
 /* Reads from the monitor until its prompt, or 2 s pass. */
