@@ -128,25 +128,9 @@ vm_umount() {
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# Formats libvdisk reads, by their qemu-img names: those whose conversion
-# by vdconvert of a small sample matches qemu-img's (drivers land over time).
+# Formats libvdisk reads, by their qemu-img names: a fixed list, so that a
+# format that stops reading fails the test that mounts it instead of
+# dropping out of its list.
 vm_readable_formats() {
-    local f out sample="$T/fmt-sample.raw"
-    python3 - "$sample" <<'PY'
-import os, sys
-with open(sys.argv[1], "wb") as f:
-    f.truncate(4 << 20)
-    f.write(os.urandom(300000)); f.seek(3 << 20); f.write(os.urandom(70000))
-PY
-    for f in qcow2 vmdk vdi vpc vhdx qed parallels; do
-        out="$T/fmt-probe.$f"
-        qemu-img convert -f raw -O "$f" "$sample" "$out" 2>/dev/null || continue
-        qemu-img convert -f "$f" -O raw "$out" "$T/fmt-probe.want"
-        if "$VDCONVERT" -O raw "$out" "$T/fmt-probe.raw" >/dev/null 2>&1 &&
-            cmp -s "$T/fmt-probe.want" "$T/fmt-probe.raw"; then
-            echo "$f"
-        fi
-        rm -f "$out" "$T/fmt-probe.raw" "$T/fmt-probe.want"
-    done
-    rm -f "$sample"
+    echo qcow2 vmdk vdi vpc vhdx qed parallels
 }
