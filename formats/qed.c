@@ -726,14 +726,9 @@ static void qed_close(vd_image *img)
 static int qed_backing_size(const char *path, const char *bf, const char *bfmt,
                             uint64_t *size, vd_error *err)
 {
-    char *bpath;
-    int r = vd_resolve_related(path, bf, false, &bpath, err);
-    if (r < 0)
-        return r;
     vd_image *b;
-    r = vd_open(bpath, &(vd_open_opts){ .readonly = true, .format = bfmt, .no_backing = true },
-                &b, err);
-    free(bpath);
+    int r = vd_open_related(path, bf, &(vd_open_opts){ .readonly = true, .format = bfmt,
+                            .no_backing = true, .force_share = true }, &b, err);
     if (r < 0)
         return r;
     *size = vd_size(b);

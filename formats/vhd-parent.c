@@ -125,13 +125,7 @@ static char *vhd_locator_path(vd_image *img, const uint8_t *dynhdr, uint64_t fil
 
 static bool vhd_candidate_exists(vd_image *img, const char *name)
 {
-    char *path;
-    struct stat st;
-    if (vd_resolve_related(img->path, name, img->allow_host_paths, &path, NULL) < 0)
-        return false;
-    bool ok = stat(path, &st) == 0;
-    free(path);
-    return ok;
+    return vd_related_exists(img, name);
 }
 
 /* Choose the parent among the candidates - the relative locator (W2ru),

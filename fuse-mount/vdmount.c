@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +189,38 @@ static int vm_check_mountpoint(const char *mp)
  * is only ever opened read-only (as the layer's backing file).  A temporary
  * layer is unlinked as soon as it is open, so it is gone at unmount however
  * the process ends. */
+/* `to` (resolved) as seen from the folder of `from` (resolved too), e.g.
+ * "disk.qcow2" or "../images/disk.qcow2": a kept overlay names its image
+ * relatively, so that the pair can move together and vdisk opens it without
+ * --allow-host-paths when both share a folder.  NULL when out of memory. */
+static char *vm_relative_to(const char *from, const char *to)
+{
+    char *copy = strdup(from);
+    char *dir = copy ? realpath(dirname(copy), NULL) : NULL;
+    free(copy);
+    if (!dir)
+        return NULL;
+    /* the longest common prefix ending at a '/' */
+    size_t common = 0;
+    for (size_t i = 0; dir[i] && dir[i] == to[i]; i++)
+        if (dir[i] == '/')
+            common = i;
+    if (dir[strlen(dir)] == 0 && to[strlen(dir)] == '/' && !strncmp(dir, to, strlen(dir)))
+        common = strlen(dir);
+    size_t ups = 0;
+    for (const char *p = dir + common; *p && strcmp(dir, "/"); p++)
+        ups += *p == '/';
+    char *rel = malloc(3 * ups + strlen(to + common) + 1);
+    if (rel) {
+        rel[0] = 0;
+        for (size_t i = 0; i < ups; i++)
+            strcat(rel, "../");
+        strcat(rel, to + common + 1);
+    }
+    free(dir);
+    return rel;
+}
+
 static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *err)
 {
     if (!vd_format_can_create("qcow2"))
@@ -229,9 +262,13 @@ static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *er
     }
     if (!path)
         return view_error(err, -ENOMEM, "out of memory");
-    vd_create_opts co = { .format = "qcow2", .backing_file = base,
+    /* A kept overlay names the image relatively; a temporary one, unlinked
+     * at once, by its absolute path. */
+    char *rel = a->keep_overlay ? vm_relative_to(path, base) : NULL;
+    vd_create_opts co = { .format = "qcow2", .backing_file = rel ? rel : base,
                           .backing_format = fmt, .allow_host_paths = true };
     r = vd_create(path, &co, err);
+    free(rel);
     if (r == 0) {
         vd_open_opts oo = { .format = "qcow2", .allow_host_paths = true,
                             .backing_format = fmt, .force_share = a->force_share };

@@ -9,9 +9,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <linux/falloc.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int vd_file_wrap(const char *path, int fd, bool readonly, vd_file **out)
@@ -203,8 +205,14 @@ uint64_t vd_file_allocated(vd_file *f)
     return (uint64_t)st.st_blocks * 512;
 }
 
-/* Does `name` stay inside its folder?  Rejects absolute paths and any ".."
- * component that climbs above the start. */
+bool vd_is_uri(const char *path)
+{
+    return !strncmp(path, "nbd://", 6) || !strncmp(path, "nbd+unix://", 11) ||
+           !strncmp(path, "nbds://", 7) || !strncmp(path, "nbds+unix://", 12);
+}
+
+/* Does `name` stay inside its folder, read as text?  Rejects absolute
+ * paths and any ".." component that climbs above the start. */
 static bool vd_path_confined(const char *name)
 {
     if (name[0] == '/')
@@ -227,32 +235,25 @@ static bool vd_path_confined(const char *name)
     return true;
 }
 
-bool vd_is_uri(const char *path)
+static int vd_refuse_escape(const char *base_path, const char *name, vd_error *err)
 {
-    return !strncmp(path, "nbd://", 6) || !strncmp(path, "nbd+unix://", 11) ||
-           !strncmp(path, "nbds://", 7) || !strncmp(path, "nbds+unix://", 12);
+    return vd_set_error(err, -EPERM,
+                        "%s: reference to '%s' leaves the image's folder; "
+                        "refused (pass --allow-host-paths to trust it)",
+                        base_path, name);
 }
 
-int vd_resolve_related(const char *base_path, const char *name,
-                       bool allow_host_paths, char **out, vd_error *err)
+static int vd_join_related(const char *base_path, const char *name,
+                           bool allow_host_paths, char **out, vd_error *err)
 {
     if (!name || !*name)
         return vd_set_error(err, -EINVAL, "%s: empty file reference", base_path);
     /* An NBD URI as a backing file (an overlay on a served disk): a network
      * connection an image must not be able to make on its own. */
-    if (vd_is_uri(name)) {
-        if (!allow_host_paths)
-            return vd_set_error(err, -EPERM, "%s: reference to the NBD export '%s' refused "
-                                "(pass --allow-host-paths to trust it)", base_path, name);
-        *out = strdup(name);
-        return *out ? 0 : -ENOMEM;
-    }
-    if (!allow_host_paths && !vd_path_confined(name))
-        return vd_set_error(err, -EPERM,
-                            "%s: reference to '%s' leaves the image's folder; "
-                            "refused (pass --allow-host-paths to trust it)",
-                            base_path, name);
-    if (name[0] == '/') {
+    if (vd_is_uri(name) && !allow_host_paths)
+        return vd_set_error(err, -EPERM, "%s: reference to the NBD export '%s' refused "
+                            "(pass --allow-host-paths to trust it)", base_path, name);
+    if (name[0] == '/' || vd_is_uri(name)) {
         *out = strdup(name);
         return *out ? 0 : -ENOMEM;
     }
@@ -275,15 +276,179 @@ int vd_resolve_related(const char *base_path, const char *name,
     return 0;
 }
 
+/* An absolute reference `name` as a path relative to the folder `realdir`
+ * (already resolved), when the folder holding it resolves inside; NULL
+ * otherwise.  Only its folder is resolved here: the last component, and
+ * everything after a rename race, is resolved by openat2 beneath the
+ * folder. */
+static char *vd_absolute_inside(const char *realdir, const char *name)
+{
+    char *copy = strdup(name), *copy2 = strdup(name);
+    char *parent = copy ? realpath(dirname(copy), NULL) : NULL;
+    char *rel = NULL;
+    size_t dl = strlen(realdir);
+    if (parent && copy2 && !strncmp(parent, realdir, dl) &&
+        (parent[dl] == 0 || parent[dl] == '/' || dl == 1)) {
+        const char *sub = parent + dl + (parent[dl] == '/');
+        const char *base = basename(copy2);
+        if (asprintf(&rel, "%s%s%s", sub, *sub ? "/" : "", base) < 0)
+            rel = NULL;
+    }
+    free(parent);
+    free(copy);
+    free(copy2);
+    return rel;
+}
+
+/* Without openat2 (kernels before 5.6, or a seccomp filter that hides it):
+ * open, then check where the descriptor we got really is. */
+static int vd_open_checked(const char *path, int flags, const char *realdir)
+{
+    int fd = open(path, flags | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    char link[64], real[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real - 1);
+    size_t dl = strlen(realdir);
+    if (n <= 0 || (size_t)n <= dl || strncmp(real, realdir, dl) ||
+        (real[dl] != '/' && dl != 1)) {
+        close(fd);
+        return -EXDEV;
+    }
+    return fd;
+}
+
+static int vd_openat_beneath(int dfd, const char *rel, int flags)
+{
+    struct open_how how = { .flags = (uint64_t)flags,
+                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    long fd = syscall(SYS_openat2, dfd, rel, &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int vd_file_open_beneath(const char *base_path, const char *name, bool allow_host_paths,
+                         bool readonly, bool bundle, vd_file **out, vd_error *err)
+{
+    char *path;
+    int r = vd_join_related(base_path, name, allow_host_paths, &path, err);
+    if (r < 0)
+        return r;
+    if (vd_is_uri(name)) {
+        free(path);
+        return vd_set_error(err, -EINVAL, "%s: '%s' is an NBD export, not a file",
+                            base_path, name);
+    }
+    /* O_NONBLOCK: a FIFO planted under an extent's name must not hang us. */
+    int flags = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
+    int fd = -1;
+    char *realdir = NULL;
+    if (allow_host_paths) {
+        fd = open(path, flags);
+        r = fd < 0 ? -errno : 0;
+    } else {
+        /* openat2 resolves every component (symlinks included) beneath the
+         * folder: nothing can swap a link between a check and the open. */
+        char *copy = strdup(base_path);
+        realdir = copy ? realpath(dirname(copy), NULL) : NULL;
+        free(copy);
+        if (!realdir) {
+            r = vd_set_errno(err, -errno, "%s: resolving the image's folder", base_path);
+            free(path);
+            return r;
+        }
+        char *rel = name[0] == '/' ? vd_absolute_inside(realdir, name) : strdup(name);
+        int dfd = open(realdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (!rel || dfd < 0) {
+            r = rel ? -errno : -EXDEV;
+        } else {
+            r = fd = vd_openat_beneath(dfd, rel, flags);
+            if (r == -ENOSYS || r == -EPERM)
+                r = fd = vd_open_checked(path, flags, realdir);
+        }
+        if (dfd >= 0)
+            close(dfd);
+        free(rel);
+    }
+    struct stat st;
+    if (r >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* A Parallels bundle: the image is its DiskDescriptor.xml. */
+        int dfd = fd;
+        fd = -1;
+        r = bundle ? vd_openat_beneath(dfd, "DiskDescriptor.xml", flags) : -EISDIR;
+        if (r == -ENOSYS || r == -EPERM)
+            r = openat(dfd, "DiskDescriptor.xml", flags | O_NOFOLLOW);
+        fd = r;
+        close(dfd);
+        char *p2 = NULL;
+        if (r >= 0 && asprintf(&p2, "%s/DiskDescriptor.xml", path) < 0) {
+            close(fd);
+            r = -ENOMEM;
+        } else if (r >= 0) {
+            free(path);
+            path = p2;
+        }
+    }
+    free(realdir);
+    if (r < 0) {
+        if (r == -EXDEV)
+            r = vd_refuse_escape(base_path, name, err);
+        else if (r == -EISDIR)
+            r = vd_set_error(err, r, "%s: is a directory", path);
+        else
+            r = vd_set_errno(err, r, "%s: open", path);
+        free(path);
+        return r;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    r = vd_file_wrap(path, fd, readonly, out);
+    free(path);
+    return r;
+}
+
+int vd_resolve_related(const char *base_path, const char *name,
+                       bool allow_host_paths, char **out, vd_error *err)
+{
+    int r = vd_join_related(base_path, name, allow_host_paths, out, err);
+    if (r < 0 || allow_host_paths || vd_is_uri(name))
+        return r;
+    /* Confined: refuse a name that resolves out of the folder (a file that
+     * does not exist yet is left to whoever opens it, beneath the folder
+     * again). */
+    vd_file *f;
+    r = vd_file_open_beneath(base_path, name, false, true, true, &f, err);
+    if (r == 0)
+        vd_file_close(f);
+    /* Not there (yet): at least the name itself must stay inside. */
+    if (r < 0 && r != -EPERM && !vd_path_confined(name))
+        r = vd_refuse_escape(base_path, name, err);
+    if (r == -EPERM) {
+        free(*out);
+        *out = NULL;
+        return r;
+    }
+    if (err) {
+        err->code = 0;
+        err->msg[0] = 0;
+    }
+    return 0;
+}
+
+bool vd_related_exists(vd_image *img, const char *name)
+{
+    vd_file *f;
+    if (vd_file_open_beneath(img->path, name, img->allow_host_paths, true, false, &f,
+                             NULL) < 0)
+        return false;
+    vd_file_close(f);
+    return true;
+}
+
 int vd_file_open_related(vd_image *img, const char *name, bool readonly,
                          vd_file **out, vd_error *err)
 {
-    char *path;
-    int r = vd_resolve_related(img->path, name, img->allow_host_paths, &path, err);
-    if (r < 0)
-        return r;
-    r = vd_file_open(path, readonly, out, err);
-    free(path);
+    int r = vd_file_open_beneath(img->path, name, img->allow_host_paths, readonly, false,
+                                 out, err);
     if (r == 0 && ((r = vd_file_lock(*out, !readonly, img->force_share, err)) < 0 ||
                    (r = vd_image_note_file(img, *out)) < 0)) {
         vd_file_close(*out);

@@ -157,16 +157,48 @@ static bool vd_chain_has_file(vd_image *const *chain, int n, vd_file *f)
     return false;
 }
 
-static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
-                         const char *format, vd_image *const *chain, int depth,
-                         vd_image **out, vd_error *err);
+static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
+                         bool readonly, const char *format, vd_image *const *chain,
+                         int depth, vd_image **out, vd_error *err);
+
+/* Open the file a reference names, beneath the referring image's folder
+ * (file.c), or an NBD URI. */
+static int vd_open_ref(const char *base_path, const char *name, bool allow_host_paths,
+                       char **path, vd_file **file, vd_error *err)
+{
+    *file = NULL;
+    if (vd_is_uri(name))
+        return vd_resolve_related(base_path, name, allow_host_paths, path, err);
+    int r = vd_file_open_beneath(base_path, name, allow_host_paths, true, true, file, err);
+    if (r == 0 && !(*path = strdup((*file)->path))) {
+        vd_file_close(*file);
+        r = vd_set_error(err, -ENOMEM, "out of memory");
+    }
+    return r;
+}
+
+int vd_open_related(const char *base_path, const char *name, const vd_open_opts *o,
+                    vd_image **out, vd_error *err)
+{
+    char *path;
+    vd_file *f;
+    *out = NULL;
+    int r = vd_open_ref(base_path, name, o && o->allow_host_paths, &path, &f, err);
+    if (r < 0)
+        return r;
+    bool ro = (o && o->readonly) || (o && o->snapshot);
+    r = vd_open_layer(path, f, o, ro, o ? o->format : NULL, NULL, 0, out, err);
+    free(path);
+    return r;
+}
 
 static int vd_open_backing(vd_image *img, const vd_open_opts *o,
                            vd_image *const *chain, vd_error *err)
 {
     char *bpath;
-    int r = vd_resolve_related(img->path, img->backing_file, img->allow_host_paths,
-                               &bpath, err);
+    vd_file *bf;
+    int r = vd_open_ref(img->path, img->backing_file, img->allow_host_paths, &bpath, &bf,
+                        err);
     if (r < 0)
         return r;
     img->backing_path = bpath;
@@ -176,7 +208,7 @@ static int vd_open_backing(vd_image *img, const vd_open_opts *o,
     if (fmt && !vd_find_driver(fmt))
         fmt = NULL;
     vd_image *b;
-    r = vd_open_layer(bpath, o, true, fmt, chain, img->depth + 1, &b, err);
+    r = vd_open_layer(bpath, bf, o, true, fmt, chain, img->depth + 1, &b, err);
     if (r < 0) {
         if (err && r != -ELOOP) {
             char tmp[VD_ERROR_MAX + 16];
@@ -189,18 +221,24 @@ static int vd_open_backing(vd_image *img, const vd_open_opts *o,
     return 0;
 }
 
-static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
-                         const char *format, vd_image *const *chain, int depth,
-                         vd_image **out, vd_error *err)
+/* `pre`: the layer's file, already opened beneath the folder of the image
+ * that names it (owned from here on), or NULL to open `path`. */
+static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
+                         bool readonly, const char *format, vd_image *const *chain,
+                         int depth, vd_image **out, vd_error *err)
 {
     /* The reason first: every level above adds only the top file's name
      * (see the -ELOOP case below), so a long chain cannot push it out. */
-    if (depth >= VD_MAX_CHAIN_DEPTH)
+    if (depth >= VD_MAX_CHAIN_DEPTH) {
+        vd_file_close(pre);
         return vd_set_error(err, -ELOOP, "backing chain deeper than %d files (%s is file %d)",
                             VD_MAX_CHAIN_DEPTH, path, depth + 1);
+    }
     vd_image *img = calloc(1, sizeof *img);
-    if (!img)
+    if (!img) {
+        vd_file_close(pre);
         return vd_set_error(err, -ENOMEM, "out of memory");
+    }
     /* Writer-preferring: with glibc's default a stream of readers starves
      * writers (seen: 2 writes in 2 s against 8 reading threads).  The core
      * never takes an image's lock recursively, which this kind requires. */
@@ -226,11 +264,15 @@ static int vd_open_layer(const char *path, const vd_open_opts *o, bool readonly,
         }
         goto open_driver;
     }
-    img->path = vd_image_main_path(path);
+    if (pre) {
+        img->file = pre;
+        img->path = strdup(pre->path);
+    } else {
+        img->path = vd_image_main_path(path);
+    }
     if (!img->path)
         goto fail;
-    r = vd_file_open(img->path, readonly, &img->file, err);
-    if (r < 0)
+    if (!pre && (r = vd_file_open(img->path, readonly, &img->file, err)) < 0)
         goto fail;
     vd_file_set_cache(img->file, img->cache);
     if (vd_chain_has_file(chain, depth, img->file)) {
@@ -322,7 +364,7 @@ int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
     }
     *out = NULL;
     bool ro = (opts && opts->readonly) || (opts && opts->snapshot);
-    return vd_open_layer(path, opts, ro, opts ? opts->format : NULL, NULL, 0, out, err);
+    return vd_open_layer(path, NULL, opts, ro, opts ? opts->format : NULL, NULL, 0, out, err);
 }
 
 int vd_close(vd_image *img, vd_error *err)
@@ -371,17 +413,12 @@ int vd_create(const char *path, const vd_create_opts *o, vd_error *err)
         return r;
     uint64_t size = o->size;
     if (o->backing_file) {
-        char *bpath;
-        r = vd_resolve_related(path, o->backing_file, o->allow_host_paths, &bpath, err);
-        if (r < 0)
-            goto out;
         /* Only its size and format are read, so a running VM's base does
          * not stop us (as with qemu-img create -b). */
         vd_open_opts bo = { .readonly = true, .format = o->backing_format,
                             .allow_host_paths = o->allow_host_paths,
                             .force_share = true };
-        r = vd_open(bpath, &bo, &backing, err);
-        free(bpath);
+        r = vd_open_related(path, o->backing_file, &bo, &backing, err);
         if (r < 0)
             goto out;
         if (!size)

@@ -138,14 +138,32 @@ uint64_t vd_file_allocated(vd_file *f);
 int vd_file_lock(vd_file *f, bool write, bool force_share, vd_error *err);
 void vd_file_unlock(vd_file *f);
 
-/* Open a file named inside an image (an extent, a bundle member): `name` is
- * resolved against the folder of `img`; unless the image was opened with
- * allow_host_paths, an absolute path or one that leaves the folder is refused
- * with -EPERM and a message saying so. */
+/* Open a file named inside an image (an extent, a bundle member, a parent):
+ * `name` is resolved against the folder of `img` and, unless the image was
+ * opened with allow_host_paths, opened beneath that folder with
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): a name or a symlink
+ * that leads out of the folder is refused with -EPERM and a message saying
+ * so; an absolute name whose folder resolves inside it is accepted.  The
+ * file gets the image's lock (vd_file_lock). */
 int vd_file_open_related(vd_image *img, const char *name, bool readonly,
                          vd_file **out, vd_error *err);
-/* Resolve `name` against the folder of `base_path` (same confinement rule).
- * Returns a malloc'd path in *out. */
+/* The same open without a lock, for a reference stored in the image at
+ * `base_path`; `bundle`: a folder found there is a Parallels bundle, whose
+ * DiskDescriptor.xml is opened. */
+int vd_file_open_beneath(const char *base_path, const char *name, bool allow_host_paths,
+                         bool readonly, bool bundle, vd_file **out, vd_error *err);
+/* Does `name` (a reference of `img`) open under the confinement rule? */
+bool vd_related_exists(vd_image *img, const char *name);
+/* Open the image a reference `name` stored in the image at `base_path`
+ * names (a backing file), beneath that image's folder like
+ * vd_file_open_beneath; NBD URIs only with allow_host_paths. */
+int vd_open_related(const char *base_path, const char *name, const vd_open_opts *o,
+                    vd_image **out, vd_error *err);
+
+/* The path `name` names from the folder of `base_path` (malloc'd in *out),
+ * refused with -EPERM when it resolves out of the folder (unless
+ * allow_host_paths).  Prefer vd_file_open_related, which has no gap
+ * between the check and the open. */
 int vd_resolve_related(const char *base_path, const char *name,
                        bool allow_host_paths, char **out, vd_error *err);
 

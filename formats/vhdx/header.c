@@ -338,13 +338,7 @@ static void vhdx_normalize_path(char *p)
 
 static bool vhdx_path_exists(vd_image *img, const char *name)
 {
-    char *path;
-    struct stat st;
-    if (vd_resolve_related(img->path, name, img->allow_host_paths, &path, NULL) < 0)
-        return false;
-    bool ok = stat(path, &st) == 0;
-    free(path);
-    return ok;
+    return vd_related_exists(img, name);
 }
 
 /* The VHDX parent locator: key/value UTF-16LE strings.  The parent is the
