@@ -249,10 +249,14 @@ int vhd_create(const struct vd_create_args *a, vd_error *err)
     int r = vd_opt_bool(a->opts, "force_size", false, &force, err);
     if (r < 0)
         return r;
+    /* "differencing" is what info reports for a disk with a parent; taken
+     * back (a rewrite keeps the layout), it means dynamic plus the parent,
+     * or plain dynamic when the parent is dropped. */
     if (sub && !strcmp(sub, "fixed"))
         p.type = VHD_TYPE_FIXED;
-    else if (sub && strcmp(sub, "dynamic"))
-        return vd_set_error(err, -EINVAL, "vhd: subformat=%s: expected fixed or dynamic", sub);
+    else if (sub && strcmp(sub, "dynamic") && strcmp(sub, "differencing"))
+        return vd_set_error(err, -EINVAL, "vhd: subformat=%s: expected fixed, dynamic or "
+                            "differencing", sub);
     if (a->backing_file) {
         if (p.type == VHD_TYPE_FIXED)
             return vd_set_error(err, -EINVAL, "vhd: a fixed VHD cannot have a backing file");

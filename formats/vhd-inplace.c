@@ -62,9 +62,9 @@ int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
     if (s->type != VHD_TYPE_DIFF)
         return vd_set_error(err, -ENOTSUP, "vhd: only a differencing disk has a parent "
                             "(this one is %s)", s->type == VHD_TYPE_FIXED ? "fixed" : "dynamic");
-    if (!file)
-        return vd_set_error(err, -ENOTSUP, "vhd: a differencing disk cannot drop its parent "
-                            "in place (its type would change); convert it instead");
+    if (!file)      /* -ENOSYS: vdconvert rewrites it as a dynamic disk */
+        return vd_set_error(err, -ENOSYS, "vhd: a differencing disk cannot drop its parent "
+                            "in place (its type would change)");
     if (fmt && strcmp(fmt, "vhd") && strcmp(fmt, "vpc"))
         return vd_set_error(err, -ENOTSUP, "vhd: the parent of a differencing VHD must be "
                             "a VHD, not %s", fmt);

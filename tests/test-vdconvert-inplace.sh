@@ -132,17 +132,12 @@ for F in ${ONLY:-$FORMATS}; do
     kept top.$F "$m" "$F rebase"
     same top.$F want.raw || fail "$F rebase changed the guest view"
     checked top.$F "$F rebase"
-    if [ $F = vhd ]; then   # dropping the parent would change the disk type
-        cp top.$F before.$F
-        "$V" rebase -b "" top.$F 2>err && fail "vhd rebase -b '' succeeded"
-        grep -q "cannot drop its parent in place" err || fail "vhd rebase -b '': $(cat err)"
-        cmp -s top.$F before.$F || fail "vhd rebase -b '' changed the image it refused"
-    else
-        "$V" rebase -b "" top.$F
-        kept top.$F "$m" "$F rebase -b ''"
-        [ -z "$(backing_of top.$F)" ] || fail "$F rebase -b '': still has a backing file"
-        same top.$F want.raw || fail "$F rebase -b '' changed the guest view"
-    fi
+    # (a differencing VHD that drops its parent changes type: rewritten as a
+    # dynamic disk, so a new inode)
+    "$V" rebase -b "" top.$F
+    [ $F = vhd ] || kept top.$F "$m" "$F rebase -b ''"
+    [ -z "$(backing_of top.$F)" ] || fail "$F rebase -b '': still has a backing file"
+    same top.$F want.raw || fail "$F rebase -b '' changed the guest view"
 
     # commit: base takes the data, the overlay is emptied (or kept with -d)
     chain $F; prep top.$F; prep base.$F; m=$(meta top.$F); mb=$(meta base.$F)

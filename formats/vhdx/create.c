@@ -32,8 +32,10 @@ static int vhdx_plan_options(const struct vd_create_args *a, struct vhdx_plan *p
     p->diff = a->backing_file != NULL;
     if (sub && !strcmp(sub, "fixed"))
         p->fixed = true;
-    else if (sub && strcmp(sub, "dynamic"))
-        return vd_set_error(err, -EINVAL, "vhdx: subformat=%s: expected fixed or dynamic", sub);
+    else if (sub && strcmp(sub, "dynamic") && strcmp(sub, "differencing"))
+        /* differencing: dynamic with the parent given (or without one) */
+        return vd_set_error(err, -EINVAL, "vhdx: subformat=%s: expected fixed, dynamic or "
+                            "differencing", sub);
     if (p->fixed && p->diff)
         return vd_set_error(err, -EINVAL, "vhdx: a fixed VHDX cannot have a backing file");
     int r = vd_opt_size(a->opts, "block_size", p->diff ? 2 * VHDX_MiB : 32 * VHDX_MiB,

@@ -1,13 +1,12 @@
 /* chain.c - sub-commands that work on backing chains: commit, rebase,
- * snapshot; and vc_rewrite, which they (and resize) share.
+ * snapshot; and vc_rewrite, the fallback they (and resize) share.
  *
- * The drivers offer no callback to change a stored backing reference or a
- * virtual size, so those operations rewrite the image: a new image of the
- * same format (and cluster size) is made under a temporary name in the same
- * folder, filled by the copy engine, and renamed over the old one.  The old
- * image stays intact until that rename.  The new image keeps the old one's
- * layout (vd_create_options_like).
- */
+ * commit, rebase and resize work in place through vd_resize, vd_set_backing
+ * and vd_make_empty (inplace.c).  A format without the in-place operation
+ * (-ENOSYS) is rewritten instead: a new image of the same format and layout
+ * (vd_create_options_like) is made under a temporary name in the same
+ * folder, filled by the copy engine, and renamed over the old one; the old
+ * image stays intact until that rename. */
 #include "vdconvert.h"
 
 #include <errno.h>
