@@ -19,7 +19,7 @@
  * 1 MiB blocks, a legacy and an LCHS geometry with 512-byte sectors, a fresh
  * random creation and modification UUID (or -o uuid= for migrations), and
  * for differencing images the parent's creation and modification UUIDs. */
-#include "vd-driver.h"
+#include "vdi.h"
 #include "vdi-uuid.h"
 
 #include <dirent.h>
@@ -30,57 +30,6 @@
 #include <sys/stat.h>
 
 extern const struct vd_driver vd_vdi;
-
-#define VDI_SIGNATURE_TEXT "<<< Oracle VM VirtualBox Disk Image >>>\n"
-#define VDI_MAGIC 0xbeda107fu
-#define VDI_VERSION_1_1 0x00010001u
-#define VDI_PREHEADER_SIZE 72u
-#define VDI_HEADER1_SIZE 384u        /* v1.0: no LCHS geometry */
-#define VDI_HEADER1PLUS_SIZE 400u    /* v1.1 */
-#define VDI_HEADER0_SIZE 348u
-#define VDI_BLOCK_FREE 0xffffffffu
-#define VDI_BLOCK_ZERO 0xfffffffeu
-#define VDI_DEFAULT_BLOCK (1u << 20)
-#define VDI_MAX_BLOCK (64u << 20)    /* a write allocates one block in memory */
-#define VDI_MAX_SCAN 4096            /* folder entries looked at for a parent */
-
-enum { VDI_TYPE_NORMAL = 1, VDI_TYPE_FIXED = 2, VDI_TYPE_UNDO = 3, VDI_TYPE_DIFF = 4 };
-
-/* Field offsets from the start of the file (version 1.x). */
-enum {
-    VDI_O_TEXT = 0, VDI_O_MAGIC = 64, VDI_O_VERSION = 68,
-    VDI_O_HDR_SIZE = 72, VDI_O_TYPE = 76, VDI_O_FLAGS = 80, VDI_O_COMMENT = 84,
-    VDI_O_OFF_BLOCKS = 340, VDI_O_OFF_DATA = 344,
-    VDI_O_CYLS = 348, VDI_O_HEADS = 352, VDI_O_SECTORS = 356, VDI_O_SECTOR_SIZE = 360,
-    VDI_O_DISK_SIZE = 368, VDI_O_BLOCK_SIZE = 376, VDI_O_BLOCK_EXTRA = 380,
-    VDI_O_BLOCKS = 384, VDI_O_ALLOCATED = 388,
-    VDI_O_UUID_CREATE = 392, VDI_O_UUID_MODIFY = 408, VDI_O_UUID_LINK = 424,
-    VDI_O_UUID_PARENT = 440,
-    VDI_O_LCHS = 456,   /* cylinders, heads, sectors, sector size: 4 x u32 */
-};
-/* Version 0 header, from the start of the file. */
-enum {
-    VDI0_O_TYPE = 72, VDI0_O_DISK_SIZE = 352, VDI0_O_BLOCK_SIZE = 360,
-    VDI0_O_BLOCKS = 364, VDI0_O_ALLOCATED = 368, VDI0_O_UUID_CREATE = 372,
-    VDI0_O_UUID_MODIFY = 388, VDI0_O_UUID_LINK = 404,
-};
-
-struct vdi_state {
-    uint32_t version, type;
-    uint64_t off_blocks, off_data;
-    uint32_t block_size, block_extra, n_blocks, n_alloc;
-    uint64_t disk_size, file_size;
-    uint64_t alloc_at;             /* block map offset of cBlocksAllocated */
-    uint32_t next_index;           /* data index of the next new block */
-    uint8_t uuid_create[16], uuid_modify[16], uuid_link[16], uuid_parent[16];
-    uint32_t *bmap;
-    /* Blocks given data since the last flush: their map entries (and the
-     * allocated count) are written at the next flush, after the data is
-     * synced, so that after a power loss no entry points at a block that
-     * did not reach the disk. */
-    uint32_t *unsynced;
-    size_t n_unsynced, cap_unsynced;
-};
 
 static int vdi_probe(const uint8_t *head, size_t len, const uint8_t *tail,
                      size_t tail_len, uint64_t file_size)
@@ -405,16 +354,19 @@ static int vdi_write_unsynced(vd_image *img, struct vdi_state *s, vd_error *err)
     if (!s->n_unsynced)
         return 0;
     int r = vd_file_sync(img->file, err);
+    /* The count first: a crash before the map entries leaves a count above
+     * what the map uses (leaked blocks, never handed out twice), not a map
+     * that uses more than the count. */
+    if (r == 0) {
+        uint8_t le[4];
+        vd_put_le32(le, s->n_alloc);
+        r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err);
+    }
     for (size_t i = 0; r == 0 && i < s->n_unsynced; i++) {
         uint8_t le[4];
         uint32_t blk = s->unsynced[i];
         vd_put_le32(le, s->bmap[blk]);
         r = vd_file_pwrite(img->file, le, 4, s->off_blocks + (uint64_t)blk * 4, err);
-    }
-    if (r == 0) {
-        uint8_t le[4];
-        vd_put_le32(le, s->n_alloc);
-        r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err);
     }
     if (r == 0)
         s->n_unsynced = 0;
@@ -529,20 +481,27 @@ static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_err
     }
     int r = 0;
     if (allocated != s->n_alloc) {
-        if (!res->corruptions++)
+        /* The count and the map are separate writes, the count first (a
+         * crash can keep it alone): a count above the map's is leaked
+         * blocks; below it, a corruption.  Repair makes the count the map's
+         * (new blocks still go past every used index). */
+        bool leak = allocated < s->n_alloc;
+        if (leak)
+            res->leaks++;
+        else
+            res->corruptions++;
+        if (!res->first_problem[0])
             snprintf(res->first_problem, sizeof res->first_problem,
                      "header counts %u allocated blocks, the block map %u", s->n_alloc,
                      allocated);
-        /* The count and the map are separate writes (a power loss can keep
-         * one): repair makes the count the map's. */
-        if ((flags & VD_CHECK_REPAIR_ALL) == VD_CHECK_REPAIR_ALL && !img->readonly &&
-            res->corruptions == 1) {
+        unsigned need = leak ? VD_CHECK_REPAIR_LEAKS : VD_CHECK_REPAIR_ALL;
+        if ((flags & need) == need && !img->readonly && res->corruptions <= (leak ? 0u : 1u)) {
             uint8_t le[4];
             s->n_alloc = allocated;
             vd_put_le32(le, allocated);
             if ((r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err)) == 0 &&
                 (r = vd_file_sync(img->file, err)) == 0)
-                res->corruptions_fixed++;
+                leak ? res->leaks_fixed++ : res->corruptions_fixed++;
         }
     }
     res->allocated_clusters = allocated;
@@ -749,5 +708,8 @@ const struct vd_driver vd_vdi = {
     .map_for_write = vdi_map_for_write,
     .check = vdi_check,
     .details = vdi_details,
+    .resize = vdi_resize,
+    .set_backing = vdi_set_backing,
+    .make_empty = vdi_make_empty,
     .can_write = VD_CAN_NATIVE,
 };

@@ -14,8 +14,9 @@ cd "$T"
 # Formats whose driver has the in-place operations; a fixed list.  VMDK
 # cannot be resized in place (its extents are sized at creation): resize
 # must say so and leave the image as it was.
-FORMATS="qcow2 qed vmdk vhd"
-RESIZE="qcow2 qed"
+FORMATS="qcow2 qed vmdk vhd vdi"
+RESIZE="qcow2 qed vdi"
+SHRINK="qcow2 qed"       # VDI shrinks by rewriting (a new inode)
 REWRITE_RESIZE="vhd"     # no in-place resize yet: still rewritten
 qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
@@ -50,9 +51,10 @@ checked() {  # IMG WHAT
     else qemu-img check -q "$1" >/dev/null 2>&1 || rc=$?; fi
     [ $rc = 0 ] || { [ $rc = 3 ] && [[ $1 == *.qed ]]; } || fail "$2: qemu-img check $1: exit $rc"
 }
-# VHD: qemu's vpc driver does not follow a differencing disk's parent, so
-# VHD content, maps and checks are read by vdisk (against the source).
-own_reader() { [[ $1 == *.vhd ]]; }
+# VHD and VDI: qemu's vpc and vdi drivers do not follow a differencing
+# disk's parent, so their content, maps and checks are read by vdisk (against
+# the source).
+own_reader() { [[ $1 == *.vhd || $1 == *.vdi ]]; }
 same() {  # IMG RAW
     if own_reader "$1"; then "$V" compare "$1" "$2" >/dev/null; else qemu-img compare -q -F raw "$1" "$2"; fi
 }
@@ -60,26 +62,35 @@ to_raw() {  # IMG RAW
     if own_reader "$1"; then "$V" convert -O raw "$1" "$2"; else qemu-img convert -O raw "$1" "$2"; fi
 }
 backing_of() { if own_reader "$1"; then "$V" info "$1"; else qemu-img info "$1"; fi | sed -n 's/^backing file: //p'; }
-vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+vsize() { if own_reader "$1"; then "$V" info --json "$1"; else qemu-img info --output=json "$1"; fi | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
 
 chain() {  # F: base.F (16M, data), top.F over it (own data), want.raw, own.raw
     local F=$1 Q; Q=$(qn "$1")
     rm -f base.$F top.$F empty.$F ./*.link
     qemu-img create -q -f $Q base.$F 16M
     qemu-io -f $Q -c "write -P 0x11 0 256k" -c "write -P 0x22 5M 64k" base.$F >/dev/null
-    if [ $F = vhd ]; then   # qemu makes no differencing VHD: vdconvert -B does
+    if own_reader x.$F; then   # qemu makes no differencing VHD/VDI: vdconvert -B does
         qemu-img convert -O raw base.$F want.raw
         qemu-io -f raw -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" want.raw >/dev/null
-        "$V" convert -f raw -O vhd -B base.$F -F vhd want.raw top.$F
+        "$V" convert -f raw -O $F -B base.$F -F $F want.raw top.$F
     else
         qemu-img create -q -f $Q -b base.$F -F $Q top.$F
         qemu-io -f $Q -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" top.$F >/dev/null
         qemu-img convert -O raw top.$F want.raw
     fi
     qemu-img create -q -f $Q empty.$F 16M
-    # top's own data over zeroes: its view over an empty base (rebase -u)
-    rm -f own.raw; truncate -s "$(stat -c %s want.raw)" own.raw
-    qemu-io -f raw -c "write -P 0x44 128k 192k" -c "write -P 0x55 12M 64k" own.raw >/dev/null
+    # top's own layer over zeroes: its view over an empty base (rebase -u);
+    # the layer is what its map says (VDI owns whole 1 MiB blocks)
+    if own_reader top.$F; then "$V" map --json top.$F; else qemu-img map --output=json top.$F; fi >map.json
+    python3 - want.raw own.raw map.json <<'PY'
+import json, sys
+src = open(sys.argv[1], "rb").read()
+out = bytearray(len(src))
+for e in json.load(open(sys.argv[3])):
+    if e["depth"] == 0 and e["data"]:
+        out[e["start"]:e["start"] + e["length"]] = src[e["start"]:e["start"] + e["length"]]
+open(sys.argv[2], "wb").write(out)
+PY
 }
 
 for F in ${ONLY:-$FORMATS}; do
@@ -100,18 +111,17 @@ for F in ${ONLY:-$FORMATS}; do
         kept top.$F "$m" "$F resize +8M"
         [ "$(vsize top.$F)" = $((24 << 20)) ] || fail "$F resize +8M: size $(vsize top.$F)"
         truncate -s 24M want24.raw; dd if=want.raw of=want24.raw conv=notrunc status=none
-        qemu-img compare -q top.$F want24.raw || fail "$F resize +8M: content"
+        same top.$F want24.raw || fail "$F resize +8M: content"
         "$V" resize top.$F 100G >/dev/null
         [ "$(vsize top.$F)" = $((100 << 30)) ] || fail "$F resize 100G"
         [ "$(stat -c %s top.$F)" -lt $((8 << 20)) ] || fail "$F resize 100G: the file grew to $(stat -c %s top.$F)"
         "$V" resize --shrink top.$F 16M >/dev/null
         "$V" resize top.$F -- -4M >/dev/null 2>&1 && fail "$F: shrink without --shrink succeeded"
         "$V" resize --shrink top.$F -- -4M >/dev/null
-        kept top.$F "$m" "$F resize"
+        [[ " $SHRINK " != *" $F "* ]] || kept top.$F "$m" "$F resize"
         checked top.$F "$F resize"
-        qemu-img compare -q top.$F <(head -c 12M want.raw) 2>/dev/null ||
-            { head -c 12M want.raw >want12.raw; qemu-img compare -q top.$F want12.raw; } ||
-            fail "$F resize --shrink: content"
+        head -c 12M want.raw >want12.raw
+        same top.$F want12.raw || fail "$F resize --shrink: content"
     fi
 
     # rebase -u: the top's own data over the new base; the same result as
@@ -121,7 +131,7 @@ for F in ${ONLY:-$FORMATS}; do
     kept top.$F "$m" "$F rebase -u"
     [ "$(backing_of top.$F)" = empty.$F ] || fail "$F rebase -u: reference $(backing_of top.$F)"
     same top.$F own.raw || fail "$F rebase -u: content"
-    if [ $F != vmdk ] && [ $F != vhd ]; then
+    if ! own_reader x.$F && [ $F != vmdk ]; then
         qemu-img rebase -q -u -f $Q -b empty.$F -F $Q q.$F
         qemu-img compare -q top.$F q.$F || fail "$F rebase -u differs from qemu-img rebase -u"
     fi
@@ -132,10 +142,10 @@ for F in ${ONLY:-$FORMATS}; do
     kept top.$F "$m" "$F rebase"
     same top.$F want.raw || fail "$F rebase changed the guest view"
     checked top.$F "$F rebase"
-    # (a differencing VHD that drops its parent changes type: rewritten as a
-    # dynamic disk, so a new inode)
+    # (a differencing VHD or VDI that drops its parent changes type: it is
+    # rewritten as a dynamic disk, so a new inode)
     "$V" rebase -b "" top.$F
-    [ $F = vhd ] || kept top.$F "$m" "$F rebase -b ''"
+    own_reader top.$F || kept top.$F "$m" "$F rebase -b ''"
     [ -z "$(backing_of top.$F)" ] || fail "$F rebase -b '': still has a backing file"
     same top.$F want.raw || fail "$F rebase -b '' changed the guest view"
 
