@@ -17,7 +17,7 @@ PKGS="python3-libvhdi gcc meson ninja-build pkg-config python3 zlib1g-dev libzst
       util-linux nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin libxml2-utils openssl
       qemu-system-x86 grub-common grub-pc-bin cpio binutils kmod lz4 zstd xfsprogs
       clang libclang-rt-14-dev libvirt-clients
-      genisoimage fio attr linux-image-amd64 busybox-static seabios ovmf systemd-boot-efi
+      genisoimage fio attr strace linux-image-amd64 busybox-static seabios ovmf systemd-boot-efi
       mtools dosfstools"
 
 install_missing() {
