@@ -250,6 +250,7 @@ static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
     img->depth = depth;
     img->readonly = readonly;
     img->allow_host_paths = o && o->allow_host_paths;
+    img->no_backing = o && o->no_backing;
     img->force_share = o && o->force_share;
     img->cache = o && !readonly ? o->cache : 0;
     int r = -ENOMEM;

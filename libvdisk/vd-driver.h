@@ -291,6 +291,8 @@ struct vd_image {
     bool readonly;
     bool allow_host_paths;
     bool force_share;              /* core: read without excluding writers */
+    bool no_backing;               /* core: opened without its chain; drivers
+                                      skip checks against the parent */
     void *priv;                    /* driver state */
     uint64_t size;                 /* driver: virtual size */
     uint32_t cluster_size;         /* driver: allocation unit (info only) */

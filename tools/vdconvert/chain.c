@@ -63,7 +63,12 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
                const char *new_bfmt, enum vc_rewrite_mode mode, bool allow, vd_error *e)
 {
     vd_image *img, *out = NULL;
-    int r = vc_open(path, fmt, true, allow, &img, e);
+    /* Modes that copy only the image's own layer do not read its backing:
+     * a VHDX overlay whose base a commit has just written no longer matches
+     * its parent linkage, and this rewrite is what relinks it. */
+    bool own = mode != VC_REWRITE_SAFE;
+    int r = vd_open(path, &(vd_open_opts){ .format = fmt, .readonly = true, .no_backing = own,
+                    .allow_host_paths = allow }, &img, e);
     if (r < 0)
         return r;
     if (vd_list_snapshots(img, NULL, 0) > 0) {
@@ -170,8 +175,9 @@ int vc_cmd_commit(int argc, char **argv)
     vd_close(top, NULL);
     if (r == 0) {
         r = vc_commit_finish(path, tf, keep, allow, &e);
-        if (r == -ENOSYS)       /* no in-place emptying: rewrite the overlay */
-            r = vc_rewrite(path, tf, size, NULL, NULL, VC_REWRITE_EMPTY, allow, &e);
+        if (r == -ENOSYS)       /* not in place: rewrite the overlay */
+            r = vc_rewrite(path, tf, size, NULL, NULL,
+                           keep ? VC_REWRITE_KEEP_BACKING : VC_REWRITE_EMPTY, allow, &e);
     }
     free(tf);
     if (r < 0)
