@@ -158,7 +158,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
                     snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
                 passed++;
             } else {
-                r = disk_convert(src, NULL, dst, "vmdk", opts, d->capacity, o->progress, &ds,
+                r = disk_convert(src, NULL, dst, "vmdk", opts, d->capacity, o->progress, false, &ds,
                                  err, sizeof err);
                 unlink(src);
             }

@@ -63,7 +63,7 @@ static int disk_copy(vd_image *in, vd_image *out, const char *src, const char *d
 }
 
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, uint64_t min_size, bool progress,
+                 const char *options, uint64_t min_size, bool progress, bool trusted_refs,
                  struct disk_stats *stats, char *err, size_t errlen)
 {
     uint64_t populated = 0;
@@ -71,7 +71,8 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     vd_image *in = NULL, *out = NULL;
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", dst, (int)getpid());
-    int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt }, &in, &e);
+    int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt,
+                                              .allow_host_paths = trusted_refs }, &in, &e);
     if (r == 0 && vd_size(in) > min_size)
         min_size = vd_size(in);
     if (r == 0 && stats)

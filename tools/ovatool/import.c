@@ -389,7 +389,7 @@ int ova_import(const char *path, const struct import_opts *o)
         /* An ISO is a medium, not a disk: it keeps its bytes (and any
          * signature over them) and is attached read-only. */
         int r = cdrom ? imp_move_iso(src, dst, err, sizeof err)
-                      : disk_convert(src, NULL, dst, o->format, NULL, d->capacity, o->progress,
+                      : disk_convert(src, NULL, dst, o->format, NULL, d->capacity, o->progress, false,
                                      NULL, err, sizeof err);
         unlink(src);
         free(src);

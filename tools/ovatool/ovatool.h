@@ -16,9 +16,11 @@ struct disk_stats {
 /* Convert src to dst (format fmt, create options) via a temp name + rename;
  * dst's virtual size is the source's, or `min_size` when that is larger (an
  * OVF capacity larger than its file); `stats` (may be NULL) receives what the
- * copy saw of the source. */
+ * copy saw of the source.  `trusted_refs` opens the source with
+ * allow_host_paths: only for chains ovatool linked itself from a VM's own
+ * media registry (vmfolder.c), never for references read from an appliance. */
 int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
-                 const char *options, uint64_t min_size, bool progress,
+                 const char *options, uint64_t min_size, bool progress, bool trusted_refs,
                  struct disk_stats *stats, char *err, size_t errlen);
 
 /* libvirt.c: domain XML and a qemu command line for imported disks. */

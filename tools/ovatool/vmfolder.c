@@ -485,7 +485,8 @@ int vm_folder_import(const char *path, const struct import_opts *o)
             snprintf(err, sizeof err, "%s: already exists; not overwritten", dst);
             goto out;
         }
-        if (disk_convert(v.src[i], NULL, dst, o->format, NULL, 0, o->progress, NULL, err,
+        if (disk_convert(v.src[i], NULL, dst, o->format, NULL, 0, o->progress,
+                         v.links[0] && !strncmp(v.src[i], v.links, strlen(v.links)), NULL, err,
                          sizeof err) < 0)
             goto out;
         d[nd++] = (struct import_disk){ .disk = &v.a.disks[i], .path = realpath(dst, NULL),
