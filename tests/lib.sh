@@ -182,3 +182,7 @@ per_format() {
     echo "$n trials, $bad broke their format's promise (docs/flush.md)"
     [ $bad = 0 ]
 }
+
+# strace runs our binaries under ptrace, where LeakSanitizer cannot work (it
+# aborts at exit in the ASan run): leak checking is off for traced commands only.
+traced() { ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace "$@"; }

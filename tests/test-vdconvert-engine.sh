@@ -96,7 +96,7 @@ if command -v strace >/dev/null; then
     declare -A syncs
     for mode in writeback unsafe; do
         rm -f "$T/cm.qcow2"
-        strace -f -qq -e trace=fdatasync,fsync -o "$T/strace" "$V" -t $mode -O qcow2 "$T/in.raw" "$T/cm.qcow2"
+        traced -f -qq -e trace=fdatasync,fsync -o "$T/strace" "$V" -t $mode -O qcow2 "$T/in.raw" "$T/cm.qcow2"
         syncs[$mode]=$(grep -c 'sync(' "$T/strace" || true)
     done
     [ "${syncs[unsafe]}" -le 1 ] && [ "${syncs[writeback]}" -gt "${syncs[unsafe]}" ] ||

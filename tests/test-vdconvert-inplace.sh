@@ -167,14 +167,14 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     local F=$1 what=$2 n steps rc img imgs=top.$F relinked=; shift 2
     [ "$what" = commit ] && imgs="top.$F base.$F"   # the others do not write the base
     chain $F; cp base.$F base0; cp top.$F top0
-    strace -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
+    traced -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
     to_raw top.$F new.raw
     for ((n = 1; n <= steps; n++)); do
         cp top0 top.$F; [ "$what" != commit ] || cp base0 base.$F
         # (a subshell, so that the shell's "Killed" notice goes nowhere)
-        (strace -f -qq -o /dev/null -e trace=$SYSCALLS \
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS \
             -e inject=$SYSCALLS:signal=KILL:when=$n "$@" >/dev/null 2>&1 || true) 2>/dev/null
         for img in $imgs; do
             "$V" info "$img" >/dev/null 2>err || fail "$F $what killed at step $n: $img does not open: $(cat err)"
