@@ -96,6 +96,7 @@ image_checks() {
     [ "$fmt" = raw ] && return 0
     "$VDCONVERT" check "$img" >>"$out" 2>&1 || rc=$?
     [ $rc = 0 ] || [ $rc = 3 ] || return 1
+    [ -z "${NO_QEMU_CHECK:-}" ] || return 0
     rc=0
     qemu-img check -f "$(qemu_name "$fmt")" "$img" >"$out.q" 2>&1 || rc=$?
     cat "$out.q" >>"$out"
@@ -114,7 +115,7 @@ image_checks() {
 #   corrupt   the checks fail even after the repair
 # OUT gets what the verifier and the checks said.
 judge_image() {
-    local fmt=$1 img=$2 out=$3 state=clean
+    local fmt=$1 img=$2 out=$3 state=clean NO_QEMU_CHECK=
     shift 3
     : >"$out"
     if ! "$@" >>"$out" 2>&1; then
@@ -126,7 +127,12 @@ judge_image() {
     fi
     if [ "$fmt" = vhdx ] && ! qemu-img info -f vhdx "$img" >>"$out" 2>&1 &&
         grep -q "log that needs to be replayed" "$out"; then
-        qemu-io -f vhdx -c flush "$img" >>"$out" 2>&1 || { echo corrupt; return; }
+        if ! qemu-io -f vhdx -c flush "$img" >>"$out" 2>&1; then
+            # qemu opens no differencing VHDX ("Operation not supported"):
+            # vdisk's own check replays the log (in memory) and judges alone
+            grep -q "Operation not supported" "$out" || { echo corrupt; return; }
+            NO_QEMU_CHECK=1
+        fi
         [ $state = repaired ] || state=replayed
     fi
     image_checks "$fmt" "$img" "$out" && { echo $state; return; }
