@@ -9,7 +9,7 @@ requires_cmd qemu-img qemu-io python3 xmllint
 OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
 [ -x "$OVA" ] || skip "ovatool not built"
 "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M >/dev/null 2>&1 ||
-    skip "vdisk cannot write streamOptimized VMDK"
+    fail "vdisk cannot write streamOptimized VMDK"
 SCHEMA="$SHARED/corpus/ovf/schema/ovf-1.1.1/dsp8023_1.1.1.xsd"
 
 qemu-img create -q -f qcow2 "$T/src.qcow2" 48M

@@ -13,7 +13,7 @@ qemu-img create -q -f raw "$T/src.raw" 32M
 qemu-io -f raw -c "write -P 0x5a 0 1M" -c "write -P 0xa5 30M 2M" "$T/src.raw" >/dev/null
 qemu-img convert -O vmdk -o subformat=streamOptimized "$T/src.raw" "$T/d1.vmdk"
 "$VDCONVERT" info "$T/d1.vmdk" 2>/dev/null | grep -q "file format: vmdk" ||
-    skip "vdisk cannot read VMDK"
+    fail "vdisk cannot read VMDK"
 
 # mkova OUT.ova NAME CAPACITY UNITS CTRL-SUBTYPE [manifest] [extra Disk/Item XML]
 mkova() {

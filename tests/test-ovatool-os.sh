@@ -9,7 +9,7 @@ requires_cmd qemu-img python3 xmllint
 OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
 [ -x "$OVA" ] || skip "ovatool not built"
 "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M >/dev/null 2>&1 ||
-    skip "vdisk cannot write streamOptimized VMDK"
+    fail "vdisk cannot write streamOptimized VMDK"
 qemu-img create -q -f raw "$T/d.raw" 1M
 
 rc=0; "$OVA" export -n x --disk "$T/d.raw" --os-type bogusOS -o "$T/x.ova" 2>"$T/err" || rc=$?
