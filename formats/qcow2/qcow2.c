@@ -458,17 +458,21 @@ static int qcow2_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *er
     uint64_t first = vd_round_up(off, s->cluster_size) >> s->cluster_bits;
     uint64_t end = off + len == img->size ? vd_round_up(img->size, s->cluster_size) : off + len;
     int r = 0;
-    for (uint64_t gc = first; r == 0 && ((gc + 1) << s->cluster_bits) <= end; gc++) {
-        qcow2_entry old;
-        if ((r = qcow2_lookup(s, gc, &old, err)) < 0)
-            break;
-        if (old.kind == QCOW2_UNALLOC && !old.host)
-            continue;
-        if ((r = qcow2_l2_set(s, gc, 0, 0, err)) == 0)
-            r = qcow2_defer_free(s, &old, err);
-    }
+    for (uint64_t gc = first; r == 0 && ((gc + 1) << s->cluster_bits) <= end; gc++)
+        r = qcow2_unmap_cluster(s, gc, err);
     if (r == 0)
         r = qcow2_release_pending(s, err);
+    return r;
+}
+
+int qcow2_unmap_cluster(qcow2_state *s, uint64_t gc, vd_error *err)
+{
+    qcow2_entry old;
+    int r = qcow2_lookup(s, gc, &old, err);
+    if (r < 0 || (old.kind == QCOW2_UNALLOC && !old.host))
+        return r < 0 ? r : 0;
+    if ((r = qcow2_l2_set(s, gc, 0, 0, err)) == 0)
+        r = qcow2_defer_free(s, &old, err);
     return r;
 }
 

@@ -258,6 +258,9 @@ int qcow2_entry_free(qcow2_state *s, const qcow2_entry *e, vd_error *err);
  * longer reference them are on disk; qcow2_release_pending does that. */
 int qcow2_defer_free(qcow2_state *s, const qcow2_entry *e, vd_error *err);
 int qcow2_release_pending(qcow2_state *s, vd_error *err);
+/* Make guest cluster `gc` unallocated and defer freeing what it used
+ * (discard, shrink, emptying an overlay); nothing to do when unallocated. */
+int qcow2_unmap_cluster(qcow2_state *s, uint64_t gc, vd_error *err);
 
 /* compress.c */
 int qcow2_decompress(qcow2_state *s, const uint8_t *in, size_t in_len, uint8_t *out,

@@ -94,15 +94,8 @@ static int qcow2_drop_from(qcow2_state *s, uint64_t first, vd_error *err)
         if (!(s->l1[l1i] & QCOW2_OFFSET_MASK))
             continue;
         uint64_t gc = l1i * s->l2_entries > first ? l1i * s->l2_entries : first;
-        for (; r == 0 && gc < (l1i + 1) * s->l2_entries; gc++) {
-            qcow2_entry old;
-            if ((r = qcow2_lookup(s, gc, &old, err)) < 0)
-                break;
-            if (old.kind == QCOW2_UNALLOC && !old.host)
-                continue;
-            if ((r = qcow2_l2_set(s, gc, 0, 0, err)) == 0)
-                r = qcow2_defer_free(s, &old, err);
-        }
+        for (; r == 0 && gc < (l1i + 1) * s->l2_entries; gc++)
+            r = qcow2_unmap_cluster(s, gc, err);
     }
     if (r == 0)
         r = qcow2_release_pending(s, err);
