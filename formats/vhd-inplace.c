@@ -26,13 +26,7 @@ static int vhd_ip_parent_id(const char *path, uint8_t uuid[16], uint32_t *time,
     int r = vd_file_open(path, true, &pf, err);
     if (r < 0)
         return r;
-    int64_t size = vd_file_size(pf, err);
-    bool ok = size >= VHD_FOOTER_SIZE &&
-              vd_file_pread(pf, f, sizeof f, (uint64_t)size - sizeof f, NULL) == 0 &&
-              vhd_footer_valid(f);
-    if (!ok)
-        ok = size >= VHD_FOOTER_SIZE && vd_file_pread(pf, f, sizeof f, 0, NULL) == 0 &&
-             vhd_footer_valid(f);
+    bool ok = vhd_read_any_footer(pf, f);
     struct stat st;
     *time = fstat(pf->fd, &st) == 0 ? (uint32_t)((int64_t)st.st_mtime - VHD_EPOCH) : 0;
     vd_file_close(pf);

@@ -182,6 +182,17 @@ int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd
         return vd_set_error(err, -ENOMEM, "out of memory");
     return 0;
 }
+bool vhd_read_any_footer(vd_file *f, uint8_t footer[VHD_FOOTER_SIZE])
+{
+    int64_t size = vd_file_size(f, NULL);
+    if (size < VHD_FOOTER_SIZE)
+        return false;
+    if (vd_file_pread(f, footer, VHD_FOOTER_SIZE, (uint64_t)size - VHD_FOOTER_SIZE, NULL) == 0 &&
+        vhd_footer_valid(footer))
+        return true;
+    return vd_file_pread(f, footer, VHD_FOOTER_SIZE, 0, NULL) == 0 && vhd_footer_valid(footer);
+}
+
 
 /* The parent must be the disk the child was made from: its footer's unique
  * id equals the child's parent UUID.  A parent we cannot open is left to the
@@ -192,13 +203,7 @@ int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, 
     uint8_t f[VHD_FOOTER_SIZE];
     if (vd_file_open_related(img, img->backing_file, true, &pf, NULL) < 0)
         return 0;
-    int64_t size = vd_file_size(pf, NULL);
-    bool ok = size >= VHD_FOOTER_SIZE &&
-              vd_file_pread(pf, f, sizeof f, (uint64_t)size - sizeof f, NULL) == 0 &&
-              vhd_footer_valid(f);
-    if (!ok)
-        ok = size >= VHD_FOOTER_SIZE && vd_file_pread(pf, f, sizeof f, 0, NULL) == 0 &&
-             vhd_footer_valid(f);
+    bool ok = vhd_read_any_footer(pf, f);
     vd_file_close(pf);
     if (!ok)
         return vd_set_error(err, -EINVAL, "vhd: parent '%s' is not a VHD", img->backing_file);

@@ -87,6 +87,9 @@ uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);
 void vhd_geometry(uint64_t sectors, uint16_t *cyl, uint8_t *heads, uint8_t *spt);
 int vhd_create(const struct vd_create_args *a, vd_error *err);
 bool vhd_footer_valid(const uint8_t *footer);
+/* Read a file's valid footer: the one at its end, else the copy at offset
+ * 0 (a dynamic disk whose end was torn).  False when neither is valid. */
+bool vhd_read_any_footer(vd_file *f, uint8_t footer[VHD_FOOTER_SIZE]);
 /* vhd-parent.c: set img->backing_file from the dynamic header's locators. */
 int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd_error *err);
 /* vhd-parent.c: the parent's unique id must equal the stored parent UUID. */
