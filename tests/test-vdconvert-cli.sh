@@ -144,7 +144,9 @@ rm -f p.raw
 cp in.raw same.raw
 "$V" compare in.raw same.raw | grep -q "Images are identical" || fail "compare identical"
 cp in.raw diff.raw
-printf 'X' | dd of=diff.raw bs=1 seek=$((3 * MiB + 700)) conv=notrunc status=none
+# in.raw is random there: flip the byte's bits so it differs whatever it was
+old=$(od -An -tu1 -j $((3 * MiB + 700)) -N1 in.raw)
+printf "\\$(printf %03o $((old ^ 255)))" | dd of=diff.raw bs=1 seek=$((3 * MiB + 700)) conv=notrunc status=none
 rc=0; "$V" compare in.raw diff.raw >out || rc=$?
 [ $rc -eq 1 ] || fail "compare of different images: exit $rc"
 grep -q "Content mismatch at offset $((3 * MiB + 512))!" out || fail "compare offset: $(cat out)"
