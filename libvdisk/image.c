@@ -197,8 +197,10 @@ static int vd_open_backing(vd_image *img, const vd_open_opts *o,
 {
     char *bpath;
     vd_file *bf;
-    int r = vd_open_ref(img->path, img->backing_file, img->allow_host_paths, &bpath, &bf,
-                        err);
+    /* A top image made in a temporary folder names its backing from the
+     * folder it is going to. */
+    const char *from = img->depth == 0 && o && o->final_path ? o->final_path : img->path;
+    int r = vd_open_ref(from, img->backing_file, img->allow_host_paths, &bpath, &bf, err);
     if (r < 0)
         return r;
     img->backing_path = bpath;
@@ -419,7 +421,8 @@ int vd_create(const char *path, const vd_create_opts *o, vd_error *err)
         vd_open_opts bo = { .readonly = true, .format = o->backing_format,
                             .allow_host_paths = o->allow_host_paths,
                             .force_share = true };
-        r = vd_open_related(path, o->backing_file, &bo, &backing, err);
+        r = vd_open_related(o->final_path ? o->final_path : path, o->backing_file, &bo,
+                            &backing, err);
         if (r < 0)
             goto out;
         if (!size)

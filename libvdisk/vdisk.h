@@ -62,6 +62,11 @@ typedef struct vd_open_opts {
     bool force_share;         /* read an image another process may be
                                  writing (see "image locks" below) */
     unsigned cache;           /* VD_CACHE_* flags for the files written (below) */
+    const char *final_path;   /* the path the image will be renamed to (it is
+                                 being made in a temporary folder): its
+                                 relative backing reference is resolved in,
+                                 and confined to, that path's folder; NULL:
+                                 the image's own folder */
 } vd_open_opts;
 
 /* Image locks.  vd_open locks every file of the chain it opens (the image,
@@ -107,6 +112,9 @@ typedef struct vd_create_opts {
     const char *backing_format;  /* stored when the format can hold it */
     const char *options;         /* "key=val,key=val": format options */
     bool allow_host_paths;       /* allow opening a backing outside the folder */
+    const char *final_path;      /* as vd_open_opts.final_path: the file is made
+                                    elsewhere under its final name, and
+                                    backing_file is relative to this path */
 } vd_create_opts;
 
 /* Create a new image file.  Fails with -EEXIST if `path` exists.  Unknown

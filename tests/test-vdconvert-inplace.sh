@@ -93,6 +93,45 @@ open(sys.argv[2], "wb").write(out)
 PY
 }
 
+# VMDK outputs name their own files: convert -B (a relative parent, also
+# from a subfolder), split and flat subformats are made under their final
+# names (in a hidden folder, renamed out), so no descriptor names a
+# temporary file, libvmdk opens each, and nothing hidden is left.
+echo "== vmdk outputs"
+mkdir -p vo/sub; qemu-img create -q -f raw vo/src.raw 16M
+qemu-io -f raw -c "write -P 0x61 0 1M" -c "write -P 0x62 9M 64k" vo/src.raw >/dev/null
+qemu-img create -q -f vmdk vo/base.vmdk 16M; cp vo/base.vmdk vo/sub/base.vmdk
+"$V" convert -f raw -O vmdk -B base.vmdk -F vmdk vo/src.raw vo/ov.vmdk
+"$V" convert -f raw -O vmdk -B base.vmdk -F vmdk vo/src.raw vo/sub/ov.vmdk
+for s in twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicFlat; do
+    "$V" convert -f raw -O vmdk -o subformat=$s vo/src.raw vo/$s.vmdk
+done
+"$V" convert -f raw -O vmdk -o subformat=twoGbMaxExtentSparse -B base.vmdk -F vmdk vo/src.raw vo/splitov.vmdk
+for d in ov sub/ov twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicFlat splitov; do
+    ! grep -qa vdconvert- vo/$d.vmdk || fail "vmdk output $d.vmdk names a temporary file"
+    vmdkinfo vo/$d.vmdk >/dev/null 2>&1 || fail "vmdkinfo cannot open vmdk output $d.vmdk"
+    qemu-img compare -q -F raw vo/$d.vmdk vo/src.raw || fail "vmdk output $d.vmdk: content"
+done
+grep -qa '^parentFileNameHint="base.vmdk"' vo/sub/ov.vmdk || fail "sub/ov.vmdk: parent name"
+left=$(find vo -name '.*'); [ -z "$left" ] || fail "vmdk outputs left: $left"
+# a conversion that fails (file size limit: SIGXFSZ; or EFBIG with the
+# signal ignored) leaves nothing, for a flat VMDK and a split one with -B
+for args in "-o subformat=monolithicFlat" \
+            "-o subformat=twoGbMaxExtentSparse -B base.vmdk -F vmdk"; do
+    for ign in "" XFSZ; do
+        # (an outer subshell takes the shell's "File size limit" notice)
+        ( (trap '' $ign; ulimit -f 1024; exec "$V" convert -f raw -O vmdk $args -S 0 \
+            vo/src.raw vo/fail.vmdk) >/dev/null 2>vo/sub/err; echo $? >vo/sub/rc ) 2>/dev/null
+        [ "$(cat vo/sub/rc)" != 0 ] || fail "$args: a conversion past ulimit -f succeeded"
+        [ -z "$ign" ] || grep -q "^vdconvert: vo/fail.*File too large" vo/sub/err ||
+            fail "$args: failed with: $(cat vo/sub/err)"
+        left=$(ls -A vo | grep -v -x -e src.raw -e base.vmdk -e sub -e ov.vmdk \
+            -e 'twoGb.*' -e 'monolithicFlat.*' -e 'splitov.*' || true)
+        [ -z "$left" ] || fail "$args: a failed conversion left: $left"
+    done
+done
+rm -rf vo
+
 for F in ${ONLY:-$FORMATS}; do
     Q=$(qn $F)
     echo "== $F"

@@ -4,9 +4,10 @@
  * commit, rebase and resize work in place through vd_resize, vd_set_backing
  * and vd_make_empty (inplace.c).  A format without the in-place operation
  * (-ENOSYS) is rewritten instead: a new image of the same format and layout
- * (vd_create_options_like) is made under a temporary name in the same
- * folder, filled by the copy engine, and renamed over the old one; the old
- * image stays intact until that rename. */
+ * (vd_create_options_like) is made as a new output (tmpout.c: a hidden
+ * name in the same folder, or final names in a hidden folder), filled by
+ * the copy engine, and renamed over the old one; the old image stays
+ * intact until that rename. */
 #include "vdconvert.h"
 
 #include <errno.h>
@@ -76,22 +77,19 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
         return vd_set_error(e, -ENOTSUP, "%s: has internal snapshots, which rewriting the "
                             "image would lose", path);
     }
-    char tmp[4096], opts[1024];
-    const char *slash = strrchr(path, '/');
-    if (slash)
-        snprintf(tmp, sizeof tmp, "%.*s/.%s.vdconvert-%d", (int)(slash - path), path,
-                 slash + 1, (int)getpid());
-    else
-        snprintf(tmp, sizeof tmp, ".%s.vdconvert-%d", path, (int)getpid());
+    char opts[1024];
     if (vd_create_options_like(img, NULL, VD_LIKE_LAYOUT, opts, sizeof opts, NULL) < 0)
         opts[0] = 0;    /* as before: a layout that does not fit is not kept */
     struct chain_target t = chain_plan(img, new_backing, new_bfmt, mode);
     vd_create_opts co = { .format = vd_format_name(img), .size = size,
                           .options = opts[0] ? opts : NULL, .backing_file = t.backing,
-                          .backing_format = t.bfmt, .allow_host_paths = allow };
-    r = vd_create(tmp, &co, e);
+                          .backing_format = t.bfmt, .allow_host_paths = allow,
+                          .final_path = path };
+    const char *tmp = vc_tmp_begin(path, vd_format_name(img), e);
+    r = tmp ? vd_create(tmp, &co, e) : e ? e->code : -EINVAL;
     if (r == 0)
-        r = vc_open(tmp, vd_format_name(img), false, allow, &out, e);
+        r = vd_open(tmp, &(vd_open_opts){ .format = vd_format_name(img), .final_path = path,
+                    .allow_host_paths = allow }, &out, e);
     if (r == 0 && t.copy)
         r = chain_fill(img, out, &t, size, e);
     if (out) {
@@ -100,10 +98,12 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
             r = r2;
     }
     vd_close(img, NULL);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = vd_set_errno(e, -errno, "rename %s to %s", tmp, path);
-    if (r < 0)
-        unlink(tmp);
+    if (r == 0)
+        r = vc_tmp_commit(path, e);
+    if (r < 0) {
+        vc_tmp_user_names(e, path);
+        vc_tmp_abort();
+    }
     return r;
 }
 

@@ -1,224 +1,21 @@
 /* convert.c - `vdconvert [convert] IN OUT`: target set-up around the engine.
  *
- * The output is created under a temporary name in the target's folder and
- * renamed over OUT only when everything was written and flushed, so a failed
- * or interrupted conversion leaves nothing behind (and never a half-written
- * OUT).  Formats that write several files (split or flat VMDK) are created in
- * a temporary folder next to OUT and their files renamed out of it, the
- * descriptor last.  The input is always opened read-only.
+ * The output is made where tmpout.c says (a hidden name beside OUT, or
+ * final names in a hidden folder beside it) and put in place only when
+ * everything was written and flushed, so a failed or interrupted
+ * conversion leaves nothing behind (and never a half-written OUT).  The
+ * input is always opened read-only.
  */
 #include "vdconvert.h"
 #include "tool.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define CONVERT_MAX_SPARSE (4u << 20)
-
-/* The temporary output, removed by the signal handler too. */
-static char convert_tmp[8192];
-static char convert_tmpdir[4096];
-/* The temporary folder of a multi-file output, opened so that the signal
- * handler can list it without opendir (which allocates). */
-static int convert_tmpdir_fd = -1;
-
-static void convert_cleanup(void)
-{
-    if (convert_tmp[0])
-        unlink(convert_tmp);
-    if (convert_tmpdir[0]) {
-        DIR *d = opendir(convert_tmpdir);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            char p[8192];
-            if (de->d_name[0] == '.')
-                continue;
-            snprintf(p, sizeof p, "%s/%s", convert_tmpdir, de->d_name);
-            unlink(p);
-        }
-        if (d)
-            closedir(d);
-        rmdir(convert_tmpdir);
-    }
-    if (convert_tmpdir_fd >= 0)
-        close(convert_tmpdir_fd);
-    convert_tmpdir_fd = -1;
-    convert_tmp[0] = convert_tmpdir[0] = 0;
-}
-
-static void convert_on_signal(int sig)
-{
-    /* Only async-signal-safe calls: unlink, unlinkat, rmdir, and the
-     * getdents64 system call on the folder opened beforehand. */
-    int saved = errno;
-    if (convert_tmp[0])
-        unlink(convert_tmp);
-    if (convert_tmpdir_fd >= 0) {
-        char buf[4096] __attribute__((aligned(8)));
-        long n;
-        while ((n = syscall(SYS_getdents64, convert_tmpdir_fd, buf, sizeof buf)) > 0) {
-            for (long pos = 0; pos < n;) {
-                struct linux_dirent64 {
-                    uint64_t ino;
-                    int64_t off;
-                    unsigned short reclen;
-                    unsigned char type;
-                    char name[];
-                } *de = (struct linux_dirent64 *)(buf + pos);
-                if (strcmp(de->name, ".") && strcmp(de->name, ".."))
-                    unlinkat(convert_tmpdir_fd, de->name, 0);
-                pos += de->reclen;
-            }
-        }
-    }
-    if (convert_tmpdir[0])
-        rmdir(convert_tmpdir);
-    errno = saved;
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-/* Every signal that ends the process by default removes the temporary
- * output first: INT, TERM, HUP (a closed terminal), XFSZ (ulimit -f) and
- * PIPE (an NBD server or a pipe gone).  A signal the caller ignores stays
- * ignored: with XFSZ ignored a write past the limit fails with EFBIG and
- * the conversion ends with a message instead. */
-static void convert_catch_signals(void)
-{
-    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGXFSZ, SIGPIPE };
-    struct sigaction sa = { .sa_handler = convert_on_signal }, old;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaddset(&sa.sa_mask, sigs[i]);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-            sigaction(sigs[i], &sa, NULL);
-}
-
-/* Errors name the file the user typed, not the hidden temporary output
- * ("out.qcow2: pwrite ...", not ".out.qcow2.vdconvert-123: pwrite ..."). */
-static void convert_user_names(vd_error *e, const char *dst)
-{
-    if (!e || !convert_tmp[0])
-        return;
-    char d1[4096];
-    snprintf(d1, sizeof d1, "%s", dst);
-    const char *dir = dirname(d1);
-    const char *from[2] = { convert_tmp, convert_tmpdir[0] ? convert_tmpdir : NULL };
-    const char *to[2] = { dst, dir };
-    for (int k = 0; k < 2; k++) {
-        if (!from[k])
-            continue;
-        size_t fl = strlen(from[k]);
-        char out[VD_ERROR_MAX];
-        size_t o = 0;
-        for (const char *p = e->msg; *p && o + 1 < sizeof out;) {
-            if (!strncmp(p, from[k], fl)) {
-                o += (size_t)snprintf(out + o, sizeof out - o, "%s", to[k]);
-                if (o >= sizeof out)
-                    o = sizeof out - 1;
-                p += fl;
-            } else {
-                out[o++] = *p++;
-            }
-        }
-        out[o] = 0;
-        memcpy(e->msg, out, o + 1);
-    }
-}
-
-/* Formats that write more than one file need the temporary-folder scheme. */
-static bool convert_split_vmdk(const char *fmt, const char *options)
-{
-    return !strcmp(fmt, "vmdk") && options &&
-           (strstr(options, "twoGbMaxExtent") || strstr(options, "monolithicFlat"));
-}
-
-/* Made in a temporary folder under its final name: split/flat VMDKs (several
- * files), and every VMDK whose backing path allows it, because even a
- * monolithic VMDK names its own file in its embedded descriptor (libvmdk
- * reads that name). */
-static bool convert_multi_file(const char *fmt, const char *options, const char *backing)
-{
-    if (convert_split_vmdk(fmt, options))
-        return true;
-    return !strcmp(fmt, "vmdk") && (!backing || backing[0] == '/');
-}
-
-/* Choose the temporary path for OUT (fills convert_tmp/convert_tmpdir). */
-static int convert_pick_tmp(const char *dst, bool multi, vd_error *e)
-{
-    char d1[4096], d2[4096];
-    snprintf(d1, sizeof d1, "%s", dst);
-    snprintf(d2, sizeof d2, "%s", dst);
-    const char *dir = dirname(d1), *base = basename(d2);
-    if (strlen(dir) + strlen(base) + 40 > sizeof convert_tmp)
-        return vd_set_error(e, -ENAMETOOLONG, "%s: path too long", dst);
-    if (!multi) {
-        snprintf(convert_tmp, sizeof convert_tmp, "%s/.%s.vdconvert-%d", dir, base,
-                 (int)getpid());
-        return 0;
-    }
-    snprintf(convert_tmpdir, sizeof convert_tmpdir, "%s/.vdconvert-XXXXXX", dir);
-    if (!mkdtemp(convert_tmpdir)) {
-        int r = -errno;
-        convert_tmpdir[0] = 0;
-        return vd_set_errno(e, r, "%s: cannot make a temporary folder", dir);
-    }
-    snprintf(convert_tmp, sizeof convert_tmp, "%s/%s", convert_tmpdir, base);
-    convert_tmpdir_fd = open(convert_tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    return 0;
-}
-
-/* Move the finished output into place. */
-static int convert_commit_tmp(const char *dst, vd_error *e)
-{
-    if (!convert_tmpdir[0]) {
-        if (rename(convert_tmp, dst) < 0)
-            return vd_set_errno(e, -errno, "%s: cannot put the finished output in place", dst);
-        convert_tmp[0] = 0;
-        return 0;
-    }
-    char d1[4096];
-    snprintf(d1, sizeof d1, "%s", dst);
-    const char *dir = dirname(d1);
-    DIR *d = opendir(convert_tmpdir);
-    if (!d)
-        return vd_set_errno(e, -errno, "%s", convert_tmpdir);
-    struct dirent *de;
-    int r = 0;
-    while (r == 0 && (de = readdir(d))) {
-        char from[8192], to[8192];
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-            !strcmp(convert_tmp + strlen(convert_tmpdir) + 1, de->d_name))
-            continue;
-        snprintf(from, sizeof from, "%s/%s", convert_tmpdir, de->d_name);
-        snprintf(to, sizeof to, "%s/%s", dir, de->d_name);
-        if (rename(from, to) < 0)
-            r = vd_set_errno(e, -errno, "%s: cannot put the finished output in place", to);
-    }
-    closedir(d);
-    if (r == 0 && rename(convert_tmp, dst) < 0)       /* the descriptor last */
-        r = vd_set_errno(e, -errno, "%s: cannot put the finished output in place", dst);
-    if (r == 0) {
-        convert_tmp[0] = 0;
-        rmdir(convert_tmpdir);
-        convert_tmpdir[0] = 0;
-        if (convert_tmpdir_fd >= 0)
-            close(convert_tmpdir_fd);
-        convert_tmpdir_fd = -1;
-    }
-    return r;
-}
 
 /* Open (or create) the target; sets *out and whether it reads as zeroes. */
 static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
@@ -240,21 +37,17 @@ static int convert_open_target(const struct vc_convert_opts *o, const char *fmt,
         *reads_zero = o->target_is_zero;
         return 0;
     }
-    bool multi = convert_multi_file(fmt, o->options, o->backing);
-    if (convert_split_vmdk(fmt, o->options) && o->backing && o->backing[0] != '/')
-        return vd_set_error(e, -ENOTSUP, "%s: a split or flat VMDK with a relative backing "
-                            "file is not supported; give the backing as an absolute path",
-                            o->dst);
-    int r = convert_pick_tmp(o->dst, multi, e);
-    if (r < 0)
-        return r;
+    const char *tmp = vc_tmp_begin(o->dst, fmt, e);
+    if (!tmp)
+        return e ? e->code : -EINVAL;
+    /* The backing name is relative to OUT, wherever the file is made. */
     vd_create_opts co = { .format = fmt, .size = size, .options = o->options,
                           .backing_file = o->backing, .backing_format = o->backing_fmt,
-                          .allow_host_paths = o->allow_host_paths };
-    r = vd_create(convert_tmp, &co, e);
+                          .allow_host_paths = o->allow_host_paths, .final_path = o->dst };
+    int r = vd_create(tmp, &co, e);
     if (r == 0)
-        r = vd_open(convert_tmp, &(vd_open_opts){ .format = fmt, .cache = o->cache,
-                    .allow_host_paths = o->allow_host_paths }, out, e);
+        r = vd_open(tmp, &(vd_open_opts){ .format = fmt, .cache = o->cache,
+                    .allow_host_paths = o->allow_host_paths, .final_path = o->dst }, out, e);
     if (r < 0)
         return r;
     *reads_zero = true;
@@ -331,7 +124,6 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
         vd_close(in, NULL);
         return r;
     }
-    convert_catch_signals();
     bool reads_zero = false;
     uint64_t size = vd_size(in);
     r = convert_open_target(o, fmt, size, &out, &reads_zero, e);
@@ -360,10 +152,10 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     }
     vd_close(in, NULL);
     if (r == 0 && !o->existing)
-        r = convert_commit_tmp(o->dst, e);
+        r = vc_tmp_commit(o->dst, e);
     if (r < 0) {
-        convert_user_names(e, o->dst);
-        convert_cleanup();
+        vc_tmp_user_names(e, o->dst);
+        vc_tmp_abort();
     }
     return r;
 }

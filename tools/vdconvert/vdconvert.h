@@ -77,6 +77,23 @@ struct vc_convert_opts {
 int vc_convert(const struct vc_convert_opts *o, vd_error *e);
 
 
+/* ---- the temporary output (tmpout.c) ---------------------------------- */
+
+/* Whether images of `fmt` are made in a temporary folder under their final
+ * names (their files name each other: VMDK) rather than under a hidden
+ * name beside OUT. */
+bool vc_tmp_needs_folder(const char *fmt);
+/* The path to create the new image for OUT at (NULL and *e on failure);
+ * from here a signal that ends the process removes it.  One at a time. */
+const char *vc_tmp_begin(const char *dst, const char *fmt, vd_error *e);
+/* Put the finished image in place (its other files first, the file at
+ * OUT last). */
+int vc_tmp_commit(const char *dst, vd_error *e);
+/* Remove what was made (after a failure). */
+void vc_tmp_abort(void);
+/* Replace the temporary names in e's message by the user's (OUT). */
+void vc_tmp_user_names(vd_error *e, const char *dst);
+
 /* ---- rewriting an image in place (chain.c) -------------------------------- */
 
 enum vc_rewrite_mode {
@@ -85,8 +102,8 @@ enum vc_rewrite_mode {
     VC_REWRITE_UNSAFE,        /* new backing; top layer as it is (rebase -u) */
     VC_REWRITE_EMPTY,         /* same backing; nothing of its own (commit) */
 };
-/* Rewrite `path` (format `fmt`) at `size` under a temporary name in its
- * folder and rename it over the original. */
+/* Rewrite `path` (format `fmt`) at `size` as a new image (tmpout.c) put
+ * in place of the original. */
 int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new_backing,
                const char *new_bfmt, enum vc_rewrite_mode mode, bool allow, vd_error *e);
 
