@@ -62,7 +62,7 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
 {
     static struct vm vm;
     struct console con;
-    struct disk dk = { .overlay_fd = -1 };
+    struct disk dk = { 0 };
     char err[1024] = "";
     size_t started = 0;
     struct vm_config cfg = {

@@ -208,7 +208,7 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     char fwlog[300] = "", fwdev[340], milestone[256] = "", monitor[300] = "none";
     static struct tcg_screen scr;   /* large; one boot per process */
     struct console con;
-    struct disk dk = { .overlay_fd = -1 };
+    struct disk dk = { 0 };
     struct nbd_server ns = { .listen_fd = -1 };
     const char *argv[TCG_MAX_ARGS];
     int n = 0;

@@ -14,8 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +44,7 @@ static void vm_usage(FILE *f)
 "      --rw               open the image read-write: disk and pN accept writes\n"
 "      --overlay          writes go to a temporary qcow2 layer dropped at unmount\n"
 "      --keep-overlay FILE  like --overlay, but the layer is FILE and is kept\n"
+"                         (vdconvert commit FILE writes it into the image)\n"
 "      --allow-host-paths follow backing files outside the image's folder\n"
 "  -U, --force-share      read-only mounts: read the image even while another\n"
 "                         process (a running VM) writes it; without it such an\n"
@@ -185,102 +184,23 @@ static int vm_check_mountpoint(const char *mp)
     return 0;
 }
 
-/* Create a qcow2 layer over the image and open it read-write.  The image
- * is only ever opened read-only (as the layer's backing file).  A temporary
- * layer is unlinked as soon as it is open, so it is gone at unmount however
- * the process ends. */
-/* `to` (resolved) as seen from the folder of `from` (resolved too), e.g.
- * "disk.qcow2" or "../images/disk.qcow2": a kept overlay names its image
- * relatively, so that the pair can move together and vdisk opens it without
- * --allow-host-paths when both share a folder.  NULL when out of memory. */
-static char *vm_relative_to(const char *from, const char *to)
-{
-    char *copy = strdup(from);
-    char *dir = copy ? realpath(dirname(copy), NULL) : NULL;
-    free(copy);
-    if (!dir)
-        return NULL;
-    /* the longest common prefix ending at a '/' */
-    size_t common = 0;
-    for (size_t i = 0; dir[i] && dir[i] == to[i]; i++)
-        if (dir[i] == '/')
-            common = i;
-    if (dir[strlen(dir)] == 0 && to[strlen(dir)] == '/' && !strncmp(dir, to, strlen(dir)))
-        common = strlen(dir);
-    size_t ups = 0;
-    for (const char *p = dir + common; *p && strcmp(dir, "/"); p++)
-        ups += *p == '/';
-    char *rel = malloc(3 * ups + strlen(to + common) + 1);
-    if (rel) {
-        rel[0] = 0;
-        for (size_t i = 0; i < ups; i++)
-            strcat(rel, "../");
-        strcat(rel, to + common + 1);
-    }
-    free(dir);
-    return rel;
-}
-
+/* --overlay: the image opened read-only as the user asked (format,
+ * confinement, -U), under a layer from libvdisk (vd_open_overlay): a
+ * temporary qcow2, gone at unmount however the process ends, or the kept
+ * --keep-overlay FILE, which names the image relatively. */
 static int vm_open_overlay(const struct vm_args *a, vd_image **img, vd_error *err)
 {
-    if (!vd_format_can_create("qcow2"))
-        return view_error(err, -ENOTSUP, "--overlay needs the qcow2 driver, which "
-                            "this libvdisk does not have");
-    char base[PATH_MAX];
-    if (!realpath(a->image, base))
-        return view_error(err, -errno, "%s: %s", a->image, strerror(errno));
-    /* Open the image as the user asked first: the layer is opened with
-     * allow_host_paths (its backing is an absolute path), which would
-     * otherwise also let the image's own backing references leave its
-     * folder without --allow-host-paths. */
-    vd_image *probe;
-    vd_open_opts po = { .format = a->format, .readonly = true,
-                        .allow_host_paths = a->allow_host_paths,
-                        .force_share = a->force_share };
-    int r = vd_open(base, &po, &probe, err);
+    vd_image *base;
+    vd_open_opts o = { .format = a->format, .readonly = true,
+                       .allow_host_paths = a->allow_host_paths,
+                       .force_share = a->force_share };
+    int r = vd_open(a->image, &o, &base, err);
     if (r < 0)
         return r;
-    char fmt[32];
-    snprintf(fmt, sizeof fmt, "%s", vd_format_name(probe));
-    vd_close(probe, NULL);
-    char *path = NULL;
-    if (a->keep_overlay) {
-        path = strdup(a->keep_overlay);
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        char *tmpl;
-        if (asprintf(&tmpl, "%s/vdmount-overlay.XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
-            return view_error(err, -ENOMEM, "out of memory");
-        if (!mkdtemp(tmpl)) {
-            int r = view_error(err, -errno, "%s: %s", tmpl, strerror(errno));
-            free(tmpl);
-            return r;
-        }
-        if (asprintf(&path, "%s/overlay.qcow2", tmpl) < 0)
-            path = NULL;
-        free(tmpl);
-    }
-    if (!path)
-        return view_error(err, -ENOMEM, "out of memory");
-    /* A kept overlay names the image relatively; a temporary one, unlinked
-     * at once, by its absolute path. */
-    char *rel = a->keep_overlay ? vm_relative_to(path, base) : NULL;
-    vd_create_opts co = { .format = "qcow2", .backing_file = rel ? rel : base,
-                          .backing_format = fmt, .allow_host_paths = true };
-    r = vd_create(path, &co, err);
-    free(rel);
-    if (r == 0) {
-        vd_open_opts oo = { .format = "qcow2", .allow_host_paths = true,
-                            .backing_format = fmt, .force_share = a->force_share };
-        r = vd_open(path, &oo, img, err);
-    }
-    if (!a->keep_overlay) {
-        unlink(path);
-        char *slash = strrchr(path, '/');
-        *slash = 0;
-        rmdir(path);
-    }
-    free(path);
+    vd_overlay_opts ov = { .keep_path = a->keep_overlay };
+    r = vd_open_overlay(base, &ov, img, err);
+    if (r < 0)
+        vd_close(base, NULL);
     return r;
 }
 

@@ -10,6 +10,12 @@ const char *vd_kvlist_unused(vd_kvlist *kv);
 /* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
 bool vd_is_uri(const char *path);
 
+/* A zeroed handle with its lock set up (vd_open's layers, the in-memory
+ * overlay), and its release: the driver's close, the file, the names; not
+ * the backing chain (vd_close walks that). */
+vd_image *vd_image_new(void);
+void vd_image_free(vd_image *img);
+
 /* Remember that `img` opened `f` (vd_image_uses_file).  0 or -ENOMEM. */
 int vd_image_note_file(vd_image *img, vd_file *f);
 

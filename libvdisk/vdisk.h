@@ -103,6 +103,33 @@ int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
  * is writable; returns the first error met. */
 int vd_close(vd_image *img, vd_error *err);
 
+/* ---- overlays ---------------------------------------------------------- */
+
+typedef struct vd_overlay_opts {
+    const char *keep_path;    /* the layer is a new qcow2 file here, kept
+                                 after vd_close; its backing reference is
+                                 the base's name relative to this file's
+                                 folder.  -EEXIST if the file exists */
+    const char *tmpdir;       /* without keep_path: folder of the temporary
+                                 qcow2 (NULL: $TMPDIR, else /tmp) */
+    bool in_memory;           /* the layer lives in memory (4 KiB blocks),
+                                 no file at all; keep_path is ignored */
+} vd_overlay_opts;
+
+/* Put a writable layer over `base`, a chain opened read-only with vd_open,
+ * so that writes land in the layer and the base never changes.  Without
+ * keep_path or in_memory the layer is a temporary qcow2, unlinked as soon
+ * as it is open (nothing is left behind however the process ends) and
+ * never synced.  A qcow2 layer's virtual size is the base's rounded up
+ * to 512 bytes (the qcow2 unit); an in-memory one's is the base's.  On
+ * success `base` belongs to the overlay: it is its
+ * backing image (vd_backing(*out)), still locked as it was opened (read,
+ * shared with other readers), and vd_close(*out) closes both; the layer's
+ * own file is locked for writing (no other process may open it).  On
+ * failure `base` is still the caller's.  `opts` may be NULL. */
+int vd_open_overlay(vd_image *base, const vd_overlay_opts *opts, vd_image **out,
+                    vd_error *err);
+
 /* ---- creating ---------------------------------------------------------- */
 
 typedef struct vd_create_opts {

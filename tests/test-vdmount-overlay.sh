@@ -3,7 +3,8 @@
 # are visible through the mount, and vanish at unmount: the image stays
 # byte-identical (sha256 before and after) for raw and every format libvdisk
 # reads, and no layer is left in TMPDIR.  --keep-overlay FILE keeps the layer:
-# qemu-img sees the image as its backing file and reads the writes through it.
+# qemu-img sees the image as its backing file and reads the writes through it,
+# and vdconvert commit writes them into the image.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdmount-lib.sh"
 requires_cmd qemu-img mke2fs debugfs sfdisk python3
@@ -74,6 +75,15 @@ if "$VDMOUNT" --keep-overlay "$T/kept.qcow2" "$T/disk.raw" "$T/mnt" 2>"$T/err"; 
     fail "--keep-overlay over an existing file accepted"
 fi
 grep -q "kept.qcow2" "$T/err" || fail "existing overlay: $(cat "$T/err")"
+# ... and its writes go into the image with vdconvert commit (vd_copy of the
+# layer's own clusters), with no --allow-host-paths: the layer names the
+# image relatively.  The layer is emptied and still shows the same disk.
+"$VDCONVERT" commit "$T/kept.qcow2" >"$T/commit.out" 2>&1 || fail "commit: $(cat "$T/commit.out")"
+[ "$(sha_of "$T/disk.raw")" = "$(sha_of "$T/want.raw")" ] ||
+    fail "vdconvert commit of the kept overlay did not write its changes into the image"
+qemu-img compare -q "$T/kept.qcow2" "$T/want.raw" || fail "kept overlay after commit"
+qemu-img map --output=json "$T/kept.qcow2" | grep -q '"depth": 0, "present": true' &&
+    fail "the kept overlay holds data after commit: $(qemu-img map "$T/kept.qcow2")"
 # the image's own backing references stay confined to its folder under
 # --overlay too, unless --allow-host-paths
 mkdir -p "$T/vm"
