@@ -175,19 +175,6 @@ static int imp_move_iso(const char *src, const char *dst, char *err, size_t errl
     return 0;
 }
 
-static int imp_write_text(const char *path, const char *text, char *err, size_t errlen)
-{
-    char tmp[4400];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static void imp_sanitize(char *s)
 {
     for (; *s; s++)
@@ -343,7 +330,7 @@ int ova_import(const char *path, const struct import_opts *o)
             disks[nd] = (struct import_disk){ .disk = d, .path = realpath(dst, NULL),
                                               .format = o->format };
             nd++;
-            printf("disk %zu: %s (empty, %llu bytes: the descriptor gives no file)\n", nd, dst,
+            fprintf(o->json ? stderr : stdout, "disk %zu: %s (empty, %llu bytes: the descriptor gives no file)\n", nd, dst,
                    (unsigned long long)d->capacity);
             continue;
         }
@@ -400,23 +387,16 @@ int ova_import(const char *path, const struct import_opts *o)
         disks[nd].format = cdrom ? "raw" : o->format;
         disks[nd].cdrom = cdrom;
         nd++;
-        printf("%s %zu: %s\n", cdrom ? "cd-rom" : "disk", nd, dst);
+        fprintf(o->json ? stderr : stdout, "%s %zu: %s\n", cdrom ? "cd-rom" : "disk", nd, dst);
     }
-    char *xml = libvirt_domain_xml(&ap.ovf, disks, nd, o->virtio);
-    char *cmd = qemu_command_line(&ap.ovf, disks, nd, o->virtio);
-    char p[4600];
-    snprintf(p, sizeof p, "%s/%s.xml", o->outdir, name);
-    int r = imp_write_text(p, xml, err, sizeof err);
-    printf("libvirt domain: %s (virsh define %s)\n", p, p);
-    snprintf(p, sizeof p, "%s/%s.sh", o->outdir, name);
-    if (r == 0 && (r = imp_write_text(p, cmd, err, sizeof err)) == 0) {
-        chmod(p, 0755);
-        printf("qemu command line: %s\n", p);
+    int fr = import_finish(&ap.ovf, disks, nd, name, o);
+    if (fr > 0)
+        goto keep;     /* the boot check failed (said why): the files are kept */
+    if (fr < 0) {
+        snprintf(err, sizeof err, "the domain files were not written");
+        goto out;
     }
-    free(xml);
-    free(cmd);
-    if (r == 0)
-        rc = 0;
+    rc = 0;
 out:
     if (rc) {
         fprintf(stderr, "ovatool: %s\n", err[0] ? err : "import failed");
@@ -424,6 +404,7 @@ out:
             if (disks[i].path)
                 unlink(disks[i].path);
     }
+keep:
     for (size_t i = 0; i < nd; i++)
         free(disks[i].path);
     free(disks);

@@ -57,12 +57,15 @@ static const struct lv_scsi *lv_scsi_model(const struct ovf_controller *c)
     return &lv_scsi_models[0];
 }
 
-/* The bus for a disk: from its OVF controller unless virtio.  A CD-ROM
- * stays on its OVF bus even with --virtio (there is no virtio CD-ROM). */
-static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_disk *d, bool virtio)
+/* The bus for a disk: from its OVF controller unless the import chose
+ * virtio.  A CD-ROM stays on its OVF bus (there is no virtio CD-ROM). */
+static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_disk *d,
+                          const struct lv_hw *hw)
 {
-    if (virtio && !d->cdrom)
+    if (hw->disks == DM_VIRTIO_BLK && !d->cdrom)
         return LV_VIRTIO;
+    if (hw->disks == DM_VIRTIO_SCSI && !d->cdrom)
+        return LV_SCSI;
     const struct ovf_controller *c = ovf_find_ctrl(a, d->disk ? d->disk->parent : NULL);
     if (!c)
         return d->cdrom ? LV_SATA : LV_VIRTIO;
@@ -73,6 +76,43 @@ static enum lv_bus lv_bus(const struct ovf_appliance *a, const struct import_dis
     if (c->subtype && strcasestr(c->subtype, "nvme"))
         return LV_NVME;
     return LV_SATA;
+}
+
+/* The guest driver a disk on its OVF controller needs, as the domain and
+ * the qemu line attach it (IDE and NVMe disks are on q35's AHCI in the
+ * domain; qemu's LSI Logic is the 53C895A that sym53c8xx drives), and the
+ * bus's name for messages. */
+enum gd_drv lv_ovf_driver(const struct ovf_appliance *a, const struct import_disk *d,
+                          const char **bus)
+{
+    static const struct lv_hw ovf = { DM_OVF, false, false };
+    const struct ovf_controller *c = ovf_find_ctrl(a, d->disk ? d->disk->parent : NULL);
+    switch (lv_bus(a, d, &ovf)) {
+    case LV_VIRTIO: *bus = "virtio"; return GD_VIRTIO_BLK;
+    case LV_IDE: *bus = "IDE"; return GD_AHCI;
+    case LV_NVME: *bus = "NVMe"; return GD_AHCI;
+    case LV_SATA: *bus = "SATA"; return GD_AHCI;
+    case LV_SCSI: break;
+    }
+    const char *q = lv_scsi_model(c)->qemu;
+    *bus = c && c->subtype ? c->subtype : "SCSI";
+    if (!strcmp(q, "mptsas1068"))
+        return GD_MPTSAS;
+    if (!strcmp(q, "pvscsi"))
+        return GD_VMW_PVSCSI;
+    if (!strcmp(q, "virtio-scsi-pci"))
+        return GD_VIRTIO_SCSI;
+    return GD_SYM53C8XX;
+}
+
+static enum lv_bus lv_q35_bus(enum lv_bus b);
+
+/* vdboot's --disk-bus for a disk as the domain attaches it. */
+const char *lv_vdboot_bus(const struct ovf_appliance *a, const struct import_disk *d,
+                          const struct lv_hw *hw)
+{
+    static const char *const names[] = { "virtio", "sata", "scsi", "sata", "sata" };
+    return names[lv_q35_bus(lv_bus(a, d, hw))];
 }
 
 /* libvirt refuses IDE on q35: its disks go on the chipset's AHCI (SATA)
@@ -105,7 +145,7 @@ static bool lv_is_windows(const struct ovf_appliance *a)
 }
 
 char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk *d,
-                         size_t n, bool virtio)
+                         size_t n, const struct lv_hw *hw)
 {
     struct sbuf b = { 0 };
     char name[512];
@@ -133,7 +173,7 @@ char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk
     const struct ovf_controller *scsi[16] = { 0 };
     unsigned scsi_units[16] = { 0 }, n_scsi = 0;
     for (size_t i = 0; i < n; i++) {
-        enum lv_bus k = lv_q35_bus(lv_bus(a, &d[i], virtio));
+        enum lv_bus k = lv_q35_bus(lv_bus(a, &d[i], hw));
         char dev[16], path[4200], addr[160] = "";
         snprintf(dev, sizeof dev, "%s%c", k == LV_VIRTIO ? "vd" : "sd",
                  'a' + (k == LV_VIRTIO ? count[k] : count[LV_SCSI] + count[LV_SATA]) % 26);
@@ -160,14 +200,63 @@ char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk
     }
     for (unsigned i = 0; i < n_scsi; i++)
         sb_printf(&b, "    <controller type='scsi' index='%u' model='%s'/>\n", i,
-                  virtio ? "virtio-scsi" : lv_scsi_model(scsi[i])->libvirt);
+                  hw->disks != DM_OVF ? "virtio-scsi" : lv_scsi_model(scsi[i])->libvirt);
     for (size_t i = 0; i < a->n_nics; i++)
         sb_printf(&b, "    <interface type='network'>\n      <source network='default'/>\n"
                   "      <model type='%s'/>\n    </interface>\n",
-                  lv_nic_model(&a->nics[i], virtio));
+                  lv_nic_model(&a->nics[i], hw->virtio_nic));
     sb_printf(&b, "    <serial type='pty'/>\n    <console type='pty'/>\n"
               "    <graphics type='vnc' autoport='yes'/>\n    <video><model type='vga'/></video>\n"
               "  </devices>\n</domain>\n");
+    return b.s;
+}
+
+/* The same VM for Xen (libxl): a fully virtualized (HVM) domain, which
+ * boots any guest the OVF describes through its own BIOS or UEFI (hvmloader,
+ * or OVMF); a PV domain would need the guest kernel's Xen PV entry point,
+ * which is not read here.  Disks are Xen PV disks (xvdX, bus xen) when the
+ * guest has xen_blkfront, else the emulated IDE disks of an HVM guest
+ * (ata_piix); CD-ROMs are IDE.  NICs are emulated e1000 on xenbr0. */
+char *xen_domain_xml(const struct ovf_appliance *a, const struct import_disk *d, size_t n,
+                     const struct lv_hw *hw)
+{
+    struct sbuf b = { 0 };
+    char name[512];
+    xml_escape(a->name ? a->name : "appliance", name, sizeof name);
+    bool efi = a->firmware && !strcmp(a->firmware, "efi");
+    sb_printf(&b, "<domain type='xen'>\n  <name>%s</name>\n"
+              "  <memory unit='MiB'>%llu</memory>\n  <vcpu>%u</vcpu>\n"
+              "  <os>\n    <type arch='x86_64' machine='xenfv'>hvm</type>\n"
+              "    %s\n    <boot dev='hd'/>\n  </os>\n"
+              "  <features>\n    <acpi/>\n    <apic/>\n    <pae/>\n  </features>\n"
+              "  <clock offset='%s'/>\n  <on_poweroff>destroy</on_poweroff>\n"
+              "  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n"
+              "    <emulator>/usr/lib/xen/bin/qemu-system-i386</emulator>\n", name,
+              (unsigned long long)(a->memory_mib ? a->memory_mib : 1024), a->cpus ? a->cpus : 1,
+              efi ? "<loader type='pflash'>/usr/lib/xen/boot/ovmf.bin</loader>"
+                  : "<loader>/usr/lib/xen/boot/hvmloader</loader>",
+              lv_is_windows(a) ? "localtime" : "utc");
+    unsigned nxvd = 0, nide = 0;
+    for (size_t i = 0; i < n; i++) {
+        char dev[16], path[4200];
+        bool pv = hw->xen_pv_disks && !d[i].cdrom;
+        if (pv)
+            snprintf(dev, sizeof dev, "xvd%c", 'a' + nxvd++ % 26);
+        else
+            snprintf(dev, sizeof dev, "hd%c", 'a' + nide++ % 26);
+        xml_escape(d[i].path, path, sizeof path);
+        sb_printf(&b, "    <disk type='file' device='%s'>\n"
+                  "      <driver name='qemu' type='%s'/>\n      <source file='%s'/>\n"
+                  "      <target dev='%s' bus='%s'/>\n%s    </disk>\n",
+                  d[i].cdrom ? "cdrom" : "disk",
+                  !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format, path, dev, pv ? "xen" : "ide",
+                  d[i].cdrom ? "      <readonly/>\n" : "");
+    }
+    for (size_t i = 0; i < a->n_nics; i++)
+        sb_printf(&b, "    <interface type='bridge'>\n      <source bridge='xenbr0'/>\n"
+                  "      <model type='e1000'/>\n    </interface>\n");
+    sb_printf(&b, "    <serial type='pty'/>\n    <console type='pty'/>\n"
+              "    <graphics type='vnc' autoport='yes'/>\n  </devices>\n</domain>\n");
     return b.s;
 }
 
@@ -189,7 +278,7 @@ static void sh_quote(const char *in, char *out, size_t outlen)
 }
 
 char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk *d,
-                        size_t n, bool virtio)
+                        size_t n, const struct lv_hw *hw)
 {
     struct sbuf b = { 0 };
     char q[4400];
@@ -203,14 +292,15 @@ char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk 
     if (a->firmware && !strcmp(a->firmware, "efi"))
         sb_printf(&b, "  -bios /usr/share/ovmf/OVMF.fd \\\n");
     for (size_t i = 0; i < n; i++) {
-        enum lv_bus bus = lv_bus(a, &d[i], virtio);
+        enum lv_bus bus = lv_bus(a, &d[i], hw);
+        const char *hba = hw->disks != DM_OVF ? "virtio-scsi-pci" :
+            lv_scsi_model(ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL))->qemu;
         sh_quote(d[i].path, q, sizeof q);
         const char *fmt = !strcmp(d[i].format, "vhd") ? "vpc" : d[i].format;
         if (d[i].cdrom && bus == LV_SCSI)
             sb_printf(&b, "  -device %s,id=scsi%zu -drive file=%s,format=raw,if=none,"
                       "id=d%zu,media=cdrom,readonly=on -device scsi-cd,drive=d%zu,bus=scsi%zu.0 \\\n",
-                      lv_scsi_model(ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL))->qemu,
-                      i, q, i, i, i);
+                      hba, i, q, i, i, i);
         else if (d[i].cdrom)   /* IDE or SATA: q35's AHCI */
             sb_printf(&b, "  -drive file=%s,format=raw,if=none,id=d%zu,media=cdrom,readonly=on "
                       "-device ide-cd,drive=d%zu \\\n", q, i, i);
@@ -225,11 +315,10 @@ char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk 
         else
             sb_printf(&b, "  -device %s,id=scsi%zu -drive file=%s,format=%s,if=none,id=d%zu "
                       "-device scsi-hd,drive=d%zu,bus=scsi%zu.0 \\\n",
-                      lv_scsi_model(ovf_find_ctrl(a, d[i].disk ? d[i].disk->parent : NULL))->qemu,
-                      i, q, fmt, i, i, i);
+                      hba, i, q, fmt, i, i, i);
     }
     for (size_t i = 0; i < a->n_nics; i++) {
-        const char *m = lv_nic_model(&a->nics[i], virtio);
+        const char *m = lv_nic_model(&a->nics[i], hw->virtio_nic);
         sb_printf(&b, "  -nic user,model=%s \\\n", !strcmp(m, "virtio") ? "virtio-net-pci" : m);
     }
     sb_printf(&b, "  -serial mon:stdio \"$@\"\n");

@@ -12,7 +12,8 @@ static const char usage_text[] =
     "usage: ovatool info [--json] APPLIANCE.ova|.ovf\n"
     "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
-    "                      [--strict] [--ca-file CA.pem] [--virtio] [-p]\n"
+    "                      [--strict] [--ca-file CA.pem] [--virtio] [--json] [-p]\n"
+    "                      [--hypervisor kvm|xen] [--boot-check]\n"
     "                      APPLIANCE.ova|.ovf|VM.vmx|VM.vbox\n"
     "       ovatool lint --target virtualbox|vmware|esxi|ovf2 [--json] APPLIANCE\n"
     "       ovatool convert --target virtualbox|vmware|esxi|ovf2 [--digest ALG]\n"
@@ -29,7 +30,10 @@ static const char usage_text[] =
     "verify   check every member against the manifest (.mf) and the certificate\n"
     "import   verify, convert every disk (default qcow2) to its declared capacity,\n"
     "         write a libvirt domain (NAME.xml) and a qemu command line (NAME.sh)\n"
-    "         into OUTDIR (default .); no manifest is a warning (--strict: an error)\n"
+    "         into OUTDIR (default .); no manifest is a warning (--strict: an error);\n"
+    "         disks on virtio when the guest's initramfs/kernel has virtio_blk or\n"
+    "         virtio_scsi, else on the OVF's controller; --hypervisor xen: NAME-xen.xml\n"
+    "         too; --boot-check: boot the VM with vdboot, fail unless it logs in\n"
     "lint     every problem the target's importer would refuse or silently change,\n"
     "         one line each with what to do; exit 1 when there is any\n"
     "convert  the same VM for another importer: descriptor rewritten for the target,\n"
@@ -281,7 +285,9 @@ static int cmd_import(int argc, char **argv)
     struct import_opts o = { .format = "qcow2", .outdir = "." };
     static const struct option lo[] = { { "no-verify", 0, 0, 'n' }, { "ca-file", 1, 0, 'c' },
                                          { "virtio", 0, 0, 'v' }, { "help", 0, 0, 'h' },
-                                         { "strict", 0, 0, 's' }, { 0, 0, 0, 0 } };
+                                         { "strict", 0, 0, 's' }, { "json", 0, 0, 'j' },
+                                         { "boot-check", 0, 0, 'b' },
+                                         { "hypervisor", 1, 0, 'H' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":O:d:ph", lo, NULL)) != -1) {
@@ -293,6 +299,14 @@ static int cmd_import(int argc, char **argv)
         case 'c': o.cafile = optarg; break;
         case 'v': o.virtio = true; break;
         case 's': o.strict = true; break;
+        case 'j': o.json = true; break;
+        case 'b': o.boot_check = true; break;
+        case 'H':
+            if (strcmp(optarg, "kvm") && strcmp(optarg, "xen"))
+                return vt_usage_error("ovatool", usage_text, "import: --hypervisor %s: expected "
+                                      "kvm or xen", optarg);
+            o.hypervisor = optarg;
+            break;
         case 'h': return usage(0);
         default: return bad_option("import", argv);
         }

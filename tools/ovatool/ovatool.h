@@ -30,20 +30,59 @@ struct import_disk {
     const char *format;
     bool cdrom;          /* an ISO attached read-only as a CD-ROM */
 };
+/* guestdrv.c: the disk drivers a guest on a disk has (its modules.builtin
+ * and the modules in its initramfs, from its ext2/3/4 file systems). */
+enum gd_drv { GD_VIRTIO_BLK, GD_VIRTIO_SCSI, GD_VIRTIO_PCI, GD_AHCI, GD_ATA_PIIX, GD_SYM53C8XX,
+              GD_MPTSAS, GD_VMW_PVSCSI, GD_NVME, GD_SD_MOD, GD_XEN_BLKFRONT, GD_N };
+struct guest_drivers {
+    bool found;                  /* a Linux modules folder or initramfs was seen */
+    bool builtin_known;          /* a modules.builtin was read */
+    unsigned builtin, initrd;    /* bit 1u << enum gd_drv: built in / in the initramfs */
+    char builtin_path[700], initrd_path[700];   /* "partition N:/path" */
+    char note[1000];             /* what could not be read, or "" */
+};
+/* 0 when the disk was read (g->found says whether a Linux guest was seen);
+ * -1 when the disk cannot be opened (g->note says why). */
+int guest_drivers_scan(const char *disk, const char *format, struct guest_drivers *g);
+const char *guest_driver_name(enum gd_drv d);
+
+/* How import attaches the disks: as the OVF says, or all on virtio-blk or
+ * virtio-scsi (CD-ROMs keep their bus); NICs as the OVF says or virtio. */
+enum disk_mode { DM_OVF, DM_VIRTIO_BLK, DM_VIRTIO_SCSI };
+struct lv_hw { enum disk_mode disks; bool virtio_nic; bool xen_pv_disks; };
 char *libvirt_domain_xml(const struct ovf_appliance *a, const struct import_disk *d,
-                         size_t n, bool virtio);
+                         size_t n, const struct lv_hw *hw);
 char *qemu_command_line(const struct ovf_appliance *a, const struct import_disk *d,
-                        size_t n, bool virtio);
+                        size_t n, const struct lv_hw *hw);
+/* The same VM as a libvirt Xen (libxl) HVM domain. */
+char *xen_domain_xml(const struct ovf_appliance *a, const struct import_disk *d, size_t n,
+                     const struct lv_hw *hw);
+/* The guest driver the disk's OVF controller needs, `bus` its name. */
+enum gd_drv lv_ovf_driver(const struct ovf_appliance *a, const struct import_disk *d,
+                          const char **bus);
+/* vdboot's --disk-bus for the disk as the domain attaches it. */
+const char *lv_vdboot_bus(const struct ovf_appliance *a, const struct import_disk *d,
+                          const struct lv_hw *hw);
 
 /* import.c / export.c / verify */
 struct import_opts {
     const char *format;     /* output disk format */
     const char *outdir;
     bool no_verify, progress, virtio;
+    bool json;              /* the result as one JSON object on stdout */
+    bool boot_check;        /* boot the imported VM with vdboot before success */
+    const char *hypervisor; /* "kvm" (default) or "xen": also a Xen domain */
     bool strict;            /* a missing manifest is an error, not a warning */
     const char *cafile;
 };
 int ova_import(const char *path, const struct import_opts *o);
+/* importout.c: after the disks are converted, for both kinds of import:
+ * choose the disk bus from the guest's drivers, write NAME.xml and NAME.sh
+ * (NAME-xen.xml with --hypervisor xen), boot-check, and report (text or
+ * --json).  0 on success, 1 when the boot check failed, -1 when a file
+ * could not be written (the messages are printed). */
+int import_finish(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
+                  const char *name, const struct import_opts *o);
 /* vmfolder.c: import a VMware .vmx or a VirtualBox .vbox VM folder. */
 int vm_folder_import(const char *path, const struct import_opts *o);
 /* Make file `f` whole in `dir` (join chunks, inflate gzip within limits);

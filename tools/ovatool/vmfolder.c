@@ -439,16 +439,6 @@ static int vmf_read_vbox(struct vmfolder *v, const char *path, char *err, size_t
 
 /* ---- the import ---------------------------------------------------------- */
 
-static int vmf_write(const char *path, const char *text, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "wx");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 int vm_folder_import(const char *path, const struct import_opts *o)
 {
     struct vmfolder v;
@@ -491,20 +481,16 @@ int vm_folder_import(const char *path, const struct import_opts *o)
             goto out;
         d[nd++] = (struct import_disk){ .disk = &v.a.disks[i], .path = realpath(dst, NULL),
                                         .format = o->format };
-        printf("disk %zu: %s (from %s)\n", nd, dst, v.src[i]);
+        fprintf(o->json ? stderr : stdout, "disk %zu: %s (from %s)\n", nd, dst, v.src[i]);
     }
-    char *xml = libvirt_domain_xml(&v.a, d, nd, o->virtio);
-    char *cmd = qemu_command_line(&v.a, d, nd, o->virtio);
-    char p[4600], q[4600];
-    snprintf(p, sizeof p, "%s/%s.xml", o->outdir, name);
-    snprintf(q, sizeof q, "%s/%s.sh", o->outdir, name);
-    if (vmf_write(p, xml, err, sizeof err) == 0 && vmf_write(q, cmd, err, sizeof err) == 0) {
-        chmod(q, 0755);
-        printf("libvirt domain: %s (virsh define %s)\nqemu command line: %s\n", p, p, q);
-        rc = 0;
+    int fr = import_finish(&v.a, d, nd, name, o);
+    if (fr > 0)
+        goto keep;     /* the boot check failed (said why): the files are kept */
+    if (fr < 0) {
+        snprintf(err, sizeof err, "the domain files were not written");
+        goto out;
     }
-    free(xml);
-    free(cmd);
+    rc = 0;
 out:
     if (rc) {
         fprintf(stderr, "ovatool: %s\n", err[0] ? err : "import failed");
@@ -512,6 +498,7 @@ out:
             if (d[i].path)
                 unlink(d[i].path);
     }
+keep:
     for (size_t i = 0; i < nd; i++)
         free(d[i].path);
     for (size_t i = 0; i < v.a.n_disks; i++)
