@@ -4,7 +4,7 @@
 # data disk on SATA, a CD-ROM that is not a disk, EFI, 4 vCPUs, vmxnet3) and
 # a .vbox as VirtualBox writes it (media registry with a base VDI and its
 # differencing child in Snapshots/, the current state's attachment being the
-# child, an older snapshot attaching the base, EFI, 2 vCPUs): the libvirt
+# child holding 3 blocks of its own data, the current state's attachment being the
 # domain has the right disks, buses, CPUs, memory and firmware, and the
 # disks hold the guest's data.
 . "$(dirname "$0")/lib.sh"
@@ -65,7 +65,17 @@ PY
 # --- VirtualBox
 mkdir -p "$T/vb/Snapshots"
 "$VDCONVERT" -f raw -O vdi "$T/b.raw" "$T/vb/vbvm.vdi" >/dev/null
-( cd "$T/vb" && "$VDCONVERT" create -O vdi -b vbvm.vdi child.vdi >/dev/null ) || fail "differencing VDI"
+# The current state's child holds data of its own: the guest's view c.raw
+# (b.raw plus two writes, one across a 1 MiB block the parent has, one where
+# the parent has none) written as a differencing VDI over the parent; only
+# blocks that differ are in the child (qemu cannot open differencing VDIs).
+cp "$T/b.raw" "$T/c.raw"
+qemu-io -f raw -c "write -P 0x44 1536k 1M" -c "write -P 0x45 40M 64k" "$T/c.raw" >/dev/null
+( cd "$T/vb" && "$VDCONVERT" convert -f raw -O vdi -B vbvm.vdi "$T/c.raw" child.vdi >/dev/null ) ||
+    fail "differencing VDI"
+# header: blocks allocated (u32 at 0x184 in a VDI 1.1 header) = 3 of the child's own
+[ "$(od -An -tu4 -j $((0x184)) -N4 "$T/vb/child.vdi" | tr -d ' ')" = 3 ] ||
+    fail "the child VDI does not hold 3 blocks of its own"
 uuid() { python3 -c 'import sys,uuid; h=open(sys.argv[1],"rb").read(512); print(uuid.UUID(bytes_le=h[392:408]))' "$1"; }
 BU=$(uuid "$T/vb/vbvm.vdi"); CU=$(uuid "$T/vb/child.vdi")
 mv "$T/vb/child.vdi" "$T/vb/Snapshots/{$CU}.vdi"
@@ -112,7 +122,8 @@ cat >"$T/vb/vbvm.vbox" <<EOF
 EOF
 "$OVA" import -O qcow2 -d "$T/o2" "$T/vb/vbvm.vbox" >"$T/out" 2>&1 || fail "import .vbox: $(cat "$T/out")"
 grep -q "from .*/d0-0.vdi" "$T/out" || fail "the current state's differencing image was not the source: $(cat "$T/out")"
-qemu-img compare -q "$T/b.raw" "$T/o2/vbvm-disk1.qcow2" || fail "VDI chain content differs"
+qemu-img compare -q "$T/c.raw" "$T/o2/vbvm-disk1.qcow2" || fail "VDI chain content differs from the guest's view"
+! qemu-img compare -q "$T/b.raw" "$T/o2/vbvm-disk1.qcow2" || fail "the import holds the parent's data only"
 python3 - "$T/o2/vbvm.xml" <<'PY' || fail "vbox domain: $(cat "$T/o2/vbvm.xml")"
 import sys, xml.etree.ElementTree as ET
 d = ET.parse(sys.argv[1]).getroot()
