@@ -1,5 +1,5 @@
 /* inplace.c - the in-place metadata operations of the public API:
- * vd_resize, vd_set_backing, vd_make_empty.  The core checks the request,
+ * vd_resize, vd_set_backing, vd_make_empty, vd_prepare_commit.  The core checks the request,
  * flushes, and calls the driver under the image's write lock; the driver
  * orders its own writes (docs/flush.md). */
 #include "vd-driver.h"
@@ -128,9 +128,29 @@ int vd_make_empty(vd_image *img, vd_error *err)
     return r;
 }
 
+int vd_prepare_commit(vd_image *img, vd_image *base, vd_error *err)
+{
+    if (!img->drv->prepare_commit)
+        return 0;
+    if (img->readonly || base->readonly)
+        return vd_set_error(err, -EROFS, "%s: opened read-only",
+                            img->readonly ? img->path : base->path);
+    /* base is not written yet (the caller's order); its handle is locked
+     * too, as its driver state changes */
+    pthread_rwlock_wrlock(&img->lock);
+    pthread_rwlock_wrlock(&base->lock);
+    int r = vd_inplace_prepare(img, err);
+    if (r == 0 && (r = img->drv->prepare_commit(img, base, err)) < 0)
+        vd_error_prefix(err, img->path);
+    pthread_rwlock_unlock(&base->lock);
+    pthread_rwlock_unlock(&img->lock);
+    return r;
+}
+
 unsigned vd_inplace_ops(vd_image *img)
 {
     return (img->drv->resize ? VD_INPLACE_RESIZE : 0) |
            (img->drv->set_backing ? VD_INPLACE_SET_BACKING : 0) |
-           (img->drv->make_empty ? VD_INPLACE_MAKE_EMPTY : 0);
+           (img->drv->make_empty ? VD_INPLACE_MAKE_EMPTY : 0) |
+           (img->drv->prepare_commit ? VD_INPLACE_PREPARE_COMMIT : 0);
 }

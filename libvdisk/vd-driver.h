@@ -270,10 +270,15 @@ struct vd_driver {
      * set_backing: `file` NULL clears the reference; `fmt` may be NULL.
      * The core updates img->backing_file/backing_format afterwards.
      * make_empty: drop every cluster of this layer (reads fall through to
-     * the backing image). */
+     * the backing image).
+     * prepare_commit: called on a child before a commit writes its data
+     * into `base` (its backing image, opened read-write): a format that
+     * links a child to its parent's content stores the link the parent
+     * will have after that write too, so the child opens throughout. */
     int (*resize)(vd_image *img, uint64_t size, vd_error *err);
     int (*set_backing)(vd_image *img, const char *file, const char *fmt, vd_error *err);
     int (*make_empty)(vd_image *img, vd_error *err);
+    int (*prepare_commit)(vd_image *img, vd_image *base, vd_error *err);
 
     /* NONE: read-only format; EMULATE/NATIVE: vd_create and writes work.
      * Zeroing, discard and block status need no flag: a NULL callback is

@@ -387,11 +387,22 @@ int vd_set_backing(vd_image *img, const char *backing_file, const char *backing_
  * the data).  -EINVAL for an image without backing. */
 int vd_make_empty(vd_image *img, vd_error *err);
 
+/* Before writing the data of `img` into its backing image `base` (both
+ * opened read-write; `img` may be opened without its chain), as a commit
+ * does.  A format that links a child to its parent's content (VHDX: the
+ * parent_linkage is the parent's data write GUID, which the parent's first
+ * write changes) stores in `img` the link `base` will have after the
+ * write as well as the current one, so that `img` opens over `base` before,
+ * during and after the commit; vd_set_backing with the same backing file
+ * afterwards keeps only the new link.  Other formats: nothing to do, 0. */
+int vd_prepare_commit(vd_image *img, vd_image *base, vd_error *err);
+
 /* Which of the above the image's format has (it may still refuse a given
  * request with -ENOTSUP): VD_INPLACE_* bits. */
 #define VD_INPLACE_RESIZE      1u
 #define VD_INPLACE_SET_BACKING 2u
 #define VD_INPLACE_MAKE_EMPTY  4u
+#define VD_INPLACE_PREPARE_COMMIT 8u
 unsigned vd_inplace_ops(vd_image *img);
 
 /* Is the file at `path` (after symlinks; any hard link of it) one of the

@@ -288,13 +288,15 @@ static int vhdx_make_present(vd_image *img, struct vhdx_state *s, uint64_t blk,
 
 /* The first change of guest data gets new file and data write GUIDs (the
  * spec's rule; a child's parent_linkage then no longer matches, on purpose). */
-static int vhdx_begin_write(vd_image *img, struct vhdx_state *s, vd_error *err)
+int vhdx_begin_write(vd_image *img, struct vhdx_state *s, vd_error *err)
 {
     if (s->data_guid_fresh)
         return 0;
     uint8_t fg[16], dg[16];
     vhdx_guid_random(fg);
     vhdx_guid_random(dg);
+    if (s->next_data_guid_set)      /* the one a child already accepts */
+        memcpy(dg, s->next_data_guid, 16);
     int r = vhdx_write_header(img, s, fg, dg, NULL, err);
     if (r == 0)
         s->data_guid_fresh = true;

@@ -138,40 +138,15 @@ static void vhdx_put_item(uint8_t *m, int i, const char *guid, uint32_t flags,
 /* The VHDX parent locator: parent_linkage and relative_path. */
 static uint32_t vhdx_make_locator(uint8_t *out, size_t cap, const struct vhdx_plan *p)
 {
-    char linkage[40], g[37];
-    vhdx_guid_format(p->parent_data_guid, g);
-    /* lower case, as Hyper-V writes it (libvhdi parses only that) */
-    for (char *q = g; *q; q++)
-        if (*q >= 'A' && *q <= 'F')
-            *q = (char)(*q - 'A' + 'a');
-    snprintf(linkage, sizeof linkage, "{%s}", g);
-    size_t plen = strlen(p->parent_path);
-    char *rel = malloc(plen + 3), *o = rel;
+    char linkage[40];
+    vhdx_linkage_format(p->parent_data_guid, linkage);
+    char *rel = vhdx_win_relpath(p->parent_path);
     if (!rel)
         return 0;
-    if (p->parent_path[0] != '/' && p->parent_path[0] != '.') {
-        *o++ = '.';
-        *o++ = '\\';
-    }
-    for (const char *q = p->parent_path; *q; q++)
-        *o++ = *q == '/' ? '\\' : *q;
-    *o = 0;
     const char *kv[2][2] = { { "parent_linkage", linkage }, { "relative_path", rel } };
-    memset(out, 0, cap);
-    vhdx_guid_parse(VHDX_GUID_LOCATOR_TYPE, out);
-    vd_put_le16(out + 18, 2);
-    uint32_t at = 20 + 2 * 12;
-    for (int i = 0; i < 2; i++) {
-        uint8_t *e = out + 20 + 12 * i;
-        for (int k = 0; k < 2; k++) {
-            size_t n = vhdx_utf8_to_utf16le(kv[i][k], out + at, cap - at);
-            vd_put_le32(e + 4 * k, at);
-            vd_put_le16(e + 8 + 2 * k, (uint16_t)n);
-            at += (uint32_t)n;
-        }
-    }
+    uint32_t n = vhdx_locator_build(kv, 2, out, cap);
     free(rel);
-    return at;
+    return n;
 }
 
 static int vhdx_put_metadata(uint8_t *m, const struct vhdx_plan *p, vd_error *err)

@@ -407,6 +407,57 @@ static int vhdx_parse_parent(vd_image *img, struct vhdx_state *s, const uint8_t 
     return img->backing_format ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
 }
 
+/* "{guid}" in lower case, as Hyper-V writes parent_linkage (libvhdi
+ * parses only that). */
+void vhdx_linkage_format(const uint8_t *g, char *out)
+{
+    char t[37];
+    vhdx_guid_format(g, t);
+    for (char *q = t; *q; q++)
+        if (*q >= 'A' && *q <= 'F')
+            *q = (char)(*q - 'A' + 'a');
+    snprintf(out, 40, "{%s}", t);
+}
+
+/* A relative path as a locator stores it: backslashes, ".\" in front. */
+char *vhdx_win_relpath(const char *path)
+{
+    char *rel = malloc(strlen(path) + 3), *o = rel;
+    if (!rel)
+        return NULL;
+    if (path[0] != '/' && path[0] != '.') {
+        *o++ = '.';
+        *o++ = '\\';
+    }
+    for (const char *q = path; *q; q++)
+        *o++ = *q == '/' ? '\\' : *q;
+    *o = 0;
+    return rel;
+}
+
+uint32_t vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap)
+{
+    uint32_t at = 20 + 12 * n;
+    if (cap < at || n > 0xffff)
+        return 0;
+    memset(out, 0, cap);
+    vhdx_guid_parse(VHDX_GUID_LOCATOR_TYPE, out);
+    vd_put_le16(out + 18, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *e = out + 20 + 12 * i;
+        for (int k = 0; k < 2; k++) {
+            size_t len = vhdx_utf8_to_utf16le(kv[i][k], out + at, cap - at);
+            /* the converter stops short only with under 4 bytes left */
+            if (cap - at - len < 4 || len > 0xffff)
+                return 0;
+            vd_put_le32(e + 4 * k, at);
+            vd_put_le16(e + 8 + 2 * k, (uint16_t)len);
+            at += (uint32_t)len;
+        }
+    }
+    return at;
+}
+
 /* One metadata item: the known ones are parsed, an unknown required one is
  * an error (the spec: do not open what you do not understand). */
 static int vhdx_meta_item(vd_image *img, struct vhdx_state *s, const uint8_t *e,

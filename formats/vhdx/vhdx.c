@@ -241,5 +241,9 @@ const struct vd_driver vd_vhdx = {
     .data_file = vhdx_data_file,
     .check = vhdx_check,
     .details = vhdx_details,
+    .resize = vhdx_resize,
+    .set_backing = vhdx_set_backing,
+    .make_empty = vhdx_make_empty,
+    .prepare_commit = vhdx_prepare_commit,
     .can_write = VD_CAN_NATIVE,
 };

@@ -15,7 +15,8 @@
  *
  * Files: vhdx.c (table, open/close, flush, details, check), header.c
  * (CRC-32C, GUIDs, headers, region table, metadata), log.c (replay, writing),
- * bat.c (BAT, guest I/O, block status), create.c. */
+ * bat.c (BAT, guest I/O, block status), create.c, inplace.c (resize, parent
+ * link, emptying). */
 #ifndef VD_VHDX_H
 #define VD_VHDX_H
 
@@ -90,6 +91,8 @@ struct vhdx_state {
     size_t n_patches;
     uint64_t log_seq;                /* last sequence number written */
     bool data_guid_fresh;            /* DataWriteGuid renewed this session */
+    bool next_data_guid_set;         /* the renewal takes next_data_guid */
+    uint8_t next_data_guid[16];      /* (chosen before a commit writes here) */
     bool replayed;                   /* a dirty log was replayed at open */
     bool crashed;                    /* test hook fired: write nothing more */
     char *parent_linkage, *parent_linkage2;
@@ -109,6 +112,12 @@ size_t vhdx_utf8_to_utf16le(const char *in, uint8_t *out, size_t cap);
 int vhdx_read_headers(vd_file *f, struct vhdx_state *s, vd_error *err);
 int vhdx_read_regions(vd_image *img, struct vhdx_state *s, vd_error *err);
 int vhdx_read_metadata(vd_image *img, struct vhdx_state *s, vd_error *err);
+/* Parent locators: "{guid}" lower case (out: 40 bytes); a path with
+ * backslashes and ".\\" in front (malloc'd); the item from key/value
+ * pairs, its length (0: does not fit in `cap`). */
+void vhdx_linkage_format(const uint8_t *g, char *out);
+char *vhdx_win_relpath(const char *path);
+uint32_t vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap);
 /* Write a new current header (sequence + 1) into the other slot, with the
  * given GUIDs (NULL = keep). */
 int vhdx_write_header(vd_image *img, struct vhdx_state *s, const uint8_t *file_guid,
@@ -138,11 +147,20 @@ int vhdx_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags
 int vhdx_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
 int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                       vd_error *err);
+/* Before the first change of guest data: new FileWriteGuid and
+ * DataWriteGuid in the header (once per session). */
+int vhdx_begin_write(vd_image *img, struct vhdx_state *s, vd_error *err);
 /* Index in the BAT of payload block `b` (sector bitmap entries interleave). */
 static inline uint64_t vhdx_bat_index(const struct vhdx_state *s, uint64_t b)
 {
     return b + b / s->chunk_ratio;
 }
+
+/* inplace.c: the driver's in-place operations (vd-driver.h) */
+int vhdx_resize(vd_image *img, uint64_t size, vd_error *err);
+int vhdx_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
+int vhdx_make_empty(vd_image *img, vd_error *err);
+int vhdx_prepare_commit(vd_image *img, vd_image *base, vd_error *err);
 
 /* create.c */
 int vhdx_create(const struct vd_create_args *a, vd_error *err);

@@ -128,6 +128,22 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
         return vd_set_error(e, -EINVAL, "%s: backing file is smaller than %s; resize it "
                             "first", vd_filename(below), vd_filename(top));
     }
+    /* A format that links the overlay to its base's content (VHDX) makes
+     * the overlay accept the base as it will be once written, first. */
+    if (vd_inplace_ops(top) & VD_INPLACE_PREPARE_COMMIT) {
+        vd_image *rw;
+        r = vd_open(vd_filename(top), &(vd_open_opts){ .format = vd_format_name(top),
+                    .no_backing = true, .allow_host_paths = allow }, &rw, e);
+        if (r == 0) {
+            r = vd_prepare_commit(rw, base, e);
+            int r2 = vd_close(rw, r < 0 ? NULL : e);
+            r = r < 0 ? r : r2;
+        }
+        if (r < 0) {
+            vd_close(base, NULL);
+            return r;
+        }
+    }
     char label[512];
     snprintf(label, sizeof label, "%s -> %s", vd_filename(top), vd_filename(below));
     vt_progress *prog = vt_progress_new(label, vd_size(top), progress);

@@ -123,17 +123,13 @@ int vc_commit_finish(const char *path, const char *fmt, bool keep, bool allow, v
     unsigned ops = vd_inplace_ops(img);
     vd_info i;
     vd_get_info(img, &i);
-    /* Without the operation, the caller rewrites the overlay: emptied, or
-     * (-d) kept with a fresh link to the base its format may need (VHDX
-     * parent linkage: writing the base changed its data write GUID). */
-    if ((!keep && !(ops & VD_INPLACE_MAKE_EMPTY)) ||
-        (keep && !(ops & VD_INPLACE_SET_BACKING) && i.backing_file &&
-         !strcmp(vd_format_name(img), "vhdx"))) {
+    /* Without the operation, the caller rewrites the overlay emptied. */
+    if (!keep && !(ops & VD_INPLACE_MAKE_EMPTY)) {
         vd_close(img, NULL);
         return vd_set_error(e, -ENOSYS, "%s: no in-place emptying or relinking", path);
     }
     /* The base was written: formats that link a delta to its parent's
-     * content (VMDK parentCID) store the new link. */
+     * content (VMDK parentCID, VHDX parent_linkage) store the new link. */
     char *bf = i.backing_file ? strdup(i.backing_file) : NULL;
     char *bfmt = i.backing_format ? strdup(i.backing_format) : NULL;
     if ((ops & VD_INPLACE_SET_BACKING) && bf)
