@@ -1,9 +1,9 @@
 /* fuse-ops.c - the FUSE operations of vdmount: a thin layer over view.c.
  *
  * Open files and directories keep their resolved view_node in fi->fh, so
- * reads do not look the path up again.  Everything that would change the
- * tree (create, unlink, chmod, ...) is refused with EROFS: only the bytes of
- * `disk` and `pN` can be written, and only with --rw or --overlay. */
+ * reads do not look the path up again.  With --rw or --overlay the bytes of
+ * `disk` and `pN` can be written, and the ext2/3/4 file trees under fs/
+ * changed (view-fs.c); everything else, and all of it otherwise, is EROFS. */
 #include "vdmount.h"
 
 #include <errno.h>
@@ -124,8 +124,9 @@ static int vm_fsync(const char *path, int datasync, struct fuse_file_info *fi)
     return view_flush(vm_view());
 }
 
-/* Disks do not change size: truncating to the current size (what an
- * O_TRUNC-less shell redirect or `dd` may ask) succeeds, anything else not. */
+/* Files of the trees are truncated; disks do not change size: truncating
+ * to the current size (what an O_TRUNC-less shell redirect or `dd` may ask)
+ * succeeds, anything else not. */
 static int vm_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
     struct view_node n;
@@ -133,6 +134,8 @@ static int vm_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     int r = vm_node(path, fi, &n);
     if (r < 0)
         return r;
+    if (n.kind == VIEW_FS)
+        return size < 0 ? -EINVAL : view_truncate(vm_view(), &n, size);
     if (!view_writable(vm_view(), &n))
         return -EROFS;
     r = view_stat(vm_view(), &n, &st);
@@ -188,6 +191,17 @@ static int vm_release(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* close(2) of a file opened for writing: libext2fs' bitmaps, group
+ * descriptors and superblock go to the image, so that what a closed file
+ * holds is there even if vdmount is killed afterwards. */
+static int vm_flush(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    if ((fi->flags & O_ACCMODE) == O_RDONLY)
+        return 0;
+    return view_flush(vm_view());
+}
+
 static int vm_statfs(const char *path, struct statvfs *sv)
 {
     (void)path;
@@ -212,23 +226,80 @@ static int vm_listxattr(const char *path, char *list, size_t size)
     return r < 0 ? r : view_listxattr(vm_view(), &n, list, size);
 }
 
-/* The tree itself is read-only. */
-static int vm_rofs_path(const char *path) { (void)path; return -EROFS; }
-static int vm_rofs_mode(const char *path, mode_t m) { (void)path; (void)m; return -EROFS; }
-static int vm_rofs_2path(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
-static int vm_rofs_rename(const char *a, const char *b, unsigned int f)
-{ (void)a; (void)b; (void)f; return -EROFS; }
-static int vm_rofs_mknod(const char *path, mode_t m, dev_t d)
-{ (void)path; (void)m; (void)d; return -EROFS; }
-static int vm_rofs_chmod(const char *path, mode_t m, struct fuse_file_info *fi)
-{ (void)path; (void)m; (void)fi; return -EROFS; }
-static int vm_rofs_chown(const char *path, uid_t u, gid_t g, struct fuse_file_info *fi)
-{ (void)path; (void)u; (void)g; (void)fi; return -EROFS; }
-static int vm_rofs_create(const char *path, mode_t m, struct fuse_file_info *fi)
-{ (void)path; (void)m; (void)fi; return -EROFS; }
-static int vm_rofs_utimens(const char *path, const struct timespec tv[2],
-                           struct fuse_file_info *fi)
-{ (void)path; (void)tv; (void)fi; return -EROFS; }
+/* ---- changing the file trees (view-fs.c) --------------------------------- */
+
+static int vm_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct fuse_context *c = fuse_get_context();
+    struct view_node n;
+    int r = view_mknod(vm_view(), path, S_IFREG | (mode & 07777), 0, c->uid, c->gid, &n);
+    if (r < 0)
+        return r;
+    fi->fh = vm_node_pack(&n);
+    return 0;
+}
+
+static int vm_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+    struct fuse_context *c = fuse_get_context();
+    return view_mknod(vm_view(), path, mode, rdev, c->uid, c->gid, NULL);
+}
+
+static int vm_mkdir(const char *path, mode_t mode)
+{
+    struct fuse_context *c = fuse_get_context();
+    return view_mkdir(vm_view(), path, mode, c->uid, c->gid);
+}
+
+static int vm_symlink(const char *target, const char *path)
+{
+    struct fuse_context *c = fuse_get_context();
+    return view_symlink(vm_view(), target, path, c->uid, c->gid);
+}
+
+static int vm_link(const char *from, const char *to)
+{
+    return view_link(vm_view(), from, to);
+}
+
+static int vm_unlink(const char *path)
+{
+    return view_unlink(vm_view(), path);
+}
+
+static int vm_rmdir(const char *path)
+{
+    return view_rmdir(vm_view(), path);
+}
+
+static int vm_rename(const char *from, const char *to, unsigned int flags)
+{
+    return view_rename(vm_view(), from, to, flags);
+}
+
+static int vm_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    return r < 0 ? r : view_chmod(vm_view(), &n, mode);
+}
+
+static int vm_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    return r < 0 ? r : view_chown(vm_view(), &n, uid, gid);
+}
+
+static int vm_utimens(const char *path, const struct timespec tv[2],
+                      struct fuse_file_info *fi)
+{
+    struct view_node n;
+    int r = vm_node(path, fi, &n);
+    return r < 0 ? r : view_utimens(vm_view(), &n, tv);
+}
+
+/* Extended attributes are read, not written. */
 static int vm_rofs_setxattr(const char *path, const char *n, const char *v, size_t s, int f)
 { (void)path; (void)n; (void)v; (void)s; (void)f; return -EROFS; }
 static int vm_rofs_removexattr(const char *path, const char *n)
@@ -244,22 +315,23 @@ const struct fuse_operations vm_fuse_ops = {
     .fsync = vm_fsync,
     .truncate = vm_truncate,
     .release = vm_release,
+    .flush = vm_flush,
     .opendir = vm_opendir,
     .readdir = vm_readdir,
     .statfs = vm_statfs,
     .getxattr = vm_getxattr,
     .listxattr = vm_listxattr,
-    .mkdir = vm_rofs_mode,
-    .unlink = vm_rofs_path,
-    .rmdir = vm_rofs_path,
-    .symlink = vm_rofs_2path,
-    .link = vm_rofs_2path,
-    .rename = vm_rofs_rename,
-    .mknod = vm_rofs_mknod,
-    .chmod = vm_rofs_chmod,
-    .chown = vm_rofs_chown,
-    .create = vm_rofs_create,
-    .utimens = vm_rofs_utimens,
+    .mkdir = vm_mkdir,
+    .unlink = vm_unlink,
+    .rmdir = vm_rmdir,
+    .symlink = vm_symlink,
+    .link = vm_link,
+    .rename = vm_rename,
+    .mknod = vm_mknod,
+    .chmod = vm_chmod,
+    .chown = vm_chown,
+    .create = vm_create,
+    .utimens = vm_utimens,
     .setxattr = vm_rofs_setxattr,
     .removexattr = vm_rofs_removexattr,
 };

@@ -41,7 +41,8 @@ static void vm_usage(FILE *f)
 "\n"
 "options:\n"
 "  -f, --format FMT       image format (default: probed from the content)\n"
-"      --rw               open the image read-write: disk and pN accept writes\n"
+"      --rw               open the image read-write: disk, pN and the files of\n"
+"                         ext2/3/4 trees under fs/ accept writes\n"
 "      --overlay          writes go to a temporary qcow2 layer dropped at unmount\n"
 "      --keep-overlay FILE  like --overlay, but the layer is FILE and is kept\n"
 "                         (vdconvert commit FILE writes it into the image)\n"
@@ -243,6 +244,7 @@ static int vm_serve(const struct vm_args *a, struct view *v, const char *argv0)
         goto out_unmount;
     if (a->foreground)
         view_set_log(v, stderr);
+    view_report_readonly(v, stderr);
     if (fuse_daemonize(a->foreground) != 0)
         goto out_signals;
     /* fuse_loop_mt: one thread per concurrent request, so reads of the disk
@@ -282,6 +284,9 @@ int main(int argc, char **argv)
         vd_close(img, NULL);
         return 1;
     }
+    /* an overlay is a deleted file: the synthetic entries get the times and
+     * owner of the image the user named */
+    view_set_base(v, a.image);
     int status;
     if (a.ls) {
         status = vm_ls(v, a.path);

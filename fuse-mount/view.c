@@ -1,7 +1,6 @@
 /* view.c - the tree vdmount shows: disk, partitions, partitions.json and the
  * ext2/3/4 file trees inside them.  See view.h. */
-#include "view.h"
-#include "vdisk-ext2.h"
+#include "view-int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,37 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Synthetic inode numbers; file-system inodes get (partition + 1) << 32 on
- * top so that hard links keep equal numbers and partitions never collide. */
-#define VIEW_INO_ROOT  1
-#define VIEW_INO_DISK  2
-#define VIEW_INO_JSON  3
-#define VIEW_INO_FSDIR 4
-#define VIEW_INO_PART  16
-#define VIEW_WHOLE_DISK_FS 0xffffu
-
-struct view_part {
-    vd_partition p;
-    char name[16];            /* "p1" */
-    vd_ext2 *fs;              /* NULL: no ext2/3/4 file system */
-    char fs_error[VD_ERROR_MAX]; /* it looked like ext2/3/4 but did not open */
-};
-
-struct view {
-    vd_image *img;
-    bool rw;
-    vd_partition_table pt;
-    char pt_error[VD_ERROR_MAX];
-    struct view_part *parts;
-    size_t nparts;
-    struct view_part whole;   /* the whole disk as a file system, if no table */
-    char *json;
-    size_t json_len;
-    struct stat base;         /* owner and times for synthetic entries */
-    FILE *log;
-    pthread_mutex_t log_lock;
-};
 
 void view_set_log(struct view *v, FILE *log) { v->log = log; }
 
@@ -58,7 +26,7 @@ int view_error(vd_error *err, int code, const char *fmt, ...)
     return code;
 }
 
-static void view_log(struct view *v, const vd_error *err)
+void view_log(struct view *v, const vd_error *err)
 {
     if (!v->log || !err->msg[0])
         return;
@@ -163,6 +131,13 @@ static void view_try_fs(struct view *v, struct view_part *vp, uint64_t off, uint
     if (!vd_ext2_probe(v->img, off, len))
         return;
     vd_error e = { 0 };
+    vp->start = off;
+    vp->length = len;
+    /* A writable mount opens the file tree writable where that is safe;
+     * where not, read-only, and says why (view_report_readonly). */
+    if (v->rw && vd_ext2_open_rw(v->img, off, len, &vp->fs, &e) == 0)
+        return;
+    snprintf(vp->ro_reason, sizeof vp->ro_reason, "%s", e.msg);
     if (vd_ext2_open(v->img, off, len, &vp->fs, &e) < 0)
         snprintf(vp->fs_error, sizeof vp->fs_error, "%s", e.msg);
 }
@@ -175,6 +150,7 @@ int view_open(vd_image *img, bool rw, struct view **out, vd_error *err)
     v->img = img;
     v->rw = rw;
     pthread_mutex_init(&v->log_lock, NULL);
+    pthread_mutex_init(&v->claim_lock, NULL);
     if (stat(vd_filename(img), &v->base) < 0) {
         v->base.st_uid = getuid();
         v->base.st_gid = getgid();
@@ -215,6 +191,7 @@ void view_close(struct view *v)
     vd_partition_table_free(&v->pt);
     free(v->json);
     pthread_mutex_destroy(&v->log_lock);
+    pthread_mutex_destroy(&v->claim_lock);
     free(v);
 }
 
@@ -225,6 +202,28 @@ static void view_report_fs(FILE *f, const char *what, const struct view_part *vp
                 vd_ext2_label(vp->fs), vd_ext2_uuid(vp->fs));
     if (vp->fs_error[0])
         fprintf(f, "  fs/%s: not readable: %s\n", what, vp->fs_error);
+}
+
+void view_set_base(struct view *v, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0)
+        v->base = st;
+}
+
+static void view_report_ro(FILE *f, const char *what, const struct view_part *vp)
+{
+    if (vp->fs && !vd_ext2_writable(vp->fs))
+        fprintf(f, "vdmount: fs/%s stays read-only: %s\n", what, vp->ro_reason);
+}
+
+void view_report_readonly(struct view *v, FILE *f)
+{
+    if (!v->rw)
+        return;
+    for (size_t i = 0; i < v->nparts; i++)
+        view_report_ro(f, v->parts[i].name, &v->parts[i]);
+    view_report_ro(f, "disk", &v->whole);
 }
 
 void view_report(struct view *v, FILE *f)
@@ -247,7 +246,7 @@ void view_report(struct view *v, FILE *f)
 
 /* ---- resolving paths ----------------------------------------------------- */
 
-static struct view_part *view_part_of(struct view *v, int part)
+struct view_part *view_part_of(struct view *v, int part)
 {
     if (part == -1)
         return &v->whole;
@@ -539,13 +538,69 @@ ssize_t view_read(struct view *v, const struct view_node *n, void *buf, size_t l
 
 bool view_writable(struct view *v, const struct view_node *n)
 {
+    if (n->kind == VIEW_FS) {
+        struct view_part *vp = view_part_of(v, n->part);
+        return v->rw && vp && vp->fs && vd_ext2_writable(vp->fs) &&
+               vp->claim != VIEW_CLAIM_RAW;
+    }
     return v->rw && (n->kind == VIEW_DISK ||
                      (n->kind == VIEW_PART && !v->parts[n->part].p.extended));
+}
+
+/* Claim `vp` for `want` (see enum view_claim): 0, or -EBUSY when the other
+ * kind of write has it. */
+int view_claim(struct view *v, struct view_part *vp, enum view_claim want)
+{
+    pthread_mutex_lock(&v->claim_lock);
+    int r = 0;
+    if (vp->claim == VIEW_CLAIM_NONE)
+        vp->claim = want;
+    else if (vp->claim != want)
+        r = -EBUSY;
+    pthread_mutex_unlock(&v->claim_lock);
+    if (r < 0) {
+        const char *name = vp == &v->whole ? "disk" : vp->name;
+        vd_error e = { 0 };
+        if (want == VIEW_CLAIM_RAW)
+            view_error(&e, r, "%s: raw write refused: its file system was changed "
+                       "through fs/%s", name, name);
+        else
+            view_error(&e, r, "fs/%s: read-only from now on: %s was written as raw "
+                       "bytes", name, name);
+        view_log(v, &e);
+    }
+    return r;
+}
+
+/* Raw bytes [start, start+len) of the image are about to be written: claim
+ * every writable file system they touch. */
+static int view_claim_raw(struct view *v, uint64_t start, uint64_t len)
+{
+    for (size_t i = 0; i <= v->nparts; i++) {
+        struct view_part *vp = i < v->nparts ? &v->parts[i] : &v->whole;
+        if (!vp->fs || !vd_ext2_writable(vp->fs) || start >= vp->start + vp->length ||
+            start + len <= vp->start)
+            continue;
+        int r = view_claim(v, vp, VIEW_CLAIM_RAW);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 ssize_t view_write(struct view *v, const struct view_node *n, const void *buf,
                    size_t len, uint64_t off)
 {
+    vd_error e = { 0 };
+    if (n->kind == VIEW_FS) {
+        struct view_part *vp = view_part_of(v, n->part);
+        if (!view_writable(v, n) || view_claim(v, vp, VIEW_CLAIM_FS) < 0)
+            return -EROFS;
+        ssize_t w = vd_ext2_pwrite(vp->fs, n->ino, buf, len, off, &e);
+        if (w < 0)
+            view_log(v, &e);
+        return w;
+    }
     if (!view_writable(v, n))
         return -EROFS;
     uint64_t start, size;
@@ -556,7 +611,9 @@ ssize_t view_write(struct view *v, const struct view_node *n, const void *buf,
         return len ? -ENOSPC : 0;
     if (len > size - off)
         len = size - off;     /* a short write: the disk does not grow */
-    vd_error e = { 0 };
+    r = view_claim_raw(v, start + off, len);
+    if (r < 0)
+        return r;
     r = vd_pwrite(v->img, buf, len, start + off, &e);
     if (r < 0) {
         view_log(v, &e);
@@ -570,7 +627,15 @@ int view_flush(struct view *v)
     if (!v->rw)
         return 0;
     vd_error e = { 0 };
-    int r = vd_flush(v->img, &e);
+    int r = 0;
+    /* the file trees' bitmaps, group descriptors and superblock first */
+    for (size_t i = 0; i <= v->nparts && r == 0; i++) {
+        struct view_part *vp = i < v->nparts ? &v->parts[i] : &v->whole;
+        if (vp->fs && vp->claim == VIEW_CLAIM_FS)
+            r = vd_ext2_flush(vp->fs, &e);
+    }
+    if (r == 0)
+        r = vd_flush(v->img, &e);
     if (r < 0)
         view_log(v, &e);
     return r;

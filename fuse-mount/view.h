@@ -45,6 +45,11 @@ void view_set_log(struct view *v, FILE *log);
 void view_close(struct view *v);
 /* Print what was found (and every problem met) to `f`, one line each. */
 void view_report(struct view *v, FILE *f);
+/* Writable views: one line per file tree that stays read-only, and why. */
+void view_report_readonly(struct view *v, FILE *f);
+/* Owner and times of the synthetic entries (disk, pN, ...) from `path`, the
+ * image the user named (the view's own image may be a deleted overlay). */
+void view_set_base(struct view *v, const char *path);
 
 int view_resolve(struct view *v, const char *path, struct view_node *n);
 /* The name under fs/ of the first readable file system ("p1", "disk"), or
@@ -71,7 +76,25 @@ ssize_t view_getxattr(struct view *v, const struct view_node *n, const char *nam
 int view_error(vd_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Whether writes through the node are allowed (disk and pN with --rw). */
+/* Whether writes through the node are allowed (disk and pN with --rw or
+ * --overlay; files of a writable file tree). */
 bool view_writable(struct view *v, const struct view_node *n);
+
+/* Changing the ext2/3/4 file trees (view-fs.c); paths as for view_resolve,
+ * names created get the owner `uid`/`gid`.  -EROFS outside a writable
+ * file tree, -EXDEV across two of them. */
+int view_mknod(struct view *v, const char *path, mode_t mode, dev_t rdev, uid_t uid,
+               gid_t gid, struct view_node *out);
+int view_mkdir(struct view *v, const char *path, mode_t mode, uid_t uid, gid_t gid);
+int view_symlink(struct view *v, const char *target, const char *path, uid_t uid,
+                 gid_t gid);
+int view_link(struct view *v, const char *from, const char *to);
+int view_unlink(struct view *v, const char *path);
+int view_rmdir(struct view *v, const char *path);
+int view_rename(struct view *v, const char *from, const char *to, unsigned flags);
+int view_truncate(struct view *v, const struct view_node *n, uint64_t size);
+int view_chmod(struct view *v, const struct view_node *n, mode_t mode);
+int view_chown(struct view *v, const struct view_node *n, uid_t uid, gid_t gid);
+int view_utimens(struct view *v, const struct view_node *n, const struct timespec ts[2]);
 
 #endif

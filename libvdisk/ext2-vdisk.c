@@ -2,38 +2,27 @@
  * vd_pread() calls on a byte range of an image, and thread-safe helpers to
  * look up, stat, read and list files.  See vdisk-ext2.h.
  */
-#include "vdisk-ext2.h"
+#include "ext2-internal.h"
 #include "vd-driver.h"   /* checked arithmetic, endian loads, vd_set_error */
 
 #include <dirent.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 
-#include <ext2fs/ext2_fs.h>
-#include <ext2fs/ext2fs.h>
 #include <et/com_err.h>
 
 #define E2V_SB_MAGIC_OFF (1024 + 56)
 #define E2V_MAX_SYMLINK  4096
 
-struct vd_ext2 {
-    ext2_filsys fs;
-    vd_image *img;
-    uint64_t off, len;
-    pthread_mutex_t lock;   /* libext2fs is not thread-safe */
-    char label[EXT2_LABEL_LEN + 1];
-    char uuid[37];
-};
-
-/* The byte range an io_channel reads. */
+/* The byte range an io_channel reads (and writes, when rw). */
 struct e2v_range {
     vd_image *img;
     uint64_t off, len;
+    bool rw;
 };
 
 /* ext2fs_open2() calls the manager's open() synchronously in the calling
@@ -63,16 +52,24 @@ static errcode_t e2v_io_set_blksize(io_channel ch, int blksize)
     return 0;
 }
 
+/* The byte offset and size in the range of `count` blocks at `block` (count
+ * < 0 means -count bytes); false when they leave the range. */
+static bool e2v_io_span(io_channel ch, unsigned long long block, int count,
+                        uint64_t *off, uint64_t *size)
+{
+    struct e2v_range *r = ch->private_data;
+    uint64_t end;
+    *size = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * (uint64_t)ch->block_size;
+    return !vd_mul_overflow(block, ch->block_size, off) &&
+           !vd_add_overflow(*off, *size, &end) && end <= r->len;
+}
+
 static errcode_t e2v_io_read_blk64(io_channel ch, unsigned long long block, int count,
                                    void *data)
 {
     struct e2v_range *r = ch->private_data;
-    /* count < 0 means -count bytes, else count blocks */
-    uint64_t size = count < 0 ? (uint64_t)-(int64_t)count
-                              : (uint64_t)count * (uint64_t)ch->block_size;
-    uint64_t off, end;
-    if (vd_mul_overflow(block, ch->block_size, &off) || vd_add_overflow(off, size, &end) ||
-        end > r->len) {
+    uint64_t off, size;
+    if (!e2v_io_span(ch, block, count, &off, &size)) {
         /* A corrupt block pointer past the file system's range: fail the read
          * (zero-filled) instead of reading the partition after it. */
         memset(data, 0, size);
@@ -92,8 +89,15 @@ static errcode_t e2v_io_read_blk(io_channel ch, unsigned long block, int count,
 static errcode_t e2v_io_write_blk64(io_channel ch, unsigned long long block,
                                     int count, const void *data)
 {
-    (void)ch; (void)block; (void)count; (void)data;
-    return EROFS;     /* the file system is only ever opened read-only */
+    struct e2v_range *r = ch->private_data;
+    uint64_t off, size;
+    if (!r->rw)
+        return EROFS;
+    if (!e2v_io_span(ch, block, count, &off, &size))
+        return EXT2_ET_SHORT_WRITE;   /* never write past the file system's range */
+    if (vd_pwrite(r->img, data, size, r->off + off, NULL) < 0)
+        return EIO;
+    return 0;
 }
 
 static errcode_t e2v_io_write_blk(io_channel ch, unsigned long block, int count,
@@ -102,9 +106,12 @@ static errcode_t e2v_io_write_blk(io_channel ch, unsigned long block, int count,
     return e2v_io_write_blk64(ch, block, count, data);
 }
 
+/* ext2fs_flush() ends with this: what it wrote reaches the image's files. */
 static errcode_t e2v_io_flush(io_channel ch)
 {
-    (void)ch;
+    struct e2v_range *r = ch->private_data;
+    if (r->rw && vd_flush(r->img, NULL) < 0)
+        return EIO;
     return 0;
 }
 
@@ -130,7 +137,7 @@ static struct struct_io_manager e2v_io_manager = {
 
 static errcode_t e2v_io_open(const char *name, int flags, io_channel *channel)
 {
-    if (!e2v_pending || (flags & IO_FLAG_RW))
+    if (!e2v_pending || ((flags & IO_FLAG_RW) && !e2v_pending->rw))
         return EXT2_ET_BAD_DEVICE_NAME;
     io_channel ch = calloc(1, sizeof *ch);
     struct e2v_range *r = malloc(sizeof *r);
@@ -173,6 +180,17 @@ static int e2v_errno(errcode_t e)
     case EXT2_ET_NO_DIRECTORY: return -ENOTDIR;
     case EXT2_ET_SYMLINK_LOOP: return -ELOOP;
     case EXT2_ET_EA_KEY_NOT_FOUND: return -ENODATA;
+    case EXT2_ET_BLOCK_ALLOC_FAIL:
+    case EXT2_ET_INODE_ALLOC_FAIL:
+    case EXT2_ET_DIR_NO_SPACE:
+    case EXT2_ET_EA_NO_SPACE:
+        return -ENOSPC;
+    case EXT2_ET_FILE_TOO_BIG: return -EFBIG;
+    case EXT2_ET_DIR_EXISTS:
+    case EXT2_ET_FILE_EXISTS:
+        return -EEXIST;
+    case EXT2_ET_RO_FILSYS: return -EROFS;
+    case EXT2_ET_INVALID_ARGUMENT: return -EINVAL;
     case EXT2_ET_INODE_CSUM_INVALID:
     case EXT2_ET_EXTENT_CSUM_INVALID:
     case EXT2_ET_DIR_CSUM_INVALID:
@@ -185,10 +203,7 @@ static int e2v_errno(errcode_t e)
     }
 }
 
-static int e2v_fail(vd_error *err, errcode_t e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int e2v_fail(vd_error *err, errcode_t e, const char *fmt, ...)
+int e2v_fail(vd_error *err, errcode_t e, const char *fmt, ...)
 {
     int code = e2v_errno(e);
     if (err) {
@@ -256,6 +271,12 @@ static int e2v_check_geometry(vd_image *img, uint64_t off, uint64_t len, vd_erro
 int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
                  vd_error *err)
 {
+    return e2v_open(img, off, len, false, out, err);
+}
+
+int e2v_open(vd_image *img, uint64_t off, uint64_t len, bool rw, vd_ext2 **out,
+             vd_error *err)
+{
     pthread_once(&e2v_et_once, e2v_et_init);
     *out = NULL;
     uint64_t end;
@@ -268,7 +289,7 @@ int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
     vd_ext2 *x = calloc(1, sizeof *x);
     if (!x)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    struct e2v_range r = { img, off, len };
+    struct e2v_range r = { img, off, len, rw };
     char name[64];
     snprintf(name, sizeof name, "%s@0x%llx", vd_filename(img), (unsigned long long)off);
     /* ext2fs_open2 cuts the name at '?' and parses the rest as I/O options:
@@ -277,8 +298,8 @@ int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
         if (*q == '?')
             *q = '_';
     e2v_pending = &r;
-    errcode_t e = ext2fs_open2(name, NULL, EXT2_FLAG_64BITS, 0, 0, &e2v_io_manager,
-                               &x->fs);
+    errcode_t e = ext2fs_open2(name, NULL, EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0), 0,
+                               0, &e2v_io_manager, &x->fs);
     e2v_pending = NULL;
     if (e) {
         free(x);
@@ -287,6 +308,7 @@ int vd_ext2_open(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
     x->img = img;
     x->off = off;
     x->len = len;
+    x->rw = rw;
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     /* recursive: a readdir callback may stat the entries it is given */
@@ -304,6 +326,11 @@ void vd_ext2_close(vd_ext2 *x)
 {
     if (!x)
         return;
+    if (x->rw) {
+        pthread_mutex_lock(&x->lock);
+        e2v_finish(x, NULL);
+        pthread_mutex_unlock(&x->lock);
+    }
     ext2fs_close_free(&x->fs);
     pthread_mutex_destroy(&x->lock);
     free(x);
@@ -372,7 +399,7 @@ static bool e2v_mode_valid(uint16_t mode)
 }
 
 /* Read the (large) inode; caller holds the lock. */
-static int e2v_read_inode(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in,
+int e2v_read_inode(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in,
                           vd_error *err)
 {
     memset(in, 0, sizeof *in);
@@ -387,7 +414,7 @@ static int e2v_read_inode(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in,
 
 /* Whether the inode is large enough to hold `field_end` bytes of extra
  * fields (i_extra_isize is untrusted: it only ever narrows what we read). */
-static bool e2v_has_extra(vd_ext2 *x, const struct ext2_inode_large *in, size_t field_end)
+bool e2v_has_extra(vd_ext2 *x, const struct ext2_inode_large *in, size_t field_end)
 {
     size_t isz = EXT2_INODE_SIZE(x->fs->super);
     return isz > EXT2_GOOD_OLD_INODE_SIZE &&
@@ -436,7 +463,7 @@ int vd_ext2_stat(vd_ext2 *x, uint32_t ino, struct stat *st, vd_error *err)
 /* ---- file contents ------------------------------------------------------- */
 
 /* Caller holds the lock. */
-static ssize_t e2v_pread_locked(vd_ext2 *x, uint32_t ino, void *buf, size_t len,
+ssize_t e2v_pread_locked(vd_ext2 *x, uint32_t ino, void *buf, size_t len,
                                 uint64_t off, vd_error *err)
 {
     ext2_file_t f;
@@ -509,8 +536,10 @@ ssize_t vd_ext2_pread(vd_ext2 *x, uint32_t ino, void *buf, size_t len, uint64_t 
     struct ext2_inode_large in;
     pthread_mutex_lock(&x->lock);
     int r = e2v_read_inode(x, ino, &in, err);
-    if (r == 0 && (!S_ISREG(in.i_mode) || (in.i_flags & EXT4_INLINE_DATA_FL))) {
-        /* inline data and symlinks: libext2fs' own file reader */
+    if (r == 0 && (!S_ISREG(in.i_mode) || (in.i_flags & EXT4_INLINE_DATA_FL) || x->rw)) {
+        /* inline data and symlinks: libext2fs' own file reader; and every
+         * file of a writable file system, whose blocks may be freed and
+         * reused by a writer once the lock is dropped */
         ssize_t n = e2v_pread_locked(x, ino, buf, len, off, err);
         pthread_mutex_unlock(&x->lock);
         return n;

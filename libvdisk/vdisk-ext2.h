@@ -6,7 +6,9 @@
  * Part of libvdisk when it is built with libext2fs (installed next to vdisk.h
  * then; pkg-config vdisk); used by vdmount and vdboot.
  *
- * The file system is opened read-only.  Every function here is thread-safe:
+ * vd_ext2_open() opens the file system read-only; vd_ext2_open_rw() opens it
+ * read-write when that is safe (see there), for the calls under "Changing
+ * files" at the end.  Every function here is thread-safe:
  * libext2fs is not, so each handle serializes its calls with a mutex.  Errors
  * are negative errnos with a one-line message in `err` naming the path or
  * inode: corrupt metadata gives -EIO (or -EUCLEAN for a checksum mismatch)
@@ -86,6 +88,60 @@ ssize_t vd_ext2_listxattr(vd_ext2 *fs, uint32_t ino, char *buf, size_t size,
                           vd_error *err);
 ssize_t vd_ext2_getxattr(vd_ext2 *fs, uint32_t ino, const char *name, void *buf,
                          size_t size, vd_error *err);
+
+/* ---- Changing files ------------------------------------------------------
+ *
+ * Open the file system read-write: libext2fs writes through vd_pwrite() on
+ * `img` (which must be open read-write).  Refused with -EROFS and the reason
+ * in `err` (the caller may then vd_ext2_open() it read-only) when writing
+ * could damage it or lose data: a journal that needs recovery (a guest that
+ * crashed or is still running), orphan inodes pending, errors recorded, a
+ * file system not cleanly unmounted, or a feature this code does not write
+ * safely (quota, bigalloc, mmp, encrypt, casefold, verity, ea_inode, ...).
+ * libext2fs writes past the journal, as debugfs and fuse2fs do: fine while
+ * the journal is clean, which is what is checked.  From the first change on,
+ * the superblock says "not clean" until vd_ext2_close(), which writes the
+ * rest out and marks it clean again: a crash in between is seen by e2fsck.
+ * Names are given as a directory inode and one name; times are the current
+ * time (nanoseconds where the inodes have room). */
+int vd_ext2_open_rw(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
+                    vd_error *err);
+/* Whether the handle came from vd_ext2_open_rw(). */
+bool vd_ext2_writable(vd_ext2 *fs);
+/* Write the bitmaps, group descriptors and superblock, then vd_flush(). */
+int vd_ext2_flush(vd_ext2 *fs, vd_error *err);
+
+/* A new regular file, FIFO, socket or device node (`rdev`) named `name` in
+ * directory `dir`; -EEXIST when the name is taken. */
+int vd_ext2_create(vd_ext2 *fs, uint32_t dir, const char *name, mode_t mode, dev_t rdev,
+                   uid_t uid, gid_t gid, uint32_t *ino, vd_error *err);
+int vd_ext2_mkdir(vd_ext2 *fs, uint32_t dir, const char *name, mode_t mode, uid_t uid,
+                  gid_t gid, uint32_t *ino, vd_error *err);
+int vd_ext2_symlink(vd_ext2 *fs, uint32_t dir, const char *name, const char *target,
+                    uid_t uid, gid_t gid, uint32_t *ino, vd_error *err);
+/* A hard link to the (non-directory) inode `ino`. */
+int vd_ext2_link(vd_ext2 *fs, uint32_t ino, uint32_t dir, const char *name,
+                 vd_error *err);
+/* Remove a non-directory name (-EISDIR for a directory) / an empty
+ * directory (-ENOTEMPTY, -ENOTDIR); the inode is freed with its last link. */
+int vd_ext2_unlink(vd_ext2 *fs, uint32_t dir, const char *name, vd_error *err);
+int vd_ext2_rmdir(vd_ext2 *fs, uint32_t dir, const char *name, vd_error *err);
+/* rename(2): replaces an existing target (a file by a file, an empty
+ * directory by a directory); with VD_EXT2_NOREPLACE an existing target is
+ * -EEXIST.  Moving a directory into itself is -EINVAL. */
+#define VD_EXT2_NOREPLACE 1u
+int vd_ext2_rename(vd_ext2 *fs, uint32_t from_dir, const char *from, uint32_t to_dir,
+                   const char *to, unsigned flags, vd_error *err);
+/* Write into a regular file, growing it as needed; returns `len`. */
+ssize_t vd_ext2_pwrite(vd_ext2 *fs, uint32_t ino, const void *buf, size_t len,
+                       uint64_t off, vd_error *err);
+int vd_ext2_truncate(vd_ext2 *fs, uint32_t ino, uint64_t size, vd_error *err);
+/* Permission bits (07777) / owner ((uid_t)-1 or (gid_t)-1: unchanged). */
+int vd_ext2_chmod(vd_ext2 *fs, uint32_t ino, mode_t mode, vd_error *err);
+int vd_ext2_chown(vd_ext2 *fs, uint32_t ino, uid_t uid, gid_t gid, vd_error *err);
+/* Access and modification time, as utimensat(2): UTIME_NOW, UTIME_OMIT. */
+int vd_ext2_utimens(vd_ext2 *fs, uint32_t ino, const struct timespec ts[2],
+                    vd_error *err);
 
 #ifdef __cplusplus
 }

@@ -54,7 +54,7 @@ PY
     # written data reads back through the mount at once
     cmp -s <(head -c $(((80 << 20) - 5)) "$m/disk" | tail -c 995) <(head -c 995 "$T/pattern") ||
         fail "$what: read back"
-    # the file trees stay read-only
+    # p1 was written as raw bytes: its file tree stays read-only
     if echo x 2>/dev/null > "$m/fs/p1/etc/hostname"; then fail "$what: wrote into fs/"; fi
     if truncate -s 1M "$m/p1" 2>/dev/null; then fail "$what: resized p1"; fi
 }
