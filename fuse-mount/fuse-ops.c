@@ -83,6 +83,13 @@ static int vm_open(const char *path, struct fuse_file_info *fi)
         return -EISDIR;
     if ((fi->flags & O_ACCMODE) != O_RDONLY && !view_writable(vm_view(), &n))
         return -EROFS;
+    /* the kernel hands O_TRUNC over with the open (atomic_o_trunc) instead
+     * of a truncate call; disks keep their size */
+    if ((fi->flags & O_TRUNC) && n.kind == VIEW_FS) {
+        r = view_truncate(vm_view(), &n, 0);
+        if (r < 0)
+            return r;
+    }
     fi->fh = vm_node_pack(&n);
     fi->keep_cache = !vm_options.writable;
     /* The block files bypass the page cache by default: the kernel then

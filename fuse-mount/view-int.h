@@ -30,7 +30,7 @@ struct view_part {
     char fs_error[VD_ERROR_MAX]; /* it looked like ext2/3/4 but did not open */
     char ro_reason[VD_ERROR_MAX]; /* writable mount, read-only file tree: why */
     uint64_t start, length;   /* the byte range of the file system */
-    enum view_claim claim;    /* under view.claim_lock */
+    int claim;                /* enum view_claim, set once (atomically) */
 };
 
 struct view {
@@ -46,11 +46,14 @@ struct view {
     struct stat base;         /* owner and times for synthetic entries */
     FILE *log;
     pthread_mutex_t log_lock;
-    pthread_mutex_t claim_lock;
 };
 
 void view_log(struct view *v, const vd_error *err);
 struct view_part *view_part_of(struct view *v, int part);
 int view_claim(struct view *v, struct view_part *vp, enum view_claim want);
+static inline enum view_claim view_claim_of(struct view_part *vp)
+{
+    return (enum view_claim)__atomic_load_n(&vp->claim, __ATOMIC_ACQUIRE);
+}
 
 #endif

@@ -150,7 +150,6 @@ int view_open(vd_image *img, bool rw, struct view **out, vd_error *err)
     v->img = img;
     v->rw = rw;
     pthread_mutex_init(&v->log_lock, NULL);
-    pthread_mutex_init(&v->claim_lock, NULL);
     if (stat(vd_filename(img), &v->base) < 0) {
         v->base.st_uid = getuid();
         v->base.st_gid = getgid();
@@ -191,7 +190,6 @@ void view_close(struct view *v)
     vd_partition_table_free(&v->pt);
     free(v->json);
     pthread_mutex_destroy(&v->log_lock);
-    pthread_mutex_destroy(&v->claim_lock);
     free(v);
 }
 
@@ -541,7 +539,7 @@ bool view_writable(struct view *v, const struct view_node *n)
     if (n->kind == VIEW_FS) {
         struct view_part *vp = view_part_of(v, n->part);
         return v->rw && vp && vp->fs && vd_ext2_writable(vp->fs) &&
-               vp->claim != VIEW_CLAIM_RAW;
+               view_claim_of(vp) != VIEW_CLAIM_RAW;
     }
     return v->rw && (n->kind == VIEW_DISK ||
                      (n->kind == VIEW_PART && !v->parts[n->part].p.extended));
@@ -551,13 +549,10 @@ bool view_writable(struct view *v, const struct view_node *n)
  * kind of write has it. */
 int view_claim(struct view *v, struct view_part *vp, enum view_claim want)
 {
-    pthread_mutex_lock(&v->claim_lock);
-    int r = 0;
-    if (vp->claim == VIEW_CLAIM_NONE)
-        vp->claim = want;
-    else if (vp->claim != want)
+    int have = VIEW_CLAIM_NONE, r = 0;
+    if (!__atomic_compare_exchange_n(&vp->claim, &have, (int)want, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE) && have != (int)want)
         r = -EBUSY;
-    pthread_mutex_unlock(&v->claim_lock);
     if (r < 0) {
         const char *name = vp == &v->whole ? "disk" : vp->name;
         vd_error e = { 0 };
@@ -631,7 +626,7 @@ int view_flush(struct view *v)
     /* the file trees' bitmaps, group descriptors and superblock first */
     for (size_t i = 0; i <= v->nparts && r == 0; i++) {
         struct view_part *vp = i < v->nparts ? &v->parts[i] : &v->whole;
-        if (vp->fs && vp->claim == VIEW_CLAIM_FS)
+        if (vp->fs && view_claim_of(vp) == VIEW_CLAIM_FS)
             r = vd_ext2_flush(vp->fs, &e);
     }
     if (r == 0)

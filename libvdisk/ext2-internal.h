@@ -19,6 +19,7 @@ struct vd_ext2 {
     char uuid[37];
     bool rw;                /* opened by vd_ext2_open_rw */
     bool in_use;            /* written since open: the superblock says "not clean" */
+    bool broken;            /* a change failed halfway: no more, "errors" at close */
 };
 
 /* Open the file system (read-write when `rw`), checks and all. */
@@ -51,6 +52,9 @@ void e2w_set_time(vd_ext2 *x, struct ext2_inode_large *in, int which,
 int e2w_write_inode(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in, vd_error *err);
 /* mtime and ctime of `ino` to now. */
 int e2w_touch(vd_ext2 *x, uint32_t ino, vd_error *err);
+/* Mark the blocks of an inode (data and extent tree) free without
+ * rewriting its map, as debugfs' rm does. */
+int e2w_free_blocks(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in, vd_error *err);
 /* Owner, with the high 16 bits; (uid_t)-1 / (gid_t)-1: unchanged. */
 void e2w_set_owner(struct ext2_inode_large *in, uid_t uid, gid_t gid);
 

@@ -59,22 +59,23 @@ static int e2w_link(vd_ext2 *x, uint32_t dir, const char *name, uint32_t ino, mo
     return e ? e2v_fail(err, e, "directory inode %u: add %s", dir, name) : 0;
 }
 
-/* Free an inode that has lost its last link: its blocks, its extended
- * attribute block (shared ones by reference count), then the inode. */
+/* Free an inode that has lost its last link: its blocks (e2w_free_blocks),
+ * its extended attribute block (shared ones by reference count), then the
+ * inode. */
 static int e2w_release(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in,
                        vd_error *err)
 {
-    errcode_t e = 0;
-    if (ext2fs_inode_has_valid_blocks2(x->fs, (struct ext2_inode *)in) ||
-        (in->i_flags & EXT4_INLINE_DATA_FL))
-        e = ext2fs_punch(x->fs, ino, (struct ext2_inode *)in, NULL, 0, ~0ULL);
-    if (!e)
-        e = ext2fs_free_ext_attr(x->fs, ino, in);
-    if (e)
+    int r = e2w_free_blocks(x, ino, in, err);
+    if (r < 0)
+        return r;
+    errcode_t e = ext2fs_free_ext_attr(x->fs, ino, in);
+    if (e) {
+        x->broken = true;
         return e2v_fail(err, e, "inode %u: free", ino);
+    }
     in->i_links_count = 0;
     in->i_dtime = (uint32_t)time(NULL);
-    int r = e2w_write_inode(x, ino, in, err);
+    r = e2w_write_inode(x, ino, in, err);
     if (r == 0)
         ext2fs_inode_alloc_stats2(x->fs, ino, -1, LINUX_S_ISDIR(in->i_mode));
     return r;

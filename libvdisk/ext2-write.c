@@ -114,6 +114,9 @@ int e2w_begin(vd_ext2 *x, vd_error *err)
 {
     if (!x->rw)
         return vd_set_error(err, -EROFS, "ext2: the file system is open read-only");
+    if (x->broken)
+        return vd_set_error(err, -EROFS, "ext2: read-only after a failed change left the "
+                            "file system inconsistent; it is marked with errors (e2fsck)");
     if (x->in_use)
         return 0;
     x->fs->super->s_state &= ~EXT2_VALID_FS;
@@ -129,7 +132,12 @@ int e2v_finish(vd_ext2 *x, vd_error *err)
 {
     if (!x->rw || !x->in_use)
         return 0;
-    x->fs->super->s_state |= EXT2_VALID_FS;
+    /* after a failed change: "errors", so that e2fsck and the kernel check
+     * it; else clean again */
+    if (x->broken)
+        x->fs->super->s_state |= EXT2_ERROR_FS;
+    else
+        x->fs->super->s_state |= EXT2_VALID_FS;
     x->fs->super->s_wtime = time(NULL);
     ext2fs_mark_super_dirty(x->fs);
     errcode_t e = ext2fs_flush(x->fs);
@@ -214,6 +222,53 @@ void e2w_set_owner(struct ext2_inode_large *in, uid_t uid, gid_t gid)
         in->i_gid = gid & 0xffff;
         ext2fs_set_i_gid_high(*in, gid >> 16);
     }
+}
+
+static int e2w_free_block(ext2_filsys fs, blk64_t *blk, e2_blkcnt_t cnt, blk64_t ref,
+                          int ref_off, void *priv)
+{
+    (void)cnt; (void)ref; (void)ref_off; (void)priv;
+    ext2fs_block_alloc_stats2(fs, *blk, -1);
+    return 0;
+}
+
+int e2w_free_blocks(vd_ext2 *x, uint32_t ino, struct ext2_inode_large *in, vd_error *err)
+{
+    if (!ext2fs_inode_has_valid_blocks2(x->fs, (struct ext2_inode *)in))
+        return 0;
+    errcode_t e = ext2fs_block_iterate3(x->fs, ino, BLOCK_FLAG_READ_ONLY, NULL,
+                                        e2w_free_block, NULL);
+    if (e) {
+        x->broken = true;
+        return e2v_fail(err, e, "inode %u: freeing its blocks", ino);
+    }
+    return 0;
+}
+
+/* A regular file emptied (truncate to 0, O_TRUNC): its blocks freed with
+ * e2w_free_blocks and an empty block map; caller holds the lock. */
+static int e2w_empty_file(vd_ext2 *x, uint32_t ino, vd_error *err)
+{
+    struct ext2_inode_large in;
+    int r = e2v_read_inode(x, ino, &in, err);
+    if (r == 0)
+        r = e2w_free_blocks(x, ino, &in, err);
+    if (r < 0)
+        return r;
+    memset(in.i_block, 0, sizeof in.i_block);
+    in.i_flags &= ~EXT4_EXTENTS_FL;
+    in.i_size = in.i_size_high = 0;
+    errcode_t e = ext2fs_iblk_set(x->fs, (struct ext2_inode *)&in, 0);
+    ext2_extent_handle_t eh;
+    if (!e && ext2fs_has_feature_extents(x->fs->super) &&
+        !(e = ext2fs_extent_open2(x->fs, ino, (struct ext2_inode *)&in, &eh)))
+        ext2fs_extent_free(eh);
+    if (e) {
+        x->broken = true;
+        return e2v_fail(err, e, "inode %u: emptying", ino);
+    }
+    r = e2w_write_inode(x, ino, &in, err);
+    return r < 0 ? r : e2w_touch(x, ino, err);
 }
 
 /* ---- contents and attributes --------------------------------------------- */
@@ -318,6 +373,10 @@ static int e2w_file_io(vd_ext2 *x, uint32_t ino, const struct ext2_inode_large *
     errcode_t ec = ext2fs_file_close(f);
     if (!e)
         e = ec;
+    /* out of space leaves a consistent file system (what fit is written);
+     * other failures may leave libext2fs' bitmaps half changed */
+    if (e && e != EXT2_ET_BLOCK_ALLOC_FAIL && e != EXT2_ET_FILE_TOO_BIG)
+        x->broken = true;
     if (e)
         return e2v_fail(err, e, "inode %u: %s at 0x%llx", ino, buf ? "write" : "truncate",
                         (unsigned long long)(off + done));
@@ -345,7 +404,13 @@ int vd_ext2_truncate(vd_ext2 *x, uint32_t ino, uint64_t size, vd_error *err)
     if (r == 0 && !S_ISREG(in.i_mode))
         r = vd_set_error(err, S_ISDIR(in.i_mode) ? -EISDIR : -EINVAL,
                          "ext2: inode %u is not a regular file", ino);
-    if (r == 0)
+    /* emptying, the common case (O_TRUNC), frees the blocks without
+     * ext2fs_punch: in libext2fs 1.47.0 it fails ("Illegal block number",
+     * bitmaps half changed) on some extent maps, e.g. one that ends at the
+     * file system's last block */
+    if (r == 0 && size == 0 && !(in.i_flags & EXT4_INLINE_DATA_FL))
+        r = e2w_empty_file(x, ino, err);
+    else if (r == 0)
         r = e2w_file_io(x, ino, &in, NULL, 0, size, err);
     pthread_mutex_unlock(&x->lock);
     return r;

@@ -36,6 +36,7 @@ change_files() {
     cmp -s <(cat "$T/data" "$T/tail") "$m/etc/motd" || fail "$what: appended file reads back"
     truncate -s 250000 "$m/etc/motd" || fail "$what: truncate"
     echo more >> "$m/home/user/tiny" || fail "$what: append to a small file"
+    echo replaced > "$m/bin/hello" || fail "$what: overwrite (O_TRUNC)"
     echo "new hostname" > "$m/etc/hostname.new"
     mv "$m/etc/hostname.new" "$m/etc/hostname" || fail "$what: rename over a file"
     mv "$m/big/random" "$m/home/user/random" || fail "$what: rename across directories"
@@ -52,6 +53,7 @@ change_files() {
     cmp -s "$T/motd.want" "$m/srv/motd-link" || fail "$what: through the new symlink"
     [ "$(cat "$m/etc/hostname")" = "new hostname" ] || fail "$what: renamed file"
     [ "$(cat "$m/home/user/tiny")" = "$(printf 'hi\nmore')" ] || fail "$what: small file"
+    [ "$(cat "$m/bin/hello")" = replaced ] || fail "$what: overwritten file: $(head -c 50 "$m/bin/hello")"
     [ "$(stat -c '%a %u:%g %s' "$m/etc/motd")" = "640 1234:5678 250000" ] ||
         fail "$what: motd is $(stat -c '%a %u:%g %s' "$m/etc/motd")"
     [ "$(stat -c %h "$m/etc/passwd")" = 2 ] || fail "$what: link count $(stat -c %h "$m/etc/passwd")"
@@ -70,6 +72,7 @@ check_result() {
     "$VDMOUNT" --cat "$img" fs/p1/etc/hostname | grep -qx "new hostname" || fail "$f: --cat hostname"
     "$VDMOUNT" --cat "$img" fs/p1/home/user/random | cmp -s - "$T/root/big/random" ||
         fail "$f: --cat moved file"
+    [ "$("$VDMOUNT" --cat "$img" fs/p1/bin/hello)" = replaced ] || fail "$f: --cat overwritten file"
     "$VDMOUNT" --ls "$img" fs/p1/etc > "$T/ls"
     grep -q '^-rw-r----- .* 1234 .* 5678 .* 250000 .* motd$' "$T/ls" &&
         ! grep -q 'shadow\|ssh\|hostname.new\|passwd.hard$' "$T/ls" || { cat "$T/ls"; fail "$f: --ls etc"; }
@@ -109,6 +112,23 @@ vm_umount "$T/mnt"
 [ "$(sha_of "$img")" = "$before" ] || fail "overlay: the image changed"
 "$VDMOUNT" --cat "$img" fs/p1/etc/shadow | grep -qx secret || fail "overlay: image content"
 echo "ok --overlay"
+
+# a full file system: ENOSPC, then emptying and removing the file that
+# filled it leaves it clean
+rm -f "$T/small.raw"
+mke2fs -q -F -t ext4 -b 1024 "$T/small.raw" 8M
+vm_mount "$T/small.raw" "$T/mnt" --rw
+if dd if=/dev/zero of="$T/mnt/fs/disk/fill" bs=1M count=16 status=none 2>"$T/err"; then
+    fail "16 MiB written into an 8 MiB file system"
+fi
+grep -q "No space left" "$T/err" || fail "full: $(cat "$T/err")"
+: > "$T/mnt/fs/disk/fill" && [ "$(stat -c %s "$T/mnt/fs/disk/fill")" = 0 ] || fail "full: emptying"
+dd if=/dev/zero of="$T/mnt/fs/disk/fill" bs=1M count=16 status=none 2>/dev/null || true
+rm "$T/mnt/fs/disk/fill" || fail "full: rm"
+echo after > "$T/mnt/fs/disk/after" || fail "full: a file after rm"
+vm_umount "$T/mnt"
+e2fsck -fn "$T/small.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "full: e2fsck -fn"; }
+echo "ok full file system"
 
 # raw bytes first: the file tree stays read-only for the rest of the mount
 cp "$T/disk.raw" "$T/raw-first.raw"
