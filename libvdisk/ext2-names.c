@@ -406,7 +406,7 @@ int vd_ext2_rename(vd_ext2 *x, uint32_t from_dir, const char *from, uint32_t to_
                    const char *to, unsigned flags, vd_error *err)
 {
     uint32_t src, dst = 0;
-    struct ext2_inode_large sin, din;
+    struct ext2_inode_large sin = { 0 }, din = { 0 };
     int r = e2w_enter_old(x, from_dir, from, &src, &sin, err);
     if (r == 0)
         r = e2w_lookup(x, to_dir, to, &dst, err);

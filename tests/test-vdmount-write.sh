@@ -115,7 +115,7 @@ echo "ok --overlay"
 
 # a full file system: ENOSPC, then emptying and removing the file that
 # filled it leaves it clean
-rm -f "$T/small.raw"
+rm -f "$T/small.raw"; truncate -s 8M "$T/small.raw"
 mke2fs -q -F -t ext4 -b 1024 "$T/small.raw" 8M
 vm_mount "$T/small.raw" "$T/mnt" --rw
 if dd if=/dev/zero of="$T/mnt/fs/disk/fill" bs=1M count=16 status=none 2>"$T/err"; then
