@@ -6,12 +6,13 @@
 # check is clean, e2fsck -fn finds the partition clean, and vdmount --ls/--cat
 # and debugfs read the result.  --overlay: the same changes are seen through
 # the mount, the image stays byte-identical, and its entries show the
-# image's own times.  Refused with a message at mount: a journal that needs
+# image's own times.  A full file system gives ENOSPC and stays clean; one
+# whose vdmount is killed says "not clean".  Refused with a message at mount: a journal that needs
 # recovery, the quota feature; a partition written as raw bytes keeps its
 # file tree read-only, and the other way round.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdmount-lib.sh"
-requires_cmd qemu-img mke2fs debugfs e2fsck sfdisk python3
+requires_cmd qemu-img mke2fs debugfs dumpe2fs e2fsck sfdisk python3
 requires_fuse
 
 make_rootfs "$T/root"
@@ -129,6 +130,18 @@ echo after > "$T/mnt/fs/disk/after" || fail "full: a file after rm"
 vm_umount "$T/mnt"
 e2fsck -fn "$T/small.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "full: e2fsck -fn"; }
 echo "ok full file system"
+
+# killed while in use: the superblock already says "not clean", so the
+# next e2fsck (and a guest's boot) checks the file system
+cp "$T/fs.img" "$T/killed.raw"
+vm_mount "$T/killed.raw" "$T/mnt" --rw
+echo x > "$T/mnt/fs/disk/x" || fail "killed: write"
+kill -KILL "$VM_PID"
+wait "$VM_PID" 2>/dev/null || true
+fusermount3 -u -z "$T/mnt"
+dumpe2fs -h "$T/killed.raw" 2>/dev/null | grep -q '^Filesystem state: *not clean$' ||
+    fail "killed: $(dumpe2fs -h "$T/killed.raw" 2>/dev/null | grep state)"
+echo "ok killed while writing"
 
 # raw bytes first: the file tree stays read-only for the rest of the mount
 cp "$T/disk.raw" "$T/raw-first.raw"
