@@ -3,6 +3,7 @@
 
     powerloss.py LOG IMAGE BASE OUT CUT:SEED...  (prints the durable counts)
     powerloss.py LOG IMAGE --count                (prints the record count)
+    powerloss.py LOG IMAGE --syncs                (the records that sync IMAGE)
 
 LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
 IMAGE the path of the image file as the writer opened it, BASE a copy of
@@ -16,6 +17,9 @@ atomic; nothing else is promised between syncs).  The output line is the
 number of writes the writer had flushed (its last "mark" before CUT).
 With several CUT:SEED pairs the log is read once and one image is made per
 pair, OUT with "{}" replaced by the SEED, one output line each.
+A cut just before a sync record (--syncs prints their numbers) can leave
+any state a cut anywhere since the previous sync can: the same durable
+part, and a random subset of a superset of the changes.
 """
 import random
 import shutil
@@ -86,6 +90,9 @@ def main():
     recs = list(records(log))
     if sys.argv[3] == '--count':
         print(len(recs))
+        return
+    if sys.argv[3] == '--syncs':
+        print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))
         return
     base, out = sys.argv[3], sys.argv[4]
     for pair in sys.argv[5:]:
