@@ -28,6 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: vdboot [options] IMAGE...\n"
         "       vdboot --kernel FILE [--initrd FILE] [--append ARGS] [IMAGE]\n"
+        "       vdboot [options] --domain VM.xml\n"
         "Boots the image's own kernel (from /boot in its ext2/3/4 filesystem) on a\n"
         "throw-away overlay and waits for a login prompt on the serial console.\n"
         "  --accel kvm|tcg|auto  built-in KVM VMM, qemu-system-x86_64 TCG, or pick by\n"
@@ -53,6 +54,8 @@ static void usage(FILE *f)
         "                        from /boot; bios/uefi: qemu (tcg) boots the disk through\n"
         "                        SeaBIOS/OVMF and the disk's own boot loader; auto: uefi\n"
         "                        when the image has an EFI system partition, else bios\n"
+        "  --domain VM.xml       boot the disk, bus, memory, vCPUs and firmware (bios,\n"
+        "                        or uefi) that this libvirt domain gives the VM\n"
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
         "                        VMM has virtio only; default virtio)\n"
         "  --password-file FILE  the password, first line of FILE (default: none)\n"
@@ -81,7 +84,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_APPEND, O_ACCEL, O_EXPECT, O_TIMEOUT, O_MEMORY,
            O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS, O_JUNIT, O_TAP, O_RUN,
-           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS };
+           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS, O_DOMAIN };
     static const struct option lo[] = {
         { "kernel", 1, 0, O_KERNEL }, { "initrd", 1, 0, O_INITRD }, { "append", 1, 0, O_APPEND },
         { "accel", 1, 0, O_ACCEL }, { "expect", 1, 0, O_EXPECT }, { "timeout", 1, 0, O_TIMEOUT },
@@ -91,6 +94,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP }, { "run", 1, 0, O_RUN },
         { "login", 1, 0, O_LOGIN }, { "password-file", 1, 0, O_PASSWORD_FILE },
         { "firmware", 1, 0, O_FIRMWARE }, { "disk-bus", 1, 0, O_DISK_BUS },
+        { "domain", 1, 0, O_DOMAIN },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
@@ -99,9 +103,14 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
                                .firmware = "direct", .disk_bus = "virtio" };
     int c;
     char *end, opt[64];
+    const char *hw_opt = NULL;   /* an option --domain also sets */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":vhVj:", lo, NULL)) != -1) {
+        hw_opt = c == O_FORMAT ? "--format" : c == O_MEMORY ? "--memory" : c == O_CPUS ? "--cpus" :
+                 c == O_FIRMWARE ? "--firmware" : c == O_DISK_BUS ? "--disk-bus" :
+                 c == O_KERNEL ? "--kernel" : hw_opt;
         switch (c) {
+        case O_DOMAIN: o->domain = optarg; break;
         case O_KERNEL: o->kernel = optarg; break;
         case O_INITRD: o->initrd = optarg; break;
         case O_APPEND: o->append = optarg; break;
@@ -152,6 +161,15 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
     o->images = (const char **)argv + optind;
     o->n_images = argc - optind;
     o->image = o->n_images ? o->images[0] : NULL;
+    if (o->domain) {
+        /* the domain says which disk and hardware: nothing may contradict it */
+        if (o->n_images || hw_opt)
+            return fprintf(stderr, "vdboot: --domain gives the disk, its format and bus, memory, "
+                           "vCPUs and firmware: no %s%s\n", o->n_images ? "IMAGE " : "",
+                           o->n_images ? o->images[0] : hw_opt), -1;
+        if (domain_load(o->domain, o) < 0)
+            return -1;
+    }
     if (o->n_images > VDBOOT_MAX_IMAGES)
         return fprintf(stderr, "vdboot: at most %d images a run\n", VDBOOT_MAX_IMAGES), -1;
     if (!o->image && !o->kernel) {

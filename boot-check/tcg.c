@@ -138,7 +138,7 @@ static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, in
 /* The disk as qemu sees it: an NBD export of vdboot's own view (nbd-serve.c)
  * on the bus asked for; first in the firmware's boot order (`boot`: with
  * -kernel, qemu's own loader ROM holds that place). */
-static int tcg_disk_args(const char *bus, bool boot, const char *sock, const char **argv, int *n,
+static int tcg_disk_args(const char *bus, const char *hba, bool boot, const char *sock, const char **argv, int *n,
                          char *drive, size_t dlen, char *dev, size_t devlen, char *err,
                          size_t errlen)
 {
@@ -149,6 +149,7 @@ static int tcg_disk_args(const char *bus, bool boot, const char *sock, const cha
     }
     snprintf(drive, dlen, "file=nbd+unix:///?socket=%s,format=raw,if=none,id=d0,cache=unsafe",
              sock);
+    static char hbadev[64];     /* argv outlives this call */
     argv[(*n)++] = "-drive";
     argv[(*n)++] = drive;
     if (!strcmp(bus, "virtio")) {
@@ -159,7 +160,8 @@ static int tcg_disk_args(const char *bus, bool boot, const char *sock, const cha
         snprintf(dev, devlen, "ide-hd,drive=d0,bus=ahci0.0%s", boot ? ",bootindex=0" : "");
     } else if (!strcmp(bus, "scsi")) {
         argv[(*n)++] = "-device";
-        argv[(*n)++] = "virtio-scsi-pci,id=scsi0";
+        snprintf(hbadev, sizeof hbadev, "%s,id=scsi0", hba ? hba : "virtio-scsi-pci");
+        argv[(*n)++] = hbadev;
         snprintf(dev, devlen, "scsi-hd,drive=d0,bus=scsi0.0%s", boot ? ",bootindex=0" : "");
     } else {   /* ide: the PIIX controller of the pc machine */
         snprintf(dev, devlen, "ide-hd,drive=d0,bus=ide.0,unit=0%s", boot ? ",bootindex=0" : "");
@@ -256,7 +258,7 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     if (o->image) {
         if (disk_open(&dk, o->image, o->format, err, sizeof(err)) < 0 ||
             nbd_serve_start(&ns, &dk, err, sizeof(err)) < 0 ||
-            tcg_disk_args(o->disk_bus, firmware, ns.path, argv, &n, drive, sizeof(drive), dev,
+            tcg_disk_args(o->disk_bus, o->scsi_hba, firmware, ns.path, argv, &n, drive, sizeof(drive), dev,
                           sizeof(dev), err, sizeof(err)) < 0) {
             result_error(r, "%s", err);
             goto out;

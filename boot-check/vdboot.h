@@ -26,6 +26,8 @@ struct vdboot_opts {
     const char *run, *login, *password_file;   /* --run CMD as --login USER */
     const char *firmware;      /* direct (vdboot loads the kernel), bios, uefi, auto */
     const char *disk_bus;      /* virtio, sata, scsi, ide */
+    const char *scsi_hba;      /* qemu's SCSI controller (--domain), NULL: virtio-scsi-pci */
+    const char *domain;        /* --domain FILE, or NULL */
     bool tap;
     double timeout;
     unsigned long long memory_mib;
@@ -80,6 +82,9 @@ int report_junit(const char *path, const struct vdboot_result *rs, int n, double
 void report_tap(FILE *f, const struct vdboot_result *rs, int n);
 
 /* boot.c: --kernel/--initrd or discovery; sets r->outcome = error on failure */
+/* domain.c: --domain FILE sets the image, format, bus, memory, vCPUs and
+ * firmware of `o` from a libvirt domain; -1 with one line printed. */
+int domain_load(const char *path, struct vdboot_opts *o);
 int boot_files_get(const struct vdboot_opts *o, struct boot_files *bf, struct vdboot_result *r);
 void boot_files_free(struct boot_files *bf);
 int read_whole_file(const char *path, uint8_t **out, size_t *len, char *err, size_t errlen);

@@ -3,7 +3,8 @@
 # and one built from a real VirtualBox descriptor) linted for VMware lists
 # its problems and exits 1; converted, the result lints clean, validates
 # against the DMTF schema and imports to a disk identical to the original;
-# the same from VMware to VirtualBox.  A broken OVA shows each lint rule.
+# the same from VMware to VirtualBox.  Controllers and CD-ROMs survive the
+# convert both ways.  A broken OVA shows each lint rule.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 xmllint
 OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
@@ -92,6 +93,85 @@ if [ -f "$REAL" ]; then
         fail "real OVA OS: $("$OVA" info "$T/conv-vmware-real.ova" | grep ^os)"
 else
     echo "SKIP part: real VirtualBox descriptor (../shared/corpus/ovf) absent"
+fi
+
+# --- controllers and CD-ROMs are kept: a VirtualBox OVA with an IDE
+# controller holding a CD-ROM (an ISO), a SATA disk and a disk on an LSI
+# Logic SAS controller; converted to vmware and back to virtualbox, each
+# result lints clean, is schema-valid, and imports with the same disks, the
+# ISO byte for byte and the controllers' kinds (libvirt: sata, lsisas1068).
+if command -v genisoimage >/dev/null; then
+    mkdir -p "$T/cd/iso" "$T/cdova"
+    echo "vdisk cd" >"$T/cd/iso/readme.txt"
+    genisoimage -quiet -V VDCD -o "$T/cdova/cd.iso" "$T/cd/iso"
+    qemu-img create -q -f raw "$T/d2.raw" 8M
+    qemu-io -f raw -c "write -P 0x63 1M 1M" "$T/d2.raw" >/dev/null
+    "$VDCONVERT" convert -O vmdk -o subformat=streamOptimized "$T/src.qcow2" "$T/cdova/d1.vmdk" >/dev/null
+    "$VDCONVERT" convert -f raw -O vmdk -o subformat=streamOptimized "$T/d2.raw" "$T/cdova/d2.vmdk" >/dev/null
+    python3 - "$T/cdova" <<'PY'
+import os, sys
+d = sys.argv[1]
+sz = {f: os.path.getsize(os.path.join(d, f)) for f in ("cd.iso", "d1.vmdk", "d2.vmdk")}
+R = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+V = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
+def item(**kw):
+    return "<Item>" + "".join("<rasd:%s>%s</rasd:%s>" % (k, v, k) for k, v in sorted(kw.items())) + "</Item>\n"
+so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+ovf = f"""<?xml version="1.0"?>
+<Envelope ovf:version="1.0" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="{R}" xmlns:vssd="{V}" xmlns:vbox="http://www.virtualbox.org/ovf/machine">
+<References><File ovf:href="d1.vmdk" ovf:id="f1" ovf:size="{sz['d1.vmdk']}"/><File ovf:href="d2.vmdk" ovf:id="f2" ovf:size="{sz['d2.vmdk']}"/><File ovf:href="cd.iso" ovf:id="f3" ovf:size="{sz['cd.iso']}"/></References>
+<DiskSection><Info>disks</Info>
+<Disk ovf:capacity="{48 << 20}" ovf:diskId="vmdisk1" ovf:fileRef="f1" ovf:format="{so}"/>
+<Disk ovf:capacity="{8 << 20}" ovf:diskId="vmdisk2" ovf:fileRef="f2" ovf:format="{so}"/>
+<Disk ovf:capacity="{sz['cd.iso']}" ovf:diskId="vmdisk3" ovf:fileRef="f3" ovf:format="http://www.ecma-international.org/publications/standards/Ecma-119.htm"/>
+</DiskSection>
+<NetworkSection><Info>nets</Info><Network ovf:name="NAT"><Description>NAT</Description></Network></NetworkSection>
+<VirtualSystem ovf:id="cdvm"><Info>vm</Info><Name>cdvm</Name>
+<OperatingSystemSection ovf:id="96"><Info>os</Info><Description>Debian_64</Description><vbox:OSType ovf:required="false">Debian_64</vbox:OSType></OperatingSystemSection>
+<VirtualHardwareSection><Info>hw</Info><System><vssd:ElementName>Virtual Hardware Family</vssd:ElementName><vssd:InstanceID>0</vssd:InstanceID><vssd:VirtualSystemIdentifier>cdvm</vssd:VirtualSystemIdentifier><vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType></System>
+""" + item(ElementName="1 CPU", InstanceID=1, ResourceType=3, VirtualQuantity=1) + \
+    item(AllocationUnits="MegaBytes", ElementName="512 MB", InstanceID=2, ResourceType=4, VirtualQuantity=512) + \
+    item(Address=0, ElementName="ideController0", InstanceID=3, ResourceSubType="PIIX4", ResourceType=5) + \
+    item(Address=0, ElementName="sataController0", InstanceID=4, ResourceSubType="AHCI", ResourceType=20) + \
+    item(Address=0, ElementName="SASController0", InstanceID=5, ResourceSubType="lsilogicsas", ResourceType=6) + \
+    item(AutomaticAllocation="true", Connection="NAT", ElementName="nic", InstanceID=6, ResourceSubType="E1000", ResourceType=10) + \
+    item(AddressOnParent=0, ElementName="disk1", HostResource="/disk/vmdisk1", InstanceID=7, Parent=4, ResourceType=17) + \
+    item(AddressOnParent=0, ElementName="disk2", HostResource="/disk/vmdisk2", InstanceID=8, Parent=5, ResourceType=17) + \
+    item(AddressOnParent=1, ElementName="cdrom1", HostResource="/disk/vmdisk3", InstanceID=9, Parent=3, ResourceType=15) + \
+    "</VirtualHardwareSection></VirtualSystem></Envelope>\n"
+open(os.path.join(d, "cdvm.ovf"), "w").write(ovf)
+PY
+    ( cd "$T/cdova" && tar --format=ustar -cf "$T/cdvm.ova" cdvm.ovf d1.vmdk d2.vmdk cd.iso )
+    for tg in vmware virtualbox; do
+        src=$T/cdvm.ova; [ $tg = virtualbox ] && src=$T/cd-vmware.ova
+        "$OVA" convert --target $tg "$src" -o "$T/cd-$tg.ova" >"$T/out" 2>&1 || fail "convert CD-ROM OVA to $tg: $(cat "$T/out")"
+        grep -q "2 disk(s) (2 passed through, 0 converted), 1 CD-ROM(s)" "$T/out" || fail "CD convert: $(cat "$T/out")"
+        grep -q "not carried over" "$T/out" && fail "CD-ROM dropped: $(cat "$T/out")"
+        "$OVA" lint --target $tg "$T/cd-$tg.ova" >"$T/out" || fail "$tg lint of the CD-ROM convert: $(cat "$T/out")"
+        rm -rf "$T/xc"; mkdir "$T/xc"; tar -C "$T/xc" -xf "$T/cd-$tg.ova"
+        cmp -s "$T/xc/cdvm-cd3.iso" "$T/cdova/cd.iso" || fail "$tg: the ISO changed"
+        if [ -f "$SCHEMA" ]; then
+            xmllint --nonet --noout --schema "$SCHEMA" "$T/xc/cdvm.ovf" 2>"$T/err" || fail "$tg CD: schema: $(cat "$T/err")"
+        fi
+        python3 - "$T/xc/cdvm.ovf" $tg <<'PY' || fail "$tg: controllers not kept"
+import sys, xml.etree.ElementTree as ET
+R = "{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData}"
+items = ET.parse(sys.argv[1]).getroot().iter("{http://schemas.dmtf.org/ovf/envelope/1}Item")
+got = sorted((i.findtext(R + "ResourceType"), i.findtext(R + "ResourceSubType") or "")
+             for i in items if i.findtext(R + "ResourceType") in ("5", "6", "15", "17", "20"))
+sata = "vmware.sata.ahci" if sys.argv[2] == "vmware" else "AHCI"
+assert got == [("15", ""), ("17", ""), ("17", ""), ("20", sata), ("5", "PIIX4"), ("6", "lsilogicsas")], got
+PY
+        rm -rf "$T/ic"
+        "$OVA" import --ovf-bus -d "$T/ic" "$T/cd-$tg.ova" >/dev/null 2>"$T/err" || fail "import CD convert: $(cat "$T/err")"
+        qemu-img compare -q "$T/src.qcow2" "$T/ic/cdvm-disk1.qcow2" && qemu-img compare -q "$T/d2.raw" "$T/ic/cdvm-disk2.qcow2" ||
+            fail "$tg: imported disks differ"
+        cmp -s "$T/ic/cdvm-cd3.iso" "$T/cdova/cd.iso" || fail "$tg: imported ISO differs"
+        grep -q "bus='sata'" "$T/ic/cdvm.xml" && grep -q "model='lsisas1068'" "$T/ic/cdvm.xml" &&
+            grep -q "device='cdrom'" "$T/ic/cdvm.xml" || fail "$tg: imported domain: $(cat "$T/ic/cdvm.xml")"
+    done
+else
+    echo "SKIP part: genisoimage missing (CD-ROM convert)"
 fi
 
 # --- a broken OVA: every rule speaks once

@@ -4,7 +4,8 @@
 # data disk on SATA, a CD-ROM that is not a disk, EFI, 4 vCPUs, vmxnet3) and
 # a .vbox as VirtualBox writes it (media registry with a base VDI and its
 # differencing child in Snapshots/, the current state's attachment being the
-# child holding 3 blocks of its own data, the current state's attachment being the
+# child, holding 3 blocks of its own data; an older snapshot attaching the
+# base, EFI, 2 vCPUs): the libvirt
 # domain has the right disks, buses, CPUs, memory and firmware, and the
 # disks hold the guest's data.
 . "$(dirname "$0")/lib.sh"

@@ -1,7 +1,7 @@
 /* convert.c - `ovatool convert IN --target T -o OUT.ova`: the same VM for
  * another importer.  The descriptor is written anew for T (system type,
- * the controller T expects, the OS as T names it, T's network name, EFI
- * where T reads it); disks that are already streamOptimized VMDKs of the
+ * the same controllers as T names them, the OS as T names it, T's network
+ * name, EFI where T reads it); CD-ROMs keep their ISO byte for byte; disks that are already streamOptimized VMDKs of the
  * declared capacity are passed through byte for byte, others are converted
  * (and grown to the declared capacity); a new manifest (and certificate with
  * --sign) covers the result.  `ovatool lint --target T` of OUT is clean. */
@@ -70,7 +70,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
     struct appliance ap;
     struct ovf_appliance n = { 0 };
     char **paths = NULL;
-    size_t np = 0, passed = 0;
+    size_t np = 0, passed = 0, ncd = 0;
     int rc = 1, checked;
     if (appliance_read(path, work, &ap, err, sizeof err) < 0)
         goto out;
@@ -109,6 +109,13 @@ int ova_convert(const char *path, const struct convert_opts *o)
     n.nics = calloc(a->n_nics + 1, sizeof *n.nics);
     for (size_t i = 0; i < a->n_nics; i++)
         n.nics[n.n_nics++].model = a->nics[i].model ? strdup(a->nics[i].model) : NULL;
+    /* the controllers, each as the target names its kind (ovf-write.c) */
+    n.ctrls = calloc(a->n_ctrls + 1, sizeof *n.ctrls);
+    for (size_t i = 0; i < a->n_ctrls; i++)
+        n.ctrls[n.n_ctrls++] = (struct ovf_controller){
+            .instance_id = a->ctrls[i].instance_id ? strdup(a->ctrls[i].instance_id) : NULL,
+            .resource_type = a->ctrls[i].resource_type,
+            .subtype = a->ctrls[i].subtype ? strdup(a->ctrls[i].subtype) : NULL };
     n.files = calloc(a->n_disks + 1, sizeof *n.files);
     n.disks = calloc(a->n_disks + 1, sizeof *n.disks);
     paths = calloc(a->n_disks + 1, sizeof *paths);
@@ -116,19 +123,20 @@ int ova_convert(const char *path, const struct convert_opts *o)
         const struct ovf_disk *d = &a->disks[i];
         if (!ovf_disk_in_use(a, d))
             continue;
-        if (ovf_disk_is_cdrom(d)) {
-            fprintf(stderr, "ovatool: %s: warning: CD-ROM %s is not carried over\n", path,
-                    d->id ? d->id : "?");
+        bool cdrom = ovf_disk_is_cdrom(d);
+        if (cdrom && (!d->file_ref || !ovf_find_file(a, d->file_ref))) {
+            fprintf(stderr, "ovatool: %s: warning: CD-ROM %s has no medium; not carried over\n",
+                    path, d->id ? d->id : "?");
             continue;
         }
-        if (d->capacity_error) {
+        if (d->capacity_error && !cdrom) {
             snprintf(err, sizeof err, "%s: disk %s: %s; refused", ap.ovf_name,
                      d->id ? d->id : "?", d->capacity_error);
             goto out;
         }
         const struct ovf_file *f = d->file_ref ? ovf_find_file(a, d->file_ref) : NULL;
         char dname[600], dst[4900], opts[160];
-        snprintf(dname, sizeof dname, "%s-disk%zu.vmdk", name, np + 1);
+        snprintf(dname, sizeof dname, cdrom ? "%s-cd%zu.iso" : "%s-disk%zu.vmdk", name, np + 1);
         snprintf(dst, sizeof dst, "%s/%s", work, dname);
         snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
                  vmware ? "lsilogic" : "ide", !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
@@ -152,11 +160,14 @@ int ova_convert(const char *path, const struct convert_opts *o)
             if (!src)
                 goto out;
             int r = 0;
-            if (conv_passthrough(src, d->capacity)) {
+            if (cdrom || conv_passthrough(src, d->capacity)) {   /* an ISO: byte for byte */
                 r = rename(src, dst);
                 if (r < 0)
                     snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
-                passed++;
+                if (cdrom)
+                    ncd++;
+                else
+                    passed++;
             } else {
                 r = disk_convert(src, NULL, dst, "vmdk", opts, d->capacity, o->progress, false, &ds,
                                  err, sizeof err);
@@ -178,16 +189,20 @@ int ova_convert(const char *path, const struct convert_opts *o)
                                          .size = (uint64_t)st.st_size };
         snprintf(id, sizeof id, "vmdisk%zu", np + 1);
         n.disks[np] = (struct ovf_disk){ .id = strdup(id), .file_ref = strdup(n.files[np].id),
-                                         .capacity = d->capacity ? d->capacity : ds.capacity,
-                                         .populated = ds.populated, .address = -1 };
+                                         .capacity = cdrom ? (uint64_t)st.st_size :
+                                                     d->capacity ? d->capacity : ds.capacity,
+                                         .populated = cdrom ? (uint64_t)st.st_size : ds.populated,
+                                         .address = d->address, .cdrom = cdrom,
+                                         .parent = d->parent ? strdup(d->parent) : NULL };
         n.n_files = n.n_disks = ++np;
     }
     char *desc = ovf_write(&n, !strcmp(o->target, "ovf2") ? 2 : 1, o->target);
     if (ova_pack(o->out, name, desc, &n, paths, o->digest, o->sign_key, o->sign_cert, err,
                  sizeof err) == 0) {
         rc = 0;
-        printf("%s: %s appliance, %zu disk(s) (%zu passed through, %zu converted), manifest "
-               "%s%s\n", o->out, o->target, np, passed, np - passed, digest_name(o->digest),
+        printf("%s: %s appliance, %zu disk(s) (%zu passed through, %zu converted), %zu CD-ROM(s), "
+               "manifest %s%s\n", o->out, o->target, np - ncd, passed, np - ncd - passed, ncd,
+               digest_name(o->digest),
                o->sign_key ? ", signed" : "");
         if (vbox && n.firmware && !strcmp(n.firmware, "efi"))
             fprintf(stderr, "ovatool: note: VirtualBox reads EFI only from its own machine "

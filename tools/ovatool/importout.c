@@ -63,6 +63,11 @@ static void io_choose_bus(const struct ovf_appliance *a, const struct import_dis
         snprintf(c->reason, sizeof c->reason, "--virtio");
         return;
     }
+    if (o->ovf_bus) {
+        c->decision = "option";
+        snprintf(c->reason, sizeof c->reason, "--ovf-bus: the OVF's controllers are kept");
+        return;
+    }
     const struct import_disk *boot = NULL;
     for (size_t i = 0; i < nd; i++) {
         if (d[i].cdrom)

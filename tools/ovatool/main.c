@@ -13,7 +13,7 @@ static const char usage_text[] =
     "       ovatool verify [--ca-file CA.pem] APPLIANCE.ova|.ovf\n"
     "       ovatool import [-O qcow2|vdi|vmdk|vhd|vhdx|raw] [-d OUTDIR] [--no-verify]\n"
     "                      [--strict] [--ca-file CA.pem] [--virtio] [--json] [-p]\n"
-    "                      [--hypervisor kvm|xen] [--boot-check]\n"
+    "                      [--ovf-bus] [--hypervisor kvm|xen] [--boot-check]\n"
     "                      APPLIANCE.ova|.ovf|VM.vmx|VM.vbox\n"
     "       ovatool lint --target virtualbox|vmware|esxi|ovf2 [--json] APPLIANCE\n"
     "       ovatool convert --target virtualbox|vmware|esxi|ovf2 [--digest ALG]\n"
@@ -32,7 +32,8 @@ static const char usage_text[] =
     "         write a libvirt domain (NAME.xml) and a qemu command line (NAME.sh)\n"
     "         into OUTDIR (default .); no manifest is a warning (--strict: an error);\n"
     "         disks on virtio when the guest's initramfs/kernel has virtio_blk or\n"
-    "         virtio_scsi, else on the OVF's controller; --hypervisor xen: NAME-xen.xml\n"
+    "         virtio_scsi, else (or with --ovf-bus) on the OVF's controller;\n"
+    "         --hypervisor xen: NAME-xen.xml\n"
     "         too; --boot-check: boot the VM with vdboot, fail unless it logs in\n"
     "lint     every problem the target's importer would refuse or silently change,\n"
     "         one line each with what to do; exit 1 when there is any\n"
@@ -286,7 +287,7 @@ static int cmd_import(int argc, char **argv)
     static const struct option lo[] = { { "no-verify", 0, 0, 'n' }, { "ca-file", 1, 0, 'c' },
                                          { "virtio", 0, 0, 'v' }, { "help", 0, 0, 'h' },
                                          { "strict", 0, 0, 's' }, { "json", 0, 0, 'j' },
-                                         { "boot-check", 0, 0, 'b' },
+                                         { "boot-check", 0, 0, 'b' }, { "ovf-bus", 0, 0, 'B' },
                                          { "hypervisor", 1, 0, 'H' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
@@ -301,6 +302,7 @@ static int cmd_import(int argc, char **argv)
         case 's': o.strict = true; break;
         case 'j': o.json = true; break;
         case 'b': o.boot_check = true; break;
+        case 'B': o.ovf_bus = true; break;
         case 'H':
             if (strcmp(optarg, "kvm") && strcmp(optarg, "xen"))
                 return vt_usage_error("ovatool", usage_text, "import: --hypervisor %s: expected "
@@ -313,6 +315,8 @@ static int cmd_import(int argc, char **argv)
     }
     if (optind + 1 != argc)
         return vt_usage_error("ovatool", usage_text, "import: expected one appliance");
+    if (o.virtio && o.ovf_bus)
+        return vt_usage_error("ovatool", usage_text, "import: --virtio and --ovf-bus: pick one");
     if (!vd_format_can_create(o.format)) {
         fprintf(stderr, "ovatool: -O %s: not a format vdisk can write\n", o.format);
         return 1;

@@ -70,6 +70,7 @@ struct import_opts {
     const char *outdir;
     bool no_verify, progress, virtio;
     bool json;              /* the result as one JSON object on stdout */
+    bool ovf_bus;           /* keep the OVF's controllers, whatever the guest has */
     bool boot_check;        /* boot the imported VM with vdboot before success */
     const char *hypervisor; /* "kvm" (default) or "xen": also a Xen domain */
     bool strict;            /* a missing manifest is an error, not a warning */

@@ -40,6 +40,42 @@ static void ovfw_set(struct rasd *r, const char *name, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A controller as the target's importer names it (what lint accepts for
+ * that target): the kind is kept (IDE, SATA, NVMe, each SCSI model) where
+ * the target has it; VirtualBox has no VMware paravirtual SCSI (LSI Logic
+ * instead).  Generic OVF keeps the subtype as given. */
+static void ovfw_ctrl(const struct ovf_controller *c, bool vmware, bool vbox, int *type,
+                      const char **sub)
+{
+    const char *s = c->subtype ? c->subtype : "";
+    *type = c->resource_type;
+    *sub = s;
+    if (c->resource_type == 5) {
+        *sub = "PIIX4";
+    } else if (c->resource_type == 6) {
+        static const char *const known[] = { "lsilogic", "lsilogicsas", "buslogic", "VirtualSCSI" };
+        *sub = "lsilogic";
+        for (size_t i = 0; i < 4; i++)
+            if (!strcasecmp(s, known[i]) && !(vbox && i == 3))
+                *sub = known[i];
+        if (!vmware && !vbox && *s)
+            *sub = s;
+    } else {
+        bool nvme = strcasestr(s, "nvme") != NULL;
+        *type = 20;
+        if (vmware)
+            *sub = nvme ? "vmware.nvme.controller" : "vmware.sata.ahci";
+        else if (vbox || !*s)
+            *sub = nvme ? "NVMe" : "AHCI";
+    }
+}
+
+/* The InstanceID the i-th controller gets (3 is the single default one). */
+static unsigned ovfw_ctrl_id(size_t i)
+{
+    return i == 0 ? 3 : 30 + (unsigned)i;
+}
+
 char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
 {
     struct sbuf b = { 0 };
@@ -68,10 +104,11 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
     sb_printf(&b, "  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
     for (size_t i = 0; i < a->n_disks; i++)
         sb_printf(&b, "    <Disk ovf:capacity=\"%llu\" ovf:capacityAllocationUnits=\"byte\" "
-              "ovf:diskId=\"%s\" ovf:fileRef=\"%s\" "
-              "ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\" "
+              "ovf:diskId=\"%s\" ovf:fileRef=\"%s\" ovf:format=\"%s\" "
               "ovf:populatedSize=\"%llu\"/>\n",
           (unsigned long long)a->disks[i].capacity, a->disks[i].id, a->disks[i].file_ref,
+          a->disks[i].cdrom ? OVF_ISO_FORMAT
+                            : "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized",
           (unsigned long long)a->disks[i].populated);
     sb_printf(&b, "  </DiskSection>\n");
     sb_printf(&b, "  <NetworkSection>\n    <Info>The list of logical networks</Info>\n"
@@ -114,19 +151,46 @@ char *ovf_write(const struct ovf_appliance *a, int version, const char *target)
     ovfw_set(&r[4], "ResourceType", "4");
     ovfw_set(&r[5], "VirtualQuantity", "%llu", mem);
     ovfw_item(&b, r, 6);
-    ovfw_set(&r[0], "Address", "0");
-    ovfw_set(&r[1], "ElementName", vmware ? "SCSI Controller 0" : "SATA Controller 0");
-    ovfw_set(&r[2], "InstanceID", "3");
-    ovfw_set(&r[3], "ResourceSubType", vmware ? "lsilogic" : "AHCI");
-    ovfw_set(&r[4], "ResourceType", vmware ? "6" : "20");
-    ovfw_item(&b, r, 5);
+    /* The appliance's controllers (convert keeps them), else the one the
+     * target uses by default; each disk on its own controller. */
+    if (a->n_ctrls == 0) {
+        ovfw_set(&r[0], "Address", "0");
+        ovfw_set(&r[1], "ElementName", vmware ? "SCSI Controller 0" : "SATA Controller 0");
+        ovfw_set(&r[2], "InstanceID", "3");
+        ovfw_set(&r[3], "ResourceSubType", vmware ? "lsilogic" : "AHCI");
+        ovfw_set(&r[4], "ResourceType", vmware ? "6" : "20");
+        ovfw_item(&b, r, 5);
+    }
+    unsigned per_type[32] = { 0 }, units[64] = { 0 };
+    for (size_t i = 0; i < a->n_ctrls; i++) {
+        int type;
+        const char *sub;
+        ovfw_ctrl(&a->ctrls[i], vmware, vbox, &type, &sub);
+        static const char *const kind[] = { [5] = "IDE", [6] = "SCSI", [20] = "SATA" };
+        ovfw_set(&r[0], "Address", "%u", per_type[type & 31]++);
+        ovfw_set(&r[1], "ElementName", "%s Controller %u", kind[type & 31] ? kind[type & 31] : "Disk",
+                 per_type[type & 31] - 1);
+        ovfw_set(&r[2], "InstanceID", "%u", ovfw_ctrl_id(i));
+        ovfw_set(&r[3], "ResourceSubType", "%s", sub);
+        ovfw_set(&r[4], "ResourceType", "%d", type);
+        ovfw_item(&b, r, 5);
+    }
     for (size_t i = 0; i < a->n_disks; i++) {
-        ovfw_set(&r[0], "AddressOnParent", "%zu", i);
-        ovfw_set(&r[1], "ElementName", "disk%zu", i + 1);
-        ovfw_set(&r[2], "HostResource", "ovf:/disk/%s", a->disks[i].id);
+        const struct ovf_disk *d = &a->disks[i];
+        size_t ci = 0;
+        while (ci < a->n_ctrls && (!d->parent || !a->ctrls[ci].instance_id ||
+                                   strcmp(d->parent, a->ctrls[ci].instance_id)))
+            ci++;
+        if (ci == a->n_ctrls)
+            ci = 0;        /* no (known) parent: the first controller */
+        unsigned unit = d->address >= 0 ? (unsigned)d->address : units[ci & 63];
+        units[ci & 63] = unit + 1 > units[ci & 63] ? unit + 1 : units[ci & 63];
+        ovfw_set(&r[0], "AddressOnParent", "%u", a->n_ctrls ? unit : (unsigned)i);
+        ovfw_set(&r[1], "ElementName", "%s%zu", d->cdrom ? "cdrom" : "disk", i + 1);
+        ovfw_set(&r[2], "HostResource", "ovf:/disk/%s", d->id);
         ovfw_set(&r[3], "InstanceID", "%zu", 10 + i);
-        ovfw_set(&r[4], "Parent", "3");
-        ovfw_set(&r[5], "ResourceType", "17");
+        ovfw_set(&r[4], "Parent", "%u", ovfw_ctrl_id(ci));
+        ovfw_set(&r[5], "ResourceType", d->cdrom ? "15" : "17");
         ovfw_item(&b, r, 6);
     }
     /* The NICs the appliance has (one when it says none), as models the

@@ -21,6 +21,9 @@ struct ovf_file {
     uint64_t chunk_size;      /* 0 = not chunked */
 };
 
+/* The format URI of an ISO 9660 image (a CD-ROM's medium), as VirtualBox writes it. */
+#define OVF_ISO_FORMAT "http://www.ecma-international.org/publications/standards/Ecma-119.htm"
+
 struct ovf_controller {
     char *instance_id;
     int resource_type;        /* 5 IDE, 6 SCSI (parallel), 20 SATA/other */
