@@ -209,9 +209,13 @@ static int vm_flush(const char *path, struct fuse_file_info *fi)
     return view_flush(vm_view());
 }
 
+/* Inside a file tree: its own sizes (df, free space checks); elsewhere the
+ * disk's size. */
 static int vm_statfs(const char *path, struct statvfs *sv)
 {
-    (void)path;
+    struct view_node n;
+    if (path && view_resolve(vm_view(), path, &n) == 0 && view_statfs(vm_view(), &n, sv) == 0)
+        return 0;
     memset(sv, 0, sizeof *sv);
     sv->f_bsize = sv->f_frsize = 4096;
     sv->f_blocks = vm_options.disk_size / 4096;

@@ -636,6 +636,14 @@ int view_flush(struct view *v)
     return r;
 }
 
+int view_statfs(struct view *v, const struct view_node *n, struct statvfs *sv)
+{
+    struct view_part *vp = n->kind == VIEW_FS ? view_part_of(v, n->part) : NULL;
+    if (!vp || !vp->fs)
+        return -ENOENT;
+    return vd_ext2_statfs(vp->fs, sv);
+}
+
 int view_readlink(struct view *v, const struct view_node *n, char *buf, size_t size)
 {
     struct view_part *vp = view_part_of(v, n->part);

@@ -67,6 +67,9 @@ ssize_t view_read(struct view *v, const struct view_node *n, void *buf, size_t l
 ssize_t view_write(struct view *v, const struct view_node *n, const void *buf,
                    size_t len, uint64_t off);
 int view_flush(struct view *v);
+/* statvfs of the file tree a node lives in; -ENOENT outside the trees. */
+struct statvfs;
+int view_statfs(struct view *v, const struct view_node *n, struct statvfs *sv);
 int view_readlink(struct view *v, const struct view_node *n, char *buf, size_t size);
 ssize_t view_listxattr(struct view *v, const struct view_node *n, char *buf, size_t size);
 ssize_t view_getxattr(struct view *v, const struct view_node *n, const char *name,

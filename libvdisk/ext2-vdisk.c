@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 
 #include <et/com_err.h>
@@ -349,6 +350,23 @@ const char *vd_ext2_type(vd_ext2 *x)
     if (ext2fs_has_feature_journal(fs->super))
         return "ext3";
     return "ext2";
+}
+
+int vd_ext2_statfs(vd_ext2 *x, struct statvfs *sv)
+{
+    memset(sv, 0, sizeof *sv);
+    pthread_mutex_lock(&x->lock);
+    struct ext2_super_block *sb = x->fs->super;
+    uint64_t free = ext2fs_free_blocks_count(sb), reserved = ext2fs_r_blocks_count(sb);
+    sv->f_bsize = sv->f_frsize = x->fs->blocksize;
+    sv->f_blocks = ext2fs_blocks_count(sb);
+    sv->f_bfree = free;
+    sv->f_bavail = free > reserved ? free - reserved : 0;
+    sv->f_files = sb->s_inodes_count;
+    sv->f_ffree = sv->f_favail = sb->s_free_inodes_count;
+    sv->f_namemax = EXT2_NAME_LEN;
+    pthread_mutex_unlock(&x->lock);
+    return 0;
 }
 
 const char *vd_ext2_label(vd_ext2 *x) { return x->label; }

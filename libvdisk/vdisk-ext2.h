@@ -46,6 +46,11 @@ const char *vd_ext2_type(vd_ext2 *fs);
 const char *vd_ext2_label(vd_ext2 *fs);
 const char *vd_ext2_uuid(vd_ext2 *fs);
 
+/* Sizes as statvfs(2) gives them: block size, blocks, free blocks (and
+ * those free to users, without the reserved ones), inodes, free inodes. */
+struct statvfs;
+int vd_ext2_statfs(vd_ext2 *fs, struct statvfs *sv);
+
 /* Look up an absolute path ("/etc/hostname"; "" and "/" are the root).
  * Symbolic links in the middle of the path are followed (relative to this
  * file system's root); the last component is followed only when `follow`. */

@@ -123,6 +123,9 @@ if dd if=/dev/zero of="$T/mnt/fs/disk/fill" bs=1M count=16 status=none 2>"$T/err
     fail "16 MiB written into an 8 MiB file system"
 fi
 grep -q "No space left" "$T/err" || fail "full: $(cat "$T/err")"
+# statfs of a file tree is its own: 8192 blocks of 1 KiB, none free to users
+[ "$(stat -f -c '%S %b %a' "$T/mnt/fs/disk")" = "1024 8192 0" ] ||
+    fail "full: statfs $(stat -f -c '%S %b %a' "$T/mnt/fs/disk")"
 : > "$T/mnt/fs/disk/fill" && [ "$(stat -c %s "$T/mnt/fs/disk/fill")" = 0 ] || fail "full: emptying"
 dd if=/dev/zero of="$T/mnt/fs/disk/fill" bs=1M count=16 status=none 2>/dev/null || true
 rm "$T/mnt/fs/disk/fill" || fail "full: rm"
