@@ -8,6 +8,16 @@
 #   raw_sha IMG [FMT]     sha256 of the guest content as qemu-img reads it
 #   qemu_name FMT         qemu's name for a vdisk format (vhd -> vpc)
 #   mem_dir VAR           VAR = a scratch dir in memory when there is room
+#   vd_name FMT           vdisk's name for a qemu format name (vpc -> vhd)
+#   expect_format IMG FMT   fail unless vdisk reads IMG as FMT
+#   make_variant SRC VARIANT OUT  SRC's content in VARIANT (fmt[:options])
+#   judge_copy REF IMG WHAT       qemu-img compare with REF, and check
+#   pattern_raw OUT SIZE  a raw file with seeded random data at fixed places
+#   readback_sha IMG      sha256 of IMG's guest content as vdisk reads it
+#   padded_sha RAW SIZE   sha256 of RAW zero-padded to SIZE
+#   vhdi_read IMG [PARENT]  "sha256 size" of the guest content libvhdi reads
+#   vhdi_judge IMG RAW WHAT vhdiinfo, libvhdi and vdisk all read RAW from IMG
+#   without_last_sector SRC OUT  a copy of SRC with its last sector zeroed
 #   per_format FUNC FMT...  run crash or power-loss trials of all formats
 #                         at once and check each format's promise (below)
 #   judge_image FMT IMG OUT VERIFY...  what an image needs after a crash
@@ -54,6 +64,115 @@ raw_sha() {
 }
 
 qemu_name() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
+
+# --- per-format runs -------------------------------------------------------
+# What the tests that loop over formats share.  Their lists of formats stay
+# fixed in each test: a format that stops working fails the test, it is
+# never skipped.
+
+vd_name() { case $1 in vpc) echo vhd ;; *) echo "$1" ;; esac; }
+
+# expect_format IMG FMT: `vdconvert info` reads IMG as FMT (qemu's names
+# are accepted): a file that probed as another format, e.g. raw, would only
+# test that driver.
+expect_format() {
+    local want got
+    want=$(vd_name "$2")
+    got=$("$VDCONVERT" info "$1" 2>/dev/null | sed -n 's/^file format: //p')
+    [ "$got" = "$want" ] || fail "$(basename "$1"): vdisk reads it as '${got:-nothing}', not $want"
+}
+
+# make_variant SRC VARIANT OUT: OUT is a new image with SRC's guest content
+# in VARIANT, "fmt" or "fmt:key=val,..." (vdconvert -o): a copy for raw,
+# else `vdconvert convert`.  Fails the test, with vdconvert's message, when
+# the variant cannot be written.
+make_variant() {
+    local src=$1 v=$2 out=$3 fmt=${2%%:*} opts=
+    [ "$v" = "$fmt" ] || opts=${v#*:}
+    rm -f "$out"
+    if [ "$fmt" = raw ]; then
+        cp "$src" "$out"
+        return
+    fi
+    "$VDCONVERT" convert -q -O "$fmt" ${opts:+-o "$opts"} "$src" "$out" 2>"$T/.variant.err" ||
+        fail "$v: vdconvert cannot write it: $(cat "$T/.variant.err")"
+}
+
+# judge_copy REF IMG WHAT: IMG shows REF's guest content (qemu-img compare,
+# both probed) and qemu-img check finds nothing in it (for the formats
+# qemu checks; exit 63, "not supported", counts as nothing).
+judge_copy() {
+    local ref=$1 img=$2 what=$3 rc=0
+    qemu-img compare -q "$ref" "$img" || fail "$what: content differs from $(basename "$ref")"
+    qemu-img check -q "$img" >"$T/.check.out" 2>&1 || rc=$?
+    [ $rc = 0 ] || [ $rc = 63 ] || fail "$what: qemu-img check: $(cat "$T/.check.out")"
+}
+
+# pattern_raw OUT SIZE: a sparse raw file of SIZE bytes holding random
+# bytes (seed 7, so the same every run) at 0+4K, 1M+512 (70000 bytes, not
+# sector-sized), 3M+2M, and its last sector.
+pattern_raw() {
+    python3 - "$1" "$2" <<'PY'
+import sys, random
+p, size = sys.argv[1], int(sys.argv[2])
+r = random.Random(7)
+with open(p, 'wb') as f:
+    f.truncate(size)
+    for off, n in ((0, 4096), (1048576 + 512, 70000), (3 * 1048576, 2 * 1048576),
+                   (size - 512, 512)):
+        f.seek(off); f.write(bytes(r.getrandbits(8) for _ in range(n)))
+PY
+}
+
+# readback_sha IMG: sha256 of IMG's guest content as vdisk reads it.
+readback_sha() {
+    rm -f "$T/.back.raw"
+    "$VDCONVERT" "$1" "$T/.back.raw" || fail "$(basename "$1"): vdisk cannot read it back"
+    sha256sum <"$T/.back.raw" | cut -d' ' -f1
+    rm -f "$T/.back.raw"
+}
+
+padded_sha() {
+    cp "$1" "$T/.pad.raw"
+    truncate -s "$2" "$T/.pad.raw"
+    sha256sum <"$T/.pad.raw" | cut -d' ' -f1
+    rm -f "$T/.pad.raw"
+}
+
+# vhdi_read IMG [PARENT]: "sha256 size" of the guest content libvhdi
+# (pyvhdi, from Debian's python3-libvhdi) reads, for VHD and VHDX.
+vhdi_read() {
+    /usr/bin/python3 - "$@" <<'PY'
+import hashlib, sys, pyvhdi
+f = pyvhdi.file(); f.open(sys.argv[1])
+if len(sys.argv) > 2:
+    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
+h = hashlib.sha256(); off = 0; size = f.media_size
+while off < size:
+    n = min(1 << 20, size - off)
+    h.update(f.read_buffer_at_offset(n, off)); off += n
+print(h.hexdigest(), size)
+PY
+}
+
+# vhdi_judge IMG RAW WHAT: vhdiinfo opens IMG, and libvhdi and vdisk both
+# read RAW's content from it (zero-padded to the size libvhdi reports, which
+# is left in VHDI_SIZE).
+vhdi_judge() {
+    local sha
+    vhdiinfo "$1" >"$T/.vhdiinfo.txt" || fail "$3: vhdiinfo refuses it"
+    read -r sha VHDI_SIZE < <(vhdi_read "$1")
+    [ "$sha" = "$(padded_sha "$2" "$VHDI_SIZE")" ] || fail "$3: libvhdi reads other content"
+    [ "$(readback_sha "$1")" = "$sha" ] || fail "$3: our read-back differs"
+}
+
+# without_last_sector SRC OUT: a copy of SRC whose last sector is zero (so
+# a format's last block can stay a hole).
+without_last_sector() {
+    cp "$1" "$2"
+    dd if=/dev/zero of="$2" bs=512 seek=$(($(stat -c %s "$1") / 512 - 1)) count=1 conv=notrunc \
+        status=none
+}
 
 # mem_dir VAR: sets VAR to a fresh folder under /dev/shm when it has 2 GiB
 # free (else under $T), removed at exit.  For tests that rewrite many images

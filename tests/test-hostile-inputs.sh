@@ -39,8 +39,7 @@ qemu-img convert -O vmdk -o subformat=streamOptimized "$T/s.vmdk" "$T/s-stream.v
 for s in "$T"/s*; do
     case $s in *.qcow2) want=qcow2 ;; *.qcow) want=qcow ;; *.hdd) want=parallels ;;
                 *) want=${s##*.} ;; esac
-    got=$("$VDCONVERT" info "$s" 2>&1 | sed -n 's/^file format: //p')
-    [ "$got" = "$want" ] || fail "$(basename "$s") is read as '${got:-nothing}', not $want"
+    expect_format "$s" "$want"
 done
 python3 - "$T" "$N" <<'PY'
 import os, random, sys, glob

@@ -84,9 +84,7 @@ n=0
 for fmt in raw qcow2 qcow qed vdi vpc vhdx vmdk parallels; do
     img=$T/img.$fmt
     qemu-img convert -O "$fmt" "$T/src.raw" "$img" || fail "qemu-img cannot write $fmt"
-    want=$fmt; [ $fmt = vpc ] && want=vhd
-    got=$("$VDCONVERT" info "$img" 2>&1 | sed -n 's/^file format: //p')
-    [ "$got" = "$want" ] || fail "$fmt: vdisk reads it as '${got:-nothing}'"
+    expect_format "$img" "$fmt"
     serve file="$img"
     qemu-img compare -f raw -F raw "$URI" "$T/src.raw" >/dev/null ||
         { stop; fail "$fmt over NBD differs from the source"; }

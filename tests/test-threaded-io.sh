@@ -10,7 +10,7 @@ qemu-io -f raw -c "write -P 0x31 0 2M" -c "write -P 0x32 3M 1M" -c "write -P 0x3
 # A fixed list: a format that cannot be written fails the test.
 for fmt in raw qcow2 qed vdi vhd vhdx vmdk parallels; do
     out=$T/img.$fmt
-    "$VDCONVERT" -f raw -O "$fmt" "$T/ref.raw" "$out" 2>"$T/err" || fail "$fmt: convert: $(cat "$T/err")"
+    make_variant "$T/ref.raw" "$fmt" "$out"
     "$TIO" "$out" "$T/ref.raw" 8 "$SECS" || fail "$fmt: concurrent I/O"
     echo "ok: $fmt"
 done

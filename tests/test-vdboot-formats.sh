@@ -21,16 +21,9 @@ echo "formats: ${variants[*]}"
 
 booted=0
 for v in "${variants[@]}"; do
-    fmt=${v%%:*} opts=""
-    [ "$v" = "$fmt" ] || opts=${v#*:}
+    fmt=${v%%:*}
     img=$T/img.$fmt
-    rm -f "$img"
-    if [ "$fmt" = raw ]; then
-        cp "$T/disk.raw" "$img"
-    else
-        "$VDCONVERT" convert -q -O "$fmt" ${opts:+-o "$opts"} "$T/disk.raw" "$img" ||
-            fail "$v: vdconvert failed"
-    fi
+    make_variant "$T/disk.raw" "$v" "$img"
     before=$(sha256sum <"$img")
     rc=0
     "$VDBOOT" --accel kvm --timeout 30 --json --console "$T/con.$fmt" "$img" >"$T/json" 2>"$T/err" || rc=$?

@@ -41,14 +41,8 @@ done
 [ ${#variants[@]} -gt 0 ] || skip "vdconvert writes none of: $want"
 names=()
 for v in "${variants[@]}"; do
-    fmt=${v%%:*} opts="" n=${v//[:=]/-}
-    [ "$v" = "$fmt" ] || opts=${v#*:}
-    if [ "$fmt" = raw ]; then
-        cp "$G/guest.raw" "$T/$n.img"
-    else
-        "$VDCONVERT" convert -q -O "$fmt" ${opts:+-o "$opts"} "$G/guest.raw" "$T/$n.img" ||
-            fail "$v: vdconvert failed"
-    fi
+    n=${v//[:=]/-}
+    make_variant "$G/guest.raw" "$v" "$T/$n.img"
     sha256sum <"$T/$n.img" >"$T/$n.sha"
     names+=("$n")
 done

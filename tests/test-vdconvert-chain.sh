@@ -45,8 +45,8 @@ fill() {  # IMG FMT: a few data ranges, a zero range, holes
 }
 
 readable() {  # QEMU_FMT: vdisk reads it as that format (not as raw)
-    local want=$1; [ "$1" = vpc ] && want=vhd
-    qemu-img create -q -f "$1" "probe.$1" 1M && "$V" info "probe.$1" 2>/dev/null | grep -q "file format: $want$"
+    qemu-img create -q -f "$1" "probe.$1" 1M &&
+        "$V" info "probe.$1" 2>/dev/null | grep -q "file format: $(vd_name "$1")$"
 }
 
 for f in qcow2 qed vdi vpc; do

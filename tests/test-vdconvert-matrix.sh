@@ -13,9 +13,7 @@ n=0 i=0
 while IFS=$'\t' read -r file fmt _opts vsize sha _rest; do
     [ "$vsize" -le $((64 << 20)) ] 2>/dev/null || continue
     img=$M/$file
-    want=$fmt; [ "$fmt" = vpc ] && want=vhd
-    got=$("$V" info "$img" 2>/dev/null | sed -n 's/^file format: //p')
-    [ "$got" = "$want" ] || fail "$file: vdisk reads it as '${got:-nothing}', not $want"
+    expect_format "$img" "$fmt"
     rm -f "$T/o.raw"
     "$V" -m 2 "$img" "$T/o.raw" 2>"$T/err" || fail "$file: $(cat "$T/err")"
     [ "$(sha256sum "$T/o.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$file: content differs from MANIFEST.tsv"
@@ -23,8 +21,7 @@ while IFS=$'\t' read -r file fmt _opts vsize sha _rest; do
     if [ $((i % 6)) -eq 0 ]; then
         rm -f "$T/o.qcow2"
         "$V" -O qcow2 "$img" "$T/o.qcow2" 2>"$T/err" || fail "$file -> qcow2: $(cat "$T/err")"
-        qemu-img compare -F qcow2 "$img" "$T/o.qcow2" >/dev/null || fail "$file -> qcow2 differs"
-        qemu-img check "$T/o.qcow2" >/dev/null || fail "$file -> qcow2: qemu-img check"
+        judge_copy "$img" "$T/o.qcow2" "$file -> qcow2"
     fi
     n=$((n + 1))
 done < <(grep -v '^#' "$M/MANIFEST.tsv" | tail -n +2)

@@ -7,42 +7,14 @@
 # its parent's content.  (qemu-img check does not support vpc: not run.)
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img vhdiinfo python3
-PY=/usr/bin/python3          # pyvhdi (python3-libvhdi) is for Debian's python
-$PY -c 'import pyvhdi' 2>/dev/null || skip "python3-libvhdi not installed"
+# pyvhdi (python3-libvhdi, lib.sh's vhdi_read) is for Debian's python
+/usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || skip "python3-libvhdi not installed"
 
 # 7 MiB + 3 sectors: 4 blocks, the last one partial; data at both ends and in
 # the middle, a zero gap in between.
 SIZE=$((7 * 1048576 + 1536))
-$PY - "$T/src.raw" $SIZE <<'PY'
-import sys, random
-p, size = sys.argv[1], int(sys.argv[2])
-r = random.Random(7)
-with open(p, 'wb') as f:
-    f.truncate(size)
-    for off, n in ((0, 4096), (1048576 + 512, 70000), (3 * 1048576, 2 * 1048576),
-                   (size - 512, 512)):
-        f.seek(off); f.write(bytes(r.getrandbits(8) for _ in range(n)))
-PY
+pattern_raw "$T/src.raw" $SIZE
 
-# Guest content as libvhdi reads it: sha256 and size.
-vhdi_read() {  # IMG [PARENT]
-    $PY - "$@" <<'PY'
-import hashlib, sys, pyvhdi
-f = pyvhdi.file(); f.open(sys.argv[1])
-if len(sys.argv) > 2:
-    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
-h = hashlib.sha256(); off = 0; size = f.media_size
-while off < size:
-    n = min(1 << 20, size - off)
-    h.update(f.read_buffer_at_offset(n, off)); off += n
-print(h.hexdigest(), size)
-PY
-}
-padded_sha() {  # RAW SIZE: sha256 of RAW zero-padded to SIZE
-    cp "$1" "$T/pad.raw"
-    truncate -s "$2" "$T/pad.raw"
-    sha256sum <"$T/pad.raw" | cut -d' ' -f1
-}
 qemu_size() {
     qemu-img info -f vpc --output=json "$1" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'
@@ -59,26 +31,17 @@ for opts in subformat=fixed subformat=dynamic subformat=fixed,force_size=on \
     *) [ "$qsize" -ge $SIZE ] && [ "$qsize" -lt $((SIZE + 16 * 255 * 512)) ] ||
            fail "$opts: CHS-rounded size $qsize out of range" ;;
     esac
-    vhdiinfo "$out" >"$T/vhdiinfo.txt" || fail "$opts: vhdiinfo refuses it"
-    read -r vsha vsize < <(vhdi_read "$out")
-    [ "$vsize" = "$qsize" ] || fail "$opts: libvhdi size $vsize != qemu's $qsize"
-    [ "$vsha" = "$(padded_sha "$T/src.raw" "$qsize")" ] || fail "$opts: libvhdi reads other content"
-    # and we read back what we wrote
-    rm -f "$T/back.raw"
-    "$VDCONVERT" "$out" "$T/back.raw"
-    [ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$vsha" ] || fail "$opts: our read-back differs"
+    vhdi_judge "$out" "$T/src.raw" "$opts"
+    [ "$VHDI_SIZE" = "$qsize" ] || fail "$opts: libvhdi size $VHDI_SIZE != qemu's $qsize"
     echo "ok: $opts (size $qsize)"
 done
 
 # The same without data in the last sector (the last block stays a hole).
-cp "$T/src.raw" "$T/notail.raw"
-dd if=/dev/zero of="$T/notail.raw" bs=512 seek=$((SIZE / 512 - 1)) count=1 conv=notrunc status=none
+without_last_sector "$T/src.raw" "$T/notail.raw"
 for opts in subformat=dynamic subformat=fixed; do
     "$VDCONVERT" -O vhd -o "$opts" "$T/notail.raw" "$T/notail-$opts.vhd" || fail "notail $opts"
     qemu-img compare -q -f raw "$T/notail.raw" -F vpc "$T/notail-$opts.vhd" || fail "notail $opts differs"
-    vhdiinfo "$T/notail-$opts.vhd" >/dev/null || fail "notail $opts: vhdiinfo refuses it"
-    read -r vsha vsize < <(vhdi_read "$T/notail-$opts.vhd")
-    [ "$vsha" = "$(padded_sha "$T/notail.raw" "$vsize")" ] || fail "notail $opts: libvhdi differs"
+    vhdi_judge "$T/notail-$opts.vhd" "$T/notail.raw" "notail $opts"
     echo "ok: $opts without data in the last sector"
 done
 
@@ -109,9 +72,7 @@ grep -q "Differential" "$T/vhdiinfo.txt" || fail "vhdiinfo: not differential: $(
 grep -q "base.vhd" "$T/vhdiinfo.txt" || fail "vhdiinfo: parent name missing"
 read -r csha csize < <(vhdi_read "$T/child.vhd" "$T/base.vhd")
 [ "$csha" = "$(padded_sha "$T/src.raw" "$csize")" ] || fail "child+parent (libvhdi) != parent"
-rm -f "$T/back.raw"
-"$VDCONVERT" "$T/child.vhd" "$T/back.raw"
-[ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$csha" ] || fail "child+parent (ours) != parent"
+[ "$(readback_sha "$T/child.vhd")" = "$csha" ] || fail "child+parent (ours) != parent"
 # A Mac locator (MacX file URL, %-escaped, absolute from another machine)
 # and a parent name that does not exist: the URL's file name next to the
 # child is found.
@@ -132,9 +93,7 @@ blk = bytearray(b[d:d + 1024]); blk[36:40] = bytes(4)
 b[d + 36:d + 40] = struct.pack('>I', ~sum(blk) & 0xffffffff)
 open(sys.argv[2], 'wb').write(b)
 PY
-rm -f "$T/back.raw"
-"$VDCONVERT" "$T/mac/child.vhd" "$T/back.raw" || fail "MacX locator: parent not found"
-[ "$(sha256sum <"$T/back.raw" | cut -d' ' -f1)" = "$csha" ] || fail "MacX child reads other content"
+[ "$(readback_sha "$T/mac/child.vhd")" = "$csha" ] || fail "MacX child reads other content"
 echo "ok: MacX locator resolved to 'base copy.vhd'"
 "$VDCONVERT" create -O vhd -o subformat=fixed -b base.vhd "$T/c2.vhd" 2>/dev/null &&
     fail "a fixed differencing VHD was accepted"
