@@ -199,14 +199,15 @@ static int vm_release(const char *path, struct fuse_file_info *fi)
 }
 
 /* close(2) of a file opened for writing: libext2fs' bitmaps, group
- * descriptors and superblock go to the image, so that what a closed file
- * holds is there even if vdmount is killed afterwards. */
+ * descriptors and superblock go into the image, so that a closed file is
+ * complete there even if vdmount is killed afterwards; durable (vd_flush)
+ * only on fsync, as with a kernel file system. */
 static int vm_flush(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
     if ((fi->flags & O_ACCMODE) == O_RDONLY)
         return 0;
-    return view_flush(vm_view());
+    return view_flush_trees(vm_view());
 }
 
 /* Inside a file tree: its own sizes (df, free space checks); elsewhere the

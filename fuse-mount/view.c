@@ -617,20 +617,30 @@ ssize_t view_write(struct view *v, const struct view_node *n, const void *buf,
     return len;
 }
 
-int view_flush(struct view *v)
+int view_flush_trees(struct view *v)
 {
-    if (!v->rw)
-        return 0;
     vd_error e = { 0 };
     int r = 0;
-    /* the file trees' bitmaps, group descriptors and superblock first */
     for (size_t i = 0; i <= v->nparts && r == 0; i++) {
         struct view_part *vp = i < v->nparts ? &v->parts[i] : &v->whole;
         if (vp->fs && view_claim_of(vp) == VIEW_CLAIM_FS)
             r = vd_ext2_flush(vp->fs, &e);
     }
-    if (r == 0)
-        r = vd_flush(v->img, &e);
+    if (r < 0)
+        view_log(v, &e);
+    return r;
+}
+
+int view_flush(struct view *v)
+{
+    if (!v->rw)
+        return 0;
+    /* the file trees' bitmaps, group descriptors and superblock first */
+    int r = view_flush_trees(v);
+    if (r < 0)
+        return r;
+    vd_error e = { 0 };
+    r = vd_flush(v->img, &e);
     if (r < 0)
         view_log(v, &e);
     return r;

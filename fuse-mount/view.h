@@ -66,7 +66,10 @@ ssize_t view_read(struct view *v, const struct view_node *n, void *buf, size_t l
                   uint64_t off);
 ssize_t view_write(struct view *v, const struct view_node *n, const void *buf,
                    size_t len, uint64_t off);
+/* fsync: the file trees' metadata into the image, then vd_flush. */
 int view_flush(struct view *v);
+/* Only the file trees' metadata into the image (close of a written file). */
+int view_flush_trees(struct view *v);
 /* statvfs of the file tree a node lives in; -ENOENT outside the trees. */
 struct statvfs;
 int view_statfs(struct view *v, const struct view_node *n, struct statvfs *sv);

@@ -152,7 +152,8 @@ int vd_ext2_flush(vd_ext2 *x, vd_error *err)
     if (!x->rw)
         return 0;
     pthread_mutex_lock(&x->lock);
-    errcode_t e = x->in_use ? ext2fs_flush(x->fs) : 0;
+    bool dirty = x->fs->flags & (EXT2_FLAG_DIRTY | EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
+    errcode_t e = x->in_use && dirty ? ext2fs_flush(x->fs) : 0;
     pthread_mutex_unlock(&x->lock);
     return e ? e2v_fail(err, e, "flush") : 0;
 }

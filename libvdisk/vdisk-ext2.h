@@ -113,7 +113,8 @@ int vd_ext2_open_rw(vd_image *img, uint64_t off, uint64_t len, vd_ext2 **out,
                     vd_error *err);
 /* Whether the handle came from vd_ext2_open_rw(). */
 bool vd_ext2_writable(vd_ext2 *fs);
-/* Write the bitmaps, group descriptors and superblock, then vd_flush(). */
+/* Write the bitmaps, group descriptors and superblock into the image (when
+ * changed); vd_flush() on the image then makes them durable. */
 int vd_ext2_flush(vd_ext2 *fs, vd_error *err);
 
 /* A new regular file, FIFO, socket or device node (`rdev`) named `name` in

@@ -134,6 +134,33 @@ vm_umount "$T/mnt"
 e2fsck -fn "$T/small.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "full: e2fsck -fn"; }
 echo "ok full file system"
 
+# four writers at once (FUSE serves them on several threads; libext2fs is
+# serialized per file system): every file there, the file system clean
+cp "$T/fs.img" "$T/par.raw"
+vm_mount "$T/par.raw" "$T/mnt" --rw
+pids=()
+for w in 1 2 3 4; do
+    (
+        d="$T/mnt/fs/disk/w$w"
+        mkdir "$d" || exit 1
+        for i in $(seq 1 12); do
+            printf 'writer %s file %s\n' "$w" "$i" > "$d/f$i.tmp" && mv "$d/f$i.tmp" "$d/f$i" || exit 1
+        done
+        rm "$d/f1"
+    ) > "$T/par.$w" 2>&1 &
+    pids[w]=$!
+done
+for w in 1 2 3 4; do wait "${pids[w]}" || fail "parallel writer $w: $(cat "$T/par.$w")"; done
+vm_umount "$T/mnt"
+e2fsck -fn "$T/par.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "parallel: e2fsck -fn"; }
+for w in 1 2 3 4; do
+    "$VDMOUNT" --ls "$T/par.raw" fs/disk/w$w > "$T/ls"
+    [ "$(grep -c ' f[0-9]*$' "$T/ls")" = 11 ] || { cat "$T/ls"; fail "parallel: w$w"; }
+    [ "$("$VDMOUNT" --cat "$T/par.raw" fs/disk/w$w/f12)" = "writer $w file 12" ] ||
+        fail "parallel: w$w/f12"
+done
+echo "ok parallel writers"
+
 # killed while in use: the superblock already says "not clean", so the
 # next e2fsck (and a guest's boot) checks the file system
 cp "$T/fs.img" "$T/killed.raw"
