@@ -47,11 +47,12 @@ mkfifo fifo
 qemu-io -f qcow2 top.qcow2 <fifo >qemu-io.log 2>&1 &
 QPID=$!
 exec 3>fifo
-for _ in $(seq 100); do
-    qemu-img info top.qcow2 >/dev/null 2>&1 || break
+# until qemu-io holds its lock (no fixed limit: a loaded machine can take
+# seconds to start it), or until it has exited
+while qemu-img info top.qcow2 >/dev/null 2>&1; do
+    kill -0 $QPID 2>/dev/null || fail "qemu-io did not lock top.qcow2: $(cat qemu-io.log)"
     sleep 0.05
 done
-qemu-img info top.qcow2 >/dev/null 2>&1 && fail "qemu-io did not lock top.qcow2"
 before=$(sums)
 
 expect_refused "resize" top.qcow2 "$V" resize top.qcow2 +1M
@@ -117,8 +118,11 @@ vm_umount mnt
 qemu-img info top.qcow2 >/dev/null || fail "the lock outlived vdmount"
 
 nbdkit -U "$T/sock" -P "$T/pid" -f "$PLUGIN" file=top.qcow2 readonly=false >nbd.log 2>&1 &
-for _ in $(seq 100); do [ -S "$T/sock" ] && [ -s "$T/pid" ] && break; sleep 0.05; done
-[ -S "$T/sock" ] || fail "nbdkit did not start: $(cat nbd.log)"
+NPID=$!
+until [ -S "$T/sock" ] && [ -s "$T/pid" ]; do
+    kill -0 $NPID 2>/dev/null || fail "nbdkit did not start: $(cat nbd.log)"
+    sleep 0.05
+done
 holder_checks "nbdkit readonly=false"
 kill "$(cat "$T/pid")"
 wait

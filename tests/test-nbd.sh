@@ -33,11 +33,18 @@ nbdkit() {
 qemu-img create -q -f raw "$T/src.raw" 32M
 qemu-io -f raw -c "write -P 0x61 0 1M" -c "write -P 0x62 5M 3M" -c "write -P 0x63 31M 512k" "$T/src.raw" >/dev/null
 
-serve() {  # serve IMG [extra nbdkit args...]: starts nbdkit on $T/sock, sets PID
+serve() {  # serve [--filter=F...] file=IMG [params...]: nbdkit on $T/sock, sets PID
+    local filters=()
+    while [[ ${1:-} == --filter=* ]]; do filters+=("$1"); shift; done
     rm -f "$T/sock" "$T/pid"
-    nbdkit -U "$T/sock" -P "$T/pid" -f "$PLUGIN" "$@" >"$T/nbdkit.log" 2>&1 &
-    for _ in $(seq 100); do [ -S "$T/sock" ] && [ -s "$T/pid" ] && break; sleep 0.05; done
-    [ -S "$T/sock" ] || fail "nbdkit did not start: $(cat "$T/nbdkit.log")"
+    nbdkit -U "$T/sock" -P "$T/pid" -f "${filters[@]}" "$PLUGIN" "$@" >"$T/nbdkit.log" 2>&1 &
+    # until it serves or exits: no fixed limit, which a loaded machine (or
+    # the ASan build) can exceed; meson's timeout bounds a hang
+    local job=$!
+    until [ -S "$T/sock" ] && [ -s "$T/pid" ]; do
+        kill -0 $job 2>/dev/null || fail "nbdkit did not start: $(cat "$T/nbdkit.log")"
+        sleep 0.05
+    done
     PID=$(cat "$T/pid")
 }
 stop() { kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -93,10 +100,16 @@ for fmt in raw qcow2 qcow qed vdi vpc vhdx vmdk parallels; do
     n=$((n + 1)); last=$img
 done
 
-# TCP on 127.0.0.1, and vdconvert reading an nbd:// source with 4 connections
-port=$((20000 + RANDOM % 20000))
-nbdkit -i 127.0.0.1 -p $port -P "$T/tpid" "$PLUGIN" file="$last" >"$T/nbdkit.log" 2>&1
-for _ in $(seq 100); do [ -s "$T/tpid" ] && break; sleep 0.05; done
+# TCP on 127.0.0.1, and vdconvert reading an nbd:// source with 4 connections.
+# The port: the first free one from a start that differs between the tests
+# running at once (nbdkit binds before it goes to the background, and exits
+# non-zero when the port is taken).
+port=$((20000 + $$ % 20000))
+until nbdkit -i 127.0.0.1 -p $port -P "$T/tpid" "$PLUGIN" file="$last" >"$T/nbdkit.log" 2>&1; do
+    grep -q "in use" "$T/nbdkit.log" || fail "nbdkit on TCP: $(cat "$T/nbdkit.log")"
+    port=$((port + 1))
+done
+until [ -s "$T/tpid" ]; do sleep 0.05; done
 qemu-img compare -f raw -F raw "nbd://127.0.0.1:$port/" "$T/src.raw" >/dev/null ||
     fail "TCP export of $(basename "$last") differs"
 VD_NBD_CONNECTIONS=4 "$VDCONVERT" -O raw "nbd://127.0.0.1:$port/" "$T/fromnbd.raw" || fail "vdconvert from nbd://"
@@ -120,12 +133,21 @@ qemu-io -f raw -c "write -P 0x77 2M 1M" -c "write -z 5M 64k" "$T/w.raw" >/dev/nu
 qemu-img compare -f qed -F raw "$T/w.qed" "$T/w.raw" >/dev/null || fail "writes through NBD lost"
 qemu-img check -q "$T/w.qed" || fail "image written through NBD fails qemu-img check"
 
-# a server killed mid-transfer: clear error, nothing left behind
-head -c 300M /dev/urandom >"$T/big.raw"
-serve file="$T/big.raw"
-( sleep 0.3; kill -9 "$PID" ) &
-rc=0; "$VDCONVERT" -O qcow2 "$URI" "$T/half.qcow2" 2>"$T/err" || rc=$?
-wait || true
+# a server killed mid-transfer: clear error, nothing left behind.  The
+# server logs each read and then holds it 60 s (nbdkit's log and delay
+# filters), so it is killed once vdconvert's first read has arrived and
+# before any can finish: mid-transfer however slow the machine.
+python3 -c "open('$T/big.raw', 'wb').write(b'vdisk-nbd-data\n' * (1 << 20))"
+serve --filter=log --filter=delay file="$T/big.raw" logfile="$T/reqs" rdelay=60
+rc=0; "$VDCONVERT" -O qcow2 "$URI" "$T/half.qcow2" 2>"$T/err" & conv=$!
+until grep -q "Read " "$T/reqs" 2>/dev/null; do
+    kill -0 $conv 2>/dev/null || break
+    sleep 0.05
+done
+grep -q "Read " "$T/reqs" || fail "vdconvert ended before reading from the server: $(cat "$T/err")"
+kill -9 "$PID"
+wait $conv || rc=$?
+stop
 [ $rc != 0 ] || fail "conversion from a killed server succeeded"
 [ $rc -lt 128 ] || fail "vdconvert crashed (exit $rc)"
 [ "$(wc -l <"$T/err")" = 1 ] || fail "error not one line: $(cat "$T/err")"

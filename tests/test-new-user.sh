@@ -103,7 +103,8 @@ expect 0 "" "$V" resize --shrink small.qcow2 -- -8M
     fail "resize -- -8M"
 if command -v nbdkit >/dev/null && "$V" --help | grep -q ' nbd'; then
     nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" file guest.raw
-    for i in $(seq 50); do [ -S "$T/nbd.sock" ] && break; sleep 0.1; done
+    # (nbdkit binds before it returns; its pid file follows from the child)
+    until [ -S "$T/nbd.sock" ] && [ -s "$T/nbd.pid" ]; do sleep 0.05; done
     uri="nbd+unix:///?socket=$T/nbd.sock"
     "$V" map "$uri" >v.map
     qemu-img map -f raw "$uri" >q.map

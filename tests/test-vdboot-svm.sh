@@ -46,7 +46,9 @@ assert w["outcome"] == "timeout" and "watchdog" in w["reason"], w
 PY
 grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
     { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
-grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|2[0-9]) s$' "$T/out" ||
+# (11 s at least: the watchdog's grace; the upper bound only says it ended
+# well before the harness's limit, however loaded the host)
+grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|[2-9][0-9]) s$' "$T/out" ||
     { grep SVM-OUT "$T/out"; fail "wedged vCPU: vdboot did not end by its watchdog"; }
 grep '^SVM-OUT wedge' "$T/out"
 echo ok

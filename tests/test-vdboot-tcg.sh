@@ -16,7 +16,7 @@ kv=$(sed -n 's/^kernel_version=//p' "$G/guest.info")
 boot_bg() {  # boot_bg NAME IMG [args]: result in $T/NAME.{json,con,rc}
     local n=$1 img=$2; shift 2
     ( rc=0
-      "$VDBOOT" --accel tcg --memory 256 --timeout 90 --json --console "$T/$n.con" "$@" "$img" \
+      "$VDBOOT" --accel tcg --memory 256 --timeout 180 --json --console "$T/$n.con" "$@" "$img" \
           >"$T/$n.json" 2>&1 || rc=$?
       echo $rc >"$T/$n.rc" ) &
 }

@@ -74,7 +74,14 @@ for sig in INT TERM HUP PIPE; do
         opts=(); [ $fmt = vmdk ] && opts=(-o subformat=twoGbMaxExtentFlat)
         env --default-signal=INT "$V" -f raw -S 0 -m 1 --no-copy-range -O $fmt "${opts[@]}" \
             big.raw sig.$fmt & pid=$!
-        sleep 0.2; kill -$sig $pid; rc=0; wait $pid || rc=$?
+        # the signal comes once the temporary output exists (vdconvert sets
+        # its handlers before it makes it): mid-conversion however slow the
+        # start, not before the handlers (a fixed sleep raced with that)
+        until compgen -G ".sig.$fmt.vdconvert-*" >/dev/null || compgen -G ".vdconvert-*" >/dev/null; do
+            kill -0 $pid 2>/dev/null || break
+            sleep 0.01
+        done
+        kill -$sig $pid; rc=0; wait $pid || rc=$?
         # finished before the signal (rc 0): complete; killed: nothing left
         [ $rc -eq 0 ] || [ ! -e sig.$fmt ] || fail "interrupted output left ($sig, exit $rc)"
         rm -f sig.$fmt sig-*.vmdk
@@ -101,7 +108,8 @@ cmp in.raw keep.raw || fail "conversion over an existing file differs"
 "$V" --help | grep -q ' nbd' || fail "vdconvert built without NBD support (libnbd-dev)"
 {
     nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" memory $((32 * MiB))
-    for i in 1 2 3 4 5 6 7 8 9 10; do [ -S "$T/nbd.sock" ] && break; sleep 0.1; done
+    # (nbdkit binds before it returns; its pid file follows from the child)
+    until [ -S "$T/nbd.sock" ] && [ -s "$T/nbd.pid" ]; do sleep 0.05; done
     rc=0; "$V" -p in.raw "nbd+unix:///?socket=$T/nbd.sock" 2>/dev/null || rc=$?
     qemu-img compare -f raw in.raw "nbd+unix:///?socket=$T/nbd.sock" >/dev/null || rc=9
     kill "$(cat "$T/nbd.pid")"
