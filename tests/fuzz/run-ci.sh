@@ -21,9 +21,13 @@ seeds=$B/fuzz-seeds
 mkdir -p "$B/fuzz-artifacts"
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-bad=0
-for t in "$B"/tests/fuzz/fuzz-*; do
-    [ -x "$t" ] && [ -f "$t" ] || continue
+# One target per core at a time (each is single-threaded; -max_total_time
+# is wall time, so a target that shared a core would get half the inputs).
+jobs=$(nproc 2>/dev/null || echo 1)
+# run_target TARGET: its result line in $B/fuzz-artifacts/NAME.result,
+# "ok: ..." or "FAIL: ..." with what the log says.
+run_target() {
+    local t=$1 name fmt corpus log runs cov
     name=$(basename "$t")
     fmt=${name#fuzz-open-}
     corpus=$B/fuzz-corpus/$name
@@ -46,7 +50,21 @@ for t in "$B"/tests/fuzz/fuzz-*; do
     else
         echo "FAIL: $name (log $log):"
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$log" | head -8
-        bad=1
-    fi
+    fi >"$B/fuzz-artifacts/$name.result"
+}
+targets=()
+for t in "$B"/tests/fuzz/fuzz-*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    targets+=("$t")
+    rm -f "$B/fuzz-artifacts/$(basename "$t").result"
+    while [ "$(jobs -pr | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    run_target "$t" &
+done
+wait
+bad=0
+for t in "${targets[@]}"; do
+    r=$B/fuzz-artifacts/$(basename "$t").result
+    if [ -s "$r" ]; then cat "$r"; else echo "FAIL: $(basename "$t"): no result"; fi
+    grep -q '^ok: ' "$r" 2>/dev/null || bad=1
 done
 exit $bad
