@@ -25,11 +25,16 @@ for want in windows7_64 windows8_64 windows81_64 windows10_64 windows11_64 windo
     grep -qw "$want" <<<"$names" || fail "$want missing from the table"
 done
 SCHEMA="$SHARED/corpus/ovf/schema/ovf-1.1.1/dsp8023_1.1.1.xsd"
-# every name for the two vendor flavours; a sample for esxi and plain OVF 2
+# every name for the two vendor flavours; a sample for esxi and plain OVF 2.
+# Under ASan the sample for all four: each name takes the same code (the
+# table is data), which the plain run proves name by name.
 sample="windows10_64 windows11_64 windows2022_64 debian11_64 rhel9_64 sles15_64 freebsd13_64"
+SAN=0
+case "$(ldd "$OVA")" in *libasan*) SAN=1 ;; esac
 for target in vmware virtualbox esxi ovf2; do
     list=$names
     case $target in esxi|ovf2) list=$sample ;; esac
+    [ $SAN = 0 ] || list=$sample
     for n in $list; do
         "$OVA" export -n "rt-$n" --disk "$T/d.raw" --os-type "$n" --target $target -o "$T/$n.ova" >/dev/null ||
             fail "export $n for $target"
