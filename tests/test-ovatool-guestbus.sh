@@ -7,7 +7,8 @@
 #     early-microcode cpio + a zstd main cpio: the OVF's SATA kept, with a
 #     warning naming virtio_blk and ahci;
 #   - that initramfs xz-compressed, virtio_blk/virtio_pci listed in the
-#     kernel's /lib/modules/KV/modules.builtin: virtio-blk ("built-in");
+#     kernel's /lib/modules/KV/modules.builtin: virtio-blk ("built-in")
+#     (a small ext4 file system as the whole disk, as the hostile ones);
 #   - hostile initramfs images (a cpio name size of 0xffffffff, truncated
 #     gzip, bytes that are neither cpio nor compressed): a note naming the
 #     offset, the OVF's bus, exit 0;
@@ -32,17 +33,12 @@ fs_cmds() {
     dd if="$fs" of="$disk" bs=512 seek=2048 conv=notrunc status=none
     rm -f "$fs"
 }
-# guest_with NAME INITRD [BUILTIN]: a copy of the guest with that initramfs
-# (and a modules.builtin), exported as a VirtualBox OVA NAME.ova
+# guest_with NAME INITRD: a copy of the guest with that initramfs, exported
+# as a VirtualBox OVA NAME.ova
 guest_with() {
-    local n=$1 ird=$2 bi=${3:-}
+    local n=$1 ird=$2
     cp --sparse=always "$G/guest.raw" "$T/$n.raw"
-    { echo "cd /boot"; echo "rm initrd.img-$kv"; echo "write $ird initrd.img-$kv"
-      if [ -n "$bi" ]; then
-          # debugfs's mkdir wants names relative to its current folder
-          echo "cd /"; echo "mkdir lib"; echo "cd lib"; echo "mkdir modules"; echo "cd modules"
-          echo "mkdir $kv"; echo "cd $kv"; echo "write $bi modules.builtin"
-      fi; } >"$T/$n.cmds"
+    printf 'cd /boot\nrm initrd.img-%s\nwrite %s initrd.img-%s\n' "$kv" "$ird" "$kv" >"$T/$n.cmds"
     fs_cmds "$T/$n.raw" "$T/$n.cmds"
     "$OVA" export -n "$n" --disk "$T/$n.raw" --target virtualbox --os-type debian12_64 \
         -o "$T/$n.ova" >/dev/null
@@ -79,9 +75,12 @@ PY
 cp --sparse=always "$G/guest.raw" "$T/asis.raw"
 "$OVA" export -n asis --disk "$T/asis.raw" --target virtualbox --os-type debian12_64 -o "$T/asis.ova" >/dev/null
 guest_with novirtio "$T/ird-zstd"
-guest_with builtin "$T/ird-xz" "$T/builtin"
-# the hostile ones on small file systems (the whole disk, no partition table)
-for n in bad-name trunc junk; do
+# the xz one and the hostile ones on small file systems (the whole disk, no
+# partition table)
+mkdir -p "$T/fs-builtin/lib/modules/$kv"
+cp "$T/builtin" "$T/fs-builtin/lib/modules/$kv/modules.builtin"
+cp "$T/ird-xz" "$T/ird-builtin"
+for n in builtin bad-name trunc junk; do
     mkdir -p "$T/fs-$n/boot"
     cp "$T/ird-$n" "$T/fs-$n/boot/initrd.img-$kv"
     truncate -s 8M "$T/$n.raw"; mkfs.ext4 -q -d "$T/fs-$n" "$T/$n.raw"
@@ -91,15 +90,15 @@ grep -q "<rasd:ResourceType>20</rasd:ResourceType>" <(tar -xOf "$T/asis.ova" asi
     fail "the VirtualBox export has no SATA controller"
 
 imp asis asis
-imp asis-virtio asis --virtio
+imp opt-virtio junk --virtio
 imp novirtio novirtio --hypervisor xen
 imp builtin builtin --hypervisor xen
 imp badname bad-name
 imp trunc trunc
 imp junk junk
 # the same JSON key names the text output says
-"$OVA" import -d "$T/out-text" "$T/asis.ova" >"$T/text.out" 2>&1
-grep -q '^disk bus: the guest has virtio_blk (initramfs), virtio_pci (initramfs)' "$T/text.out" ||
+"$OVA" import -d "$T/out-text" "$T/builtin.ova" >"$T/text.out" 2>&1
+grep -q '^disk bus: the guest has virtio_blk (built in), virtio_pci (built in)' "$T/text.out" ||
     { cat "$T/text.out"; fail "text output lacks the disk bus line"; }
 # the warning names the missing drivers on stderr
 grep -q "warning: the guest lacks virtio_blk.*SATA controller, but it has no ahci driver" "$T/novirtio.err" ||
@@ -109,7 +108,7 @@ python3 - "$T" <<'PY' || fail "bus decisions wrong"
 import json, sys
 t = sys.argv[1]
 j = {n: json.load(open("%s/%s.json" % (t, n))) for n in
-     ("asis", "asis-virtio", "novirtio", "builtin", "badname", "trunc", "junk")}
+     ("asis", "opt-virtio", "novirtio", "builtin", "badname", "trunc", "junk")}
 def bus(n):
     return j[n]["disk_bus"]
 def xml(n):
@@ -120,7 +119,7 @@ assert a["guest"]["drivers"]["virtio_blk"] == "initramfs" and a["guest"]["driver
 assert "virtio_blk (initramfs)" in a["reason"] and "instead of the OVF's SATA" in a["reason"], a
 assert "bus='virtio'" in xml("asis") and "bus='sata'" not in xml("asis")
 assert j["asis"]["disks"][0]["bus"] == "virtio"
-assert bus("asis-virtio")["decision"] == "option" and bus("asis-virtio")["mode"] == "virtio-blk"
+assert bus("opt-virtio")["decision"] == "option" and bus("opt-virtio")["mode"] == "virtio-blk"
 n = bus("novirtio")
 assert n["mode"] == "ovf" and n["decision"] == "ovf", n
 assert "virtio_blk" in n["warning"] and "no ahci driver" in n["warning"], n
@@ -129,7 +128,8 @@ assert n["guest"]["note"] is None, n["guest"]["note"]
 assert "bus='sata'" in xml("novirtio")
 b = bus("builtin")
 assert b["mode"] == "virtio-blk" and b["guest"]["drivers"]["virtio_blk"] == "built-in", b
-assert "modules.builtin" in (b["guest"]["modules_builtin"] or ""), b
+assert b["guest"]["modules_builtin"] == "whole disk:/lib/modules/%s/modules.builtin" % \
+    b["guest"]["initramfs"].split("initrd.img-")[1], b
 for h, words in (("badname", "bad c_filesize or c_namesize"), ("trunc", "gzip data at offset 0 is corrupt or truncated"),
                  ("junk", "is neither cpio nor")):
     g = bus(h)
