@@ -22,8 +22,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < a.n_disks && n < 4; i++, n++)
             d[n] = (struct import_disk){ .disk = &a.disks[i], .path = "/x/disk'<&>.qcow2",
                                          .format = "qcow2", .cdrom = ovf_disk_is_cdrom(&a.disks[i]) };
-        free(libvirt_domain_xml(&a, d, n, false));
-        free(qemu_command_line(&a, d, n, true));
+        static const struct lv_hw ovf_bus = { DM_OVF, false, false };
+        static const struct lv_hw vscsi = { DM_VIRTIO_SCSI, true, true };
+        free(libvirt_domain_xml(&a, d, n, &ovf_bus));
+        free(qemu_command_line(&a, d, n, &vscsi));
+        free(xen_domain_xml(&a, d, n, &vscsi));
+        const char *bus;
+        for (size_t i = 0; i < n; i++)
+            (void)lv_ovf_driver(&a, &d[i], &bus);
     }
     ovf_free(&a);
     struct manifest m;

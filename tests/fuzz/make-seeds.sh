@@ -82,6 +82,19 @@ CFG
 } >fuzz-bootcfg/grub.cfg
 { printf '\1'; printf 'DEFAULT linux\nLABEL rescue\n  KERNEL /vmlinuz.old\nLABEL linux\n  LINUX /boot/vmlinuz\n  INITRD /boot/initrd.img\n  APPEND root=/dev/sda1 console=ttyS0\n'; } >fuzz-bootcfg/extlinux.conf
 { printf '\2'; printf 'title Fedora Linux 39\nversion 6.5.6\nlinux /vmlinuz-6.5.6\ninitrd /initramfs-6.5.6.img\noptions root=UUID=1234 ro rhgb $kernelopts\n'; } >fuzz-bootcfg/bls.conf
+# initramfs images: a small newc cpio with module names and a
+# modules.builtin, plain, an early + gzip pair, zstd and xz (when the tools
+# are there)
+mkdir -p fuzz-initramfs
+( tmp=$(mktemp -d); mkdir -p "$tmp/lib/modules/6.1/kernel/drivers/block" "$tmp/kernel/x86/microcode"
+  : >"$tmp/lib/modules/6.1/kernel/drivers/block/virtio_blk.ko"; : >"$tmp/ahci.ko.zst"
+  printf 'kernel/drivers/virtio/virtio_pci.ko\n' >"$tmp/lib/modules/6.1/modules.builtin"
+  (cd "$tmp" && find lib ahci.ko.zst | cpio -o -H newc --quiet) >fuzz-initramfs/plain.cpio
+  (cd "$tmp" && find kernel | cpio -o -H newc --quiet) >"$tmp/early.cpio"
+  cat "$tmp/early.cpio" <(gzip -c fuzz-initramfs/plain.cpio) >fuzz-initramfs/early-gzip
+  command -v zstd >/dev/null && zstd -q -c fuzz-initramfs/plain.cpio >fuzz-initramfs/main.zst
+  command -v xz >/dev/null && xz -c fuzz-initramfs/plain.cpio >fuzz-initramfs/main.xz
+  rm -rf "$tmp" ) || true
 # OVF descriptors and manifests: the real ones in ../shared when present, and
 # a small one written here; OVAs: a plain, a signed-looking and a gzip one.
 mkdir -p fuzz-ovf fuzz-ova

@@ -15,9 +15,6 @@
  * or .xz/.zst/.gz); a modules.builtin inside the initramfs counts too. */
 #include "ovatool.h"
 
-#ifdef OVATOOL_HAVE_EXT2
-#include "vdisk-ext2.h"
-
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -354,7 +351,7 @@ static size_t gd_unxz(struct gd_unpack *u, const unsigned char *in, size_t len, 
 /* Walk an initramfs image: the modules it holds into g->initrd (and a
  * modules.builtin inside it into g->builtin); what could not be read goes
  * to g->note. */
-static void gd_scan_initramfs(const unsigned char *b, size_t n, struct guest_drivers *g)
+void guest_scan_initramfs(const unsigned char *b, size_t n, struct guest_drivers *g)
 {
     struct gd_cpio *c = calloc(1, sizeof *c);
     unsigned char *out = malloc(GD_CHUNK);
@@ -405,6 +402,8 @@ static void gd_scan_initramfs(const unsigned char *b, size_t n, struct guest_dri
 }
 
 /* ---- the file systems ----------------------------------------------------- */
+#ifdef OVATOOL_HAVE_EXT2
+#include "vdisk-ext2.h"
 
 struct gd_dir { char best[256]; const char *const *pfx; };
 
@@ -477,7 +476,7 @@ static void gd_scan_fs(vd_ext2 *fs, const char *where, struct guest_drivers *g)
         }
         snprintf(g->initrd_path, sizeof g->initrd_path, "%s:%s", where, path);
         g->note[0] = 0;
-        gd_scan_initramfs((unsigned char *)buf, len, g);
+        guest_scan_initramfs((unsigned char *)buf, len, g);
         free(buf);
         return;
     }
@@ -520,7 +519,7 @@ int guest_drivers_scan(const char *disk, const char *format, struct guest_driver
     return 0;
 }
 
-#else /* no libext2fs: nothing can be read from the guest */
+#else /* no libext2fs: nothing can be read from the guest's file systems */
 
 int guest_drivers_scan(const char *disk, const char *format, struct guest_drivers *g)
 {
@@ -528,11 +527,5 @@ int guest_drivers_scan(const char *disk, const char *format, struct guest_driver
     memset(g, 0, sizeof *g);
     snprintf(g->note, sizeof g->note, "ovatool was built without libext2fs: guest not read");
     return -1;
-}
-
-const char *guest_driver_name(enum gd_drv d)
-{
-    (void)d;
-    return "?";
 }
 #endif

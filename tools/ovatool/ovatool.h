@@ -45,6 +45,10 @@ struct guest_drivers {
  * -1 when the disk cannot be opened (g->note says why). */
 int guest_drivers_scan(const char *disk, const char *format, struct guest_drivers *g);
 const char *guest_driver_name(enum gd_drv d);
+/* The modules an initramfs image (b, n bytes) holds, into g->initrd (a
+ * modules.builtin inside it into g->builtin); what could not be read goes
+ * to g->note (naming g->initrd_path).  Bounded; any bytes are safe. */
+void guest_scan_initramfs(const unsigned char *b, size_t n, struct guest_drivers *g);
 
 /* How import attaches the disks: as the OVF says, or all on virtio-blk or
  * virtio-scsi (CD-ROMs keep their bus); NICs as the OVF says or virtio. */
