@@ -110,6 +110,39 @@ grep -q "digest of test-disk1.vmdk does not match" "$T/err" || fail "tamper mess
 if "$OVA" import -d "$T/imp-bad" "$T/t-bad.ova" 2>"$T/err"; then fail "tampered OVA imported"; fi
 [ -z "$(ls -A "$T/imp-bad" 2>/dev/null)" ] || fail "failed import left files: $(ls -A "$T/imp-bad")"
 
+# Digests are computed while reading only for SHA256, or for what a manifest
+# placed before the disk names; any other is computed by a second read (the
+# archive again on verify, the extracted copy on import).  Each path must
+# accept the good disk and catch the changed byte.
+cp "$T/a/test-disk1.vmdk" "$T/good.vmdk"
+cp "$T/bad/test-disk1.vmdk" "$T/flipped.vmdk"
+for alg in sha1 sha512; do
+    for order in last first; do
+        for disk in good flipped; do
+            ( cd "$T/a"; cp "$T/good.vmdk" test-disk1.vmdk
+              for f in test.ovf test-disk1.vmdk; do
+                  echo "${alg^^}($f)= $(${alg}sum $f | cut -d' ' -f1)"
+              done >test.mf
+              cp "$T/$disk.vmdk" test-disk1.vmdk
+              if [ $order = last ]; then m="test.ovf test-disk1.vmdk test.mf"
+              else m="test.ovf test.mf test-disk1.vmdk"; fi
+              tar --format=ustar -cf "$T/d.ova" $m; rm test.mf; cp "$T/good.vmdk" test-disk1.vmdk )
+            what="$alg manifest $order, $disk disk"
+            rm -rf "$T/imp-d"
+            if [ $disk = good ]; then
+                "$OVA" verify "$T/d.ova" >"$T/out" 2>&1 || fail "verify, $what: $(cat "$T/out")"
+                "$OVA" import -d "$T/imp-d" "$T/d.ova" >"$T/out" 2>&1 || fail "import, $what: $(cat "$T/out")"
+            else
+                "$OVA" verify "$T/d.ova" >"$T/out" 2>&1 && fail "verify accepted the $what"
+                grep -q "digest of test-disk1.vmdk does not match" "$T/out" || fail "$what: $(cat "$T/out")"
+                "$OVA" import -d "$T/imp-d" "$T/d.ova" >"$T/out" 2>&1 && fail "import accepted the $what"
+                grep -q "digest of test-disk1.vmdk does not match" "$T/out" || fail "$what: $(cat "$T/out")"
+            fi
+        done
+    done
+done
+echo "ok: SHA1 and SHA512 manifests, before and after the disk"
+
 # a manifest that leaves a file out proves nothing about it: refused
 ( cd "$T/a"; echo "SHA256(test.ovf)= $(sha256sum test.ovf | cut -d' ' -f1)" >test.mf
   tar --format=ustar -cf "$T/t-partial.ova" test.ovf test-disk1.vmdk test.mf; rm test.mf )

@@ -35,7 +35,7 @@ static bool app_plain_name(const char *n)
 
 struct app_member {
     struct appliance_file *f;
-    struct digest_ctx *d1, *d256, *d512;
+    struct digest_ctx *d[3];          /* by enum ovf_digest; NULL: not computed */
     FILE *out;
     char *text; size_t text_len;   /* kept in memory for .ovf/.mf/.cert */
     bool failed;                   /* reading it failed: release, don't parse */
@@ -56,9 +56,18 @@ static int app_member_begin(struct appliance *ap, const char *name, const char *
     m->f = &ap->files[ap->n_files++];
     memset(m->f, 0, sizeof *m->f);
     m->f->name = strdup(name);
-    m->d1 = digest_new(OVF_SHA1);
-    m->d256 = digest_new(OVF_SHA256);
-    m->d512 = digest_new(OVF_SHA512);
+    /* Each digest costs about as much CPU as the whole conversion's
+     * decompression: only those the manifest uses, when it came first (as
+     * the OVF specification orders members), else SHA256 (what current
+     * exporters write).  Another one is computed later, by a second read,
+     * if the manifest turns out to name it. */
+    unsigned algs = ap->mf_algs ? ap->mf_algs : 1u << OVF_SHA256;
+    for (int a = OVF_SHA1; a <= OVF_SHA512; a++)
+        if ((algs & (1u << a)) && !(m->d[a] = digest_new((enum ovf_digest)a))) {
+            snprintf(err, errlen, "%s: cannot start a %s digest", name,
+                     digest_name((enum ovf_digest)a));
+            return -1;
+        }
     if (extract_dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", extract_dir, name);
@@ -80,9 +89,9 @@ static bool app_is_text(const char *name)
 static int app_member_data(struct app_member *m, const void *buf, size_t n, char *err,
                            size_t errlen)
 {
-    digest_update(m->d1, buf, n);
-    digest_update(m->d256, buf, n);
-    digest_update(m->d512, buf, n);
+    for (int a = OVF_SHA1; a <= OVF_SHA512; a++)
+        if (m->d[a])
+            digest_update(m->d[a], buf, n);
     m->f->size += n;
     if (app_is_text(m->f->name)) {
         if (m->text_len + n > APP_MAX_TEXT) {
@@ -107,9 +116,10 @@ static int app_member_data(struct app_member *m, const void *buf, size_t n, char
 
 static int app_member_end(struct appliance *ap, struct app_member *m, char *err, size_t errlen)
 {
-    digest_final_hex(m->d1, m->f->sha1);
-    digest_final_hex(m->d256, m->f->sha256);
-    digest_final_hex(m->d512, m->f->sha512);
+    char *hex[3] = { m->f->sha1, m->f->sha256, m->f->sha512 };
+    for (int a = OVF_SHA1; a <= OVF_SHA512; a++)
+        if (m->d[a])
+            digest_final_hex(m->d[a], hex[a]);
     if (m->out && fclose(m->out) != 0) {
         snprintf(err, errlen, "%s: write failed: %s", m->f->name, strerror(errno));
         return -1;
@@ -130,6 +140,13 @@ static int app_member_end(struct appliance *ap, struct app_member *m, char *err,
         ap->mf_text = m->text ? m->text : strdup("");
         ap->mf_len = m->text_len;
         ap->mf_name = strdup(name);
+        struct manifest mf;
+        char ignored[256];      /* a bad manifest is reported by the verification */
+        if (mf_parse(ap->mf_text, ap->mf_len, name, &mf, ignored, sizeof ignored) == 0) {
+            for (size_t i = 0; i < mf.n; i++)
+                ap->mf_algs |= 1u << mf.v[i].alg;
+            mf_free(&mf);
+        }
     } else if (app_has_suffix(name, ".cert") && !ap->cert_text) {
         ap->cert_text = m->text ? m->text : strdup("");
         ap->cert_len = m->text_len;
@@ -328,6 +345,12 @@ int appliance_read(const char *path, const char *extract_dir, struct appliance *
                    char *err, size_t errlen)
 {
     memset(ap, 0, sizeof *ap);
+    ap->src_path = strdup(path);
+    ap->extract_dir = extract_dir ? strdup(extract_dir) : NULL;
+    if (!ap->src_path || (extract_dir && !ap->extract_dir)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     int r;
     if (app_has_suffix(path, ".ovf")) {
         r = app_read_folder(path, extract_dir, ap, err, errlen);
@@ -357,10 +380,78 @@ void appliance_free(struct appliance *ap)
     for (size_t i = 0; i < ap->n_diags; i++)
         free(ap->diags[i]);
     free(ap->diags);
+    free(ap->src_path);
+    free(ap->extract_dir);
     memset(ap, 0, sizeof *ap);
 }
 
-int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
+/* Feed the `nth` (0-based) member called `name` of the archive `path` to
+ * `d`.  0, or -1 when it is not there or cannot be read. */
+static int app_digest_ova_member(const char *path, const char *name, size_t nth,
+                                 struct digest_ctx *d, char *buf)
+{
+    struct archive *ar = archive_read_new();
+    archive_read_support_format_tar(ar);
+    int r = -1;
+    struct archive_entry *e;
+    if (archive_read_open_filename(ar, path, 1 << 20) == ARCHIVE_OK)
+        while (archive_read_next_header(ar, &e) == ARCHIVE_OK) {
+            const char *n = archive_entry_pathname(e);
+            if (!n || strcmp(n, name) || nth--)
+                continue;
+            la_ssize_t got;
+            while ((got = archive_read_data(ar, buf, 1 << 20)) > 0)
+                digest_update(d, buf, (size_t)got);
+            r = got < 0 ? -1 : 0;
+            break;
+        }
+    archive_read_free(ar);
+    return r;
+}
+
+/* Digest `alg` of member `f`, which reading did not compute, from a second
+ * read: its extracted copy, its file beside the descriptor, or the archive
+ * again.  Fills f's field; 0 or -1 with a message. */
+static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_digest alg,
+                      char *err, size_t errlen)
+{
+    char *hex = alg == OVF_SHA1 ? f->sha1 : alg == OVF_SHA512 ? f->sha512 : f->sha256;
+    struct digest_ctx *d = digest_new(alg);
+    char *buf = malloc(1 << 20);
+    int r = -1;
+    if (d && buf && ap->is_ova && !ap->extract_dir) {
+        size_t nth = 0;
+        for (struct appliance_file *p = ap->files; p < f; p++)
+            nth += !strcmp(p->name, f->name);
+        r = app_digest_ova_member(ap->src_path, f->name, nth, d, buf);
+    } else if (d && buf) {
+        char path[8400];
+        const char *slash = strrchr(ap->src_path, '/');
+        if (ap->extract_dir)
+            snprintf(path, sizeof path, "%s/%s", ap->extract_dir, f->name);
+        else
+            snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - ap->src_path + 1) : 0,
+                     ap->src_path, f->name);
+        FILE *in = fopen(path, "rb");
+        size_t n;
+        while (in && (n = fread(buf, 1, 1 << 20, in)) > 0)
+            digest_update(d, buf, n);
+        r = in && !ferror(in) ? 0 : -1;
+        if (in)
+            fclose(in);
+    }
+    if (d)
+        digest_final_hex(d, hex);
+    free(buf);
+    if (r < 0) {
+        hex[0] = 0;
+        snprintf(err, errlen, "%s: cannot read %s again for its %s digest", ap->src_path,
+                 f->name, digest_name(alg));
+    }
+    return r;
+}
+
+int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked)
 {
     struct manifest mf;
@@ -374,7 +465,7 @@ int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errl
     int r = 0;
     for (size_t i = 0; i < mf.n && r == 0; i++) {
         const struct mf_entry *e = &mf.v[i];
-        const struct appliance_file *f = NULL;
+        struct appliance_file *f = NULL;
         for (size_t k = 0; k < ap->n_files; k++)
             if (!strcmp(ap->files[k].name, e->file))
                 f = &ap->files[k];
@@ -386,6 +477,8 @@ int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errl
         }
         const char *have = e->alg == OVF_SHA1 ? f->sha1 : e->alg == OVF_SHA512 ? f->sha512
                                                                           : f->sha256;
+        if (!*have && (r = app_rehash(ap, f, e->alg, err, errlen)) < 0)
+            break;
         if (strcmp(have, e->hex)) {
             snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., "
                      "file %.16s...)", ap->mf_name, digest_name(e->alg), e->file, e->hex, have);

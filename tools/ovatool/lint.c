@@ -186,7 +186,7 @@ static void lint_layout(struct lint *L, const struct appliance *ap, struct lint_
     }
 }
 
-static void lint_manifest(struct lint *L, const struct appliance *ap)
+static void lint_manifest(struct lint *L, struct appliance *ap)
 {
     if (!ap->mf_text) {
         lint_add(L, "manifest-missing", "no manifest (.mf): the importer cannot check the "

@@ -126,7 +126,7 @@ int ova_pack(const char *out, const char *stem, const char *desc, const struct o
 /* Appliance reading shared by info/verify/import (appliance.c). */
 struct appliance_file {
     char *name;
-    char sha1[129], sha256[129], sha512[129];
+    char sha1[129], sha256[129], sha512[129];   /* "" when not computed */
     uint64_t size;
 };
 struct appliance {
@@ -139,17 +139,23 @@ struct appliance {
     size_t n_missing;       /* referenced files absent (.ovf without its files) */
     size_t n_unsafe;        /* references that leave the appliance (not followed) */
     char **diags; size_t n_diags;   /* every warning found while reading, one line each */
+    /* Where the members can be read again (appliance.c: digests the
+     * manifest names that were not computed while reading). */
+    char *src_path, *extract_dir;
+    unsigned mf_algs;       /* 1 << OVF_SHA*: algorithms a manifest read so far uses */
 };
 /* Record a warning about the appliance (shown by info, in text and JSON). */
 void appliance_diag(struct appliance *ap, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Read an .ova (tar) or an .ovf with its folder; digests of every member.
- * When `extract_dir` is set, every member is also written there. */
+/* Read an .ova (tar) or an .ovf with its folder; digests of every member
+ * (those a manifest read before it names, else SHA256; the verification
+ * computes any other one it needs from a second read).  When `extract_dir`
+ * is set, every member is also written there. */
 int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
                    char *err, size_t errlen);
 void appliance_free(struct appliance *ap);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
-int appliance_verify_manifest(const struct appliance *ap, char *err, size_t errlen,
+int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked);
 
 /* lint.c: problems of an appliance for a target's importer; 0 clean, 1 not. */
