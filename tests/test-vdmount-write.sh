@@ -188,8 +188,8 @@ refused() {
     local before
     before=$(sha_of "$T/bad.raw")
     vm_mount "$T/bad.raw" "$T/mnt" --rw
-    grep -q "fs/p1 stays read-only: ext2: not writable: $want" "$T/vdmount.err" ||
-        fail "$what: message: $(cat "$T/vdmount.err")"
+    grep -q "fs/p1 stays read-only: ext2: not writable: $want" "$VM_ERR" ||
+        fail "$what: message: $(cat "$VM_ERR")"
     [ "$(cat "$T/mnt/fs/p1/etc/hostname")" = vdmount-guest ] || fail "$what: not readable"
     if touch "$T/mnt/fs/p1/new" 2>"$T/err"; then fail "$what: written"; fi
     grep -q "Read-only file system" "$T/err" || fail "$what: $(cat "$T/err")"
