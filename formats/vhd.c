@@ -91,7 +91,7 @@ static int vhd_probe(const uint8_t *head, size_t len, const uint8_t *tail,
 }
 
 /* qemu's rule, described at the top of the file. */
-static uint64_t vhd_guest_size(const uint8_t *f)
+uint64_t vhd_guest_size(const uint8_t *f)
 {
     const char *app = (const char *)f + VHD_F_CREATOR_APP;
     uint64_t chs = (uint64_t)vd_be16(f + VHD_F_CYLINDERS) * f[VHD_F_HEADS] * f[VHD_F_SPT];
@@ -753,6 +753,7 @@ const struct vd_driver vd_vhd = {
     .map_for_write = vhd_map_for_write,
     .set_backing = vhd_set_backing,
     .make_empty = vhd_make_empty,
+    .resize = vhd_resize,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,

@@ -98,6 +98,10 @@ int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, 
 /* vhd-create.c */
 size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be);
 char *vhd_windows_path(const char *p, bool relative);
+/* The virtual size a footer gives (qemu's rule, vhd.c). */
+uint64_t vhd_guest_size(const uint8_t *footer);
+/* vhd-resize.c */
+int vhd_resize(vd_image *img, uint64_t size, vd_error *err);
 /* vhd-inplace.c */
 int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
 int vhd_make_empty(vd_image *img, vd_error *err);

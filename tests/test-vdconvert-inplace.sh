@@ -10,7 +10,7 @@
 # qemu-img check -r all where qemu reads it, and must then be clean: that
 # is the format's recovery (docs/flush.md), counted as "replayed".
 . "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img qemu-io strace setfattr getfattr cmp vmdkinfo
+requires_cmd qemu-img qemu-io strace setfattr getfattr cmp vmdkinfo vhdiinfo
 V=$VDCONVERT
 cd "$T"
 
@@ -18,9 +18,7 @@ cd "$T"
 # cannot be resized in place (its extents are sized at creation): resize
 # must say so and leave the image as it was.
 FORMATS="qcow2 qed vmdk vhd vdi vhdx"
-RESIZE="qcow2 qed vdi vhdx"
-SHRINK="qcow2 qed vhdx"  # VDI shrinks by rewriting (a new inode)
-REWRITE_RESIZE="vhd"     # no in-place resize yet: still rewritten
+RESIZE="qcow2 qed vhd vdi vhdx"
 qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
 XATTR=1
@@ -44,6 +42,9 @@ kept() {  # FILE BEFORE WHAT
     if [[ $1 == *.vmdk ]]; then   # no temporary name inside; libvmdk opens it
         ! grep -qa vdconvert- "$1" || fail "$3: $1 names a temporary file"
         vmdkinfo "$1" >/dev/null 2>&1 || fail "$3: vmdkinfo cannot open $1"
+    fi
+    if [[ $1 == *.vhd || $1 == *.vhdx ]]; then   # libvhdi opens it too
+        vhdiinfo "$1" >/dev/null 2>&1 || fail "$3: vhdiinfo cannot open $1"
     fi
 }
 # qemu-img check: clean; for QED, whose shrink and emptying leave the
@@ -147,19 +148,19 @@ for F in ${ONLY:-$FORMATS}; do
     echo "== $F"
     # resize: grow (+), grow past the first L1 table, shrink (-- -N)
     chain $F; prep top.$F; m=$(meta top.$F)
-    if [[ " $REWRITE_RESIZE " == *" $F "* ]]; then
-        echo "note: $F resize is not in place yet (rewritten): not checked here"
-    elif [[ " $RESIZE " != *" $F "* ]]; then
+    if [[ " $RESIZE " != *" $F "* ]]; then
         cp top.$F before.$F
         "$V" resize top.$F +8M 2>err && fail "$F resize succeeded"
         grep -q "top.$F: .*cannot be resized in place" err || fail "$F resize: message: $(cat err)"
         cmp -s top.$F before.$F || fail "$F resize changed the image it refused"
         kept top.$F "$m" "$F refused resize"
     else
+        # (qemu's 16M VHD is a little larger: its size follows a geometry)
+        grown=$(( $(vsize top.$F) + (8 << 20) ))
         "$V" resize top.$F +8M >/dev/null
         kept top.$F "$m" "$F resize +8M"
-        [ "$(vsize top.$F)" = $((24 << 20)) ] || fail "$F resize +8M: size $(vsize top.$F)"
-        truncate -s 24M want24.raw; dd if=want.raw of=want24.raw conv=notrunc status=none
+        [ "$(vsize top.$F)" = $grown ] || fail "$F resize +8M: size $(vsize top.$F)"
+        rm -f want24.raw; truncate -s $grown want24.raw; dd if=want.raw of=want24.raw conv=notrunc status=none
         same top.$F want24.raw || fail "$F resize +8M: content"
         fsize=$(stat -c %s top.$F)
         "$V" resize top.$F 100G >/dev/null
@@ -168,7 +169,7 @@ for F in ${ONLY:-$FORMATS}; do
         "$V" resize --shrink top.$F 16M >/dev/null
         "$V" resize top.$F -- -4M >/dev/null 2>&1 && fail "$F: shrink without --shrink succeeded"
         "$V" resize --shrink top.$F -- -4M >/dev/null
-        [[ " $SHRINK " != *" $F "* ]] || kept top.$F "$m" "$F resize"
+        kept top.$F "$m" "$F resize"
         checked top.$F "$F resize"
         head -c 12M want.raw >want12.raw
         same top.$F want12.raw || fail "$F resize --shrink: content"
@@ -219,6 +220,36 @@ for F in ${ONLY:-$FORMATS}; do
     fi
 done
 
+# Fixed VHD (the footer moves) and static VDI (new blocks get data slots):
+# grow and shrink in place.  A dynamic VDI whose dropped block holds a data
+# slot below one that stays cannot shrink in place (slots are dense): it is
+# refused with the reason and left as it was.
+for F in ${ONLY:-vhd vdi}; do
+    [ $F = vhd ] || [ $F = vdi ] || continue
+    o=subformat=fixed; [ $F = vdi ] && o=static=on
+    rm -f fx.$F; qemu-img create -q -f $(qn $F) -o $o fx.$F 16M
+    qemu-io -f $(qn $F) -c "write -P 0x66 1M 1M" -c "write -P 0x77 15M 1M" fx.$F >/dev/null
+    "$V" convert -O raw fx.$F fx.raw; prep fx.$F; m=$(meta fx.$F)
+    "$V" resize fx.$F +8M >/dev/null
+    truncate -s $(( $(stat -c %s fx.raw) + (8 << 20) )) fx.raw
+    kept fx.$F "$m" "fixed $F grow"
+    "$V" compare fx.$F fx.raw >/dev/null || fail "fixed $F grow: content"
+    "$V" resize --shrink fx.$F 4M >/dev/null; truncate -s 4M fx.raw
+    kept fx.$F "$m" "fixed $F shrink"
+    "$V" compare fx.$F fx.raw >/dev/null || fail "fixed $F shrink: content"
+    "$V" check -q fx.$F || fail "fixed $F: check"
+    [ $F = vhd ] || qemu-img compare -q -F raw fx.$F fx.raw || fail "fixed $F: qemu-img compare"
+done
+if [[ " ${ONLY:-vdi} " == *" vdi "* ]]; then
+    rm -f sl.vdi; qemu-img create -q -f vdi sl.vdi 16M
+    qemu-io -f vdi -c "write -P 0x66 8M 64k" -c "write -P 0x77 0 64k" sl.vdi >/dev/null
+    cp sl.vdi sl0.vdi
+    "$V" resize --shrink sl.vdi 4M 2>err && fail "vdi shrink over a low data slot succeeded"
+    grep -q "sl.vdi: vdi: cannot shrink in place: block 0 that stays holds data slot 1" err ||
+        fail "vdi shrink refusal: $(cat err)"
+    cmp -s sl.vdi sl0.vdi || fail "vdi: the refused shrink changed the image"
+fi
+
 # SIGKILL before every write/truncate/sync of the command: the chain opens,
 # check finds at most leaks, the guest view is the old or the new one.
 SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
@@ -230,9 +261,10 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
     to_raw top.$F new.raw
-    # The default run kills at most 8 points spread over the steps, first
-    # and last included; VD_INPLACE_CRASH=all (slow suite) at every one.
-    [ "${VD_INPLACE_CRASH:-}" = all ] || every=$(( (steps + 6) / 7 ))
+    # The default run (and VD_INPLACE_CRASH=commit) kills at most 6 points
+    # spread over the steps, first and last included; VD_INPLACE_CRASH=all
+    # (slow suite) at every one.
+    [ "${VD_INPLACE_CRASH:-}" = all ] || every=$(( (steps + 4) / 5 ))
     for ((n = 1; n <= steps; n = (n == steps || n + every <= steps) ? n + every : steps)); do
         kills=$((kills + 1))
         cp top0 top.$F; [[ $what != commit* ]] || cp base0 base.$F
@@ -273,8 +305,8 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
 # VD_INPLACE_CRASH=all (the slow suite): every operation of every format.
 # Default: commit and rebase -u of every format, all four on qcow2 (the
 # whole set takes ~200 kills, minutes on a loaded 2-core machine).
-# VD_INPLACE_CRASH=commit (test.sh's ASan run): commit's kill points only,
-# every format: the operation that writes two files, so the most varied
+# VD_INPLACE_CRASH=commit (test.sh's ASan run): commit's kill points only
+# (spread as in the default run), every format: the operation that writes two files, so the most varied
 # half-done states for the sanitized open and check; the order of writes
 # itself is judged by the plain run.
 for F in ${ONLY:-$FORMATS}; do
@@ -284,7 +316,10 @@ for F in ${ONLY:-$FORMATS}; do
         continue
     fi
     all=0; [ "${VD_INPLACE_CRASH:-}" = all ] || [ $F = qcow2 ] && all=1
-    [ $all = 0 ] || [[ " $RESIZE " != *" $F "* ]] || crash_steps $F "resize" "$V" resize top.$F +8M
+    # (VHD: +300M, past the room of its BAT (128 entries): locator data and
+    # blocks move)
+    grow=+8M; [ $F = vhd ] && grow=+300M
+    [ $all = 0 ] || [[ " $RESIZE " != *" $F "* ]] || crash_steps $F "resize" "$V" resize top.$F $grow
     crash_steps $F "rebase -u" "$V" rebase -u -b empty.$F -F $Q top.$F
     [ $all = 0 ] || crash_steps $F "rebase" "$V" rebase -b empty.$F -F $Q top.$F
     crash_steps $F "commit" "$V" commit top.$F

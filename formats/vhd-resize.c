@@ -1,0 +1,261 @@
+/* vhd-resize.c - resizing a VHD in place (qemu-img cannot resize a VHD at
+ * all, so the order below is our own; docs/flush.md).
+ *
+ * The new footer: current size, the geometry the spec computes from it,
+ * and, when the disk's size follows its CHS geometry (vhd_guest_size) but
+ * the new size has no exact geometry, the creator "qem2", which qemu and
+ * we read as "the current size is the size" (Hyper-V always does).
+ *
+ * Fixed disks: the data is the file up to its trailing footer.  Growing:
+ * the range between the old size and the new one is zeroed while the old
+ * footer hides it; past the data, the old footer is first copied to the new
+ * end (the old size still rules), the old footer's sector zeroed, then the
+ * footer at the end gets the new size.  Shrinking: the trailing footer
+ * gets the new size first, then a footer is written at the new end and the
+ * file cut after it.
+ *
+ * Dynamic and differencing disks: growing past the BAT's entries first
+ * makes room for the longer BAT: parent locator data in the way is copied
+ * to the end (footer after it first, data synced, then the dynamic header
+ * naming it in one write); blocks (and an old trailing footer) in the way
+ * are copied to the end of the file, synced, and their entries switched
+ * one at a time (a crash leaves the old entry or the new one);
+ * then the new entries (unused) are written and synced, the dynamic
+ * header's entry count, then the footer at the end and its copy at offset
+ * 0.  Shrinking: the footers first, then the entries of blocks wholly past
+ * the new end are cleared (their space stays in the file, unreferenced). */
+#include "vhd.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define VHD_RS_PIECE (1u << 20)     /* copy unit when a block moves */
+
+static void vhd_rs_footer(const uint8_t *old, uint64_t size, uint8_t *f)
+{
+    uint16_t c;
+    uint8_t h, spt;
+    memcpy(f, old, VHD_FOOTER_SIZE);
+    vhd_geometry(size / VHD_SECTOR, &c, &h, &spt);
+    vd_put_be64(f + VHD_F_CUR_SIZE, size);
+    vd_put_be16(f + VHD_F_CYLINDERS, c);
+    f[VHD_F_HEADS] = h;
+    f[VHD_F_SPT] = spt;
+    if (vhd_guest_size(f) != size)
+        memcpy(f + VHD_F_CREATOR_APP, "qem2", 4);
+    vd_put_be32(f + VHD_F_CHECKSUM, vhd_checksum(f, VHD_FOOTER_SIZE, VHD_F_CHECKSUM));
+}
+
+static int vhd_rs_write(vd_image *img, const void *buf, size_t len, uint64_t at, vd_error *err)
+{
+    int r = vd_file_pwrite(img->file, buf, len, at, err);
+    return r < 0 ? r : vd_file_sync(img->file, err);
+}
+
+static int vhd_rs_fixed(vd_image *img, struct vhd_state *s, uint64_t size, const uint8_t *nf,
+                        vd_error *err)
+{
+    uint64_t data = s->file_size - VHD_FOOTER_SIZE, end = size < data ? size : data;
+    int r = 0;
+    if (size > img->size && end > img->size) {      /* hidden by the old size */
+        r = vd_file_zero(img->file, img->size, end - img->size, err);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+    }
+    if (r == 0 && size > data) {
+        r = vhd_rs_write(img, s->footer, VHD_FOOTER_SIZE, size, err);
+        if (r == 0)
+            r = vd_file_zero(img->file, data, VHD_FOOTER_SIZE, err);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        if (r == 0)
+            r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, size, err);
+    } else if (r == 0) {
+        r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, data, err);
+        if (r == 0 && size < data)
+            r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, size, err);
+        if (r == 0 && size < data)
+            r = vd_file_truncate(img->file, size + VHD_FOOTER_SIZE, err);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+    }
+    if (r == 0)
+        s->file_size = size + VHD_FOOTER_SIZE;
+    return r;
+}
+
+/* Parent locator data in [from, need) moves to the end of the file: the
+ * footer first goes after where it will end, the data is copied and
+ * synced, then the dynamic header naming the new places is written once. */
+static int vhd_rs_move_locators(vd_image *img, struct vhd_state *s, uint64_t from,
+                                uint64_t need, vd_error *err)
+{
+    uint8_t dh[VHD_DYNHDR_SIZE];
+    memcpy(dh, s->dynhdr, sizeof dh);
+    uint64_t at = vd_round_up(s->next_free, VHD_SECTOR), total = 0;
+    uint8_t *buf = NULL;
+    int r = 0;
+    for (int i = 0; r == 0 && i < VHD_LOCATORS; i++) {
+        uint8_t *l = dh + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
+        uint64_t off = vd_be64(l + 16), space = vd_be32(l + 4), len = vd_be32(l + 8);
+        uint64_t n = vd_round_up(space > len ? space : len, VHD_SECTOR);
+        if (!vd_be32(l) || !n || off < from || off >= need)
+            continue;
+        uint8_t *nb = realloc(buf, total + n);
+        if (!nb) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+            break;
+        }
+        buf = nb;
+        r = vd_file_pread_zfill(img->file, buf + total, n, off, err);
+        vd_put_be64(l + 16, at + total);
+        total += n;
+    }
+    if (r == 0 && total) {
+        vd_put_be32(dh + VHD_D_CHECKSUM, vhd_checksum(dh, sizeof dh, VHD_D_CHECKSUM));
+        r = vhd_rs_write(img, s->footer, VHD_FOOTER_SIZE, at + total, err);
+        if (r == 0)
+            r = vhd_rs_write(img, buf, total, at, err);
+        if (r == 0)
+            r = vhd_rs_write(img, dh, sizeof dh, vd_be64(s->footer + VHD_F_DATA_OFFSET), err);
+        if (r == 0) {
+            memcpy(s->dynhdr, dh, sizeof dh);
+            s->next_free = at + total;
+            s->file_size = at + total + VHD_FOOTER_SIZE;
+        }
+    }
+    free(buf);
+    return r;
+}
+
+/* Copy block i to the end of the file and switch its entry. */
+static int vhd_rs_move_block(vd_image *img, struct vhd_state *s, uint32_t i, uint8_t *buf,
+                             vd_error *err)
+{
+    uint64_t span = (uint64_t)s->bitmap_size + s->block_size;
+    uint64_t from = (uint64_t)s->bat[i] * VHD_SECTOR;
+    uint64_t to = vd_round_up(s->next_free + s->bitmap_size, 4096) - s->bitmap_size;
+    if ((to + span) / VHD_SECTOR >= VHD_BAT_UNUSED)
+        return vd_set_error(err, -EFBIG, "vhd: file would exceed 2 TiB of sectors");
+    /* the file keeps ending with a valid footer */
+    int r = vhd_rs_write(img, s->footer, VHD_FOOTER_SIZE, to + span, err);
+    if (r == 0 && to > s->next_free)
+        r = vd_file_zero(img->file, s->next_free, to - s->next_free, err);
+    for (uint64_t p = 0; r == 0 && p < span; p += VHD_RS_PIECE) {
+        size_t n = span - p < VHD_RS_PIECE ? (size_t)(span - p) : VHD_RS_PIECE;
+        r = vd_file_pread(img->file, buf, n, from + p, err);
+        if (r == 0)
+            r = vd_file_pwrite(img->file, buf, n, to + p, err);
+    }
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    uint8_t e[4];
+    vd_put_be32(e, (uint32_t)(to / VHD_SECTOR));
+    if (r == 0)
+        r = vhd_rs_write(img, e, 4, s->bat_off + 4 * (uint64_t)i, err);
+    if (r == 0) {
+        s->bat[i] = (uint32_t)(to / VHD_SECTOR);
+        s->next_free = to + span;
+        s->file_size = to + span + VHD_FOOTER_SIZE;
+    }
+    return r;
+}
+
+/* Make the BAT `n` entries long (n > bat_entries). */
+static int vhd_rs_grow_bat(vd_image *img, struct vhd_state *s, uint32_t n, vd_error *err)
+{
+    uint64_t old_end = s->bat_off + 4 * (uint64_t)s->bat_entries;
+    uint64_t need = vd_round_up(s->bat_off + 4 * (uint64_t)n, VHD_SECTOR);
+    uint64_t dh_off = vd_be64(s->footer + VHD_F_DATA_OFFSET);
+    if (dh_off >= old_end && dh_off < need)
+        return vd_set_error(err, -ENOTSUP, "vhd: %u BAT entries reach 0x%llx, where the dynamic "
+                            "header lies (0x%llx); it is not moved in place", n,
+                            (unsigned long long)need, (unsigned long long)dh_off);
+    uint32_t *bat = realloc(s->bat, (size_t)n * 4);
+    uint8_t *buf = malloc(VHD_RS_PIECE);
+    if (bat)
+        s->bat = bat;
+    int r = bat && buf ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+    if (r == 0)
+        r = vhd_rs_move_locators(img, s, old_end, need, err);
+    for (uint32_t i = 0; r == 0 && i < s->bat_entries; i++) {
+        uint64_t st = (uint64_t)s->bat[i] * VHD_SECTOR;
+        if (s->bat[i] != VHD_BAT_UNUSED && st < need && st + s->bitmap_size + s->block_size >
+            old_end)
+            r = vhd_rs_move_block(img, s, i, buf, err);
+    }
+    free(buf);
+    /* an empty disk's footer right after the BAT moves out of the way */
+    if (r == 0 && s->next_free < need) {
+        r = vhd_rs_write(img, s->footer, VHD_FOOTER_SIZE, need, err);
+        if (r == 0) {
+            s->next_free = need;
+            s->file_size = need + VHD_FOOTER_SIZE;
+        }
+    }
+    size_t len = (size_t)(n - s->bat_entries) * 4;
+    uint8_t *e = r == 0 ? malloc(len) : NULL;
+    if (r == 0 && !e)
+        r = vd_set_error(err, -ENOMEM, "out of memory");
+    if (r == 0) {
+        memset(e, 0xff, len);
+        r = vhd_rs_write(img, e, len, old_end, err);
+    }
+    free(e);
+    uint8_t dh[VHD_DYNHDR_SIZE];
+    memcpy(dh, s->dynhdr, sizeof dh);
+    vd_put_be32(dh + VHD_D_MAX_ENTRIES, n);
+    vd_put_be32(dh + VHD_D_CHECKSUM, vhd_checksum(dh, sizeof dh, VHD_D_CHECKSUM));
+    if (r == 0)
+        r = vhd_rs_write(img, dh, sizeof dh, vd_be64(s->footer + VHD_F_DATA_OFFSET), err);
+    if (r < 0)
+        return r;
+    memcpy(s->dynhdr, dh, sizeof dh);
+    for (uint32_t i = s->bat_entries; i < n; i++)
+        s->bat[i] = VHD_BAT_UNUSED;
+    s->bat_entries = n;
+    return 0;
+}
+
+int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
+{
+    struct vhd_state *s = img->priv;
+    if (size % VHD_SECTOR || size / VHD_SECTOR > VHD_MAX_SECTORS)
+        return vd_set_error(err, -EINVAL, "vhd: new size %llu is not a multiple of 512 or over "
+                            "2040 GiB", (unsigned long long)size);
+    uint8_t nf[VHD_FOOTER_SIZE];
+    vhd_rs_footer(s->footer, size, nf);
+    int r;
+    if (s->type == VHD_TYPE_FIXED) {
+        r = vhd_rs_fixed(img, s, size, nf, err);
+    } else {
+        uint64_t blocks = (size + s->block_size - 1) / s->block_size;
+        if (blocks * 4 > VD_MAX_TABLE_BYTES)
+            return vd_set_error(err, -EINVAL, "vhd: %llu bytes need a BAT of %llu entries; use "
+                                "larger blocks", (unsigned long long)size,
+                                (unsigned long long)blocks);
+        r = blocks > s->bat_entries ? vhd_rs_grow_bat(img, s, (uint32_t)blocks, err) : 0;
+        if (r == 0)
+            r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, s->file_size - VHD_FOOTER_SIZE, err);
+        if (r == 0)
+            r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, 0, err);
+        /* shrink: blocks wholly past the new end are dropped */
+        uint32_t first = (uint32_t)blocks;
+        if (r == 0 && first < s->bat_entries) {
+            size_t len = (size_t)(s->bat_entries - first) * 4;
+            uint8_t *e = malloc(len);
+            if (!e)
+                return vd_set_error(err, -ENOMEM, "out of memory");
+            memset(e, 0xff, len);
+            r = vhd_rs_write(img, e, len, s->bat_off + 4 * (uint64_t)first, err);
+            free(e);
+            for (uint32_t i = first; r == 0 && i < s->bat_entries; i++)
+                s->bat[i] = VHD_BAT_UNUSED;
+        }
+    }
+    if (r == 0) {
+        memcpy(s->footer, nf, sizeof nf);
+        img->size = size;
+    }
+    return r;
+}
