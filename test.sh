@@ -86,6 +86,11 @@ install_missing
 export VD_MATRIX_DIR="$PWD/build/matrix"
 status=0
 setup build -Dwerror=true
+# Four tests at once on a 2-core machine: most tests spend much of their
+# time waiting (on qemu-img and qemu-io, fsync, guests booting), and four
+# slots kept 3.4 of them running on average in CI.  The long ones start
+# first (tests/meson.build, priorities), and every test's timeout is at
+# least twice what it took in a full CI run.
 run_suite build --no-suite slow --num-processes 4 || status=1
 read -r p f s < <(counts build/meson-logs/testlog.json)
 tp=$p tf=$f ts=$s
@@ -95,10 +100,21 @@ if [ "${1:-}" != "--quick" ]; then
     # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-    # Crash and power-loss trials judge write ordering, which the plain run
-    # covers at full length (50 kills, 60 cuts); under the sanitizers a fifth
-    # of them still drives every writer and layout, in bounded time.
-    export VD_CRASH_TRIALS=10 VD_POWER_TRIALS=12
+    # What the ASan run repeats, and what it does not (the budget: the whole
+    # of test.sh under 20 minutes on a 2-core machine):
+    # - Crash and power-loss trials judge write ordering, which the plain run
+    #   covers (20 kills per layout, 30 cuts per format); what ASan adds is
+    #   the writers, the reopen and the checks of crashed images, the same
+    #   code in every trial: 6 kills and 8 cuts drive every writer, layout
+    #   and judge.
+    # - Suite 'nosan' (tests/meson.build names them and why) is not repeated:
+    #   guest boots under qemu's TCG, where the time is qemu's own and the
+    #   C code they run is run under ASan by other tests.
+    # - vdconvert-inplace kills each format's commit at every step (the
+    #   plain run: also rebase -u of every format and all of qcow2's).
+    # - qcow2-hostile, hostile-inputs and ovatool-os shorten themselves when
+    #   they find the sanitizers (each says how and why).
+    export VD_CRASH_TRIALS=6 VD_POWER_TRIALS=8 VD_INPLACE_CRASH=commit
     setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
     run_suite build-asan --no-suite slow --no-suite nosan --timeout-multiplier 3 \
         --num-processes 4 || status=1
@@ -107,7 +123,7 @@ if [ "${1:-}" != "--quick" ]; then
     echo "asan+ubsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 
-    unset VD_CRASH_TRIALS VD_POWER_TRIALS
+    unset VD_CRASH_TRIALS VD_POWER_TRIALS VD_INPLACE_CRASH
 
     # The threaded tests under ThreadSanitizer (no -Werror: gcc's -Wtsan
     # warns about the fences of vdboot's virtio ring, which TSan cannot model).
