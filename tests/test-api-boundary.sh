@@ -23,7 +23,8 @@ done
 for p in tools/vdconvert/vdconvert tools/ovatool/ovatool fuse-mount/vdmount boot-check/vdboot \
          nbd/nbdkit-vdisk-plugin.so; do
     [ -e "$VD_BUILD/$p" ] || { echo "not built: $p"; continue; }
-    readelf -d "$VD_BUILD/$p" | grep -q 'NEEDED.*\[libvdisk\.so' || fail "$p does not link libvdisk.so"
+    # (grep reads it all: `grep -q` under pipefail can fail on SIGPIPE)
+    readelf -d "$VD_BUILD/$p" | grep 'NEEDED.*\[libvdisk\.so' >/dev/null || fail "$p does not link libvdisk.so"
     echo "links libvdisk.so: $p"
 done
 
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
 C
 # A sanitizer build of the library needs its runtime in the program too.
 san=""
-if readelf -d "$so" | grep -q 'NEEDED.*libasan'; then san="-fsanitize=address,undefined"; fi
+if readelf -d "$so" | grep 'NEEDED.*libasan' >/dev/null; then san="-fsanitize=address,undefined"; fi
 cc -Wall -Werror $san -I"$VD_BUILD/libvdisk/public" -o "$T/user" "$T/user.c" \
    -L"$VD_BUILD/libvdisk" -lvdisk -Wl,-rpath,"$VD_BUILD/libvdisk" || fail "user program does not build"
 head -c 3M /dev/urandom >"$T/in.raw"
