@@ -185,16 +185,15 @@ static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o
         dom_attr(src, "dev", b, sizeof b);
     if (!b[0])
         return snprintf(why, wlen, "the boot <disk> has no <source file=...> or dev"), -1;
-    if (b[0] == '/') {
-        snprintf(dom.image, sizeof dom.image, "%s", b);
-    } else {                  /* relative to the domain file's folder */
-        const char *sl = strrchr(path, '/');
-        snprintf(dom.image, sizeof dom.image, "%.*s%s", sl ? (int)(sl - path + 1) : 0, path, b);
-    }
+    const char *sl = b[0] == '/' ? NULL : strrchr(path, '/');   /* relative: to the
+                                                                   domain file's folder */
+    if (snprintf(dom.image, sizeof dom.image, "%.*s%s", sl ? (int)(sl - path + 1) : 0, path, b) >=
+        (int)sizeof dom.image)
+        return snprintf(why, wlen, "the boot <disk>'s source path is too long"), -1;
     dom_attr(drv, "type", b, sizeof b);
     if (b[0]) {
-        snprintf(dom.format, sizeof dom.format, "%s", !strcmp(b, "vpc") ? "vhd" : b);
-        if (!vd_format_lookup(dom.format))
+        if (snprintf(dom.format, sizeof dom.format, "%s", !strcmp(b, "vpc") ? "vhd" : b) >=
+                (int)sizeof dom.format || !vd_format_lookup(dom.format))
             return snprintf(why, wlen, "<driver type='%.32s'>: not a format vdisk reads", b), -1;
         o->format = dom.format;
     }
@@ -202,7 +201,8 @@ static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o
     if (strcmp(b, "virtio") && strcmp(b, "sata") && strcmp(b, "scsi") && strcmp(b, "ide"))
         return snprintf(why, wlen, "<target bus='%.32s'>: vdboot boots virtio, sata, scsi or ide "
                         "disks", b), -1;
-    snprintf(dom.bus, sizeof dom.bus, "%s", b);
+    if (snprintf(dom.bus, sizeof dom.bus, "%s", b) >= (int)sizeof dom.bus)   /* not reached */
+        return snprintf(why, wlen, "<target bus='%.32s'>: name too long", b), -1;
     o->disk_bus = dom.bus;
     if (!strcmp(b, "scsi")) {
         const char *h = dom_scsi_hba(devs, disk, why, wlen);
