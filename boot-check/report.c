@@ -1,9 +1,11 @@
 /* report.c - how vdboot tells its results: a line of text per image, one
  * JSON object per image (one a line), a JUnit XML file (one testcase per
- * image, for CI dashboards) or TAP.  Console text goes into all of them, so
- * bytes that are not valid UTF-8 or not allowed in XML are replaced by '?'
- * first: a console of a guest in trouble holds anything. */
+ * image, for CI dashboards) or TAP.  Console text goes into all of them: a
+ * console of a guest in trouble holds anything, so JSON escapes what is not
+ * valid UTF-8 (the tools' one writer), and in XML such bytes, and those XML
+ * does not allow, are replaced by '?'. */
 #include "vdboot.h"
+#include "tool.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -12,53 +14,10 @@ const char *const vdboot_outcome_names[] = { "running", "login", "panic", "timeo
                                              "check_failed" };
 const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3, 4 };
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0. */
-static int utf8_len(const unsigned char *s)
-{
-    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
-          : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (n == 2 && s[0] < 0xc2)
-        return 0;   /* overlong */
-    for (int i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* The inside of a JSON string (no quotes). */
-static void json_str_body(FILE *f, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        int n = utf8_len(p);
-        if (n == 0) {
-            fputc('?', f);
-            p++;
-        } else if (n > 1) {
-            fwrite(p, 1, (size_t)n, f);
-            p += n;
-        } else {
-            if (*p == '"' || *p == '\\')
-                fprintf(f, "\\%c", *p);
-            else if (*p == '\n')
-                fputs("\\n", f);
-            else if (*p < 0x20 || *p == 0x7f)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-            p++;
-        }
-    }
-}
-
+/* Empty fields are null (unknown), not "". */
 static void json_str(FILE *f, const char *s)
 {
-    if (!s || !*s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    json_str_body(f, s);
-    fputc('"', f);
+    vt_json_str(f, s && *s ? s : NULL);
 }
 
 /* XML text or attribute value: markup escaped; control characters XML 1.0
@@ -67,7 +26,8 @@ static void json_str(FILE *f, const char *s)
 static void xml_str(FILE *f, const char *s, bool attr)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        int n = utf8_len(p);
+        uint32_t cp;
+        int n = vt_utf8_decode(p, &cp);
         if (n == 0) {
             fputc('?', f);
             p++;
@@ -153,13 +113,8 @@ void report_json(FILE *f, const struct vdboot_result *r)
         else
             fprintf(f, "null");
         fprintf(f, ", \"output\": ");
-        if (r->run_exit_status >= 0) {   /* "" for no output, unlike json_str */
-            fputc('"', f);
-            json_str_body(f, r->run_output);
-            fputc('"', f);
-        } else {
-            fprintf(f, "null");
-        }
+        /* "" for no output, unlike json_str */
+        vt_json_str(f, r->run_exit_status >= 0 ? r->run_output : NULL);
         fprintf(f, ", \"output_truncated\": %s}", r->run_output_truncated ? "true" : "false");
     } else {
         fprintf(f, "null");

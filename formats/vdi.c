@@ -335,14 +335,8 @@ static int vdi_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_erro
 /* Remember that block `blk`'s map entry must be written at the next flush. */
 static int vdi_defer_bmap_entry(struct vdi_state *s, uint32_t blk, vd_error *err)
 {
-    if (s->n_unsynced == s->cap_unsynced) {
-        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
-        uint32_t *p = realloc(s->unsynced, n * sizeof *p);
-        if (!p)
-            return vd_set_error(err, -ENOMEM, "vdi: out of memory");
-        s->unsynced = p;
-        s->cap_unsynced = n;
-    }
+    if (VD_ARRAY_RESERVE(s->unsynced, s->cap_unsynced, s->n_unsynced + 1) < 0)
+        return vd_set_error(err, -ENOMEM, "vdi: out of memory");
     s->unsynced[s->n_unsynced++] = blk;
     return 0;
 }

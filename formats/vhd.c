@@ -423,14 +423,8 @@ static int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_
         r = vhd_write_footer(img, s, end, err);
     if (r < 0)
         return r;
-    if (s->n_unsynced == s->cap_unsynced) {
-        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
-        uint32_t *p = realloc(s->unsynced, n * sizeof *p);
-        if (!p)
-            return vd_set_error(err, -ENOMEM, "out of memory");
-        s->unsynced = p;
-        s->cap_unsynced = n;
-    }
+    if (VD_ARRAY_RESERVE(s->unsynced, s->cap_unsynced, s->n_unsynced + 1) < 0)
+        return vd_set_error(err, -ENOMEM, "vhd: %s: out of memory", img->file->path);
     s->unsynced[s->n_unsynced++] = blk;
     s->bat[blk] = (uint32_t)(start / VHD_SECTOR);
     s->next_free = end;

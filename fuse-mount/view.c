@@ -1,6 +1,7 @@
 /* view.c - the tree vdmount shows: disk, partitions, partitions.json and the
  * ext2/3/4 file trees inside them.  See view.h. */
 #include "view-int.h"
+#include "tool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -38,35 +39,21 @@ void view_log(struct view *v, const vd_error *err)
 
 /* ---- partitions.json ----------------------------------------------------- */
 
-static void view_json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void view_json_fs(FILE *f, const struct view_part *vp)
 {
     fputs(",\n      \"filesystem\": ", f);
     if (vp->fs) {
-        view_json_str(f, vd_ext2_type(vp->fs));
+        vt_json_str(f, vd_ext2_type(vp->fs));
         fputs(", \"label\": ", f);
-        view_json_str(f, vd_ext2_label(vp->fs));
+        vt_json_str(f, vd_ext2_label(vp->fs));
         fputs(", \"uuid\": ", f);
-        view_json_str(f, vd_ext2_uuid(vp->fs));
+        vt_json_str(f, vd_ext2_uuid(vp->fs));
     } else {
         fputs("null", f);
     }
     if (vp->fs_error[0]) {
         fputs(",\n      \"filesystem_error\": ", f);
-        view_json_str(f, vp->fs_error);
+        vt_json_str(f, vp->fs_error);
     }
 }
 
@@ -83,13 +70,13 @@ static int view_build_json(struct view *v)
         fprintf(f, "  \"disk_signature\": \"0x%08x\",\n", v->pt.mbr_signature);
     if (v->pt.scheme == VD_PT_GPT) {
         fputs("  \"disk_guid\": ", f);
-        view_json_str(f, v->pt.disk_guid);
+        vt_json_str(f, v->pt.disk_guid);
         fprintf(f, ",\n  \"gpt_backup_used\": %s,\n",
                 v->pt.gpt_backup_used ? "true" : "false");
     }
     if (v->pt_error[0] || v->pt.warning[0]) {
         fputs("  \"error\": ", f);
-        view_json_str(f, v->pt_error[0] ? v->pt_error : v->pt.warning);
+        vt_json_str(f, v->pt_error[0] ? v->pt_error : v->pt.warning);
         fputs(",\n", f);
     }
     if (v->whole.fs || v->whole.fs_error[0]) {
@@ -110,11 +97,11 @@ static int view_build_json(struct view *v)
                     p->logical ? "true" : "false", p->extended ? "true" : "false");
         } else {
             fputs(",\n      \"type\": ", f);
-            view_json_str(f, p->type_guid);
+            vt_json_str(f, p->type_guid);
             fputs(", \"guid\": ", f);
-            view_json_str(f, p->part_guid);
+            vt_json_str(f, p->part_guid);
             fputs(", \"name\": ", f);
-            view_json_str(f, p->name);
+            vt_json_str(f, p->name);
             fprintf(f, ", \"attributes\": \"0x%016" PRIx64 "\"", p->gpt_attrs);
         }
         view_json_fs(f, vp);

@@ -38,14 +38,8 @@ int vd_extents_add(vd_extents *e, uint64_t off, uint64_t len, uint32_t flags,
             return 0;
         }
     }
-    if (e->n == e->cap) {
-        size_t ncap = e->cap ? e->cap * 2 : 16;
-        vd_extent *nv = realloc(e->v, ncap * sizeof *nv);
-        if (!nv)
-            return -ENOMEM;
-        e->v = nv;
-        e->cap = ncap;
-    }
+    if (VD_ARRAY_RESERVE(e->v, e->cap, e->n + 1) < 0)
+        return -ENOMEM;
     e->v[e->n++] = (vd_extent){ .off = off, .len = len, .flags = flags,
                                 .depth = depth, .file_off = file_off };
     return 0;

@@ -138,13 +138,10 @@ int vd_image_note_file(vd_image *img, vd_file *f)
     for (size_t i = 0; i < img->n_file_ids; i++)
         if (img->file_ids[i].dev == st.st_dev && img->file_ids[i].ino == st.st_ino)
             return 0;
-    struct vd_file_id *n = realloc(img->file_ids, (img->n_file_ids + 1) * sizeof *n);
-    if (!n)
+    if (VD_ARRAY_RESERVE(img->file_ids, img->cap_file_ids, img->n_file_ids + 1) < 0)
         return -ENOMEM;
-    n[img->n_file_ids].dev = st.st_dev;
-    n[img->n_file_ids].ino = st.st_ino;
-    img->file_ids = n;
-    img->n_file_ids++;
+    img->file_ids[img->n_file_ids].dev = st.st_dev;
+    img->file_ids[img->n_file_ids++].ino = st.st_ino;
     return 0;
 }
 

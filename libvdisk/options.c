@@ -13,7 +13,7 @@ struct vd_kv {
 
 struct vd_kvlist {
     struct vd_kv *v;
-    size_t n;
+    size_t n, cap;
 };
 
 void vd_kvlist_free(vd_kvlist *kv)
@@ -69,13 +69,11 @@ int vd_kvlist_parse(const char *s, vd_kvlist **out, vd_error *err)
             return r;
         }
         *eq = 0;
-        struct vd_kv *nv = realloc(kv->v, (kv->n + 1) * sizeof *nv);
-        if (!nv) {
+        if (VD_ARRAY_RESERVE(kv->v, kv->cap, kv->n + 1) < 0) {
             free(item);
             vd_kvlist_free(kv);
-            return -ENOMEM;
+            return vd_set_error(err, -ENOMEM, "options: out of memory");
         }
-        kv->v = nv;
         kv->v[kv->n].key = strdup(item);
         kv->v[kv->n].val = strdup(eq + 1);
         kv->v[kv->n].used = false;

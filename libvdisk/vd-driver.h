@@ -72,6 +72,14 @@ bool vd_is_zero(const void *buf, size_t len);
  * without spending a full deflate on it.  False below 4 KiB. */
 bool vd_looks_incompressible(const void *buf, size_t len);
 
+/* ---- growable arrays (mcache.c) -------------------------------------- */
+
+/* Make room for `need` elements of `elem` bytes in the array *arrp (a T **)
+ * of capacity *cap, doubling; 0 or -ENOMEM (the array is then unchanged).
+ * VD_ARRAY_RESERVE(arr, cap, need) passes the element size itself. */
+int vd_array_reserve(void *arrp, size_t *cap, size_t need, size_t elem);
+#define VD_ARRAY_RESERVE(arr, cap, need) vd_array_reserve(&(arr), &(cap), (need), sizeof *(arr))
+
 /* ---- deflate (deflate.c) ----------------------------------------------- */
 
 /* Compression levels: 1-3 ISA-L igzip, 4-9 zlib/libdeflate (deflate.c). */
@@ -166,6 +174,52 @@ int vd_open_related(const char *base_path, const char *name, const vd_open_opts 
  * between the check and the open. */
 int vd_resolve_related(const char *base_path, const char *name,
                        bool allow_host_paths, char **out, vd_error *err);
+
+/* ---- metadata-table cache (mcache.c) ----------------------------------- */
+
+/* Fixed-size tables read from a file at their offset (qcow2 L2 tables and
+ * refcount blocks, qcow/QED L2 tables, VMDK grain tables), least recently
+ * used evicted, dirty ones written back on eviction and flush. */
+typedef struct vd_mcache_slot {
+    uint64_t off;             /* file offset of the table, 0 = empty slot */
+    uint64_t copy_off;        /* a second copy written with it (VMDK's RGD), or 0 */
+    uint8_t *data;
+    bool dirty;
+    uint64_t lru;
+} vd_mcache_slot;
+
+typedef struct vd_mcache {
+    vd_mcache_slot *slots;
+    size_t n;                 /* slots the cache may grow to */
+    size_t used;              /* slots [0, used) have a buffer */
+    size_t table_bytes;
+    size_t last;              /* the last hit, checked first */
+    uint64_t tick;
+    vd_file *file;
+    const char *what;         /* "L2 table", "grain table": for messages */
+    /* Called once before dirty tables are written (at a flush, and when a
+     * dirty table is evicted, which writes back every dirty one): what they
+     * point at must be on disk first (qcow2 refcounts, VMDK grains). */
+    int (*before_write)(void *ctx, vd_error *err);
+    void *ctx;
+} vd_mcache;
+
+/* Slots: budget / table_bytes, within [min_slots, max_slots] (a miss scans
+ * them all).  0 or -ENOMEM. */
+int vd_mcache_init(vd_mcache *c, vd_file *f, size_t table_bytes, size_t budget,
+                   size_t min_slots, size_t max_slots, const char *what);
+void vd_mcache_free(vd_mcache *c);
+/* The table at `off`, read from the file (load) or zeroed (a new table);
+ * *slot is for vd_mcache_mark_dirty.  Valid until the next get. */
+int vd_mcache_get(vd_mcache *c, uint64_t off, uint8_t **data, size_t *slot, bool load,
+                  vd_error *err);
+/* The slot's table changed; it is written back (and at copy_off too, if
+ * not 0) at eviction or flush. */
+void vd_mcache_mark_dirty(vd_mcache *c, size_t slot, uint64_t copy_off);
+int vd_mcache_flush(vd_mcache *c, vd_error *err);
+/* Forget the table at `off` (freed or rewritten on disk), every table for
+ * UINT64_MAX, without writing it. */
+void vd_mcache_drop(vd_mcache *c, uint64_t off);
 
 /* ---- create options ---------------------------------------------------- */
 
@@ -310,7 +364,7 @@ struct vd_image {
     bool probed_raw;               /* core: no format given, none matched */
     pthread_rwlock_t lock;         /* core */
     struct vd_file_id { dev_t dev; ino_t ino; } *file_ids; /* core: every file */
-    size_t n_file_ids;             /* the layer opened (vd_image_uses_file) */
+    size_t n_file_ids, cap_file_ids; /* the layer opened (vd_image_uses_file) */
     int compression_level;         /* core: vd_set_compression_level, 0 unset */
     unsigned cache;                /* core: vd_open_opts.cache, for its files */
 };

@@ -273,7 +273,7 @@ static int qcow2_ck_copied(qcow2_ck *k, unsigned flags, vd_error *err)
         for (uint64_t j = 0; j < s->l2_entries; j++) {
             uint8_t *d;
             size_t slot;
-            if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+            if ((r = vd_mcache_get(&s->l2c, l2off, &d, &slot, true, err)) < 0)
                 return r;
             uint64_t e = vd_be64(d + j * s->l2_entry_size);
             qcow2_entry x;
@@ -286,10 +286,10 @@ static int qcow2_ck_copied(qcow2_ck *k, unsigned flags, vd_error *err)
             if (r < 0)
                 return r;
             if (fix) {   /* the slot may have moved: look it up again */
-                if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+                if ((r = vd_mcache_get(&s->l2c, l2off, &d, &slot, true, err)) < 0)
                     return r;
                 vd_put_be64(d + j * s->l2_entry_size, e ^ QCOW2_OFLAG_COPIED);
-                qcow2_cache_mark_dirty(&s->l2c, slot);
+                vd_mcache_mark_dirty(&s->l2c, slot, 0);
             }
         }
     }

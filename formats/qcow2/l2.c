@@ -112,7 +112,7 @@ int qcow2_lookup(qcow2_state *s, uint64_t gc, qcow2_entry *out, vd_error *err)
         return r;
     uint8_t *d;
     size_t slot;
-    if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+    if ((r = vd_mcache_get(&s->l2c, l2off, &d, &slot, true, err)) < 0)
         return r;
     uint64_t e = vd_be64(d + idx * s->l2_entry_size);
     uint64_t bm = s->extl2 ? vd_be64(d + idx * 16 + 8) : 0;
@@ -138,16 +138,16 @@ static int qcow2_l2_make_private(qcow2_state *s, uint64_t l1i, vd_error *err)
     uint8_t *d;
     size_t slot;
     int r = 0;
-    if (old && (r = qcow2_cache_get(s, &s->l2c, old, &d, &slot, true, err)) == 0)
+    if (old && (r = vd_mcache_get(&s->l2c, old, &d, &slot, true, err)) == 0)
         memcpy(copy, d, s->cluster_size);
     if (r == 0)
         r = qcow2_alloc_clusters(s, 1, &nl2, err);
     if (r == 0)
-        r = qcow2_cache_flush(s, &s->rbc, err);
+        r = vd_mcache_flush(&s->rbc, err);
     if (r == 0)
         r = vd_file_pwrite(s->file, copy, s->cluster_size, nl2, err);
     if (r == 0)
-        r = qcow2_cache_get(s, &s->l2c, nl2, &d, &slot, false, err);
+        r = vd_mcache_get(&s->l2c, nl2, &d, &slot, false, err);
     if (r == 0) {
         memcpy(d, copy, s->cluster_size);
         s->l1[l1i] = nl2 | QCOW2_OFLAG_COPIED;
@@ -175,13 +175,13 @@ int qcow2_l2_set(qcow2_state *s, uint64_t gc, uint64_t entry, uint64_t bitmap,
             return r;
     uint8_t *d;
     size_t slot;
-    if ((r = qcow2_cache_get(s, &s->l2c, s->l1[l1i] & QCOW2_OFFSET_MASK, &d, &slot, true,
+    if ((r = vd_mcache_get(&s->l2c, s->l1[l1i] & QCOW2_OFFSET_MASK, &d, &slot, true,
                              err)) < 0)
         return r;
     vd_put_be64(d + idx * s->l2_entry_size, entry);
     if (s->extl2)
         vd_put_be64(d + idx * 16 + 8, bitmap);
-    qcow2_cache_mark_dirty(&s->l2c, slot);
+    vd_mcache_mark_dirty(&s->l2c, slot, 0);
     return 0;
 }
 
@@ -198,14 +198,8 @@ int qcow2_defer_free(qcow2_state *s, const qcow2_entry *e, vd_error *err)
 {
     if (e->kind != QCOW2_COMPRESSED && !e->host)
         return 0;
-    if (s->npending == s->cappending) {
-        size_t n = s->cappending ? s->cappending * 2 : 64;
-        qcow2_entry *p = realloc(s->pending, n * sizeof *p);
-        if (!p)
-            return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
-        s->pending = p;
-        s->cappending = n;
-    }
+    if (VD_ARRAY_RESERVE(s->pending, s->cappending, s->npending + 1) < 0)
+        return vd_set_error(err, -ENOMEM, "qcow2: %s: out of memory", s->file->path);
     s->pending[s->npending++] = *e;
     return 0;
 }

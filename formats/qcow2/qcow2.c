@@ -20,18 +20,12 @@ static vd_file *qcow2_data(qcow2_state *s)
     return s->data_file ? s->data_file : s->file;
 }
 
-static size_t qcow2_cache_slots(uint64_t budget, uint64_t cluster_size, size_t min, size_t max)
-{
-    uint64_t n = budget / cluster_size;
-    return n < min ? min : n > max ? max : (size_t)n;
-}
-
 static void qcow2_state_free(qcow2_state *s)
 {
     if (!s)
         return;
-    qcow2_cache_free(&s->l2c);
-    qcow2_cache_free(&s->rbc);
+    vd_mcache_free(&s->l2c);
+    vd_mcache_free(&s->rbc);
     for (size_t i = 0; i < QCOW2_ZPOOL; i++)
         qcow2_zstate_free(&s->zpool[i], s->compression);
     qcow2_snapshots_free(s);
@@ -103,13 +97,14 @@ static int qcow2_open(vd_image *img, vd_error *err)
     if (r == 0)
         r = qcow2_snapshots_read(s, (uint64_t)fsz, err);
     if (r == 0 &&
-        (qcow2_cache_init(&s->l2c, qcow2_cache_slots(QCOW2_L2_CACHE_BYTES, s->cluster_size, 16, 1024),
-                          s->cluster_size, "L2 table") < 0 ||
-         qcow2_cache_init(&s->rbc, qcow2_cache_slots(QCOW2_RB_CACHE_BYTES, s->cluster_size, 8, 256),
-                          s->cluster_size, "refcount block") < 0))
+        (vd_mcache_init(&s->l2c, s->file, s->cluster_size, QCOW2_L2_CACHE_BYTES, 16, 1024,
+                        "L2 table") < 0 ||
+         vd_mcache_init(&s->rbc, s->file, s->cluster_size, QCOW2_RB_CACHE_BYTES, 8, 256,
+                        "refcount block") < 0))
         r = vd_set_error(err, -ENOMEM, "qcow2: out of memory for metadata caches");
     if (r == 0) {
         s->l2c.before_write = qcow2_rc_flush_before_l2;
+        s->l2c.ctx = s;
         s->alloc_next = vd_round_up((uint64_t)fsz, s->cluster_size);
         s->free_hint = UINT64_MAX;
         img->cluster_size = (uint32_t)s->cluster_size;
@@ -481,11 +476,11 @@ static int qcow2_flush(vd_image *img, vd_error *err)
     qcow2_state *s = qcow2_s(img);
     int r = qcow2_release_pending(s, err);
     if (r == 0)
-        r = qcow2_cache_flush(s, &s->rbc, err);
+        r = vd_mcache_flush(&s->rbc, err);
     if (r == 0)
         r = vd_file_sync(s->file, err);
     if (r == 0)
-        r = qcow2_cache_flush(s, &s->l2c, err);
+        r = vd_mcache_flush(&s->l2c, err);
     if (r == 0)
         r = vd_file_sync(s->file, err);
     return r;

@@ -3,8 +3,6 @@
  * Layout of the driver (formats/qcow2/):
  *   qcow2.c     the driver table, open/close, read/write/zero/discard dispatch
  *   header.c    header + extensions: parse, validate, update fields
- *   cache.c     a small LRU cache of metadata clusters (L2 tables, refcount
- *               blocks) with write-back and dirty tracking
  *   l2.c        L1/L2 lookup, L2 entry decoding (incl. extended L2), L2
  *               allocation and copy-on-write of shared L2 tables
  *   refcount.c  refcount get/set for every width, cluster allocation,
@@ -103,27 +101,6 @@ typedef struct qcow2_entry {
     uint32_t zero_bits;
 } qcow2_entry;
 
-/* ---- metadata cache (cache.c) ----------------------------------------- */
-
-typedef struct qcow2_cache_slot {
-    uint64_t off;         /* host offset of the cluster, 0 = empty slot */
-    uint8_t *data;
-    bool dirty;
-    uint64_t lru;
-} qcow2_cache_slot;
-
-struct qcow2_state;
-typedef struct qcow2_cache {
-    qcow2_cache_slot *slots;
-    size_t n;             /* slots the cache may grow to */
-    size_t used;          /* slots [0, used) have a buffer; filled in order */
-    size_t cluster_size;
-    uint64_t tick;
-    size_t last;          /* index of the last hit */
-    const char *what;     /* "L2 table" / "refcount block" for errors */
-    /* called before a dirty slot of this cache is written */
-    int (*before_write)(struct qcow2_state *s, vd_error *err);
-} qcow2_cache;
 
 typedef struct qcow2_snapshot {
     char *id, *name;
@@ -189,7 +166,7 @@ typedef struct qcow2_state {
     uint64_t free_hint;       /* lowest cluster freed since the last rewind */
     uint64_t comp_cur, comp_end;  /* packing cursor for compressed data */
 
-    qcow2_cache l2c, rbc;
+    vd_mcache l2c, rbc;
     qcow2_entry *pending;     /* clusters to free after the next L2 flush */
     size_t npending, cappending;
     pthread_mutex_t lock;     /* guards the caches and L1 for parallel reads,
@@ -213,16 +190,6 @@ int qcow2_header_set_incompat(qcow2_state *s, uint64_t incompat, vd_error *err);
 int qcow2_check_table(qcow2_state *s, const char *what, uint64_t off, uint64_t bytes,
                       uint64_t file_size, vd_error *err);
 
-/* cache.c */
-int qcow2_cache_init(qcow2_cache *c, size_t n, size_t cluster_size, const char *what);
-void qcow2_cache_free(qcow2_cache *c);
-/* Return the cached cluster at `off` (loading it); *slot receives its
- * index for qcow2_cache_mark_dirty. */
-int qcow2_cache_get(qcow2_state *s, qcow2_cache *c, uint64_t off, uint8_t **data,
-                    size_t *slot, bool load, vd_error *err);
-void qcow2_cache_mark_dirty(qcow2_cache *c, size_t slot);
-int qcow2_cache_flush(qcow2_state *s, qcow2_cache *c, vd_error *err);
-void qcow2_cache_drop(qcow2_cache *c, uint64_t off);
 
 /* refcount.c */
 uint64_t qcow2_rc_get_packed(const uint8_t *block, uint64_t idx, uint32_t order);
@@ -237,7 +204,7 @@ uint64_t qcow2_rc_max(const qcow2_state *s);
 void qcow2_alloc_rewind(qcow2_state *s);
 /* Allocate n contiguous clusters (refcount 1 each); returns host offset. */
 int qcow2_alloc_clusters(qcow2_state *s, uint64_t n, uint64_t *host, vd_error *err);
-int qcow2_rc_flush_before_l2(qcow2_state *s, vd_error *err);
+int qcow2_rc_flush_before_l2(void *s, vd_error *err);
 int qcow2_meta_flush(qcow2_state *s, vd_error *err);
 int qcow2_refcount_table_load(qcow2_state *s, uint64_t file_size, vd_error *err);
 

@@ -91,7 +91,7 @@ int qcow2_refcount_get(qcow2_state *s, uint64_t cluster, uint64_t *out, vd_error
         return r;
     uint8_t *d;
     size_t slot;
-    if ((r = qcow2_cache_get(s, &s->rbc, rb, &d, &slot, true, err)) < 0)
+    if ((r = vd_mcache_get(&s->rbc, rb, &d, &slot, true, err)) < 0)
         return r;
     *out = qcow2_rc_get_packed(d, cluster % s->rb_entries, s->refcount_order);
     return 0;
@@ -119,7 +119,7 @@ static int qcow2_rb_alloc(qcow2_state *s, uint64_t bi, vd_error *err)
         return r;
     uint8_t *d;
     size_t slot;
-    if ((r = qcow2_cache_get(s, &s->rbc, nb, &d, &slot, false, err)) < 0)
+    if ((r = vd_mcache_get(&s->rbc, nb, &d, &slot, false, err)) < 0)
         return r;
     /* On disk before the table points at it. */
     if ((r = vd_file_pwrite(s->file, d, s->cluster_size, nb, err)) < 0)
@@ -151,10 +151,10 @@ int qcow2_refcount_set(qcow2_state *s, uint64_t cluster, uint64_t v, vd_error *e
     }
     uint8_t *d;
     size_t slot;
-    if ((r = qcow2_cache_get(s, &s->rbc, rb, &d, &slot, true, err)) < 0)
+    if ((r = vd_mcache_get(&s->rbc, rb, &d, &slot, true, err)) < 0)
         return r;
     qcow2_rc_set_packed(d, cluster % s->rb_entries, s->refcount_order, v);
-    qcow2_cache_mark_dirty(&s->rbc, slot);
+    vd_mcache_mark_dirty(&s->rbc, slot, 0);
     return 0;
 }
 
@@ -178,7 +178,7 @@ int qcow2_refcount_update(qcow2_state *s, uint64_t host, uint64_t len, int delta
             return r;
         if (v == 0) {
             uint64_t off = c << s->cluster_bits;
-            qcow2_cache_drop(&s->l2c, off);
+            vd_mcache_drop(&s->l2c, off);
             if (off < s->free_hint)
                 s->free_hint = off;    /* reused by the next allocation */
             if (s->comp_end && off < s->comp_end && off + s->cluster_size > s->comp_cur)
@@ -281,7 +281,7 @@ static int qcow2_rt_grow(qcow2_state *s, uint64_t bi, vd_error *err)
     r = qcow2_refcount_update(s, p, clusters << s->cluster_bits, 1, err);
     s->rt_growing = false;
     if (r == 0)
-        r = qcow2_cache_flush(s, &s->rbc, err);
+        r = vd_mcache_flush(&s->rbc, err);
     for (uint64_t i = 0; r == 0 && i < entries; i++)
         vd_put_be64(raw + i * 8, s->rt[i]);
     if (r == 0)
@@ -307,15 +307,15 @@ fail:
 }
 
 /* The L2 cache's before-write hook: refcounts reach the disk first. */
-int qcow2_rc_flush_before_l2(qcow2_state *s, vd_error *err)
+int qcow2_rc_flush_before_l2(void *s, vd_error *err)
 {
-    return qcow2_cache_flush(s, &s->rbc, err);
+    return vd_mcache_flush(&((qcow2_state *)s)->rbc, err);
 }
 
 int qcow2_meta_flush(qcow2_state *s, vd_error *err)
 {
-    int r = qcow2_cache_flush(s, &s->rbc, err);
+    int r = vd_mcache_flush(&s->rbc, err);
     if (r == 0)
-        r = qcow2_cache_flush(s, &s->l2c, err);
+        r = vd_mcache_flush(&s->l2c, err);
     return r;
 }

@@ -68,7 +68,7 @@ static int qcow2_l2_refs(qcow2_state *s, uint64_t l2off, enum qcow2_refs_mode mo
 {
     uint8_t *d;
     size_t slot;
-    int r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err);
+    int r = vd_mcache_get(&s->l2c, l2off, &d, &slot, true, err);
     if (r < 0)
         return r;
     memcpy(copy, d, s->cluster_size);     /* refcount updates may evict it */
@@ -97,10 +97,10 @@ static int qcow2_l2_refs(qcow2_state *s, uint64_t l2off, enum qcow2_refs_mode mo
     }
     if (r < 0 || !changed)
         return r;
-    if ((r = qcow2_cache_get(s, &s->l2c, l2off, &d, &slot, true, err)) < 0)
+    if ((r = vd_mcache_get(&s->l2c, l2off, &d, &slot, true, err)) < 0)
         return r;
     memcpy(d, copy, s->cluster_size);
-    qcow2_cache_mark_dirty(&s->l2c, slot);
+    vd_mcache_mark_dirty(&s->l2c, slot, 0);
     return 0;
 }
 

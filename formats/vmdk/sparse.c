@@ -3,7 +3,10 @@
  * compressed behind grain markers (streamOptimized), and grain allocation for
  * writes (new grains go to the end of the file; both grain tables are
  * updated after the grain data is written, so a crash leaves at worst a
- * leaked grain, never a table pointing at garbage). */
+ * leaked grain, never a table pointing at garbage).  Grain tables live in
+ * the library's bounded metadata cache (VMDK_GT_CACHE_BYTES): a 2 TiB
+ * extent, or a directory whose entries all name one table, costs no more
+ * memory than a small one. */
 #include "vmdk.h"
 
 #include <errno.h>
@@ -11,23 +14,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Grain tables kept in memory: 512 tables of 512 entries (2 KiB) map 16 GiB
+ * of 64 KiB grains; qemu keeps 16. */
+#define VMDK_GT_CACHE_BYTES (1u << 20)
+
 struct vmdk_sparse {
     struct vmdk_header h;
     uint64_t grain_bytes;      /* bytes per grain */
     uint64_t n_grains;         /* grains the header's capacity needs */
     uint32_t gd_n;             /* grain directory entries */
     uint32_t *gd, *rgd;        /* sector numbers of the grain tables */
-    uint32_t **gt;             /* cached grain tables, loaded lazily */
+    /* Grain tables, little-endian as on disk.  A changed table goes to
+     * disk at eviction or flush, after the file is synced (before_write),
+     * so that after a power loss no entry points at a grain that did not
+     * reach the disk. */
+    vd_mcache gtc;
     uint64_t file_size;        /* current end of file (grows on writes) */
-    pthread_mutex_t lock;      /* guards gt[] and the grain cache */
+    pthread_mutex_t lock;      /* guards gtc and the grain cache */
     uint64_t cache_grain;      /* last decompressed grain, UINT64_MAX none */
     uint8_t *cache;
-    /* Grains allocated since the last flush: their grain table entries go
-     * to disk at the next flush, after the grains themselves are synced,
-     * so that after a power loss no entry points at a grain that did not
-     * reach the disk (vmdk_sparse_flush). */
-    uint64_t *unsynced;
-    size_t n_unsynced, cap_unsynced;
 };
 
 int vmdk_header_parse(const uint8_t *b, struct vmdk_header *h, const char *where,
@@ -153,6 +158,12 @@ static int vmdk_sparse_footer(vd_file *f, struct vmdk_header *h, uint64_t fsize,
     return 0;
 }
 
+/* Grains reach the disk before a grain table entry naming them. */
+static int vmdk_sparse_sync_grains(void *file, vd_error *err)
+{
+    return vd_file_sync(file, err);
+}
+
 int vmdk_sparse_open(struct vmdk_extent *e, const struct vmdk_header *hin, vd_error *err)
 {
     struct vmdk_sparse *s = calloc(1, sizeof *s);
@@ -184,9 +195,11 @@ int vmdk_sparse_open(struct vmdk_extent *e, const struct vmdk_header *hin, vd_er
                                 "redundant grain directory", &s->rgd, err);
     if (r < 0)
         return r;
-    s->gt = calloc(s->gd_n ? s->gd_n : 1, sizeof *s->gt);
-    if (!s->gt)
-        return vd_set_error(err, -ENOMEM, "out of memory");
+    if (vd_mcache_init(&s->gtc, e->file, (size_t)s->h.gtes * 4, VMDK_GT_CACHE_BYTES, 4, 1024,
+                       "grain table") < 0)
+        return vd_set_error(err, -ENOMEM, "vmdk: %s: out of memory", e->file->path);
+    s->gtc.before_write = vmdk_sparse_sync_grains;
+    s->gtc.ctx = e->file;
     return 0;
 }
 
@@ -195,14 +208,10 @@ void vmdk_sparse_close(struct vmdk_extent *e)
     struct vmdk_sparse *s = e->sp;
     if (!s)
         return;
-    if (s->gt)
-        for (uint32_t i = 0; i < s->gd_n; i++)
-            free(s->gt[i]);
-    free(s->gt);
+    vd_mcache_free(&s->gtc);
     free(s->gd);
     free(s->rgd);
     free(s->cache);
-    free(s->unsynced);
     pthread_mutex_destroy(&s->lock);
     free(s);
     e->sp = NULL;
@@ -218,27 +227,18 @@ bool vmdk_sparse_is_stream(struct vmdk_extent *e)
     return e->sp && (e->sp->h.flags & VMDK_FLAG_COMPRESSED);
 }
 
-/* Load grain table `i` into the cache (lock held). */
-static int vmdk_sparse_load_gt(vd_file *f, struct vmdk_sparse *s, uint32_t i, vd_error *err)
+/* Grain table `i` (its directory entry is set) from the cache, lock held:
+ * *gt its little-endian entries until the next table is asked for, *slot
+ * for vd_mcache_mark_dirty. */
+static int vmdk_sparse_table(vd_file *f, struct vmdk_sparse *s, uint32_t i, uint8_t **gt,
+                             size_t *slot, vd_error *err)
 {
-    uint64_t bytes = (uint64_t)s->h.gtes * 4;
     uint64_t off = (uint64_t)s->gd[i] * VMDK_SECTOR;
-    if (off + bytes > s->file_size)
+    if (off + s->gtc.table_bytes > s->file_size)
         return vd_set_error(err, -EINVAL, "vmdk: %s: grain directory entry %" PRIu32
                             " points to a grain table at 0x%" PRIx64 " past end of file "
                             "(size 0x%" PRIx64 ")", f->path, i, off, s->file_size);
-    uint32_t *gt = malloc(bytes);
-    if (!gt)
-        return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = vd_file_pread(f, gt, bytes, off, err);
-    if (r < 0) {
-        free(gt);
-        return r;
-    }
-    for (uint32_t k = 0; k < s->h.gtes; k++)
-        gt[k] = le32toh(gt[k]);
-    s->gt[i] = gt;
-    return 0;
+    return vd_mcache_get(&s->gtc, off, gt, slot, true, err);
 }
 
 /* Grain table entry of grain `g` (0 when the table is absent). */
@@ -249,12 +249,12 @@ static int vmdk_sparse_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, uint32
     *gte = VMDK_GTE_UNALLOC;
     if (i >= s->gd_n || s->gd[i] == 0)
         return 0;
-    int r = 0;
+    uint8_t *gt;
+    size_t slot;
     pthread_mutex_lock(&s->lock);
-    if (!s->gt[i])
-        r = vmdk_sparse_load_gt(f, s, (uint32_t)i, err);
+    int r = vmdk_sparse_table(f, s, (uint32_t)i, &gt, &slot, err);
     if (r == 0)
-        *gte = s->gt[i][g % s->h.gtes];
+        *gte = vd_le32(gt + 4 * (g % s->h.gtes));
     pthread_mutex_unlock(&s->lock);
     return r;
 }
@@ -378,45 +378,33 @@ int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t
     return 0;
 }
 
-/* Write grain g's entry (from the cache) into both grain tables on disk. */
-static int vmdk_sparse_write_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, vd_error *err)
+/* Point grain g at sector v in the cached table (and its redundant copy);
+ * the tables on disk follow at eviction or flush, after a sync. */
+static int vmdk_sparse_set_gte(vd_file *f, struct vmdk_sparse *s, uint64_t g, uint32_t v,
+                               vd_error *err)
 {
-    uint32_t i = (uint32_t)(g / s->h.gtes), k = (uint32_t)(g % s->h.gtes);
-    uint8_t le[4];
-    vd_put_le32(le, s->gt[i][k]);
-    int r = vd_file_pwrite(f, le, 4, (uint64_t)s->gd[i] * VMDK_SECTOR + k * 4ull, err);
-    if (r == 0 && s->rgd && s->rgd[i])
-        r = vd_file_pwrite(f, le, 4, (uint64_t)s->rgd[i] * VMDK_SECTOR + k * 4ull, err);
-    return r;
-}
-
-/* Point grain g at sector v in the cache; the tables on disk follow at the
- * next flush. */
-static int vmdk_sparse_set_gte(struct vmdk_sparse *s, uint64_t g, uint32_t v, vd_error *err)
-{
-    if (s->n_unsynced == s->cap_unsynced) {
-        size_t n = s->cap_unsynced ? s->cap_unsynced * 2 : 64;
-        uint64_t *p = realloc(s->unsynced, n * sizeof *p);
-        if (!p)
-            return vd_set_error(err, -ENOMEM, "out of memory");
-        s->unsynced = p;
-        s->cap_unsynced = n;
+    uint32_t i = (uint32_t)(g / s->h.gtes);
+    uint8_t *gt;
+    size_t slot;
+    pthread_mutex_lock(&s->lock);
+    int r = vmdk_sparse_table(f, s, i, &gt, &slot, err);
+    if (r == 0) {
+        vd_put_le32(gt + 4 * (g % s->h.gtes), v);
+        vd_mcache_mark_dirty(&s->gtc, slot,
+                             s->rgd && s->rgd[i] ? (uint64_t)s->rgd[i] * VMDK_SECTOR : 0);
     }
-    s->unsynced[s->n_unsynced++] = g;
-    s->gt[g / s->h.gtes][g % s->h.gtes] = v;
-    return 0;
+    pthread_mutex_unlock(&s->lock);
+    return r;
 }
 
 int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err)
 {
     struct vmdk_sparse *s = e->sp;
-    if (!s || !s->n_unsynced)
+    if (!s)
         return 0;
-    int r = vd_file_sync(e->file, err);     /* the grains first */
-    for (size_t i = 0; r == 0 && i < s->n_unsynced; i++)
-        r = vmdk_sparse_write_gte(e->file, s, s->unsynced[i], err);
-    if (r == 0)
-        s->n_unsynced = 0;
+    pthread_mutex_lock(&s->lock);
+    int r = vd_mcache_flush(&s->gtc, err);
+    pthread_mutex_unlock(&s->lock);
     return r;
 }
 
@@ -441,23 +429,14 @@ static int vmdk_sparse_append(vd_file *f, struct vmdk_sparse *s, uint64_t bytes,
 static int vmdk_sparse_ensure_gt(vd_file *f, struct vmdk_sparse *s, uint32_t i,
                                  vd_error *err)
 {
-    if (s->gd[i]) {
-        if (s->gt[i])
-            return 0;
-        pthread_mutex_lock(&s->lock);
-        int r = s->gt[i] ? 0 : vmdk_sparse_load_gt(f, s, i, err);
-        pthread_mutex_unlock(&s->lock);
-        return r;
-    }
+    if (s->gd[i])
+        return 0;
     uint64_t bytes = vd_round_up((uint64_t)s->h.gtes * 4, VMDK_SECTOR), sec = 0, rsec = 0;
     int r = vmdk_sparse_append(f, s, bytes, &sec, err);
     if (r == 0 && s->rgd)
         r = vmdk_sparse_append(f, s, bytes, &rsec, err);
     if (r < 0)
         return r;
-    uint32_t *gt = calloc(s->h.gtes, 4);
-    if (!gt)
-        return vd_set_error(err, -ENOMEM, "out of memory");
     uint8_t le[4];
     vd_put_le32(le, (uint32_t)sec);
     r = vd_file_pwrite(f, le, 4, s->h.gd_off * VMDK_SECTOR + i * 4ull, err);
@@ -466,12 +445,9 @@ static int vmdk_sparse_ensure_gt(vd_file *f, struct vmdk_sparse *s, uint32_t i,
         r = vd_file_pwrite(f, le, 4, s->h.rgd_off * VMDK_SECTOR + i * 4ull, err);
         s->rgd[i] = (uint32_t)rsec;
     }
-    if (r < 0) {
-        free(gt);
+    if (r < 0)
         return r;
-    }
-    s->gd[i] = (uint32_t)sec;
-    s->gt[i] = gt;
+    s->gd[i] = (uint32_t)sec;      /* the new table reads as zeroes */
     return 0;
 }
 
@@ -504,7 +480,7 @@ static int vmdk_sparse_alloc_grain(vd_image *img, struct vmdk_extent *e, uint64_
     if (r == 0)
         r = vd_file_pwrite(e->file, src, s->grain_bytes, sec * VMDK_SECTOR, err);
     if (r == 0)
-        r = vmdk_sparse_set_gte(s, g, (uint32_t)sec, err);
+        r = vmdk_sparse_set_gte(e->file, s, g, (uint32_t)sec, err);
     free(grain);
     return r;
 }
@@ -524,8 +500,10 @@ int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
         if (g >= s->n_grains)
             return vd_set_error(err, -EINVAL, "vmdk: %s: write at 0x%" PRIx64 " beyond the "
                                 "extent's capacity", e->file->path, off);
+        uint32_t gte = 0;
         int r = vmdk_sparse_ensure_gt(e->file, s, (uint32_t)(g / s->h.gtes), err);
-        uint32_t gte = r == 0 ? s->gt[g / s->h.gtes][g % s->h.gtes] : 0;
+        if (r == 0)
+            r = vmdk_sparse_gte(e->file, s, g, &gte, err);
         if (r < 0)
             return r;
         bool zero_gte = gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN);
@@ -595,12 +573,12 @@ int vmdk_sparse_check(struct vmdk_extent *e, vd_check_result *res, vd_error *err
     for (uint32_t i = 0; i < s->gd_n; i++) {
         if (!s->gd[i])
             continue;
-        uint32_t *gt = NULL;
+        uint8_t *gt = NULL;
+        size_t slot;
         pthread_mutex_lock(&s->lock);
-        int r = s->gt[i] ? 0 : vmdk_sparse_load_gt(e->file, s, i, err);
-        gt = r == 0 ? s->gt[i] : NULL;
-        pthread_mutex_unlock(&s->lock);
+        int r = vmdk_sparse_table(e->file, s, i, &gt, &slot, err);
         if (r < 0) {
+            pthread_mutex_unlock(&s->lock);
             res->corruptions++;
             if (!res->first_problem[0] && err)
                 snprintf(res->first_problem, sizeof res->first_problem, "%s", err->msg);
@@ -608,23 +586,25 @@ int vmdk_sparse_check(struct vmdk_extent *e, vd_check_result *res, vd_error *err
         }
         for (uint32_t k = 0; k < s->h.gtes; k++) {
             uint64_t g = (uint64_t)i * s->h.gtes + k;
+            uint32_t gte = vd_le32(gt + 4 * k);
             if (g >= s->n_grains)
                 break;
             res->total_clusters++;
-            if (gt[k] == VMDK_GTE_UNALLOC ||
-                (gt[k] == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN)))
+            if (gte == VMDK_GTE_UNALLOC ||
+                (gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN)))
                 continue;
             res->allocated_clusters++;
             uint64_t need = (s->h.flags & VMDK_FLAG_COMPRESSED) ? VMDK_SECTOR : s->grain_bytes;
-            if ((uint64_t)gt[k] * VMDK_SECTOR + need > s->file_size) {
+            if ((uint64_t)gte * VMDK_SECTOR + need > s->file_size) {
                 res->corruptions++;
                 if (!res->first_problem[0])
                     snprintf(res->first_problem, sizeof res->first_problem,
                              "%s: grain table %" PRIu32 " entry %" PRIu32 " points to 0x%"
                              PRIx64 " past end of file", e->file->path, i, k,
-                             (uint64_t)gt[k] * VMDK_SECTOR);
+                             (uint64_t)gte * VMDK_SECTOR);
             }
         }
+        pthread_mutex_unlock(&s->lock);
     }
     if (res->image_end_offset < s->file_size)
         res->image_end_offset = s->file_size;
@@ -642,13 +622,14 @@ int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err)
     if (!z)
         return vd_set_error(err, -ENOMEM, "out of memory");
     int r = vmdk_sparse_flush(e, err);
+    pthread_mutex_lock(&s->lock);
+    vd_mcache_drop(&s->gtc, UINT64_MAX);      /* every table is zeroed below */
+    pthread_mutex_unlock(&s->lock);
     for (uint32_t i = 0; r == 0 && i < s->gd_n; i++) {
         if (s->gd[i])
             r = vd_file_pwrite(e->file, z, bytes, (uint64_t)s->gd[i] * VMDK_SECTOR, err);
         if (r == 0 && s->rgd && s->rgd[i])
             r = vd_file_pwrite(e->file, z, bytes, (uint64_t)s->rgd[i] * VMDK_SECTOR, err);
-        if (r == 0 && s->gt[i])
-            memset(s->gt[i], 0, bytes);
     }
     free(z);
     return r == 0 ? vd_file_sync(e->file, err) : r;

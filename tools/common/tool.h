@@ -41,6 +41,19 @@ void vt_print_formats(FILE *f, bool creatable_only);
  * qemu-img's words (scripts grep for them). */
 void vt_warn_probed_raw(vd_image *img, const char *path);
 
+/* ---- JSON (json.c): the string writer of every tool's --json ----------- */
+
+/* `s` as a quoted JSON string in ASCII, by qemu's rules (qemu-img's JSON
+ * stays byte-compatible): '"', '\\' and \b \f \n \r \t by name, other
+ * control characters and non-ASCII as \uXXXX, bytes of invalid UTF-8 as
+ * \uFFFD.  NULL writes null. */
+void vt_json_str(FILE *f, const char *s);
+/* The same without the quotes. */
+void vt_json_body(FILE *f, const char *s);
+/* The code point of the valid UTF-8 sequence at `s` in *cp and its length
+ * (1-4), or 0 for an invalid, overlong, surrogate or truncated one. */
+int vt_utf8_decode(const unsigned char *s, uint32_t *cp);
+
 /* ---- progress (progress.c): the one display of every tool's -p -------- */
 
 typedef struct vt_progress vt_progress;

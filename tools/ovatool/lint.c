@@ -433,11 +433,11 @@ int ova_lint(const char *path, const char *target, bool json)
     appliance_free(&ap);
     if (json) {
         printf("{\"appliance\": ");
-        json_print_str(stdout, path);
+        vt_json_str(stdout, path);
         printf(", \"target\": \"%s\", \"clean\": %s, \"problems\": [", target, L.n ? "false" : "true");
         for (size_t i = 0; i < L.n; i++) {
             printf("%s{\"code\": \"%s\", \"message\": ", i ? ", " : "", L.code[i]);
-            json_print_str(stdout, L.msg[i]);
+            vt_json_str(stdout, L.msg[i]);
             printf("}");
         }
         printf("]}\n");

@@ -65,7 +65,7 @@ static int bad_option(const char *cmd, char **argv)
 static void json_str(const char *k, const char *v, bool comma)
 {
     printf("\"%s\": ", k);
-    json_print_str(stdout, v);
+    vt_json_str(stdout, v);
     printf("%s", comma ? ", " : "");
 }
 
@@ -135,14 +135,14 @@ static void print_info(const struct appliance *ap, bool json, int mf_state, cons
         printf("], \"networks\": [");
         for (size_t i = 0; i < a->n_networks; i++) {
             printf("%s", i ? ", " : "");
-            json_print_str(stdout, a->networks[i]);
+            vt_json_str(stdout, a->networks[i]);
         }
         printf("], \"eula\": %s, ", a->has_eula ? "true" : "false");
         printf("\"missing-files\": %zu, \"unsafe-references\": %zu, \"warnings\": [",
                ap->n_missing, ap->n_unsafe);
         for (size_t i = 0; i < ap->n_diags; i++) {
             printf("%s", i ? ", " : "");
-            json_print_str(stdout, ap->diags[i]);
+            vt_json_str(stdout, ap->diags[i]);
         }
         printf("], ");
         json_str("product", a->product, true);

@@ -3,6 +3,7 @@
 #define OVATOOL_H
 
 #include "ovf.h"
+#include "tool.h"
 #include "vdisk.h"
 
 #include <stdbool.h>
@@ -186,8 +187,6 @@ struct sbuf {
     size_t n, cap;
 };
 void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string, quoted and escaped, or null. */
-void json_print_str(FILE *f, const char *v);
 
 /* libvirt.c: escape text for XML attributes/content into a static-size buffer. */
 void xml_escape(const char *in, char *out, size_t outlen);

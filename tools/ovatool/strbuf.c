@@ -28,20 +28,3 @@ void sb_printf(struct sbuf *b, const char *fmt, ...)
     b->n += (size_t)need;
 }
 
-void json_print_str(FILE *f, const char *v)
-{
-    if (!v) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (; *v; v++) {
-        if (*v == '"' || *v == '\\')
-            fprintf(f, "\\%c", *v);
-        else if ((unsigned char)*v < 0x20)
-            fprintf(f, "\\u%04x", *v);
-        else
-            fputc(*v, f);
-    }
-    fputc('"', f);
-}

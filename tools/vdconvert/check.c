@@ -53,9 +53,9 @@ static void check_print_human(const vd_check_result *r)
 static void check_print_json(const char *file, const char *fmt, const vd_check_result *r)
 {
     printf("{\n    \"filename\": ");
-    vc_json_str(stdout, file);
+    vt_json_str(stdout, file);
     printf(",\n    \"format\": ");
-    vc_json_str(stdout, fmt);
+    vt_json_str(stdout, fmt);
     printf(",\n    \"check-errors\": 0,\n    \"corruptions\": %" PRIu64
            ",\n    \"leaks\": %" PRIu64 ",\n    \"corruptions-fixed\": %" PRIu64
            ",\n    \"leaks-fixed\": %" PRIu64, r->corruptions, r->leaks,
@@ -69,7 +69,7 @@ static void check_print_json(const char *file, const char *fmt, const vd_check_r
         printf(",\n    \"image-end-offset\": %" PRIu64, r->image_end_offset);
     if (r->first_problem[0]) {
         printf(",\n    \"first-problem\": ");
-        vc_json_str(stdout, r->first_problem);
+        vt_json_str(stdout, r->first_problem);
     }
     printf("\n}\n");
 }

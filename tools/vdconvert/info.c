@@ -60,12 +60,12 @@ static void info_kv(void *ctx, const char *key, const char *value)
             if (*p == '_')
                 *p = '-';
         fprintf(c->f, "%s\n                ", c->n ? "," : "");
-        vc_json_str(c->f, k);
+        vt_json_str(c->f, k);
         fputs(": ", c->f);
         if (info_json_literal(value))
             fputs(value, c->f);
         else
-            vc_json_str(c->f, value);
+            vt_json_str(c->f, value);
     } else {
         if (!c->n)
             fputs("Format specific information:\n", c->f);
@@ -121,9 +121,9 @@ static void info_print_snapshots_json(const vd_snapshot_info *s, int n)
     printf(",\n        \"snapshots\": [");
     for (int i = 0; i < n; i++) {
         printf("%s\n            {\"id\": ", i ? "," : "");
-        vc_json_str(stdout, s[i].id);
+        vt_json_str(stdout, s[i].id);
         printf(", \"name\": ");
-        vc_json_str(stdout, s[i].name);
+        vt_json_str(stdout, s[i].name);
         printf(", \"vm-state-size\": %" PRIu64 ", \"date-sec\": %" PRIu64
                ", \"date-nsec\": %u, \"vm-clock-sec\": %" PRIu64 ", \"vm-clock-nsec\": %u}",
                s[i].vm_state_size, s[i].date_sec, s[i].date_nsec,
@@ -168,23 +168,23 @@ static void info_print_json(vd_image *img, const char *indent_first)
     vd_get_info(img, &i);
     printf("%s{\n        \"virtual-size\": %" PRIu64 ",\n        \"filename\": ", indent_first,
            i.virtual_size);
-    vc_json_str(stdout, i.filename);
+    vt_json_str(stdout, i.filename);
     if (i.cluster_size)
         printf(",\n        \"cluster-size\": %u", i.cluster_size);
     printf(",\n        \"format\": ");
-    vc_json_str(stdout, i.format);
+    vt_json_str(stdout, i.format);
     printf(",\n        \"actual-size\": %" PRIu64 ",\n        \"dirty-flag\": %s",
            i.disk_size, i.dirty ? "true" : "false");
     if (i.backing_file) {
         printf(",\n        \"backing-filename\": ");
-        vc_json_str(stdout, i.backing_file);
+        vt_json_str(stdout, i.backing_file);
         if (i.backing_path) {
             printf(",\n        \"full-backing-filename\": ");
-            vc_json_str(stdout, i.backing_path);
+            vt_json_str(stdout, i.backing_path);
         }
         if (i.backing_format) {
             printf(",\n        \"backing-filename-format\": ");
-            vc_json_str(stdout, i.backing_format);
+            vt_json_str(stdout, i.backing_format);
         }
     }
     int n;
@@ -193,7 +193,7 @@ static void info_print_json(vd_image *img, const char *indent_first)
     free(s);
     struct info_kv_ctx c = { .f = stdout, .json = true };
     printf(",\n        \"format-specific\": {\n            \"type\": ");
-    vc_json_str(stdout, i.format);
+    vt_json_str(stdout, i.format);
     printf(",\n            \"data\": {");
     c.n = 0;
     vd_get_format_details(img, info_kv, &c);

@@ -202,20 +202,6 @@ bool vc_is_zero(const void *buf, size_t len)
     return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
 }
 
-void vc_json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static const struct {
     const char *name;
     int (*fn)(int, char **);

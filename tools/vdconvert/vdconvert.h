@@ -46,8 +46,6 @@ int vc_open(const char *path, const char *fmt, bool readonly, bool allow_host,
             vd_image **out, vd_error *e);
 /* qemu-img's "Snapshot list:" table (info.c; snapshot -l, info). */
 void vc_print_snapshots(const vd_snapshot_info *s, int n);
-/* Print JSON string literal (with quotes) of `s` to `f`. */
-void vc_json_str(FILE *f, const char *s);
 /* Whether the `len` bytes at buf are all zero. */
 bool vc_is_zero(const void *buf, size_t len);
 
