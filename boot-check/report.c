@@ -65,48 +65,43 @@ void report_text(const struct vdboot_result *r)
                 r->run_output_len && r->run_output[r->run_output_len - 1] != '\n' ? "\n" : "");
 }
 
+/* ", \"key\": " and the string (null when empty). */
+static void json_kv(FILE *f, const char *key, const char *v)
+{
+    fprintf(f, ", \"%s\": ", key);
+    json_str(f, v);
+}
+
 void report_json(FILE *f, const struct vdboot_result *r)
 {
     fprintf(f, "{\"image\": ");
     json_str(f, r->image);
-    fprintf(f, ", \"format\": ");
-    json_str(f, r->format);
-    fprintf(f, ", \"outcome\": \"%s\", \"exit_code\": %d, \"accelerator\": ",
+    json_kv(f, "format", r->format);
+    fprintf(f, ", \"outcome\": \"%s\", \"exit_code\": %d",
             vdboot_outcome_names[r->outcome], vdboot_outcome_exit[r->outcome]);
-    json_str(f, r->accel);
-    fprintf(f, ", \"accelerator_reason\": ");
-    json_str(f, r->accel_why);
-    fprintf(f, ", \"firmware\": ");
-    json_str(f, r->firmware);
-    fprintf(f, ", \"disk_bus\": ");
-    json_str(f, r->disk_bus);
+    json_kv(f, "accelerator", r->accel);
+    json_kv(f, "accelerator_reason", r->accel_why);
+    json_kv(f, "firmware", r->firmware);
+    json_kv(f, "disk_bus", r->disk_bus);
     fprintf(f, ", \"seconds\": %.3f, \"first_output_seconds\": ", r->seconds);
     if (r->first_byte_seconds >= 0)
         fprintf(f, "%.3f", r->first_byte_seconds);
     else
         fprintf(f, "null");
-    fprintf(f, ", \"kernel_version\": ");
-    json_str(f, r->kernel_version);
-    fprintf(f, ", \"kernel\": ");
-    json_str(f, r->kernel_source);
-    fprintf(f, ", \"cmdline\": ");
-    json_str(f, r->cmdline);
-    fprintf(f, ", \"reason\": ");
-    json_str(f, r->reason);
-    fprintf(f, ", \"matched\": ");
-    json_str(f, r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED ? r->event_line : NULL);
-    fprintf(f, ", \"prompt_seen_on\": ");
-    json_str(f, r->prompt_seen_on);
-    fprintf(f, ", \"console\": ");
-    json_str(f, r->console_path);
-    fprintf(f, ", \"console_tail\": ");
-    json_str(f, r->tail);
+    json_kv(f, "kernel_version", r->kernel_version);
+    json_kv(f, "kernel", r->kernel_source);
+    json_kv(f, "cmdline", r->cmdline);
+    json_kv(f, "reason", r->reason);
+    json_kv(f, "matched",
+            r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED ? r->event_line : NULL);
+    json_kv(f, "prompt_seen_on", r->prompt_seen_on);
+    json_kv(f, "console", r->console_path);
+    json_kv(f, "console_tail", r->tail);
     fprintf(f, ", \"run\": ");
     if (r->run_command[0]) {
         fprintf(f, "{\"command\": ");
         json_str(f, r->run_command);
-        fprintf(f, ", \"user\": ");
-        json_str(f, r->run_user);
+        json_kv(f, "user", r->run_user);
         fprintf(f, ", \"exit_status\": ");
         if (r->run_exit_status >= 0)
             fprintf(f, "%d", r->run_exit_status);

@@ -30,11 +30,17 @@ enum {
     QCOW1_H_L2_BITS = 33, QCOW1_H_CRYPT = 36, QCOW1_H_L1 = 40,
 };
 
+/* A cached L2 table as lookups see it: big-endian entries, valid until the
+ * next table is asked for. */
 struct qcow1_l2 {
-    uint64_t off;          /* 0 = empty slot */
-    uint64_t *e;
-    unsigned age;
+    uint64_t off;
+    const uint8_t *b;
 };
+
+static uint64_t qcow1_e(const struct qcow1_l2 *t, uint64_t i)
+{
+    return t ? vd_be64(t->b + i * 8) : 0;
+}
 
 struct qcow1_state {
     uint32_t cluster_bits, l2_bits, cluster_size;
@@ -42,8 +48,7 @@ struct qcow1_state {
     uint64_t offset_mask;          /* compressed entry: offset bits */
     uint64_t l1_off, l1_n, *l1;
     uint64_t file_size;
-    struct qcow1_l2 cache[QCOW1_L2_CACHE];
-    unsigned clock;
+    vd_mcache l2c;                 /* QCOW1_L2_CACHE tables */
     uint64_t zc_entry;             /* L2 entry of the cluster in zc, 0 none */
     uint8_t *zc, *zin;             /* inflated cluster, compressed input */
 };
@@ -61,59 +66,29 @@ static int qcow1_probe(const uint8_t *head, size_t len, const uint8_t *tail,
 
 /* ---- tables -------------------------------------------------------------- */
 
-static int qcow1_l2_load(vd_image *img, uint64_t l1_index, uint64_t off,
-                         struct qcow1_l2 **out, vd_error *err)
-{
-    struct qcow1_state *s = img->priv;
-    uint64_t bytes = s->l2_entries * 8, end;
-    if (vd_add_overflow(off, bytes, &end) || end > s->file_size)
-        return vd_set_error(err, -EINVAL, "qcow: L1 entry %llu at 0x%llx: L2 table at 0x%llx "
-                            "is past end of file (size 0x%llx)", (unsigned long long)l1_index,
-                            (unsigned long long)(s->l1_off + l1_index * 8),
-                            (unsigned long long)off, (unsigned long long)s->file_size);
-    struct qcow1_l2 *t = &s->cache[0];
-    for (int i = 0; i < QCOW1_L2_CACHE; i++) {
-        if (!s->cache[i].off) {
-            t = &s->cache[i];
-            break;
-        }
-        if (s->cache[i].age < t->age)
-            t = &s->cache[i];
-    }
-    t->off = 0;
-    if (!t->e && !(t->e = malloc(bytes)))
-        return vd_set_error(err, -ENOMEM, "qcow: out of memory for an L2 table");
-    int r = vd_file_pread(img->file, t->e, bytes, off, err);
-    if (r < 0)
-        return r;
-    for (uint64_t i = 0; i < s->l2_entries; i++)
-        t->e[i] = vd_be64(&t->e[i]);
-    t->off = off;
-    *out = t;
-    return 0;
-}
-
-/* The L2 table mapping guest offset `off`, or NULL when unallocated. */
-static int qcow1_l2_get(vd_image *img, uint64_t off, struct qcow1_l2 **out, vd_error *err)
+/* The L2 table mapping guest offset `off` in *view, *out = view, or
+ * *out = NULL when it is unallocated. */
+static int qcow1_l2_get(vd_image *img, uint64_t off, struct qcow1_l2 *view,
+                        struct qcow1_l2 **out, vd_error *err)
 {
     struct qcow1_state *s = img->priv;
     uint64_t i = off / s->span;
-    uint64_t l2_off = s->l1[i];
+    uint64_t l2_off = s->l1[i], end;
     *out = NULL;
     if (!l2_off)
         return 0;
-    for (int k = 0; k < QCOW1_L2_CACHE; k++) {
-        if (s->cache[k].off == l2_off) {
-            *out = &s->cache[k];
-            break;
-        }
-    }
-    if (!*out) {
-        int r = qcow1_l2_load(img, i, l2_off, out, err);
-        if (r < 0)
-            return r;
-    }
-    (*out)->age = ++s->clock;
+    if (vd_add_overflow(l2_off, s->l2c.table_bytes, &end) || end > s->file_size)
+        return vd_set_error(err, -EINVAL, "qcow: L1 entry %llu at 0x%llx: L2 table at 0x%llx "
+                            "is past end of file (size 0x%llx)", (unsigned long long)i,
+                            (unsigned long long)(s->l1_off + i * 8),
+                            (unsigned long long)l2_off, (unsigned long long)s->file_size);
+    uint8_t *b;
+    size_t slot;
+    int r = vd_mcache_get(&s->l2c, l2_off, &b, &slot, true, err);
+    if (r < 0)
+        return r;
+    *view = (struct qcow1_l2){ .off = l2_off, .b = b };
+    *out = view;
     return 0;
 }
 
@@ -122,12 +97,12 @@ static int qcow1_l2_get(vd_image *img, uint64_t off, struct qcow1_l2 **out, vd_e
 static uint64_t qcow1_run(const struct qcow1_state *s, const struct qcow1_l2 *t,
                           uint64_t idx, uint64_t in, uint64_t max)
 {
-    uint64_t e = t ? t->e[idx] : 0;
+    uint64_t e = qcow1_e(t, idx);
     uint64_t len = s->cluster_size - in;
     if (e & QCOW1_COMPRESSED)
         return len < max ? len : max;
     for (uint64_t j = idx + 1; len < max && j < s->l2_entries; j++) {
-        uint64_t f = t ? t->e[j] : 0;
+        uint64_t f = qcow1_e(t, j);
         if (e ? f != e + (j - idx) * s->cluster_size : f != 0)
             break;
         len += s->cluster_size;
@@ -190,13 +165,13 @@ static int qcow1_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_er
     struct qcow1_state *s = img->priv;
     uint8_t *p = buf;
     while (len) {
-        struct qcow1_l2 *t;
-        int r = qcow1_l2_get(img, off, &t, err);
+        struct qcow1_l2 tv, *t;
+        int r = qcow1_l2_get(img, off, &tv, &t, err);
         if (r < 0)
             return r;
         uint64_t idx = off % s->span >> s->cluster_bits;
         uint64_t in = off & (s->cluster_size - 1);
-        uint64_t e = t ? t->e[idx] : 0;
+        uint64_t e = qcow1_e(t, idx);
         uint64_t l2_at = t ? t->off + idx * 8 : 0;
         size_t n = (size_t)qcow1_run(s, t, idx, in, len);
         if (!e) {
@@ -226,13 +201,13 @@ static int qcow1_block_status(vd_image *img, uint64_t off, uint64_t len, vd_exte
     if (table_end < end)
         end = table_end;
     while (off < end) {
-        struct qcow1_l2 *t;
-        int r = qcow1_l2_get(img, off, &t, err);
+        struct qcow1_l2 tv, *t;
+        int r = qcow1_l2_get(img, off, &tv, &t, err);
         if (r < 0)
             return r;
         uint64_t idx = off % s->span >> s->cluster_bits;
         uint64_t in = off & (s->cluster_size - 1);
-        uint64_t e = t ? t->e[idx] : 0;
+        uint64_t e = qcow1_e(t, idx);
         uint64_t n = qcow1_run(s, t, idx, in, end - off);
         if (!e)
             r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
@@ -327,8 +302,7 @@ static void qcow1_free(struct qcow1_state *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < QCOW1_L2_CACHE; i++)
-        free(s->cache[i].e);
+    vd_mcache_free(&s->l2c);
     free(s->l1);
     free(s->zc);
     free(s->zin);
@@ -358,7 +332,9 @@ static int qcow1_open(vd_image *img, vd_error *err)
     s->l1 = malloc(s->l1_n ? s->l1_n * 8 : 1);
     s->zc = malloc(s->cluster_size);
     s->zin = malloc(s->cluster_size);
-    if (!s->l1 || !s->zc || !s->zin) {
+    if (!s->l1 || !s->zc || !s->zin ||
+        vd_mcache_init(&s->l2c, img->file, s->l2_entries * 8, 0, QCOW1_L2_CACHE,
+                       QCOW1_L2_CACHE, "L2 table") < 0) {
         r = vd_set_error(err, -ENOMEM, "out of memory");
         goto fail;
     }

@@ -234,9 +234,7 @@ bool vd_ext2_probe(vd_image *img, uint64_t off, uint64_t len)
 
 static void e2v_uuid_text(const uint8_t *u, char out[37])
 {
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5], u[6],
-             u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    vd_uuid_format(u, 0, out);
 }
 
 /* Check the superblock's geometry against the range before libext2fs sizes

@@ -122,6 +122,7 @@ int vd_parse_size(const char *s, uint64_t *out)
     case 'g': case 'G': shift = 30; end++; break;
     case 't': case 'T': shift = 40; end++; break;
     case 'p': case 'P': shift = 50; end++; break;
+    case 'e': case 'E': shift = 60; end++; break;
     default: return -EINVAL;
     }
     if ((*end == 'i' || *end == 'I') && shift && (end[1] == 'B' || end[1] == 'b'))

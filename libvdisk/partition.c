@@ -226,9 +226,7 @@ static int pt_mbr_parse(vd_image *img, const uint8_t *s, vd_partition_table *t,
 /* GUIDs are stored with the first three fields little-endian. */
 static void pt_guid_text(const uint8_t *g, char out[37])
 {
-    snprintf(out, 37, "%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             vd_le32(g), vd_le16(g + 4), vd_le16(g + 6), g[8], g[9], g[10], g[11],
-             g[12], g[13], g[14], g[15]);
+    vd_uuid_format(g, VD_UUID_MIXED, out);
 }
 
 /* UTF-16LE name to UTF-8; unpaired surrogates become U+FFFD. */

@@ -80,6 +80,20 @@ bool vd_looks_incompressible(const void *buf, size_t len);
 int vd_array_reserve(void *arrp, size_t *cap, size_t need, size_t elem);
 #define VD_ARRAY_RESERVE(arr, cap, need) vd_array_reserve(&(arr), &(cap), (need), sizeof *(arr))
 
+/* ---- UUIDs (uuid.c) ---------------------------------------------------- */
+
+/* Byte order on disk: RFC 4122 (ext2, VHD, ...) by default, or with
+ * VD_UUID_MIXED Microsoft's GUID layout, which VirtualBox's RTUUID shares
+ * (first three fields little-endian: GPT, VHDX, VDI). */
+#define VD_UUID_MIXED 1u
+#define VD_UUID_UPPER 2u     /* format with A-F (as VHDX tools print GUIDs) */
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into out[37]. */
+void vd_uuid_format(const uint8_t u[16], unsigned flags, char out[37]);
+/* That form, either case, optionally in braces; 0 or -EINVAL (u unchanged). */
+int vd_uuid_parse(const char *s, unsigned flags, uint8_t u[16]);
+/* A random version 4 UUID; 0 or -errno. */
+int vd_uuid_random(uint8_t u[16], unsigned flags);
+
 /* ---- deflate (deflate.c) ----------------------------------------------- */
 
 /* Compression levels: 1-3 ISA-L igzip, 4-9 zlib/libdeflate (deflate.c). */
@@ -231,11 +245,10 @@ typedef struct vd_opt_desc {
 typedef struct vd_kvlist vd_kvlist;
 /* Look up an option; marks it used.  NULL when absent. */
 const char *vd_opt_str(vd_kvlist *kv, const char *key);
-/* Parse sizes with K/M/G/T suffixes (powers of 1024). */
+/* A size, read by vd_parse_size (vdisk.h). */
 int vd_opt_size(vd_kvlist *kv, const char *key, uint64_t def, uint64_t *out, vd_error *err);
 int vd_opt_bool(vd_kvlist *kv, const char *key, bool def, bool *out, vd_error *err);
 int vd_opt_uint(vd_kvlist *kv, const char *key, uint64_t def, uint64_t *out, vd_error *err);
-int vd_parse_size(const char *s, uint64_t *out);
 
 /* ---- the driver table -------------------------------------------------- */
 

@@ -79,25 +79,12 @@ uint32_t vhdx_struct_crc(const uint8_t *buf, size_t len, size_t csum_off)
 
 void vhdx_guid_format(const uint8_t *g, char *out)
 {
-    snprintf(out, 37, "%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X", vd_le32(g),
-             vd_le16(g + 4), vd_le16(g + 6), g[8], g[9], g[10], g[11], g[12], g[13], g[14],
-             g[15]);
+    vd_uuid_format(g, VD_UUID_MIXED | VD_UUID_UPPER, out);
 }
 
 bool vhdx_guid_parse(const char *str, uint8_t *g)
 {
-    unsigned a, b, c, d[8];
-    if (*str == '{')
-        str++;
-    if (sscanf(str, "%8x-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &a, &b, &c, &d[0], &d[1], &d[2],
-               &d[3], &d[4], &d[5], &d[6], &d[7]) != 11)
-        return false;
-    vd_put_le32(g, a);
-    vd_put_le16(g + 4, (uint16_t)b);
-    vd_put_le16(g + 6, (uint16_t)c);
-    for (int i = 0; i < 8; i++)
-        g[8 + i] = (uint8_t)d[i];
-    return true;
+    return vd_uuid_parse(str, VD_UUID_MIXED, g) == 0;
 }
 
 static bool vhdx_guid_is(const uint8_t *g, const char *str)
@@ -109,13 +96,11 @@ static bool vhdx_guid_is(const uint8_t *g, const char *str)
 
 void vhdx_guid_random(uint8_t *g)
 {
-    if (getrandom(g, 16, 0) != 16) {
+    if (vd_uuid_random(g, VD_UUID_MIXED) < 0) {    /* no entropy: still unique here */
         uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)clock(), a = (uint64_t)(uintptr_t)g;
         memcpy(g, &t, 8);
         memcpy(g + 8, &a, 8);
     }
-    g[7] = (uint8_t)((g[7] & 0x0f) | 0x40);    /* version 4 (field 3 is LE) */
-    g[8] = (uint8_t)((g[8] & 0x3f) | 0x80);
 }
 
 bool vhdx_guid_is_zero(const uint8_t *g)

@@ -95,33 +95,6 @@ int vc_usage_error(const char *cmd, const char *what)
     return vc_usage(cmd, "unknown option or missing argument '%s'", opt);
 }
 
-bool vc_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '-')
-        return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return false;
-    int sh = 0;
-    switch (*end) {
-    case 'k': case 'K': sh = 10; end++; break;
-    case 'M': sh = 20; end++; break;
-    case 'G': sh = 30; end++; break;
-    case 'T': sh = 40; end++; break;
-    case 'P': sh = 50; end++; break;
-    case 'b': case 'B': end++; break;
-    default: break;
-    }
-    if (sh && (*end == 'B' || *end == 'b' || (*end == 'i' && end[1] == 'B'))) 
-        end += *end == 'i' ? 2 : 1;
-    if (*end || (sh && v > (UINT64_MAX >> sh)))
-        return false;
-    *out = (uint64_t)v << sh;
-    return true;
-}
-
 int vc_check_format(const char *fmt)
 {
     if (!fmt || vd_format_lookup(fmt))

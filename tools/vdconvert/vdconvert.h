@@ -18,9 +18,12 @@
 int vc_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print the error's one-line message; returns VC_EXIT_ERR. */
 int vc_fail_err(const vd_error *e);
-/* Parse a size with an optional K/M/G/T/P suffix (powers of 1024) or a
- * trailing "B"; false on garbage or overflow. */
-bool vc_parse_size(const char *s, uint64_t *out);
+/* A size argument (vd_parse_size's rules, qemu-img's); false on garbage
+ * or overflow. */
+static inline bool vc_parse_size(const char *s, uint64_t *out)
+{
+    return vd_parse_size(s, out) == 0;
+}
 /* getopt boilerplate: prints "vdconvert CMD: unknown option ..." and the
  * command's usage on stderr; returns VC_EXIT_USAGE.  `what` is
  * argv[optind - 1]. */

@@ -1,12 +1,13 @@
 #!/bin/bash
-# One metadata-table cache for every format, with a memory bound, and one
-# JSON writer for every tool.
+# The library's one helper per job, seen from the tools: the metadata-table
+# cache with its memory bound, the JSON writer, the size parser.
 #  - A 75 GiB VMDK with a grain in each of its 2400 grain tables (4.7 MiB of
 #    tables, over the 1 MiB cache) is written through eviction (dirty tables
 #    written back after the grains are synced), reads identically in
 #    qemu-img, and reads in about the memory of a 1 GiB one.
 #  - info --output=json escapes a backing name holding a control character
 #    and a byte that is not UTF-8 exactly as qemu-img does.
+#  - Sizes read as qemu-img reads them (1g, 64KiB, 3M; 1x and 1.5.G refused).
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3
 cd "$T"
@@ -46,3 +47,15 @@ got=$("$VDCONVERT" info --output=json top.qcow2 | grep '"backing-filename":')
 "$VDCONVERT" info --output=json top.qcow2 | python3 -c 'import json, sys; json.load(sys.stdin)' ||
     fail "info --output=json is not valid JSON"
 echo "ok: JSON escaping matches qemu-img ($want)"
+
+# Sizes: the same bytes as qemu-img for what it accepts, refusals alike.
+for sz in 1g 64KiB 3M 512 2k; do
+    qemu-img create -q -f raw "q$sz.raw" "$sz"
+    "$VDCONVERT" create -f raw "v$sz.raw" "$sz" >/dev/null
+    [ "$(stat -c %s "v$sz.raw")" = "$(stat -c %s "q$sz.raw")" ] ||
+        fail "size $sz: $(stat -c %s "v$sz.raw") bytes, qemu-img makes $(stat -c %s "q$sz.raw")"
+done
+for sz in 1x 1KX -1 ''; do
+    ! "$VDCONVERT" create -f raw "bad.raw" "$sz" >/dev/null 2>&1 || fail "size '$sz' accepted"
+done
+echo "ok: sizes read as qemu-img reads them"
