@@ -280,37 +280,37 @@ static void io_json(const struct ovf_appliance *a, const struct import_disk *d, 
                     bool boot_ok)
 {
     printf("{\"name\": ");
-    json_print_str(stdout, name);
+    vt_json_str(stdout, name);
     printf(", \"domain\": ");
-    json_print_str(stdout, xml);
+    vt_json_str(stdout, xml);
     printf(", \"qemu_script\": ");
-    json_print_str(stdout, sh);
+    vt_json_str(stdout, sh);
     printf(", \"xen_domain\": ");
-    json_print_str(stdout, xen);
+    vt_json_str(stdout, xen);
     printf(", \"disks\": [");
     for (size_t i = 0; i < nd; i++) {
         printf("%s{\"path\": ", i ? ", " : "");
-        json_print_str(stdout, d[i].path);
+        vt_json_str(stdout, d[i].path);
         printf(", \"format\": ");
-        json_print_str(stdout, d[i].format);
+        vt_json_str(stdout, d[i].format);
         printf(", \"device\": \"%s\", \"bus\": \"%s\"}", d[i].cdrom ? "cdrom" : "disk",
                lv_vdboot_bus(a, &d[i], &c->hw));
     }
     static const char *const modes[] = { "ovf", "virtio-blk", "virtio-scsi" };
     printf("], \"disk_bus\": {\"mode\": \"%s\", \"decision\": \"%s\", \"reason\": ",
            modes[c->hw.disks], c->decision);
-    json_print_str(stdout, c->reason);
+    vt_json_str(stdout, c->reason);
     printf(", \"warning\": ");
-    json_print_str(stdout, c->warning[0] ? c->warning : NULL);
+    vt_json_str(stdout, c->warning[0] ? c->warning : NULL);
     printf(", \"guest\": ");
     if (!c->scanned) {
         printf("null");
     } else {
         const struct guest_drivers *g = &c->g;
         printf("{\"linux_found\": %s, \"initramfs\": ", g->found ? "true" : "false");
-        json_print_str(stdout, g->initrd_path[0] ? g->initrd_path : NULL);
+        vt_json_str(stdout, g->initrd_path[0] ? g->initrd_path : NULL);
         printf(", \"modules_builtin\": ");
-        json_print_str(stdout, g->builtin_path[0] ? g->builtin_path : g->builtin_known ?
+        vt_json_str(stdout, g->builtin_path[0] ? g->builtin_path : g->builtin_known ?
                        "in the initramfs" : NULL);
         printf(", \"drivers\": {");
         for (int k = 0; k < GD_N; k++)
@@ -318,7 +318,7 @@ static void io_json(const struct ovf_appliance *a, const struct import_disk *d, 
                    (g->builtin >> k) & 1u ? "\"built-in\"" : (g->initrd >> k) & 1u ?
                    "\"initramfs\"" : "null");
         printf("}, \"note\": ");
-        json_print_str(stdout, g->note[0] ? g->note : NULL);
+        vt_json_str(stdout, g->note[0] ? g->note : NULL);
         printf("}");
     }
     printf("}, \"boot_check\": ");
@@ -327,7 +327,7 @@ static void io_json(const struct ovf_appliance *a, const struct import_disk *d, 
     else if (boot_msg)
         printf("{\"ok\": false, \"summary\": ");
     if (boot->n || boot_msg) {
-        json_print_str(stdout, boot_msg);
+        vt_json_str(stdout, boot_msg);
         printf(", \"vdboot\": %s}", boot->n ? boot->s : "null");
     } else {
         printf("null");
