@@ -525,8 +525,8 @@ const char *vd_version(void);
 /* ---- sizes ------------------------------------------------------------- */
 
 /* A size as qemu-img reads one: digits, then optionally B or one of
- * K, M, G, T, P, E (either case, powers of 1024), which may be followed by
- * B or iB ("512", "1G", "1g", "64KiB").  0, -EINVAL (not a size) or
+ * K, M, G, T, P, E (either case, powers of 1024); B or iB may follow the
+ * suffix ("64KiB", which qemu-img refuses).  0, -EINVAL (not a size) or
  * -ERANGE (over 2^64 - 1).  The one parser of the library's create
  * options and the tools' size arguments. */
 int vd_parse_size(const char *s, uint64_t *out);

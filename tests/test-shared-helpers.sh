@@ -7,7 +7,7 @@
 #    qemu-img, and reads in about the memory of a 1 GiB one.
 #  - info --output=json escapes a backing name holding a control character
 #    and a byte that is not UTF-8 exactly as qemu-img does.
-#  - Sizes read as qemu-img reads them (1g, 64KiB, 3M; 1x and 1.5.G refused).
+#  - Sizes read as qemu-img reads them (1g, 64K, 3M; 1x and 1KX refused).
 source "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3
 cd "$T"
@@ -49,7 +49,7 @@ got=$("$VDCONVERT" info --output=json top.qcow2 | grep '"backing-filename":')
 echo "ok: JSON escaping matches qemu-img ($want)"
 
 # Sizes: the same bytes as qemu-img for what it accepts, refusals alike.
-for sz in 1g 64KiB 3M 512 2k; do
+for sz in 1g 64K 3M 512 2k 1T; do
     qemu-img create -q -f raw "q$sz.raw" "$sz"
     "$VDCONVERT" create -f raw "v$sz.raw" "$sz" >/dev/null
     [ "$(stat -c %s "v$sz.raw")" = "$(stat -c %s "q$sz.raw")" ] ||

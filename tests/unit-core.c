@@ -50,7 +50,10 @@ static void test_options(void **state)
     assert_true(b);
     vd_kvlist_free(kv);
     assert_int_equal(vd_kvlist_parse("novalue", &kv, &err), -EINVAL);
-    assert_int_equal(vd_parse_size("16E", &v), -EINVAL);
+    assert_int_equal(vd_parse_size("16X", &v), -EINVAL);
+    assert_int_equal(vd_parse_size("16E", &v), -ERANGE);    /* 2^64 */
+    assert_int_equal(vd_parse_size("1g", &v), 0);
+    assert_int_equal(v, 1 << 30);
     assert_int_equal(vd_parse_size("17179869184T", &v), -ERANGE);
     assert_int_equal(vd_parse_size("2M", &v), 0);
     assert_int_equal(v, 2 << 20);
