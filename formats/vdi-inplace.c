@@ -135,20 +135,18 @@ int vdi_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
     if (strchr(file, '/'))
         return vd_set_error(err, -ENOTSUP, "vdi: a VDI finds its parent by UUID among the "
                             "files of its own folder: '%s' is not there", file);
-    char *path;
-    int r = vd_resolve_related(img->path, file, img->allow_host_paths, &path, err);
-    if (r < 0)
-        return r;
+    /* read through the confined open itself: no second open by name */
     vd_file *pf;
     uint8_t ph[512];
-    r = vd_file_open(path, true, &pf, err);
+    int r = vd_file_open_beneath(img->path, file, img->allow_host_paths, true, false, &pf,
+                                 err);
     if (r == 0) {
         r = vd_file_pread_zfill(pf, ph, sizeof ph, 0, err);
+        if (r == 0 && (vd_le32(ph + VDI_O_MAGIC) != VDI_MAGIC ||
+                       vd_le32(ph + VDI_O_VERSION) >> 16 != 1))
+            r = vd_set_error(err, -EINVAL, "vdi: parent %s is not a VDI 1.x image", pf->path);
         vd_file_close(pf);
     }
-    if (r == 0 && (vd_le32(ph + VDI_O_MAGIC) != VDI_MAGIC || vd_le32(ph + VDI_O_VERSION) >> 16 != 1))
-        r = vd_set_error(err, -EINVAL, "vdi: parent %s is not a VDI 1.x image", path);
-    free(path);
     if (r < 0)
         return r;
     uint8_t link[32];

@@ -15,6 +15,7 @@
 #include "vhd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -192,7 +193,10 @@ static int vhd_link_parent(vd_file *f, const struct vd_create_args *a, uint8_t *
     const char *base = strrchr(a->backing_file, '/');
     vhd_utf8_to_utf16(base ? base + 1 : a->backing_file, dh + VHD_D_PARENT_NAME, 512, true);
     char *rel = vhd_windows_path(a->backing_file, true);
-    char *absreal = realpath(a->backing->path, NULL);
+    /* the absolute locator names the file the confined open found */
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", a->backing->file->fd);
+    char *absreal = realpath(link, NULL);
     char *abs = absreal ? vhd_windows_path(absreal, false) : NULL;
     free(absreal);
     if (!rel)

@@ -14,25 +14,27 @@
 #include "vhd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* The parent's unique id (its footer, or the copy at offset 0) and time. */
-static int vhd_ip_parent_id(const char *path, uint8_t uuid[16], uint32_t *time,
+/* The parent's unique id (its footer, or the copy at offset 0), time and
+ * real path, from the file the confined open gave (no second open by
+ * name). */
+static int vhd_ip_parent_id(vd_file *pf, uint8_t uuid[16], uint32_t *time, char **real,
                             vd_error *err)
 {
-    vd_file *pf;
     uint8_t f[VHD_FOOTER_SIZE];
-    int r = vd_file_open(path, true, &pf, err);
-    if (r < 0)
-        return r;
     bool ok = vhd_read_any_footer(pf, f);
     struct stat st;
     *time = fstat(pf->fd, &st) == 0 ? (uint32_t)((int64_t)st.st_mtime - VHD_EPOCH) : 0;
-    vd_file_close(pf);
     if (!ok)
-        return vd_set_error(err, -EINVAL, "vhd: parent %s is not a VHD (no valid footer)", path);
+        return vd_set_error(err, -EINVAL, "vhd: parent %s is not a VHD (no valid footer)",
+                            pf->path);
     memcpy(uuid, f + VHD_F_UUID, 16);
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", pf->fd);
+    *real = realpath(link, NULL);
     return 0;
 }
 
@@ -62,15 +64,18 @@ int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
     if (fmt && strcmp(fmt, "vhd") && strcmp(fmt, "vpc"))
         return vd_set_error(err, -ENOTSUP, "vhd: the parent of a differencing VHD must be "
                             "a VHD, not %s", fmt);
-    char *path = NULL, *rel = NULL, *abs = NULL, *real = NULL;
+    char *rel = NULL, *abs = NULL, *real = NULL;
     uint8_t dh[VHD_DYNHDR_SIZE], uuid[16] = { 0 }, *data = NULL;
     uint32_t ptime = 0;
-    int r = vd_resolve_related(img->path, file, img->allow_host_paths, &path, err);
-    if (r == 0)
-        r = vhd_ip_parent_id(path, uuid, &ptime, err);
+    vd_file *pf;
+    int r = vd_file_open_beneath(img->path, file, img->allow_host_paths, true, false, &pf,
+                                 err);
+    if (r == 0) {
+        r = vhd_ip_parent_id(pf, uuid, &ptime, &real, err);
+        vd_file_close(pf);
+    }
     if (r == 0) {
         rel = vhd_windows_path(file, true);
-        real = realpath(path, NULL);
         abs = real ? vhd_windows_path(real, false) : NULL;
         data = calloc(1, (strlen(file) + (real ? strlen(real) : 0)) * 4 + 2 * VHD_SECTOR + 8);
         if (!rel || !data)
@@ -108,7 +113,6 @@ int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
         s->next_free = at + len;
         s->file_size = at + len + VHD_FOOTER_SIZE;
     }
-    free(path);
     free(rel);
     free(abs);
     free(real);

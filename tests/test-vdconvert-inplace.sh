@@ -15,10 +15,10 @@ V=$VDCONVERT
 cd "$T"
 
 # Formats whose driver has the in-place operations; a fixed list.  VMDK
-# cannot be resized in place (its extents are sized at creation): resize
-# must say so and leave the image as it was.
+# grows in place (within its grain directory's room) but never shrinks.
 FORMATS="qcow2 qed vmdk vhd vdi vhdx"
 RESIZE="qcow2 qed vhd vdi vhdx"
+GROW_ONLY="vmdk"
 qn() { case $1 in vhd) echo vpc;; *) echo "$1";; esac; }
 
 XATTR=1
@@ -120,20 +120,38 @@ for d in ov sub/ov twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicFlat splito
 done
 grep -qa '^parentFileNameHint="base.vmdk"' vo/sub/ov.vmdk || fail "sub/ov.vmdk: parent name"
 left=$(find vo -name '.*'); [ -z "$left" ] || fail "vmdk outputs left: $left"
+# split and flat disks grow in place: the last extent grows (up to 2 GiB
+# when split), new extents get their final names, the descriptor keeps its
+# inode; vmdkinfo and qemu read the result
+truncate -s 2100M vo/big.raw; dd if=vo/src.raw of=vo/big.raw conv=notrunc status=none
+for s in twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicFlat; do
+    i=$(stat -c %i vo/$s.vmdk)
+    "$V" resize vo/$s.vmdk 2100M >/dev/null
+    [ "$(stat -c %i vo/$s.vmdk)" = "$i" ] || fail "$s resize: new inode"
+    ! grep -qa vdconvert- vo/$s.vmdk || fail "$s resize: names a temporary file"
+    vmdkinfo vo/$s.vmdk >vo/sub/info 2>&1 || fail "$s resize: vmdkinfo: $(tail -1 vo/sub/info)"
+    grep -q "Media size:.*(2202009600 bytes)" vo/sub/info || fail "$s resize: vmdkinfo size"
+    qemu-img compare -q -F raw vo/$s.vmdk vo/big.raw || fail "$s resize: content"
+done
+[ "$(grep -ac '^RW ' vo/twoGbMaxExtentSparse.vmdk)" = 2 ] &&
+    grep -qa '^RW 4194304 SPARSE "twoGbMaxExtentSparse-s001.vmdk"' vo/twoGbMaxExtentSparse.vmdk &&
+    grep -qa '^RW 106496 SPARSE "twoGbMaxExtentSparse-s002.vmdk"' vo/twoGbMaxExtentSparse.vmdk ||
+    fail "twoGbMaxExtentSparse resize: extents: $(grep -a '^RW' vo/twoGbMaxExtentSparse.vmdk)"
+[ "$(stat -c %s vo/twoGbMaxExtentFlat-f002.vmdk)" = $((106496 * 512)) ] ||
+    fail "twoGbMaxExtentFlat resize: second extent"
+left=$(find vo -name '.*'); [ -z "$left" ] || fail "vmdk resize left: $left"
+rm -f vo/big.raw
 # a conversion that fails (file size limit: SIGXFSZ; or EFBIG with the
 # signal ignored) leaves nothing, for a flat VMDK and a split one with -B
 for args in "-o subformat=monolithicFlat" \
             "-o subformat=twoGbMaxExtentSparse -B base.vmdk -F vmdk"; do
     for ign in "" XFSZ; do
-        # (an outer subshell takes the shell's "File size limit" notice; under
-        # set -e, `trap ''` with no signal is a usage error and a failed
-        # inner subshell ends the outer one: both are spelled out)
-        ( rc=0
-          (if [ -n "$ign" ]; then trap '' "$ign"; fi; ulimit -f 1024
-           exec "$V" convert -f raw -O vmdk $args -S 0 vo/src.raw vo/fail.vmdk) \
-              >/dev/null 2>vo/sub/err || rc=$?
-          echo $rc >vo/sub/rc ) 2>/dev/null
-        [ "$(cat vo/sub/rc)" != 0 ] || fail "$args: a conversion past ulimit -f succeeded"
+        # (the notice of the killed shell goes to the /dev/null of $(...))
+        rc=$( { (ulimit -f 1024; if [ -n "$ign" ]; then trap '' XFSZ; fi
+                 exec "$V" convert -f raw -O vmdk $args -S 0 vo/src.raw vo/fail.vmdk
+                ) >/dev/null 2>vo/sub/err && echo 0 || echo $?; } 2>/dev/null )
+        [ "$rc" = "$([ -n "$ign" ] && echo 1 || echo $((128 + 25)))" ] ||
+            fail "$args: past ulimit -f ${ign:+(XFSZ ignored)}: exit $rc"
         [ -z "$ign" ] || grep -q "^vdconvert: vo/fail.*File too large" vo/sub/err ||
             fail "$args: failed with: $(cat vo/sub/err)"
         left=$(ls -A vo | grep -v -x -e src.raw -e base.vmdk -e sub -e ov.vmdk \
@@ -148,10 +166,23 @@ for F in ${ONLY:-$FORMATS}; do
     echo "== $F"
     # resize: grow (+), grow past the first L1 table, shrink (-- -N)
     chain $F; prep top.$F; m=$(meta top.$F)
-    if [[ " $RESIZE " != *" $F "* ]]; then
+    if [[ " $GROW_ONLY " == *" $F "* ]]; then
+        "$V" resize top.$F +8M >/dev/null
+        kept top.$F "$m" "$F resize +8M"
+        [ "$(vsize top.$F)" = $((24 << 20)) ] || fail "$F resize +8M: size $(vsize top.$F)"
+        truncate -s 24M want24.raw; dd if=want.raw of=want24.raw conv=notrunc status=none
+        same top.$F want24.raw || fail "$F resize +8M: content"
+        qemu-io -f $Q -c "write -P 0x66 20M 64k" top.$F >/dev/null   # qemu writes there
+        qemu-io -f raw -c "write -P 0x66 20M 64k" want24.raw >/dev/null
+        same top.$F want24.raw || fail "$F resize +8M: qemu's write past the old end"
+        # past the grain directory's room (4 GiB for one sector), or smaller: refused
         cp top.$F before.$F
-        "$V" resize top.$F +8M 2>err && fail "$F resize succeeded"
-        grep -q "top.$F: .*cannot be resized in place" err || fail "$F resize: message: $(cat err)"
+        "$V" resize top.$F 100G 2>err && fail "$F resize 100G succeeded"
+        grep -q "^vdconvert: top.$F: vmdk: the grain directory at sector 0x[0-9a-f]* has room for 128 grain tables" err ||
+            fail "$F resize 100G: message: $(cat err)"
+        "$V" resize --shrink top.$F 16M 2>err && fail "$F resize --shrink succeeded"
+        grep -q "^vdconvert: top.$F: vmdk: a monolithicSparse disk cannot shrink in place" err ||
+            fail "$F resize --shrink: message: $(cat err)"
         cmp -s top.$F before.$F || fail "$F resize changed the image it refused"
         kept top.$F "$m" "$F refused resize"
     else
@@ -319,7 +350,7 @@ for F in ${ONLY:-$FORMATS}; do
     # (VHD: +300M, past the room of its BAT (128 entries): locator data and
     # blocks move)
     grow=+8M; [ $F = vhd ] && grow=+300M
-    [ $all = 0 ] || [[ " $RESIZE " != *" $F "* ]] || crash_steps $F "resize" "$V" resize top.$F $grow
+    [ $all = 0 ] || [[ " $RESIZE $GROW_ONLY " != *" $F "* ]] || crash_steps $F "resize" "$V" resize top.$F $grow
     crash_steps $F "rebase -u" "$V" rebase -u -b empty.$F -F $Q top.$F
     [ $all = 0 ] || crash_steps $F "rebase" "$V" rebase -b empty.$F -F $Q top.$F
     crash_steps $F "commit" "$V" commit top.$F

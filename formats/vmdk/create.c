@@ -18,7 +18,6 @@
 
 #define VMDK_GRAIN 128u                  /* sectors: 64 KiB grains */
 #define VMDK_GTES 512u
-#define VMDK_SPLIT_SECTORS (4194304ull)  /* 2 GiB per twoGbMaxExtent file */
 #define VMDK_DESC_SECTORS 20u            /* room for the embedded descriptor */
 
 const vd_opt_desc vmdk_create_opts[] = {
@@ -56,7 +55,7 @@ struct vmdk_new {
 };
 
 /* Write a new sparse extent of `sectors`, embedding `desc` if not NULL. */
-static int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
+int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
                               bool zeroed_grain, vd_error *err)
 {
     uint64_t grains = (sectors + VMDK_GRAIN - 1) / VMDK_GRAIN;
@@ -137,7 +136,7 @@ static int vmdk_create_stream(const char *path, uint64_t sectors, const char *de
     return r;
 }
 
-static int vmdk_create_flat(const char *path, uint64_t sectors, vd_error *err)
+int vmdk_create_flat(const char *path, uint64_t sectors, vd_error *err)
 {
     vd_file *f;
     int r = vd_file_create(path, &f, err);

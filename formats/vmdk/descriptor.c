@@ -393,27 +393,33 @@ static int vmdk_desc_read_file(vd_file *f, char **text, size_t *len, vd_error *e
     return 0;
 }
 
+int vmdk_read_cid_file(vd_file *f, uint32_t *cid, vd_error *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int r = vmdk_desc_read_file(f, &text, &len, err);
+    if (r < 0)
+        return r;
+    struct vmdk_desc d;
+    r = vmdk_desc_parse(&d, text, len, f->path, err);
+    free(text);
+    if (r < 0)
+        return r;
+    if (!d.has_cid)
+        r = vd_set_error(err, -EINVAL, "vmdk: %s: descriptor has no CID", f->path);
+    else
+        *cid = d.cid;
+    vmdk_desc_free(&d);
+    return r;
+}
+
 int vmdk_read_cid_of(const char *path, uint32_t *cid, vd_error *err)
 {
     vd_file *f;
     int r = vd_file_open(path, true, &f, err);
     if (r < 0)
         return r;
-    char *text = NULL;
-    size_t len = 0;
-    r = vmdk_desc_read_file(f, &text, &len, err);
+    r = vmdk_read_cid_file(f, cid, err);
     vd_file_close(f);
-    if (r < 0)
-        return r;
-    struct vmdk_desc d;
-    r = vmdk_desc_parse(&d, text, len, path, err);
-    free(text);
-    if (r < 0)
-        return r;
-    if (!d.has_cid)
-        r = vd_set_error(err, -EINVAL, "vmdk: %s: descriptor has no CID", path);
-    else
-        *cid = d.cid;
-    vmdk_desc_free(&d);
     return r;
 }

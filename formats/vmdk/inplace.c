@@ -1,8 +1,6 @@
 /* inplace.c - the in-place metadata operations of VMDK: the parent link of
  * a delta disk (parentFileNameHint and parentCID in the descriptor), and
- * emptying a delta after a commit.  Resizing is refused: the extent lines,
- * grain directories and flat files are sized at creation (qemu cannot
- * resize VMDK either).
+ * emptying a delta after a commit.  Growing is in resize.c.
  *
  * Crash ordering (docs/flush.md): the descriptor is written with one write
  * (an embedded one into its reserved sectors; a descriptor file padded
@@ -15,15 +13,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-int vmdk_resize(vd_image *img, uint64_t size, vd_error *err)
-{
-    struct vmdk *v = img->priv;
-    (void)size;
-    return vd_set_error(err, -ENOTSUP, "vmdk: a %s disk cannot be resized in place: its "
-                        "extents and grain directory are sized at creation; convert it to "
-                        "a new image of the size wanted", v->desc.create_type);
-}
 
 /* The descriptor text with parentCID and parentFileNameHint replaced. */
 static char *vmdk_ip_text(const struct vmdk_desc *d, uint32_t pcid, const char *hint)
@@ -65,11 +54,14 @@ int vmdk_set_backing(vd_image *img, const char *file, const char *fmt, vd_error 
         return vd_set_error(err, -ENOTSUP, "vmdk: the descriptor has no parentCID line");
     uint32_t pcid = 0xffffffffu;
     if (file) {
-        char *path;
-        int r = vd_resolve_related(img->path, file, img->allow_host_paths, &path, err);
+        /* Read through the descriptor the confined open returns: nothing
+         * can swap the name between a check and the read. */
+        vd_file *pf;
+        int r = vd_file_open_beneath(img->path, file, img->allow_host_paths, true, false,
+                                     &pf, err);
         if (r == 0) {
-            r = vmdk_read_cid_of(path, &pcid, err);
-            free(path);
+            r = vmdk_read_cid_file(pf, &pcid, err);
+            vd_file_close(pf);
         }
         if (r < 0)
             return r;

@@ -634,3 +634,69 @@ int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err)
     free(z);
     return r == 0 ? vd_file_sync(e->file, err) : r;
 }
+
+/* Grow the extent to `sectors` inside its grain directory's room: the
+ * directory fills whole sectors, so entries past the ones in use fit in
+ * place.  Each new entry gets a zeroed grain table (and redundant copy)
+ * appended to the file - qemu writes through a directory entry of 0 into
+ * sector 0, so none may be left unallocated - and then, synced, the
+ * header's capacity changes with one 8-byte write, synced: the commit
+ * point.  A crash before it leaves tables past the disk's end that nothing
+ * reads (a later grow allocates its own).  `check_only`: say whether it
+ * fits, change nothing. */
+int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
+                     vd_error *err)
+{
+    struct vmdk_sparse *s = e->sp;
+    /* the core names the image; an extent of a descriptor file is named */
+    const char *who = e->own_file ? e->file->path : "";
+    if (s->h.flags & (VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS))
+        return vd_set_error(err, -ENOTSUP, "vmdk: %s%sa streamOptimized extent cannot grow "
+                            "in place (its grain directory is written once, at its end)",
+                            who, *who ? ": " : "");
+    uint64_t grains = (sectors + s->h.grain - 1) / s->h.grain;
+    uint64_t gd_n = (grains + s->h.gtes - 1) / s->h.gtes;
+    uint64_t room = vd_round_up((uint64_t)s->gd_n * 4, VMDK_SECTOR) / 4;
+    if (gd_n > room || s->h.overhead + grains * s->h.grain > UINT32_MAX)
+        return vd_set_error(err, -ENOSPC, "vmdk: %s%sthe grain directory at sector 0x%" PRIx64
+                            " has room for %" PRIu64 " grain tables (%" PRIu64 " bytes); "
+                            "growing past that needs a new image (vdconvert convert)",
+                            who, *who ? ": " : "", s->h.gd_off, room,
+                            room * s->h.gtes * s->grain_bytes);
+    if (check_only)
+        return 0;
+    uint32_t *gd = realloc(s->gd, gd_n * 4), *rgd = s->rgd;
+    if (gd)
+        s->gd = gd;
+    if (gd && rgd && (rgd = realloc(s->rgd, gd_n * 4)))
+        s->rgd = rgd;
+    uint32_t **gt = gd && (rgd || !s->rgd) ? realloc(s->gt, gd_n * sizeof *gt) : NULL;
+    if (!gt)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    s->gt = gt;
+    for (uint64_t i = s->gd_n; i < gd_n; i++) {
+        s->gd[i] = 0;
+        if (s->rgd)
+            s->rgd[i] = 0;
+        s->gt[i] = NULL;
+    }
+    uint32_t old_n = s->gd_n;
+    s->gd_n = (uint32_t)gd_n;
+    int r = 0;
+    for (uint32_t i = old_n; r == 0 && i < s->gd_n; i++)
+        r = vmdk_sparse_ensure_gt(e->file, s, i, err);
+    if (r == 0 && s->gd_n > old_n)
+        r = vd_file_sync(e->file, err);
+    uint8_t cap[8];
+    vd_put_le64(cap, sectors);
+    if (r == 0)
+        r = vd_file_pwrite(e->file, cap, sizeof cap, 12, err);
+    if (r == 0)
+        r = vd_file_sync(e->file, err);
+    if (r < 0)
+        return r;
+    s->h.capacity = sectors;
+    s->n_grains = grains;
+    e->sectors = sectors;
+    return 0;
+}

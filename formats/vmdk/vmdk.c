@@ -120,7 +120,7 @@ static const char *const vmdk_refused_types[] = {
 };
 
 /* One extent line of a separate descriptor. */
-static int vmdk_open_desc_extent(vd_image *img, struct vmdk *v,
+int vmdk_open_desc_extent(vd_image *img, struct vmdk *v,
                                  const struct vmdk_desc_extent *d, uint64_t start,
                                  vd_error *err)
 {

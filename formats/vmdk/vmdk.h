@@ -101,7 +101,13 @@ struct vmdk {
     struct vmdk_stream *stream;   /* non-NULL: writing a streamOptimized file */
 };
 
+#define VMDK_SPLIT_SECTORS (4194304ull)  /* 2 GiB per twoGbMaxExtent file */
+
 /* vmdk.c */
+/* Open the extent a descriptor line names, as the extent after the others
+ * (guest sectors from `start`). */
+int vmdk_open_desc_extent(vd_image *img, struct vmdk *v, const struct vmdk_desc_extent *d,
+                          uint64_t start, vd_error *err);
 int vmdk_write_descriptor(vd_image *img, struct vmdk *v, size_t old_len, vd_error *err);
 /* inplace.c */
 int vmdk_resize(vd_image *img, uint64_t size, vd_error *err);
@@ -115,6 +121,8 @@ void vmdk_desc_free(struct vmdk_desc *d);
 /* Read the descriptor of the VMDK file `path` (embedded or separate) and
  * return its CID; for the parent check of delta disks. */
 int vmdk_read_cid_of(const char *path, uint32_t *cid, vd_error *err);
+/* The same from a file already open (a parent opened beneath the folder). */
+int vmdk_read_cid_file(vd_file *f, uint32_t *cid, vd_error *err);
 /* Whether `head` (len bytes) looks like a text descriptor. */
 bool vmdk_desc_probe(const uint8_t *head, size_t len);
 
@@ -151,6 +159,11 @@ void vmdk_sparse_close(struct vmdk_extent *e);
  * table entries (the caller syncs again). */
 int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err);
 int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err);
+/* Grow a hosted sparse extent to `sectors` within its grain directory's
+ * room (the header's capacity, synced); -ENOSPC with the reason when it
+ * does not fit.  `check_only`: only say whether it fits. */
+int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
+                     vd_error *err);
 /* I/O inside one extent; `off` is a byte offset relative to the extent. */
 int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf,
                       size_t len, uint64_t off, uint64_t guest_off, vd_error *err);
@@ -189,6 +202,11 @@ int vmdk_sesparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,
                          uint64_t guest_off, vd_extents *ext, vd_error *err);
 
 /* create.c */
+/* A new sparse extent file of `sectors` (grain directory and tables
+ * preallocated), embedding `desc` unless NULL; a new flat extent file. */
+int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
+                       bool zeroed_grain, vd_error *err);
+int vmdk_create_flat(const char *path, uint64_t sectors, vd_error *err);
 int vmdk_create(const struct vd_create_args *a, vd_error *err);
 extern const vd_opt_desc vmdk_create_opts[];
 uint32_t vmdk_new_cid(void);
