@@ -380,6 +380,7 @@ struct vd_image {
     size_t n_file_ids, cap_file_ids; /* the layer opened (vd_image_uses_file) */
     int compression_level;         /* core: vd_set_compression_level, 0 unset */
     unsigned cache;                /* core: vd_open_opts.cache, for its files */
+    bool keep_content_id;          /* core: vd_open_opts.keep_content_id */
 };
 
 /* Read [off, off+len) of the backing chain below `img` (zeroes where there is

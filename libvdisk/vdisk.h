@@ -67,6 +67,10 @@ typedef struct vd_open_opts {
                                  relative backing reference is resolved in,
                                  and confined to, that path's folder; NULL:
                                  the image's own folder */
+    bool keep_content_id;     /* writes leave the content id the image's
+                                 deltas check (VMDK CID) as it is: for a
+                                 commit, which writes into a base the data
+                                 its delta already shows */
 } vd_open_opts;
 
 /* Image locks.  vd_open locks every file of the chain it opens (the image,

@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The descriptor text with parentCID and parentFileNameHint replaced. */
 static char *vmdk_ip_text(const struct vmdk_desc *d, uint32_t pcid, const char *hint)
@@ -69,6 +70,10 @@ int vmdk_set_backing(vd_image *img, const char *file, const char *fmt, vd_error 
     char *text = vmdk_ip_text(&v->desc, pcid, file);
     if (!text)
         return vd_set_error(err, -ENOMEM, "out of memory");
+    if (strlen(text) == v->desc.len && !memcmp(text, v->desc.text, v->desc.len)) {
+        free(text);         /* the same link (a commit's relink): no write */
+        return 0;
+    }
     struct vmdk_desc nd;
     int r = vmdk_desc_parse(&nd, text, strlen(text), img->path, err);
     free(text);

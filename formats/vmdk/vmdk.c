@@ -432,7 +432,7 @@ int vmdk_write_descriptor(vd_image *img, struct vmdk *v, size_t old_len, vd_erro
  * deltas made against the old content see that their parent changed. */
 static int vmdk_touch_cid(vd_image *img, struct vmdk *v, vd_error *err)
 {
-    if (v->cid_updated || !v->desc.has_cid)
+    if (v->cid_updated || !v->desc.has_cid || img->keep_content_id)
         return 0;
     uint32_t cid;
     do

@@ -120,7 +120,11 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
     if (!below)
         return vd_set_error(e, -EINVAL, "%s: has no backing file to commit into",
                             vd_filename(top));
-    int r = vc_open(vd_filename(below), vd_format_name(below), false, allow, &base, e);
+    /* The base keeps its content id (VMDK CID): a new one would need the
+     * delta's parentCID rewritten too, a second file no write order can
+     * change at the same moment; the chain's guest view does not change. */
+    int r = vd_open(vd_filename(below), &(vd_open_opts){ .format = vd_format_name(below),
+                    .allow_host_paths = allow, .keep_content_id = true }, &base, e);
     if (r < 0)
         return r;
     if (vd_size(base) < vd_size(top)) {
