@@ -276,30 +276,6 @@ static int vd_join_related(const char *base_path, const char *name,
     return 0;
 }
 
-/* An absolute reference `name` as a path relative to the folder `realdir`
- * (already resolved), when the folder holding it resolves inside; NULL
- * otherwise.  Only its folder is resolved here: the last component, and
- * everything after a rename race, is resolved by openat2 beneath the
- * folder. */
-static char *vd_absolute_inside(const char *realdir, const char *name)
-{
-    char *copy = strdup(name), *copy2 = strdup(name);
-    char *parent = copy ? realpath(dirname(copy), NULL) : NULL;
-    char *rel = NULL;
-    size_t dl = strlen(realdir);
-    if (parent && copy2 && !strncmp(parent, realdir, dl) &&
-        (parent[dl] == 0 || parent[dl] == '/' || dl == 1)) {
-        const char *sub = parent + dl + (parent[dl] == '/');
-        const char *base = basename(copy2);
-        if (asprintf(&rel, "%s%s%s", sub, *sub ? "/" : "", base) < 0)
-            rel = NULL;
-    }
-    free(parent);
-    free(copy);
-    free(copy2);
-    return rel;
-}
-
 /* Without openat2 (kernels before 5.6, or a seccomp filter that hides it):
  * open, then check where the descriptor we got really is. */
 static int vd_open_checked(const char *path, int flags, const char *realdir)
@@ -357,18 +333,21 @@ int vd_file_open_beneath(const char *base_path, const char *name, bool allow_hos
             free(path);
             return r;
         }
-        char *rel = name[0] == '/' ? vd_absolute_inside(realdir, name) : strdup(name);
         int dfd = open(realdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (!rel || dfd < 0) {
-            r = rel ? -errno : -EXDEV;
+        if (dfd < 0) {
+            r = -errno;
         } else {
-            r = fd = vd_openat_beneath(dfd, rel, flags);
+            /* An absolute name, or a symlink openat2 refuses because its
+             * target is absolute: walked by hand (beneath.c), accepted
+             * only if it leads into the folder. */
+            r = fd = name[0] == '/' ? -EXDEV : vd_openat_beneath(dfd, name, flags);
+            if (r == -EXDEV)
+                r = fd = vd_open_beneath_walk(dfd, name, flags);
             if (r == -ENOSYS || r == -EPERM)
                 r = fd = vd_open_checked(path, flags, realdir);
         }
         if (dfd >= 0)
             close(dfd);
-        free(rel);
     }
     struct stat st;
     if (r >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {

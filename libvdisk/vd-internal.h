@@ -19,6 +19,12 @@ void vd_image_free(vd_image *img);
 /* Remember that `img` opened `f` (vd_image_uses_file).  0 or -ENOMEM. */
 int vd_image_note_file(vd_image *img, vd_file *f);
 
+/* Open `name` (absolute, or relative to the folder `root`, an O_PATH
+ * descriptor) with `flags`, following symlinks by hand so that the file
+ * reached lies inside `root` (compared by device and inode); -EXDEV when
+ * the name or a symlink on the way leads out (beneath.c). */
+int vd_open_beneath_walk(int root, const char *name, int flags);
+
 /* Prefix err->msg with "path: " unless it already starts with it. */
 void vd_error_prefix(vd_error *err, const char *path);
 

@@ -2,7 +2,8 @@
 # References are opened beneath the image's folder (openat2 RESOLVE_BENEATH):
 # a symlink out of the folder is refused for a qcow2 backing file, a VMDK
 # extent and a VHD parent locator, and followed with --allow-host-paths;
-# an absolute reference that resolves inside the folder is accepted; a
+# an absolute reference, or a symlink with an absolute target, that
+# resolves inside the folder is accepted (one that leaves it refused); a
 # `vdmount --keep-overlay` overlay opens without --allow-host-paths.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdmount-lib.sh"
@@ -64,6 +65,37 @@ done
 cp out/base.vhd in/base.vhd
 "$V" convert -f raw -O vhd -B "$T/in/base.vhd" src.raw in/c2.vhd
 "$V" compare in/c2.vhd src.raw >/dev/null || fail "vhd: absolute in-folder parent"
+# symlinks with absolute targets (openat2 refuses them all; they are
+# walked by hand): inside the folder accepted, out of it refused - for a
+# qcow2 backing file, a VMDK extent and a VHD parent locator
+ln -s "$T/in/base.qcow2" in/abs-in.qcow2
+ln -s "$T/in/base.vhd" in/abs-in.vhd
+cp src.raw in/data.raw; ln -s "$T/in/data.raw" in/abs-in.raw
+ln -s "$T/out/secret.raw" in/abs-out.raw
+"$V" convert -f raw -O vhd src.raw out/only-out.vhd   # (no file of its name inside)
+ln -s "$T/out/only-out.vhd" in/abs-out.vhd
+ln -s "$T/in/outside/secret.raw" in/abs-via.raw    # in, then out by a link
+qemu-img create -q -f qcow2 -b abs-in.qcow2 -F qcow2 in/l1.qcow2
+"$V" compare in/l1.qcow2 src.raw >/dev/null || fail "qcow2: absolute in-folder symlink refused"
+"$V" convert -f raw -O vhd -B abs-in.vhd src.raw in/l2.vhd
+"$V" compare in/l2.vhd src.raw >/dev/null || fail "vhd: absolute in-folder symlink refused"
+vmdk_flat() {  # FILE EXTENT
+    printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 8192 FLAT "%s" 0\n\nddb.adapterType = "ide"\n' "$2" >"$1"
+}
+vmdk_flat in/l3.vmdk abs-in.raw
+"$V" compare in/l3.vmdk src.raw >/dev/null || fail "vmdk: absolute in-folder symlink refused"
+for ext in abs-out.raw abs-via.raw; do
+    qemu-img create -q -f qcow2 -b $ext -F raw in/x-$ext.qcow2
+    refused in/x-$ext.qcow2 $ext
+    vmdk_flat in/x-$ext.vmdk $ext
+    refused in/x-$ext.vmdk $ext
+done
+"$V" convert -f raw -O vhd --allow-host-paths -B abs-out.vhd src.raw in/x.vhd
+refused in/x.vhd abs-out.vhd
+# a relative link out, and an absolute name that goes out through one
+qemu-img create -q -f qcow2 -b "$T/in/outside/secret.raw" -F raw in/x-name.qcow2
+refused in/x-name.qcow2 "$T/in/outside/secret.raw"
+
 # ... and ".." that stays inside
 mkdir in/sub
 qemu-img create -q -f qcow2 -b sub/../base.qcow2 -F qcow2 in/dotdot.qcow2
