@@ -670,15 +670,12 @@ int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
         s->gd = gd;
     if (gd && rgd && (rgd = realloc(s->rgd, gd_n * 4)))
         s->rgd = rgd;
-    uint32_t **gt = gd && (rgd || !s->rgd) ? realloc(s->gt, gd_n * sizeof *gt) : NULL;
-    if (!gt)
+    if (!gd || (s->rgd && !rgd))
         return vd_set_error(err, -ENOMEM, "out of memory");
-    s->gt = gt;
     for (uint64_t i = s->gd_n; i < gd_n; i++) {
         s->gd[i] = 0;
         if (s->rgd)
             s->rgd[i] = 0;
-        s->gt[i] = NULL;
     }
     uint32_t old_n = s->gd_n;
     s->gd_n = (uint32_t)gd_n;
