@@ -48,7 +48,8 @@ struct copy_plan {
     int workers;
     bool out_reads_zero;
     bool only_top;                     /* copy only ranges allocated in the
-                                          top layer of `in` */
+                                          top `top_layers` layers of `in` */
+    int top_layers;
     bool zero_copy;                    /* data the source stores plainly in a
                                           file moves with copy_file_range */
     bool allocate;                     /* zero ranges of `in` are written as
@@ -185,7 +186,7 @@ static int engine_next_job(struct engine *g, struct engine_job *j, vd_error *e)
         /* -S 0: a zero range is written as data like any other (a job of
          * zeroed buffers, no zero detection), so that it is allocated. */
         bool fill = zero && !c->cmp && c->allocate;
-        bool skip = c->only_top ? x->depth != 0
+        bool skip = c->only_top ? x->depth < 0 || x->depth >= c->top_layers
                                 : zero && !c->cmp && c->out_reads_zero && !fill;
         if (skip) {
             engine_progress(g, xend - g->pos);
@@ -580,6 +581,7 @@ static int copy_plan_make(vd_image *src, vd_image *dst, const vd_copy_opts *o,
         .in = src, .out = dst, .cmp = o->compare, .size = o->size ? o->size : size,
         .sparse_size = o->sparse_size, .workers = o->threads,
         .out_reads_zero = o->target_is_zeroed, .only_top = o->only_top,
+        .top_layers = o->top_layers > 1 ? o->top_layers : 1,
         .zero_copy = !o->no_copy_range, .allocate = o->allocate,
         .out_fd = copy_raw_fd(dst),
     };

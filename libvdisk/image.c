@@ -533,7 +533,7 @@ uint64_t vd_size(vd_image *img) { return img->size; }
 const char *vd_format_name(vd_image *img) { return img->drv->name; }
 const char *vd_filename(vd_image *img) { return img->path; }
 
-const char *vd_format_create_help(const char *format)
+static const char *vd_format_opts_help(const char *format, bool amend)
 {
     static __thread char buf[4096];
     const struct vd_driver *d = vd_find_driver(format);
@@ -541,11 +541,21 @@ const char *vd_format_create_help(const char *format)
     if (!d)
         return NULL;
     size_t n = 0;
-    for (const vd_opt_desc *od = d->create_opts; od && od->name; od++) {
+    for (const vd_opt_desc *od = amend ? d->amend_opts : d->create_opts; od && od->name; od++) {
         int w = snprintf(buf + n, sizeof buf - n, "%s\t%s\n", od->name, od->help);
         if (w < 0 || (size_t)w >= sizeof buf - n)
             break;
         n += (size_t)w;
     }
     return buf;
+}
+
+const char *vd_format_create_help(const char *format)
+{
+    return vd_format_opts_help(format, false);
+}
+
+const char *vd_format_amend_help(const char *format)
+{
+    return vd_format_opts_help(format, true);
 }

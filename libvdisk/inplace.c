@@ -1,6 +1,6 @@
 /* inplace.c - the in-place metadata operations of the public API:
- * vd_resize, vd_set_backing, vd_make_empty, vd_prepare_commit.  The core checks the request,
- * flushes, and calls the driver under the image's write lock; the driver
+ * vd_resize, vd_set_backing, vd_make_empty, vd_prepare_commit, vd_amend.
+ * The core checks the request, flushes, and calls the driver under the image's write lock; the driver
  * orders its own writes (docs/flush.md). */
 #include "vd-driver.h"
 #include "vd-internal.h"
@@ -152,5 +152,44 @@ unsigned vd_inplace_ops(vd_image *img)
     return (img->drv->resize ? VD_INPLACE_RESIZE : 0) |
            (img->drv->set_backing ? VD_INPLACE_SET_BACKING : 0) |
            (img->drv->make_empty ? VD_INPLACE_MAKE_EMPTY : 0) |
-           (img->drv->prepare_commit ? VD_INPLACE_PREPARE_COMMIT : 0);
+           (img->drv->prepare_commit ? VD_INPLACE_PREPARE_COMMIT : 0) |
+           (img->drv->amend ? VD_INPLACE_AMEND : 0);
+}
+
+int vd_amend(vd_image *img, const char *options, vd_progress_fn progress, void *progress_ctx,
+             vd_error *err)
+{
+    const struct vd_driver *d = img->drv;
+    if (!d->amend)
+        return vd_set_error(err, -ENOTSUP, "%s: Format driver '%s' does not support option amendment",
+                            img->path, d->name);
+    if (img->readonly)
+        return vd_set_error(err, -EROFS, "%s: opened read-only", img->path);
+    vd_kvlist *kv = NULL;
+    int r = vd_kvlist_parse(options, &kv, err);
+    if (r < 0)
+        return r == -ENOMEM ? vd_set_error(err, r, "%s: out of memory", img->path) : r;
+    if (!vd_kvlist_any(kv)) {
+        vd_kvlist_free(kv);
+        return vd_set_error(err, -EINVAL, "Must specify options (-o)");
+    }
+    /* Every key known before the driver writes anything (qemu-img's
+     * messages: a creation-only option is named as such). */
+    const char *bad = vd_kvlist_first_not_in(kv, d->amend_opts);
+    if (bad) {
+        bool create_only = false;
+        for (const vd_opt_desc *o = d->create_opts; o && o->name; o++)
+            create_only |= !strcmp(o->name, bad);
+        r = vd_set_error(err, -EINVAL, "%s: Invalid parameter '%s'%s", img->path, bad,
+                         create_only ? ": this option is only supported for image creation" : "");
+        vd_kvlist_free(kv);
+        return r;
+    }
+    pthread_rwlock_wrlock(&img->lock);
+    r = vd_inplace_prepare(img, err);
+    if (r == 0 && (r = d->amend(img, kv, progress, progress_ctx, err)) < 0)
+        vd_error_prefix(err, img->path);
+    pthread_rwlock_unlock(&img->lock);
+    vd_kvlist_free(kv);
+    return r;
 }

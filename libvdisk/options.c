@@ -93,6 +93,24 @@ const char *vd_kvlist_unused(vd_kvlist *kv)
     return NULL;
 }
 
+bool vd_kvlist_any(vd_kvlist *kv)
+{
+    return kv && kv->n;
+}
+
+/* The first key that `known` (name-terminated, may be NULL) does not list. */
+const char *vd_kvlist_first_not_in(vd_kvlist *kv, const vd_opt_desc *known)
+{
+    for (size_t i = 0; kv && i < kv->n; i++) {
+        const vd_opt_desc *o = known;
+        while (o && o->name && strcmp(o->name, kv->v[i].key))
+            o++;
+        if (!o || !o->name)
+            return kv->v[i].key;
+    }
+    return NULL;
+}
+
 const char *vd_opt_str(vd_kvlist *kv, const char *key)
 {
     const char *r = NULL;

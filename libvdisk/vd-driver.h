@@ -346,6 +346,13 @@ struct vd_driver {
     int (*set_backing)(vd_image *img, const char *file, const char *fmt, vd_error *err);
     int (*make_empty)(vd_image *img, vd_error *err);
     int (*prepare_commit)(vd_image *img, vd_image *base, vd_error *err);
+    /* amend: change format options (vd_amend).  The core has checked that
+     * every key of `opts` is one of `amend_opts`; the driver reads them with
+     * vd_opt_*, validates all values before its first write, and calls
+     * `progress` (may be NULL) as it goes. */
+    int (*amend)(vd_image *img, vd_kvlist *opts, vd_progress_fn progress, void *progress_ctx,
+                 vd_error *err);
+    const vd_opt_desc *amend_opts;
 
     /* NONE: read-only format; EMULATE/NATIVE: vd_create and writes work.
      * Zeroing, discard and block status need no flag: a NULL callback is

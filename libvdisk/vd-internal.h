@@ -6,6 +6,8 @@
 int vd_kvlist_parse(const char *s, vd_kvlist **out, vd_error *err);
 void vd_kvlist_free(vd_kvlist *kv);
 const char *vd_kvlist_unused(vd_kvlist *kv);
+bool vd_kvlist_any(vd_kvlist *kv);
+const char *vd_kvlist_first_not_in(vd_kvlist *kv, const vd_opt_desc *known);
 
 /* "nbd://...", "nbd+unix://...", "nbds://...": an NBD export, not a file. */
 bool vd_is_uri(const char *path);

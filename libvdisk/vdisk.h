@@ -251,6 +251,9 @@ typedef struct vd_copy_opts {
                                  bypassing the page cache */
     bool only_top;            /* copy only the ranges the top layer of `src`
                                  holds itself (commit, rebase -u) */
+    int top_layers;           /* with only_top: the ranges the top
+                                 `top_layers` layers hold (commit -b into a
+                                 deeper base); < 1 means 1 */
     bool allocate;            /* write the ranges `src` reads as zeroes as
                                  data too: a fully allocated target (qemu-img
                                  -S 0); ignored with `compare` */
@@ -401,12 +404,25 @@ int vd_make_empty(vd_image *img, vd_error *err);
  * afterwards keeps only the new link.  Other formats: nothing to do, 0. */
 int vd_prepare_commit(vd_image *img, vd_image *base, vd_error *err);
 
+/* Change format options of an image opened read-write, in place (what
+ * qemu-img amend does): `options` is "key=value,..." with the format's
+ * amend options (vd_format_amend_help; qcow2: compat=0.10|1.1,
+ * lazy_refcounts=on|off, refcount_bits=1..64).  Every key is checked before
+ * anything is written: an unknown one is -EINVAL "Invalid parameter 'KEY'".
+ * Each step is ordered so that a crash leaves the image openable with the
+ * old or the new options, leaking clusters at worst (docs/flush.md).  A
+ * format without amend options gives -ENOTSUP, "Format driver 'X' does not
+ * support option amendment" (qemu-img's words).  `progress` may be NULL. */
+int vd_amend(vd_image *img, const char *options, vd_progress_fn progress, void *progress_ctx,
+             vd_error *err);
+
 /* Which of the above the image's format has (it may still refuse a given
  * request with -ENOTSUP): VD_INPLACE_* bits. */
 #define VD_INPLACE_RESIZE      1u
 #define VD_INPLACE_SET_BACKING 2u
 #define VD_INPLACE_MAKE_EMPTY  4u
 #define VD_INPLACE_PREPARE_COMMIT 8u
+#define VD_INPLACE_AMEND       16u
 unsigned vd_inplace_ops(vd_image *img);
 
 /* Is the file at `path` (after symlinks; any hard link of it) one of the
@@ -521,6 +537,8 @@ const char *vd_probe_file(const char *path, int *score, vd_error *err);
 const char *vd_format_from_extension(const char *path);
 /* Print-ready list of a format's create options: "name\tdescription" lines. */
 const char *vd_format_create_help(const char *format);
+/* The same for the options vd_amend takes; "" when the format has none. */
+const char *vd_format_amend_help(const char *format);
 /* Whether the driver can create / write images. */
 bool vd_format_can_create(const char *format);
 

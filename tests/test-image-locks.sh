@@ -61,6 +61,7 @@ expect_refused "rebase -u" top.qcow2 "$V" rebase -u -b other.qcow2 -F qcow2 top.
 expect_refused "rebase" top.qcow2 "$V" rebase -b other.qcow2 -F qcow2 top.qcow2
 expect_refused "snapshot -c" top.qcow2 "$V" snapshot -c s1 top.qcow2
 expect_refused "check -r all" top.qcow2 "$V" check -r all top.qcow2
+expect_refused "amend" top.qcow2 "$V" amend -o refcount_bits=8 top.qcow2
 expect_refused "convert -n into it" top.qcow2 "$V" convert -n -f raw -O qcow2 src.raw top.qcow2
 # the base: qemu reads it and does not share writing it
 expect_refused "resize of the base" base.qcow2 "$V" resize base.qcow2 +1M

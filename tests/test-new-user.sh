@@ -42,14 +42,28 @@ fi
 
 # --- vdconvert: commands are not implicit conversions -----------------------------------
 expect 2 "^vdconvert: unknown command 'infoo'" "$V" infoo guest.raw
-for c in amend bitmap; do
-    expect 1 "^vdconvert: '$c' is not supported" "$V" $c guest.qcow2
-    grep -q "open" out && fail "$c fell through to a conversion: $(cat out)"
-done
+expect 1 "^vdconvert: 'bitmap' is not supported" "$V" bitmap guest.qcow2
+grep -q "open" out && fail "bitmap fell through to a conversion: $(cat out)"
+cp guest.qcow2 am.qcow2
+expect 0 "" "$V" amend -o compat=0.10 am.qcow2
+[ "$(qemu-img info am.qcow2 | sed -n 's/^ *compat: //p')" = 0.10 ] || fail "amend -o compat=0.10"
+expect 1 "^vdconvert: guest.raw: Format driver 'raw' does not support option amendment\$" \
+    "$V" amend -f raw -o size=1G guest.raw
 expect 0 "^Sending 10 read requests" "$V" bench -c 10 guest.qcow2
 expect 0 "" "$V" dd if=guest.qcow2 of=dd.raw bs=1M count=2
 [ "$(stat -c %s dd.raw)" = $((2 * MiB)) ] || fail "dd wrote $(stat -c %s dd.raw) bytes"
 echo "ok: infoo, amend, bitmap, bench, dd"
+
+# --- usage errors exit 2 in every command, resize, commit and rebase too -----------------
+expect 2 "^vdconvert resize: expected IMG and SIZE" "$V" resize guest.qcow2
+expect 2 "^vdconvert resize: unknown option" "$V" resize --frob guest.qcow2 +1M
+expect 2 "^vdconvert commit: expected one image" "$V" commit
+expect 2 "^vdconvert commit: unknown option" "$V" commit -Z guest.qcow2
+expect 2 "^vdconvert rebase: -b BACKING is required" "$V" rebase guest.qcow2
+expect 2 "^vdconvert rebase: expected one image" "$V" rebase -b guest.qcow2 -F qcow2
+expect 2 "^vdconvert amend: Must specify options" "$V" amend guest.qcow2
+expect 2 "^vdconvert amend: -U/--force-share is not allowed" "$V" amend -U -o compat=1.1 guest.qcow2
+echo "ok: usage errors of resize, commit, rebase, amend exit 2"
 
 # --- format names -------------------------------------------------------------------------
 expect 1 "^vdconvert: Unknown file format 'qcow3' \\(formats: .*qcow2" "$V" -O qcow3 guest.qcow2 out.img

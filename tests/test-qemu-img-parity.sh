@@ -1,7 +1,7 @@
 #!/bin/bash
 # qemu-img parity where scripts depend on it, each against qemu-img's own
 # output on the same images: compare (-s, messages, first offset, exit
-# codes), snapshot -l (columns), check (exit 63, a dirty VHDX log),
+# codes), snapshot -l (columns), check (exit 63, a dirty VHDX log), commit -b,
 # create -b (size from the backing file), -F with -b/-B, and the commands
 # added for parity (dd, bench, amend) when present.
 . "$(dirname "$0")/lib.sh"
@@ -168,3 +168,43 @@ qemu-img compare -q qw.qcow2 vw.qcow2 || fail "bench -w wrote elsewhere than qem
 rc=0; "$V" bench -t bogus a.qcow2 2>v.err || rc=$?
 [ $rc = 1 ] && grep -q "Invalid cache mode" v.err || fail "bench -t bogus: exit $rc"
 echo "ok: bench lines, offsets and write pattern as qemu-img bench"
+
+# --- commit -b: into a deeper base, as qemu-img 7.2 ----------------------------------
+# base <- mid <- top, each with data of its own; qemu-img and vdconvert each
+# commit top into base in a copy of the chain: every layer's guest view and
+# backing reference must end up the same (the top is not emptied; mid is
+# left as it is, so its own view changes with the base).
+mkdir -p cq cv
+for d in cq cv; do
+    qemu-img create -q -f qcow2 $d/base.qcow2 4M
+    qemu-io -c "write -P 1 0 4M" -c "write -z 3M 64k" $d/base.qcow2 >/dev/null
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 $d/mid.qcow2
+    qemu-io -c "write -P 2 1M 1M" -c "write -z 2560k 64k" $d/mid.qcow2 >/dev/null
+    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 $d/top.qcow2
+    qemu-io -c "write -P 3 1536k 1M" -c "write -z 64k 64k" $d/top.qcow2 >/dev/null
+done
+qemu-img convert -O raw cq/top.qcow2 top-before.raw
+(cd cq && qemu-img commit -q -b base.qcow2 top.qcow2)
+(cd cv && "$V" commit -q -b base.qcow2 top.qcow2)
+for l in base mid top; do
+    qemu-img compare -q cq/$l.qcow2 cv/$l.qcow2 || fail "commit -b: $l reads differently from qemu-img's"
+    [ "$(qemu-img info cq/$l.qcow2 | grep '^backing' | sed 's/ (actual path.*//')" = \
+      "$(qemu-img info cv/$l.qcow2 | grep '^backing' | sed 's/ (actual path.*//')" ] ||
+        fail "commit -b: $l's backing reference differs"
+    qemu-img check -q cv/$l.qcow2 || fail "commit -b: check $l"
+done
+qemu-img compare -q -F raw cv/top.qcow2 top-before.raw || fail "commit -b changed the top's view"
+qemu-img map --output=json cv/top.qcow2 | grep -q '"depth": 0, "present": true, "zero": false, "data": true' ||
+    fail "commit -b emptied the top"
+# -b naming the immediate backing file: the top is not emptied either
+cp cq/top.qcow2 cq/t2.qcow2; cp cq/top.qcow2 cv/t2.qcow2
+(cd cq && qemu-img commit -q -b mid.qcow2 t2.qcow2)
+(cd cv && "$V" commit -q -b mid.qcow2 t2.qcow2)
+qemu-img compare -q cq/mid.qcow2 cv/mid.qcow2 && qemu-img compare -q cq/t2.qcow2 cv/t2.qcow2 ||
+    fail "commit -b into the immediate backing file"
+# a name that is not in the chain: qemu-img's message, exit 1
+rc=0; (cd cv && "$V" commit -b nothere.qcow2 top.qcow2) 2>v.err || rc=$?
+qrc=0; (cd cq && qemu-img commit -b nothere.qcow2 top.qcow2) 2>q.err || qrc=$?
+[ $rc = 1 ] && [ $qrc = 1 ] && [ "$(sed 's/^vdconvert: //' v.err)" = "$(sed 's/^qemu-img: //' q.err)" ] ||
+    fail "commit -b nothere: exit $rc '$(cat v.err)', qemu-img $qrc '$(cat q.err)'"
+echo "ok: commit -b into a deeper base and into the backing file, as qemu-img commit -b"

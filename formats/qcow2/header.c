@@ -298,3 +298,88 @@ int qcow2_header_set_incompat(qcow2_state *s, uint64_t incompat, vd_error *err)
         s->incompat = incompat;
     return r;
 }
+
+/* Copy the header extensions of cluster 0 (from `p` to `end`) into `out`
+ * at *o; the backing format's too unless `drop_bfmt`. */
+static int qcow2_copy_exts(const uint8_t *c0, uint64_t p, uint64_t end, bool drop_bfmt,
+                           uint8_t *out, uint64_t *o, uint64_t cap, vd_error *err)
+{
+    while (p + 8 <= end) {
+        uint32_t type = vd_be32(c0 + p), len = vd_be32(c0 + p + 4);
+        if (type == QEXT_END)
+            return 0;
+        uint64_t total = 8 + vd_round_up(len, 8);
+        if (len > end - p - 8 || total > end - p)
+            return vd_set_error(err, -EINVAL, "qcow2: header extension at 0x%llx overruns the header",
+                                (unsigned long long)p);
+        if (type != QEXT_BACKING_FMT || !drop_bfmt) {
+            if (*o + total > cap)
+                return vd_set_error(err, -ENOSPC, "qcow2: header extensions do not fit the header cluster");
+            memcpy(out + *o, c0 + p, total);
+            *o += total;
+        }
+        p += total;
+    }
+    return 0;
+}
+
+int qcow2_header_build(qcow2_state *s, uint32_t hdr_len, bool set_backing, const char *file,
+                       const char *fmt, uint8_t **outp, uint64_t *write_len, vd_error *err)
+{
+    uint64_t cs = s->cluster_size;
+    uint8_t *c0 = malloc(cs), *out = calloc(1, cs);
+    *outp = NULL;
+    if (!c0 || !out) {
+        free(c0);
+        free(out);
+        return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    }
+    int r = vd_file_pread_zfill(s->file, c0, cs, 0, err);
+    /* the name as it is to be */
+    char *keep = NULL;
+    if (!set_backing && s->backing_len) {
+        if (!(keep = malloc(s->backing_len + 1)))
+            r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+        else {
+            memcpy(keep, c0 + s->backing_off, s->backing_len);
+            keep[s->backing_len] = 0;
+            file = keep;
+        }
+    }
+    size_t flen = file ? strlen(file) : 0, fmtlen = set_backing && file && fmt ? strlen(fmt) : 0;
+    if (r == 0 && flen > 1023)
+        r = vd_set_error(err, -EINVAL, "qcow2: backing file name longer than 1023 bytes");
+    uint64_t o = hdr_len, old_end = s->backing_off ? s->backing_off + s->backing_len : 0;
+    if (r == 0) {
+        memcpy(out, c0, hdr_len < s->header_len ? hdr_len : s->header_len);
+        r = qcow2_copy_exts(c0, s->header_len, s->backing_off ? s->backing_off : cs, set_backing,
+                            out, &o, cs, err);
+    }
+    if (r == 0 && fmtlen) {
+        if (o + 8 + vd_round_up(fmtlen, 8) > cs)
+            r = vd_set_error(err, -ENOSPC, "qcow2: backing format does not fit the header cluster");
+        else {
+            vd_put_be32(out + o, QEXT_BACKING_FMT);
+            vd_put_be32(out + o + 4, (uint32_t)fmtlen);
+            memcpy(out + o + 8, fmt, fmtlen);
+            o += 8 + vd_round_up(fmtlen, 8);
+        }
+    }
+    o += 8;                                   /* end of extensions: zeroes */
+    if (r == 0 && o + flen > cs)
+        r = vd_set_error(err, -ENOSPC, "qcow2: backing file name does not fit the header cluster");
+    if (r == 0) {
+        memcpy(out + o, file ? file : "", flen);
+        vd_put_be64(out + QH_BACKING_OFF, flen ? o : 0);
+        vd_put_be32(out + QH_BACKING_SIZE, (uint32_t)flen);
+        uint64_t end = o + flen > old_end ? o + flen : old_end;
+        /* a v2 header followed by nothing needs no extension area */
+        *write_len = vd_round_up(end, 512) < cs ? vd_round_up(end, 512) : cs;
+        *outp = out;
+        out = NULL;
+    }
+    free(keep);
+    free(c0);
+    free(out);
+    return r;
+}

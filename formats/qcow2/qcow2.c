@@ -603,5 +603,7 @@ const struct vd_driver vd_qcow2 = {
     .resize = qcow2_resize,
     .set_backing = qcow2_set_backing,
     .make_empty = qcow2_make_empty,
+    .amend = qcow2_amend,
+    .amend_opts = qcow2_amend_opts,
     .can_write = VD_CAN_NATIVE,
 };

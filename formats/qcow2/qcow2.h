@@ -12,6 +12,7 @@
  *   check.c     refcount rebuild in memory, leak/corruption report, repair
  *   create.c    new images
  *   resize.c    in place: virtual size, backing reference, emptying
+ *   amend.c     in place: compat level, lazy refcounts, refcount width
  *
  * Write ordering (what flush guarantees): data clusters are written at once;
  * L2 tables and refcount blocks live in write-back caches.  Refcount blocks
@@ -186,6 +187,14 @@ int qcow2_header_read(qcow2_state *s, vd_image *img, vd_error *err);
 int qcow2_header_write_u64(qcow2_state *s, uint32_t field, uint64_t v, vd_error *err);
 int qcow2_header_write_rt(qcow2_state *s, vd_error *err);
 int qcow2_header_set_incompat(qcow2_state *s, uint64_t incompat, vd_error *err);
+/* The header cluster rebuilt in memory, to be written with one write of
+ * *write_len bytes at 0: the fixed header (hdr_len bytes: the present one,
+ * cut or zero-extended, for the caller to edit), the extensions present now
+ * (with `set_backing`, the backing format's replaced by `fmt`), an end
+ * marker, and the backing file name (with `set_backing`, `file`, NULL for
+ * none; its offset and size are filled in). */
+int qcow2_header_build(qcow2_state *s, uint32_t hdr_len, bool set_backing, const char *file,
+                       const char *fmt, uint8_t **out, uint64_t *write_len, vd_error *err);
 /* Offset/size of host ranges: in file, cluster aligned, not zero. */
 int qcow2_check_table(qcow2_state *s, const char *what, uint64_t off, uint64_t bytes,
                       uint64_t file_size, vd_error *err);
@@ -252,13 +261,25 @@ int qcow2_load_snapshot(vd_image *img, const char *name, vd_error *err);
 qcow2_snapshot *qcow2_snapshot_find(qcow2_state *s, const char *name);
 
 /* snapshot-write.c */
+/* Write `snaps` as a new snapshot table, switch the header to it, free the
+ * old one, and make it the image's list (taking ownership of the array;
+ * the entries' strings and extra data move with it). */
+int qcow2_snap_table_replace(qcow2_state *s, qcow2_snapshot *snaps, uint32_t n,
+                             vd_error *err);
 int qcow2_snapshot_op(vd_image *img, enum vd_snapshot_op op, const char *name,
                       vd_error *err);
 
 /* resize.c */
+/* Free what waits for it, write the metadata caches, sync the file. */
+int qcow2_settle(qcow2_state *s, vd_error *err);
 int qcow2_resize(vd_image *img, uint64_t size, vd_error *err);
 int qcow2_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
 int qcow2_make_empty(vd_image *img, vd_error *err);
+
+/* amend.c */
+int qcow2_amend(vd_image *img, vd_kvlist *opts, vd_progress_fn progress, void *progress_ctx,
+                vd_error *err);
+extern const vd_opt_desc qcow2_amend_opts[];
 
 /* check.c */
 int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);

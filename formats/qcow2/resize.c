@@ -11,9 +11,8 @@
  *    clusters past the new end are dropped from their L2 tables and freed
  *    (L2 entries reach the file before the refcounts drop).  A crash after
  *    the header write leaves unreachable clusters, which are leaks at worst.
- *  - backing reference: the header cluster is rebuilt in memory (header,
- *    extensions but the backing format, the new backing format, the end
- *    marker, the name) and written with one write, as qemu does.
+ *  - backing reference: the header cluster is rebuilt in memory
+ *    (qcow2_header_build) and written with one write, as qemu does.
  *  - make empty: every cluster of the active L1 is discarded (L2 entries
  *    first, refcounts after), so a crash leaves a partly emptied overlay
  *    whose guest view is unchanged, since its base holds the same data. */
@@ -22,7 +21,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static int qcow2_resize_sync(qcow2_state *s, vd_error *err)
+int qcow2_settle(qcow2_state *s, vd_error *err)
 {
     int r = qcow2_release_pending(s, err);
     if (r == 0)
@@ -47,7 +46,7 @@ static int qcow2_l1_grow(qcow2_state *s, uint64_t entries, uint64_t size, vd_err
     if (r == 0)
         r = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, &host, err);
     if (r == 0)
-        r = qcow2_resize_sync(s, err);   /* refcounts of the new table first */
+        r = qcow2_settle(s, err);   /* refcounts of the new table first */
     if (r == 0) {
         memcpy(l1, s->l1, (size_t)s->l1_size * 8);
         for (uint64_t i = 0; i < s->l1_size; i++)
@@ -79,7 +78,7 @@ static int qcow2_l1_grow(qcow2_state *s, uint64_t entries, uint64_t size, vd_err
         if (old_off && old_bytes)
             r = qcow2_refcount_update(s, old_off, old_bytes, -1, err);
         if (r == 0)
-            r = qcow2_resize_sync(s, err);
+            r = qcow2_settle(s, err);
     }
     free(l1);
     free(buf);
@@ -109,7 +108,7 @@ int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
         return vd_set_error(err, -EROFS, "qcow2: a loaded snapshot cannot be resized");
     uint64_t per_l1 = s->cluster_size * s->l2_entries;
     uint64_t need = (size + per_l1 - 1) / per_l1;
-    int r = qcow2_resize_sync(s, err);
+    int r = qcow2_settle(s, err);
     if (r < 0)
         return r;
     if (size < img->size) {
@@ -121,7 +120,7 @@ int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
             img->size = size;
             r = qcow2_drop_from(s, vd_round_up(size, s->cluster_size) >> s->cluster_bits, err);
         }
-        return r == 0 ? qcow2_resize_sync(s, err) : r;
+        return r == 0 ? qcow2_settle(s, err) : r;
     }
     if (need > s->l1_size)
         return qcow2_l1_grow(s, need, size, err);
@@ -131,81 +130,22 @@ int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
     return r;
 }
 
-/* Copy the header extensions of cluster 0 (from `p` to `end`) into `out`
- * at *o, all but the backing format. */
-static int qcow2_copy_exts(const uint8_t *c0, uint64_t p, uint64_t end, uint8_t *out,
-                           uint64_t *o, uint64_t cap, vd_error *err)
-{
-    while (p + 8 <= end) {
-        uint32_t type = vd_be32(c0 + p), len = vd_be32(c0 + p + 4);
-        if (type == QEXT_END)
-            return 0;
-        uint64_t total = 8 + vd_round_up(len, 8);
-        if (len > end - p - 8 || total > end - p)
-            return vd_set_error(err, -EINVAL, "qcow2: header extension at 0x%llx overruns the header",
-                                (unsigned long long)p);
-        if (type != QEXT_BACKING_FMT) {
-            if (*o + total > cap)
-                return vd_set_error(err, -ENOSPC, "qcow2: header extensions do not fit the header cluster");
-            memcpy(out + *o, c0 + p, total);
-            *o += total;
-        }
-        p += total;
-    }
-    return 0;
-}
-
 int qcow2_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
-    size_t flen = file ? strlen(file) : 0, fmtlen = file && fmt ? strlen(fmt) : 0;
-    if (flen > 1023)
-        return vd_set_error(err, -EINVAL, "qcow2: backing file name longer than 1023 bytes");
-    uint64_t cs = s->cluster_size;
-    uint8_t *c0 = malloc(cs), *out = calloc(1, cs);
-    int r = 0;
-    if (!c0 || !out)
-        r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+    uint8_t *out = NULL;
+    uint64_t len = 0;
+    int r = qcow2_settle(s, err);
     if (r == 0)
-        r = qcow2_resize_sync(s, err);
+        r = qcow2_header_build(s, s->header_len, true, file, fmt, &out, &len, err);
     if (r == 0)
-        r = vd_file_pread_zfill(s->file, c0, cs, 0, err);
-    uint64_t o = s->header_len;
-    uint64_t old_end = s->backing_off ? s->backing_off + s->backing_len : 0;
-    if (r == 0) {
-        memcpy(out, c0, s->header_len);
-        r = qcow2_copy_exts(c0, s->header_len, s->backing_off ? s->backing_off : cs, out, &o,
-                            cs, err);
-    }
-    if (r == 0 && fmtlen) {
-        if (o + 8 + vd_round_up(fmtlen, 8) > cs)
-            r = vd_set_error(err, -ENOSPC, "qcow2: backing format does not fit the header cluster");
-        else {
-            vd_put_be32(out + o, QEXT_BACKING_FMT);
-            vd_put_be32(out + o + 4, (uint32_t)fmtlen);
-            memcpy(out + o + 8, fmt, fmtlen);
-            o += 8 + vd_round_up(fmtlen, 8);
-        }
-    }
-    o += 8;                                   /* end of extensions: zeroes */
-    if (r == 0 && o + flen > cs)
-        r = vd_set_error(err, -ENOSPC, "qcow2: backing file name does not fit the header cluster");
-    if (r == 0) {
-        memcpy(out + o, file ? file : "", flen);
-        vd_put_be64(out + QH_BACKING_OFF, flen ? o : 0);
-        vd_put_be32(out + QH_BACKING_SIZE, (uint32_t)flen);
-        uint64_t end = o + flen > old_end ? o + flen : old_end;
-        /* a v2 header followed by nothing needs no extension area */
-        r = vd_file_pwrite(s->file, out, vd_round_up(end, 512) < cs ? vd_round_up(end, 512) : cs,
-                           0, err);
-    }
+        r = vd_file_pwrite(s->file, out, len, 0, err);
     if (r == 0)
         r = vd_file_sync(s->file, err);
     if (r == 0) {
-        s->backing_off = flen ? o : 0;
-        s->backing_len = (uint32_t)flen;
+        s->backing_off = vd_be64(out + QH_BACKING_OFF);
+        s->backing_len = vd_be32(out + QH_BACKING_SIZE);
     }
-    free(c0);
     free(out);
     return r;
 }
@@ -214,5 +154,5 @@ int qcow2_make_empty(vd_image *img, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
     int r = qcow2_drop_from(s, 0, err);
-    return r == 0 ? qcow2_resize_sync(s, err) : r;
+    return r == 0 ? qcow2_settle(s, err) : r;
 }

@@ -186,8 +186,8 @@ static void qcow2_snap_entry_put(uint8_t *p, const qcow2_snapshot *sn)
 
 /* Write `snaps` as a new snapshot table, switch the header to it, free the
  * old table, and make it the image's list (taking ownership of `snaps`). */
-static int qcow2_snap_table_replace(qcow2_state *s, qcow2_snapshot *snaps, uint32_t n,
-                                    vd_error *err)
+int qcow2_snap_table_replace(qcow2_state *s, qcow2_snapshot *snaps, uint32_t n,
+                             vd_error *err)
 {
     uint64_t bytes = 0, off = 0;
     for (uint32_t i = 0; i < n; i++)

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct chain_target {
@@ -110,16 +111,21 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
 /* ---- commit ----------------------------------------------------------------- */
 
 static const char commit_usage[] =
-    "usage: vdconvert commit [-f FMT] [-d] [-p] [-q] [--allow-host-paths] IMG\n"
+    "usage: vdconvert commit [-f FMT] [-b BASE] [-d] [-p] [-q] [--allow-host-paths] IMG\n"
     "  Writes IMG's own data into its backing file; then IMG is emptied\n"
-    "  (unless -d), so the chain shows the same content.\n";
+    "  (unless -d), so the chain shows the same content.\n"
+    "  -b BASE  commit into BASE, a deeper image of IMG's chain (named as IMG's\n"
+    "           chain stores it, or a path from IMG's folder): BASE receives the\n"
+    "           data of IMG and of every image between them; IMG is not emptied\n"
+    "           and the images between are left as they are (as qemu-img 7.2)\n"
+    "  -r RATE, -t CACHE are accepted and ignored\n";
 
-static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *e)
+/* Copy the data the top `layers` layers of top's chain hold into `below`
+ * (the layer under them). */
+static int commit_into_base(vd_image *top, vd_image *below, int layers, bool progress,
+                            bool allow, vd_error *e)
 {
-    vd_image *below = vd_backing(top), *base;
-    if (!below)
-        return vd_set_error(e, -EINVAL, "%s: has no backing file to commit into",
-                            vd_filename(top));
+    vd_image *base;
     /* The base keeps its content id (VMDK CID): a new one would need the
      * delta's parentCID rewritten too, a second file no write order can
      * change at the same moment; the chain's guest view does not change. */
@@ -153,7 +159,7 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
     vt_progress *prog = vt_progress_new(label, vd_size(top), progress);
     vd_copy_opts c = {
         .size = vd_size(top), .sparse_size = 4096,
-        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true,
+        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true, .top_layers = layers,
         .progress = vt_progress_cb, .progress_ctx = prog,
     };
     r = vd_copy(top, base, &c, e);
@@ -162,44 +168,95 @@ static int commit_into_base(vd_image *top, bool progress, bool allow, vd_error *
     return r < 0 ? r : r2;
 }
 
+/* The layer of top's chain that -b names, and its depth (qemu-img matches
+ * the name as the chain stores it, or the file it names from the top
+ * image's folder). */
+static int commit_find_base(vd_image *top, const char *path, const char *name, vd_image **out,
+                            int *depth, vd_error *e)
+{
+    char *p = vc_backing_path(path, name);
+    struct stat want, st;
+    bool have = p && stat(p, &want) == 0;
+    free(p);
+    int d = 1;
+    for (vd_image *l = vd_backing(top); l; l = vd_backing(l), d++) {
+        if (have && stat(vd_filename(l), &st) == 0 && st.st_dev == want.st_dev &&
+            st.st_ino == want.st_ino) {
+            *out = l;
+            *depth = d;
+            return 0;
+        }
+    }
+    return vd_set_error(e, -ENOENT, "Did not find '%s' in the backing chain of '%s'", name, path);
+}
+
+/* The layer at `depth` of top's chain (0: top). */
+static vd_image *commit_layer(vd_image *top, int depth)
+{
+    while (depth-- > 0 && top)
+        top = vd_backing(top);
+    return top;
+}
+
 int vc_cmd_commit(int argc, char **argv)
 {
-    const char *fmt = NULL;
+    const char *fmt = NULL, *bname = NULL;
     bool keep = false, progress = false, quiet = false, allow = false;
     static const struct option lo[] = {
         { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:dpqht:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:b:dpqht:r:", lo, NULL)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
+        case 'b': bname = optarg; break;
         case 'd': keep = true; break;
         case 'p': progress = true; break;
         case 'q': quiet = true; break;
-        case 't': break;
+        case 't': case 'r': break;
         case 'H': allow = true; break;
         case 'h': fputs(commit_usage, stdout); return 0;
         default: return vc_usage_error("commit", argv[optind - 1]);
         }
     }
     if (argc - optind != 1)
-        return vc_fail("commit: expected one image (see vdconvert commit --help)");
+        return vc_usage("commit", "expected one image");
     const char *path = argv[optind];
     vd_error e = { 0 };
     vd_image *top;
     if (vc_open(path, fmt, true, allow, &top, &e) < 0)
         return vc_fail_err(&e);
-    char *tf = strdup(vd_format_name(top));
+    char *tf = strdup(vd_format_name(top)), *above = NULL, *above_fmt = NULL;
     uint64_t size = vd_size(top);
-    int r = tf ? commit_into_base(top, progress && !quiet, allow, &e) : -ENOMEM;
+    vd_image *below = vd_backing(top);
+    int depth = 1, r = tf ? 0 : -ENOMEM;
+    if (r == 0 && bname)
+        r = commit_find_base(top, path, bname, &below, &depth, &e);
+    else if (r == 0 && !below)
+        r = vd_set_error(&e, -EINVAL, "%s: has no backing file to commit into", path);
+    if (r == 0 && bname) {
+        /* qemu-img: with -b the top stays as it is; the image right above
+         * the base gets its link refreshed (VMDK parentCID, VHDX GUID) */
+        keep = true;
+        vd_image *a = commit_layer(top, depth - 1);
+        above = strdup(depth > 1 ? vd_filename(a) : path);
+        above_fmt = strdup(vd_format_name(a));
+        if (!above || !above_fmt)
+            r = -ENOMEM;
+    }
+    if (r == 0)
+        r = commit_into_base(top, below, depth, progress && !quiet, allow, &e);
     vd_close(top, NULL);
+    const char *fpath = above ? above : path, *ffmt = above ? above_fmt : tf;
     if (r == 0) {
-        r = vc_commit_finish(path, tf, keep, allow, &e);
+        r = vc_commit_finish(fpath, ffmt, keep, allow, &e);
         if (r == -ENOSYS)       /* not in place: rewrite the overlay */
-            r = vc_rewrite(path, tf, size, NULL, NULL,
+            r = vc_rewrite(fpath, ffmt, size, NULL, NULL,
                            keep ? VC_REWRITE_KEEP_BACKING : VC_REWRITE_EMPTY, allow, &e);
     }
     free(tf);
+    free(above);
+    free(above_fmt);
     if (r < 0)
         return vc_fail_err(&e);
     if (!quiet)
@@ -238,9 +295,9 @@ int vc_cmd_rebase(int argc, char **argv)
         }
     }
     if (!nb)
-        return vc_fail("rebase: -b BACKING is required (-b \"\" removes the backing file)");
+        return vc_usage("rebase", "-b BACKING is required (-b \"\" removes the backing file)");
     if (argc - optind != 1)
-        return vc_fail("rebase: expected one image (see vdconvert rebase --help)");
+        return vc_usage("rebase", "expected one image");
     const char *path = argv[optind];
     vd_error e = { 0 };
     /* qemu-img 7.2: a new backing file needs its format named (-F) */

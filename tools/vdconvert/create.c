@@ -135,7 +135,7 @@ int vc_cmd_resize(int argc, char **argv)
         argc--;
     }
     if (argc - optind != 2)
-        return vc_fail("resize: expected IMG and SIZE (see vdconvert resize --help)");
+        return vc_usage("resize", "expected IMG and SIZE");
     const char *path = argv[optind], *arg = argv[optind + 1];
     int sign = *arg == '+' ? 1 : *arg == '-' ? -1 : 0;
     uint64_t v;

@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The backing name as stored (relative to the image's folder) resolved
- * for opening from the current directory. */
-static char *vc_backing_path(const char *img, const char *name)
+char *vc_backing_path(const char *img, const char *name)
 {
     const char *slash = strrchr(img, '/');
     size_t n = strlen(name) + (slash ? (size_t)(slash - img) + 2 : 1);

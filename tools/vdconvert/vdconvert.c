@@ -191,6 +191,7 @@ static const struct {
     { "snapshot", vc_cmd_snapshot, "list internal snapshots" },
     { "commit", vc_cmd_commit, "write an overlay's changes into its backing file" },
     { "rebase", vc_cmd_rebase, "change an overlay's backing file" },
+    { "amend", vc_cmd_amend, "change format options in place (qcow2 compat, refcounts)" },
     { "dd", vc_cmd_dd, "copy blocks of an image into a new image (qemu-img dd)" },
     { "bench", vc_cmd_bench, "time reads or writes of an image (qemu-img bench)" },
 };
@@ -198,7 +199,7 @@ static const struct {
 /* qemu-img commands vdconvert does not have: named, so that a script using
  * one gets "not supported" instead of an implicit conversion of a file
  * called "bitmap". */
-static const char *const vc_unsupported[] = { "amend", "bitmap", NULL };
+static const char *const vc_unsupported[] = { "bitmap", NULL };
 
 static int vc_help(FILE *f)
 {

@@ -110,6 +110,11 @@ int vc_rewrite(const char *path, const char *fmt, uint64_t size, const char *new
 
 /* ---- in place (inplace.c): -ENOSYS when the format has no such hook ---- */
 
+/* A backing name as stored (relative to the folder of the image at `img`)
+ * resolved for opening from the current directory; malloc'd, NULL on
+ * out of memory. */
+char *vc_backing_path(const char *img, const char *name);
+
 /* rebase (safe: copy what differs between the backings, then switch the
  * reference) or rebase -u (switch only), on the image's own file. */
 int vc_rebase_inplace(const char *path, const char *fmt, const char *nb, const char *nbf,
@@ -136,6 +141,7 @@ int vc_cmd_measure(int argc, char **argv);
 int vc_cmd_snapshot(int argc, char **argv);
 int vc_cmd_commit(int argc, char **argv);
 int vc_cmd_rebase(int argc, char **argv);
+int vc_cmd_amend(int argc, char **argv);
 int vc_cmd_dd(int argc, char **argv);
 int vc_cmd_bench(int argc, char **argv);
 
