@@ -1,7 +1,7 @@
 /* inplace.c - the in-place metadata operations of the public API:
  * vd_resize, vd_set_backing, vd_make_empty, vd_prepare_commit, vd_amend.
- * The core checks the request, flushes, and calls the driver under the image's write lock; the driver
- * orders its own writes (docs/flush.md). */
+ * The core checks the request, flushes, and calls the driver under the
+ * image's write lock; the driver orders its own writes (docs/flush.md). */
 #include "vd-driver.h"
 #include "vd-internal.h"
 
