@@ -121,9 +121,9 @@ static const char commit_usage[] =
     "  -r RATE, -t CACHE are accepted and ignored\n";
 
 /* Copy the data the top `layers` layers of top's chain hold into `below`
- * (the layer under them). */
-static int commit_into_base(vd_image *top, vd_image *below, int layers, bool progress,
-                            bool allow, vd_error *e)
+ * (the layer under them); `link` is the layer whose backing `below` is. */
+static int commit_into_base(vd_image *top, vd_image *below, int layers, vd_image *link,
+                            bool progress, bool allow, vd_error *e)
 {
     vd_image *base;
     /* The base keeps its content id (VMDK CID): a new one would need the
@@ -140,9 +140,9 @@ static int commit_into_base(vd_image *top, vd_image *below, int layers, bool pro
     }
     /* A format that links the overlay to its base's content (VHDX) makes
      * the overlay accept the base as it will be once written, first. */
-    if (vd_inplace_ops(top) & VD_INPLACE_PREPARE_COMMIT) {
+    if (vd_inplace_ops(link) & VD_INPLACE_PREPARE_COMMIT) {
         vd_image *rw;
-        r = vd_open(vd_filename(top), &(vd_open_opts){ .format = vd_format_name(top),
+        r = vd_open(vd_filename(link), &(vd_open_opts){ .format = vd_format_name(link),
                     .no_backing = true, .allow_host_paths = allow }, &rw, e);
         if (r == 0) {
             r = vd_prepare_commit(rw, base, e);
@@ -234,18 +234,19 @@ int vc_cmd_commit(int argc, char **argv)
         r = commit_find_base(top, path, bname, &below, &depth, &e);
     else if (r == 0 && !below)
         r = vd_set_error(&e, -EINVAL, "%s: has no backing file to commit into", path);
+    vd_image *link = top;
     if (r == 0 && bname) {
         /* qemu-img: with -b the top stays as it is; the image right above
          * the base gets its link refreshed (VMDK parentCID, VHDX GUID) */
         keep = true;
-        vd_image *a = commit_layer(top, depth - 1);
-        above = strdup(depth > 1 ? vd_filename(a) : path);
-        above_fmt = strdup(vd_format_name(a));
+        link = commit_layer(top, depth - 1);
+        above = strdup(depth > 1 ? vd_filename(link) : path);
+        above_fmt = strdup(vd_format_name(link));
         if (!above || !above_fmt)
             r = -ENOMEM;
     }
     if (r == 0)
-        r = commit_into_base(top, below, depth, progress && !quiet, allow, &e);
+        r = commit_into_base(top, below, depth, link, progress && !quiet, allow, &e);
     vd_close(top, NULL);
     const char *fpath = above ? above : path, *ffmt = above ? above_fmt : tf;
     if (r == 0) {
