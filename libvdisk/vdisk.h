@@ -269,8 +269,11 @@ typedef struct vd_copy_opts {
  * written to a target that reads zeroes already.  Worker threads read (and
  * decompress) in parallel; a streaming target (streamOptimized VMDK) is
  * still written strictly in order.  Data the source stores plainly in a
- * file moves with copy_file_range (a reflink on XFS and btrfs) into a raw
- * target or into clusters of an image target (vd_map_for_write).  Memory:
+ * file moves with copy_file_range into a raw target, and into clusters of
+ * an image target (vd_map_for_write) where the target's file system shares
+ * blocks (XFS, btrfs, ...: a reflink) or nothing is to be checked for
+ * zeroes (sparse_size 0); elsewhere image targets are cheaper to fill by
+ * reading and writing (libvdisk/copy.c says why).  Memory:
  * a 4 MiB buffer or two per thread, whatever the size of the image.  Does
  * not flush `dst`: vd_flush or vd_close does.  `opts` may be NULL (one
  * thread, no zero detection). */
