@@ -47,9 +47,12 @@ mkfifo fifo
 qemu-io -f qcow2 top.qcow2 <fifo >qemu-io.log 2>&1 &
 QPID=$!
 exec 3>fifo
-# until qemu-io holds its lock (no fixed limit: a loaded machine can take
-# seconds to start it), or until it has exited
-while qemu-img info top.qcow2 >/dev/null 2>&1; do
+# until qemu-io holds its locks (no fixed limit: a loaded machine can take
+# seconds to start it), or until it has exited.  Watched in /proc/locks
+# (device and inode as the kernel prints them): probing with qemu-img info
+# would take a read lock that a starting qemu-io could trip over.
+lockid=$(printf '%02x:%02x:%s' $(stat -c '%Hd %Ld %i' top.qcow2))
+until awk -v id="$lockid" '$2 == "OFDLCK" && $6 == id { found = 1 } END { exit !found }' /proc/locks; do
     kill -0 $QPID 2>/dev/null || fail "qemu-io did not lock top.qcow2: $(cat qemu-io.log)"
     sleep 0.05
 done

@@ -46,9 +46,9 @@ usage_error info
 usage_error info --bogus in.raw
 one_line_error create -O raw c.raw
 one_line_error create -O raw c.raw 12Q
-one_line_error resize in.raw
+usage_error resize in.raw
 one_line_error map --start-offset x in.raw
-one_line_error rebase in.raw
+usage_error rebase in.raw
 one_line_error snapshot -c s1 -f raw in.raw
 [ ! -e out.raw ] && [ ! -e out.img ] && [ ! -e out.vdi ] || fail "an output file was left behind"
 only_dotfiles_free
