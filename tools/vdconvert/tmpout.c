@@ -102,13 +102,26 @@ const char *vc_tmp_begin(const char *dst, const char *fmt, vd_error *e)
     }
     char t[sizeof tmp_dir];
     snprintf(t, sizeof t, "%s/.vdconvert-XXXXXX", dir);
+    /* No signal between making the folder and recording it: a ^C in that
+     * gap would leave the empty folder behind (the handler knows only what
+     * is recorded). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &block, &old);
     if (!mkdtemp(t)) {
-        vd_set_errno(e, -errno, "%s: cannot make a temporary folder", dir);
+        int err = errno;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        vd_set_errno(e, -err, "%s: cannot make a temporary folder", dir);
         return NULL;
     }
     tmp_dir_fd = open(t, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     memcpy(tmp_dir, t, sizeof t);
     snprintf(tmp_path, sizeof tmp_path, "%s/%s", tmp_dir, base);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     return tmp_path;
 }
 
