@@ -583,7 +583,9 @@ static int copy_plan_make(vd_image *src, vd_image *dst, const vd_copy_opts *o,
         .sparse_size = o->sparse_size, .workers = o->threads,
         .out_reads_zero = o->target_is_zeroed, .only_top = o->only_top,
         .top_layers = o->top_layers > 1 ? o->top_layers : 1,
-        .zero_copy = !o->no_copy_range, .allocate = o->allocate,
+        /* A source read O_DIRECT is not mapped or spliced: both would go
+         * through its page cache. */
+        .zero_copy = !o->no_copy_range && !vd_reads_direct(src), .allocate = o->allocate,
         .out_fd = copy_raw_fd(dst),
     };
     int r = o->compress ? copy_setup_compress(c, e) : 0;

@@ -70,7 +70,9 @@ static int vd_file_pread_common(vd_file *f, void *buf, size_t len, uint64_t off,
         return vd_set_error(err, -EINVAL, "%s: read at offset 0x%llx: offset out of range",
                             f->path, (unsigned long long)off);
     while (len) {
-        ssize_t r = pread(f->fd, p, len, (off_t)off);
+        ssize_t r = __atomic_load_n(&f->dio_align, __ATOMIC_RELAXED)
+                        ? vd_file_pread_direct(f, p, len, off)
+                                 : pread(f->fd, p, len, (off_t)off);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -435,5 +437,7 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
     }
     if (r == 0 && !readonly)
         vd_file_set_cache(*out, img->cache);
+    if (r == 0 && img->direct && vd_file_set_direct(*out) < 0)
+        img->direct_refused = true;
     return r;
 }

@@ -145,6 +145,17 @@ int vd_image_note_file(vd_image *img, vd_file *f)
     return 0;
 }
 
+bool vd_reads_direct(vd_image *img)
+{
+    if (!img)
+        return false;
+    for (; img; img = img->backing)
+        if (img->file && (!img->direct || img->direct_refused ||
+                          !__atomic_load_n(&img->file->dio_align, __ATOMIC_RELAXED)))
+            return false;
+    return true;
+}
+
 bool vd_image_uses_file(vd_image *img, const char *path)
 {
     struct stat st;
@@ -259,7 +270,8 @@ static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
     img->allow_host_paths = o && o->allow_host_paths;
     img->no_backing = o && o->no_backing;
     img->force_share = o && o->force_share;
-    img->cache = o && !readonly ? o->cache : 0;
+    img->cache = o && !readonly ? o->cache & ~VD_CACHE_DIRECT : 0;
+    img->direct = o && readonly && (o->cache & VD_CACHE_DIRECT);
     img->keep_content_id = depth == 0 && o && o->keep_content_id;
     int r = -ENOMEM;
     if (vd_is_uri(path)) {
@@ -284,6 +296,8 @@ static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
     if (!pre && (r = vd_file_open(img->path, readonly, &img->file, err)) < 0)
         goto fail;
     vd_file_set_cache(img->file, img->cache);
+    if (img->direct && vd_file_set_direct(img->file) < 0)
+        img->direct_refused = true;
     if (vd_chain_has_file(chain, depth, img->file)) {
         r = vd_set_error(err, -ELOOP, "%s: backing chain loops back to this file",
                          img->path);

@@ -127,6 +127,9 @@ typedef struct vd_file {
     uint8_t lock_perm, lock_noshare;
     unsigned cache;                /* VD_CACHE_* (writeback.c) */
     struct vd_writeback *wb;       /* early writeback state, or NULL */
+    uint32_t dio_align;            /* reads are O_DIRECT with this alignment
+                                      (writeback.c); 0: through the page
+                                      cache.  Atomic: a refused read clears it */
 } vd_file;
 
 /* Open an existing file.  Returns 0 or -errno with a message naming path. */
@@ -139,6 +142,13 @@ void vd_file_close(vd_file *f);
 void vd_file_set_cache(vd_file *f, unsigned cache);
 void vd_file_free_cache(vd_file *f);
 void vd_file_wrote(vd_file *f, uint64_t off, uint64_t len);
+/* Read the file with O_DIRECT from now on (a file opened read-only).
+ * Returns -EINVAL, leaving the file as it was, when its file system refuses. */
+int vd_file_set_direct(vd_file *f);
+/* vd_file_pread_common's read when f->dio_align is set: aligned requests go
+ * straight to the file, others through an aligned bounce buffer.  Returns
+ * the bytes read (short only at the end of the file) or -errno. */
+ssize_t vd_file_pread_direct(vd_file *f, void *buf, size_t len, uint64_t off);
 /* Exactly `len` bytes or an error ("pread at 0x..: short read"). */
 int vd_file_pread(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
 /* Like vd_file_pread but bytes past end of file read as zeroes. */
@@ -387,6 +397,8 @@ struct vd_image {
     size_t n_file_ids, cap_file_ids; /* the layer opened (vd_image_uses_file) */
     int compression_level;         /* core: vd_set_compression_level, 0 unset */
     unsigned cache;                /* core: vd_open_opts.cache, for its files */
+    bool direct;                   /* core: read-only, VD_CACHE_DIRECT asked */
+    bool direct_refused;           /* core: a file of it refused O_DIRECT */
     bool keep_content_id;          /* core: vd_open_opts.keep_content_id */
 };
 

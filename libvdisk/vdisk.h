@@ -61,7 +61,8 @@ typedef struct vd_open_opts {
     const char *backing_format; /* force the format of the backing image */
     bool force_share;         /* read an image another process may be
                                  writing (see "image locks" below) */
-    unsigned cache;           /* VD_CACHE_* flags for the files written (below) */
+    unsigned cache;           /* VD_CACHE_* flags for the files written, and
+                                 VD_CACHE_DIRECT for the files read (below) */
     const char *final_path;   /* the path the image will be renamed to (it is
                                  being made in a temporary folder): its
                                  relative backing reference is resolved in,
@@ -97,11 +98,22 @@ typedef struct vd_open_opts {
 #define VD_CACHE_NO_SYNC         2u  /* flushes sync nothing (cache=unsafe):
                                         data may be lost on a crash */
 #define VD_CACHE_SYNC_WRITES     4u  /* every write synced (writethrough) */
+/* For an image opened read-only (and the files of its backing chain): reads
+ * bypass the page cache (O_DIRECT), as qemu's cache=none/directsync do for
+ * a source; unaligned reads go through aligned buffers inside the library.
+ * Where a file system refuses O_DIRECT the file is read through the page
+ * cache, and vd_reads_direct() says so.  Ignored for writable images. */
+#define VD_CACHE_DIRECT          8u
 
 /* Open an image (and its backing chain).  `opts` may be NULL (read-write,
  * probed). */
 int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
             vd_error *err);
+
+/* False when `img` was not opened with VD_CACHE_DIRECT, or when a file of
+ * its chain is read through the page cache because its file system refused
+ * O_DIRECT (or rejected a direct read later). */
+bool vd_reads_direct(vd_image *img);
 
 /* Close the image and its whole backing chain.  Flushes first when the image
  * is writable; returns the first error met. */

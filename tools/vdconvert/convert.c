@@ -103,9 +103,13 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     vd_image *in, *out = NULL;
     r = vd_open(o->src, &(vd_open_opts){ .format = o->src_fmt, .readonly = true,
                 .snapshot = o->snapshot, .allow_host_paths = o->allow_host_paths,
-                .force_share = vc_force_share }, &in, e);
+                .force_share = vc_force_share,
+                .cache = o->src_direct ? VD_CACHE_DIRECT : 0 }, &in, e);
     if (r < 0)
         return r;
+    if (o->src_direct && !vd_reads_direct(in) && !o->quiet)
+        fprintf(stderr, "vdconvert: %s: its file system does not allow O_DIRECT (-T %s); "
+                "reading it through the page cache\n", o->src, o->src_cache);
     if (!o->quiet)
         vt_warn_probed_raw(in, o->src);
     char keep_opts[1024];
@@ -185,8 +189,9 @@ static const char convert_usage[] =
     "              before it is renamed into place, written back as it goes),\n"
     "              unsafe (no sync), none (O_DIRECT for raw output), writethrough\n"
     "              and directsync (every write synced)\n"
-    "  -T CACHE    source cache mode: accepted for qemu-img compatibility; the\n"
-    "              source is always read through the page cache\n"
+    "  -T CACHE    source cache mode: none and directsync read IN with O_DIRECT\n"
+    "              (bypassing the page cache; the page cache where the file\n"
+    "              system refuses, with a message); the others read through it\n"
     "  -p          show progress (bar on a terminal, a line per 10 % otherwise)\n"
     "  -q          quiet\n"
     "  -U, --force-share  read IN even while another process writes it\n"
@@ -311,9 +316,11 @@ int vc_cmd_convert(int argc, char **argv)
                                "writethrough", optarg);
             break;
         case 'T':
-            if (convert_cache_mode(optarg, &(unsigned){ 0 }, &(bool){ false }) < 0)
+            /* for a source only the page cache matters: O_DIRECT or not */
+            if (convert_cache_mode(optarg, &(unsigned){ 0 }, &o.src_direct) < 0)
                 return vc_fail("-T %s: expected none, writeback, unsafe, directsync or "
                                "writethrough", optarg);
+            o.src_cache = optarg;
             break;
         case 'p': o.progress = true; break;
         case 'q': o.quiet = true; break;

@@ -69,6 +69,8 @@ struct vc_convert_opts {
     bool target_is_zero;               /* --target-is-zero (with -n) */
     bool direct;                       /* -t none|directsync: O_DIRECT on raw targets */
     unsigned cache;                    /* -t: VD_CACHE_* of the target */
+    bool src_direct;                   /* -T none|directsync: IN read O_DIRECT */
+    const char *src_cache;             /* -T's argument, for messages */
     bool progress, quiet;
     bool allow_host_paths;
     bool no_copy_range;                /* disable copy_file_range (testing) */
