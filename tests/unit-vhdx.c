@@ -4,7 +4,8 @@
  * gives the right layer, libvhdi (python3-libvhdi, when installed) reads the
  * same; blocks appended in a second session; a crash after the log entry
  * (VDISK_VHDX_TEST_CRASH) is replayed by a read-write open, after which
- * `qemu-img check` (when installed) finds a clean image with the data;
+ * `qemu-img check` (when installed) finds a clean image with the data; a
+ * header naming a log that holds no entry yet is not a pending log;
  * write-zeroes and discard drop whole blocks (not on fixed disks). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,6 +198,65 @@ static void test_crash_replay_rw(void **state)
     }
 }
 
+/* A header naming a log (LogGuid set) with no entry under that GUID: the
+ * state a crash leaves between the header write that starts a log and the
+ * first entry becoming durable.  Nothing is pending: the image opens clean
+ * (not dirty, check finds nothing), as qemu-img check also says; an old
+ * entry of the previous log (another GUID) in the log area is not replayed. */
+static void test_log_guid_without_entry(void **state)
+{
+    (void)state;
+    vd_error e;
+    vd_image *img;
+    uint8_t a[8192], b[8192], h[2][4096];
+    fill(a, sizeof a, 9);
+    const char *p = path_in("noentry.vhdx");
+    assert_int_equal(vd_create(p, &(vd_create_opts){ .format = "vhdx", .size = 4u << 20,
+                     .options = "block_size=1M" }, &e), 0);
+    assert_int_equal(vd_open(p, NULL, &img, &e), 0);     /* leaves an old entry */
+    assert_int_equal(vd_pwrite(img, a, sizeof a, 1u << 20, &e), 0);
+    assert_int_equal(vd_close(img, &e), 0);
+    FILE *f = fopen(p, "r+b");
+    assert_non_null(f);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fseek(f, (i + 1) * 65536L, SEEK_SET), 0);
+        assert_int_equal(fread(h[i], 1, 4096, f), 4096);
+    }
+    uint64_t s0, s1;
+    memcpy(&s0, h[0] + 8, 8);
+    memcpy(&s1, h[1] + 8, 8);
+    int cur = s1 > s0, other = !cur;
+    memcpy(h[other], h[cur], 4096);
+    uint64_t seq = (cur ? s1 : s0) + 1;
+    memcpy(h[other] + 8, &seq, 8);                       /* little-endian host */
+    memset(h[other] + 48, 0x5a, 16);                     /* LogGuid */
+    memset(h[other] + 4, 0, 4);
+    uint32_t crc = vhdx_crc32c(h[other], 4096);
+    memcpy(h[other] + 4, &crc, 4);
+    assert_int_equal(fseek(f, (other + 1) * 65536L, SEEK_SET), 0);
+    assert_int_equal(fwrite(h[other], 1, 4096, f), 4096);
+    fclose(f);
+    assert_int_equal(vd_open(p, &(vd_open_opts){ .readonly = true }, &img, &e), 0);
+    vd_info info;
+    assert_int_equal(vd_get_info(img, &info), 0);
+    assert_false(info.dirty);
+    vd_check_result res;
+    assert_int_equal(vd_check(img, 0, &res, &e), 0);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(vd_pread(img, b, sizeof b, 1u << 20, &e), 0);
+    assert_memory_equal(a, b, sizeof a);
+    vd_close(img, NULL);
+    if (system("qemu-img --version >/dev/null 2>&1") == 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "qemu-img check -q -f vhdx '%s'", p);
+        assert_int_equal(system(cmd), 0);
+    }
+    assert_int_equal(vd_open(p, NULL, &img, &e), 0);     /* read-write: stays clean */
+    assert_int_equal(vd_get_info(img, &info), 0);
+    assert_false(info.dirty);
+    assert_int_equal(vd_close(img, &e), 0);
+}
+
 /* Zeroing a whole block drops it (BAT state ZERO); a partial range is
  * written; discard drops whole blocks only; a fixed disk keeps its blocks.
  * qemu-img agrees on the result. */
@@ -257,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_differencing_writes),
         cmocka_unit_test(test_crash_replay_rw),
+        cmocka_unit_test(test_log_guid_without_entry),
         cmocka_unit_test(test_zero_discard),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);

@@ -229,6 +229,8 @@ static int vhdx_replay_chain(vd_image *img, struct vhdx_state *s, const uint8_t 
     return r;
 }
 
+/* Find the active sequence and replay it: 1 when one was replayed, 0 when
+ * the log holds no valid entry. */
 static int vhdx_log_scan(vd_image *img, struct vhdx_state *s, const uint8_t *log, vd_error *err)
 {
     uint64_t slots = s->log_len / VHDX_LOG_SECTOR;
@@ -263,6 +265,8 @@ static int vhdx_log_scan(vd_image *img, struct vhdx_state *s, const uint8_t *log
         best = t[best].next;
     r = vhdx_replay_chain(img, s, log, t, t[best].tail, best_seq, err);
     s->log_seq = best_seq;
+    if (r == 0)
+        r = 1;
 out:
     free(t);
     free(buf);
@@ -287,7 +291,11 @@ int vhdx_log_replay(vd_image *img, struct vhdx_state *s, vd_error *err)
     free(log);
     if (r < 0)
         return r;
-    s->replayed = true;
+    /* A LogGuid with no valid entry under it (a crash between the header
+     * naming a new log and the first entry becoming durable) holds nothing
+     * to replay: the file is the metadata, as qemu also reads it.  A
+     * writable open just clears the GUID. */
+    s->replayed = r > 0;
     if (img->readonly)
         return 0;
     static const uint8_t zero[16];
