@@ -197,7 +197,10 @@ for F in ${ONLY:-$FORMATS}; do
         fsize=$(stat -c %s top.$F)
         "$V" resize top.$F 100G >/dev/null
         [ "$(vsize top.$F)" = $((100 << 30)) ] || fail "$F resize 100G"
-        [ "$(stat -c %s top.$F)" -lt $((fsize + (8 << 20))) ] || fail "$F resize 100G: the file grew to $(stat -c %s top.$F)"
+        # (a differencing VHDX gets a 1 MiB sector bitmap, a hole, for each
+        # new 4 GiB chunk: 24 of them)
+        room=$((8 << 20)); [ $F = vhdx ] && room=$((32 << 20))
+        [ "$(stat -c %s top.$F)" -lt $((fsize + room)) ] || fail "$F resize 100G: the file grew to $(stat -c %s top.$F)"
         "$V" resize --shrink top.$F 16M >/dev/null
         "$V" resize top.$F -- -4M >/dev/null 2>&1 && fail "$F: shrink without --shrink succeeded"
         "$V" resize --shrink top.$F -- -4M >/dev/null
@@ -282,6 +285,39 @@ if [[ " ${ONLY:-vdi} " == *" vdi "* ]]; then
     cmp -s sl.vdi sl0.vdi || fail "vdi: the refused shrink changed the image"
 fi
 
+# A differencing VHDX grown across 4 GiB chunks gets a sector bitmap block
+# (SB_PRESENT, all clear) for each new chunk, as create makes them: libvhdi
+# consults the chunk's bitmap for a block that is not present, and without
+# it read other data than zeroes there.  (The parent is as large, so that
+# libvhdi reads the new range; it reads ZERO blocks as the parent's, so the
+# range compared is one the parent holds nothing in.)
+if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]]; then
+    rm -f gb.vhdx gt.vhdx; qemu-img create -q -f vhdx gb.vhdx 9G
+    qemu-io -f vhdx -c "write -P 0x11 0 256k" gb.vhdx >/dev/null
+    "$V" create -f vhdx -b gb.vhdx -F vhdx gt.vhdx >/dev/null
+    "$V" resize --shrink gt.vhdx 16M >/dev/null; "$V" resize gt.vhdx 9G >/dev/null
+    vhdiinfo gt.vhdx >/dev/null 2>&1 || fail "grown differencing vhdx: vhdiinfo cannot open it"
+    /usr/bin/python3 - gt.vhdx gb.vhdx <<'PY' || fail "grown differencing vhdx: $(cat err)"
+import struct, sys, pyvhdi
+b = open(sys.argv[1], 'rb').read()
+rt = b[0x30000:0x40000]
+for i in range(struct.unpack('<I', rt[8:12])[0]):
+    e = rt[16 + 32 * i:48 + 32 * i]
+    if e[:4] == bytes.fromhex('6677c22d'):
+        bat = struct.unpack('<Q', e[16:24])[0]
+chunk = (1 << 23) * 512 // (2 << 20)          # 2 MiB blocks: 2048 per chunk
+bad = [c for c in range(3)
+       if struct.unpack('<Q', b[bat + 8 * (c * (chunk + 1) + chunk):][:8])[0] & 7 != 6]
+f = pyvhdi.file(); f.open(sys.argv[1]); p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
+got = [f.read_buffer_at_offset(4 << 20, o) for o in (4 << 30, (9 << 30) - (4 << 20))]
+msg = ('sector bitmaps of chunks %s not present' % bad if bad else
+       'libvhdi reads data in the new range' if any(g.strip(b'\0') for g in got) else '')
+open('err', 'w').write(msg)
+sys.exit(1 if msg else 0)
+PY
+    "$V" check -q gt.vhdx || fail "grown differencing vhdx: check"
+fi
+
 # SIGKILL before every write/truncate/sync of the command: the chain opens,
 # check finds at most leaks, the guest view is the old or the new one.
 SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
@@ -341,8 +377,10 @@ for F in ${ONLY:-$FORMATS}; do
     fi
     all=0; [ "${VD_INPLACE_CRASH:-}" = all ] || [ $F = qcow2 ] && all=1
     # (VHD: +300M, past the room of its BAT (128 entries): locator data and
-    # blocks move)
-    grow=+8M; [ $F = vhd ] && grow=+300M
+    # blocks move;
+    # VHDX: +4G, into a new 4 GiB chunk, whose sector bitmap block is
+    # appended before the log entry that names it)
+    grow=+8M; [ $F = vhd ] && grow=+300M; [ $F = vhdx ] && grow=+4G
     [ $all = 0 ] || [[ " $RESIZE $GROW_ONLY " != *" $F "* ]] || crash_steps $F "resize" "$V" resize top.$F $grow
     crash_steps $F "rebase -u" "$V" rebase -u -b empty.$F -F $Q top.$F
     [ $all = 0 ] || crash_steps $F "rebase" "$V" rebase -b empty.$F -F $Q top.$F

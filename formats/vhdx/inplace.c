@@ -144,9 +144,10 @@ static int vhdx_adopt_bat(struct vhdx_state *s, uint64_t *bat, uint64_t n, vd_er
 
 /* ---- resize ------------------------------------------------------------- */
 
-/* Grow: the BAT gains entries (NOT_PRESENT; a fixed disk's new blocks are
- * appended to the file, sparse, before any metadata names them), logged
- * before the new size.  Shrink: the size first, then the entries of blocks
+/* Grow: the BAT gains entries (NOT_PRESENT; a fixed disk's new blocks, and
+ * a differencing disk's sector bitmaps of new chunks, are appended to the
+ * file, sparse, before any metadata names them), logged before the new
+ * size.  Shrink: the size first, then the entries of blocks
  * past the end are cleared; their space stays in the file, unreferenced.
  * Both usually fit one log entry, and are then one atomic step. */
 int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
@@ -169,8 +170,16 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
     uint64_t at = vd_round_up(s->file_size, VHDX_MiB), alloc_end = at;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t b = i - i / (s->chunk_ratio + 1);          /* payload block number */
-        if (vhdx_is_bitmap(s, i))
-            bat[i] = i < old_n ? s->bat[i] : 0;
+        if (vhdx_is_bitmap(s, i) && i < old_n) {
+            bat[i] = s->bat[i];
+        } else if (vhdx_is_bitmap(s, i) && s->has_parent) {
+            /* a new chunk of a differencing disk: its sector bitmap, all
+             * clear (a hole), as create makes them (libvhdi reads it) */
+            bat[i] = alloc_end | VHDX_SB_PRESENT;
+            alloc_end += VHDX_MiB;
+        } else if (vhdx_is_bitmap(s, i)) {
+            bat[i] = 0;
+        }
         else if (b < blocks && i < old_n)
             bat[i] = s->bat[i];
         else if (b < blocks && s->leave_allocated) {
@@ -181,7 +190,7 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
     uint8_t *was = NULL, *now = NULL;
     struct vhdx_edit e = { 0 };
     int r = vhdx_begin_write(img, s, err);
-    if (r == 0 && alloc_end > at) {                 /* fixed: the new blocks first */
+    if (r == 0 && alloc_end > at) {                 /* the new blocks first */
         r = vd_file_truncate(img->file, alloc_end, err);
         if (r == 0)
             r = vd_file_sync(img->file, err);
