@@ -234,6 +234,13 @@ for F in ${ONLY:-$FORMATS}; do
     [ $F = vhd ] || [ $F = vdi ] || kept top.$F "$m" "$F rebase -b ''"
     [ -z "$(backing_of top.$F)" ] || fail "$F rebase -b '': still has a backing file"
     same top.$F want.raw || fail "$F rebase -b '' changed the guest view"
+    if [ $F = vhdx ]; then   # and a dynamic VHDX gets a parent in place
+        "$V" rebase -b base.$F -F $Q top.$F
+        kept top.$F "$m" "$F rebase onto a parent"
+        [ "$(backing_of top.$F)" = base.$F ] || fail "$F rebase onto a parent: reference $(backing_of top.$F)"
+        same top.$F want.raw || fail "$F rebase onto a parent changed the guest view"
+        checked top.$F "$F rebase onto a parent"
+    fi
 
     # commit: base takes the data, the overlay is emptied (or kept with -d)
     chain $F; prep top.$F; prep base.$F; m=$(meta top.$F); mb=$(meta base.$F)
@@ -324,7 +331,7 @@ SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
 crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     local F=$1 what=$2 n steps rc img ck imgs=top.$F replayed= every=1 kills=0; shift 2
     [[ $what != commit* ]] || imgs="top.$F base.$F"   # the others do not write the base
-    chain $F; cp base.$F base0; cp top.$F top0
+    chain $F; [ -z "${PREP:-}" ] || eval "$PREP" >/dev/null; cp base.$F base0; cp top.$F top0
     traced -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
@@ -386,5 +393,13 @@ for F in ${ONLY:-$FORMATS}; do
     [ $all = 0 ] || crash_steps $F "rebase" "$V" rebase -b empty.$F -F $Q top.$F
     crash_steps $F "commit" "$V" commit top.$F
     [ $all = 0 ] || [ $F != vhdx ] || crash_steps $F "commit -d" "$V" commit -d top.$F
+    # a dynamic VHDX (the top with its parent dropped first) gets one, in
+    # place: safe and -u
+    if [ $all = 1 ] && [ $F = vhdx ]; then
+        PREP="$V rebase -b '' top.$F" crash_steps $F "rebase onto a parent" \
+            "$V" rebase -b base.$F -F $Q top.$F
+        PREP="$V rebase -b '' top.$F" crash_steps $F "rebase -u onto a parent" \
+            "$V" rebase -u -b base.$F -F $Q top.$F
+    fi
 done
 echo "in-place tests passed"

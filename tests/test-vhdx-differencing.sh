@@ -8,7 +8,7 @@
 # parent_linkage.  qemu 7.2 cannot read differencing VHDX, so libvhdi is the
 # peer here.  A parent with another GUID is refused.
 source "$(dirname "$0")/lib.sh"
-requires_cmd python3
+requires_cmd python3 strace vhdiinfo
 requires_shared
 PY=/usr/bin/python3
 $PY -c 'import pyvhdi' 2>/dev/null || skip "python3-libvhdi not installed"
@@ -104,3 +104,76 @@ if msg=$("$VDCONVERT" "$child" "$T/out2.raw" 2>&1); then fail "a parent with ano
 echo "$msg" | grep -q "parent_linkage {ff34003b-11ed-4cf8-a166-b2be05e20b80} does not match" ||
     fail "wrong error: $msg"
 echo "ok (refused): $msg"
+
+# Dropping the parent in place (rebase -b "", and -u): the 32 partially
+# present blocks are completed where they lie (their missing sectors get
+# the parent's data, or zeroes with -u), then one log entry clears the
+# sector bitmaps, the parent flag and the locator.  The file keeps its
+# inode; vdisk and libvhdi (no parent now) read the old guest view (safe)
+# or the child's own sectors over zeroes (-u).  A SIGKILL before a write,
+# truncate or sync leaves a file that opens,
+# that vdisk's check finds clean (after the replay of a pending log), and
+# whose view is the old or the new one.  (-u: 4 points spread over the
+# steps; every step of both with VD_VHDX_KILL=all, the slow suite.)
+set_guid "$parent" ff34003b-11ed-4cf8-a166-b2be05e20b80
+cp "$child" "$T/d/c0.avhdx"
+$PY - "$T/out.raw" "$T/parent.raw" "$T/own.raw" "$blocks" <<'PY'
+import sys
+ours, par = open(sys.argv[1], 'rb'), open(sys.argv[2], 'rb')
+with open(sys.argv[3], 'wb') as f:
+    f.truncate(ours.seek(0, 2))
+    for blk in [int(x) for x in sys.argv[4].split(',')]:
+        ours.seek(blk << 21); par.seek(blk << 21)
+        a, p = ours.read(2 << 20), par.read(2 << 20)
+        f.seek(blk << 21)
+        f.write(b''.join(bytes(512) if a[i:i + 512] == p[i:i + 512] else a[i:i + 512]
+                         for i in range(0, 2 << 20, 512)))
+PY
+libvhdi_reads() {  # IMG RAW WHAT: libvhdi, without a parent, reads RAW's blocks
+    $PY - "$1" "$2" "$blocks" <<'PY' || fail "$3: libvhdi reads other data"
+import sys, pyvhdi
+f = pyvhdi.file(); f.open(sys.argv[1]); raw = open(sys.argv[2], 'rb')
+for blk in [int(x) for x in sys.argv[3].split(',')] + [1, 2]:
+    raw.seek(blk << 21)
+    if f.read_buffer_at_offset(2 << 20, blk << 21) != raw.read(2 << 20):
+        sys.exit('block %d' % blk)
+PY
+}
+for mode in safe unsafe; do
+    img=$T/d/$mode.avhdx want=$T/out.raw u=
+    [ $mode = unsafe ] && { want=$T/own.raw; u=-u; }
+    cp "$T/d/c0.avhdx" "$img"; i=$(stat -c %i "$img")
+    "$VDCONVERT" rebase $u -b "" "$img" || fail "rebase $u -b '' failed"
+    [ "$(stat -c %i "$img")" = "$i" ] || fail "rebase $u -b '': rewritten (new inode)"
+    "$VDCONVERT" info "$img" | grep -q "subformat: dynamic" || fail "rebase $u -b '': not dynamic"
+    "$VDCONVERT" check -q "$img" || fail "rebase $u -b '': check"
+    "$VDCONVERT" compare -q "$img" "$want" || fail "rebase $u -b '': guest view"
+    vhdiinfo "$img" >/dev/null || fail "rebase $u -b '': vhdiinfo refuses it"
+    libvhdi_reads "$img" "$want" "rebase $u -b ''"
+    # (the safe one walks the whole 8 GiB chain per run: its kill points
+    # are in the slow suite only)
+    if [ $mode = safe ] && [ "${VD_VHDX_KILL:-}" != all ]; then
+        echo "ok: rebase -b '' in place (kill points: slow suite)"; continue
+    fi
+    SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
+    cp "$T/d/c0.avhdx" "$img"
+    traced -f -qq -o "$T/trace.log" -e trace=$SYSCALLS "$VDCONVERT" rebase $u -b "" "$img"
+    steps=$(grep -cv -e '+++' -e resumed "$T/trace.log" || true)
+    every=1; [ "${VD_VHDX_KILL:-}" = all ] || every=$(( (steps + 2) / 3 ))
+    kills=0 replayed=0
+    for ((n = 1; n <= steps; n = (n == steps || n + every <= steps) ? n + every : steps)); do
+        kills=$((kills + 1))
+        cp "$T/d/c0.avhdx" "$img"
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e inject=$SYSCALLS:signal=KILL:when=$n \
+            "$VDCONVERT" rebase $u -b "" "$img" >/dev/null 2>&1 || true) 2>/dev/null
+        "$VDCONVERT" info "$img" >"$T/info" 2>&1 || fail "rebase $u -b '' killed at step $n: $(tail -1 "$T/info")"
+        if grep -q "log: replayed in memory" "$T/info"; then
+            "$VDCONVERT" check -q -r all "$img" >/dev/null 2>&1 || fail "rebase $u -b '' killed at step $n: replay"
+            replayed=$((replayed + 1))
+        fi
+        "$VDCONVERT" check -q "$img" || fail "rebase $u -b '' killed at step $n: check"
+        "$VDCONVERT" compare -q "$img" "$T/out.raw" || "$VDCONVERT" compare -q "$img" "$want" ||
+            fail "rebase $u -b '' killed at step $n: guest view neither old nor new"
+    done
+    echo "ok: rebase $u -b '' in place; $kills of $steps kill points, $replayed logs replayed"
+done

@@ -118,11 +118,7 @@ static int vhdx_bitmap(vd_image *img, struct vhdx_state *s, uint64_t blk, uint64
     return r;
 }
 
-/* Read or describe a partially present block piece: calls `fn` per run. */
-typedef int (*vhdx_run_fn)(vd_image *img, uint64_t off, uint64_t n, bool present,
-                           uint64_t file_off, void *ctx, vd_error *err);
-
-static int vhdx_partial_runs(vd_image *img, struct vhdx_state *s, uint64_t off, uint64_t n,
+int vhdx_partial_runs(vd_image *img, struct vhdx_state *s, uint64_t off, uint64_t n,
                              uint64_t blk, uint64_t in, vhdx_run_fn fn, void *ctx, vd_error *err)
 {
     uint8_t *bits = NULL;

@@ -374,29 +374,69 @@ static int vhdx_relink(vd_image *img, struct vhdx_state *s, const char *path, co
     return r;
 }
 
-/* A differencing disk becomes a dynamic one: its sector bitmap entries
- * (space left unreferenced) cleared before the metadata drops the parent
- * flag and locator, in that order if the change needs more than one log
- * entry.  A partially present block (whose other sectors are the parent's)
- * cannot stay: such a disk is rewritten (-ENOSYS). */
+/* The sectors of a partially present block that this layer does not hold
+ * get what the guest reads there now, written into the block's own space
+ * (no metadata names those sectors yet, so the guest view stays). */
+static int vhdx_fill_run(vd_image *img, uint64_t off, uint64_t n, bool present,
+                         uint64_t file_off, void *ctx, vd_error *err)
+{
+    uint8_t *buf = ctx;
+    int r = 0;
+    for (uint64_t p = 0; r == 0 && !present && p < n; p += VHDX_MiB) {
+        uint64_t m = n - p < VHDX_MiB ? n - p : VHDX_MiB;
+        r = vd_backing_pread(img, buf, m, off + p, err);
+        if (r == 0)
+            r = vd_file_pwrite(img->file, buf, m, file_off + p, err);
+    }
+    return r;
+}
+
+/* Complete every partially present block in place (entry i of `bat`
+ * becomes FULLY_PRESENT at the same offset), then sync: the sectors it
+ * lacked read as the parent's (zeroes when opened without the parent,
+ * for rebase -u). */
+static int vhdx_complete_partial(vd_image *img, struct vhdx_state *s, uint64_t *bat,
+                                 vd_error *err)
+{
+    uint8_t *buf = NULL;
+    int r = 0;
+    bool any = false;
+    for (uint64_t i = 0; r == 0 && i < s->bat_entries; i++) {
+        if (vhdx_is_bitmap(s, i) || VHDX_BAT_STATE(s->bat[i]) != VHDX_PAYLOAD_PARTIALLY_PRESENT)
+            continue;
+        uint64_t blk = i - i / (s->chunk_ratio + 1), start = blk * s->block_size;
+        uint64_t guest = img->size - start < s->block_size ? img->size - start : s->block_size;
+        if (!buf && !(buf = malloc(VHDX_MiB))) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+            break;
+        }
+        r = vhdx_partial_runs(img, s, start, guest, blk, 0, vhdx_fill_run, buf, err);
+        bat[i] = VHDX_BAT_OFF(s->bat[i]) | VHDX_PAYLOAD_FULLY_PRESENT;
+        any = true;
+    }
+    free(buf);
+    return r == 0 && any ? vd_file_sync(img->file, err) : r;
+}
+
+/* A differencing disk becomes a dynamic one: partially present blocks are
+ * completed in place first (synced); then one log entry (if the change
+ * fits; else in this order) clears the sector bitmap entries (their space
+ * left unreferenced) and marks those blocks fully present, and the
+ * metadata drops the parent flag and locator. */
 static int vhdx_drop_parent(vd_image *img, struct vhdx_state *s, vd_error *err)
 {
-    for (uint64_t i = 0; i < s->bat_entries; i++)
-        if (!vhdx_is_bitmap(s, i) && VHDX_BAT_STATE(s->bat[i]) == VHDX_PAYLOAD_PARTIALLY_PRESENT)
-            return vd_set_error(err, -ENOSYS, "vhdx: block %llu is partially present (BAT entry "
-                                "at 0x%llx): the disk cannot drop its parent in place",
-                                (unsigned long long)(i - i / (s->chunk_ratio + 1)),
-                                (unsigned long long)(s->bat_off + 8 * i));
     bool was_diff = s->has_parent;
     s->has_parent = false;
     uint64_t n = vhdx_entries_for(s, s->payload_blocks);
     s->has_parent = was_diff;
-    uint64_t *bat = calloc(n, 8);
+    uint64_t *bat = calloc(s->bat_entries, 8);
     uint8_t *was = NULL, *now = NULL;
     struct vhdx_edit e = { 0 };
     int r = bat ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
     for (uint64_t i = 0; r == 0 && i < n; i++)
         bat[i] = vhdx_is_bitmap(s, i) ? 0 : s->bat[i];
+    if (r == 0)
+        r = vhdx_complete_partial(img, s, bat, err);
     if (r == 0)
         r = vhdx_edit_bat(img, s, &e, bat, n, s->bat_entries, err);
     if (r == 0)
@@ -433,12 +473,110 @@ static int vhdx_drop_parent(vd_image *img, struct vhdx_state *s, vd_error *err)
     return vhdx_adopt_bat(s, bat, n, err);
 }
 
+/* A dynamic disk becomes a differencing one over the VHDX `file` (whose
+ * DataWriteGuid is `g`).  The layout allows it in place: the BAT keeps its
+ * interleaving and needs at most the last chunk's bitmap entry more.
+ * Sector bitmap blocks (all clear, holes) are appended first and synced;
+ * then one log entry sets the BAT, the has-parent flag and a new parent
+ * locator item.  Blocks this layer does not hold show the parent after;
+ * opened with the (absent) chain, as a safe rebase opens it, they become
+ * ZERO blocks instead, so the guest view stays zeroes there.  A fixed disk
+ * (its blocks must stay allocated) and a BAT region without room for the
+ * extra entry are rewritten (-ENOSYS). */
+static uint64_t vhdx_diff_entries(struct vhdx_state *s)
+{
+    s->has_parent = true;
+    uint64_t n = vhdx_entries_for(s, s->payload_blocks);
+    s->has_parent = false;
+    return n;
+}
+
+static int vhdx_can_gain_parent(struct vhdx_state *s, vd_error *err)
+{
+    if (s->leave_allocated)
+        return vd_set_error(err, -ENOSYS, "vhdx: a fixed disk cannot get a parent in place");
+    if (vhdx_diff_entries(s) * 8 > s->bat_len)
+        return vd_set_error(err, -ENOSYS, "vhdx: the BAT region at 0x%llx has no room for the "
+                            "sector bitmap entry of the last chunk",
+                            (unsigned long long)s->bat_off);
+    return 0;
+}
+
+static int vhdx_gain_parent(vd_image *img, struct vhdx_state *s, const char *file,
+                            const uint8_t *g, vd_error *err)
+{
+    uint64_t n = vhdx_diff_entries(s), old_n = s->bat_entries;
+    bool keep_view = !img->no_backing;
+    uint64_t *bat = calloc(n, 8);
+    uint64_t at = vd_round_up(s->file_size, VHDX_MiB), alloc_end = at;
+    for (uint64_t i = 0; bat && i < n; i++) {
+        uint64_t e = i < old_n ? s->bat[i] : 0;
+        unsigned st = VHDX_BAT_STATE(e);
+        if (vhdx_is_bitmap(s, i)) {
+            e = alloc_end | VHDX_SB_PRESENT;
+            alloc_end += VHDX_MiB;
+        } else if (keep_view && i - i / (s->chunk_ratio + 1) < s->payload_blocks &&
+                   (st == VHDX_PAYLOAD_NOT_PRESENT || st == VHDX_PAYLOAD_UNDEFINED)) {
+            e = VHDX_PAYLOAD_ZERO;
+        }
+        bat[i] = e;
+    }
+    uint8_t *was = NULL, *now = NULL, *loc = NULL;
+    uint32_t len = 0;
+    struct vhdx_edit e = { 0 };
+    int r = bat ? vd_file_truncate(img->file, alloc_end, err)
+                : vd_set_error(err, -ENOMEM, "out of memory");
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0) {
+        s->file_size = alloc_end;
+        r = vhdx_meta_load(img, s, &was, &now, err);
+    }
+    uint8_t *fp = r == 0 ? vhdx_meta_entry(now, VHDX_GUID_FILE_PARAMS) : NULL;
+    uint32_t cnt = r == 0 ? vd_le16(now + 10) : 0;
+    if (r == 0 && (!fp || vhdx_meta_entry(now, VHDX_GUID_PARENT) ||
+                   32 + 32 * (uint64_t)(cnt + 1) > VHDX_META_TABLE_SIZE))
+        r = vd_set_error(err, -EINVAL, "vhdx: the metadata table at 0x%llx has no file "
+                         "parameters, a parent locator already, or no free entry",
+                         (unsigned long long)s->meta_off);
+    if (r == 0)
+        r = vhdx_locator_new(NULL, 0, file, g, NULL, &loc, &len, err);
+    if (r == 0) {
+        uint8_t *item = now + vd_le32(fp + 16), *ent = now + 32 + 32 * (size_t)cnt;
+        vd_put_le32(item + 4, vd_le32(item + 4) | 2u);
+        memset(ent, 0, 32);
+        vhdx_guid_parse(VHDX_GUID_PARENT, ent);
+        vd_put_le32(ent + 24, 4);                       /* required */
+        vd_put_le16(now + 10, (uint16_t)(cnt + 1));
+        r = vhdx_meta_put_locator(s, now, ent, loc, len, err);
+    }
+    if (r == 0)
+        r = vhdx_edit_bat(img, s, &e, bat, n, old_n, err);
+    if (r == 0)
+        r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
+    if (r == 0)
+        r = vhdx_edit_commit(img, s, &e, err);
+    vhdx_edit_free(&e);
+    free(loc);
+    free(was);
+    free(now);
+    char l[40];
+    vhdx_linkage_format(g, l);
+    if (r == 0 && !(s->parent_linkage = strdup(l)))
+        r = vd_set_error(err, -ENOMEM, "out of memory");
+    if (r < 0) {
+        free(bat);
+        return r;
+    }
+    s->has_parent = true;
+    return vhdx_adopt_bat(s, bat, n, err);
+}
+
 int vhdx_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
 {
     struct vhdx_state *s = img->priv;
-    if (!s->has_parent)     /* -ENOSYS: vdconvert rewrites it as a differencing disk */
-        return file ? vd_set_error(err, -ENOSYS, "vhdx: a disk without a parent cannot get "
-                                   "one in place (its BAT layout and type would change)") : 0;
+    if (!s->has_parent && !file)
+        return 0;
     if (fmt && strcmp(fmt, "vhdx"))
         return vd_set_error(err, -ENOTSUP, "vhdx: the parent of a differencing VHDX must be a "
                             "VHDX, not %s", fmt);
@@ -447,6 +585,8 @@ int vhdx_set_backing(vd_image *img, const char *file, const char *fmt, vd_error 
     bool same = file && img->backing_file && !strcmp(file, img->backing_file);
     uint8_t g[16], fg[16], dg[16];
     int r = file ? vhdx_parent_guid(img, file, g, err) : 0;
+    if (r == 0 && !s->has_parent)
+        r = vhdx_can_gain_parent(s, err);
     if (r < 0)
         return r;
     vhdx_guid_random(fg);
@@ -455,7 +595,9 @@ int vhdx_set_backing(vd_image *img, const char *file, const char *fmt, vd_error 
     r = vhdx_write_header(img, s, fg, new_data ? dg : NULL, NULL, err);
     if (r == 0 && new_data)
         s->data_guid_fresh = true;
-    if (r == 0)
+    if (r == 0 && !s->has_parent)
+        r = vhdx_gain_parent(img, s, file, g, err);
+    else if (r == 0)
         r = file ? vhdx_relink(img, s, same ? NULL : file, g, NULL, err)
                  : vhdx_drop_parent(img, s, err);
     return r;

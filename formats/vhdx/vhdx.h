@@ -147,6 +147,13 @@ int vhdx_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags
 int vhdx_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err);
 int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                       vd_error *err);
+/* A partially present piece [off, off+n) of block `blk` (at `in` in it):
+ * `fn` per run of sectors that are present in this layer or not, with the
+ * run's place in the file. */
+typedef int (*vhdx_run_fn)(vd_image *img, uint64_t off, uint64_t n, bool present,
+                           uint64_t file_off, void *ctx, vd_error *err);
+int vhdx_partial_runs(vd_image *img, struct vhdx_state *s, uint64_t off, uint64_t n,
+                      uint64_t blk, uint64_t in, vhdx_run_fn fn, void *ctx, vd_error *err);
 /* Before the first change of guest data: new FileWriteGuid and
  * DataWriteGuid in the header (once per session). */
 int vhdx_begin_write(vd_image *img, struct vhdx_state *s, vd_error *err);
