@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const struct vm_device *const kvm_devices[] = {
-    &ports_device, &serial_device, &pci_device,
+    &ports_device, &serial_device, &pci_device, &acpi_device,
 };
 #define N_DEVICES (sizeof(kvm_devices) / sizeof(kvm_devices[0]))
 
@@ -51,7 +51,7 @@ static int kvm_boot_setup(struct vm *vm, const struct vdboot_opts *o, const stru
     snprintf(cmd, sizeof(cmd), "%s", bf->cmdline);
     kvm_boot_extra_args(vm, cmd, sizeof(cmd));
     bi.cmdline = cmd;
-    if (mptable_write(vm, err, errlen) < 0 ||
+    if (mptable_write(vm, err, errlen) < 0 || acpi_write(vm, err, errlen) < 0 ||
         bzimage_load(vm, &bi, &entry, err, errlen) < 0 ||
         vm_setup_bsp(vm, entry, VM_BOOT_PARAMS, err, errlen) < 0)
         return -1;

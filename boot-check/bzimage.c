@@ -139,7 +139,7 @@ static void bz_e820(struct vm *vm, uint8_t *bp)
 {
     bz_e820_add(bp, 0, VM_MPTABLE, E820_RAM);
     bz_e820_add(bp, VM_MPTABLE, 0xa0000 - VM_MPTABLE, E820_RESERVED);
-    bz_e820_add(bp, 0xf0000, 0x10000, E820_RESERVED);   /* BIOS area: empty */
+    bz_e820_add(bp, VM_ACPI, 0x100000 - VM_ACPI, E820_RESERVED);   /* ACPI tables (acpi.c) */
     bz_e820_add(bp, VM_KERNEL, vm->low_size - VM_KERNEL, E820_RAM);
     if (vm->mem_size > vm->low_size)
         bz_e820_add(bp, VM_HIGH_BASE, vm->mem_size - vm->low_size, E820_RAM);

@@ -406,10 +406,11 @@ static void *kvm_vcpu_thread(void *arg)
             vm_finish(vm, VM_PANIC, "triple fault on CPU %d (KVM_EXIT_SHUTDOWN)", c->id);
             break;
         case KVM_EXIT_SYSTEM_EVENT:
-            vm_finish(vm, VM_PANIC, "guest %s before the prompt (last words: %s)",
-                      run->system_event.type == KVM_SYSTEM_EVENT_RESET ? "reset"
-                                                                       : "powered off",
-                      console_last_words(vm->con));
+            if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN)
+                vm_finish(vm, VM_POWEROFF, "guest powered off (KVM system event)");
+            else
+                vm_finish(vm, VM_PANIC, "guest reset before the prompt (KVM system event %u)",
+                          run->system_event.type);
             break;
         case KVM_EXIT_INTERNAL_ERROR:
             kvm_exit_internal(c);

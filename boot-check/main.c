@@ -5,7 +5,8 @@
  *   vdboot --kernel K [--initrd I] [--append A] [IMAGE]
  *
  * Outcome and exit code: login 0, panic 1, timeout 2, error 3, check_failed
- * 4 (--run: logged in, the command exited non-zero). */
+ * 4 (--run: logged in, the command exited non-zero), poweroff 5 (the guest
+ * powered itself off: ACPI S5 in the built-in VMM). */
 #include "vdboot.h"
 
 #include "vdisk.h"
@@ -63,7 +64,7 @@ static void usage(FILE *f)
         "  -V, --version         print the version\n"
         "With several images, --console names a directory (N-IMAGE.log each).\n"
         "exit: 0 login, 1 panic, 2 timeout, 3 error (usage errors too: 2 is a timeout),\n"
-        "      4 --run failed; with several images the highest\n",
+        "      4 --run failed, 5 the guest powered off; with several images the highest\n",
         VDBOOT_DEFAULT_EXPECT, VDBOOT_DEFAULT_TIMEOUT, VDBOOT_DEFAULT_MEMORY, VM_MAX_CPUS);
 }
 

@@ -11,8 +11,8 @@
 #include <string.h>
 
 const char *const vdboot_outcome_names[] = { "running", "login", "panic", "timeout", "error",
-                                             "check_failed" };
-const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3, 4 };
+                                             "check_failed", "poweroff" };
+const int vdboot_outcome_exit[] = { 3, 0, 1, 2, 3, 4, 5 };
 
 /* Empty fields are null (unknown), not "". */
 static void json_str(FILE *f, const char *s)

@@ -5,6 +5,7 @@
  *   0x0500  GDT                      0x7000  boot_params (zero page)
  *   0x9000  PML4, 0xa000 PDPT, 0xb000-0xefff four PDs: identity map of 4 GiB
  *   0x20000 kernel command line      0x9fc00 MP floating pointer + table
+ *   0xe0000 ACPI tables (RSDP first)
  *   0x100000 protected-mode kernel   top of low RAM: initrd
  */
 #ifndef VDBOOT_VMM_H
@@ -24,6 +25,7 @@
 #define VM_CMDLINE 0x20000ul
 #define VM_CMDLINE_MAX 4096ul
 #define VM_MPTABLE 0x9fc00ul
+#define VM_ACPI 0xe0000ul
 #define VM_KERNEL 0x100000ul
 #define VM_LOW_END 0xc0000000ull     /* RAM above this moves to 4 GiB */
 #define VM_HIGH_BASE 0x100000000ull
@@ -65,8 +67,11 @@ struct vcpu {
 };
 
 /* Why the run ended (see main.c for the exit codes). */
-/* VM_CHECK_FAILED: logged in, but the --run command exited non-zero. */
-enum vm_outcome { VM_RUNNING = 0, VM_LOGIN, VM_PANIC, VM_TIMEOUT, VM_ERROR, VM_CHECK_FAILED };
+/* VM_CHECK_FAILED: logged in, but the --run command exited non-zero.
+ * VM_POWEROFF: the guest powered itself off (ACPI S5) before a match, or
+ * while the --run command ran. */
+enum vm_outcome { VM_RUNNING = 0, VM_LOGIN, VM_PANIC, VM_TIMEOUT, VM_ERROR, VM_CHECK_FAILED,
+                  VM_POWEROFF };
 
 struct vm_config {
     uint64_t mem_bytes;
@@ -140,7 +145,7 @@ struct vm_device {
     int (*init)(struct vm *vm, char *err, size_t errlen);
     void (*exit)(struct vm *vm);
 };
-extern const struct vm_device serial_device, ports_device, pci_device;
+extern const struct vm_device serial_device, ports_device, pci_device, acpi_device;
 
 /* pci.c */
 struct pci_dev {
@@ -164,5 +169,9 @@ void virtio_blk_exit(struct vm *vm);
 
 /* mptable.c */
 int mptable_write(struct vm *vm, char *err, size_t errlen);
+
+/* acpi.c: the tables at VM_ACPI (RSDP, RSDT, XSDT, FADT, FACS, MADT, DSDT);
+ * acpi_device models the PM1 registers (poweroff by ACPI S5) */
+int acpi_write(struct vm *vm, char *err, size_t errlen);
 
 #endif

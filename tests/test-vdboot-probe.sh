@@ -1,7 +1,8 @@
 #!/bin/bash
 # vdboot on /dev/kvm with the probe kernel (--kernel): login, panic on a
-# triple fault / a halt with interrupts off / a panic message, timeout,
-# error; --json fields; --cpus 2; the int3 the nested KVM cannot run.
+# triple fault / a halt with interrupts off / a panic message, poweroff by
+# ACPI S5, timeout (also for a vCPU that never exits), error; --json
+# fields; --cpus 2 from the ACPI MADT; the int3 the nested KVM cannot run.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdboot-lib.sh"
 requires_cmd python3
@@ -17,7 +18,8 @@ run() {  # run EXPECTED_RC ARGS... -> output in $T/out
 run 0 --kernel "$PROBE" --append "hello probe" --console "$T/con"
 grep -q '^probe: cmdline hello probe' "$T/con" || fail "command line not passed"
 grep -q '^probe: int3 trap ok' "$T/con" || fail "int3 did not trap"
-grep -q '^probe: cpus 1 of 1 (mptable)' "$T/con" || fail "MP table not seen"
+grep -q '^probe: cpus 1 of 1 (madt 1, mptable 1)' "$T/con" || fail "MADT/MP table not seen"
+grep -q '^probe: acpi XSDT FACP APIC, \\_S5 0, checksums ok' "$T/con" || { cat "$T/con"; fail "ACPI tables wrong"; }
 grep -q 'login after' "$T/out" || fail "no login report"
 
 run 0 --kernel "$PROBE" --json
@@ -31,7 +33,7 @@ assert j["first_output_seconds"] is not None and j["first_output_seconds"] <= j[
 PY
 
 run 0 --kernel "$PROBE" --cpus 2 --console "$T/con2"
-grep -q '^probe: cpus 2 of 2 (mptable)' "$T/con2" || { cat "$T/con2"; fail "second CPU not up"; }
+grep -q '^probe: cpus 2 of 2 (madt 2, mptable 2)' "$T/con2" || { cat "$T/con2"; fail "second CPU not up"; }
 
 run 1 --kernel "$PROBE" --append probe.fault=triple
 grep -q 'panic after.*triple fault' "$T/out" || { cat "$T/out"; fail "triple fault not reported"; }
@@ -40,6 +42,10 @@ grep -q 'halted with interrupts disabled' "$T/out" || { cat "$T/out"; fail "dead
 grep -q 'probe: halting with interrupts off' "$T/out" || fail "last console lines missing"
 run 1 --kernel "$PROBE" --append probe.fault=panic
 grep -q 'Kernel panic - not syncing: probe.fault=panic' "$T/out" || fail "panic line not reported"
+run 5 --kernel "$PROBE" --append probe.fault=poweroff
+grep -q 'poweroff after.*guest powered off (ACPI S5' "$T/out" || { cat "$T/out"; fail "poweroff not reported"; }
+run 2 --kernel "$PROBE" --append probe.fault=spin --timeout 2
+grep -q 'timeout after.*no match within 2 s$' "$T/out" || { cat "$T/out"; fail "spinning vCPU not ended by --timeout"; }
 
 start=$(date +%s)
 run 2 --kernel "$PROBE" --expect 'no such prompt' --timeout 2

@@ -3,8 +3,12 @@
 # a Debian kernel with kvm-amd under qemu's TCG (AMD SVM + nested paging
 # emulated), and inside it vdboot --accel kvm boots the probe kernel from
 # its /boot in a qcow2 image on virtio-blk, with two vCPUs: login, the
-# sectors it read, both CPUs up.  The L1 run takes about 15 s of its own
-# time (30-40 s on a busy host).
+# sectors it read, the ACPI tables (checksums, the MADT's two CPUs, \_S5)
+# and both CPUs up.  Then the ends a guest can choose: an ACPI S5 poweroff
+# (outcome poweroff, exit code 5), a vCPU spinning with interrupts off that
+# never leaves KVM_RUN (the kick ends it at --timeout, no watchdog needed),
+# and a vCPU thread that ignores kicks (the watchdog ends it).  The L1 run
+# takes about 15 s of its own time (30-40 s on a busy host).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdboot-lib.sh"
 requires_cmd qemu-system-x86_64 python3 cpio mkfs.ext4 sfdisk
@@ -29,20 +33,30 @@ echo "rc $?"
 t0=$(cut -d. -f1 /proc/uptime)
 VDBOOT_TEST_WEDGE=vcpu vdboot --json --accel kvm --timeout 1 --kernel /probe.bzImage
 echo "wedge rc $? after $(( $(cut -d. -f1 /proc/uptime) - t0 )) s"
+vdboot --json --accel kvm --timeout 60 --kernel /probe.bzImage --append probe.fault=poweroff
+echo "poweroff rc $?"
+t0=$(cut -d. -f1 /proc/uptime)
+vdboot --json --accel kvm --timeout 2 --cpus 2 --kernel /probe.bzImage --append probe.fault=spin
+echo "spin rc $? after $(( $(cut -d. -f1 /proc/uptime) - t0 )) s"
 SH
-SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 240 -f "$T/probe.qcow2" -s "$T/run.sh" \
+SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -s "$T/run.sh" \
     >"$T/out" || true
 grep -q '^SVM-OUT rc 0$' "$T/out" || { cat "$T/out"; tail -n 30 "$T/l1.log"; fail "probe did not log in on the SVM harness"; }
 sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
 python3 - "$T/json" <<'PY' || { cat "$T/out"; fail "probe result wrong"; }
 import json, sys
-j, w = [json.loads(l) for l in open(sys.argv[1])]
+j, w, p, s = [json.loads(l) for l in open(sys.argv[1])]
 assert j["outcome"] == "login" and j["accelerator"] == "kvm", j
 assert j["format"] == "qcow2" and j["disk_bus"] == "virtio", j
 assert j["kernel"].startswith("partition 1 (ext4): /boot/vmlinuz-1.0-probe"), j["kernel"]
-assert "cpus 2 of 2" in j["console_tail"], j["console_tail"]
+assert "cpus 2 of 2 (madt 2, mptable 2)" in j["console_tail"], j["console_tail"]
+assert "probe: acpi XSDT FACP APIC, \\_S5 0, checksums ok" in j["console_tail"], j["console_tail"]
 print("probe on the built-in VMM in the SVM L1: login after %.2f s" % j["seconds"])
 assert w["outcome"] == "timeout" and "watchdog" in w["reason"], w
+assert p["outcome"] == "poweroff" and p["exit_code"] == 5, p
+assert p["reason"].startswith("guest powered off (ACPI S5: SLP_EN with SLP_TYP 0"), p
+assert s["outcome"] == "timeout" and s["reason"] == "no match within 2 s", s
+assert "probe: spinning with interrupts off" in s["console_tail"], s
 PY
 grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
     { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
@@ -51,4 +65,8 @@ grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
 grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|[2-9][0-9]) s$' "$T/out" ||
     { grep SVM-OUT "$T/out"; fail "wedged vCPU: vdboot did not end by its watchdog"; }
 grep '^SVM-OUT wedge' "$T/out"
+grep -q '^SVM-OUT poweroff rc 5$' "$T/out" || { grep SVM-OUT "$T/out"; fail "ACPI poweroff: exit code not 5"; }
+# the kick ended KVM_RUN (the reason is vm_run's, not the watchdog's: checked above)
+grep -Eq '^SVM-OUT spin rc 2 after [0-9]+ s$' "$T/out" ||
+    { grep SVM-OUT "$T/out"; fail "spinning vCPU: --timeout 2 did not end vdboot before the watchdog"; }
 echo ok

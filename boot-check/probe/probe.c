@@ -6,14 +6,17 @@
  *   probe: pci 00:01.0 1af4:1001 class 010000
  *   probe: virtio-blk 00:01.0 io 0xc000 capacity 131072 sectors
  *   probe: sectors 0+64 crc32 0x1234abcd
- *   probe: cpus 2 of 2 (mptable)
+ *   probe: acpi XSDT FACP APIC, \_S5 0, checksums ok
+ *   probe: cpus 2 of 2 (madt 2, mptable 2)
  *   probe login:
  *
  * Command line knobs (for tests of the VMM's outcome detection):
  *   probe.sectors=START+COUNT   what to read and checksum (default 0+64)
  *   probe.write=N               then write sector N and read it back
- *   probe.fault=triple|halt|panic  end in a triple fault, a `cli; hlt`, or
- *                               a Linux-style panic message and a spin. */
+ *   probe.fault=triple|halt|panic|spin|poweroff  end in a triple fault, a
+ *                               `cli; hlt`, a Linux-style panic message and
+ *                               a spin, a spin with interrupts off (no exit
+ *                               to the VMM ever), or an ACPI S5 poweroff. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -122,6 +125,15 @@ void *memcpy(void *d, const void *s, size_t n)
     while (n--)
         *p++ = *q++;
     return d;
+}
+
+int memcmp(const void *a, const void *b, size_t n)
+{
+    const unsigned char *p = a, *q = b;
+    for (; n--; p++, q++)
+        if (*p != *q)
+            return *p - *q;
+    return 0;
 }
 
 static size_t str_len(const char *s)
@@ -382,6 +394,150 @@ static void blk_probe(int devfn, const char *cmd)
     con_puts("\n");
 }
 
+/* ---- ACPI: RSDP -> XSDT (or RSDT) -> MADT, FADT -> DSDT's \_S5 --------- */
+
+static struct {
+    unsigned cpus;          /* enabled Local APIC entries in the MADT */
+    unsigned tables, bad;   /* tables seen, tables with a wrong checksum */
+    uint16_t pm1a_cnt;      /* from the FADT */
+    int s5_typ;             /* SLP_TYPa of \_S5, or -1 */
+    char sigs[40];          /* the signatures found, in order */
+} acpi = { .s5_typ = -1 };
+
+static uint8_t sum8(const uint8_t *p, size_t n)
+{
+    uint8_t s = 0;
+    while (n--)
+        s = (uint8_t)(s + *p++);
+    return s;
+}
+
+static uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static const uint8_t *acpi_rsdp(void)
+{
+    for (uint64_t a = 0xe0000; a < 0x100000; a += 16) {
+        const uint8_t *p = (const uint8_t *)a;
+        if (memcmp(p, "RSD PTR ", 8) == 0 && sum8(p, 20) == 0 &&
+            (p[15] < 2 || sum8(p, 36) == 0))
+            return p;
+    }
+    return NULL;
+}
+
+/* A table below 4 GiB (the probe's identity map) with a sane length; a
+ * wrong checksum is counted, the table still read. */
+static const uint8_t *acpi_table(uint64_t addr)
+{
+    if (!addr || addr >= (4ull << 30) - 0x10000)
+        return NULL;
+    const uint8_t *t = (const uint8_t *)(uintptr_t)addr;
+    uint32_t len = le32(t + 4);
+    if (len < 36 || len > 0x10000)
+        return NULL;
+    acpi.tables++;
+    if (sum8(t, len) != 0)
+        acpi.bad++;
+    return t;
+}
+
+static void acpi_madt(const uint8_t *t)
+{
+    uint32_t len = le32(t + 4);
+    for (uint32_t o = 44; o + 2 <= len && t[o + 1] >= 2; o += t[o + 1]) {
+        if (t[o] == 0 && t[o + 1] >= 8 && (le32(t + o + 4) & 1))
+            acpi.cpus++;            /* Processor Local APIC, enabled */
+        else if (t[o] == 9 && t[o + 1] >= 16 && (le32(t + o + 8) & 1))
+            acpi.cpus++;            /* Processor Local x2APIC, enabled */
+    }
+}
+
+/* \_S5: NameOp "_S5_" PackageOp PkgLength NumElements SLP_TYPa ... */
+static void acpi_dsdt_s5(const uint8_t *t)
+{
+    uint32_t len = le32(t + 4);
+    for (uint32_t o = 36; o + 12 <= len; o++) {
+        if (memcmp(t + o, "_S5_", 4) != 0 || t[o + 4] != 0x12)
+            continue;
+        uint32_t e = o + 5 + 1 + (t[o + 5] >> 6) + 1;   /* past PkgLength, NumElements */
+        if (e + 2 > len)
+            return;
+        if (t[e] == 0x00 || t[e] == 0x01)
+            acpi.s5_typ = t[e];                 /* ZeroOp, OneOp */
+        else if (t[e] == 0x0a)
+            acpi.s5_typ = t[e + 1];             /* BytePrefix */
+        return;
+    }
+}
+
+static void acpi_fadt(const uint8_t *t)
+{
+    uint32_t len = le32(t + 4);
+    acpi.pm1a_cnt = (uint16_t)le32(t + 64);
+    uint64_t dsdt = len >= 148 && le64(t + 140) ? le64(t + 140) : le32(t + 40);
+    const uint8_t *d = acpi_table(dsdt);
+    if (d && memcmp(d, "DSDT", 4) == 0)
+        acpi_dsdt_s5(d);
+}
+
+static void acpi_scan(void)
+{
+    const uint8_t *rsdp = acpi_rsdp();
+    if (!rsdp)
+        return;
+    int x = rsdp[15] >= 2 && le64(rsdp + 24);
+    const uint8_t *root = acpi_table(x ? le64(rsdp + 24) : le32(rsdp + 16));
+    if (!root)
+        return;
+    size_t n = 0;
+    memcpy(acpi.sigs + n, root, 4), n += 4;
+    uint32_t len = le32(root + 4), step = x ? 8 : 4;
+    for (uint32_t o = 36; o + step <= len; o += step) {
+        const uint8_t *t = acpi_table(x ? le64(root + o) : le32(root + o));
+        if (!t)
+            continue;
+        if (n + 5 < sizeof(acpi.sigs)) {
+            acpi.sigs[n++] = ' ';
+            memcpy(acpi.sigs + n, t, 4), n += 4;
+        }
+        if (memcmp(t, "APIC", 4) == 0)
+            acpi_madt(t);
+        else if (memcmp(t, "FACP", 4) == 0)
+            acpi_fadt(t);
+    }
+}
+
+static void acpi_report(void)
+{
+    con_puts("probe: acpi ");
+    if (!acpi.tables) {
+        con_puts("none\n");
+        return;
+    }
+    con_puts(acpi.sigs);
+    con_puts(", \\_S5 ");
+    if (acpi.s5_typ >= 0)
+        con_dec((uint64_t)acpi.s5_typ);
+    else
+        con_puts("missing");
+    con_puts(acpi.bad ? ", checksums BAD\n" : ", checksums ok\n");
+}
+
+/* probe.fault=poweroff: what Linux's ACPI poweroff does, SLP_TYPa of \_S5
+ * then SLP_EN into PM1a_CNT. */
+static void acpi_poweroff(void)
+{
+    if (acpi.pm1a_cnt && acpi.s5_typ >= 0) {
+        con_puts("probe: powering off (ACPI S5)\n");
+        outw(acpi.pm1a_cnt, (uint16_t)(acpi.s5_typ << 10));
+        outw(acpi.pm1a_cnt, (uint16_t)(acpi.s5_typ << 10 | 0x2000));
+    }
+    con_puts("probe: ACPI poweroff did not power off\n");
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
 /* ---- CPUs: MP table, then INIT-SIPI-SIPI ------------------------------- */
 
 static const uint8_t *mp_find(uint64_t base, uint64_t len)
@@ -521,6 +677,13 @@ static void do_fault(const char *what)
         con_puts("probe: halting with interrupts off\n");
         for (;;)
             __asm__ volatile("cli; hlt");
+    } else if (str_starts(what, "spin")) {
+        /* never exits to the VMM: only a kick ends KVM_RUN */
+        con_puts("probe: spinning with interrupts off\n");
+        __asm__ volatile("cli; 1: jmp 1b");
+    } else if (str_starts(what, "poweroff")) {
+        acpi_scan();
+        acpi_poweroff();
     } else if (str_starts(what, "panic")) {
         con_puts("Kernel panic - not syncing: probe.fault=panic\n");
         for (;;)
@@ -553,13 +716,20 @@ void probe_main(const uint8_t *boot_params)
     else
         con_puts("probe: no virtio-blk device\n");
 
-    unsigned listed = mp_count_cpus();
+    acpi_scan();
+    acpi_report();
+    unsigned mp = mp_count_cpus();
+    unsigned listed = acpi.cpus ? acpi.cpus : mp;
     unsigned running = cpus_start(listed);
     con_puts("probe: cpus ");
     con_dec(running);
     con_puts(" of ");
     con_dec(listed ? listed : 1);
-    con_puts(listed ? " (mptable)\n" : " (no mptable)\n");
+    con_puts(" (madt ");
+    con_dec(acpi.cpus);
+    con_puts(", mptable ");
+    con_dec(mp);
+    con_puts(")\n");
     con_puts("probe login: ");
     /* Idle like a guest at its prompt: interrupts on (a halted CPU with
      * interrupts off is how the VMM recognises a dead guest), every legacy
