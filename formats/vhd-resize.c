@@ -22,8 +22,14 @@
  * one at a time (a crash leaves the old entry or the new one);
  * then the new entries (unused) are written and synced, the dynamic
  * header's entry count, then the footer at the end and its copy at offset
- * 0.  Shrinking: the footers first, then the entries of blocks wholly past
- * the new end are cleared (their space stays in the file, unreferenced). */
+ * 0.  Shrinking: the footers first, then the rest of the block holding the
+ * new end is zeroed and the entries of blocks wholly past it are cleared
+ * (their space stays in the file, unreferenced).  A crash between the two
+ * footers leaves the copy at offset 0 stale: vdisk (like libvhdi, Hyper-V
+ * and VirtualBox) reads the end one, qemu the copy; check reports it and a
+ * read-write open writes it again.  A crash before the clearing leaves
+ * entries past the end (check reports them): a grow first clears whatever
+ * lies past the old size, so nothing dropped ever shows again. */
 #include "vhd.h"
 
 #include <errno.h>
@@ -217,6 +223,42 @@ static int vhd_rs_grow_bat(vd_image *img, struct vhd_state *s, uint32_t n, vd_er
     return 0;
 }
 
+/* Nothing past `end` may show when the disk grows: the rest of the block
+ * holding `end` is zeroed (a differencing disk's sectors there then read
+ * as zeroes, or the parent's where their bits are clear, as in a new
+ * block) and the entries of blocks wholly past it are cleared, synced.
+ * Called with `end` past the guest view: a shrink's new size once its
+ * footers are written, or the old size before a grow (which cleans what a
+ * shrink stopped after its footers left). */
+static int vhd_rs_clear_tail(vd_image *img, struct vhd_state *s, uint64_t end, vd_error *err)
+{
+    uint64_t part = end / s->block_size, in = end % s->block_size;
+    uint64_t first = part + (in != 0), last = first;
+    int r = 0;
+    bool wrote = false;
+    if (in && part < s->bat_entries && s->bat[part] != VHD_BAT_UNUSED) {
+        uint64_t data = (uint64_t)s->bat[part] * VHD_SECTOR + s->bitmap_size;
+        r = vd_file_zero(img->file, data + in, s->block_size - in, err);
+        wrote = true;
+    }
+    for (uint64_t i = first; i < s->bat_entries; i++)
+        if (s->bat[i] != VHD_BAT_UNUSED)
+            last = i + 1;
+    if (r == 0 && last > first) {
+        size_t len = (size_t)(last - first) * 4;
+        uint8_t *e = malloc(len);
+        if (!e)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        memset(e, 0xff, len);
+        r = vd_file_pwrite(img->file, e, len, s->bat_off + 4 * first, err);
+        free(e);
+        for (uint64_t i = first; r == 0 && i < last; i++)
+            s->bat[i] = VHD_BAT_UNUSED;
+        wrote = true;
+    }
+    return r == 0 && wrote ? vd_file_sync(img->file, err) : r;
+}
+
 int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct vhd_state *s = img->priv;
@@ -234,24 +276,15 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
             return vd_set_error(err, -EINVAL, "vhd: %llu bytes need a BAT of %llu entries; use "
                                 "larger blocks", (unsigned long long)size,
                                 (unsigned long long)blocks);
-        r = blocks > s->bat_entries ? vhd_rs_grow_bat(img, s, (uint32_t)blocks, err) : 0;
+        r = size > img->size ? vhd_rs_clear_tail(img, s, img->size, err) : 0;
+        if (r == 0 && blocks > s->bat_entries)
+            r = vhd_rs_grow_bat(img, s, (uint32_t)blocks, err);
         if (r == 0)
             r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, s->file_size - VHD_FOOTER_SIZE, err);
         if (r == 0)
             r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, 0, err);
-        /* shrink: blocks wholly past the new end are dropped */
-        uint32_t first = (uint32_t)blocks;
-        if (r == 0 && first < s->bat_entries) {
-            size_t len = (size_t)(s->bat_entries - first) * 4;
-            uint8_t *e = malloc(len);
-            if (!e)
-                return vd_set_error(err, -ENOMEM, "out of memory");
-            memset(e, 0xff, len);
-            r = vhd_rs_write(img, e, len, s->bat_off + 4 * (uint64_t)first, err);
-            free(e);
-            for (uint32_t i = first; r == 0 && i < s->bat_entries; i++)
-                s->bat[i] = VHD_BAT_UNUSED;
-        }
+        if (r == 0 && size < img->size)
+            r = vhd_rs_clear_tail(img, s, size, err);
     }
     if (r == 0) {
         memcpy(s->footer, nf, sizeof nf);

@@ -17,6 +17,7 @@
 #include "vhd.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -286,6 +287,12 @@ static int vhd_open(vd_image *img, vd_error *err)
         goto fail;
     img->cluster_size = s->block_size;
     vhd_account_locators(s);
+    if (!s->footer_from_head) {
+        uint8_t head[VHD_FOOTER_SIZE];
+        if ((r = vd_file_pread(img->file, head, sizeof head, 0, err)) < 0)
+            goto fail;
+        s->head_stale = memcmp(head, s->footer, sizeof head) != 0;
+    }
     if (s->type == VHD_TYPE_DIFF &&
         ((r = vhd_find_parent(img, s->dynhdr, s->file_size, err)) < 0 ||
          (r = vhd_check_parent(img, s->dynhdr, vd_be64(s->footer + VHD_F_DATA_OFFSET), err)) < 0))
@@ -570,6 +577,12 @@ static int vhd_flush(vd_image *img, vd_error *err)
             return r;
         s->footer_from_head = false;
     }
+    if (s->head_stale && !img->readonly) {
+        int r = vhd_write_footer(img, s, 0, err);
+        if (r < 0)
+            return r;
+        s->head_stale = false;
+    }
     return vd_file_sync(img->file, err);
 }
 
@@ -618,16 +631,65 @@ static int vhd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
     return r;
 }
 
+static void vhd_leak(vd_check_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vhd_leak(vd_check_result *res, const char *fmt, ...)
+{
+    if (!res->leaks++ && !res->corruptions) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(res->first_problem, sizeof res->first_problem, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* What an interrupted resize leaves, harmless to the guest view and
+ * counted as leaks (docs/flush.md): a stale footer copy at offset 0 (the
+ * end one rules), and BAT entries of blocks wholly past the end (a shrink
+ * stopped after its footers; a grow clears them before it grows).
+ * Repairing leaks writes the copy and clears the entries. */
+static int vhd_check_leftovers(vd_image *img, struct vhd_state *s, unsigned flags,
+                               vd_check_result *res, vd_error *err)
+{
+    bool fix = flags & VD_CHECK_REPAIR_LEAKS;
+    uint64_t keep = (img->size + s->block_size - 1) / s->block_size;
+    int r = 0;
+    if (s->head_stale) {
+        vhd_leak(res, "vhd: the footer copy at offset 0 differs from the footer at 0x%llx "
+                 "(a resize was interrupted); qemu reads the copy",
+                 (unsigned long long)(s->file_size - VHD_FOOTER_SIZE));
+        if (fix && (r = vhd_write_footer(img, s, 0, err)) == 0) {
+            s->head_stale = false;
+            res->leaks_fixed++;
+        }
+    }
+    uint8_t unused[4];
+    vd_put_be32(unused, VHD_BAT_UNUSED);
+    for (uint64_t i = keep; r == 0 && i < s->bat_entries; i++) {
+        if (s->bat[i] == VHD_BAT_UNUSED)
+            continue;
+        vhd_leak(res, "vhd: BAT entry %llu at 0x%llx maps a block past the end of the disk",
+                 (unsigned long long)i, (unsigned long long)(s->bat_off + 4 * i));
+        if (fix && (r = vd_file_pwrite(img->file, unused, 4, s->bat_off + 4 * i, err)) == 0) {
+            s->bat[i] = VHD_BAT_UNUSED;
+            res->leaks_fixed++;
+        }
+    }
+    return r == 0 && res->leaks_fixed ? vd_file_sync(img->file, err) : r;
+}
+
 /* Blocks overlapping each other or the BAT are corruptions; the guest view
  * does not depend on anything else worth checking. */
 static int vhd_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
-    (void)flags; (void)err;
     struct vhd_state *s = img->priv;
     memset(res, 0, sizeof *res);
     res->image_end_offset = s->file_size;
     if (s->type == VHD_TYPE_FIXED)
         return 0;
+    int r = vhd_check_leftovers(img, s, flags, res, err);
+    if (r < 0)
+        return r;
     uint64_t span = (uint64_t)s->bitmap_size + s->block_size;
     uint64_t bat_end = s->bat_off + 4 * (uint64_t)s->bat_entries;
     uint32_t *order = malloc(sizeof *order * (s->bat_entries ? s->bat_entries : 1));
@@ -748,6 +810,7 @@ const struct vd_driver vd_vhd = {
     .set_backing = vhd_set_backing,
     .make_empty = vhd_make_empty,
     .resize = vhd_resize,
+    .resize_clears_tail = true,
     .check = vhd_check,
     .details = vhd_details,
     .can_write = VD_CAN_NATIVE,

@@ -76,6 +76,12 @@ struct vhd_state {
     uint32_t *bat;             /* host order */
     uint64_t next_free;        /* where the next block (then the footer) goes */
     bool footer_from_head;     /* the trailing footer was bad: rewrite it */
+    /* The copy at offset 0 (dynamic, differencing) differs from the footer
+     * at the end: a resize stopped between the two writes (the end one is
+     * written first and rules here, as for libvhdi, VirtualBox and
+     * Hyper-V; qemu reads the copy).  A read-write open's flush and
+     * `check -r leaks` write the copy again. */
+    bool head_stale;
     /* Blocks allocated since the last flush: their BAT entries are written
      * at the next flush, after the blocks and the moved footer are synced,
      * so that after a power loss no entry points past the end of the file. */

@@ -47,7 +47,7 @@ int vd_resize(vd_image *img, uint64_t size, unsigned flags, vd_error *err)
      * back if the image grew again, so it is zeroed first (it is data the
      * caller asked to drop). */
     uint64_t cs = img->cluster_size;
-    if (size < old && cs && size % cs) {
+    if (size < old && cs && size % cs && !img->drv->resize_clears_tail) {
         uint64_t end = vd_round_up(size, cs) < old ? vd_round_up(size, cs) : old;
         if ((r = vd_pwrite_zeroes(img, size, end - size, 0, err)) < 0)
             return r;

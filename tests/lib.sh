@@ -310,6 +310,18 @@ per_format() {
     [ $bad = 0 ]
 }
 
+# kill_at TRACE N: strace's option that kills the command traced into
+# TRACE (strace -f -o TRACE) just before its N-th traced call.  strace
+# counts each syscall on its own (and per thread), so `inject=SET:when=N`
+# would stop at the first syscall of SET called N times, not at the N-th
+# call: most later steps would never be reached.  Exact for one thread.
+kill_at() {
+    awk -v n="$2" '!/\+\+\+|resumed/ {
+        c++; name = $0; sub(/^[0-9]+ +/, "", name); sub(/\(.*/, "", name); k[name]++
+        if (c == n) { printf "inject=%s:signal=KILL:when=%d\n", name, k[name]; exit }
+    }' "$1"
+}
+
 # strace runs our binaries under ptrace, where LeakSanitizer cannot work (it
 # aborts at exit in the ASan run): leak checking is off for traced commands only.
 traced() { ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace "$@"; }

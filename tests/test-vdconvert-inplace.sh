@@ -402,4 +402,61 @@ for F in ${ONLY:-$FORMATS}; do
             "$V" rebase -u -b base.$F -F $Q top.$F
     fi
 done
+
+# Single images (no chain), read by qemu too: a dynamic VHD shrunk (qemu
+# reads its footer copy at offset 0, vdisk the one at the end), a fixed VHD
+# grown and shrunk (the footer moves), a static VDI grown and shrunk (data
+# slots added, the file cut).  Killed at each step as above; every result
+# opens, vdisk's check (and qemu's, which checks VDI) finds at most leaks,
+# vdisk's and qemu's views are each the old or the new one, and growing it
+# back to the old size (vdisk) shows the new view and zeroes: nothing a
+# shrink dropped comes back.  The kill points are exact (kill_at): the
+# N-th traced call, whichever syscall it is.
+crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
+    local F=$1 o=$2 what=$3 to=$4 sh=${5:-} Q n steps every=1 kills=0 rc size; Q=$(qn "$1")
+    rm -f one.$F; qemu-img create -q -f $Q ${o:+-o $o} one.$F 16M
+    qemu-io -f $Q -c "write -P 0x66 0 3M" -c "write -P 0x77 5M 2M" -c "write -P 0x78 15M 1M" \
+        one.$F >/dev/null
+    qemu-img convert -f $Q -O raw one.$F old.raw; cp one.$F one0
+    traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize $sh one.$F $to >/dev/null
+    steps=$(grep -cv -e '+++' -e resumed trace.log || true)
+    [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
+    qemu-img convert -f $Q -O raw one.$F new.raw
+    size=$(stat -c %s old.raw); cp new.raw regrown.raw; truncate -s "$size" regrown.raw
+    [ "$(stat -c %s new.raw)" -lt "$size" ] || size=   # (grown: nothing to grow back)
+    # (default: 3 points, the first, one in the middle and the last)
+    [ "${VD_INPLACE_CRASH:-}" = all ] || every=$(( (steps + 1) / 2 ))
+    for ((n = 1; n <= steps; n = (n == steps || n + every <= steps) ? n + every : steps)); do
+        kills=$((kills + 1)); cp one0 one.$F
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS \
+            -e "$(kill_at trace.log $n)" "$V" resize $sh one.$F $to >/dev/null 2>&1 || true) 2>/dev/null
+        rc=0; "$V" check -q one.$F >/dev/null 2>err || rc=$?
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "$F $what killed at step $n: check: exit $rc $(cat err)"
+        rc=0; qemu-img check -q -f $Q one.$F >/dev/null 2>&1 || rc=$?
+        [ $rc = 0 ] || [ $rc = 3 ] || [ $rc = 63 ] || fail "$F $what killed at step $n: qemu-img check: exit $rc"
+        "$V" convert -O raw one.$F got.raw 2>err || fail "$F $what killed at step $n: does not read: $(cat err)"
+        cmp -s got.raw old.raw || cmp -s got.raw new.raw || fail "$F $what killed at step $n: neither view (vdisk)"
+        qemu-img convert -f $Q -O raw one.$F got.raw || fail "$F $what killed at step $n: qemu cannot read it"
+        cmp -s got.raw old.raw || cmp -s got.raw new.raw || fail "$F $what killed at step $n: neither view (qemu)"
+        [ -n "$size" ] || continue
+        "$V" resize one.$F "$size" >/dev/null 2>err || fail "$F $what killed at step $n: grow back: $(cat err)"
+        "$V" convert -O raw one.$F got.raw
+        cmp -s got.raw old.raw || cmp -s got.raw regrown.raw ||
+            fail "$F $what killed at step $n: grown back, neither the old view nor the new one and zeroes"
+        [ $F != vhd ] || [ "$o" = subformat=fixed ] || qemu-img compare -q -f $Q -F raw one.$F got.raw ||
+            fail "$F $what killed at step $n: grown back, qemu reads another view (stale footer copy)"
+    done
+    echo "$F $what: $kills of $steps kill points"
+}
+if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
+    for F in ${ONLY:-vhd vdi}; do
+        case $F in
+            vhd) crash_single vhd "" "dynamic shrink" 5M --shrink
+                 crash_single vhd subformat=fixed "fixed grow" +8M
+                 crash_single vhd subformat=fixed "fixed shrink" 5M --shrink ;;
+            vdi) crash_single vdi static=on "static grow" +8M
+                 crash_single vdi static=on "static shrink" 5M --shrink ;;
+        esac
+    done
+fi
 echo "in-place tests passed"
