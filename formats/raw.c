@@ -108,9 +108,8 @@ static int raw_block_status(vd_image *img, uint64_t off, uint64_t len,
                             vd_extents *ext, vd_error *err)
 {
     (void)err;
-    int fd = img->file->fd;
     uint64_t end = off + len;
-    off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+    int64_t data = vd_file_seek(img->file, off, SEEK_DATA);
     if (data < 0 && errno == ENXIO)        /* only a hole till EOF */
         return vd_extents_add(ext, off, len, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     if (data < 0)                          /* no SEEK_DATA: all data */
@@ -119,7 +118,7 @@ static int raw_block_status(vd_image *img, uint64_t off, uint64_t len,
         uint64_t hole_end = (uint64_t)data < end ? (uint64_t)data : end;
         return vd_extents_add(ext, off, hole_end - off, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     }
-    off_t hole = lseek(fd, (off_t)off, SEEK_HOLE);
+    int64_t hole = vd_file_seek(img->file, off, SEEK_HOLE);
     uint64_t data_end = hole < 0 || (uint64_t)hole > end ? end : (uint64_t)hole;
     if (data_end <= off)
         data_end = end;

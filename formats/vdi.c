@@ -204,6 +204,12 @@ static int vdi_find_parent(vd_image *img, struct vdi_state *s, vd_error *err)
     vdi_uuid_format(s->uuid_link, want);
     if (memcmp(s->uuid_link, s->uuid_create, 16) == 0)
         return vd_set_error(err, -ELOOP, "vdi: parent UUID %s is the image's own UUID", want);
+    /* Read from a window (an archive member): no folder of its own to scan. */
+    if (img->file->win && img->no_backing)
+        return 0;
+    if (img->file->win)
+        return vd_set_error(err, -EPERM, "vdi: a differencing image read from a window of a "
+                            "file (an archive member): its parent %s cannot be looked for", want);
     char *dir = strdup(img->path);
     if (!dir)
         return vd_set_error(err, -ENOMEM, "out of memory");

@@ -51,6 +51,35 @@ int vd_file_create(const char *path, vd_file **out, vd_error *err)
     return vd_file_wrap(path, fd, false, out);
 }
 
+int vd_file_set_window(vd_file *f, const char *name, uint64_t off, uint64_t len,
+                       vd_error *err)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) < 0)
+        return vd_set_errno(err, -errno, "%s: fstat", f->path);
+    int64_t size = vd_file_size(f, err);
+    if (size < 0)
+        return (int)size;
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return vd_set_error(err, -EINVAL, "%s: a window needs a regular file or a block "
+                            "device", f->path);
+    if (!len || off > (uint64_t)size || len > (uint64_t)size - off)
+        return vd_set_error(err, -EINVAL, "%s: window of %llu bytes at offset 0x%llx does not "
+                            "lie inside the file (%lld bytes)", name ? name : f->path,
+                            (unsigned long long)len, (unsigned long long)off, (long long)size);
+    if (name) {
+        char *p = strdup(name);
+        if (!p)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        free(f->path);
+        f->path = p;
+    }
+    f->win = true;
+    f->win_off = off;
+    f->win_len = len;
+    return 0;
+}
+
 void vd_file_close(vd_file *f)
 {
     if (!f)
@@ -69,6 +98,20 @@ static int vd_file_pread_common(vd_file *f, void *buf, size_t len, uint64_t off,
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return vd_set_error(err, -EINVAL, "%s: read at offset 0x%llx: offset out of range",
                             f->path, (unsigned long long)off);
+    if (f->win) {
+        /* The window is the whole file for the reader: what lies past its
+         * end (the archive's next member) is never read. */
+        if (off >= f->win_len || len > f->win_len - off) {
+            size_t in = off >= f->win_len ? 0 : (size_t)(f->win_len - off);
+            if (!zfill)
+                return vd_set_error(err, -EIO, "%s: read of %zu bytes at 0x%llx is beyond the "
+                                    "end of the window (%llu bytes)", f->path, len,
+                                    (unsigned long long)off, (unsigned long long)f->win_len);
+            memset(p + in, 0, len - in);
+            len = in;
+        }
+        off += f->win_off;
+    }
     while (len) {
         ssize_t r = __atomic_load_n(&f->dio_align, __ATOMIC_RELAXED)
                         ? vd_file_pread_direct(f, p, len, off)
@@ -77,7 +120,7 @@ static int vd_file_pread_common(vd_file *f, void *buf, size_t len, uint64_t off,
             if (errno == EINTR)
                 continue;
             return vd_set_errno(err, -errno, "%s: pread at 0x%llx", f->path,
-                                (unsigned long long)off);
+                                (unsigned long long)(off - f->win_off));
         }
         if (r == 0) {
             if (zfill) {
@@ -85,7 +128,7 @@ static int vd_file_pread_common(vd_file *f, void *buf, size_t len, uint64_t off,
                 return 0;
             }
             return vd_set_error(err, -EIO, "%s: read of %zu bytes at 0x%llx is beyond end of file",
-                                f->path, len, (unsigned long long)off);
+                                f->path, len, (unsigned long long)(off - f->win_off));
         }
         p += r;
         len -= (size_t)r;
@@ -187,6 +230,8 @@ int vd_file_sync(vd_file *f, vd_error *err)
 
 int64_t vd_file_size(vd_file *f, vd_error *err)
 {
+    if (f->win)
+        return (int64_t)f->win_len;
     struct stat st;
     if (fstat(f->fd, &st) < 0)
         return vd_set_errno(err, -errno, "%s: fstat", f->path);
@@ -199,8 +244,33 @@ int64_t vd_file_size(vd_file *f, vd_error *err)
     return st.st_size;
 }
 
+int64_t vd_file_seek(vd_file *f, uint64_t off, int whence)
+{
+    if (!f->win)
+        return lseek(f->fd, (off_t)off, whence);
+    if (off >= f->win_len) {
+        errno = ENXIO;
+        return -1;
+    }
+    off_t r = lseek(f->fd, (off_t)(off + f->win_off), whence);
+    if (r < 0 && errno == ENXIO)        /* nothing but a hole to the end */
+        r = whence == SEEK_HOLE ? (off_t)(f->win_off + f->win_len) : -1;
+    if (r < 0)
+        return -1;
+    if ((uint64_t)r >= f->win_off + f->win_len) {
+        if (whence == SEEK_DATA) {
+            errno = ENXIO;
+            return -1;
+        }
+        return (int64_t)f->win_len;
+    }
+    return (int64_t)((uint64_t)r - f->win_off);
+}
+
 uint64_t vd_file_allocated(vd_file *f)
 {
+    if (f->win)
+        return f->win_len;
     struct stat st;
     if (fstat(f->fd, &st) < 0)
         return 0;
@@ -415,9 +485,20 @@ int vd_resolve_related(const char *base_path, const char *name,
     return 0;
 }
 
+/* An image read from a window of a file stands alone: the folder its name
+ * would resolve other files in is not the image's. */
+static int vd_refuse_from_window(vd_image *img, const char *name, vd_error *err)
+{
+    return vd_set_error(err, -EPERM, "%s: refers to another file ('%s'), which an image "
+                        "read from a window of a file (an archive member) cannot open",
+                        img->path, name);
+}
+
 bool vd_related_exists(vd_image *img, const char *name)
 {
     vd_file *f;
+    if (img->file && img->file->win)
+        return false;
     if (vd_file_open_beneath(img->path, name, img->allow_host_paths, true, false, &f,
                              NULL) < 0)
         return false;
@@ -428,6 +509,8 @@ bool vd_related_exists(vd_image *img, const char *name)
 int vd_file_open_related(vd_image *img, const char *name, bool readonly,
                          vd_file **out, vd_error *err)
 {
+    if (img->file && img->file->win)
+        return vd_refuse_from_window(img, name, err);
     int r = vd_file_open_beneath(img->path, name, img->allow_host_paths, readonly, false,
                                  out, err);
     if (r == 0 && ((r = vd_file_lock(*out, !readonly, img->force_share, err)) < 0 ||

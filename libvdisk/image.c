@@ -295,6 +295,17 @@ static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
         goto fail;
     if (!pre && (r = vd_file_open(img->path, readonly, &img->file, err)) < 0)
         goto fail;
+    if (depth == 0 && o && o->window_length) {
+        r = vd_file_set_window(img->file, o->window_name, o->window_offset, o->window_length,
+                               err);
+        if (r < 0)
+            goto fail;
+        free(img->path);
+        if (!(img->path = strdup(img->file->path))) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     vd_file_set_cache(img->file, img->cache);
     if (img->direct && vd_file_set_direct(img->file) < 0)
         img->direct_refused = true;
@@ -358,6 +369,12 @@ open_driver:
                          (unsigned long long)img->size);
         goto fail;
     }
+    if (img->backing_file && !(o && o->no_backing) && img->file && img->file->win) {
+        r = vd_set_error(err, -EPERM, "%s: has a backing file ('%s'), which an image read "
+                         "from a window of a file (an archive member) cannot open",
+                         img->path, img->backing_file);
+        goto fail;
+    }
     if (img->backing_file && !(o && o->no_backing)) {
         vd_image *nchain[VD_MAX_CHAIN_DEPTH];
         for (int i = 0; i < depth; i++)
@@ -386,7 +403,14 @@ int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
         err->msg[0] = 0;
     }
     *out = NULL;
-    bool ro = (opts && opts->readonly) || (opts && opts->snapshot);
+    if (opts && !opts->window_length && opts->window_offset)
+        return vd_set_error(err, -EINVAL, "%s: window offset 0x%llx without a length", path,
+                            (unsigned long long)opts->window_offset);
+    if (opts && opts->window_length && vd_is_uri(path))
+        return vd_set_error(err, -EINVAL, "%s: a window needs a file", path);
+    /* A window is read in place, never written. */
+    bool ro = (opts && opts->readonly) || (opts && opts->snapshot) ||
+              (opts && opts->window_length);
     return vd_open_layer(path, NULL, opts, ro, opts ? opts->format : NULL, NULL, 0, out, err);
 }
 

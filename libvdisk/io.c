@@ -321,7 +321,7 @@ int vd_data_fd(vd_image *img, int depth)
     if (!img || depth != -1 || !img->drv->data_file)
         return -1;
     vd_file *f = img->drv->data_file(img);
-    return f ? f->fd : -1;
+    return f && !f->win ? f->fd : -1;   /* a window's offsets are not the fd's */
 }
 
 bool vd_can_map_for_write(vd_image *img)

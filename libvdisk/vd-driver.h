@@ -130,6 +130,11 @@ typedef struct vd_file {
     uint32_t dio_align;            /* reads are O_DIRECT with this alignment
                                       (writeback.c); 0: through the page
                                       cache.  Atomic: a refused read clears it */
+    /* A window (vd_open_opts.window_length): the file is the win_len bytes
+     * at win_off of the host file; every offset here is relative to it and
+     * no access leaves it.  Always read-only. */
+    bool win;
+    uint64_t win_off, win_len;
 } vd_file;
 
 /* Open an existing file.  Returns 0 or -errno with a message naming path. */
@@ -137,6 +142,10 @@ int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err);
 /* Create a new file (O_EXCL). */
 int vd_file_create(const char *path, vd_file **out, vd_error *err);
 void vd_file_close(vd_file *f);
+/* Make a read-only file the window [off, off+len) of itself (which must lie
+ * inside it), named `name` in messages (NULL: its path). */
+int vd_file_set_window(vd_file *f, const char *name, uint64_t off, uint64_t len,
+                       vd_error *err);
 /* Cache modes (writeback.c): set on a file opened for writing; and note
  * that [off, off+len) was written to it (by vd_file_pwrite, or directly). */
 void vd_file_set_cache(vd_file *f, unsigned cache);
@@ -158,8 +167,11 @@ int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_err
 int vd_file_zero(vd_file *f, uint64_t off, uint64_t len, vd_error *err);
 int vd_file_truncate(vd_file *f, uint64_t size, vd_error *err);
 int vd_file_sync(vd_file *f, vd_error *err);
-/* Current size, or -errno. */
+/* Current size (a window's length), or -errno. */
 int64_t vd_file_size(vd_file *f, vd_error *err);
+/* lseek(SEEK_DATA / SEEK_HOLE) from `off`, in the file's own offsets (a
+ * window's end is a hole's end); -1 with errno as lseek. */
+int64_t vd_file_seek(vd_file *f, uint64_t off, int whence);
 /* Bytes allocated on the host filesystem. */
 uint64_t vd_file_allocated(vd_file *f);
 

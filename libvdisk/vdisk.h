@@ -72,6 +72,16 @@ typedef struct vd_open_opts {
                                  deltas check (VMDK CID) as it is: for a
                                  commit, which writes into a base the data
                                  its delta already shows */
+    /* A window: the image is the `window_length` bytes at `window_offset`
+     * of the file at `path` (a member of an archive, such as the disk of an
+     * OVA in its tar), read in place.  0: the whole file.  The image is
+     * read-only, every read stays inside the window (one past its end fails
+     * like a read past the end of a file), the window must lie inside the
+     * file, and the image may name no other file: a backing file, extent or
+     * external data file is refused (-EPERM).  `window_name` names the
+     * image in messages (e.g. "x.ova:disk1.vmdk"); NULL: `path`. */
+    uint64_t window_offset, window_length;
+    const char *window_name;
 } vd_open_opts;
 
 /* Image locks.  vd_open locks every file of the chain it opens (the image,

@@ -93,6 +93,10 @@ void vd_note_write(vd_image *img, uint64_t file_off, uint64_t len)
 
 int vd_file_set_direct(vd_file *f)
 {
+    /* Aligned reads would take in bytes outside a window (another member
+     * of the archive): a window is read through the page cache. */
+    if (f->win)
+        return -EINVAL;
     uint32_t align = 4096;       /* what every device and file system takes */
     struct statx sx;
     if (statx(f->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&

@@ -504,7 +504,7 @@ static int vmdk_flat_status(struct vmdk_extent *e, uint64_t off, uint64_t n, uin
                             vd_extents *ext)
 {
     uint64_t foff = e->flat_off + rel;
-    off_t data = lseek(e->file->fd, (off_t)foff, SEEK_DATA);
+    int64_t data = vd_file_seek(e->file, foff, SEEK_DATA);
     if (data < 0 && errno == ENXIO)            /* hole up to end of file */
         return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     if (data < 0)
@@ -513,9 +513,9 @@ static int vmdk_flat_status(struct vmdk_extent *e, uint64_t off, uint64_t n, uin
         uint64_t h = (uint64_t)data - foff < n ? (uint64_t)data - foff : n;
         return vd_extents_add(ext, off, h, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     }
-    off_t hole = lseek(e->file->fd, (off_t)foff, SEEK_HOLE);
+    int64_t hole = vd_file_seek(e->file, foff, SEEK_HOLE);
     uint64_t d = n;
-    if (hole > (off_t)foff && (uint64_t)hole - foff < n)
+    if (hole > (int64_t)foff && (uint64_t)hole - foff < n)
         d = (uint64_t)hole - foff;
     return vd_extents_add(ext, off, d, VD_LAYER_DATA, 0, foff);
 }

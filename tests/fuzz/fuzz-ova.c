@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[8192];
     struct appliance ap;
     memset(&ap, 0, sizeof ap);
-    if (appliance_read(fuzz_path, NULL, &ap, err, sizeof err) == 0) {
+    if (appliance_read(fuzz_path, NULL, 0, &ap, err, sizeof err) == 0) {
         int checked = 0;
         appliance_verify_manifest(&ap, err, sizeof err, &checked);
         if (ap.cert_text) {

@@ -1,9 +1,10 @@
 /* appliance.c - reading an appliance: an .ova (tar, read in one pass with
  * libarchive) or an .ovf with its files in the same folder.  Every member is
- * digested (SHA1, SHA256, SHA512 at once: the manifest, which comes last in
- * an OVA, decides which one counts) and optionally extracted.  Chunked
- * members (name.000000000, .000000001, ...) are joined; members compressed
- * with ovf:compression="gzip" are inflated on extraction. */
+ * digested (the manifest's algorithms when it came first, else SHA256) and
+ * optionally extracted; a disk stored as plain ustar data can instead be
+ * left where it is and read in place (APP_WINDOW_DISKS).  Chunked members
+ * (name.000000000, .000000001, ...) are joined; members compressed with
+ * ovf:compression="gzip" are inflated on extraction. */
 #include "ovatool.h"
 
 #include <archive.h>
@@ -49,6 +50,12 @@ static int app_member_begin(struct appliance *ap, const char *name, const char *
         snprintf(err, errlen, "more than %d members", APP_MAX_MEMBERS);
         return -1;
     }
+    /* Extracting or reading in place, a name must say which member it is. */
+    for (size_t i = 0; extract_dir && i < ap->n_files; i++)
+        if (!strcmp(ap->files[i].name, name)) {
+            snprintf(err, errlen, "%s: member '%s' appears twice; refused", ap->src_path, name);
+            return -1;
+        }
     struct appliance_file *nv = realloc(ap->files, (ap->n_files + 1) * sizeof *nv);
     if (!nv)
         return -1;
@@ -156,19 +163,79 @@ static int app_member_end(struct appliance *ap, struct app_member *m, char *err,
     return 0;
 }
 
-static int app_read_ova(const char *path, const char *extract_dir, struct appliance *ap,
-                        char *err, size_t errlen)
+/* Octal field of a ustar header: its value, or UINT64_MAX when it is not
+ * plain octal digits ended by NUL or space (base-256 sizes are not plain). */
+static uint64_t app_octal(const unsigned char *p, size_t n)
 {
+    uint64_t v = 0;
+    size_t i = 0;
+    while (i < n && p[i] == ' ')
+        i++;
+    if (i == n || p[i] < '0' || p[i] > '7')
+        return UINT64_MAX;
+    for (; i < n && p[i] >= '0' && p[i] <= '7'; i++)
+        v = v << 3 | (uint64_t)(p[i] - '0');
+    return i == n || p[i] == 0 || p[i] == ' ' ? v : UINT64_MAX;
+}
+
+/* The header at `pos` of the archive (open as `fd`) is one plain ustar
+ * header for a regular file `name` of `size` bytes, its data right behind
+ * it: no pax or GNU extension header before it, no prefix, a valid
+ * checksum.  Anything else is extracted as before. */
+static bool app_plain_ustar(int fd, int64_t pos, const char *name, int64_t size)
+{
+    unsigned char h[512];
+    if (pos < 0 || size < 0 || pread(fd, h, sizeof h, pos) != (ssize_t)sizeof h)
+        return false;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < sizeof h; i++)
+        sum += i >= 148 && i < 156 ? ' ' : h[i];
+    size_t nl = strlen(name);
+    return app_octal(h + 148, 8) == sum && !memcmp(h + 257, "ustar", 5) &&
+           (h[156] == '0' || h[156] == 0) && nl < 100 && !memcmp(h, name, nl) && !h[nl] &&
+           !h[345] && app_octal(h + 124, 12) == (uint64_t)size;
+}
+
+/* Is member `name` a disk to read in place (appliance_read)? */
+static bool app_windowable(const struct appliance *ap, const char *name)
+{
+    const struct ovf_appliance *a = &ap->ovf;
+    if (!ap->ovf_name)
+        return false;           /* the descriptor comes later: nothing is known */
+    const struct ovf_file *f = NULL;
+    for (size_t i = 0; i < a->n_files && !f; i++)
+        if (!strcmp(a->files[i].href, name))
+            f = &a->files[i];
+    if (!f || f->compression || f->chunk_size)
+        return false;
+    for (size_t i = 0; i < a->n_disks; i++)
+        if (a->disks[i].file_ref && !strcmp(a->disks[i].file_ref, f->id) &&
+            ovf_disk_is_cdrom(&a->disks[i]))
+            return false;       /* an ISO is copied out as it is */
+    return true;
+}
+
+static int app_read_ova(const char *path, const char *extract_dir, unsigned flags,
+                        struct appliance *ap, char *err, size_t errlen)
+{
+    /* One descriptor for the whole import: the disks read in place later
+     * are in the very file whose members were digested here. */
+    ap->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ap->fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
     struct archive *ar = archive_read_new();
     archive_read_support_format_tar(ar);
-    if (archive_read_open_filename(ar, path, 1 << 20) != ARCHIVE_OK) {
+    if (archive_read_open_fd(ar, ap->fd, 1 << 20) != ARCHIVE_OK) {
         snprintf(err, errlen, "%s: %s", path, archive_error_string(ar));
         archive_read_free(ar);
         return -1;
     }
     struct archive_entry *e;
     int r = 0, ar_r;
-    char *buf = malloc(1 << 20);
+    char *buf = malloc(1 << 20), last[256] = "";
+    uint64_t next_header = 0;       /* where the next header should be */
     while (r == 0 && (ar_r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e);
         if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e)) {
@@ -186,17 +253,30 @@ static int app_read_ova(const char *path, const char *extract_dir, struct applia
         if (ap->n_files == 0 && !app_has_suffix(name, ".ovf"))
             appliance_diag(ap, "first member is '%s', not the .ovf descriptor the OVF "
                            "specification puts first", name);
+        int64_t hpos = archive_read_header_position(ar);
+        bool window = extract_dir && (flags & APP_WINDOW_DISKS) && archive_entry_size(e) > 0 &&
+                      app_windowable(ap, name) &&
+                      app_plain_ustar(ap->fd, hpos, name, archive_entry_size(e));
         struct app_member m;
-        if ((r = app_member_begin(ap, name, extract_dir, &m, err, errlen)) < 0)
+        if ((r = app_member_begin(ap, name, window ? NULL : extract_dir, &m, err, errlen)) < 0)
             break;
+        if (window) {
+            m.f->windowed = true;
+            m.f->data_off = (uint64_t)hpos + 512;
+        }
         la_ssize_t n;
         while ((n = archive_read_data(ar, buf, 1 << 20)) > 0)
             if ((r = app_member_data(&m, buf, (size_t)n, err, errlen)) < 0)
                 break;
         if (n < 0 && r == 0) {
-            snprintf(err, errlen, "%s: member %s: %s", path, name, archive_error_string(ar));
+            snprintf(err, errlen, "%s: member %s (header at offset 0x%llx): %s after %llu of "
+                     "its %lld bytes", path, name, (unsigned long long)hpos,
+                     archive_error_string(ar), (unsigned long long)m.f->size,
+                     (long long)archive_entry_size(e));
             r = -1;
         }
+        snprintf(last, sizeof last, "%s", name);
+        next_header = (uint64_t)hpos + 512 + (m.f->size + 511) / 512 * 512;
         if (r == 0) {
             r = app_member_end(ap, &m, err, errlen);
         } else {              /* keep the first error; just release the member */
@@ -205,7 +285,12 @@ static int app_read_ova(const char *path, const char *extract_dir, struct applia
             app_member_end(ap, &m, ignored, sizeof ignored);
         }
     }
-    if (r == 0 && ar_r != ARCHIVE_EOF) {
+    if (r == 0 && ar_r != ARCHIVE_EOF && last[0]) {
+        snprintf(err, errlen, "%s: not a valid tar archive after member %s (next header "
+                 "at offset 0x%llx): %s", path, last, (unsigned long long)next_header,
+                 archive_error_string(ar));
+        r = -1;
+    } else if (r == 0 && ar_r != ARCHIVE_EOF) {
         snprintf(err, errlen, "%s: not a valid tar archive: %s", path, archive_error_string(ar));
         r = -1;
     }
@@ -341,10 +426,11 @@ static void app_check_disks(struct appliance *ap)
     }
 }
 
-int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
-                   char *err, size_t errlen)
+int appliance_read(const char *path, const char *extract_dir, unsigned flags,
+                   struct appliance *ap, char *err, size_t errlen)
 {
     memset(ap, 0, sizeof *ap);
+    ap->fd = -1;
     ap->src_path = strdup(path);
     ap->extract_dir = extract_dir ? strdup(extract_dir) : NULL;
     if (!ap->src_path || (extract_dir && !ap->extract_dir)) {
@@ -356,7 +442,7 @@ int appliance_read(const char *path, const char *extract_dir, struct appliance *
         r = app_read_folder(path, extract_dir, ap, err, errlen);
     } else {
         ap->is_ova = true;
-        r = app_read_ova(path, extract_dir, ap, err, errlen);
+        r = app_read_ova(path, extract_dir, flags, ap, err, errlen);
         if (r == 0 && !ap->ovf_name) {
             snprintf(err, errlen, "%s: no .ovf descriptor in the archive", path);
             r = -1;
@@ -382,7 +468,10 @@ void appliance_free(struct appliance *ap)
     free(ap->diags);
     free(ap->src_path);
     free(ap->extract_dir);
+    if (ap->fd >= 0)
+        close(ap->fd);
     memset(ap, 0, sizeof *ap);
+    ap->fd = -1;
 }
 
 /* Feed the `nth` (0-based) member called `name` of the archive `path` to
@@ -419,7 +508,18 @@ static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_d
     struct digest_ctx *d = digest_new(alg);
     char *buf = malloc(1 << 20);
     int r = -1;
-    if (d && buf && ap->is_ova && !ap->extract_dir) {
+    if (d && buf && f->windowed) {      /* in place, from the .ova read before */
+        uint64_t done = 0;
+        ssize_t n = 1;
+        while (done < f->size && n > 0) {
+            size_t want = f->size - done < (1u << 20) ? (size_t)(f->size - done) : 1u << 20;
+            if ((n = pread(ap->fd, buf, want, (off_t)(f->data_off + done))) > 0) {
+                digest_update(d, buf, (size_t)n);
+                done += (uint64_t)n;
+            }
+        }
+        r = done == f->size ? 0 : -1;
+    } else if (d && buf && ap->is_ova && !ap->extract_dir) {
         size_t nth = 0;
         for (struct appliance_file *p = ap->files; p < f; p++)
             nth += !strcmp(p->name, f->name);

@@ -72,7 +72,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
     char **paths = NULL;
     size_t np = 0, passed = 0, ncd = 0;
     int rc = 1, checked;
-    if (appliance_read(path, work, &ap, err, sizeof err) < 0)
+    if (appliance_read(path, work, 0, &ap, err, sizeof err) < 0)
         goto out;
     const struct ovf_appliance *a = &ap.ovf;
     if (ap.mf_text && !o->no_verify &&
@@ -169,7 +169,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
                 else
                     passed++;
             } else {
-                r = disk_convert(src, NULL, dst, "vmdk", opts, d->capacity, o->progress, false, &ds,
+                r = disk_convert(src, NULL, NULL, dst, "vmdk", opts, d->capacity, o->progress, false, &ds,
                                  err, sizeof err);
                 unlink(src);
             }

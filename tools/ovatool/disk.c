@@ -62,7 +62,8 @@ static int disk_copy(vd_image *in, vd_image *out, const char *src, const char *d
     return r;
 }
 
-int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
+int disk_convert(const char *src, const char *src_fmt, const struct disk_window *win,
+                 const char *dst, const char *fmt,
                  const char *options, uint64_t min_size, bool progress, bool trusted_refs,
                  struct disk_stats *stats, char *err, size_t errlen)
 {
@@ -72,7 +73,10 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", dst, (int)getpid());
     int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt,
-                                              .allow_host_paths = trusted_refs }, &in, &e);
+                                          .allow_host_paths = trusted_refs,
+                                          .window_offset = win ? win->off : 0,
+                                          .window_length = win ? win->len : 0,
+                                          .window_name = win ? win->name : NULL }, &in, &e);
     if (r == 0 && vd_size(in) > min_size)
         min_size = vd_size(in);
     if (r == 0 && stats)
@@ -83,7 +87,7 @@ int disk_convert(const char *src, const char *src_fmt, const char *dst, const ch
     if (r == 0)
         r = vd_open(tmp, &(vd_open_opts){ .format = fmt }, &out, &e);
     if (r == 0)
-        r = disk_copy(in, out, src, dst, progress, &e);
+        r = disk_copy(in, out, win ? win->name : src, dst, progress, &e);
     if (r == 0 && stats)
         *stats = (struct disk_stats){ .capacity = vd_size(in), .populated = populated };
     if (out) {

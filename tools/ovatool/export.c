@@ -180,7 +180,7 @@ int ova_export(const struct export_opts *o)
                  vmware ? "lsilogic" : "ide",
                  o->target && !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
         struct disk_stats ds;
-        if (disk_convert(o->disks[i], NULL, path, "vmdk", opts, 0, o->progress, false, &ds, err,
+        if (disk_convert(o->disks[i], NULL, NULL, path, "vmdk", opts, 0, o->progress, false, &ds, err,
                          sizeof err) < 0)
             goto out;
         vmdk[i] = strdup(path);

@@ -1,6 +1,8 @@
-/* import.c - `ovatool import`: unpack an appliance into a private folder,
- * verify its manifest (and certificate), convert each disk to the chosen
- * format, and write a libvirt domain and a qemu command line beside them.
+/* import.c - `ovatool import`: read an appliance (the disks of an .ova
+ * stay in it and are converted from there; what cannot be read in place is
+ * unpacked into a private folder), verify its manifest (and certificate)
+ * before any disk is converted, convert each disk to the chosen format, and
+ * write a libvirt domain and a qemu command line beside them.
  * Outputs appear under their final names only when everything succeeded. */
 #include "ovatool.h"
 
@@ -209,17 +211,53 @@ bool safe_vm_name(const char *vm, const char *path, char *out, size_t len)
 }
 
 /* The virtual size of a disk file as vdisk reads it. */
-static int imp_virtual_size(const char *path, uint64_t *size, char *err, size_t errlen)
+static int imp_virtual_size(const char *path, const struct disk_window *w, uint64_t *size,
+                            char *err, size_t errlen)
 {
     vd_image *img = NULL;
     vd_error e = { 0 };
-    if (vd_open(path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
+    int r = vd_open(path, &(vd_open_opts){ .readonly = true, .window_offset = w ? w->off : 0,
+                                           .window_length = w ? w->len : 0,
+                                           .window_name = w ? w->name : NULL }, &img, &e);
+    if (r < 0) {
         snprintf(err, errlen, "%s", e.msg);
-        return -1;
+        return r;
     }
     *size = vd_size(img);
     vd_close(img, NULL);
     return 0;
+}
+
+/* Copy member `af` out of the .ova into `dir`, for an image that names
+ * other members (a VMDK descriptor and its extents, extracted beside it):
+ * read in place, it could not open them.  The path (malloc'd) or NULL. */
+static char *imp_extract_member(const struct appliance *ap, const struct appliance_file *af,
+                                const char *dir, char *err, size_t errlen)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, af->name);
+    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char *buf = malloc(1 << 20);
+    uint64_t done = 0;
+    ssize_t n = 1;
+    while (out >= 0 && buf && done < af->size && n > 0) {
+        size_t want = af->size - done < (1u << 20) ? (size_t)(af->size - done) : 1u << 20;
+        if ((n = pread(ap->fd, buf, want, (off_t)(af->data_off + done))) > 0) {
+            if (write(out, buf, (size_t)n) != n)
+                n = -1;
+            else
+                done += (uint64_t)n;
+        }
+    }
+    free(buf);
+    if (out < 0 || close(out) != 0 || done != af->size) {
+        snprintf(err, errlen, "%s: cannot extract member %s at offset 0x%llx: %s", ap->src_path,
+                 af->name, (unsigned long long)(af->data_off + done),
+                 n == 0 ? "end of file" : strerror(errno));
+        unlink(path);
+        return NULL;
+    }
+    return strdup(path);
 }
 
 /* A disk the descriptor declares without a file (an empty data disk): a
@@ -255,6 +293,24 @@ static int imp_check_cert(const struct appliance *ap, const struct import_opts *
     return 0;
 }
 
+/* The member read in place for reference `href`, or NULL (extracted). */
+static const struct appliance_file *imp_windowed(const struct appliance *ap, const char *href)
+{
+    for (size_t i = 0; i < ap->n_files; i++)
+        if (ap->files[i].windowed && !strcmp(ap->files[i].name, href))
+            return &ap->files[i];
+    return NULL;
+}
+
+/* A name for the .ova that reaches the descriptor it was read from (the
+ * same file, whatever is renamed meanwhile); its path without /proc. */
+static char *imp_fd_path(const struct appliance *ap)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", ap->fd);
+    return strdup(ap->fd >= 0 && access(p, R_OK) == 0 ? p : ap->src_path);
+}
+
 int ova_import(const char *path, const struct import_opts *o)
 {
     char err[8192] = "", work[4200];
@@ -271,7 +327,7 @@ int ova_import(const char *path, const struct import_opts *o)
     int rc = 1, checked = 0;
     struct import_disk *disks = NULL;
     size_t nd = 0;
-    if (appliance_read(path, work, &ap, err, sizeof err) < 0)
+    if (appliance_read(path, work, APP_WINDOW_DISKS, &ap, err, sizeof err) < 0)
         goto out;
     if (!ap.mf_text && o->strict) {
         snprintf(err, sizeof err, "%s: no manifest (.mf): refused with --strict", path);
@@ -339,7 +395,27 @@ int ova_import(const char *path, const struct import_opts *o)
                      ap.ovf_name, f->href);
             goto out;
         }
-        char *src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+        /* A plain ustar member is converted where it lies in the .ova,
+         * through the descriptor its digest was computed from (no copy,
+         * no second name to look it up by); the rest is extracted. */
+        const struct appliance_file *af = imp_windowed(&ap, f->href);
+        char wname[4400];
+        struct disk_window win = { 0 };
+        char *src;
+        if (af) {
+            if (f->size && af->size > f->size) {
+                snprintf(err, sizeof err, "%s: member %s (data at offset 0x%llx) is %llu "
+                         "bytes, larger than the %llu the descriptor declares (ovf:size); "
+                         "refused", path, f->href, (unsigned long long)af->data_off,
+                         (unsigned long long)af->size, (unsigned long long)f->size);
+                goto out;
+            }
+            snprintf(wname, sizeof wname, "%s: member %s", path, f->href);
+            win = (struct disk_window){ .off = af->data_off, .len = af->size, .name = wname };
+            src = imp_fd_path(&ap);
+        } else {
+            src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+        }
         if (!src)
             goto out;
         bool cdrom = ovf_disk_is_cdrom(d);
@@ -357,7 +433,15 @@ int ova_import(const char *path, const struct import_opts *o)
          * (the guest was given the declared size); a larger one holds data
          * past the declared end and is refused. */
         uint64_t vsize = 0;
-        if (!cdrom && imp_virtual_size(src, &vsize, err, sizeof err) < 0) {
+        int vr = cdrom ? 0 : imp_virtual_size(src, af ? &win : NULL, &vsize, err, sizeof err);
+        if (vr == -EPERM && af) {       /* it names other members: extract it */
+            free(src);
+            if (!(src = imp_extract_member(&ap, af, work, err, sizeof err)))
+                goto out;
+            af = NULL;
+            vr = imp_virtual_size(src, NULL, &vsize, err, sizeof err);
+        }
+        if (vr < 0) {
             free(src);
             goto out;
         }
@@ -376,9 +460,10 @@ int ova_import(const char *path, const struct import_opts *o)
         /* An ISO is a medium, not a disk: it keeps its bytes (and any
          * signature over them) and is attached read-only. */
         int r = cdrom ? imp_move_iso(src, dst, err, sizeof err)
-                      : disk_convert(src, NULL, dst, o->format, NULL, d->capacity, o->progress, false,
-                                     NULL, err, sizeof err);
-        unlink(src);
+                      : disk_convert(src, NULL, af ? &win : NULL, dst, o->format, NULL,
+                                     d->capacity, o->progress, false, NULL, err, sizeof err);
+        if (!af)
+            unlink(src);
         free(src);
         if (r < 0)
             goto out;

@@ -415,7 +415,7 @@ int ova_lint(const char *path, const char *target, bool json)
         return 1;
     }
     int rc = 1;
-    if (appliance_read(path, NULL, &ap, err, sizeof err) < 0) {
+    if (appliance_read(path, NULL, 0, &ap, err, sizeof err) < 0) {
         /* what the reader refuses (members in folders, links, a broken
          * descriptor), every importer refuses too */
         lint_add(&L, "unreadable", "%s", err);

@@ -233,7 +233,7 @@ static int cmd_info_verify(int argc, char **argv, bool verify)
         return vt_usage_error("ovatool", usage_text, "%s: expected one appliance", argv[0]);
     struct appliance ap;
     char err[1024];
-    if (appliance_read(argv[optind], NULL, &ap, err, sizeof err) < 0) {
+    if (appliance_read(argv[optind], NULL, 0, &ap, err, sizeof err) < 0) {
         fprintf(stderr, "ovatool: %s\n", err);
         appliance_free(&ap);
         return 1;

@@ -20,7 +20,15 @@ struct disk_stats {
  * copy saw of the source.  `trusted_refs` opens the source with
  * allow_host_paths: only for chains ovatool linked itself from a VM's own
  * media registry (vmfolder.c), never for references read from an appliance. */
-int disk_convert(const char *src, const char *src_fmt, const char *dst, const char *fmt,
+/* A source read in place: the `len` bytes at `off` of src (an .ova's disk
+ * member), named `name` in messages (vd_open_opts.window_*). */
+struct disk_window {
+    uint64_t off, len;
+    const char *name;
+};
+/* `win`: NULL, or src is read through that window. */
+int disk_convert(const char *src, const char *src_fmt, const struct disk_window *win,
+                 const char *dst, const char *fmt,
                  const char *options, uint64_t min_size, bool progress, bool trusted_refs,
                  struct disk_stats *stats, char *err, size_t errlen);
 
@@ -129,6 +137,10 @@ struct appliance_file {
     char *name;
     char sha1[129], sha256[129], sha512[129];   /* "" when not computed */
     uint64_t size;
+    /* APP_WINDOW_DISKS: a disk left in the archive, its `size` bytes at
+     * `data_off` of the .ova (a plain ustar member), read there in place. */
+    bool windowed;
+    uint64_t data_off;
 };
 struct appliance {
     struct ovf_appliance ovf;
@@ -144,6 +156,7 @@ struct appliance {
      * manifest names that were not computed while reading). */
     char *src_path, *extract_dir;
     unsigned mf_algs;       /* 1 << OVF_SHA*: algorithms a manifest read so far uses */
+    int fd;                 /* the .ova, open (read-only) until appliance_free, or -1 */
 };
 /* Record a warning about the appliance (shown by info, in text and JSON). */
 void appliance_diag(struct appliance *ap, const char *fmt, ...)
@@ -151,9 +164,14 @@ void appliance_diag(struct appliance *ap, const char *fmt, ...)
 /* Read an .ova (tar) or an .ovf with its folder; digests of every member
  * (those a manifest read before it names, else SHA256; the verification
  * computes any other one it needs from a second read).  When `extract_dir`
- * is set, every member is also written there. */
-int appliance_read(const char *path, const char *extract_dir, struct appliance *ap,
-                   char *err, size_t errlen);
+ * is set, every member is also written there, except, with
+ * APP_WINDOW_DISKS, the disks an image can be read from in place: an .ova
+ * member that the descriptor (read before it) references uncompressed and
+ * unchunked, not as a CD-ROM's medium, stored as plain ustar data
+ * (appliance_file.windowed). */
+#define APP_WINDOW_DISKS 1u
+int appliance_read(const char *path, const char *extract_dir, unsigned flags,
+                   struct appliance *ap, char *err, size_t errlen);
 void appliance_free(struct appliance *ap);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,

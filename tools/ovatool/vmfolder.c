@@ -475,7 +475,7 @@ int vm_folder_import(const char *path, const struct import_opts *o)
             snprintf(err, sizeof err, "%s: already exists; not overwritten", dst);
             goto out;
         }
-        if (disk_convert(v.src[i], NULL, dst, o->format, NULL, 0, o->progress,
+        if (disk_convert(v.src[i], NULL, NULL, dst, o->format, NULL, 0, o->progress,
                          v.links[0] && !strncmp(v.src[i], v.links, strlen(v.links)), NULL, err,
                          sizeof err) < 0)
             goto out;
