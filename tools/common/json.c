@@ -64,3 +64,11 @@ void vt_json_str(FILE *f, const char *s)
     vt_json_body(f, s);
     fputc('"', f);
 }
+
+void vt_json_member(FILE *f, const char *lead, const char *key, const char *val)
+{
+    fputs(lead, f);
+    vt_json_str(f, key);
+    fputs(": ", f);
+    vt_json_str(f, val);
+}

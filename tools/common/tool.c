@@ -11,13 +11,18 @@ int vt_version(const char *prog)
     return VT_EXIT_OK;
 }
 
+void vt_vmessage(const char *prefix, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", prefix);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int vt_usage_error(const char *prog, const char *usage, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vt_vmessage(prog, fmt, ap);
     va_end(ap);
     if (usage)
         fputs(usage, stderr);

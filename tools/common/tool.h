@@ -13,6 +13,7 @@
 
 #include "vdisk.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +24,11 @@
 
 /* Print "PROG (vdisk) VERSION" on stdout; returns 0. */
 int vt_version(const char *prog);
+
+/* "PREFIX: MSG" and a newline on stderr: the one line of every tool's
+ * errors. */
+void vt_vmessage(const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* "PROG: MSG" on stderr, then `usage` (may be NULL); returns VT_EXIT_USAGE. */
 int vt_usage_error(const char *prog, const char *usage, const char *fmt, ...)
@@ -50,6 +56,9 @@ void vt_warn_probed_raw(vd_image *img, const char *path);
 void vt_json_str(FILE *f, const char *s);
 /* The same without the quotes. */
 void vt_json_body(FILE *f, const char *s);
+/* One string member of an object: `lead` (the separator and layout before
+ * it, "" for the first), "key": and `val` as vt_json_str writes it. */
+void vt_json_member(FILE *f, const char *lead, const char *key, const char *val);
 /* The code point of the valid UTF-8 sequence at `s` in *cp and its length
  * (1-4), or 0 for an invalid, overlong, surrogate or truncated one. */
 int vt_utf8_decode(const unsigned char *s, uint32_t *cp);

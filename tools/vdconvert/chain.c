@@ -204,28 +204,26 @@ int vc_cmd_commit(int argc, char **argv)
     bool keep = false, progress = false, quiet = false, allow = false;
     static const struct option lo[] = {
         { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
-    int c;
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:b:dpqht:r:", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'b': bname = optarg; break;
         case 'd': keep = true; break;
         case 'p': progress = true; break;
         case 'q': quiet = true; break;
         case 't': case 'r': break;
-        case 'H': allow = true; break;
-        case 'h': fputs(commit_usage, stdout); return 0;
-        default: return vc_usage_error("commit", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "commit", commit_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
-    if (argc - optind != 1)
-        return vc_usage("commit", "expected one image");
+    vd_image *top;
+    if ((done = vc_open_operand("commit", argc, argv, fmt, allow, &top)))
+        return done;
     const char *path = argv[optind];
     vd_error e = { 0 };
-    vd_image *top;
-    if (vc_open(path, fmt, true, allow, &top, &e) < 0)
-        return vc_fail_err(&e);
     char *tf = strdup(vd_format_name(top)), *above = NULL, *above_fmt = NULL;
     uint64_t size = vd_size(top);
     vd_image *below = vd_backing(top);
@@ -280,19 +278,19 @@ int vc_cmd_rebase(int argc, char **argv)
     bool unsafe = false, quiet = false, allow = false;
     static const struct option lo[] = {
         { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
-    int c;
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:b:F:upqht:T:", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'b': nb = optarg; break;
         case 'F': nbf = optarg; break;
         case 'u': unsafe = true; break;
         case 'q': quiet = true; break;
         case 'p': case 't': case 'T': break;
-        case 'H': allow = true; break;
-        case 'h': fputs(rebase_usage, stdout); return 0;
-        default: return vc_usage_error("rebase", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "rebase", rebase_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (!nb)
@@ -342,20 +340,18 @@ int vc_cmd_snapshot(int argc, char **argv)
     int op = 0;
     bool allow = false;
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:lc:a:d:qhU", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'l': op = 'l'; break;
         case 'c': case 'a': case 'd': op = c; name = optarg; break;
         case 'q': break;
-        case 'U': vc_force_share = true; break;
-        case 'H': allow = true; break;
-        case 'h': fputs(snapshot_usage, stdout); return 0;
-        default: return vc_usage_error("snapshot", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "snapshot", snapshot_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (argc - optind != 1 || !op)

@@ -52,10 +52,8 @@ static void check_print_human(const vd_check_result *r)
 
 static void check_print_json(const char *file, const char *fmt, const vd_check_result *r)
 {
-    printf("{\n    \"filename\": ");
-    vt_json_str(stdout, file);
-    printf(",\n    \"format\": ");
-    vt_json_str(stdout, fmt);
+    vt_json_member(stdout, "{\n    ", "filename", file);
+    vt_json_member(stdout, ",\n    ", "format", fmt);
     printf(",\n    \"check-errors\": 0,\n    \"corruptions\": %" PRIu64
            ",\n    \"leaks\": %" PRIu64 ",\n    \"corruptions-fixed\": %" PRIu64
            ",\n    \"leaks-fixed\": %" PRIu64, r->corruptions, r->leaks,
@@ -67,10 +65,8 @@ static void check_print_json(const char *file, const char *fmt, const vd_check_r
                r->fragmented_clusters);
     if (r->image_end_offset)
         printf(",\n    \"image-end-offset\": %" PRIu64, r->image_end_offset);
-    if (r->first_problem[0]) {
-        printf(",\n    \"first-problem\": ");
-        vt_json_str(stdout, r->first_problem);
-    }
+    if (r->first_problem[0])
+        vt_json_member(stdout, ",\n    ", "first-problem", r->first_problem);
     printf("\n}\n");
 }
 
@@ -105,19 +101,12 @@ int vc_cmd_check(int argc, char **argv)
     const char *fmt = NULL;
     unsigned flags = 0;
     static const struct option lo[] = {
-        { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { "repair", 1, 0, 'r' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "repair", 1, 0, 'r' }, VC_OUTPUT_LONG_OPTIONS, VC_COMMON_LONG_OPTIONS,
+        { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:r:qhU", lo, NULL)) != -1) {
         switch (c) {
-        case 'j': json = true; break;
-        case 'o':
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return vc_fail("check: --output=%s: expected json or human", optarg);
-            json = !strcmp(optarg, "json");
-            break;
         case 'r':
             if (!strcmp(optarg, "leaks"))
                 flags = VD_CHECK_REPAIR_LEAKS;
@@ -126,14 +115,11 @@ int vc_cmd_check(int argc, char **argv)
             else
                 return vc_fail("check: -r %s: expected leaks or all", optarg);
             break;
-        case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
-        case 'H': allow = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(check_usage, stdout); return 0;
         default:
-            vc_usage_error("check", argv[optind - 1]);
-            return VC_EXIT_ERR;   /* 2 means corruptions here, as in qemu-img */
+            done = vc_common_option(c, "check", check_usage, argv, &fmt, &allow, &json);
+            if (done >= 0)
+                return done == VC_EXIT_USAGE ? VC_EXIT_ERR : done;
         }
     }
     if (argc - optind != 1) {
@@ -313,23 +299,19 @@ int vc_cmd_compare(int argc, char **argv)
     bool allow = false, progress = false;
     struct compare_ctx c = { 0 };
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int ch;
+        VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int ch, done;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, ":f:F:spqhU", lo, NULL)) != -1) {
         switch (ch) {
-        case 'f': fa = optarg; break;
         case 'F': fb = optarg; break;
         case 's': c.strict = true; break;
         case 'p': progress = true; break;
         case 'q': c.quiet = true; break;
-        case 'H': allow = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(compare_usage, stdout); return 0;
         default:
-            vc_usage_error("compare", argv[optind - 1]);
-            return COMPARE_EXIT_ERR;
+            done = vc_common_option(ch, "compare", compare_usage, argv, &fa, &allow, NULL);
+            if (done >= 0)
+                return done == VC_EXIT_USAGE ? COMPARE_EXIT_ERR : done;
         }
     }
     if (argc - optind != 2) {

@@ -279,14 +279,12 @@ int vc_cmd_convert(int argc, char **argv)
     struct vc_convert_opts o = { .sparse_size = 4096, .cache = VD_CACHE_EARLY_WRITEBACK,
                                  .workers = (int)sysconf(_SC_NPROCESSORS_ONLN) };
     static const struct option lo[] = {
-        { "target-is-zero", 0, 0, 'Z' }, { "allow-host-paths", 0, 0, 'H' },
-        { "help", 0, 0, 'h' }, { "no-copy-range", 0, 0, 'R' }, { "keep-uuid", 0, 0, 'K' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "target-is-zero", 0, 0, 'Z' }, { "no-copy-range", 0, 0, 'R' },
+        { "keep-uuid", 0, 0, 'K' }, VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:o:cB:F:l:S:m:nt:T:pqhWU", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': o.src_fmt = optarg; break;
         case 'O': o.dst_fmt = optarg; break;
         case 'o': o.options = optarg; break;
         case 'c': o.compress = true; break;
@@ -326,12 +324,13 @@ int vc_cmd_convert(int argc, char **argv)
         case 'q': o.quiet = true; break;
         case 'W': break;                      /* qemu-img's out-of-order flag */
         case 'Z': o.target_is_zero = true; break;
-        case 'H': o.allow_host_paths = true; break;
         case 'R': o.no_copy_range = true; break;
         case 'K': o.keep_uuid = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(convert_usage, stdout); return 0;
-        default: return vc_usage_error("convert", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "convert", convert_usage, argv,
+                                    &o.src_fmt, &o.allow_host_paths, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (o.options && (!strcmp(o.options, "help") || !strcmp(o.options, "?")))

@@ -28,19 +28,20 @@ int vc_cmd_create(int argc, char **argv)
     bool allow = false, quiet = false;
     static const struct option lo[] = {
         { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { 0, 0, 0, 0 } };
-    int c;
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:o:b:F:quh", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': case 'O': fmt = optarg; break;
+        case 'O': fmt = optarg; break;
         case 'o': opts = optarg; break;
         case 'b': backing = optarg; break;
         case 'F': bfmt = optarg; break;
         case 'q': quiet = true; break;
         case 'u': break;        /* qemu-img's "unsafe": the backing is opened anyway */
-        case 'H': allow = true; break;
-        case 'h': fputs(create_usage, stdout); return 0;
-        default: return vc_usage_error("create", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "create", create_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (opts && (!strcmp(opts, "help") || !strcmp(opts, "?"))) {
@@ -111,17 +112,17 @@ int vc_cmd_resize(int argc, char **argv)
     static const struct option lo[] = {
         { "shrink", 0, 0, 's' }, { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
         { 0, 0, 0, 0 } };
-    int c;
+    int c, done;
     opterr = 0;
     /* "-1G" is a size, not an option: stop option parsing at it. */
     while ((c = getopt_long(argc, argv, "+:f:qh", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 's': shrink = true; break;
         case 'q': quiet = true; break;
-        case 'H': allow = true; break;
-        case 'h': fputs(resize_usage, stdout); return 0;
-        default: return vc_usage_error("resize", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "resize", resize_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (optind + 1 < argc && !strcmp(argv[optind + 1], "--shrink")) {
@@ -239,13 +240,12 @@ int vc_cmd_measure(int argc, char **argv)
     bool json = false, allow = false;
     uint64_t size = 0;
     static const struct option lo[] = {
-        { "size", 1, 0, 'z' }, { "output", 1, 0, 'j' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "size", 1, 0, 'z' }, { "output", 1, 0, 'j' }, VC_COMMON_LONG_OPTIONS,
+        { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:o:hU", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'O': ofmt = optarg; break;
         case 'o': opts = optarg; break;
         case 'z':
@@ -253,10 +253,10 @@ int vc_cmd_measure(int argc, char **argv)
                 return vc_fail("measure: --size %s: not a size", optarg);
             break;
         case 'j': json = !strcmp(optarg, "json"); break;
-        case 'H': allow = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(measure_usage, stdout); return 0;
-        default: return vc_usage_error("measure", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "measure", measure_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if ((argc - optind == 1) == (size != 0))

@@ -102,18 +102,16 @@ int vc_cmd_dd(int argc, char **argv)
     const char *fmt = NULL, *ofmt = "raw";
     bool allow = false;
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:O:Uh", lo, NULL)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'O': ofmt = optarg; break;
-        case 'U': vc_force_share = true; break;
-        case 'H': allow = true; break;
-        case 'h': fputs(dd_usage, stdout); return 0;
-        default: return vc_usage_error("dd", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "dd", dd_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     struct dd_args a = { .bs = 512 };
@@ -248,17 +246,15 @@ int vc_cmd_bench(int argc, char **argv)
     bool allow = false, quiet = false;
     enum { O_PATTERN = 256, O_FLUSH, O_NODRAIN };
     static const struct option lo[] = {
-        { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' },
         { "pattern", 1, 0, O_PATTERN }, { "flush-interval", 1, 0, O_FLUSH },
-        { "no-drain", 0, 0, O_NODRAIN }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "no-drain", 0, 0, O_NODRAIN }, VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int c, done;
     uint64_t v;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":c:d:f:i:no:qs:S:t:wUh", lo, NULL)) != -1) {
         switch (c) {
         case 'c': if (bench_number("-c", optarg, 1, &b.count)) return 1; break;
         case 'd': if (bench_number("-d", optarg, 1, &depth)) return 1; break;
-        case 'f': fmt = optarg; break;
         case 'o': if (bench_number("-o", optarg, 0, &b.offset)) return 1; break;
         case 's':
             if (bench_number("-s", optarg, 1, &b.bufsize) || b.bufsize > (1u << 30))
@@ -275,7 +271,6 @@ int vc_cmd_bench(int argc, char **argv)
                       strcmp(optarg, "io_uring"))
                       return vc_fail("Invalid aio option: %s", optarg);
                   break;
-        case 'U': vc_force_share = true; break;
         case 'n': case O_NODRAIN: break;
         case 'q': quiet = true; break;
         case 'w': b.write = true; break;
@@ -286,9 +281,10 @@ int vc_cmd_bench(int argc, char **argv)
             break;
         case O_FLUSH: if (bench_number("--flush-interval", optarg, 0, &b.flush_interval)) return 1;
                       break;
-        case 'H': allow = true; break;
-        case 'h': fputs(bench_usage, stdout); return 0;
-        default: return vc_usage_error("bench", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "bench", bench_usage, argv, &fmt, &allow, NULL);
+            if (done >= 0)
+                return done;
         }
     }
     if (argc - optind != 1)

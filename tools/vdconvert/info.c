@@ -120,10 +120,8 @@ static void info_print_snapshots_json(const vd_snapshot_info *s, int n)
         return;
     printf(",\n        \"snapshots\": [");
     for (int i = 0; i < n; i++) {
-        printf("%s\n            {\"id\": ", i ? "," : "");
-        vt_json_str(stdout, s[i].id);
-        printf(", \"name\": ");
-        vt_json_str(stdout, s[i].name);
+        vt_json_member(stdout, i ? ",\n            {" : "\n            {", "id", s[i].id);
+        vt_json_member(stdout, ", ", "name", s[i].name);
         printf(", \"vm-state-size\": %" PRIu64 ", \"date-sec\": %" PRIu64
                ", \"date-nsec\": %u, \"vm-clock-sec\": %" PRIu64 ", \"vm-clock-nsec\": %u}",
                s[i].vm_state_size, s[i].date_sec, s[i].date_nsec,
@@ -166,34 +164,26 @@ static void info_print_json(vd_image *img, const char *indent_first)
 {
     vd_info i;
     vd_get_info(img, &i);
-    printf("%s{\n        \"virtual-size\": %" PRIu64 ",\n        \"filename\": ", indent_first,
-           i.virtual_size);
-    vt_json_str(stdout, i.filename);
+    printf("%s{\n        \"virtual-size\": %" PRIu64, indent_first, i.virtual_size);
+    vt_json_member(stdout, ",\n        ", "filename", i.filename);
     if (i.cluster_size)
         printf(",\n        \"cluster-size\": %u", i.cluster_size);
-    printf(",\n        \"format\": ");
-    vt_json_str(stdout, i.format);
+    vt_json_member(stdout, ",\n        ", "format", i.format);
     printf(",\n        \"actual-size\": %" PRIu64 ",\n        \"dirty-flag\": %s",
            i.disk_size, i.dirty ? "true" : "false");
     if (i.backing_file) {
-        printf(",\n        \"backing-filename\": ");
-        vt_json_str(stdout, i.backing_file);
-        if (i.backing_path) {
-            printf(",\n        \"full-backing-filename\": ");
-            vt_json_str(stdout, i.backing_path);
-        }
-        if (i.backing_format) {
-            printf(",\n        \"backing-filename-format\": ");
-            vt_json_str(stdout, i.backing_format);
-        }
+        vt_json_member(stdout, ",\n        ", "backing-filename", i.backing_file);
+        if (i.backing_path)
+            vt_json_member(stdout, ",\n        ", "full-backing-filename", i.backing_path);
+        if (i.backing_format)
+            vt_json_member(stdout, ",\n        ", "backing-filename-format", i.backing_format);
     }
     int n;
     vd_snapshot_info *s = info_snapshots(img, &n);
     info_print_snapshots_json(s, n);
     free(s);
     struct info_kv_ctx c = { .f = stdout, .json = true };
-    printf(",\n        \"format-specific\": {\n            \"type\": ");
-    vt_json_str(stdout, i.format);
+    vt_json_member(stdout, ",\n        \"format-specific\": {\n            ", "type", i.format);
     printf(",\n            \"data\": {");
     c.n = 0;
     vd_get_format_details(img, info_kv, &c);
@@ -211,33 +201,22 @@ int vc_cmd_info(int argc, char **argv)
     bool json = false, chain = false, allow = false;
     const char *fmt = NULL;
     static const struct option lo[] = {
-        { "json", 0, 0, 'j' }, { "backing-chain", 0, 0, 'b' }, { "help", 0, 0, 'h' },
-        { "allow-host-paths", 0, 0, 'H' }, { "output", 1, 0, 'o' },
-        { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "backing-chain", 0, 0, 'b' }, VC_OUTPUT_LONG_OPTIONS, VC_COMMON_LONG_OPTIONS,
+        { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:hU", lo, NULL)) != -1) {
         switch (c) {
-        case 'j': json = true; break;
-        case 'o':
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return vc_fail("info: --output=%s: expected json or human", optarg);
-            json = !strcmp(optarg, "json");
-            break;
         case 'b': chain = true; break;
-        case 'f': fmt = optarg; break;
-        case 'H': allow = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(info_usage, stdout); return 0;
-        default: return vc_usage_error("info", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "info", info_usage, argv, &fmt, &allow, &json);
+            if (done >= 0)
+                return done;
         }
     }
-    if (argc - optind != 1)
-        return vc_usage("info", "expected one image");
-    vd_error e = { 0 };
     vd_image *img;
-    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
-        return vc_fail_err(&e);
+    if ((done = vc_open_operand("info", argc, argv, fmt, allow, &img)))
+        return done;
     if (chain && json)
         printf("[\n");
     for (vd_image *l = img; l; l = chain ? vd_backing(l) : NULL) {
@@ -332,19 +311,12 @@ int vc_cmd_map(int argc, char **argv)
     const char *fmt = NULL;
     uint64_t start = 0, maxlen = UINT64_MAX;
     static const struct option lo[] = {
-        { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }, { "start-offset", 1, 0, 's' },
-        { "max-length", 1, 0, 'l' }, { "allow-host-paths", 0, 0, 'H' },
-        { "help", 0, 0, 'h' }, { "force-share", 0, 0, 'U' }, { 0, 0, 0, 0 } };
-    int c;
+        { "start-offset", 1, 0, 's' }, { "max-length", 1, 0, 'l' }, VC_OUTPUT_LONG_OPTIONS,
+        VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
+    int c, done;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":f:hU", lo, NULL)) != -1) {
         switch (c) {
-        case 'j': json = true; break;
-        case 'o':
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return vc_fail("map: --output=%s: expected json or human", optarg);
-            json = !strcmp(optarg, "json");
-            break;
         case 's':
             if (!vc_parse_size(optarg, &start))
                 return vc_fail("map: --start-offset %s: not a size", optarg);
@@ -353,19 +325,16 @@ int vc_cmd_map(int argc, char **argv)
             if (!vc_parse_size(optarg, &maxlen))
                 return vc_fail("map: --max-length %s: not a size", optarg);
             break;
-        case 'f': fmt = optarg; break;
-        case 'H': allow = true; break;
-        case 'U': vc_force_share = true; break;
-        case 'h': fputs(map_usage, stdout); return 0;
-        default: return vc_usage_error("map", argv[optind - 1]);
+        default:
+            done = vc_common_option(c, "map", map_usage, argv, &fmt, &allow, &json);
+            if (done >= 0)
+                return done;
         }
     }
-    if (argc - optind != 1)
-        return vc_usage("map", "expected one image");
-    vd_error e = { 0 };
     vd_image *img;
-    if (vc_open(argv[optind], fmt, true, allow, &img, &e) < 0)
-        return vc_fail_err(&e);
+    if ((done = vc_open_operand("map", argc, argv, fmt, allow, &img)))
+        return done;
+    vd_error e = { 0 };
     int bottom = 0;
     for (vd_image *l = vd_backing(img); l; l = vd_backing(l))
         bottom++;

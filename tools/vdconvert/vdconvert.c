@@ -19,9 +19,7 @@ int vc_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("vdconvert: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vt_vmessage("vdconvert", fmt, ap);
     va_end(ap);
     return VC_EXIT_ERR;
 }
@@ -76,11 +74,11 @@ static void vc_print_synopsis(const char *cmd)
 
 int vc_usage(const char *cmd, const char *fmt, ...)
 {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "vdconvert %s", cmd);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "vdconvert %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vt_vmessage(prefix, fmt, ap);
     va_end(ap);
     vc_print_synopsis(cmd);
     return VC_EXIT_USAGE;
@@ -93,6 +91,41 @@ int vc_usage_error(const char *cmd, const char *what)
     char opt[64];
     vt_bad_option(what, opt, sizeof opt);
     return vc_usage(cmd, "unknown option or missing argument '%s'", opt);
+}
+
+int vc_common_option(int c, const char *cmd, const char *usage, char **argv, const char **fmt,
+                     bool *allow, bool *json)
+{
+    switch (c) {
+    case 'f': *fmt = optarg; return -1;
+    case 'H': *allow = true; return -1;
+    case 'U': vc_force_share = true; return -1;
+    case 'h': fputs(usage, stdout); return 0;
+    case 'j':
+        if (!json)
+            break;
+        *json = true;
+        return -1;
+    case 'o':
+        if (!json)
+            break;
+        if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+            return vc_fail("%s: --output=%s: expected json or human", cmd, optarg);
+        *json = !strcmp(optarg, "json");
+        return -1;
+    }
+    return vc_usage_error(cmd, argv[optind - 1]);
+}
+
+int vc_open_operand(const char *cmd, int argc, char **argv, const char *fmt, bool allow,
+                    vd_image **img)
+{
+    if (argc - optind != 1)
+        return vc_usage(cmd, "expected one image");
+    vd_error e = { 0 };
+    if (vc_open(argv[optind], fmt, true, allow, img, &e) < 0)
+        return vc_fail_err(&e);
+    return 0;
 }
 
 int vc_check_format(const char *fmt)

@@ -30,6 +30,25 @@ static inline bool vc_parse_size(const char *s, uint64_t *out)
 int vc_usage_error(const char *cmd, const char *what);
 /* "vdconvert CMD: MSG" and the command's synopsis; returns VC_EXIT_USAGE. */
 int vc_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The long options of vc_common_option, for the commands that take them:
+ * --help, --allow-host-paths and --force-share; --json and --output. */
+#define VC_COMMON_LONG_OPTIONS \
+    { "help", 0, 0, 'h' }, { "allow-host-paths", 0, 0, 'H' }, { "force-share", 0, 0, 'U' }
+#define VC_OUTPUT_LONG_OPTIONS { "json", 0, 0, 'j' }, { "output", 1, 0, 'o' }
+/* getopt's `c` when it is none of the command's own options: the options
+ * most commands share are taken here and -1 returned: -f FMT into *fmt,
+ * --allow-host-paths into *allow, -U/--force-share, and with `json` (not
+ * NULL) --json and --output=json|human into *json; -h/--help prints `usage`
+ * and returns 0; a bad --output value is VC_EXIT_ERR; anything else is the
+ * usage error of `cmd` (VC_EXIT_USAGE).  A command lists in its optstring
+ * and long options those of them it takes. */
+int vc_common_option(int c, const char *cmd, const char *usage, char **argv, const char **fmt,
+                     bool *allow, bool *json);
+/* The one image operand left after the options (argv[optind]) opened
+ * read-only: 0, the usage error when there is not exactly one, or the open
+ * error (VC_EXIT_ERR). */
+int vc_open_operand(const char *cmd, int argc, char **argv, const char *fmt, bool allow,
+                    vd_image **img);
 /* 0 when `fmt` is NULL or a known format (name or alias); otherwise prints
  * qemu-img's "Unknown file format 'X'" with the list and returns 1. */
 int vc_check_format(const char *fmt);
