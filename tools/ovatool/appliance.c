@@ -163,6 +163,24 @@ static int app_member_end(struct appliance *ap, struct app_member *m, char *err,
     return 0;
 }
 
+struct archive *ova_open_tar(const char *path, char *err, size_t errlen)
+{
+    struct archive *ar = archive_read_new();
+    if (!ar) {
+        if (err)
+            snprintf(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    archive_read_support_format_tar(ar);
+    if (archive_read_open_filename(ar, path, 1 << 20) != ARCHIVE_OK) {
+        if (err)
+            snprintf(err, errlen, "%s: %s", path, archive_error_string(ar));
+        archive_read_free(ar);
+        return NULL;
+    }
+    return ar;
+}
+
 /* Octal field of a ustar header: its value, or UINT64_MAX when it is not
  * plain octal digits ended by NUL or space (base-256 sizes are not plain). */
 static uint64_t app_octal(const unsigned char *p, size_t n)
@@ -479,11 +497,10 @@ void appliance_free(struct appliance *ap)
 static int app_digest_ova_member(const char *path, const char *name, size_t nth,
                                  struct digest_ctx *d, char *buf)
 {
-    struct archive *ar = archive_read_new();
-    archive_read_support_format_tar(ar);
+    struct archive *ar = ova_open_tar(path, NULL, 0);
     int r = -1;
     struct archive_entry *e;
-    if (archive_read_open_filename(ar, path, 1 << 20) == ARCHIVE_OK)
+    if (ar)
         while (archive_read_next_header(ar, &e) == ARCHIVE_OK) {
             const char *n = archive_entry_pathname(e);
             if (!n || strcmp(n, name) || nth--)

@@ -55,18 +55,19 @@ static void conv_cleanup(const char *work, const struct appliance *ap, char **pa
 
 int ova_convert(const char *path, const struct convert_opts *o)
 {
+    const struct pack_opts *pk = &o->pack;
     char err[8192] = "", work[4200];
-    if (access(o->out, F_OK) == 0) {
-        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", o->out);
+    if (access(pk->out, F_OK) == 0) {
+        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;
     }
-    snprintf(work, sizeof work, "%s.work%d", o->out, (int)getpid());
+    snprintf(work, sizeof work, "%s.work%d", pk->out, (int)getpid());
     if (mkdir(work, 0700) < 0) {
         fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
         return 1;
     }
-    bool vmware = !strcmp(o->target, "vmware") || !strcmp(o->target, "esxi");
-    bool vbox = !strcmp(o->target, "virtualbox");
+    bool vmware = !strcmp(pk->target, "vmware") || !strcmp(pk->target, "esxi");
+    bool vbox = !strcmp(pk->target, "virtualbox");
     struct appliance ap;
     struct ovf_appliance n = { 0 };
     char **paths = NULL;
@@ -82,7 +83,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
         fprintf(stderr, "ovatool: %s: warning: no manifest: the files are not checked\n", path);
     if (ap.cert_text)
         fprintf(stderr, "ovatool: %s: note: the certificate signs the old manifest and is "
-                "not carried over%s\n", path, o->sign_key ? " (--sign signs the new one)" : "");
+                "not carried over%s\n", path, pk->sign_key ? " (--sign signs the new one)" : "");
     char name[256];
     safe_vm_name(a->name, path, name, sizeof name);
     n.name = strdup(name);
@@ -139,7 +140,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
         snprintf(dname, sizeof dname, cdrom ? "%s-cd%zu.iso" : "%s-disk%zu.vmdk", name, np + 1);
         snprintf(dst, sizeof dst, "%s/%s", work, dname);
         snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
-                 vmware ? "lsilogic" : "ide", !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
+                 vmware ? "lsilogic" : "ide", !strcmp(pk->target, "esxi") ? ",hwversion=13" : "");
         struct disk_stats ds = { .capacity = d->capacity, .populated = d->populated };
         if (!f) {      /* a file-less disk: an empty one of its capacity */
             vd_error e = { 0 };
@@ -169,7 +170,7 @@ int ova_convert(const char *path, const struct convert_opts *o)
                 else
                     passed++;
             } else {
-                r = disk_convert(src, NULL, NULL, dst, "vmdk", opts, d->capacity, o->progress, false, &ds,
+                r = disk_convert(src, NULL, NULL, dst, "vmdk", opts, d->capacity, pk->progress, false, &ds,
                                  err, sizeof err);
                 unlink(src);
             }
@@ -196,14 +197,14 @@ int ova_convert(const char *path, const struct convert_opts *o)
                                          .parent = d->parent ? strdup(d->parent) : NULL };
         n.n_files = n.n_disks = ++np;
     }
-    char *desc = ovf_write(&n, !strcmp(o->target, "ovf2") ? 2 : 1, o->target);
-    if (ova_pack(o->out, name, desc, &n, paths, o->digest, o->sign_key, o->sign_cert, err,
+    char *desc = ovf_write(&n, !strcmp(pk->target, "ovf2") ? 2 : 1, pk->target);
+    if (ova_pack(pk->out, name, desc, &n, paths, pk->digest, pk->sign_key, pk->sign_cert, err,
                  sizeof err) == 0) {
         rc = 0;
         printf("%s: %s appliance, %zu disk(s) (%zu passed through, %zu converted), %zu CD-ROM(s), "
-               "manifest %s%s\n", o->out, o->target, np - ncd, passed, np - ncd - passed, ncd,
-               digest_name(o->digest),
-               o->sign_key ? ", signed" : "");
+               "manifest %s%s\n", pk->out, pk->target, np - ncd, passed, np - ncd - passed, ncd,
+               digest_name(pk->digest),
+               pk->sign_key ? ", signed" : "");
         if (vbox && n.firmware && !strcmp(n.firmware, "efi"))
             fprintf(stderr, "ovatool: note: VirtualBox reads EFI only from its own machine "
                     "section: after import run VBoxManage modifyvm %s --firmware efi\n", name);

@@ -143,17 +143,18 @@ int ova_pack(const char *out, const char *stem, const char *desc, const struct o
 
 int ova_export(const struct export_opts *o)
 {
+    const struct pack_opts *pk = &o->pack;
     char err[8192] = "", work[4200];
-    snprintf(work, sizeof work, "%s.work%d", o->out, (int)getpid());
-    if (access(o->out, F_OK) == 0) {
-        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", o->out);
+    snprintf(work, sizeof work, "%s.work%d", pk->out, (int)getpid());
+    if (access(pk->out, F_OK) == 0) {
+        fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;
     }
     if (mkdir(work, 0700) < 0) {
         fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
         return 1;
     }
-    bool vmware = o->target && (!strcmp(o->target, "vmware") || !strcmp(o->target, "esxi"));
+    bool vmware = pk->target && (!strcmp(pk->target, "vmware") || !strcmp(pk->target, "esxi"));
     struct ovf_appliance a = { 0 };
     a.name = strdup(o->name);
     /* main checked the name: the table gives the CIM number and the id
@@ -161,7 +162,7 @@ int ova_export(const struct export_opts *o)
     const struct os_entry *os = os_by_name(o->os_type ? o->os_type : "other");
     char cim[16];
     snprintf(cim, sizeof cim, "%d", os->cim);
-    bool vbox = o->target && !strcmp(o->target, "virtualbox");
+    bool vbox = pk->target && !strcmp(pk->target, "virtualbox");
     a.os_type = vmware ? strdup(os->vmware) : vbox ? strdup(os->vbox) : NULL;
     a.os_desc = strdup(os->desc);
     a.os_id = strdup(cim);
@@ -178,9 +179,9 @@ int ova_export(const struct export_opts *o)
         snprintf(path, sizeof path, "%s/%s", work, name);
         snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
                  vmware ? "lsilogic" : "ide",
-                 o->target && !strcmp(o->target, "esxi") ? ",hwversion=13" : "");
+                 pk->target && !strcmp(pk->target, "esxi") ? ",hwversion=13" : "");
         struct disk_stats ds;
-        if (disk_convert(o->disks[i], NULL, NULL, path, "vmdk", opts, 0, o->progress, false, &ds, err,
+        if (disk_convert(o->disks[i], NULL, NULL, path, "vmdk", opts, 0, pk->progress, false, &ds, err,
                          sizeof err) < 0)
             goto out;
         vmdk[i] = strdup(path);
@@ -197,12 +198,12 @@ int ova_export(const struct export_opts *o)
         a.disks[i].file_ref = strdup(a.files[i].id);
         a.n_files = a.n_disks = i + 1;
     }
-    desc = ovf_write(&a, o->ovf_version, o->target);
-    if (ova_pack(o->out, o->name, desc, &a, vmdk, o->digest, o->sign_key, o->sign_cert, err,
+    desc = ovf_write(&a, o->ovf_version, pk->target);
+    if (ova_pack(pk->out, o->name, desc, &a, vmdk, pk->digest, pk->sign_key, pk->sign_cert, err,
                  sizeof err) == 0) {
         rc = 0;
-        printf("%s: %zu disk(s), manifest %s%s\n", o->out, o->n_disks, digest_name(o->digest),
-               o->sign_key ? ", signed" : "");
+        printf("%s: %zu disk(s), manifest %s%s\n", pk->out, o->n_disks, digest_name(pk->digest),
+               pk->sign_key ? ", signed" : "");
     }
 out:
     if (rc)

@@ -324,7 +324,8 @@ int ova_import(const char *path, const struct import_opts *o)
         fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
         return 1;
     }
-    int rc = 1, checked = 0;
+    int rc, checked = 0;
+    const char *failed = err;     /* NULL once every disk is converted */
     struct import_disk *disks = NULL;
     size_t nd = 0;
     if (appliance_read(path, work, APP_WINDOW_DISKS, &ap, err, sizeof err) < 0)
@@ -474,24 +475,9 @@ int ova_import(const char *path, const struct import_opts *o)
         nd++;
         fprintf(o->json ? stderr : stdout, "%s %zu: %s\n", cdrom ? "cd-rom" : "disk", nd, dst);
     }
-    int fr = import_finish(&ap.ovf, disks, nd, name, o);
-    if (fr > 0)
-        goto keep;     /* the boot check failed (said why): the files are kept */
-    if (fr < 0) {
-        snprintf(err, sizeof err, "the domain files were not written");
-        goto out;
-    }
-    rc = 0;
+    failed = NULL;
 out:
-    if (rc) {
-        fprintf(stderr, "ovatool: %s\n", err[0] ? err : "import failed");
-        for (size_t i = 0; i < nd; i++)
-            if (disks[i].path)
-                unlink(disks[i].path);
-    }
-keep:
-    for (size_t i = 0; i < nd; i++)
-        free(disks[i].path);
+    rc = import_conclude(&ap.ovf, disks, nd, name, o, failed);
     free(disks);
     imp_rmtree(work, &ap);
     appliance_free(&ap);

@@ -279,46 +279,37 @@ static void io_json(const struct ovf_appliance *a, const struct import_disk *d, 
                     const struct bus_choice *c, const struct sbuf *boot, const char *boot_msg,
                     bool boot_ok)
 {
-    printf("{\"name\": ");
-    vt_json_str(stdout, name);
-    printf(", \"domain\": ");
-    vt_json_str(stdout, xml);
-    printf(", \"qemu_script\": ");
-    vt_json_str(stdout, sh);
-    printf(", \"xen_domain\": ");
-    vt_json_str(stdout, xen);
+    vt_json_member(stdout, "{", "name", name);
+    vt_json_member(stdout, ", ", "domain", xml);
+    vt_json_member(stdout, ", ", "qemu_script", sh);
+    vt_json_member(stdout, ", ", "xen_domain", xen);
     printf(", \"disks\": [");
     for (size_t i = 0; i < nd; i++) {
-        printf("%s{\"path\": ", i ? ", " : "");
-        vt_json_str(stdout, d[i].path);
-        printf(", \"format\": ");
-        vt_json_str(stdout, d[i].format);
+        vt_json_member(stdout, i ? ", {" : "{", "path", d[i].path);
+        vt_json_member(stdout, ", ", "format", d[i].format);
         printf(", \"device\": \"%s\", \"bus\": \"%s\"}", d[i].cdrom ? "cdrom" : "disk",
                lv_vdboot_bus(a, &d[i], &c->hw));
     }
     static const char *const modes[] = { "ovf", "virtio-blk", "virtio-scsi" };
-    printf("], \"disk_bus\": {\"mode\": \"%s\", \"decision\": \"%s\", \"reason\": ",
-           modes[c->hw.disks], c->decision);
-    vt_json_str(stdout, c->reason);
-    printf(", \"warning\": ");
-    vt_json_str(stdout, c->warning[0] ? c->warning : NULL);
+    printf("], \"disk_bus\": {\"mode\": \"%s\", \"decision\": \"%s\"", modes[c->hw.disks],
+           c->decision);
+    vt_json_member(stdout, ", ", "reason", c->reason);
+    vt_json_member(stdout, ", ", "warning", c->warning[0] ? c->warning : NULL);
     printf(", \"guest\": ");
     if (!c->scanned) {
         printf("null");
     } else {
         const struct guest_drivers *g = &c->g;
-        printf("{\"linux_found\": %s, \"initramfs\": ", g->found ? "true" : "false");
-        vt_json_str(stdout, g->initrd_path[0] ? g->initrd_path : NULL);
-        printf(", \"modules_builtin\": ");
-        vt_json_str(stdout, g->builtin_path[0] ? g->builtin_path : g->builtin_known ?
-                       "in the initramfs" : NULL);
+        printf("{\"linux_found\": %s", g->found ? "true" : "false");
+        vt_json_member(stdout, ", ", "initramfs", g->initrd_path[0] ? g->initrd_path : NULL);
+        vt_json_member(stdout, ", ", "modules_builtin", g->builtin_path[0] ? g->builtin_path
+                       : g->builtin_known ? "in the initramfs" : NULL);
         printf(", \"drivers\": {");
         for (int k = 0; k < GD_N; k++)
             printf("%s\"%s\": %s", k ? ", " : "", guest_driver_name(k),
                    (g->builtin >> k) & 1u ? "\"built-in\"" : (g->initrd >> k) & 1u ?
                    "\"initramfs\"" : "null");
-        printf("}, \"note\": ");
-        vt_json_str(stdout, g->note[0] ? g->note : NULL);
+        vt_json_member(stdout, "}, ", "note", g->note[0] ? g->note : NULL);
         printf("}");
     }
     printf("}, \"boot_check\": ");
@@ -335,8 +326,11 @@ static void io_json(const struct ovf_appliance *a, const struct import_disk *d, 
     printf("}\n");
 }
 
-int import_finish(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
-                  const char *name, const struct import_opts *o)
+/* The domain files, the boot check and the report: 0 on success, 1 when
+ * the boot check failed, -1 when a file could not be written (the messages
+ * are printed). */
+static int import_finish(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
+                         const char *name, const struct import_opts *o)
 {
     struct bus_choice *c = calloc(1, sizeof *c);
     if (!c)
@@ -385,5 +379,27 @@ int import_finish(const struct ovf_appliance *a, struct import_disk *d, size_t n
                 o->boot_check ? boot_msg : NULL, boot_ok);
     free(boot.s);
     free(c);
+    return rc;
+}
+
+int import_conclude(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
+                    const char *name, const struct import_opts *o, const char *failed)
+{
+    int rc = 1;
+    if (!failed) {
+        int fr = import_finish(a, d, nd, name, o);
+        if (fr >= 0)
+            rc = fr;     /* 1: the boot check failed (said why): the files are kept */
+        else
+            failed = "the domain files were not written";
+    }
+    if (failed) {
+        fprintf(stderr, "ovatool: %s\n", failed[0] ? failed : "import failed");
+        for (size_t i = 0; i < nd; i++)
+            if (d[i].path)
+                unlink(d[i].path);
+    }
+    for (size_t i = 0; i < nd; i++)
+        free(d[i].path);
     return rc;
 }

@@ -93,13 +93,9 @@ int vmdk_stream_check(const unsigned char *b, size_t n, char *why, size_t whylen
 static int lint_read_tar(const char *path, struct lint_member **out, size_t *n, char *err,
                          size_t errlen)
 {
-    struct archive *ar = archive_read_new();
-    archive_read_support_format_tar(ar);
-    if (archive_read_open_filename(ar, path, 1 << 20) != ARCHIVE_OK) {
-        snprintf(err, errlen, "%s: %s", path, archive_error_string(ar));
-        archive_read_free(ar);
+    struct archive *ar = ova_open_tar(path, err, errlen);
+    if (!ar)
         return -1;
-    }
     struct archive_entry *e;
     int r;
     *out = NULL;

@@ -62,10 +62,10 @@ static int bad_option(const char *cmd, char **argv)
                           cmd, opt);
 }
 
+/* "k": v, and a comma after it when more follows (info's layout). */
 static void json_str(const char *k, const char *v, bool comma)
 {
-    printf("\"%s\": ", k);
-    vt_json_str(stdout, v);
+    vt_json_member(stdout, "", k, v);
     printf("%s", comma ? ", " : "");
 }
 
@@ -328,23 +328,66 @@ static int cmd_import(int argc, char **argv)
     return ova_import(argv[optind], &o);
 }
 
+/* Take getopt's `c` when it is one of the options of the OVA that export
+ * and convert write (-o, --target, -p, --sign, --cert, --digest): 1 taken,
+ * 0 not one of them, -1 a bad value (said). */
+static int pack_option(int c, struct pack_opts *p)
+{
+    switch (c) {
+    case 'o': p->out = optarg; return 1;
+    case 't': p->target = optarg; return 1;
+    case 'p': p->progress = true; return 1;
+    case 'S': p->sign_key = optarg; return 1;
+    case 'X': p->sign_cert = optarg; return 1;
+    case 'G':
+        if (!strcasecmp(optarg, "sha1")) p->digest = OVF_SHA1;
+        else if (!strcasecmp(optarg, "sha256")) p->digest = OVF_SHA256;
+        else if (!strcasecmp(optarg, "sha512")) p->digest = OVF_SHA512;
+        else {
+            fprintf(stderr, "ovatool: --digest %s: expected sha1, sha256 or sha512\n", optarg);
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* The importers lint and convert write for; export also takes "ovf" (its
+ * default, plain OVF 1).  Says why and returns false for another name. */
+static bool known_target(const char *t, bool plain_ok)
+{
+    if (!strcmp(t, "virtualbox") || !strcmp(t, "vmware") || !strcmp(t, "esxi") ||
+        !strcmp(t, "ovf2") || (plain_ok && !strcmp(t, "ovf")))
+        return true;
+    fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", t);
+    return false;
+}
+
+/* --sign and --cert go together; says so and returns false otherwise. */
+static bool signing_paired(const struct pack_opts *p)
+{
+    if (!!p->sign_key == !!p->sign_cert)
+        return true;
+    fprintf(stderr, "ovatool: --sign and --cert go together\n");
+    return false;
+}
+
 static int cmd_export(int argc, char **argv)
 {
-    struct export_opts o = { .cpus = 1, .memory_mib = 1024, .ovf_version = 1,
-                             .digest = OVF_SHA256, .target = "ovf" };
+    struct export_opts o = { .pack = { .digest = OVF_SHA256, .target = "ovf" },
+                             .cpus = 1, .memory_mib = 1024, .ovf_version = 1 };
+    struct pack_opts *p = &o.pack;
     const char *disks[64];
     static const struct option lo[] = {
         { "disk", 1, 0, 'D' }, { "cpus", 1, 0, 'C' }, { "memory", 1, 0, 'M' },
         { "os-type", 1, 0, 'T' }, { "target", 1, 0, 't' }, { "sign", 1, 0, 'S' },
         { "cert", 1, 0, 'X' }, { "ovf-version", 1, 0, 'V' }, { "digest", 1, 0, 'G' },
         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
-    int c;
+    int c, r;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":n:o:ph", lo, NULL)) != -1) {
         switch (c) {
         case 'n': o.name = optarg; break;
-        case 'o': o.out = optarg; break;
-        case 'p': o.progress = true; break;
         case 'D':
             if (o.n_disks == 64) {
                 fprintf(stderr, "ovatool: at most 64 disks\n");
@@ -355,33 +398,20 @@ static int cmd_export(int argc, char **argv)
         case 'C': o.cpus = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'M': o.memory_mib = strtoull(optarg, NULL, 10); break;
         case 'T': o.os_type = optarg; break;
-        case 't': o.target = optarg; break;
-        case 'S': o.sign_key = optarg; break;
-        case 'X': o.sign_cert = optarg; break;
         case 'V': o.ovf_version = atoi(optarg); break;
-        case 'G':
-            if (!strcasecmp(optarg, "sha1")) o.digest = OVF_SHA1;
-            else if (!strcasecmp(optarg, "sha256")) o.digest = OVF_SHA256;
-            else if (!strcasecmp(optarg, "sha512")) o.digest = OVF_SHA512;
-            else {
-                fprintf(stderr, "ovatool: --digest %s: expected sha1, sha256 or sha512\n", optarg);
-                return 1;
-            }
-            break;
         case 'h': return usage(0);
-        default: return bad_option("export", argv);
+        default:
+            if ((r = pack_option(c, p)) <= 0)
+                return r < 0 ? 1 : bad_option("export", argv);
         }
     }
-    if (!strcmp(o.target, "ovf2"))
+    if (!strcmp(p->target, "ovf2"))
         o.ovf_version = 2;
-    if (!o.name || !o.out || !o.n_disks || optind != argc)
+    if (!o.name || !p->out || !o.n_disks || optind != argc)
         return vt_usage_error("ovatool", usage_text,
                               "export needs -n NAME, -o OUT.ova and at least one --disk");
-    if (strcmp(o.target, "virtualbox") && strcmp(o.target, "vmware") && strcmp(o.target, "esxi") &&
-        strcmp(o.target, "ovf") && strcmp(o.target, "ovf2")) {
-        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", o.target);
+    if (!known_target(p->target, true))
         return 1;
-    }
     if (o.ovf_version != 1 && o.ovf_version != 2) {
         fprintf(stderr, "ovatool: --ovf-version %d: expected 1 or 2\n", o.ovf_version);
         return 1;
@@ -391,22 +421,14 @@ static int cmd_export(int argc, char **argv)
         os_list_names(stderr);
         return 1;
     }
-    if (!!o.sign_key != !!o.sign_cert) {
-        fprintf(stderr, "ovatool: --sign and --cert go together\n");
+    if (!signing_paired(p))
         return 1;
-    }
     if (strchr(o.name, '/') || !o.cpus || !o.memory_mib) {
         fprintf(stderr, "ovatool: invalid -n, --cpus or --memory\n");
         return 1;
     }
     o.disks = disks;
     return ova_export(&o);
-}
-
-static bool known_target(const char *t)
-{
-    return !strcmp(t, "virtualbox") || !strcmp(t, "vmware") || !strcmp(t, "esxi") ||
-           !strcmp(t, "ovf2");
 }
 
 static int cmd_lint(int argc, char **argv)
@@ -426,54 +448,35 @@ static int cmd_lint(int argc, char **argv)
     if (optind + 1 != argc || !target)
         return vt_usage_error("ovatool", usage_text,
                               "lint needs --target virtualbox|vmware|esxi|ovf2 and one appliance");
-    if (!known_target(target)) {
-        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", target);
+    if (!known_target(target, false))
         return 1;
-    }
     return ova_lint(argv[optind], target, json);
 }
 
 static int cmd_convert(int argc, char **argv)
 {
-    struct convert_opts o = { .digest = OVF_SHA256 };
+    struct convert_opts o = { .pack = { .digest = OVF_SHA256 } };
+    struct pack_opts *p = &o.pack;
     static const struct option lo[] = {
         { "target", 1, 0, 't' }, { "sign", 1, 0, 'S' }, { "cert", 1, 0, 'X' },
         { "digest", 1, 0, 'G' }, { "no-verify", 0, 0, 'n' }, { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 } };
-    int c;
+    int c, r;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:t:ph", lo, NULL)) != -1) {
         switch (c) {
-        case 'o': o.out = optarg; break;
-        case 't': o.target = optarg; break;
-        case 'p': o.progress = true; break;
-        case 'S': o.sign_key = optarg; break;
-        case 'X': o.sign_cert = optarg; break;
         case 'n': o.no_verify = true; break;
-        case 'G':
-            if (!strcasecmp(optarg, "sha1")) o.digest = OVF_SHA1;
-            else if (!strcasecmp(optarg, "sha256")) o.digest = OVF_SHA256;
-            else if (!strcasecmp(optarg, "sha512")) o.digest = OVF_SHA512;
-            else {
-                fprintf(stderr, "ovatool: --digest %s: expected sha1, sha256 or sha512\n", optarg);
-                return 1;
-            }
-            break;
         case 'h': return usage(0);
-        default: return bad_option("convert", argv);
+        default:
+            if ((r = pack_option(c, p)) <= 0)
+                return r < 0 ? 1 : bad_option("convert", argv);
         }
     }
-    if (optind + 1 != argc || !o.out || !o.target)
+    if (optind + 1 != argc || !p->out || !p->target)
         return vt_usage_error("ovatool", usage_text,
                               "convert needs one appliance, --target and -o OUT.ova");
-    if (!known_target(o.target)) {
-        fprintf(stderr, "ovatool: --target %s: expected virtualbox, vmware, esxi or ovf2\n", o.target);
+    if (!known_target(p->target, false) || !signing_paired(p))
         return 1;
-    }
-    if (!!o.sign_key != !!o.sign_cert) {
-        fprintf(stderr, "ovatool: --sign and --cert go together\n");
-        return 1;
-    }
     return ova_convert(argv[optind], &o);
 }
 

@@ -90,13 +90,15 @@ struct import_opts {
     const char *cafile;
 };
 int ova_import(const char *path, const struct import_opts *o);
-/* importout.c: after the disks are converted, for both kinds of import:
- * choose the disk bus from the guest's drivers, write NAME.xml and NAME.sh
- * (NAME-xen.xml with --hypervisor xen), boot-check, and report (text or
- * --json).  0 on success, 1 when the boot check failed, -1 when a file
- * could not be written (the messages are printed). */
-int import_finish(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
-                  const char *name, const struct import_opts *o);
+/* importout.c: the end of both kinds of import.  With `failed` NULL (every
+ * disk converted): choose the disk bus from the guest's drivers, write
+ * NAME.xml and NAME.sh (NAME-xen.xml with --hypervisor xen), boot-check, and
+ * report (text or --json).  With `failed` (why, "" when already said), or
+ * when a file could not be written: one line, and the converted disks are
+ * removed; a failed boot check keeps them.  Frees the disks' paths; returns
+ * the exit code, 0 or 1. */
+int import_conclude(const struct ovf_appliance *a, struct import_disk *d, size_t nd,
+                    const char *name, const struct import_opts *o, const char *failed);
 /* vmfolder.c: import a VMware .vmx or a VirtualBox .vbox VM folder. */
 int vm_folder_import(const char *path, const struct import_opts *o);
 /* Make file `f` whole in `dir` (join chunks, inflate gzip within limits);
@@ -108,21 +110,27 @@ char *appliance_prepare_file(const char *dir, const struct ovf_file *f, uint64_t
 bool safe_vm_name(const char *vm, const char *path, char *out, size_t len);
 
 /* convert.c */
-struct convert_opts {
+/* What export and convert both write: the OVA, for an importer, its
+ * manifest's digest and its optional signature. */
+struct pack_opts {
     const char *out, *target, *sign_key, *sign_cert;
     enum ovf_digest digest;
-    bool no_verify, progress;
+    bool progress;
+};
+
+struct convert_opts {
+    struct pack_opts pack;
+    bool no_verify;
 };
 int ova_convert(const char *path, const struct convert_opts *o);
 
 struct export_opts {
-    const char *name, *out, *os_type, *target, *sign_key, *sign_cert;
+    struct pack_opts pack;
+    const char *name, *os_type;
     const char **disks; size_t n_disks;
     unsigned cpus;
     uint64_t memory_mib;
     int ovf_version;
-    enum ovf_digest digest;
-    bool progress;
 };
 int ova_export(const struct export_opts *o);
 /* Pack descriptor `desc` and the files of `a` (a->files[i] read from
@@ -161,6 +169,10 @@ struct appliance {
 /* Record a warning about the appliance (shown by info, in text and JSON). */
 void appliance_diag(struct appliance *ap, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The tar archive `path` opened for reading (libarchive), or NULL with
+ * "PATH: why" in `err` (when not NULL). */
+struct archive;
+struct archive *ova_open_tar(const char *path, char *err, size_t errlen);
 /* Read an .ova (tar) or an .ovf with its folder; digests of every member
  * (those a manifest read before it names, else SHA256; the verification
  * computes any other one it needs from a second read).  When `extract_dir`

@@ -454,7 +454,8 @@ int vm_folder_import(const char *path, const struct import_opts *o)
     bool vbox = l > 5 && !strcasecmp(path + l - 5, ".vbox");
     struct import_disk d[VMF_MAX_DISKS];
     size_t nd = 0;
-    int rc = 1;
+    int rc;
+    const char *failed = err;     /* NULL once every disk is converted */
     v.outdir = o->outdir;
     if (mkdir(o->outdir, 0755) < 0 && errno != EEXIST) {
         snprintf(err, sizeof err, "%s: %s", o->outdir, strerror(errno));
@@ -483,24 +484,9 @@ int vm_folder_import(const char *path, const struct import_opts *o)
                                         .format = o->format };
         fprintf(o->json ? stderr : stdout, "disk %zu: %s (from %s)\n", nd, dst, v.src[i]);
     }
-    int fr = import_finish(&v.a, d, nd, name, o);
-    if (fr > 0)
-        goto keep;     /* the boot check failed (said why): the files are kept */
-    if (fr < 0) {
-        snprintf(err, sizeof err, "the domain files were not written");
-        goto out;
-    }
-    rc = 0;
+    failed = NULL;
 out:
-    if (rc) {
-        fprintf(stderr, "ovatool: %s\n", err[0] ? err : "import failed");
-        for (size_t i = 0; i < nd; i++)
-            if (d[i].path)
-                unlink(d[i].path);
-    }
-keep:
-    for (size_t i = 0; i < nd; i++)
-        free(d[i].path);
+    rc = import_conclude(&v.a, d, nd, name, o, failed);
     for (size_t i = 0; i < v.a.n_disks; i++)
         free(v.src[i]);
     if (v.links[0]) {                    /* remove the chain links */
