@@ -101,28 +101,28 @@ static int vm_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* The node a read or write at `off` goes to; -EINVAL for a negative offset. */
+static int vm_io_node(const char *path, struct fuse_file_info *fi, off_t off,
+                      struct view_node *n)
+{
+    int r = vm_node(path, fi, n);
+    return r < 0 ? r : off < 0 ? -EINVAL : 0;
+}
+
 static int vm_read(const char *path, char *buf, size_t size, off_t off,
                    struct fuse_file_info *fi)
 {
     struct view_node n;
-    int r = vm_node(path, fi, &n);
-    if (r < 0)
-        return r;
-    if (off < 0)
-        return -EINVAL;
-    return view_read(vm_view(), &n, buf, size, off);
+    int r = vm_io_node(path, fi, off, &n);
+    return r < 0 ? r : view_read(vm_view(), &n, buf, size, off);
 }
 
 static int vm_write(const char *path, const char *buf, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct view_node n;
-    int r = vm_node(path, fi, &n);
-    if (r < 0)
-        return r;
-    if (off < 0)
-        return -EINVAL;
-    return view_write(vm_view(), &n, buf, size, off);
+    int r = vm_io_node(path, fi, off, &n);
+    return r < 0 ? r : view_write(vm_view(), &n, buf, size, off);
 }
 
 static int vm_fsync(const char *path, int datasync, struct fuse_file_info *fi)

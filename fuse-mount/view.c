@@ -41,20 +41,13 @@ void view_log(struct view *v, const vd_error *err)
 
 static void view_json_fs(FILE *f, const struct view_part *vp)
 {
-    fputs(",\n      \"filesystem\": ", f);
+    vt_json_member(f, ",\n      ", "filesystem", vp->fs ? vd_ext2_type(vp->fs) : NULL);
     if (vp->fs) {
-        vt_json_str(f, vd_ext2_type(vp->fs));
-        fputs(", \"label\": ", f);
-        vt_json_str(f, vd_ext2_label(vp->fs));
-        fputs(", \"uuid\": ", f);
-        vt_json_str(f, vd_ext2_uuid(vp->fs));
-    } else {
-        fputs("null", f);
+        vt_json_member(f, ", ", "label", vd_ext2_label(vp->fs));
+        vt_json_member(f, ", ", "uuid", vd_ext2_uuid(vp->fs));
     }
-    if (vp->fs_error[0]) {
-        fputs(",\n      \"filesystem_error\": ", f);
-        vt_json_str(f, vp->fs_error);
-    }
+    if (vp->fs_error[0])
+        vt_json_member(f, ",\n      ", "filesystem_error", vp->fs_error);
 }
 
 static int view_build_json(struct view *v)
@@ -69,14 +62,12 @@ static int view_build_json(struct view *v)
     if (v->pt.scheme == VD_PT_MBR)
         fprintf(f, "  \"disk_signature\": \"0x%08x\",\n", v->pt.mbr_signature);
     if (v->pt.scheme == VD_PT_GPT) {
-        fputs("  \"disk_guid\": ", f);
-        vt_json_str(f, v->pt.disk_guid);
+        vt_json_member(f, "  ", "disk_guid", v->pt.disk_guid);
         fprintf(f, ",\n  \"gpt_backup_used\": %s,\n",
                 v->pt.gpt_backup_used ? "true" : "false");
     }
     if (v->pt_error[0] || v->pt.warning[0]) {
-        fputs("  \"error\": ", f);
-        vt_json_str(f, v->pt_error[0] ? v->pt_error : v->pt.warning);
+        vt_json_member(f, "  ", "error", v->pt_error[0] ? v->pt_error : v->pt.warning);
         fputs(",\n", f);
     }
     if (v->whole.fs || v->whole.fs_error[0]) {
@@ -96,12 +87,9 @@ static int view_build_json(struct view *v)
                     " \"extended\": %s", p->mbr_type, p->bootable ? "true" : "false",
                     p->logical ? "true" : "false", p->extended ? "true" : "false");
         } else {
-            fputs(",\n      \"type\": ", f);
-            vt_json_str(f, p->type_guid);
-            fputs(", \"guid\": ", f);
-            vt_json_str(f, p->part_guid);
-            fputs(", \"name\": ", f);
-            vt_json_str(f, p->name);
+            vt_json_member(f, ",\n      ", "type", p->type_guid);
+            vt_json_member(f, ", ", "guid", p->part_guid);
+            vt_json_member(f, ", ", "name", p->name);
             fprintf(f, ", \"attributes\": \"0x%016" PRIx64 "\"", p->gpt_attrs);
         }
         view_json_fs(f, vp);
