@@ -86,42 +86,26 @@ MiB=1048576
 
 # ---- inputs -------------------------------------------------------------------
 
+# 1 MiB of random data at every STEP MiB of FILE below LIMIT MiB.
+put_random() {  # FILE STEP LIMIT
+    python3 - "$@" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for i in range(0, int(sys.argv[3]), int(sys.argv[2])):
+    os.pwrite(fd, os.urandom(1 << 20), i << 20)
+os.close(fd)
+EOF
+}
+
 make_raw() {  # KIND FILE
-    local kind=$1 f=$2 n=$((BYTES / MiB))
+    local kind=$1 f=$2 n=$((BYTES / MiB)) g=$((BYTES >> 30))
     rm -f "$f"
     case $kind in
     dense) head -c "$BYTES" /dev/urandom >"$f" ;;
-    holes)
-        truncate -s "$BYTES" "$f"
-        python3 - "$f" "$n" <<'EOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY)
-for i in range(0, int(sys.argv[2]), 2):
-    os.pwrite(fd, os.urandom(1 << 20), i << 20)
-os.close(fd)
-EOF
-        ;;
-    zeros)
-        head -c "$BYTES" /dev/zero >"$f"
-        python3 - "$f" "$n" <<'EOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY)
-for i in range(0, int(sys.argv[2]), 20):
-    os.pwrite(fd, os.urandom(1 << 20), i << 20)
-os.close(fd)
-EOF
-        ;;
+    holes) truncate -s "$BYTES" "$f"; put_random "$f" 2 "$n" ;;
+    zeros) head -c "$BYTES" /dev/zero >"$f"; put_random "$f" 20 "$n" ;;
     empty) truncate -s "$BYTES" "$f" ;;
-    sparse)
-        truncate -s "$BYTES" "$f"
-        python3 - "$f" "$((BYTES >> 30))" <<'EOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY)
-for i in range(max(1, int(sys.argv[2]))):
-    os.pwrite(fd, os.urandom(1 << 20), i << 30)
-os.close(fd)
-EOF
-        ;;
+    sparse) truncate -s "$BYTES" "$f"; put_random "$f" 1024 $(((g > 1 ? g : 1) * 1024)) ;;
     mixed)  # issue 10's reference: 3/8 a tar of /usr/lib, 1/8 random, rest holes
         tar cf - /usr/lib 2>/dev/null | head -c $((BYTES / 8 * 3)) >"$f" || true
         head -c $((BYTES / 8)) /dev/urandom >>"$f"
