@@ -325,6 +325,52 @@ PY
     "$V" check -q gt.vhdx || fail "grown differencing vhdx: check"
 fi
 
+# A VHDX grown past its BAT region's room (1 MiB: 131072 entries, 128 GiB
+# of 1 MiB blocks): the BAT moves to a larger region at the end of the file,
+# written and synced before the log entry that points both region tables at
+# it and sets the size.  qemu reads and writes the result; a SIGKILL before
+# any write, truncate or sync (4 points spread over the steps; every one in
+# the slow suite) leaves an image that opens, that qemu-img check finds
+# clean (after check -r all replays a pending log), with the old or the new
+# size and the same first 16 MiB.
+if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]]; then
+    rm -f bt.vhdx; qemu-img create -q -f vhdx -o block_size=1M bt.vhdx 16M
+    qemu-io -f vhdx -c "write -P 0x11 0 3M" -c "write -P 0x22 9M 64k" bt.vhdx >/dev/null
+    qemu-img convert -O raw bt.vhdx bt.raw; cp bt.vhdx bt0.vhdx; prep bt.vhdx; m=$(meta bt.vhdx)
+    "$V" resize bt.vhdx 200G >/dev/null || fail "vhdx resize past the BAT region failed"
+    kept bt.vhdx "$m" "vhdx resize past the BAT region"
+    qemu-img check -q bt.vhdx || fail "vhdx resize past the BAT region: qemu-img check"
+    [ "$(vsize bt.vhdx)" = $((200 << 30)) ] || fail "vhdx resize past the BAT region: size"
+    qemu-io -f vhdx -c "write -P 0x33 150G 1M" bt.vhdx >/dev/null
+    qemu-io -f vhdx -c "read -P 0x33 150G 1M" -c "read -P 0x11 0 3M" -c "read -P 0x22 9M 64k" \
+        bt.vhdx | grep -q "Pattern verification failed" && fail "vhdx past the BAT region: qemu reads other data"
+    "$V" check -q bt.vhdx || fail "vhdx past the BAT region: check after qemu's write"
+    SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
+    cp bt0.vhdx bt.vhdx
+    traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize bt.vhdx 200G >/dev/null
+    steps=$(grep -cv -e '+++' -e resumed trace.log || true)
+    every=1; [ "${VD_INPLACE_CRASH:-}" = all ] || every=$(( (steps + 2) / 3 ))
+    kills=0 replayed=0
+    for ((n = 1; n <= steps; n = (n == steps || n + every <= steps) ? n + every : steps)); do
+        kills=$((kills + 1)); cp bt0.vhdx bt.vhdx
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e inject=$SYSCALLS:signal=KILL:when=$n \
+            "$V" resize bt.vhdx 200G >/dev/null 2>&1 || true) 2>/dev/null
+        "$V" info bt.vhdx >info.txt 2>err || fail "vhdx BAT move killed at step $n: does not open: $(cat err)"
+        if grep -q "log: replayed in memory" info.txt; then
+            qemu-img check -q -r all bt.vhdx >/dev/null 2>&1 || fail "vhdx BAT move killed at step $n: replay"
+            replayed=$((replayed + 1))
+        fi
+        rc=0; qemu-img check -q bt.vhdx >/dev/null 2>&1 || rc=$?
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "vhdx BAT move killed at step $n: qemu-img check: exit $rc"
+        "$V" check -q bt.vhdx >/dev/null 2>&1 || fail "vhdx BAT move killed at step $n: check"
+        z=$(vsize bt.vhdx); [ "$z" = $((16 << 20)) ] || [ "$z" = $((200 << 30)) ] ||
+            fail "vhdx BAT move killed at step $n: size $z"
+        rm -f got.raw; qemu-img dd -f vhdx -O raw if=bt.vhdx of=got.raw bs=1M count=16
+        cmp -s got.raw bt.raw || fail "vhdx BAT move killed at step $n: content"
+    done
+    echo "vhdx resize past the BAT region: $kills of $steps kill points, $replayed logs replayed"
+fi
+
 # SIGKILL before every write/truncate/sync of the command: the chain opens,
 # check finds at most leaks, the guest view is the old or the new one.
 SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range

@@ -144,10 +144,75 @@ static int vhdx_adopt_bat(struct vhdx_state *s, uint64_t *bat, uint64_t n, vd_er
 
 /* ---- resize ------------------------------------------------------------- */
 
+/* The BAT `bat` (n entries) written whole at `off`, a new region past the
+ * end of the file that nothing names yet. */
+static int vhdx_write_bat_at(vd_image *img, const uint64_t *bat, uint64_t n, uint64_t off,
+                             vd_error *err)
+{
+    uint8_t *buf = malloc(VHDX_MiB);
+    int r = buf ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; r == 0 && i < n; i += VHDX_MiB / 8) {
+        uint64_t k = n - i < VHDX_MiB / 8 ? n - i : VHDX_MiB / 8;
+        for (uint64_t j = 0; j < k; j++)
+            vd_put_le64(buf + 8 * j, bat[i + j]);
+        r = vd_file_pwrite(img->file, buf, k * 8, off + 8 * i, err);
+    }
+    free(buf);
+    return r;
+}
+
+/* Both region tables naming the BAT region at `off` (`len` bytes): the
+ * sectors that change, for the log entry that also sets the new size.  The
+ * tables sit in the header section but locate nothing the log needs, so
+ * the log can carry them; vdisk and qemu read them after the replay. */
+static int vhdx_edit_regions(vd_image *img, struct vhdx_edit *e, uint64_t off, uint64_t len,
+                             vd_error *err)
+{
+    uint8_t *was[2] = { malloc(VHDX_RT_SIZE), malloc(VHDX_RT_SIZE) }, *now = malloc(VHDX_RT_SIZE);
+    static const uint64_t at[2] = { VHDX_RT1_OFF, VHDX_RT2_OFF };
+    int r = was[0] && was[1] && now ? 0 : vd_set_error(err, -ENOMEM, "out of memory");
+    int valid = -1;
+    for (int k = 0; r == 0 && k < 2; k++) {
+        r = vhdx_file_read(img, was[k], VHDX_RT_SIZE, at[k], err);
+        if (r == 0 && valid < 0 && !memcmp(was[k], "regi", 4) &&
+            vd_le32(was[k] + 4) == vhdx_struct_crc(was[k], VHDX_RT_SIZE, 4))
+            valid = k;
+    }
+    if (r == 0 && valid < 0)
+        r = vd_set_error(err, -EINVAL, "vhdx: no valid region table at 0x30000 or 0x40000");
+    uint8_t g[16];
+    vhdx_guid_parse(VHDX_GUID_BAT, g);
+    uint8_t *ent = NULL;
+    if (r == 0) {
+        memcpy(now, was[valid], VHDX_RT_SIZE);
+        uint32_t cnt = vd_le32(now + 8);
+        for (uint32_t i = 0; i < cnt && i < VHDX_MAX_ENTRIES; i++)
+            if (!memcmp(now + 16 + 32 * (size_t)i, g, 16))
+                ent = now + 16 + 32 * (size_t)i;
+        if (!ent)
+            r = vd_set_error(err, -EINVAL, "vhdx: the region table at 0x%llx has no BAT entry",
+                             (unsigned long long)at[valid]);
+    }
+    if (r == 0) {
+        vd_put_le64(ent + 16, off);
+        vd_put_le32(ent + 24, (uint32_t)len);
+        vd_put_le32(now + 4, vhdx_struct_crc(now, VHDX_RT_SIZE, 4));
+    }
+    for (int k = 0; r == 0 && k < 2; k++)
+        r = vhdx_edit_diff(e, at[k], was[k], now, VHDX_RT_SIZE, err);
+    free(was[0]);
+    free(was[1]);
+    free(now);
+    return r;
+}
+
 /* Grow: the BAT gains entries (NOT_PRESENT; a fixed disk's new blocks, and
  * a differencing disk's sector bitmaps of new chunks, are appended to the
  * file, sparse, before any metadata names them), logged before the new
- * size.  Shrink: the size first, then the entries of blocks
+ * size.  A BAT that outgrows its region is written whole into a larger
+ * region appended to the file (synced), and the same log entry that sets
+ * the size points both region tables at it; the old region is left
+ * unreferenced.  Shrink: the size first, then the entries of blocks
  * past the end are cleared; their space stays in the file, unreferenced.
  * Both usually fit one log entry, and are then one atomic step. */
 int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
@@ -158,16 +223,21 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
                             "sector size %u, or over 64 TiB", (unsigned long long)size, s->lss);
     uint64_t blocks = (size + s->block_size - 1) / s->block_size;
     uint64_t n = vhdx_entries_for(s, blocks), old_n = s->bat_entries;
-    if (n * 8 > s->bat_len)
-        return vd_set_error(err, -ENOTSUP, "vhdx: %llu bytes need %llu BAT entries, and the BAT "
-                            "region at 0x%llx holds %llu: it cannot be moved in place",
-                            (unsigned long long)size, (unsigned long long)n,
-                            (unsigned long long)s->bat_off,
-                            (unsigned long long)(s->bat_len / 8));
+    /* Past the BAT region's room: a larger region at the end of the file. */
+    uint64_t at = vd_round_up(s->file_size, VHDX_MiB), new_bat = 0;
+    uint64_t new_len = vd_round_up(n * 8, VHDX_MiB);
+    if (n * 8 > s->bat_len && new_len > VD_MAX_TABLE_BYTES)
+        return vd_set_error(err, -ENOTSUP, "vhdx: %llu bytes need a BAT of %llu entries, over "
+                            "what vdisk opens; use a larger block_size",
+                            (unsigned long long)size, (unsigned long long)n);
+    if (n * 8 > s->bat_len) {
+        new_bat = at;
+        at += new_len;
+    }
     uint64_t *bat = calloc(n > old_n ? n : old_n, 8);
     if (!bat)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    uint64_t at = vd_round_up(s->file_size, VHDX_MiB), alloc_end = at;
+    uint64_t alloc_end = at;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t b = i - i / (s->chunk_ratio + 1);          /* payload block number */
         if (vhdx_is_bitmap(s, i) && i < old_n) {
@@ -190,8 +260,10 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
     uint8_t *was = NULL, *now = NULL;
     struct vhdx_edit e = { 0 };
     int r = vhdx_begin_write(img, s, err);
-    if (r == 0 && alloc_end > at) {                 /* the new blocks first */
+    if (r == 0 && alloc_end > vd_round_up(s->file_size, VHDX_MiB)) {  /* the new space first */
         r = vd_file_truncate(img->file, alloc_end, err);
+        if (r == 0 && new_bat)
+            r = vhdx_write_bat_at(img, bat, n, new_bat, err);
         if (r == 0)
             r = vd_file_sync(img->file, err);
         if (r == 0)
@@ -208,7 +280,9 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
         /* grow: the table before the size; shrink: the size first */
         if (size < img->size)
             r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
-        if (r == 0)
+        if (r == 0 && new_bat)                      /* written whole above */
+            r = vhdx_edit_regions(img, &e, new_bat, new_len, err);
+        else if (r == 0)
             r = vhdx_edit_bat(img, s, &e, bat, n, old_n, err);
         if (r == 0 && size > img->size)
             r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
@@ -221,6 +295,10 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
     if (r < 0) {
         free(bat);
         return r;
+    }
+    if (new_bat) {
+        s->bat_off = new_bat;
+        s->bat_len = new_len;
     }
     img->size = size;
     s->payload_blocks = blocks;
