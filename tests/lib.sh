@@ -26,6 +26,9 @@ export LC_ALL=C
 : "${VD_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 : "${VD_BUILD:=$VD_SRC/build}"
 : "${VDCONVERT:=$VD_BUILD/tools/vdconvert/vdconvert}"
+# Runs many short vdconvert/qcow2-write-tool commands, a fork each, no exec
+# (tests/mutant-runner.c): the hostile-input tests' thousand mutants.
+: "${MUTANT_RUNNER:=$VD_BUILD/tests/mutant-runner}"
 SHARED=$(cd "$VD_SRC/.." && pwd)/shared
 
 skip() { echo "SKIP: $*"; exit 77; }

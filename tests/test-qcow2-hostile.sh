@@ -109,46 +109,77 @@ EOF
 cp base.qcow2 m/
 
 fails=0
-run() {   # run NAME CMD... : exit status must be 0..3, failures need a message
-    local name=$1 rc=0
-    shift
-    (ulimit -v "$memcap"; exec timeout $TMO "$@" >out.txt 2>err.txt) || rc=$?
+# Every command runs in a process of its own, forked by mutant-runner
+# (tests/mutant-runner.c) from vdconvert's or qcow2-write-tool's main(): the
+# same code from main() on as an exec of the tool, without an exec each.
+# judge NAME STATUS OUTBYTES ERRBYTES ERRFILE CMD: exit status must be 0..3
+# (124: the time ran out), a failure needs a message, and no sanitizer may
+# speak.  (Shell builtins only: this runs a thousand times.)
+judge() {
+    local name=$1 rc=$2 nout=$3 nerr=$4 err=$5 lines=()
+    shift 5
+    [ "$rc" = 0 ] && [ "$nerr" = 0 ] && return
+    mapfile -t lines <"$err"
     if [ "$rc" -gt 3 ]; then
-        echo "FAIL: $name: $* exited $rc: $(head -c 300 err.txt)" >&2
+        echo "FAIL: $name: $* exited $rc: ${lines[*]:0:3}" >&2
         fails=$((fails + 1))
-    elif [ "$rc" -ne 0 ] && [ ! -s err.txt ] && [ ! -s out.txt ]; then
+    elif [ "$rc" -ne 0 ] && [ ${#lines[@]} = 0 ] && [ "$nout" = 0 ]; then
         echo "FAIL: $name: $* failed ($rc) without a message" >&2
         fails=$((fails + 1))
-    elif grep -q 'runtime error\|AddressSanitizer' err.txt; then
-        echo "FAIL: $name: sanitizer: $(head -c 300 err.txt)" >&2
+    elif [[ "${lines[*]}" == *"runtime error"* || "${lines[*]}" == *AddressSanitizer* ]]; then
+        echo "FAIL: $name: sanitizer: ${lines[*]:0:3}" >&2
         fails=$((fails + 1))
     fi
 }
+mutants=(m/[abc]-*.qcow2)
 # Our check must classify a mutant as qemu-img check does (clean, leaks
-# only, corruptions) whenever both can open it.
-agree() {
-    local name=$1 f=$2 q=0 orc=0 o
-    timeout 10 qemu-img check -q "$f" >/dev/null 2>&1 || q=$?
-    o=$(timeout 10 "$TOOL" "$f" check 2>/dev/null) || orc=$?
-    case "$q/$orc" in
-    0/0) return ;;
-    3/2) echo "$o" | grep -q 'corruptions=0 leaks=[1-9]' && return ;;
-    2/2) echo "$o" | grep -q 'corruptions=[1-9]' && return ;;
-    1/* | 63/* | */1) return ;;   # one side cannot open it at all
-    esac
-    echo "FAIL: $name: qemu-img check exit $q, ours exit $orc: $o" >&2
-    fails=$((fails + 1))
-}
+# only, corruptions) whenever both can open it; both run before any
+# read-write session changes the mutant.
+if [ $AGREE = 1 ]; then
+    declare -A qrc
+    for f in "${mutants[@]}"; do
+        q=0
+        timeout 10 qemu-img check -q "$f" >/dev/null 2>&1 || q=$?
+        qrc[$f]=$q
+    done
+    mkdir -p agree
+    for f in "${mutants[@]}"; do printf 'qcow2-write-tool\t%s\tcheck\n' "$f"; done |
+        "$MUTANT_RUNNER" -t 10 agree >agree.st
+    while read -r i orc nout nerr; do
+        f=${mutants[$i]} o=
+        q=${qrc[$f]}
+        [ "$nout" = 0 ] || IFS= read -r o <"agree/$i.out" || true
+        case "$q/$orc" in
+        0/0) continue ;;
+        3/2) [[ $o == *"corruptions=0 leaks="[1-9]* ]] && continue ;;
+        2/2) [[ $o == *"corruptions="[1-9]* ]] && continue ;;
+        1/* | 63/* | */1) continue ;;   # one side cannot open it at all
+        esac
+        echo "FAIL: ${f#m/}: qemu-img check exit $q, ours exit $orc: $o" >&2
+        fails=$((fails + 1))
+    done <agree.st
+    [ "$(wc -l <agree.st)" = ${#mutants[@]} ] || fail "mutant-runner checked $(wc -l <agree.st) mutants"
+fi
+# Per mutant, in this order: info, a full conversion to raw, and the
+# read-write session.
+mkdir -p runs
+for f in "${mutants[@]}"; do
+    printf 'vdconvert\tinfo\t%s\n' "$f"
+    printf 'vdconvert\t-O\traw\t%s\tout.raw\n' "$f"
+    printf 'qcow2-write-tool\t%s\tw:0:4K:1\tz:8K:8K\tc:16K:16K:2\td:32K:16K\tcheck:all\tf\n' "$f"
+done >jobs
+mv_cap=()
+[ "$memcap" = unlimited ] || mv_cap=(-v "$memcap")
+"$MUTANT_RUNNER" -t $TMO "${mv_cap[@]}" -r out.raw runs <jobs >runs.st
+mapfile -t cmds <jobs
 n=0
-for f in m/[abc]-*.qcow2; do
-    name=$(basename "$f")
-    [ $AGREE = 0 ] || agree "$name" "$f"
-    run "$name info" "$VDCONVERT" info "$f"
-    rm -f out.raw
-    run "$name convert" "$VDCONVERT" -O raw "$f" out.raw
-    run "$name rw" "$TOOL" "$f" w:0:4K:1 z:8K:8K c:16K:16K:2 d:32K:16K check:all f
+while read -r i rc nout nerr; do
+    cmd=${cmds[$i]//$'\t'/ }
+    judge "${mutants[$((i / 3))]#m/}" "$rc" "$nout" "$nerr" "runs/$i.err" "$cmd"
     n=$((n + 1))
-done
+done <runs.st
+[ "$n" = $((3 * ${#mutants[@]})) ] || fail "mutant-runner ran $n of $((3 * ${#mutants[@]})) commands"
+n=${#mutants[@]}
 rm -f out.raw
 echo "$n mutants tried"
 [ "$n" -gt 250 ] || fail "too few mutants ($n)"
