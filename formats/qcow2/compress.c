@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zstd.h>
 
 /* One whole cluster from a raw deflate stream (a 4 KiB window or up to 32). */
@@ -57,20 +58,63 @@ int qcow2_decompress(qcow2_state *s, const uint8_t *in, size_t in_len, uint8_t *
     return r;
 }
 
-int qcow2_read_compressed(qcow2_state *s, const qcow2_entry *e, uint8_t *out,
-                          vd_error *err)
+/* Compressed clusters of a run of guest clusters are usually stored one
+ * after the other (qemu and vdisk pack them at byte granularity), so a run
+ * is read with one pread of the span they cover, at most QCOW2_CRUN_SPAN
+ * bytes, instead of one per cluster; each is then inflated straight into
+ * the caller's buffer when it wants the whole cluster. */
+#define QCOW2_CRUN_MAX 64
+#define QCOW2_CRUN_SPAN (1u << 20)
+#define QCOW2_CRUN_GAP 4096     /* bytes between two ranges still read across */
+
+int qcow2_read_compressed_run(qcow2_state *s, const qcow2_entry *first, uint8_t *buf,
+                              size_t len, uint64_t off, size_t *done, vd_error *err)
 {
-    /* csize is at most two clusters by construction of the entry. */
-    uint8_t *in = malloc(e->csize);
+    qcow2_entry e[QCOW2_CRUN_MAX];
+    uint64_t gc = off >> s->cluster_bits, end = off + len;
+    uint64_t lo = first->host, hi = first->host + first->csize;
+    size_t n = 1;
+    e[0] = *first;
+    pthread_mutex_lock(&s->lock);
+    while (n < QCOW2_CRUN_MAX && ((gc + n) << s->cluster_bits) < end) {
+        qcow2_entry x;
+        if (qcow2_lookup(s, gc + n, &x, NULL) < 0 || x.kind != QCOW2_COMPRESSED ||
+            x.host < lo || x.host > hi + QCOW2_CRUN_GAP ||
+            x.host + x.csize - lo > QCOW2_CRUN_SPAN)
+            break;
+        if (x.host + x.csize > hi)
+            hi = x.host + x.csize;
+        e[n++] = x;
+    }
+    pthread_mutex_unlock(&s->lock);
+    uint8_t *in = malloc(hi - lo), *tmp = NULL;
     if (!in)
         return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
-    int r = vd_file_pread_zfill(s->data_file ? s->data_file : s->file, in, e->csize,
-                                e->host, err);
-    if (r == 0 && (r = qcow2_decompress(s, in, e->csize, out, s->cluster_size, err)) == -EIO)
-        vd_set_error(err, r, "qcow2: compressed cluster at 0x%llx (%llu bytes, %s) does not decompress to one cluster",
-                     (unsigned long long)e->host, (unsigned long long)e->csize,
-                     s->compression == QCOW2_COMPRESS_ZSTD ? "zstd" : "zlib");
+    int r = vd_file_pread_zfill(s->data_file ? s->data_file : s->file, in, hi - lo, lo, err);
+    size_t got = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint64_t cstart = (gc + i) << s->cluster_bits;
+        uint64_t a = cstart > off ? cstart : off;
+        uint64_t b = cstart + s->cluster_size < end ? cstart + s->cluster_size : end;
+        bool whole = a == cstart && b - a == s->cluster_size;
+        if (!whole && !tmp && !(tmp = malloc(s->cluster_size))) {
+            r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
+            break;
+        }
+        uint8_t *out = whole ? buf + (a - off) : tmp;
+        r = qcow2_decompress(s, in + (e[i].host - lo), e[i].csize, out, s->cluster_size, err);
+        if (r == -EIO)
+            vd_set_error(err, r, "qcow2: compressed cluster at 0x%llx (%llu bytes, %s) does not "
+                         "decompress to one cluster", (unsigned long long)e[i].host,
+                         (unsigned long long)e[i].csize,
+                         s->compression == QCOW2_COMPRESS_ZSTD ? "zstd" : "zlib");
+        if (r == 0 && !whole)
+            memcpy(buf + (a - off), tmp + (a - cstart), (size_t)(b - a));
+        got += (size_t)(b - a);
+    }
     free(in);
+    free(tmp);
+    *done = got;
     return r;
 }
 

@@ -175,7 +175,7 @@ static size_t qcow2_extend_run(qcow2_state *s, const qcow2_entry *e, size_t n, s
 static int qcow2_pread(vd_image *img, void *vbuf, size_t len, uint64_t off, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
-    uint8_t *buf = vbuf, *tmp = NULL;
+    uint8_t *buf = vbuf;
     int r = 0;
     while (len && r == 0) {
         uint64_t in = qcow2_offset_in_cluster(s, off);
@@ -199,12 +199,7 @@ static int qcow2_pread(vd_image *img, void *vbuf, size_t len, uint64_t off, vd_e
             r = vd_file_pread_zfill(qcow2_data(s), buf, n, e.host + in, err);
             break;
         case QCOW2_COMPRESSED:
-            if (!tmp && !(tmp = malloc(s->cluster_size))) {
-                r = vd_set_error(err, -ENOMEM, "qcow2: out of memory");
-                break;
-            }
-            if ((r = qcow2_read_compressed(s, &e, tmp, err)) == 0)
-                memcpy(buf, tmp + in, n);
+            r = qcow2_read_compressed_run(s, &e, buf, len, off, &n, err);
             break;
         case QCOW2_SUBCLUSTERS:
             r = qcow2_read_subclusters(img, s, &e, buf, n, off, err);
@@ -214,7 +209,6 @@ static int qcow2_pread(vd_image *img, void *vbuf, size_t len, uint64_t off, vd_e
         off += n;
         len -= n;
     }
-    free(tmp);
     return r;
 }
 

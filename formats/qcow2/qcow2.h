@@ -247,8 +247,12 @@ int qcow2_decompress(qcow2_state *s, const uint8_t *in, size_t in_len, uint8_t *
 long qcow2_compress(qcow2_state *s, const uint8_t *in, size_t len, uint8_t *out,
                     size_t out_cap);
 void qcow2_zstate_free(qcow2_zstate *z, int type);
-int qcow2_read_compressed(qcow2_state *s, const qcow2_entry *e, uint8_t *out,
-                          vd_error *err);
+/* Compressed clusters from guest offset `off` (its cluster's entry is
+ * `first`) up to `len` bytes into buf: as many following clusters as are
+ * compressed and stored next to each other, read at once.  *done: bytes
+ * filled (at least the first cluster's part). */
+int qcow2_read_compressed_run(qcow2_state *s, const qcow2_entry *first, uint8_t *buf,
+                              size_t len, uint64_t off, size_t *done, vd_error *err);
 int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t off,
                             vd_error *err);
 
