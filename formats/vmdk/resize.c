@@ -11,8 +11,9 @@
  *    ("disk-s003.vmdk", made and synced first), and the descriptor, which
  *    decides the size, is written last with one write.
  * A crash leaves the old or the new size; at worst an extent file that the
- * descriptor does not name yet (a second resize then stops at it, naming
- * it).  Shrinking, streamOptimized and VMFS disks are refused with the
+ * descriptor does not name yet, holding nothing: `check` reports it as a
+ * leak, `check -r leaks` and the next grow remove it (a file there that
+ * may hold data stops the grow, named, and is left alone).  Shrinking, streamOptimized and VMFS disks are refused with the
  * reason; nothing is ever rewritten to a new file. */
 #include "vmdk.h"
 
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Append one extent line ("RW 4096 SPARSE "name"" [offset]) to *buf. */
@@ -142,9 +144,16 @@ static int vmdk_rs_grow_last(struct vmdk_extent *e, uint64_t sectors, bool check
     if (fsize < 0)
         return (int)fsize;
     uint64_t want = e->flat_off + sectors * VMDK_SECTOR;
-    if (check_only || (uint64_t)fsize >= want)
+    if (check_only)
         return 0;
-    int r = vd_file_truncate(e->file, want, err);
+    /* what the file holds past the extent's end (another tool may leave
+     * it) must not show: zeroed while the extent does not reach it yet */
+    uint64_t old = e->flat_off + e->sectors * VMDK_SECTOR;
+    int r = (uint64_t)fsize > old
+        ? vd_file_zero(e->file, old, ((uint64_t)fsize < want ? (uint64_t)fsize : want) - old, err)
+        : 0;
+    if (r == 0 && (uint64_t)fsize < want)
+        r = vd_file_truncate(e->file, want, err);
     return r == 0 ? vd_file_sync(e->file, err) : r;
 }
 
@@ -160,6 +169,84 @@ static int vmdk_rs_sync_dir(const char *folder, vd_error *err)
     }
     close(fd);
     return 0;
+}
+
+/* Whether the file at `path`, which no extent line names, holds no data
+ * (1) or may (0): a sparse extent that ends at or before its overhead
+ * (grains only ever go after it; a fresh one is all metadata), a flat one
+ * of holes and zeroes, an empty file.  What a grow killed before its
+ * descriptor write leaves is all of these, so it can go; anything else
+ * stays where it is. */
+static int vmdk_rs_holds_nothing(const char *path, bool sparse, vd_error *err)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vd_set_errno(err, -errno, "vmdk: %s", path);
+    struct stat st;
+    uint8_t b[65536];
+    int r = fstat(fd, &st) < 0 ? vd_set_errno(err, -errno, "vmdk: %s", path)
+                               : S_ISREG(st.st_mode) && !st.st_size;
+    if (r == 0 && S_ISREG(st.st_mode) && sparse) {
+        struct vmdk_header h;
+        vd_error ignored;
+        r = pread(fd, b, VMDK_SECTOR, 0) == VMDK_SECTOR &&
+            vmdk_header_parse(b, &h, path, (uint64_t)st.st_size, &ignored) == 0 &&
+            (uint64_t)st.st_size <= h.overhead * VMDK_SECTOR;
+    } else if (r == 0 && S_ISREG(st.st_mode)) {
+        r = 1;
+        for (off_t at = 0, end; r == 1 && (at = lseek(fd, at, SEEK_DATA)) >= 0; at = end) {
+            end = lseek(fd, at, SEEK_HOLE);
+            for (ssize_t n = 1; r == 1 && at < end && n > 0; at += n) {
+                n = pread(fd, b, end - at < (off_t)sizeof b ? (size_t)(end - at) : sizeof b,
+                          at);
+                r = n < 0 ? vd_set_errno(err, -errno, "vmdk: %s", path)
+                          : vd_is_zero(b, (size_t)n);
+            }
+        }
+    }
+    close(fd);
+    return r;
+}
+
+/* The file a grow names extent `idx` (1-based), as create.c names them. */
+static int vmdk_rs_name(const char *path, bool sparse, size_t idx, char *out, size_t cap)
+{
+    size_t l = strlen(path);
+    int stem = (int)(l > 5 && !strcmp(path + l - 5, ".vmdk") ? l - 5 : l);
+    int n = snprintf(out, cap, "%.*s-%c%03zu.vmdk", stem, path, sparse ? 's' : 'f', idx);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int vmdk_leftover_extents(vd_image *img, struct vmdk *v, bool fix, vd_check_result *res,
+                          vd_error *err)
+{
+    if (v->desc_embedded || !v->n_ext || !v->desc.create_type ||
+        strncmp(v->desc.create_type, "twoGbMaxExtent", 14))
+        return 0;
+    bool sparse = v->ext[v->n_ext - 1].type == VMDK_EXT_SPARSE;
+    char path[4400];
+    struct stat st;
+    int r = 0;
+    for (size_t i = v->desc.n_ext + 1; r == 0; i++) {
+        if (vmdk_rs_name(img->path, sparse, i, path, sizeof path) < 0 || lstat(path, &st) < 0)
+            break;
+        int empty = vmdk_rs_holds_nothing(path, sparse, err);
+        if (empty < 0)
+            return empty;
+        if (!res->leaks++ && !res->corruptions)
+            snprintf(res->first_problem, sizeof res->first_problem,
+                     "vmdk: %.200s follows the extent names but the descriptor does not "
+                     "name it (a resize was interrupted); it %s",
+                     strrchr(path, '/') ? strrchr(path, '/') + 1 : path,
+                     empty ? "holds no data" : "may hold data: left alone");
+        if (fix && empty) {
+            if (unlink(path) < 0)
+                r = vd_set_errno(err, -errno, "vmdk: %s: removing it", path);
+            else
+                res->leaks_fixed++;
+        }
+    }
+    return r;
 }
 
 static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_error *err)
@@ -205,6 +292,20 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
             break;
         }
         snprintf(paths[made], sizeof paths[made], "%s/%s", folder, name);
+        /* a grow killed before its descriptor write left it: it goes when
+         * it holds nothing, else the grow stops there, naming it */
+        struct stat st;
+        int empty = lstat(paths[made], &st) < 0 ? 0
+                    : vmdk_rs_holds_nothing(paths[made], sparse, err);
+        if (empty == 0 && !lstat(paths[made], &st))
+            r = vd_set_error(err, -EEXIST, "vmdk: %s is not named by %s but may hold data; "
+                             "move it away to grow the disk", paths[made], img->path);
+        else if (empty == 1 && unlink(paths[made]) < 0)
+            r = vd_set_errno(err, -errno, "vmdk: %s: removing it", paths[made]);
+        else if (empty < 0)
+            r = empty;
+        if (r < 0)
+            break;
         r = sparse ? vmdk_create_sparse(paths[made], n, NULL, false, err)
                    : vmdk_create_flat(paths[made], n, err);
         if (r < 0)

@@ -547,8 +547,8 @@ static int vmdk_do_block_status(vd_image *img, uint64_t off, uint64_t len, vd_ex
 static int vmdk_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err)
 {
     struct vmdk *v = img->priv;
-    if (flags)
-        return vd_set_error(err, -ENOTSUP, "vmdk: repair is not supported");
+    /* Repair: only leftover extent files (leaks) go; what the sparse check
+     * finds stays counted, unrepaired. */
     for (size_t i = 0; i < v->n_ext; i++) {
         if (v->ext[i].sp) {
             int r = vmdk_sparse_check(&v->ext[i], res, err);
@@ -556,7 +556,7 @@ static int vmdk_check(vd_image *img, unsigned flags, vd_check_result *res, vd_er
                 return r;
         }
     }
-    return 0;
+    return vmdk_leftover_extents(img, v, flags & VD_CHECK_REPAIR_LEAKS, res, err);
 }
 
 static void vmdk_details(vd_image *img, vd_kv_fn fn, void *ctx)

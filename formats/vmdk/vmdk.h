@@ -141,6 +141,12 @@ char *vmdk_desc_format(const struct vmdk_desc_params *p);
  * the descriptor has no CID line. */
 int vmdk_desc_set_cid(struct vmdk_desc *d, uint32_t cid);
 
+/* resize.c: extent files beside a twoGbMaxExtent descriptor that follow
+ * its extent names but are not named (a grow killed before its descriptor
+ * write): counted as leaks; `fix` removes those that hold no data. */
+int vmdk_leftover_extents(vd_image *img, struct vmdk *v, bool fix, vd_check_result *res,
+                          vd_error *err);
+
 /* sparse.c */
 struct vmdk_header {
     uint32_t version, flags;
