@@ -1,6 +1,7 @@
 #!/bin/bash
 # ovatool import reads a plain ustar disk member where it lies in the .ova
-# (vd_open_opts.window_*), without extracting it:
+# (vd_open_opts.window_*), without extracting it, its manifest digest
+# computed while it converts:
 #  - the image reader never reads the .ova outside the member's bytes
 #    (strace: every pread on the descriptor the member is opened through),
 #    for a good import and for every hostile case below;
@@ -92,6 +93,23 @@ confined "$T/trace" "$T/x.ova" x-disk2.vmdk
 [ -z "$(ls -A "$T/good" | grep -v -e '^x-disk[12].qcow2$' -e '^x.xml$' -e '^x.sh$')" ] ||
     fail "import left other files: $(ls -A "$T/good")"
 
+# tampered: one byte of x-disk1.vmdk's compressed data flipped, the manifest
+# kept (its digest is computed while the member converts): refused by the
+# digest, whatever the conversion made of the byte, and nothing left
+python3 - "$T/x.ova" "$T/bad.ova" <<'PY'
+import sys, tarfile
+src, out = sys.argv[1:]
+m = tarfile.open(src).getmember("x-disk1.vmdk")
+b = bytearray(open(src, "rb").read())
+b[m.offset_data + m.size // 2] ^= 0xff
+open(out, "wb").write(b)
+PY
+rc=0; "$OVA" import -O qcow2 -d "$T/bad" "$T/bad.ova" >/dev/null 2>"$T/err" || rc=$?
+[ $rc = 1 ] && [ "$(grep -c '^ovatool: ' "$T/err")" = 1 ] &&
+    grep -q "^ovatool: .*SHA256 digest of x-disk1.vmdk does not match" "$T/err" ||
+    fail "tampered member (rc $rc): $(cat "$T/err")"
+[ -z "$(ls -A "$T/bad" 2>/dev/null)" ] || fail "tampered member: left $(ls -A "$T/bad")"
+
 # retar SRC OUT CASE: SRC rewritten (ustar, manifest dropped: these cases are
 # about the archive, not the digests) with x-disk1.vmdk changed by CASE
 retar() {
@@ -121,6 +139,13 @@ with open(out, "wb") as f:
             hb[124:136] = b"%011o\0" % (len(data) + (-len(data) % 512) + extra)
             hb[148:156] = b"        "
             hb[148:156] = b"%06o\0 " % sum(hb)
+        if m.name == "x-disk1.vmdk" and case == "base256":  # as sizes >= 8 GiB are written
+            hb[124:136] = b"\x80" + len(data).to_bytes(11, "big")
+            hb[148:156] = b"        "
+            hb[148:156] = b"%06o\0 " % sum(hb)
+        if m.name == "x-disk1.vmdk" and case == "pax":      # an extension header before it
+            h.pax_headers = {"comment": "x"}
+            hb = bytearray(h.tobuf(tarfile.PAX_FORMAT))
         f.write(hb + data + b"\0" * (-len(data) % 512))
     f.write(b"\0" * 1024)
 PY
@@ -143,6 +168,19 @@ refused() {
     [ -z "$(ls -A "$T/out" 2>/dev/null)" ] || fail "$what: left $(ls -A "$T/out")"
     echo "$what: $(grep '^ovatool: ' "$T/err1")"
 }
+
+# a base-256 size field: still read in place; a pax header before the
+# member: extracted (nothing read in place), the same disk either way
+retar "$T/x.ova" "$T/b256.ova" base256
+import_traced "$T/b256.ova" "$T/b256" || fail "base-256 size: $(cat "$T/err")"
+qemu-img compare -q "$T/a.raw" "$T/b256/x-disk1.qcow2" || fail "base-256 size: disk 1 differs"
+confined "$T/trace" "$T/b256.ova" x-disk1.vmdk
+retar "$T/x.ova" "$T/pax.ova" pax
+import_traced "$T/pax.ova" "$T/pax" || fail "pax header: $(cat "$T/err")"
+qemu-img compare -q "$T/a.raw" "$T/pax/x-disk1.qcow2" || fail "pax header: disk 1 differs"
+if (confined "$T/trace" "$T/pax.ova" x-disk1.vmdk) >/dev/null 2>&1; then
+    fail "a member behind a pax header was read in place"
+fi
 
 retar "$T/x.ova" "$T/short.ova" short
 refused "$T/short.ova" "member cut short" "short.ova: member x-disk1.vmdk" "0x"

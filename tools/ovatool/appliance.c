@@ -34,6 +34,12 @@ static bool app_plain_name(const char *n)
     return n && *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, "..");
 }
 
+static bool app_is_text(const char *name)
+{
+    return app_has_suffix(name, ".ovf") || app_has_suffix(name, ".mf") ||
+           app_has_suffix(name, ".cert");
+}
+
 struct app_member {
     struct appliance_file *f;
     struct digest_ctx *d[3];          /* by enum ovf_digest; NULL: not computed */
@@ -43,7 +49,7 @@ struct app_member {
 };
 
 static int app_member_begin(struct appliance *ap, const char *name, const char *extract_dir,
-                            struct app_member *m, char *err, size_t errlen)
+                            bool digest, struct app_member *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (ap->n_files >= APP_MAX_MEMBERS) {
@@ -69,7 +75,7 @@ static int app_member_begin(struct appliance *ap, const char *name, const char *
      * exporters write).  Another one is computed later, by a second read,
      * if the manifest turns out to name it. */
     unsigned algs = ap->mf_algs ? ap->mf_algs : 1u << OVF_SHA256;
-    for (int a = OVF_SHA1; a <= OVF_SHA512; a++)
+    for (int a = OVF_SHA1; digest && a <= OVF_SHA512; a++)
         if ((algs & (1u << a)) && !(m->d[a] = digest_new((enum ovf_digest)a))) {
             snprintf(err, errlen, "%s: cannot start a %s digest", name,
                      digest_name((enum ovf_digest)a));
@@ -87,11 +93,6 @@ static int app_member_begin(struct appliance *ap, const char *name, const char *
     return 0;
 }
 
-static bool app_is_text(const char *name)
-{
-    return app_has_suffix(name, ".ovf") || app_has_suffix(name, ".mf") ||
-           app_has_suffix(name, ".cert");
-}
 
 static int app_member_data(struct app_member *m, const void *buf, size_t n, char *err,
                            size_t errlen)
@@ -181,12 +182,21 @@ struct archive *ova_open_tar(const char *path, char *err, size_t errlen)
     return ar;
 }
 
-/* Octal field of a ustar header: its value, or UINT64_MAX when it is not
- * plain octal digits ended by NUL or space (base-256 sizes are not plain). */
+/* Number field of a ustar header: octal digits ended by NUL or space, or
+ * base-256 (first byte 0x80, then big-endian: the sizes of 8 GiB and more
+ * that GNU tar and libarchive write); UINT64_MAX when it is neither. */
 static uint64_t app_octal(const unsigned char *p, size_t n)
 {
     uint64_t v = 0;
     size_t i = 0;
+    if (p[0] == 0x80) {
+        for (i = 1; i < n; i++) {
+            if (v >> 55)
+                return UINT64_MAX;      /* past 2^63: not a size */
+            v = v << 8 | p[i];
+        }
+        return v;
+    }
     while (i < n && p[i] == ' ')
         i++;
     if (i == n || p[i] < '0' || p[i] > '7')
@@ -218,7 +228,7 @@ static bool app_plain_ustar(int fd, int64_t pos, const char *name, int64_t size)
 static bool app_windowable(const struct appliance *ap, const char *name)
 {
     const struct ovf_appliance *a = &ap->ovf;
-    if (!ap->ovf_name)
+    if (!ap->ovf_name || app_is_text(name))
         return false;           /* the descriptor comes later: nothing is known */
     const struct ovf_file *f = NULL;
     for (size_t i = 0; i < a->n_files && !f; i++)
@@ -276,14 +286,28 @@ static int app_read_ova(const char *path, const char *extract_dir, unsigned flag
                       app_windowable(ap, name) &&
                       app_plain_ustar(ap->fd, hpos, name, archive_entry_size(e));
         struct app_member m;
-        if ((r = app_member_begin(ap, name, window ? NULL : extract_dir, &m, err, errlen)) < 0)
+        if ((r = app_member_begin(ap, name, window ? NULL : extract_dir, !window, &m, err,
+                                  errlen)) < 0)
             break;
+        la_ssize_t n = 0;
+        struct stat st;
         if (window) {
+            /* Skipped here (a seek): its digest is computed while it is
+             * converted (import.c), from the same descriptor. */
             m.f->windowed = true;
             m.f->data_off = (uint64_t)hpos + 512;
+            m.f->size = (uint64_t)archive_entry_size(e);
+            if (fstat(ap->fd, &st) < 0 || m.f->data_off + m.f->size > (uint64_t)st.st_size) {
+                snprintf(err, errlen, "%s: member %s (data at offset 0x%llx, %llu bytes) ends "
+                         "past the end of the archive (%lld bytes): truncated", path, name,
+                         (unsigned long long)m.f->data_off, (unsigned long long)m.f->size,
+                         (long long)st.st_size);
+                r = -1;
+            } else if (archive_read_data_skip(ar) != ARCHIVE_OK) {
+                n = -1;
+            }
         }
-        la_ssize_t n;
-        while ((n = archive_read_data(ar, buf, 1 << 20)) > 0)
+        while (!window && (n = archive_read_data(ar, buf, 1 << 20)) > 0)
             if ((r = app_member_data(&m, buf, (size_t)n, err, errlen)) < 0)
                 break;
         if (n < 0 && r == 0) {
@@ -328,7 +352,7 @@ static int app_read_plain_file(struct appliance *ap, const char *dir, const char
         return -1;
     }
     struct app_member m;
-    int r = app_member_begin(ap, name, extract_dir, &m, err, errlen);
+    int r = app_member_begin(ap, name, extract_dir, true, &m, err, errlen);
     char *buf = malloc(1 << 20);
     size_t n;
     while (r == 0 && (n = fread(buf, 1, 1 << 20, f)) > 0)
@@ -515,6 +539,35 @@ static int app_digest_ova_member(const char *path, const char *name, size_t nth,
     return r;
 }
 
+/* Feed member `f`, left in the archive, to `d` (buf: 1 MiB).  0 or -1. */
+static int app_digest_window(const struct appliance *ap, const struct appliance_file *f,
+                             struct digest_ctx *d, char *buf)
+{
+    uint64_t done = 0;
+    ssize_t n = 1;
+    while (done < f->size && (n > 0 || (n < 0 && errno == EINTR))) {
+        size_t want = f->size - done < (1u << 20) ? (size_t)(f->size - done) : 1u << 20;
+        if ((n = pread(ap->fd, buf, want, (off_t)(f->data_off + done))) > 0) {
+            digest_update(d, buf, (size_t)n);
+            done += (uint64_t)n;
+        }
+    }
+    return done == f->size ? 0 : -1;
+}
+
+int appliance_digest_window(const struct appliance *ap, const struct appliance_file *f,
+                            enum ovf_digest alg, char hex[129])
+{
+    struct digest_ctx *d = digest_new(alg);
+    char *buf = malloc(1 << 20);
+    int r = d && buf ? app_digest_window(ap, f, d, buf) : -1;
+    hex[0] = 0;
+    if (d)
+        digest_final_hex(d, hex);
+    free(buf);
+    return r;
+}
+
 /* Digest `alg` of member `f`, which reading did not compute, from a second
  * read: its extracted copy, its file beside the descriptor, or the archive
  * again.  Fills f's field; 0 or -1 with a message. */
@@ -526,16 +579,7 @@ static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_d
     char *buf = malloc(1 << 20);
     int r = -1;
     if (d && buf && f->windowed) {      /* in place, from the .ova read before */
-        uint64_t done = 0;
-        ssize_t n = 1;
-        while (done < f->size && n > 0) {
-            size_t want = f->size - done < (1u << 20) ? (size_t)(f->size - done) : 1u << 20;
-            if ((n = pread(ap->fd, buf, want, (off_t)(f->data_off + done))) > 0) {
-                digest_update(d, buf, (size_t)n);
-                done += (uint64_t)n;
-            }
-        }
-        r = done == f->size ? 0 : -1;
+        r = app_digest_window(ap, f, d, buf);
     } else if (d && buf && ap->is_ova && !ap->extract_dir) {
         size_t nth = 0;
         for (struct appliance_file *p = ap->files; p < f; p++)
@@ -591,6 +635,13 @@ int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                      e->file);
             r = -1;
             break;
+        }
+        if (f->windowed && ap->defer_windowed) {
+            /* checked while it is converted (import.c), or at its end */
+            f->want_alg = e->alg;
+            snprintf(f->want_hex, sizeof f->want_hex, "%s", e->hex);
+            (*checked)++;
+            continue;
         }
         const char *have = e->alg == OVF_SHA1 ? f->sha1 : e->alg == OVF_SHA512 ? f->sha512
                                                                           : f->sha256;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <isa-l/igzip_lib.h>
 
@@ -294,12 +295,68 @@ static int imp_check_cert(const struct appliance *ap, const struct import_opts *
 }
 
 /* The member read in place for reference `href`, or NULL (extracted). */
-static const struct appliance_file *imp_windowed(const struct appliance *ap, const char *href)
+static struct appliance_file *imp_windowed(struct appliance *ap, const char *href)
 {
     for (size_t i = 0; i < ap->n_files; i++)
         if (ap->files[i].windowed && !strcmp(ap->files[i].name, href))
             return &ap->files[i];
     return NULL;
+}
+
+/* The manifest's digest of a member read in place, computed by a thread
+ * of its own while the disk converts: the hashing costs no time of the
+ * conversion's, and the member is read from the page cache once. */
+struct imp_digest {
+    const struct appliance *ap;
+    struct appliance_file *f;
+    char hex[129];
+    int r;
+    pthread_t th;
+    bool running;
+};
+
+static void *imp_digest_run(void *arg)
+{
+    struct imp_digest *d = arg;
+    d->r = appliance_digest_window(d->ap, d->f, d->f->want_alg, d->hex);
+    return NULL;
+}
+
+/* Start checking member f (nothing to do when it has no pending digest). */
+static void imp_digest_start(struct imp_digest *d, const struct appliance *ap,
+                             struct appliance_file *f)
+{
+    *d = (struct imp_digest){ .ap = ap, .f = f };
+    if (!f || !f->want_hex[0] || f->verified)
+        return;
+    d->running = pthread_create(&d->th, NULL, imp_digest_run, d) == 0;
+    if (!d->running)
+        imp_digest_run(d);
+}
+
+/* Wait for the digest and compare it: 0 when it matches (or there was
+ * nothing to check); -1 with the message verify gives. */
+static int imp_digest_end(struct imp_digest *d, char *err, size_t errlen)
+{
+    if (d->running)
+        pthread_join(d->th, NULL);
+    struct appliance_file *f = d->f;
+    if (!f || !f->want_hex[0] || f->verified)
+        return 0;
+    if (d->r < 0) {
+        snprintf(err, errlen, "%s: member %s (data at offset 0x%llx): cannot be read for its "
+                 "%s digest", d->ap->src_path, f->name, (unsigned long long)f->data_off,
+                 digest_name(f->want_alg));
+        return -1;
+    }
+    if (strcmp(d->hex, f->want_hex)) {
+        snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., file "
+                 "%.16s...) (use --no-verify to import anyway)", d->ap->mf_name,
+                 digest_name(f->want_alg), f->name, f->want_hex, d->hex);
+        return -1;
+    }
+    f->verified = true;
+    return 0;
 }
 
 /* A name for the .ova that reaches the descriptor it was read from (the
@@ -339,13 +396,13 @@ int ova_import(const char *path, const struct import_opts *o)
         fprintf(stderr, "ovatool: %s: warning: no manifest (.mf): the files' integrity is not "
                 "checked (--strict refuses such appliances)\n", path);
     } else if (!o->no_verify) {
+        ap.defer_windowed = true;
         if (appliance_verify_manifest(&ap, err, sizeof err, &checked) < 0) {
             char e2[8400];
             snprintf(e2, sizeof e2, "%s (use --no-verify to import anyway)", err);
             snprintf(err, sizeof err, "%.8000s", e2);
             goto out;
         }
-        fprintf(stderr, "manifest: %d digests verified\n", checked);
         if (imp_check_cert(&ap, o) < 0) {
             snprintf(err, sizeof err, "%s: certificate check failed (use --no-verify to import anyway)", path);
             goto out;
@@ -399,7 +456,7 @@ int ova_import(const char *path, const struct import_opts *o)
         /* A plain ustar member is converted where it lies in the .ova,
          * through the descriptor its digest was computed from (no copy,
          * no second name to look it up by); the rest is extracted. */
-        const struct appliance_file *af = imp_windowed(&ap, f->href);
+        struct appliance_file *af = imp_windowed(&ap, f->href), *member = af;
         char wname[4400];
         struct disk_window win = { 0 };
         char *src;
@@ -460,9 +517,20 @@ int ova_import(const char *path, const struct import_opts *o)
                     (unsigned long long)vsize, (unsigned long long)d->capacity);
         /* An ISO is a medium, not a disk: it keeps its bytes (and any
          * signature over them) and is attached read-only. */
+        struct imp_digest dg;
+        imp_digest_start(&dg, &ap, member);
         int r = cdrom ? imp_move_iso(src, dst, err, sizeof err)
                       : disk_convert(src, NULL, af ? &win : NULL, dst, o->format, NULL,
                                      d->capacity, o->progress, false, NULL, err, sizeof err);
+        /* A digest that does not match is the cause of whatever the
+         * conversion made of those bytes: it is the message. */
+        char derr[2048];
+        if (imp_digest_end(&dg, derr, sizeof derr) < 0) {
+            if (r == 0)
+                unlink(dst);    /* converted from bytes the manifest does not vouch for */
+            snprintf(err, sizeof err, "%s", derr);
+            r = -1;
+        }
         if (!af)
             unlink(src);
         free(src);
@@ -475,6 +543,15 @@ int ova_import(const char *path, const struct import_opts *o)
         nd++;
         fprintf(o->json ? stderr : stdout, "%s %zu: %s\n", cdrom ? "cd-rom" : "disk", nd, dst);
     }
+    /* Members read in place that no disk in use converted: checked now. */
+    for (size_t i = 0; i < ap.n_files; i++) {
+        struct imp_digest dg;
+        imp_digest_start(&dg, &ap, &ap.files[i]);
+        if (imp_digest_end(&dg, err, sizeof err) < 0)
+            goto out;
+    }
+    if (ap.mf_text && !o->no_verify)
+        fprintf(stderr, "manifest: %d digests verified\n", checked);
     failed = NULL;
 out:
     rc = import_conclude(&ap.ovf, disks, nd, name, o, failed);

@@ -149,6 +149,12 @@ struct appliance_file {
      * `data_off` of the .ova (a plain ustar member), read there in place. */
     bool windowed;
     uint64_t data_off;
+    /* A windowed member is not digested while the archive is read: the
+     * manifest's entry for it is kept here by appliance_verify_manifest
+     * (with defer_windowed), for import to check (want_hex "" when none). */
+    enum ovf_digest want_alg;
+    char want_hex[129];
+    bool verified;
 };
 struct appliance {
     struct ovf_appliance ovf;
@@ -165,6 +171,8 @@ struct appliance {
     char *src_path, *extract_dir;
     unsigned mf_algs;       /* 1 << OVF_SHA*: algorithms a manifest read so far uses */
     int fd;                 /* the .ova, open (read-only) until appliance_free, or -1 */
+    bool defer_windowed;    /* set by the caller: verify leaves windowed members' digests
+                               to it (want_alg, want_hex) */
 };
 /* Record a warning about the appliance (shown by info, in text and JSON). */
 void appliance_diag(struct appliance *ap, const char *fmt, ...)
@@ -185,6 +193,9 @@ struct archive *ova_open_tar(const char *path, char *err, size_t errlen);
 int appliance_read(const char *path, const char *extract_dir, unsigned flags,
                    struct appliance *ap, char *err, size_t errlen);
 void appliance_free(struct appliance *ap);
+/* Digest `alg` of a windowed member, read in place: 0, or -1 on a short read. */
+int appliance_digest_window(const struct appliance *ap, const struct appliance_file *f,
+                            enum ovf_digest alg, char hex[129]);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked);
