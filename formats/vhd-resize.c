@@ -33,6 +33,8 @@
 #include "vhd.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define VHD_RS_PIECE (1u << 20)     /* copy unit when a block moves */
@@ -291,4 +293,53 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
         img->size = size;
     }
     return r;
+}
+
+static void vhd_leak(vd_check_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vhd_leak(vd_check_result *res, const char *fmt, ...)
+{
+    if (!res->leaks++ && !res->corruptions) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(res->first_problem, sizeof res->first_problem, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* What an interrupted resize leaves, harmless to the guest view and
+ * counted as leaks (docs/flush.md): a stale footer copy at offset 0 (the
+ * end one rules), and BAT entries of blocks wholly past the end (a shrink
+ * stopped after its footers; a grow clears them before it grows).
+ * Repairing leaks writes the copy and clears the entries. */
+int vhd_check_leftovers(vd_image *img, struct vhd_state *s, unsigned flags,
+                               vd_check_result *res, vd_error *err)
+{
+    bool fix = flags & VD_CHECK_REPAIR_LEAKS;
+    uint64_t keep = (img->size + s->block_size - 1) / s->block_size;
+    int r = 0;
+    vd_put_be32(s->footer + VHD_F_CHECKSUM,
+                vhd_checksum(s->footer, VHD_FOOTER_SIZE, VHD_F_CHECKSUM));
+    if (s->head_stale) {
+        vhd_leak(res, "vhd: the footer copy at offset 0 differs from the footer at 0x%llx "
+                 "(a resize was interrupted); qemu reads the copy",
+                 (unsigned long long)(s->file_size - VHD_FOOTER_SIZE));
+        if (fix && (r = vd_file_pwrite(img->file, s->footer, VHD_FOOTER_SIZE, 0, err)) == 0) {
+            s->head_stale = false;
+            res->leaks_fixed++;
+        }
+    }
+    uint8_t unused[4];
+    vd_put_be32(unused, VHD_BAT_UNUSED);
+    for (uint64_t i = keep; r == 0 && i < s->bat_entries; i++) {
+        if (s->bat[i] == VHD_BAT_UNUSED)
+            continue;
+        vhd_leak(res, "vhd: BAT entry %llu at 0x%llx maps a block past the end of the disk",
+                 (unsigned long long)i, (unsigned long long)(s->bat_off + 4 * i));
+        if (fix && (r = vd_file_pwrite(img->file, unused, 4, s->bat_off + 4 * i, err)) == 0) {
+            s->bat[i] = VHD_BAT_UNUSED;
+            res->leaks_fixed++;
+        }
+    }
+    return r == 0 && res->leaks_fixed ? vd_file_sync(img->file, err) : r;
 }

@@ -17,7 +17,6 @@
 #include "vhd.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -629,53 +628,6 @@ static int vhd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
         len -= n;
     }
     return r;
-}
-
-static void vhd_leak(vd_check_result *res, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void vhd_leak(vd_check_result *res, const char *fmt, ...)
-{
-    if (!res->leaks++ && !res->corruptions) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(res->first_problem, sizeof res->first_problem, fmt, ap);
-        va_end(ap);
-    }
-}
-
-/* What an interrupted resize leaves, harmless to the guest view and
- * counted as leaks (docs/flush.md): a stale footer copy at offset 0 (the
- * end one rules), and BAT entries of blocks wholly past the end (a shrink
- * stopped after its footers; a grow clears them before it grows).
- * Repairing leaks writes the copy and clears the entries. */
-static int vhd_check_leftovers(vd_image *img, struct vhd_state *s, unsigned flags,
-                               vd_check_result *res, vd_error *err)
-{
-    bool fix = flags & VD_CHECK_REPAIR_LEAKS;
-    uint64_t keep = (img->size + s->block_size - 1) / s->block_size;
-    int r = 0;
-    if (s->head_stale) {
-        vhd_leak(res, "vhd: the footer copy at offset 0 differs from the footer at 0x%llx "
-                 "(a resize was interrupted); qemu reads the copy",
-                 (unsigned long long)(s->file_size - VHD_FOOTER_SIZE));
-        if (fix && (r = vhd_write_footer(img, s, 0, err)) == 0) {
-            s->head_stale = false;
-            res->leaks_fixed++;
-        }
-    }
-    uint8_t unused[4];
-    vd_put_be32(unused, VHD_BAT_UNUSED);
-    for (uint64_t i = keep; r == 0 && i < s->bat_entries; i++) {
-        if (s->bat[i] == VHD_BAT_UNUSED)
-            continue;
-        vhd_leak(res, "vhd: BAT entry %llu at 0x%llx maps a block past the end of the disk",
-                 (unsigned long long)i, (unsigned long long)(s->bat_off + 4 * i));
-        if (fix && (r = vd_file_pwrite(img->file, unused, 4, s->bat_off + 4 * i, err)) == 0) {
-            s->bat[i] = VHD_BAT_UNUSED;
-            res->leaks_fixed++;
-        }
-    }
-    return r == 0 && res->leaks_fixed ? vd_file_sync(img->file, err) : r;
 }
 
 /* Blocks overlapping each other or the BAT are corruptions; the guest view

@@ -108,6 +108,11 @@ char *vhd_windows_path(const char *p, bool relative);
 uint64_t vhd_guest_size(const uint8_t *footer);
 /* vhd-resize.c */
 int vhd_resize(vd_image *img, uint64_t size, vd_error *err);
+/* What an interrupted resize leaves (a stale footer copy at offset 0, BAT
+ * entries past the end), counted as leaks; repaired with
+ * VD_CHECK_REPAIR_LEAKS. */
+int vhd_check_leftovers(vd_image *img, struct vhd_state *s, unsigned flags,
+                        vd_check_result *res, vd_error *err);
 /* vhd-inplace.c */
 int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
 int vhd_make_empty(vd_image *img, vd_error *err);
