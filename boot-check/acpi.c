@@ -252,7 +252,8 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
 static void acpi_fadt(uint8_t *t, uint64_t base)
 {
     acpi_header(t, "FACP", FADT_LEN, 6);
-    put32(t + 36, (uint32_t)(base + OFF_FACS));
+    /* FIRMWARE_CTRL stays 0: X_FIRMWARE_CTRL gives the FACS (ACPI 6.0
+     * 5.2.9: not both); DSDT and X_DSDT may both be set */
     put32(t + 40, (uint32_t)(base + OFF_DSDT));
     put16(t + FADT_SCI_INT, ACPI_SCI_IRQ);
     /* SMI_CMD 0: no ACPI enable/disable handshake, always in ACPI mode */
