@@ -12,7 +12,7 @@ export LC_ALL=C
 
 # Build dependencies and test peers (Debian package names).
 PKGS="python3-libvhdi gcc meson ninja-build pkg-config python3 zlib1g-dev libzstd-dev libdeflate-dev libisal-dev
-      libarchive-dev liblzma-dev libxml2-dev libssl-dev libfuse3-dev fuse3 libext2fs-dev e2fsprogs
+      libarchive-dev liblzma-dev liblz4-dev libxml2-dev libssl-dev libfuse3-dev fuse3 libext2fs-dev e2fsprogs
       libcmocka-dev qemu-utils libvhdi-utils libvmdk-utils python3-libvmdk libqcow-utils fdisk bzip2 xz-utils
       util-linux nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin libxml2-utils openssl
       qemu-system-x86 grub-common grub-pc-bin cpio binutils kmod lz4 zstd xfsprogs

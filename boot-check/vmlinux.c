@@ -10,12 +10,14 @@
  * an uncompressed vmlinux.  Only when the payload is LZ4 (legacy frames, what
  * Debian uses), gzip or zstd and a well-formed ELF64; otherwise the caller
  * falls back to the bzImage path.  Everything is bounds-checked: the
- * payload, every LZ4 sequence, every ELF header and segment. */
+ * payload, every LZ4 block (liblz4's safe decoder), every ELF header and
+ * segment. */
 #include "vmm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <lz4.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -28,55 +30,6 @@
 
 static uint32_t vml_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t vml_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
-/* One LZ4 block (the raw block format): returns bytes written or -1. */
-static long vml_lz4_block(const uint8_t *ip, size_t ilen, uint8_t *op0, size_t ocap)
-{
-    const uint8_t *iend = ip + ilen;
-    uint8_t *op = op0, *oend = op0 + ocap;
-    while (ip < iend) {
-        unsigned token = *ip++;
-        size_t lit = token >> 4;
-        if (lit == 15) {
-            unsigned b;
-            do {
-                if (ip >= iend)
-                    return -1;
-                b = *ip++;
-                lit += b;
-            } while (b == 255);
-        }
-        if (lit > (size_t)(iend - ip) || lit > (size_t)(oend - op))
-            return -1;
-        memcpy(op, ip, lit);
-        op += lit;
-        ip += lit;
-        if (ip >= iend)
-            break;              /* the last sequence has literals only */
-        if (iend - ip < 2)
-            return -1;
-        size_t off = (size_t)ip[0] | (size_t)ip[1] << 8;
-        ip += 2;
-        if (off == 0 || off > (size_t)(op - op0))
-            return -1;
-        size_t ml = token & 15;
-        if (ml == 15) {
-            unsigned b;
-            do {
-                if (ip >= iend)
-                    return -1;
-                b = *ip++;
-                ml += b;
-            } while (b == 255);
-        }
-        ml += 4;
-        if (ml > (size_t)(oend - op))
-            return -1;
-        for (size_t i = 0; i < ml; i++, op++)   /* may overlap: byte by byte */
-            *op = op[-(ptrdiff_t)off];
-    }
-    return (long)(op - op0);
-}
 
 /* LZ4 legacy frames: magic, then (u32 size, block)...; the kernel build
  * appends the 4-byte uncompressed size, which is not a block. */
@@ -100,7 +53,11 @@ static uint8_t *vml_lz4_legacy(const uint8_t *p, size_t len, size_t *out_len)
             out = o;
             cap *= 2;
         }
-        long got = vml_lz4_block(p + pos, bs, out + n, LZ4_LEGACY_BLOCK);
+        /* liblz4's safe decoder: bounded by both buffers, as hostile input needs */
+        if (bs > INT32_MAX)
+            goto bad;
+        int got = LZ4_decompress_safe((const char *)p + pos, (char *)out + n, (int)bs,
+                                      (int)LZ4_LEGACY_BLOCK);
         if (got < 0)
             goto bad;
         n += (size_t)got;
