@@ -503,11 +503,9 @@ static int parallels_create(const struct vd_create_args *a, vd_error *err)
     if ((r = vd_file_create(a->path, &f, err)) < 0)
         return r;
     /* The BAT is all zeroes: truncating to data_off writes it. */
-    if ((r = vd_file_truncate(f, data_off, err)) == 0 &&
-        (r = vd_file_pwrite(f, h, sizeof h, 0, err)) == 0)
-        r = vd_file_sync(f, err);
-    vd_file_close(f);
-    return r;
+    if ((r = vd_file_truncate(f, data_off, err)) == 0)
+        r = vd_file_pwrite(f, h, sizeof h, 0, err);
+    return vd_file_create_finish(f, r, err);
 }
 
 static const char *const parallels_extensions[] = { "hds", "hdd", "parallels", NULL };

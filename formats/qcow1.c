@@ -92,6 +92,18 @@ static int qcow1_l2_get(vd_image *img, uint64_t off, struct qcow1_l2 *view,
     return 0;
 }
 
+/* The L2 entry for guest offset `off`: *e, 0 when its table is unallocated
+ * (*t NULL), at index *idx of table *t (in *view). */
+static int qcow1_lookup(vd_image *img, uint64_t off, struct qcow1_l2 *view, struct qcow1_l2 **t,
+                        uint64_t *idx, uint64_t *e, vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    int r = qcow1_l2_get(img, off, view, t, err);
+    *idx = off % s->span >> s->cluster_bits;
+    *e = r == 0 ? qcow1_e(*t, *idx) : 0;
+    return r;
+}
+
 /* Length of the run from entry `idx` that reads the same way: unallocated,
  * or file-contiguous plain clusters (compressed ones are single). */
 static uint64_t qcow1_run(const struct qcow1_state *s, const struct qcow1_l2 *t,
@@ -166,12 +178,10 @@ static int qcow1_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_er
     uint8_t *p = buf;
     while (len) {
         struct qcow1_l2 tv, *t;
-        int r = qcow1_l2_get(img, off, &tv, &t, err);
+        uint64_t idx, e, in = off & (s->cluster_size - 1);
+        int r = qcow1_lookup(img, off, &tv, &t, &idx, &e, err);
         if (r < 0)
             return r;
-        uint64_t idx = off % s->span >> s->cluster_bits;
-        uint64_t in = off & (s->cluster_size - 1);
-        uint64_t e = qcow1_e(t, idx);
         uint64_t l2_at = t ? t->off + idx * 8 : 0;
         size_t n = (size_t)qcow1_run(s, t, idx, in, len);
         if (!e) {
@@ -196,18 +206,13 @@ static int qcow1_block_status(vd_image *img, uint64_t off, uint64_t len, vd_exte
                               vd_error *err)
 {
     struct qcow1_state *s = img->priv;
-    uint64_t end = off + len;
-    uint64_t table_end = (off / s->span + 1) * s->span;
-    if (table_end < end)
-        end = table_end;
+    uint64_t tbl, in_tbl, end = off + vd_block_piece(off, len, s->span, &tbl, &in_tbl);
     while (off < end) {
         struct qcow1_l2 tv, *t;
-        int r = qcow1_l2_get(img, off, &tv, &t, err);
+        uint64_t idx, e, in = off & (s->cluster_size - 1);
+        int r = qcow1_lookup(img, off, &tv, &t, &idx, &e, err);
         if (r < 0)
             return r;
-        uint64_t idx = off % s->span >> s->cluster_bits;
-        uint64_t in = off & (s->cluster_size - 1);
-        uint64_t e = qcow1_e(t, idx);
         uint64_t n = qcow1_run(s, t, idx, in, end - off);
         if (!e)
             r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);

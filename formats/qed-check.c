@@ -134,7 +134,9 @@ int qed_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err
     int r = qed_cache_writeback(img, err);
     if (r < 0)
         return r;
-    qed_cache_drop(s);    /* repair may rewrite tables under the cache */
+    r = qed_cache_reset(img, err);    /* repair may rewrite tables under the cache */
+    if (r < 0)
+        return r;
     int64_t fsize = vd_file_size(img->file, err);
     if (fsize < 0)
         return (int)fsize;

@@ -56,9 +56,10 @@ int qed_resize(vd_image *img, uint64_t size, vd_error *err)
                             "L1 table (%u clusters of %u bytes) maps no more",
                             (unsigned long long)max, s->table_size, s->cluster_size);
     int r = qed_ip_sync(img, err);
+    if (r == 0)
+        r = qed_cache_reset(img, err);
     if (r < 0)
         return r;
-    qed_cache_drop(s);
     uint64_t new_n = (size + s->span - 1) / s->span, old_n = s->l1_n;
     if (size < s->image_size) {
         uint64_t first = vd_round_up(size, s->cluster_size) / s->cluster_size;
@@ -94,6 +95,7 @@ int qed_resize(vd_image *img, uint64_t size, vd_error *err)
         s->image_size = size;
         s->l1_n = new_n;
         img->size = size;
+        r = qed_cache_reset(img, err);      /* tables hold more or fewer entries now */
     }
     return r;
 }
@@ -131,9 +133,10 @@ int qed_make_empty(vd_image *img, vd_error *err)
 {
     struct qed_state *s = img->priv;
     int r = qed_ip_sync(img, err);
+    if (r == 0)
+        r = qed_cache_reset(img, err);
     if (r < 0)
         return r;
-    qed_cache_drop(s);
     uint8_t *z = calloc(1, s->table_bytes);
     if (!z)
         return vd_set_error(err, -ENOMEM, "out of memory");

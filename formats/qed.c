@@ -137,21 +137,9 @@ static uint64_t qed_l2_used(const struct qed_state *s, uint64_t l1_index)
     return n < s->table_entries ? n : s->table_entries;
 }
 
-static int qed_l2_writeback(vd_image *img, struct qed_l2 *t, vd_error *err)
+static uint64_t qed_e(const struct qed_l2 *t, uint64_t i)
 {
-    if (t->dirty_hi <= t->dirty_lo)
-        return 0;
-    uint64_t n = t->dirty_hi - t->dirty_lo;
-    uint8_t *b = malloc(n * 8);
-    if (!b)
-        return vd_set_error(err, -ENOMEM, "out of memory");
-    for (uint64_t i = 0; i < n; i++)
-        vd_put_le64(b + i * 8, t->e[t->dirty_lo + i]);
-    int r = vd_file_pwrite(img->file, b, n * 8, t->off + t->dirty_lo * 8, err);
-    free(b);
-    if (r == 0)
-        t->dirty_lo = t->dirty_hi = 0;
-    return r;
+    return t ? vd_le64(t->b + i * 8) : 0;
 }
 
 static int qed_l1_writeback(vd_image *img, vd_error *err)
@@ -172,53 +160,44 @@ static int qed_l1_writeback(vd_image *img, vd_error *err)
     return r;
 }
 
+/* The cache's hook before dirty tables are written (a flush, or an
+ * eviction): the data clusters and new (zero-extended) tables they point
+ * at reach the disk first. */
+static int qed_before_table_write(void *ctx, vd_error *err)
+{
+    vd_image *img = ctx;
+    struct qed_state *s = img->priv;
+    s->synced = true;
+    return vd_file_sync(img->file, err);
+}
+
 int qed_cache_writeback(vd_image *img, vd_error *err)
 {
     struct qed_state *s = img->priv;
-    bool dirty = s->l1_dirty_hi > s->l1_dirty_lo;
-    for (int i = 0; i < QED_L2_CACHE; i++)
-        dirty |= s->cache[i].dirty_hi > s->cache[i].dirty_lo;
-    if (!dirty)
-        return 0;
-    /* Data clusters and new (zero-extended) tables first, durably. */
-    int r = vd_file_sync(img->file, err);
-    for (int i = 0; r == 0 && i < QED_L2_CACHE; i++)
-        r = qed_l2_writeback(img, &s->cache[i], err);
+    s->synced = false;
+    int r = vd_mcache_flush(&s->l2c, err);
+    if (r == 0 && s->l1_dirty_hi > s->l1_dirty_lo && !s->synced)
+        r = qed_before_table_write(img, err);
     return r == 0 ? qed_l1_writeback(img, err) : r;
 }
 
-void qed_cache_drop(struct qed_state *s)
-{
-    for (int i = 0; i < QED_L2_CACHE; i++) {
-        free(s->cache[i].e);
-        memset(&s->cache[i], 0, sizeof s->cache[i]);
-    }
-}
-
-/* Pick a slot for a new table: an empty one or the least recently used
- * (written back first). */
-static int qed_cache_slot(vd_image *img, struct qed_l2 **out, vd_error *err)
+/* The cache holds of each table the entries below the image size: all of
+ * them but for a single table's tail, so a header with huge tables over a
+ * small image does not make every slot huge. */
+int qed_cache_reset(vd_image *img, vd_error *err)
 {
     struct qed_state *s = img->priv;
-    struct qed_l2 *v = &s->cache[0];
-    for (int i = 0; i < QED_L2_CACHE; i++) {
-        if (!s->cache[i].off) {
-            v = &s->cache[i];
-            break;
-        }
-        if (s->cache[i].age < v->age)
-            v = &s->cache[i];
-    }
-    int r = v->dirty_hi > v->dirty_lo ? qed_cache_writeback(img, err) : 0;
-    if (r < 0)
-        return r;
-    free(v->e);
-    memset(v, 0, sizeof *v);
-    *out = v;
+    uint64_t used = qed_l2_used(s, 0);
+    vd_mcache_free(&s->l2c);
+    if (vd_mcache_init(&s->l2c, img->file, (size_t)(used ? used : 1) * 8, QED_L2_CACHE_BYTES,
+                       2, 64, "L2 table") < 0)
+        return vd_set_error(err, -ENOMEM, "qed: out of memory for the L2 table cache");
+    s->l2c.before_write = qed_before_table_write;
+    s->l2c.ctx = img;
     return 0;
 }
 
-static int qed_l2_load(vd_image *img, uint64_t l1_index, uint64_t off, struct qed_l2 **out,
+static int qed_l2_load(vd_image *img, uint64_t l1_index, uint64_t off, struct qed_l2 *t,
                        vd_error *err)
 {
     struct qed_state *s = img->priv;
@@ -231,25 +210,11 @@ static int qed_l2_load(vd_image *img, uint64_t l1_index, uint64_t off, struct qe
                             (unsigned long long)l1_index,
                             (unsigned long long)(s->l1_off + l1_index * 8),
                             (unsigned long long)off, (unsigned long long)fsize);
-    struct qed_l2 *t;
-    int r = qed_cache_slot(img, &t, err);
+    int r = vd_mcache_get(&s->l2c, off, &t->b, &t->slot, true, err);
     if (r < 0)
         return r;
-    uint64_t n = qed_l2_used(s, l1_index);
-    t->e = malloc(n * 8);
-    if (!t->e)
-        return vd_set_error(err, -ENOMEM, "qed: out of memory for an L2 table");
-    r = vd_file_pread(img->file, t->e, n * 8, off, err);
-    if (r < 0) {
-        free(t->e);
-        t->e = NULL;
-        return r;
-    }
-    for (uint64_t i = 0; i < n; i++)
-        t->e[i] = vd_le64(&t->e[i]);
     t->off = off;
-    t->n = n;
-    *out = t;
+    t->n = qed_l2_used(s, l1_index);
     return 0;
 }
 
@@ -279,26 +244,18 @@ static uint64_t qed_alloc(struct qed_state *s, uint64_t bytes)
 
 /* A fresh, zeroed L2 table for `l1_index`: the file is extended over it
  * (reads as zeroes) before the L1 entry points to it. */
-static int qed_l2_create(vd_image *img, uint64_t l1_index, struct qed_l2 **out, vd_error *err)
+static int qed_l2_create(vd_image *img, uint64_t l1_index, struct qed_l2 *t, vd_error *err)
 {
     struct qed_state *s = img->priv;
     int r = qed_mark_dirty(img, err);
     if (r < 0)
         return r;
-    struct qed_l2 *t;
-    if ((r = qed_cache_slot(img, &t, err)) < 0)
-        return r;
-    uint64_t n = qed_l2_used(s, l1_index);
-    t->e = calloc(n, 8);
-    if (!t->e)
-        return vd_set_error(err, -ENOMEM, "qed: out of memory for an L2 table");
     uint64_t off = qed_alloc(s, s->table_bytes);
     r = vd_file_truncate(img->file, s->file_end, err);
-    if (r < 0) {
-        free(t->e);
-        t->e = NULL;
+    if (r == 0)
+        r = vd_mcache_get(&s->l2c, off, &t->b, &t->slot, false, err);
+    if (r < 0)
         return r;
-    }
     /* The L1 entry reaches the file with the next writeback, after the
      * extension over the table is synced. */
     s->l1[l1_index] = off;
@@ -312,56 +269,46 @@ static int qed_l2_create(vd_image *img, uint64_t l1_index, struct qed_l2 **out, 
             s->l1_dirty_hi = l1_index + 1;
     }
     t->off = off;
-    t->n = n;
-    *out = t;
+    t->n = qed_l2_used(s, l1_index);
     return 0;
 }
 
-/* The L2 table for guest offset `off`, or *out = NULL when it is not
- * allocated and `alloc` is false. */
-static int qed_l2_get(vd_image *img, uint64_t off, bool alloc, struct qed_l2 **out,
-                      vd_error *err)
+/* The L2 table for guest offset `off` in *view, *out = view; *out = NULL
+ * when it is not allocated and `alloc` is false. */
+static int qed_l2_get(vd_image *img, uint64_t off, bool alloc, struct qed_l2 *view,
+                      struct qed_l2 **out, vd_error *err)
 {
     struct qed_state *s = img->priv;
     uint64_t i = off / s->span;
     uint64_t l2_off = s->l1[i];
     *out = NULL;
-    if (!l2_off) {
-        if (!alloc)
-            return 0;
-        int r = qed_l2_create(img, i, out, err);
-        if (r == 0)
-            (*out)->age = ++s->clock;
-        return r;
-    }
-    for (int k = 0; k < QED_L2_CACHE; k++) {
-        if (s->cache[k].off == l2_off) {
-            s->cache[k].age = ++s->clock;
-            *out = &s->cache[k];
-            return 0;
-        }
-    }
-    int r = qed_l2_load(img, i, l2_off, out, err);
+    if (!l2_off && !alloc)
+        return 0;
+    int r = l2_off ? qed_l2_load(img, i, l2_off, view, err) : qed_l2_create(img, i, view, err);
     if (r == 0)
-        (*out)->age = ++s->clock;
+        *out = view;
     return r;
 }
 
-static void qed_l2_set(struct qed_l2 *t, uint64_t idx, uint64_t v)
+static void qed_l2_set(struct qed_state *s, struct qed_l2 *t, uint64_t idx, uint64_t v)
 {
-    t->e[idx] = v;
-    if (t->dirty_hi <= t->dirty_lo) {
-        t->dirty_lo = idx;
-        t->dirty_hi = idx + 1;
-        return;
-    }
-    if (idx < t->dirty_lo)
-        t->dirty_lo = idx;
-    if (idx + 1 > t->dirty_hi)
-        t->dirty_hi = idx + 1;
+    vd_put_le64(t->b + idx * 8, v);
+    vd_mcache_mark_dirty_range(&s->l2c, t->slot, (size_t)idx * 8, (size_t)idx * 8 + 8);
 }
 
 /* ---- reading ------------------------------------------------------------- */
+
+/* The L2 entry for guest offset `off`: *e, 0 when its table is unallocated
+ * and `alloc` is false (*t NULL), at index *idx of table *t (in *view). */
+static int qed_lookup(vd_image *img, uint64_t off, bool alloc, struct qed_l2 *view,
+                      struct qed_l2 **t, uint64_t *idx, uint64_t *e, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    int r = qed_l2_get(img, off, alloc, view, t, err);
+    *idx = off % s->span / s->cluster_size;
+    *e = r == 0 ? qed_e(*t, *idx) : 0;
+    return r;
+}
 
 /* Length of the run starting at entry `idx` that reads the same way (all
  * unallocated, all zero, or file-contiguous data), capped at `max` bytes. */
@@ -369,12 +316,12 @@ static uint64_t qed_run(vd_image *img, struct qed_l2 *t, uint64_t idx, uint64_t 
                         uint64_t max)
 {
     struct qed_state *s = img->priv;
-    uint64_t e = t ? t->e[idx] : 0;
+    uint64_t e = qed_e(t, idx);
     uint64_t len = s->cluster_size - in;
     uint64_t j = idx + 1;
     uint64_t n = t ? t->n : s->table_entries;
     while (len < max && j < n) {
-        uint64_t f = t ? t->e[j] : 0;
+        uint64_t f = qed_e(t, j);
         bool same = e <= QED_ZERO_ENTRY ? f == e : f == e + (j - idx) * s->cluster_size;
         if (!same)
             break;
@@ -389,13 +336,11 @@ static int qed_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_erro
     struct qed_state *s = img->priv;
     uint8_t *p = buf;
     while (len) {
-        struct qed_l2 *t;
-        int r = qed_l2_get(img, off, false, &t, err);
+        struct qed_l2 tv, *t;
+        uint64_t idx, e, in = off % s->cluster_size;
+        int r = qed_lookup(img, off, false, &tv, &t, &idx, &e, err);
         if (r < 0)
             return r;
-        uint64_t idx = off % s->span / s->cluster_size;
-        uint64_t in = off % s->cluster_size;
-        uint64_t e = t ? t->e[idx] : 0;
         size_t n = (size_t)qed_run(img, t, idx, in, len);
         if (e == 0)
             r = vd_backing_pread(img, p, n, off, err);
@@ -416,18 +361,14 @@ static int qed_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
                             vd_error *err)
 {
     struct qed_state *s = img->priv;
-    uint64_t end = off + len;
-    uint64_t table_end = (off / s->span + 1) * s->span;
-    if (table_end < end)
-        end = table_end;             /* one L2 table per call */
+    /* one L2 table per call */
+    uint64_t tbl, in_tbl, end = off + vd_block_piece(off, len, s->span, &tbl, &in_tbl);
     while (off < end) {
-        struct qed_l2 *t;
-        int r = qed_l2_get(img, off, false, &t, err);
+        struct qed_l2 tv, *t;
+        uint64_t idx, e, in = off % s->cluster_size;
+        int r = qed_lookup(img, off, false, &tv, &t, &idx, &e, err);
         if (r < 0)
             return r;
-        uint64_t idx = off % s->span / s->cluster_size;
-        uint64_t in = off % s->cluster_size;
-        uint64_t e = t ? t->e[idx] : 0;
         uint64_t n = qed_run(img, t, idx, in, end - off);
         if (e == 0)
             r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
@@ -456,7 +397,7 @@ static int qed_write_partial_new(vd_image *img, struct qed_l2 *t, uint64_t idx,
                                                           : s->cluster_size;
     memset(s->scratch, 0, s->cluster_size);
     int r = 0;
-    if (t->e[idx] == 0)
+    if (qed_e(t, idx) == 0)
         r = vd_backing_pread(img, s->scratch, (size_t)valid, cl, err);
     if (r < 0)
         return r;
@@ -464,7 +405,7 @@ static int qed_write_partial_new(vd_image *img, struct qed_l2 *t, uint64_t idx,
     uint64_t at = qed_alloc(s, s->cluster_size);
     r = vd_file_pwrite(img->file, s->scratch, s->cluster_size, at, err);
     if (r == 0)
-        qed_l2_set(t, idx, at);
+        qed_l2_set(s, t, idx, at);
     return r;
 }
 
@@ -477,7 +418,7 @@ static int qed_write_full_new(vd_image *img, struct qed_l2 *t, uint64_t idx, uin
     uint64_t at = qed_alloc(s, k * s->cluster_size);
     int r = vd_file_pwrite(img->file, p, (size_t)(k * s->cluster_size), at, err);
     for (uint64_t j = 0; r == 0 && j < k; j++)
-        qed_l2_set(t, idx + j, at + j * s->cluster_size);
+        qed_l2_set(s, t, idx + j, at + j * s->cluster_size);
     return r;
 }
 
@@ -487,12 +428,10 @@ static int qed_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, 
     const uint8_t *p = buf;
     int r = 0;
     while (len && r == 0) {
-        struct qed_l2 *t;
-        if ((r = qed_l2_get(img, off, true, &t, err)) < 0)
+        struct qed_l2 tv, *t;
+        uint64_t idx, e, in = off % s->cluster_size;
+        if ((r = qed_lookup(img, off, true, &tv, &t, &idx, &e, err)) < 0)
             break;
-        uint64_t idx = off % s->span / s->cluster_size;
-        uint64_t in = off % s->cluster_size;
-        uint64_t e = t->e[idx];
         size_t n = (size_t)qed_run(img, t, idx, in, len);
         if (e > QED_ZERO_ENTRY) {
             /* Allocated: overwrite in place. */
@@ -534,12 +473,11 @@ static int qed_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
             r = qed_pwrite(img, z, (size_t)n, off, err);
             free(z);
         } else {
-            struct qed_l2 *t;
+            struct qed_l2 tv, *t;
+            uint64_t idx, e;
             bool need = img->backing_file != NULL;
-            if ((r = qed_l2_get(img, off, need, &t, err)) < 0)
+            if ((r = qed_lookup(img, off, need, &tv, &t, &idx, &e, err)) < 0)
                 break;
-            uint64_t idx = off % s->span / s->cluster_size;
-            uint64_t e = t ? t->e[idx] : 0;
             if (e > QED_ZERO_ENTRY) {
                 /* Keep the cluster (no leak); punch it to zeroes. */
                 if ((r = qed_check_data(img, e, t->off, idx, err)) == 0)
@@ -547,7 +485,7 @@ static int qed_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
             } else if (e == 0 && need) {
                 /* A zero cluster hides the backing file's data. */
                 if ((r = qed_mark_dirty(img, err)) == 0)
-                    qed_l2_set(t, idx, QED_ZERO_ENTRY);
+                    qed_l2_set(s, t, idx, QED_ZERO_ENTRY);
             }
         }
         off += n;
@@ -653,7 +591,7 @@ static void qed_free(struct qed_state *s)
 {
     if (!s)
         return;
-    qed_cache_drop(s);
+    vd_mcache_free(&s->l2c);
     free(s->l1);
     free(s->scratch);
     free(s);
@@ -694,7 +632,7 @@ static int qed_open(vd_image *img, vd_error *err)
     img->priv = s;
     if ((r = qed_parse_header(img, s, h, (uint64_t)fsize, err)) < 0 ||
         (r = qed_read_backing_name(img, s, h, err)) < 0 ||
-        (r = qed_read_l1(img, s, err)) < 0)
+        (r = qed_read_l1(img, s, err)) < 0 || (r = qed_cache_reset(img, err)) < 0)
         goto fail;
     s->file_end = vd_round_up((uint64_t)fsize, s->cluster_size);
     s->scratch = malloc(s->cluster_size);
@@ -784,9 +722,7 @@ static int qed_create(const struct vd_create_args *a, vd_error *err)
         r = vd_file_pwrite(f, h, QED_HEADER_LEN + bflen, 0, err);
         if (r == 0)
             r = vd_file_truncate(f, cs * (1 + ts), err);   /* header + empty L1 */
-        if (r == 0)
-            r = vd_file_sync(f, err);
-        vd_file_close(f);
+        r = vd_file_create_finish(f, r, err);
     }
     free(h);
     return r;

@@ -17,7 +17,7 @@
 #define QED_DEF_CLUSTER      (64u << 10)
 #define QED_DEF_TABLE_SIZE   4u
 #define QED_ZERO_ENTRY       1ull
-#define QED_L2_CACHE         4
+#define QED_L2_CACHE_BYTES   (1u << 20)    /* at least 2 tables, at most 64 */
 #define QED_MAX_BACKING_NAME 4096u
 
 /* Header field offsets. */
@@ -27,12 +27,14 @@ enum {
     QED_H_L1 = 40, QED_H_SIZE = 48, QED_H_BF_OFF = 56, QED_H_BF_LEN = 60,
 };
 
+/* An L2 table as lookups see it: its little-endian entries in the shared
+ * table cache, `n` of them below the image size; valid until the next
+ * table is asked for. */
 struct qed_l2 {
-    uint64_t off;          /* file offset of the table; 0 = slot empty */
-    uint64_t *e;           /* host-order entries, `n` of them */
+    uint64_t off;          /* file offset of the table */
+    uint8_t *b;
     uint64_t n;
-    uint64_t dirty_lo, dirty_hi;   /* [lo, hi) entries to write back */
-    unsigned age;
+    size_t slot;           /* for vd_mcache_mark_dirty_range */
 };
 
 struct qed_state {
@@ -46,8 +48,8 @@ struct qed_state {
     uint64_t *l1;
     uint64_t l1_dirty_lo, l1_dirty_hi;  /* [lo, hi) L1 entries to write back */
     uint64_t file_end;        /* next allocation, cluster aligned */
-    struct qed_l2 cache[QED_L2_CACHE];
-    unsigned clock;
+    vd_mcache l2c;            /* L2 tables, the part below the image size */
+    bool synced;              /* l2c's write-back synced the data first */
     bool flag_set;            /* we set NEED_CHECK in this session */
     uint8_t *scratch;         /* one cluster, for copy-on-write */
 };
@@ -58,7 +60,10 @@ int qed_write_features(vd_image *img, vd_error *err);
 /* Write the changed L1 and L2 entries, after a sync of the data and file
  * extensions they point to (nothing when none changed). */
 int qed_cache_writeback(vd_image *img, vd_error *err);
-void qed_cache_drop(struct qed_state *s);
+/* Forget the cached tables (after writing them back), e.g. before tables
+ * are rewritten on disk; 0 or -ENOMEM when the cache cannot be set up
+ * again for the current size. */
+int qed_cache_reset(vd_image *img, vd_error *err);
 int qed_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *err);
 /* qed-inplace.c */
 int qed_resize(vd_image *img, uint64_t size, vd_error *err);

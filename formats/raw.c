@@ -52,10 +52,7 @@ static int raw_create(const struct vd_create_args *a, vd_error *err)
             r = vd_set_errno(err, -errno, "raw: %s: fallocate", a->path);
         /* "full" would write zeroes; fallocated blocks already read as zero. */
     }
-    if (r == 0)
-        r = vd_file_sync(f, err);
-    vd_file_close(f);
-    return r;
+    return vd_file_create_finish(f, r, err);
 }
 
 static int raw_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)

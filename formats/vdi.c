@@ -43,17 +43,51 @@ static int vdi_probe(const uint8_t *head, size_t len, const uint8_t *tail,
 
 /* ---- header ----------------------------------------------------------- */
 
+/* Where the fields both header versions have sit (offsets from the start
+ * of the file); 0: the version has no such field. */
+struct vdi_layout {
+    uint16_t type, disk_size, block_size, block_extra, blocks, allocated;
+    uint16_t uuid_create, uuid_modify, uuid_link, uuid_parent;
+};
+
+static const struct vdi_layout vdi_layout_v0 = {
+    .type = VDI0_O_TYPE, .disk_size = VDI0_O_DISK_SIZE, .block_size = VDI0_O_BLOCK_SIZE,
+    .blocks = VDI0_O_BLOCKS, .allocated = VDI0_O_ALLOCATED,
+    .uuid_create = VDI0_O_UUID_CREATE, .uuid_modify = VDI0_O_UUID_MODIFY,
+    .uuid_link = VDI0_O_UUID_LINK,
+};
+
+static const struct vdi_layout vdi_layout_v1 = {
+    .type = VDI_O_TYPE, .disk_size = VDI_O_DISK_SIZE, .block_size = VDI_O_BLOCK_SIZE,
+    .block_extra = VDI_O_BLOCK_EXTRA, .blocks = VDI_O_BLOCKS, .allocated = VDI_O_ALLOCATED,
+    .uuid_create = VDI_O_UUID_CREATE, .uuid_modify = VDI_O_UUID_MODIFY,
+    .uuid_link = VDI_O_UUID_LINK, .uuid_parent = VDI_O_UUID_PARENT,
+};
+
+static const struct vdi_layout *vdi_layout(uint32_t major)
+{
+    return major == 0 ? &vdi_layout_v0 : &vdi_layout_v1;
+}
+
+static void vdi_parse_fields(struct vdi_state *s, const uint8_t *h, const struct vdi_layout *l)
+{
+    s->type = vd_le32(h + l->type);
+    s->disk_size = vd_le64(h + l->disk_size);
+    s->block_size = vd_le32(h + l->block_size);
+    s->block_extra = l->block_extra ? vd_le32(h + l->block_extra) : 0;
+    s->n_blocks = vd_le32(h + l->blocks);
+    s->n_alloc = vd_le32(h + l->allocated);
+    s->alloc_at = l->allocated;
+    memcpy(s->uuid_create, h + l->uuid_create, 16);
+    memcpy(s->uuid_modify, h + l->uuid_modify, 16);
+    memcpy(s->uuid_link, h + l->uuid_link, 16);
+    if (l->uuid_parent)
+        memcpy(s->uuid_parent, h + l->uuid_parent, 16);
+}
+
 static int vdi_parse_v0(struct vdi_state *s, const uint8_t *h)
 {
-    s->type = vd_le32(h + VDI0_O_TYPE);
-    s->disk_size = vd_le64(h + VDI0_O_DISK_SIZE);
-    s->block_size = vd_le32(h + VDI0_O_BLOCK_SIZE);
-    s->n_blocks = vd_le32(h + VDI0_O_BLOCKS);
-    s->n_alloc = vd_le32(h + VDI0_O_ALLOCATED);
-    s->alloc_at = VDI0_O_ALLOCATED;
-    memcpy(s->uuid_create, h + VDI0_O_UUID_CREATE, 16);
-    memcpy(s->uuid_modify, h + VDI0_O_UUID_MODIFY, 16);
-    memcpy(s->uuid_link, h + VDI0_O_UUID_LINK, 16);
+    vdi_parse_fields(s, h, &vdi_layout_v0);
     s->off_blocks = VDI_PREHEADER_SIZE + VDI_HEADER0_SIZE;
     s->off_data = s->off_blocks + (uint64_t)s->n_blocks * 4;
     return 0;
@@ -65,19 +99,9 @@ static int vdi_parse_v1(struct vdi_state *s, const uint8_t *h, vd_error *err)
     if (hsize < VDI_HEADER1_SIZE || hsize > 4096)
         return vd_set_error(err, -EINVAL, "vdi: header size %u at 0x%x: expected 384..4096",
                             hsize, VDI_O_HDR_SIZE);
-    s->type = vd_le32(h + VDI_O_TYPE);
+    vdi_parse_fields(s, h, &vdi_layout_v1);
     s->off_blocks = vd_le32(h + VDI_O_OFF_BLOCKS);
     s->off_data = vd_le32(h + VDI_O_OFF_DATA);
-    s->disk_size = vd_le64(h + VDI_O_DISK_SIZE);
-    s->block_size = vd_le32(h + VDI_O_BLOCK_SIZE);
-    s->block_extra = vd_le32(h + VDI_O_BLOCK_EXTRA);
-    s->n_blocks = vd_le32(h + VDI_O_BLOCKS);
-    s->n_alloc = vd_le32(h + VDI_O_ALLOCATED);
-    s->alloc_at = VDI_O_ALLOCATED;
-    memcpy(s->uuid_create, h + VDI_O_UUID_CREATE, 16);
-    memcpy(s->uuid_modify, h + VDI_O_UUID_MODIFY, 16);
-    memcpy(s->uuid_link, h + VDI_O_UUID_LINK, 16);
-    memcpy(s->uuid_parent, h + VDI_O_UUID_PARENT, 16);
     if (s->off_blocks < VDI_PREHEADER_SIZE + (uint64_t)hsize)
         return vd_set_error(err, -EINVAL, "vdi: block map offset 0x%llx at 0x%x overlaps the header",
                             (unsigned long long)s->off_blocks, VDI_O_OFF_BLOCKS);
@@ -183,7 +207,7 @@ static bool vdi_file_has_uuid(const char *path, const uint8_t uuid[16])
     if (size >= (int64_t)sizeof h && vd_file_pread(f, h, sizeof h, 0, NULL) == 0 &&
         vd_le32(h + VDI_O_MAGIC) == VDI_MAGIC) {
         uint32_t major = vd_le32(h + VDI_O_VERSION) >> 16;
-        const uint8_t *u = major == 0 ? h + VDI0_O_UUID_CREATE : h + VDI_O_UUID_CREATE;
+        const uint8_t *u = h + vdi_layout(major)->uuid_create;
         ok = major <= 1 && memcmp(u, uuid, 16) == 0;
     }
     vd_file_close(f);
@@ -624,11 +648,10 @@ static int vdi_create(const struct vd_create_args *a, vd_error *err)
     r = vd_file_create(a->path, &f, err);
     if (r == 0) {
         if ((r = vd_file_pwrite(f, h, sizeof h, 0, err)) == 0 &&
-            (r = vd_file_pwrite(f, map, map_bytes, 512, err)) == 0 &&
-            (r = vd_file_truncate(f, off_data + (fixed ? (uint64_t)n_blocks * VDI_DEFAULT_BLOCK
-                                                         : 0), err)) == 0)
-            r = vd_file_sync(f, err);
-        vd_file_close(f);
+            (r = vd_file_pwrite(f, map, map_bytes, 512, err)) == 0)
+            r = vd_file_truncate(f, off_data + (fixed ? (uint64_t)n_blocks * VDI_DEFAULT_BLOCK
+                                                      : 0), err);
+        r = vd_file_create_finish(f, r, err);
     }
     free(map);
     return r;

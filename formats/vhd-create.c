@@ -101,38 +101,39 @@ static int vhd_create_fixed(vd_file *f, const struct vhd_create_plan *p, vd_erro
     return r;
 }
 
-/* UTF-8 to UTF-16 (LE or BE) into `out` of `cap` bytes; returns bytes used.
- * Invalid bytes are taken as Latin-1, which keeps any name representable. */
-size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be)
+/* The parent's file name into the dynamic header's 512-byte UTF-16BE field
+ * (NUL-padded; a full field has no NUL). */
+int vhd_put_parent_name(uint8_t *dh, const char *path, vd_error *err)
 {
-    size_t n = 0;
-    const unsigned char *s = (const unsigned char *)in;
-    while (*s) {
-        uint32_t c = *s++;
-        int more = c >= 0xf0 && c < 0xf8 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
-        if (c >= 0xf8)
-            more = 0;
-        uint32_t v = more == 3 ? c & 7 : more == 2 ? c & 15 : more == 1 ? c & 31 : c;
-        int k;
-        for (k = 0; k < more && (s[k] & 0xc0) == 0x80; k++)
-            v = v << 6 | (s[k] & 0x3f);
-        if (k == more) {
-            s += more;
-            c = v;
-        }
-        uint16_t units[2] = { (uint16_t)c, 0 };
-        int nu = 1;
-        if (c >= 0x10000) {
-            units[0] = (uint16_t)(0xd800 + ((c - 0x10000) >> 10));
-            units[1] = (uint16_t)(0xdc00 + ((c - 0x10000) & 0x3ff));
-            nu = 2;
-        }
-        if (n + 2 * (size_t)nu > cap)
-            break;
-        for (int u = 0; u < nu; u++, n += 2)
-            be ? vd_put_be16(out + n, units[u]) : vd_put_le16(out + n, units[u]);
-    }
-    return n;
+    const char *base = strrchr(path, '/');
+    size_t used, bad;
+    base = base ? base + 1 : path;
+    memset(dh + VHD_D_PARENT_NAME, 0, 512);
+    int r = vd_utf16_encode(base, dh + VHD_D_PARENT_NAME, 512, VD_UTF16_BE, &used, &bad);
+    if (r == -EILSEQ)
+        return vd_set_error(err, r, "vhd: parent name '%s' is not UTF-8 (byte %zu)", base, bad);
+    if (r < 0)
+        return vd_set_error(err, r, "vhd: parent name '%s' is longer than the 512 bytes "
+                            "of UTF-16 a VHD holds", base);
+    return 0;
+}
+
+int vhd_fill_locator(uint8_t *dh, int i, uint32_t code, const char *path, uint8_t *data,
+                     size_t cap, uint64_t at, size_t *len, uint64_t *space, vd_error *err)
+{
+    size_t bad;
+    int r = vd_utf16_encode(path, data, cap, 0, len, &bad);
+    if (r == -EILSEQ)
+        return vd_set_error(err, r, "vhd: parent path '%s' is not UTF-8 (byte %zu)", path, bad);
+    if (r < 0)
+        return vd_set_error(err, r, "vhd: parent path '%s' does not fit its locator", path);
+    *space = vd_round_up(*len ? *len : 1, VHD_SECTOR);
+    uint8_t *l = dh + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
+    vd_put_be32(l, code);
+    vd_put_be32(l + 4, (uint32_t)*space);     /* bytes, as Hyper-V writes it */
+    vd_put_be32(l + 8, (uint32_t)*len);
+    vd_put_be64(l + 16, at);
+    return 0;
 }
 
 char *vhd_windows_path(const char *p, bool relative)
@@ -155,18 +156,14 @@ char *vhd_windows_path(const char *p, bool relative)
 static int vhd_put_locator(vd_file *f, uint8_t *dh, int i, uint32_t code, const char *path,
                            uint64_t *at, vd_error *err)
 {
-    size_t cap = strlen(path) * 4 + 4;
+    size_t cap = 2 * strlen(path) + 2, len;     /* UTF-16 takes at most 2 bytes per byte */
+    uint64_t space;
     uint8_t *buf = calloc(1, cap);
     if (!buf)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    size_t len = vhd_utf8_to_utf16(path, buf, cap, false);
-    uint64_t space = vd_round_up(len ? len : 1, VHD_SECTOR);
-    uint8_t *l = dh + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
-    vd_put_be32(l, code);
-    vd_put_be32(l + 4, (uint32_t)space);     /* bytes, as Hyper-V writes it */
-    vd_put_be32(l + 8, (uint32_t)len);
-    vd_put_be64(l + 16, *at);
-    int r = vd_file_pwrite(f, buf, len, *at, err);
+    int r = vhd_fill_locator(dh, i, code, path, buf, cap, *at, &len, &space, err);
+    if (r == 0)
+        r = vd_file_pwrite(f, buf, len, *at, err);
     free(buf);
     *at += space;
     return r;
@@ -190,8 +187,9 @@ static int vhd_link_parent(vd_file *f, const struct vd_create_args *a, uint8_t *
     struct stat st;
     if (fstat(a->backing->file->fd, &st) == 0)
         vd_put_be32(dh + VHD_D_PARENT_TIME, (uint32_t)((int64_t)st.st_mtime - VHD_EPOCH));
-    const char *base = strrchr(a->backing_file, '/');
-    vhd_utf8_to_utf16(base ? base + 1 : a->backing_file, dh + VHD_D_PARENT_NAME, 512, true);
+    r = vhd_put_parent_name(dh, a->backing_file, err);
+    if (r < 0)
+        return r;
     char *rel = vhd_windows_path(a->backing_file, true);
     /* the absolute locator names the file the confined open found */
     char link[64];
@@ -292,10 +290,5 @@ int vhd_create(const struct vd_create_args *a, vd_error *err)
         r = vhd_create_fixed(f, &p, err);
     else
         r = vhd_create_dynamic(f, a, &p, err);
-    if (r == 0)
-        r = vd_file_sync(f, err);
-    vd_file_close(f);
-    if (r < 0)
-        unlink(a->path);
-    return r;
+    return vd_file_create_finish(f, r, err);
 }

@@ -38,20 +38,6 @@ static int vhd_ip_parent_id(vd_file *pf, uint8_t uuid[16], uint32_t *time, char 
     return 0;
 }
 
-/* Locator `i` of `dh` naming `path` (UTF-16LE) at `at` in `data`. */
-static size_t vhd_ip_locator(uint8_t *dh, int i, uint32_t code, const char *path,
-                             uint8_t *data, uint64_t at)
-{
-    size_t len = vhd_utf8_to_utf16(path, data, strlen(path) * 4 + 4, false);
-    size_t space = (size_t)vd_round_up(len ? len : 1, VHD_SECTOR);
-    uint8_t *l = dh + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
-    vd_put_be32(l, code);
-    vd_put_be32(l + 4, (uint32_t)space);
-    vd_put_be32(l + 8, (uint32_t)len);
-    vd_put_be64(l + 16, at);
-    return space;
-}
-
 int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
 {
     struct vhd_state *s = img->priv;
@@ -66,6 +52,7 @@ int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
                             "a VHD, not %s", fmt);
     char *rel = NULL, *abs = NULL, *real = NULL;
     uint8_t dh[VHD_DYNHDR_SIZE], uuid[16] = { 0 }, *data = NULL;
+    size_t cap = 0;
     uint32_t ptime = 0;
     vd_file *pf;
     int r = vd_file_open_beneath(img->path, file, img->allow_host_paths, true, false, &pf,
@@ -77,22 +64,28 @@ int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
     if (r == 0) {
         rel = vhd_windows_path(file, true);
         abs = real ? vhd_windows_path(real, false) : NULL;
-        data = calloc(1, (strlen(file) + (real ? strlen(real) : 0)) * 4 + 2 * VHD_SECTOR + 8);
+        cap = (strlen(file) + (real ? strlen(real) : 0)) * 2 + 2 * VHD_SECTOR + 8;
+        data = calloc(1, cap);
         if (!rel || !data)
             r = vd_set_error(err, -ENOMEM, "out of memory");
     }
-    uint64_t at = s->next_free, len = 0;
+    uint64_t at = s->next_free, len = 0, space;
+    size_t used;
     if (r == 0) {
         memcpy(dh, s->dynhdr, sizeof dh);
         memcpy(dh + VHD_D_PARENT_UUID, uuid, 16);
         vd_put_be32(dh + VHD_D_PARENT_TIME, ptime);
-        memset(dh + VHD_D_PARENT_NAME, 0, 512);
-        const char *base = strrchr(file, '/');
-        vhd_utf8_to_utf16(base ? base + 1 : file, dh + VHD_D_PARENT_NAME, 512, true);
         memset(dh + VHD_D_LOCATORS, 0, VHD_LOCATORS * VHD_LOCATOR_SIZE);
-        len = vhd_ip_locator(dh, 0, 0x57327275, rel, data, at);              /* W2ru */
-        if (abs)
-            len += vhd_ip_locator(dh, 1, 0x57326b75, abs, data + len, at + len); /* W2ku */
+        r = vhd_put_parent_name(dh, file, err);
+    }
+    if (r == 0)
+        r = vhd_fill_locator(dh, 0, 0x57327275, rel, data, cap, at, &used, &len, err); /* W2ru */
+    if (r == 0 && abs) {
+        r = vhd_fill_locator(dh, 1, 0x57326b75, abs, data + len, cap - len, at + len, &used,
+                             &space, err);                                          /* W2ku */
+        len += space;
+    }
+    if (r == 0) {
         vd_put_be32(dh + VHD_D_CHECKSUM, vhd_checksum(dh, sizeof dh, VHD_D_CHECKSUM));
         vd_put_be32(s->footer + VHD_F_CHECKSUM,
                     vhd_checksum(s->footer, VHD_FOOTER_SIZE, VHD_F_CHECKSUM));

@@ -8,49 +8,6 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* UTF-16 (big- or little-endian) to UTF-8; unpaired surrogates become '?'.
- * Stops at a NUL.  Returns a malloc'd string or NULL. */
-static char *vhd_utf16_to_utf8(const uint8_t *p, size_t bytes, bool big_endian)
-{
-    char *out = malloc(bytes / 2 * 3 + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i + 1 < bytes; i += 2) {
-        uint32_t c = big_endian ? vd_be16(p + i) : vd_le16(p + i);
-        if (!c)
-            break;
-        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
-            uint32_t lo = big_endian ? vd_be16(p + i + 2) : vd_le16(p + i + 2);
-            if (lo >= 0xdc00 && lo < 0xe000) {
-                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-                i += 2;
-            } else {
-                c = '?';
-            }
-        } else if (c >= 0xd800 && c < 0xe000) {
-            c = '?';
-        }
-        if (c < 0x80) {
-            *o++ = (char)c;
-        } else if (c < 0x800) {
-            *o++ = (char)(0xc0 | c >> 6);
-            *o++ = (char)(0x80 | (c & 0x3f));
-        } else if (c < 0x10000) {
-            *o++ = (char)(0xe0 | c >> 12);
-            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
-            *o++ = (char)(0x80 | (c & 0x3f));
-        } else {
-            /* 4-byte sequences need 4 bytes for 4 input bytes: fits. */
-            *o++ = (char)(0xf0 | c >> 18);
-            *o++ = (char)(0x80 | ((c >> 12) & 0x3f));
-            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
-            *o++ = (char)(0x80 | (c & 0x3f));
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 /* Turn a stored Windows or Mac path into one relative to the child's folder:
  * backslashes become slashes, a Mac "file://" URL becomes its path, a
  * leading "./" goes, and a path
@@ -87,9 +44,10 @@ static void vhd_normalize_parent_path(char *p)
         memmove(p, p + 2, strlen(p + 2) + 1);
 }
 
-/* Decode parent locator `i`; NULL if it is not a usable path. */
+/* Decode parent locator `i`; NULL if it is not a usable path (then `why`,
+ * when it is worth saying, tells what was wrong with it). */
 static char *vhd_locator_path(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, int i,
-                              vd_error *err)
+                              vd_error *why)
 {
     const uint8_t *l = dynhdr + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE;
     uint32_t code = vd_be32(l), len = vd_be32(l + 8);
@@ -105,12 +63,16 @@ static char *vhd_locator_path(vd_image *img, const uint8_t *dynhdr, uint64_t fil
     if (!raw)
         return NULL;
     char *p = NULL;
-    if (vd_file_pread(img->file, raw, len, off, err) == 0) {
-        if (utf16) {
-            p = vhd_utf16_to_utf8(raw, len, false);
-        } else if ((p = malloc((size_t)len + 1))) {
-            memcpy(p, raw, len);
-            p[len] = 0;
+    if (vd_file_pread(img->file, raw, len, off, why) == 0) {
+        size_t bad;
+        if (!utf16) {
+            if ((p = malloc((size_t)len + 1))) {
+                memcpy(p, raw, len);
+                p[len] = 0;
+            }
+        } else if (vd_utf16_decode(raw, len, 0, &p, &bad) == -EILSEQ) {
+            vd_set_error(why, -EILSEQ, "vhd: parent locator %d at 0x%llx: invalid UTF-16 at byte %zu",
+                         i, (unsigned long long)off, bad);
         }
     }
     free(raw);
@@ -147,15 +109,21 @@ int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd
     static const uint32_t order[] = { 0x57327275, 0x57326b75, 0x4d616358 };
     char *cand[VHD_MAX_CANDIDATES];
     size_t n = 0;
+    vd_error why = { 0 };
     for (size_t k = 0; k < 3; k++)
         for (int i = 0; i < VHD_LOCATORS; i++) {
             if (vd_be32(dynhdr + VHD_D_LOCATORS + i * VHD_LOCATOR_SIZE) != order[k])
                 continue;
-            char *p = vhd_locator_path(img, dynhdr, file_size, i, NULL);
+            char *p = vhd_locator_path(img, dynhdr, file_size, i, why.code ? NULL : &why);
             if (p)
                 cand[n++] = p;
         }
-    char *name = vhd_utf16_to_utf8(dynhdr + VHD_D_PARENT_NAME, 512, true);
+    char *name;
+    size_t bad;
+    if (vd_utf16_decode(dynhdr + VHD_D_PARENT_NAME, 512, VD_UTF16_BE, &name, &bad) == -EILSEQ &&
+        !why.code)
+        vd_set_error(&why, -EILSEQ, "vhd: parent name (dynamic header +%d): invalid UTF-16 at byte %zu",
+                     VHD_D_PARENT_NAME, bad);
     if (name)
         vhd_normalize_parent_path(name);
     if (name && *name)
@@ -174,6 +142,8 @@ int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd
     img->backing_file = pick ? strdup(pick) : NULL;
     for (size_t i = 0; i < n; i++)
         free(cand[i]);
+    if (!pick && why.code == -EILSEQ)
+        return vd_set_error(err, -EINVAL, "%s", why.msg);
     if (!pick)
         return vd_set_error(err, -EINVAL,
                             "vhd: differencing disk names no parent (no parent locator or name)");

@@ -305,16 +305,6 @@ fail:
     return r;
 }
 
-/* The piece of [off, off+len) that lies in one block. */
-static uint64_t vhd_piece(struct vhd_state *s, uint64_t off, uint64_t len, uint32_t *blk,
-                          uint32_t *in_blk)
-{
-    *blk = (uint32_t)(off / s->block_size);
-    *in_blk = (uint32_t)(off % s->block_size);
-    uint64_t n = s->block_size - *in_blk;
-    return n < len ? n : len;
-}
-
 static uint64_t vhd_block_data(struct vhd_state *s, uint32_t blk)
 {
     return (uint64_t)s->bat[blk] * VHD_SECTOR + s->bitmap_size;
@@ -335,11 +325,15 @@ static uint32_t vhd_run(const uint8_t *bm, uint32_t first, uint32_t max, bool *s
     return n;
 }
 
-/* Read a piece of a differencing block: bitmap-set sectors from this file,
- * clear ones from the parent. */
-static int vhd_read_diff_piece(vd_image *img, struct vhd_state *s, uint8_t *buf,
-                               uint64_t n, uint64_t off, uint32_t blk, uint32_t in_blk,
-                               vd_error *err)
+/* Walk the piece [in_blk, in_blk+n) of differencing block `blk` in runs of
+ * sectors that are all in this file or all in the parent (its sector
+ * bitmap): fn gets each run's offset in the piece, its length and, when it
+ * is in this file, its file offset (else VD_NO_OFFSET). */
+typedef int (*vhd_run_fn)(void *ctx, uint64_t done, uint64_t bytes, uint64_t file_off,
+                          vd_error *err);
+
+static int vhd_diff_runs(vd_image *img, struct vhd_state *s, uint32_t blk, uint32_t in_blk,
+                         uint64_t n, vhd_run_fn fn, void *ctx, vd_error *err)
 {
     uint8_t *bm = malloc(s->bitmap_size);
     if (!bm)
@@ -354,17 +348,39 @@ static int vhd_read_diff_piece(vd_image *img, struct vhd_state *s, uint8_t *buf,
         uint64_t bytes = (uint64_t)run * VHD_SECTOR;
         if (bytes > n - done)
             bytes = n - done;
-        if (set)
-            r = vd_file_pread(img->file, buf + done, bytes,
-                              vhd_block_data(s, blk) + (uint64_t)sec * VHD_SECTOR, err);
-        else
-            r = vd_backing_pread(img, buf + done, bytes, off + done, err);
+        r = fn(ctx, done, bytes,
+               set ? vhd_block_data(s, blk) + (uint64_t)sec * VHD_SECTOR : VD_NO_OFFSET, err);
         done += bytes;
         sec += run;
         nsec -= run;
     }
     free(bm);
     return r;
+}
+
+struct vhd_read_ctx {
+    vd_image *img;
+    uint8_t *buf;
+    uint64_t off;
+};
+
+static int vhd_read_run(void *ctx, uint64_t done, uint64_t bytes, uint64_t file_off,
+                        vd_error *err)
+{
+    struct vhd_read_ctx *c = ctx;
+    if (file_off != VD_NO_OFFSET)
+        return vd_file_pread(c->img->file, c->buf + done, bytes, file_off, err);
+    return vd_backing_pread(c->img, c->buf + done, bytes, c->off + done, err);
+}
+
+/* Read a piece of a differencing block: bitmap-set sectors from this file,
+ * clear ones from the parent. */
+static int vhd_read_diff_piece(vd_image *img, struct vhd_state *s, uint8_t *buf,
+                               uint64_t n, uint64_t off, uint32_t blk, uint32_t in_blk,
+                               vd_error *err)
+{
+    struct vhd_read_ctx c = { img, buf, off };
+    return vhd_diff_runs(img, s, blk, in_blk, n, vhd_read_run, &c, err);
 }
 
 static int vhd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
@@ -374,8 +390,8 @@ static int vhd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_erro
     if (s->type == VHD_TYPE_FIXED)
         return vd_file_pread(img->file, buf, len, off, err);
     while (len) {
-        uint32_t blk, in_blk;
-        uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+        uint64_t blk, in_blk;
+        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
         int r;
         if (s->bat[blk] == VHD_BAT_UNUSED)
             r = vd_backing_pread(img, p, n, off, err);
@@ -500,8 +516,8 @@ static int vhd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
     if (s->type == VHD_TYPE_FIXED)
         return vd_file_pwrite(img->file, buf, len, off, err);
     while (len) {
-        uint32_t blk, in_blk;
-        uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+        uint64_t blk, in_blk;
+        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
         int r = 0;
         if (s->bat[blk] == VHD_BAT_UNUSED)
             r = vhd_alloc_block(img, s, blk, err);
@@ -531,8 +547,8 @@ static int vhd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
     uint8_t *zero = NULL;
     int r = 0;
     while (r == 0 && len) {
-        uint32_t blk, in_blk;
-        uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+        uint64_t blk, in_blk;
+        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
         if (s->type == VHD_TYPE_DIFF || s->bat[blk] != VHD_BAT_UNUSED) {
             if (!zero && !(zero = calloc(1, s->block_size)))
                 return vd_set_error(err, -ENOMEM, "out of memory");
@@ -585,6 +601,21 @@ static int vhd_flush(vd_image *img, vd_error *err)
     return vd_file_sync(img->file, err);
 }
 
+struct vhd_status_ctx {
+    vd_extents *ext;
+    uint64_t off;
+};
+
+static int vhd_status_run(void *ctx, uint64_t done, uint64_t bytes, uint64_t file_off,
+                          vd_error *err)
+{
+    struct vhd_status_ctx *c = ctx;
+    (void)err;
+    return vd_extents_add(c->ext, c->off + done, bytes,
+                          file_off != VD_NO_OFFSET ? VD_LAYER_DATA : VD_LAYER_UNALLOC, 0,
+                          file_off);
+}
+
 static int vhd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                             vd_error *err)
 {
@@ -593,36 +624,16 @@ static int vhd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
         return vd_extents_add(ext, off, len, VD_LAYER_DATA, 0, off);
     int r = 0;
     while (len && r == 0) {
-        uint32_t blk, in_blk;
-        uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+        uint64_t blk, in_blk;
+        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
         if (s->bat[blk] == VHD_BAT_UNUSED) {
             r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
         } else if (s->type == VHD_TYPE_DYNAMIC) {
             r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, vhd_block_data(s, blk) + in_blk);
         } else {
-            uint8_t *bm = malloc(s->bitmap_size);
-            if (!bm)
-                return vd_set_error(err, -ENOMEM, "out of memory");
-            r = vd_file_pread(img->file, bm, s->bitmap_size,
-                              (uint64_t)s->bat[blk] * VHD_SECTOR, err);
-            uint32_t sec = in_blk / VHD_SECTOR;
-            uint32_t nsec = (uint32_t)((n + VHD_SECTOR - 1) / VHD_SECTOR);
-            uint64_t done = 0;
-            while (r == 0 && done < n) {
-                bool set;
-                uint32_t run = vhd_run(bm, sec, nsec, &set);
-                uint64_t bytes = (uint64_t)run * VHD_SECTOR;
-                if (bytes > n - done)
-                    bytes = n - done;
-                r = vd_extents_add(ext, off + done, bytes,
-                                   set ? VD_LAYER_DATA : VD_LAYER_UNALLOC, 0,
-                                   set ? vhd_block_data(s, blk) + (uint64_t)sec * VHD_SECTOR
-                                       : VD_NO_OFFSET);
-                done += bytes;
-                sec += run;
-                nsec -= run;
-            }
-            free(bm);
+            struct vhd_status_ctx c = { ext, off };
+            r = vhd_diff_runs(img, s, (uint32_t)blk, (uint32_t)in_blk, n, vhd_status_run, &c,
+                              err);
         }
         off += n;
         len -= n;
@@ -718,8 +729,8 @@ static int vhd_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64_t
         *mapped = len;
         return 0;
     }
-    uint32_t blk, in_blk;
-    uint64_t n = vhd_piece(s, off, len, &blk, &in_blk);
+    uint64_t blk, in_blk;
+    uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
     int r = 0;
     if (s->bat[blk] == VHD_BAT_UNUSED)
         r = vhd_alloc_block(img, s, blk, err);

@@ -102,7 +102,12 @@ int vhd_find_parent(vd_image *img, const uint8_t *dynhdr, uint64_t file_size, vd
 int vhd_check_parent(vd_image *img, const uint8_t *dynhdr, uint64_t dynhdr_off, vd_error *err);
 
 /* vhd-create.c */
-size_t vhd_utf8_to_utf16(const char *in, uint8_t *out, size_t cap, bool be);
+int vhd_put_parent_name(uint8_t *dh, const char *path, vd_error *err);
+/* Parent locator `i` of the dynamic header `dh`: `path` as UTF-16LE into
+ * data[cap] (2 * strlen(path) is room), to be written at file offset `at`;
+ * *len is the text's length and *space the sectors' bytes it takes. */
+int vhd_fill_locator(uint8_t *dh, int i, uint32_t code, const char *path, uint8_t *data,
+                     size_t cap, uint64_t at, size_t *len, uint64_t *space, vd_error *err);
 char *vhd_windows_path(const char *p, bool relative);
 /* The virtual size a footer gives (qemu's rule, vhd.c). */
 uint64_t vhd_guest_size(const uint8_t *footer);

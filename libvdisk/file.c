@@ -80,6 +80,16 @@ int vd_file_set_window(vd_file *f, const char *name, uint64_t off, uint64_t len,
     return 0;
 }
 
+int vd_file_create_finish(vd_file *f, int r, vd_error *err)
+{
+    if (r == 0)
+        r = vd_file_sync(f, err);
+    if (r < 0)
+        unlink(f->path);
+    vd_file_close(f);
+    return r;
+}
+
 void vd_file_close(vd_file *f)
 {
     if (!f)

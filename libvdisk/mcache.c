@@ -43,11 +43,14 @@ void vd_mcache_free(vd_mcache *c)
 
 static int vd_mcache_write_slot(vd_mcache *c, vd_mcache_slot *sl, vd_error *err)
 {
-    int r = vd_file_pwrite(c->file, sl->data, c->table_bytes, sl->off, err);
+    size_t lo = sl->dirty_lo, n = sl->dirty_hi - sl->dirty_lo;
+    int r = vd_file_pwrite(c->file, sl->data + lo, n, sl->off + lo, err);
     if (r == 0 && sl->copy_off)
-        r = vd_file_pwrite(c->file, sl->data, c->table_bytes, sl->copy_off, err);
-    if (r == 0)
+        r = vd_file_pwrite(c->file, sl->data + lo, n, sl->copy_off + lo, err);
+    if (r == 0) {
         sl->dirty = false;
+        sl->dirty_lo = sl->dirty_hi = 0;
+    }
     return r;
 }
 
@@ -107,6 +110,7 @@ int vd_mcache_get(vd_mcache *c, uint64_t off, uint8_t **data, size_t *slot, bool
         return r;
     sl->off = 0;
     sl->copy_off = 0;
+    sl->dirty_lo = sl->dirty_hi = 0;
     if (load) {
         r = vd_file_pread(c->file, sl->data, c->table_bytes, off, err);
         if (r < 0)
@@ -127,6 +131,21 @@ void vd_mcache_mark_dirty(vd_mcache *c, size_t slot, uint64_t copy_off)
 {
     c->slots[slot].dirty = true;
     c->slots[slot].copy_off = copy_off;
+    c->slots[slot].dirty_lo = 0;
+    c->slots[slot].dirty_hi = c->table_bytes;
+}
+
+void vd_mcache_mark_dirty_range(vd_mcache *c, size_t slot, size_t lo, size_t hi)
+{
+    vd_mcache_slot *sl = &c->slots[slot];
+    if (!sl->dirty) {
+        sl->dirty_lo = lo;
+        sl->dirty_hi = hi;
+    } else {
+        sl->dirty_lo = lo < sl->dirty_lo ? lo : sl->dirty_lo;
+        sl->dirty_hi = hi > sl->dirty_hi ? hi : sl->dirty_hi;
+    }
+    sl->dirty = true;
 }
 
 void vd_mcache_drop(vd_mcache *c, uint64_t off)
@@ -135,6 +154,7 @@ void vd_mcache_drop(vd_mcache *c, uint64_t off)
         if (c->slots[i].off == off || off == UINT64_MAX) {
             c->slots[i].off = 0;
             c->slots[i].dirty = false;
+            c->slots[i].dirty_lo = c->slots[i].dirty_hi = 0;
             c->slots[i].lru = 0;
         }
     }

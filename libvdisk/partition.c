@@ -229,39 +229,26 @@ static void pt_guid_text(const uint8_t *g, char out[37])
     vd_uuid_format(g, VD_UUID_MIXED, out);
 }
 
-/* UTF-16LE name to UTF-8; unpaired surrogates become U+FFFD. */
-static void pt_utf16_name(const uint8_t *u, char *out, size_t outsz)
+/* The entry's UTF-16LE name as UTF-8 into out[outsz] (a name that is not
+ * UTF-16 is shown empty, with a warning: the partition itself is fine). */
+static int pt_gpt_name(vd_partition_table *t, const uint8_t *e, uint32_t i, uint64_t where,
+                       char *out, size_t outsz)
 {
-    size_t o = 0;
-    for (int i = 0; i < GPT_ENT_NAME_UNITS; i++) {
-        uint32_t c = vd_le16(u + 2 * i);
-        if (c == 0)
-            break;
-        if (c >= 0xd800 && c < 0xdc00 && i + 1 < GPT_ENT_NAME_UNITS) {
-            uint32_t lo = vd_le16(u + 2 * (i + 1));
-            if (lo >= 0xdc00 && lo < 0xe000) {
-                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-                i++;
-            } else {
-                c = 0xfffd;
-            }
-        } else if (c >= 0xd800 && c < 0xe000) {
-            c = 0xfffd;
-        }
-        uint8_t b[4];
-        int n;
-        if (c < 0x80) { b[0] = c; n = 1; }
-        else if (c < 0x800) { b[0] = 0xc0 | c >> 6; b[1] = 0x80 | (c & 0x3f); n = 2; }
-        else if (c < 0x10000) { b[0] = 0xe0 | c >> 12; b[1] = 0x80 | ((c >> 6) & 0x3f);
-                                b[2] = 0x80 | (c & 0x3f); n = 3; }
-        else { b[0] = 0xf0 | c >> 18; b[1] = 0x80 | ((c >> 12) & 0x3f);
-               b[2] = 0x80 | ((c >> 6) & 0x3f); b[3] = 0x80 | (c & 0x3f); n = 4; }
-        if (o + n >= outsz)
-            break;
-        memcpy(out + o, b, n);
-        o += n;
+    char *name;
+    size_t bad;
+    int r = vd_utf16_decode(e + GPT_ENT_NAME, 2 * GPT_ENT_NAME_UNITS, 0, &name, &bad);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        pt_warn(t, "gpt: entry %u at 0x%llx: name is not UTF-16 (unpaired surrogate at byte "
+                "%zu), shown empty", i + 1, (unsigned long long)where, bad);
+        out[0] = 0;
+        return 0;
     }
-    out[o] = 0;
+    /* 36 units make at most 108 bytes: out (148) holds any name. */
+    snprintf(out, outsz, "%s", name);
+    free(name);
+    return 0;
 }
 
 struct pt_gpt {
@@ -366,8 +353,8 @@ static int pt_gpt_entries(vd_partition_table *t, const struct pt_gpt *g, uint32_
                            .gpt_attrs = vd_le64(e + GPT_ENT_ATTRS) };
         pt_guid_text(e + GPT_ENT_TYPE, p.type_guid);
         pt_guid_text(e + GPT_ENT_GUID, p.part_guid);
-        pt_utf16_name(e + GPT_ENT_NAME, p.name, sizeof p.name);
-        if (pt_add(t, &p, disk, "gpt", where) < 0)
+        if (pt_gpt_name(t, e, i, where, p.name, sizeof p.name) < 0 ||
+            pt_add(t, &p, disk, "gpt", where) < 0)
             return -ENOMEM;
     }
     return 0;

@@ -66,6 +66,16 @@ static inline void vd_put_be64(void *p, uint64_t v) { v = htobe64(v); memcpy(p, 
 
 static inline bool vd_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 static inline uint64_t vd_round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+/* The piece of [off, off+len) inside one block of `block` bytes (the one
+ * holding off): its length; *blk gets the block's index, *in off's place
+ * in it.  Drivers with a block table walk a request this way. */
+static inline uint64_t vd_block_piece(uint64_t off, uint64_t len, uint64_t block, uint64_t *blk,
+                                      uint64_t *in)
+{
+    *blk = off / block;
+    *in = off % block;
+    return block - *in < len ? block - *in : len;
+}
 bool vd_is_zero(const void *buf, size_t len);
 /* Does a whole cluster/grain look like random or already-compressed data
  * (byte entropy of at least 7.9 bits)?  Compressed writers then store it
@@ -93,6 +103,23 @@ void vd_uuid_format(const uint8_t u[16], unsigned flags, char out[37]);
 int vd_uuid_parse(const char *s, unsigned flags, uint8_t u[16]);
 /* A random version 4 UUID; 0 or -errno. */
 int vd_uuid_random(uint8_t u[16], unsigned flags);
+
+/* ---- UTF-16 (utf16.c) -------------------------------------------------- */
+
+/* Names stored as UTF-16: little-endian by default, big-endian with
+ * VD_UTF16_BE (the VHD parent name). */
+#define VD_UTF16_BE 1u
+/* `bytes` bytes of UTF-16 at p to a malloc'd UTF-8 string in *out, ending at
+ * the first NUL unit or at `bytes`.  0; -EILSEQ for an odd length or an
+ * unpaired surrogate, with the byte offset of the bad unit in *bad (if not
+ * NULL); -ENOMEM.  *out is NULL on failure. */
+int vd_utf16_decode(const uint8_t *p, size_t bytes, unsigned flags, char **out, size_t *bad);
+/* The UTF-8 string `in` as UTF-16 (no NUL) into out[cap], its length in
+ * bytes in *used.  0; -EILSEQ when `in` is not valid UTF-8, -ENOSPC when it
+ * does not fit; then *bad (if not NULL) is the offset in `in` where it
+ * failed and *used is 0. */
+int vd_utf16_encode(const char *in, uint8_t *out, size_t cap, unsigned flags, size_t *used,
+                    size_t *bad);
 
 /* ---- deflate (deflate.c) ----------------------------------------------- */
 
@@ -141,6 +168,11 @@ typedef struct vd_file {
 int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err);
 /* Create a new file (O_EXCL). */
 int vd_file_create(const char *path, vd_file **out, vd_error *err);
+/* End the writing of a file vd_file_create made, `r` being how it went:
+ * synced when r is 0, then closed; removed when anything failed, so that a
+ * failed create leaves no half-written image.  Returns r or the sync's
+ * error. */
+int vd_file_create_finish(vd_file *f, int r, vd_error *err);
 void vd_file_close(vd_file *f);
 /* Make a read-only file the window [off, off+len) of itself (which must lie
  * inside it), named `name` in messages (NULL: its path). */
@@ -221,6 +253,7 @@ typedef struct vd_mcache_slot {
     uint64_t copy_off;        /* a second copy written with it (VMDK's RGD), or 0 */
     uint8_t *data;
     bool dirty;
+    size_t dirty_lo, dirty_hi;    /* the bytes [lo, hi) of the table to write back */
     uint64_t lru;
 } vd_mcache_slot;
 
@@ -252,6 +285,10 @@ int vd_mcache_get(vd_mcache *c, uint64_t off, uint8_t **data, size_t *slot, bool
 /* The slot's table changed; it is written back (and at copy_off too, if
  * not 0) at eviction or flush. */
 void vd_mcache_mark_dirty(vd_mcache *c, size_t slot, uint64_t copy_off);
+/* Only bytes [lo, hi) of the slot's table changed (they join any range
+ * already dirty): write-back writes that range, not the whole table (QED
+ * writes back single entries of its large tables). */
+void vd_mcache_mark_dirty_range(vd_mcache *c, size_t slot, size_t lo, size_t hi);
 int vd_mcache_flush(vd_mcache *c, vd_error *err);
 /* Forget the table at `off` (freed or rewritten on disk), every table for
  * UINT64_MAX, without writing it. */

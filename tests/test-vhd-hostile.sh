@@ -93,6 +93,14 @@ for i in range(8):
     put32(o + 8, 0xffffffff if i < 4 else 0); put64(o + 16, 1 << 63)
 fix_dyn()'
 expect_error diff-wild "differencing disk names no parent"
+# its one locator is 3 bytes of UTF-16 and its parent name starts with an
+# unpaired surrogate: refused, naming the first bad one (not read as '?')
+mutate diff-utf16 'both(60, struct.pack(">I", 4)); fix_footer()
+o = 512 + 576
+b[o:o + 4] = b"W2ru"; put32(o + 4, 512); put32(o + 8, 3); put64(o + 16, 0x600)
+b[512 + 64:512 + 68] = b"\xd8\x00\x00a"
+fix_dyn()'
+expect_error diff-utf16 "parent locator 0 at 0x600: invalid UTF-16 at byte 2"
 
 # Damaged trailing footer, intact copy at 0: read through the copy.
 mutate tail-flipped 'b[len(b) - 512 + 50] ^= 1'

@@ -1,6 +1,6 @@
 /* unit-core.c - cmocka tests of the core: extents accumulator, option
  * parsing, path confinement, alignment (read-modify-write through a raw
- * image), backing-chain fall-through via block status. */
+ * image), backing-chain fall-through via block status, UTF-16. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -92,6 +92,65 @@ static void test_overflow_helpers(void **state)
 }
 
 /* Unaligned and cross-boundary I/O through a raw image. */
+/* The one UTF-16 converter: pairs, both byte orders, and every kind of
+ * invalid input refused with its place. */
+static void test_utf16(void **state)
+{
+    (void)state;
+    /* "a", U+00E9, U+20AC, U+1F600 (a pair), NUL, then junk past the NUL */
+    static const uint8_t le[] = { 'a', 0, 0xe9, 0, 0xac, 0x20, 0x3d, 0xd8, 0x00, 0xde,
+                                  0, 0, 0x00, 0xdc };
+    const char *utf8 = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    char *s;
+    size_t bad = 99, used;
+    assert_int_equal(vd_utf16_decode(le, sizeof le, 0, &s, &bad), 0);
+    assert_string_equal(s, utf8);
+    free(s);
+    uint8_t be[sizeof le];
+    for (size_t i = 0; i < sizeof le; i += 2) {
+        be[i] = le[i + 1];
+        be[i + 1] = le[i];
+    }
+    assert_int_equal(vd_utf16_decode(be, sizeof be, VD_UTF16_BE, &s, NULL), 0);
+    assert_string_equal(s, utf8);
+    free(s);
+    assert_int_equal(vd_utf16_decode(le, 0, 0, &s, NULL), 0);    /* empty */
+    assert_string_equal(s, "");
+    free(s);
+    /* odd length; a high surrogate cut off at the end, followed by a
+     * non-surrogate, or a low one alone */
+    assert_int_equal(vd_utf16_decode(le, 5, 0, &s, &bad), -EILSEQ);
+    assert_null(s);
+    assert_int_equal(bad, 4);
+    assert_int_equal(vd_utf16_decode(le, 8, 0, &s, &bad), -EILSEQ);
+    assert_int_equal(bad, 6);
+    static const uint8_t hi_a[] = { 0x3d, 0xd8, 'a', 0 }, lo[] = { 'b', 0, 0x00, 0xdc };
+    assert_int_equal(vd_utf16_decode(hi_a, sizeof hi_a, 0, &s, &bad), -EILSEQ);
+    assert_int_equal(bad, 0);
+    assert_int_equal(vd_utf16_decode(lo, sizeof lo, 0, &s, &bad), -EILSEQ);
+    assert_int_equal(bad, 2);
+
+    uint8_t out[16];
+    assert_int_equal(vd_utf16_encode(utf8, out, sizeof out, 0, &used, NULL), 0);
+    assert_int_equal(used, 10);
+    assert_memory_equal(out, le, 10);
+    assert_int_equal(vd_utf16_encode(utf8, out, sizeof out, VD_UTF16_BE, &used, NULL), 0);
+    assert_memory_equal(out, be, 10);
+    /* the pair needs 4 bytes where 3 are left */
+    assert_int_equal(vd_utf16_encode(utf8, out, 9, 0, &used, &bad), -ENOSPC);
+    assert_int_equal(used, 0);
+    assert_int_equal(bad, 6);
+    /* not UTF-8: a Latin-1 byte, a stray continuation, overlong NUL, an
+     * encoded surrogate, a cut sequence, past U+10FFFF */
+    static const char *const invalid[] = { "ab\xe9", "ab\x80", "ab\xc0\x80", "ab\xed\xa0\x80",
+                                           "ab\xe2\x82", "ab\xf4\x90\x80\x80" };
+    for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++) {
+        bad = 99;
+        assert_int_equal(vd_utf16_encode(invalid[i], out, sizeof out, 0, &used, &bad), -EILSEQ);
+        assert_int_equal(bad, 2);
+    }
+}
+
 static void test_raw_io(void **state)
 {
     (void)state;
@@ -142,6 +201,7 @@ int main(void)
         cmocka_unit_test(test_options),
         cmocka_unit_test(test_confinement),
         cmocka_unit_test(test_overflow_helpers),
+        cmocka_unit_test(test_utf16),
         cmocka_unit_test(test_raw_io),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

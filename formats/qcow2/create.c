@@ -237,11 +237,6 @@ int qcow2_create(const struct vd_create_args *a, vd_error *err)
         r = qcow2_create_tables(f, &p, &L, buf, err);
     if (r == 0)
         r = vd_file_truncate(f, L.total * p.cs, err);
-    if (r == 0)
-        r = vd_file_sync(f, err);
-    vd_file_close(f);
     free(buf);
-    if (r < 0)
-        unlink(a->path);
-    return r;
+    return vd_file_create_finish(f, r, err);
 }

@@ -26,16 +26,6 @@ void qcow2_snapshots_free(qcow2_state *s)
     s->snaps = NULL;
 }
 
-static char *qcow2_snap_str(const uint8_t *p, size_t n)
-{
-    char *r = malloc(n + 1);
-    if (r) {
-        memcpy(r, p, n);
-        r[n] = 0;
-    }
-    return r;
-}
-
 static int qcow2_snapshot_one(qcow2_state *s, uint32_t i, uint64_t *pos, uint64_t file_size,
                               vd_error *err)
 {
@@ -73,8 +63,9 @@ static int qcow2_snapshot_one(qcow2_state *s, uint32_t i, uint64_t *pos, uint64_
     if (r == 0 && extra >= 16)
         sn->disk_size = vd_be64(v + 8);
     if (r == 0) {
-        sn->id = qcow2_snap_str(v + extra, id_len);
-        sn->name = qcow2_snap_str(v + extra + id_len, name_len);
+        /* C strings: a NUL inside a stored id or name ends it */
+        sn->id = strndup((const char *)v + extra, id_len);
+        sn->name = strndup((const char *)v + extra + id_len, name_len);
         sn->extra = malloc(extra ? extra : 1);
         sn->extra_len = extra;
         if (!sn->id || !sn->name || !sn->extra)

@@ -78,16 +78,6 @@ int vhdx_read_bat(vd_image *img, struct vhdx_state *s, vd_error *err)
     return r;
 }
 
-/* The piece of [off, off+len) inside one payload block. */
-static uint64_t vhdx_piece(struct vhdx_state *s, uint64_t off, uint64_t len, uint64_t *blk,
-                           uint64_t *in)
-{
-    *blk = off / s->block_size;
-    *in = off % s->block_size;
-    uint64_t n = s->block_size - *in;
-    return n < len ? n : len;
-}
-
 /* Sector bitmap bits for [in, in+n) of block `blk`, one byte per sector in
  * `bits` (so runs are easy to find). */
 static int vhdx_bitmap(vd_image *img, struct vhdx_state *s, uint64_t blk, uint64_t in,
@@ -163,7 +153,7 @@ int vhdx_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err
     struct vhdx_state *s = img->priv;
     uint8_t *p = buf;
     while (len) {
-        uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
+        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
         uint64_t e = s->bat[vhdx_bat_index(s, blk)];
         int r = 0;
         switch (VHDX_BAT_STATE(e)) {
@@ -213,7 +203,7 @@ int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext
     struct vhdx_state *s = img->priv;
     int r = 0;
     for (unsigned i = 0; len && r == 0 && i < VHDX_STATUS_BLOCKS; i++) {
-        uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
+        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
         uint64_t e = s->bat[vhdx_bat_index(s, blk)];
         switch (VHDX_BAT_STATE(e)) {
         case VHDX_PAYLOAD_FULLY_PRESENT:
@@ -307,7 +297,7 @@ int vhdx_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_err
         return 0;
     int r = vhdx_begin_write(img, s, err);
     while (r == 0 && len) {
-        uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
+        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
         uint64_t e = s->bat[vhdx_bat_index(s, blk)];
         if (VHDX_BAT_STATE(e) == VHDX_PAYLOAD_FULLY_PRESENT)
             r = vd_file_pwrite(img->file, p, n, VHDX_BAT_OFF(e) + in, err);
@@ -343,7 +333,7 @@ static int vhdx_zero_range(vd_image *img, uint64_t off, uint64_t len, bool whole
     int r = vhdx_begin_write(img, s, err);
     uint8_t *zero = NULL;
     while (r == 0 && len) {
-        uint64_t blk, in, n = vhdx_piece(s, off, len, &blk, &in);
+        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
         uint64_t bi = vhdx_bat_index(s, blk), e = s->bat[bi];
         uint64_t bstart = blk * s->block_size;
         uint64_t guest = img->size - bstart < s->block_size ? img->size - bstart : s->block_size;

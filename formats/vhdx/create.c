@@ -136,17 +136,18 @@ static void vhdx_put_item(uint8_t *m, int i, const char *guid, uint32_t flags,
 }
 
 /* The VHDX parent locator: parent_linkage and relative_path. */
-static uint32_t vhdx_make_locator(uint8_t *out, size_t cap, const struct vhdx_plan *p)
+static int vhdx_make_locator(uint8_t *out, size_t cap, const struct vhdx_plan *p,
+                             uint32_t *len, vd_error *err)
 {
     char linkage[40];
     vhdx_linkage_format(p->parent_data_guid, linkage);
     char *rel = vhdx_win_relpath(p->parent_path);
     if (!rel)
-        return 0;
+        return vd_set_error(err, -ENOMEM, "out of memory");
     const char *kv[2][2] = { { "parent_linkage", linkage }, { "relative_path", rel } };
-    uint32_t n = vhdx_locator_build(kv, 2, out, cap);
+    int r = vhdx_locator_build(kv, 2, out, cap, len, err);
     free(rel);
-    return n;
+    return r;
 }
 
 static int vhdx_put_metadata(uint8_t *m, const struct vhdx_plan *p, vd_error *err)
@@ -172,10 +173,13 @@ static int vhdx_put_metadata(uint8_t *m, const struct vhdx_plan *p, vd_error *er
         uint8_t *loc = malloc(cap);
         if (!loc)
             return vd_set_error(err, -ENOMEM, "out of memory");
-        uint32_t len = vhdx_make_locator(loc, cap, p);
-        if (!len || at + len > VHDX_MiB) {
+        uint32_t len;
+        int r = vhdx_make_locator(loc, cap, p, &len, err);
+        if (r == 0 && at + len > VHDX_MiB)
+            r = vd_set_error(err, -EINVAL, "vhdx: parent path too long");
+        if (r < 0) {
             free(loc);
-            return vd_set_error(err, -EINVAL, "vhdx: parent path too long");
+            return r;
         }
         vhdx_put_item(m, n++, VHDX_GUID_PARENT, 4, loc, len, &at);
         free(loc);
@@ -221,7 +225,8 @@ static int vhdx_write_all(vd_file *f, const struct vhdx_plan *p, vd_error *err)
     vhdx_guid_random(dg);
     int r = vd_file_truncate(f, p->data_off, err);
     memcpy(buf, "vhdxfile", 8);
-    vhdx_utf8_to_utf16le("vdisk", buf + 8, 512);
+    size_t creator_len;     /* the creator field: 512 bytes of UTF-16LE */
+    vd_utf16_encode("vdisk", buf + 8, 512, 0, &creator_len, NULL);
     if (r == 0)
         r = vd_file_pwrite(f, buf, 64 << 10, 0, err);
     for (int i = 0; r == 0 && i < 2; i++) {
@@ -262,11 +267,5 @@ int vhdx_create(const struct vd_create_args *a, vd_error *err)
     vd_file *f;
     if ((r = vd_file_create(a->path, &f, err)) < 0)
         return r;
-    r = vhdx_write_all(f, &p, err);
-    if (r == 0)
-        r = vd_file_sync(f, err);
-    vd_file_close(f);
-    if (r < 0)
-        unlink(a->path);
-    return r;
+    return vd_file_create_finish(f, vhdx_write_all(f, &p, err), err);
 }

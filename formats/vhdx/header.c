@@ -1,5 +1,5 @@
 /* header.c - VHDX headers, region table and metadata region, with the
- * CRC-32C, GUID and UTF-16 helpers they need. */
+ * CRC-32C and GUID helpers they need. */
 #include "vhdx.h"
 
 #include <errno.h>
@@ -106,77 +106,6 @@ void vhdx_guid_random(uint8_t *g)
 bool vhdx_guid_is_zero(const uint8_t *g)
 {
     return vd_is_zero(g, 16);
-}
-
-/* ---- UTF-16LE <-> UTF-8 ------------------------------------------------- */
-
-char *vhdx_utf16le_to_utf8(const uint8_t *p, size_t bytes)
-{
-    char *out = malloc(bytes / 2 * 3 + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i + 1 < bytes; i += 2) {
-        uint32_t c = vd_le16(p + i);
-        if (!c)
-            break;
-        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes && vd_le16(p + i + 2) >= 0xdc00 &&
-            vd_le16(p + i + 2) < 0xe000) {
-            c = 0x10000 + ((c - 0xd800) << 10) + (vd_le16(p + i + 2) - 0xdc00u);
-            i += 2;
-        } else if (c >= 0xd800 && c < 0xe000) {
-            c = '?';
-        }
-        if (c < 0x80) {
-            *o++ = (char)c;
-        } else if (c < 0x800) {
-            *o++ = (char)(0xc0 | c >> 6);
-            *o++ = (char)(0x80 | (c & 0x3f));
-        } else if (c < 0x10000) {
-            *o++ = (char)(0xe0 | c >> 12);
-            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
-            *o++ = (char)(0x80 | (c & 0x3f));
-        } else {
-            *o++ = (char)(0xf0 | c >> 18);
-            *o++ = (char)(0x80 | ((c >> 12) & 0x3f));
-            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
-            *o++ = (char)(0x80 | (c & 0x3f));
-        }
-    }
-    *o = 0;
-    return out;
-}
-
-/* Invalid UTF-8 bytes are taken as Latin-1. */
-size_t vhdx_utf8_to_utf16le(const char *in, uint8_t *out, size_t cap)
-{
-    size_t n = 0;
-    const unsigned char *s = (const unsigned char *)in;
-    while (*s) {
-        uint32_t c = *s++;
-        int more = c >= 0xf0 && c < 0xf8 ? 3 : c >= 0xe0 && c < 0xf0 ? 2
-                 : c >= 0xc0 && c < 0xe0 ? 1 : 0;
-        uint32_t v = more == 3 ? c & 7 : more == 2 ? c & 15 : c & 31;
-        int k;
-        for (k = 0; k < more && (s[k] & 0xc0) == 0x80; k++)
-            v = v << 6 | (s[k] & 0x3f);
-        if (more && k == more) {
-            s += more;
-            c = v;
-        }
-        if (c >= 0x10000) {
-            if (n + 4 > cap)
-                break;
-            vd_put_le16(out + n, (uint16_t)(0xd800 + ((c - 0x10000) >> 10)));
-            vd_put_le16(out + n + 2, (uint16_t)(0xdc00 + ((c - 0x10000) & 0x3ff)));
-            n += 4;
-        } else {
-            if (n + 2 > cap)
-                break;
-            vd_put_le16(out + n, (uint16_t)c);
-            n += 2;
-        }
-    }
-    return n;
 }
 
 /* ---- headers ------------------------------------------------------------ */
@@ -326,6 +255,22 @@ static bool vhdx_path_exists(vd_image *img, const char *name)
     return vd_related_exists(img, name);
 }
 
+/* Entry i's key or value: `bytes` of UTF-16LE at `off` in the locator at
+ * file offset `at`. */
+int vhdx_locator_text(const uint8_t *loc, uint64_t off, uint64_t bytes, char **out, uint64_t at,
+                      uint32_t i, const char *what, vd_error *err)
+{
+    size_t bad;
+    int r = vd_utf16_decode(loc + off, bytes, 0, out, &bad);
+    if (r == -EILSEQ)
+        return vd_set_error(err, -EINVAL, "vhdx: parent locator entry %u at 0x%llx: %s at "
+                            "0x%llx is not UTF-16 (byte %zu%s)", i,
+                            (unsigned long long)(at + 20 + 12 * (uint64_t)i), what,
+                            (unsigned long long)(at + off), bad,
+                            bytes % 2 ? ", odd length" : ", unpaired surrogate");
+    return r < 0 ? vd_set_error(err, r, "out of memory") : 0;
+}
+
 /* The VHDX parent locator: key/value UTF-16LE strings.  The parent is the
  * first of relative_path, volume_path, absolute_win32_path that names an
  * existing file (else the first present, so the error names it). */
@@ -348,11 +293,13 @@ static int vhdx_parse_parent(vd_image *img, struct vhdx_state *s, const uint8_t 
             return vd_set_error(err, -EINVAL,
                                 "vhdx: parent locator entry %u at 0x%llx points outside it", i,
                                 (unsigned long long)(at + 20 + 12 * i));
-        char *k = vhdx_utf16le_to_utf8(p + ko, kl), *v = vhdx_utf16le_to_utf8(p + vo, vl);
-        if (!k || !v) {
+        char *k = NULL, *v = NULL;
+        int r = vhdx_locator_text(p, ko, kl, &k, at, i, "key", err);
+        if (r == 0)
+            r = vhdx_locator_text(p, vo, vl, &v, at, i, "value", err);
+        if (r < 0) {
             free(k);
-            free(v);
-            return vd_set_error(err, -ENOMEM, "out of memory");
+            return r;
         }
         char **slot = NULL;
         if (!strcmp(k, "parent_linkage"))
@@ -420,27 +367,32 @@ char *vhdx_win_relpath(const char *path)
     return rel;
 }
 
-uint32_t vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap)
+int vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap,
+                       uint32_t *len, vd_error *err)
 {
     uint32_t at = 20 + 12 * n;
     if (cap < at || n > 0xffff)
-        return 0;
+        return vd_set_error(err, -EINVAL, "vhdx: parent locator too long");
     memset(out, 0, cap);
     vhdx_guid_parse(VHDX_GUID_LOCATOR_TYPE, out);
     vd_put_le16(out + 18, (uint16_t)n);
     for (unsigned i = 0; i < n; i++) {
         uint8_t *e = out + 20 + 12 * i;
         for (int k = 0; k < 2; k++) {
-            size_t len = vhdx_utf8_to_utf16le(kv[i][k], out + at, cap - at);
-            /* the converter stops short only with under 4 bytes left */
-            if (cap - at - len < 4 || len > 0xffff)
-                return 0;
+            size_t used, bad;
+            int r = vd_utf16_encode(kv[i][k], out + at, cap - at, 0, &used, &bad);
+            if (r == -EILSEQ)
+                return vd_set_error(err, -EINVAL, "vhdx: parent locator %s '%s' is not UTF-8 "
+                                    "(byte %zu)", kv[i][0], kv[i][k], bad);
+            if (r < 0 || used > 0xffff)
+                return vd_set_error(err, -EINVAL, "vhdx: parent path too long");
             vd_put_le32(e + 4 * k, at);
-            vd_put_le16(e + 8 + 2 * k, (uint16_t)len);
-            at += (uint32_t)len;
+            vd_put_le16(e + 8 + 2 * k, (uint16_t)used);
+            at += (uint32_t)used;
         }
     }
-    return at;
+    *len = at;
+    return 0;
 }
 
 /* One metadata item: the known ones are parsed, an unknown required one is

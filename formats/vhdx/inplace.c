@@ -69,6 +69,20 @@ static int vhdx_edit_commit(vd_image *img, struct vhdx_state *s, struct vhdx_edi
     return r < 0 ? r : vhdx_log_close(img, s, err);
 }
 
+/* The end of an edit: committed as one log entry when r is 0; the edit and
+ * the metadata copies (vhdx_meta_load; NULL when none) are freed either
+ * way.  Returns r or the commit's error. */
+static int vhdx_edit_finish(vd_image *img, struct vhdx_state *s, struct vhdx_edit *e,
+                            uint8_t *was, uint8_t *now, int r, vd_error *err)
+{
+    if (r == 0)
+        r = vhdx_edit_commit(img, s, e, err);
+    vhdx_edit_free(e);
+    free(was);
+    free(now);
+    return r;
+}
+
 /* The metadata region as the file holds it (`was`) and a copy to edit. */
 static int vhdx_meta_load(vd_image *img, struct vhdx_state *s, uint8_t **was, uint8_t **now,
                           vd_error *err)
@@ -287,11 +301,7 @@ int vhdx_resize(vd_image *img, uint64_t size, vd_error *err)
         if (r == 0 && size > img->size)
             r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
     }
-    if (r == 0)
-        r = vhdx_edit_commit(img, s, &e, err);
-    vhdx_edit_free(&e);
-    free(was);
-    free(now);
+    r = vhdx_edit_finish(img, s, &e, was, now, r, err);
     if (r < 0) {
         free(bat);
         return r;
@@ -358,23 +368,22 @@ static int vhdx_locator_new(const uint8_t *old, uint32_t olen, const char *path,
     }
     for (unsigned i = 0; r == 0 && !path && i < max - 3; i++) {
         const uint8_t *e = old + 20 + 12 * (size_t)i;
-        char *k = vhdx_utf16le_to_utf8(old + vd_le32(e), vd_le16(e + 8));
-        char *v = vhdx_utf16le_to_utf8(old + vd_le32(e + 4), vd_le16(e + 10));
-        own[2 * i] = k;
-        own[2 * i + 1] = v;
-        if (!k || !v)
-            r = vd_set_error(err, -ENOMEM, "out of memory");
-        else if (strcmp(k, "parent_linkage") && strcmp(k, "parent_linkage2")) {
-            kv[n][0] = k;
-            kv[n++][1] = v;
+        r = vhdx_locator_text(old, vd_le32(e), vd_le16(e + 8), &own[2 * i], 0, i, "key", err);
+        if (r == 0)
+            r = vhdx_locator_text(old, vd_le32(e + 4), vd_le16(e + 10), &own[2 * i + 1], 0, i,
+                                  "value", err);
+        if (r == 0 && strcmp(own[2 * i], "parent_linkage") &&
+            strcmp(own[2 * i], "parent_linkage2")) {
+            kv[n][0] = own[2 * i];
+            kv[n++][1] = own[2 * i + 1];
         }
     }
     cap += 2 * (size_t)olen;
     uint8_t *loc = r == 0 ? malloc(cap) : NULL;
     if (r == 0 && !loc)
         r = vd_set_error(err, -ENOMEM, "out of memory");
-    if (r == 0 && !(*len = vhdx_locator_build(kv, n, loc, cap)))
-        r = vd_set_error(err, -EINVAL, "vhdx: parent path too long");
+    if (r == 0)
+        r = vhdx_locator_build(kv, n, loc, cap, len, err);
     for (unsigned i = 0; own && i < 2 * max; i++)
         free(own[i]);
     free(own);
@@ -434,12 +443,8 @@ static int vhdx_relink(vd_image *img, struct vhdx_state *s, const char *path, co
         r = vhdx_meta_put_locator(s, now, ent, loc, len, err);
     if (r == 0)
         r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
-    if (r == 0)
-        r = vhdx_edit_commit(img, s, &e, err);
-    vhdx_edit_free(&e);
+    r = vhdx_edit_finish(img, s, &e, was, now, r, err);
     free(loc);
-    free(was);
-    free(now);
     if (r == 0) {
         char l[40];
         vhdx_linkage_format(g, l);
@@ -535,11 +540,7 @@ static int vhdx_drop_parent(vd_image *img, struct vhdx_state *s, vd_error *err)
     }
     if (r == 0)
         r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
-    if (r == 0)
-        r = vhdx_edit_commit(img, s, &e, err);
-    vhdx_edit_free(&e);
-    free(was);
-    free(now);
+    r = vhdx_edit_finish(img, s, &e, was, now, r, err);
     if (r < 0) {
         free(bat);
         return r;
@@ -735,9 +736,7 @@ int vhdx_make_empty(vd_image *img, vd_error *err)
     int r = vhdx_write_header(img, s, fg, NULL, NULL, err);
     if (r == 0)
         r = vhdx_edit_bat(img, s, &e, bat, s->bat_entries, s->bat_entries, err);
-    if (r == 0)
-        r = vhdx_edit_commit(img, s, &e, err);
-    vhdx_edit_free(&e);
+    r = vhdx_edit_finish(img, s, &e, NULL, NULL, r, err);
     for (uint64_t i = 0; r == 0 && partial && i < s->bat_entries; i++)
         if (vhdx_is_bitmap(s, i) && VHDX_BAT_STATE(bat[i]) == VHDX_SB_PRESENT)
             r = vd_file_zero(img->file, VHDX_BAT_OFF(bat[i]), VHDX_MiB, err);

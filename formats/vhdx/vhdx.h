@@ -106,18 +106,20 @@ void vhdx_guid_format(const uint8_t *g, char *out /* 39 bytes */);
 void vhdx_guid_random(uint8_t *g);
 bool vhdx_guid_parse(const char *str, uint8_t *g);   /* "{...}" or bare */
 bool vhdx_guid_is_zero(const uint8_t *g);
-char *vhdx_utf16le_to_utf8(const uint8_t *p, size_t bytes);
-size_t vhdx_utf8_to_utf16le(const char *in, uint8_t *out, size_t cap);
+int vhdx_locator_text(const uint8_t *loc, uint64_t off, uint64_t bytes, char **out, uint64_t at,
+                      uint32_t i, const char *what, vd_error *err);
 /* Read the two headers of `f`, choose the current one into s->hdr. */
 int vhdx_read_headers(vd_file *f, struct vhdx_state *s, vd_error *err);
 int vhdx_read_regions(vd_image *img, struct vhdx_state *s, vd_error *err);
 int vhdx_read_metadata(vd_image *img, struct vhdx_state *s, vd_error *err);
 /* Parent locators: "{guid}" lower case (out: 40 bytes); a path with
  * backslashes and ".\\" in front (malloc'd); the item from key/value
- * pairs, its length (0: does not fit in `cap`). */
+ * pairs and its length in *len (-EINVAL: not UTF-8, or does not fit in
+ * `cap`). */
 void vhdx_linkage_format(const uint8_t *g, char *out);
 char *vhdx_win_relpath(const char *path);
-uint32_t vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap);
+int vhdx_locator_build(const char *const (*kv)[2], unsigned n, uint8_t *out, size_t cap,
+                       uint32_t *len, vd_error *err);
 /* Write a new current header (sequence + 1) into the other slot, with the
  * given GUIDs (NULL = keep). */
 int vhdx_write_header(vd_image *img, struct vhdx_state *s, const uint8_t *file_guid,

@@ -95,9 +95,7 @@ int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
         r = vd_file_pwrite(f, b, meta, 0, err);
         if (r == 0)       /* the grain tables start out zero: a hole */
             r = vd_file_truncate(f, h.overhead * VMDK_SECTOR, err);
-        if (r == 0)
-            r = vd_file_sync(f, err);
-        vd_file_close(f);
+        r = vd_file_create_finish(f, r, err);
     }
     free(b);
     return r;
@@ -127,10 +125,7 @@ static int vmdk_create_stream(const char *path, uint64_t sectors, const char *de
     vd_file *f;
     int r = vd_file_create(path, &f, err);
     if (r == 0) {
-        r = vd_file_pwrite(f, b, meta, 0, err);
-        if (r == 0)
-            r = vd_file_sync(f, err);
-        vd_file_close(f);
+        r = vd_file_create_finish(f, vd_file_pwrite(f, b, meta, 0, err), err);
     }
     free(b);
     return r;

@@ -28,16 +28,6 @@ bool vmdk_desc_probe(const uint8_t *head, size_t len)
            memmem(head, n, "version=", 8) != NULL;
 }
 
-static char *vmdk_desc_strdup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = 0;
-    }
-    return p;
-}
-
 /* Trim spaces and tabs at both ends of [*s, *s+*n). */
 static void vmdk_desc_trim(const char **s, size_t *n)
 {
@@ -57,7 +47,7 @@ static char *vmdk_desc_value(const char *v, size_t n)
         v++;
         n -= 2;
     }
-    return vmdk_desc_strdup(v, n);
+    return strndup(v, n);
 }
 
 static int vmdk_desc_hex32(const char *v, size_t n, uint32_t *out)
@@ -140,7 +130,7 @@ static int vmdk_desc_extent(struct vmdk_desc *d, const char *line, size_t n,
         return vd_set_error(err, -EINVAL, "vmdk: %s line %u: extent size "
                             "'%s' is not a sane sector count", where, lineno, num);
     if (k >= 4) {
-        x.name = vmdk_desc_strdup(tok[3], tn[3]);
+        x.name = strndup(tok[3], tn[3]);
         if (!x.name)
             return -ENOMEM;
     }
@@ -234,7 +224,7 @@ int vmdk_desc_parse(struct vmdk_desc *d, const char *text, size_t len,
     const char *nul = memchr(text, 0, len);
     if (nul)
         len = (size_t)(nul - text);
-    d->text = vmdk_desc_strdup(text, len);
+    d->text = strndup(text, len);
     if (!d->text)
         return -ENOMEM;
     d->len = len;

@@ -181,8 +181,8 @@ int vmdk_sesparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size
     struct vmdk_sesparse *s = e->se;
     const uint64_t gb = SE_GRAIN * VMDK_SECTOR;
     while (len) {
-        uint64_t g = off / gb, at = 0;   /* at: set when r == 0 (gcc -O3 cannot see it) */
-        size_t in = (size_t)(off % gb), n = gb - in < len ? (size_t)(gb - in) : len;
+        uint64_t at = 0;   /* at: set when r == 0 (gcc -O3 cannot see it) */
+        uint64_t g, in, n = vd_block_piece(off, len, gb, &g, &in);
         uint64_t gte;
         int r = vmdk_se_gte(e->file, s, g, &gte, err);
         if (r < 0)

@@ -346,9 +346,7 @@ int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t
 {
     struct vmdk_sparse *s = e->sp;
     while (len) {
-        uint64_t g = off / s->grain_bytes;
-        size_t in = (size_t)(off % s->grain_bytes);
-        size_t n = s->grain_bytes - in < len ? (size_t)(s->grain_bytes - in) : len;
+        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
         uint32_t gte = VMDK_GTE_UNALLOC;
         int r = g < s->n_grains ? vmdk_sparse_gte(e->file, s, g, &gte, err) : 0;
         if (r < 0)
@@ -494,9 +492,7 @@ int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
                             "(streamOptimized) extent is not supported; convert it "
                             "to monolithicSparse first", e->file->path);
     while (len) {
-        uint64_t g = off / s->grain_bytes;
-        size_t in = (size_t)(off % s->grain_bytes);
-        size_t n = s->grain_bytes - in < len ? (size_t)(s->grain_bytes - in) : len;
+        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
         if (g >= s->n_grains)
             return vd_set_error(err, -EINVAL, "vmdk: %s: write at 0x%" PRIx64 " beyond the "
                                 "extent's capacity", e->file->path, off);

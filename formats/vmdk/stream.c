@@ -294,9 +294,7 @@ int vmdk_stream_pwrite(vd_image *img, const uint8_t *buf, size_t len, uint64_t o
     if (!s->level)
         s->level = vd_deflate_level(img->compression_level, VMDK_DEFLATE_LEVEL);
     while (len) {
-        uint64_t g = off / s->grain_bytes;
-        size_t in = (size_t)(off % s->grain_bytes);
-        size_t n = s->grain_bytes - in < len ? (size_t)(s->grain_bytes - in) : len;
+        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
         if (s->cur_grain != UINT64_MAX && g < s->cur_grain)
             return vd_set_error(err, -EINVAL, "vmdk: streamOptimized images are written in "
                                 "one pass: write at 0x%" PRIx64 " comes after grain at 0x%"
@@ -386,9 +384,7 @@ int vmdk_stream_pread(vd_image *img, uint8_t *buf, size_t len, uint64_t off,
 {
     struct vmdk_stream *s = ((struct vmdk *)img->priv)->stream;
     while (len) {
-        uint64_t g = off / s->grain_bytes;
-        size_t in = (size_t)(off % s->grain_bytes);
-        size_t n = s->grain_bytes - in < len ? (size_t)(s->grain_bytes - in) : len;
+        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
         if (g == s->cur_grain)
             memcpy(buf, s->grain + in, n);
         else if (s->cur_grain == UINT64_MAX || g > s->cur_grain)

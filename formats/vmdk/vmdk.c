@@ -358,11 +358,18 @@ static struct vmdk_extent *vmdk_find_extent(struct vmdk *v, uint64_t off)
     return NULL;
 }
 
-/* Bytes of [off, off+len) that fall in extent e. */
-static size_t vmdk_clip(const struct vmdk_extent *e, uint64_t off, size_t len)
+/* The extent *e holding guest byte `off`, the bytes *n of [off, off+len)
+ * that fall in it and off's place *rel in it; -EIO when no extent does. */
+static int vmdk_piece(struct vmdk *v, uint64_t off, uint64_t len, struct vmdk_extent **e,
+                      uint64_t *n, uint64_t *rel, vd_error *err)
 {
-    uint64_t end = (e->start + e->sectors) * VMDK_SECTOR;
-    return end - off < len ? (size_t)(end - off) : len;
+    *e = vmdk_find_extent(v, off);
+    if (!*e)
+        return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);
+    uint64_t end = ((*e)->start + (*e)->sectors) * VMDK_SECTOR;
+    *n = end - off < len ? end - off : len;
+    *rel = off - (*e)->start * VMDK_SECTOR;
+    return 0;
 }
 
 static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
@@ -375,12 +382,11 @@ static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_
         return cr;
     uint8_t *p = buf;
     while (len) {
-        struct vmdk_extent *e = vmdk_find_extent(v, off);
-        if (!e)
-            return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);
-        size_t n = vmdk_clip(e, off, len);
-        uint64_t rel = off - e->start * VMDK_SECTOR;
-        int r = 0;
+        struct vmdk_extent *e;
+        uint64_t n, rel;
+        int r = vmdk_piece(v, off, len, &e, &n, &rel, err);
+        if (r < 0)
+            return r;
         if (e->type == VMDK_EXT_ZERO)
             memset(p, 0, n);
         else if (e->type == VMDK_EXT_FLAT)
@@ -460,11 +466,10 @@ static int vmdk_do_pwrite(vd_image *img, const void *buf, size_t len, uint64_t o
         return r;
     const uint8_t *p = buf;
     while (len) {
-        struct vmdk_extent *e = vmdk_find_extent(v, off);
-        if (!e)
-            return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);
-        size_t n = vmdk_clip(e, off, len);
-        uint64_t rel = off - e->start * VMDK_SECTOR;
+        struct vmdk_extent *e;
+        uint64_t n, rel;
+        if ((r = vmdk_piece(v, off, len, &e, &n, &rel, err)) < 0)
+            return r;
         if (e->readonly || e->type == VMDK_EXT_ZERO || e->type == VMDK_EXT_SESPARSE)
             return vd_set_error(err, -EROFS, "vmdk: extent %s at sector 0x%" PRIx64
                                 " is read-only", e->name ? e->name : "ZERO", e->start);
@@ -529,12 +534,10 @@ static int vmdk_do_block_status(vd_image *img, uint64_t off, uint64_t len, vd_ex
     int cr = vmdk_check_parent(img, v, err);
     if (cr < 0)
         return cr;
-    struct vmdk_extent *e = vmdk_find_extent(v, off);
-    if (!e)
-        return vd_set_error(err, -EIO, "vmdk: no extent holds offset 0x%" PRIx64, off);
-    uint64_t end = (e->start + e->sectors) * VMDK_SECTOR;
-    uint64_t n = end - off < len ? end - off : len;
-    uint64_t rel = off - e->start * VMDK_SECTOR;
+    struct vmdk_extent *e;
+    uint64_t n, rel;
+    if ((cr = vmdk_piece(v, off, len, &e, &n, &rel, err)) < 0)
+        return cr;
     if (e->type == VMDK_EXT_ZERO)
         return vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
     if (e->type == VMDK_EXT_FLAT)
