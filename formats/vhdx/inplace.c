@@ -633,12 +633,8 @@ static int vhdx_gain_parent(vd_image *img, struct vhdx_state *s, const char *fil
         r = vhdx_edit_bat(img, s, &e, bat, n, old_n, err);
     if (r == 0)
         r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
-    if (r == 0)
-        r = vhdx_edit_commit(img, s, &e, err);
-    vhdx_edit_free(&e);
+    r = vhdx_edit_finish(img, s, &e, was, now, r, err);
     free(loc);
-    free(was);
-    free(now);
     char l[40];
     vhdx_linkage_format(g, l);
     if (r == 0 && !(s->parent_linkage = strdup(l)))
