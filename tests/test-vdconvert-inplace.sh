@@ -531,8 +531,12 @@ crash_vmdk_grow() {  # SUBFORMAT
         rc=0; qemu-img check -q sp/d.vmdk >/dev/null 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 3 ] || fail "vmdk $sub grow killed at step $n: qemu-img check: exit $rc"
         vmdkinfo sp/d.vmdk >/dev/null 2>&1 || fail "vmdk $sub grow killed at step $n: vmdkinfo cannot open it"
+        # (qemu and vdisk take a sparse extent's size from its header: killed
+        # between the last extent's capacity write and the descriptor write,
+        # the disk reads as that extent grown, 2 GiB, zeroes past the old end)
         want=$(qemu-img info --output=json sp/d.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
         [ "$want" = $((16 << 20)) ] || [ "$want" = $((2100 << 20)) ] ||
+            { [ $sub = twoGbMaxExtentSparse ] && [ "$want" = $((2048 << 20)) ]; } ||
             fail "vmdk $sub grow killed at step $n: qemu reads a size of $want"
         [ "$(vsize sp/d.vmdk)" = "$want" ] || fail "vmdk $sub grow killed at step $n: vdisk reads a size of $(vsize sp/d.vmdk), qemu $want"
         qemu-img compare -q -F raw sp/d.vmdk vsrc.raw || fail "vmdk $sub grow killed at step $n: content (qemu)"
