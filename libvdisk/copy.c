@@ -3,7 +3,7 @@
  *
  * The source is walked by block status, so holes are never read and ranges
  * known to be zero are never written to a target that already reads zeroes.
- * Data ranges are cut into jobs of ENGINE_CHUNK bytes; worker threads read
+ * Data ranges are cut into jobs (engine_job_size); worker threads read
  * (and, inside the drivers, decompress) jobs in parallel, find runs of zeroes
  * of at least the sparse size, and write the rest.  Writes go out in job
  * order, because a streaming target (streamOptimized VMDK) must be written
@@ -45,6 +45,10 @@
  * streamOptimized -> qcow2 1.04 against 1.17 s; 256 KiB gave the same as
  * 1 MiB. */
 #define ENGINE_CHUNK (1u << 20)
+/* Jobs grow to a target cluster up to this size: a compressed cluster is
+ * written whole (qcow2 allows 2 MiB), and a mapped copy_file_range needs
+ * jobs of whole target clusters (a VHD block is 2 MiB). */
+#define ENGINE_MAX_JOB (4u << 20)
 #define ENGINE_WINDOW (1ull << 32)       /* bytes per block-status call */
 #define ENGINE_MAX_WORKERS 64
 #define ENGINE_MAX_COMPRESS_CLUSTER (2u << 20)
@@ -109,6 +113,7 @@ struct engine {
     int out_data_fd;        /* image target's data file for mapped writes, or -1 */
     uint32_t out_cluster;
     bool no_copy_range;     /* copy_file_range refused once: stop trying */
+    uint32_t chunk;         /* bytes per job (set once, engine_job_size) */
 };
 
 static void engine_progress(struct engine *g, uint64_t n)
@@ -161,7 +166,7 @@ static void engine_cut_job(struct engine *g, struct engine_job *j, uint64_t xend
         if (start < g->covered)
             start = g->covered;
     }
-    uint64_t lim = (start / ENGINE_CHUNK + 1) * ENGINE_CHUNK;
+    uint64_t lim = (start / g->chunk + 1) * g->chunk;
     uint64_t end = xend < lim ? xend : lim;
     if (c->compress_cluster) {
         end = vd_round_up(end, c->compress_cluster);
@@ -520,9 +525,9 @@ static void *engine_worker(void *arg)
     struct copy_plan *c = g->c;
     char *buf = NULL, *cbuf = NULL;
     vd_error e = { 0 };
-    if (posix_memalign((void **)&buf, 4096, ENGINE_CHUNK) ||
-        (c->cmp && posix_memalign((void **)&cbuf, 4096, ENGINE_CHUNK))) {
-        vd_set_error(&e, -ENOMEM, "out of memory for %u-byte buffers", ENGINE_CHUNK);
+    if (posix_memalign((void **)&buf, 4096, g->chunk) ||
+        (c->cmp && posix_memalign((void **)&cbuf, 4096, g->chunk))) {
+        vd_set_error(&e, -ENOMEM, "out of memory for %u-byte buffers", g->chunk);
         engine_fail(g, &e);
         free(buf);
         return NULL;
@@ -645,6 +650,20 @@ static bool copy_fs_shares_blocks(int fd)
     }
 }
 
+/* The job size: ENGINE_CHUNK, or the target cluster that a job must hold
+ * whole (a compressed cluster, or a cluster that mapped copy_file_range
+ * fills), up to ENGINE_MAX_JOB. */
+static uint32_t engine_job_size(const struct engine *g)
+{
+    uint32_t chunk = ENGINE_CHUNK;
+    if (g->c->compress_cluster > chunk)
+        chunk = g->c->compress_cluster;      /* <= ENGINE_MAX_COMPRESS_CLUSTER */
+    if (g->c->zero_copy && g->out_data_fd >= 0 && g->out_cluster > chunk && g->out_cluster <= ENGINE_MAX_JOB &&
+        vd_is_pow2(g->out_cluster))
+        chunk = g->out_cluster;
+    return chunk;
+}
+
 static int copy_run(struct copy_plan *c, const vd_copy_opts *o, vd_error *e)
 {
     /* Image targets are written in job order (streamOptimized VMDK needs it,
@@ -669,6 +688,7 @@ static int copy_run(struct copy_plan *c, const vd_copy_opts *o, vd_error *e)
     }
     if (c->zero_copy && c->sparse_size && g.ordered && !copy_fs_shares_blocks(g.out_data_fd))
         c->zero_copy = false;
+    g.chunk = engine_job_size(&g);
     int n = c->workers < 1 ? 1 : c->workers > ENGINE_MAX_WORKERS ? ENGINE_MAX_WORKERS
             : c->workers;
     pthread_t th[ENGINE_MAX_WORKERS];
