@@ -296,7 +296,8 @@ typedef struct vd_copy_opts {
  * blocks (XFS, btrfs, ...: a reflink) or nothing is to be checked for
  * zeroes (sparse_size 0); elsewhere image targets are cheaper to fill by
  * reading and writing (libvdisk/copy.c says why).  Memory:
- * a 1 MiB buffer or two per thread, whatever the size of the image.  Does
+ * a buffer or two of 1 MiB per thread (up to 4 MiB where a target cluster
+ * must be written whole), whatever the size of the image.  Does
  * not flush `dst`: vd_flush or vd_close does.  `opts` may be NULL (one
  * thread, no zero detection). */
 int vd_copy(vd_image *src, vd_image *dst, const vd_copy_opts *opts, vd_error *err);
