@@ -14,10 +14,10 @@ bad=$(echo "$syms" | grep -vE '^(vd_|VDISK_0$)' || true)
 [ -z "$bad" ] || fail "libvdisk.so exports non-vd_* symbols: $(echo $bad | head -c 300)"
 echo "libvdisk.so: $(echo "$syms" | grep -c '^vd_') vd_* symbols and the version node"
 for s in vd_copy vd_create_options_like vd_open; do
-    echo "$syms" | grep -qx "$s" || fail "$s not exported"
+    grep -qx "$s" <<<"$syms" || fail "$s not exported"
 done
 for s in vd_file_open vd_kvlist_parse vd_find_driver vd_qcow2; do
-    ! echo "$syms" | grep -qx "$s" || fail "internal $s exported"
+    ! grep -qx "$s" <<<"$syms" || fail "internal $s exported"
 done
 
 for p in tools/vdconvert/vdconvert tools/ovatool/ovatool fuse-mount/vdmount boot-check/vdboot \

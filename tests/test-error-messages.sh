@@ -14,7 +14,7 @@ rc=0; msg=$("$VDCONVERT" info ctl.qcow2 2>&1 >/dev/null) || rc=$?
 [ $rc != 0 ] || fail "a missing backing file was accepted"
 [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "not one line: $msg"
 printf '%s' "$msg" | grep -q $'[\x01-\x1f\x7f]' && fail "control characters in: $(printf '%q' "$msg")"
-printf '%s\n' "$msg" | grep -qF 'evil\n\e[31mname\x7f.raw' || fail "not escaped as expected: $msg"
+grep -qF 'evil\n\e[31mname\x7f.raw' <<<"$msg" || fail "not escaped as expected: $msg"
 echo "ok: $msg"
 
 # --- a chain deeper than 64 files -------------------------------------------

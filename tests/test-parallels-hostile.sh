@@ -37,7 +37,7 @@ expect_error() {  # NAME PATTERN ARGS...
     [ $rc -ne 0 ] || fail "$name: accepted"
     [ $rc -lt 124 ] || fail "$name: crashed or hung (rc $rc): $msg"
     [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name: not one line: $msg"
-    printf '%s\n' "$msg" | grep -q -- "$pat" || fail "$name: '$msg' lacks '$pat'"
+    grep -q -- "$pat" <<<"$msg" || fail "$name: '$msg' lacks '$pat'"
     echo "ok: $name: $msg"
 }
 

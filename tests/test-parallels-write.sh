@@ -98,7 +98,7 @@ truncate -s +128K "$T/leaky.hds"
 qemu-img check -q -f parallels "$T/leaky.hds" 2>/dev/null && fail "qemu sees no leak (fixture)"
 # (check exits non-zero when it finds leaks, like qemu-img: keep the output)
 out=$("$VDCONVERT" check "$T/leaky.hds" 2>&1) && fail "check: exit 0 with leaks"
-printf '%s\n' "$out" | grep -q "2 leaked clusters" || fail "leak not reported: $out"
+grep -q "2 leaked clusters" <<<"$out" || fail "leak not reported: $out"
 "$VDCONVERT" check -r leaks "$T/leaky.hds" >/dev/null || true  # reports what it fixed
 qemu-img check -q -f parallels "$T/leaky.hds" || fail "leak not repaired"
 qemu-img compare -q -f parallels "$T/leaky.hds" -F parallels "$T/out-64K.hds" || fail "repair changed content"

@@ -188,7 +188,7 @@ qemu-img convert -q -f raw -O qcow2 src.raw ck.qcow2
 "$TOOL" ck.qcow2 check >/dev/null || bad "clean image reported unclean"
 set_refcount ck.qcow2 0 2          # header: a leak
 out=$("$TOOL" ck.qcow2 check) && bad "leak: check exit 0"
-echo "$out" | grep -q 'corruptions=0 leaks=1 ' || bad "leak not found: $out"
+grep -q 'corruptions=0 leaks=1 ' <<<"$out" || bad "leak not found: $out"
 "$TOOL" ck.qcow2 check:leaks >/dev/null || bad "leak repair failed"
 qemu-img check ck.qcow2 >/dev/null && echo "ok   leak repaired" || bad "leak not repaired"
 data=$(qemu-img map --output=json ck.qcow2 | python3 -c \
@@ -197,7 +197,7 @@ set_refcount ck.qcow2 "$data" 0    # a used data cluster: an error
 out=$("$TOOL" ck.qcow2 check) && bad "refcount error not reported"
 # two errors, as qemu-img check counts them: the refcount, and the COPIED
 # flag that no longer matches it
-echo "$out" | grep -q 'corruptions=2 ' || bad "refcount error count: $out"
+grep -q 'corruptions=2 ' <<<"$out" || bad "refcount error count: $out"
 "$TOOL" ck.qcow2 check:leaks >/dev/null && bad "check -r leaks claimed to fix an error"
 "$TOOL" ck.qcow2 check:all >/dev/null || bad "error repair failed"
 judge "refcount error repaired" ck.qcow2 src.raw

@@ -63,7 +63,7 @@ expect_error() {  # PATTERN CMD...
     local pat=$1 msg
     shift
     if msg=$("$@" 2>&1); then fail "$*: succeeded, expected '$pat'"; fi
-    printf '%s\n' "$msg" | grep -q -- "$pat" || fail "$*: error '$msg' lacks '$pat'"
+    grep -q -- "$pat" <<<"$msg" || fail "$*: error '$msg' lacks '$pat'"
     [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$*: error not one line: $msg"
     echo "ok (refused): $msg"
 }

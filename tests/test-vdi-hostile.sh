@@ -71,7 +71,7 @@ open('$T/$name.vdi', 'wb').write(b)"
         [ $rc -ne 0 ] || fail "$name ($cmd): accepted"
         [ $rc -lt 124 ] || fail "$name ($cmd): crashed or hung (rc $rc): $msg"
         [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name ($cmd): not one line: $msg"
-        printf '%s\n' "$msg" | grep -q -- "$pat" || fail "$name ($cmd): '$msg' lacks '$pat'"
+        grep -q -- "$pat" <<<"$msg" || fail "$name ($cmd): '$msg' lacks '$pat'"
     done
     echo "ok: $name: $msg"
 done

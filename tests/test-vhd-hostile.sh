@@ -50,7 +50,7 @@ expect_error() {  # NAME PATTERN
     msg=$(timeout 20 "$VDCONVERT" "$T/$1.vhd" "$T/$1.raw" 2>&1) || rc=$?
     [ $rc = 1 ] || fail "$1: exit status $rc (want 1): $msg"
     [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$1: not one line: $msg"
-    printf '%s\n' "$msg" | grep -q -- "$2" || fail "$1: '$msg' does not name '$2'"
+    grep -q -- "$2" <<<"$msg" || fail "$1: '$msg' does not name '$2'"
     echo "ok: $1: $msg"
 }
 

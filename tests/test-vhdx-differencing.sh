@@ -101,7 +101,7 @@ PY
 
 set_guid "$parent" 00000000-1111-2222-3333-444444444444
 if msg=$("$VDCONVERT" "$child" "$T/out2.raw" 2>&1); then fail "a parent with another GUID was accepted"; fi
-echo "$msg" | grep -q "parent_linkage {ff34003b-11ed-4cf8-a166-b2be05e20b80} does not match" ||
+grep -q "parent_linkage {ff34003b-11ed-4cf8-a166-b2be05e20b80} does not match" <<<"$msg" ||
     fail "wrong error: $msg"
 echo "ok (refused): $msg"
 

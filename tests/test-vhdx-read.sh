@@ -100,6 +100,6 @@ avhdx=$(unpack dissect.hypervisor/differencing.avhdx.gz)
 if msg=$("$VDCONVERT" "$avhdx" "$T/a.raw" 2>&1); then
     fail "differencing.avhdx opened without its parent"
 fi
-echo "$msg" | grep -q "Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx" ||
+grep -q "Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx" <<<"$msg" ||
     fail "differencing.avhdx: error does not name the parent: $msg"
 echo "ok (refused): $msg"

@@ -44,7 +44,7 @@ expect_error() {  # IMG PATTERN
         fail "$1: opened, expected an error matching '$2'"
     fi
     [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$1: error is not one line: $msg"
-    printf '%s\n' "$msg" | grep -q -- "$2" || fail "$1: error '$msg' does not match '$2'"
+    grep -q -- "$2" <<<"$msg" || fail "$1: error '$msg' does not match '$2'"
     echo "ok (refused): $msg"
 }
 
