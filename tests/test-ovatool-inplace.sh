@@ -238,7 +238,8 @@ with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as o:
         i.size = len(data)
         o.addfile(i, io.BytesIO(data))
 PY
-refused "$T/absent.ova" "reference to a missing member" "x-disk3.vmdk" "missing"
+refused "$T/absent.ova" "reference to a missing member" "absent.ova: member x-disk3.vmdk" "missing" \
+    "offset 0x"
 
 # a monolithicFlat descriptor naming its extent member: extracted, as before
 qemu-img convert -O vmdk -o subformat=monolithicFlat "$T/b.raw" "$T/flat.vmdk"

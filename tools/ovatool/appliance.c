@@ -319,6 +319,7 @@ static int app_read_ova(const char *path, const char *extract_dir, unsigned flag
         }
         snprintf(last, sizeof last, "%s", name);
         next_header = (uint64_t)hpos + 512 + (m.f->size + 511) / 512 * 512;
+        ap->tar_end = next_header;
         if (r == 0) {
             r = app_member_end(ap, &m, err, errlen);
         } else {              /* keep the first error; just release the member */
@@ -612,6 +613,32 @@ static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_d
     return r;
 }
 
+void appliance_digest_mismatch(const struct appliance *ap, enum ovf_digest alg,
+                               const char *member, const char *want, const char *have,
+                               char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., file %.16s...)",
+             ap->mf_name, digest_name(alg), member, want, have);
+}
+
+int appliance_member_present(const struct appliance *ap, const char *href, char *err,
+                             size_t errlen)
+{
+    if (!ap->is_ova)
+        return 0;       /* a folder's missing files were refused while reading it */
+    size_t n = strlen(href);
+    for (size_t i = 0; i < ap->n_files; i++) {
+        const char *m = ap->files[i].name;
+        if (!strcmp(m, href) || (!strncmp(m, href, n) && !strcmp(m + n, ".000000000")))
+            return 0;
+    }
+    snprintf(err, errlen, "%s: member %s, referenced by %s, is missing: the archive's %zu "
+             "members end at offset 0x%llx", ap->src_path, href,
+             ap->ovf_name ? ap->ovf_name : "the descriptor", ap->n_files,
+             (unsigned long long)ap->tar_end);
+    return -1;
+}
+
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked)
 {
@@ -648,8 +675,7 @@ int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
         if (!*have && (r = app_rehash(ap, f, e->alg, err, errlen)) < 0)
             break;
         if (strcmp(have, e->hex)) {
-            snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., "
-                     "file %.16s...)", ap->mf_name, digest_name(e->alg), e->file, e->hex, have);
+            appliance_digest_mismatch(ap, e->alg, e->file, e->hex, have, err, errlen);
             r = -1;
         }
         (*checked)++;

@@ -157,7 +157,8 @@ int ova_convert(const char *path, const struct convert_opts *o)
                          "refused", ap.ovf_name, f->href);
                 goto out;
             }
-            char *src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+            char *src = appliance_member_present(&ap, f->href, err, sizeof err) < 0 ? NULL :
+                        appliance_prepare_file(work, f, d->capacity, err, sizeof err);
             if (!src)
                 goto out;
             int r = 0;

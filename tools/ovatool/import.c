@@ -16,6 +16,9 @@
 #include <unistd.h>
 #include <isa-l/igzip_lib.h>
 
+/* What every refusal for integrity adds: how to import anyway. */
+#define IMP_HINT " (use --no-verify to import anyway)"
+
 static void imp_rmtree(const char *dir, const struct appliance *ap)
 {
     char p[4400];
@@ -350,9 +353,9 @@ static int imp_digest_end(struct imp_digest *d, char *err, size_t errlen)
         return -1;
     }
     if (strcmp(d->hex, f->want_hex)) {
-        snprintf(err, errlen, "%s: %s digest of %s does not match (manifest %.16s..., file "
-                 "%.16s...) (use --no-verify to import anyway)", d->ap->mf_name,
-                 digest_name(f->want_alg), f->name, f->want_hex, d->hex);
+        char m[2048];
+        appliance_digest_mismatch(d->ap, f->want_alg, f->name, f->want_hex, d->hex, m, sizeof m);
+        snprintf(err, errlen, "%s%s", m, IMP_HINT);
         return -1;
     }
     f->verified = true;
@@ -399,12 +402,12 @@ int ova_import(const char *path, const struct import_opts *o)
         ap.defer_windowed = true;
         if (appliance_verify_manifest(&ap, err, sizeof err, &checked) < 0) {
             char e2[8400];
-            snprintf(e2, sizeof e2, "%s (use --no-verify to import anyway)", err);
+            snprintf(e2, sizeof e2, "%s%s", err, IMP_HINT);
             snprintf(err, sizeof err, "%.8000s", e2);
             goto out;
         }
         if (imp_check_cert(&ap, o) < 0) {
-            snprintf(err, sizeof err, "%s: certificate check failed (use --no-verify to import anyway)", path);
+            snprintf(err, sizeof err, "%s: certificate check failed%s", path, IMP_HINT);
             goto out;
         }
     }
@@ -471,8 +474,10 @@ int ova_import(const char *path, const struct import_opts *o)
             snprintf(wname, sizeof wname, "%s: member %s", path, f->href);
             win = (struct disk_window){ .off = af->data_off, .len = af->size, .name = wname };
             src = imp_fd_path(&ap);
-        } else {
+        } else if (appliance_member_present(&ap, f->href, err, sizeof err) == 0) {
             src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+        } else {
+            goto out;
         }
         if (!src)
             goto out;

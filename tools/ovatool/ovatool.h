@@ -173,6 +173,7 @@ struct appliance {
     int fd;                 /* the .ova, open (read-only) until appliance_free, or -1 */
     bool defer_windowed;    /* set by the caller: verify leaves windowed members' digests
                                to it (want_alg, want_hex) */
+    uint64_t tar_end;       /* .ova: where the header after the last member read lies */
 };
 /* Record a warning about the appliance (shown by info, in text and JSON). */
 void appliance_diag(struct appliance *ap, const char *fmt, ...)
@@ -196,6 +197,16 @@ void appliance_free(struct appliance *ap);
 /* Digest `alg` of a windowed member, read in place: 0, or -1 on a short read. */
 int appliance_digest_window(const struct appliance *ap, const struct appliance_file *f,
                             enum ovf_digest alg, char hex[129]);
+/* The one line for a member whose `alg` digest (hex `have`) is not the
+ * manifest's (`want`), for verify, import and convert alike. */
+void appliance_digest_mismatch(const struct appliance *ap, enum ovf_digest alg,
+                               const char *member, const char *want, const char *have,
+                               char *err, size_t errlen);
+/* 0 when file reference `href` is in the appliance (as a member or its
+ * first chunk); else -1 with one line naming the .ova, the member and the
+ * offset the archive's members end at. */
+int appliance_member_present(const struct appliance *ap, const char *href, char *err,
+                             size_t errlen);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked);
