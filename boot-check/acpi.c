@@ -312,13 +312,17 @@ static uint32_t acpi_madt(uint8_t *t, int cpus)
 
 int acpi_write(struct vm *vm, char *err, size_t errlen)
 {
-    uint8_t *b = vm_guest_ptr(vm, VM_ACPI, ACPI_AREA);
+    return acpi_write_at(vm, VM_ACPI, err, errlen);
+}
+
+int acpi_write_at(struct vm *vm, uint64_t base, char *err, size_t errlen)
+{
+    uint8_t *b = vm_guest_ptr(vm, base, ACPI_AREA);
     if (!b || vm->cfg.cpus < 1 || vm->cfg.cpus > VM_MAX_CPUS) {
         snprintf(err, errlen, "no guest memory for the ACPI tables");
         return -1;
     }
     memset(b, 0, ACPI_AREA);
-    uint64_t base = VM_ACPI;
 
     uint8_t *d = b + OFF_DSDT;
     size_t aml = acpi_dsdt_body(d + 36, ACPI_AREA - OFF_DSDT - 36);

@@ -194,6 +194,8 @@ void vm_destroy(struct vm *vm)
     }
     if (vm->mem)
         munmap(vm->mem, vm->mem_size);
+    if (vm->rom)
+        munmap(vm->rom, vm->rom_size);
     if (vm->fd >= 0)
         close(vm->fd);
     if (vm->kvm_fd >= 0)

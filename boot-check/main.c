@@ -54,7 +54,8 @@ static void usage(FILE *f)
         "  --firmware direct|bios|uefi|auto   direct (default): vdboot loads the kernel\n"
         "                        from /boot; bios/uefi: qemu (tcg) boots the disk through\n"
         "                        SeaBIOS/OVMF and the disk's own boot loader; auto: uefi\n"
-        "                        when the image has an EFI system partition, else bios\n"
+        "                        when the image has an EFI system partition, else bios;\n"
+        "                        bios with --accel kvm: SeaBIOS in the built-in VMM\n"
         "  --domain VM.xml       boot the disk, bus, memory, vCPUs and firmware (bios,\n"
         "                        or uefi) that this libvirt domain gives the VM\n"
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
@@ -285,8 +286,9 @@ static void watchdog_disarm(void)
 }
 
 /* ---- one image ---- */
-/* --firmware bios|uefi|auto: qemu boots the disk itself; there is no
- * kernel to find, and the built-in VMM (no firmware) cannot do it. */
+/* --firmware bios|uefi|auto: the disk boots through its own boot code;
+ * there is no kernel to find.  qemu runs it, or with --accel kvm the
+ * built-in VMM runs SeaBIOS (bios only). */
 static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
                           void (*fire)(struct vdboot_result *r))
 {
@@ -305,8 +307,23 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
              !strcmp(o->firmware, "auto") ? " (--firmware auto: " : "",
              !strcmp(o->firmware, "auto") ? why : "", !strcmp(o->firmware, "auto") ? ")" : "");
     if (!strcmp(o->accel, "kvm")) {
-        result_error(r, "--firmware %s needs --accel tcg: the built-in VMM boots the kernel "
-                     "directly and runs no firmware", fo.firmware);
+        if (strcmp(fo.firmware, "bios")) {
+            result_error(r, "--firmware %s needs --accel tcg: the built-in VMM runs SeaBIOS "
+                         "(--firmware bios) but no UEFI firmware", fo.firmware);
+            return;
+        }
+        if (strcmp(o->disk_bus, "virtio")) {
+            result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk only; "
+                         "use --accel tcg", o->disk_bus);
+            return;
+        }
+        snprintf(r->accel, sizeof(r->accel), "kvm");
+        snprintf(r->accel_why, sizeof(r->accel_why), "--accel kvm: SeaBIOS in the built-in VMM");
+        struct boot_files bf;
+        memset(&bf, 0, sizeof(bf));
+        watchdog_arm(r, o->timeout, fire);
+        run_kvm(&fo, &bf, r);
+        watchdog_disarm();
         return;
     }
     snprintf(r->accel, sizeof(r->accel), "%s", strcmp(o->accel, "qemu-kvm") ? "tcg" : "qemu-kvm");

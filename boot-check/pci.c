@@ -1,7 +1,9 @@
 /* pci.c - PCI configuration mechanism #1 (ports 0xcf8/0xcfc) on bus 0:
  * a host bridge at 00:00.0 (Linux's type-1 sanity check looks for one) and
  * the devices added by pci_add, each with one I/O BAR and INTA wired to an
- * ISA IRQ (VM_PCI_IRQS; the MP table and Interrupt Line say which).  BARs are placed by vdboot
+ * ISA IRQ (VM_PCI_IRQS; the MP table and Interrupt Line say which; SeaBIOS's
+ * i440FX routing gives slot 1 IRQ 10 as well).  For a firmware boot the
+ * host bridge is an i440FX with qemu's subsystem IDs.  BARs are placed by vdboot
  * and may be moved by the guest; sizing writes read back the size mask. */
 #include "vmm.h"
 
@@ -21,6 +23,10 @@
 #define CFG_SUBSYS 0x2c
 #define CFG_INT_LINE 0x3c
 #define CFG_INT_PIN 0x3d
+#define I440FX_VENDOR 0x8086
+#define I440FX_DEVICE 0x1237
+#define I440FX_PAM0 0x59           /* PAM0-6: shadow RAM attributes, read back */
+#define I440FX_PAM6 0x5f
 
 static struct pci_state {
     uint32_t addr;                /* the 0xcf8 register */
@@ -93,16 +99,21 @@ static void pci_cfg_write(struct pci_dev *d, unsigned off, const uint8_t *data, 
     for (unsigned i = 0; i < len && off + i < 256; i++) {
         unsigned o = off + i;
         if (o == CFG_COMMAND || o == CFG_COMMAND + 1 || o == CFG_INT_LINE || o == 0x0c ||
-            o == 0x0d || (o >= CFG_BAR0 && o < CFG_BAR0 + 4))
+            o == 0x0d || (o >= CFG_BAR0 && o < CFG_BAR0 + 4) ||
+            (d == &pci.host && d->vendor == I440FX_VENDOR && o >= I440FX_PAM0 &&
+             o <= I440FX_PAM6))
             d->cfg[o] = data[i];
     }
     if (off < CFG_BAR0 + 4 && off + len > CFG_BAR0) {
         uint32_t bar = (uint32_t)d->cfg[CFG_BAR0] | (uint32_t)d->cfg[CFG_BAR0 + 1] << 8 |
                        (uint32_t)d->cfg[CFG_BAR0 + 2] << 16 | (uint32_t)d->cfg[CFG_BAR0 + 3] << 24;
-        bar = d->bar0_size ? ((bar & ~(d->bar0_size - 1) & 0xffffu) | 1u) : 0;
+        /* all 32 address bits read back, as on qemu: SeaBIOS takes the
+         * size from the whole register (0xffffffc1 -> 64 bytes) */
+        bar = d->bar0_size ? ((bar & ~(d->bar0_size - 1)) | 1u) : 0;
         pci_put32(d->cfg + CFG_BAR0, bar);
+        /* a BAR moved past the 64 KiB port space decodes nothing we route */
         if (d->bar0_size)
-            d->bar0_port = (uint16_t)(bar & ~3u);
+            d->bar0_port = bar >> 16 ? 0 : (uint16_t)(bar & ~3u);
     }
 }
 
@@ -169,6 +180,14 @@ static int pci_init(struct vm *vm, char *err, size_t errlen)
         .vendor = 0x1b36, .device = 0x0008,   /* Red Hat, generic host bridge */
         .class_code = 0x060000,
     };
+    if (vm->cfg.firmware)
+        pci.host = (struct pci_dev){
+            /* SeaBIOS believes it runs on qemu (and reads fw_cfg) only
+             * when 00:00.0 has qemu's subsystem IDs; as an i440FX it also
+             * finds the PAM registers it opens shadow RAM with */
+            .vendor = I440FX_VENDOR, .device = I440FX_DEVICE, .class_code = 0x060000,
+            .revision = 2, .subsys_vendor = 0x1af4, .subsys_id = 0x1100,
+        };
     pci_add(vm, &pci.host);
     if (vm_io_register(vm, PCI_CONF_ADDR, 8, false, pci_io, NULL) < 0)
         return -1;

@@ -11,6 +11,9 @@
 #define VDBOOT_DEFAULT_TIMEOUT 120
 #define VDBOOT_DEFAULT_MEMORY 512
 #define VDBOOT_MAX_BOOT_FILE (512ull << 20)
+/* --firmware bios under --accel kvm: the build with the serial console
+ * mirror (Debian's 128 KiB bios.bin has none) */
+#define VDBOOT_SEABIOS "/usr/share/seabios/bios-256k.bin"
 
 #define VDBOOT_MAX_IMAGES 256
 #define VDBOOT_MAX_JOBS 64

@@ -78,6 +78,7 @@ struct vm_config {
     int cpus;
     bool verbose;
     bool hide_unsafe_cpuid;    /* hide cx16/xsave (nested kvm_pvm) */
+    bool firmware;             /* --firmware bios: SeaBIOS from the reset vector */
 };
 
 struct vm {
@@ -99,6 +100,8 @@ struct vm {
     char boot_note[300];           /* how the kernel was loaded (for -v) */
     bool cpuid_xsave_visible;      /* hiding XSAVE in CPUID did not take */
     bool cpuid_smap_visible;       /* nested kvm_pvm shows SMAP */
+    uint8_t *rom;                  /* the firmware image below 4 GiB, or NULL */
+    uint64_t rom_size;
 };
 
 /* ---- kvm.c ---- */
@@ -146,6 +149,16 @@ struct vm_device {
     void (*exit)(struct vm *vm);
 };
 extern const struct vm_device serial_device, ports_device, pci_device, acpi_device;
+/* firmware boots only (registered before ports_device, which lists 0x70
+ * and 0x510 as unmodelled for direct boots: the first range wins) */
+extern const struct vm_device cmos_device, fw_cfg_device, debugcon_device;
+
+/* firmware.c: maps the BIOS image (SeaBIOS) at the top of 4 GiB, read-only,
+ * and its last 128 KiB at 0xe0000-0xfffff; vCPU 0 starts at the reset
+ * vector.  0, or -1 with the file and the field at fault. */
+int firmware_load(struct vm *vm, const char *path, char *err, size_t errlen);
+/* debugcon.c: the last line the firmware wrote to its debug port, or "" */
+const char *debugcon_last_line(void);
 
 /* pci.c */
 struct pci_dev {
@@ -173,5 +186,11 @@ int mptable_write(struct vm *vm, char *err, size_t errlen);
 /* acpi.c: the tables at VM_ACPI (RSDP, RSDT, XSDT, FADT, FACS, MADT, DSDT);
  * acpi_device models the PM1 registers (poweroff by ACPI S5) */
 int acpi_write(struct vm *vm, char *err, size_t errlen);
+/* The same tables at `base` (a firmware boot: fw_cfg.c hands SeaBIOS the
+ * RSDP, the rest stays in RAM the e820 map reserves); the RSDP is the
+ * first VM_ACPI_RSDP_LEN bytes. */
+#define VM_ACPI_AREA 0x1000
+#define VM_ACPI_RSDP_LEN 36
+int acpi_write_at(struct vm *vm, uint64_t base, char *err, size_t errlen);
 
 #endif

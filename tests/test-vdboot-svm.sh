@@ -7,11 +7,18 @@
 # and both CPUs up.  Then the ends a guest can choose: an ACPI S5 poweroff
 # (outcome poweroff, exit code 5), a vCPU spinning with interrupts off that
 # never leaves KVM_RUN (the kick ends it at --timeout, no watchdog needed),
-# and a vCPU thread that ignores kicks (the watchdog ends it).  The L1 run
-# takes about 15 s of its own time (30-40 s on a busy host).
+# and a vCPU thread that ignores kicks (the watchdog ends it).
+# --firmware bios: SeaBIOS in the built-in VMM (fw_cfg, CMOS, i440FX, its
+# serial console mirror) boots a disk whose MBR holds the boot program of
+# tests/fixtures/bios-probe-mbr.S: its text read from sector 1 through the
+# BIOS (int 13h on virtio-blk) comes out on the serial console; with the
+# boot code zeroed SeaBIOS still says "Booting from Hard Disk..." and the
+# run never matches.  The L1 run takes about 30 s of its own time (60-90 s
+# on a busy host).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdboot-lib.sh"
-requires_cmd qemu-system-x86_64 python3 cpio mkfs.ext4 sfdisk
+requires_cmd qemu-system-x86_64 python3 cpio mkfs.ext4 sfdisk as ld
+[ -f /usr/share/seabios/bios-256k.bin ] || skip "seabios not installed"
 [ -x "$VDBOOT" ] || skip "vdboot not built"
 [ -x /bin/busybox ] || skip "busybox-static not installed"
 ls /lib/modules/*/kernel/arch/x86/kvm/kvm-amd.ko >/dev/null 2>&1 ||
@@ -23,6 +30,18 @@ mkfs.ext4 -q -F -d "$T/r" "$T/fs" 8M 2>/dev/null
 make_disk "$T/probe.raw" "$T/fs"
 "$VDCONVERT" convert -q -O qcow2 "$T/probe.raw" "$T/probe.qcow2"
 want_crc=$(crc32_of "$T/probe.raw" 0 4096)
+
+# the BIOS boot disk: our MBR program, a text in sector 1
+as --32 -o "$T/mbr.o" "$VD_SRC/tests/fixtures/bios-probe-mbr.S"
+ld -m elf_i386 -Ttext 0x7c00 --oformat binary -o "$T/mbr.bin" "$T/mbr.o"
+[ "$(stat -c %s "$T/mbr.bin")" -le 440 ] || fail "bios-probe-mbr.S assembles to more than 440 bytes"
+truncate -s 2M "$T/bios.raw"
+echo 'start=2048, type=83, bootable' | sfdisk -q "$T/bios.raw" >/dev/null
+dd if="$T/mbr.bin" of="$T/bios.raw" conv=notrunc status=none
+printf 'vdisk-bios-sector-1\0' | dd of="$T/bios.raw" bs=512 seek=1 conv=notrunc status=none
+"$VDCONVERT" convert -q -O qcow2 "$T/bios.raw" "$T/bios.qcow2"
+cp "$T/bios.raw" "$T/nombr.raw"
+dd if=/dev/zero of="$T/nombr.raw" bs=440 count=1 conv=notrunc status=none
 
 # The second boot wedges vCPU 0's thread (VDBOOT_TEST_WEDGE=vcpu: it stops
 # answering the kicks after its first exit): --timeout 1 must still end
@@ -38,14 +57,19 @@ echo "poweroff rc $?"
 t0=$(cut -d. -f1 /proc/uptime)
 vdboot --json --accel kvm --timeout 2 --cpus 2 --kernel /probe.bzImage --append probe.fault=spin
 echo "spin rc $? after $(( $(cut -d. -f1 /proc/uptime) - t0 )) s"
+vdboot --json --accel kvm --firmware bios --timeout 60 --console /tmp/console-bios \
+    --expect 'sector 1 says: vdisk-bios-sector-1' bios.qcow2
+echo "bios rc $?"
+vdboot --json --accel kvm --firmware bios --timeout 15 --console /tmp/console-nombr nombr.raw
+echo "nombr rc $?"
 SH
-SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -s "$T/run.sh" \
-    >"$T/out" || true
+SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -f "$T/bios.qcow2" \
+    -f "$T/nombr.raw" -s "$T/run.sh" >"$T/out" || true
 grep -q '^SVM-OUT rc 0$' "$T/out" || { cat "$T/out"; tail -n 30 "$T/l1.log"; fail "probe did not log in on the SVM harness"; }
 sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
 python3 - "$T/json" <<'PY' || { cat "$T/out"; fail "probe result wrong"; }
 import json, sys
-j, w, p, s = [json.loads(l) for l in open(sys.argv[1])]
+j, w, p, s, b, n = [json.loads(l) for l in open(sys.argv[1])]
 assert j["outcome"] == "login" and j["accelerator"] == "kvm", j
 assert j["format"] == "qcow2" and j["disk_bus"] == "virtio", j
 assert j["kernel"].startswith("partition 1 (ext4): /boot/vmlinuz-1.0-probe"), j["kernel"]
@@ -57,6 +81,15 @@ assert p["outcome"] == "poweroff" and p["exit_code"] == 5, p
 assert p["reason"].startswith("guest powered off (ACPI S5: SLP_EN with SLP_TYP 0"), p
 assert s["outcome"] == "timeout" and s["reason"] == "no match within 2 s", s
 assert "probe: spinning with interrupts off" in s["console_tail"], s
+assert b["outcome"] == "login" and b["firmware"] == "bios" and b["accelerator"] == "kvm", b
+assert b["matched"].endswith("sector 1 says: vdisk-bios-sector-1") and b["format"] == "qcow2", b
+assert "SeaBIOS (version" in b["console_tail"], b["console_tail"]
+assert "Booting from Hard Disk..." in b["console_tail"], b["console_tail"]
+assert "mbr: running" in b["console_tail"], b["console_tail"]
+print("SeaBIOS in the built-in VMM: MBR program ran, read sector 1 in %.2f s" % b["seconds"])
+assert n["outcome"] in ("timeout", "panic") and "Booting from Hard Disk..." in n["console_tail"], n
+assert "mbr: running" not in n["console_tail"], n
+print("zeroed MBR boot code: %s: %s" % (n["outcome"], n["reason"]))
 PY
 grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
     { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
