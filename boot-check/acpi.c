@@ -5,7 +5,8 @@
  * e820 map marks reserved; the RSDP sits first, on the 16-byte boundary
  * where a guest's scan of 0xe0000-0xfffff finds it:
  *   RSDP -> RSDT (32-bit) and XSDT (64-bit) -> FADT, MADT
- *   FADT -> FACS, DSDT, PM1a event block (0x600), PM1a control (0x604)
+ *   FADT -> FACS, DSDT, PM1a event block (0x600), PM1a control (0x604),
+ *           PM timer (0x608)
  *   MADT: one Local APIC per vCPU (APIC id = vCPU index, as cpuid.c and
  *         mptable.c say), the IOAPIC, and LINT1 = NMI on every CPU
  *   DSDT: \_SB.PCI0 (PNP0A03) with a _PRT wiring slot N INTA to the GSI
@@ -19,15 +20,25 @@
  * register keeps only the power button's bit) and PM1_CNT (SCI_EN reads 1:
  * no SMI command port, the system is always in ACPI mode).  The power
  * button is the fixed-feature one (FADT flag PWR_BUTTON clear), so a guest
- * finds it without AML; vdboot never presses it yet, so the SCI (ISA IRQ 9,
- * the FADT's SCI_INT) is never raised. */
+ * finds it without AML.  vdboot presses it (acpi_power_button, for
+ * --shutdown acpi): PWRBTN_STS is set, and while a status bit is set with
+ * its enable bit the SCI, ISA IRQ 9 (the FADT's SCI_INT), is held asserted
+ * on the in-kernel PIC and IOAPIC - a level interrupt, dropped when the
+ * guest clears the status (write 1) or the enable.  The PM timer is the
+ * 24-bit, 3.579545 MHz counter of ACPI 4.7.3.3, read from the host's
+ * monotonic clock, so Linux can use acpi_pm as a clocksource and as the
+ * TSC's watchdog.  Every register is decoded byte by byte from the guest's
+ * port, width and value, nothing else. */
 #include "vmm.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define ACPI_PM1_EVT 0x600        /* PM1_STS (2 bytes), PM1_EN (2 bytes) */
 #define ACPI_PM1_CNT 0x604
+#define ACPI_PM_TMR 0x608         /* 4 bytes, read-only */
+#define ACPI_PM_TMR_HZ 3579545ull
 #define ACPI_SCI_IRQ 9
 #define ACPI_S5_SLP_TYP 0
 #define PM1_PWRBTN 0x0100         /* PWRBTN_STS / PWRBTN_EN */
@@ -50,6 +61,8 @@
 #define FADT_SCI_INT 46
 #define FADT_PM1A_EVT 56
 #define FADT_PM1A_CNT 64
+#define FADT_PM_TMR 76
+#define FADT_PM_TMR_LEN 91
 #define FADT_PM1_EVT_LEN 88
 #define FADT_PM1_CNT_LEN 89
 #define FADT_P_LVL2_LAT 96
@@ -63,6 +76,7 @@
 #define FADT_X_DSDT 140
 #define FADT_X_PM1A_EVT 148
 #define FADT_X_PM1A_CNT 172
+#define FADT_X_PM_TMR 208
 /* FADT flags: WBINVD works, C1 on every CPU, no fixed sleep button (the
  * power button is fixed: its flag stays clear), RESET_REG supported */
 #define FADT_F_WBINVD (1u << 0)
@@ -79,6 +93,8 @@
 
 static struct acpi_pm {
     uint16_t sts, en, cnt;
+    bool sci;                     /* the level last set on IRQ 9 */
+    struct timespec t0;           /* the PM timer's zero */
 } pm;
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -261,7 +277,9 @@ static void acpi_fadt(uint8_t *t, uint64_t base)
     put32(t + FADT_PM1A_CNT, ACPI_PM1_CNT);
     t[FADT_PM1_EVT_LEN] = 4;
     t[FADT_PM1_CNT_LEN] = 2;
-    /* no PM timer, no GPE blocks: nothing behind them */
+    put32(t + FADT_PM_TMR, ACPI_PM_TMR);
+    t[FADT_PM_TMR_LEN] = 4;             /* 24 bits (flag TMR_VAL_EXT clear) */
+    /* no GPE blocks: no general-purpose events behind them */
     put16(t + FADT_P_LVL2_LAT, 101);    /* > 100: no C2 */
     put16(t + FADT_P_LVL3_LAT, 1001);   /* > 1000: no C3 */
     put16(t + FADT_IAPC_BOOT_ARCH, IAPC_LEGACY_DEVICES | IAPC_VGA_NOT_PRESENT);
@@ -274,6 +292,7 @@ static void acpi_fadt(uint8_t *t, uint64_t base)
     put64(t + FADT_X_DSDT, base + OFF_DSDT);
     acpi_gas_io(t + FADT_X_PM1A_EVT, 32, 2, ACPI_PM1_EVT);
     acpi_gas_io(t + FADT_X_PM1A_CNT, 16, 2, ACPI_PM1_CNT);
+    acpi_gas_io(t + FADT_X_PM_TMR, 32, 3, ACPI_PM_TMR);
     acpi_seal(t);
 }
 
@@ -363,7 +382,45 @@ int acpi_write_at(struct vm *vm, uint64_t base, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- the PM1 registers ---- */
+/* ---- the PM1 registers, the SCI and the PM timer ---- */
+
+/* The SCI follows PM1_STS & PM1_EN; called with vm->lock held. */
+static void acpi_sci_update(struct vm *vm)
+{
+    bool level = (pm.sts & pm.en & PM1_PWRBTN) != 0;
+    if (level != pm.sci) {
+        pm.sci = level;
+        vm_irq_line(vm, ACPI_SCI_IRQ, level);
+    }
+}
+
+void acpi_power_button(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    pm.sts |= PM1_PWRBTN;
+    acpi_sci_update(vm);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static void acpi_tmr_io(struct vm *vm, void *opaque, uint64_t port, uint8_t *data,
+                        unsigned len, bool is_write)
+{
+    (void)vm; (void)opaque;
+    if (is_write)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t ns = (uint64_t)(now.tv_sec - pm.t0.tv_sec) * 1000000000ull +
+                  (uint64_t)now.tv_nsec - (uint64_t)pm.t0.tv_nsec;
+    /* ticks = ns * 3579545 / 1e9, split so that nothing overflows */
+    uint64_t ticks = ns / 1000000000ull * ACPI_PM_TMR_HZ +
+                     ns % 1000000000ull * ACPI_PM_TMR_HZ / 1000000000ull;
+    uint32_t v = (uint32_t)(ticks & 0xffffff);
+    for (unsigned i = 0; i < len; i++) {
+        unsigned b = (unsigned)(port - ACPI_PM_TMR) + i;
+        data[i] = b < 4 ? (uint8_t)(v >> (8 * b)) : 0xff;
+    }
+}
 
 /* Byte by byte, whatever width the guest uses: offsets 0-1 PM1_STS,
  * 2-3 PM1_EN, 4-5 PM1_CNT. */
@@ -407,6 +464,8 @@ static void acpi_pm_io(struct vm *vm, void *opaque, uint64_t port, uint8_t *data
             }
         }
     }
+    if (is_write)
+        acpi_sci_update(vm);
     /* the console is written by other vCPUs under this lock: read it here */
     if (off)
         snprintf(why, sizeof(why), "guest powered off (ACPI S5: SLP_EN with SLP_TYP %u written "
@@ -425,7 +484,11 @@ static int acpi_init(struct vm *vm, char *err, size_t errlen)
 {
     (void)err; (void)errlen;
     memset(&pm, 0, sizeof(pm));
-    return vm_io_register(vm, ACPI_PM1_EVT, 6, false, acpi_pm_io, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &pm.t0);
+    if (vm_io_register(vm, ACPI_PM1_EVT, 6, false, acpi_pm_io, NULL) < 0 ||
+        vm_io_register(vm, ACPI_PM_TMR, 4, false, acpi_tmr_io, NULL) < 0)
+        return -1;
+    return 0;
 }
 
 const struct vm_device acpi_device = { .name = "acpi", .init = acpi_init };

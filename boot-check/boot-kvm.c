@@ -78,6 +78,7 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
         .mem_bytes = (uint64_t)o->memory_mib << 20, .cpus = o->cpus, .verbose = o->verbose,
         .hide_unsafe_cpuid = cpuid_host_is_nested_pvm(),
         .firmware = strcmp(o->firmware, "direct") != 0,
+        .shutdown_wait = o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0,
     };
     const struct vm_device *const *devices = cfg.firmware ? kvm_fw_devices : kvm_devices;
     size_t n_devices = cfg.firmware ? N_FW_DEVICES : N_DEVICES;
@@ -114,6 +115,20 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
                  debugcon_last_line());
     }
     r->seconds = con_now() - con.t_start;
+    if (vm.end_phase == 2) {
+        /* --shutdown acpi: the run's result is the end it reached; what
+         * the guest did with the power button is told beside it */
+        if (r->outcome == VM_POWEROFF)
+            snprintf(r->shutdown, sizeof(r->shutdown), "acpi: the guest powered off %.2f s "
+                     "after vdboot pressed the power button", con_now() - vm.t_pressed);
+        else
+            snprintf(r->shutdown, sizeof(r->shutdown), "acpi: vdboot pressed the power button; "
+                     "%s: %.200s", r->outcome == VM_TIMEOUT ? "the guest did not power off" :
+                     "the guest did not power off cleanly", vm.reason);
+        r->outcome = vm.end_outcome;
+        snprintf(r->reason, sizeof(r->reason), "%s", vm.end_reason);
+        r->seconds = vm.t_pressed - con.t_start;
+    }
     if (o->verbose && vm.unhandled_io)
         fprintf(stderr, "vdboot: %llu accesses to unmodelled ports/MMIO\n",
                 (unsigned long long)vm.unhandled_io);

@@ -30,7 +30,19 @@ static void kvm_kick_handler(int sig) { (void)sig; }
 void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
 {
     pthread_mutex_lock(&vm->lock);
-    if (vm->outcome == VM_RUNNING) {
+    bool end = o == VM_LOGIN || o == VM_CHECK_FAILED || o == VM_TIMEOUT;
+    if (vm->outcome == VM_RUNNING && vm->cfg.shutdown_wait > 0 && vm->end_phase == 0 && end) {
+        /* --shutdown acpi: keep the end, let vm_run press the button */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(vm->end_reason, sizeof(vm->end_reason), fmt, ap);
+        va_end(ap);
+        vm->end_outcome = o;
+        vm->end_phase = 1;
+        pthread_cond_broadcast(&vm->done_cond);
+    } else if (vm->outcome == VM_RUNNING && vm->end_phase > 0 && o != VM_TIMEOUT && end) {
+        /* after the press only the guest's going away ends the run */
+    } else if (vm->outcome == VM_RUNNING) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(vm->reason, sizeof(vm->reason), fmt, ap);
@@ -359,6 +371,27 @@ static void kvm_exit_internal(struct vcpu *c)
               bytes[0] ? bytes : " unreadable");
 }
 
+/* A triple fault: the CPU's state at the fault says which of the guest's
+ * tables (IDT, GDT, page tables, stack) was bad, so it goes in the reason. */
+static void kvm_exit_shutdown(struct vcpu *c)
+{
+    struct kvm_regs r;
+    struct kvm_sregs s;
+    if (ioctl(c->fd, KVM_GET_REGS, &r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &s) < 0) {
+        vm_finish(c->vm, VM_PANIC, "triple fault on CPU %d (KVM_EXIT_SHUTDOWN)", c->id);
+        return;
+    }
+    vm_finish(c->vm, VM_PANIC, "triple fault on CPU %d (KVM_EXIT_SHUTDOWN): rip 0x%llx "
+              "rsp 0x%llx rflags 0x%llx cs 0x%x cr0 0x%llx cr2 0x%llx cr3 0x%llx cr4 0x%llx "
+              "efer 0x%llx idt 0x%llx/0x%x gdt 0x%llx/0x%x tr 0x%x (last line: %s)", c->id,
+              (unsigned long long)r.rip, (unsigned long long)r.rsp,
+              (unsigned long long)r.rflags, s.cs.selector, (unsigned long long)s.cr0,
+              (unsigned long long)s.cr2, (unsigned long long)s.cr3, (unsigned long long)s.cr4,
+              (unsigned long long)s.efer, (unsigned long long)s.idt.base, s.idt.limit,
+              (unsigned long long)s.gdt.base, s.gdt.limit, s.tr.selector,
+              console_last_line(c->vm->con));
+}
+
 /* The vCPU loop: one thread per vCPU, until an outcome is set. */
 static void *kvm_vcpu_thread(void *arg)
 {
@@ -405,7 +438,7 @@ static void *kvm_vcpu_thread(void *arg)
             /* only without an in-kernel LAPIC; we always have one */
             break;
         case KVM_EXIT_SHUTDOWN:
-            vm_finish(vm, VM_PANIC, "triple fault on CPU %d (KVM_EXIT_SHUTDOWN)", c->id);
+            kvm_exit_shutdown(c);
             break;
         case KVM_EXIT_SYSTEM_EVENT:
             if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN)
@@ -460,10 +493,24 @@ enum vm_outcome vm_run(struct vm *vm, double timeout_s)
     pthread_mutex_lock(&vm->lock);
     while (vm->outcome == VM_RUNNING) {
         double now = con_now();
+        if (vm->end_phase == 1) {
+            vm->end_phase = 2;
+            vm->t_pressed = now;
+            deadline = now + vm->cfg.shutdown_wait;
+            pthread_mutex_unlock(&vm->lock);
+            acpi_power_button(vm);
+            pthread_mutex_lock(&vm->lock);
+            continue;
+        }
         if (now >= deadline) {
             pthread_mutex_unlock(&vm->lock);
-            vm_finish(vm, VM_TIMEOUT, "no match within %.0f s", timeout_s);
+            if (vm->end_phase)
+                vm_finish(vm, VM_TIMEOUT, "no poweroff within %.0f s", vm->cfg.shutdown_wait);
+            else
+                vm_finish(vm, VM_TIMEOUT, "no match within %.0f s", timeout_s);
             pthread_mutex_lock(&vm->lock);
+            if (vm->end_phase == 1)
+                continue;   /* --shutdown acpi: the timeout presses the button first */
             break;
         }
         struct timespec ts;

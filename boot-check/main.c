@@ -61,12 +61,16 @@ static void usage(FILE *f)
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
         "                        VMM has virtio only; default virtio)\n"
         "  --password-file FILE  the password, first line of FILE (default: none)\n"
+        "  --shutdown kill|acpi  at the end (prompt, --run done, timeout): stop the VM\n"
+        "                        (default), or press its ACPI power button and wait\n"
+        "                        up to %.0f s for it to power off (field shutdown)\n"
         "  -v, --verbose         report what vdboot does\n"
         "  -V, --version         print the version\n"
         "With several images, --console names a directory (N-IMAGE.log each).\n"
         "exit: 0 login, 1 panic, 2 timeout, 3 error (usage errors too: 2 is a timeout),\n"
         "      4 --run failed, 5 the guest powered off; with several images the highest\n",
-        VDBOOT_DEFAULT_EXPECT, VDBOOT_DEFAULT_TIMEOUT, VDBOOT_DEFAULT_MEMORY, VM_MAX_CPUS);
+        VDBOOT_DEFAULT_EXPECT, VDBOOT_DEFAULT_TIMEOUT, VDBOOT_DEFAULT_MEMORY, VM_MAX_CPUS,
+        VDBOOT_SHUTDOWN_WAIT);
 }
 
 /* The first line of --password-file, without its newline. */
@@ -86,7 +90,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_APPEND, O_ACCEL, O_EXPECT, O_TIMEOUT, O_MEMORY,
            O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS, O_JUNIT, O_TAP, O_RUN,
-           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS, O_DOMAIN };
+           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS, O_DOMAIN, O_SHUTDOWN };
     static const struct option lo[] = {
         { "kernel", 1, 0, O_KERNEL }, { "initrd", 1, 0, O_INITRD }, { "append", 1, 0, O_APPEND },
         { "accel", 1, 0, O_ACCEL }, { "expect", 1, 0, O_EXPECT }, { "timeout", 1, 0, O_TIMEOUT },
@@ -96,7 +100,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP }, { "run", 1, 0, O_RUN },
         { "login", 1, 0, O_LOGIN }, { "password-file", 1, 0, O_PASSWORD_FILE },
         { "firmware", 1, 0, O_FIRMWARE }, { "disk-bus", 1, 0, O_DISK_BUS },
-        { "domain", 1, 0, O_DOMAIN },
+        { "domain", 1, 0, O_DOMAIN }, { "shutdown", 1, 0, O_SHUTDOWN },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
@@ -128,6 +132,11 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         case O_FIRMWARE: o->firmware = optarg; break;
         case O_DISK_BUS: o->disk_bus = optarg; break;
         case O_LOGIN: o->login = optarg; break;
+        case O_SHUTDOWN:
+            if (strcmp(optarg, "acpi") && strcmp(optarg, "kill"))
+                return fprintf(stderr, "vdboot: --shutdown '%s': want acpi or kill\n", optarg), -1;
+            o->shutdown_acpi = !strcmp(optarg, "acpi");
+            break;
         case O_PASSWORD_FILE: o->password_file = optarg; break;
         case 'v': o->verbose = true; break;
         case 'j':
@@ -330,7 +339,7 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
     snprintf(r->accel_why, sizeof(r->accel_why), "--firmware %s runs under qemu", fo.firmware);
     struct boot_files bf;
     memset(&bf, 0, sizeof(bf));
-    watchdog_arm(r, o->timeout, fire);
+    watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
     run_tcg(&fo, &bf, r);
     watchdog_disarm();
 }
@@ -375,7 +384,7 @@ static void boot_one(const struct vdboot_opts *o, struct vdboot_result *r,
                 result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk "
                              "only; use --accel tcg", o->disk_bus);
             } else {
-                watchdog_arm(r, o->timeout, fire);
+                watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
                 if (strcmp(r->accel, "kvm") == 0)
                     run_kvm(o, &bf, r);
                 else
@@ -442,7 +451,8 @@ static int run_many(const struct vdboot_opts *o, struct vdboot_result *rs)
     double t_start[VDBOOT_MAX_IMAGES];
     bool done[VDBOOT_MAX_IMAGES] = { false };
     /* discovery + calibration + boot + the watchdog's grace, with room */
-    double limit = o->timeout + VDBOOT_WATCHDOG_GRACE + 120;
+    double limit = o->timeout + VDBOOT_WATCHDOG_GRACE + 120 +
+                   (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0);
     char console[4200];
     while (next < n || running > 0) {
         while (running < o->jobs && next < n) {

@@ -59,6 +59,8 @@ void report_text(const struct vdboot_result *r)
             r->kernel_version[0] ? ", kernel " : "", r->kernel_version, r->reason);
     if (r->outcome == VM_PANIC || r->outcome == VM_TIMEOUT)
         fprintf(f, "vdboot: last console lines:\n%s", r->tail);
+    if (r->shutdown[0])
+        fprintf(f, "vdboot: shutdown: %s\n", r->shutdown);
     if (r->run_exit_status >= 0)
         fprintf(f, "vdboot: '%s' exited %d%s:\n%s%s", r->run_command, r->run_exit_status,
                 r->run_output_truncated ? " (output truncated)" : "", r->run_output,
@@ -97,6 +99,7 @@ void report_json(FILE *f, const struct vdboot_result *r)
     json_kv(f, "prompt_seen_on", r->prompt_seen_on);
     json_kv(f, "console", r->console_path);
     json_kv(f, "console_tail", r->tail);
+    json_kv(f, "shutdown", r->shutdown);
     fprintf(f, ", \"run\": ");
     if (r->run_command[0]) {
         fprintf(f, "{\"command\": ");

@@ -9,6 +9,7 @@
  * guest reset ends it. */
 #include "vdboot.h"
 #include "nbd-serve.h"
+#include "qmp.h"
 #include "vga.h"
 
 #include <errno.h>
@@ -18,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define TCG_MAX_ARGS 48
+#define TCG_MAX_ARGS 56
 
-static pid_t tcg_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
+/* `keep_fd`: qemu's end of the monitor socketpair, left open across exec */
+static pid_t tcg_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 {
     int po[2], pe[2], pi[2];
     if (pipe2(po, O_CLOEXEC) < 0)
@@ -45,6 +48,7 @@ static pid_t tcg_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
         dup2(pi[0], 0);
         dup2(po[1], 1);
         dup2(pe[1], 2);
+        fcntl(keep_fd, F_SETFD, 0);
         execvp(argv[0], argv);
         _exit(127);
     }
@@ -72,8 +76,8 @@ struct tcg_screen {
     bool on, seen;             /* watched; the outcome came from it */
 };
 
-static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, int in_fd,
-                                 int out_fd, int err_fd, double timeout,
+static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, struct qmp *q,
+                                 int in_fd, int out_fd, int err_fd, double timeout,
                                  char *reason, size_t rlen, char *qerr, size_t qerrlen)
 {
     double deadline = con_now() + timeout;
@@ -86,10 +90,11 @@ static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, in
             snprintf(reason, rlen, "no match within %.0f s", timeout);
             return VM_TIMEOUT;
         }
-        struct pollfd p[3] = { { out_open ? out_fd : -1, POLLIN, 0 },
+        struct pollfd p[4] = { { out_open ? out_fd : -1, POLLIN, 0 },
                                { err_open ? err_fd : -1, POLLIN, 0 },
-                               { console_input_pending(con) ? in_fd : -1, POLLOUT, 0 } };
-        if (poll(p, 3, left > 0.2 ? 200 : (int)(left * 1000) + 1) < 0 && errno != EINTR)
+                               { console_input_pending(con) ? in_fd : -1, POLLOUT, 0 },
+                               { q->closed ? -1 : q->fd, POLLIN, 0 } };
+        if (poll(p, 4, left > 0.2 ? 200 : (int)(left * 1000) + 1) < 0 && errno != EINTR)
             break;
         if (p[2].revents & POLLOUT) {
             /* qemu's chardev hands bytes to the UART as its FIFO has room */
@@ -101,6 +106,12 @@ static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, in
             ssize_t w = write(in_fd, b, k);
             if (w >= 0 && (size_t)w < k)
                 con->in_pos -= k - (size_t)w;   /* put back what did not fit */
+        }
+        if (p[3].revents)
+            qmp_read(q);   /* a shutdown is kept until qemu exits: its last output first */
+        if (q->broken) {
+            snprintf(reason, rlen, "qemu's monitor (QMP) refused vdboot's handshake");
+            return VM_ERROR;
         }
         if (p[0].revents) {
             ssize_t n = read(out_fd, buf, sizeof(buf));
@@ -133,6 +144,41 @@ static enum vm_outcome tcg_watch(struct console *con, struct tcg_screen *scr, in
         }
     }
     return VM_RUNNING;   /* qemu exited */
+}
+
+/* --shutdown acpi under qemu: press the power button (system_powerdown)
+ * and wait up to `wait` s for qemu's SHUTDOWN event, still copying the
+ * console to its transcript (no match ends anything now).  Fills `note`. */
+static void tcg_press_and_wait(struct console *con, struct qmp *q, int out_fd, double wait,
+                               char *note, size_t notelen)
+{
+    double t0 = con_now(), deadline = t0 + wait;
+    uint8_t buf[4096];
+    qmp_powerdown(q);
+    bool out_open = true;
+    while (q->outcome == VM_RUNNING && !q->closed && con_now() < deadline) {
+        struct pollfd p[2] = { { out_open ? out_fd : -1, POLLIN, 0 }, { q->fd, POLLIN, 0 } };
+        if (poll(p, 2, 200) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents)
+            qmp_read(q);
+        if (p[0].revents) {
+            ssize_t n = read(out_fd, buf, sizeof(buf));
+            if (n <= 0)
+                out_open = false;
+            for (ssize_t i = 0; i < n; i++)
+                console_feed(con, buf[i]);
+        }
+    }
+    if (q->outcome == VM_POWEROFF)
+        snprintf(note, notelen, "acpi: the guest powered off %.2f s after vdboot pressed the "
+                 "power button", con_now() - t0);
+    else if (q->outcome != VM_RUNNING)
+        snprintf(note, notelen, "acpi: vdboot pressed the power button; the guest did not "
+                 "power off cleanly: %s", q->why);
+    else
+        snprintf(note, notelen, "acpi: vdboot pressed the power button; the guest did not "
+                 "power off: no poweroff within %.0f s", wait);
 }
 
 /* The disk as qemu sees it: an NBD export of vdboot's own view (nbd-serve.c)
@@ -207,11 +253,13 @@ static const char *tcg_ovmf(void)
 void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vdboot_result *r)
 {
     char err[1024], mem[32], cpus[16], drive[512], dev[128], qerr[2048] = "", append[4200];
-    char fwlog[300] = "", fwdev[340], milestone[256] = "", monitor[300] = "none";
+    char fwlog[300] = "", fwdev[340], milestone[256] = "", monitor[300] = "none", qmpdev[64];
     static struct tcg_screen scr;   /* large; one boot per process */
     struct console con;
     struct disk dk = { 0 };
     struct nbd_server ns = { .listen_fd = -1 };
+    struct qmp q;
+    int qsock[2] = { -1, -1 };
     const char *argv[TCG_MAX_ARGS];
     int n = 0;
     bool firmware = strcmp(o->firmware, "direct") != 0;
@@ -223,7 +271,15 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
                             strcmp(o->accel, "qemu-kvm") ? "tcg" : "kvm", "-machine", "pc",
                             "-nodefaults", "-no-user-config", "-display", "none",
                             "-serial", "stdio", "-monitor", monitor, "-no-reboot",
-                            "-m", mem, "-smp", cpus };
+                            "-m", mem, "-smp", cpus, "-S", "-chardev", qmpdev,
+                            "-mon", "chardev=qmp,mode=control" };
+    /* the monitor (qmp.c): qemu waits stopped (-S) until vdboot has it */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qsock) < 0) {
+        result_error(r, "socketpair for qemu's monitor: %s", strerror(errno));
+        return;
+    }
+    snprintf(qmpdev, sizeof(qmpdev), "socket,id=qmp,fd=%d", qsock[1]);
+    qmp_init(&q, qsock[0]);
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[n++] = fixed[i];
     if (!firmware) {
@@ -292,22 +348,33 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     }
     result_arm_run(o, &con);
     int in_fd, out_fd, err_fd;
-    pid_t pid = tcg_spawn((char **)argv, &in_fd, &out_fd, &err_fd);
+    pid_t pid = tcg_spawn((char **)argv, qsock[1], &in_fd, &out_fd, &err_fd);
+    close(qsock[1]);
+    qsock[1] = -1;
     if (pid < 0) {
         result_error(r, "cannot start qemu-system-x86_64: %s", strerror(errno));
         console_close(&con);
         goto out;
     }
-    r->outcome = tcg_watch(&con, &scr, in_fd, out_fd, err_fd, o->timeout, r->reason, sizeof(r->reason),
+    r->outcome = tcg_watch(&con, &scr, &q, in_fd, out_fd, err_fd, o->timeout, r->reason, sizeof(r->reason),
                            qerr, sizeof(qerr));
     r->seconds = con_now() - con.t_start;
+    if (o->shutdown_acpi && (r->outcome == VM_LOGIN || r->outcome == VM_CHECK_FAILED ||
+                             r->outcome == VM_TIMEOUT))
+        tcg_press_and_wait(&con, &q, out_fd, VDBOOT_SHUTDOWN_WAIT, r->shutdown,
+                           sizeof(r->shutdown));
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
     close(in_fd);
     close(out_fd);
     close(err_fd);
-    if (r->outcome == VM_RUNNING) {
+    if (r->outcome == VM_RUNNING && q.outcome != VM_RUNNING) {
+        r->outcome = q.outcome;
+        snprintf(r->reason, sizeof(r->reason), "%s %s; last words: %s", q.why,
+                 con.run.state >= RUN_SENT ? "while running the --run command" :
+                 "before the prompt", con.bytes ? console_last_words(&con) : "(no console output)");
+    } else if (r->outcome == VM_RUNNING) {
         if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
             result_error(r, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
         else if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && con.bytes)
@@ -362,6 +429,9 @@ out:
         scr.on = scr.seen = false;
     }
     nbd_serve_stop(&ns);   /* qemu is gone: the server thread is idle */
+    for (int i = 0; i < 2; i++)
+        if (qsock[i] >= 0)
+            close(qsock[i]);
     if (dk.img)
         disk_close(&dk);
 }

@@ -20,6 +20,8 @@
 /* After --timeout, this long for the vCPU threads or qemu to stop before a
  * watchdog ends the process with the timeout outcome anyway. */
 #define VDBOOT_WATCHDOG_GRACE 10.0
+/* --shutdown acpi: how long the guest has to power off after the press */
+#define VDBOOT_SHUTDOWN_WAIT 60.0
 
 struct vdboot_opts {
     const char *image, *format, *kernel, *initrd, *append, *accel, *expect, *console;
@@ -37,6 +39,7 @@ struct vdboot_opts {
     int cpus;
     bool json, verbose;
     bool guest_decompress;     /* kvm: let the kernel decompress itself */
+    bool shutdown_acpi;        /* --shutdown acpi: press the power button at the end */
     char password[256];        /* from --password-file */
 };
 
@@ -59,6 +62,7 @@ struct vdboot_result {
     char cmdline[4096];
     char event_line[CON_LINE_MAX];
     char tail[CON_TAIL_LINES * (CON_LINE_MAX + 8)];
+    char shutdown[512];        /* --shutdown acpi: what the guest did, or "" */
     char run_command[1024], run_user[64];
     int run_exit_status;       /* -1: the command did not finish */
     char run_output[CON_RUN_OUTPUT_MAX];

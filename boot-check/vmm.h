@@ -79,6 +79,7 @@ struct vm_config {
     bool verbose;
     bool hide_unsafe_cpuid;    /* hide cx16/xsave (nested kvm_pvm) */
     bool firmware;             /* --firmware bios: SeaBIOS from the reset vector */
+    double shutdown_wait;      /* > 0: --shutdown acpi, wait this long */
 };
 
 struct vm {
@@ -95,6 +96,13 @@ struct vm {
     pthread_cond_t done_cond;
     volatile int outcome;          /* enum vm_outcome; first writer wins */
     char reason[512];
+    /* --shutdown acpi: the end (login, --run done, timeout) is kept here,
+     * the power button pressed, and the run goes on until the guest powers
+     * off or shutdown_wait passes.  Phase 0 running, 1 to press, 2 pressed. */
+    int end_phase;
+    enum vm_outcome end_outcome;
+    char end_reason[512];
+    double t_pressed;
     uint64_t unhandled_io;
     void *blk;                     /* the virtio-blk state, if any */
     char boot_note[300];           /* how the kernel was loaded (for -v) */
@@ -192,5 +200,8 @@ int acpi_write(struct vm *vm, char *err, size_t errlen);
 #define VM_ACPI_AREA 0x1000
 #define VM_ACPI_RSDP_LEN 36
 int acpi_write_at(struct vm *vm, uint64_t base, char *err, size_t errlen);
+/* Presses the fixed-feature power button: PWRBTN_STS, and the SCI if the
+ * guest enabled it (thread-safe). */
+void acpi_power_button(struct vm *vm);
 
 #endif

@@ -7,7 +7,10 @@
 #     cloud kernel has no MP table parser, so its two CPUs (nproc), the
 #     fixed power button and the PCI root bridge come from vdboot's ACPI
 #     tables, and virtio-blk's interrupt is routed by the DSDT's _PRT to
-#     the IO-APIC (level: fasteoi);
+#     the IO-APIC (level: fasteoi); the PM timer is offered as the acpi_pm
+#     clocksource and the SCI is registered on IRQ 9 (level); then, with
+#     --shutdown acpi, vdboot presses the ACPI power button: the guest's
+#     rcS watcher logs it and powers off through init (ACPI S5);
 #  2. once more with --guest-decompress (the kernel's own decompressor) and
 #     --run 'poweroff -f': Linux powers off through the ACPI \_S5 package
 #     and PM1a_CNT, vdboot ends with outcome poweroff, exit code 5.
@@ -22,8 +25,8 @@ export VDBOOT PROBE
 G=$(guest_dir)
 "$VDCONVERT" convert -q -O qcow2 "$G/guest.raw" "$T/guest.qcow2"
 cat >"$T/run.sh" <<'SH'
-vdboot --json --accel kvm --timeout 400 --cpus 2 \
-    --run 'cat /etc/hostname; nproc; ls -1 /sys/bus/acpi/devices; grep virtio /proc/interrupts' guest.qcow2
+vdboot --json --accel kvm --timeout 400 --cpus 2 --shutdown acpi \
+    --run 'cat /etc/hostname; nproc; ls -1 /sys/bus/acpi/devices; grep virtio /proc/interrupts; cat /sys/devices/system/clocksource/clocksource0/available_clocksource; grep acpi /proc/interrupts' guest.qcow2
 echo "rc $?"
 vdboot --json --accel kvm --timeout 400 --guest-decompress --run 'poweroff -f' guest.qcow2
 echo "rc $?"
@@ -44,6 +47,13 @@ assert out[0] == "vdisk-guest" and out[1] == "2", out
 assert "LNXPWRBN:00" in out and "PNP0A03:00" in out, out
 irq = [l for l in out if "virtio" in l]
 assert irq and all("IO-APIC" in l and "fasteoi" in l for l in irq), irq
+assert any("acpi_pm" in l.split() for l in out), out
+sci = [l for l in out if l.split()[-1:] == ["acpi"]]
+assert len(sci) == 1 and sci[0].split()[0] == "9:" and "9-fasteoi" in sci[0], sci
+assert j["shutdown"].startswith("acpi: the guest powered off "), j["shutdown"]
+assert "vdisk-guest: power button pressed" in j["console_tail"], j["console_tail"]
+assert "reboot: Power down" in j["console_tail"], j["console_tail"]
+print("--shutdown acpi: %s" % j["shutdown"])
 print("Debian guest, built-in VMM on the SVM harness (host-decompressed, --cpus 2): "
       "logged in, ran the command, nproc 2, in %.2f s" % j["seconds"])
 assert p["outcome"] == "poweroff" and p["exit_code"] == 5 and p["accelerator"] == "kvm", p

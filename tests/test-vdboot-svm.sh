@@ -4,7 +4,10 @@
 # emulated), and inside it vdboot --accel kvm boots the probe kernel from
 # its /boot in a qcow2 image on virtio-blk, with two vCPUs: login, the
 # sectors it read, the ACPI tables (checksums, the MADT's two CPUs, \_S5)
-# and both CPUs up.  Then the ends a guest can choose: an ACPI S5 poweroff
+# and both CPUs up, the ACPI PM timer advancing.  With --shutdown acpi and
+# probe.button the probe waits at its prompt for the power button: vdboot
+# presses it (PM1_STS.PWRBTN_STS), the probe clears it and powers off, and
+# the JSON's shutdown field says so.  Then the ends a guest can choose: an ACPI S5 poweroff
 # (outcome poweroff, exit code 5), a vCPU spinning with interrupts off that
 # never leaves KVM_RUN (the kick ends it at --timeout, no watchdog needed),
 # and a vCPU thread that ignores kicks (the watchdog ends it).
@@ -62,6 +65,8 @@ vdboot --json --accel kvm --firmware bios --timeout 60 --console /tmp/console-bi
 echo "bios rc $?"
 vdboot --json --accel kvm --firmware bios --timeout 15 --console /tmp/console-nombr nombr.raw
 echo "nombr rc $?"
+vdboot --json --accel kvm --timeout 60 --shutdown acpi --kernel /probe.bzImage --append probe.button
+echo "button rc $?"
 SH
 SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -f "$T/bios.qcow2" \
     -f "$T/nombr.raw" -s "$T/run.sh" >"$T/out" || true
@@ -69,7 +74,7 @@ grep -q '^SVM-OUT rc 0$' "$T/out" || { cat "$T/out"; tail -n 30 "$T/l1.log"; fai
 sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
 python3 - "$T/json" <<'PY' || { cat "$T/out"; fail "probe result wrong"; }
 import json, sys
-j, w, p, s, b, n = [json.loads(l) for l in open(sys.argv[1])]
+j, w, p, s, b, n, k = [json.loads(l) for l in open(sys.argv[1])]
 assert j["outcome"] == "login" and j["accelerator"] == "kvm", j
 assert j["format"] == "qcow2" and j["disk_bus"] == "virtio", j
 assert j["kernel"].startswith("partition 1 (ext4): /boot/vmlinuz-1.0-probe"), j["kernel"]
@@ -90,6 +95,11 @@ print("SeaBIOS in the built-in VMM: MBR program ran, read sector 1 in %.2f s" % 
 assert n["outcome"] in ("timeout", "panic") and "Booting from Hard Disk..." in n["console_tail"], n
 assert "mbr: running" not in n["console_tail"], n
 print("zeroed MBR boot code: %s: %s" % (n["outcome"], n["reason"]))
+assert "probe: pm timer at 0x608 advances" in j["console_tail"], j["console_tail"]
+assert k["outcome"] == "login" and k["exit_code"] == 0, k
+assert k["shutdown"].startswith("acpi: the guest powered off "), k
+assert "probe: power button pressed (PM1_STS after clearing 0x0000)" in k["console_tail"], k
+print("--shutdown acpi: %s" % k["shutdown"])
 PY
 grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
     { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
@@ -98,6 +108,7 @@ grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
 grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|[2-9][0-9]) s$' "$T/out" ||
     { grep SVM-OUT "$T/out"; fail "wedged vCPU: vdboot did not end by its watchdog"; }
 grep '^SVM-OUT wedge' "$T/out"
+grep -q '^SVM-OUT button rc 0$' "$T/out" || { grep SVM-OUT "$T/out"; fail "--shutdown acpi: exit code not 0"; }
 grep -q '^SVM-OUT poweroff rc 5$' "$T/out" || { grep SVM-OUT "$T/out"; fail "ACPI poweroff: exit code not 5"; }
 # the kick ended KVM_RUN (the reason is vm_run's, not the watchdog's: checked above)
 grep -Eq '^SVM-OUT spin rc 2 after [0-9]+ s$' "$T/out" ||

@@ -3,8 +3,9 @@
 # make-guest-image: cloud kernel, busybox initramfs, getty on ttyS0) reaches
 # "login:" from its own /boot after vdconvert to every writable format, two
 # boots at a time; the image files do not change.  Broken copies end as
-# `error` (kernel deleted) or `panic` (no /sbin/init, wrong root=), each
-# with its reason.
+# `error` (kernel deleted) or `panic` (no /sbin/init, wrong root=: the
+# initramfs reboots, qemu's SHUTDOWN event says guest-reset), each with its
+# reason.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdboot-lib.sh"
 requires_cmd qemu-system-x86_64 python3 apt-get dpkg-deb depmod cpio sfdisk debugfs
@@ -81,8 +82,8 @@ done
 "$VDBOOT" --accel tcg --json "$T/nokernel.raw" >"$T/nokernel.json" 2>&1 && fail "nokernel booted"
 echo $? >"$T/nokernel.rc"
 check nokernel error 3 "kernel /boot/vmlinuz-$kv named by /boot/grub/grub.cfg is missing"
-check noinit panic 1 'guest reset or powered off before the prompt'
+check noinit panic 1 'guest reset (a reboot or a triple fault: qemu.s SHUTDOWN event, reason guest-reset) before the prompt'
 grep -q 'no /sbin/init' "$T/noinit.con" || fail "noinit: reason not on the console"
-check badroot panic 1 'guest reset or powered off before the prompt'
+check badroot panic 1 'guest reset (a reboot or a triple fault: qemu.s SHUTDOWN event, reason guest-reset) before the prompt'
 grep -q 'root device LABEL=no-such-disk not found' "$T/badroot.con" || fail "badroot: reason not on the console"
 echo ok

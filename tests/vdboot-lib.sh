@@ -76,7 +76,10 @@ guest_dir() {
     mkdir -p "$(dirname "$d")"
     (
         flock 9
-        if [ ! -f "$d/out/guest.raw" ]; then
+        # a guest older than its recipe is rebuilt (the recipe's mtime is
+        # that of the checkout that changed it)
+        if [ ! -f "$d/out/guest.raw" ] ||
+            [ "$VD_SRC/tests/fixtures/make-guest-image" -nt "$d/out/guest.raw" ]; then
             rm -rf "$d/out"
             "$VD_SRC/tests/fixtures/make-guest-image" "$d/out" >"$d.log" 2>&1 ||
                 { echo "make-guest-image failed, see $d.log" >&2; tail -5 "$d.log" >&2; exit 1; }

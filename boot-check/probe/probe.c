@@ -7,6 +7,7 @@
  *   probe: virtio-blk 00:01.0 io 0xc000 capacity 131072 sectors
  *   probe: sectors 0+64 crc32 0x1234abcd
  *   probe: acpi XSDT FACP APIC, \_S5 0, checksums ok
+ *   probe: pm timer at 0x608 advances
  *   probe: cpus 2 of 2 (madt 2, mptable 2)
  *   probe login:
  *
@@ -16,7 +17,10 @@
  *   probe.fault=triple|halt|panic|spin|poweroff  end in a triple fault, a
  *                               `cli; hlt`, a Linux-style panic message and
  *                               a spin, a spin with interrupts off (no exit
- *                               to the VMM ever), or an ACPI S5 poweroff. */
+ *                               to the VMM ever), or an ACPI S5 poweroff.
+ *   probe.button                at the prompt, enable the ACPI power button
+ *                               and poll PM1_STS; when it is pressed, say
+ *                               so, clear it and power off (ACPI S5). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -400,6 +404,7 @@ static struct {
     unsigned cpus;          /* enabled Local APIC entries in the MADT */
     unsigned tables, bad;   /* tables seen, tables with a wrong checksum */
     uint16_t pm1a_cnt;      /* from the FADT */
+    uint16_t pm1a_evt, pm_tmr;
     int s5_typ;             /* SLP_TYPa of \_S5, or -1 */
     char sigs[40];          /* the signatures found, in order */
 } acpi = { .s5_typ = -1 };
@@ -475,6 +480,8 @@ static void acpi_fadt(const uint8_t *t)
 {
     uint32_t len = le32(t + 4);
     acpi.pm1a_cnt = (uint16_t)le32(t + 64);
+    acpi.pm1a_evt = (uint16_t)le32(t + 56);
+    acpi.pm_tmr = (uint16_t)le32(t + 76);
     uint64_t dsdt = len >= 148 && le64(t + 140) ? le64(t + 140) : le32(t + 40);
     const uint8_t *d = acpi_table(dsdt);
     if (d && memcmp(d, "DSDT", 4) == 0)
@@ -665,6 +672,39 @@ static void cpuid_report(void)
     con_puts(c & (1u << 13) ? " cx16\n" : " no-cx16\n");
 }
 
+/* The PM timer: two reads a while apart differ, and stay in 24 bits. */
+static void acpi_pm_timer_report(void)
+{
+    if (!acpi.pm_tmr) {
+        con_puts("probe: no pm timer\n");
+        return;
+    }
+    uint32_t a = inl(acpi.pm_tmr), b = a;
+    for (unsigned i = 0; i < 10000000 && b == a; i++)
+        b = inl(acpi.pm_tmr);
+    con_puts("probe: pm timer at 0x");
+    con_hex(acpi.pm_tmr, 3);
+    con_puts(b != a && a < (1u << 24) && b < (1u << 24) ? " advances\n" : " BROKEN\n");
+}
+
+/* probe.button: the fixed power button, polled (the probe takes no
+ * interrupts: its IDT is empty) */
+static void acpi_wait_button(void)
+{
+    if (!acpi.pm1a_evt) {
+        con_puts("probe: no PM1a event block\n");
+        return;
+    }
+    outw(acpi.pm1a_evt + 2, 0x0100);          /* PWRBTN_EN */
+    while (!(inw(acpi.pm1a_evt) & 0x0100))
+        cpu_relax();
+    outw(acpi.pm1a_evt, 0x0100);              /* write 1 to clear */
+    con_puts("probe: power button pressed (PM1_STS after clearing 0x");
+    con_hex(inw(acpi.pm1a_evt), 4);
+    con_puts(")\n");
+    acpi_poweroff();
+}
+
 /* ---- faults on request ------------------------------------------------- */
 
 static void do_fault(const char *what)
@@ -718,6 +758,7 @@ void probe_main(const uint8_t *boot_params)
 
     acpi_scan();
     acpi_report();
+    acpi_pm_timer_report();
     unsigned mp = mp_count_cpus();
     unsigned listed = acpi.cpus ? acpi.cpus : mp;
     unsigned running = cpus_start(listed);
@@ -731,6 +772,8 @@ void probe_main(const uint8_t *boot_params)
     con_dec(mp);
     con_puts(")\n");
     con_puts("probe login: ");
+    if (cmd && cmdline_get(cmd, "probe.button"))
+        acpi_wait_button();
     /* Idle like a guest at its prompt: interrupts on (a halted CPU with
      * interrupts off is how the VMM recognises a dead guest), every legacy
      * IRQ masked at the PIC so that no vector reaches the empty IDT. */
