@@ -330,7 +330,7 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
         snprintf(r->accel_why, sizeof(r->accel_why), "--accel kvm: SeaBIOS in the built-in VMM");
         struct boot_files bf;
         memset(&bf, 0, sizeof(bf));
-        watchdog_arm(r, o->timeout, fire);
+        watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
         run_kvm(&fo, &bf, r);
         watchdog_disarm();
         return;
