@@ -229,7 +229,7 @@ static struct {
     pthread_cond_t cond;
     bool armed, started;
     struct timespec when;      /* CLOCK_MONOTONIC */
-    double timeout;
+    double timeout, extra;     /* --timeout; --shutdown acpi's wait after it */
     struct vdboot_result *r;
     void (*fire)(struct vdboot_result *r);   /* reports and _exit()s */
 } wd = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -248,17 +248,20 @@ static void *watchdog_thread(void *arg)
     static struct vdboot_result copy;
     copy = *wd.r;
     copy.outcome = VM_TIMEOUT;
-    copy.seconds = wd.timeout + VDBOOT_WATCHDOG_GRACE;
-    snprintf(copy.reason, sizeof(copy.reason), "no match within %.0f s, and the guest's "
+    copy.seconds = wd.timeout + wd.extra + VDBOOT_WATCHDOG_GRACE;
+    snprintf(copy.reason, sizeof(copy.reason), "no match within %.0f s%s, and the guest's "
              "threads did not stop within %.0f s after that (ended by vdboot's watchdog)",
-             wd.timeout, VDBOOT_WATCHDOG_GRACE);
+             wd.timeout, wd.extra > 0 ? " and the --shutdown acpi wait" : "",
+             VDBOOT_WATCHDOG_GRACE);
     wd.fire(&copy);
     _exit(vdboot_outcome_exit[VM_TIMEOUT]);
 }
 
-static void watchdog_arm(struct vdboot_result *r, double timeout,
+/* Armed for --timeout, plus --shutdown acpi's wait for the guest. */
+static void watchdog_arm(struct vdboot_result *r, const struct vdboot_opts *o,
                          void (*fire)(struct vdboot_result *r))
 {
+    double timeout = o->timeout, extra = o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0;
     pthread_mutex_lock(&wd.lock);
     if (!wd.started) {
         pthread_condattr_t ca;
@@ -271,7 +274,7 @@ static void watchdog_arm(struct vdboot_result *r, double timeout,
             pthread_detach(t);
     }
     clock_gettime(CLOCK_MONOTONIC, &wd.when);
-    double s = timeout + VDBOOT_WATCHDOG_GRACE;
+    double s = timeout + extra + VDBOOT_WATCHDOG_GRACE;
     wd.when.tv_sec += (time_t)s;
     wd.when.tv_nsec += (long)((s - (double)(time_t)s) * 1e9);
     if (wd.when.tv_nsec >= 1000000000) {
@@ -279,6 +282,7 @@ static void watchdog_arm(struct vdboot_result *r, double timeout,
         wd.when.tv_nsec -= 1000000000;
     }
     wd.timeout = timeout;
+    wd.extra = extra;
     wd.r = r;
     wd.fire = fire;
     wd.armed = true;
@@ -330,7 +334,7 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
         snprintf(r->accel_why, sizeof(r->accel_why), "--accel kvm: SeaBIOS in the built-in VMM");
         struct boot_files bf;
         memset(&bf, 0, sizeof(bf));
-        watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
+        watchdog_arm(r, o, fire);
         run_kvm(&fo, &bf, r);
         watchdog_disarm();
         return;
@@ -339,7 +343,7 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
     snprintf(r->accel_why, sizeof(r->accel_why), "--firmware %s runs under qemu", fo.firmware);
     struct boot_files bf;
     memset(&bf, 0, sizeof(bf));
-    watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
+    watchdog_arm(r, o, fire);
     run_tcg(&fo, &bf, r);
     watchdog_disarm();
 }
@@ -384,7 +388,7 @@ static void boot_one(const struct vdboot_opts *o, struct vdboot_result *r,
                 result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk "
                              "only; use --accel tcg", o->disk_bus);
             } else {
-                watchdog_arm(r, o->timeout + (o->shutdown_acpi ? VDBOOT_SHUTDOWN_WAIT : 0), fire);
+                watchdog_arm(r, o, fire);
                 if (strcmp(r->accel, "kvm") == 0)
                     run_kvm(o, &bf, r);
                 else
