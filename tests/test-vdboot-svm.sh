@@ -92,7 +92,10 @@ assert "SeaBIOS (version" in b["console_tail"], b["console_tail"]
 assert "Booting from Hard Disk..." in b["console_tail"], b["console_tail"]
 assert "mbr: running" in b["console_tail"], b["console_tail"]
 print("SeaBIOS in the built-in VMM: MBR program ran, read sector 1 in %.2f s" % b["seconds"])
-assert n["outcome"] in ("timeout", "panic") and "Booting from Hard Disk..." in n["console_tail"], n
+# SeaBIOS's debug port says where it went; its screen mirror may lose the
+# last characters it had not flushed when the zeroes began to run
+assert n["outcome"] in ("timeout", "panic") and "Booting from Hard Disk" in n["console_tail"], n
+assert 'last log line: "Booting from 0000:7c00"' in n["reason"], n
 assert "mbr: running" not in n["console_tail"], n
 print("zeroed MBR boot code: %s: %s" % (n["outcome"], n["reason"]))
 assert "probe: pm timer at 0x608 advances" in j["console_tail"], j["console_tail"]
