@@ -7,7 +7,9 @@
 # and both CPUs up, the ACPI PM timer advancing.  With --shutdown acpi and
 # probe.button the probe waits at its prompt for the power button: vdboot
 # presses it (PM1_STS.PWRBTN_STS), the probe clears it and powers off, and
-# the JSON's shutdown field says so.  Then the ends a guest can choose: an ACPI S5 poweroff
+# the JSON's shutdown field says so; the same when --timeout ends the run
+# (an --expect that never matches): the press comes first, the outcome
+# stays timeout.  Then the ends a guest can choose: an ACPI S5 poweroff
 # (outcome poweroff, exit code 5), a vCPU spinning with interrupts off that
 # never leaves KVM_RUN (the kick ends it at --timeout, no watchdog needed),
 # and a vCPU thread that ignores kicks (the watchdog ends it).
@@ -67,6 +69,9 @@ vdboot --json --accel kvm --firmware bios --timeout 15 --console /tmp/console-no
 echo "nombr rc $?"
 vdboot --json --accel kvm --timeout 60 --shutdown acpi --kernel /probe.bzImage --append probe.button
 echo "button rc $?"
+vdboot --json --accel kvm --timeout 3 --expect never-printed --shutdown acpi --kernel /probe.bzImage \
+    --append probe.button
+echo "button-timeout rc $?"
 SH
 SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -f "$T/bios.qcow2" \
     -f "$T/nombr.raw" -s "$T/run.sh" >"$T/out" || true
@@ -74,7 +79,7 @@ grep -q '^SVM-OUT rc 0$' "$T/out" || { cat "$T/out"; tail -n 30 "$T/l1.log"; fai
 sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
 python3 - "$T/json" <<'PY' || { cat "$T/out"; fail "probe result wrong"; }
 import json, sys
-j, w, p, s, b, n, k = [json.loads(l) for l in open(sys.argv[1])]
+j, w, p, s, b, n, k, t = [json.loads(l) for l in open(sys.argv[1])]
 assert j["outcome"] == "login" and j["accelerator"] == "kvm", j
 assert j["format"] == "qcow2" and j["disk_bus"] == "virtio", j
 assert j["kernel"].startswith("partition 1 (ext4): /boot/vmlinuz-1.0-probe"), j["kernel"]
@@ -103,6 +108,9 @@ assert k["outcome"] == "login" and k["exit_code"] == 0, k
 assert k["shutdown"].startswith("acpi: the guest powered off "), k
 assert "probe: power button pressed (PM1_STS after clearing 0x0000)" in k["console_tail"], k
 print("--shutdown acpi: %s" % k["shutdown"])
+assert t["outcome"] == "timeout" and t["reason"] == "no match within 3 s", t
+assert t["shutdown"].startswith("acpi: the guest powered off "), t
+assert "probe: power button pressed" in t["console_tail"], t
 PY
 grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
     { grep SVM-CONSOLE "$T/out"; fail "virtio-blk read wrong (want crc32 $want_crc)"; }
@@ -111,6 +119,7 @@ grep -q "^SVM-CONSOLE console probe: sectors 0+8 crc32 $want_crc" "$T/out" ||
 grep -Eq '^SVM-OUT wedge rc 2 after (1[1-9]|[2-9][0-9]) s$' "$T/out" ||
     { grep SVM-OUT "$T/out"; fail "wedged vCPU: vdboot did not end by its watchdog"; }
 grep '^SVM-OUT wedge' "$T/out"
+grep -q '^SVM-OUT button-timeout rc 2$' "$T/out" || { grep SVM-OUT "$T/out"; fail "--shutdown acpi at --timeout: exit code not 2"; }
 grep -q '^SVM-OUT button rc 0$' "$T/out" || { grep SVM-OUT "$T/out"; fail "--shutdown acpi: exit code not 0"; }
 grep -q '^SVM-OUT poweroff rc 5$' "$T/out" || { grep SVM-OUT "$T/out"; fail "ACPI poweroff: exit code not 5"; }
 # the kick ended KVM_RUN (the reason is vm_run's, not the watchdog's: checked above)
