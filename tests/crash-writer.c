@@ -15,6 +15,9 @@
  *       content of BASE when the image has a backing file) and checks that
  *       the image reads back exactly that, except the bytes that iterations
  *       DONE..DONE+FLUSH_EVERY-1 may have touched (in flight at the kill).
+ *   crash-writer pattern OUT SIZE
+ *       Writes the raw base of the backing layouts: SIZE bytes, byte i
+ *       being (i * 7 + 3) & 0xff.
  * Exit: 0 ok, 1 content differs or the image does not open, 2 usage. */
 #include "vdisk.h"
 
@@ -26,6 +29,7 @@
 #include <unistd.h>
 
 #define MAX_WRITE 65536
+#define CHUNK (1u << 20)
 
 struct op {
     uint64_t off;
@@ -136,6 +140,17 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
     }
 }
 
+/* Whether byte K may differ: one of the EVERY writes in flight at the kill
+ * (FL) touched it.  A list, not a map the size of the image: asked only of
+ * bytes that differ. */
+static bool in_flight(const struct op *fl, uint64_t every, uint64_t k)
+{
+    for (uint64_t i = 0; i < every; i++)
+        if (k >= fl[i].off && k < fl[i].off + fl[i].len)
+            return true;
+    return false;
+}
+
 static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_t every,
                      const char *base)
 {
@@ -145,53 +160,86 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
         fprintf(stderr, "crash-writer: reopen: %s\n", e.msg);
         return 1;
     }
+    /* The shadow is the one image-sized buffer; the image is read 1 MiB at
+     * a time (hundreds of trials a run, many under ASan: the page faults of
+     * three image-sized buffers were most of a verify's time). */
     uint64_t size = vd_size(img);
-    uint8_t *shadow = calloc(1, size), *mask = calloc(1, size), *got = malloc(size);
-    uint8_t *buf = malloc(MAX_WRITE);
+    uint8_t *shadow = calloc(1, size), *got = malloc(CHUNK);
+    struct op *fl = calloc(every, sizeof *fl);
+    int rc = 0;
+    for (uint64_t i = 0; i < every; i++)
+        fl[i] = op_for(seed, done + i, size);
     if (base) {
         /* A base smaller than the image (VHD rounds sizes up) reads as
          * zeroes past its end. */
         FILE *f = fopen(base, "rb");
-        if (!f || fread(shadow, 1, size, f) == 0) {
+        size_t n = f ? fread(shadow, 1, size, f) : 0;
+        if (f)
+            fclose(f);
+        if (n == 0) {
             fprintf(stderr, "crash-writer: cannot read base %s\n", base);
-            return 2;
+            rc = 2;
+            goto out;
         }
-        fclose(f);
     }
     for (uint64_t i = 0; i < done; i++) {
         struct op o = op_for(seed, i, size);
         if (op_is_zero(seed, i)) {
             memset(shadow + o.off, 0, o.len);
         } else {
-            fill(buf, &o, i);
-            memcpy(shadow + o.off, buf, o.len);
+            fill(shadow + o.off, &o, i);
         }
-    }
-    for (uint64_t i = done; i < done + every; i++) {
-        struct op o = op_for(seed, i, size);
-        memset(mask + o.off, 1, o.len);
-    }
-    if (vd_pread(img, got, size, 0, &e) < 0) {
-        fprintf(stderr, "crash-writer: read: %s\n", e.msg);
-        return 1;
     }
     /* Byte by byte only where a 4 KiB piece differs at all (memcmp skips
      * the rest fast, which matters under ASan: hundreds of trials a run).
-     * The first differing byte outside the mask is the one named. */
-    for (uint64_t p = 0; p < size; p += 4096) {
-        uint64_t end = p + 4096 < size ? p + 4096 : size;
-        if (!memcmp(got + p, shadow + p, end - p))
-            continue;
-        for (uint64_t k = p; k < end; k++)
-            if (!mask[k] && got[k] != shadow[k]) {
-                fprintf(stderr, "crash-writer: %s: byte 0x%" PRIx64 " is 0x%02x, expected "
-                        "0x%02x (%" PRIu64 " writes were flushed)\n", img_path, k, got[k],
-                        shadow[k], done);
-                return 1;
-            }
+     * The first differing byte outside the in-flight writes is the one
+     * named. */
+    for (uint64_t c = 0; c < size && !rc; c += CHUNK) {
+        uint64_t cend = c + CHUNK < size ? c + CHUNK : size;
+        if (vd_pread(img, got, cend - c, c, &e) < 0) {
+            fprintf(stderr, "crash-writer: read: %s\n", e.msg);
+            rc = 1;
+            break;
+        }
+        for (uint64_t p = c; p < cend && !rc; p += 4096) {
+            uint64_t end = p + 4096 < cend ? p + 4096 : cend;
+            if (!memcmp(got + (p - c), shadow + p, end - p))
+                continue;
+            for (uint64_t k = p; k < end; k++)
+                if (got[k - c] != shadow[k] && !in_flight(fl, every, k)) {
+                    fprintf(stderr, "crash-writer: %s: byte 0x%" PRIx64 " is 0x%02x, expected "
+                            "0x%02x (%" PRIu64 " writes were flushed)\n", img_path, k,
+                            got[k - c], shadow[k], done);
+                    rc = 1;
+                    break;
+                }
+        }
     }
+out:
     vd_close(img, NULL);
-    free(shadow); free(mask); free(got); free(buf);
+    free(shadow); free(got); free(fl);
+    return rc;
+}
+
+/* The base of the backing layouts: byte i is (i * 7 + 3) & 0xff, a pattern
+ * no zero write or fill repeats by chance. */
+static int do_pattern(const char *path, uint64_t size)
+{
+    uint8_t block[4096];
+    for (size_t k = 0; k < sizeof block; k++)
+        block[k] = (uint8_t)(k * 7 + 3);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        return 1;
+    }
+    for (uint64_t p = 0; p < size; p += sizeof block)
+        if (fwrite(block, 1, size - p < sizeof block ? size - p : sizeof block, f) == 0)
+            break;
+    if (fclose(f) != 0) {
+        perror(path);
+        return 1;
+    }
     return 0;
 }
 
@@ -203,6 +251,9 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "verify"))
         return do_verify(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
                          argc > 5 ? strtoull(argv[5], NULL, 10) : 8, argc > 6 ? argv[6] : NULL);
-    fprintf(stderr, "usage: crash-writer write IMG SEED LOG [EVERY] | verify IMG SEED DONE [EVERY] [BASE]\n");
+    if (argc == 4 && !strcmp(argv[1], "pattern"))
+        return do_pattern(argv[2], strtoull(argv[3], NULL, 0));
+    fprintf(stderr, "usage: crash-writer write IMG SEED LOG [EVERY] | verify IMG SEED DONE [EVERY] [BASE]"
+            " | pattern OUT SIZE\n");
     return 2;
 }

@@ -18,21 +18,29 @@
 # cut can (the page cache survives a kill), and power-loss cuts the write
 # log systematically; the 200-trial campaign stays in the slow suite.
 . "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img qemu-io python3
+requires_cmd qemu-img qemu-io
 W=$VD_BUILD/tests/crash-writer
 TRIALS=${VD_CRASH_TRIALS:-20}
 mem_dir M
 declare -A BACKING=([qcow2]=raw [qed]=raw [vhdx]=vhdx [vdi]=vdi [vhd]=vhd [vmdk]=vmdk)
 
-python3 -c "open('$M/base.raw','wb').write(bytes((i*7+3)&0xff for i in range(16<<20)))"
+"$W" pattern "$M/base.raw" $((16 << 20)) || fail "cannot write the base"
 
-# crash_format FMT: every trial of one format, each of its layouts.
+# crash_format FMT: every trial of one format, each of its layouts.  Each
+# layout's empty image is made once (img.FMT, the name every trial's copy
+# has: a VMDK names its own file inside) and copied for each trial.
 crash_format() {
-    local fmt=$1 layout base t img pid done_n state
+    local fmt=$1 layout base t img pid done_n state tick
     local L=$M/$fmt
     mkdir -p "$L"
+    img=$L/img.$fmt
+    # nap SECONDS: sleep in the shell (read times out on a FIFO no one
+    # writes), not a sleep process per poll of the writer
+    mkfifo "$L/tick"; exec {tick}<>"$L/tick"
+    nap() { read -r -t "$1" -u "$tick" _ || true; }
     for layout in plain ${BACKING[$fmt]:+backing}; do
         base=""
+        rm -f "$img"
         if [ $layout = backing ]; then
             base=base.${BACKING[$fmt]}
             if [ "$base" != base.raw ]; then
@@ -41,22 +49,21 @@ crash_format() {
             else
                 cp "$M/base.raw" "$L/base.raw"
             fi
+            (cd "$L" && "$VDCONVERT" create -O "$fmt" -b "$base" -F "${BACKING[$fmt]}" \
+                "$(basename "$img")" >/dev/null) || { echo "create -b $base failed"; return 1; }
+        else
+            "$VDCONVERT" create -O "$fmt" "$img" 16M >/dev/null || { echo "create failed"; return 1; }
         fi
+        mv "$img" "$L/pristine"
         for t in $(seq 1 "$TRIALS"); do
-            img=$L/img-$t.$fmt
-            rm -f "$img" "$L/log"
-            if [ -n "$base" ]; then
-                (cd "$L" && "$VDCONVERT" create -O "$fmt" -b "$base" -F "${BACKING[$fmt]}" \
-                    "$(basename "$img")" >/dev/null) || { echo "create -b $base failed"; return 1; }
-            else
-                "$VDCONVERT" create -O "$fmt" "$img" 16M >/dev/null || { echo "create failed"; return 1; }
-            fi
+            rm -f "$L/log"
+            cp "$L/pristine" "$img"
             "$W" write "$img" "$t" "$L/log" 8 2>"$L/werr" &
             pid=$!
             # The writer creates its log once the image is open: the kill
             # comes 10-100 ms into its writing, however slow the start.
-            while [ ! -e "$L/log" ] && kill -0 $pid 2>/dev/null; do sleep 0.005; done
-            sleep "0.0$(( (t * 37) % 90 + 10 ))"
+            while [ ! -e "$L/log" ] && kill -0 $pid 2>/dev/null; do nap 0.005; done
+            nap "0.0$(( (t * 37) % 90 + 10 ))"
             kill -9 $pid 2>/dev/null || true
             wait $pid 2>/dev/null || true
             if [ -s "$L/werr" ]; then
