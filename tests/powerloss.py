@@ -4,6 +4,7 @@
     powerloss.py LOG IMAGE BASE OUT CUT:SEED...  (prints the durable counts)
     powerloss.py LOG IMAGE --count                (prints the record count)
     powerloss.py LOG IMAGE --syncs                (the records that sync IMAGE)
+    powerloss.py LOG IMAGE BASE OUT --serve       (all of it, one process)
 
 LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
 IMAGE the path of the image file as the writer opened it, BASE a copy of
@@ -17,6 +18,10 @@ atomic; nothing else is promised between syncs).  The output line is the
 number of writes the writer had flushed (its last "mark" before CUT).
 With several CUT:SEED pairs the log is read once and one image is made per
 pair, OUT with "{}" replaced by the SEED, one output line each.
+With --serve it prints the record count and the sync records (two lines),
+then reads CUT:SEED lines from its input and makes each image as it is
+asked for, answering each with its line: a test judges one image at a
+time, with one start of the interpreter for all.
 A cut just before a sync record (--syncs prints their numbers) can leave
 any state a cut anywhere since the previous sync can: the same durable
 part, and a random subset of a superset of the changes.
@@ -95,6 +100,15 @@ def main():
         print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))
         return
     base, out = sys.argv[3], sys.argv[4]
+    if sys.argv[5:] == ['--serve']:
+        print(len(recs))
+        print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))
+        sys.stdout.flush()
+        for line in iter(sys.stdin.readline, ''):
+            cut, seed = (int(x) for x in line.split(':'))
+            print(power_cut(recs, image, base, out.replace('{}', str(seed)), cut, seed))
+            sys.stdout.flush()
+        return
     for pair in sys.argv[5:]:
         cut, seed = (int(x) for x in pair.split(':'))
         print(power_cut(recs, image, base, out.replace('{}', str(seed)), cut, seed))

@@ -34,10 +34,10 @@ if strings "$VD_BUILD/libvdisk/libvdisk.so" | grep VDISK_TEST >/dev/null; then
     fail "libvdisk.so holds a test hook: $(strings "$VD_BUILD/libvdisk/libvdisk.so" | grep VDISK_TEST)"
 fi
 
-# power_format FMT: all cuts of one format, made four at a time from one
-# read of the log.
+# power_format FMT: all cuts of one format, made one at a time, as they are
+# judged, by one powerloss.py that reads the log once.
 power_format() {
-    local fmt=$1 n t cut state pairs=() seeds=() done_n
+    local fmt=$1 n t cut state done_n syncs to from cpid
     local D=$M/$fmt
     mkdir -p "$D"
     local img=$D/img.$fmt
@@ -46,28 +46,26 @@ power_format() {
     VDISK_TEST_WRITE_LOG=$D/wlog VD_CRASH_WRITES=400 "$W" write "$img" 7 "$D/flushed" 8 \
         2>"$D/werr" || { echo "writer failed: $(cat "$D/werr")"; return 1; }
     [ -s "$D/wlog" ] || { echo "the write log is empty: not the test build of libvdisk?"; return 1; }
-    n=$(python3 "$PL" "$D/wlog" "$img" --count)
-    read -r -a syncs < <(python3 "$PL" "$D/wlog" "$img" --syncs)
+    coproc CUTTER { python3 "$PL" "$D/wlog" "$img" "$D/base" "$D/cut-{}.$fmt" --serve; }
+    to=${CUTTER[1]} from=${CUTTER[0]} cpid=$CUTTER_PID
+    read -r n <&"$from" && read -r -a syncs <&"$from" || { echo "powerloss.py failed"; return 1; }
     [ ${#syncs[@]} -gt 8 ] || { echo "only ${#syncs[@]} syncs in the log"; return 1; }
     for t in $(seq 1 "$TRIALS"); do
         # trial t >= 2: the sync (t-2)/(TRIALS-1) of the way through (with
         # more trials than syncs, intervals repeat with other seeds)
         cut=$n
         [ "$t" = 1 ] || cut=${syncs[$(( (t - 2) * ${#syncs[@]} / (TRIALS - 1) ))]}
-        pairs+=("$cut:$t") seeds+=("$t")
-        [ ${#pairs[@]} = 4 ] || [ "$t" = "$TRIALS" ] || continue
-        mapfile -t dones < <(python3 "$PL" "$D/wlog" "$img" "$D/base" "$D/cut-{}.$fmt" "${pairs[@]}")
-        for i in "${!seeds[@]}"; do
-            t=${seeds[$i]} done_n=${dones[$i]} cut=${pairs[$i]%%:*}
-            state=$(judge_image "$fmt" "$D/cut-$t.$fmt" "$D/judge" \
-                "$W" verify "$D/cut-$t.$fmt" 7 "$done_n" 8)
-            echo "$state" >>"$T/$fmt.states"
-            [ "$state" = clean ] ||
-                echo "$state (cut $cut/$n, $done_n flushed writes): $(grep -v '^$' "$D/judge" | head -4 | tr '\n' ' ')"
-            rm -f "$D/cut-$t.$fmt"
-        done
-        pairs=() seeds=()
+        echo "$cut:$t" >&"$to"
+        read -r done_n <&"$from" || { echo "powerloss.py failed at cut $cut"; return 1; }
+        state=$(judge_image "$fmt" "$D/cut-$t.$fmt" "$D/judge" \
+            "$W" verify "$D/cut-$t.$fmt" 7 "$done_n" 8)
+        echo "$state" >>"$T/$fmt.states"
+        [ "$state" = clean ] ||
+            echo "$state (cut $cut/$n, $done_n flushed writes): $(grep -v '^$' "$D/judge" | head -4 | tr '\n' ' ')"
+        rm -f "$D/cut-$t.$fmt"
     done
+    exec {to}>&-
+    wait "$cpid" || { echo "powerloss.py failed"; return 1; }
     echo "$TRIALS cuts of $n logged changes (${#syncs[@]} syncs)"
 }
 
