@@ -11,8 +11,11 @@
 #  - hostile: a member cut short (its header size covers less than the
 #    image), one whose header size swallows the next member, an image whose
 #    grain directory lies past the member's end, a tar cut inside the member,
-#    a reference to a member the archive lacks: one line naming the .ova,
-#    the member and an offset, nothing left in the output folder;
+#    a reference to a member the archive lacks, a member stored twice: one
+#    line naming the .ova, the member and (but for the last) an offset,
+#    nothing left in the output folder;
+#  - convert too reads the disks in place: copied from their members when
+#    they pass through, converted from them otherwise, nothing extracted;
 #  - a VMDK descriptor that names an extent member is still extracted (read
 #    in place, it could not open its extent).
 . "$(dirname "$0")/lib.sh"
@@ -213,9 +216,81 @@ with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as o:
 PY
 "$OVA" import -O qcow2 -d "$T/sp" "$T/sp.ova" >/dev/null 2>"$T/err" || fail "monolithicSparse member: $(cat "$T/err")"
 qemu-img compare -q "$T/a.raw" "$T/sp/x-disk1.qcow2" || fail "monolithicSparse member differs"
+# convert reads its disks where they lie too: x.ova's stream VMDKs are
+# copied from their members into the output, sp.ova's monolithicSparse one
+# converted from its member; nothing is extracted.
+convert_traced() {
+    traced -f -y -qq -s 200 -e trace=openat,pread64 -o "$T/trace" \
+        "$OVA" convert --target vmware -o "$2" "$1" >"$T/cout" 2>&1 || fail "convert $1: $(cat "$T/cout")"
+    grep -qF "$3" "$T/cout" || fail "convert $1: $(cat "$T/cout")"
+}
+# convert_confined OVA MEMBER...: every pread of OVA lies inside one member
+# (its header and data), each MEMBER's data is read, no file named as a
+# member is created
+convert_confined() {
+    python3 - "$T/trace" "$@" <<'PY' || fail "convert of $1: see above"
+import os, re, sys, tarfile
+trace, ova, want = sys.argv[1], os.path.realpath(sys.argv[2]), sys.argv[3:]
+ms = tarfile.open(ova).getmembers()
+pending, bad, seen = {}, 0, {}
+for line in open(trace):
+    pid, _, rest = line.rstrip("\n").partition(" ")
+    rest = rest.lstrip()
+    if rest.endswith("<unfinished ...>"):
+        pending[pid] = rest[: -len("<unfinished ...>")]
+        continue
+    r = re.match(r"<\.\.\. \w+ resumed>(.*)", rest)
+    if r:
+        rest = pending.pop(pid, "") + r.group(1)
+    o = re.match(r'openat\(.*?"([^"]*)", ([A-Z_|]+)', rest)
+    if o and "O_CREAT" in o.group(2) and os.path.basename(o.group(1)) in {m.name for m in ms}:
+        print("extracted: " + rest[:200])
+        bad += 1
+    c = re.match(r"pread64\(\d+<([^>]*)>, .*, (\d+), (\d+)\) = (-?\d+)", rest)
+    if not c or c.group(1) != ova:
+        continue
+    off, end = int(c.group(3)), int(c.group(3)) + max(int(c.group(4)), 0)
+    m = next((m for m in ms if m.offset <= off and end <= m.offset_data + m.size), None)
+    if not m:
+        print("outside every member: " + rest[:160])
+        bad += 1
+    elif off >= m.offset_data:
+        seen[m.name] = seen.get(m.name, 0) + end - off
+for w in want:
+    if not seen.get(w):
+        print("%s not read in place: %s" % (w, seen))
+        bad += 1
+print("convert read in place: " + ", ".join("%d bytes of %s" % (n, m) for m, n in seen.items()))
+sys.exit(1 if bad else 0)
+PY
+}
+convert_traced "$T/x.ova" "$T/xc.ova" "2 disk(s) (2 passed through"
+convert_confined "$T/x.ova" x-disk1.vmdk x-disk2.vmdk
+cmp <(tar -xOf "$T/x.ova" x-disk2.vmdk) <(tar -xOf "$T/xc.ova" x-disk2.vmdk) ||
+    fail "convert changed a passed-through disk"
+convert_traced "$T/sp.ova" "$T/spc.ova" "(1 passed through, 1 converted)"
+convert_confined "$T/sp.ova" x-disk1.vmdk x-disk2.vmdk
+"$OVA" import -O qcow2 -d "$T/spc" "$T/spc.ova" >/dev/null 2>"$T/err" || fail "import of the converted: $(cat "$T/err")"
+qemu-img compare -q "$T/a.raw" "$T/spc/x-disk1.qcow2" || fail "converted monolithicSparse member differs"
+
 retar "$T/sp.ova" "$T/gd.ova" gd-past-end
 refused "$T/gd.ova" "grain directory past the member" "gd.ova: member x-disk1.vmdk" "0x"
 confined "$T/trace" "$T/gd.ova" x-disk1.vmdk
+
+# x-disk1.vmdk twice, a changed copy first, the manifest kept (it vouches
+# for the second): refused, though both could be read in place
+python3 - "$T/x.ova" "$T/twice.ova" <<'PY'
+import io, sys, tarfile
+src, out = sys.argv[1:]
+t = tarfile.open(src)
+with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as o:
+    for m in t.getmembers():
+        data = t.extractfile(m).read()
+        if m.name == "x-disk1.vmdk":
+            o.addfile(m, io.BytesIO(data[:-1] + bytes([data[-1] ^ 1])))
+        o.addfile(m, io.BytesIO(data))
+PY
+refused "$T/twice.ova" "a member twice" "twice.ova: member 'x-disk1.vmdk' appears twice"
 
 # the tar ends 4 KiB into x-disk1.vmdk's data
 read -r off _ < <(window "$T/x.ova" x-disk1.vmdk)
@@ -267,4 +342,8 @@ PY
 "$OVA" import -O qcow2 -d "$T/flat" "$T/flat.ova" >/dev/null 2>"$T/err" || fail "descriptor + extent member: $(cat "$T/err")"
 qemu-img compare -q "$T/b.raw" "$T/flat/x-disk2.qcow2" || fail "descriptor + extent member differs"
 qemu-img compare -q "$T/a.raw" "$T/flat/x-disk1.qcow2" || fail "disk 1 of the flat OVA differs"
+"$OVA" convert --target vmware -o "$T/flatc.ova" "$T/flat.ova" >"$T/cout" 2>&1 &&
+    grep -qF "(1 passed through, 1 converted)" "$T/cout" || fail "convert of the flat OVA: $(cat "$T/cout")"
+"$OVA" import -O qcow2 -d "$T/flatc" "$T/flatc.ova" >/dev/null 2>"$T/err" || fail "flat convert import: $(cat "$T/err")"
+qemu-img compare -q "$T/b.raw" "$T/flatc/x-disk2.qcow2" || fail "convert of descriptor + extent member differs"
 echo "ok"

@@ -48,8 +48,11 @@ struct app_member {
     bool failed;                   /* reading it failed: release, don't parse */
 };
 
+/* Start member `name`: with `extract_dir` (appliance_read's) its name
+ * must be new, and with `write` it is written there. */
 static int app_member_begin(struct appliance *ap, const char *name, const char *extract_dir,
-                            bool digest, struct app_member *m, char *err, size_t errlen)
+                            bool write, bool digest, struct app_member *m, char *err,
+                            size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (ap->n_files >= APP_MAX_MEMBERS) {
@@ -81,7 +84,8 @@ static int app_member_begin(struct appliance *ap, const char *name, const char *
                      digest_name((enum ovf_digest)a));
             return -1;
         }
-    if (extract_dir) {
+    if (extract_dir && write) {
+        m->f->extracted = true;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", extract_dir, name);
         m->out = fopen(path, "wbx");
@@ -225,7 +229,7 @@ static bool app_plain_ustar(int fd, int64_t pos, const char *name, int64_t size)
 }
 
 /* Is member `name` a disk to read in place (appliance_read)? */
-static bool app_windowable(const struct appliance *ap, const char *name)
+static bool app_windowable(const struct appliance *ap, const char *name, unsigned flags)
 {
     const struct ovf_appliance *a = &ap->ovf;
     if (!ap->ovf_name || app_is_text(name))
@@ -238,7 +242,7 @@ static bool app_windowable(const struct appliance *ap, const char *name)
         return false;
     for (size_t i = 0; i < a->n_disks; i++)
         if (a->disks[i].file_ref && !strcmp(a->disks[i].file_ref, f->id) &&
-            ovf_disk_is_cdrom(&a->disks[i]))
+            ovf_disk_is_cdrom(&a->disks[i]) && !(flags & APP_WINDOW_MEDIA))
             return false;       /* an ISO is copied out as it is */
     return true;
 }
@@ -283,11 +287,14 @@ static int app_read_ova(const char *path, const char *extract_dir, unsigned flag
                            "specification puts first", name);
         int64_t hpos = archive_read_header_position(ar);
         bool window = extract_dir && (flags & APP_WINDOW_DISKS) && archive_entry_size(e) > 0 &&
-                      app_windowable(ap, name) &&
+                      app_windowable(ap, name, flags) &&
                       app_plain_ustar(ap->fd, hpos, name, archive_entry_size(e));
         struct app_member m;
-        if ((r = app_member_begin(ap, name, window ? NULL : extract_dir, !window, &m, err,
-                                  errlen)) < 0)
+        /* What is read in place, and a descriptor, manifest or
+         * certificate (kept in memory) when disks are, is not written out;
+         * every name is checked for a second member of that name. */
+        bool write = !window && !((flags & APP_WINDOW_DISKS) && app_is_text(name));
+        if ((r = app_member_begin(ap, name, extract_dir, write, !window, &m, err, errlen)) < 0)
             break;
         la_ssize_t n = 0;
         struct stat st;
@@ -353,7 +360,7 @@ static int app_read_plain_file(struct appliance *ap, const char *dir, const char
         return -1;
     }
     struct app_member m;
-    int r = app_member_begin(ap, name, extract_dir, true, &m, err, errlen);
+    int r = app_member_begin(ap, name, extract_dir, true, true, &m, err, errlen);
     char *buf = malloc(1 << 20);
     size_t n;
     while (r == 0 && (n = fread(buf, 1, 1 << 20, f)) > 0)
@@ -517,6 +524,52 @@ void appliance_free(struct appliance *ap)
     ap->fd = -1;
 }
 
+struct appliance_file *appliance_windowed(struct appliance *ap, const char *href)
+{
+    for (size_t i = 0; i < ap->n_files; i++)
+        if (ap->files[i].windowed && !strcmp(ap->files[i].name, href))
+            return &ap->files[i];
+    return NULL;
+}
+
+/* /proc/self/fd/N reaches the open file itself, whatever is renamed
+ * meanwhile; without /proc, the path. */
+char *appliance_fd_path(const struct appliance *ap)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", ap->fd);
+    return strdup(ap->fd >= 0 && access(p, R_OK) == 0 ? p : ap->src_path);
+}
+
+char *appliance_extract_member(const struct appliance *ap, const struct appliance_file *af,
+                               const char *dir, char *err, size_t errlen)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, af->name);
+    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char *buf = malloc(1 << 20);
+    uint64_t done = 0;
+    ssize_t n = 1;
+    while (out >= 0 && buf && done < af->size && n > 0) {
+        size_t want = af->size - done < (1u << 20) ? (size_t)(af->size - done) : 1u << 20;
+        if ((n = pread(ap->fd, buf, want, (off_t)(af->data_off + done))) > 0) {
+            if (write(out, buf, (size_t)n) != n)
+                n = -1;
+            else
+                done += (uint64_t)n;
+        }
+    }
+    free(buf);
+    if (out < 0 || close(out) != 0 || done != af->size) {
+        snprintf(err, errlen, "%s: cannot extract member %s at offset 0x%llx: %s", ap->src_path,
+                 af->name, (unsigned long long)(af->data_off + done),
+                 n == 0 ? "end of file" : strerror(errno));
+        unlink(path);
+        return NULL;
+    }
+    return strdup(path);
+}
+
 /* Feed the `nth` (0-based) member called `name` of the archive `path` to
  * `d`.  0, or -1 when it is not there or cannot be read. */
 static int app_digest_ova_member(const char *path, const char *name, size_t nth,
@@ -581,7 +634,7 @@ static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_d
     int r = -1;
     if (d && buf && f->windowed) {      /* in place, from the .ova read before */
         r = app_digest_window(ap, f, d, buf);
-    } else if (d && buf && ap->is_ova && !ap->extract_dir) {
+    } else if (d && buf && ap->is_ova && !f->extracted) {
         size_t nth = 0;
         for (struct appliance_file *p = ap->files; p < f; p++)
             nth += !strcmp(p->name, f->name);
@@ -589,7 +642,7 @@ static int app_rehash(struct appliance *ap, struct appliance_file *f, enum ovf_d
     } else if (d && buf) {
         char path[8400];
         const char *slash = strrchr(ap->src_path, '/');
-        if (ap->extract_dir)
+        if (f->extracted)
             snprintf(path, sizeof path, "%s/%s", ap->extract_dir, f->name);
         else
             snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - ap->src_path + 1) : 0,

@@ -4,7 +4,11 @@
  * name, EFI where T reads it); CD-ROMs keep their ISO byte for byte; disks that are already streamOptimized VMDKs of the
  * declared capacity are passed through byte for byte, others are converted
  * (and grown to the declared capacity); a new manifest (and certificate with
- * --sign) covers the result.  `ovatool lint --target T` of OUT is clean. */
+ * --sign) covers the result.  `ovatool lint --target T` of OUT is clean.
+ * The disks are read where they lie in the .ova (import's windows): one
+ * passed through is copied from its member into OUT, one converted is
+ * written beside OUT first (OUT's descriptor, its first member, states the
+ * sizes); only what import extracts too is extracted. */
 #include "ovatool.h"
 
 #include <errno.h>
@@ -14,15 +18,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Is the file at `path` a streamOptimized VMDK that may be passed through? */
-static bool conv_passthrough(const char *path, uint64_t capacity)
+/* Is the disk a streamOptimized VMDK of the declared capacity, to be
+ * passed through?  The file at `path`, or the member `win` of the .ova open
+ * as `fd` (`path` then reaches it: appliance_fd_path). */
+static bool conv_passthrough(const char *path, const struct disk_window *win, int fd,
+                             uint64_t capacity)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    unsigned char *head = malloc(64u << 10);
-    size_t n = head ? fread(head, 1, 64u << 10, f) : 0;
-    fclose(f);
+    enum { HEAD = 64 << 10 };
+    unsigned char *head = malloc(HEAD);
+    size_t n = 0;
+    if (head && win) {
+        ssize_t got = pread(fd, head, win->len < HEAD ? (size_t)win->len : HEAD,
+                            (off_t)win->off);
+        n = got > 0 ? (size_t)got : 0;
+    } else if (head) {
+        FILE *f = fopen(path, "rb");
+        n = f ? fread(head, 1, HEAD, f) : 0;
+        if (f)
+            fclose(f);
+    }
     char why[256];
     bool ok = head && vmdk_stream_check(head, n, why, sizeof why) == 0;
     free(head);
@@ -30,50 +44,60 @@ static bool conv_passthrough(const char *path, uint64_t capacity)
         return false;
     vd_image *img = NULL;
     vd_error e = { 0 };
-    if (vd_open(path, &(vd_open_opts){ .readonly = true, .format = "vmdk" }, &img, &e) < 0)
+    if (vd_open(path, &(vd_open_opts){ .readonly = true, .format = "vmdk",
+                                       .window_offset = win ? win->off : 0,
+                                       .window_length = win ? win->len : 0,
+                                       .window_name = win ? win->name : NULL }, &img, &e) < 0)
         return false;
     ok = !capacity || vd_size(img) == capacity;
     vd_close(img, NULL);
     return ok;
 }
 
-/* Remove what the work folder holds: the extracted members and our disks. */
-static void conv_cleanup(const char *work, const struct appliance *ap, char **paths, size_t n)
+/* Remove the extracted members and the converted disks, and both folders. */
+static void conv_cleanup(const char *work, const char *conv, const struct appliance *ap,
+                         char **paths, size_t n)
 {
     char p[4400];
     for (size_t i = 0; i < ap->n_files; i++) {
         snprintf(p, sizeof p, "%s/%s", work, ap->files[i].name);
         unlink(p);
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; paths && i < n; i++)
         if (paths[i])
             unlink(paths[i]);
     snprintf(p, sizeof p, "%s/joined.tmp", work);
     unlink(p);
     rmdir(work);
+    rmdir(conv);
 }
 
 int ova_convert(const char *path, const struct convert_opts *o)
 {
     const struct pack_opts *pk = &o->pack;
-    char err[8192] = "", work[4200];
+    char err[8192] = "", work[4200], conv[4200];
     if (access(pk->out, F_OK) == 0) {
         fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;
     }
+    /* work: what cannot be read in place (import extracts the same);
+     * conv: the converted disks, apart, whatever the members are named */
     snprintf(work, sizeof work, "%s.work%d", pk->out, (int)getpid());
-    if (mkdir(work, 0700) < 0) {
-        fprintf(stderr, "ovatool: %s: %s\n", work, strerror(errno));
+    snprintf(conv, sizeof conv, "%s.conv%d", pk->out, (int)getpid());
+    if (mkdir(work, 0700) < 0 || mkdir(conv, 0700) < 0) {
+        fprintf(stderr, "ovatool: %s: %s\n", access(work, F_OK) ? work : conv, strerror(errno));
+        rmdir(work);
         return 1;
     }
     bool vmware = !strcmp(pk->target, "vmware") || !strcmp(pk->target, "esxi");
     bool vbox = !strcmp(pk->target, "virtualbox");
     struct appliance ap;
     struct ovf_appliance n = { 0 };
-    char **paths = NULL;
+    char **paths = NULL, **names = NULL;   /* files to remove; members' names */
+    struct pack_src *srcs = NULL;
     size_t np = 0, passed = 0, ncd = 0;
     int rc = 1, checked;
-    if (appliance_read(path, work, 0, &ap, err, sizeof err) < 0)
+    if (appliance_read(path, work, APP_WINDOW_DISKS | APP_WINDOW_MEDIA, &ap, err, sizeof err) < 0)
         goto out;
     const struct ovf_appliance *a = &ap.ovf;
     if (ap.mf_text && !o->no_verify &&
@@ -120,6 +144,8 @@ int ova_convert(const char *path, const struct convert_opts *o)
     n.files = calloc(a->n_disks + 1, sizeof *n.files);
     n.disks = calloc(a->n_disks + 1, sizeof *n.disks);
     paths = calloc(a->n_disks + 1, sizeof *paths);
+    names = calloc(a->n_disks + 1, sizeof *names);
+    srcs = calloc(a->n_disks + 1, sizeof *srcs);
     for (size_t i = 0; i < a->n_disks; i++) {
         const struct ovf_disk *d = &a->disks[i];
         if (!ovf_disk_in_use(a, d))
@@ -138,10 +164,11 @@ int ova_convert(const char *path, const struct convert_opts *o)
         const struct ovf_file *f = d->file_ref ? ovf_find_file(a, d->file_ref) : NULL;
         char dname[600], dst[4900], opts[160];
         snprintf(dname, sizeof dname, cdrom ? "%s-cd%zu.iso" : "%s-disk%zu.vmdk", name, np + 1);
-        snprintf(dst, sizeof dst, "%s/%s", work, dname);
+        snprintf(dst, sizeof dst, "%s/%s", conv, dname);
         snprintf(opts, sizeof opts, "subformat=streamOptimized,adapter_type=%s%s",
                  vmware ? "lsilogic" : "ide", !strcmp(pk->target, "esxi") ? ",hwversion=13" : "");
         struct disk_stats ds = { .capacity = d->capacity, .populated = d->populated };
+        uint64_t fsize = 0;
         if (!f) {      /* a file-less disk: an empty one of its capacity */
             vd_error e = { 0 };
             if (!d->capacity || vd_create(dst, &(vd_create_opts){ .format = "vmdk",
@@ -151,55 +178,98 @@ int ova_convert(const char *path, const struct convert_opts *o)
                 goto out;
             }
             ds.populated = 0;
+            paths[np] = strdup(dst);
         } else {
             if (!ovf_href_is_plain(f->href)) {
                 snprintf(err, sizeof err, "%s: file reference '%s' leaves the appliance; "
                          "refused", ap.ovf_name, f->href);
                 goto out;
             }
-            char *src = appliance_member_present(&ap, f->href, err, sizeof err) < 0 ? NULL :
-                        appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+            /* A plain ustar member is read where it lies in the .ova (as
+             * import does), and copied from there when it passes through;
+             * the rest was extracted into `work`. */
+            const struct appliance_file *af = appliance_windowed(&ap, f->href);
+            struct disk_window win = { 0 };
+            char *src;
+            if (af) {
+                if (f->size && af->size > f->size) {
+                    snprintf(err, sizeof err, "%s: member %s (data at offset 0x%llx) is %llu "
+                             "bytes, larger than the %llu the descriptor declares (ovf:size); "
+                             "refused", path, f->href, (unsigned long long)af->data_off,
+                             (unsigned long long)af->size, (unsigned long long)f->size);
+                    goto out;
+                }
+                char wname[4400];
+                snprintf(wname, sizeof wname, "%s: member %s", path, f->href);
+                names[np] = strdup(wname);
+                win = (struct disk_window){ .off = af->data_off, .len = af->size,
+                                            .name = names[np] };
+                src = appliance_fd_path(&ap);
+            } else {
+                src = appliance_member_present(&ap, f->href, err, sizeof err) < 0 ? NULL :
+                      appliance_prepare_file(work, f, d->capacity, err, sizeof err);
+            }
             if (!src)
                 goto out;
             int r = 0;
-            if (cdrom || conv_passthrough(src, d->capacity)) {   /* an ISO: byte for byte */
-                r = rename(src, dst);
-                if (r < 0)
-                    snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+            if (cdrom || conv_passthrough(src, af ? &win : NULL, ap.fd, d->capacity)) {
+                /* byte for byte: an ISO, or a stream VMDK as the target reads it */
+                if (af) {
+                    srcs[np] = (struct pack_src){ .fd = ap.fd, .off = win.off, .len = win.len,
+                                                  .name = names[np] };
+                    fsize = win.len;
+                    free(src);
+                } else {
+                    paths[np] = src;
+                }
                 if (cdrom)
                     ncd++;
                 else
                     passed++;
             } else {
-                r = disk_convert(src, NULL, NULL, dst, "vmdk", opts, d->capacity, pk->progress, false, &ds,
-                                 err, sizeof err);
-                unlink(src);
+                r = disk_convert(src, NULL, af ? &win : NULL, dst, "vmdk", opts, d->capacity,
+                                 pk->progress, false, &ds, err, sizeof err);
+                if (r == -EPERM && af) {     /* it names other members: extract it */
+                    free(src);
+                    src = appliance_extract_member(&ap, af, work, err, sizeof err);
+                    af = NULL;
+                    r = !src ? -1 : disk_convert(src, NULL, NULL, dst, "vmdk", opts,
+                                                 d->capacity, pk->progress, false, &ds, err,
+                                                 sizeof err);
+                }
+                if (src && !af)
+                    unlink(src);
+                free(src);
+                if (r == 0)
+                    paths[np] = strdup(dst);
             }
-            free(src);
             if (r < 0)
                 goto out;
         }
-        paths[np] = strdup(dst);
-        struct stat st;
-        if (stat(dst, &st) < 0) {
-            snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
-            goto out;
+        if (paths[np]) {
+            struct stat st;
+            if (stat(paths[np], &st) < 0) {
+                snprintf(err, sizeof err, "%s: %s", paths[np], strerror(errno));
+                goto out;
+            }
+            srcs[np] = (struct pack_src){ .path = paths[np] };
+            fsize = (uint64_t)st.st_size;
         }
         char id[32];
         snprintf(id, sizeof id, "file%zu", np + 1);
         n.files[np] = (struct ovf_file){ .id = strdup(id), .href = strdup(dname),
-                                         .size = (uint64_t)st.st_size };
+                                         .size = fsize };
         snprintf(id, sizeof id, "vmdisk%zu", np + 1);
         n.disks[np] = (struct ovf_disk){ .id = strdup(id), .file_ref = strdup(n.files[np].id),
-                                         .capacity = cdrom ? (uint64_t)st.st_size :
+                                         .capacity = cdrom ? fsize :
                                                      d->capacity ? d->capacity : ds.capacity,
-                                         .populated = cdrom ? (uint64_t)st.st_size : ds.populated,
+                                         .populated = cdrom ? fsize : ds.populated,
                                          .address = d->address, .cdrom = cdrom,
                                          .parent = d->parent ? strdup(d->parent) : NULL };
         n.n_files = n.n_disks = ++np;
     }
     char *desc = ovf_write(&n, !strcmp(pk->target, "ovf2") ? 2 : 1, pk->target);
-    if (ova_pack(pk->out, name, desc, &n, paths, pk->digest, pk->sign_key, pk->sign_cert, err,
+    if (ova_pack(pk->out, name, desc, &n, srcs, pk->digest, pk->sign_key, pk->sign_cert, err,
                  sizeof err) == 0) {
         rc = 0;
         printf("%s: %s appliance, %zu disk(s) (%zu passed through, %zu converted), %zu CD-ROM(s), "
@@ -214,10 +284,14 @@ int ova_convert(const char *path, const struct convert_opts *o)
 out:
     if (rc)
         fprintf(stderr, "ovatool: %s\n", err[0] ? err : "convert failed");
-    conv_cleanup(work, &ap, paths, np);
-    for (size_t i = 0; i < np; i++)
+    conv_cleanup(work, conv, &ap, paths, np + 1);
+    for (size_t i = 0; paths && i <= np; i++) {
         free(paths[i]);
+        free(names[i]);
+    }
     free(paths);
+    free(names);
+    free(srcs);
     ovf_free(&n);
     appliance_free(&ap);
     return rc;

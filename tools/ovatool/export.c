@@ -7,24 +7,24 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int exp_add_member(struct archive *ar, const char *name, const char *path,
-                          const char *mem, size_t mem_len, char *err, size_t errlen)
+/* The ustar header of member `name`, `size` bytes. */
+static int exp_header(struct archive *ar, const char *name, uint64_t size, char *err,
+                      size_t errlen)
 {
     struct archive_entry *e = archive_entry_new();
-    struct stat st = { 0 };
-    if (path && stat(path, &st) < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        archive_entry_free(e);
+    if (!e) {
+        snprintf(err, errlen, "%s: out of memory", name);
         return -1;
     }
     archive_entry_set_pathname(e, name);
-    archive_entry_set_size(e, path ? st.st_size : (la_int64_t)mem_len);
+    archive_entry_set_size(e, (la_int64_t)size);
     archive_entry_set_filetype(e, AE_IFREG);
     archive_entry_set_perm(e, 0644);
     archive_entry_set_mtime(e, time(NULL), 0);
@@ -32,43 +32,72 @@ static int exp_add_member(struct archive *ar, const char *name, const char *path
     archive_entry_set_gname(e, "someone");
     int r = archive_write_header(ar, e) == ARCHIVE_OK ? 0 : -1;
     archive_entry_free(e);
-    if (r < 0) {
+    if (r < 0)
         snprintf(err, errlen, "%s: %s", name, archive_error_string(ar));
-        return -1;
-    }
-    if (!path)
-        return archive_write_data(ar, mem, mem_len) == (la_ssize_t)mem_len ? 0 : -1;
-    FILE *f = fopen(path, "rb");
-    char *buf = malloc(1 << 20);
-    size_t n;
-    while (f && buf && (n = fread(buf, 1, 1 << 20, f)) > 0)
-        if (archive_write_data(ar, buf, n) != (la_ssize_t)n) {
-            r = -1;
-            break;
-        }
-    if (f)
-        fclose(f);
-    free(buf);
-    if (r < 0 || !f)
-        snprintf(err, errlen, "%s: writing to the archive failed: %s", name,
-                 archive_error_string(ar));
-    return r < 0 || !f ? -1 : 0;
+    return r;
 }
 
-static char *exp_file_digest(const char *path, enum ovf_digest alg, char hex[129])
+/* A member held in memory (the descriptor, the manifest, the certificate). */
+static int exp_add_text(struct archive *ar, const char *name, const char *mem, size_t len,
+                        char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct digest_ctx *d = digest_new(alg);
+    if (exp_header(ar, name, len, err, errlen) < 0)
+        return -1;
+    if (archive_write_data(ar, mem, len) != (la_ssize_t)len) {
+        snprintf(err, errlen, "%s: writing to the archive failed: %s", name,
+                 archive_error_string(ar));
+        return -1;
+    }
+    return 0;
+}
+
+/* Member `name` copied from `src` (a file, or a byte range of the .ova
+ * being converted) in one pass that also computes its `dg` digest (hex):
+ * the bytes are read once, whichever they are. */
+static int exp_add_src(struct archive *ar, const char *name, const struct pack_src *src,
+                       enum ovf_digest dg, char hex[129], char *err, size_t errlen)
+{
+    int fd = src->path ? open(src->path, O_RDONLY | O_CLOEXEC) : src->fd;
+    const char *what = src->path ? src->path : src->name;
+    struct stat st;
+    if (fd < 0 || (src->path && fstat(fd, &st) < 0)) {
+        snprintf(err, errlen, "%s: %s", what, strerror(errno));
+        if (src->path && fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uint64_t size = src->path ? (uint64_t)st.st_size : src->len, done = 0;
+    struct digest_ctx *d = digest_new(dg);
     char *buf = malloc(1 << 20);
-    size_t n;
-    while ((n = fread(buf, 1, 1 << 20, f)) > 0)
-        digest_update(d, buf, n);
+    int r = d && buf ? exp_header(ar, name, size, err, errlen) : -1;
+    if (r == 0 && (!d || !buf))
+        snprintf(err, errlen, "%s: out of memory", name);
+    while (r == 0 && done < size) {
+        size_t want = size - done < (1u << 20) ? (size_t)(size - done) : 1u << 20;
+        ssize_t n = src->path ? read(fd, buf, want) : pread(fd, buf, want,
+                                                            (off_t)(src->off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "%s: read at offset 0x%llx: %s", what,
+                     (unsigned long long)((src->path ? 0 : src->off) + done),
+                     n == 0 ? "end of file (it shrank)" : strerror(errno));
+            r = -1;
+        } else if (archive_write_data(ar, buf, (size_t)n) != n) {
+            snprintf(err, errlen, "%s: writing to the archive failed: %s", name,
+                     archive_error_string(ar));
+            r = -1;
+        } else {
+            digest_update(d, buf, (size_t)n);
+            done += (uint64_t)n;
+        }
+    }
+    if (d)
+        digest_final_hex(d, hex);
     free(buf);
-    fclose(f);
-    digest_final_hex(d, hex);
-    return hex;
+    if (src->path)
+        close(fd);
+    return r;
 }
 
 static void exp_mf_add(char **mf, size_t *len, enum ovf_digest alg, const char *name,
@@ -82,8 +111,8 @@ static void exp_mf_add(char **mf, size_t *len, enum ovf_digest alg, const char *
 }
 
 int ova_pack(const char *out, const char *stem, const char *desc, const struct ovf_appliance *a,
-             char *const *paths, enum ovf_digest dg, const char *key, const char *certfile,
-             char *err, size_t errlen)
+             const struct pack_src *src, enum ovf_digest dg, const char *key,
+             const char *certfile, char *err, size_t errlen)
 {
     char tmpout[4200], ovfname[600], mfname[600], certname[600], hex[129];
     snprintf(tmpout, sizeof tmpout, "%s.tmp%d", out, (int)getpid());
@@ -96,35 +125,30 @@ int ova_pack(const char *out, const char *stem, const char *desc, const struct o
     digest_update(d, desc, strlen(desc));
     digest_final_hex(d, hex);
     exp_mf_add(&mf, &mf_len, dg, ovfname, hex);
-    for (size_t i = 0; i < a->n_files; i++) {
-        if (!exp_file_digest(paths[i], dg, hex)) {
-            snprintf(err, errlen, "%s: %s", paths[i], strerror(errno));
-            free(mf);
-            return -1;
-        }
-        exp_mf_add(&mf, &mf_len, dg, a->files[i].href, hex);
-    }
-    if (key && !(cert = cert_sign(mf, mf_len, mfname, dg, key, certfile, err, errlen))) {
-        free(mf);
-        return -1;
-    }
     struct archive *ar = archive_write_new();
     archive_write_set_format_ustar(ar);
-    int r = 0;
+    /* 1 MiB writes instead of 10 KiB ones; the archive ends after its two
+     * zero records, unpadded */
+    archive_write_set_bytes_per_block(ar, 1 << 20);
+    archive_write_set_bytes_in_last_block(ar, 1);
     if (archive_write_open_filename(ar, tmpout) != ARCHIVE_OK) {
         snprintf(err, errlen, "%s: %s", tmpout, archive_error_string(ar));
         archive_write_free(ar);
         free(mf);
-        free(cert);
         return -1;
     }
-    r = exp_add_member(ar, ovfname, NULL, desc, strlen(desc), err, errlen);
+    /* The order the OVF specification requires: descriptor, files, manifest
+     * (each file's digest taken as it is written), certificate. */
+    int r = exp_add_text(ar, ovfname, desc, strlen(desc), err, errlen);
     for (size_t i = 0; r == 0 && i < a->n_files; i++)
-        r = exp_add_member(ar, a->files[i].href, paths[i], NULL, 0, err, errlen);
+        if ((r = exp_add_src(ar, a->files[i].href, &src[i], dg, hex, err, errlen)) == 0)
+            exp_mf_add(&mf, &mf_len, dg, a->files[i].href, hex);
+    if (r == 0 && key && !(cert = cert_sign(mf, mf_len, mfname, dg, key, certfile, err, errlen)))
+        r = -1;
     if (r == 0)
-        r = exp_add_member(ar, mfname, NULL, mf, mf_len, err, errlen);
+        r = exp_add_text(ar, mfname, mf, mf_len, err, errlen);
     if (r == 0 && cert)
-        r = exp_add_member(ar, certname, NULL, cert, strlen(cert), err, errlen);
+        r = exp_add_text(ar, certname, cert, strlen(cert), err, errlen);
     if (archive_write_close(ar) != ARCHIVE_OK && r == 0) {
         snprintf(err, errlen, "%s: %s", tmpout, archive_error_string(ar));
         r = -1;
@@ -171,6 +195,7 @@ int ova_export(const struct export_opts *o)
     a.files = calloc(o->n_disks + 1, sizeof *a.files);
     a.disks = calloc(o->n_disks + 1, sizeof *a.disks);
     char **vmdk = calloc(o->n_disks + 1, sizeof *vmdk);
+    struct pack_src *src = calloc(o->n_disks + 1, sizeof *src);
     char *desc = NULL;
     int rc = 1;
     for (size_t i = 0; i < o->n_disks; i++) {
@@ -185,6 +210,7 @@ int ova_export(const struct export_opts *o)
                          sizeof err) < 0)
             goto out;
         vmdk[i] = strdup(path);
+        src[i] = (struct pack_src){ .path = vmdk[i] };
         struct stat st;
         stat(path, &st);
         a.disks[i].capacity = ds.capacity;
@@ -199,7 +225,7 @@ int ova_export(const struct export_opts *o)
         a.n_files = a.n_disks = i + 1;
     }
     desc = ovf_write(&a, o->ovf_version, pk->target);
-    if (ova_pack(pk->out, o->name, desc, &a, vmdk, pk->digest, pk->sign_key, pk->sign_cert, err,
+    if (ova_pack(pk->out, o->name, desc, &a, src, pk->digest, pk->sign_key, pk->sign_cert, err,
                  sizeof err) == 0) {
         rc = 0;
         printf("%s: %zu disk(s), manifest %s%s\n", pk->out, o->n_disks, digest_name(pk->digest),
@@ -215,6 +241,7 @@ out:
     }
     rmdir(work);
     free(vmdk);
+    free(src);
     free(desc);
     ovf_free(&a);
     return rc;

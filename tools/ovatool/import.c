@@ -232,38 +232,6 @@ static int imp_virtual_size(const char *path, const struct disk_window *w, uint6
     return 0;
 }
 
-/* Copy member `af` out of the .ova into `dir`, for an image that names
- * other members (a VMDK descriptor and its extents, extracted beside it):
- * read in place, it could not open them.  The path (malloc'd) or NULL. */
-static char *imp_extract_member(const struct appliance *ap, const struct appliance_file *af,
-                                const char *dir, char *err, size_t errlen)
-{
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, af->name);
-    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    char *buf = malloc(1 << 20);
-    uint64_t done = 0;
-    ssize_t n = 1;
-    while (out >= 0 && buf && done < af->size && n > 0) {
-        size_t want = af->size - done < (1u << 20) ? (size_t)(af->size - done) : 1u << 20;
-        if ((n = pread(ap->fd, buf, want, (off_t)(af->data_off + done))) > 0) {
-            if (write(out, buf, (size_t)n) != n)
-                n = -1;
-            else
-                done += (uint64_t)n;
-        }
-    }
-    free(buf);
-    if (out < 0 || close(out) != 0 || done != af->size) {
-        snprintf(err, errlen, "%s: cannot extract member %s at offset 0x%llx: %s", ap->src_path,
-                 af->name, (unsigned long long)(af->data_off + done),
-                 n == 0 ? "end of file" : strerror(errno));
-        unlink(path);
-        return NULL;
-    }
-    return strdup(path);
-}
-
 /* A disk the descriptor declares without a file (an empty data disk): a
  * new, empty disk of the declared capacity. */
 static int imp_create_empty(const char *dst, const char *fmt, uint64_t size, char *err,
@@ -295,15 +263,6 @@ static int imp_check_cert(const struct appliance *ap, const struct import_opts *
     fprintf(stderr, "certificate: signature ok, signer %s%s\n", cr.signer,
             cr.chain_checked ? ", chain trusted" : " (chain not checked: no --ca-file)");
     return 0;
-}
-
-/* The member read in place for reference `href`, or NULL (extracted). */
-static struct appliance_file *imp_windowed(struct appliance *ap, const char *href)
-{
-    for (size_t i = 0; i < ap->n_files; i++)
-        if (ap->files[i].windowed && !strcmp(ap->files[i].name, href))
-            return &ap->files[i];
-    return NULL;
 }
 
 /* The manifest's digest of a member read in place, computed by a thread
@@ -360,15 +319,6 @@ static int imp_digest_end(struct imp_digest *d, char *err, size_t errlen)
     }
     f->verified = true;
     return 0;
-}
-
-/* A name for the .ova that reaches the descriptor it was read from (the
- * same file, whatever is renamed meanwhile); its path without /proc. */
-static char *imp_fd_path(const struct appliance *ap)
-{
-    char p[64];
-    snprintf(p, sizeof p, "/proc/self/fd/%d", ap->fd);
-    return strdup(ap->fd >= 0 && access(p, R_OK) == 0 ? p : ap->src_path);
 }
 
 int ova_import(const char *path, const struct import_opts *o)
@@ -459,7 +409,7 @@ int ova_import(const char *path, const struct import_opts *o)
         /* A plain ustar member is converted where it lies in the .ova,
          * through the descriptor its digest was computed from (no copy,
          * no second name to look it up by); the rest is extracted. */
-        struct appliance_file *af = imp_windowed(&ap, f->href), *member = af;
+        struct appliance_file *af = appliance_windowed(&ap, f->href), *member = af;
         char wname[4400];
         struct disk_window win = { 0 };
         char *src;
@@ -473,7 +423,7 @@ int ova_import(const char *path, const struct import_opts *o)
             }
             snprintf(wname, sizeof wname, "%s: member %s", path, f->href);
             win = (struct disk_window){ .off = af->data_off, .len = af->size, .name = wname };
-            src = imp_fd_path(&ap);
+            src = appliance_fd_path(&ap);
         } else if (appliance_member_present(&ap, f->href, err, sizeof err) == 0) {
             src = appliance_prepare_file(work, f, d->capacity, err, sizeof err);
         } else {
@@ -499,7 +449,7 @@ int ova_import(const char *path, const struct import_opts *o)
         int vr = cdrom ? 0 : imp_virtual_size(src, af ? &win : NULL, &vsize, err, sizeof err);
         if (vr == -EPERM && af) {       /* it names other members: extract it */
             free(src);
-            if (!(src = imp_extract_member(&ap, af, work, err, sizeof err)))
+            if (!(src = appliance_extract_member(&ap, af, work, err, sizeof err)))
                 goto out;
             af = NULL;
             vr = imp_virtual_size(src, NULL, &vsize, err, sizeof err);

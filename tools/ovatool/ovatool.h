@@ -133,18 +133,30 @@ struct export_opts {
     int ovf_version;
 };
 int ova_export(const struct export_opts *o);
+/* Where ova_pack takes a file's bytes from: the file at `path`, or (path
+ * NULL) the `len` bytes at `off` of the open descriptor `fd` (a member of
+ * the .ova being converted, copied from where it lies; `name` says which
+ * in messages). */
+struct pack_src {
+    const char *path;
+    int fd;
+    uint64_t off, len;
+    const char *name;
+};
 /* Pack descriptor `desc` and the files of `a` (a->files[i] read from
- * paths[i]) as OUT in ustar, descriptor first, then the files, the manifest
- * STEM.mf (digest dg) and, with `key`, the certificate STEM.cert. */
+ * src[i], once: its digest is taken as it is written) as OUT in ustar,
+ * descriptor first, then the files, the manifest STEM.mf (digest dg) and,
+ * with `key`, the certificate STEM.cert. */
 int ova_pack(const char *out, const char *stem, const char *desc, const struct ovf_appliance *a,
-             char *const *paths, enum ovf_digest dg, const char *key, const char *certfile,
-             char *err, size_t errlen);
+             const struct pack_src *src, enum ovf_digest dg, const char *key,
+             const char *certfile, char *err, size_t errlen);
 
 /* Appliance reading shared by info/verify/import (appliance.c). */
 struct appliance_file {
     char *name;
     char sha1[129], sha256[129], sha512[129];   /* "" when not computed */
     uint64_t size;
+    bool extracted;     /* written to the extraction folder */
     /* APP_WINDOW_DISKS: a disk left in the archive, its `size` bytes at
      * `data_off` of the .ova (a plain ustar member), read there in place. */
     bool windowed;
@@ -191,9 +203,23 @@ struct archive *ova_open_tar(const char *path, char *err, size_t errlen);
  * unchunked, not as a CD-ROM's medium, stored as plain ustar data
  * (appliance_file.windowed). */
 #define APP_WINDOW_DISKS 1u
+/* With APP_WINDOW_DISKS: a CD-ROM's ISO member too (convert copies it
+ * from where it lies; import extracts it to keep it as a file). */
+#define APP_WINDOW_MEDIA 2u
 int appliance_read(const char *path, const char *extract_dir, unsigned flags,
                    struct appliance *ap, char *err, size_t errlen);
 void appliance_free(struct appliance *ap);
+/* The member read in place for file reference `href`, or NULL (extracted). */
+struct appliance_file *appliance_windowed(struct appliance *ap, const char *href);
+/* A name (malloc'd) that opens the very .ova the members were read from:
+ * what vd_open reads a windowed member through. */
+char *appliance_fd_path(const struct appliance *ap);
+/* Copy windowed member `af` out of the .ova into `dir`, for an image that
+ * names other members (a VMDK descriptor and its extents, extracted beside
+ * it): read in place, it could not open them.  The path (malloc'd) or NULL
+ * with a message naming the .ova, the member and the offset. */
+char *appliance_extract_member(const struct appliance *ap, const struct appliance_file *af,
+                               const char *dir, char *err, size_t errlen);
 /* Digest `alg` of a windowed member, read in place: 0, or -1 on a short read. */
 int appliance_digest_window(const struct appliance *ap, const struct appliance_file *f,
                             enum ovf_digest alg, char hex[129]);
