@@ -35,6 +35,11 @@ skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 requires_cmd() { for c in "$@"; do command -v "$c" >/dev/null || skip "$c not installed"; done; }
 requires_shared() { [ -d "$SHARED/corpus" ] || skip "../shared/corpus not present"; }
+# OVA: the ovatool under test (meson's OVATOOL, else the build's)
+requires_ovatool() {
+    OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
+    [ -x "$OVA" ] || skip "ovatool not built"
+}
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/vdtest.XXXXXX")
 trap 'rm -rf "$T"' EXIT

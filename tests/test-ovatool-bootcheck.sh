@@ -15,8 +15,7 @@
 requires_cmd qemu-system-x86_64 python3 apt-get dpkg-deb depmod cpio sfdisk
 [ -f /usr/lib/grub/i386-pc/boot.img ] || skip "grub-pc-bin not installed"
 [ -f /usr/share/seabios/bios-256k.bin ] || [ -f /usr/share/qemu/bios-256k.bin ] || skip "seabios not installed"
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 [ -x "$VDBOOT" ] || skip "vdboot not built"
 export OVATOOL_VDBOOT=$VDBOOT OVATOOL_BOOT_ACCEL=tcg OVATOOL_BOOT_TIMEOUT=150
 G=$(guest_dir)

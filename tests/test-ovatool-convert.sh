@@ -7,8 +7,7 @@
 # convert both ways.  A broken OVA shows each lint rule.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 xmllint genisoimage
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M >/dev/null 2>&1 ||
     fail "vdisk cannot write streamOptimized VMDK"
 SCHEMA="$SHARED/corpus/ovf/schema/ovf-1.1.1/dsp8023_1.1.1.xsd"

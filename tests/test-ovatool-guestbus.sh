@@ -19,8 +19,7 @@
 . "$(dirname "$0")/vdboot-lib.sh"
 requires_cmd python3 apt-get dpkg-deb depmod cpio sfdisk debugfs mkfs.ext4 zstd xz gzip virt-xml-validate qemu-img
 [ -f /usr/lib/grub/i386-pc/boot.img ] || skip "grub-pc-bin not installed"
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 G=$(guest_dir)
 kv=$(sed -n 's/^kernel_version=//p' "$G/guest.info")
 

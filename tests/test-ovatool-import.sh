@@ -6,8 +6,7 @@
 # libvirt model, info --json with every warning and null for what is unsaid.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 xmllint
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 
 qemu-img create -q -f raw "$T/src.raw" 32M
 qemu-io -f raw -c "write -P 0x5a 0 1M" -c "write -P 0xa5 30M 2M" "$T/src.raw" >/dev/null

@@ -20,8 +20,7 @@
 #    in place, it could not open its extent).
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3 strace
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 
 qemu-img create -q -f raw "$T/a.raw" 16M
 qemu-io -f raw -c "write -P 0x5a 0 1M" -c "write -P 0xa5 15M 1M" "$T/a.raw" >/dev/null

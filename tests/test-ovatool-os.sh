@@ -6,8 +6,7 @@
 # against the DMTF schema; VMware's network is not VirtualBox's "NAT".
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img python3 xmllint
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 "$VDCONVERT" create -O vmdk -o subformat=streamOptimized "$T/probe.vmdk" 1M >/dev/null 2>&1 ||
     fail "vdisk cannot write streamOptimized VMDK"
 qemu-img create -q -f raw "$T/d.raw" 1M

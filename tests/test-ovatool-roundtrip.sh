@@ -7,8 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vdboot-lib.sh"
 requires_cmd qemu-img qemu-system-x86_64 virt-xml-validate
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 G=$(guest_dir)
 "$VDCONVERT" -O qcow2 "$G/guest.raw" "$T/guest.qcow2"
 "$OVA" export -n rt-guest --disk "$T/guest.qcow2" --cpus 1 --memory 256 --os-type debian \

@@ -10,8 +10,7 @@
 # disks hold the guest's data.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io python3
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 
 # --- VMware
 mkdir -p "$T/vm"

@@ -4,8 +4,7 @@
 # hostile appliances, import to qcow2 with libvirt XML, export + schema check.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img qemu-io openssl python3 xmllint genisoimage virt-xml-validate qemu-system-x86_64
-OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
-[ -x "$OVA" ] || skip "ovatool not built"
+requires_ovatool
 
 # --- real descriptors from VirtualBox, vSphere, ovftool (when ../shared is here)
 # (without ../shared the test ends as skipped, by name, after the rest passed)
