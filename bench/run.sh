@@ -137,7 +137,8 @@ ext() { case $1 in qcow2c) echo qcow2 ;; vmdks) echo vmdk ;; *) echo "$1" ;; esa
 
 vd_reads() {  # FILE FMT: vdisk reads it as that format
     local want; want=$(ext "$2")
-    "$V" info "$1" 2>/dev/null | grep -q "file format: $want\$"
+    # (grep without -q reads all: a SIGPIPE to vdconvert would fail the pipeline)
+    "$V" info "$1" 2>/dev/null | grep "file format: $want\$" >/dev/null
 }
 vd_writes() {  # FMT
     local f="$D/probe-out.$(ext "$1")"

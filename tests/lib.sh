@@ -5,6 +5,8 @@
 #   matrix_dir            prints the dir of ../shared/corpus/make-matrix output
 #                         (built once per build dir, under a lock)
 #   fail MSG              print and exit 1
+#   matches [OPT] PATTERN grep's verdict on all of stdin, nothing printed:
+#                         `cmd | matches PAT`, never `cmd | grep -q PAT`
 #   raw_sha IMG [FMT]     sha256 of the guest content as qemu-img reads it
 #   qemu_name FMT         qemu's name for a vdisk format (vhd -> vpc)
 #   mem_dir VAR           VAR = a scratch dir in memory when there is room
@@ -34,6 +36,13 @@ SHARED=$(cd "$VD_SRC/.." && pwd)/shared
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 requires_cmd() { for c in "$@"; do command -v "$c" >/dev/null || skip "$c not installed"; done; }
+# `cmd | grep -q PAT` under pipefail fails at random: grep -q exits at its
+# first match, and a write by cmd after that kills it with SIGPIPE (ldd,
+# qemu-io, --help texts, anything over a pipe buffer or flushed per line),
+# and the pipeline's status is then 141: a check that should pass fails, and
+# one under `!` or `... && fail` passes when it should fail.
+# grep without -q reads to the end of its input, so cmd always finishes.
+matches() { grep "$@" >/dev/null; }
 requires_shared() { [ -d "$SHARED/corpus" ] || skip "../shared/corpus not present"; }
 # OVA: the ovatool under test (meson's OVATOOL, else the build's)
 requires_ovatool() {

@@ -28,7 +28,7 @@ same_view() {  # A B WHAT: the active state and every snapshot read the same
     done
 }
 # qemu-img's message without its prefix; ours without "vdconvert: FILE: "
-msg() { sed -e 's/^qemu-img: //' -e 's/^vdconvert: [^:]*: //' -e 's/^vdconvert: //' "$1" | head -1; }
+msg() { sed -e 's/^qemu-img: //' -e 's/^vdconvert: [^:]*: //' -e 's/^vdconvert: //' "$1" | sed -n 1p; }  # (sed -n reads all: no SIGPIPE)
 
 amend_like_qemu() {  # NAME IMG OPTIONS
     local name=$1 qrc=0 vrc=0
@@ -74,7 +74,7 @@ qemu-img create -q -f qcow2 -o refcount_bits=8 r8.qcow2 8M
 # a dirty image: lazy refcounts, killed after writing
 qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 8M
 (qemu-io -c "write -P 7 0 1M" -c "sigraise 9" dirty.qcow2 >/dev/null 2>&1 || true) 2>/dev/null
-qemu-img info --output=json dirty.qcow2 | grep -q '"dirty-flag": true' || fail "dirty.qcow2 is not dirty"
+qemu-img info --output=json dirty.qcow2 | matches '"dirty-flag": true' || fail "dirty.qcow2 is not dirty"
 
 # ---- parity ------------------------------------------------------------------------
 for o in refcount_bits=1 refcount_bits=2 refcount_bits=64 compat=0.10 compat=v2 \
@@ -113,7 +113,7 @@ rc=0; "$V" amend plain.qcow2 2>err || rc=$?
 [ $rc = 2 ] && grep -q "Must specify options (-o)" err || fail "amend without -o: exit $rc: $(cat err)"
 rc=0; "$V" amend -U -o compat=1.1 plain.qcow2 2>err || rc=$?
 [ $rc = 2 ] || fail "amend -U: exit $rc (usage error expected)"
-"$V" amend -f qcow2 -o help | grep -q "^  refcount_bits" || fail "amend -o help lists no refcount_bits"
+"$V" amend -f qcow2 -o help | matches "^  refcount_bits" || fail "amend -o help lists no refcount_bits"
 for f in vdi vmdk vpc vhdx qed parallels raw; do
     qemu-img create -q -f $f x.$f 8M
     rc=0; "$V" amend -f $f -o size=16M x.$f 2>err || rc=$?

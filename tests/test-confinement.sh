@@ -108,7 +108,7 @@ refused in/sub/up.qcow2 ../base.qcow2
 vm_mount in/base.qcow2 mnt --keep-overlay in/ov.qcow2
 printf 'overlay' | dd of=mnt/disk bs=1 seek=4096 conv=notrunc status=none
 vm_umount mnt
-"$V" info in/ov.qcow2 | grep -q "^backing file: base.qcow2" ||
+"$V" info in/ov.qcow2 | matches "^backing file: base.qcow2" ||
     fail "overlay backing name: $("$V" info in/ov.qcow2 | grep backing)"
 "$V" convert -O raw in/ov.qcow2 ov.raw || fail "kept overlay does not open"
 [ "$(dd if=ov.raw bs=1 skip=4096 count=7 status=none)" = overlay ] ||

@@ -21,8 +21,8 @@ used=$(du -k "$T/b.raw" | cut -f1)
 qemu-img compare -f raw -F raw "$T/a.raw" "$T/b.raw" >/dev/null || fail "qemu-img compare"
 
 # info
-"$VDCONVERT" info "$T/a.raw" | grep -q "file format: raw" || fail "info format"
-"$VDCONVERT" info --json "$T/a.raw" | grep -q '"virtual-size": 67108864' || fail "info json"
+"$VDCONVERT" info "$T/a.raw" | matches "file format: raw" || fail "info format"
+"$VDCONVERT" info --json "$T/a.raw" | matches '"virtual-size": 67108864' || fail "info json"
 
 # create
 "$VDCONVERT" create -O raw "$T/c.raw" 1M
@@ -35,6 +35,6 @@ if "$VDCONVERT" "$T/missing.raw" "$T/out.raw" 2>"$T/err"; then fail "missing inp
 grep -q "missing.raw" "$T/err" || fail "error does not name the file: $(cat "$T/err")"
 if "$VDCONVERT" -O nosuchformat "$T/a.raw" "$T/out.img" 2>"$T/err"; then fail "unknown format accepted"; fi
 grep -q "nosuchformat" "$T/err" || fail "error does not name the format"
-ls "$T" | grep -q vdtmp && fail "temp file left behind"
+ls "$T" | matches vdtmp && fail "temp file left behind"
 [ ! -e "$T/out.img" ] || fail "output left after failure"
 echo "ok"

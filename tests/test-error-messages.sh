@@ -13,7 +13,7 @@ qemu-img create -q -f qcow2 -u -b $'evil\n\e[31mname\x7f.raw' -F raw ctl.qcow2 1
 rc=0; msg=$("$VDCONVERT" info ctl.qcow2 2>&1 >/dev/null) || rc=$?
 [ $rc != 0 ] || fail "a missing backing file was accepted"
 [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "not one line: $msg"
-printf '%s' "$msg" | grep -q $'[\x01-\x1f\x7f]' && fail "control characters in: $(printf '%q' "$msg")"
+printf '%s' "$msg" | matches $'[\x01-\x1f\x7f]' && fail "control characters in: $(printf '%q' "$msg")"
 grep -qF 'evil\n\e[31mname\x7f.raw' <<<"$msg" || fail "not escaped as expected: $msg"
 echo "ok: $msg"
 

@@ -34,15 +34,15 @@ if [ -f "$VD_BUILD/nbd/nbdkit-vdisk-plugin.so" ]; then
     [ -f "$plugin" ] || fail "plugin not under the prefix: $(find "$D" -name 'nbdkit-vdisk*')"
     [ -f "$D$mandir/man1/nbdkit-vdisk-plugin.1" ] || fail "nbdkit-vdisk-plugin.1 not installed"
     if command -v nbdkit >/dev/null && [ -z "$san" -o "$san" = none ]; then
-        nbdkit "$plugin" --version | grep -q "^vdisk " || fail "installed plugin: no --version"
+        nbdkit "$plugin" --version | matches "^vdisk " || fail "installed plugin: no --version"
     fi
 fi
-outside=$(find "$D" -type f ! -path "$D$prefix/*" | head -3)
+outside=$(find "$D" -type f ! -path "$D$prefix/*" | sed -n 1,3p)   # (head: SIGPIPE to find)
 [ -z "$outside" ] || fail "files installed outside the prefix $prefix: $outside"
 
 # --- a program built with pkg-config from D ---------------------------------------
 [ -f "$R/include/vdisk.h" ] || fail "vdisk.h not installed"
-pc=$(find "$D" -name vdisk.pc | head -1)
+pc=$(find "$D" -name vdisk.pc | sed -n 1p)
 [ -n "$pc" ] || fail "vdisk.pc not installed"
 cat >"$T/prog.c" <<'C'
 #include <vdisk.h>

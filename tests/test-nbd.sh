@@ -151,5 +151,5 @@ stop
 [ $rc != 0 ] || fail "conversion from a killed server succeeded"
 [ $rc -lt 128 ] || fail "vdconvert crashed (exit $rc)"
 [ "$(wc -l <"$T/err")" = 1 ] || fail "error not one line: $(cat "$T/err")"
-ls "$T" | grep -q half && fail "half-written target left: $(ls "$T")"
+ls "$T" | matches half && fail "half-written target left: $(ls "$T")"
 echo "ok: $n formats served"

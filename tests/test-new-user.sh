@@ -95,7 +95,7 @@ rc=0
 rc=0
 ( ulimit -f 1024; exec "$V" -f raw -O vdi guest.raw ul.vdi ) 2>/dev/null || rc=$?
 [ $rc = $((128 + 25)) ] || fail "ulimit -f: exit $rc"
-if ls -A | grep -q vdconvert; then fail "temporary output left: $(ls -A | grep vdconvert)"; fi
+if ls -A | matches vdconvert; then fail "temporary output left: $(ls -A | grep vdconvert)"; fi
 echo "ok: errors name the user's files; SIGXFSZ leaves nothing"
 
 # --- qemu-img parity the new user met ----------------------------------------------------
@@ -103,7 +103,7 @@ cp guest.qcow2 same.qcow2
 expect 0 "^Images are identical.\$" "$V" compare -s guest.qcow2 same.qcow2
 [ "$(wc -l <out)" = 1 ] || fail "compare -s of identical images: $(cat out)"
 qemu-img snapshot -c snap1 same.qcow2
-"$V" snapshot -l same.qcow2 | sed -n 2p | grep -q "^ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\$" ||
+"$V" snapshot -l same.qcow2 | sed -n 2p | matches "^ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\$" ||
     fail "snapshot -l header: $("$V" snapshot -l same.qcow2)"
 expect 0 "size=$((8 * MiB)) backing_file=guest.qcow2 backing_fmt=qcow2" \
     "$V" create -O qcow2 -b guest.qcow2 -F qcow2 over.qcow2
@@ -115,7 +115,7 @@ qemu-img resize -q small.qcow2 16M
 expect 0 "" "$V" resize --shrink small.qcow2 -- -8M
 [ "$(qemu-img info --output=json small.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((8 * MiB)) ] ||
     fail "resize -- -8M"
-if command -v nbdkit >/dev/null && "$V" --help | grep -q ' nbd'; then
+if command -v nbdkit >/dev/null && "$V" --help | matches ' nbd'; then
     nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" file guest.raw
     # (nbdkit binds before it returns; its pid file follows from the child)
     until [ -S "$T/nbd.sock" ] && [ -s "$T/nbd.pid" ]; do sleep 0.05; done

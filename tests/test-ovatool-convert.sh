@@ -65,12 +65,12 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/k.pem" -out "$T/c.pem" -su
 [ "$(lint_codes "$T/vm.ova" virtualbox)" = "network os-type" ] ||
     fail "virtualbox lint codes of the VMware OVA: $(lint_codes "$T/vm.ova" virtualbox)"
 check_converted "$T/vm.ova" virtualbox "$T/src.qcow2"
-"$OVA" info "$T/conv-virtualbox-vm.ova" | grep -q "\[Windows2019_64\] (CIM 118, vdisk name windows2019_64)" ||
+"$OVA" info "$T/conv-virtualbox-vm.ova" | matches "\[Windows2019_64\] (CIM 118, vdisk name windows2019_64)" ||
     fail "VirtualBox OS id: $("$OVA" info "$T/conv-virtualbox-vm.ova" | grep ^os)"
 check_converted "$T/vm.ova" ovf2 "$T/src.qcow2"
 "$OVA" convert --target virtualbox --sign "$T/k.pem" --cert "$T/c.pem" "$T/vm.ova" -o "$T/signed.ova" >/dev/null ||
     fail "signed convert"
-"$OVA" verify "$T/signed.ova" | grep -q "certificate: signature ok" || fail "converted signature"
+"$OVA" verify "$T/signed.ova" | matches "certificate: signature ok" || fail "converted signature"
 
 # --- a real VirtualBox descriptor (VirtualBox 4.3, Ubuntu, 40 GiB disk)
 REAL="$SHARED/corpus/ovf/virtualbox/vbox4.3-linux-ubuntu-trusty.ovf"
@@ -88,7 +88,7 @@ if [ -f "$REAL" ]; then
         grep -qw $c <<<"$codes" || fail "real VirtualBox OVA: no $c problem for vmware ($codes)"
     done
     check_converted "$T/real.ova" vmware "$T/real.raw"
-    "$OVA" info "$T/conv-vmware-real.ova" | grep -q "\[ubuntu64Guest\] (CIM 94, vdisk name ubuntu_64)" ||
+    "$OVA" info "$T/conv-vmware-real.ova" | matches "\[ubuntu64Guest\] (CIM 94, vdisk name ubuntu_64)" ||
         fail "real OVA OS: $("$OVA" info "$T/conv-vmware-real.ova" | grep ^os)"
 else
     echo "SKIP part: real VirtualBox descriptor (../shared/corpus/ovf) absent"

@@ -11,7 +11,7 @@ requires_ovatool
 qemu-img create -q -f raw "$T/src.raw" 32M
 qemu-io -f raw -c "write -P 0x5a 0 1M" -c "write -P 0xa5 30M 2M" "$T/src.raw" >/dev/null
 qemu-img convert -O vmdk -o subformat=streamOptimized "$T/src.raw" "$T/d1.vmdk"
-"$VDCONVERT" info "$T/d1.vmdk" 2>/dev/null | grep -q "file format: vmdk" ||
+"$VDCONVERT" info "$T/d1.vmdk" 2>/dev/null | matches "file format: vmdk" ||
     fail "vdisk cannot read VMDK"
 
 # mkova OUT.ova NAME CAPACITY UNITS CTRL-SUBTYPE [manifest] [extra Disk/Item XML]
@@ -77,7 +77,7 @@ for c in "9223372036854775808|byte" "1|byte * 2^70" "1|byte * 2^62 * 1024" "12ab
     rc=0; "$OVA" import -O raw -d "$T/i-absurd" "$T/absurd.ova" >/dev/null 2>"$T/err" || rc=$?
     [ $rc = 1 ] && [ "$(grep -c "^ovatool: " "$T/err")" = 1 ] && grep -q "disk vmdisk1: .*capacity.*refused" "$T/err" ||
         fail "capacity '$c' (rc $rc): $(cat "$T/err")"
-    "$OVA" info "$T/absurd.ova" | grep -q "^warning: disk vmdisk1: " || fail "info does not warn about capacity '$c'"
+    "$OVA" info "$T/absurd.ova" | matches "^warning: disk vmdisk1: " || fail "info does not warn about capacity '$c'"
     rm -f "$T/absurd.ova"
 done
 
@@ -144,7 +144,7 @@ mkova "$T/-x.ova" "" 32 "byte * 2^20" lsilogic
 
 # --- info --json carries what the text shows: missing files and unsafe references
 mkdir "$T/bare"; tar -C "$T/bare" -xf "$T/nomf.ova" vm.ovf
-"$OVA" info "$T/bare/vm.ovf" | grep -q "^warning: file 'd1.vmdk' referenced by the descriptor is missing" ||
+"$OVA" info "$T/bare/vm.ovf" | matches "^warning: file 'd1.vmdk' referenced by the descriptor is missing" ||
     fail "text info: missing file"
 "$OVA" info --json "$T/bare/vm.ovf" | python3 -c '
 import json,sys; d=json.load(sys.stdin)

@@ -165,7 +165,7 @@ refused() {
     grep -v ': warning: no manifest' "$T/err" >"$T/err1" || true
     [ "$(grep -c '^ovatool: ' "$T/err1")" = 1 ] || fail "$what: not one error line: $(cat "$T/err")"
     for w in "$@"; do
-        grep '^ovatool: ' "$T/err1" | grep -q -- "$w" || fail "$what: no '$w' in: $(cat "$T/err")"
+        grep '^ovatool: ' "$T/err1" | matches -- "$w" || fail "$what: no '$w' in: $(cat "$T/err")"
     done
     [ -z "$(ls -A "$T/out" 2>/dev/null)" ] || fail "$what: left $(ls -A "$T/out")"
     echo "$what: $(grep '^ovatool: ' "$T/err1")"

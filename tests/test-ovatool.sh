@@ -15,7 +15,7 @@ if [ -d "$SHARED/corpus/ovf" ]; then
     o=$("$OVA" info --json "$SHARED/corpus/ovf/virtualbox/vbox4.3-linux-ubuntu-trusty.ovf")
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["memory-mib"]==512 and d["cpus"]==1 and d["os-type"]=="Ubuntu_64" and d["flavor"]=="virtualbox", d' "$o" ||
         fail "vbox json: $o"
-    "$OVA" info "$SHARED/corpus/ovf/ovf2/virtualsystemcollection-govmomi.ovf" | grep -q "ovf version: 2" ||
+    "$OVA" info "$SHARED/corpus/ovf/ovf2/virtualsystemcollection-govmomi.ovf" | matches "ovf version: 2" ||
         fail "ovf2 namespace"
     # every real descriptor: CPUs, memory and the capacities of the disks of
     # its default configuration (values read off the XML by hand)
@@ -34,10 +34,10 @@ vmware/ovftool4.0-multiple-disks-govmomi.ovf|2 64 42949672960 53687091200 107374
 vmware/vsphere-win7-virt-v2v.ovf|1 2048 34359738368
 TABLE
     [ "$(ls "$SHARED"/corpus/ovf/*/*.ovf | wc -l)" = 9 ] || echo "note: the corpus has OVFs this table does not cover"
-    "$OVA" info "$SHARED/corpus/ovf/vmware/ovftool4.0-multiple-disks-govmomi.ovf" | grep -q "^configuration: large" ||
+    "$OVA" info "$SHARED/corpus/ovf/vmware/ovftool4.0-multiple-disks-govmomi.ovf" | matches "^configuration: large" ||
         fail "default deployment option"
     # an href that climbs out of the folder is reported, never followed
-    "$OVA" info "$SHARED/corpus/ovf/vmware/complete-sections-govmomi.ovf" | grep -q "unsafe references: 1" ||
+    "$OVA" info "$SHARED/corpus/ovf/vmware/complete-sections-govmomi.ovf" | matches "unsafe references: 1" ||
         fail "../ href not reported"
     if "$OVA" verify "$SHARED/corpus/ovf/vmware/complete-sections-govmomi.ovf" 2>/dev/null; then
         fail "verify accepted a reference leaving the appliance"; fi
@@ -221,7 +221,7 @@ done
 [ ! -e "$T/escaped" ] && [ ! -e "$T/abs-escaped" ] || fail "a member was written outside OUTDIR"
 
 # --- import (needs the VMDK reader)
-"$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | grep -q "file format: vmdk" ||
+"$VDCONVERT" info "$T/a/test-disk1.vmdk" 2>/dev/null | matches "file format: vmdk" ||
     fail "vdisk does not read the appliance's VMDK as vmdk"
 {
     "$OVA" import -O qcow2 -d "$T/imp" "$T/t-signed.ova" >"$T/out" 2>&1 || fail "import: $(cat "$T/out")"
@@ -231,7 +231,7 @@ done
     grep -q "bus='scsi'" "$T/imp/testvm.xml" && grep -q "<vcpu>2</vcpu>" "$T/imp/testvm.xml" &&
         grep -q "model type='vmxnet3'" "$T/imp/testvm.xml" || fail "domain XML content"
     sh -n "$T/imp/testvm.sh" || fail "qemu script syntax"
-    ls -A "$T/imp" | grep -q ovatool-import && fail "work folder left behind"
+    ls -A "$T/imp" | matches ovatool-import && fail "work folder left behind"
     # chunked + gzip-compressed file references
     ( cd "$T/a"; gzip -c test-disk1.vmdk >g.gz; split -b 100000 -d -a 9 g.gz test-disk1.vmdk.
       sed 's|ovf:size="[0-9]*"/>|ovf:size="'"$(stat -c %s g.gz)"'" ovf:compression="gzip" ovf:chunkSize="100000"/>|' test.ovf >c.ovf
@@ -252,7 +252,7 @@ done
             -e 's|<rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6<|<rasd:ResourceSubType>PIIX4</rasd:ResourceSubType><rasd:ResourceType>5<|' \
             -e 's|</VirtualHardwareSection>|<Item><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:ElementName>cdrom1</rasd:ElementName><rasd:HostResource>/disk/iso2</rasd:HostResource><rasd:InstanceID>6</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item>&|' \
             "$T/a/test.ovf" >"$T/v/vb.ovf"
-        "$OVA" info "$T/v/vb.ovf" | grep -q "^cd-rom iso2: vb-disk2.iso" || fail "ISO not shown as a CD-ROM: $("$OVA" info "$T/v/vb.ovf")"
+        "$OVA" info "$T/v/vb.ovf" | matches "^cd-rom iso2: vb-disk2.iso" || fail "ISO not shown as a CD-ROM: $("$OVA" info "$T/v/vb.ovf")"
         "$OVA" import --no-verify -O qcow2 -d "$T/impv" "$T/v/vb.ovf" >"$T/out" 2>&1 || fail "ISO import: $(cat "$T/out")"
         cmp "$T/v/vb-disk2.iso" "$T/impv/testvm-cd2.iso" || fail "imported ISO is not byte-identical"
         qemu-img compare -q "$T/src.raw" "$T/impv/testvm-disk1.qcow2" || fail "disk beside the ISO differs"

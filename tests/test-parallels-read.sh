@@ -86,7 +86,7 @@ for s in parallels-v1 parallels-v2 fake.parallels; do
 done
 bzip2 -dc "$S/qemu/parallels-with-bitmap.bz2" >"$T/with-bitmap.hds"
 check_file "$T/with-bitmap.hds"    # 64 GiB: qemu-img compare, no hashing
-"$VDCONVERT" info "$T/parallels-v1" | grep -q WithoutFreeSpace || fail "v1 signature not reported"
+"$VDCONVERT" info "$T/parallels-v1" | matches WithoutFreeSpace || fail "v1 signature not reported"
 
 # --- dissect.hypervisor bundles -------------------------------------------------
 unpack_bundle() {  # NAME -> $T/NAME.hdd with the .hds files gunzipped
@@ -167,13 +167,13 @@ descriptor "<TopGUID>$G0</TopGUID>" >"$B/DiskDescriptor.xml"
 rm -f "$T/snap.raw"
 "$VDCONVERT" "$B" "$T/snap.raw" || fail "snapshot bundle with TopGUID"
 qemu-img compare -q -f raw "$T/snap.raw" -F parallels "$B/base.hds" || fail "TopGUID=base: not the base view"
-"$VDCONVERT" info "$B" | grep -q "current-snapshot: $G0" || fail "info: current snapshot"
+"$VDCONVERT" info "$B" | matches "current-snapshot: $G0" || fail "info: current snapshot"
 echo "ok: snapshot chain (leaf and TopGUID)"
 
 # the other shots are listed as snapshots, and one can be read by its GUID
 descriptor "" >"$B/DiskDescriptor.xml"
-"$VDCONVERT" snapshot -l "$B" | grep -qi "${G0//[\{\}]/}" || fail "snapshot -l does not list the base"
-"$VDCONVERT" snapshot -l "$B" | grep -qi "${G1//[\{\}]/}" && fail "snapshot -l lists the current state"
+"$VDCONVERT" snapshot -l "$B" | matches -i "${G0//[\{\}]/}" || fail "snapshot -l does not list the base"
+"$VDCONVERT" snapshot -l "$B" | matches -i "${G1//[\{\}]/}" && fail "snapshot -l lists the current state"
 rm -f "$T/snap.raw"
 "$VDCONVERT" convert -l "$G0" "$B" "$T/snap.raw" || fail "convert -l base snapshot"
 qemu-img compare -q -f raw "$T/snap.raw" -F parallels "$B/base.hds" || fail "snapshot base: not the base view"

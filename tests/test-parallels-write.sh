@@ -85,7 +85,7 @@ echo "ok: writes by qemu and by vdisk"
 # not closed cleanly: the in-use flag is set
 cp "$T/out-default.hds" "$T/dirty.hds"
 printf 'Ynot' | dd of="$T/dirty.hds" bs=1 seek=44 conv=notrunc status=none
-"$VDCONVERT" info "$T/dirty.hds" | grep -q "in-use: yes" || fail "dirty flag not reported"
+"$VDCONVERT" info "$T/dirty.hds" | matches "in-use: yes" || fail "dirty flag not reported"
 rm -f "$T/back.raw"
 "$VDCONVERT" "$T/dirty.hds" "$T/back.raw" || fail "dirty image does not read"
 cmp "$T/back.raw" "$T/src.raw" || fail "dirty image content"

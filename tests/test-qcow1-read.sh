@@ -25,7 +25,7 @@ qemu-img create -q -f qcow "$T/a.qcow" $((6 * 1048576 + 1000))
 wr "$T/a.qcow" "write -P 0x11 0 4k" "write -P 0x22 1000000 300k" "write -P 0x33 5M 1M" \
     "write -P 0x44 6M 1024"
 same_as_qemu "$T/a.qcow"
-"$VDCONVERT" info "$T/a.qcow" | grep -q "file format: qcow" || fail "not probed as qcow"
+"$VDCONVERT" info "$T/a.qcow" | matches "file format: qcow" || fail "not probed as qcow"
 
 # Compressed clusters.  (qemu-img 7.2 exits 1 after writing a complete
 # compressed qcow; the image is judged by qemu-img compare instead.)

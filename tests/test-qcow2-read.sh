@@ -74,7 +74,7 @@ EOF
             "$(sha256sum "$T/want.raw" | cut -d' ' -f1)"
         rm -f "$T/want.raw"
     done
-    "$TOOL" "$d/snap.qcow2" snaps | cut -f2 | tr '\n' ' ' | grep -qx 'first second ' ||
+    "$TOOL" "$d/snap.qcow2" snaps | cut -f2 | tr '\n' ' ' | matches -x 'first second ' ||
         bad "snapshot list of snap.qcow2"
     "$TOOL" -s first "$d/snap.qcow2" dump:"$T/s1.raw"
     qemu-img convert -O raw -l first "$d/snap.qcow2" "$T/want.raw"

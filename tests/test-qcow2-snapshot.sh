@@ -30,7 +30,7 @@ for opts in "compat=1.1" "compat=0.10" "extended_l2=on,cluster_size=128k"; do
 
     "$V" snapshot -c first "$img" || fail "$opts: snapshot -c first"
     clean "$img" "$opts: after -c first"
-    qemu-img snapshot -l "$img" | grep -q " first " || fail "$opts: qemu does not list 'first'"
+    qemu-img snapshot -l "$img" | matches " first " || fail "$opts: qemu does not list 'first'"
     qemu-io -c "write -q -P 0x33 1M 1M" -c "write -q -P 0x44 20M 1M" "$img"
     clean "$img" "$opts: after writing over the snapshot"
     qemu-img convert -O raw "$img" state2.raw

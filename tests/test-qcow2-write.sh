@@ -69,8 +69,8 @@ for ct in zlib zstd; do
         "$VDCONVERT" create -O qcow2 -o compression_type=$ct,cluster_size=$cs c.qcow2 8M >/dev/null
         "$TOOL" c.qcow2 copyc:src.raw || bad "compressed copy $ct $cs"
         judge "compressed writes $ct cluster_size=$cs" c.qcow2 src.raw
-        qemu-img info c.qcow2 | grep -q "compression type: $ct" || bad "compression type $ct not recorded"
-        qemu-img check c.qcow2 | grep -q '[1-9][0-9.]*% compressed' ||
+        qemu-img info c.qcow2 | matches "compression type: $ct" || bad "compression type $ct not recorded"
+        qemu-img check c.qcow2 | matches '[1-9][0-9.]*% compressed' ||
             bad "$ct $cs: nothing was stored compressed"
         rm -f c.qcow2
     done
@@ -154,14 +154,14 @@ rm -f snap.qcow2 ./*-s?.raw mirror.raw
 # ---- D. dirty image with lazy refcounts -------------------------------------
 qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 8M
 (qemu-io -f qcow2 -c "write -P 0x77 0 3M" -c "sigraise 9" lazy.qcow2 >/dev/null 2>&1 || true) 2>/dev/null
-if qemu-img info lazy.qcow2 2>/dev/null | grep -q "lazy refcounts: true" &&
+if qemu-img info lazy.qcow2 2>/dev/null | matches "lazy refcounts: true" &&
    ! qemu-img check lazy.qcow2 >/dev/null 2>&1; then
-    "$TOOL" lazy.qcow2 info | grep -q '^dirty=true' || bad "dirty bit not reported"
+    "$TOOL" lazy.qcow2 info | matches '^dirty=true' || bad "dirty bit not reported"
     "$TOOL" lazy.qcow2 f || bad "open dirty image read-write"
     qemu-io -f qcow2 -r -c "read -P 0x77 0 3M" lazy.qcow2 >/dev/null || bad "dirty image data"
     qemu-img check lazy.qcow2 >/dev/null && echo "ok   dirty lazy-refcounts image rebuilt on open" ||
         bad "dirty image not repaired: $(qemu-img check lazy.qcow2 2>&1 | tail -2)"
-    "$TOOL" lazy.qcow2 info | grep -q '^dirty=false' || bad "dirty bit not cleared"
+    "$TOOL" lazy.qcow2 info | matches '^dirty=false' || bad "dirty bit not cleared"
 else
     echo "note: could not make a dirty image with qemu-io sigraise"
 fi

@@ -53,8 +53,8 @@ truncate -s 8M "$T/empty.raw"
 
 # create -b: backing recorded like qemu-img records it.
 "$VDCONVERT" create -O qed -b a.raw -F raw "$T/top.qed"
-qemu-img info "$T/top.qed" | grep -q "^backing file: a.raw" || fail "backing name"
-qemu-img info "$T/top.qed" | grep -qx "backing file format: raw" || fail "backing raw flag"
+qemu-img info "$T/top.qed" | matches "^backing file: a.raw" || fail "backing name"
+qemu-img info "$T/top.qed" | matches -x "backing file format: raw" || fail "backing raw flag"
 qemu-img check -q "$T/top.qed" || fail "fresh child check"
 judge "$T/top.qed" "$T/a.raw"
 # qemu writes into our image; both read the same chain.
@@ -68,8 +68,8 @@ qemu-img compare -q "$T/a.raw" "$T/d.qed" || fail "base changed"
 
 # A QED child of a QED, then converted QED -> QED (flattened).
 "$VDCONVERT" create -O qed -o backing_file=d.qed,backing_fmt=qed "$T/top2.qed" 24M
-qemu-img info "$T/top2.qed" | grep -q "^backing file: d.qed" || fail "backing_file option"
-qemu-img info "$T/top2.qed" | grep -q "backing file format" && fail "qed backing must be probed"
+qemu-img info "$T/top2.qed" | matches "^backing file: d.qed" || fail "backing_file option"
+qemu-img info "$T/top2.qed" | matches "backing file format" && fail "qed backing must be probed"
 qemu-io -f qed -c "write -P 0x12 3M 200k" "$T/top2.qed" >/dev/null
 qemu-img convert -O raw "$T/top2.qed" "$T/chain2.raw"
 "$VDCONVERT" "$T/top2.qed" "$T/flat.qed"; judge "$T/flat.qed" "$T/chain2.raw"

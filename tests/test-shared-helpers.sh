@@ -26,7 +26,7 @@ qemu-io -f vmdk -c "write -P 9 5M 4k" small.vmdk >/dev/null
 # meaningless there, so only the plain build compares it.  Every table
 # kept would be 4.7 MiB more.
 rss() { /usr/bin/time -f %M "$VDCONVERT" convert -O raw "$1" /dev/null 2>&1 >/dev/null | tail -1; }
-if [ -x /usr/bin/time ] && ! ldd "$VDCONVERT" | grep -q libasan; then
+if [ -x /usr/bin/time ] && ! ldd "$VDCONVERT" | matches libasan; then
     small=$(rss small.vmdk) big=$(rss big.vmdk)
     echo "peak RSS reading: 1 GiB $small KiB, 75 GiB $big KiB"
     [ $((big - small)) -lt 3072 ] ||

@@ -46,7 +46,7 @@ fill() {  # IMG FMT: a few data ranges, a zero range, holes
 
 readable() {  # QEMU_FMT: vdisk reads it as that format (not as raw)
     qemu-img create -q -f "$1" "probe.$1" 1M &&
-        "$V" info "probe.$1" 2>/dev/null | grep -q "file format: $(vd_name "$1")$"
+        "$V" info "probe.$1" 2>/dev/null | matches "file format: $(vd_name "$1")$"
 }
 
 for f in qcow2 qed vdi vpc; do
@@ -81,13 +81,13 @@ chain_cmds() {  # FMT
     qemu-img create -q -f $F empty.$F 16M
     cp top.$F r1.$F
     "$V" rebase -b empty.$F -F $F r1.$F
-    qemu-img info r1.$F | grep -q "backing file: empty.$F" || fail "rebase: backing not changed"
+    qemu-img info r1.$F | matches "backing file: empty.$F" || fail "rebase: backing not changed"
     qemu-img compare -F raw r1.$F want.raw >/dev/null || fail "rebase changed the guest content"
     qemu-img check r1.$F >/dev/null || fail "rebase: qemu-img check"
     # rebase -b "" flattens
     cp top.$F r2.$F
     "$V" rebase -b "" r2.$F
-    qemu-img info r2.$F | grep -q "backing file" && fail "rebase -b '': still has a backing file"
+    qemu-img info r2.$F | matches "backing file" && fail "rebase -b '': still has a backing file"
     qemu-img compare -F raw r2.$F want.raw >/dev/null || fail "rebase -b '' changed the content"
     # rebase -u only changes the reference: same result as qemu-img rebase -u
     cp top.$F r3.$F; cp top.$F r4.$F
@@ -98,7 +98,7 @@ chain_cmds() {  # FMT
     # commit: the base takes the overlay's data, the overlay is emptied
     cp base.$F cbase.$F; cp top.$F ctop.$F
     qemu-img rebase -u -f $F -b cbase.$F -F $F ctop.$F
-    "$V" commit ctop.$F | grep -q "Image committed" || fail "commit"
+    "$V" commit ctop.$F | matches "Image committed" || fail "commit"
     qemu-img compare -F raw cbase.$F want.raw >/dev/null || fail "commit: base lacks the overlay's data"
     qemu-img compare -F raw ctop.$F want.raw >/dev/null || fail "commit: chain content changed"
     qemu-img check cbase.$F >/dev/null || fail "commit: base fails qemu-img check"
@@ -107,7 +107,7 @@ chain_cmds() {  # FMT
     cp base.$F kbase.$F; cp top.$F ktop.$F
     qemu-img rebase -u -f $F -b kbase.$F -F $F ktop.$F
     "$V" commit -d ktop.$F >/dev/null
-    qemu-img map --output=json ktop.$F | grep -q '"depth": 0, "present": true' || fail "commit -d emptied the overlay"
+    qemu-img map --output=json ktop.$F | matches '"depth": 0, "present": true' || fail "commit -d emptied the overlay"
     rc=0; "$V" commit base.$F 2>/dev/null || rc=$?
     [ $rc -eq 1 ] || fail "commit without a backing file: exit $rc"
 
@@ -146,7 +146,7 @@ if "$V" create -q -O vdi -o static=on k.vdi 4M >/dev/null 2>&1; then
     u=$("$V" info k.vdi | sed -n 's/^ *uuid: //p')
     "$V" resize k.vdi 8M >/dev/null
     [ "$("$V" info k.vdi | sed -n 's/^ *uuid: //p')" = "$u" ] || fail "vdi resize changed the uuid"
-    "$V" info k.vdi | grep -q "type: static" || fail "vdi resize lost static"
+    "$V" info k.vdi | matches "type: static" || fail "vdi resize lost static"
     qemu-img check -f vdi k.vdi >/dev/null || fail "resized vdi: qemu-img check"
 fi
 
@@ -156,8 +156,8 @@ if readable qcow2; then
     qemu-io -c "write -P 0x61 0 1M" s.qcow2 >/dev/null
     qemu-img snapshot -c first s.qcow2
     qemu-io -c "write -P 0x62 512k 1M" s.qcow2 >/dev/null
-    "$V" snapshot -l s.qcow2 | grep -q first || fail "snapshot -l does not list 'first'"
-    "$V" info --json s.qcow2 | grep -q '"name": "first"' || fail "info --json lacks the snapshot"
+    "$V" snapshot -l s.qcow2 | matches first || fail "snapshot -l does not list 'first'"
+    "$V" info --json s.qcow2 | matches '"name": "first"' || fail "info --json lacks the snapshot"
     "$V" -l first s.qcow2 snap.raw
     qemu-img convert -l snapshot.name=first -O raw s.qcow2 qsnap.raw
     cmp snap.raw qsnap.raw || fail "convert -l first differs from qemu-img's"

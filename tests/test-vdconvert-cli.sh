@@ -15,7 +15,7 @@ head -c $((4 * MiB)) /dev/urandom >in.raw
 truncate -s $((32 * MiB)) in.raw
 
 only_dotfiles_free() {  # no temporary file may remain in the folder
-    if ls -A "$T" | grep -q 'vdconvert'; then fail "temporary files left: $(ls -A "$T" | grep vdconvert)"; fi
+    if ls -A "$T" | matches 'vdconvert'; then fail "temporary files left: $(ls -A "$T" | grep vdconvert)"; fi
 }
 one_line_error() {  # CMD...: must fail with exit 1 and exactly one stderr line
     local rc=0
@@ -28,8 +28,8 @@ usage_error() {  # CMD...: must fail with exit 2, one error line, then the synop
     local rc=0
     "$V" "$@" >/dev/null 2>err || rc=$?
     [ $rc -eq 2 ] || fail "vdconvert $*: exit $rc, expected 2"
-    head -1 err | grep -q '^vdconvert' || fail "vdconvert $*: error lacks the program name: $(cat err)"
-    sed -n 2p err | grep -q '^usage: vdconvert' || fail "vdconvert $*: no synopsis: $(cat err)"
+    head -1 err | matches '^vdconvert' || fail "vdconvert $*: error lacks the program name: $(cat err)"
+    sed -n 2p err | matches '^usage: vdconvert' || fail "vdconvert $*: no synopsis: $(cat err)"
 }
 
 # --- wrong options: one line, exit 1, no output --------------------------------
@@ -105,7 +105,7 @@ rm -f big.raw sig.raw
 cmp in.raw keep.raw || fail "conversion over an existing file differs"
 
 # --- an NBD export as the output is written in place (-n implied) ----------------
-"$V" --help | grep -q ' nbd' || fail "vdconvert built without NBD support (libnbd-dev)"
+"$V" --help | matches ' nbd' || fail "vdconvert built without NBD support (libnbd-dev)"
 {
     nbdkit -U "$T/nbd.sock" -P "$T/nbd.pid" memory $((32 * MiB))
     # (nbdkit binds before it returns; its pid file follows from the child)
@@ -117,13 +117,13 @@ cmp in.raw keep.raw || fail "conversion over an existing file differs"
 }
 
 # --- -o help, --help -----------------------------------------------------------
-"$V" -O raw -o help in.raw x.raw | grep -q preallocation || fail "-o help lists no raw option"
+"$V" -O raw -o help in.raw x.raw | matches preallocation || fail "-o help lists no raw option"
 [ ! -e x.raw ] || fail "-o help created an output"
-"$V" create -O vdi -o help | grep -q static || fail "create -o help lists no vdi option"
+"$V" create -O vdi -o help | matches static || fail "create -o help lists no vdi option"
 for c in convert info map check compare create resize measure snapshot commit rebase; do
-    "$V" $c --help | grep -q "usage: vdconvert" || fail "$c --help"
+    "$V" $c --help | matches "usage: vdconvert" || fail "$c --help"
 done
-"$V" --help | grep -q "rebase" || fail "--help lists no sub-commands"
+"$V" --help | matches "rebase" || fail "--help lists no sub-commands"
 
 # --- progress -------------------------------------------------------------------
 "$V" -p -m 1 -f raw in.raw p.raw 2>prog
@@ -150,7 +150,7 @@ rm -f p.raw
 
 # --- compare exit codes ------------------------------------------------------------
 cp in.raw same.raw
-"$V" compare in.raw same.raw | grep -q "Images are identical" || fail "compare identical"
+"$V" compare in.raw same.raw | matches "Images are identical" || fail "compare identical"
 cp in.raw diff.raw
 # in.raw is random there: flip the byte's bits so it differs whatever it was
 old=$(od -An -tu1 -j $((3 * MiB + 700)) -N1 in.raw)
@@ -163,7 +163,7 @@ grep -q "offset $((3 * MiB + 512))!" qout || fail "qemu-img reports another offs
 rc=0; "$V" compare in.raw nothere.raw 2>/dev/null || rc=$?
 [ $rc -eq 2 ] || fail "compare with a missing image: exit $rc"
 cp in.raw longer.raw; truncate -s $((40 * MiB)) longer.raw
-"$V" compare in.raw longer.raw | grep -q identical || fail "zero tail should compare identical"
+"$V" compare in.raw longer.raw | matches identical || fail "zero tail should compare identical"
 rc=0; "$V" compare -s in.raw longer.raw >/dev/null || rc=$?
 [ $rc -eq 1 ] || fail "strict compare with size mismatch: exit $rc"
 printf 'Y' | dd of=longer.raw bs=1 seek=$((36 * MiB)) conv=notrunc status=none
@@ -175,8 +175,8 @@ rc=0; "$V" check in.raw 2>/dev/null || rc=$?
 [ $rc -eq 63 ] || fail "check on raw: exit $rc, expected 63 (no check)"
 qemu-img create -q -f qed q.qed 16M
 qemu-io -c "write -P 7 0 1M" q.qed >/dev/null
-"$V" check q.qed | grep -q "No errors" || fail "check of a clean qed"
-"$V" check --json q.qed | grep -q '"corruptions": 0' || fail "check --json"
+"$V" check q.qed | matches "No errors" || fail "check of a clean qed"
+"$V" check --json q.qed | matches '"corruptions": 0' || fail "check --json"
 # An L2 entry pointing past the end of the file is a corruption (exit 2).
 l1=$(od -An -t u8 -j 40 -N 8 q.qed | tr -d ' ')
 l2=$(od -An -t u8 -j "$l1" -N 8 q.qed | tr -d ' ')
@@ -216,7 +216,7 @@ fi
 # --- info -------------------------------------------------------------------------------
 qemu-img create -q -f qed base.qed 32M
 qemu-img create -q -f qed -b base.qed -F qed top.qed
-"$V" info top.qed | grep -q "backing file: base.qed" || fail "info shows no backing file"
+"$V" info top.qed | matches "backing file: base.qed" || fail "info shows no backing file"
 "$V" info --json --backing-chain top.qed >chain.json
 python3 - chain.json <<'EOF' || fail "info --backing-chain --json"
 import json, sys
@@ -229,7 +229,7 @@ EOF
 
 # qcow2 format details in --json: qemu-img's keys and typed values
 qemu-img create -q -f qcow2 q2.qcow2 8M
-if "$V" info q2.qcow2 | grep -q "file format: qcow2"; then
+if "$V" info q2.qcow2 | matches "file format: qcow2"; then
     "$V" info --json q2.qcow2 >mine.json
     qemu-img info --output=json q2.qcow2 >theirs.json
     python3 - mine.json theirs.json <<'EOF' || fail "qcow2 format details differ from qemu-img's"

@@ -42,7 +42,7 @@ done
 rm -f "$T/out.qcow2"
 "$V" -S 0 -O qcow2 "$T/in.raw" "$T/out.qcow2"
 qemu-img compare -q -f raw "$T/in.raw" -F qcow2 "$T/out.qcow2" || fail "-S 0 qcow2 differs"
-qemu-img map --output=json -f qcow2 "$T/out.qcow2" | grep -q '"data": false' &&
+qemu-img map --output=json -f qcow2 "$T/out.qcow2" | matches '"data": false' &&
     fail "-S 0 qcow2 left ranges unallocated: $(qemu-img map -f qcow2 "$T/out.qcow2")"
 echo "ok: -S 0 fully allocates (raw and qcow2)"
 # -S 1M: a zero run shorter than 1 MiB stays allocated.
@@ -150,8 +150,8 @@ for sub in twoGbMaxExtentSparse monolithicFlat; do
     qemu-img compare -f raw -F vmdk "$T/in.raw" "$T/mf/$sub.vmdk" >/dev/null ||
         fail "vmdk $sub: content differs"
 done
-ls "$T/mf" | grep -q '^twoGbMaxExtentSparse-s001.vmdk$' || fail "split extent not in place: $(ls "$T/mf")"
-ls "$T/mf" | grep -q '^monolithicFlat-flat.vmdk$' || fail "flat extent not in place: $(ls "$T/mf")"
+ls "$T/mf" | matches '^twoGbMaxExtentSparse-s001.vmdk$' || fail "split extent not in place: $(ls "$T/mf")"
+ls "$T/mf" | matches '^monolithicFlat-flat.vmdk$' || fail "flat extent not in place: $(ls "$T/mf")"
 rc=0
 ( trap '' XFSZ; ulimit -f 2048; exec "$V" -O vmdk -o subformat=monolithicFlat "$T/in.raw" "$T/mf/fail.vmdk" ) 2>/dev/null || rc=$?
 [ $rc -eq 1 ] || fail "multi-file conversion over the size limit: exit $rc"
@@ -226,7 +226,7 @@ for f in qcow2 qed; do
     (cd "$T" && "$V" -O "$f" -B "base.$f" -F "$f" mod.raw "ov.$f") || fail "-B with $f failed"
     qemu-img compare -f raw -F "$q" "$T/mod.raw" "$T/ov.$f" >/dev/null || fail "-B $f: content differs"
     qemu-img check -f "$q" "$T/ov.$f" >/dev/null || fail "-B $f: qemu-img check"
-    qemu-img info -f "$q" "$T/ov.$f" | grep -q "backing file: base.$f" || fail "-B $f: backing not recorded"
+    qemu-img info -f "$q" "$T/ov.$f" | matches "backing file: base.$f" || fail "-B $f: backing not recorded"
     # Only the two changed places are allocated in the top layer: 64K..256K.
     top=$(qemu-img map -f "$q" --output=json "$T/ov.$f" | grep '"depth": 0' | grep -c '"present": true' || true)
     [ "$top" -ge 1 ] && [ "$top" -le 3 ] || fail "-B $f: expected 2 allocated ranges in the top layer, got $top"

@@ -279,7 +279,7 @@ for F in ${ONLY:-$FORMATS}; do
         kept top.$F "$m" "$F commit -d"
         same base.$F want.raw || fail "$F commit -d: base content"
         same top.$F want.raw || fail "$F commit -d: chain content"
-        "$V" map --json top.$F | grep -q '"depth": 0, "present": true' ||
+        "$V" map --json top.$F | matches '"depth": 0, "present": true' ||
             fail "$F commit -d: the overlay lost its data"
     fi
 done
@@ -365,7 +365,7 @@ if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]]; then
     [ "$(vsize bt.vhdx)" = $((200 << 30)) ] || fail "vhdx resize past the BAT region: size"
     qemu-io -f vhdx -c "write -P 0x33 150G 1M" bt.vhdx >/dev/null
     qemu-io -f vhdx -c "read -P 0x33 150G 1M" -c "read -P 0x11 0 3M" -c "read -P 0x22 9M 64k" \
-        bt.vhdx | grep -q "Pattern verification failed" && fail "vhdx past the BAT region: qemu reads other data"
+        bt.vhdx | matches "Pattern verification failed" && fail "vhdx past the BAT region: qemu reads other data"
     "$V" check -q bt.vhdx || fail "vhdx past the BAT region: check after qemu's write"
 fi
 if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]] && [ "${VD_INPLACE_CRASH:-}" = all ]; then

@@ -41,7 +41,7 @@ read_chain() {  # IMG -> compares with the source
 }
 qemu-img convert -f vdi -O raw "$D/base disk.vdi" "$T/parent-by-qemu.raw"
 cmp "$T/parent-by-qemu.raw" "$T/src.raw" || fail "parent content"
-"$VDCONVERT" info "$D/child.vdi" | grep -q "backing file: base disk.vdi" || fail "info: backing"
+"$VDCONVERT" info "$D/child.vdi" | matches "backing file: base disk.vdi" || fail "info: backing"
 read_chain "$D/child.vdi"
 echo "ok: child reads through its parent"
 
@@ -51,7 +51,7 @@ qemu-img create -q -f vdi "$D/decoy-b.VDI" 6M
 echo "not a vdi" >"$D/zz-garbage.vdi"
 mv "$D/base disk.vdi" "$D/renamed.vdi"
 read_chain "$D/child.vdi"
-"$VDCONVERT" info "$D/child.vdi" | grep -q "backing file: renamed.vdi" || fail "renamed parent not found"
+"$VDCONVERT" info "$D/child.vdi" | matches "backing file: renamed.vdi" || fail "renamed parent not found"
 echo "ok: parent found by UUID among decoys after a rename"
 
 # a chain of two: grandchild -> child -> parent

@@ -42,7 +42,7 @@ done < <(grep -v '^#' "$M/MANIFEST.tsv")
 bzip2 -dc "$S/pyVBox/TestHD.vdi.bz2" >"$T/TestHD.vdi"
 grep -q '^pyVBox/TestHD.vdi.bz2' "$S/EXPECTED.tsv" || fail "TestHD.vdi missing from EXPECTED.tsv"
 check_same "$T/TestHD.vdi"
-"$VDCONVERT" info "$T/TestHD.vdi" | grep -q "(8589934592 bytes)" || fail "TestHD size"
+"$VDCONVERT" info "$T/TestHD.vdi" | matches "(8589934592 bytes)" || fail "TestHD size"
 
 # --- older header versions, made from a qemu image with data -------------
 qemu-img create -q -f vdi "$T/v11.vdi" 5M

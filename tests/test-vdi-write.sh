@@ -61,7 +61,7 @@ for mode in dynamic static; do
     "$VDCONVERT" -O vdi -o $opt "$T/src.raw" "$T/$mode.vdi" || fail "convert to $mode vdi"
     qemu-img compare -q -f raw "$T/src.raw" -F vdi "$T/$mode.vdi" || fail "$mode: content differs"
     qemu-img check -q -f vdi "$T/$mode.vdi" || fail "$mode: qemu-img check"
-    qemu-img info -f vdi "$T/$mode.vdi" | grep -q "virtual size: 5 MiB (5243392 bytes)" ||
+    qemu-img info -f vdi "$T/$mode.vdi" | matches "virtual size: 5 MiB (5243392 bytes)" ||
         fail "$mode: size per qemu-img info"
     check_header "$T/$mode.vdi" $type >/dev/null || fail "$mode: header"
     echo "ok: $mode"
@@ -79,7 +79,7 @@ u2=$(check_header "$T/again.vdi" 1)
 [ "$u1" != "$u2" ] || fail "two images share the UUID $u1"
 "$VDCONVERT" -O vdi -o uuid=$u1 "$T/dynamic.vdi" "$T/kept.vdi" || fail "convert with uuid="
 check_header "$T/kept.vdi" 1 "$u1" >/dev/null || fail "uuid= not stored"
-"$VDCONVERT" info "$T/kept.vdi" | grep -q "uuid: $u1" || fail "info does not show the uuid"
+"$VDCONVERT" info "$T/kept.vdi" | matches "uuid: $u1" || fail "info does not show the uuid"
 qemu-img compare -q "$T/kept.vdi" "$T/src.raw" || fail "kept: content"
 if "$VDCONVERT" create -O vdi -o uuid=not-a-uuid "$T/bad.vdi" 1M 2>"$T/err"; then
     fail "uuid=not-a-uuid accepted"

@@ -58,18 +58,18 @@ PY
 }
 
 # --ls / --cat without FUSE
-"$VDMOUNT" --cat "$T/disk.raw" fs/p1/etc/hostname | grep -qx vdmount-guest || fail "--cat hostname"
+"$VDMOUNT" --cat "$T/disk.raw" fs/p1/etc/hostname | matches -x vdmount-guest || fail "--cat hostname"
 "$VDMOUNT" --cat "$T/disk.raw" fs/p1/big/random | cmp -s - "$T/root/big/random" || fail "--cat big file"
 "$VDMOUNT" --ls "$T/disk.raw" fs/p1/etc > "$T/ls.txt"
 grep -q ' hostname$' "$T/ls.txt" && grep -q '^-rw-r----- .* shadow$' "$T/ls.txt" || {
     cat "$T/ls.txt"; fail "--ls fs/p1/etc"; }
-"$VDMOUNT" --ls "$T/disk.raw" fs/p1/bin | grep -q 'hostname-link -> ../etc/hostname' || fail "--ls symlink"
-"$VDMOUNT" --ls "$T/disk.raw" | grep -q ' p5$' || fail "--ls top level"
+"$VDMOUNT" --ls "$T/disk.raw" fs/p1/bin | matches 'hostname-link -> ../etc/hostname' || fail "--ls symlink"
+"$VDMOUNT" --ls "$T/disk.raw" | matches ' p5$' || fail "--ls top level"
 # an unpartitioned disk holding the file system directly: fs/disk
-"$VDMOUNT" --cat "$T/fs.img" fs/disk/etc/hostname | grep -qx vdmount-guest || fail "fs/disk"
-"$VDMOUNT" --cat "$T/fs.img" partitions.json | grep -q '"whole_disk"' || fail "whole_disk in json"
+"$VDMOUNT" --cat "$T/fs.img" fs/disk/etc/hostname | matches -x vdmount-guest || fail "fs/disk"
+"$VDMOUNT" --cat "$T/fs.img" partitions.json | matches '"whole_disk"' || fail "whole_disk in json"
 # short forms: p1/PATH and /PATH (the first file system)
-"$VDMOUNT" --cat "$T/disk.raw" /etc/hostname | grep -qx vdmount-guest || fail "--cat /etc/hostname"
+"$VDMOUNT" --cat "$T/disk.raw" /etc/hostname | matches -x vdmount-guest || fail "--cat /etc/hostname"
 "$VDMOUNT" --ls "$T/disk.raw" p1/etc | cmp -s - "$T/ls.txt" || fail "--ls p1/etc"
 if "$VDMOUNT" --cat "$T/disk.raw" fs/p1/etc/nothing 2>"$T/err"; then fail "--cat missing file"; fi
 grep -q "No such file" "$T/err" || fail "--cat error message: $(cat "$T/err")"

@@ -82,7 +82,7 @@ grep -q "kept.qcow2" "$T/err" || fail "existing overlay: $(cat "$T/err")"
 [ "$(sha_of "$T/disk.raw")" = "$(sha_of "$T/want.raw")" ] ||
     fail "vdconvert commit of the kept overlay did not write its changes into the image"
 qemu-img compare -q "$T/kept.qcow2" "$T/want.raw" || fail "kept overlay after commit"
-qemu-img map --output=json "$T/kept.qcow2" | grep -q '"depth": 0, "present": true' &&
+qemu-img map --output=json "$T/kept.qcow2" | matches '"depth": 0, "present": true' &&
     fail "the kept overlay holds data after commit: $(qemu-img map "$T/kept.qcow2")"
 # the image's own backing references stay confined to its folder under
 # --overlay too, unless --allow-host-paths

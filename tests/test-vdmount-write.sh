@@ -70,7 +70,7 @@ check_result() {
     dd if="$T/out.raw" of="$T/p1.raw" bs=1M skip=1 count=64 status=none
     e2fsck -fn "$T/p1.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "$f: e2fsck -fn"; }
     "$VDMOUNT" --cat "$img" fs/p1/etc/motd | cmp -s - "$T/motd.want" || fail "$f: --cat motd"
-    "$VDMOUNT" --cat "$img" fs/p1/etc/hostname | grep -qx "new hostname" || fail "$f: --cat hostname"
+    "$VDMOUNT" --cat "$img" fs/p1/etc/hostname | matches -x "new hostname" || fail "$f: --cat hostname"
     "$VDMOUNT" --cat "$img" fs/p1/home/user/random | cmp -s - "$T/root/big/random" ||
         fail "$f: --cat moved file"
     [ "$("$VDMOUNT" --cat "$img" fs/p1/bin/hello)" = replaced ] || fail "$f: --cat overwritten file"
@@ -81,7 +81,7 @@ check_result() {
     grep -q 'motd-link -> ../etc/motd$' "$T/ls" && grep -q '^d.* www$' "$T/ls" &&
         grep -q '^-.* 2 .* passwd.hard2$' "$T/ls" || { cat "$T/ls"; fail "$f: --ls srv"; }
     # the time as stored: seconds, then nanoseconds << 2 (500000000 << 2)
-    debugfs -R "stat /srv/www" "$T/p1.raw" 2>/dev/null | grep -q 'mtime: 0x6553f100:77359400' ||
+    debugfs -R "stat /srv/www" "$T/p1.raw" 2>/dev/null | matches 'mtime: 0x6553f100:77359400' ||
         fail "$f: mtime of srv/www as debugfs reads it"
 }
 
@@ -111,7 +111,7 @@ change_files "$T/mnt" overlay
 [ "$(stat -c %Y "$T/mnt/disk")" = 1650000000 ] || fail "overlay: disk mtime $(stat -c %Y "$T/mnt/disk")"
 vm_umount "$T/mnt"
 [ "$(sha_of "$img")" = "$before" ] || fail "overlay: the image changed"
-"$VDMOUNT" --cat "$img" fs/p1/etc/shadow | grep -qx secret || fail "overlay: image content"
+"$VDMOUNT" --cat "$img" fs/p1/etc/shadow | matches -x secret || fail "overlay: image content"
 echo "ok --overlay"
 
 # a full file system: ENOSPC, then emptying and removing the file that
@@ -169,7 +169,7 @@ echo x > "$T/mnt/fs/disk/x" || fail "killed: write"
 kill -KILL "$VM_PID"
 wait "$VM_PID" 2>/dev/null || true
 fusermount3 -u -z "$T/mnt"
-dumpe2fs -h "$T/killed.raw" 2>/dev/null | grep -q '^Filesystem state: *not clean$' ||
+dumpe2fs -h "$T/killed.raw" 2>/dev/null | matches '^Filesystem state: *not clean$' ||
     fail "killed: $(dumpe2fs -h "$T/killed.raw" 2>/dev/null | grep state)"
 echo "ok killed while writing"
 

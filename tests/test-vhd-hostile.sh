@@ -61,7 +61,7 @@ expect_error tiny "too small for a footer"
 mutate footers-flipped 'b[len(b) - 512 + 50] ^= 1; b[50] ^= 1'
 expect_error footers-flipped "footer checksum at 0x"
 mutate no-cookie 'b[len(b) - 512] = 0; b[0] = 0'
-"$VDCONVERT" info "$T/no-cookie.vhd" 2>/dev/null | grep -q "format: vhd" &&
+"$VDCONVERT" info "$T/no-cookie.vhd" 2>/dev/null | matches "format: vhd" &&
     fail "a file without the VHD cookie was opened as VHD"
 mutate dyn-flipped 'b[512 + 40] ^= 4'
 expect_error dyn-flipped "dynamic header checksum at 0x224"

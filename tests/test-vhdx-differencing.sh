@@ -145,7 +145,7 @@ for mode in safe unsafe; do
     cp "$T/d/c0.avhdx" "$img"; i=$(stat -c %i "$img")
     "$VDCONVERT" rebase $u -b "" "$img" || fail "rebase $u -b '' failed"
     [ "$(stat -c %i "$img")" = "$i" ] || fail "rebase $u -b '': rewritten (new inode)"
-    "$VDCONVERT" info "$img" | grep -q "subformat: dynamic" || fail "rebase $u -b '': not dynamic"
+    "$VDCONVERT" info "$img" | matches "subformat: dynamic" || fail "rebase $u -b '': not dynamic"
     "$VDCONVERT" check -q "$img" || fail "rebase $u -b '': check"
     "$VDCONVERT" compare -q "$img" "$want" || fail "rebase $u -b '': guest view"
     vhdiinfo "$img" >/dev/null || fail "rebase $u -b '': vhdiinfo refuses it"

@@ -24,7 +24,7 @@ check_same() {   # IMG [EXPECTED_SHA]
     local img=$1 sha=${2:-} out=$T/out.raw
     rm -f "$out"
     "$VDCONVERT" "$img" "$out" || fail "vdconvert $img"
-    "$VDCONVERT" info "$img" | grep -q "file format: vmdk" || fail "$img: not probed as vmdk"
+    "$VDCONVERT" info "$img" | matches "file format: vmdk" || fail "$img: not probed as vmdk"
     local qsize
     qsize=$(qemu-img info -f vmdk --output=json "$img" |
             python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
@@ -58,7 +58,7 @@ done < <(grep -v '^#' "$M/MANIFEST.tsv")
 [ "$n" -ge 17 ] || fail "only $n vmdk images in the matrix manifest"
 
 # the delta of the chain: its backing is the parent named in the descriptor
-"$VDCONVERT" info "$M/img/vmdkchain-delta.vmdk" | grep -q "backing file: vmdkchain-base.vmdk" ||
+"$VDCONVERT" info "$M/img/vmdkchain-delta.vmdk" | matches "backing file: vmdkchain-base.vmdk" ||
     fail "delta: backing file not reported"
 
 # --- samples --------------------------------------------------------------

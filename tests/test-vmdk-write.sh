@@ -70,7 +70,7 @@ roundtrip streamOptimized ide 4
 "$VDCONVERT" -O vmdk -o zeroed_grain=on,compat6=on "$T/src.raw" "$T/zg.vmdk" || fail "zeroed_grain"
 qemu-img compare -q -f raw "$T/src.raw" -F vmdk "$T/zg.vmdk" || fail "zeroed_grain: content"
 qemu-img check -q -f vmdk "$T/zg.vmdk" || fail "zeroed_grain: check"
-desc_of "$T/zg.vmdk" | grep -q '^ddb.virtualHWVersion = "6"' || fail "compat6: hwversion"
+desc_of "$T/zg.vmdk" | matches '^ddb.virtualHWVersion = "6"' || fail "compat6: hwversion"
 echo "ok: zeroed_grain=on,compat6=on"
 ls "$T"/*-flat.vmdk "$T"/*-s001.vmdk "$T"/*-f001.vmdk >/dev/null || fail "extent files missing"
 
@@ -212,8 +212,8 @@ qemu-img check -q -f vmdk "$T/child.vmdk" || fail "delta: qemu-img check"
 [ "$(sha256sum <"$T/base.vmdk")" = "$sha_base" ] || fail "delta: the parent changed"
 [ "$(desc_of "$T/child.vmdk" | sed -n 's/^parentCID=//p')" = "$(desc_of "$T/base.vmdk" | sed -n 's/^CID=//p')" ] ||
     fail "delta: parentCID is not the parent's CID"
-desc_of "$T/child.vmdk" | grep -q '^parentFileNameHint="base.vmdk"' || fail "delta: parentFileNameHint"
-qemu-img info -f vmdk "$T/child.vmdk" | grep -q "backing file: base.vmdk" || fail "delta: qemu sees no backing"
+desc_of "$T/child.vmdk" | matches '^parentFileNameHint="base.vmdk"' || fail "delta: parentFileNameHint"
+qemu-img info -f vmdk "$T/child.vmdk" | matches "backing file: base.vmdk" || fail "delta: qemu sees no backing"
 used=$(du -k "$T/child.vmdk" | cut -f1)
 [ "$used" -lt 2048 ] || fail "delta holds more than the differences (${used} KiB)"
 echo "ok: delta over base.vmdk (${used} KiB)"

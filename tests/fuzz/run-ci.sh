@@ -49,7 +49,7 @@ run_target() {
         echo "ok: $name: ${runs:-?} inputs in ${SECS}s, $cov"
     else
         echo "FAIL: $name (log $log):"
-        grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$log" | head -8
+        grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$log" | sed -n 1,8p
     fi >"$B/fuzz-artifacts/$name.result"
 }
 targets=()
