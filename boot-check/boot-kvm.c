@@ -3,6 +3,7 @@
  * boot protocol, run until the console decides or the clock runs out. */
 #include "vdboot.h"
 #include "disk.h"
+#include "vga.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,31 @@ static const struct vm_device *const kvm_fw_devices[] = {
 };
 #define N_DEVICES (sizeof(kvm_devices) / sizeof(kvm_devices[0]))
 #define N_FW_DEVICES (sizeof(kvm_fw_devices) / sizeof(kvm_fw_devices[0]))
+
+/* A firmware boot's VGA text window (plain RAM here: no VGA is modelled,
+ * so what the kernel's vgacon or a getty on tty1 writes stays there), read
+ * once a second by vm_run's poll hook and matched like the serial console:
+ * a guest whose boot entry names no serial console is seen at its prompt
+ * (without --run, which types on the serial console). */
+static struct kvm_screen {
+    struct vga_screen vga;
+    struct console con;
+    bool on, seen;             /* watched; the outcome came from it */
+} kscr;
+
+static void kvm_screen_poll(struct vm *vm)
+{
+    static uint8_t cells[VGA_TEXT_BYTES];
+    const uint8_t *g = vm_guest_ptr(vm, VGA_TEXT_BASE, VGA_TEXT_BYTES);
+    if (!g)
+        return;
+    memcpy(cells, g, sizeof(cells));   /* a snapshot: the guest writes on */
+    char reason[512];
+    enum vm_outcome o = result_console_event(&kscr.con, vga_poll_cells(&kscr.vga, cells, &kscr.con),
+                                             reason, sizeof(reason));
+    if (o != VM_RUNNING && vm_finish(vm, o, "%s on the VGA text console", reason))
+        kscr.seen = true;
+}
 
 /* On a nested kvm_pvm, what CPUID cannot hide is turned off on the kernel
  * command line: XSAVE ("noxsave") and, with clearcpuid=, the features whose
@@ -89,6 +115,16 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     result_arm_run(o, &con);
     if (vm_create(&vm, &cfg, &con, err, sizeof(err)) < 0)
         goto out;
+    kscr.on = kscr.seen = false;
+    /* not with --run: its login is typed on the serial console, which must
+     * be the one that ends the boot */
+    if (cfg.firmware && !o->run) {
+        if (console_init(&kscr.con, o->expect, NULL, err, sizeof(err)) < 0)
+            goto out;
+        vga_init_mem(&kscr.vga);
+        kscr.on = true;
+        vm.poll = kvm_screen_poll;
+    }
     for (; started < n_devices; started++)
         if (devices[started]->init(&vm, err, sizeof(err)) < 0) {
             if (!err[0])
@@ -114,6 +150,14 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
         snprintf(r->reason + n, sizeof(r->reason) - n, " (firmware's last log line: \"%s\")",
                  debugcon_last_line());
     }
+    if (kscr.on && !kscr.seen && kscr.vga.seen_text && r->outcome != VM_LOGIN &&
+        r->outcome != VM_CHECK_FAILED) {
+        size_t n = strlen(r->reason);
+        snprintf(r->reason + n, sizeof(r->reason) - n, " (VGA screen's last line: \"%s\")",
+                 console_last_line(&kscr.con));
+    }
+    if (kscr.seen)
+        snprintf(r->prompt_seen_on, sizeof(r->prompt_seen_on), "vga");
     r->seconds = con_now() - con.t_start;
     if (vm.end_phase == 2) {
         /* --shutdown acpi: the run's result is the end it reached; what
@@ -135,7 +179,12 @@ void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
 out:
     if (err[0])
         result_error(r, "%s", err);
-    result_take_console(r, &con);
+    result_take_console(r, kscr.seen ? &kscr.con : &con);
+    if (kscr.seen && !r->kernel_version[0] && con.kernel_version[0])
+        snprintf(r->kernel_version, sizeof(r->kernel_version), "%s", con.kernel_version);
+    if (kscr.on)
+        console_close(&kscr.con);
+    kscr.on = false;
     virtio_blk_exit(&vm);
     while (started > 0) {
         started--;

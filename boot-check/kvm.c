@@ -27,8 +27,9 @@
 
 static void kvm_kick_handler(int sig) { (void)sig; }
 
-void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
+bool vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
 {
+    bool first = false;
     pthread_mutex_lock(&vm->lock);
     bool end = o == VM_LOGIN || o == VM_CHECK_FAILED || o == VM_TIMEOUT;
     if (vm->outcome == VM_RUNNING && vm->cfg.shutdown_wait > 0 && vm->end_phase == 0 && end) {
@@ -39,10 +40,12 @@ void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
         va_end(ap);
         vm->end_outcome = o;
         vm->end_phase = 1;
+        first = true;
         pthread_cond_broadcast(&vm->done_cond);
     } else if (vm->outcome == VM_RUNNING && vm->end_phase > 0 && o != VM_TIMEOUT && end) {
         /* after the press only the guest's going away ends the run */
     } else if (vm->outcome == VM_RUNNING) {
+        first = true;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(vm->reason, sizeof(vm->reason), fmt, ap);
@@ -51,6 +54,7 @@ void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
         pthread_cond_broadcast(&vm->done_cond);
     }
     pthread_mutex_unlock(&vm->lock);
+    return first;
 }
 
 void *vm_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len)
@@ -425,6 +429,7 @@ static void *kvm_vcpu_thread(void *arg)
             break;
         }
         c->halted_checks = 0;
+        c->exits++;
         struct kvm_run *run = c->run;
         switch (run->exit_reason) {
         case KVM_EXIT_IO:
@@ -521,13 +526,19 @@ enum vm_outcome vm_run(struct vm *vm, double timeout_s)
             ts.tv_nsec -= 1000000000;
         }
         pthread_cond_timedwait(&vm->done_cond, &vm->lock, &ts);
+        if (vm->poll && vm->outcome == VM_RUNNING) {
+            pthread_mutex_unlock(&vm->lock);   /* the hook may end the run */
+            vm->poll(vm);
+            pthread_mutex_lock(&vm->lock);
+        }
         if (vm->cfg.verbose && now >= next_report) {
             /* a slow guest shows where it is: rip, halted or not, console */
             struct vcpu *b = &vm->cpu[0];
-            fprintf(stderr, "vdboot: %.0f s: CPU 0 at rip 0x%llx%s, %llu console bytes, "
+            fprintf(stderr, "vdboot: %.0f s: CPU 0 at rip 0x%llx%s, %llu exits, %llu console bytes, "
                     "%llu int3 injected, %llu fwait skipped\n", now - (deadline - timeout_s),
                     (unsigned long long)b->last_rip,
                     b->last_mp_state == KVM_MP_STATE_HALTED ? " (halted)" : "",
+                    (unsigned long long)b->exits,
                     (unsigned long long)vm->con->bytes, (unsigned long long)b->int3_injected,
                     (unsigned long long)b->fwait_skipped);
             next_report = now + 10;

@@ -10,7 +10,10 @@
  * every 80-column row that changed, as a line,
  * to a second console watcher: the same prompt regex and panic marks as the
  * serial console.  A guest that switches to a graphical framebuffer (UEFI's
- * GOP, a DRM driver) leaves text mode and is not seen here. */
+ * GOP, a DRM driver) leaves text mode and is not seen here.
+ * The built-in VMM's firmware boots read the same window straight from
+ * guest RAM (vga_poll_cells: no VGA device is modelled, so the text a
+ * guest writes there is plain memory). */
 #include "vga.h"
 
 #include <errno.h>
@@ -21,7 +24,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define VGA_TEXT_BASE 0xb8000
 #define VGA_POLL_SECONDS 1.0
 #define VGA_PROMPT "(qemu) "
 
@@ -100,6 +102,8 @@ static void vga_row(const uint8_t *cells, char *out)
     out[n] = 0;
 }
 
+static enum con_event vga_feed(struct vga_screen *v, const uint8_t *cells, struct console *screen);
+
 enum con_event vga_poll(struct vga_screen *v, struct console *screen)
 {
     double now = con_now();
@@ -109,20 +113,42 @@ enum con_event vga_poll(struct vga_screen *v, struct console *screen)
     if (v->mon_fd < 0 && vga_connect(v) < 0)
         return CON_NONE;   /* qemu not listening yet: next second */
     char cmd[400];
-    snprintf(cmd, sizeof(cmd), "pmemsave 0x%x %d \"%s\"\n", VGA_TEXT_BASE, VGA_ROWS * VGA_COLS * 2,
+    snprintf(cmd, sizeof(cmd), "pmemsave 0x%x %d \"%s\"\n", VGA_TEXT_BASE, VGA_TEXT_BYTES,
              v->dump_path);
     if (send(v->mon_fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0 || vga_wait_prompt(v) < 0) {
         close(v->mon_fd);
         v->mon_fd = -1;
         return CON_NONE;
     }
-    uint8_t cells[VGA_ROWS * VGA_COLS * 2];
+    uint8_t cells[VGA_TEXT_BYTES];
     FILE *f = fopen(v->dump_path, "rb");
     size_t got = f ? fread(cells, 1, sizeof(cells), f) : 0;
     if (f)
         fclose(f);
     if (got != sizeof(cells))
         return CON_NONE;
+    return vga_feed(v, cells, screen);
+}
+
+void vga_init_mem(struct vga_screen *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->mon_fd = -1;
+    v->next_poll = con_now() + VGA_POLL_SECONDS;
+}
+
+enum con_event vga_poll_cells(struct vga_screen *v, const uint8_t *cells, struct console *screen)
+{
+    double now = con_now();
+    if (now < v->next_poll)
+        return CON_NONE;
+    v->next_poll = now + VGA_POLL_SECONDS;
+    return vga_feed(v, cells, screen);
+}
+
+/* Feeds each row that changed since the last look, as a line. */
+static enum con_event vga_feed(struct vga_screen *v, const uint8_t *cells, struct console *screen)
+{
     enum con_event ev = CON_NONE;
     for (int r = 0; r < VGA_ROWS && ev == CON_NONE; r++) {
         char row[VGA_COLS + 1];

@@ -1,9 +1,10 @@
-/* vga.h - the VGA text screen of a qemu guest, read through its monitor
- * (tcg.c, firmware boots). */
+/* vga.h - the VGA text screen of a firmware boot's guest: read through
+ * qemu's monitor (tcg.c), or from guest RAM by the built-in VMM. */
 #ifndef VDBOOT_VGA_H
 #define VDBOOT_VGA_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "console.h"
 
@@ -11,6 +12,8 @@
  * vgacon scrolls by moving the display start within it. */
 #define VGA_ROWS 204
 #define VGA_COLS 80
+#define VGA_TEXT_BASE 0xb8000
+#define VGA_TEXT_BYTES (VGA_ROWS * VGA_COLS * 2)
 
 struct vga_screen {
     int mon_fd;                /* qemu's human monitor, once it listens */
@@ -26,5 +29,9 @@ void vga_init(struct vga_screen *v, const char *dir);
  * `screen`; returns its event. */
 enum con_event vga_poll(struct vga_screen *v, struct console *screen);
 void vga_close(struct vga_screen *v);
+/* The built-in VMM: no monitor, the caller hands a copy of the
+ * VGA_TEXT_BYTES at VGA_TEXT_BASE; the same once-a-second feeding. */
+void vga_init_mem(struct vga_screen *v);
+enum con_event vga_poll_cells(struct vga_screen *v, const uint8_t *cells, struct console *screen);
 
 #endif

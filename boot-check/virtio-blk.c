@@ -46,7 +46,7 @@ static struct vblk_state {
     uint8_t *used;                 /* flags, idx, {id, len}[] */
     uint8_t config[24];            /* capacity, size_max, seg_max, geometry, blk_size */
     uint8_t *bounce;
-    uint64_t requests, errors;
+    uint64_t requests, errors, bytes;
 } vblk;
 
 static void vblk_set_ring(struct vm *vm, uint32_t pfn)
@@ -107,6 +107,7 @@ static uint8_t vblk_rw(struct vm *vm, uint32_t type, uint64_t sector,
             return VIRTIO_BLK_S_IOERR;
         }
         total += d[k].len;
+        vblk.bytes += d[k].len;
     }
     if (type == VIRTIO_BLK_T_IN)
         *written = (uint32_t)total;
@@ -272,6 +273,9 @@ int virtio_blk_init(struct vm *vm, struct disk *dk, char *err, size_t errlen)
 
 void virtio_blk_exit(struct vm *vm)
 {
-    (void)vm;
+    if (vm->cfg.verbose && vblk.disk)
+        fprintf(stderr, "vdboot: virtio-blk: %llu requests (%llu failed), %llu KiB moved\n",
+                (unsigned long long)vblk.requests, (unsigned long long)vblk.errors,
+                (unsigned long long)(vblk.bytes >> 10));
     memset(&vblk, 0, sizeof(vblk));
 }

@@ -62,6 +62,7 @@ struct vcpu {
     int halted_checks;         /* consecutive checks found halted, IF=0 */
     uint64_t int3_injected;    /* #BP raised for the nested KVM (kvm.c) */
     uint64_t fwait_skipped;    /* fwait stepped over for it */
+    uint64_t exits;            /* KVM_RUN returns to the loop (for -v) */
     uint64_t last_rip;         /* sampled by the halt check, for -v */
     uint32_t last_mp_state;
 };
@@ -108,6 +109,7 @@ struct vm {
     char boot_note[300];           /* how the kernel was loaded (for -v) */
     bool cpuid_xsave_visible;      /* hiding XSAVE in CPUID did not take */
     bool cpuid_smap_visible;       /* nested kvm_pvm shows SMAP */
+    void (*poll)(struct vm *vm);   /* called by vm_run every 100 ms, unlocked */
     uint8_t *rom;                  /* the firmware image below 4 GiB, or NULL */
     uint64_t rom_size;
 };
@@ -120,8 +122,9 @@ void *vm_guest_ptr(struct vm *vm, uint64_t gpa, uint64_t len);
 int vm_io_register(struct vm *vm, uint64_t base, uint64_t len, bool mmio,
                    vm_io_fn fn, void *opaque);
 void vm_irq_line(struct vm *vm, int irq, int level);
-/* Ends the run with `o` unless it already ended; printf-style reason. */
-void vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
+/* Ends the run with `o` unless it already ended (then false); printf-style
+ * reason. */
+bool vm_finish(struct vm *vm, enum vm_outcome o, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int vm_setup_bsp(struct vm *vm, uint64_t entry, uint64_t boot_params,
                  char *err, size_t errlen);
