@@ -52,11 +52,11 @@ int parallels_bundle_pread(vd_image *img, struct parallels_bundle *b, void *buf,
     (void)img; (void)b; (void)buf; (void)len; (void)off;
     return vd_set_error(err, -ENOTSUP, "parallels: built without libxml2");
 }
-int parallels_bundle_block_status(struct parallels_bundle *b, uint64_t off, uint64_t len,
-                                  vd_extents *ext)
+int parallels_bundle_block_status(vd_image *img, struct parallels_bundle *b, uint64_t off,
+                                  uint64_t len, vd_extents *ext, vd_error *err)
 {
-    (void)b; (void)off; (void)len; (void)ext;
-    return -ENOTSUP;
+    (void)img; (void)b; (void)off; (void)len; (void)ext;
+    return vd_set_error(err, -ENOTSUP, "parallels: built without libxml2");
 }
 void parallels_bundle_details(struct parallels_bundle *b, vd_kv_fn fn, void *ctx)
 {
@@ -546,25 +546,30 @@ static const struct prlx_storage *prlx_storage_at(const struct parallels_bundle 
     return NULL;
 }
 
+/* The storage holding pt->off, the part cut at its end. */
+static const struct prlx_storage *prlx_part_storage(const struct parallels_bundle *b,
+                                                    struct vd_part *pt, vd_error *err)
+{
+    const struct prlx_storage *st = prlx_storage_at(b, pt->off);
+    if (!st)
+        vd_set_error(err, -EIO, "parallels: no storage holds offset 0x%llx",
+                     (unsigned long long)pt->off);
+    else if (st->end - pt->off < pt->n)
+        pt->n = st->end - pt->off;
+    return st;
+}
+
+static int prlx_read_part(vd_image *img, struct vd_part *pt, void *b, vd_error *err)
+{
+    (void)img;
+    const struct prlx_storage *st = prlx_part_storage(b, pt, err);
+    return st ? prlx_read_layers(st, 0, pt->p, pt->n, pt->off - st->start, err) : -EIO;
+}
+
 int parallels_bundle_pread(vd_image *img, struct parallels_bundle *b, void *buf, size_t len,
                            uint64_t off, vd_error *err)
 {
-    (void)img;
-    uint8_t *p = buf;
-    while (len) {
-        const struct prlx_storage *st = prlx_storage_at(b, off);
-        if (!st)
-            return vd_set_error(err, -EIO, "parallels: no storage holds offset 0x%llx",
-                                (unsigned long long)off);
-        size_t n = st->end - off < len ? (size_t)(st->end - off) : len;
-        int r = prlx_read_layers(st, 0, p, n, off - st->start, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, buf, off, len, 0, prlx_read_part, b, err);
 }
 
 /* Is `rel` held by some layer?  Shrinks *n to a range with one answer. */
@@ -583,23 +588,28 @@ static bool prlx_allocated(const struct prlx_storage *st, uint64_t rel, uint64_t
     return false;
 }
 
-int parallels_bundle_block_status(struct parallels_bundle *b, uint64_t off, uint64_t len,
-                                  vd_extents *ext)
+struct prlx_status {
+    struct parallels_bundle *b;
+    vd_extents *ext;
+};
+
+static int prlx_status_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
 {
-    uint64_t end = off + len;
-    while (off < end) {
-        const struct prlx_storage *st = prlx_storage_at(b, off);
-        if (!st)
-            return -EIO;
-        uint64_t n = (st->end < end ? st->end : end) - off;
-        bool data = prlx_allocated(st, off - st->start, &n);
-        int r = vd_extents_add(ext, off, n, data ? VD_LAYER_DATA : VD_LAYER_ZERO, 0,
-                               VD_NO_OFFSET);
-        if (r < 0)
-            return r;
-        off += n;
-    }
-    return 0;
+    (void)img;
+    struct prlx_status *c = ctx;
+    const struct prlx_storage *st = prlx_part_storage(c->b, pt, err);
+    if (!st)
+        return -EIO;
+    bool data = prlx_allocated(st, pt->off - st->start, &pt->n);
+    return vd_extents_add(c->ext, pt->off, pt->n, data ? VD_LAYER_DATA : VD_LAYER_ZERO, 0,
+                          VD_NO_OFFSET);
+}
+
+int parallels_bundle_block_status(vd_image *img, struct parallels_bundle *b, uint64_t off,
+                                  uint64_t len, vd_extents *ext, vd_error *err)
+{
+    struct prlx_status c = { b, ext };
+    return vd_walk(img, NULL, off, len, 0, prlx_status_part, &c, err);
 }
 
 uint64_t parallels_bundle_disk_size(struct parallels_bundle *b)

@@ -223,25 +223,28 @@ static int parallels_open(vd_image *img, vd_error *err)
 
 /* ---- driver: I/O ------------------------------------------------------- */
 
+/* What the bytes at `off` are: a run of clusters stored one after the
+ * other, or of clusters the file does not hold. */
+static int parallels_map(vd_image *img, uint64_t off, uint64_t max, struct vd_map *m,
+                         vd_error *err)
+{
+    (void)err;
+    struct parallels_state *s = img->priv;
+    uint64_t avail;
+    m->file_off = parallels_file_lookup(&s->pf, off, &avail);
+    m->n = avail < max ? avail : max;
+    m->kind = m->file_off ? VD_MAP_DATA : VD_MAP_BACKING;
+    return 0;
+}
+
+static const struct vd_mapper parallels_mapper = { .map = parallels_map };
+
 static int parallels_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct parallels_state *s = img->priv;
     if (s->bundle)
         return parallels_bundle_pread(img, s->bundle, buf, len, off, err);
-    uint8_t *p = buf;
-    while (len) {
-        uint64_t avail;
-        uint64_t foff = parallels_file_lookup(&s->pf, off, &avail);
-        size_t n = avail < len ? (size_t)avail : len;
-        int r = foff ? vd_file_pread_zfill(img->file, p, n, foff, err)
-                     : vd_backing_pread(img, p, n, off, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_map_pread(img, buf, len, off, &parallels_mapper, err);
 }
 
 /* A new cluster for guest cluster `idx`, holding `data` at `in`. */
@@ -280,29 +283,30 @@ static int parallels_allocate(vd_image *img, struct parallels_state *s, uint64_t
     return r;
 }
 
+/* A run of stored clusters written in place, or one new cluster. */
+static int parallels_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct parallels_state *s = img->priv;
+    uint64_t avail;
+    uint64_t foff = parallels_file_lookup(&s->pf, pt->off, &avail);
+    if (avail < pt->n)
+        pt->n = avail;
+    if (foff)
+        return vd_file_pwrite(img->file, pt->p, pt->n, foff, err);
+    return parallels_allocate(img, s, pt->off / s->pf.cluster_size,
+                              pt->off % s->pf.cluster_size, pt->p, pt->n, err);
+}
+
 static int parallels_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                             vd_error *err)
 {
     struct parallels_state *s = img->priv;
-    const uint8_t *p = buf;
     if (s->needs_repair)
         return vd_set_error(err, -EBUSY, "parallels: image was not closed cleanly (in-use "
                             "flag at 0x%x); repair it first with `vdconvert check -r all`",
                             PRL_O_INUSE);
-    while (len) {
-        uint64_t avail;
-        uint64_t foff = parallels_file_lookup(&s->pf, off, &avail);
-        size_t n = avail < len ? (size_t)avail : len;
-        int r = foff ? vd_file_pwrite(img->file, p, n, foff, err)
-                     : parallels_allocate(img, s, off / s->pf.cluster_size,
-                                          off % s->pf.cluster_size, p, n, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, (void *)buf, off, len, 0, parallels_write_part, NULL, err);
 }
 
 static int parallels_flush(vd_image *img, vd_error *err)
@@ -313,10 +317,9 @@ static int parallels_flush(vd_image *img, vd_error *err)
 static int parallels_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                                   vd_error *err)
 {
-    (void)err;
     struct parallels_state *s = img->priv;
     if (s->bundle)
-        return parallels_bundle_block_status(s->bundle, off, len, ext);
+        return parallels_bundle_block_status(img, s->bundle, off, len, ext, err);
     uint64_t end = off + len;
     /* Answer at most this many clusters per call (the core asks again): a
      * header claiming terabytes of small clusters must not cost a minute. */

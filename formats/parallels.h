@@ -41,8 +41,8 @@ int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info
 void parallels_bundle_free(struct parallels_bundle *b);
 int parallels_bundle_pread(vd_image *img, struct parallels_bundle *b, void *buf, size_t len,
                            uint64_t off, vd_error *err);
-int parallels_bundle_block_status(struct parallels_bundle *b, uint64_t off, uint64_t len,
-                                  vd_extents *ext);
+int parallels_bundle_block_status(vd_image *img, struct parallels_bundle *b, uint64_t off,
+                                  uint64_t len, vd_extents *ext, vd_error *err);
 /* Bytes the bundle's files occupy on the host. */
 uint64_t parallels_bundle_disk_size(struct parallels_bundle *b);
 void parallels_bundle_details(struct parallels_bundle *b, vd_kv_fn fn, void *ctx);

@@ -172,59 +172,47 @@ static int qcow1_check_plain(const struct qcow1_state *s, uint64_t e, uint64_t l
     return 0;
 }
 
-static int qcow1_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+/* What the bytes at `off` are: a run of like entries in one L2 table. */
+static int qcow1_map(vd_image *img, uint64_t off, uint64_t max, struct vd_map *m,
+                     vd_error *err)
 {
     struct qcow1_state *s = img->priv;
-    uint8_t *p = buf;
-    while (len) {
-        struct qcow1_l2 tv, *t;
-        uint64_t idx, e, in = off & (s->cluster_size - 1);
-        int r = qcow1_lookup(img, off, &tv, &t, &idx, &e, err);
-        if (r < 0)
-            return r;
-        uint64_t l2_at = t ? t->off + idx * 8 : 0;
-        size_t n = (size_t)qcow1_run(s, t, idx, in, len);
-        if (!e) {
-            r = vd_backing_pread(img, p, n, off, err);
-        } else if (e & QCOW1_COMPRESSED) {
-            if ((r = qcow1_inflate(img, e, l2_at, err)) == 0)
-                memcpy(p, s->zc + in, n);
-        } else if ((r = qcow1_check_plain(s, e, l2_at, err)) == 0) {
-            /* A last cluster cut short by the file's end reads as zeroes. */
-            r = vd_file_pread_zfill(img->file, p, n, e + in, err);
-        }
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    struct qcow1_l2 tv, *t;
+    uint64_t idx, e;
+    int r = qcow1_lookup(img, off, &tv, &t, &idx, &e, err);
+    if (r < 0)
+        return r;
+    m->in = off & (s->cluster_size - 1);
+    m->n = qcow1_run(s, t, idx, m->in, max);
+    m->entry = e;
+    m->entry_at = t ? t->off + idx * 8 : 0;
+    m->file_off = e + m->in;
+    m->kind = !e ? VD_MAP_BACKING : e & QCOW1_COMPRESSED ? VD_MAP_COMPRESSED : VD_MAP_DATA;
+    return m->kind == VD_MAP_DATA ? qcow1_check_plain(s, e, m->entry_at, err) : 0;
+}
+
+static int qcow1_read_compressed(vd_image *img, const struct vd_map *m, uint8_t *p,
+                                 vd_error *err)
+{
+    struct qcow1_state *s = img->priv;
+    int r = qcow1_inflate(img, m->entry, m->entry_at, err);
+    if (r == 0)
+        memcpy(p, s->zc + m->in, m->n);
+    return r;
+}
+
+static const struct vd_mapper qcow1_mapper = { qcow1_map, qcow1_read_compressed };
+
+static int qcow1_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vd_map_pread(img, buf, len, off, &qcow1_mapper, err);
 }
 
 static int qcow1_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                               vd_error *err)
 {
     struct qcow1_state *s = img->priv;
-    uint64_t tbl, in_tbl, end = off + vd_block_piece(off, len, s->span, &tbl, &in_tbl);
-    while (off < end) {
-        struct qcow1_l2 tv, *t;
-        uint64_t idx, e, in = off & (s->cluster_size - 1);
-        int r = qcow1_lookup(img, off, &tv, &t, &idx, &e, err);
-        if (r < 0)
-            return r;
-        uint64_t n = qcow1_run(s, t, idx, in, end - off);
-        if (!e)
-            r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
-        else if (e & QCOW1_COMPRESSED)
-            r = vd_extents_add(ext, off, n, VD_LAYER_DATA | VD_EXT_COMPRESSED, 0, VD_NO_OFFSET);
-        else if ((r = qcow1_check_plain(s, e, t->off + idx * 8, err)) == 0)
-            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, e + in);
-        if (r < 0)
-            return r;
-        off += n;
-    }
-    return 0;
+    return vd_map_block_status(img, off, len, s->span, ext, &qcow1_mapper, err);
 }
 
 /* ---- open ---------------------------------------------------------------- */
@@ -287,20 +275,8 @@ static int qcow1_read_backing_name(vd_image *img, struct qcow1_state *s, const u
         return vd_set_error(err, -EINVAL, "qcow: backing file name at 0x%llx (%u bytes, "
                             "header offset 0x8) is too long or past end of file",
                             (unsigned long long)off, len);
-    char *name = malloc((size_t)len + 1);
-    if (!name)
-        return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = vd_file_pread(img->file, name, len, off, err);
-    name[len] = 0;
-    if (r == 0 && strlen(name) != len)
-        r = vd_set_error(err, -EINVAL, "qcow: backing file name at 0x%llx contains a NUL "
-                         "byte", (unsigned long long)off);
-    if (r < 0) {
-        free(name);
-        return r;
-    }
-    img->backing_file = name;
-    return 0;
+    return vd_file_read_string(img->file, off, len, "qcow: backing file name",
+                               &img->backing_file, err);
 }
 
 static void qcow1_free(struct qcow1_state *s)
@@ -316,21 +292,16 @@ static void qcow1_free(struct qcow1_state *s)
 
 static int qcow1_open(vd_image *img, vd_error *err)
 {
-    int64_t fsize = vd_file_size(img->file, err);
-    if (fsize < 0)
-        return (int)fsize;
-    if (fsize < QCOW1_HEADER_LEN)
-        return vd_set_error(err, -EINVAL, "qcow: file of %lld bytes is shorter than the "
-                            "header", (long long)fsize);
     uint8_t h[QCOW1_HEADER_LEN];
-    int r = vd_file_pread(img->file, h, sizeof h, 0, err);
+    uint64_t fsize;
+    int r = vd_file_read_header(img->file, h, sizeof h, "qcow", &fsize, err);
     if (r < 0)
         return r;
     struct qcow1_state *s = calloc(1, sizeof *s);
     if (!s)
         return vd_set_error(err, -ENOMEM, "out of memory");
     img->priv = s;
-    s->file_size = (uint64_t)fsize;
+    s->file_size = fsize;
     if ((r = qcow1_parse_header(img, s, h, err)) < 0 ||
         (r = qcow1_read_backing_name(img, s, h, err)) < 0)
         goto fail;

@@ -331,30 +331,27 @@ static uint64_t qed_run(vd_image *img, struct qed_l2 *t, uint64_t idx, uint64_t 
     return len < max ? len : max;
 }
 
-static int qed_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+/* What the bytes at `off` are: a run of like entries in one L2 table. */
+static int qed_map(vd_image *img, uint64_t off, uint64_t max, struct vd_map *m, vd_error *err)
 {
     struct qed_state *s = img->priv;
-    uint8_t *p = buf;
-    while (len) {
-        struct qed_l2 tv, *t;
-        uint64_t idx, e, in = off % s->cluster_size;
-        int r = qed_lookup(img, off, false, &tv, &t, &idx, &e, err);
-        if (r < 0)
-            return r;
-        size_t n = (size_t)qed_run(img, t, idx, in, len);
-        if (e == 0)
-            r = vd_backing_pread(img, p, n, off, err);
-        else if (e == QED_ZERO_ENTRY)
-            memset(p, 0, n);
-        else if ((r = qed_check_data(img, e, t->off, idx, err)) == 0)
-            r = vd_file_pread_zfill(img->file, p, n, e + in, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    struct qed_l2 tv, *t;
+    uint64_t idx, e;
+    int r = qed_lookup(img, off, false, &tv, &t, &idx, &e, err);
+    if (r < 0)
+        return r;
+    m->in = off % s->cluster_size;
+    m->n = qed_run(img, t, idx, m->in, max);
+    m->file_off = e + m->in;
+    m->kind = e == 0 ? VD_MAP_BACKING : e == QED_ZERO_ENTRY ? VD_MAP_ZERO : VD_MAP_DATA;
+    return m->kind == VD_MAP_DATA ? qed_check_data(img, e, t->off, idx, err) : 0;
+}
+
+static const struct vd_mapper qed_mapper = { .map = qed_map };
+
+static int qed_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vd_map_pread(img, buf, len, off, &qed_mapper, err);
 }
 
 static int qed_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
@@ -362,25 +359,7 @@ static int qed_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extent
 {
     struct qed_state *s = img->priv;
     /* one L2 table per call */
-    uint64_t tbl, in_tbl, end = off + vd_block_piece(off, len, s->span, &tbl, &in_tbl);
-    while (off < end) {
-        struct qed_l2 tv, *t;
-        uint64_t idx, e, in = off % s->cluster_size;
-        int r = qed_lookup(img, off, false, &tv, &t, &idx, &e, err);
-        if (r < 0)
-            return r;
-        uint64_t n = qed_run(img, t, idx, in, end - off);
-        if (e == 0)
-            r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
-        else if (e == QED_ZERO_ENTRY)
-            r = vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
-        else if ((r = qed_check_data(img, e, t->off, idx, err)) == 0)
-            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, e + in);
-        if (r < 0)
-            return r;
-        off += n;
-    }
-    return 0;
+    return vd_map_block_status(img, off, len, s->span, ext, &qed_mapper, err);
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -555,19 +534,10 @@ static int qed_read_backing_name(vd_image *img, struct qed_state *s, const uint8
     if (len == 0 || len > QED_MAX_BACKING_NAME || (uint64_t)off + len > s->data_start)
         return vd_set_error(err, -EINVAL, "qed: backing file name at 0x%x (%u bytes) is "
                             "empty, too long or outside the header clusters", off, len);
-    char *name = malloc((size_t)len + 1);
-    if (!name)
-        return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = vd_file_pread(img->file, name, len, off, err);
-    name[len] = 0;
-    if (r == 0 && strlen(name) != len)
-        r = vd_set_error(err, -EINVAL, "qed: backing file name at 0x%x contains a NUL byte",
-                         off);
-    if (r < 0) {
-        free(name);
+    int r = vd_file_read_string(img->file, off, len, "qed: backing file name",
+                                &img->backing_file, err);
+    if (r < 0)
         return r;
-    }
-    img->backing_file = name;
     if (s->features & QED_F_BACKING_RAW) {
         img->backing_format = strdup("raw");
         if (!img->backing_format)
@@ -616,14 +586,9 @@ static int qed_open_need_check(vd_image *img, vd_error *err)
 
 static int qed_open(vd_image *img, vd_error *err)
 {
-    int64_t fsize = vd_file_size(img->file, err);
-    if (fsize < 0)
-        return (int)fsize;
-    if (fsize < QED_HEADER_LEN)
-        return vd_set_error(err, -EINVAL, "qed: file of %lld bytes is shorter than the "
-                            "header", (long long)fsize);
     uint8_t h[QED_HEADER_LEN];
-    int r = vd_file_pread(img->file, h, sizeof h, 0, err);
+    uint64_t fsize;
+    int r = vd_file_read_header(img->file, h, sizeof h, "qed", &fsize, err);
     if (r < 0)
         return r;
     struct qed_state *s = calloc(1, sizeof *s);

@@ -337,29 +337,26 @@ fail:
 
 /* ---- read/write -------------------------------------------------------- */
 
+/* What the bytes at `off` are, up to the end of their block. */
+static int vdi_map(vd_image *img, uint64_t off, uint64_t max, struct vd_map *m, vd_error *err)
+{
+    (void)err;
+    struct vdi_state *s = img->priv;
+    uint64_t blk, in;
+    m->n = vd_block_piece(off, max, s->block_size, &blk, &in);
+    uint32_t e = s->bmap[blk];
+    m->kind = e == VDI_BLOCK_FREE ? VD_MAP_BACKING
+              : e == VDI_BLOCK_ZERO ? VD_MAP_ZERO : VD_MAP_DATA;
+    if (m->kind == VD_MAP_DATA)
+        m->file_off = vdi_block_file_off(s, e) + in;
+    return 0;
+}
+
+static const struct vd_mapper vdi_mapper = { .map = vdi_map };
+
 static int vdi_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
-    struct vdi_state *s = img->priv;
-    uint8_t *p = buf;
-    while (len) {
-        uint32_t blk = (uint32_t)(off / s->block_size);
-        uint64_t in = off % s->block_size;
-        size_t n = s->block_size - in < len ? (size_t)(s->block_size - in) : len;
-        uint32_t e = s->bmap[blk];
-        int r = 0;
-        if (e == VDI_BLOCK_FREE)
-            r = vd_backing_pread(img, p, n, off, err);
-        else if (e == VDI_BLOCK_ZERO)
-            memset(p, 0, n);
-        else
-            r = vd_file_pread_zfill(img->file, p, n, vdi_block_file_off(s, e) + in, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_map_pread(img, buf, len, off, &vdi_mapper, err);
 }
 
 /* Remember that block `blk`'s map entry must be written at the next flush. */
@@ -428,27 +425,21 @@ static int vdi_allocate(vd_image *img, struct vdi_state *s, uint32_t blk, uint64
     return r;
 }
 
+/* The part of a write inside one block: in place, or a new block. */
+static int vdi_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vdi_state *s = img->priv;
+    uint32_t e = s->bmap[pt->blk];
+    if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO)
+        return vdi_allocate(img, s, (uint32_t)pt->blk, pt->in, pt->p, pt->n, err);
+    return vd_file_pwrite(img->file, pt->p, pt->n, vdi_block_file_off(s, e) + pt->in, err);
+}
+
 static int vdi_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vdi_state *s = img->priv;
-    const uint8_t *p = buf;
-    while (len) {
-        uint32_t blk = (uint32_t)(off / s->block_size);
-        uint64_t in = off % s->block_size;
-        size_t n = s->block_size - in < len ? (size_t)(s->block_size - in) : len;
-        uint32_t e = s->bmap[blk];
-        int r;
-        if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO)
-            r = vdi_allocate(img, s, blk, in, p, n, err);
-        else
-            r = vd_file_pwrite(img->file, p, n, vdi_block_file_off(s, e) + in, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, (void *)buf, off, len, s->block_size, vdi_write_part, NULL, err);
 }
 
 static int vdi_flush(vd_image *img, vd_error *err)

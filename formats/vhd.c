@@ -383,29 +383,24 @@ static int vhd_read_diff_piece(vd_image *img, struct vhd_state *s, uint8_t *buf,
     return vhd_diff_runs(img, s, blk, in_blk, n, vhd_read_run, &c, err);
 }
 
+/* The part of a read inside one block. */
+static int vhd_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vhd_state *s = img->priv;
+    if (s->bat[pt->blk] == VHD_BAT_UNUSED)
+        return vd_backing_pread(img, pt->p, pt->n, pt->off, err);
+    if (s->type == VHD_TYPE_DIFF)
+        return vhd_read_diff_piece(img, s, pt->p, pt->n, pt->off, pt->blk, pt->in, err);
+    return vd_file_pread(img->file, pt->p, pt->n, vhd_block_data(s, pt->blk) + pt->in, err);
+}
+
 static int vhd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vhd_state *s = img->priv;
-    uint8_t *p = buf;
     if (s->type == VHD_TYPE_FIXED)
         return vd_file_pread(img->file, buf, len, off, err);
-    while (len) {
-        uint64_t blk, in_blk;
-        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
-        int r;
-        if (s->bat[blk] == VHD_BAT_UNUSED)
-            r = vd_backing_pread(img, p, n, off, err);
-        else if (s->type == VHD_TYPE_DIFF)
-            r = vhd_read_diff_piece(img, s, p, n, off, blk, in_blk, err);
-        else
-            r = vd_file_pread(img->file, p, n, vhd_block_data(s, blk) + in_blk, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, buf, off, len, s->block_size, vhd_read_part, NULL, err);
 }
 
 static int vhd_write_footer(vd_image *img, struct vhd_state *s, uint64_t at, vd_error *err)
@@ -508,30 +503,41 @@ static int vhd_write_diff_piece(vd_image *img, struct vhd_state *s, const uint8_
     return r;
 }
 
+/* The part of a write inside one block (allocated first when unused). */
+static int vhd_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vhd_state *s = img->priv;
+    int r = 0;
+    if (s->bat[pt->blk] == VHD_BAT_UNUSED)
+        r = vhd_alloc_block(img, s, pt->blk, err);
+    if (r == 0 && s->type == VHD_TYPE_DIFF)
+        r = vhd_write_diff_piece(img, s, pt->p, pt->n, pt->off, pt->blk, pt->in, err);
+    else if (r == 0)
+        r = vd_file_pwrite(img->file, pt->p, pt->n, vhd_block_data(s, pt->blk) + pt->in, err);
+    return r;
+}
+
 static int vhd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                       vd_error *err)
 {
     struct vhd_state *s = img->priv;
-    const uint8_t *p = buf;
     if (s->type == VHD_TYPE_FIXED)
         return vd_file_pwrite(img->file, buf, len, off, err);
-    while (len) {
-        uint64_t blk, in_blk;
-        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
-        int r = 0;
-        if (s->bat[blk] == VHD_BAT_UNUSED)
-            r = vhd_alloc_block(img, s, blk, err);
-        if (r == 0 && s->type == VHD_TYPE_DIFF)
-            r = vhd_write_diff_piece(img, s, p, n, off, blk, in_blk, err);
-        else if (r == 0)
-            r = vd_file_pwrite(img->file, p, n, vhd_block_data(s, blk) + in_blk, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, (void *)buf, off, len, s->block_size, vhd_write_part, NULL, err);
+}
+
+/* Zeroes over the part of a request inside one block, written from a zero
+ * block allocated at the first need (*zero). */
+static int vhd_zero_part(vd_image *img, struct vd_part *pt, void *zero, vd_error *err)
+{
+    struct vhd_state *s = img->priv;
+    uint8_t **z = zero;
+    if (s->type != VHD_TYPE_DIFF && s->bat[pt->blk] == VHD_BAT_UNUSED)
+        return 0;
+    if (!*z && !(*z = calloc(1, s->block_size)))
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    return vhd_pwrite(img, *z, pt->n, pt->off, err);
 }
 
 /* Write zeroes: an unallocated block of a dynamic disk reads as zeroes
@@ -545,18 +551,7 @@ static int vhd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned
     if (s->type == VHD_TYPE_FIXED)
         return vd_file_zero(img->file, off, len, err);
     uint8_t *zero = NULL;
-    int r = 0;
-    while (r == 0 && len) {
-        uint64_t blk, in_blk;
-        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
-        if (s->type == VHD_TYPE_DIFF || s->bat[blk] != VHD_BAT_UNUSED) {
-            if (!zero && !(zero = calloc(1, s->block_size)))
-                return vd_set_error(err, -ENOMEM, "out of memory");
-            r = vhd_pwrite(img, zero, n, off, err);
-        }
-        off += n;
-        len -= n;
-    }
+    int r = vd_walk(img, NULL, off, len, s->block_size, vhd_zero_part, &zero, err);
     free(zero);
     return r;
 }
@@ -616,29 +611,27 @@ static int vhd_status_run(void *ctx, uint64_t done, uint64_t bytes, uint64_t fil
                           file_off);
 }
 
+/* The block status of the part of a request inside one block. */
+static int vhd_status_part(vd_image *img, struct vd_part *pt, void *ext, vd_error *err)
+{
+    struct vhd_state *s = img->priv;
+    if (s->bat[pt->blk] == VHD_BAT_UNUSED)
+        return vd_extents_add(ext, pt->off, pt->n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
+    if (s->type == VHD_TYPE_DYNAMIC)
+        return vd_extents_add(ext, pt->off, pt->n, VD_LAYER_DATA, 0,
+                              vhd_block_data(s, pt->blk) + pt->in);
+    struct vhd_status_ctx c = { ext, pt->off };
+    return vhd_diff_runs(img, s, (uint32_t)pt->blk, (uint32_t)pt->in, pt->n, vhd_status_run,
+                         &c, err);
+}
+
 static int vhd_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
                             vd_error *err)
 {
     struct vhd_state *s = img->priv;
     if (s->type == VHD_TYPE_FIXED)
         return vd_extents_add(ext, off, len, VD_LAYER_DATA, 0, off);
-    int r = 0;
-    while (len && r == 0) {
-        uint64_t blk, in_blk;
-        uint64_t n = vd_block_piece(off, len, s->block_size, &blk, &in_blk);
-        if (s->bat[blk] == VHD_BAT_UNUSED) {
-            r = vd_extents_add(ext, off, n, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
-        } else if (s->type == VHD_TYPE_DYNAMIC) {
-            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, vhd_block_data(s, blk) + in_blk);
-        } else {
-            struct vhd_status_ctx c = { ext, off };
-            r = vhd_diff_runs(img, s, (uint32_t)blk, (uint32_t)in_blk, n, vhd_status_run, &c,
-                              err);
-        }
-        off += n;
-        len -= n;
-    }
-    return r;
+    return vd_walk(img, NULL, off, len, s->block_size, vhd_status_part, ext, err);
 }
 
 /* Blocks overlapping each other or the BAT are corruptions; the guest view

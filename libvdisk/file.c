@@ -157,6 +157,38 @@ int vd_file_pread_zfill(vd_file *f, void *buf, size_t len, uint64_t off, vd_erro
     return vd_file_pread_common(f, buf, len, off, true, err);
 }
 
+int vd_file_read_header(vd_file *f, void *h, size_t len, const char *fmt, uint64_t *size,
+                        vd_error *err)
+{
+    int64_t fsize = vd_file_size(f, err);
+    if (fsize < 0)
+        return (int)fsize;
+    if ((uint64_t)fsize < len)
+        return vd_set_error(err, -EINVAL, "%s: file of %lld bytes is shorter than the header",
+                            fmt, (long long)fsize);
+    *size = (uint64_t)fsize;
+    return vd_file_pread(f, h, len, 0, err);
+}
+
+int vd_file_read_string(vd_file *f, uint64_t off, uint32_t len, const char *what, char **out,
+                        vd_error *err)
+{
+    char *name = malloc((size_t)len + 1);
+    if (!name)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vd_file_pread(f, name, len, off, err);
+    name[len] = 0;
+    if (r == 0 && strlen(name) != len)
+        r = vd_set_error(err, -EINVAL, "%s at 0x%llx contains a NUL byte", what,
+                         (unsigned long long)off);
+    if (r < 0) {
+        free(name);
+        return r;
+    }
+    *out = name;
+    return 0;
+}
+
 int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_error *err)
 {
     const char *p = buf;

@@ -7,9 +7,6 @@
 #include <errno.h>
 #include <stdlib.h>
 
-/* Emulated zero writes and bounce buffers use chunks of this size. */
-#define VD_ZERO_CHUNK (1u << 20)
-
 static int vd_check_range(vd_image *img, uint64_t off, uint64_t len, const char *what,
                           vd_error *err)
 {
@@ -189,27 +186,6 @@ int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error
     return r;
 }
 
-/* Zeroes by writing a zero buffer (for unaligned edges and drivers without
- * a native zero). */
-static int vd_zero_by_writing(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
-{
-    size_t chunk = len < VD_ZERO_CHUNK ? (size_t)len : VD_ZERO_CHUNK;
-    void *z = calloc(1, chunk ? chunk : 1);
-    if (!z)
-        return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = 0;
-    while (len) {
-        size_t n = len < chunk ? (size_t)len : chunk;
-        r = vd_pwrite_locked(img, z, n, off, err);
-        if (r < 0)
-            break;
-        off += n;
-        len -= n;
-    }
-    free(z);
-    return r;
-}
-
 int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
                      vd_error *err)
 {
@@ -222,17 +198,17 @@ int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
     pthread_rwlock_wrlock(&img->lock);
     uint32_t a = vd_align(img);
     if (!img->drv->pwrite_zeroes) {
-        r = vd_zero_by_writing(img, off, len, err);
+        r = vd_zero_by_writing(img, off, len, vd_pwrite_locked, err);
         goto out;
     }
     uint64_t end = off + len;
     uint64_t astart = vd_round_up(off, a);
     uint64_t aend = end == img->size ? end : end / a * a;
     if (astart >= aend) {
-        r = vd_zero_by_writing(img, off, len, err);
+        r = vd_zero_by_writing(img, off, len, vd_pwrite_locked, err);
         goto out;
     }
-    if (astart > off && (r = vd_zero_by_writing(img, off, astart - off, err)) < 0)
+    if (astart > off && (r = vd_zero_by_writing(img, off, astart - off, vd_pwrite_locked, err)) < 0)
         goto out;
     r = img->drv->pwrite_zeroes(img, astart, aend - astart, flags, err);
     if (r < 0) {
@@ -241,7 +217,7 @@ int vd_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
     }
     r = 0;
     if (aend < end)
-        r = vd_zero_by_writing(img, aend, end - aend, err);
+        r = vd_zero_by_writing(img, aend, end - aend, vd_pwrite_locked, err);
 out:
     pthread_rwlock_unlock(&img->lock);
     return r;

@@ -52,69 +52,65 @@ static size_t vd_mem_block_len(vd_image *img, uint64_t blk)
     return img->size - start < VD_MEM_BLOCK ? (size_t)(img->size - start) : VD_MEM_BLOCK;
 }
 
-/* The core hands whole blocks (align), the last one possibly short. */
-static int vd_mem_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+/* A run of blocks from pt->off that are all held, or all below, read from
+ * where they are.  The core hands whole blocks (align), the last one
+ * possibly short. */
+static int vd_mem_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
 {
+    (void)ctx;
     struct vd_mem *m = img->priv;
-    uint8_t *p = buf;
-    while (len) {
-        /* a run of blocks that are all held, or all below */
-        uint64_t blk = off / VD_MEM_BLOCK;
-        bool held = vd_mem_block(m, blk) != NULL;
-        size_t run = 0;
-        while (run < len && (vd_mem_block(m, blk) != NULL) == held) {
-            size_t n = vd_mem_block_len(img, blk);
-            run += n < len - run ? n : len - run;
-            blk++;
-        }
-        if (!held) {
-            int r = vd_backing_pread(img, p, run, off, err);
-            if (r < 0)
-                return r;
-        } else {
-            for (size_t done = 0; done < run;) {
-                uint64_t b = (off + done) / VD_MEM_BLOCK;
-                size_t n = vd_mem_block_len(img, b);
-                n = n < run - done ? n : run - done;
-                memcpy(p + done, vd_mem_block(m, b), n);
-                done += n;
-            }
-        }
-        p += run;
-        off += run;
-        len -= run;
+    uint64_t blk = pt->off / VD_MEM_BLOCK;
+    bool held = vd_mem_block(m, blk) != NULL;
+    size_t run = 0;
+    while (run < pt->n && (vd_mem_block(m, blk) != NULL) == held) {
+        size_t n = vd_mem_block_len(img, blk);
+        run += n < pt->n - run ? n : pt->n - run;
+        blk++;
+    }
+    pt->n = run;
+    if (!held)
+        return vd_backing_pread(img, pt->p, run, pt->off, err);
+    for (size_t done = 0; done < run;) {
+        uint64_t b = (pt->off + done) / VD_MEM_BLOCK;
+        size_t n = vd_mem_block_len(img, b);
+        n = n < run - done ? n : run - done;
+        memcpy(pt->p + done, vd_mem_block(m, b), n);
+        done += n;
     }
     return 0;
+}
+
+static int vd_mem_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
+{
+    return vd_walk(img, buf, off, len, 0, vd_mem_read_part, NULL, err);
+}
+
+/* One block written, held from now on. */
+static int vd_mem_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vd_mem *m = img->priv;
+    uint8_t ***tp = &m->tables[pt->blk / VD_MEM_TABLE];
+    if (!*tp && !(*tp = calloc(VD_MEM_TABLE, sizeof **tp)))
+        goto nomem;
+    uint8_t **slot = &(*tp)[pt->blk % VD_MEM_TABLE];
+    if (!*slot) {
+        if (!(*slot = malloc(VD_MEM_BLOCK)))
+            goto nomem;
+        m->held++;
+    }
+    memcpy(*slot, pt->p, pt->n);
+    return 0;
+nomem:
+    return vd_set_error(err, -ENOMEM, "in-memory overlay: out of memory writing at 0x%llx "
+                        "(%llu MiB held)", (unsigned long long)pt->off,
+                        (unsigned long long)(m->held * VD_MEM_BLOCK >> 20));
 }
 
 static int vd_mem_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                          vd_error *err)
 {
-    struct vd_mem *m = img->priv;
-    const uint8_t *p = buf;
-    while (len) {
-        uint64_t blk = off / VD_MEM_BLOCK;
-        size_t n = vd_mem_block_len(img, blk);
-        n = n < len ? n : len;
-        uint8_t ***tp = &m->tables[blk / VD_MEM_TABLE];
-        if (!*tp && !(*tp = calloc(VD_MEM_TABLE, sizeof **tp)))
-            goto nomem;
-        uint8_t **slot = &(*tp)[blk % VD_MEM_TABLE];
-        if (!*slot) {
-            if (!(*slot = malloc(VD_MEM_BLOCK)))
-                goto nomem;
-            m->held++;
-        }
-        memcpy(*slot, p, n);
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
-nomem:
-    return vd_set_error(err, -ENOMEM, "in-memory overlay: out of memory writing at 0x%llx "
-                        "(%llu MiB held)", (unsigned long long)off,
-                        (unsigned long long)(m->held * VD_MEM_BLOCK >> 20));
+    return vd_walk(img, (void *)buf, off, len, VD_MEM_BLOCK, vd_mem_write_part, NULL, err);
 }
 
 /* Discarded blocks are dropped: they read as the base again, which the
@@ -134,24 +130,19 @@ static int vd_mem_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *e
     return 0;
 }
 
-static int vd_mem_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
-                               vd_error *err)
+static int vd_mem_status_part(vd_image *img, struct vd_part *pt, void *ext, vd_error *err)
 {
     (void)err;
     struct vd_mem *m = img->priv;
-    uint64_t end = off + len;
-    while (off < end) {
-        uint64_t blk = off / VD_MEM_BLOCK;
-        bool held = vd_mem_block(m, blk) != NULL;
-        uint64_t next = (blk + 1) * VD_MEM_BLOCK;
-        uint64_t n = (next < end ? next : end) - off;
-        int r = vd_extents_add(ext, off, n, held ? VD_LAYER_DATA : VD_LAYER_UNALLOC, 0,
-                               VD_NO_OFFSET);
-        if (r < 0)
-            return r;
-        off += n;
-    }
-    return 0;
+    bool held = vd_mem_block(m, pt->blk) != NULL;
+    return vd_extents_add(ext, pt->off, pt->n, held ? VD_LAYER_DATA : VD_LAYER_UNALLOC, 0,
+                          VD_NO_OFFSET);
+}
+
+static int vd_mem_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
+                               vd_error *err)
+{
+    return vd_walk(img, NULL, off, len, VD_MEM_BLOCK, vd_mem_status_part, ext, err);
 }
 
 static int vd_mem_flush(vd_image *img, vd_error *err)

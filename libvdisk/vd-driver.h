@@ -76,6 +76,64 @@ static inline uint64_t vd_block_piece(uint64_t off, uint64_t len, uint64_t block
     *in = off % block;
     return block - *in < len ? block - *in : len;
 }
+
+/* One part of a request that vd_walk hands to a driver: `n` bytes at
+ * offset `off`, `done` bytes into the request, the caller's data at `p`
+ * (NULL for a walk without a buffer, e.g. block status).  With a block
+ * size, a part never crosses a block boundary: `blk` is the block's index
+ * and `in` off's place in it. */
+struct vd_part {
+    uint8_t *p;
+    uint64_t off, n, done;
+    uint64_t blk, in;
+};
+/* Handle one part; 0 or a negative errno.  It may set pt->n lower (but not
+ * to 0) when it handled fewer bytes, e.g. a run of like table entries that
+ * ends early; the walk goes on after them. */
+typedef int vd_part_fn(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err);
+/* The piece-by-piece loop of the drivers: walk [off, off+len) in parts cut
+ * at multiples of `block` (0: not cut, the handler says how far it got),
+ * calling fn on each until one fails.  `buf` may be NULL; a write passes
+ * its const buffer cast, and its handler only reads pt->p. */
+int vd_walk(vd_image *img, void *buf, uint64_t off, uint64_t len, uint64_t block,
+            vd_part_fn *fn, void *ctx, vd_error *err);
+/* A pwrite: the driver table's, a driver's own, or the core's locked one. */
+typedef int vd_write_fn(vd_image *img, const void *buf, size_t len, uint64_t off,
+                        vd_error *err);
+/* Zeroes over [off, off+len) written as data through `write`, from one
+ * zeroed buffer of at most 1 MiB: for unaligned edges and formats that
+ * cannot mark a range as zero. */
+int vd_zero_by_writing(vd_image *img, uint64_t off, uint64_t len, vd_write_fn *write,
+                       vd_error *err);
+/* Formats whose tables map each cluster on its own (qcow, QED) read and
+ * report block status through one pair of loops: the driver says what the
+ * bytes at an offset are, vd_map_pread and vd_map_block_status do the rest. */
+enum vd_map_kind {
+    VD_MAP_BACKING,           /* not in this layer: the backing file's bytes */
+    VD_MAP_ZERO,              /* zeroes */
+    VD_MAP_DATA,              /* in this file at file_off */
+    VD_MAP_COMPRESSED,        /* compressed: read_compressed gets them */
+};
+struct vd_map {
+    enum vd_map_kind kind;
+    uint64_t n;               /* bytes from the offset that read this way */
+    uint64_t file_off;        /* VD_MAP_DATA */
+    uint64_t entry, entry_at; /* the driver's own: table entry and where it is */
+    uint64_t in;              /* the offset's place in its cluster */
+};
+struct vd_mapper {
+    /* What the bytes at guest offset `off` are, for up to `max` of them
+     * (m->n: 1..max); 0 or a negative errno naming the bad entry. */
+    int (*map)(vd_image *img, uint64_t off, uint64_t max, struct vd_map *m, vd_error *err);
+    /* The m->n bytes of a VD_MAP_COMPRESSED mapping into `p`. */
+    int (*read_compressed)(vd_image *img, const struct vd_map *m, uint8_t *p, vd_error *err);
+};
+int vd_map_pread(vd_image *img, void *buf, size_t len, uint64_t off,
+                 const struct vd_mapper *mp, vd_error *err);
+/* At most up to the end of the `table` bytes of guest space that hold off
+ * (one L2 table's span): the core asks again for the rest. */
+int vd_map_block_status(vd_image *img, uint64_t off, uint64_t len, uint64_t table,
+                        vd_extents *ext, const struct vd_mapper *mp, vd_error *err);
 bool vd_is_zero(const void *buf, size_t len);
 /* Does a whole cluster/grain look like random or already-compressed data
  * (byte entropy of at least 7.9 bits)?  Compressed writers then store it
@@ -194,6 +252,16 @@ ssize_t vd_file_pread_direct(vd_file *f, void *buf, size_t len, uint64_t off);
 int vd_file_pread(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
 /* Like vd_file_pread but bytes past end of file read as zeroes. */
 int vd_file_pread_zfill(vd_file *f, void *buf, size_t len, uint64_t off, vd_error *err);
+/* A format's fixed header: the `len` bytes at 0, and the file's size in
+ * *size; a shorter file is "<fmt>: file of N bytes is shorter than the
+ * header". */
+int vd_file_read_header(vd_file *f, void *h, size_t len, const char *fmt, uint64_t *size,
+                        vd_error *err);
+/* A name of `len` bytes stored at `off` (a backing file's, in the header's
+ * clusters) in a new NUL-terminated *out; one holding a NUL byte is refused
+ * as "<what> at 0x... contains a NUL byte".  The caller checks the range. */
+int vd_file_read_string(vd_file *f, uint64_t off, uint32_t len, const char *what, char **out,
+                        vd_error *err);
 int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_error *err);
 /* Write zeroes: punches a hole when possible (keeps the size), else writes. */
 int vd_file_zero(vd_file *f, uint64_t off, uint64_t len, vd_error *err);

@@ -1,6 +1,7 @@
 /* unit-core.c - cmocka tests of the core: extents accumulator, option
  * parsing, path confinement, alignment (read-modify-write through a raw
- * image), backing-chain fall-through via block status, UTF-16. */
+ * image), backing-chain fall-through via block status, UTF-16, the
+ * part-by-part walk of the drivers. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -194,6 +195,67 @@ static void test_raw_io(void **state)
     unlink(path);
 }
 
+/* vd_walk: parts cut at block boundaries, a handler that stops short, a
+ * failing handler stops the walk, one that handles nothing is an error. */
+struct walk_log {
+    uint64_t off[8], n[8], blk[8], in[8], done[8];
+    unsigned k, shorten_to, fail_at;
+};
+
+static int walk_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)img;
+    struct walk_log *w = ctx;
+    if (w->k == w->fail_at)
+        return vd_set_error(err, -EIO, "part %u fails", w->k);
+    if (w->shorten_to < pt->n)
+        pt->n = w->shorten_to;
+    if (pt->p)
+        memset(pt->p, 'a' + (int)w->k, pt->n);
+    w->off[w->k] = pt->off;
+    w->n[w->k] = pt->n;
+    w->blk[w->k] = pt->blk;
+    w->in[w->k] = pt->in;
+    w->done[w->k] = pt->done;
+    w->k++;
+    return 0;
+}
+
+static void test_walk(void **state)
+{
+    (void)state;
+    vd_error err;
+    uint8_t buf[300];
+    struct walk_log w = { .shorten_to = UINT32_MAX, .fail_at = UINT32_MAX };
+    /* [100, 400) in blocks of 128: 100..128, 128..256, 256..384, 384..400 */
+    assert_int_equal(vd_walk(NULL, buf, 100, 300, 128, walk_part, &w, &err), 0);
+    assert_int_equal(w.k, 4);
+    static const uint64_t off[] = { 100, 128, 256, 384 }, n[] = { 28, 128, 128, 16 };
+    for (unsigned i = 0; i < 4; i++) {
+        assert_int_equal(w.off[i], off[i]);
+        assert_int_equal(w.n[i], n[i]);
+        assert_int_equal(w.blk[i], off[i] / 128);
+        assert_int_equal(w.in[i], off[i] % 128);
+        assert_int_equal(w.done[i], off[i] - 100);
+        assert_int_equal(buf[w.done[i]], 'a' + i);         /* p follows done */
+    }
+    /* no block size: the handler says how far it got (runs of 70) */
+    w = (struct walk_log){ .shorten_to = 70, .fail_at = UINT32_MAX };
+    assert_int_equal(vd_walk(NULL, NULL, 0, 200, 0, walk_part, &w, &err), 0);
+    assert_int_equal(w.k, 3);
+    assert_int_equal(w.n[2], 60);
+    assert_int_equal(w.off[2], 140);
+    /* the first failure ends the walk with its error */
+    w = (struct walk_log){ .shorten_to = UINT32_MAX, .fail_at = 1 };
+    assert_int_equal(vd_walk(NULL, NULL, 0, 1000, 100, walk_part, &w, &err), -EIO);
+    assert_int_equal(w.k, 1);
+    assert_string_equal(err.msg, "part 1 fails");
+    /* a handler that handles nothing would loop for ever: refused */
+    w = (struct walk_log){ .shorten_to = 0, .fail_at = UINT32_MAX };
+    assert_int_equal(vd_walk(NULL, NULL, 0, 10, 0, walk_part, &w, &err), -EIO);
+    assert_non_null(strstr(err.msg, "internal error"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_overflow_helpers),
         cmocka_unit_test(test_utf16),
         cmocka_unit_test(test_raw_io),
+        cmocka_unit_test(test_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

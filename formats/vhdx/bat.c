@@ -148,40 +148,35 @@ static int vhdx_read_run_at(vd_image *img, uint64_t off, uint64_t n, bool presen
                    : vd_backing_pread(img, dst, n, off, err);
 }
 
+/* The part of a read inside one block. */
+static int vhdx_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vhdx_state *s = img->priv;
+    uint64_t e = s->bat[vhdx_bat_index(s, pt->blk)];
+    switch (VHDX_BAT_STATE(e)) {
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        return vhdx_file_read(img, pt->p, pt->n, VHDX_BAT_OFF(e) + pt->in, err);
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT: {
+        struct vhdx_read_ctx c = { pt->p, pt->off };
+        return vhdx_partial_runs(img, s, pt->off, pt->n, pt->blk, pt->in, vhdx_read_run_at,
+                                 &c, err);
+    }
+    case VHDX_PAYLOAD_NOT_PRESENT:
+    case VHDX_PAYLOAD_UNDEFINED:
+        if (s->has_parent)
+            return vd_backing_pread(img, pt->p, pt->n, pt->off, err);
+        /* fall through */
+    default:
+        memset(pt->p, 0, pt->n);
+        return 0;
+    }
+}
+
 int vhdx_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vhdx_state *s = img->priv;
-    uint8_t *p = buf;
-    while (len) {
-        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
-        uint64_t e = s->bat[vhdx_bat_index(s, blk)];
-        int r = 0;
-        switch (VHDX_BAT_STATE(e)) {
-        case VHDX_PAYLOAD_FULLY_PRESENT:
-            r = vhdx_file_read(img, p, n, VHDX_BAT_OFF(e) + in, err);
-            break;
-        case VHDX_PAYLOAD_PARTIALLY_PRESENT: {
-            struct vhdx_read_ctx c = { p, off };
-            r = vhdx_partial_runs(img, s, off, n, blk, in, vhdx_read_run_at, &c, err);
-            break;
-        }
-        case VHDX_PAYLOAD_NOT_PRESENT:
-        case VHDX_PAYLOAD_UNDEFINED:
-            if (s->has_parent) {
-                r = vd_backing_pread(img, p, n, off, err);
-                break;
-            }
-            /* fall through */
-        default:
-            memset(p, 0, n);
-        }
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, buf, off, len, s->block_size, vhdx_read_part, NULL, err);
 }
 
 static int vhdx_status_run(vd_image *img, uint64_t off, uint64_t n, bool present,
@@ -190,6 +185,26 @@ static int vhdx_status_run(vd_image *img, uint64_t off, uint64_t n, bool present
     (void)img; (void)err;
     return vd_extents_add(ctx, off, n, present ? VD_LAYER_DATA : VD_LAYER_UNALLOC, 0,
                           present ? file_off : VD_NO_OFFSET);
+}
+
+/* The block status of the part of a request inside one block. */
+static int vhdx_status_part(vd_image *img, struct vd_part *pt, void *ext, vd_error *err)
+{
+    struct vhdx_state *s = img->priv;
+    uint64_t e = s->bat[vhdx_bat_index(s, pt->blk)];
+    switch (VHDX_BAT_STATE(e)) {
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        return vd_extents_add(ext, pt->off, pt->n, VD_LAYER_DATA, 0, VHDX_BAT_OFF(e) + pt->in);
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+        return vhdx_partial_runs(img, s, pt->off, pt->n, pt->blk, pt->in, vhdx_status_run, ext,
+                                 err);
+    case VHDX_PAYLOAD_NOT_PRESENT:
+    case VHDX_PAYLOAD_UNDEFINED:
+        return vd_extents_add(ext, pt->off, pt->n,
+                              s->has_parent ? VD_LAYER_UNALLOC : VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+    default:
+        return vd_extents_add(ext, pt->off, pt->n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
+    }
 }
 
 /* Most blocks one block status call looks at: a call over a huge disk
@@ -201,29 +216,9 @@ int vhdx_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext
                       vd_error *err)
 {
     struct vhdx_state *s = img->priv;
-    int r = 0;
-    for (unsigned i = 0; len && r == 0 && i < VHDX_STATUS_BLOCKS; i++) {
-        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
-        uint64_t e = s->bat[vhdx_bat_index(s, blk)];
-        switch (VHDX_BAT_STATE(e)) {
-        case VHDX_PAYLOAD_FULLY_PRESENT:
-            r = vd_extents_add(ext, off, n, VD_LAYER_DATA, 0, VHDX_BAT_OFF(e) + in);
-            break;
-        case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-            r = vhdx_partial_runs(img, s, off, n, blk, in, vhdx_status_run, ext, err);
-            break;
-        case VHDX_PAYLOAD_NOT_PRESENT:
-        case VHDX_PAYLOAD_UNDEFINED:
-            r = vd_extents_add(ext, off, n, s->has_parent ? VD_LAYER_UNALLOC : VD_LAYER_ZERO,
-                               0, VD_NO_OFFSET);
-            break;
-        default:
-            r = vd_extents_add(ext, off, n, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
-        }
-        off += n;
-        len -= n;
-    }
-    return r;
+    uint64_t most = (uint64_t)VHDX_STATUS_BLOCKS * s->block_size - off % s->block_size;
+    return vd_walk(img, NULL, off, len < most ? len : most, s->block_size, vhdx_status_part,
+                   ext, err);
 }
 
 /* Make block `blk` fully present: a new block at the end of the file (or the
@@ -289,24 +284,25 @@ int vhdx_begin_write(vd_image *img, struct vhdx_state *s, vd_error *err)
     return r;
 }
 
+/* The part of a write inside one block. */
+static int vhdx_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)ctx;
+    struct vhdx_state *s = img->priv;
+    uint64_t e = s->bat[vhdx_bat_index(s, pt->blk)];
+    if (VHDX_BAT_STATE(e) == VHDX_PAYLOAD_FULLY_PRESENT)
+        return vd_file_pwrite(img->file, pt->p, pt->n, VHDX_BAT_OFF(e) + pt->in, err);
+    return vhdx_make_present(img, s, pt->blk, pt->p, pt->in, pt->n, err);
+}
+
 int vhdx_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vhdx_state *s = img->priv;
-    const uint8_t *p = buf;
     if (s->crashed)
         return 0;
     int r = vhdx_begin_write(img, s, err);
-    while (r == 0 && len) {
-        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
-        uint64_t e = s->bat[vhdx_bat_index(s, blk)];
-        if (VHDX_BAT_STATE(e) == VHDX_PAYLOAD_FULLY_PRESENT)
-            r = vd_file_pwrite(img->file, p, n, VHDX_BAT_OFF(e) + in, err);
-        else
-            r = vhdx_make_present(img, s, blk, p, in, n, err);
-        p += n;
-        off += n;
-        len -= n;
-    }
+    if (r == 0)
+        r = vd_walk(img, (void *)buf, off, len, s->block_size, vhdx_write_part, NULL, err);
     return r;
 }
 
@@ -317,6 +313,30 @@ static bool vhdx_block_reads_zero(const struct vhdx_state *s, uint64_t blk)
     if (st == VHDX_PAYLOAD_ZERO || st == VHDX_PAYLOAD_UNMAPPED)
         return true;
     return !s->has_parent && (st == VHDX_PAYLOAD_NOT_PRESENT || st == VHDX_PAYLOAD_UNDEFINED);
+}
+
+/* Zero the part of a request inside one block; `whole_only` points to the
+ * flag below. */
+static int vhdx_zero_part(vd_image *img, struct vd_part *pt, void *whole_only, vd_error *err)
+{
+    struct vhdx_state *s = img->priv;
+    uint64_t bi = vhdx_bat_index(s, pt->blk), e = s->bat[bi];
+    uint64_t bstart = pt->blk * s->block_size;
+    uint64_t guest = img->size - bstart < s->block_size ? img->size - bstart : s->block_size;
+    if (vhdx_block_reads_zero(s, pt->blk))
+        return 0;
+    if (pt->in == 0 && pt->n == guest && !s->leave_allocated) {
+        unsigned st = VHDX_BAT_STATE(e);
+        int r = 0;
+        if (st == VHDX_PAYLOAD_FULLY_PRESENT || st == VHDX_PAYLOAD_PARTIALLY_PRESENT)
+            r = vd_file_zero(img->file, VHDX_BAT_OFF(e), s->block_size, err);
+        s->bat[bi] = VHDX_PAYLOAD_ZERO;
+        s->bat_dirty[bi * 8 / VHDX_LOG_SECTOR] = 1;
+        return r;
+    }
+    if (*(const bool *)whole_only)
+        return 0;
+    return vd_zero_by_writing(img, pt->off, pt->n, vhdx_pwrite, err);
 }
 
 /* Write zeroes: a whole block becomes PAYLOAD_BLOCK_ZERO (its old space is
@@ -331,34 +351,8 @@ static int vhdx_zero_range(vd_image *img, uint64_t off, uint64_t len, bool whole
     if (s->crashed)
         return 0;
     int r = vhdx_begin_write(img, s, err);
-    uint8_t *zero = NULL;
-    while (r == 0 && len) {
-        uint64_t blk, in, n = vd_block_piece(off, len, s->block_size, &blk, &in);
-        uint64_t bi = vhdx_bat_index(s, blk), e = s->bat[bi];
-        uint64_t bstart = blk * s->block_size;
-        uint64_t guest = img->size - bstart < s->block_size ? img->size - bstart : s->block_size;
-        if (vhdx_block_reads_zero(s, blk)) {
-            /* nothing to do */
-        } else if (in == 0 && n == guest && !s->leave_allocated) {
-            unsigned st = VHDX_BAT_STATE(e);
-            if (st == VHDX_PAYLOAD_FULLY_PRESENT || st == VHDX_PAYLOAD_PARTIALLY_PRESENT)
-                r = vd_file_zero(img->file, VHDX_BAT_OFF(e), s->block_size, err);
-            s->bat[bi] = VHDX_PAYLOAD_ZERO;
-            s->bat_dirty[bi * 8 / VHDX_LOG_SECTOR] = 1;
-        } else if (!whole_only) {
-            if (!zero && !(zero = calloc(1, VHDX_COPY_PIECE))) {
-                r = vd_set_error(err, -ENOMEM, "out of memory");
-                break;
-            }
-            for (uint64_t p = 0; r == 0 && p < n; p += VHDX_COPY_PIECE) {
-                uint64_t m = n - p < VHDX_COPY_PIECE ? n - p : VHDX_COPY_PIECE;
-                r = vhdx_pwrite(img, zero, m, off + p, err);
-            }
-        }
-        off += n;
-        len -= n;
-    }
-    free(zero);
+    if (r == 0)
+        r = vd_walk(img, NULL, off, len, s->block_size, vhdx_zero_part, &whole_only, err);
     return r;
 }
 

@@ -175,42 +175,37 @@ static int vmdk_se_grain_off(vd_file *f, struct vmdk_sesparse *s, uint64_t g, ui
     return 0;
 }
 
+/* The part of a read inside one grain. */
+static int vmdk_se_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    struct vmdk_walk *w = ctx;
+    struct vmdk_sesparse *s = w->e->se;
+    uint64_t at = 0;   /* at: set when r == 0 (gcc -O3 cannot see it) */
+    uint64_t gte;
+    int r = vmdk_se_gte(w->e->file, s, pt->blk, &gte, err);
+    if (r < 0)
+        return r;
+    switch (gte >> 60) {
+    case 0:
+        return vd_backing_pread(img, pt->p, pt->n, w->guest_off + pt->done, err);
+    case 1: case 2:
+        memset(pt->p, 0, pt->n);
+        return 0;
+    case 3:
+        r = vmdk_se_grain_off(w->e->file, s, pt->blk, gte, &at, err);
+        return r < 0 ? r : vd_file_pread(w->e->file, pt->p, pt->n, at + pt->in, err);
+    default:
+        return vd_set_error(err, -EINVAL, "vmdk: %s: seSparse grain table entry for grain %"
+                            PRIu64 " has invalid type %" PRIu64, w->e->file->path, pt->blk,
+                            gte >> 60);
+    }
+}
+
 int vmdk_sesparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t len,
                         uint64_t off, uint64_t guest_off, vd_error *err)
 {
-    struct vmdk_sesparse *s = e->se;
-    const uint64_t gb = SE_GRAIN * VMDK_SECTOR;
-    while (len) {
-        uint64_t at = 0;   /* at: set when r == 0 (gcc -O3 cannot see it) */
-        uint64_t g, in, n = vd_block_piece(off, len, gb, &g, &in);
-        uint64_t gte;
-        int r = vmdk_se_gte(e->file, s, g, &gte, err);
-        if (r < 0)
-            return r;
-        switch (gte >> 60) {
-        case 0:
-            r = vd_backing_pread(img, buf, n, guest_off, err);
-            break;
-        case 1: case 2:
-            memset(buf, 0, n);
-            break;
-        case 3:
-            r = vmdk_se_grain_off(e->file, s, g, gte, &at, err);
-            if (r == 0)
-                r = vd_file_pread(e->file, buf, n, at + in, err);
-            break;
-        default:
-            r = vd_set_error(err, -EINVAL, "vmdk: %s: seSparse grain table entry for grain %"
-                             PRIu64 " has invalid type %" PRIu64, e->file->path, g, gte >> 60);
-        }
-        if (r < 0)
-            return r;
-        buf += n;
-        off += n;
-        guest_off += n;
-        len -= n;
-    }
-    return 0;
+    struct vmdk_walk w = { e, guest_off };
+    return vd_walk(img, buf, off, len, SE_GRAIN * VMDK_SECTOR, vmdk_se_read_part, &w, err);
 }
 
 int vmdk_sesparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,

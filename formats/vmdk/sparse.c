@@ -341,39 +341,37 @@ static int vmdk_sparse_copy_compressed(vd_file *f, struct vmdk_sparse *s, uint64
     return r;
 }
 
+/* The part of a read inside one grain. */
+static int vmdk_sparse_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    struct vmdk_walk *w = ctx;
+    struct vmdk_sparse *s = w->e->sp;
+    uint64_t g = pt->blk;
+    uint32_t gte = VMDK_GTE_UNALLOC;
+    int r = g < s->n_grains ? vmdk_sparse_gte(w->e->file, s, g, &gte, err) : 0;
+    if (r < 0)
+        return r;
+    if (gte == VMDK_GTE_UNALLOC)
+        return vd_backing_pread(img, pt->p, pt->n, w->guest_off + pt->done, err);
+    if (gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN)) {
+        memset(pt->p, 0, pt->n);
+        return 0;
+    }
+    if (s->h.flags & VMDK_FLAG_COMPRESSED)
+        return vmdk_sparse_copy_compressed(w->e->file, s, g, gte, pt->p, pt->in, pt->n, err);
+    uint64_t at = (uint64_t)gte * VMDK_SECTOR + pt->in;
+    if (at + pt->n > s->file_size)
+        return vd_set_error(err, -EINVAL, "vmdk: %s: grain table entry for grain %" PRIu64
+                            " points to 0x%" PRIx64 " past end of file (size 0x%" PRIx64 ")",
+                            w->e->file->path, g, (uint64_t)gte * VMDK_SECTOR, s->file_size);
+    return vd_file_pread(w->e->file, pt->p, pt->n, at, err);
+}
+
 int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf, size_t len,
                       uint64_t off, uint64_t guest_off, vd_error *err)
 {
-    struct vmdk_sparse *s = e->sp;
-    while (len) {
-        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
-        uint32_t gte = VMDK_GTE_UNALLOC;
-        int r = g < s->n_grains ? vmdk_sparse_gte(e->file, s, g, &gte, err) : 0;
-        if (r < 0)
-            return r;
-        if (gte == VMDK_GTE_UNALLOC)
-            r = vd_backing_pread(img, buf, n, guest_off, err);
-        else if (gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN))
-            memset(buf, 0, n);
-        else if (s->h.flags & VMDK_FLAG_COMPRESSED)
-            r = vmdk_sparse_copy_compressed(e->file, s, g, gte, buf, in, n, err);
-        else {
-            uint64_t at = (uint64_t)gte * VMDK_SECTOR + in;
-            if (at + n > s->file_size)
-                return vd_set_error(err, -EINVAL, "vmdk: %s: grain table entry for grain %"
-                                    PRIu64 " points to 0x%" PRIx64 " past end of file "
-                                    "(size 0x%" PRIx64 ")", e->file->path, g,
-                                    (uint64_t)gte * VMDK_SECTOR, s->file_size);
-            r = vd_file_pread(e->file, buf, n, at, err);
-        }
-        if (r < 0)
-            return r;
-        buf += n;
-        off += n;
-        guest_off += n;
-        len -= n;
-    }
-    return 0;
+    struct vmdk_walk w = { e, guest_off };
+    return vd_walk(img, buf, off, len, e->sp->grain_bytes, vmdk_sparse_read_part, &w, err);
 }
 
 /* Point grain g at sector v in the cached table (and its redundant copy);
@@ -483,6 +481,32 @@ static int vmdk_sparse_alloc_grain(vd_image *img, struct vmdk_extent *e, uint64_
     return r;
 }
 
+/* The part of a write inside one grain: in place, or a new grain. */
+static int vmdk_sparse_write_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    struct vmdk_walk *w = ctx;
+    struct vmdk_sparse *s = w->e->sp;
+    uint64_t g = pt->blk;
+    if (g >= s->n_grains)
+        return vd_set_error(err, -EINVAL, "vmdk: %s: write at 0x%" PRIx64 " beyond the "
+                            "extent's capacity", w->e->file->path, pt->off);
+    uint32_t gte = 0;
+    int r = vmdk_sparse_ensure_gt(w->e->file, s, (uint32_t)(g / s->h.gtes), err);
+    if (r == 0)
+        r = vmdk_sparse_gte(w->e->file, s, g, &gte, err);
+    if (r < 0)
+        return r;
+    bool zero_gte = gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN);
+    if (gte == VMDK_GTE_UNALLOC || zero_gte)
+        return vmdk_sparse_alloc_grain(img, w->e, g, gte, pt->p, pt->in, pt->n,
+                                       w->guest_off + pt->done, err);
+    uint64_t at = (uint64_t)gte * VMDK_SECTOR + pt->in;
+    if (at + pt->n > s->file_size)
+        return vd_set_error(err, -EINVAL, "vmdk: %s: grain table entry for grain %" PRIu64
+                            " points past end of file", w->e->file->path, g);
+    return vd_file_pwrite(w->e->file, pt->p, pt->n, at, err);
+}
+
 int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
                        size_t len, uint64_t off, uint64_t guest_off, vd_error *err)
 {
@@ -491,35 +515,8 @@ int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
         return vd_set_error(err, -ENOTSUP, "vmdk: %s: rewriting a compressed "
                             "(streamOptimized) extent is not supported; convert it "
                             "to monolithicSparse first", e->file->path);
-    while (len) {
-        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
-        if (g >= s->n_grains)
-            return vd_set_error(err, -EINVAL, "vmdk: %s: write at 0x%" PRIx64 " beyond the "
-                                "extent's capacity", e->file->path, off);
-        uint32_t gte = 0;
-        int r = vmdk_sparse_ensure_gt(e->file, s, (uint32_t)(g / s->h.gtes), err);
-        if (r == 0)
-            r = vmdk_sparse_gte(e->file, s, g, &gte, err);
-        if (r < 0)
-            return r;
-        bool zero_gte = gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN);
-        if (gte == VMDK_GTE_UNALLOC || zero_gte) {
-            r = vmdk_sparse_alloc_grain(img, e, g, gte, buf, in, n, guest_off, err);
-        } else {
-            uint64_t at = (uint64_t)gte * VMDK_SECTOR + in;
-            if (at + n > s->file_size)
-                return vd_set_error(err, -EINVAL, "vmdk: %s: grain table entry for grain %"
-                                    PRIu64 " points past end of file", e->file->path, g);
-            r = vd_file_pwrite(e->file, buf, n, at, err);
-        }
-        if (r < 0)
-            return r;
-        buf += n;
-        off += n;
-        guest_off += n;
-        len -= n;
-    }
-    return 0;
+    struct vmdk_walk w = { e, guest_off };
+    return vd_walk(img, (void *)buf, off, len, s->grain_bytes, vmdk_sparse_write_part, &w, err);
 }
 
 int vmdk_sparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,

@@ -379,25 +379,28 @@ int vmdk_stream_finish(vd_image *img, vd_error *err)
     return 0;
 }
 
+/* The part of a read inside one grain: only the grain being filled and
+ * those not written yet can be read back. */
+static int vmdk_stream_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)img;
+    struct vmdk_stream *s = ctx;
+    if (pt->blk == s->cur_grain)
+        memcpy(pt->p, s->grain + pt->in, pt->n);
+    else if (s->cur_grain == UINT64_MAX || pt->blk > s->cur_grain)
+        memset(pt->p, 0, pt->n);           /* not written yet */
+    else
+        return vd_set_error(err, -ENOTSUP, "vmdk: reading back grain %" PRIu64 " of a "
+                            "streamOptimized image being written is not supported "
+                            "(reopen it after closing)", pt->blk);
+    return 0;
+}
+
 int vmdk_stream_pread(vd_image *img, uint8_t *buf, size_t len, uint64_t off,
                       vd_error *err)
 {
     struct vmdk_stream *s = ((struct vmdk *)img->priv)->stream;
-    while (len) {
-        uint64_t g, in, n = vd_block_piece(off, len, s->grain_bytes, &g, &in);
-        if (g == s->cur_grain)
-            memcpy(buf, s->grain + in, n);
-        else if (s->cur_grain == UINT64_MAX || g > s->cur_grain)
-            memset(buf, 0, n);           /* not written yet */
-        else
-            return vd_set_error(err, -ENOTSUP, "vmdk: reading back grain %" PRIu64 " of a "
-                                "streamOptimized image being written is not supported "
-                                "(reopen it after closing)", g);
-        buf += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, buf, off, len, s->grain_bytes, vmdk_stream_read_part, s, err);
 }
 
 int vmdk_stream_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,

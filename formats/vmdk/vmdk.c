@@ -372,6 +372,25 @@ static int vmdk_piece(struct vmdk *v, uint64_t off, uint64_t len, struct vmdk_ex
     return 0;
 }
 
+/* The part of a read inside one extent. */
+static int vmdk_read_part(vd_image *img, struct vd_part *pt, void *v, vd_error *err)
+{
+    struct vmdk_extent *e;
+    uint64_t rel;
+    int r = vmdk_piece(v, pt->off, pt->n, &e, &pt->n, &rel, err);
+    if (r < 0)
+        return r;
+    if (e->type == VMDK_EXT_ZERO) {
+        memset(pt->p, 0, pt->n);
+        return 0;
+    }
+    if (e->type == VMDK_EXT_FLAT)
+        return vd_file_pread_zfill(e->file, pt->p, pt->n, e->flat_off + rel, err);
+    if (e->type == VMDK_EXT_SESPARSE)
+        return vmdk_sesparse_pread(img, e, pt->p, pt->n, rel, pt->off, err);
+    return vmdk_sparse_pread(img, e, pt->p, pt->n, rel, pt->off, err);
+}
+
 static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
     struct vmdk *v = img->priv;
@@ -380,28 +399,7 @@ static int vmdk_do_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_
     int cr = vmdk_check_parent(img, v, err);
     if (cr < 0)
         return cr;
-    uint8_t *p = buf;
-    while (len) {
-        struct vmdk_extent *e;
-        uint64_t n, rel;
-        int r = vmdk_piece(v, off, len, &e, &n, &rel, err);
-        if (r < 0)
-            return r;
-        if (e->type == VMDK_EXT_ZERO)
-            memset(p, 0, n);
-        else if (e->type == VMDK_EXT_FLAT)
-            r = vd_file_pread_zfill(e->file, p, n, e->flat_off + rel, err);
-        else if (e->type == VMDK_EXT_SESPARSE)
-            r = vmdk_sesparse_pread(img, e, p, n, rel, off, err);
-        else
-            r = vmdk_sparse_pread(img, e, p, n, rel, off, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, buf, off, len, 0, vmdk_read_part, v, err);
 }
 
 /* Write the descriptor back (after a CID or parent change).  A descriptor
@@ -453,6 +451,22 @@ static int vmdk_touch_cid(vd_image *img, struct vmdk *v, vd_error *err)
     return r;
 }
 
+/* The part of a write inside one extent. */
+static int vmdk_write_part(vd_image *img, struct vd_part *pt, void *v, vd_error *err)
+{
+    struct vmdk_extent *e;
+    uint64_t rel;
+    int r = vmdk_piece(v, pt->off, pt->n, &e, &pt->n, &rel, err);
+    if (r < 0)
+        return r;
+    if (e->readonly || e->type == VMDK_EXT_ZERO || e->type == VMDK_EXT_SESPARSE)
+        return vd_set_error(err, -EROFS, "vmdk: extent %s at sector 0x%" PRIx64
+                            " is read-only", e->name ? e->name : "ZERO", e->start);
+    if (e->type == VMDK_EXT_FLAT)
+        return vd_file_pwrite(e->file, pt->p, pt->n, e->flat_off + rel, err);
+    return vmdk_sparse_pwrite(img, e, pt->p, pt->n, rel, pt->off, err);
+}
+
 static int vmdk_do_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
                        vd_error *err)
 {
@@ -464,26 +478,7 @@ static int vmdk_do_pwrite(vd_image *img, const void *buf, size_t len, uint64_t o
         r = vmdk_touch_cid(img, v, err);
     if (r < 0)
         return r;
-    const uint8_t *p = buf;
-    while (len) {
-        struct vmdk_extent *e;
-        uint64_t n, rel;
-        if ((r = vmdk_piece(v, off, len, &e, &n, &rel, err)) < 0)
-            return r;
-        if (e->readonly || e->type == VMDK_EXT_ZERO || e->type == VMDK_EXT_SESPARSE)
-            return vd_set_error(err, -EROFS, "vmdk: extent %s at sector 0x%" PRIx64
-                                " is read-only", e->name ? e->name : "ZERO", e->start);
-        if (e->type == VMDK_EXT_FLAT)
-            r = vd_file_pwrite(e->file, p, n, e->flat_off + rel, err);
-        else
-            r = vmdk_sparse_pwrite(img, e, p, n, rel, off, err);
-        if (r < 0)
-            return r;
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return vd_walk(img, (void *)buf, off, len, 0, vmdk_write_part, v, err);
 }
 
 static int vmdk_do_flush(vd_image *img, vd_error *err)

@@ -170,6 +170,12 @@ int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err);
  * does not fit.  `check_only`: only say whether it fits. */
 int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
                      vd_error *err);
+/* What the part handlers of vd_walk need of an extent's request. */
+struct vmdk_walk {
+    struct vmdk_extent *e;
+    uint64_t guest_off;       /* guest offset of the request's first byte */
+};
+
 /* I/O inside one extent; `off` is a byte offset relative to the extent. */
 int vmdk_sparse_pread(vd_image *img, struct vmdk_extent *e, uint8_t *buf,
                       size_t len, uint64_t off, uint64_t guest_off, vd_error *err);
