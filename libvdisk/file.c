@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 static int vd_file_wrap(const char *path, int fd, bool readonly, vd_file **out)
@@ -43,12 +44,25 @@ int vd_file_open(const char *path, bool readonly, vd_file **out, vd_error *err)
     return vd_file_wrap(path, fd, readonly, out);
 }
 
+/* Set by vd_create for the driver's create (vd_create_opts.no_sync): the
+ * files it makes are not synced.  Per thread, as creates on other threads
+ * are not concerned. */
+static _Thread_local bool vd_create_unsynced;
+
+void vd_file_create_unsynced(bool on)
+{
+    vd_create_unsynced = on;
+}
+
 int vd_file_create(const char *path, vd_file **out, vd_error *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return vd_set_errno(err, -errno, "%s: create", path);
-    return vd_file_wrap(path, fd, false, out);
+    int r = vd_file_wrap(path, fd, false, out);
+    if (r == 0 && vd_create_unsynced)
+        (*out)->cache |= VD_CACHE_NO_SYNC;
+    return r;
 }
 
 int vd_file_set_window(vd_file *f, const char *name, uint64_t off, uint64_t len,
@@ -565,4 +579,37 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
     if (r == 0 && img->direct && vd_file_set_direct(*out) < 0)
         img->direct_refused = true;
     return r;
+}
+
+/* Can copy_file_range into the file at `fd` share the source's blocks
+ * (a reflink) instead of copying them?  Where it cannot (ext4, tmpfs...),
+ * the kernel copies the bytes through a pipe.  For an image target (written
+ * in job order) the zero-copy path then loses: its zero test reads a fresh
+ * mapping of the source inside the job's turn, so first touches of the
+ * pages (a trap each on a VM with shadow page tables) and the kernel's copy
+ * are serialized, where the ordinary path reads into the job's buffer
+ * before its turn.  Measured on ext4, raw -> vdi of 512 MiB of data: 0.83 s
+ * of CPU and 3.96 s against 0.40 s and 2.25 s (medians of 5, loaded
+ * 2-core machine; raw -> qcow2 4.06 s against 3.25 s).  A raw target is
+ * written out of order, in parallel, and keeps copy_file_range (there it
+ * was the faster path: 3.18 s against 5.14 s).  So image targets on such a
+ * file system take the ordinary path, unless nothing is to be looked at
+ * (-S 0: no zero test, no mapping). */
+bool vd_fs_shares_blocks(int fd)
+{
+    struct statfs st;
+    if (fd < 0 || fstatfs(fd, &st) < 0)
+        return false;
+    switch ((unsigned long)st.f_type) {
+    case 0x58465342ul:      /* XFS */
+    case 0x9123683eul:      /* btrfs */
+    case 0xca451a4eul:      /* bcachefs */
+    case 0x7461636ful:      /* OCFS2 */
+    case 0x6969ul:          /* NFS: server-side copy/clone */
+    case 0xfe534d42ul:      /* SMB2/3: server-side copy */
+    case 0xff534d42ul:      /* CIFS */
+        return true;
+    default:
+        return false;
+    }
 }

@@ -478,7 +478,9 @@ int vd_create(const char *path, const vd_create_opts *o, vd_error *err)
                           : (backing ? backing->drv->name : NULL),
         .backing = backing, .opts = kv,
     };
+    vd_file_create_unsynced(o->no_sync);
     r = d->create(&a, err);
+    vd_file_create_unsynced(false);
     if (r == 0) {
         const char *unused = vd_kvlist_unused(kv);
         if (unused) {

@@ -20,6 +20,12 @@ void vd_image_free(vd_image *img);
 
 /* Remember that `img` opened `f` (vd_image_uses_file).  0 or -ENOMEM. */
 int vd_image_note_file(vd_image *img, vd_file *f);
+/* While on (this thread), vd_file_create makes files whose syncs do
+ * nothing: vd_create with vd_create_opts.no_sync. */
+void vd_file_create_unsynced(bool on);
+/* Does copy_file_range into the file at fd share blocks (a reflink)
+ * rather than copy them?  (The copy engine's choice, copy.c.) */
+bool vd_fs_shares_blocks(int fd);
 
 /* Open `name` (absolute, or relative to the folder `root`, an O_PATH
  * descriptor) with `flags`, following symlinks by hand so that the file

@@ -168,6 +168,11 @@ typedef struct vd_create_opts {
     const char *final_path;      /* as vd_open_opts.final_path: the file is made
                                     elsewhere under its final name, and
                                     backing_file is relative to this path */
+    bool no_sync;                /* the new files are not synced: the caller
+                                    syncs them later (vd_close of the image
+                                    opened read-write with a cache mode that
+                                    syncs) before relying on them, or does
+                                    not need them to outlive a crash */
 } vd_create_opts;
 
 /* Create a new image file.  Fails with -EEXIST if `path` exists.  Unknown
@@ -296,8 +301,9 @@ typedef struct vd_copy_opts {
  * blocks (XFS, btrfs, ...: a reflink) or nothing is to be checked for
  * zeroes (sparse_size 0); elsewhere image targets are cheaper to fill by
  * reading and writing (libvdisk/copy.c says why).  Memory:
- * a buffer or two of 1 MiB per thread (up to 4 MiB where a target cluster
- * must be written whole), whatever the size of the image.  Does
+ * a buffer or two of 1 MiB per thread, and two more for an image target
+ * (up to 4 MiB where a target cluster must be written whole), whatever
+ * the size of the image.  Does
  * not flush `dst`: vd_flush or vd_close does.  `opts` may be NULL (one
  * thread, no zero detection). */
 int vd_copy(vd_image *src, vd_image *dst, const vd_copy_opts *opts, vd_error *err);
