@@ -10,6 +10,7 @@
 #include "tool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,21 @@ static int convert_keep_uuid(vd_image *in, const char *fmt, const char *options,
     return 0;
 }
 
+/* -t none|directsync write a raw target O_DIRECT (vd_copy opens it so);
+ * where its file system refuses O_DIRECT (ramfs, FUSE without it) the copy
+ * writes through the page cache, and the user is told, as for -T. */
+static void convert_say_direct_refused(const struct vc_convert_opts *o, vd_image *out)
+{
+    if (!o->direct || o->quiet || strcmp(vd_format_name(out), "raw"))
+        return;
+    int fd = open(vd_filename(out), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    else if (errno == EINVAL)
+        fprintf(stderr, "vdconvert: %s: its file system does not allow O_DIRECT (-t %s); "
+                "writing it through the page cache\n", o->dst, o->dst_cache);
+}
+
 int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
 {
     struct vc_convert_opts copy = *opts, *o = &copy;
@@ -138,6 +154,8 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     r = convert_open_target(o, fmt, size, &out, &reads_zero, e);
     if (r == 0 && o->compression_level)
         r = vd_set_compression_level(out, o->compression_level, e);
+    if (r == 0)
+        convert_say_direct_refused(o, out);
     if (r == 0) {
         char label[512];           /* the files as the user named them */
         snprintf(label, sizeof label, "%s -> %s", o->src, o->dst);
@@ -317,6 +335,7 @@ int vc_cmd_convert(int argc, char **argv)
             if (convert_cache_mode(optarg, &o.cache, &o.direct) < 0)
                 return vc_fail("-t %s: expected none, writeback, unsafe, directsync or "
                                "writethrough", optarg);
+            o.dst_cache = optarg;
             break;
         case 'T':
             /* for a source only the page cache matters: O_DIRECT or not */

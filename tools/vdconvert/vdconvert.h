@@ -90,6 +90,7 @@ struct vc_convert_opts {
     unsigned cache;                    /* -t: VD_CACHE_* of the target */
     bool src_direct;                   /* -T none|directsync: IN read O_DIRECT */
     const char *src_cache;             /* -T's argument, for messages */
+    const char *dst_cache;             /* -t's argument, for messages */
     bool progress, quiet;
     bool allow_host_paths;
     bool no_copy_range;                /* disable copy_file_range (testing) */
