@@ -285,9 +285,11 @@ out:
     if (rc)
         fprintf(stderr, "ovatool: %s\n", err[0] ? err : "convert failed");
     conv_cleanup(work, conv, &ap, paths, np + 1);
-    for (size_t i = 0; paths && i <= np; i++) {
-        free(paths[i]);
-        free(names[i]);
+    for (size_t i = 0; i <= np; i++) {
+        if (paths)
+            free(paths[i]);
+        if (names)
+            free(names[i]);
     }
     free(paths);
     free(names);
