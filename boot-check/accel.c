@@ -90,8 +90,18 @@ int accel_choose(const struct vdboot_opts *o, const struct boot_files *bf,
         return 0;
     }
     char err[512];
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
+    int fd = -1;
+    /* Hardware the built-in VMM lacks is qemu's, whatever /dev/kvm does:
+     * no calibration guest is run for it. */
+    if (strcmp(o->disk_bus, "virtio")) {
+        snprintf(r->accel, sizeof(r->accel), "tcg");
+        snprintf(r->accel_why, sizeof(r->accel_why),
+                 "--disk-bus %s: the built-in VMM emulates virtio-blk only", o->disk_bus);
+    } else if (!strcmp(o->firmware, "uefi")) {
+        snprintf(r->accel, sizeof(r->accel), "tcg");
+        snprintf(r->accel_why, sizeof(r->accel_why),
+                 "--firmware uefi: the built-in VMM has no UEFI firmware (SeaBIOS only)");
+    } else if ((fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
         if (!accel_have_qemu()) {
             result_error(r, "no accelerator: /dev/kvm cannot be opened and qemu-system-x86_64 "
                          "is not installed");

@@ -33,7 +33,8 @@ static void usage(FILE *f)
         "Boots the image's own kernel (from /boot in its ext2/3/4 filesystem) on a\n"
         "throw-away overlay and waits for a login prompt on the serial console.\n"
         "  --accel kvm|tcg|auto  built-in KVM VMM, qemu-system-x86_64 TCG, or pick by\n"
-        "                        timing a calibration guest on /dev/kvm (default auto);\n"
+        "                        timing a calibration guest on /dev/kvm (default auto;\n"
+        "                        tcg for --firmware uefi or a --disk-bus not virtio);\n"
         "                        qemu-kvm: qemu with -accel kvm (for comparisons)\n"
         "  --kernel/--initrd FILE, --append ARGS   boot these instead of the image's\n"
         "  --expect REGEX        prompt to wait for (default '%s')\n"
@@ -55,7 +56,8 @@ static void usage(FILE *f)
         "                        from /boot; bios/uefi: qemu (tcg) boots the disk through\n"
         "                        SeaBIOS/OVMF and the disk's own boot loader; auto: uefi\n"
         "                        when the image has an EFI system partition, else bios;\n"
-        "                        bios with --accel kvm: SeaBIOS in the built-in VMM\n"
+        "                        bios with --accel kvm (or auto on a fast /dev/kvm):\n"
+        "                        SeaBIOS in the built-in VMM\n"
         "  --domain VM.xml       boot the disk, bus, memory, vCPUs and firmware (bios,\n"
         "                        or uefi) that this libvirt domain gives the VM\n"
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
@@ -300,8 +302,8 @@ static void watchdog_disarm(void)
 
 /* ---- one image ---- */
 /* --firmware bios|uefi|auto: the disk boots through its own boot code;
- * there is no kernel to find.  qemu runs it, or with --accel kvm the
- * built-in VMM runs SeaBIOS (bios only). */
+ * there is no kernel to find.  qemu runs it, or with --accel kvm (or auto
+ * on a fast /dev/kvm) the built-in VMM runs SeaBIOS (bios, virtio only). */
 static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
                           void (*fire)(struct vdboot_result *r))
 {
@@ -319,7 +321,11 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
              !strcmp(fo.firmware, "uefi") ? "OVMF" : "SeaBIOS",
              !strcmp(o->firmware, "auto") ? " (--firmware auto: " : "",
              !strcmp(o->firmware, "auto") ? why : "", !strcmp(o->firmware, "auto") ? ")" : "");
-    if (!strcmp(o->accel, "kvm")) {
+    /* auto: the built-in VMM when /dev/kvm is fast, as for a direct boot,
+     * unless the firmware or disk bus is one only qemu has */
+    if (accel_choose(&fo, NULL, r) < 0)
+        return;
+    if (!strcmp(r->accel, "kvm")) {
         if (strcmp(fo.firmware, "bios")) {
             result_error(r, "--firmware %s needs --accel tcg: the built-in VMM runs SeaBIOS "
                          "(--firmware bios) but no UEFI firmware", fo.firmware);
@@ -330,8 +336,8 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
                          "use --accel tcg", o->disk_bus);
             return;
         }
-        snprintf(r->accel, sizeof(r->accel), "kvm");
-        snprintf(r->accel_why, sizeof(r->accel_why), "--accel kvm: SeaBIOS in the built-in VMM");
+        if (strcmp(o->accel, "auto"))
+            snprintf(r->accel_why, sizeof(r->accel_why), "--accel kvm: SeaBIOS in the built-in VMM");
         struct boot_files bf;
         memset(&bf, 0, sizeof(bf));
         watchdog_arm(r, o, fire);
@@ -339,8 +345,8 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
         watchdog_disarm();
         return;
     }
-    snprintf(r->accel, sizeof(r->accel), "%s", strcmp(o->accel, "qemu-kvm") ? "tcg" : "qemu-kvm");
-    snprintf(r->accel_why, sizeof(r->accel_why), "--firmware %s runs under qemu", fo.firmware);
+    if (strcmp(o->accel, "auto"))
+        snprintf(r->accel_why, sizeof(r->accel_why), "--firmware %s runs under qemu", fo.firmware);
     struct boot_files bf;
     memset(&bf, 0, sizeof(bf));
     watchdog_arm(r, o, fire);
