@@ -9,7 +9,8 @@
 # console.  Broken copies never log in: the partition's type set to 0 ends
 # at GRUB's command line (panic, "grub>" read off the screen); the MBR boot
 # code zeroed (440 bytes) runs garbage after SeaBIOS's "Booting from Hard
-# Disk..." and ends as timeout with those words in the reason.
+# Disk..." and ends as timeout (those words in the reason) or, when the
+# garbage returns to SeaBIOS, as panic ("No bootable device").
 # UEFI: tests/fixtures/make-uefi-image puts the same guest on a GPT disk
 # with systemd-boot on an ESP; OVMF -> BOOTX64.EFI -> EFI stub -> login in
 # raw, vdi and qcow2 (--firmware auto picks uefi); with the loader deleted
@@ -92,7 +93,12 @@ print("vga: no console=ttyS0, login seen on the VGA text console after %.1f s" %
 b = j["badtype"]
 assert b["outcome"] == "panic" and b["reason"].startswith("grub>"), b
 n = j["nombr"]
-assert n["outcome"] == "timeout" and "Booting from Hard Disk" in n["reason"], n
+# What the zeroes do depends on the registers and memory SeaBIOS left and on
+# when the timer interrupts them: seen running on until the timeout and
+# returning to SeaBIOS, which then says "No bootable device" (panic).
+assert n["outcome"] in ("timeout", "panic"), n
+assert "Booting from Hard Disk" in n["reason"] + (n["console_tail"] or ""), n
+assert "GRUB" not in (n["console_tail"] or ""), n
 for n, fmt in (("uraw", "raw"), ("uvdi", "vdi"), ("uqcow2", "qcow2")):
     r = j[n]
     assert r["outcome"] == "login" and r["firmware"] == "uefi" and r["format"] == fmt, r
