@@ -62,6 +62,12 @@ grep -q "vdisk name debian11_64)" <<<"$o" && grep -q "^cpus: 2$" <<<"$o" && grep
 # --- VMware -> VirtualBox (and OVF 2), signed
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/k.pem" -out "$T/c.pem" -subj /CN=conv -days 2 2>/dev/null
 "$OVA" export -n vmvm --disk "$T/src.qcow2" --os-type windows2019_64 --target vmware -o "$T/vm.ova" >/dev/null
+# an existing OUT, even a FIFO, is refused, never replaced
+mkfifo "$T/fifo.ova"
+if "$OVA" export -n vmvm --disk "$T/src.qcow2" -o "$T/fifo.ova" >"$T/fifo.log" 2>&1; then
+    fail "export over a FIFO"; fi
+grep -q "fifo.ova: already exists; not overwritten" "$T/fifo.log" || fail "FIFO: $(cat "$T/fifo.log")"
+[ -p "$T/fifo.ova" ] || fail "export replaced the FIFO"
 [ "$(lint_codes "$T/vm.ova" virtualbox)" = "network os-type" ] ||
     fail "virtualbox lint codes of the VMware OVA: $(lint_codes "$T/vm.ova" virtualbox)"
 check_converted "$T/vm.ova" virtualbox "$T/src.qcow2"

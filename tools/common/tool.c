@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int vt_version(const char *prog)
 {
@@ -53,6 +54,12 @@ void vt_print_formats(FILE *f, bool creatable_only)
         fprintf(f, "%s%s", first ? "" : " ", t[i].name);
         first = false;
     }
+}
+
+bool vt_replaceable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) < 0 || S_ISREG(st.st_mode);
 }
 
 void vt_warn_probed_raw(vd_image *img, const char *path)

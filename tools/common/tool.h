@@ -47,6 +47,11 @@ void vt_print_formats(FILE *f, bool creatable_only);
  * qemu-img's words (scripts grep for them). */
 void vt_warn_probed_raw(vd_image *img, const char *path);
 
+/* Whether an output made under a temporary name may be renamed over
+ * `path`: it is absent or a regular file.  Renaming over /dev/null, a
+ * device, a FIFO or a socket would replace that node. */
+bool vt_replaceable(const char *path);
+
 /* ---- JSON (json.c): the string writer of every tool's --json ----------- */
 
 /* `s` as a quoted JSON string in ASCII, by qemu's rules (qemu-img's JSON

@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CONVERT_MAX_SPARSE (4u << 20)
@@ -118,6 +119,15 @@ int vc_convert(const struct vc_convert_opts *opts, vd_error *e)
     const char *fmt = o->dst_fmt ? o->dst_fmt : "raw";
     if (vd_format_lookup(fmt))
         fmt = vd_format_lookup(fmt)->name;
+    /* A block device (a USB stick, an LV) is written into, as qemu-img
+     * does: renaming a new file over it would replace the device node. */
+    struct stat st;
+    if (!o->existing && stat(o->dst, &st) == 0 && S_ISBLK(st.st_mode)) {
+        if (strcmp(fmt, "raw"))
+            return vd_set_error(e, -EINVAL, "%s: a block device takes -O raw, or -n to write "
+                                "into the %s image it already holds", o->dst, fmt);
+        o->existing = true;
+    }
     int r = convert_check_opts(o, fmt, e);
     if (r < 0)
         return r;

@@ -12,6 +12,7 @@
  * A failure (vc_tmp_abort) or a signal that ends the process removes what
  * was made, so nothing is left behind. */
 #include "vdconvert.h"
+#include "tool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -93,6 +94,12 @@ const char *vc_tmp_begin(const char *dst, const char *fmt, vd_error *e)
     const char *dir = dirname(d1), *base = basename(d2);
     if (strlen(dir) + strlen(base) + 40 > sizeof tmp_dir) {
         vd_set_error(e, -ENAMETOOLONG, "%s: path too long", dst);
+        return NULL;
+    }
+    /* OUT is replaced by a rename: only a regular file may be. */
+    if (!vt_replaceable(dst)) {
+        vd_set_error(e, -EINVAL, "%s: exists and is not a regular file; refusing to replace "
+                     "it", dst);
         return NULL;
     }
     tmp_catch_signals();
