@@ -3,11 +3,14 @@
  *
  * Crash ordering (docs/flush.md):
  *  - grow: one 8-byte header write (the size; the L1 table is allocated at
- *    its full size at create time, so it bounds the size: past it, -ENOTSUP).
- *  - shrink: the L2 entries past the new end and the L1 entries of tables
- *    wholly past it are cleared and synced first (a later grow must not
- *    bring them back), then the size is written.  The clusters they held
- *    are leaked (QED has no refcounts; check reports them).
+ *    its full size at create time, so it bounds the size: past it, -ENOTSUP),
+ *    after the clearing named under shrink.
+ *  - shrink: the size is written and synced first; then the L2 entries
+ *    past the new end and the L1 entries of tables wholly past it are
+ *    cleared and synced.  The clusters they held are leaked (QED has no
+ *    refcounts; check reports them).  A grow first clears the same past
+ *    the old end (a shrink killed before its clearing), synced, so nothing
+ *    a shrink dropped comes back.
  *  - backing reference: header and name are contiguous from offset 0 and
  *    written with one write.
  *  - make empty: the L1 table is cleared with one write and synced; then
@@ -44,6 +47,35 @@ static int qed_ip_clear_l2(vd_image *img, uint64_t l1i, uint64_t from, vd_error 
     return r;
 }
 
+/* Unmap everything past guest byte `end`: the L2 entries past it in the
+ * table holding it and the L1 entries from the next table up to `upto`
+ * (as stored: past l1_n they are not in memory), synced.  Called past the
+ * guest view: after a shrink's size write, or before a grow's. */
+static int qed_ip_clear_past(vd_image *img, uint64_t end, uint64_t upto, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    uint64_t first = vd_round_up(end, s->cluster_size) / s->cluster_size;
+    uint64_t keep = (end + s->span - 1) / s->span, l1i = first / s->table_entries;
+    int r = 0;
+    if (l1i < keep && l1i < s->l1_n)
+        r = qed_ip_clear_l2(img, l1i, first % s->table_entries, err);
+    if (r < 0 || keep >= upto)
+        return r == 0 ? vd_file_sync(img->file, err) : r;
+    size_t n = (size_t)((upto - keep) * 8);
+    uint8_t *e = malloc(n), z[8] = { 0 };
+    if (!e)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    r = vd_file_pread(img->file, e, n, s->l1_off + keep * 8, err);
+    for (uint64_t i = keep; r == 0 && i < upto; i++) {
+        if (!vd_le64(e + (i - keep) * 8))
+            continue;
+        if ((r = vd_file_pwrite(img->file, z, 8, s->l1_off + i * 8, err)) == 0 && i < s->l1_n)
+            s->l1[i] = 0;
+    }
+    free(e);
+    return r == 0 ? vd_file_sync(img->file, err) : r;
+}
+
 int qed_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct qed_state *s = img->priv;
@@ -58,45 +90,34 @@ int qed_resize(vd_image *img, uint64_t size, vd_error *err)
     int r = qed_ip_sync(img, err);
     if (r == 0)
         r = qed_cache_reset(img, err);
+    uint64_t new_n = (size + s->span - 1) / s->span, old_n = s->l1_n;
+    /* growing: whatever a shrink killed before its clearing left past the
+     * old end goes first, while still hidden */
+    if (r == 0 && size > s->image_size)
+        r = qed_ip_clear_past(img, s->image_size, new_n, err);
     if (r < 0)
         return r;
-    uint64_t new_n = (size + s->span - 1) / s->span, old_n = s->l1_n;
-    if (size < s->image_size) {
-        uint64_t first = vd_round_up(size, s->cluster_size) / s->cluster_size;
-        uint64_t l1i = first * s->cluster_size / s->span;
-        if (l1i < old_n)
-            r = qed_ip_clear_l2(img, l1i, first % s->table_entries, err);
-        for (uint64_t i = new_n; r == 0 && i < old_n; i++) {
-            uint8_t z[8] = { 0 };
-            if (s->l1[i] && (r = vd_file_pwrite(img->file, z, 8, s->l1_off + i * 8, err)) == 0)
-                s->l1[i] = 0;
-        }
-        if (r == 0)
-            r = vd_file_sync(img->file, err);
-        if (r < 0)
-            return r;
-    }
-    uint64_t *l1 = realloc(s->l1, (new_n ? new_n : 1) * 8);
+    uint64_t *l1 = realloc(s->l1, (new_n > old_n ? new_n : old_n) * 8);
     if (!l1)
         return vd_set_error(err, -ENOMEM, "out of memory");
     s->l1 = l1;
-    /* entries a grow adds: as stored (zero unless another tool left some) */
-    if (new_n > old_n) {
-        r = vd_file_pread(img->file, l1 + old_n, (new_n - old_n) * 8, s->l1_off + old_n * 8, err);
-        for (uint64_t i = old_n; r == 0 && i < new_n; i++)
-            l1[i] = vd_le64(&l1[i]);
-        if (r < 0)
-            return r;
-    }
+    for (uint64_t i = old_n; i < new_n; i++)    /* cleared above */
+        l1[i] = 0;
     uint8_t b[8];
     vd_put_le64(b, size);
-    if ((r = vd_file_pwrite(img->file, b, 8, QED_H_SIZE, err)) == 0 &&
-        (r = vd_file_sync(img->file, err)) == 0) {
-        s->image_size = size;
-        s->l1_n = new_n;
-        img->size = size;
+    if ((r = vd_file_pwrite(img->file, b, 8, QED_H_SIZE, err)) < 0 ||
+        (r = vd_file_sync(img->file, err)) < 0)
+        return r;
+    bool shrink = size < s->image_size;
+    s->image_size = size;
+    img->size = size;
+    /* shrunk: the new size rules; what lies past it is unmapped now, so a
+     * later grow does not bring it back (it would clear it anyway) */
+    if (shrink)
+        r = qed_ip_clear_past(img, size, old_n, err);
+    s->l1_n = new_n;
+    if (r == 0)
         r = qed_cache_reset(img, err);      /* tables hold more or fewer entries now */
-    }
     return r;
 }
 

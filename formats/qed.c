@@ -743,6 +743,7 @@ const struct vd_driver vd_qed = {
     .check = qed_check,
     .details = qed_details,
     .resize = qed_resize,
+    .resize_zero_tail = true,
     .set_backing = qed_set_backing,
     .make_empty = qed_make_empty,
     .can_write = VD_CAN_NATIVE,

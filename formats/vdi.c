@@ -723,6 +723,7 @@ const struct vd_driver vd_vdi = {
     .check = vdi_check,
     .details = vdi_details,
     .resize = vdi_resize,
+    .resize_zero_tail = true,
     .set_backing = vdi_set_backing,
     .make_empty = vdi_make_empty,
     .can_write = VD_CAN_NATIVE,

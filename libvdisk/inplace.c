@@ -43,19 +43,26 @@ int vd_resize(vd_image *img, uint64_t size, unsigned flags, vd_error *err)
         return vd_set_error(err, -EINVAL, "%s: shrinking from %llu to %llu bytes loses data "
                             "(VD_RESIZE_SHRINK / --shrink)", img->path,
                             (unsigned long long)old, (unsigned long long)size);
-    /* Shrinking inside an allocation unit: the rest of that unit would come
-     * back if the image grew again, so it is zeroed first (it is data the
-     * caller asked to drop). */
-    uint64_t cs = img->cluster_size;
-    if (size < old && cs && size % cs && !img->drv->resize_clears_tail) {
-        uint64_t end = vd_round_up(size, cs) < old ? vd_round_up(size, cs) : old;
-        if ((r = vd_pwrite_zeroes(img, size, end - size, 0, err)) < 0)
-            return r;
-    }
+    /* The allocation unit holding the end keeps bytes past it: a shrink
+     * leaves the rest of that unit in the file, and so may another tool.
+     * Zeroing them before the size changes would leave a crash between the
+     * two with neither view (the old size, its end zeroed), so the drivers
+     * that let the core do it (resize_zero_tail) get: before a grow, the
+     * unit's rest past the old size zeroed and synced while still hidden;
+     * after a shrink, once the new size rules, the rest past the new end
+     * (hidden from then on; the next grow zeroes it again anyway). */
+    uint64_t cs = img->drv->resize_zero_tail ? img->cluster_size : 0;
     pthread_rwlock_wrlock(&img->lock);
     r = vd_inplace_prepare(img, err);
+    if (r == 0 && cs && size > old && old % cs) {
+        r = vd_zero_past_end_locked(img, old, vd_round_up(old, cs), err);
+        if (r == 0)
+            r = vd_inplace_prepare(img, err);
+    }
     if (r == 0 && (r = img->drv->resize(img, size, err)) < 0)
         vd_error_prefix(err, img->path);
+    if (r == 0 && cs && size < old && size % cs)
+        r = vd_zero_past_end_locked(img, size, vd_round_up(size, cs), err);
     pthread_rwlock_unlock(&img->lock);
     if (r < 0)
         return r;

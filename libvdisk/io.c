@@ -223,6 +223,34 @@ out:
     return r;
 }
 
+/* The bytes of the last allocation unit past the guest view, [from, to):
+ * the driver is let at them by raising the size to `to` meanwhile (its
+ * tables map the whole unit), and only pieces that do not read as zeroes
+ * are written, so an unallocated unit stays unallocated. */
+int vd_zero_past_end_locked(vd_image *img, uint64_t from, uint64_t to, vd_error *err)
+{
+    if (from >= to)
+        return 0;
+    size_t chunk = to - from < (1u << 20) ? (size_t)(to - from) : 1u << 20;   /* 1 MiB pieces */
+    uint8_t *buf = malloc(chunk);
+    if (!buf)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint64_t size = img->size;
+    img->size = to;
+    int r = 0;
+    for (uint64_t off = from; r == 0 && off < to; off += chunk) {
+        size_t n = to - off < chunk ? (size_t)(to - off) : chunk;
+        r = vd_pread_locked(img, buf, n, off, err);
+        if (r == 0 && !vd_is_zero(buf, n)) {
+            memset(buf, 0, n);
+            r = vd_pwrite_locked(img, buf, n, off, err);
+        }
+    }
+    img->size = size;
+    free(buf);
+    return r;
+}
+
 int vd_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
 {
     int r = vd_writable(img, err);

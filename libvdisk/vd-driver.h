@@ -470,11 +470,16 @@ struct vd_driver {
      * links a child to its parent's content stores the link the parent
      * will have after that write too, so the child opens throughout. */
     int (*resize)(vd_image *img, uint64_t size, vd_error *err);
-    /* The driver's resize clears what lies past the old size before it
-     * grows, and the rest of a unit cut by a shrink after the new size
-     * rules: the core then does not zero that rest before a shrink (which a
-     * crash before the size change would leave as neither view). */
+    /* What lies past the virtual size inside the allocation unit
+     * (cluster_size) holding it must never show after a grow.  Either the
+     * driver's resize clears it itself (resize_clears_tail: before a grow,
+     * and after a shrink once the new size rules), or the core does it
+     * around the driver's resize (resize_zero_tail: it reads and writes
+     * that rest through pread/pwrite with the size raised to the unit's
+     * end, so the driver must map the whole unit).  With neither, a
+     * driver's resize must not shrink inside a unit. */
     bool resize_clears_tail;
+    bool resize_zero_tail;
     int (*set_backing)(vd_image *img, const char *file, const char *fmt, vd_error *err);
     int (*make_empty)(vd_image *img, vd_error *err);
     int (*prepare_commit)(vd_image *img, vd_image *base, vd_error *err);

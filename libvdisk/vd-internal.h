@@ -36,6 +36,12 @@ int vd_open_beneath_walk(int root, const char *name, int flags);
 /* Prefix err->msg with "path: " unless it already starts with it. */
 void vd_error_prefix(vd_error *err, const char *path);
 
+/* With the image write-locked: zero what the image holds in [from, to),
+ * past its virtual size but inside the allocation unit holding it (to at
+ * most the size rounded up to img->cluster_size).  For the in-place
+ * resize: nothing a shrink dropped shows again after a grow (io.c). */
+int vd_zero_past_end_locked(vd_image *img, uint64_t from, uint64_t to, vd_error *err);
+
 /* Power-loss tests (writelog.c): log a completed change to a file when
  * VDISK_TEST_WRITE_LOG is set; `data` only for VD_WL_WRITE.  Only the test
  * build of the library (VD_TEST_HOOKS, libvdisk/meson.build) has the log;

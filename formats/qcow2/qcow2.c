@@ -595,6 +595,7 @@ const struct vd_driver vd_qcow2 = {
     .snapshot = qcow2_snapshot_op,
     .disk_size = qcow2_disk_size,
     .resize = qcow2_resize,
+    .resize_zero_tail = true,
     .set_backing = qcow2_set_backing,
     .make_empty = qcow2_make_empty,
     .amend = qcow2_amend,

@@ -2,6 +2,9 @@
  * (grow, shrink), backing reference, and emptying an overlay.
  *
  * Crash ordering (docs/flush.md):
+ *  - grow: first the clusters still mapped past the old end (a shrink
+ *    killed before its drop) are dropped and synced, as a shrink would;
+ *    the core has zeroed the old last cluster's rest (resize_zero_tail).
  *  - grow within the L1 table: one 8-byte header write (the size).
  *  - grow past the L1 table: a new, bigger L1 table is allocated (refcounts
  *    first), filled and synced; then one 24-byte header write switches the
@@ -122,6 +125,13 @@ int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
         }
         return r == 0 ? qcow2_settle(s, err) : r;
     }
+    /* A shrink killed between its header write and the drop leaves
+     * clusters mapped past the end: dropped (and synced) before they show */
+    r = qcow2_drop_from(s, vd_round_up(img->size, s->cluster_size) >> s->cluster_bits, err);
+    if (r == 0)
+        r = qcow2_settle(s, err);
+    if (r < 0)
+        return r;
     if (need > s->l1_size)
         return qcow2_l1_grow(s, need, size, err);
     if ((r = qcow2_header_write_u64(s, QH_SIZE, size, err)) == 0 &&

@@ -242,6 +242,7 @@ const struct vd_driver vd_vhdx = {
     .check = vhdx_check,
     .details = vhdx_details,
     .resize = vhdx_resize,
+    .resize_zero_tail = true,
     .set_backing = vhdx_set_backing,
     .make_empty = vhdx_make_empty,
     .prepare_commit = vhdx_prepare_commit,
