@@ -133,9 +133,13 @@ cp plain.qcow2 k.qcow2
 traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" amend -o refcount_bits=4 k.qcow2
 steps=$(grep -cv -e '+++' -e resumed trace.log || true)
 [ "$steps" -gt 4 ] || fail "refcount_bits kill points: only $steps steps traced"
+[ "$(grep -v -e '+++' -e resumed trace.log | awk '{ print $1 }' | sort -u | wc -l)" = 1 ] ||
+    fail "refcount_bits: traced in more than one thread: kill points would not be exact"
+# (kill_at: the N-th traced call exactly; strace's own when=N counts each
+# syscall on its own, so most later steps were never reached)
 for ((n = 1; n <= steps; n++)); do
     cp plain.qcow2 k.qcow2
-    (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e inject=$SYSCALLS:signal=KILL:when=$n \
+    (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at trace.log $n)" \
         "$V" amend -o refcount_bits=4 k.qcow2 >/dev/null 2>&1 || true) 2>/dev/null
     rc=0; qemu-img check -q k.qcow2 >/dev/null 2>&1 || rc=$?
     [ $rc = 0 ] || [ $rc = 3 ] || fail "refcount_bits=4 killed at step $n: qemu-img check exit $rc"

@@ -394,16 +394,21 @@ if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]] && [ "${VD_INPLACE_CRASH:-}" = all ]; t
     echo "vhdx resize past the BAT region: $kills of $steps kill points, $replayed logs replayed"
 fi
 
-# SIGKILL before every write/truncate/sync of the command: the chain opens,
-# check finds at most leaks, the guest view is the old or the new one.
+# SIGKILL before every write/truncate/sync of the command (kill_at: the
+# N-th traced call exactly): the chain opens, check finds at most leaks,
+# the guest view is the old or the new one.
 SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
 crash_steps() {  # F WHAT CMD... (run in a fresh chain)
     local F=$1 what=$2 n steps rc img ck imgs=top.$F replayed= every=1 kills=0; shift 2
     [[ $what != commit* ]] || imgs="top.$F base.$F"   # the others do not write the base
     chain $F; [ -z "${PREP:-}" ] || eval "$PREP" >/dev/null; cp base.$F base0; cp top.$F top0
-    traced -f -qq -o trace.log -e trace=$SYSCALLS "$@" >/dev/null
+    # (on one CPU: vdconvert then copies in one thread, and kill_at's N-th
+    # call is exact; strace counts each thread's calls on their own)
+    traced -f -qq -o trace.log -e trace=$SYSCALLS taskset -c 0 "$@" >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "$F $what: only $steps steps traced"
+    [ "$(grep -v -e '+++' -e resumed trace.log | awk '{ print $1 }' | sort -u | wc -l)" = 1 ] ||
+        fail "$F $what: traced in more than one thread: kill points would not be exact"
     to_raw top.$F new.raw
     # The default run (and VD_INPLACE_CRASH=commit) kills at most 6 points
     # spread over the steps, first and last included; VD_INPLACE_CRASH=all
@@ -414,7 +419,7 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
         cp top0 top.$F; [[ $what != commit* ]] || cp base0 base.$F
         # (a subshell, so that the shell's "Killed" notice goes nowhere)
         (traced -f -qq -o /dev/null -e trace=$SYSCALLS \
-            -e inject=$SYSCALLS:signal=KILL:when=$n "$@" >/dev/null 2>&1 || true) 2>/dev/null
+            -e "$(kill_at trace.log $n)" taskset -c 0 "$@" >/dev/null 2>&1 || true) 2>/dev/null
         for img in $imgs; do
             "$V" info "$img" >info.txt 2>err || fail "$F $what killed at step $n: $img does not open: $(cat err)"
             ck=$img

@@ -2,9 +2,11 @@
 #include "tool.h"
 
 #include <getopt.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int vt_version(const char *prog)
 {
@@ -72,4 +74,13 @@ void vt_warn_probed_raw(vd_image *img, const char *path)
             "guessed raw.\n         Automatically detecting the format is dangerous for "
             "raw images, write operations on block 0 will be restricted.\n         Specify "
             "the 'raw' format explicitly to remove the restrictions.\n", path);
+}
+
+int vt_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }

@@ -51,6 +51,10 @@ void vt_warn_probed_raw(vd_image *img, const char *path);
  * `path`: it is absent or a regular file.  Renaming over /dev/null, a
  * device, a FIFO or a socket would replace that node. */
 bool vt_replaceable(const char *path);
+/* Worker threads for a copy: the CPUs this process may run on (its
+ * affinity, as nproc counts them: `taskset -c 0` gives one), else the
+ * CPUs online. */
+int vt_cpus(void);
 
 /* ---- JSON (json.c): the string writer of every tool's --json ----------- */
 

@@ -53,7 +53,7 @@ static int disk_copy(vd_image *in, vd_image *out, const char *src, const char *d
     snprintf(label, sizeof label, "%s -> %s", sb ? sb + 1 : src, db ? db + 1 : dst);
     vt_progress *p = vt_progress_new(label, vd_size(in), progress);
     vd_copy_opts o = {
-        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .sparse_size = DISK_SPARSE_SIZE,
+        .threads = vt_cpus(), .sparse_size = DISK_SPARSE_SIZE,
         .target_is_zeroed = true,
         .progress = p ? vt_progress_cb : NULL, .progress_ctx = p,
     };

@@ -48,7 +48,7 @@ static int chain_fill(vd_image *img, vd_image *out, const struct chain_target *t
     uint64_t old = vd_size(img);
     vd_copy_opts c = {
         .size = old < size ? old : size, .sparse_size = 4096,
-        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = t->only_top,
+        .threads = vt_cpus(), .only_top = t->only_top,
         .compare = t->only_top ? NULL : vd_backing(out), .target_is_zeroed = !vd_backing(out),
     };
     int r = vd_copy(img, out, &c, e);
@@ -159,7 +159,7 @@ static int commit_into_base(vd_image *top, vd_image *below, int layers, vd_image
     vt_progress *prog = vt_progress_new(label, vd_size(top), progress);
     vd_copy_opts c = {
         .size = vd_size(top), .sparse_size = 4096,
-        .threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .only_top = true, .top_layers = layers,
+        .threads = vt_cpus(), .only_top = true, .top_layers = layers,
         .progress = vt_progress_cb, .progress_ctx = prog,
     };
     r = vd_copy(top, base, &c, e);

@@ -310,7 +310,7 @@ static int convert_cache_mode(const char *m, unsigned *cache, bool *direct)
 int vc_cmd_convert(int argc, char **argv)
 {
     struct vc_convert_opts o = { .sparse_size = 4096, .cache = VD_CACHE_EARLY_WRITEBACK,
-                                 .workers = (int)sysconf(_SC_NPROCESSORS_ONLN) };
+                                 .workers = vt_cpus() };
     static const struct option lo[] = {
         { "target-is-zero", 0, 0, 'Z' }, { "no-copy-range", 0, 0, 'R' },
         { "keep-uuid", 0, 0, 'K' }, VC_COMMON_LONG_OPTIONS, { 0, 0, 0, 0 } };
