@@ -10,11 +10,14 @@
  *    extended, sparse, and synced) and their map entries point at them;
  *    the header write then also carries the allocated count.  Past the
  *    map's room, or a version 0 header: refused with the reason.
- *  - shrink: the header (size, block count, allocated count) first, then
- *    the file cut after the last slot still counted.  Only when the blocks
- *    dropped hold the highest data slots (always so for a fixed image made
- *    in order); otherwise refused with the reason, since a slot freed in
- *    the middle would be handed out again while its index is in use.
+ *  - shrink: the header (size, block count, allocated count) first; then
+ *    each block that stays but holds a slot at or past the new count is
+ *    moved into a slot a dropped block freed: its data copied there and
+ *    synced, then its one map entry switched and synced (the count never
+ *    changes, so every step leaves an image vdisk and qemu check clean);
+ *    then the file cut after the last slot counted.  Refused with the
+ *    reason when a block that stays holds a slot at or past the new block
+ *    count (no header could be written first).
  *  - parent link: the parent's creation and modification UUIDs (the link a
  *    VDI has: it finds the parent by UUID in its folder) in one write.
  *  - make empty: the block map rewritten all-free and synced, then the
@@ -22,12 +25,17 @@
 #include "vdi.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Shrinking drops the blocks past the new end; VDI numbers the data of its
- * blocks densely (a new block takes index cBlocksAllocated), so the dropped
- * ones must hold the highest indices, or a later allocation would reuse a
- * slot still in use.  The count they leave, or 0 with the reason. */
+ * blocks densely (a new block takes index cBlocksAllocated), so after the
+ * header write that drops them the blocks that stay must hold the lowest
+ * slots.  Those that do not (their slot at or past the count they leave,
+ * `keep`) are moved into slots the dropped ones free, one at a time
+ * (vdi_compact).  What cannot be done in place: a block that stays holding
+ * a slot at or past the new block count, which vdisk and qemu refuse to
+ * open once the count is written.  *keep, 0 or -ENOTSUP with the reason. */
 static int vdi_shrink_count(const struct vdi_state *s, uint64_t nb, uint32_t *keep,
                             vd_error *err)
 {
@@ -35,16 +43,109 @@ static int vdi_shrink_count(const struct vdi_state *s, uint64_t nb, uint32_t *ke
     for (uint64_t i = nb; i < s->n_blocks; i++)
         dropped += s->bmap[i] < VDI_BLOCK_ZERO;
     *keep = s->n_alloc >= dropped ? s->n_alloc - dropped : 0;
-    for (uint64_t i = 0; i < s->n_blocks; i++) {
+    for (uint64_t i = 0; i < nb; i++) {
         uint32_t e = s->bmap[i];
-        if (e >= VDI_BLOCK_ZERO || (i >= nb) == (e >= *keep))
-            continue;
-        return vd_set_error(err, -ENOTSUP, "vdi: cannot shrink in place: block %llu %s data "
-                            "slot %u, and slots are numbered densely (compacting them is not "
-                            "done in place)", (unsigned long long)i,
-                            i >= nb ? "past the new end holds" : "that stays holds", e);
+        if (e < VDI_BLOCK_ZERO && e >= nb)
+            return vd_set_error(err, -ENOTSUP, "vdi: cannot shrink in place: block %llu, "
+                                "which stays, holds data slot %u, past the %llu blocks left "
+                                "(the header would then point past its block count)",
+                                (unsigned long long)i, e, (unsigned long long)nb);
     }
     return 0;
+}
+
+/* After a shrink's header write: every block that stays with a slot at or
+ * past `keep` gets a free slot below it.  Per block: its data copied into
+ * the free slot (which no entry references), synced; then its one map
+ * entry switched (a 4-byte write: old slot or new), synced.  The count
+ * never changes: the image is consistent for vdisk and qemu before and
+ * after each step.  The caller cuts the file after `keep` slots. */
+static int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
+                       vd_error *err)
+{
+    uint64_t slot = (uint64_t)s->block_size + s->block_extra;
+    uint8_t *used = calloc(keep ? keep : 1, 1), *buf = NULL;
+    if (!used)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < nb; i++)
+        if (s->bmap[i] < keep)
+            used[s->bmap[i]] = 1;
+    uint32_t free_slot = 0;
+    int r = 0;
+    for (uint64_t i = 0; r == 0 && i < nb; i++) {
+        uint32_t e = s->bmap[i];
+        if (e >= VDI_BLOCK_ZERO || e < keep)
+            continue;
+        while (free_slot < keep && used[free_slot])
+            free_slot++;
+        if (free_slot >= keep) {
+            r = vd_set_error(err, -EIO, "vdi: no free slot below %u for block %llu", keep,
+                             (unsigned long long)i);
+            break;
+        }
+        if (!buf && !(buf = malloc(slot < (1u << 20) ? slot : (1u << 20)))) {
+            r = vd_set_error(err, -ENOMEM, "out of memory");
+            break;
+        }
+        uint64_t from = s->off_data + (uint64_t)e * slot, to = s->off_data + free_slot * slot;
+        for (uint64_t p = 0; r == 0 && p < slot; p += 1u << 20) {
+            size_t n = slot - p < (1u << 20) ? (size_t)(slot - p) : 1u << 20;
+            r = vd_file_pread_zfill(img->file, buf, n, from + p, err);
+            if (r == 0)
+                r = vd_file_pwrite(img->file, buf, n, to + p, err);
+        }
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        uint8_t le[4];
+        vd_put_le32(le, free_slot);
+        if (r == 0)
+            r = vd_file_pwrite(img->file, le, 4, s->off_blocks + 4 * i, err);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        if (r == 0) {
+            s->bmap[i] = free_slot;
+            used[free_slot] = 1;
+        }
+    }
+    free(buf);
+    free(used);
+    return r;
+}
+
+/* A shrink killed during its compaction leaves blocks holding slots at or
+ * past the allocated count: vdisk gives new blocks slots past every one in
+ * use, but VirtualBox and qemu give a new block the slot numbered by the
+ * count, one such a block still holds.  Counted as leaks (nothing is lost
+ * yet), named; repairing leaks finishes the compaction and cuts the file. */
+int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
+                         vd_check_result *res, vd_error *err)
+{
+    uint32_t high = 0, first = 0;
+    for (uint32_t i = 0; i < s->n_blocks; i++)
+        if (s->bmap[i] < VDI_BLOCK_ZERO && s->bmap[i] >= s->n_alloc && !high++)
+            first = i;
+    if (!high)
+        return 0;
+    if (!res->leaks && !res->corruptions)
+        snprintf(res->first_problem, sizeof res->first_problem,
+                 "vdi: block %u holds data slot %u, at or past the allocated count %u (a "
+                 "shrink's compaction was interrupted): another tool would give that slot to a "
+                 "new block; check -r leaks moves it", first, s->bmap[first], s->n_alloc);
+    res->leaks += high;
+    if (!(flags & VD_CHECK_REPAIR_LEAKS) || img->readonly)
+        return 0;
+    uint64_t slot = (uint64_t)s->block_size + s->block_extra;
+    int r = vdi_compact(img, s, s->n_blocks, s->n_alloc, err);
+    if (r == 0)
+        r = vd_file_truncate(img->file, s->off_data + (uint64_t)s->n_alloc * slot, err);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0) {
+        s->file_size = s->off_data + (uint64_t)s->n_alloc * slot;
+        s->next_index = s->n_alloc;
+        res->leaks_fixed += high;
+    }
+    return r;
 }
 
 int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
@@ -98,7 +199,10 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     vd_put_le32(h + 20, new_alloc);
     if ((r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err)) == 0)
         r = vd_file_sync(img->file, err);
-    /* shrunk: the slots past the count go */
+    /* shrunk: the blocks that stay move below the count, then the slots
+     * past it go */
+    if (r == 0 && nb < s->n_blocks)
+        r = vdi_compact(img, s, nb, alloc, err);
     if (r == 0 && nb < s->n_blocks && s->off_data + (uint64_t)alloc * slot < s->file_size) {
         r = vd_file_truncate(img->file, s->off_data + (uint64_t)alloc * slot, err);
         if (r == 0)

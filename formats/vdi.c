@@ -519,6 +519,8 @@ static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_err
                 leak ? res->leaks_fixed++ : res->corruptions_fixed++;
         }
     }
+    if (r == 0 && allocated == s->n_alloc && !res->corruptions)
+        r = vdi_check_compaction(img, s, flags, res, err);
     res->allocated_clusters = allocated;
     res->total_clusters = s->n_blocks;
     res->image_end_offset = s->next_index ? vdi_block_file_off(s, s->next_index) - s->block_extra

@@ -60,5 +60,7 @@ struct vdi_state {
 int vdi_resize(vd_image *img, uint64_t size, vd_error *err);
 int vdi_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
 int vdi_make_empty(vd_image *img, vd_error *err);
+int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
+                         vd_check_result *res, vd_error *err);
 
 #endif
