@@ -4,15 +4,15 @@
 # The project's Debian guest (GRUB's boot.img in the MBR, core.img in the
 # gap, serial terminal) boots the way a PC boots it: SeaBIOS from the reset
 # vector -> "Booting from Hard Disk..." -> GRUB (int 13h on virtio-blk) ->
-# the kernel -> login, in qcow2; --run then shows that the kernel found
-# vdboot's ACPI tables through SeaBIOS (fw_cfg's etc/acpi/rsdp and
-# etc/table-loader): 2 CPUs, and virtio-blk's interrupt on the IO-APIC.
+# the kernel -> login, in qcow2 and in vhdx (there by --accel auto's
+# choice); --run then shows that the kernel found vdboot's ACPI tables
+# through SeaBIOS (fw_cfg's etc/acpi/rsdp and etc/table-loader): 2 CPUs,
+# and virtio-blk's interrupt on the IO-APIC.
 # A copy whose GRUB and kernel use the screen (no console=ttyS0, getty on
 # tty1 only, like a desktop image) reaches login seen in the VGA text window
 # (guest RAM at 0xb8000, read by the VMM; GRUB's own output still reaches
 # the serial port through SeaBIOS's console mirror).
-# The same disk with its MBR boot code zeroed, in vhdx (the third format:
-# SeaBIOS reads its MBR through the VMM's virtio-blk), never logs in:
+# The same disk with its MBR boot code zeroed (vhdx) never logs in:
 # SeaBIOS says "Booting from Hard Disk..." and runs the zeroes (timeout or
 # panic).
 # Minutes: GRUB's reads through the BIOS are many small exits, each costly
@@ -36,6 +36,7 @@ rm -f "$T/p1"
 grep -q no_timer_check "$T/bios.cfg" || fail "could not add no_timer_check"
 fs_edit "$T/bios.raw" "rm /boot/grub/grub.cfg" "write $T/bios.cfg /boot/grub/grub.cfg"
 "$VDCONVERT" convert -q -O qcow2 "$T/bios.raw" "$T/bios.qcow2"
+"$VDCONVERT" convert -q -O vhdx "$T/bios.raw" "$T/bios.vhdx"
 cp "$T/bios.raw" "$T/nombr.raw"
 dd if=/dev/zero of="$T/nombr.raw" bs=440 count=1 conv=notrunc status=none
 "$VDCONVERT" convert -q -O vhdx "$T/nombr.raw" "$T/nombr.vhdx"
@@ -60,15 +61,17 @@ vdboot --json --accel kvm --firmware bios --timeout 60 nombr.vhdx
 echo "rc $?"
 vdboot --json --accel kvm --firmware bios --timeout 700 vga.vmdk
 echo "rc $?"
+vdboot --json --firmware bios --timeout 700 bios.vhdx
+echo "rc $?"
 SH
 SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 2200 -f "$T/bios.qcow2" \
-    -f "$T/nombr.vhdx" -f "$T/vga.vmdk" -s "$T/run.sh" >"$T/out" || true
+    -f "$T/nombr.vhdx" -f "$T/vga.vmdk" -f "$T/bios.vhdx" -s "$T/run.sh" >"$T/out" || true
 sed -n 's/^SVM-OUT \({.*\)/\1/p' "$T/out" >"$T/json"
 python3 - "$T/json" <<'PY' || { cat "$T/out"; tail -n 30 "$T/l1.log"; fail "SeaBIOS boot in the built-in VMM wrong"; }
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-assert len(rows) == 3, rows
-j, n, v = rows
+assert len(rows) == 4, rows
+j, n, v, x = rows
 assert j["outcome"] == "login" and j["accelerator"] == "kvm" and j["firmware"] == "bios", j
 assert j["matched"] == "vdisk-guest login:" and j["format"] == "qcow2", j
 assert j["run"]["exit_status"] == 0, j["run"]
@@ -92,6 +95,13 @@ print("zeroed MBR boot code (vhdx): %s: %s" % (n["outcome"], n["reason"]))
 assert v["outcome"] == "login" and v["prompt_seen_on"] == "vga" and v["format"] == "vmdk", v
 assert v["matched"].endswith("login:") and "on the VGA text console" in v["reason"], v
 print("no console=ttyS0 (vmdk): login seen on the VGA text window after %.1f s" % v["seconds"])
+# --accel auto (the default) on this /dev/kvm: the calibration decides, and
+# a firmware boot on virtio is the built-in VMM's (no qemu in the L1 either)
+assert x["outcome"] == "login" and x["format"] == "vhdx" and x["firmware"] == "bios", x
+assert x["accelerator"] == "kvm" and x["accelerator_reason"].startswith("calibration"), x
+assert x["matched"] == "vdisk-guest login:", x
+print("vhdx, --accel auto (%s): SeaBIOS -> GRUB -> login after %.1f s" %
+      (x["accelerator_reason"], x["seconds"]))
 PY
 [ "$(grep '^SVM-OUT rc ' "$T/out" | head -n1)" = "SVM-OUT rc 0" ] ||
     fail "exit code: $(grep '^SVM-OUT rc' "$T/out")"
