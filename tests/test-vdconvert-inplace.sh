@@ -383,10 +383,12 @@ if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]] && [ "${VD_INPLACE_CRASH:-}" = all ]; t
     cp bt0.vhdx bt.vhdx
     traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize bt.vhdx 200G >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
+    [ "$(grep -v -e '+++' -e resumed trace.log | awk '{ print $1 }' | sort -u | wc -l)" = 1 ] ||
+        fail "vhdx BAT move: traced in more than one thread: kill points would not be exact"
     kills=0 replayed=0
     for ((n = 1; n <= steps; n++)); do
         kills=$((kills + 1)); cp bt0.vhdx bt.vhdx
-        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e inject=$SYSCALLS:signal=KILL:when=$n \
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at trace.log $n)" \
             "$V" resize bt.vhdx 200G >/dev/null 2>&1 || true) 2>/dev/null
         "$V" info bt.vhdx >info.txt 2>err || fail "vhdx BAT move killed at step $n: does not open: $(cat err)"
         if grep -q "log: replayed in memory" info.txt; then

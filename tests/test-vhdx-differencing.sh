@@ -156,14 +156,18 @@ for mode in safe unsafe; do
     fi
     SYSCALLS=pwrite64,pwritev,ftruncate,fallocate,fsync,fdatasync,copy_file_range
     cp "$T/d/c0.avhdx" "$img"
-    traced -f -qq -o "$T/trace.log" -e trace=$SYSCALLS "$VDCONVERT" rebase $u -b "" "$img"
+    # (kill_at: the N-th traced call exactly, on one CPU so that vdconvert
+    # copies in one thread: strace counts each syscall and thread on its own)
+    traced -f -qq -o "$T/trace.log" -e trace=$SYSCALLS taskset -c 0 "$VDCONVERT" rebase $u -b "" "$img"
     steps=$(grep -cv -e '+++' -e resumed "$T/trace.log" || true)
+    [ "$(grep -v -e '+++' -e resumed "$T/trace.log" | awk '{ print $1 }' | sort -u | wc -l)" = 1 ] ||
+        fail "rebase $u -b '': traced in more than one thread: kill points would not be exact"
     kills=0 replayed=0
     for ((n = 1; n <= steps; n++)); do
         kills=$((kills + 1))
         cp "$T/d/c0.avhdx" "$img"
-        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e inject=$SYSCALLS:signal=KILL:when=$n \
-            "$VDCONVERT" rebase $u -b "" "$img" >/dev/null 2>&1 || true) 2>/dev/null
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at "$T/trace.log" $n)" \
+            taskset -c 0 "$VDCONVERT" rebase $u -b "" "$img" >/dev/null 2>&1 || true) 2>/dev/null
         "$VDCONVERT" info "$img" >"$T/info" 2>&1 || fail "rebase $u -b '' killed at step $n: $(tail -1 "$T/info")"
         if grep -q "log: replayed in memory" "$T/info"; then
             "$VDCONVERT" check -q -r all "$img" >/dev/null 2>&1 || fail "rebase $u -b '' killed at step $n: replay"
