@@ -692,6 +692,18 @@ int appliance_member_present(const struct appliance *ap, const char *href, char 
     return -1;
 }
 
+int appliance_member_fits(const struct appliance *ap, const struct appliance_file *af,
+                          const struct ovf_file *f, char *err, size_t errlen)
+{
+    if (!f->size || af->size <= f->size)
+        return 0;
+    snprintf(err, errlen, "%s: member %s (data at offset 0x%llx) is %llu bytes, larger than "
+             "the %llu the descriptor declares (ovf:size); refused", ap->src_path, f->href,
+             (unsigned long long)af->data_off, (unsigned long long)af->size,
+             (unsigned long long)f->size);
+    return -1;
+}
+
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked)
 {

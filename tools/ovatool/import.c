@@ -414,13 +414,8 @@ int ova_import(const char *path, const struct import_opts *o)
         struct disk_window win = { 0 };
         char *src;
         if (af) {
-            if (f->size && af->size > f->size) {
-                snprintf(err, sizeof err, "%s: member %s (data at offset 0x%llx) is %llu "
-                         "bytes, larger than the %llu the descriptor declares (ovf:size); "
-                         "refused", path, f->href, (unsigned long long)af->data_off,
-                         (unsigned long long)af->size, (unsigned long long)f->size);
+            if (appliance_member_fits(&ap, af, f, err, sizeof err) < 0)
                 goto out;
-            }
             snprintf(wname, sizeof wname, "%s: member %s", path, f->href);
             win = (struct disk_window){ .off = af->data_off, .len = af->size, .name = wname };
             src = appliance_fd_path(&ap);

@@ -233,6 +233,11 @@ void appliance_digest_mismatch(const struct appliance *ap, enum ovf_digest alg,
  * offset the archive's members end at. */
 int appliance_member_present(const struct appliance *ap, const char *href, char *err,
                              size_t errlen);
+/* 0 when windowed member `af` is no larger than reference `f` declares
+ * (ovf:size, when given); else -1 with one line naming the .ova, the member,
+ * its offset and both sizes: a member that swallows what follows it. */
+int appliance_member_fits(const struct appliance *ap, const struct appliance_file *af,
+                          const struct ovf_file *f, char *err, size_t errlen);
 /* Compare member digests with the manifest: 0 all good; -1 with a message. */
 int appliance_verify_manifest(struct appliance *ap, char *err, size_t errlen,
                               int *checked);
