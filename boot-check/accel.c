@@ -80,6 +80,21 @@ static bool accel_have_qemu(void)
     return false;
 }
 
+bool accel_qemu_only(const struct vdboot_opts *o, char *why, size_t wlen)
+{
+    if (strcmp(o->disk_bus, "virtio"))
+        snprintf(why, wlen, "--disk-bus %s: the built-in VMM emulates virtio-blk only",
+                 o->disk_bus);
+    else if (o->n_nics)
+        snprintf(why, wlen, "%s: the built-in VMM has no network card",
+                 o->domain ? "the domain's <interface>" : "--nic");
+    else if (o->n_cdroms)
+        snprintf(why, wlen, "the domain's CD-ROM: the built-in VMM has no CD-ROM drive");
+    else
+        return false;
+    return true;
+}
+
 int accel_choose(const struct vdboot_opts *o, const struct boot_files *bf,
                  struct vdboot_result *r)
 {
@@ -93,10 +108,8 @@ int accel_choose(const struct vdboot_opts *o, const struct boot_files *bf,
     int fd = -1;
     /* Hardware the built-in VMM lacks is qemu's, whatever /dev/kvm does:
      * no calibration guest is run for it. */
-    if (strcmp(o->disk_bus, "virtio")) {
+    if (accel_qemu_only(o, r->accel_why, sizeof(r->accel_why))) {
         snprintf(r->accel, sizeof(r->accel), "tcg");
-        snprintf(r->accel_why, sizeof(r->accel_why),
-                 "--disk-bus %s: the built-in VMM emulates virtio-blk only", o->disk_bus);
     } else if (!strcmp(o->firmware, "uefi")) {
         snprintf(r->accel, sizeof(r->accel), "tcg");
         snprintf(r->accel_why, sizeof(r->accel_why),

@@ -1,7 +1,8 @@
 /* domain.c - `vdboot --domain vm.xml`: boot with the hardware a libvirt
  * domain gives the VM (what `ovatool import` writes, or `virsh dumpxml`):
  * its boot disk and that disk's format and bus (and SCSI controller model),
- * memory, vCPUs and firmware.  The disk boots through its own boot loader
+ * memory, vCPUs and firmware, its NICs (on qemu's user networking) and
+ * CD-ROMs; a second <disk device='disk'> is not attached.  The disk boots through its own boot loader
  * (bios, or uefi when the domain says efi or its loader is OVMF), as the
  * VM would.
  *
@@ -18,6 +19,21 @@
 #include <string.h>
 #include <strings.h>
 
+/* The NICs qemu's pc machine has drivers for in common guests, by their
+ * libvirt <model type> and qemu device name. */
+static const struct { const char *libvirt, *qemu; } nic_models[] = {
+    { "virtio", "virtio-net-pci" }, { "e1000", "e1000" }, { "e1000e", "e1000e" },
+    { "rtl8139", "rtl8139" }, { "vmxnet3", "vmxnet3" },
+};
+
+const char *vdboot_nic_model(const char *qemu_model)
+{
+    for (size_t i = 0; i < sizeof nic_models / sizeof nic_models[0]; i++)
+        if (!strcmp(qemu_model, nic_models[i].qemu))
+            return nic_models[i].qemu;
+    return NULL;
+}
+
 #ifdef VDBOOT_HAVE_LIBXML2
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -27,6 +43,7 @@
 /* What the options point at lives here, for the life of the process. */
 static struct {
     char image[4096], format[32], bus[16], hba[32], firmware[8];
+    char cdrom[VDBOOT_MAX_CDROMS][4096], cdrom_bus[VDBOOT_MAX_CDROMS][8];
 } dom;
 
 static bool dom_is(const xmlNode *n, const char *name)
@@ -162,6 +179,71 @@ static const char *dom_scsi_hba(const xmlNode *devs, const xmlNode *disk, char *
     return NULL;
 }
 
+/* A source path from the domain: relative ones are the domain file's
+ * folder's, as for the boot disk. */
+static int dom_path(const char *path, const char *src, char *out, size_t len)
+{
+    const char *sl = src[0] == '/' ? NULL : strrchr(path, '/');
+    return snprintf(out, len, "%.*s%s", sl ? (int)(sl - path + 1) : 0, path, src) >= (int)len
+               ? -1 : 0;
+}
+
+/* Every <interface> (user networking in qemu, whatever its source) and
+ * every <disk device='cdrom'>; further <disk device='disk'> entries are
+ * not attached. */
+static int dom_extras(const xmlNode *devs, const char *path, struct vdboot_opts *o, char *why,
+                      size_t wlen, long *line)
+{
+    char b[4096], bus[16];
+    for (const xmlNode *c = devs->children; c; c = c->next) {
+        if (dom_is(c, "interface")) {
+            *line = c->line;
+            dom_attr(dom_child(c, "model"), "type", b, sizeof b);
+            const char *q = b[0] ? NULL : "rtl8139";   /* libvirt's default on pc */
+            for (size_t i = 0; !q && i < sizeof nic_models / sizeof nic_models[0]; i++)
+                if (!strcmp(b, nic_models[i].libvirt))
+                    q = nic_models[i].qemu;
+            if (!q)
+                return snprintf(why, wlen, "<model type='%.32s'>: vdboot attaches virtio, e1000, "
+                                "e1000e, rtl8139 or vmxnet3 NICs", b), -1;
+            if (o->n_nics == VDBOOT_MAX_NICS)
+                return snprintf(why, wlen, "more than %d <interface>s", VDBOOT_MAX_NICS), -1;
+            o->nic_models[o->n_nics++] = q;
+        } else if (dom_is(c, "disk") && !strcmp(dom_attr(c, "device", b, sizeof b), "cdrom")) {
+            *line = c->line;
+            int k = o->n_cdroms;
+            if (k == VDBOOT_MAX_CDROMS)
+                return snprintf(why, wlen, "more than %d CD-ROMs", VDBOOT_MAX_CDROMS), -1;
+            dom_attr(dom_child(c, "target"), "bus", bus, sizeof bus);
+            if (strcmp(bus, "ide") && strcmp(bus, "sata") && strcmp(bus, "scsi"))
+                return snprintf(why, wlen, "<target bus='%.15s'> of a CD-ROM: vdboot attaches "
+                                "ide, sata or scsi CD-ROMs", bus), -1;
+            int same = 0;
+            for (int i = 0; i < k; i++)
+                same += !strcmp(o->cdrom_bus[i], bus);
+            if (!strcmp(bus, "ide") && same == 2)
+                return snprintf(why, wlen, "a third ide CD-ROM: vdboot puts two on the "
+                                "secondary IDE channel"), -1;
+            dom_attr(dom_child(c, "source"), "file", b, sizeof b);
+            dom.cdrom[k][0] = 0;
+            if (b[0] && dom_path(path, b, dom.cdrom[k], sizeof dom.cdrom[k]) < 0)
+                return snprintf(why, wlen, "the CD-ROM's source path is too long"), -1;
+            /* the file must be there now: one line here, not qemu's words later */
+            FILE *f = b[0] ? fopen(dom.cdrom[k], "rb") : NULL;
+            if (b[0] && !f)
+                return snprintf(why, wlen, "CD-ROM <source file='%.300s'>: %s", dom.cdrom[k],
+                                strerror(errno)), -1;
+            if (f)
+                fclose(f);
+            snprintf(dom.cdrom_bus[k], sizeof dom.cdrom_bus[k], "%s", bus);
+            o->cdroms[k] = dom.cdrom[k];
+            o->cdrom_bus[k] = dom.cdrom_bus[k];
+            o->n_cdroms++;
+        }
+    }
+    return 0;
+}
+
 static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o, char *why,
                     size_t wlen, long *line)
 {
@@ -185,10 +267,7 @@ static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o
         dom_attr(src, "dev", b, sizeof b);
     if (!b[0])
         return snprintf(why, wlen, "the boot <disk> has no <source file=...> or dev"), -1;
-    const char *sl = b[0] == '/' ? NULL : strrchr(path, '/');   /* relative: to the
-                                                                   domain file's folder */
-    if (snprintf(dom.image, sizeof dom.image, "%.*s%s", sl ? (int)(sl - path + 1) : 0, path, b) >=
-        (int)sizeof dom.image)
+    if (dom_path(path, b, dom.image, sizeof dom.image) < 0)
         return snprintf(why, wlen, "the boot <disk>'s source path is too long"), -1;
     dom_attr(drv, "type", b, sizeof b);
     if (b[0]) {
@@ -237,6 +316,8 @@ static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o
     }
     snprintf(dom.firmware, sizeof dom.firmware, "%s", efi ? "uefi" : "bios");
     o->firmware = dom.firmware;
+    if (dom_extras(devs, path, o, why, wlen, line) < 0)
+        return -1;
     o->image = dom.image;
     o->images = (const char **)&o->image;
     o->n_images = 1;

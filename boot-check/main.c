@@ -59,9 +59,14 @@ static void usage(FILE *f)
         "                        bios with --accel kvm (or auto on a fast /dev/kvm):\n"
         "                        SeaBIOS in the built-in VMM\n"
         "  --domain VM.xml       boot the disk, bus, memory, vCPUs and firmware (bios,\n"
-        "                        or uefi) that this libvirt domain gives the VM\n"
+        "                        or uefi) that this libvirt domain gives the VM, with\n"
+        "                        its NICs (user networking) and CD-ROMs (qemu)\n"
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
         "                        VMM has virtio only; default virtio)\n"
+        "  --nic none|user|MODEL   a NIC on qemu's user networking (tcg; no host\n"
+        "                        access needed): user = qemu's default model, or MODEL\n"
+        "                        virtio-net-pci, e1000, e1000e, rtl8139, vmxnet3\n"
+        "                        (default none)\n"
         "  --password-file FILE  the password, first line of FILE (default: none)\n"
         "  --shutdown kill|acpi  at the end (prompt, --run done, timeout): stop the VM\n"
         "                        (default), or press its ACPI power button and wait\n"
@@ -92,7 +97,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_APPEND, O_ACCEL, O_EXPECT, O_TIMEOUT, O_MEMORY,
            O_CPUS, O_CONSOLE, O_FORMAT, O_JSON, O_GUEST_DECOMPRESS, O_JUNIT, O_TAP, O_RUN,
-           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS, O_DOMAIN, O_SHUTDOWN };
+           O_LOGIN, O_PASSWORD_FILE, O_FIRMWARE, O_DISK_BUS, O_DOMAIN, O_SHUTDOWN, O_NIC };
     static const struct option lo[] = {
         { "kernel", 1, 0, O_KERNEL }, { "initrd", 1, 0, O_INITRD }, { "append", 1, 0, O_APPEND },
         { "accel", 1, 0, O_ACCEL }, { "expect", 1, 0, O_EXPECT }, { "timeout", 1, 0, O_TIMEOUT },
@@ -102,7 +107,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         { "junit", 1, 0, O_JUNIT }, { "tap", 0, 0, O_TAP }, { "run", 1, 0, O_RUN },
         { "login", 1, 0, O_LOGIN }, { "password-file", 1, 0, O_PASSWORD_FILE },
         { "firmware", 1, 0, O_FIRMWARE }, { "disk-bus", 1, 0, O_DISK_BUS },
-        { "domain", 1, 0, O_DOMAIN }, { "shutdown", 1, 0, O_SHUTDOWN },
+        { "domain", 1, 0, O_DOMAIN }, { "shutdown", 1, 0, O_SHUTDOWN }, { "nic", 1, 0, O_NIC },
         { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 },
     };
     *o = (struct vdboot_opts){ .accel = "auto", .expect = VDBOOT_DEFAULT_EXPECT,
@@ -116,7 +121,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
     while ((c = getopt_long(argc, argv, ":vhVj:", lo, NULL)) != -1) {
         hw_opt = c == O_FORMAT ? "--format" : c == O_MEMORY ? "--memory" : c == O_CPUS ? "--cpus" :
                  c == O_FIRMWARE ? "--firmware" : c == O_DISK_BUS ? "--disk-bus" :
-                 c == O_KERNEL ? "--kernel" : hw_opt;
+                 c == O_KERNEL ? "--kernel" : c == O_NIC ? "--nic" : hw_opt;
         switch (c) {
         case O_DOMAIN: o->domain = optarg; break;
         case O_KERNEL: o->kernel = optarg; break;
@@ -134,6 +139,16 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         case O_FIRMWARE: o->firmware = optarg; break;
         case O_DISK_BUS: o->disk_bus = optarg; break;
         case O_LOGIN: o->login = optarg; break;
+        case O_NIC:
+            o->n_nics = 0;
+            if (!strcmp(optarg, "user"))
+                o->nic_models[o->n_nics++] = "";
+            else if (vdboot_nic_model(optarg))
+                o->nic_models[o->n_nics++] = optarg;
+            else if (strcmp(optarg, "none"))
+                return fprintf(stderr, "vdboot: --nic '%s': want none, user, virtio-net-pci, "
+                               "e1000, e1000e, rtl8139 or vmxnet3\n", optarg), -1;
+            break;
         case O_SHUTDOWN:
             if (strcmp(optarg, "acpi") && strcmp(optarg, "kill"))
                 return fprintf(stderr, "vdboot: --shutdown '%s': want acpi or kill\n", optarg), -1;
@@ -178,7 +193,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
         /* the domain says which disk and hardware: nothing may contradict it */
         if (o->n_images || hw_opt)
             return fprintf(stderr, "vdboot: --domain gives the disk, its format and bus, memory, "
-                           "vCPUs and firmware: no %s%s\n", o->n_images ? "IMAGE " : "",
+                           "vCPUs, firmware and NICs: no %s%s\n", o->n_images ? "IMAGE " : "",
                            o->n_images ? o->images[0] : hw_opt), -1;
         if (domain_load(o->domain, o) < 0)
             return -1;
@@ -331,9 +346,8 @@ static void boot_firmware(const struct vdboot_opts *o, struct vdboot_result *r,
                          "(--firmware bios) but no UEFI firmware", fo.firmware);
             return;
         }
-        if (strcmp(o->disk_bus, "virtio")) {
-            result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk only; "
-                         "use --accel tcg", o->disk_bus);
+        if (accel_qemu_only(o, why, sizeof(why))) {
+            result_error(r, "%s; use --accel tcg", why);
             return;
         }
         if (strcmp(o->accel, "auto"))
@@ -390,9 +404,9 @@ static void boot_one(const struct vdboot_opts *o, struct vdboot_result *r,
         bzimage_read_version(bf.bi.kernel, bf.bi.kernel_len, r->kernel_version,
                              sizeof(r->kernel_version));
         if (accel_choose(o, &bf, r) == 0) {
-            if (strcmp(r->accel, "kvm") == 0 && strcmp(o->disk_bus, "virtio")) {
-                result_error(r, "--disk-bus %s: the built-in VMM (kvm) emulates virtio-blk "
-                             "only; use --accel tcg", o->disk_bus);
+            char why[256];
+            if (strcmp(r->accel, "kvm") == 0 && accel_qemu_only(o, why, sizeof(why))) {
+                result_error(r, "%s; use --accel tcg", why);
             } else {
                 watchdog_arm(r, o, fire);
                 if (strcmp(r->accel, "kvm") == 0)

@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define TCG_MAX_ARGS 56
+#define TCG_MAX_ARGS 112
 
 /* `keep_fd`: qemu's end of the monitor socketpair, left open across exec */
 static pid_t tcg_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
@@ -217,6 +217,68 @@ static int tcg_disk_args(const char *bus, const char *hba, bool boot, const char
     return 0;
 }
 
+/* NICs (--nic, the domain's <interface>s) on qemu's user networking, and
+ * the domain's CD-ROMs, read-only.  qemu opens a CD-ROM's file itself,
+ * through its plain file driver (file.filename: no protocol prefix or
+ * json: in the path is ever parsed), with ',' doubled as -drive wants.
+ * Buffers are static: argv outlives this call, one boot per process. */
+static int tcg_extra_args(const struct vdboot_opts *o, const char **argv, int *n, char *err,
+                          size_t errlen)
+{
+    static char nic[VDBOOT_MAX_NICS][64], drv[VDBOOT_MAX_CDROMS][8300], dev[VDBOOT_MAX_CDROMS][64];
+    argv[(*n)++] = "-nic";
+    argv[(*n)++] = o->n_nics ? nic[0] : "none";
+    for (int i = 0; i < o->n_nics; i++) {
+        snprintf(nic[i], sizeof nic[i], "user%s%s", o->nic_models[i][0] ? ",model=" : "",
+                 o->nic_models[i]);
+        if (i) {
+            argv[(*n)++] = "-nic";
+            argv[(*n)++] = nic[i];
+        }
+    }
+    bool ahci = false, scsi = false;
+    int ide = 0;
+    for (int i = 0; i < o->n_cdroms; i++) {
+        char esc[8200];
+        size_t k = 0;
+        for (const char *p = o->cdroms[i]; *p && k + 2 < sizeof esc; p++) {
+            esc[k++] = *p;
+            if (*p == ',')
+                esc[k++] = ',';
+        }
+        esc[k] = 0;
+        if (snprintf(drv[i], sizeof drv[i], "if=none,id=cd%d,media=cdrom,readonly=on%s%s", i,
+                     esc[0] ? ",format=raw,file.driver=file,file.filename=" : "", esc) >=
+            (int)sizeof drv[i]) {
+            snprintf(err, errlen, "CD-ROM %.300s: path too long for qemu", o->cdroms[i]);
+            return -1;
+        }
+        argv[(*n)++] = "-drive";
+        argv[(*n)++] = drv[i];
+        const char *bus = o->cdrom_bus[i];
+        if (!strcmp(bus, "sata")) {
+            if (!ahci) {
+                argv[(*n)++] = "-device";
+                argv[(*n)++] = "ahci,id=cdahci";
+                ahci = true;
+            }
+            snprintf(dev[i], sizeof dev[i], "ide-cd,drive=cd%d,bus=cdahci.%d", i, i);
+        } else if (!strcmp(bus, "scsi")) {
+            if (!scsi) {
+                argv[(*n)++] = "-device";
+                argv[(*n)++] = "virtio-scsi-pci,id=cdscsi";
+                scsi = true;
+            }
+            snprintf(dev[i], sizeof dev[i], "scsi-cd,drive=cd%d,bus=cdscsi.0,scsi-id=%d", i, i);
+        } else {   /* ide: the secondary channel of the pc machine's PIIX */
+            snprintf(dev[i], sizeof dev[i], "ide-cd,drive=cd%d,bus=ide.1,unit=%d", i, ide++);
+        }
+        argv[(*n)++] = "-device";
+        argv[(*n)++] = dev[i];
+    }
+    return 0;
+}
+
 /* The firmware's debug port (0x402) goes to a file next to the NBD socket:
  * its milestones ("Booting from Hard Disk...", "Boot failed: not a bootable
  * disk", "No bootable device") explain a boot that never reached the
@@ -341,7 +403,17 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
             argv[n++] = "isa-debugcon,iobase=0x402,chardev=fwlog";
         }
     }
+    if (tcg_extra_args(o, argv, &n, err, sizeof(err)) < 0) {
+        result_error(r, "%s", err);
+        goto out;
+    }
     argv[n] = NULL;
+    if (o->verbose) {
+        fprintf(stderr, "vdboot: qemu:");
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, " %s", argv[i]);
+        fputc('\n', stderr);
+    }
     if (console_init(&con, o->expect, o->console, err, sizeof(err)) < 0) {
         result_error(r, "%s", err);
         goto out;

@@ -17,6 +17,8 @@
 
 #define VDBOOT_MAX_IMAGES 256
 #define VDBOOT_MAX_JOBS 64
+#define VDBOOT_MAX_NICS 8
+#define VDBOOT_MAX_CDROMS 4
 /* After --timeout, this long for the vCPU threads or qemu to stop before a
  * watchdog ends the process with the timeout outcome anyway. */
 #define VDBOOT_WATCHDOG_GRACE 10.0
@@ -33,6 +35,12 @@ struct vdboot_opts {
     const char *disk_bus;      /* virtio, sata, scsi, ide */
     const char *scsi_hba;      /* qemu's SCSI controller (--domain), NULL: virtio-scsi-pci */
     const char *domain;        /* --domain FILE, or NULL */
+    /* qemu only: NICs on user networking (model "" = qemu's default) and
+     * CD-ROMs (--domain: file or "" for an empty tray, on ide/sata/scsi) */
+    const char *nic_models[VDBOOT_MAX_NICS];
+    int n_nics;
+    const char *cdroms[VDBOOT_MAX_CDROMS], *cdrom_bus[VDBOOT_MAX_CDROMS];
+    int n_cdroms;
     bool tap;
     double timeout;
     unsigned long long memory_mib;
@@ -92,6 +100,9 @@ void report_tap(FILE *f, const struct vdboot_result *rs, int n);
 /* domain.c: --domain FILE sets the image, format, bus, memory, vCPUs and
  * firmware of `o` from a libvirt domain; -1 with one line printed. */
 int domain_load(const char *path, struct vdboot_opts *o);
+/* A qemu NIC model vdboot attaches (virtio-net-pci, e1000, e1000e, rtl8139,
+ * vmxnet3): the same string, or NULL. */
+const char *vdboot_nic_model(const char *qemu_model);
 int boot_files_get(const struct vdboot_opts *o, struct boot_files *bf, struct vdboot_result *r);
 void boot_files_free(struct boot_files *bf);
 int read_whole_file(const char *path, uint8_t **out, size_t *len, char *err, size_t errlen);
@@ -114,6 +125,9 @@ int discover_boot(const char *image, const char *format, struct boot_files *bf,
 /* accel.c: --accel kvm|tcg|auto; fills r->accel and r->accel_why */
 int accel_choose(const struct vdboot_opts *o, const struct boot_files *bf,
                  struct vdboot_result *r);
+/* Why only qemu can run this hardware (a bus not virtio, a NIC, a CD-ROM):
+ * true with `why` filled, false when the built-in VMM can. */
+bool accel_qemu_only(const struct vdboot_opts *o, char *why, size_t wlen);
 
 /* boot-kvm.c / tcg.c: one boot, result in r */
 void run_kvm(const struct vdboot_opts *o, const struct boot_files *bf, struct vdboot_result *r);
