@@ -90,6 +90,8 @@ bool accel_qemu_only(const struct vdboot_opts *o, char *why, size_t wlen)
                  o->domain ? "the domain's <interface>" : "--nic");
     else if (o->n_cdroms)
         snprintf(why, wlen, "the domain's CD-ROM: the built-in VMM has no CD-ROM drive");
+    else if (o->n_extra)
+        snprintf(why, wlen, "the domain's second disk: the built-in VMM has one disk");
     else
         return false;
     return true;

@@ -2,7 +2,7 @@
  * domain gives the VM (what `ovatool import` writes, or `virsh dumpxml`):
  * its boot disk and that disk's format and bus (and SCSI controller model),
  * memory, vCPUs and firmware, its NICs (on qemu's user networking) and
- * CD-ROMs; a second <disk device='disk'> is not attached.  The disk boots through its own boot loader
+ * CD-ROMs and further disks (all under qemu).  The boot disk boots through its own boot loader
  * (bios, or uefi when the domain says efi or its loader is OVMF), as the
  * VM would.
  *
@@ -24,6 +24,7 @@
 static const struct { const char *libvirt, *qemu; } nic_models[] = {
     { "virtio", "virtio-net-pci" }, { "e1000", "e1000" }, { "e1000e", "e1000e" },
     { "rtl8139", "rtl8139" }, { "vmxnet3", "vmxnet3" },
+    { "pcnet", "pcnet" },       /* VirtualBox's PCnet, which ovatool import keeps */
 };
 
 const char *vdboot_nic_model(const char *qemu_model)
@@ -44,6 +45,8 @@ const char *vdboot_nic_model(const char *qemu_model)
 static struct {
     char image[4096], format[32], bus[16], hba[32], firmware[8];
     char cdrom[VDBOOT_MAX_CDROMS][4096], cdrom_bus[VDBOOT_MAX_CDROMS][8];
+    char extra[VDBOOT_MAX_EXTRA_DISKS][4096], extra_format[VDBOOT_MAX_EXTRA_DISKS][32];
+    char extra_bus[VDBOOT_MAX_EXTRA_DISKS][8];
 } dom;
 
 static bool dom_is(const xmlNode *n, const char *name)
@@ -188,15 +191,57 @@ static int dom_path(const char *path, const char *src, char *out, size_t len)
                ? -1 : 0;
 }
 
-/* Every <interface> (user networking in qemu, whatever its source) and
- * every <disk device='cdrom'>; further <disk device='disk'> entries are
- * not attached. */
-static int dom_extras(const xmlNode *devs, const char *path, struct vdboot_opts *o, char *why,
-                      size_t wlen, long *line)
+/* A <disk device='disk'> other than the boot disk: its file, format and
+ * bus (ide: one, at the primary channel's second unit). */
+static int dom_extra_disk(const xmlNode *c, const char *path, struct vdboot_opts *o, char *why,
+                          size_t wlen)
+{
+    char b[4096], bus[16];
+    int k = o->n_extra, ide = 0;
+    if (k == VDBOOT_MAX_EXTRA_DISKS)
+        return snprintf(why, wlen, "more than %d disks besides the boot disk",
+                        VDBOOT_MAX_EXTRA_DISKS), -1;
+    dom_attr(dom_child(c, "source"), "file", b, sizeof b);
+    if (!b[0])
+        return snprintf(why, wlen, "a second <disk> with no <source file=...>"), -1;
+    if (dom_path(path, b, dom.extra[k], sizeof dom.extra[k]) < 0)
+        return snprintf(why, wlen, "a <disk>'s source path is too long"), -1;
+    dom_attr(dom_child(c, "driver"), "type", b, sizeof b);
+    dom.extra_format[k][0] = 0;
+    if (b[0] && (snprintf(dom.extra_format[k], sizeof dom.extra_format[k], "%s",
+                          !strcmp(b, "vpc") ? "vhd" : b) >= (int)sizeof dom.extra_format[k] ||
+                 !vd_format_lookup(dom.extra_format[k])))
+        return snprintf(why, wlen, "<driver type='%.32s'>: not a format vdisk reads", b), -1;
+    dom_attr(dom_child(c, "target"), "bus", bus, sizeof bus);
+    if (strcmp(bus, "virtio") && strcmp(bus, "sata") && strcmp(bus, "scsi") && strcmp(bus, "ide"))
+        return snprintf(why, wlen, "<target bus='%.15s'>: vdboot attaches virtio, sata, scsi "
+                        "or ide disks", bus), -1;
+    for (int i = 0; i < k; i++)
+        ide += !strcmp(o->extra_bus[i], "ide");
+    if (!strcmp(bus, "ide") && (ide || !strcmp(o->disk_bus, "ide")))
+        return snprintf(why, wlen, "a second ide disk: vdboot attaches one besides the boot "
+                        "disk, on a boot disk not on ide"), -1;
+    snprintf(dom.extra_bus[k], sizeof dom.extra_bus[k], "%s", bus);
+    o->extra_disks[k] = dom.extra[k];
+    o->extra_format[k] = dom.extra_format[k][0] ? dom.extra_format[k] : NULL;
+    o->extra_bus[k] = dom.extra_bus[k];
+    o->n_extra++;
+    return 0;
+}
+
+/* Every <interface> (user networking in qemu, whatever its source), every
+ * <disk device='cdrom'> and every <disk device='disk'> but the boot one. */
+static int dom_extras(const xmlNode *devs, const xmlNode *boot, const char *path,
+                      struct vdboot_opts *o, char *why, size_t wlen, long *line)
 {
     char b[4096], bus[16];
     for (const xmlNode *c = devs->children; c; c = c->next) {
-        if (dom_is(c, "interface")) {
+        if (dom_is(c, "disk") && c != boot &&
+            (!dom_attr(c, "device", b, sizeof b)[0] || !strcmp(b, "disk"))) {
+            *line = c->line;
+            if (dom_extra_disk(c, path, o, why, wlen) < 0)
+                return -1;
+        } else if (dom_is(c, "interface")) {
             *line = c->line;
             dom_attr(dom_child(c, "model"), "type", b, sizeof b);
             const char *q = b[0] ? NULL : "rtl8139";   /* libvirt's default on pc */
@@ -205,7 +250,7 @@ static int dom_extras(const xmlNode *devs, const char *path, struct vdboot_opts 
                     q = nic_models[i].qemu;
             if (!q)
                 return snprintf(why, wlen, "<model type='%.32s'>: vdboot attaches virtio, e1000, "
-                                "e1000e, rtl8139 or vmxnet3 NICs", b), -1;
+                                "e1000e, rtl8139, vmxnet3 or pcnet NICs", b), -1;
             if (o->n_nics == VDBOOT_MAX_NICS)
                 return snprintf(why, wlen, "more than %d <interface>s", VDBOOT_MAX_NICS), -1;
             o->nic_models[o->n_nics++] = q;
@@ -316,7 +361,7 @@ static int dom_read(const xmlNode *root, const char *path, struct vdboot_opts *o
     }
     snprintf(dom.firmware, sizeof dom.firmware, "%s", efi ? "uefi" : "bios");
     o->firmware = dom.firmware;
-    if (dom_extras(devs, path, o, why, wlen, line) < 0)
+    if (dom_extras(devs, disk, path, o, why, wlen, line) < 0)
         return -1;
     o->image = dom.image;
     o->images = (const char **)&o->image;

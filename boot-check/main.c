@@ -60,13 +60,14 @@ static void usage(FILE *f)
         "                        SeaBIOS in the built-in VMM\n"
         "  --domain VM.xml       boot the disk, bus, memory, vCPUs and firmware (bios,\n"
         "                        or uefi) that this libvirt domain gives the VM, with\n"
-        "                        its NICs (user networking) and CD-ROMs (qemu)\n"
+        "                        its NICs (user networking), CD-ROMs and further\n"
+        "                        disks (qemu)\n"
         "  --disk-bus virtio|sata|scsi|ide   the disk's controller (tcg; the built-in\n"
         "                        VMM has virtio only; default virtio)\n"
         "  --nic none|user|MODEL   a NIC on qemu's user networking (tcg; no host\n"
         "                        access needed): user = qemu's default model, or MODEL\n"
-        "                        virtio-net-pci, e1000, e1000e, rtl8139, vmxnet3\n"
-        "                        (default none)\n"
+        "                        virtio-net-pci, e1000, e1000e, rtl8139, vmxnet3,\n"
+        "                        pcnet (default none)\n"
         "  --password-file FILE  the password, first line of FILE (default: none)\n"
         "  --shutdown kill|acpi  at the end (prompt, --run done, timeout): stop the VM\n"
         "                        (default), or press its ACPI power button and wait\n"
@@ -147,7 +148,7 @@ static int parse_args(int argc, char **argv, struct vdboot_opts *o)
                 o->nic_models[o->n_nics++] = optarg;
             else if (strcmp(optarg, "none"))
                 return fprintf(stderr, "vdboot: --nic '%s': want none, user, virtio-net-pci, "
-                               "e1000, e1000e, rtl8139 or vmxnet3\n", optarg), -1;
+                               "e1000, e1000e, rtl8139, vmxnet3 or pcnet\n", optarg), -1;
             break;
         case O_SHUTDOWN:
             if (strcmp(optarg, "acpi") && strcmp(optarg, "kill"))

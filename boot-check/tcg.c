@@ -279,6 +279,58 @@ static int tcg_extra_args(const struct vdboot_opts *o, const char **argv, int *n
     return 0;
 }
 
+/* The domain's further disks: each opened through vdisk under its own
+ * overlay and served on its own NBD socket, as the boot disk is; `*started`
+ * counts the servers to stop. */
+static int tcg_extra_disks(const struct vdboot_opts *o, struct disk *xdk, struct nbd_server *xns,
+                           int *started, const char **argv, int *n, char *err, size_t errlen)
+{
+    static char drv[VDBOOT_MAX_EXTRA_DISKS][320], dev[VDBOOT_MAX_EXTRA_DISKS][64];
+    bool ahci = false, scsi = false;
+    for (int i = 0; i < o->n_extra; i++) {
+        char e[900];
+        if (disk_open(&xdk[i], o->extra_disks[i], o->extra_format[i], e, sizeof e) < 0) {
+            snprintf(err, errlen, "the domain's disk %.300s: %.600s", o->extra_disks[i], e);
+            return -1;
+        }
+        if (nbd_serve_start(&xns[i], &xdk[i], err, errlen) < 0)
+            return -1;
+        (*started)++;
+        if (strchr(xns[i].path, ',')) {
+            snprintf(err, errlen, "NBD socket %s: qemu cannot take a path with a comma (set "
+                     "TMPDIR)", xns[i].path);
+            return -1;
+        }
+        snprintf(drv[i], sizeof drv[i], "file=nbd+unix:///?socket=%s,format=raw,if=none,"
+                 "id=x%d,cache=unsafe", xns[i].path, i);
+        argv[(*n)++] = "-drive";
+        argv[(*n)++] = drv[i];
+        const char *bus = o->extra_bus[i];
+        if (!strcmp(bus, "virtio")) {
+            snprintf(dev[i], sizeof dev[i], "virtio-blk-pci,drive=x%d", i);
+        } else if (!strcmp(bus, "sata")) {
+            if (!ahci) {
+                argv[(*n)++] = "-device";
+                argv[(*n)++] = "ahci,id=xahci";
+                ahci = true;
+            }
+            snprintf(dev[i], sizeof dev[i], "ide-hd,drive=x%d,bus=xahci.%d", i, i);
+        } else if (!strcmp(bus, "scsi")) {
+            if (!scsi) {
+                argv[(*n)++] = "-device";
+                argv[(*n)++] = "virtio-scsi-pci,id=xscsi";
+                scsi = true;
+            }
+            snprintf(dev[i], sizeof dev[i], "scsi-hd,drive=x%d,bus=xscsi.0,scsi-id=%d", i, i);
+        } else {   /* ide: the boot disk is elsewhere (domain.c), so the primary master */
+            snprintf(dev[i], sizeof dev[i], "ide-hd,drive=x%d,bus=ide.0,unit=0", i);
+        }
+        argv[(*n)++] = "-device";
+        argv[(*n)++] = dev[i];
+    }
+    return 0;
+}
+
 /* The firmware's debug port (0x402) goes to a file next to the NBD socket:
  * its milestones ("Booting from Hard Disk...", "Boot failed: not a bootable
  * disk", "No bootable device") explain a boot that never reached the
@@ -320,6 +372,9 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     struct console con;
     struct disk dk = { 0 };
     struct nbd_server ns = { .listen_fd = -1 };
+    struct disk xdk[VDBOOT_MAX_EXTRA_DISKS] = { 0 };
+    struct nbd_server xns[VDBOOT_MAX_EXTRA_DISKS];
+    int xstarted = 0;
     struct qmp q;
     int qsock[2] = { -1, -1 };
     const char *argv[TCG_MAX_ARGS];
@@ -403,7 +458,8 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
             argv[n++] = "isa-debugcon,iobase=0x402,chardev=fwlog";
         }
     }
-    if (tcg_extra_args(o, argv, &n, err, sizeof(err)) < 0) {
+    if (tcg_extra_disks(o, xdk, xns, &xstarted, argv, &n, err, sizeof(err)) < 0 ||
+        tcg_extra_args(o, argv, &n, err, sizeof(err)) < 0) {
         result_error(r, "%s", err);
         goto out;
     }
@@ -501,6 +557,11 @@ out:
         scr.on = scr.seen = false;
     }
     nbd_serve_stop(&ns);   /* qemu is gone: the server thread is idle */
+    for (int i = 0; i < xstarted; i++)
+        nbd_serve_stop(&xns[i]);
+    for (int i = 0; i < o->n_extra; i++)
+        if (xdk[i].img)
+            disk_close(&xdk[i]);
     for (int i = 0; i < 2; i++)
         if (qsock[i] >= 0)
             close(qsock[i]);

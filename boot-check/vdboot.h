@@ -19,6 +19,7 @@
 #define VDBOOT_MAX_JOBS 64
 #define VDBOOT_MAX_NICS 8
 #define VDBOOT_MAX_CDROMS 4
+#define VDBOOT_MAX_EXTRA_DISKS 4
 /* After --timeout, this long for the vCPU threads or qemu to stop before a
  * watchdog ends the process with the timeout outcome anyway. */
 #define VDBOOT_WATCHDOG_GRACE 10.0
@@ -41,6 +42,11 @@ struct vdboot_opts {
     int n_nics;
     const char *cdroms[VDBOOT_MAX_CDROMS], *cdrom_bus[VDBOOT_MAX_CDROMS];
     int n_cdroms;
+    /* --domain: its further <disk device='disk'>s, each opened through
+     * vdisk like the boot disk and given to qemu as an NBD export */
+    const char *extra_disks[VDBOOT_MAX_EXTRA_DISKS], *extra_format[VDBOOT_MAX_EXTRA_DISKS];
+    const char *extra_bus[VDBOOT_MAX_EXTRA_DISKS];
+    int n_extra;
     bool tap;
     double timeout;
     unsigned long long memory_mib;
@@ -101,7 +107,7 @@ void report_tap(FILE *f, const struct vdboot_result *rs, int n);
  * firmware of `o` from a libvirt domain; -1 with one line printed. */
 int domain_load(const char *path, struct vdboot_opts *o);
 /* A qemu NIC model vdboot attaches (virtio-net-pci, e1000, e1000e, rtl8139,
- * vmxnet3): the same string, or NULL. */
+ * vmxnet3, pcnet): the same string, or NULL. */
 const char *vdboot_nic_model(const char *qemu_model);
 int boot_files_get(const struct vdboot_opts *o, struct boot_files *bf, struct vdboot_result *r);
 void boot_files_free(struct boot_files *bf);

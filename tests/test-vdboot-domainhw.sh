@@ -1,12 +1,14 @@
 #!/bin/bash
-# vdboot --domain attaches the domain's NICs and CD-ROMs under qemu: a
-# domain with an e1000 <interface> and an ide <disk device='cdrom'> (an ISO
-# made by genisoimage, beside the domain, given by a relative path with a
-# comma) boots the project's Debian guest through SeaBIOS and its GRUB
+# vdboot --domain attaches the domain's NICs, CD-ROMs and further disks
+# under qemu: a domain with an e1000 <interface>, an ide <disk
+# device='cdrom'> (an ISO made by genisoimage, beside the domain, given by a
+# relative path with a comma) and a second virtio disk (qcow2, 8 MiB, served
+# through vdisk on its own NBD socket) boots the project's Debian guest through SeaBIOS and its GRUB
 # (--accel auto: qemu, because the built-in VMM has no NIC or CD-ROM).  The
 # guest's initramfs has no e1000 or sr_mod, so the check is what the guest's
 # kernel enumerates: PCI device 8086:100e (e1000) and a SCSI device of type 5
-# (CD-ROM, found by ata_piix on the secondary channel), plus the qemu command
+# (CD-ROM, found by ata_piix on the secondary channel), a virtio disk of
+# 16384 sectors (virtio_blk is in the initramfs), plus the qemu command
 # line that -v prints.  --nic's own checks and hostile domains need no boot.
 # One boot of about 15-30 s.
 . "$(dirname "$0")/lib.sh"
@@ -28,12 +30,14 @@ refused "--nic 'ne2k_pci': want none, user, virtio-net-pci" --nic ne2k_pci "$T/x
 dom() {  # dom DEVICES-XML: a domain with a disk x.raw and these devices
     printf "<domain>\n<devices><disk device='disk'><source file='x.raw'/><target bus='virtio'/></disk>\n%s\n</devices></domain>\n" "$1" >"$T/h.xml"
 }
-dom "<interface type='network'><model type='pcnet'/></interface>"
-refused "h.xml: line 3: <model type='pcnet'>: vdboot attaches virtio, e1000" --domain "$T/h.xml"
+dom "<interface type='network'><model type='ne2k_isa'/></interface>"
+refused "h.xml: line 3: <model type='ne2k_isa'>: vdboot attaches virtio, e1000" --domain "$T/h.xml"
 dom "<disk device='cdrom'><source file='missing.iso'/><target bus='ide'/></disk>"
 refused "h.xml: line 3: CD-ROM <source file='$T/missing.iso'>: No such file" --domain "$T/h.xml"
 dom "<disk device='cdrom'><source file='x.raw'/><target bus='virtio'/></disk>"
 refused "<target bus='virtio'> of a CD-ROM" --domain "$T/h.xml"
+dom "<disk device='disk'><source file='y.raw'/><driver type='qcow9'/><target bus='sata'/></disk>"
+refused "line 3: <driver type='qcow9'>: not a format vdisk reads" --domain "$T/h.xml"
 dom ""
 refused "no --nic" --domain "$T/h.xml" --nic user
 
@@ -42,6 +46,8 @@ G=$(guest_dir)
 cp --sparse=always "$G/guest.raw" "$T/guest.raw"
 mkdir -p "$T/iso" && echo hello >"$T/iso/hello.txt"
 genisoimage -quiet -V VDCD -o "$T/a,b.iso" "$T/iso"
+truncate -s 8M "$T/data.raw"
+"$VDCONVERT" convert -q -O qcow2 "$T/data.raw" "$T/data.qcow2"   # 16384 sectors
 cat >"$T/vm.xml" <<'XML'
 <domain type='kvm'>
   <name>hw</name>
@@ -54,15 +60,17 @@ cat >"$T/vm.xml" <<'XML'
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
       <source file='a,b.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
     <interface type='network'><source network='default'/><model type='e1000'/></interface>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='data.qcow2'/><target dev='vdb' bus='virtio'/></disk>
   </devices>
 </domain>
 XML
 rc=0
 "$VDBOOT" -v --domain "$T/vm.xml" --timeout 150 --json --console "$T/hw.con" \
-    --run 'cat /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device /sys/bus/scsi/devices/*/type' \
+    --run 'cat /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device /sys/bus/scsi/devices/*/type /sys/block/vd*/size' \
     >"$T/hw.json" 2>"$T/hw.err" || rc=$?
 [ $rc = 0 ] || { cat "$T/hw.json" "$T/hw.err"; tail -n 20 "$T/hw.con"; fail "boot with e1000 + cdrom: exit $rc"; }
-grep -q -- "^vdboot: qemu: .* -nic user,model=e1000 -drive if=none,id=cd0,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=$T/a,,b.iso -device ide-cd,drive=cd0,bus=ide.1,unit=0" "$T/hw.err" ||
+grep -q -- "^vdboot: qemu: .* -drive file=nbd+unix:///?socket=[^ ]*,format=raw,if=none,id=x0,cache=unsafe -device virtio-blk-pci,drive=x0 -nic user,model=e1000 -drive if=none,id=cd0,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=$T/a,,b.iso -device ide-cd,drive=cd0,bus=ide.1,unit=0" "$T/hw.err" ||
     { cat "$T/hw.err"; fail "qemu command line lacks the NIC or CD-ROM"; }
 python3 - "$T/hw.json" <<'PY' || fail "the guest does not see the NIC or the CD-ROM"
 import json, sys
@@ -73,7 +81,8 @@ assert j["accelerator_reason"] == "the domain's <interface>: the built-in VMM ha
 out = j["run"]["output"].split()
 assert "0x100e" in out, out       # e1000 (8086:100e)
 assert "5" in out, out            # a SCSI device of type 5: the ATAPI CD-ROM
-print("login in %.1f s; guest sees e1000 and a CD-ROM" % j["seconds"])
+assert "16384" in out, out        # the second disk, data.qcow2 (8 MiB) through vdisk
+print("login in %.1f s; guest sees e1000, a CD-ROM and the second disk" % j["seconds"])
 PY
 # --nic: the qemu command line (the boot is cut after 2 s), and the built-in
 # VMM refuses it (--accel kvm) before any boot, /dev/kvm or not
