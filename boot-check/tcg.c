@@ -371,7 +371,7 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     static struct tcg_screen scr;   /* large; one boot per process */
     struct console con;
     struct disk dk = { 0 };
-    struct nbd_server ns = { .listen_fd = -1 };
+    struct nbd_server ns = { .listen_fd = -1, .stop_pipe = { -1, -1 } };   /* stop: closes nothing */
     struct disk xdk[VDBOOT_MAX_EXTRA_DISKS] = { 0 };
     struct nbd_server xns[VDBOOT_MAX_EXTRA_DISKS];
     int xstarted = 0;
