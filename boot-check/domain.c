@@ -44,9 +44,9 @@ const char *vdboot_nic_model(const char *qemu_model)
 /* What the options point at lives here, for the life of the process. */
 static struct {
     char image[4096], format[32], bus[16], hba[32], firmware[8];
-    char cdrom[VDBOOT_MAX_CDROMS][4096], cdrom_bus[VDBOOT_MAX_CDROMS][8];
+    char cdrom[VDBOOT_MAX_CDROMS][4096], cdrom_bus[VDBOOT_MAX_CDROMS][16];
     char extra[VDBOOT_MAX_EXTRA_DISKS][4096], extra_format[VDBOOT_MAX_EXTRA_DISKS][32];
-    char extra_bus[VDBOOT_MAX_EXTRA_DISKS][8];
+    char extra_bus[VDBOOT_MAX_EXTRA_DISKS][16];
 } dom;
 
 static bool dom_is(const xmlNode *n, const char *name)
