@@ -1,8 +1,12 @@
 /* tool.c - helpers shared by the command-line tools (see tool.h). */
 #include "tool.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -62,6 +66,76 @@ bool vt_replaceable(const char *path)
 {
     struct stat st;
     return stat(path, &st) < 0 || S_ISREG(st.st_mode);
+}
+
+int vt_resolve_dir(const char *path, char *out, size_t n)
+{
+    char d1[PATH_MAX], d2[PATH_MAX];
+    snprintf(d1, sizeof d1, "%s", path);
+    snprintf(d2, sizeof d2, "%s", path);
+    char *dir = realpath(dirname(d1), NULL);
+    if (!dir)
+        return -errno;
+    const char *base = basename(d2);
+    int w = snprintf(out, n, "%s/%s", strcmp(dir, "/") ? dir : "", base);
+    free(dir);
+    return w < 0 || (size_t)w >= n ? -ENAMETOOLONG : 0;
+}
+
+int vt_resolve_out(const char *path, char *out, size_t n, char *why, size_t whyn)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0 || !S_ISLNK(st.st_mode)) {
+        snprintf(out, n, "%s", path);
+        return 0;
+    }
+    /* Followed one link at a time (as the kernel's 40 hops), each target
+     * read relative to the folder its link lives in, the folder resolved
+     * at every hop, so that a missing last name (a dangling link, which
+     * realpath refuses) still gives where the file is to be made. */
+    char cur[PATH_MAX], next[PATH_MAX], tgt[PATH_MAX];
+    snprintf(cur, sizeof cur, "%s", path);
+    for (int hop = 0; hop <= 40; hop++) {
+        int r = vt_resolve_dir(cur, next, sizeof next);
+        if (r < 0) {
+            if (r == -ENOENT)
+                snprintf(why, whyn, "%s: a symbolic link to %s, whose folder does not exist",
+                         path, cur);
+            else
+                snprintf(why, whyn, "%s: a symbolic link to %s: %s", path, cur, strerror(-r));
+            return r;
+        }
+        bool absent = lstat(next, &st) < 0;
+        if (absent && errno != ENOENT) {
+            r = -errno;
+            snprintf(why, whyn, "%s: a symbolic link to %s: %s", path, next, strerror(-r));
+            return r;
+        }
+        if (absent || !S_ISLNK(st.st_mode)) {
+            snprintf(out, n, "%s", next);
+            return 0;
+        }
+        ssize_t l = readlink(next, tgt, sizeof tgt - 1);
+        if (l <= 0) {
+            r = l < 0 ? -errno : -EINVAL;
+            snprintf(why, whyn, "%s: a symbolic link to %s: %s", path, next, strerror(-r));
+            return r;
+        }
+        tgt[l] = 0;
+        if (tgt[0] == '/') {
+            snprintf(cur, sizeof cur, "%s", tgt);
+        } else {
+            char *slash = strrchr(next, '/');
+            *slash = 0;
+            int w = snprintf(cur, sizeof cur, "%s/%s", next, tgt);
+            if (w < 0 || (size_t)w >= sizeof cur) {
+                snprintf(why, whyn, "%s: a symbolic link: path too long", path);
+                return -ENAMETOOLONG;
+            }
+        }
+    }
+    snprintf(why, whyn, "%s: a symbolic link that loops (more than 40 links followed)", path);
+    return -ELOOP;
 }
 
 void vt_warn_probed_raw(vd_image *img, const char *path)

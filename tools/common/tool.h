@@ -51,6 +51,17 @@ void vt_warn_probed_raw(vd_image *img, const char *path);
  * `path`: it is absent or a regular file.  Renaming over /dev/null, a
  * device, a FIFO or a socket would replace that node. */
 bool vt_replaceable(const char *path);
+/* Where an output replacing `path` goes: `path` itself, or, when `path` is
+ * a symbolic link, the file it leads to (existing or not, in a folder that
+ * exists), as "REALDIR/NAME" in *out.  The new file is made beside that
+ * and renamed onto it, so the link stays a link and the file it names
+ * holds the output (as qemu-img, which writes through it).  A link that
+ * loops or leads into a missing folder: a negative errno and a one-line
+ * message naming `path` in `why`. */
+int vt_resolve_out(const char *path, char *out, size_t n, char *why, size_t whyn);
+/* "REALDIR/NAME" for `path` in *out: its folder resolved (-ENOENT: the
+ * folder does not exist), its last name kept as it is (a link stays). */
+int vt_resolve_dir(const char *path, char *out, size_t n);
 /* Worker threads for a copy: the CPUs this process may run on (its
  * affinity, as nproc counts them: `taskset -c 0` gives one), else the
  * CPUs online. */

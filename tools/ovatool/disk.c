@@ -70,13 +70,21 @@ int disk_convert(const char *src, const char *src_fmt, const struct disk_window 
     uint64_t populated = 0;
     vd_error e = { 0 };
     vd_image *in = NULL, *out = NULL;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", dst, (int)getpid());
+    /* A symbolic link at dst stays: the file it leads to gets the disk. */
+    char put[4096], tmp[4200];
+    if (vt_resolve_out(dst, put, sizeof put, err, errlen) < 0)
+        return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", put, (int)getpid());
     int r = vd_open(src, &(vd_open_opts){ .readonly = true, .format = src_fmt,
                                           .allow_host_paths = trusted_refs,
                                           .window_offset = win ? win->off : 0,
                                           .window_length = win ? win->len : 0,
                                           .window_name = win ? win->name : NULL }, &in, &e);
+    /* The output replaces dst (or the file a link there leads to) by a
+     * rename: never a file the source reads. */
+    if (r == 0 && vd_image_uses_file(in, put))
+        r = vd_set_error(&e, -EINVAL, "%s: this is the input %s or one of its files; refusing "
+                         "to overwrite an input", dst, src);
     if (r == 0 && vd_size(in) > min_size)
         min_size = vd_size(in);
     if (r == 0 && stats)
@@ -97,7 +105,7 @@ int disk_convert(const char *src, const char *src_fmt, const struct disk_window 
     }
     if (in)
         vd_close(in, NULL);
-    if (r == 0 && rename(tmp, dst) < 0) {
+    if (r == 0 && rename(tmp, put) < 0) {
         r = -errno;
         snprintf(e.msg, sizeof e.msg, "%s: rename: %s", dst, strerror(errno));
     }

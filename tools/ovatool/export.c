@@ -3,6 +3,7 @@
  * POSIX ustar archive in the order the OVF specification requires
  * (descriptor first, then disks, manifest, certificate). */
 #include "ovatool.h"
+#include "tool.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -114,8 +115,11 @@ int ova_pack(const char *out, const char *stem, const char *desc, const struct o
              const struct pack_src *src, enum ovf_digest dg, const char *key,
              const char *certfile, char *err, size_t errlen)
 {
-    char tmpout[4200], ovfname[600], mfname[600], certname[600], hex[129];
-    snprintf(tmpout, sizeof tmpout, "%s.tmp%d", out, (int)getpid());
+    char tmpout[4200], ovfname[600], mfname[600], certname[600], hex[129], put[4096];
+    /* A symbolic link at out stays: the file it leads to gets the OVA. */
+    if (vt_resolve_out(out, put, sizeof put, err, errlen) < 0)
+        return -1;
+    snprintf(tmpout, sizeof tmpout, "%s.tmp%d", put, (int)getpid());
     snprintf(ovfname, sizeof ovfname, "%s.ovf", stem);
     snprintf(mfname, sizeof mfname, "%s.mf", stem);
     snprintf(certname, sizeof certname, "%s.cert", stem);
@@ -154,7 +158,7 @@ int ova_pack(const char *out, const char *stem, const char *desc, const struct o
         r = -1;
     }
     archive_write_free(ar);
-    if (r == 0 && rename(tmpout, out) < 0) {
+    if (r == 0 && rename(tmpout, put) < 0) {
         snprintf(err, errlen, "%s: %s", out, strerror(errno));
         r = -1;
     }

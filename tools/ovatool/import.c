@@ -5,6 +5,7 @@
  * write a libvirt domain and a qemu command line beside them.
  * Outputs appear under their final names only when everything succeeded. */
 #include "ovatool.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -174,7 +175,12 @@ char *appliance_prepare_file(const char *dir, const struct ovf_file *f, uint64_t
 /* The work folder is inside the output folder, so the ISO moves by rename. */
 static int imp_move_iso(const char *src, const char *dst, char *err, size_t errlen)
 {
-    if (rename(src, dst) < 0) {
+    /* A (dangling) symbolic link at dst stays: the file it leads to gets
+     * the ISO. */
+    char put[4096];
+    if (vt_resolve_out(dst, put, sizeof put, err, errlen) < 0)
+        return -1;
+    if (rename(src, put) < 0) {
         snprintf(err, errlen, "%s: %s", dst, strerror(errno));
         return -1;
     }

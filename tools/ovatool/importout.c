@@ -11,6 +11,7 @@
  * has virtio_scsi, else the OVF's controller, with a warning naming the
  * missing driver.  No Linux found (a Windows guest): the OVF's controller. */
 #include "ovatool.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,11 +141,16 @@ static void io_choose_bus(const struct ovf_appliance *a, const struct import_dis
 /* NAME.xml and the like: written under a temporary name, then renamed. */
 static int io_write(const char *path, const char *text, mode_t mode)
 {
-    char tmp[4700];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    char tmp[4700], put[4096], why[512];
+    /* A symbolic link at path stays: the file it leads to gets the text. */
+    if (vt_resolve_out(path, put, sizeof put, why, sizeof why) < 0) {
+        fprintf(stderr, "ovatool: %s\n", why);
+        return -1;
+    }
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", put, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0 || chmod(tmp, mode) != 0 ||
-        rename(tmp, path) != 0) {
+        rename(tmp, put) != 0) {
         fprintf(stderr, "ovatool: %s: %s\n", path, strerror(errno));
         unlink(tmp);
         return -1;

@@ -30,6 +30,9 @@ static char tmp_dir[4096];
 /* The temporary folder, opened so that the signal handler can list it
  * without opendir (which allocates). */
 static int tmp_dir_fd = -1;
+/* Where the output goes: OUT, or the file OUT (a symbolic link) leads to
+ * (vt_resolve_out), so that the link stays. */
+static char final_dst[4096];
 
 static void tmp_on_signal(int sig)
 {
@@ -88,18 +91,36 @@ bool vc_tmp_needs_folder(const char *fmt)
 
 const char *vc_tmp_begin(const char *dst, const char *fmt, vd_error *e)
 {
+    char why[VD_ERROR_MAX];
+    int r = vt_resolve_out(dst, final_dst, sizeof final_dst, why, sizeof why);
+    if (r < 0) {
+        vd_set_error(e, r, "%s", why);
+        return NULL;
+    }
     char d1[4096], d2[4096];
-    snprintf(d1, sizeof d1, "%s", dst);
-    snprintf(d2, sizeof d2, "%s", dst);
+    snprintf(d1, sizeof d1, "%s", final_dst);
+    snprintf(d2, sizeof d2, "%s", final_dst);
     const char *dir = dirname(d1), *base = basename(d2);
     if (strlen(dir) + strlen(base) + 40 > sizeof tmp_dir) {
         vd_set_error(e, -ENAMETOOLONG, "%s: path too long", dst);
         return NULL;
     }
     /* OUT is replaced by a rename: only a regular file may be. */
-    if (!vt_replaceable(dst)) {
+    if (!vt_replaceable(final_dst)) {
         vd_set_error(e, -EINVAL, "%s: exists and is not a regular file; refusing to replace "
                      "it", dst);
+        return NULL;
+    }
+    /* A VMDK names its other files relative to its descriptor, and readers
+     * look for them beside the path they open: made in the link's target
+     * folder, they would not be found through a link in another one. */
+    char linked[4096];
+    if (vc_tmp_needs_folder(fmt) && strcmp(final_dst, dst) &&
+        vt_resolve_dir(dst, linked, sizeof linked) == 0 &&
+        strcmp(dirname(linked), dir)) {
+        vd_set_error(e, -EINVAL, "%s: a symbolic link into another folder (%s); a %s image's "
+                     "files are found beside the path it is opened by: give that path as OUT",
+                     dst, final_dst, fmt);
         return NULL;
     }
     tmp_catch_signals();
@@ -134,14 +155,15 @@ const char *vc_tmp_begin(const char *dst, const char *fmt, vd_error *e)
 
 static void tmp_forget(void)
 {
-    tmp_path[0] = tmp_dir[0] = 0;
+    tmp_path[0] = tmp_dir[0] = final_dst[0] = 0;
     if (tmp_dir_fd >= 0)
         close(tmp_dir_fd);
     tmp_dir_fd = -1;
 }
 
-static int tmp_commit(const char *dst, vd_error *e)
+static int tmp_commit(const char *user_dst, vd_error *e)
 {
+    const char *dst = final_dst[0] ? final_dst : user_dst;
     if (!tmp_dir[0]) {
         if (rename(tmp_path, dst) < 0)
             return vd_set_errno(e, -errno, "%s: cannot put the finished output in place", dst);
