@@ -4,7 +4,8 @@
  * Crash ordering (docs/flush.md):
  *  - grow: one 8-byte header write (the size; the L1 table is allocated at
  *    its full size at create time, so it bounds the size: past it, -ENOTSUP),
- *    after the clearing named under shrink.
+ *    after the clearing named under shrink.  Over a larger backing file,
+ *    zero entries for the new range are written and synced before it.
  *  - shrink: the size is written and synced first; then the L2 entries
  *    past the new end and the L1 entries of tables wholly past it are
  *    cleared and synced.  The clusters they held are leaked (QED has no
@@ -76,6 +77,34 @@ static int qed_ip_clear_past(vd_image *img, uint64_t end, uint64_t upto, vd_erro
     return r == 0 ? vd_file_sync(img->file, err) : r;
 }
 
+/* Over a larger backing file: zero entries for the clusters from the old
+ * size's next cluster boundary (the core zeroed the rest of the one
+ * holding it) to the new size or the backing's end, written (tables, then
+ * L1 entries) and synced while the header still holds the old size.  The
+ * driver's zero write sees the new size meanwhile, and the old again after
+ * (the caller writes the size). */
+static int qed_ip_zero_new(vd_image *img, uint64_t size, uint64_t new_n, vd_error *err)
+{
+    struct qed_state *s = img->priv;
+    uint64_t old = s->image_size, old_n = s->l1_n, bsize = img->backing->size;
+    uint64_t from = vd_round_up(old, s->cluster_size);
+    uint64_t to = vd_round_up(bsize < size ? bsize : size, s->cluster_size);
+    if (from >= to)
+        return 0;
+    s->image_size = img->size = vd_round_up(size, s->cluster_size);
+    s->l1_n = new_n;
+    int r = qed_cache_reset(img, err);      /* (its slots hold the tables' used entries) */
+    if (r == 0)
+        r = img->drv->pwrite_zeroes(img, from, to - from, 0, err);
+    if (r == 0)
+        r = qed_ip_sync(img, err);
+    if (r == 0)
+        r = qed_cache_reset(img, err);
+    s->image_size = img->size = old;
+    s->l1_n = old_n;
+    return r;
+}
+
 int qed_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct qed_state *s = img->priv;
@@ -103,6 +132,9 @@ int qed_resize(vd_image *img, uint64_t size, vd_error *err)
     s->l1 = l1;
     for (uint64_t i = old_n; i < new_n; i++)    /* cleared above */
         l1[i] = 0;
+    bool hide = img->backing && img->backing->size > s->image_size && size > s->image_size;
+    if (hide && (r = qed_ip_zero_new(img, size, new_n, err)) < 0)
+        return r;
     uint8_t b[8];
     vd_put_le64(b, size);
     if ((r = vd_file_pwrite(img->file, b, 8, QED_H_SIZE, err)) < 0 ||
@@ -118,7 +150,7 @@ int qed_resize(vd_image *img, uint64_t size, vd_error *err)
     s->l1_n = new_n;
     if (r == 0)
         r = qed_cache_reset(img, err);      /* tables hold more or fewer entries now */
-    return r;
+    return r < 0 ? r : hide;
 }
 
 int qed_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)

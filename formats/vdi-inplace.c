@@ -8,7 +8,9 @@
  *    does not use; then disk size and block count with one header write.
  *    A fixed image's new blocks first get their data slots (the file
  *    extended, sparse, and synced) and their map entries point at them;
- *    the header write then also carries the allocated count.  Past the
+ *    the header write then also carries the allocated count.  Over a
+ *    larger parent, the new blocks it covers are written as zero blocks,
+ *    so the grown range never shows the parent's bytes.  Past the
  *    map's room, or a version 0 header: refused with the reason.
  *  - shrink: the header (size, block count, allocated count) first; then
  *    each block that stays but holds a slot at or past the new count is
@@ -148,6 +150,13 @@ int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
     return r;
 }
 
+/* The map entry of new block `i` of a growing dynamic image: a zero
+ * block where a parent of `psize` bytes would show through, else free. */
+static uint32_t vdi_new_entry(const struct vdi_state *s, uint64_t i, uint64_t psize)
+{
+    return i * s->block_size < psize ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
+}
+
 int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct vdi_state *s = img->priv;
@@ -172,6 +181,9 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     s->bmap = bmap;
     size_t add = nb > s->n_blocks ? (size_t)(nb - s->n_blocks) : 0;
     bool fixed = s->type == VDI_TYPE_FIXED;
+    /* over a larger parent, the new blocks it covers are zero blocks from
+     * the start, so the range never shows the parent's bytes */
+    uint64_t psize = img->backing && size > img->size ? img->backing->size : 0;
     if (add && fixed) {      /* a fixed image's new blocks get data slots */
         r = vd_file_truncate(img->file, s->off_data + (alloc + add) * slot, err);
         if (r == 0)
@@ -182,7 +194,8 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
         if (!f)
             return vd_set_error(err, -ENOMEM, "out of memory");
         for (size_t i = 0; i < add; i++)
-            vd_put_le32(f + 4 * i, fixed ? alloc + (uint32_t)i : VDI_BLOCK_FREE);
+            vd_put_le32(f + 4 * i, fixed ? alloc + (uint32_t)i
+                                         : vdi_new_entry(s, s->n_blocks + i, psize));
         r = vd_file_pwrite(img->file, f, add * 4, s->off_blocks + 4ull * s->n_blocks, err);
         free(f);
         if (r == 0)
@@ -213,7 +226,7 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     if (r < 0)
         return r;
     for (uint64_t i = s->n_blocks; i < nb; i++)
-        s->bmap[i] = fixed ? alloc + (uint32_t)(i - s->n_blocks) : VDI_BLOCK_FREE;
+        s->bmap[i] = fixed ? alloc + (uint32_t)(i - s->n_blocks) : vdi_new_entry(s, i, psize);
     if (fixed && add)
         s->file_size = s->off_data + (uint64_t)new_alloc * slot;
     if (nb < s->n_blocks || s->next_index < new_alloc)
@@ -221,8 +234,9 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     s->n_blocks = (uint32_t)nb;
     s->n_alloc = new_alloc;
     s->disk_size = size;
+    bool hid = psize > img->size && !fixed;
     img->size = size;
-    return 0;
+    return hid;
 }
 
 int vdi_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)

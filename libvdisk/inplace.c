@@ -59,17 +59,24 @@ int vd_resize(vd_image *img, uint64_t size, unsigned flags, vd_error *err)
         if (r == 0)
             r = vd_inplace_prepare(img, err);
     }
+    bool zeroed = false;
     if (r == 0 && (r = img->drv->resize(img, size, err)) < 0)
         vd_error_prefix(err, img->path);
+    if (r > 0) {
+        zeroed = true;
+        r = 0;
+    }
     if (r == 0 && cs && size < old && size % cs)
         r = vd_zero_past_end_locked(img, size, vd_round_up(size, cs), err);
     pthread_rwlock_unlock(&img->lock);
     if (r < 0)
         return r;
     /* Grown over a larger backing image: the new range must read as
-     * zeroes, not as what the backing holds there. */
+     * zeroes, not as what the backing holds there.  Drivers with zero
+     * markers did it before the size change (zeroed); for the others it
+     * comes after, and a crash in between shows the backing there. */
     vd_image *b = img->backing;
-    if (size > old && b && b->size > old) {
+    if (!zeroed && size > old && b && b->size > old) {
         uint64_t end = b->size < size ? b->size : size;
         r = vd_pwrite_zeroes(img, old, end - old, 0, err);
     }

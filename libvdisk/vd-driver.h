@@ -460,7 +460,11 @@ struct vd_driver {
      * operation on this image returns -ENOTSUP with the reason.
      * resize: `size` differs from img->size (the core checked the shrink
      * flag); the driver sets img->size.  New space reads as zeroes or as
-     * the backing image (the core zeroes what the backing would show).
+     * the backing image.  Over a backing image larger than the old size,
+     * a driver that made the new range read as zeroes before the size
+     * changed (zero markers written and synced first) returns 1; on 0 the
+     * core zeroes what the backing would show, after the size change (a
+     * crash in between shows the backing there).
      * set_backing: `file` NULL clears the reference; `fmt` may be NULL.
      * The core updates img->backing_file/backing_format afterwards.
      * make_empty: drop every cluster of this layer (reads fall through to

@@ -545,6 +545,50 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
     [ $replayed = 0 ] && replayed= || replayed=", $replayed VHDX logs replayed"
     echo "$F $what: $kills of $steps kill points$replayed"
 }
+# A grow over a larger backing file: the new range must read zeroes, not
+# the backing's bytes (0x33 here), at every kill point.  The zero entries
+# (qcow2 v3 zero flag, QED zero cluster, VDI zero block) are written and
+# synced before the size; the old order (size first, zeroes after) showed
+# the backing's bytes between the two.  Judged as crash_single: both
+# checks, and vdisk and qemu (which follows no VDI parent: vdisk alone)
+# read the old view or the new one.  The size write is the last pwrite of
+# a grow, so the default points are the first, the last two pwrites and
+# the call after the last (the old order's window: the size written, the
+# zeroes not).
+crash_grow_backing() {  # F
+    local F=$1 Q n steps pts kills=0 rc; Q=$(qn "$1")
+    rm -f gb.$F gt.$F; qemu-img create -q -f $Q gb.$F 16M
+    qemu-io -f $Q -c "write -P 0x33 0 16M" gb.$F >/dev/null
+    truncate -s 5000K gs.raw; qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
+    "$V" convert -f raw -O $F -B gb.$F -F $Q gs.raw gt.$F; cp gt.$F gt0
+    cp gs.raw old.raw; cp gs.raw new.raw; truncate -s 16M new.raw
+    traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F 16M >/dev/null
+    steps=$(grep -cv -e '+++' -e resumed trace.log || true)
+    "$V" compare gt.$F new.raw >/dev/null || fail "$F grow over a larger backing: content"
+    if [ "${VD_INPLACE_CRASH:-}" = all ]; then pts=$(seq 1 "$steps")
+    else
+        pts=$(grep -v -e '+++' -e resumed trace.log | grep -n pwrite | cut -d: -f1 | tail -2)
+        n=$(echo "$pts" | tail -1)
+        pts=$(printf '%s\n' 1 $pts $((n < steps ? n + 1 : n)) | sort -nu)
+    fi
+    for n in $pts; do
+        kills=$((kills + 1)); cp gt0 gt.$F
+        (traced -f -qq -o /dev/null -e trace=$SYSCALLS \
+            -e "$(kill_at trace.log $n)" "$V" resize gt.$F 16M >/dev/null 2>&1 || true) 2>/dev/null
+        rc=0; "$V" check -q gt.$F >/dev/null 2>err || rc=$?
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: check: exit $rc $(cat err)"
+        "$V" convert -O raw gt.$F got.raw 2>err || fail "$F grow over a larger backing killed at step $n: does not read: $(cat err)"
+        cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
+            fail "$F grow over a larger backing killed at step $n: neither view (vdisk)"
+        [ $F != vdi ] || continue
+        rc=0; qemu-img check -q -f $Q gt.$F >/dev/null 2>&1 || rc=$?
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: qemu-img check: exit $rc"
+        qemu-img convert -f $Q -O raw gt.$F got.raw || fail "$F grow over a larger backing killed at step $n: qemu cannot read it"
+        cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
+            fail "$F grow over a larger backing killed at step $n: neither view (qemu)"
+    done
+    echo "$F grow over a larger backing: $kills of $steps kill points"
+}
 # Split and flat VMDKs grow in place (new extents under their final names,
 # the descriptor last).  A kill before the descriptor write can leave a new
 # extent that no descriptor names: check counts it as a leak and names it,
@@ -635,6 +679,9 @@ if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
     # 3-4 of 9 for vdi, 5-10 of 18 for vhdx).
     for F in ${ONLY:-qcow2 qed vdi vhdx}; do
         case $F in qcow2|qed|vdi|vhdx) SPREAD=3 crash_single $F "" "shrink inside a unit" 5152K --shrink ;; esac
+    done
+    for F in ${ONLY:-qcow2 qed vdi}; do
+        case $F in qcow2|qed|vdi) crash_grow_backing $F ;; esac
     done
     # A dynamic VDI whose last block got the first data slot: shrunk, the
     # blocks that stay move below the count (each copied, then its one map

@@ -10,6 +10,10 @@
  *    first), filled and synced; then one 24-byte header write switches the
  *    size, L1 size and L1 offset together; then the old table is freed.  A
  *    crash before the switch leaks the new table, after it the old one.
+ *  - grow over a larger backing file (v3, extended L2): the L1 table grown
+ *    first as above but with the old size, then zero entries for the new
+ *    range written and synced, then the size: the range never shows the
+ *    backing's bytes.
  *  - shrink: the header size is written (and synced) first, then the
  *    clusters past the new end are dropped from their L2 tables and freed
  *    (L2 entries reach the file before the refcounts drop).  A crash after
@@ -104,6 +108,34 @@ static int qcow2_drop_from(qcow2_state *s, uint64_t first, vd_error *err)
     return r;
 }
 
+/* A grow over a backing file larger than the old size: the new range
+ * must read as zeroes, not as the backing's bytes.  v3 (and extended L2)
+ * entries can say "zeroes" without data, so they are written before the
+ * size makes the range visible; v2 has no such entry (only written
+ * zeroes, data clusters: the core writes them after the size change). */
+static bool qcow2_grow_hides_backing(qcow2_state *s, uint64_t size)
+{
+    vd_image *b = s->img->backing;
+    return b && b->size > s->img->size && size > s->img->size && (s->version >= 3 || s->extl2);
+}
+
+/* Mark every cluster from the old size's next cluster boundary (the core
+ * zeroed the rest of the one holding it) up to the new size or the
+ * backing's end zero, then settle: refcounts of new L2 tables, tables,
+ * L1 entries, synced.  Past the old size nothing maps them yet (the grow
+ * dropped what a killed shrink left), so each gets a plain zero entry. */
+static int qcow2_zero_new_range(qcow2_state *s, uint64_t size, vd_error *err)
+{
+    uint64_t bsize = s->img->backing->size, end = bsize < size ? bsize : size;
+    uint64_t gc = vd_round_up(s->img->size, s->cluster_size) >> s->cluster_bits;
+    uint64_t last = vd_round_up(end, s->cluster_size) >> s->cluster_bits;
+    int r = 0;
+    for (; r == 0 && gc < last; gc++)
+        r = s->extl2 ? qcow2_l2_set(s, gc, 0, (uint64_t)UINT32_MAX << 32, err)
+                     : qcow2_l2_set(s, gc, QCOW2_OFLAG_ZERO, 0, err);
+    return r == 0 ? qcow2_settle(s, err) : r;
+}
+
 int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     qcow2_state *s = qcow2_s(img);
@@ -132,12 +164,19 @@ int qcow2_resize(vd_image *img, uint64_t size, vd_error *err)
         r = qcow2_settle(s, err);
     if (r < 0)
         return r;
-    if (need > s->l1_size)
+    bool hide = qcow2_grow_hides_backing(s, size);
+    if (need > s->l1_size && !hide)
         return qcow2_l1_grow(s, need, size, err);
-    if ((r = qcow2_header_write_u64(s, QH_SIZE, size, err)) == 0 &&
+    /* Over a larger backing file: the bigger L1 table first, switched
+     * with the old size, then the new range marked zero, then the size */
+    if (need > s->l1_size)
+        r = qcow2_l1_grow(s, need, img->size, err);
+    if (r == 0 && hide)
+        r = qcow2_zero_new_range(s, size, err);
+    if (r == 0 && (r = qcow2_header_write_u64(s, QH_SIZE, size, err)) == 0 &&
         (r = vd_file_sync(s->file, err)) == 0)
         img->size = size;
-    return r;
+    return r < 0 ? r : hide;
 }
 
 int qcow2_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err)
