@@ -560,7 +560,11 @@ crash_grow_backing() {  # F
     rm -f gb.$F gt.$F; qemu-img create -q -f $Q gb.$F 16M
     qemu-io -f $Q -c "write -P 0x33 0 16M" gb.$F >/dev/null
     truncate -s 5000K gs.raw; qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
-    "$V" convert -f raw -O $F -B gb.$F -F $Q gs.raw gt.$F; cp gt.$F gt0
+    # (qcow2 with 4 KiB clusters: an L1 entry maps 2 MiB, so the grow also
+    # switches to a bigger L1 table first, with the old size)
+    local o=; [ $F != qcow2 ] || o=cluster_size=4096
+    "$V" convert -f raw -O $F ${o:+-o $o} -B gb.$F -F $Q gs.raw gt.$F
+    cp gt.$F gt0
     cp gs.raw old.raw; cp gs.raw new.raw; truncate -s 16M new.raw
     traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F 16M >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
