@@ -19,7 +19,10 @@
  * btrfs) the data is then shared, not copied; elsewhere the kernel copies it
  * once, page cache to page cache.  Whatever copy_file_range or the layouts
  * do not allow (another file system, a run not in whole target clusters)
- * goes through user space as before.
+ * goes through user space as before.  On a file system that cannot share
+ * blocks, zero detection (-S above 0) sends every job the ordinary way, a
+ * read into the job's buffer: mapping the source per job cost more than the
+ * copy it saves (vd_fs_shares_blocks).
  * Compressed output (-c) goes in whole clusters through vd_pwrite_compressed,
  * so its jobs are widened to cluster boundaries.  Memory is one or two
  * buffers per worker (two more for an image target: engine_submit),
@@ -730,7 +733,8 @@ static int copy_run(struct copy_plan *c, const vd_copy_opts *o, vd_error *e)
             g.out_data_fd = vd_data_fd(c->out, 0);
         }
     }
-    if (c->zero_copy && c->sparse_size && g.ordered && !vd_fs_shares_blocks(g.out_data_fd))
+    if (c->zero_copy && c->sparse_size &&
+        !vd_fs_shares_blocks(g.ordered ? g.out_data_fd : c->out_fd))
         c->zero_copy = false;
     g.chunk = engine_job_size(&g);
     int n = c->workers < 1 ? 1 : c->workers > ENGINE_MAX_WORKERS ? ENGINE_MAX_WORKERS

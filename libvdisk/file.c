@@ -590,11 +590,18 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
  * are serialized, where the ordinary path reads into the job's buffer
  * before its turn.  Measured on ext4, raw -> vdi of 512 MiB of data: 0.83 s
  * of CPU and 3.96 s against 0.40 s and 2.25 s (medians of 5, loaded
- * 2-core machine; raw -> qcow2 4.06 s against 3.25 s).  A raw target is
- * written out of order, in parallel, and keeps copy_file_range (there it
- * was the faster path: 3.18 s against 5.14 s).  So image targets on such a
- * file system take the ordinary path, unless nothing is to be looked at
- * (-S 0: no zero test, no mapping). */
+ * 2-core machine; raw -> qcow2 4.06 s against 3.25 s).  A raw target
+ * loses too (an older measurement had it 3.18 s against 5.14 s the other
+ * way; the engine has changed since): each job mapped and unmapped 1 MiB
+ * of the source, and the two workers' mmap, munmap (a TLB shootdown to
+ * the other core) and page-table fills took turns on the process's
+ * memory-map lock.  Measured on ext4, bench/run.sh's
+ * image, -t unsafe, 7 pairs in turns at load 10-11: raw -> raw 0.42x of
+ * the CPU and 0.75x of the wall time with the ordinary path; compressed
+ * qcow2 -> raw (its incompressible clusters are stored plainly) 0.96x of
+ * the CPU.  So on such a file system every target takes the ordinary
+ * path, unless nothing is to be looked at (-S 0: no zero test, no
+ * mapping). */
 bool vd_fs_shares_blocks(int fd)
 {
     struct statfs st;

@@ -2,8 +2,8 @@
 # Zero-copy conversion: data a source stores plainly in its file goes with
 # copy_file_range (zero detection on a read-only mapping) into a raw
 # target at the guest offset or into clusters vd_map_for_write allocates in
-# a qcow2, VDI or VHD target (image targets: on a file system that shares
-# blocks, else through memory; the same outputs are checked either way).
+# a qcow2, VDI or VHD target (with zero detection: on a file system that
+# shares blocks, else through memory; the same outputs are checked either way).
 # Every source format with a plain data file, made by
 # qemu-img, converted to raw, qcow2, vdi and vhd, must equal what qemu-img reads, with
 # and without zero detection, and check clean; the same holds for the
