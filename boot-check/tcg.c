@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,11 +182,101 @@ static void tcg_press_and_wait(struct console *con, struct qmp *q, int out_fd, d
                  "power off: no poweroff within %.0f s", wait);
 }
 
-/* The disk as qemu sees it: an NBD export of vdboot's own view (nbd-serve.c)
- * on the bus asked for; first in the firmware's boot order (`boot`: with
- * -kernel, qemu's own loader ROM holds that place). */
-static int tcg_disk_args(const char *bus, const char *hba, bool boot, const char *sock, const char **argv, int *n,
-                         char *drive, size_t dlen, char *dev, size_t devlen, char *err,
+/* qemu's argument vector and the strings made for it, which must live until
+ * qemu is started: bounded (TCG_MAX_ARGS), and every addition checked.  A
+ * failure is kept, not returned, so that the callers add arguments in a row
+ * and look once (tcg_args_failed) before argv is used. */
+struct tcg_args {
+    const char *argv[TCG_MAX_ARGS + 1];
+    char *owned[TCG_MAX_ARGS];
+    int n, n_owned;
+    int failed;   /* E2BIG or ENOMEM, 0 while all went in */
+};
+
+static void tcg_arg(struct tcg_args *a, const char *s)
+{
+    if (a->n == TCG_MAX_ARGS)
+        a->failed = E2BIG;
+    else
+        a->argv[a->n++] = s;
+    a->argv[a->n] = NULL;
+}
+
+__attribute__((format(printf, 2, 3)))
+static void tcg_argf(struct tcg_args *a, const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (k < 0) {
+        a->failed = ENOMEM;
+        return;
+    }
+    if (a->n == TCG_MAX_ARGS) {
+        a->failed = E2BIG;
+        free(s);
+        return;
+    }
+    a->owned[a->n_owned++] = s;   /* n_owned <= n < TCG_MAX_ARGS */
+    tcg_arg(a, s);
+}
+
+static int tcg_args_failed(const struct tcg_args *a, char *err, size_t errlen)
+{
+    if (a->failed == E2BIG)
+        snprintf(err, errlen, "qemu's command line: more than %d arguments", TCG_MAX_ARGS);
+    else if (a->failed)
+        snprintf(err, errlen, "qemu's command line: %s", strerror(a->failed));
+    return a->failed ? -1 : 0;
+}
+
+static void tcg_args_free(struct tcg_args *a)
+{
+    for (int i = 0; i < a->n_owned; i++)
+        free(a->owned[i]);
+    a->n_owned = a->n = 0;
+}
+
+/* The controllers one group of drives shares (the boot disk, the further
+ * disks, the CD-ROMs), each put on the command line before its group's
+ * first drive on it; ids are per group, so the groups never share one. */
+struct tcg_hbas {
+    const char *ahci, *scsi;   /* the controllers' qemu ids */
+    const char *scsi_model;    /* qemu's device for the SCSI controller */
+    const char *ide;           /* the pc machine's IDE channel the group uses */
+    bool ahci_on, scsi_on;
+    int ide_unit;              /* the next unit on that channel */
+};
+
+/* -device for drive `drive`, the `i`th of its group, as a `kind` ("hd" or
+ * "cd") on `bus`, after the controller it needs; `tail`: more properties. */
+static void tcg_attach(struct tcg_args *a, struct tcg_hbas *h, const char *bus, const char *kind,
+                       const char *drive, int i, const char *tail)
+{
+    if (!strcmp(bus, "sata") && !h->ahci_on) {
+        tcg_arg(a, "-device");
+        tcg_argf(a, "ahci,id=%s", h->ahci);
+        h->ahci_on = true;
+    } else if (!strcmp(bus, "scsi") && !h->scsi_on) {
+        tcg_arg(a, "-device");
+        tcg_argf(a, "%s,id=%s", h->scsi_model, h->scsi);
+        h->scsi_on = true;
+    }
+    tcg_arg(a, "-device");
+    if (!strcmp(bus, "virtio"))
+        tcg_argf(a, "virtio-blk-pci,drive=%s%s", drive, tail);
+    else if (!strcmp(bus, "sata"))
+        tcg_argf(a, "ide-%s,drive=%s,bus=%s.%d%s", kind, drive, h->ahci, i, tail);
+    else if (!strcmp(bus, "scsi"))
+        tcg_argf(a, "scsi-%s,drive=%s,bus=%s.0,scsi-id=%d%s", kind, drive, h->scsi, i, tail);
+    else
+        tcg_argf(a, "ide-%s,drive=%s,bus=%s,unit=%d%s", kind, drive, h->ide, h->ide_unit++, tail);
+}
+
+/* -drive for an NBD export of vdboot's own view (nbd-serve.c) */
+static int tcg_nbd_drive(struct tcg_args *a, const char *sock, const char *id, char *err,
                          size_t errlen)
 {
     if (strchr(sock, ',')) {
@@ -193,102 +284,78 @@ static int tcg_disk_args(const char *bus, const char *hba, bool boot, const char
                  sock);
         return -1;
     }
-    snprintf(drive, dlen, "file=nbd+unix:///?socket=%s,format=raw,if=none,id=d0,cache=unsafe",
-             sock);
-    static char hbadev[64];     /* argv outlives this call */
-    argv[(*n)++] = "-drive";
-    argv[(*n)++] = drive;
-    if (!strcmp(bus, "virtio")) {
-        snprintf(dev, devlen, "virtio-blk-pci,drive=d0%s", boot ? ",bootindex=0" : "");
-    } else if (!strcmp(bus, "sata")) {
-        argv[(*n)++] = "-device";
-        argv[(*n)++] = "ahci,id=ahci0";
-        snprintf(dev, devlen, "ide-hd,drive=d0,bus=ahci0.0%s", boot ? ",bootindex=0" : "");
-    } else if (!strcmp(bus, "scsi")) {
-        argv[(*n)++] = "-device";
-        snprintf(hbadev, sizeof hbadev, "%s,id=scsi0", hba ? hba : "virtio-scsi-pci");
-        argv[(*n)++] = hbadev;
-        snprintf(dev, devlen, "scsi-hd,drive=d0,bus=scsi0.0%s", boot ? ",bootindex=0" : "");
-    } else {   /* ide: the PIIX controller of the pc machine */
-        snprintf(dev, devlen, "ide-hd,drive=d0,bus=ide.0,unit=0%s", boot ? ",bootindex=0" : "");
-    }
-    argv[(*n)++] = "-device";
-    argv[(*n)++] = dev;
+    tcg_arg(a, "-drive");
+    tcg_argf(a, "file=nbd+unix:///?socket=%s,format=raw,if=none,id=%s,cache=unsafe", sock, id);
+    return 0;
+}
+
+/* The disk as qemu sees it, on the bus asked for (ide: the primary master
+ * of the pc machine's PIIX); first in the firmware's boot order (`boot`:
+ * with -kernel, qemu's own loader ROM holds that place). */
+static int tcg_disk_args(struct tcg_args *a, const char *bus, const char *hba, bool boot,
+                         const char *sock, char *err, size_t errlen)
+{
+    struct tcg_hbas h = { .ahci = "ahci0", .scsi = "scsi0", .ide = "ide.0",
+                          .scsi_model = hba ? hba : "virtio-scsi-pci" };
+    if (tcg_nbd_drive(a, sock, "d0", err, errlen) < 0)
+        return -1;
+    tcg_attach(a, &h, bus, "hd", "d0", 0, boot ? ",bootindex=0" : "");
     return 0;
 }
 
 /* NICs (--nic, the domain's <interface>s) on qemu's user networking, and
- * the domain's CD-ROMs, read-only.  qemu opens a CD-ROM's file itself,
- * through its plain file driver (file.filename: no protocol prefix or
- * json: in the path is ever parsed), with ',' doubled as -drive wants.
- * Buffers are static: argv outlives this call, one boot per process. */
-static int tcg_extra_args(const struct vdboot_opts *o, const char **argv, int *n, char *err,
+ * the domain's CD-ROMs, read-only (ide: on the secondary channel).  qemu
+ * opens a CD-ROM's file itself, through its plain file driver
+ * (file.filename: no protocol prefix or json: in the path is ever parsed),
+ * with ',' doubled as -drive wants. */
+static int tcg_extra_args(const struct vdboot_opts *o, struct tcg_args *a, char *err,
                           size_t errlen)
 {
-    static char nic[VDBOOT_MAX_NICS][64], drv[VDBOOT_MAX_CDROMS][8300], dev[VDBOOT_MAX_CDROMS][64];
-    argv[(*n)++] = "-nic";
-    argv[(*n)++] = o->n_nics ? nic[0] : "none";
-    for (int i = 0; i < o->n_nics; i++) {
-        snprintf(nic[i], sizeof nic[i], "user%s%s", o->nic_models[i][0] ? ",model=" : "",
-                 o->nic_models[i]);
-        if (i) {
-            argv[(*n)++] = "-nic";
-            argv[(*n)++] = nic[i];
-        }
+    if (!o->n_nics) {
+        tcg_arg(a, "-nic");
+        tcg_arg(a, "none");
     }
-    bool ahci = false, scsi = false;
-    int ide = 0;
+    for (int i = 0; i < o->n_nics; i++) {
+        tcg_arg(a, "-nic");
+        tcg_argf(a, "user%s%s", o->nic_models[i][0] ? ",model=" : "", o->nic_models[i]);
+    }
+    struct tcg_hbas h = { .ahci = "cdahci", .scsi = "cdscsi", .ide = "ide.1",
+                          .scsi_model = "virtio-scsi-pci" };
     for (int i = 0; i < o->n_cdroms; i++) {
-        char esc[8200];
+        const char *p = o->cdroms[i];
+        char *esc = malloc(2 * strlen(p) + 1), id[16];
+        if (!esc) {
+            snprintf(err, errlen, "CD-ROM %.300s: %s", p, strerror(ENOMEM));
+            return -1;
+        }
         size_t k = 0;
-        for (const char *p = o->cdroms[i]; *p && k + 2 < sizeof esc; p++) {
+        for (; *p; p++) {
             esc[k++] = *p;
             if (*p == ',')
                 esc[k++] = ',';
         }
         esc[k] = 0;
-        if (snprintf(drv[i], sizeof drv[i], "if=none,id=cd%d,media=cdrom,readonly=on%s%s", i,
-                     esc[0] ? ",format=raw,file.driver=file,file.filename=" : "", esc) >=
-            (int)sizeof drv[i]) {
-            snprintf(err, errlen, "CD-ROM %.300s: path too long for qemu", o->cdroms[i]);
-            return -1;
-        }
-        argv[(*n)++] = "-drive";
-        argv[(*n)++] = drv[i];
-        const char *bus = o->cdrom_bus[i];
-        if (!strcmp(bus, "sata")) {
-            if (!ahci) {
-                argv[(*n)++] = "-device";
-                argv[(*n)++] = "ahci,id=cdahci";
-                ahci = true;
-            }
-            snprintf(dev[i], sizeof dev[i], "ide-cd,drive=cd%d,bus=cdahci.%d", i, i);
-        } else if (!strcmp(bus, "scsi")) {
-            if (!scsi) {
-                argv[(*n)++] = "-device";
-                argv[(*n)++] = "virtio-scsi-pci,id=cdscsi";
-                scsi = true;
-            }
-            snprintf(dev[i], sizeof dev[i], "scsi-cd,drive=cd%d,bus=cdscsi.0,scsi-id=%d", i, i);
-        } else {   /* ide: the secondary channel of the pc machine's PIIX */
-            snprintf(dev[i], sizeof dev[i], "ide-cd,drive=cd%d,bus=ide.1,unit=%d", i, ide++);
-        }
-        argv[(*n)++] = "-device";
-        argv[(*n)++] = dev[i];
+        tcg_arg(a, "-drive");
+        tcg_argf(a, "if=none,id=cd%d,media=cdrom,readonly=on%s%s", i,
+                 esc[0] ? ",format=raw,file.driver=file,file.filename=" : "", esc);
+        free(esc);
+        snprintf(id, sizeof id, "cd%d", i);
+        tcg_attach(a, &h, o->cdrom_bus[i], "cd", id, i, "");
     }
     return 0;
 }
 
 /* The domain's further disks: each opened through vdisk under its own
- * overlay and served on its own NBD socket, as the boot disk is; `*started`
- * counts the servers to stop. */
+ * overlay and served on its own NBD socket, as the boot disk is (ide: the
+ * primary master, as domain.c allows it only with the boot disk
+ * elsewhere); `*started` counts the servers to stop. */
 static int tcg_extra_disks(const struct vdboot_opts *o, struct disk *xdk, struct nbd_server *xns,
-                           int *started, const char **argv, int *n, char *err, size_t errlen)
+                           int *started, struct tcg_args *a, char *err, size_t errlen)
 {
-    static char drv[VDBOOT_MAX_EXTRA_DISKS][320], dev[VDBOOT_MAX_EXTRA_DISKS][64];
-    bool ahci = false, scsi = false;
+    struct tcg_hbas h = { .ahci = "xahci", .scsi = "xscsi", .ide = "ide.0",
+                          .scsi_model = "virtio-scsi-pci" };
     for (int i = 0; i < o->n_extra; i++) {
-        char e[900];
+        char e[900], id[16];
         if (disk_open(&xdk[i], o->extra_disks[i], o->extra_format[i], e, sizeof e) < 0) {
             snprintf(err, errlen, "the domain's disk %.300s: %.600s", o->extra_disks[i], e);
             return -1;
@@ -296,37 +363,10 @@ static int tcg_extra_disks(const struct vdboot_opts *o, struct disk *xdk, struct
         if (nbd_serve_start(&xns[i], &xdk[i], err, errlen) < 0)
             return -1;
         (*started)++;
-        if (strchr(xns[i].path, ',')) {
-            snprintf(err, errlen, "NBD socket %s: qemu cannot take a path with a comma (set "
-                     "TMPDIR)", xns[i].path);
+        snprintf(id, sizeof id, "x%d", i);
+        if (tcg_nbd_drive(a, xns[i].path, id, err, errlen) < 0)
             return -1;
-        }
-        snprintf(drv[i], sizeof drv[i], "file=nbd+unix:///?socket=%s,format=raw,if=none,"
-                 "id=x%d,cache=unsafe", xns[i].path, i);
-        argv[(*n)++] = "-drive";
-        argv[(*n)++] = drv[i];
-        const char *bus = o->extra_bus[i];
-        if (!strcmp(bus, "virtio")) {
-            snprintf(dev[i], sizeof dev[i], "virtio-blk-pci,drive=x%d", i);
-        } else if (!strcmp(bus, "sata")) {
-            if (!ahci) {
-                argv[(*n)++] = "-device";
-                argv[(*n)++] = "ahci,id=xahci";
-                ahci = true;
-            }
-            snprintf(dev[i], sizeof dev[i], "ide-hd,drive=x%d,bus=xahci.%d", i, i);
-        } else if (!strcmp(bus, "scsi")) {
-            if (!scsi) {
-                argv[(*n)++] = "-device";
-                argv[(*n)++] = "virtio-scsi-pci,id=xscsi";
-                scsi = true;
-            }
-            snprintf(dev[i], sizeof dev[i], "scsi-hd,drive=x%d,bus=xscsi.0,scsi-id=%d", i, i);
-        } else {   /* ide: the boot disk is elsewhere (domain.c), so the primary master */
-            snprintf(dev[i], sizeof dev[i], "ide-hd,drive=x%d,bus=ide.0,unit=0", i);
-        }
-        argv[(*n)++] = "-device";
-        argv[(*n)++] = dev[i];
+        tcg_attach(a, &h, o->extra_bus[i], "hd", id, i, "");
     }
     return 0;
 }
@@ -366,8 +406,7 @@ static const char *tcg_ovmf(void)
 
 void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vdboot_result *r)
 {
-    char err[1024], mem[32], cpus[16], drive[512], dev[128], qerr[2048] = "", append[4200];
-    char fwlog[300] = "", fwdev[340], milestone[256] = "", monitor[300] = "none", qmpdev[64];
+    char err[1024], qerr[2048] = "", fwlog[300] = "", milestone[256] = "", monitor[300] = "none";
     static struct tcg_screen scr;   /* large; one boot per process */
     struct console con;
     struct disk dk = { 0 };
@@ -377,42 +416,44 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     int xstarted = 0;
     struct qmp q;
     int qsock[2] = { -1, -1 };
-    const char *argv[TCG_MAX_ARGS];
-    int n = 0;
+    struct tcg_args a = { .n = 0 };
     bool firmware = strcmp(o->firmware, "direct") != 0;
-    snprintf(mem, sizeof(mem), "%llu", o->memory_mib);
-    snprintf(cpus, sizeof(cpus), "%d", o->cpus);
-    /* --accel qemu-kvm: the same qemu path on /dev/kvm, to compare with the
-     * built-in VMM on one host */
-    const char *fixed[] = { "qemu-system-x86_64", "-accel",
-                            strcmp(o->accel, "qemu-kvm") ? "tcg" : "kvm", "-machine", "pc",
-                            "-nodefaults", "-no-user-config", "-display", "none",
-                            "-serial", "stdio", "-monitor", monitor, "-no-reboot",
-                            "-m", mem, "-smp", cpus, "-S", "-chardev", qmpdev,
-                            "-mon", "chardev=qmp,mode=control" };
     /* the monitor (qmp.c): qemu waits stopped (-S) until vdboot has it */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qsock) < 0) {
         result_error(r, "socketpair for qemu's monitor: %s", strerror(errno));
         return;
     }
-    snprintf(qmpdev, sizeof(qmpdev), "socket,id=qmp,fd=%d", qsock[1]);
     qmp_init(&q, qsock[0]);
+    /* --accel qemu-kvm: the same qemu path on /dev/kvm, to compare with the
+     * built-in VMM on one host */
+    const char *fixed[] = { "qemu-system-x86_64", "-accel",
+                            strcmp(o->accel, "qemu-kvm") ? "tcg" : "kvm", "-machine", "pc",
+                            "-nodefaults", "-no-user-config", "-display", "none",
+                            "-serial", "stdio", "-monitor", monitor, "-no-reboot" };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        argv[n++] = fixed[i];
+        tcg_arg(&a, fixed[i]);
+    tcg_arg(&a, "-m");
+    tcg_argf(&a, "%llu", o->memory_mib);
+    tcg_arg(&a, "-smp");
+    tcg_argf(&a, "%d", o->cpus);
+    tcg_arg(&a, "-S");
+    tcg_arg(&a, "-chardev");
+    tcg_argf(&a, "socket,id=qmp,fd=%d", qsock[1]);
+    tcg_arg(&a, "-mon");
+    tcg_arg(&a, "chardev=qmp,mode=control");
     if (!firmware) {
         /* Linux checks that the IOAPIC timer ticks within a few of its own
          * loops; an emulated CPU on a busy host misses that and panics
          * ("IO-APIC + timer doesn't work"), so skip the check as qemu's docs
          * advise. */
-        snprintf(append, sizeof(append), "%s%s", bf->cmdline,
+        tcg_arg(&a, "-kernel");
+        tcg_arg(&a, bf->kernel_path);
+        tcg_arg(&a, "-append");
+        tcg_argf(&a, "%s%s", bf->cmdline,
                  strstr(bf->cmdline, "no_timer_check") ? "" : " no_timer_check");
-        argv[n++] = "-kernel";
-        argv[n++] = bf->kernel_path;
-        argv[n++] = "-append";
-        argv[n++] = append;
         if (bf->initrd_path[0]) {
-            argv[n++] = "-initrd";
-            argv[n++] = bf->initrd_path;
+            tcg_arg(&a, "-initrd");
+            tcg_arg(&a, bf->initrd_path);
         }
     } else if (!strcmp(o->firmware, "uefi")) {
         const char *fw = tcg_ovmf();
@@ -420,19 +461,18 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
             result_error(r, "--firmware uefi: no OVMF.fd in /usr/share/ovmf (apt-get install ovmf)");
             return;
         }
-        argv[n++] = "-bios";
-        argv[n++] = fw;
+        tcg_arg(&a, "-bios");
+        tcg_arg(&a, fw);
     } else {
         /* SeaBIOS, qemu's default: with nothing bootable it says so on the
          * screen and reboots after reboot-timeout, which -no-reboot ends */
-        argv[n++] = "-boot";
-        argv[n++] = "strict=on,reboot-timeout=1000";
+        tcg_arg(&a, "-boot");
+        tcg_arg(&a, "strict=on,reboot-timeout=1000");
     }
     if (o->image) {
         if (disk_open(&dk, o->image, o->format, err, sizeof(err)) < 0 ||
             nbd_serve_start(&ns, &dk, err, sizeof(err)) < 0 ||
-            tcg_disk_args(o->disk_bus, o->scsi_hba, firmware, ns.path, argv, &n, drive, sizeof(drive), dev,
-                          sizeof(dev), err, sizeof(err)) < 0) {
+            tcg_disk_args(&a, o->disk_bus, o->scsi_hba, firmware, ns.path, err, sizeof(err)) < 0) {
             result_error(r, "%s", err);
             goto out;
         }
@@ -446,28 +486,26 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
             }
             scr.on = true;
             snprintf(monitor, sizeof(monitor), "unix:%s,server=on,wait=off", scr.vga.mon_path);
-            argv[n++] = "-device";
-            argv[n++] = "VGA";
+            tcg_arg(&a, "-device");
+            tcg_arg(&a, "VGA");
         }
         if (firmware) {
             snprintf(fwlog, sizeof(fwlog), "%s/firmware.log", ns.dir);
-            snprintf(fwdev, sizeof(fwdev), "file,id=fwlog,path=%s", fwlog);
-            argv[n++] = "-chardev";
-            argv[n++] = fwdev;
-            argv[n++] = "-device";
-            argv[n++] = "isa-debugcon,iobase=0x402,chardev=fwlog";
+            tcg_arg(&a, "-chardev");
+            tcg_argf(&a, "file,id=fwlog,path=%s", fwlog);
+            tcg_arg(&a, "-device");
+            tcg_arg(&a, "isa-debugcon,iobase=0x402,chardev=fwlog");
         }
     }
-    if (tcg_extra_disks(o, xdk, xns, &xstarted, argv, &n, err, sizeof(err)) < 0 ||
-        tcg_extra_args(o, argv, &n, err, sizeof(err)) < 0) {
+    if (tcg_extra_disks(o, xdk, xns, &xstarted, &a, err, sizeof(err)) < 0 ||
+        tcg_extra_args(o, &a, err, sizeof(err)) < 0 || tcg_args_failed(&a, err, sizeof(err)) < 0) {
         result_error(r, "%s", err);
         goto out;
     }
-    argv[n] = NULL;
     if (o->verbose) {
         fprintf(stderr, "vdboot: qemu:");
-        for (int i = 0; i < n; i++)
-            fprintf(stderr, " %s", argv[i]);
+        for (int i = 0; i < a.n; i++)
+            fprintf(stderr, " %s", a.argv[i]);
         fputc('\n', stderr);
     }
     if (console_init(&con, o->expect, o->console, err, sizeof(err)) < 0) {
@@ -476,7 +514,7 @@ void run_tcg(const struct vdboot_opts *o, const struct boot_files *bf, struct vd
     }
     result_arm_run(o, &con);
     int in_fd, out_fd, err_fd;
-    pid_t pid = tcg_spawn((char **)argv, qsock[1], &in_fd, &out_fd, &err_fd);
+    pid_t pid = tcg_spawn((char **)a.argv, qsock[1], &in_fd, &out_fd, &err_fd);
     close(qsock[1]);
     qsock[1] = -1;
     if (pid < 0) {
@@ -567,4 +605,5 @@ out:
             close(qsock[i]);
     if (dk.img)
         disk_close(&dk);
+    tcg_args_free(&a);
 }

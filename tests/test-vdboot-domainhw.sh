@@ -84,6 +84,35 @@ assert "5" in out, out            # a SCSI device of type 5: the ATAPI CD-ROM
 assert "16384" in out, out        # the second disk, data.qcow2 (8 MiB) through vdisk
 print("login in %.1f s; guest sees e1000, a CD-ROM and the second disk" % j["seconds"])
 PY
+# every bus for CD-ROMs and further disks, each group on its own
+# controllers: qemu must take the command line (cut after 3 s: a timeout,
+# not qemu's refusal)
+cat >"$T/bus.xml" <<'XML'
+<domain><devices>
+  <disk device='disk'><source file='guest.raw'/><target bus='sata'/></disk>
+  <disk device='cdrom'><source file='a,b.iso'/><target bus='sata'/></disk>
+  <disk device='cdrom'><source file='a,b.iso'/><target bus='scsi'/></disk>
+  <disk device='cdrom'><source file='a,b.iso'/><target bus='ide'/></disk>
+  <disk device='cdrom'><target bus='ide'/></disk>
+  <disk device='disk'><source file='data.qcow2'/><target bus='scsi'/></disk>
+  <disk device='disk'><source file='data.qcow2'/><target bus='sata'/></disk>
+  <disk device='disk'><source file='data.qcow2'/><target bus='ide'/></disk>
+  <disk device='disk'><source file='data.qcow2'/><target bus='scsi'/></disk>
+</devices></domain>
+XML
+rc=0; "$VDBOOT" -v --json --accel tcg --timeout 3 --domain "$T/bus.xml" >"$T/bus.json" 2>"$T/bus.err" || rc=$?
+x="-drive file=nbd+unix:///?socket=[^ ]*,format=raw,if=none"
+c="-drive if=none,id=cd[0-3],media=cdrom,readonly=on"
+grep -q -- "^vdboot: qemu: .* -device ahci,id=ahci0 -device ide-hd,drive=d0,bus=ahci0.0,bootindex=0 .*\
+$x,id=x0,cache=unsafe -device virtio-scsi-pci,id=xscsi -device scsi-hd,drive=x0,bus=xscsi.0,scsi-id=0 \
+$x,id=x1,cache=unsafe -device ahci,id=xahci -device ide-hd,drive=x1,bus=xahci.1 \
+$x,id=x2,cache=unsafe -device ide-hd,drive=x2,bus=ide.0,unit=0 \
+$x,id=x3,cache=unsafe -device scsi-hd,drive=x3,bus=xscsi.0,scsi-id=3 -nic none \
+$c[^ ]* -device ahci,id=cdahci -device ide-cd,drive=cd0,bus=cdahci.0 \
+$c[^ ]* -device virtio-scsi-pci,id=cdscsi -device scsi-cd,drive=cd1,bus=cdscsi.0,scsi-id=1 \
+$c[^ ]* -device ide-cd,drive=cd2,bus=ide.1,unit=0 $c -device ide-cd,drive=cd3,bus=ide.1,unit=1$" "$T/bus.err" &&
+    grep -q '"outcome": *"timeout"' "$T/bus.json" ||
+    { cat "$T/bus.json" "$T/bus.err"; fail "CD-ROMs and disks on every bus: exit $rc"; }
 # --nic: the qemu command line (the boot is cut after 2 s), and the built-in
 # VMM refuses it (--accel kvm) before any boot, /dev/kvm or not
 "$VDBOOT" -v --accel tcg --nic virtio-net-pci --timeout 2 "$T/guest.raw" >/dev/null 2>"$T/nic.err" || true
