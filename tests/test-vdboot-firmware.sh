@@ -25,20 +25,11 @@ requires_cmd qemu-system-x86_64 python3 apt-get dpkg-deb depmod cpio sfdisk
 requires_cmd mkfs.vfat mcopy mdel
 [ -x "$VDBOOT" ] || skip "vdboot not built"
 G=$(guest_dir)
-# Under TCG on a loaded host Linux's IO-APIC timer check fails ("IO-APIC +
-# timer doesn't work!"); direct boots append no_timer_check, firmware boots
-# take the guest's own command line, so the copies here carry it.
-cp "$G/guest.raw" "$T/bios.raw"
-dd if="$G/guest.raw" of="$T/p1" bs=512 skip=2048 status=none
-debugfs -R "cat /boot/grub/grub.cfg" "$T/p1" 2>/dev/null | sed 's/panic=-1/panic=-1 no_timer_check/' >"$T/bios.cfg"
-rm -f "$T/p1"
-grep -q no_timer_check "$T/bios.cfg" || fail "could not add no_timer_check"
-fs_edit "$T/bios.raw" "rm /boot/grub/grub.cfg" "write $T/bios.cfg /boot/grub/grub.cfg"
+timer_copy "$G/guest.raw" "$T/bios.raw"
 for f in qcow2 vmdk vhdx; do
     "$VDCONVERT" convert -q -O $f "$T/bios.raw" "$T/bios.$f"
 done
-cp "$T/bios.raw" "$T/nombr.raw"
-dd if=/dev/zero of="$T/nombr.raw" bs=440 count=1 conv=notrunc status=none
+nombr_copy "$T/bios.raw" "$T/nombr.raw"
 cp "$T/bios.raw" "$T/badtype.raw"
 sfdisk -q --part-type "$T/badtype.raw" 1 0 >/dev/null 2>&1 || fail "sfdisk --part-type"
 "$VD_SRC/tests/fixtures/make-uefi-image" "$G" "$T/uefi.raw" 2>/dev/null || fail "make-uefi-image"
@@ -50,17 +41,7 @@ esp=$(sfdisk -d "$T/noldr.raw" | sed -n 's/.*start= *\([0-9]*\), size= *\([0-9]*
 dd if="$T/noldr.raw" of="$T/esp" bs=512 skip="${esp% *}" count="${esp#* }" status=none
 MTOOLS_SKIP_CHECK=1 mdel -i "$T/esp" ::/EFI/BOOT/BOOTX64.EFI
 dd if="$T/esp" of="$T/noldr.raw" bs=512 seek="${esp% *}" conv=notrunc status=none
-cp "$T/bios.raw" "$T/vga.raw"
-dd if="$T/bios.raw" of="$T/p1" bs=512 skip=2048 status=none
-debugfs -R "cat /boot/grub/grub.cfg" "$T/p1" 2>/dev/null | sed 's/ console=ttyS0,115200//; /^serial /d;
-    s/terminal_input serial/terminal_input console/; s/terminal_output serial/terminal_output console/' \
-    >"$T/grub.cfg"
-debugfs -R "cat /etc/inittab" "$T/p1" 2>/dev/null | grep -v ttyS0 >"$T/inittab"
-echo 'tty1::respawn:/sbin/getty 38400 tty1 linux' >>"$T/inittab"
-rm -f "$T/p1"
-grep -q console=ttyS0 "$T/grub.cfg" && fail "could not drop console=ttyS0"
-fs_edit "$T/vga.raw" "rm /boot/grub/grub.cfg" "write $T/grub.cfg /boot/grub/grub.cfg" \
-    "rm /etc/inittab" "write $T/inittab /etc/inittab"
+vga_copy "$T/bios.raw" "$T/vga.raw"
 
 boot_bg() {  # boot_bg NAME IMG TIMEOUT FIRMWARE
     ( rc=0

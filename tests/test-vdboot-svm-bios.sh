@@ -26,31 +26,12 @@ requires_cmd qemu-system-x86_64 python3 cpio apt-get dpkg-deb depmod sfdisk debu
 [ -x /bin/busybox ] || skip "busybox-static not installed"
 export VDBOOT PROBE
 G=$(guest_dir)
-# Direct boots append no_timer_check (a loaded host fails Linux's IO-APIC
-# timer check); a firmware boot takes the guest's own command line, so the
-# copy carries it.
-cp "$G/guest.raw" "$T/bios.raw"
-dd if="$G/guest.raw" of="$T/p1" bs=512 skip=2048 status=none
-debugfs -R "cat /boot/grub/grub.cfg" "$T/p1" 2>/dev/null | sed 's/panic=-1/panic=-1 no_timer_check/' >"$T/bios.cfg"
-rm -f "$T/p1"
-grep -q no_timer_check "$T/bios.cfg" || fail "could not add no_timer_check"
-fs_edit "$T/bios.raw" "rm /boot/grub/grub.cfg" "write $T/bios.cfg /boot/grub/grub.cfg"
+timer_copy "$G/guest.raw" "$T/bios.raw"
 "$VDCONVERT" convert -q -O qcow2 "$T/bios.raw" "$T/bios.qcow2"
 "$VDCONVERT" convert -q -O vhdx "$T/bios.raw" "$T/bios.vhdx"
-cp "$T/bios.raw" "$T/nombr.raw"
-dd if=/dev/zero of="$T/nombr.raw" bs=440 count=1 conv=notrunc status=none
+nombr_copy "$T/bios.raw" "$T/nombr.raw"
 "$VDCONVERT" convert -q -O vhdx "$T/nombr.raw" "$T/nombr.vhdx"
-cp "$T/bios.raw" "$T/vga.raw"
-dd if="$T/bios.raw" of="$T/p1" bs=512 skip=2048 status=none
-debugfs -R "cat /boot/grub/grub.cfg" "$T/p1" 2>/dev/null | sed 's/ console=ttyS0,115200//; /^serial /d;
-    s/terminal_input serial/terminal_input console/; s/terminal_output serial/terminal_output console/' \
-    >"$T/grub.cfg"
-debugfs -R "cat /etc/inittab" "$T/p1" 2>/dev/null | grep -v ttyS0 >"$T/inittab"
-echo 'tty1::respawn:/sbin/getty 38400 tty1 linux' >>"$T/inittab"
-rm -f "$T/p1"
-grep -q console=ttyS0 "$T/grub.cfg" && fail "could not drop console=ttyS0"
-fs_edit "$T/vga.raw" "rm /boot/grub/grub.cfg" "write $T/grub.cfg /boot/grub/grub.cfg" \
-    "rm /etc/inittab" "write $T/inittab /etc/inittab"
+vga_copy "$T/bios.raw" "$T/vga.raw"
 "$VDCONVERT" convert -q -O vmdk "$T/vga.raw" "$T/vga.vmdk"
 rm -f "$T/bios.raw" "$T/nombr.raw" "$T/vga.raw"
 cat >"$T/run.sh" <<'SH'

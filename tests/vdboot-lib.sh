@@ -3,6 +3,8 @@
 #   make_probe_fs DIR CFGKIND ARGS   fill DIR with /boot for the probe kernel
 #   make_disk OUT FSIMG     MBR disk with FSIMG as bootable partition 1 at 1 MiB
 #   crc32_of FILE OFF LEN   zlib crc32 of a byte range, as the probe prints it
+#   fs_cat/fs_edit DISK ... read a file of / edit partition 1 with debugfs
+#   timer_copy/vga_copy/nombr_copy DISK OUT   copies of the guest for firmware boots
 : "${VDBOOT:=$VD_BUILD/boot-check/vdboot}"
 PROBE=$VD_BUILD/boot-check/probe.bzImage
 
@@ -97,4 +99,45 @@ fs_edit() {
     for c in "$@"; do debugfs -w -R "$c" "$fs" >/dev/null 2>&1; done
     dd if="$fs" of="$disk" bs=512 seek=$start conv=notrunc status=none
     rm -f "$fs"
+}
+
+# fs_cat DISK PATH: print PATH from partition 1 (at 1 MiB)
+fs_cat() {
+    dd if="$1" of="$1.cat" bs=512 skip=2048 status=none
+    debugfs -R "cat $2" "$1.cat" 2>/dev/null
+    rm -f "$1.cat"
+}
+
+# timer_copy GUEST OUT: GUEST with no_timer_check on its GRUB entry.  A
+# direct boot appends it (under TCG, or nested, on a loaded host Linux's
+# IO-APIC timer check fails: "IO-APIC + timer doesn't work!"); a firmware
+# boot takes the guest's own command line, so the copy must carry it.
+timer_copy() {
+    cp "$1" "$2"
+    fs_cat "$1" /boot/grub/grub.cfg | sed 's/panic=-1/panic=-1 no_timer_check/' >"$2.cfg"
+    grep -q no_timer_check "$2.cfg" || fail "could not add no_timer_check"
+    fs_edit "$2" "rm /boot/grub/grub.cfg" "write $2.cfg /boot/grub/grub.cfg"
+    rm -f "$2.cfg"
+}
+
+# vga_copy DISK OUT: DISK with GRUB, the kernel and getty on the screen,
+# like a desktop image: no console=ttyS0, no serial terminal in GRUB, a
+# getty on tty1 only
+vga_copy() {
+    cp "$1" "$2"
+    fs_cat "$1" /boot/grub/grub.cfg | sed 's/ console=ttyS0,115200//; /^serial /d;
+        s/terminal_input serial/terminal_input console/; s/terminal_output serial/terminal_output console/' \
+        >"$2.grub"
+    fs_cat "$1" /etc/inittab | grep -v ttyS0 >"$2.inittab"
+    echo 'tty1::respawn:/sbin/getty 38400 tty1 linux' >>"$2.inittab"
+    grep -q console=ttyS0 "$2.grub" && fail "could not drop console=ttyS0"
+    fs_edit "$2" "rm /boot/grub/grub.cfg" "write $2.grub /boot/grub/grub.cfg" \
+        "rm /etc/inittab" "write $2.inittab /etc/inittab"
+    rm -f "$2.grub" "$2.inittab"
+}
+
+# nombr_copy DISK OUT: DISK with its MBR's boot code (440 bytes) zeroed
+nombr_copy() {
+    cp "$1" "$2"
+    dd if=/dev/zero of="$2" bs=440 count=1 conv=notrunc status=none
 }
