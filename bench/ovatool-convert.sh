@@ -16,17 +16,11 @@
 # median wall time, the medians of the per-pair ratios A/B of wall time and
 # of CPU time (user + system; below 1: A faster), and the load average
 # (quote ratios, not seconds, when loaded).
-set -euo pipefail
-export LC_ALL=C
-SRC=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$(cd "${1:-$SRC/build}" && pwd)
+. "$(dirname "$0")/lib.sh"
+B=${OLD:?set OLD to the ovatool to compare with}
+bench_init "${1:-}"
 A=$BUILD/tools/ovatool/ovatool
 V=$BUILD/tools/vdconvert/vdconvert
-B=${OLD:?set OLD to the ovatool to compare with}
-RUNS=${RUNS:-5}
-D=${BENCH_DIR:-/var/tmp/vdisk-bench-ova}
-mkdir -p "$D"
-cd "$D"
 [ -f x.ova ] && [ -f x-disk1.vmdk ] ||
     { echo "no x.ova in $D: run bench/ovatool-import.sh first (it makes it)" >&2; exit 1; }
 if [ ! -f sp.ova ]; then
@@ -41,7 +35,6 @@ if [ ! -f sp.ova ]; then
     rm -rf spdir
 fi
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # run OVATOOL OVA: "WALL CPU" seconds (CPU: user + system) of one convert
 run() {
     rm -f c.ova
@@ -49,7 +42,6 @@ run() {
         { echo "$1 convert $2 failed" >&2; exit 1; }
     awk '{print $1, $2 + $3}' t.txt
 }
-ratio() { echo "scale=3; $1 / $2" | bc; }
 
 pairs() {  # pairs OVA LABEL
     local a b as=() bs=() rs=() cs=()

@@ -17,17 +17,11 @@
 # in turns (outputs removed before each run, page cache warm).  Printed:
 # each tool's median wall time, the median of the per-pair ratios A/B, and
 # the same with `ovatool import --no-verify`.
-set -euo pipefail
-export LC_ALL=C
-SRC=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$(cd "${1:-$SRC/build}" && pwd)
+. "$(dirname "$0")/lib.sh"
+bench_init "${1:-}"
 V=$BUILD/tools/vdconvert/vdconvert
 O=$BUILD/tools/ovatool/ovatool
-RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
-D=${BENCH_DIR:-/var/tmp/vdisk-bench-ova}
-mkdir -p "$D"
-cd "$D"
 
 if [ ! -f x.ova ]; then
     truncate -s "${SIZE_MIB}M" disk.raw
@@ -43,7 +37,6 @@ fi
 [ -f x-disk1.vmdk ] || { echo "x.ova holds no x-disk1.vmdk: $(tar -tf x.ova)" >&2; exit 1; }
 
 now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; echo "$(now) - $t0" | bc; }
 
 run_a() { rm -rf out; timed "$O" import -O qcow2 -d out "$@" x.ova; }
@@ -55,7 +48,7 @@ pairs() {  # pairs LABEL [import options]
     run_a "$@" >/dev/null; run_b >/dev/null          # warm-up
     for ((i = 0; i < RUNS; i++)); do
         a=$(run_a "$@"); b=$(run_b)
-        as+=("$a"); bs+=("$b"); rs+=("$(echo "scale=3; $a / $b" | bc)")
+        as+=("$a"); bs+=("$b"); rs+=("$(ratio "$a" "$b")")
     done
     printf '%-28s ovatool %6.2f s  vdconvert %6.2f s  ratio %5.2fx  (load %s)\n' "$label" \
         "$(printf '%s\n' "${as[@]}" | median)" "$(printf '%s\n' "${bs[@]}" | median)" \
