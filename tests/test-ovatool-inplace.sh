@@ -34,24 +34,36 @@ grep -qx x-disk2.vmdk <<<"$members" || fail "export wrote no x-disk2.vmdk: $(tar
 window() { python3 -c 'import sys, tarfile
 m = tarfile.open(sys.argv[1]).getmember(sys.argv[2]); print(m.offset_data, m.size)' "$1" "$2"; }
 
-# confined STRACE OVA MEMBER: each descriptor the import opened as
-# /proc/self/fd/N (a member read in place) reads inside one member's bytes
-# only, from its open to its close; one of them read MEMBER
-confined() {
-    python3 - "$@" <<'PY' || fail "read outside a member's window (see above)"
-import re, sys, tarfile
-trace, ova, member = sys.argv[1:]
-win = {m.name: (m.offset_data, m.offset_data + m.size) for m in tarfile.open(ova)}
-pending, open_fds, reads, bad = {}, {}, {}, 0
-for line in open(trace):
+# calls TRACE: the system calls of an strace -f log, one a line, without
+# the pid; a call that strace split ("<unfinished ...>", then "<... NAME
+# resumed>" when another thread ran between) joined again
+calls() {
+    python3 - "$1" <<'PY'
+import re, sys
+pending = {}
+for line in open(sys.argv[1]):
     pid, _, rest = line.rstrip("\n").partition(" ")
     rest = rest.lstrip()
     if rest.endswith("<unfinished ...>"):
         pending[pid] = rest[: -len("<unfinished ...>")]
         continue
     r = re.match(r"<\.\.\. \w+ resumed>(.*)", rest)
-    if r:
-        rest = pending.pop(pid, "") + r.group(1)
+    print(pending.pop(pid, "") + r.group(1) if r else rest)
+PY
+}
+
+# confined STRACE OVA MEMBER: each descriptor the import opened as
+# /proc/self/fd/N (a member read in place) reads inside one member's bytes
+# only, from its open to its close; one of them read MEMBER
+confined() {
+    calls "$1" >"$T/calls" || fail "cannot read the strace log $1"
+    python3 - "$T/calls" "$2" "$3" <<'PY' || fail "read outside a member's window (see above)"
+import re, sys, tarfile
+calls, ova, member = sys.argv[1:]
+win = {m.name: (m.offset_data, m.offset_data + m.size) for m in tarfile.open(ova)}
+open_fds, reads, bad = {}, {}, 0
+for rest in open(calls):
+    rest = rest.rstrip("\n")
     o = re.match(r'openat\(.*"/proc/self/fd/\d+".*\) = (\d+)<', rest)
     if o:
         open_fds[o.group(1)] = None      # the member it reads: from its first read
@@ -227,20 +239,14 @@ convert_traced() {
 # (its header and data), each MEMBER's data is read, no file named as a
 # member is created
 convert_confined() {
-    python3 - "$T/trace" "$@" <<'PY' || fail "convert of $1: see above"
+    calls "$T/trace" >"$T/calls" || fail "cannot read the strace log"
+    python3 - "$T/calls" "$@" <<'PY' || fail "convert of $1: see above"
 import os, re, sys, tarfile
-trace, ova, want = sys.argv[1], os.path.realpath(sys.argv[2]), sys.argv[3:]
+calls, ova, want = sys.argv[1], os.path.realpath(sys.argv[2]), sys.argv[3:]
 ms = tarfile.open(ova).getmembers()
-pending, bad, seen = {}, 0, {}
-for line in open(trace):
-    pid, _, rest = line.rstrip("\n").partition(" ")
-    rest = rest.lstrip()
-    if rest.endswith("<unfinished ...>"):
-        pending[pid] = rest[: -len("<unfinished ...>")]
-        continue
-    r = re.match(r"<\.\.\. \w+ resumed>(.*)", rest)
-    if r:
-        rest = pending.pop(pid, "") + r.group(1)
+bad, seen = 0, {}
+for rest in open(calls):
+    rest = rest.rstrip("\n")
     o = re.match(r'openat\(.*?"([^"]*)", ([A-Z_|]+)', rest)
     if o and "O_CREAT" in o.group(2) and os.path.basename(o.group(1)) in {m.name for m in ms}:
         print("extracted: " + rest[:200])
