@@ -1,5 +1,6 @@
-/* ext2-internal.h - shared by ext2-vdisk.c (open, lookup, read) and
- * ext2-write.c (changing files) of libvdisk's ext2/3/4 support; not public. */
+/* ext2-internal.h - shared by ext2-io.c (libext2fs' I/O), ext2-vdisk.c
+ * (open, lookup, read), ext2-write.c and ext2-names.c (changing files) of
+ * libvdisk's ext2/3/4 support; not public. */
 #ifndef VD_EXT2_INTERNAL_H
 #define VD_EXT2_INTERNAL_H
 
@@ -22,6 +23,10 @@ struct vd_ext2 {
     bool broken;            /* a change failed halfway: no more, "errors" at close */
 };
 
+/* ext2fs_open2() on the byte range [off, off+len) of img (ext2-io.c), which
+ * libext2fs then reads (and writes, when `rw`) through libvdisk. */
+errcode_t e2v_io_fs_open(const char *name, vd_image *img, uint64_t off, uint64_t len, bool rw,
+                         ext2_filsys *fs);
 /* Open the file system (read-write when `rw`), checks and all. */
 int e2v_open(vd_image *img, uint64_t off, uint64_t len, bool rw, vd_ext2 **out,
              vd_error *err);
