@@ -559,9 +559,12 @@ static int vhdx_drop_parent(vd_image *img, struct vhdx_state *s, vd_error *err)
  * then one log entry sets the BAT, the has-parent flag and a new parent
  * locator item.  Blocks this layer does not hold show the parent after;
  * opened with the (absent) chain, as a safe rebase opens it, they become
- * ZERO blocks instead, so the guest view stays zeroes there.  A fixed disk
- * (its blocks must stay allocated) and a BAT region without room for the
- * extra entry are rewritten (-ENOSYS). */
+ * ZERO blocks instead, so the guest view stays zeroes there.  A BAT region
+ * without room for the extra entry is replaced as a grow replaces it: the
+ * whole BAT written into a larger region appended to the file (with the
+ * bitmap blocks, synced), and both region tables pointed at it in the same
+ * log entry; the old region is left unreferenced.  A fixed disk (its
+ * blocks must stay allocated) is rewritten (-ENOSYS). */
 static uint64_t vhdx_diff_entries(struct vhdx_state *s)
 {
     s->has_parent = true;
@@ -574,10 +577,10 @@ static int vhdx_can_gain_parent(struct vhdx_state *s, vd_error *err)
 {
     if (s->leave_allocated)
         return vd_set_error(err, -ENOSYS, "vhdx: a fixed disk cannot get a parent in place");
-    if (vhdx_diff_entries(s) * 8 > s->bat_len)
-        return vd_set_error(err, -ENOSYS, "vhdx: the BAT region at 0x%llx has no room for the "
-                            "sector bitmap entry of the last chunk",
-                            (unsigned long long)s->bat_off);
+    uint64_t n = vhdx_diff_entries(s);
+    if (n * 8 > s->bat_len && vd_round_up(n * 8, VHDX_MiB) > VD_MAX_TABLE_BYTES)
+        return vd_set_error(err, -ENOTSUP, "vhdx: a BAT of %llu entries is over what vdisk opens",
+                            (unsigned long long)n);
     return 0;
 }
 
@@ -587,7 +590,14 @@ static int vhdx_gain_parent(vd_image *img, struct vhdx_state *s, const char *fil
     uint64_t n = vhdx_diff_entries(s), old_n = s->bat_entries;
     bool keep_view = !img->no_backing;
     uint64_t *bat = calloc(n, 8);
-    uint64_t at = vd_round_up(s->file_size, VHDX_MiB), alloc_end = at;
+    /* no room for the last chunk's bitmap entry: a larger region first */
+    uint64_t at = vd_round_up(s->file_size, VHDX_MiB), new_bat = 0;
+    uint64_t new_len = vd_round_up(n * 8, VHDX_MiB);
+    if (n * 8 > s->bat_len) {
+        new_bat = at;
+        at += new_len;
+    }
+    uint64_t alloc_end = at;
     for (uint64_t i = 0; bat && i < n; i++) {
         uint64_t e = i < old_n ? s->bat[i] : 0;
         unsigned st = VHDX_BAT_STATE(e);
@@ -605,6 +615,8 @@ static int vhdx_gain_parent(vd_image *img, struct vhdx_state *s, const char *fil
     struct vhdx_edit e = { 0 };
     int r = bat ? vd_file_truncate(img->file, alloc_end, err)
                 : vd_set_error(err, -ENOMEM, "out of memory");
+    if (r == 0 && new_bat)
+        r = vhdx_write_bat_at(img, bat, n, new_bat, err);
     if (r == 0)
         r = vd_file_sync(img->file, err);
     if (r == 0) {
@@ -629,12 +641,18 @@ static int vhdx_gain_parent(vd_image *img, struct vhdx_state *s, const char *fil
         vd_put_le16(now + 10, (uint16_t)(cnt + 1));
         r = vhdx_meta_put_locator(s, now, ent, loc, len, err);
     }
-    if (r == 0)
+    if (r == 0 && new_bat)                          /* written whole above */
+        r = vhdx_edit_regions(img, &e, new_bat, new_len, err);
+    else if (r == 0)
         r = vhdx_edit_bat(img, s, &e, bat, n, old_n, err);
     if (r == 0)
         r = vhdx_edit_diff(&e, s->meta_off, was, now, s->meta_len, err);
     r = vhdx_edit_finish(img, s, &e, was, now, r, err);
     free(loc);
+    if (r == 0 && new_bat) {
+        s->bat_off = new_bat;
+        s->bat_len = new_len;
+    }
     char l[40];
     vhdx_linkage_format(g, l);
     if (r == 0 && !(s->parent_linkage = strdup(l)))

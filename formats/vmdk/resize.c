@@ -9,7 +9,9 @@
  *    extent grows (a flat file is extended, a sparse one inside its room,
  *    up to 2 GiB for a split disk), new extents get their final names
  *    ("disk-s003.vmdk", made and synced first), and the descriptor, which
- *    decides the size, is written last with one write.
+ *    decides the size, is written last with one write.  A split sparse
+ *    disk that needs new extents leaves its last one as it is (its header
+ *    capacity would change the size before the descriptor names them).
  * A crash leaves the old or the new size; at worst an extent file that the
  * descriptor does not name yet, holding nothing: `check` reports it as a
  * leak, `check -r leaks` and the next grow remove it (a file there that
@@ -257,9 +259,18 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
     uint64_t add = sectors - img->size / VMDK_SECTOR;
     uint64_t grow = split ? (last->sectors < VMDK_SPLIT_SECTORS
                              ? VMDK_SPLIT_SECTORS - last->sectors : 0) : add;
+    bool sparse = last->type == VMDK_EXT_SPARSE;
+    /* Readers take a sparse extent's size from its header, so its
+     * capacity write changes the disk's size by itself: with new extents
+     * to add too, two writes (capacity, descriptor) would have to be one,
+     * and a crash between them read as neither size.  The last sparse
+     * extent then keeps its size and the new extents take the whole
+     * growth: the descriptor write alone switches.  (Grown alone, the
+     * capacity write is the switch and the descriptor follows.) */
+    if (grow < add && sparse)
+        grow = 0;
     if (grow > add)
         grow = add;
-    bool sparse = last->type == VMDK_EXT_SPARSE;
     int r = grow ? vmdk_rs_grow_last(last, last->sectors + grow, true, err) : 0;
     if (r < 0)
         return r;
