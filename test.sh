@@ -87,6 +87,9 @@ run_suite() {
 install_missing
 [ "${1:-}" = "--deps" ] && exit 0
 export VD_MATRIX_DIR="$PWD/build/matrix"
+# Peers' results that the ASan run reuses from the plain run (tests/lib.sh
+# peer_in_place: qemu's own work, keyed by its inputs and version)
+export VD_PEER_CACHE="$PWD/build/peer-cache"
 status=0
 setup build -Dwerror=true
 # Four tests at once on a 2-core machine: most tests spend much of their

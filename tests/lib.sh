@@ -4,6 +4,8 @@
 #   T                     a fresh temp dir, removed at exit
 #   matrix_dir            prints the dir of ../shared/corpus/make-matrix output
 #                         (built once per build dir, under a lock)
+#   peer_in_place ERR CMD... IMG  a peer's in-place change of IMG (stderr in
+#                         ERR, its status returned), kept and reused (below)
 #   fail MSG              print and exit 1
 #   matches [OPT] PATTERN grep's verdict on all of stdin, nothing printed:
 #                         `cmd | matches PAT`, never `cmd | grep -q PAT`
@@ -67,6 +69,38 @@ matrix_dir() {
         fi
     ) 9>"$d.lock" || exit 1
     echo "$d"
+}
+
+# peer_in_place ERR CMD... IMG: runs CMD... IMG (a peer such as
+# `qemu-img amend -o ...` that changes IMG in place), its stderr in ERR, and
+# returns its status.  What it did (IMG after, ERR, status) is kept under
+# $VD_PEER_CACHE, keyed by the content of IMG and of its backing files
+# (as qemu-img names them), CMD's words and the peer's version; a later run with the same key (test.sh's ASan run after its
+# plain run) takes the kept result instead of running the peer again.  The
+# peer's result is its own deterministic work, not vdisk's code: the ASan
+# run still runs and judges every vdisk command against it.
+peer_in_place() {
+    local err=$1 img=${*: -1} d key rc=0
+    shift
+    d=${VD_PEER_CACHE:-$VD_BUILD/tests/peer-cache}
+    mkdir -p "$d"
+    # the key: the peer's version, the command, and the content of IMG and
+    # of every file of its backing chain
+    key=$( { "$1" --version | sed -n 1p; printf '%s\n' "$@"
+             (cd "$(dirname "$img")" && qemu-img info --backing-chain --output=json -U \
+                 "$(basename "$img")" 2>/dev/null | sed -n 's/^ *"filename": "\(.*\)",$/\1/p' |
+                 sort -u | xargs -r -d '\n' sha256sum)
+             sha256sum <"$img"; } | sha256sum | cut -c1-32)
+    if [ -f "$d/$key.rc" ]; then
+        cp "$d/$key.img" "$img"; cp "$d/$key.err" "$err"
+        return "$(cat "$d/$key.rc")"
+    fi
+    "$@" 2>"$err" || rc=$?
+    # whole entries only: the status file, written last, marks one complete
+    cp "$img" "$d/$key.img.$$" && mv "$d/$key.img.$$" "$d/$key.img"
+    cp "$err" "$d/$key.err.$$" && mv "$d/$key.err.$$" "$d/$key.err"
+    echo $rc >"$d/$key.rc.$$" && mv "$d/$key.rc.$$" "$d/$key.rc"
+    return $rc
 }
 
 raw_sha() {

@@ -33,7 +33,7 @@ msg() { sed -e 's/^qemu-img: //' -e 's/^vdconvert: [^:]*: //' -e 's/^vdconvert: 
 amend_like_qemu() {  # NAME IMG OPTIONS
     local name=$1 qrc=0 vrc=0
     cp "$2" q.qcow2; cp "$2" v.qcow2
-    qemu-img amend -o "$3" q.qcow2 2>q.err || qrc=$?
+    peer_in_place q.err qemu-img amend -o "$3" q.qcow2 || qrc=$?
     "$V" amend -o "$3" v.qcow2 2>v.err || vrc=$?
     [ $qrc = $vrc ] || fail "$name: exit $vrc, qemu-img $qrc ($(cat v.err q.err))"
     if [ $vrc != 0 ]; then
@@ -100,7 +100,7 @@ amend_like_qemu "dirty: lazy_refcounts=off" dirty.qcow2 lazy_refcounts=off
 # 16 -> 1 -> 64 -> 16, with data, each step as qemu-img does it
 cp plain.qcow2 q.qcow2; cp plain.qcow2 v.qcow2
 for b in 1 64 16; do
-    qemu-img amend -o refcount_bits=$b q.qcow2
+    peer_in_place q.err qemu-img amend -o refcount_bits=$b q.qcow2 || fail "qemu-img amend: $(cat q.err)"
     "$V" amend -p -o refcount_bits=$b v.qcow2 >/dev/null
     [ "$(fields v.qcow2)" = "$(fields q.qcow2)" ] || fail "refcount_bits=$b in sequence: $(fields v.qcow2)"
     qemu-img check -q v.qcow2 || fail "refcount_bits=$b in sequence: check"
