@@ -409,18 +409,6 @@ if [[ " ${ONLY:-vhdx} " == *" vhdx "* ]] && [ "${VD_INPLACE_CRASH:-}" = all ]; t
     echo "vhdx resize past the BAT region: $kills of $steps kill points, $replayed logs replayed"
 fi
 
-# cut_points TRACE: kill points a spread can miss, where an order goes
-# wrong most often: each of the last 3 ftruncates and the first pwrite
-# after it (or the call after it).  A file cut before the table naming the
-# cut space is cleared (a broken QED commit) shows only between the two;
-# a spread of 6 points over ~20 steps hits that by chance of the count.
-cut_points() {
-    grep -v -e '+++' -e resumed "$1" | awk '/ftruncate\(/ { t[++k] = NR; p[k] = 0; next }
-        k && !p[k] && /pwrite/ { p[k] = NR }
-        END { for (i = (k > 3 ? k - 2 : 1); i <= k; i++) {
-                  print t[i]; if (p[i]) print p[i]; else if (t[i] < NR) print t[i] + 1 } }'
-}
-
 # SIGKILL before every write/truncate/sync of the command (kill_at: the
 # N-th traced call exactly): the chain opens, check finds at most leaks,
 # the guest view is the old or the new one.
@@ -633,7 +621,12 @@ crash_vmdk_grow() {  # SUBFORMAT [SIZE]
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     [ "$steps" -gt 2 ] || fail "vmdk $sub grow: only $steps steps traced"
     files=$(ls sp | tr '\n' ' ')
-    if [ "${VD_INPLACE_CRASH:-}" != all ]; then pts="1 $(( (steps + 1) / 2 )) $steps"
+    # (default: the first, middle and last points, and the last pwrite, the
+    # descriptor's: killed before it, every extent is ready and only the
+    # descriptor is old, where a size written into an extent first shows)
+    if [ "${VD_INPLACE_CRASH:-}" != all ]; then
+        n=$(grep -v -e '+++' -e resumed trace.log | grep -n pwrite | tail -1 | cut -d: -f1)
+        pts=$(printf '%s\n' 1 $(( (steps + 1) / 2 )) "$steps" "$n" | sort -nu)
     elif [ "$steps" -le 60 ]; then pts=$(seq 1 "$steps")
     else every=$(( steps / 40 )); pts=$( { seq 1 $every "$steps"; seq $((steps - 11)) "$steps"; } | sort -nu); fi
     for n in $pts; do
