@@ -96,13 +96,26 @@ bool vd_looks_incompressible(const void *buf, size_t len)
     if (len < 4096)
         return false;
     const unsigned char *p = buf;
-    uint32_t hist[256] = { 0 };
-    for (size_t i = 0; i < len; i++)
-        hist[p[i]]++;
+    /* Four histograms, one per byte of every 4: with one, a run of equal
+     * bytes makes each increment wait for the one before (a store and a
+     * reload of the same counter).  Counting 512 MiB of bench/run.sh's
+     * image in 64 KiB pieces took 0.72 s instead of 2.03 s; it was 20 % of
+     * the samples of raw -> streamOptimized. */
+    uint32_t hist[4][256];
+    memset(hist, 0, sizeof hist);
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        hist[0][p[i]]++;
+        hist[1][p[i + 1]]++;
+        hist[2][p[i + 2]]++;
+        hist[3][p[i + 3]]++;
+    }
+    for (; i < len; i++)
+        hist[0][p[i]]++;
     double h = 0;
     for (int b = 0; b < 256; b++)
-        if (hist[b]) {
-            double q = (double)hist[b] / (double)len;
+        if ((hist[0][b] += hist[1][b] + hist[2][b] + hist[3][b])) {
+            double q = (double)hist[0][b] / (double)len;
             h -= q * log2(q);
         }
     return h >= VD_INCOMPRESSIBLE_BITS;

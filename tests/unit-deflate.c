@@ -1,7 +1,7 @@
 /* unit-deflate.c - cmocka tests of libvdisk/deflate.c: every level reads
  * back through zlib (the inflater qemu uses) with the window the format
- * asks for, stored blocks for random data, "does not fit", and vd_inflate
- * on good, corrupt and short input. */
+ * asks for, stored blocks for random data, "does not fit", vd_inflate
+ * on good, corrupt and short input, and the incompressible-data test. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -121,12 +121,40 @@ static void test_inflate_bad(void **state)
     free(back);
 }
 
+/* vd_looks_incompressible counts every byte (four histograms, merged):
+ * 8 bits per byte is incompressible, 7 is not, whatever the length's
+ * remainder by 4; below 4 KiB it never says so. */
+static void test_incompressible(void **state)
+{
+    (void)state;
+    unsigned char *d = malloc(LEN), *t = make_data();
+    unsigned x = 99;
+    for (size_t i = 0; i < LEN; i++) {
+        x = x * 1103515245 + 12345;
+        d[i] = (unsigned char)(x >> 16);
+    }
+    assert_true(vd_looks_incompressible(d, LEN));        /* pseudo-random */
+    assert_false(vd_looks_incompressible(t, LEN));       /* text */
+    for (size_t i = 0; i < LEN; i++)
+        d[i] = (unsigned char)(i * 7);                   /* all 256 values alike: 8 bits */
+    assert_true(vd_looks_incompressible(d, LEN));
+    assert_true(vd_looks_incompressible(d, 4099));
+    assert_false(vd_looks_incompressible(d, 4095));
+    for (size_t i = 0; i < LEN; i++)
+        d[i] = (unsigned char)((i * 7) & 127);           /* 128 values: 7 bits */
+    assert_false(vd_looks_incompressible(d, LEN));
+    assert_false(vd_looks_incompressible(d, 4099));
+    free(d);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels_windows),
         cmocka_unit_test(test_stored_and_overflow),
         cmocka_unit_test(test_inflate_bad),
+        cmocka_unit_test(test_incompressible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
