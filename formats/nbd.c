@@ -119,67 +119,71 @@ static void nbd_close_img(vd_image *img)
     img->priv = NULL;
 }
 
+/* A walk's parts: one request each, of at most NBD_MAX_REQUEST bytes. */
+enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_ZERO, NBD_OP_TRIM };
+
+struct nbd_walk {
+    enum nbd_op op;
+    struct nbd_handle *h;   /* NULL: each part on the next connection */
+    uint32_t flags;
+};
+
+static int nbd_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    static const char *const what[] = { "read", "write", "write-zeroes", "trim" };
+    const struct nbd_walk *w = ctx;
+    struct nbd_handle *h = w->h ? w->h : nbd_pick(img);
+    int r = -1;
+    if (pt->n > NBD_MAX_REQUEST)
+        pt->n = NBD_MAX_REQUEST;
+    switch (w->op) {
+    case NBD_OP_READ:
+        r = nbd_pread(h, pt->p, pt->n, pt->off, 0);
+        break;
+    case NBD_OP_WRITE:
+        r = nbd_pwrite(h, pt->p, pt->n, pt->off, 0);
+        break;
+    case NBD_OP_ZERO:
+        r = nbd_zero(h, pt->n, pt->off, w->flags);
+        break;
+    case NBD_OP_TRIM:
+        r = nbd_trim(h, pt->n, pt->off, 0);
+        break;
+    }
+    return r < 0 ? nbd_fail(err, what[w->op], pt->off) : 0;
+}
+
 static int nbd_pread_img(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
 {
-    char *p = buf;
-    while (len) {
-        size_t n = len < NBD_MAX_REQUEST ? len : NBD_MAX_REQUEST;
-        if (nbd_pread(nbd_pick(img), p, n, off, 0) < 0)
-            return nbd_fail(err, "read", off);
-        p += n; off += n; len -= n;
-    }
-    return 0;
+    struct nbd_walk w = { NBD_OP_READ, NULL, 0 };
+    return vd_walk(img, buf, off, len, 0, nbd_part, &w, err);
 }
 
 static int nbd_pwrite_img(vd_image *img, const void *buf, size_t len, uint64_t off,
                           vd_error *err)
 {
-    const char *p = buf;
-    while (len) {
-        size_t n = len < NBD_MAX_REQUEST ? len : NBD_MAX_REQUEST;
-        if (nbd_pwrite(nbd_pick(img), p, n, off, 0) < 0)
-            return nbd_fail(err, "write", off);
-        p += n; off += n; len -= n;
-    }
-    return 0;
+    struct nbd_walk w = { NBD_OP_WRITE, NULL, 0 };
+    return vd_walk(img, (void *)buf, off, len, 0, nbd_part, &w, err);
 }
 
 static int nbd_zero_img(vd_image *img, uint64_t off, uint64_t len, unsigned flags,
                         vd_error *err)
 {
-    struct nbd_handle *h = nbd_pick(img);
-    if (nbd_can_zero(h) != 1) {
-        /* emulate: the core would write zero buffers; do it here */
-        static const char zeroes[65536];
-        while (len) {
-            size_t n = len < sizeof zeroes ? (size_t)len : sizeof zeroes;
-            if (nbd_pwrite(h, zeroes, n, off, 0) < 0)
-                return nbd_fail(err, "write", off);
-            off += n; len -= n;
-        }
-        return 0;
-    }
-    while (len) {
-        uint64_t n = len < NBD_MAX_REQUEST ? len : NBD_MAX_REQUEST;
-        if (nbd_zero(h, n, off, (flags & VD_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE) < 0)
-            return nbd_fail(err, "write-zeroes", off);
-        off += n; len -= n;
-    }
-    return 0;
+    struct nbd_walk w = { NBD_OP_ZERO, nbd_pick(img),
+                          (flags & VD_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE };
+    /* a server without WRITE_ZEROES: zero buffers written, as the core
+     * would for a driver without pwrite_zeroes */
+    if (nbd_can_zero(w.h) != 1)
+        return vd_zero_by_writing(img, off, len, nbd_pwrite_img, err);
+    return vd_walk(img, NULL, off, len, 0, nbd_part, &w, err);
 }
 
 static int nbd_discard_img(vd_image *img, uint64_t off, uint64_t len, vd_error *err)
 {
-    struct nbd_handle *h = nbd_pick(img);
-    if (nbd_can_trim(h) != 1)
+    struct nbd_walk w = { NBD_OP_TRIM, nbd_pick(img), 0 };
+    if (nbd_can_trim(w.h) != 1)
         return 0;
-    while (len) {
-        uint64_t n = len < NBD_MAX_REQUEST ? len : NBD_MAX_REQUEST;
-        if (nbd_trim(h, n, off, 0) < 0)
-            return nbd_fail(err, "trim", off);
-        off += n; len -= n;
-    }
-    return 0;
+    return vd_walk(img, NULL, off, len, 0, nbd_part, &w, err);
 }
 
 static int nbd_flush_img(vd_image *img, vd_error *err)

@@ -133,6 +133,20 @@ qemu-io -f raw -c "write -P 0x77 2M 1M" -c "write -z 5M 64k" "$T/w.raw" >/dev/nu
 qemu-img compare -f qed -F raw "$T/w.qed" "$T/w.raw" >/dev/null || fail "writes through NBD lost"
 qemu-img check -q "$T/w.qed" || fail "image written through NBD fails qemu-img check"
 
+# vdisk's own NBD client writes too: a 20 MiB write (8 MiB requests),
+# zeroes as WRITE_ZEROES and, to a server without them (nbdkit's nozero
+# filter), as zero buffers written, and a trim; the served image then
+# equals a raw copy that had the same writes
+for f in "" --filter=nozero; do
+    rm -f "$T/c.raw" "$T/m.raw"
+    truncate -s 64M "$T/c.raw"; truncate -s 64M "$T/m.raw"
+    serve $f file="$T/c.raw" readonly=false
+    "$QCOW2_TOOL" -m "$T/m.raw" "$URI" w:1M:20M:1 w:100:9000:2 z:3M:17M z:30M:5M:u \
+        w:40M:20M:3 d:44M:10M f >"$T/ct.out" 2>&1 || { stop; fail "client writes ${f}: $(cat "$T/ct.out")"; }
+    stop
+    cmp "$T/c.raw" "$T/m.raw" || fail "vdisk's NBD client ${f:+($f) }lost writes"
+done
+
 # a server killed mid-transfer: clear error, nothing left behind.  The
 # server logs each read and then holds it 60 s (nbdkit's log and delay
 # filters), so it is killed once vdconvert's first read has arrived and
