@@ -78,28 +78,59 @@ static int vd_driver_pread(vd_image *img, void *buf, size_t len, uint64_t off,
     return r < 0 ? r : 0;
 }
 
-/* Read with the lock held; unaligned head/tail through a bounce block. */
+static int vd_driver_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
+                            vd_error *err)
+{
+    int r = img->drv->pwrite(img, buf, len, off, err);
+    if (r < 0)
+        vd_error_prefix(err, img->path);
+    return r < 0 ? r : 0;
+}
+
+/* A read or write split into the pieces drivers see (vd_next_piece): whole
+ * blocks go to the driver as they are, a partial block through `bounce`
+ * (allocated at the first), read for a read, read-modify-written for a
+ * write. */
+struct vd_aligned_io {
+    bool write;
+    uint8_t *bounce;
+};
+
+static int vd_aligned_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    struct vd_aligned_io *io = ctx;
+    struct vd_piece pc = vd_next_piece(img, pt->off, (size_t)pt->n);
+    pt->n = pc.len;
+    if (pc.whole)
+        return io->write ? vd_driver_pwrite(img, pt->p, pc.len, pt->off, err)
+                         : vd_driver_pread(img, pt->p, pc.len, pt->off, err);
+    if (!io->bounce && !(io->bounce = malloc(vd_align(img))))
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    int r = vd_driver_pread(img, io->bounce, pc.blen, pc.bstart, err);
+    if (r < 0)
+        return r;
+    if (!io->write) {
+        memcpy(pt->p, io->bounce + pc.skip, pc.len);
+        return 0;
+    }
+    memcpy(io->bounce + pc.skip, pt->p, pc.len);
+    return vd_driver_pwrite(img, io->bounce, pc.blen, pc.bstart, err);
+}
+
+static int vd_aligned_io(vd_image *img, void *buf, size_t len, uint64_t off, bool write,
+                         vd_error *err)
+{
+    struct vd_aligned_io io = { write, NULL };
+    int r = vd_walk(img, buf, off, len, 0, vd_aligned_part, &io, err);
+    free(io.bounce);
+    return r;
+}
+
+/* Read with the lock held. */
 static int vd_pread_locked(vd_image *img, void *buf, size_t len, uint64_t off,
                            vd_error *err)
 {
-    char *p = buf;
-    uint8_t *bounce = NULL;
-    int r = 0;
-    while (len && r == 0) {
-        struct vd_piece pc = vd_next_piece(img, off, len);
-        if (pc.whole) {
-            r = vd_driver_pread(img, p, pc.len, off, err);
-        } else if (!bounce && !(bounce = malloc(vd_align(img)))) {
-            r = vd_set_error(err, -ENOMEM, "out of memory");
-        } else if ((r = vd_driver_pread(img, bounce, pc.blen, pc.bstart, err)) == 0) {
-            memcpy(p, bounce + pc.skip, pc.len);
-        }
-        p += pc.len;
-        off += pc.len;
-        len -= pc.len;
-    }
-    free(bounce);
-    return r;
+    return vd_aligned_io(img, buf, len, off, false, err);
 }
 
 int vd_pread(vd_image *img, void *buf, size_t len, uint64_t off, vd_error *err)
@@ -138,38 +169,11 @@ static int vd_writable(vd_image *img, vd_error *err)
     return 0;
 }
 
-static int vd_driver_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off,
-                            vd_error *err)
-{
-    int r = img->drv->pwrite(img, buf, len, off, err);
-    if (r < 0)
-        vd_error_prefix(err, img->path);
-    return r < 0 ? r : 0;
-}
-
-/* Write with the write lock held; unaligned head/tail by read-modify-write. */
+/* Write with the write lock held (vd_walk only reads a write's buffer). */
 static int vd_pwrite_locked(vd_image *img, const void *buf, size_t len, uint64_t off,
                             vd_error *err)
 {
-    const char *p = buf;
-    uint8_t *bounce = NULL;
-    int r = 0;
-    while (len && r == 0) {
-        struct vd_piece pc = vd_next_piece(img, off, len);
-        if (pc.whole) {
-            r = vd_driver_pwrite(img, p, pc.len, off, err);
-        } else if (!bounce && !(bounce = malloc(vd_align(img)))) {
-            r = vd_set_error(err, -ENOMEM, "out of memory");
-        } else if ((r = vd_driver_pread(img, bounce, pc.blen, pc.bstart, err)) == 0) {
-            memcpy(bounce + pc.skip, p, pc.len);
-            r = vd_driver_pwrite(img, bounce, pc.blen, pc.bstart, err);
-        }
-        p += pc.len;
-        off += pc.len;
-        len -= pc.len;
-    }
-    free(bounce);
-    return r;
+    return vd_aligned_io(img, (void *)buf, len, off, true, err);
 }
 
 int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off, vd_error *err)
