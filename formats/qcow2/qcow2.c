@@ -125,32 +125,47 @@ static void qcow2_close(vd_image *img)
     img->priv = NULL;
 }
 
-/* Read subclusters of an extended L2 cluster one run at a time. */
-static int qcow2_read_subclusters(vd_image *img, qcow2_state *s, const qcow2_entry *e,
-                                  uint8_t *buf, size_t len, uint64_t off, vd_error *err)
+/* An extended L2 cluster `e` is read and reported a subcluster at a time
+ * (vd_walk cuts at subcluster boundaries); what one holds at `off`:
+ * VD_LAYER_DATA at *host, VD_LAYER_ZERO, or VD_LAYER_UNALLOC (the backing
+ * file's bytes). */
+struct qcow2_sc_walk {
+    qcow2_state *s;
+    const qcow2_entry *e;
+    vd_extents *ext;
+};
+
+static unsigned qcow2_sc_kind(const struct qcow2_sc_walk *w, uint64_t off, uint64_t *host)
 {
-    uint64_t scs = 1ull << s->sc_bits;
-    while (len) {
-        uint64_t in = qcow2_offset_in_cluster(s, off);
-        unsigned sc = (unsigned)(in >> s->sc_bits);
-        size_t n = scs - (in & (scs - 1));
-        if (n > len)
-            n = len;
-        int r;
-        if (e->alloc_bits & (1u << sc))
-            r = vd_file_pread_zfill(qcow2_data(s), buf, n, e->host + in, err);
-        else if (e->zero_bits & (1u << sc)) {
-            memset(buf, 0, n);
-            r = 0;
-        } else
-            r = vd_backing_pread(img, buf, n, off, err);
-        if (r < 0)
-            return r;
-        buf += n;
-        off += n;
-        len -= n;
+    uint64_t in = qcow2_offset_in_cluster(w->s, off);
+    uint32_t bit = 1u << (in >> w->s->sc_bits);
+    *host = w->e->host + in;
+    return w->e->alloc_bits & bit ? VD_LAYER_DATA
+           : w->e->zero_bits & bit ? VD_LAYER_ZERO : VD_LAYER_UNALLOC;
+}
+
+static int qcow2_sc_read_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    const struct qcow2_sc_walk *w = ctx;
+    uint64_t host;
+    switch (qcow2_sc_kind(w, pt->off, &host)) {
+    case VD_LAYER_DATA:
+        return vd_file_pread_zfill(qcow2_data(w->s), pt->p, pt->n, host, err);
+    case VD_LAYER_ZERO:
+        memset(pt->p, 0, pt->n);
+        return 0;
+    default:
+        return vd_backing_pread(img, pt->p, pt->n, pt->off, err);
     }
-    return 0;
+}
+
+static int qcow2_sc_status_part(vd_image *img, struct vd_part *pt, void *ctx, vd_error *err)
+{
+    (void)img; (void)err;
+    const struct qcow2_sc_walk *w = ctx;
+    uint64_t host;
+    unsigned k = qcow2_sc_kind(w, pt->off, &host);
+    return vd_extents_add(w->ext, pt->off, pt->n, k, 0, k == VD_LAYER_DATA ? host : VD_NO_OFFSET);
 }
 
 /* Length of the run from `off` (at most len) that maps like cluster `e`:
@@ -201,9 +216,11 @@ static int qcow2_pread(vd_image *img, void *vbuf, size_t len, uint64_t off, vd_e
         case QCOW2_COMPRESSED:
             r = qcow2_read_compressed_run(s, &e, buf, len, off, &n, err);
             break;
-        case QCOW2_SUBCLUSTERS:
-            r = qcow2_read_subclusters(img, s, &e, buf, n, off, err);
+        case QCOW2_SUBCLUSTERS: {
+            struct qcow2_sc_walk w = { s, &e, NULL };
+            r = vd_walk(img, buf, off, n, 1ull << s->sc_bits, qcow2_sc_read_part, &w, err);
             break;
+        }
         }
         buf += n;
         off += n;
@@ -484,7 +501,7 @@ static int qcow2_flush(vd_image *img, vd_error *err)
 #define QCOW2_STATUS_CLUSTERS 65536
 
 static int qcow2_status_one(qcow2_state *s, const qcow2_entry *e, uint64_t off, uint64_t n,
-                            vd_extents *ext)
+                            vd_extents *ext, vd_error *err)
 {
     uint64_t in = qcow2_offset_in_cluster(s, off);
     switch (e->kind) {
@@ -499,26 +516,8 @@ static int qcow2_status_one(qcow2_state *s, const qcow2_entry *e, uint64_t off, 
     case QCOW2_SUBCLUSTERS:
         break;
     }
-    uint64_t scs = 1ull << s->sc_bits;
-    while (n) {
-        in = qcow2_offset_in_cluster(s, off);
-        unsigned sc = (unsigned)(in >> s->sc_bits);
-        uint64_t m = scs - (in & (scs - 1));
-        if (m > n)
-            m = n;
-        int r;
-        if (e->alloc_bits & (1u << sc))
-            r = vd_extents_add(ext, off, m, VD_LAYER_DATA, 0, e->host + in);
-        else if (e->zero_bits & (1u << sc))
-            r = vd_extents_add(ext, off, m, VD_LAYER_ZERO, 0, VD_NO_OFFSET);
-        else
-            r = vd_extents_add(ext, off, m, VD_LAYER_UNALLOC, 0, VD_NO_OFFSET);
-        if (r < 0)
-            return r;
-        off += m;
-        n -= m;
-    }
-    return 0;
+    struct qcow2_sc_walk w = { s, e, ext };
+    return vd_walk(s->img, NULL, off, n, 1ull << s->sc_bits, qcow2_sc_status_part, &w, err);
 }
 
 static int qcow2_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
@@ -532,7 +531,7 @@ static int qcow2_block_status(vd_image *img, uint64_t off, uint64_t len, vd_exte
         uint64_t n = s->cluster_size - in < len ? s->cluster_size - in : len;
         qcow2_entry e;
         if ((r = qcow2_lookup(s, off >> s->cluster_bits, &e, err)) == 0)
-            r = qcow2_status_one(s, &e, off, n, ext);
+            r = qcow2_status_one(s, &e, off, n, ext, err);
         off += n;
         len -= n;
     }
