@@ -21,8 +21,9 @@
  * are copied to the end of the file, synced, and their entries switched
  * one at a time (a crash leaves the old entry or the new one);
  * then the new entries (unused) are written and synced, the dynamic
- * header's entry count, then the footer at the end and its copy at offset
- * 0.  Shrinking: the footers first, then the rest of the block holding the
+ * header's entry count, then (a differencing disk over a larger parent)
+ * the new range made this layer's own zeroes (vhd_rs_zero_new), then the
+ * footer at the end and its copy at offset 0.  Shrinking: the footers first, then the rest of the block holding the
  * new end is zeroed and the entries of blocks wholly past it are cleared
  * (their space stays in the file, unreferenced).  A crash between the two
  * footers leaves the copy at offset 0 stale: vdisk (like libvhdi, Hyper-V
@@ -261,6 +262,36 @@ static int vhd_rs_clear_tail(vd_image *img, struct vhd_state *s, uint64_t end, v
     return r == 0 && wrote ? vd_file_sync(img->file, err) : r;
 }
 
+/* A differencing disk grown over a larger parent: the new range must read
+ * as zeroes, and VHD has no entry meaning that, so it is made this layer's
+ * own while the old size still rules: whole blocks appended (their data a
+ * hole, the footer with the old size after them) with every sector marked
+ * present, the rest of the block holding the old end written with zeroes
+ * through the driver; then their BAT entries (the driver's flush, after a
+ * sync).  Costs a bitmap sector and 4 BAT bytes per block, not the data. */
+static int vhd_rs_zero_new(vd_image *img, struct vhd_state *s, uint64_t size, vd_error *err)
+{
+    uint64_t old = img->size, psize = img->backing->size, end = psize < size ? psize : size;
+    int r = 0;
+    img->size = size;           /* (the driver's writes see the new range) */
+    for (uint64_t off = old; r == 0 && off < end;) {
+        uint32_t blk = (uint32_t)(off / s->block_size);
+        uint64_t in = off % s->block_size, n = s->block_size - in;
+        if (in == 0 && s->bat[blk] == VHD_BAT_UNUSED) {
+            r = vhd_alloc_block(img, s, blk, err);
+            if (r == 0)
+                r = vhd_set_bits(img, s, blk, 0, s->block_size, err);
+        } else {
+            r = img->drv->pwrite_zeroes(img, off, n < end - off ? n : end - off, 0, err);
+        }
+        off += n;
+    }
+    if (r == 0)
+        r = img->drv->flush(img, err);
+    img->size = old;
+    return r;
+}
+
 int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct vhd_state *s = img->priv;
@@ -270,6 +301,7 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
     uint8_t nf[VHD_FOOTER_SIZE];
     vhd_rs_footer(s->footer, size, nf);
     int r;
+    bool hide = false;
     if (s->type == VHD_TYPE_FIXED) {
         r = vhd_rs_fixed(img, s, size, nf, err);
     } else {
@@ -281,6 +313,10 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
         r = size > img->size ? vhd_rs_clear_tail(img, s, img->size, err) : 0;
         if (r == 0 && blocks > s->bat_entries)
             r = vhd_rs_grow_bat(img, s, (uint32_t)blocks, err);
+        hide = s->type == VHD_TYPE_DIFF && img->backing && img->backing->size > img->size &&
+               size > img->size;
+        if (r == 0 && hide)
+            r = vhd_rs_zero_new(img, s, size, err);
         if (r == 0)
             r = vhd_rs_write(img, nf, VHD_FOOTER_SIZE, s->file_size - VHD_FOOTER_SIZE, err);
         if (r == 0)
@@ -292,7 +328,7 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err)
         memcpy(s->footer, nf, sizeof nf);
         img->size = size;
     }
-    return r;
+    return r < 0 ? r : hide;
 }
 
 static void vhd_leak(vd_check_result *res, const char *fmt, ...)

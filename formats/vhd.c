@@ -415,7 +415,7 @@ static int vhd_write_footer(vd_image *img, struct vhd_state *s, uint64_t at, vd_
  * hole), then the footer after it; the BAT entry follows at the next flush
  * (vhd_write_unsynced), so a crash or power loss in between leaves a valid
  * image with a leaked block. */
-static int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_error *err)
+int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_error *err)
 {
     /* The data (after the bitmap) starts on a 4 KiB boundary, as qemu lays
      * it out: file-system blocks then hold whole guest pages, and
@@ -450,8 +450,8 @@ static int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_
 }
 
 /* Mark sectors [in_blk, in_blk+n) of a differencing block as present. */
-static int vhd_set_bits(vd_image *img, struct vhd_state *s, uint32_t blk, uint32_t in_blk,
-                        uint64_t n, vd_error *err)
+int vhd_set_bits(vd_image *img, struct vhd_state *s, uint32_t blk, uint32_t in_blk,
+                 uint64_t n, vd_error *err)
 {
     uint32_t first = in_blk / VHD_SECTOR, last = (uint32_t)((in_blk + n - 1) / VHD_SECTOR);
     uint32_t b0 = first / 8 / VHD_SECTOR * VHD_SECTOR, b1 = last / 8 / VHD_SECTOR * VHD_SECTOR;

@@ -118,6 +118,11 @@ int vhd_resize(vd_image *img, uint64_t size, vd_error *err);
  * VD_CHECK_REPAIR_LEAKS. */
 int vhd_check_leftovers(vd_image *img, struct vhd_state *s, unsigned flags,
                         vd_check_result *res, vd_error *err);
+/* vhd.c: a block appended (BAT entry at the next flush); sectors of a
+ * differencing block marked present */
+int vhd_alloc_block(vd_image *img, struct vhd_state *s, uint32_t blk, vd_error *err);
+int vhd_set_bits(vd_image *img, struct vhd_state *s, uint32_t blk, uint32_t in_blk,
+                 uint64_t n, vd_error *err);
 /* vhd-inplace.c */
 int vhd_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *err);
 int vhd_make_empty(vd_image *img, vd_error *err);

@@ -555,26 +555,35 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
 }
 # A grow over a larger backing file: the new range must read zeroes, not
 # the backing's bytes (0x33 here), at every kill point.  The zero entries
-# (qcow2 v3 zero flag, QED zero cluster, VDI zero block) are written and
-# synced before the size; the old order (size first, zeroes after) showed
-# the backing's bytes between the two.  Judged as crash_single: both
-# checks, and vdisk and qemu (which follows no VDI parent: vdisk alone)
-# read the old view or the new one.  The size write is the last pwrite of
+# (qcow2 v3 zero flag, QED zero cluster, VDI zero block; VHD, which has
+# none, appends blocks whose sectors are all its own, data a hole) are
+# written and synced before the size; the old order (size first, zeroes
+# after) showed the backing's bytes between the two.  Judged as
+# crash_single: both checks, and vdisk and qemu (which follows no VDI or
+# VHD parent: vdisk alone) read the old view or the new one.  The size write is the last pwrite of
 # a grow, so the default points are the first, the last two pwrites and
 # the call after the last (the old order's window: the size written, the
 # zeroes not).
 crash_grow_backing() {  # F
-    local F=$1 Q n steps pts kills=0 rc; Q=$(qn "$1")
+    local F=$1 Q n steps pts kills=0 rc o= to=16M; Q=$(qn "$1")
     rm -f gb.$F gt.$F; qemu-img create -q -f $Q gb.$F 16M
-    qemu-io -f $Q -c "write -P 0x33 0 16M" gb.$F >/dev/null
-    truncate -s 5000K gs.raw; qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
+    local bs; bs=$(vsize gb.$F)
+    qemu-io -f $Q -c "write -P 0x33 0 $bs" gb.$F >/dev/null
+    # (a differencing VHD has its parent's size, qemu's 16M VHD a little
+    # more than 16M: made so, then the parent grown to 32M)
+    truncate -s 5000K gs.raw; [ $F != vhd ] || { to=32M; truncate -s "$bs" gs.raw; }
+    qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
     # (qcow2 with 4 KiB clusters: an L1 entry maps 2 MiB, so the grow also
     # switches to a bigger L1 table first, with the old size)
-    local o=; [ $F != qcow2 ] || o=cluster_size=4096
+    [ $F != qcow2 ] || o=cluster_size=4096
     "$V" convert -f raw -O $F ${o:+-o $o} -B gb.$F -F $Q gs.raw gt.$F
+    if [ $F = vhd ]; then
+        "$V" resize gb.$F $to >/dev/null
+        qemu-io -f $Q -c "write -P 0x33 $bs $(( (32 << 20) - bs ))" gb.$F >/dev/null
+    fi
     cp gt.$F gt0
-    cp gs.raw old.raw; cp gs.raw new.raw; truncate -s 16M new.raw
-    traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F 16M >/dev/null
+    cp gs.raw old.raw; cp gs.raw new.raw; truncate -s $to new.raw
+    traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F $to >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
     "$V" compare gt.$F new.raw >/dev/null || fail "$F grow over a larger backing: content"
     if [ "${VD_INPLACE_CRASH:-}" = all ]; then pts=$(seq 1 "$steps")
@@ -586,13 +595,13 @@ crash_grow_backing() {  # F
     for n in $pts; do
         kills=$((kills + 1)); cp gt0 gt.$F
         (traced -f -qq -o /dev/null -e trace=$SYSCALLS \
-            -e "$(kill_at trace.log $n)" "$V" resize gt.$F 16M >/dev/null 2>&1 || true) 2>/dev/null
+            -e "$(kill_at trace.log $n)" "$V" resize gt.$F $to >/dev/null 2>&1 || true) 2>/dev/null
         rc=0; "$V" check -q gt.$F >/dev/null 2>err || rc=$?
         [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: check: exit $rc $(cat err)"
         "$V" convert -O raw gt.$F got.raw 2>err || fail "$F grow over a larger backing killed at step $n: does not read: $(cat err)"
         cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
             fail "$F grow over a larger backing killed at step $n: neither view (vdisk)"
-        [ $F != vdi ] || continue
+        [ $F != vdi ] && [ $F != vhd ] || continue
         rc=0; qemu-img check -q -f $Q gt.$F >/dev/null 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: qemu-img check: exit $rc"
         qemu-img convert -f $Q -O raw gt.$F got.raw || fail "$F grow over a larger backing killed at step $n: qemu cannot read it"
@@ -697,8 +706,8 @@ if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
     for F in ${ONLY:-qcow2 qed vdi vhdx}; do
         case $F in qcow2|qed|vdi|vhdx) SPREAD=3 crash_single $F "" "shrink inside a unit" 5152K --shrink ;; esac
     done
-    for F in ${ONLY:-qcow2 qed vdi}; do
-        case $F in qcow2|qed|vdi) crash_grow_backing $F ;; esac
+    for F in ${ONLY:-qcow2 qed vdi vhd}; do
+        case $F in qcow2|qed|vdi|vhd) crash_grow_backing $F ;; esac
     done
     # A dynamic VDI whose last block got the first data slot: shrunk, the
     # blocks that stay move below the count (each copied, then its one map
