@@ -12,14 +12,19 @@
  *    larger parent, the new blocks it covers are written as zero blocks,
  *    so the grown range never shows the parent's bytes.  Past the
  *    map's room, or a version 0 header: refused with the reason.
- *  - shrink: the header (size, block count, allocated count) first; then
- *    each block that stays but holds a slot at or past the new count is
- *    moved into a slot a dropped block freed: its data copied there and
- *    synced, then its one map entry switched and synced (the count never
- *    changes, so every step leaves an image vdisk and qemu check clean);
- *    then the file cut after the last slot counted.  Refused with the
- *    reason when a block that stays holds a slot at or past the new block
- *    count (no header could be written first).
+ *  - shrink: when every block that stays already holds a slot below the
+ *    number of blocks that stay, one header write (size, block count,
+ *    allocated count).  Else (vdi_finish_shrink) the order never lets an
+ *    entry hold a slot at or past the count, the slot VirtualBox and qemu
+ *    give the next new block: the size alone first (the block count and
+ *    the count stay, so the dropped blocks, now hidden, still count);
+ *    the dropped blocks' entries cleared in one write (the count is now
+ *    above the map's use: a leak for vdisk, "allocated blocks mismatch"
+ *    for qemu-img check, and no slot can be handed out twice); each block
+ *    that stays moved below that number (data copied into a freed slot,
+ *    synced, its one entry switched, synced); then block count and count
+ *    in one header write; then the file cut.  A resize that finds blocks
+ *    counted past its size (such a shrink killed) finishes it first.
  *  - parent link: the parent's creation and modification UUIDs (the link a
  *    VDI has: it finds the parent by UUID in its folder) in one write.
  *  - make empty: the block map rewritten all-free and synced, then the
@@ -29,41 +34,40 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Shrinking drops the blocks past the new end; VDI numbers the data of its
- * blocks densely (a new block takes index cBlocksAllocated), so after the
- * header write that drops them the blocks that stay must hold the lowest
- * slots.  Those that do not (their slot at or past the count they leave,
- * `keep`) are moved into slots the dropped ones free, one at a time
- * (vdi_compact).  What cannot be done in place: a block that stays holding
- * a slot at or past the new block count, which vdisk and qemu refuse to
- * open once the count is written.  *keep, 0 or -ENOTSUP with the reason. */
-static int vdi_shrink_count(const struct vdi_state *s, uint64_t nb, uint32_t *keep,
-                            vd_error *err)
+ * blocks densely (a new block takes index cBlocksAllocated), so the blocks
+ * that stay must end up holding the lowest slots: *keep, how many of the
+ * first `nb` blocks hold data; *moves, whether one of them holds a slot at
+ * or past that (vdi_compact must move it); *past, whether a block at or
+ * past `nb` holds data. */
+static void vdi_shrink_plan(const struct vdi_state *s, uint64_t nb, uint32_t *keep,
+                            bool *moves, bool *past)
 {
-    uint32_t dropped = 0;
+    uint32_t k = 0;
+    for (uint64_t i = 0; i < nb; i++)
+        k += s->bmap[i] < VDI_BLOCK_ZERO;
+    *keep = k;
+    *moves = *past = false;
+    for (uint64_t i = 0; i < nb; i++)
+        if (s->bmap[i] < VDI_BLOCK_ZERO && s->bmap[i] >= k)
+            *moves = true;
     for (uint64_t i = nb; i < s->n_blocks; i++)
-        dropped += s->bmap[i] < VDI_BLOCK_ZERO;
-    *keep = s->n_alloc >= dropped ? s->n_alloc - dropped : 0;
-    for (uint64_t i = 0; i < nb; i++) {
-        uint32_t e = s->bmap[i];
-        if (e < VDI_BLOCK_ZERO && e >= nb)
-            return vd_set_error(err, -ENOTSUP, "vdi: cannot shrink in place: block %llu, "
-                                "which stays, holds data slot %u, past the %llu blocks left "
-                                "(the header would then point past its block count)",
-                                (unsigned long long)i, e, (unsigned long long)nb);
-    }
-    return 0;
+        if (s->bmap[i] < VDI_BLOCK_ZERO)
+            *past = true;
 }
 
-/* After a shrink's header write: every block that stays with a slot at or
- * past `keep` gets a free slot below it.  Per block: its data copied into
- * the free slot (which no entry references), synced; then its one map
- * entry switched (a 4-byte write: old slot or new), synced.  The count
- * never changes: the image is consistent for vdisk and qemu before and
- * after each step.  The caller cuts the file after `keep` slots. */
-static int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
-                       vd_error *err)
+/* Every block of the first `nb` with a slot at or past `keep` gets a free
+ * slot below it.  Per block: its data copied into the free slot (which no
+ * entry references), synced; then its one map entry switched (a 4-byte
+ * write: old slot or new), synced.  The count is not written here: the
+ * callers keep it at or above every slot in use while blocks move (a
+ * shrink, vdi_finish_shrink; a leak repair), so no slot in use is ever
+ * the one another tool would give a new block.  The caller cuts the file
+ * after `keep` slots. */
+int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
+                vd_error *err)
 {
     uint64_t slot = (uint64_t)s->block_size + s->block_extra;
     uint8_t *used = calloc(keep ? keep : 1, 1), *buf = NULL;
@@ -157,6 +161,62 @@ static uint32_t vdi_new_entry(const struct vdi_state *s, uint64_t i, uint64_t ps
     return i * s->block_size < psize ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
 }
 
+/* Drop the blocks at and past `nb`, the header's size already hidden them
+ * (or going to, `size` written with the block count): see the order at the
+ * top.  Leaves the image with `nb` blocks, the ones that stay below the
+ * count, and the file cut after them. */
+static int vdi_finish_shrink(vd_image *img, struct vdi_state *s, uint64_t nb, uint64_t size,
+                             vd_error *err)
+{
+    uint64_t slot = (uint64_t)s->block_size + s->block_extra;
+    uint32_t keep;
+    bool moves, past;
+    vdi_shrink_plan(s, nb, &keep, &moves, &past);
+    int r = 0;
+    if (moves && past) {
+        /* the count stays: above the map's use, never below a slot in use */
+        size_t bytes = (size_t)(s->n_blocks - nb) * 4;
+        uint8_t *f = malloc(bytes);
+        if (!f)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        memset(f, 0xff, bytes);
+        r = vd_file_pwrite(img->file, f, bytes, s->off_blocks + 4 * nb, err);
+        free(f);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        if (r < 0)
+            return r;
+        for (uint64_t i = nb; i < s->n_blocks; i++)
+            s->bmap[i] = VDI_BLOCK_FREE;
+    }
+    if (moves && (r = vdi_compact(img, s, nb, keep, err)) < 0)
+        return r;
+    uint8_t h[24];          /* disk size, block size, block extra, blocks, allocated */
+    vd_put_le64(h, size);
+    vd_put_le32(h + 8, s->block_size);
+    vd_put_le32(h + 12, s->block_extra);
+    vd_put_le32(h + 16, (uint32_t)nb);
+    vd_put_le32(h + 20, keep);
+    if ((r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err)) == 0)
+        r = vd_file_sync(img->file, err);
+    if (r < 0)
+        return r;
+    s->n_blocks = (uint32_t)nb;
+    s->n_alloc = keep;
+    s->next_index = keep;
+    s->disk_size = size;
+    img->size = size;
+    uint64_t end = s->off_data + (uint64_t)keep * slot;
+    if (end < s->file_size) {
+        r = vd_file_truncate(img->file, end, err);
+        if (r == 0)
+            r = vd_file_sync(img->file, err);
+        if (r == 0)
+            s->file_size = end;
+    }
+    return r;
+}
+
 int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
 {
     struct vdi_state *s = img->priv;
@@ -171,15 +231,32 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
                             "block map has room for %llu blocks of %u bytes before the data",
                             (unsigned long long)(room * s->block_size),
                             (unsigned long long)room, s->block_size);
-    uint32_t alloc = s->n_alloc;
-    int r = nb < s->n_blocks ? vdi_shrink_count(s, nb, &alloc, err) : 0;
+    /* Blocks counted past the size: a shrink killed after its size write.
+     * Finished first, so that a grow never shows what it dropped. */
+    uint64_t cur = (s->disk_size + s->block_size - 1) / s->block_size;
+    int r = cur < s->n_blocks ? vdi_finish_shrink(img, s, cur, s->disk_size, err) : 0;
     if (r < 0)
         return r;
-    uint32_t *bmap = realloc(s->bmap, (nb > s->n_blocks ? nb : s->n_blocks) * 4);
+    if (nb < s->n_blocks) {
+        uint32_t keep;
+        bool moves, past;
+        vdi_shrink_plan(s, nb, &keep, &moves, &past);
+        if (moves) {        /* the size alone first: the new view */
+            uint8_t le[8];
+            vd_put_le64(le, size);
+            if ((r = vd_file_pwrite(img->file, le, 8, VDI_O_DISK_SIZE, err)) == 0)
+                r = vd_file_sync(img->file, err);
+            if (r < 0)
+                return r;
+        }
+        return vdi_finish_shrink(img, s, nb, size, err);
+    }
+    uint32_t alloc = s->n_alloc;
+    uint32_t *bmap = realloc(s->bmap, nb * 4);
     if (!bmap)
         return vd_set_error(err, -ENOMEM, "out of memory");
     s->bmap = bmap;
-    size_t add = nb > s->n_blocks ? (size_t)(nb - s->n_blocks) : 0;
+    size_t add = (size_t)(nb - s->n_blocks);
     bool fixed = s->type == VDI_TYPE_FIXED;
     /* over a larger parent, the new blocks it covers are zero blocks from
      * the start, so the range never shows the parent's bytes */
@@ -212,25 +289,14 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     vd_put_le32(h + 20, new_alloc);
     if ((r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err)) == 0)
         r = vd_file_sync(img->file, err);
-    /* shrunk: the blocks that stay move below the count, then the slots
-     * past it go */
-    if (r == 0 && nb < s->n_blocks)
-        r = vdi_compact(img, s, nb, alloc, err);
-    if (r == 0 && nb < s->n_blocks && s->off_data + (uint64_t)alloc * slot < s->file_size) {
-        r = vd_file_truncate(img->file, s->off_data + (uint64_t)alloc * slot, err);
-        if (r == 0)
-            r = vd_file_sync(img->file, err);
-        if (r == 0)
-            s->file_size = s->off_data + (uint64_t)alloc * slot;
-    }
     if (r < 0)
         return r;
     for (uint64_t i = s->n_blocks; i < nb; i++)
         s->bmap[i] = fixed ? alloc + (uint32_t)(i - s->n_blocks) : vdi_new_entry(s, i, psize);
     if (fixed && add)
         s->file_size = s->off_data + (uint64_t)new_alloc * slot;
-    if (nb < s->n_blocks || s->next_index < new_alloc)
-        s->next_index = new_alloc;      /* (a shrink left no slot at or above it) */
+    if (s->next_index < new_alloc)
+        s->next_index = new_alloc;
     s->n_blocks = (uint32_t)nb;
     s->n_alloc = new_alloc;
     s->disk_size = size;

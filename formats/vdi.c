@@ -497,9 +497,13 @@ static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_err
     int r = 0;
     if (allocated != s->n_alloc) {
         /* The count and the map are separate writes, the count first (a
-         * crash can keep it alone): a count above the map's is leaked
-         * blocks; below it, a corruption.  Repair makes the count the map's
-         * (new blocks still go past every used index). */
+         * crash can keep it alone; a shrink keeps it high while blocks
+         * move): a count above the map's is leaked blocks; below it, a
+         * corruption.  Repair makes the count the map's; for a leak, the
+         * blocks holding slots at or past the map's use move below it
+         * first, while the count still covers them (lowered first, it
+         * would name a slot in use as the next new block's, for another
+         * tool), and the file is cut after them. */
         bool leak = allocated < s->n_alloc;
         if (leak)
             res->leaks++;
@@ -512,11 +516,21 @@ static int vdi_check(vd_image *img, unsigned flags, vd_check_result *res, vd_err
         unsigned need = leak ? VD_CHECK_REPAIR_LEAKS : VD_CHECK_REPAIR_ALL;
         if ((flags & need) == need && !img->readonly && res->corruptions <= (leak ? 0u : 1u)) {
             uint8_t le[4];
-            s->n_alloc = allocated;
+            if (leak)
+                r = vdi_compact(img, s, s->n_blocks, allocated, err);
             vd_put_le32(le, allocated);
-            if ((r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err)) == 0 &&
-                (r = vd_file_sync(img->file, err)) == 0)
+            if (r == 0 && (r = vd_file_pwrite(img->file, le, 4, s->alloc_at, err)) == 0 &&
+                (r = vd_file_sync(img->file, err)) == 0) {
+                s->n_alloc = allocated;
                 leak ? res->leaks_fixed++ : res->corruptions_fixed++;
+            }
+            uint64_t end = vdi_block_file_off(s, allocated) - s->block_extra;
+            if (r == 0 && leak && end < s->file_size &&
+                (r = vd_file_truncate(img->file, end, err)) == 0 &&
+                (r = vd_file_sync(img->file, err)) == 0) {
+                s->file_size = end;
+                s->next_index = allocated;
+            }
         }
     }
     if (r == 0 && allocated == s->n_alloc && !res->corruptions)

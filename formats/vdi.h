@@ -62,5 +62,8 @@ int vdi_set_backing(vd_image *img, const char *file, const char *fmt, vd_error *
 int vdi_make_empty(vd_image *img, vd_error *err);
 int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
                          vd_check_result *res, vd_error *err);
+/* Move the first `nb` blocks' data below slot `keep` (see vdi-inplace.c). */
+int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
+                vd_error *err);
 
 #endif

@@ -387,6 +387,19 @@ cut_points() {
                   print t[i]; if (p[i]) print p[i]; else if (t[i] < NR) print t[i] + 1 } }'
 }
 
+# run_killed TRACE N CMD...: CMD traced ($SYSCALLS) and killed with SIGKILL
+# at its N-th traced call (kill_at TRACE N); fails the test unless CMD was
+# killed (exit 137): a `|| true` there let a run the kill never reached (a
+# path with fewer calls) be judged as a killed one.
+run_killed() {
+    local trace=$1 n=$2 rc=0
+    shift 2
+    # (a subshell, so that the shell's "Killed" notice goes nowhere)
+    (traced -f -qq -o /dev/null -e trace="$SYSCALLS" -e "$(kill_at "$trace" "$n")" "$@" \
+        >/dev/null 2>&1) 2>/dev/null || rc=$?
+    [ $rc = 137 ] || fail "$*: not killed at traced call $n (exit $rc)"
+}
+
 # strace runs our binaries under ptrace, where LeakSanitizer cannot work (it
 # aborts at exit in the ASan run): leak checking is off for traced commands only.
 traced() { ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace "$@"; }
