@@ -139,8 +139,7 @@ steps=$(grep -cv -e '+++' -e resumed trace.log || true)
 # syscall on its own, so most later steps were never reached)
 for ((n = 1; n <= steps; n++)); do
     cp plain.qcow2 k.qcow2
-    (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at trace.log $n)" \
-        "$V" amend -o refcount_bits=4 k.qcow2 >/dev/null 2>&1 || true) 2>/dev/null
+    run_killed trace.log $n "$V" amend -o refcount_bits=4 k.qcow2
     rc=0; qemu-img check -q k.qcow2 >/dev/null 2>&1 || rc=$?
     [ $rc = 0 ] || [ $rc = 3 ] || fail "refcount_bits=4 killed at step $n: qemu-img check exit $rc"
     bits=$(qemu-img info --output=json k.qcow2 | sed -n 's/.*"refcount-bits": \([0-9]*\).*/\1/p')

@@ -166,8 +166,7 @@ for mode in safe unsafe; do
     for ((n = 1; n <= steps; n++)); do
         kills=$((kills + 1))
         cp "$T/d/c0.avhdx" "$img"
-        (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at "$T/trace.log" $n)" \
-            taskset -c 0 "$VDCONVERT" rebase $u -b "" "$img" >/dev/null 2>&1 || true) 2>/dev/null
+        run_killed "$T/trace.log" $n taskset -c 0 "$VDCONVERT" rebase $u -b "" "$img"
         "$VDCONVERT" info "$img" >"$T/info" 2>&1 || fail "rebase $u -b '' killed at step $n: $(tail -1 "$T/info")"
         if grep -q "log: replayed in memory" "$T/info"; then
             "$VDCONVERT" check -q -r all "$img" >/dev/null 2>&1 || fail "rebase $u -b '' killed at step $n: replay"
