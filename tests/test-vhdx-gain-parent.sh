@@ -49,8 +49,7 @@ else pts=$( { seq 1 $(( (steps + 4) / 5 )) "$steps"; echo "$steps"; cut_points t
 kills=0 replayed=0
 for n in $pts; do
     kills=$((kills + 1)); cp fb0 fb.vhdx
-    (traced -f -qq -o /dev/null -e trace=$SYSCALLS -e "$(kill_at trace.log $n)" taskset -c 0 \
-        "$V" rebase -b fp.vhdx -F vhdx fb.vhdx >/dev/null 2>&1 || true) 2>/dev/null
+    run_killed trace.log $n taskset -c 0 "$V" rebase -b fp.vhdx -F vhdx fb.vhdx
     "$V" info fb.vhdx >info.txt 2>err || fail "full-BAT vhdx rebase killed at step $n: does not open: $(cat err)"
     ck=fb.vhdx
     if grep -q "log: replayed in memory" info.txt; then
