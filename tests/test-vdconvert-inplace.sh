@@ -574,8 +574,9 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
 }
 # A grow over a larger backing file: the new range must read zeroes, not
 # the backing's bytes (0x33 here), at every kill point.  The zero entries
-# (qcow2 v3 zero flag, QED zero cluster, VDI zero block; VHD, which has
-# none, appends blocks whose sectors are all its own, data a hole) are
+# (qcow2 v3 zero flag, QED zero cluster, VDI zero block; VHD and a VMDK
+# without zero grains, which have none, append blocks or grains of their
+# own, their data a hole) are
 # written and synced before the size; the old order (size first, zeroes
 # after) showed the backing's bytes between the two.  Judged as
 # crash_single: both checks, and vdisk and qemu (which follows no VDI or
@@ -723,8 +724,8 @@ if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
     for F in ${ONLY:-qcow2 qed vdi vhdx}; do
         case $F in qcow2|qed|vdi|vhdx) SPREAD=3 crash_single $F "" "shrink inside a unit" 5152K --shrink ;; esac
     done
-    for F in ${ONLY:-qcow2 qed vdi vhd}; do
-        case $F in qcow2|qed|vdi|vhd) crash_grow_backing $F ;; esac
+    for F in ${ONLY:-qcow2 qed vdi vhd vmdk}; do
+        case $F in qcow2|qed|vdi|vhd|vmdk) crash_grow_backing $F ;; esac
     done
     # A dynamic VDI whose last block got the first data slot: shrunk, the
     # blocks that stay move below the number that stay (each copied, then

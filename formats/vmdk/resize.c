@@ -117,7 +117,7 @@ static int vmdk_rs_put_desc(vd_image *img, struct vmdk *v, char *text, vd_error 
 static int vmdk_rs_monolithic(vd_image *img, struct vmdk *v, uint64_t sectors, vd_error *err)
 {
     struct vmdk_extent *e = &v->ext[0];
-    int r = vmdk_sparse_grow(e, sectors, true, err);
+    int r = vmdk_sparse_grow(e, sectors, true, 0, err);
     if (r < 0)
         return r;
     if (v->desc_embedded && v->desc.n_ext == 1) {
@@ -133,7 +133,34 @@ static int vmdk_rs_monolithic(vd_image *img, struct vmdk *v, uint64_t sectors, v
         if ((r = vmdk_rs_put_desc(img, v, text, err)) < 0)
             return r;
     }
-    return vmdk_sparse_grow(e, sectors, false, err);
+    /* Over a larger backing file the new range must read as zeroes before
+     * the capacity shows it: the rest of the grain holding the old end
+     * written with zeroes (the size raised meanwhile), the grains after it
+     * marked zero or given as holes (vmdk_sparse_grow) */
+    vd_image *bk = img->backing;
+    uint64_t old = img->size, zero_to = 0;
+    if (bk && bk->size > old) {
+        uint64_t gb = e->sp ? (uint64_t)vmdk_sparse_grain_bytes(e) : 0;
+        uint64_t tail = gb ? vd_round_up(old, gb) : old;
+        zero_to = bk->size < sectors * VMDK_SECTOR ? bk->size : sectors * VMDK_SECTOR;
+        uint8_t *z = tail > old ? calloc(1, (size_t)(tail - old)) : NULL;
+        if (tail > old && !z)
+            return vd_set_error(err, -ENOMEM, "out of memory");
+        if (z) {
+            img->size = tail;
+            e->sectors = tail / VMDK_SECTOR;
+            r = img->drv->pwrite(img, z, (size_t)(tail - old), old, err);
+            img->size = old;
+            e->sectors = old / VMDK_SECTOR;
+            free(z);
+            if (r == 0)
+                r = img->drv->flush(img, err);
+            if (r < 0)
+                return r;
+        }
+    }
+    r = vmdk_sparse_grow(e, sectors, false, zero_to, err);
+    return r < 0 ? r : zero_to > old;
 }
 
 /* Grow the last extent of a descriptor file to `sectors`. */
@@ -141,7 +168,7 @@ static int vmdk_rs_grow_last(struct vmdk_extent *e, uint64_t sectors, bool check
                              vd_error *err)
 {
     if (e->type == VMDK_EXT_SPARSE)
-        return vmdk_sparse_grow(e, sectors, check_only, err);
+        return vmdk_sparse_grow(e, sectors, check_only, 0, err);
     int64_t fsize = vd_file_size(e->file, err);
     if (fsize < 0)
         return (int)fsize;
@@ -380,7 +407,7 @@ int vmdk_resize(vd_image *img, uint64_t size, vd_error *err)
     uint64_t sectors = size / VMDK_SECTOR;
     int r = v->ext[0].file == img->file ? vmdk_rs_monolithic(img, v, sectors, err)
                                         : vmdk_rs_split(img, v, sectors, err);
-    if (r == 0)
+    if (r >= 0)
         img->size = size;
     return r;
 }

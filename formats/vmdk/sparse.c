@@ -636,9 +636,32 @@ int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err)
  * header's capacity changes with one 8-byte write, synced: the commit
  * point.  A crash before it leaves tables past the disk's end that nothing
  * reads (a later grow allocates its own).  `check_only`: say whether it
- * fits, change nothing. */
+ * fits, change nothing.  `zero_to` (bytes, 0: none): the grains up to it
+ * past the old capacity read as zeroes before the capacity changes. */
+/* Grains [g0, g1), past the extent's old capacity, made to read as zeroes
+ * (over a backing file) before the capacity exposes them: zero entries
+ * where the header allows them, else grains appended as one hole; synced
+ * before their tables are written, and after. */
+static int vmdk_sparse_zero_grains(struct vmdk_extent *e, uint64_t g0, uint64_t g1,
+                                   vd_error *err)
+{
+    struct vmdk_sparse *s = e->sp;
+    bool zg = s->h.flags & VMDK_FLAG_ZERO_GRAIN;
+    uint64_t sec = 0;
+    int r = g0 < g1 && !zg ? vmdk_sparse_append(e->file, s, (g1 - g0) * s->grain_bytes, &sec, err)
+                           : 0;
+    for (uint64_t g = g0; r == 0 && g < g1; g++)
+        r = vmdk_sparse_set_gte(e->file, s, g, zg ? VMDK_GTE_ZERO
+                                                  : (uint32_t)(sec + (g - g0) * s->h.grain), err);
+    if (r == 0)
+        r = vd_file_sync(e->file, err);
+    if (r == 0)
+        r = vmdk_sparse_flush(e, err);
+    return r == 0 ? vd_file_sync(e->file, err) : r;
+}
+
 int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
-                     vd_error *err)
+                     uint64_t zero_to, vd_error *err)
 {
     struct vmdk_sparse *s = e->sp;
     /* the core names the image; an extent of a descriptor file is named */
@@ -677,6 +700,9 @@ int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
         r = vmdk_sparse_ensure_gt(e->file, s, i, err);
     if (r == 0 && s->gd_n > old_n)
         r = vd_file_sync(e->file, err);
+    if (r == 0 && zero_to > e->sectors * VMDK_SECTOR)
+        r = vmdk_sparse_zero_grains(e, (e->sectors + s->h.grain - 1) / s->h.grain,
+                                    (zero_to / VMDK_SECTOR + s->h.grain - 1) / s->h.grain, err);
     uint8_t cap[8];
     vd_put_le64(cap, sectors);
     if (r == 0)

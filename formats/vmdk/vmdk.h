@@ -169,7 +169,7 @@ int vmdk_sparse_make_empty(struct vmdk_extent *e, vd_error *err);
  * room (the header's capacity, synced); -ENOSPC with the reason when it
  * does not fit.  `check_only`: only say whether it fits. */
 int vmdk_sparse_grow(struct vmdk_extent *e, uint64_t sectors, bool check_only,
-                     vd_error *err);
+                     uint64_t zero_to, vd_error *err);
 /* What the part handlers of vd_walk need of an extent's request. */
 struct vmdk_walk {
     struct vmdk_extent *e;
