@@ -123,6 +123,38 @@ int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
  * use, but VirtualBox and qemu give a new block the slot numbered by the
  * count, one such a block still holds.  Counted as leaks (nothing is lost
  * yet), named; repairing leaks finishes the compaction and cuts the file. */
+static int vdi_finish_shrink(vd_image *img, struct vdi_state *s, uint64_t nb, uint64_t size,
+                             vd_error *err);
+
+/* A shrink killed after its size write and before its last header write
+ * leaves blocks past the disk size that still hold data (and count): vdisk
+ * finishes that shrink before any resize, but another tool's grow would
+ * show them again.  Counted as leaks, named; repairing leaks finishes the
+ * shrink. */
+static int vdi_check_hidden(vd_image *img, struct vdi_state *s, unsigned flags,
+                            vd_check_result *res, vd_error *err)
+{
+    uint64_t cur = (s->disk_size + s->block_size - 1) / s->block_size;
+    uint32_t hidden = 0, first = 0;
+    for (uint64_t i = cur; i < s->n_blocks; i++)
+        if (s->bmap[i] < VDI_BLOCK_ZERO && !hidden++)
+            first = (uint32_t)i;
+    if (!hidden)
+        return 0;
+    if (!res->leaks && !res->corruptions)
+        snprintf(res->first_problem, sizeof res->first_problem,
+                 "vdi: block %u, past the disk size (%llu bytes), holds data slot %u (a shrink "
+                 "was interrupted): another tool's grow would show it again; check -r leaks "
+                 "drops it", first, (unsigned long long)s->disk_size, s->bmap[first]);
+    res->leaks += hidden;
+    if (!(flags & VD_CHECK_REPAIR_LEAKS) || img->readonly)
+        return 0;
+    int r = vdi_finish_shrink(img, s, cur, s->disk_size, err);
+    if (r == 0)
+        res->leaks_fixed += hidden;
+    return r;
+}
+
 int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
                          vd_check_result *res, vd_error *err)
 {
@@ -131,7 +163,7 @@ int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
         if (s->bmap[i] < VDI_BLOCK_ZERO && s->bmap[i] >= s->n_alloc && !high++)
             first = i;
     if (!high)
-        return 0;
+        return vdi_check_hidden(img, s, flags, res, err);
     if (!res->leaks && !res->corruptions)
         snprintf(res->first_problem, sizeof res->first_problem,
                  "vdi: block %u holds data slot %u, at or past the allocated count %u (a "
