@@ -85,6 +85,10 @@ int vt_resolve_dir(const char *path, char *out, size_t n)
 int vt_resolve_out(const char *path, char *out, size_t n, char *why, size_t whyn)
 {
     struct stat st;
+    if (strlen(path) >= n) {
+        snprintf(why, whyn, "%.200s...: path too long", path);
+        return -ENAMETOOLONG;
+    }
     if (lstat(path, &st) < 0 || !S_ISLNK(st.st_mode)) {
         snprintf(out, n, "%s", path);
         return 0;
@@ -112,6 +116,10 @@ int vt_resolve_out(const char *path, char *out, size_t n, char *why, size_t whyn
             return r;
         }
         if (absent || !S_ISLNK(st.st_mode)) {
+            if (strlen(next) >= n) {
+                snprintf(why, whyn, "%s: a symbolic link to a path too long", path);
+                return -ENAMETOOLONG;
+            }
             snprintf(out, n, "%s", next);
             return 0;
         }
