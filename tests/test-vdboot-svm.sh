@@ -24,7 +24,8 @@
 # code is zeroed is in vdboot-svm-bios (slow), not here: what those zeroes
 # do is undefined (they run on into the disk signature, random per sfdisk
 # run, and whatever follows in memory), and in one CI run the L1 froze
-# right after that case.
+# right after that case ended, within seconds, in the power-button case
+# that came next.
 # Each case of run.sh says "start NAME" first: a stalled L1 is named by the
 # harness with the case it was in, a missing result by its case.
 # The L1 run takes about 25 s of its own time (60-90 s on a busy host).
