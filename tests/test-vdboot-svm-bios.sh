@@ -15,11 +15,13 @@
 # The same disk with its MBR boot code zeroed (vhdx) never logs in:
 # SeaBIOS says "Booting from Hard Disk..." and runs the zeroes (timeout or
 # panic).  This case is here, in slow, and not in vdboot-svm: what the
-# zeroes run into is undefined, and the L1 has frozen around such runs
-# (RCU stall, soft lockups on both of its CPUs, its heartbeat stopped): once
-# in about 50 runs of the probe's zeroed MBR on a loaded host, a second after
-# the case began, and once in CI, in the case right after it.  The harness
-# then ends the L1 within 60 s naming the case, and this test fails.
+# zeroes run into is undefined, and the L1 has frozen around such runs (its
+# heartbeat stopped; once with an RCU stall and soft lockups on both of its
+# CPUs): twice in 54 runs of the probe's zeroed MBR on a loaded host, a
+# second or two after the case began, and once in CI, in the case right
+# after it (the harness's header names one cause: debug registers the guest
+# arms stay armed in the L1).  The harness then ends the L1 within 60 s
+# naming the case, and this test fails.
 # Minutes: GRUB's reads through the BIOS are many small exits, each costly
 # under the emulated nested paging.
 . "$(dirname "$0")/lib.sh"

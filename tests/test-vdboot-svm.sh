@@ -25,7 +25,9 @@
 # do is undefined (they run on into the disk signature, random per sfdisk
 # run, and whatever follows in memory), and in one CI run the L1 froze
 # right after that case ended, within seconds, in the power-button case
-# that came next.
+# that came next.  One way random code does that is known (the harness's
+# header: breakpoints the guest arms in DR7 stay armed in the L1 under
+# qemu's TCG).
 # Each case of run.sh says "start NAME" first: a stalled L1 is named by the
 # harness with the case it was in, a missing result by its case.
 # The L1 run takes about 25 s of its own time (60-90 s on a busy host).
