@@ -110,24 +110,33 @@ static int qcow2_rt_entry_write(qcow2_state *s, uint64_t bi, vd_error *err)
 
 static int qcow2_rt_grow(qcow2_state *s, uint64_t bi, vd_error *err);
 
-/* A new, zeroed refcount block for index bi. */
+/* A new refcount block for index bi.  The table entry is written last: until
+ * then a crash leaves the block's cluster leaked, never named by the table
+ * while its own refcount still reads 0 on disk (a later allocation, here or
+ * in qemu, would hand that cluster out again and overwrite the block).  So
+ * the block's count is on disk first: inside the block itself when it
+ * covers its own cluster, else in the block covering it, flushed. */
 static int qcow2_rb_alloc(qcow2_state *s, uint64_t bi, vd_error *err)
 {
     uint64_t nb;
     int r = qcow2_alloc_raw(s, 1, &nb, err);
     if (r < 0)
         return r;
+    uint64_t nc = nb >> s->cluster_bits;
+    bool self = nc / s->rb_entries == bi;
     uint8_t *d;
     size_t slot;
     if ((r = vd_mcache_get(&s->rbc, nb, &d, &slot, false, err)) < 0)
         return r;
-    /* On disk before the table points at it. */
+    if (self)
+        qcow2_rc_set_packed(d, nc % s->rb_entries, s->refcount_order, 1);
     if ((r = vd_file_pwrite(s->file, d, s->cluster_size, nb, err)) < 0)
         return r;
-    s->rt[bi] = nb;
-    if ((r = qcow2_rt_entry_write(s, bi, err)) < 0)
+    if (!self && ((r = qcow2_refcount_set(s, nc, 1, err)) < 0 ||
+                  (r = vd_mcache_flush(&s->rbc, err)) < 0))
         return r;
-    return qcow2_refcount_set(s, nb >> s->cluster_bits, 1, err);
+    s->rt[bi] = nb;
+    return qcow2_rt_entry_write(s, bi, err);
 }
 
 int qcow2_refcount_set(qcow2_state *s, uint64_t cluster, uint64_t v, vd_error *err)
