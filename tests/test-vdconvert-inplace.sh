@@ -574,9 +574,9 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
 }
 # A grow over a larger backing file: the new range must read zeroes, not
 # the backing's bytes (0x33 here), at every kill point.  The zero entries
-# (qcow2 v3 zero flag, QED zero cluster, VDI zero block; VHD and a VMDK
-# without zero grains, which have none, append blocks or grains of their
-# own, their data a hole) are
+# (qcow2 v3 zero flag, QED zero cluster, VDI zero block; qcow2 v2, VHD and
+# a VMDK without zero grains, which have none, append clusters, blocks or
+# grains of their own, their data a hole) are
 # written and synced before the size; the old order (size first, zeroes
 # after) showed the backing's bytes between the two.  Judged as
 # crash_single: both checks, and vdisk and qemu (which follows no VDI or
@@ -584,8 +584,9 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
 # a grow, so the default points are the first, the last two pwrites and
 # the call after the last (the old order's window: the size written, the
 # zeroes not).
-crash_grow_backing() {  # F
-    local F=$1 Q n steps pts kills=0 rc o= to=16M; Q=$(qn "$1")
+crash_grow_backing() {  # F [OPTS]
+    local F=$1 Q n steps pts kills=0 rc o=${2:-} to=16M W; Q=$(qn "$1")
+    W="$F${2:+ $2} grow over a larger backing"
     rm -f gb.$F gt.$F; qemu-img create -q -f $Q gb.$F 16M
     local bs; bs=$(vsize gb.$F)
     qemu-io -f $Q -c "write -P 0x33 0 $bs" gb.$F >/dev/null
@@ -595,7 +596,7 @@ crash_grow_backing() {  # F
     qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
     # (qcow2 with 4 KiB clusters: an L1 entry maps 2 MiB, so the grow also
     # switches to a bigger L1 table first, with the old size)
-    [ $F != qcow2 ] || o=cluster_size=4096
+    [ $F != qcow2 ] || o=cluster_size=4096${o:+,$o}
     "$V" convert -f raw -O $F ${o:+-o $o} -B gb.$F -F $Q gs.raw gt.$F
     if [ $F = vhd ]; then
         "$V" resize gb.$F $to >/dev/null
@@ -605,7 +606,7 @@ crash_grow_backing() {  # F
     cp gs.raw old.raw; cp gs.raw new.raw; truncate -s $to new.raw
     traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F $to >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
-    "$V" compare gt.$F new.raw >/dev/null || fail "$F grow over a larger backing: content"
+    "$V" compare gt.$F new.raw >/dev/null || fail "$W: content"
     if [ "${VD_INPLACE_CRASH:-}" = all ]; then pts=$(seq 1 "$steps")
     else
         pts=$(grep -v -e '+++' -e resumed trace.log | grep -n pwrite | cut -d: -f1 | tail -2)
@@ -616,18 +617,18 @@ crash_grow_backing() {  # F
         kills=$((kills + 1)); cp gt0 gt.$F
         run_killed trace.log $n "$V" resize gt.$F $to
         rc=0; "$V" check -q gt.$F >/dev/null 2>err || rc=$?
-        [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: check: exit $rc $(cat err)"
-        "$V" convert -O raw gt.$F got.raw 2>err || fail "$F grow over a larger backing killed at step $n: does not read: $(cat err)"
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "$W killed at step $n: check: exit $rc $(cat err)"
+        "$V" convert -O raw gt.$F got.raw 2>err || fail "$W killed at step $n: does not read: $(cat err)"
         cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
-            fail "$F grow over a larger backing killed at step $n: neither view (vdisk)"
+            fail "$W killed at step $n: neither view (vdisk)"
         [ $F != vdi ] && [ $F != vhd ] || continue
         rc=0; qemu-img check -q -f $Q gt.$F >/dev/null 2>&1 || rc=$?
-        [ $rc = 0 ] || [ $rc = 3 ] || fail "$F grow over a larger backing killed at step $n: qemu-img check: exit $rc"
-        qemu-img convert -f $Q -O raw gt.$F got.raw || fail "$F grow over a larger backing killed at step $n: qemu cannot read it"
+        [ $rc = 0 ] || [ $rc = 3 ] || fail "$W killed at step $n: qemu-img check: exit $rc"
+        qemu-img convert -f $Q -O raw gt.$F got.raw || fail "$W killed at step $n: qemu cannot read it"
         cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
-            fail "$F grow over a larger backing killed at step $n: neither view (qemu)"
+            fail "$W killed at step $n: neither view (qemu)"
     done
-    echo "$F grow over a larger backing: $kills of $steps kill points"
+    echo "$W: $kills of $steps kill points"
 }
 # Split and flat VMDKs grow in place (new extents under their final names,
 # the descriptor last).  A kill before the descriptor write can leave a new
@@ -727,6 +728,8 @@ if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
     for F in ${ONLY:-qcow2 qed vdi vhd vmdk}; do
         case $F in qcow2|qed|vdi|vhd|vmdk) crash_grow_backing $F ;; esac
     done
+    # (qcow2 v2: no zero flag; the new range gets hole clusters)
+    [[ " ${ONLY:-qcow2} " != *" qcow2 "* ]] || crash_grow_backing qcow2 compat=0.10
     # A dynamic VDI whose last block got the first data slot: shrunk, the
     # blocks that stay move below the number that stay (each copied, then
     # its one map entry switched) while the count stays above every slot in

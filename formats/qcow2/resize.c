@@ -10,10 +10,12 @@
  *    first), filled and synced; then one 24-byte header write switches the
  *    size, L1 size and L1 offset together; then the old table is freed.  A
  *    crash before the switch leaks the new table, after it the old one.
- *  - grow over a larger backing file (v3, extended L2): the L1 table grown
- *    first as above but with the old size, then zero entries for the new
- *    range written and synced, then the size: the range never shows the
- *    backing's bytes.
+ *  - grow over a larger backing file: the L1 table grown first as above
+ *    but with the old size, then the new range made to read as zeroes and
+ *    synced, then the size: the range never shows the backing's bytes.
+ *    v3 (and extended L2) write zero entries; v2, which has none, maps the
+ *    range to clusters of its own past the file's end, never written (a
+ *    hole): the file extended, their refcounts, then their L2 entries.
  *  - shrink: the header size is written (and synced) first, then the
  *    clusters past the new end are dropped from their L2 tables and freed
  *    (L2 entries reach the file before the refcounts drop).  A crash after
@@ -109,30 +111,56 @@ static int qcow2_drop_from(qcow2_state *s, uint64_t first, vd_error *err)
 }
 
 /* A grow over a backing file larger than the old size: the new range
- * must read as zeroes, not as the backing's bytes.  v3 (and extended L2)
- * entries can say "zeroes" without data, so they are written before the
- * size makes the range visible; v2 has no such entry (only written
- * zeroes, data clusters: the core writes them after the size change). */
+ * must read as zeroes, not as the backing's bytes, before the size makes
+ * it visible. */
 static bool qcow2_grow_hides_backing(qcow2_state *s, uint64_t size)
 {
     vd_image *b = s->img->backing;
-    return b && b->size > s->img->size && size > s->img->size && (s->version >= 3 || s->extl2);
+    return b && b->size > s->img->size && size > s->img->size;
 }
 
-/* Mark every cluster from the old size's next cluster boundary (the core
+/* `n` clusters of their own for v2's new range: past the file's end, so
+ * never written and read as zeroes (not freed clusters inside the file,
+ * which hold old bytes; hence no rewind).  The file is extended over them
+ * first (nothing names them yet: a kill leaves a bare hole at the end),
+ * then their refcounts are set and settled (a kill then leaks them).
+ * Refcount blocks they need go after them (the cursor is past them). */
+static int qcow2_hole_clusters(qcow2_state *s, uint64_t n, uint64_t *host, vd_error *err)
+{
+    int64_t fsize = vd_file_size(s->file, err);
+    if (fsize < 0)
+        return (int)fsize;
+    uint64_t end = vd_round_up((uint64_t)fsize, s->cluster_size);
+    if (s->alloc_next < end)
+        s->alloc_next = end;
+    int r = qcow2_alloc_raw(s, n, host, err);
+    if (r == 0)
+        r = vd_file_truncate(s->file, *host + (n << s->cluster_bits), err);
+    if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0)
+        r = qcow2_refcount_update(s, *host, n << s->cluster_bits, 1, err);
+    return r == 0 ? qcow2_settle(s, err) : r;
+}
+
+/* Make every cluster from the old size's next cluster boundary (the core
  * zeroed the rest of the one holding it) up to the new size or the
- * backing's end zero, then settle: refcounts of new L2 tables, tables,
- * L1 entries, synced.  Past the old size nothing maps them yet (the grow
- * dropped what a killed shrink left), so each gets a plain zero entry. */
+ * backing's end read as zeroes, then settle: refcounts of new L2 tables,
+ * tables, L1 entries, synced.  Past the old size nothing maps them yet
+ * (the grow dropped what a killed shrink left), so each gets a plain zero
+ * entry (v3, extended L2), or for v2 a hole cluster of its own. */
 static int qcow2_zero_new_range(qcow2_state *s, uint64_t size, vd_error *err)
 {
     uint64_t bsize = s->img->backing->size, end = bsize < size ? bsize : size;
     uint64_t gc = vd_round_up(s->img->size, s->cluster_size) >> s->cluster_bits;
-    uint64_t last = vd_round_up(end, s->cluster_size) >> s->cluster_bits;
-    int r = 0;
-    for (; r == 0 && gc < last; gc++)
-        r = s->extl2 ? qcow2_l2_set(s, gc, 0, (uint64_t)UINT32_MAX << 32, err)
-                     : qcow2_l2_set(s, gc, QCOW2_OFLAG_ZERO, 0, err);
+    uint64_t last = vd_round_up(end, s->cluster_size) >> s->cluster_bits, host = 0;
+    bool v2 = s->version < 3 && !s->extl2;
+    int r = v2 && gc < last ? qcow2_hole_clusters(s, last - gc, &host, err) : 0;
+    for (uint64_t i = 0; r == 0 && gc + i < last; i++)
+        r = s->extl2 ? qcow2_l2_set(s, gc + i, 0, (uint64_t)UINT32_MAX << 32, err)
+            : v2     ? qcow2_l2_set(s, gc + i, (host + (i << s->cluster_bits)) | QCOW2_OFLAG_COPIED,
+                                    0, err)
+                     : qcow2_l2_set(s, gc + i, QCOW2_OFLAG_ZERO, 0, err);
     return r == 0 ? qcow2_settle(s, err) : r;
 }
 
