@@ -307,26 +307,24 @@ for F in ${ONLY:-vhd vdi}; do
     "$V" check -q fx.$F || fail "fixed $F: check"
     [ $F = vhd ] || qemu-img compare -q -F raw fx.$F fx.raw || fail "fixed $F: qemu-img compare"
 done
+# A dynamic VDI shrunk to 4M: the 0x77 block 0 stays, the written data past
+# 4M is dropped and the file is cut by CUT MiB (one data slot per MiB block).
+vdi_shrink_slot() {  # WHAT QEMU-IO-WRITE CUT
+    rm -f sl.vdi; qemu-img create -q -f vdi sl.vdi 16M
+    qemu-io -f vdi -c "$2" -c "write -P 0x77 0 64k" sl.vdi >/dev/null
+    local m; m=$(stat -c %s sl.vdi)
+    "$V" resize --shrink sl.vdi 4M >/dev/null || fail "vdi shrink $1 failed"
+    [ "$(stat -c %s sl.vdi)" = $((m - ($3 << 20))) ] || fail "vdi shrink $1: file not cut"
+    qemu-img check -q sl.vdi && "$V" check -q sl.vdi || fail "vdi shrink $1: check"
+    qemu-io -f vdi -c "read -P 0x77 0 64k" -c "read -P 0 64k 4032k" sl.vdi >out.txt
+    ! grep -q "Pattern verification failed" out.txt || fail "vdi shrink $1: content"
+}
 if [[ " ${ONLY:-vdi} " == *" vdi "* ]]; then
     # a block that stays over a dropped one's lower slot moves into it
-    rm -f sl.vdi; qemu-img create -q -f vdi sl.vdi 16M
-    qemu-io -f vdi -c "write -P 0x66 8M 64k" -c "write -P 0x77 0 64k" sl.vdi >/dev/null
-    m=$(stat -c %s sl.vdi)
-    "$V" resize --shrink sl.vdi 4M >/dev/null || fail "vdi shrink over a low data slot failed"
-    [ "$(stat -c %s sl.vdi)" = $((m - (1 << 20))) ] || fail "vdi shrink over a low data slot: file not cut"
-    qemu-img check -q sl.vdi && "$V" check -q sl.vdi || fail "vdi shrink over a low data slot: check"
-    qemu-io -f vdi -c "read -P 0x77 0 64k" -c "read -P 0 64k 4032k" sl.vdi >out.txt
-    ! grep -q "Pattern verification failed" out.txt || fail "vdi shrink over a low data slot: content"
+    vdi_shrink_slot "over a low data slot" "write -P 0x66 8M 64k" 1
     # a block that stays holds a slot past the new block count (5 of 4):
     # it moves while the header still has the old block count
-    rm -f sl.vdi; qemu-img create -q -f vdi sl.vdi 16M
-    qemu-io -f vdi -c "write -P 0x66 8M 5M" -c "write -P 0x77 0 64k" sl.vdi >/dev/null
-    m=$(stat -c %s sl.vdi)
-    "$V" resize --shrink sl.vdi 4M >/dev/null || fail "vdi shrink with a slot past the new block count failed"
-    [ "$(stat -c %s sl.vdi)" = $((m - (5 << 20))) ] || fail "vdi shrink with a slot past the block count: file not cut"
-    qemu-img check -q sl.vdi && "$V" check -q sl.vdi || fail "vdi shrink with a slot past the block count: check"
-    qemu-io -f vdi -c "read -P 0x77 0 64k" -c "read -P 0 64k 4032k" sl.vdi >out.txt
-    ! grep -q "Pattern verification failed" out.txt || fail "vdi shrink with a slot past the block count: content"
+    vdi_shrink_slot "with a slot past the new block count" "write -P 0x66 8M 5M" 5
 fi
 
 # A differencing VHDX grown across 4 GiB chunks gets a sector bitmap block
