@@ -118,6 +118,23 @@ int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
     return r;
 }
 
+/* The one header write that makes a resize take effect, synced: disk size,
+ * block size, block extra, block count and allocated count are 24 adjacent
+ * bytes, so they change together or not at all. */
+static int vdi_write_geometry(vd_image *img, const struct vdi_state *s, uint64_t size,
+                              uint64_t nb, uint32_t alloc, vd_error *err)
+{
+    enum { O = VDI_O_DISK_SIZE };
+    uint8_t h[VDI_O_ALLOCATED + 4 - O];
+    vd_put_le64(h, size);
+    vd_put_le32(h + VDI_O_BLOCK_SIZE - O, s->block_size);
+    vd_put_le32(h + VDI_O_BLOCK_EXTRA - O, s->block_extra);
+    vd_put_le32(h + VDI_O_BLOCKS - O, (uint32_t)nb);
+    vd_put_le32(h + VDI_O_ALLOCATED - O, alloc);
+    int r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err);
+    return r < 0 ? r : vd_file_sync(img->file, err);
+}
+
 /* A shrink killed during its compaction leaves blocks holding slots at or
  * past the allocated count: vdisk gives new blocks slots past every one in
  * use, but VirtualBox and qemu give a new block the slot numbered by the
@@ -223,15 +240,7 @@ static int vdi_finish_shrink(vd_image *img, struct vdi_state *s, uint64_t nb, ui
     }
     if (moves && (r = vdi_compact(img, s, nb, keep, err)) < 0)
         return r;
-    uint8_t h[24];          /* disk size, block size, block extra, blocks, allocated */
-    vd_put_le64(h, size);
-    vd_put_le32(h + 8, s->block_size);
-    vd_put_le32(h + 12, s->block_extra);
-    vd_put_le32(h + 16, (uint32_t)nb);
-    vd_put_le32(h + 20, keep);
-    if ((r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err)) == 0)
-        r = vd_file_sync(img->file, err);
-    if (r < 0)
+    if ((r = vdi_write_geometry(img, s, size, nb, keep, err)) < 0)
         return r;
     s->n_blocks = (uint32_t)nb;
     s->n_alloc = keep;
@@ -313,15 +322,7 @@ int vdi_resize(vd_image *img, uint64_t size, vd_error *err)
     if (r < 0)
         return r;
     uint32_t new_alloc = fixed ? alloc + (uint32_t)add : alloc;
-    uint8_t h[24];          /* disk size, block size, block extra, blocks, allocated */
-    vd_put_le64(h, size);
-    vd_put_le32(h + 8, s->block_size);
-    vd_put_le32(h + 12, s->block_extra);
-    vd_put_le32(h + 16, (uint32_t)nb);
-    vd_put_le32(h + 20, new_alloc);
-    if ((r = vd_file_pwrite(img->file, h, sizeof h, VDI_O_DISK_SIZE, err)) == 0)
-        r = vd_file_sync(img->file, err);
-    if (r < 0)
+    if ((r = vdi_write_geometry(img, s, size, nb, new_alloc, err)) < 0)
         return r;
     for (uint64_t i = s->n_blocks; i < nb; i++)
         s->bmap[i] = fixed ? alloc + (uint32_t)(i - s->n_blocks) : vdi_new_entry(s, i, psize);
