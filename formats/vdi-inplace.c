@@ -135,11 +135,6 @@ static int vdi_write_geometry(vd_image *img, const struct vdi_state *s, uint64_t
     return r < 0 ? r : vd_file_sync(img->file, err);
 }
 
-/* A shrink killed during its compaction leaves blocks holding slots at or
- * past the allocated count: vdisk gives new blocks slots past every one in
- * use, but VirtualBox and qemu give a new block the slot numbered by the
- * count, one such a block still holds.  Counted as leaks (nothing is lost
- * yet), named; repairing leaks finishes the compaction and cuts the file. */
 static int vdi_finish_shrink(vd_image *img, struct vdi_state *s, uint64_t nb, uint64_t size,
                              vd_error *err);
 
@@ -172,6 +167,11 @@ static int vdi_check_hidden(vd_image *img, struct vdi_state *s, unsigned flags,
     return r;
 }
 
+/* A shrink killed during its compaction leaves blocks holding slots at or
+ * past the allocated count: vdisk gives new blocks slots past every one in
+ * use, but VirtualBox and qemu give a new block the slot numbered by the
+ * count, one such a block still holds.  Counted as leaks (nothing is lost
+ * yet), named; repairing leaks finishes the compaction and cuts the file. */
 int vdi_check_compaction(vd_image *img, struct vdi_state *s, unsigned flags,
                          vd_check_result *res, vd_error *err)
 {
