@@ -192,7 +192,8 @@ static int dom_path(const char *path, const char *src, char *out, size_t len)
 }
 
 /* A <disk device='disk'> other than the boot disk: its file, format and
- * bus (ide: one, at the primary channel's second unit). */
+ * bus (ide: one, and only with the boot disk elsewhere; tcg.c puts it at
+ * the primary master, ide.0 unit 0, the place the boot disk would hold). */
 static int dom_extra_disk(const xmlNode *c, const char *path, struct vdboot_opts *o, char *why,
                           size_t wlen)
 {
