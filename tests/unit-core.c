@@ -1,7 +1,8 @@
 /* unit-core.c - cmocka tests of the core: extents accumulator, option
- * parsing, path confinement, alignment (read-modify-write through a raw
- * image), backing-chain fall-through via block status, UTF-16, the
- * part-by-part walk of the drivers. */
+ * parsing, path confinement, the overflow and zero helpers, UTF-16,
+ * alignment (read-modify-write through a raw image), the part-by-part walk
+ * of the drivers.  A backing chain's fall-through and block status are
+ * unit-chain.c's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -92,7 +93,6 @@ static void test_overflow_helpers(void **state)
     assert_true(vd_is_zero(buf, 99));
 }
 
-/* Unaligned and cross-boundary I/O through a raw image. */
 /* The one UTF-16 converter: pairs, both byte orders, and every kind of
  * invalid input refused with its place. */
 static void test_utf16(void **state)
@@ -152,6 +152,7 @@ static void test_utf16(void **state)
     }
 }
 
+/* Unaligned and cross-boundary I/O through a raw image. */
 static void test_raw_io(void **state)
 {
     (void)state;
