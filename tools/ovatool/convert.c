@@ -76,6 +76,14 @@ int ova_convert(const char *path, const struct convert_opts *o)
 {
     const struct pack_opts *pk = &o->pack;
     char err[8192] = "", work[4200], conv[4200];
+    /* An existing OUT is refused anyway; when it is the input, say so. */
+    struct stat si, so;
+    if (stat(path, &si) == 0 && stat(pk->out, &so) == 0 && si.st_dev == so.st_dev &&
+        si.st_ino == so.st_ino) {
+        fprintf(stderr, "ovatool: %s: this is the appliance %s; refusing to overwrite an "
+                "input\n", pk->out, path);
+        return 1;
+    }
     if (access(pk->out, F_OK) == 0) {
         fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;

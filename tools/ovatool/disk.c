@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Zero runs of this size are left unallocated (vdconvert's default -S). */
@@ -113,5 +114,18 @@ int disk_convert(const char *src, const char *src_fmt, const struct disk_window 
         unlink(tmp);
         snprintf(err, errlen, "%s", e.msg);
     }
+    return r;
+}
+
+bool disk_is_input(const char *src, const char *out)
+{
+    struct stat st;
+    vd_image *in = NULL;
+    vd_error e = { 0 };
+    /* nothing at `out`: no input to lose, and no disk opened for it */
+    if (stat(out, &st) < 0 || vd_open(src, &(vd_open_opts){ .readonly = true }, &in, &e) < 0)
+        return false;
+    bool r = vd_image_uses_file(in, out);
+    vd_close(in, NULL);
     return r;
 }

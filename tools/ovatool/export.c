@@ -174,6 +174,14 @@ int ova_export(const struct export_opts *o)
     const struct pack_opts *pk = &o->pack;
     char err[8192] = "", work[4200];
     snprintf(work, sizeof work, "%s.work%d", pk->out, (int)getpid());
+    /* An existing OUT is refused anyway; when it is an input, say so. */
+    for (size_t i = 0; i < o->n_disks; i++)
+        if (disk_is_input(o->disks[i], pk->out)) {
+            fprintf(stderr, "ovatool: %s: this is the disk %s or one of its files (image, "
+                    "extent or backing file); refusing to overwrite an input\n", pk->out,
+                    o->disks[i]);
+            return 1;
+        }
     if (access(pk->out, F_OK) == 0) {
         fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;

@@ -31,6 +31,12 @@ int disk_convert(const char *src, const char *src_fmt, const struct disk_window 
                  const char *dst, const char *fmt,
                  const char *options, uint64_t min_size, bool progress, bool trusted_refs,
                  struct disk_stats *stats, char *err, size_t errlen);
+/* Is `out` (through any symbolic or hard link) the disk `src` or a file it
+ * reads (an extent, a backing file)?  The library's own test
+ * (vd_image_uses_file), made before anything is written: `out` must not
+ * be written then.  False when `out` does not exist or `src` does not
+ * open (its conversion then says why). */
+bool disk_is_input(const char *src, const char *out);
 
 /* libvirt.c: domain XML and a qemu command line for imported disks. */
 struct import_disk {
