@@ -583,25 +583,14 @@ int vd_file_open_related(vd_image *img, const char *name, bool readonly,
 
 /* Can copy_file_range into the file at `fd` share the source's blocks
  * (a reflink) instead of copying them?  Where it cannot (ext4, tmpfs...),
- * the kernel copies the bytes through a pipe.  For an image target (written
- * in job order) the zero-copy path then loses: its zero test reads a fresh
- * mapping of the source inside the job's turn, so first touches of the
- * pages (a trap each on a VM with shadow page tables) and the kernel's copy
- * are serialized, where the ordinary path reads into the job's buffer
- * before its turn.  Measured on ext4, raw -> vdi of 512 MiB of data: 0.83 s
- * of CPU and 3.96 s against 0.40 s and 2.25 s (medians of 5, loaded
- * 2-core machine; raw -> qcow2 4.06 s against 3.25 s).  A raw target
- * loses too (an older measurement had it 3.18 s against 5.14 s the other
- * way; the engine has changed since): each job mapped and unmapped 1 MiB
- * of the source, and the two workers' mmap, munmap (a TLB shootdown to
- * the other core) and page-table fills took turns on the process's
- * memory-map lock.  Measured on ext4, bench/run.sh's
- * image, -t unsafe, 7 pairs in turns at load 10-11: raw -> raw 0.42x of
- * the CPU and 0.75x of the wall time with the ordinary path; compressed
- * qcow2 -> raw (its incompressible clusters are stored plainly) 0.96x of
- * the CPU.  So on such a file system every target takes the ordinary
- * path, unless nothing is to be looked at (-S 0: no zero test, no
- * mapping). */
+ * the kernel copies the bytes through a pipe, and with zero detection
+ * (-S above 0) vd_copy reads every job into its buffer anyway: writing it
+ * from there costs less than the kernel's copy, so on such a file system
+ * every job takes the ordinary path, unless nothing is to be looked at
+ * (-S 0: no read at all).  Measured on ext4 when the zero test still
+ * scanned a mapping of the source: raw -> vdi of 512 MiB of data 0.83 s of
+ * CPU and 3.96 s against 0.40 s and 2.25 s for the ordinary path; raw ->
+ * raw -t unsafe 0.42x of the CPU and 0.75x of the wall time. */
 bool vd_fs_shares_blocks(int fd)
 {
     struct statfs st;

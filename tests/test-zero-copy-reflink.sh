@@ -3,7 +3,8 @@
 # in a loop-mounted file.  The correctness tests of test-zero-copy.sh run
 # there, and the outputs of raw -> raw, raw -> qcow2, raw -> vdi, raw -> vhd and qcow2 -> raw must
 # share their data extents with the source (filefrag reports them
-# "shared"): the data was not copied at all.  With --no-copy-range nothing
+# "shared"): the data was not copied at all, also where 4 KiB of zeroes sit
+# inside each cluster of data.  With --no-copy-range nothing
 # is shared, so the check can fail.  Skipped without root, loop devices or
 # mkfs.xfs.
 source "$(dirname "$0")/lib.sh"
@@ -47,6 +48,22 @@ rm -f "$M/c.raw"
 "$VDCONVERT" -O raw "$M/b.qcow2" "$M/c.raw"
 check_shared "qcow2 -> raw" "$M/c.raw" 32768
 cmp -s "$M/a.raw" "$M/c.raw" || fail "qcow2 -> raw: content differs"
+
+# Zeroes inside clusters that hold data: 4 MiB of random data with 4 KiB
+# of zeroes in the middle of every 64 KiB.  Those clusters are allocated
+# whole anyway, so each is sent whole (the zeroes with it) and shared; a
+# zero test that cut the runs at each zero piece wrote them through memory.
+python3 - "$M/z.raw" <<'EOF'
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    for i in range(64):
+        f.write(os.urandom(32768) + bytes(4096) + os.urandom(28672))
+EOF
+for fmt in qcow2 vdi; do
+    "$VDCONVERT" -f raw -O $fmt "$M/z.raw" "$M/z.$fmt"
+    check_shared "raw -> $fmt, zero pieces in data clusters" "$M/z.$fmt" 4096
+    qemu-img compare -q -f raw "$M/z.raw" "$M/z.$fmt" || fail "raw -> $fmt, zero pieces: content differs"
+done
 
 # The control: through user space nothing is shared.
 "$VDCONVERT" --no-copy-range -O qcow2 "$M/a.raw" "$M/d.qcow2"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Zero-copy conversion: data a source stores plainly in its file goes with
-# copy_file_range (zero detection on a read-only mapping) into a raw
+# copy_file_range (zero detection on the job read into memory) into a raw
 # target at the guest offset or into clusters vd_map_for_write allocates in
 # a qcow2, VDI or VHD target (with zero detection: on a file system that
 # shares blocks, else through memory; the same outputs are checked either way).
