@@ -8,7 +8,7 @@
 # with -B (partial grains copied from the parent), CID/parentCID upkeep and
 # commit into the parent are checked against qemu-img too.
 source "$(dirname "$0")/lib.sh"
-requires_cmd qemu-img python3 vmdkinfo
+requires_cmd qemu-img python3 vmdkinfo strace
 PYVMDK=""
 for p in /usr/bin/python3 python3; do
     if "$p" -c 'import pyvmdk' 2>/dev/null; then PYVMDK=$p; break; fi
@@ -73,6 +73,23 @@ qemu-img check -q -f vmdk "$T/zg.vmdk" || fail "zeroed_grain: check"
 desc_of "$T/zg.vmdk" | matches '^ddb.virtualHWVersion = "6"' || fail "compat6: hwversion"
 echo "ok: zeroed_grain=on,compat6=on"
 ls "$T"/*-flat.vmdk "$T"/*-s001.vmdk "$T"/*-f001.vmdk >/dev/null || fail "extent files missing"
+
+# New grains that one write fills go out as one pwrite (a job of 1 MiB: 16
+# grains), and the file grows by that write, not by an ftruncate per grain
+# (one thread, -m 1, so the count is exact; the empty image is made first).
+python3 -c 'import sys
+with open(sys.argv[1], "wb") as f:
+    for g in range(64): f.write(bytes([g + 1]) * 65536)' "$T/dense.raw"
+traced -f -qq -e trace=pwrite64,ftruncate -o "$T/dense.trace" \
+    "$VDCONVERT" -m 1 -f raw -O vmdk "$T/dense.raw" "$T/dense.vmdk" || fail "dense convert"
+qemu-img compare -q -f raw "$T/dense.raw" -F vmdk "$T/dense.vmdk" || fail "dense: content differs"
+qemu-img check -q -f vmdk "$T/dense.vmdk" || fail "dense: qemu-img check"
+n_mib=$(grep -c 'pwrite64(.*, 1048576, .*= 1048576$' "$T/dense.trace" || true)
+n_grain=$(grep -c 'pwrite64(.*= 65536$' "$T/dense.trace" || true)
+n_trunc=$(grep -c 'ftruncate(' "$T/dense.trace" || true)
+[ "$n_mib" -eq 4 ] && [ "$n_grain" -eq 0 ] && [ "$n_trunc" -le 1 ] ||
+    fail "dense: $n_mib writes of 1 MiB (want 4), $n_grain of one grain (want 0), $n_trunc ftruncates (want <= 1)"
+echo "ok: 4 MiB of new grains in 4 writes"
 
 # libvmdk (pyvmdk, Debian python3-libvmdk) reads the guest content.  It opens
 # the extent file named in the descriptor even for monolithic files, so those

@@ -404,20 +404,30 @@ int vmdk_sparse_flush(struct vmdk_extent *e, vd_error *err)
     return r;
 }
 
-/* Append `bytes` of zeroes at the end of the file; *sec gets its sector. */
-static int vmdk_sparse_append(vd_file *f, struct vmdk_sparse *s, uint64_t bytes,
-                              uint64_t *sec, vd_error *err)
+/* Take `bytes` at the end of the file for grains that are written at once:
+ * *sec gets their sector.  The write itself extends the file (a truncate
+ * first cost one more system call per grain: 10 % of a copy's CPU). */
+static int vmdk_sparse_reserve(vd_file *f, struct vmdk_sparse *s, uint64_t bytes,
+                               uint64_t *sec, vd_error *err)
 {
     uint64_t at = vd_round_up(s->file_size, VMDK_SECTOR);
     if ((at + bytes) / VMDK_SECTOR > UINT32_MAX)
         return vd_set_error(err, -EFBIG, "vmdk: %s: sparse extent would grow past 2 TiB",
                             f->path);
-    int r = vd_file_truncate(f, at + bytes, err);
-    if (r < 0)
-        return r;
     s->file_size = at + bytes;
     *sec = at / VMDK_SECTOR;
     return 0;
+}
+
+/* Append `bytes` of zeroes at the end of the file; *sec gets its sector. */
+static int vmdk_sparse_append(vd_file *f, struct vmdk_sparse *s, uint64_t bytes,
+                              uint64_t *sec, vd_error *err)
+{
+    uint64_t old = s->file_size;
+    int r = vmdk_sparse_reserve(f, s, bytes, sec, err);
+    if (r == 0 && (r = vd_file_truncate(f, s->file_size, err)) < 0)
+        s->file_size = old;
+    return r;
 }
 
 /* A grain table for directory entry i (hosted sparse files normally have
@@ -472,7 +482,7 @@ static int vmdk_sparse_alloc_grain(vd_image *img, struct vmdk_extent *e, uint64_
     }
     uint64_t sec = 0;
     if (r == 0)
-        r = vmdk_sparse_append(e->file, s, s->grain_bytes, &sec, err);
+        r = vmdk_sparse_reserve(e->file, s, s->grain_bytes, &sec, err);
     if (r == 0)
         r = vd_file_pwrite(e->file, src, s->grain_bytes, sec * VMDK_SECTOR, err);
     if (r == 0)
@@ -507,6 +517,44 @@ static int vmdk_sparse_write_part(vd_image *img, struct vd_part *pt, void *ctx, 
     return vd_file_pwrite(w->e->file, pt->p, pt->n, at, err);
 }
 
+/* The whole grains from `off` (on a grain boundary) that a write of `len`
+ * bytes fills and that hold no data yet, appended together: one write for
+ * them all, then their entries.  A copy writes 1 MiB jobs, so 16 grains of
+ * 64 KiB take one system call instead of 16.  *done: the bytes written, 0
+ * when fewer than two such grains start here (the caller writes one grain
+ * the ordinary way). */
+static int vmdk_sparse_new_run(struct vmdk_extent *e, const uint8_t *buf, uint64_t off,
+                               uint64_t len, uint64_t *done, vd_error *err)
+{
+    struct vmdk_sparse *s = e->sp;
+    *done = 0;
+    if (off % s->grain_bytes)
+        return 0;
+    uint64_t g0 = off / s->grain_bytes, k = 0;
+    while ((k + 1) * s->grain_bytes <= len && g0 + k < s->n_grains) {
+        uint32_t gte = 0;
+        int r = vmdk_sparse_ensure_gt(e->file, s, (uint32_t)((g0 + k) / s->h.gtes), err);
+        if (r == 0)
+            r = vmdk_sparse_gte(e->file, s, g0 + k, &gte, err);
+        if (r < 0)
+            return r;
+        if (gte != VMDK_GTE_UNALLOC &&
+            !(gte == VMDK_GTE_ZERO && (s->h.flags & VMDK_FLAG_ZERO_GRAIN)))
+            break;
+        k++;
+    }
+    if (k < 2)
+        return 0;
+    uint64_t sec = 0;
+    int r = vmdk_sparse_reserve(e->file, s, k * s->grain_bytes, &sec, err);
+    if (r == 0)
+        r = vd_file_pwrite(e->file, buf, k * s->grain_bytes, sec * VMDK_SECTOR, err);
+    for (uint64_t i = 0; r == 0 && i < k; i++)
+        r = vmdk_sparse_set_gte(e->file, s, g0 + i, (uint32_t)(sec + i * s->h.grain), err);
+    *done = r == 0 ? k * s->grain_bytes : 0;
+    return r;
+}
+
 int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
                        size_t len, uint64_t off, uint64_t guest_off, vd_error *err)
 {
@@ -515,8 +563,23 @@ int vmdk_sparse_pwrite(vd_image *img, struct vmdk_extent *e, const uint8_t *buf,
         return vd_set_error(err, -ENOTSUP, "vmdk: %s: rewriting a compressed "
                             "(streamOptimized) extent is not supported; convert it "
                             "to monolithicSparse first", e->file->path);
-    struct vmdk_walk w = { e, guest_off };
-    return vd_walk(img, (void *)buf, off, len, s->grain_bytes, vmdk_sparse_write_part, &w, err);
+    for (uint64_t done = 0, n; done < len; done += n) {
+        int r = vmdk_sparse_new_run(e, buf + done, off + done, len - done, &n, err);
+        if (r < 0)
+            return r;
+        if (n)
+            continue;
+        /* one grain (or the part of one) in place, or a new grain alone */
+        n = s->grain_bytes - (off + done) % s->grain_bytes;
+        if (n > len - done)
+            n = len - done;
+        struct vmdk_walk w = { e, guest_off + done };
+        r = vd_walk(img, (void *)(buf + done), off + done, n, s->grain_bytes,
+                    vmdk_sparse_write_part, &w, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 int vmdk_sparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,
