@@ -4,6 +4,10 @@
 #   T                     a fresh temp dir, removed at exit
 #   matrix_dir            prints the dir of ../shared/corpus/make-matrix output
 #                         (built once per build dir, under a lock)
+#   matrix_and_samples FMT MIN  vdconvert reads every FMT image of the matrix
+#                         (at least MIN) and of ../shared's samples as their
+#                         manifests say (skips by name without ../shared)
+#   run_capped CMD...     CMD with 1 GiB of memory and 10 s (60 s under ASan)
 #   peer_in_place ERR CMD... IMG  a peer's in-place change of IMG (stderr in
 #                         ERR, its status returned), kept and reused (below)
 #   fail MSG              print and exit 1
@@ -71,6 +75,55 @@ matrix_dir() {
         fi
     ) 9>"$d.lock" || exit 1
     echo "$d"
+}
+
+matrix_and_samples() {  # FMT MIN
+    local fmt=$1 min=$2 n=0 img f _opts _size sha _rest file _notes M S
+    if [ ! -d "$SHARED/corpus" ]; then
+        # reported as skipped by name: the matrix and sample cases cannot run
+        skip "../shared/corpus absent: matrix and samples not checked (the images built here passed)"
+    fi
+    M=$(matrix_dir)
+    while IFS=$'\t' read -r img f _opts _size sha _rest; do
+        [ "$f" = "$fmt" ] || continue
+        rm -f "$T/out.raw"
+        "$VDCONVERT" "$M/$img" "$T/out.raw" || fail "$img: vdconvert failed"
+        [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$img: content differs"
+        echo "ok: matrix $img"; n=$((n + 1))
+    done < <(grep -v '^#' "$M/MANIFEST.tsv")
+    [ $n -ge "$min" ] || fail "only $n $fmt images in the matrix"
+    S=$SHARED/corpus/samples
+    while IFS=$'\t' read -r file f _size sha _notes; do
+        [ "$f" = "$fmt" ] || continue
+        case $file in
+            *.bz2) bzip2 -dc "$S/$file" > "$T/s.$fmt" ;;
+            *.gz) gzip -dc "$S/$file" > "$T/s.$fmt" ;;
+            *.xz) xz -dc "$S/$file" > "$T/s.$fmt" ;;
+            *) cp "$S/$file" "$T/s.$fmt" ;;
+        esac
+        rm -f "$T/out.raw"
+        "$VDCONVERT" "$T/s.$fmt" "$T/out.raw" || fail "$file: vdconvert failed"
+        [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$file: content differs"
+        echo "ok: sample $file"
+    done < <(tail -n +2 "$S/EXPECTED.tsv")
+}
+
+# run_capped: the hostile-input tests' limits, so that a huge allocation or
+# a loop fails the case instead of passing unnoticed.  Memory: ulimit -v
+# under plain builds; ASan reserves terabytes of shadow address space, so
+# there its allocator gets the cap instead (an allocation over 1 GiB returns
+# NULL, which the code reports as an error), and the time is longer.
+run_capped() {
+    if [ -z "${VD_SAN:-}" ]; then
+        VD_SAN=0
+        case "$(ldd "$VDCONVERT" 2>/dev/null)" in *libasan*) VD_SAN=1 ;; esac
+    fi
+    if [ "$VD_SAN" = 1 ]; then
+        ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}max_allocation_size_mb=1024:allocator_may_return_null=1 \
+            timeout 60 "$@"
+    else
+        (ulimit -v 1048576; exec timeout 10 "$@")
+    fi
 }
 
 # peer_in_place ERR CMD... IMG: runs CMD... IMG (a peer such as

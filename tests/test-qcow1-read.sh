@@ -63,33 +63,5 @@ grep -q "qcow: image is AES-encrypted" "$T/err" || { cat "$T/err"; fail "encrypt
 echo "ok: encrypted image refused: $(cat "$T/err")"
 
 # --- the shared matrix and samples -----------------------------------------
-if [ ! -d "$SHARED/corpus" ]; then
-    # reported as skipped by name: the matrix and sample cases cannot run
-    skip "../shared/corpus absent: matrix and samples not checked (the images built here passed)"
-fi
-M=$(matrix_dir)
-n=0
-while IFS=$'\t' read -r img fmt _opts _size sha _rest; do
-    [ "$fmt" = qcow ] || continue
-    rm -f "$T/out.raw"
-    "$VDCONVERT" "$M/$img" "$T/out.raw" || fail "$img: vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$img: content differs"
-    echo "ok: matrix $img"; n=$((n + 1))
-done < <(grep -v '^#' "$M/MANIFEST.tsv")
-[ $n -ge 2 ] || fail "only $n QCOW images in the matrix"
-
-S=$SHARED/corpus/samples
-while IFS=$'\t' read -r file fmt _size sha _notes; do
-    [ "$fmt" = qcow ] || continue
-    case $file in
-        *.bz2) bzip2 -dc "$S/$file" > "$T/s.qcow" ;;
-        *.gz) gzip -dc "$S/$file" > "$T/s.qcow" ;;
-        *.xz) xz -dc "$S/$file" > "$T/s.qcow" ;;
-        *) cp "$S/$file" "$T/s.qcow" ;;
-    esac
-    rm -f "$T/out.raw"
-    "$VDCONVERT" "$T/s.qcow" "$T/out.raw" || fail "$file: vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$file: content differs"
-    echo "ok: sample $file"
-done < <(tail -n +2 "$S/EXPECTED.tsv")
+matrix_and_samples qcow 2
 exit 0

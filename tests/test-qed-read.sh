@@ -58,33 +58,5 @@ printf '\x02' | dd of="$T/nc.qed" bs=1 seek=16 conv=notrunc status=none
 same_as_qemu "$T/nc.qed"
 
 # --- the shared matrix and samples -----------------------------------------
-if [ ! -d "$SHARED/corpus" ]; then
-    # reported as skipped by name: the matrix and sample cases cannot run
-    skip "../shared/corpus absent: matrix and samples not checked (the images built here passed)"
-fi
-M=$(matrix_dir)
-n=0
-while IFS=$'\t' read -r img fmt _opts _size sha _rest; do
-    [ "$fmt" = qed ] || continue
-    rm -f "$T/out.raw"
-    "$VDCONVERT" "$M/$img" "$T/out.raw" || fail "$img: vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$img: content differs"
-    echo "ok: matrix $img"; n=$((n + 1))
-done < <(grep -v '^#' "$M/MANIFEST.tsv")
-[ $n -ge 4 ] || fail "only $n QED images in the matrix"
-
-S=$SHARED/corpus/samples
-while IFS=$'\t' read -r file fmt _size sha _notes; do
-    [ "$fmt" = qed ] || continue
-    case $file in
-        *.bz2) bzip2 -dc "$S/$file" > "$T/s.qed" ;;
-        *.gz) gzip -dc "$S/$file" > "$T/s.qed" ;;
-        *.xz) xz -dc "$S/$file" > "$T/s.qed" ;;
-        *) cp "$S/$file" "$T/s.qed" ;;
-    esac
-    rm -f "$T/out.raw"
-    "$VDCONVERT" "$T/s.qed" "$T/out.raw" || fail "$file: vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$sha" ] || fail "$file: content differs"
-    echo "ok: sample $file"
-done < <(tail -n +2 "$S/EXPECTED.tsv")
+matrix_and_samples qed 4
 exit 0
