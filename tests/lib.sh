@@ -8,6 +8,8 @@
 #                         (at least MIN) and of ../shared's samples as their
 #                         manifests say (skips by name without ../shared)
 #   run_capped CMD...     CMD with 1 GiB of memory and 10 s (60 s under ASan)
+#   hostile_cases FMT MIN each case of $T/cases (NAME WANT: $T/h/NAME.FMT) is
+#                         refused as FMT by info or a conversion (at least MIN)
 #   peer_in_place ERR CMD... IMG  a peer's in-place change of IMG (stderr in
 #                         ERR, its status returned), kept and reused (below)
 #   fail MSG              print and exit 1
@@ -152,6 +154,28 @@ run_capped() {
     else
         (ulimit -v 1048576; exec timeout 10 "$@")
     fi
+}
+
+# hostile_cases FMT MIN: each crafted image $T/h/NAME.FMT listed in $T/cases
+# as "NAME WANT" must be refused, by `info -f FMT` or else by a conversion,
+# with exit 1 and one line of error naming FMT and containing WANT.
+hostile_cases() {
+    local fmt=$1 min=$2 n=0 name want f rc
+    while read -r name want; do
+        f=$T/h/$name.$fmt rc=0
+        run_capped "$VDCONVERT" info -f "$fmt" "$f" >/dev/null 2>"$T/err" || rc=$?
+        if [ $rc = 0 ]; then
+            rm -f "$T/o.raw"
+            run_capped "$VDCONVERT" -f "$fmt" "$f" "$T/o.raw" 2>"$T/err" || rc=$?
+        fi
+        [ $rc = 1 ] || { cat "$T/err"; fail "$name: exit $rc, expected 1"; }
+        [ "$(wc -l < "$T/err")" = 1 ] || { cat "$T/err"; fail "$name: not one line of error"; }
+        grep -q "$fmt: " "$T/err" || { cat "$T/err"; fail "$name: message does not name $fmt"; }
+        grep -qi -- "$want" "$T/err" || { cat "$T/err"; fail "$name: message lacks '$want'"; }
+        echo "ok: $name: $(cat "$T/err")"
+        n=$((n + 1))
+    done < "$T/cases"
+    [ $n -ge "$min" ] || fail "only $n cases ran"
 }
 
 # peer_in_place ERR CMD... IMG: runs CMD... IMG (a peer such as

@@ -51,22 +51,7 @@ field("data-unaligned", "not cluster aligned", l2, "<Q", 4096 * 20 + 12)
 field("data-low-bits", "not cluster aligned", l2 + 8, "<Q", 2)
 PY
 
-n=0
-while read -r name want; do
-    f=$T/h/$name.qed rc=0
-    run_capped "$VDCONVERT" info -f qed "$f" >/dev/null 2>"$T/err" || rc=$?
-    if [ $rc = 0 ]; then
-        rm -f "$T/o.raw"
-        run_capped "$VDCONVERT" -f qed "$f" "$T/o.raw" 2>"$T/err" || rc=$?
-    fi
-    [ $rc = 1 ] || { cat "$T/err"; fail "$name: exit $rc, expected 1"; }
-    [ "$(wc -l < "$T/err")" = 1 ] || { cat "$T/err"; fail "$name: not one line of error"; }
-    grep -q "qed: " "$T/err" || { cat "$T/err"; fail "$name: message does not name qed"; }
-    grep -qi -- "$want" "$T/err" || { cat "$T/err"; fail "$name: message lacks '$want'"; }
-    echo "ok: $name: $(cat "$T/err")"
-    n=$((n + 1))
-done < "$T/cases"
-[ $n -ge 20 ] || fail "only $n cases ran"
+hostile_cases qed 20
 # Probing still says QED for a header with the magic but broken geometry.
 if "$VDCONVERT" info "$T/h/cs-odd.qed" 2>"$T/err"; then fail "probed cs-odd opened"; fi
 grep -q "qed: cluster size" "$T/err" || fail "probe did not pick qed for a broken header"
