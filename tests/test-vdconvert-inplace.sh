@@ -582,15 +582,31 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
 # a grow, so the default points are the first, the last two pwrites and
 # the call after the last (the old order's window: the size written, the
 # zeroes not).
-crash_grow_backing() {  # F [OPTS]
-    local F=$1 Q n steps pts kills=0 rc o=${2:-} to=16M W; Q=$(qn "$1")
-    W="$F${2:+ $2} grow over a larger backing"
-    rm -f gb.$F gt.$F; qemu-img create -q -f $Q gb.$F 16M
+# grown_view vd|qemu IMG: IMG reads as old.raw or new.raw, the one of its
+# size (compare follows holes: quick for a 2 GiB disk, where cmp is not)
+grown_view() {
+    local s r
+    if [ $1 = vd ]; then s=$("$V" info --json "$2" 2>err | json_vsize)
+    else s=$(qemu-img info --output=json -f $Q "$2" 2>err | json_vsize); fi
+    for r in old.raw new.raw; do
+        [ "$s" = "$(stat -c %s $r)" ] || continue
+        if [ $1 = vd ]; then "$V" compare "$2" $r >/dev/null 2>err
+        else qemu-img compare -q -f $Q -F raw "$2" $r 2>err; fi
+        return
+    done
+    echo "size $s" >err; return 1
+}
+crash_grow_backing() {  # F [OPTS [FROM TO]] (default 5000K 16M)
+    local F=$1 Q n steps pts kills=0 rc o=${2:-} from=${3:-5000K} to=${4:-16M} W fs=0
+    Q=$(qn "$1"); W="$F${2:+ $2} grow over a larger backing${3:+ from $3 to $4}"
+    rm -f gb.$F gt*.$F; qemu-img create -q -f $Q gb.$F $to
     local bs; bs=$(vsize gb.$F)
-    qemu-io -f $Q -c "write -P 0x33 0 $bs" gb.$F >/dev/null
+    # (a large one holds the backing's bytes past FROM only)
+    [ -z "${3:-}" ] || fs=$(numfmt --from=iec $from)
+    qemu-io -f $Q -c "write -P 0x33 $fs $((bs - fs))" gb.$F >/dev/null
     # (a differencing VHD has its parent's size, qemu's 16M VHD a little
     # more than 16M: made so, then the parent grown to 32M)
-    truncate -s 5000K gs.raw; [ $F != vhd ] || { to=32M; truncate -s "$bs" gs.raw; }
+    truncate -s $from gs.raw; [ $F != vhd ] || { to=32M; truncate -s "$bs" gs.raw; }
     qemu-io -f raw -c "write -P 0x44 1M 64k" gs.raw >/dev/null
     # (qcow2 with 4 KiB clusters: an L1 entry maps 2 MiB, so the grow also
     # switches to a bigger L1 table first, with the old size)
@@ -600,7 +616,7 @@ crash_grow_backing() {  # F [OPTS]
         "$V" resize gb.$F $to >/dev/null
         qemu-io -f $Q -c "write -P 0x33 $bs $(( (32 << 20) - bs ))" gb.$F >/dev/null
     fi
-    cp gt.$F gt0
+    rm -rf gt0; mkdir gt0; cp gt*.$F gt0/    # (a split VMDK's extents too)
     cp gs.raw old.raw; cp gs.raw new.raw; truncate -s $to new.raw
     traced -f -qq -o trace.log -e trace=$SYSCALLS "$V" resize gt.$F $to >/dev/null
     steps=$(grep -cv -e '+++' -e resumed trace.log || true)
@@ -612,19 +628,15 @@ crash_grow_backing() {  # F [OPTS]
         pts=$(printf '%s\n' 1 $pts $((n < steps ? n + 1 : n)) | sort -nu)
     fi
     for n in $pts; do
-        kills=$((kills + 1)); cp gt0 gt.$F
+        kills=$((kills + 1)); rm -f gt*.$F; cp gt0/* .
         run_killed trace.log $n "$V" resize gt.$F $to
         rc=0; "$V" check -q gt.$F >/dev/null 2>err || rc=$?
         [ $rc = 0 ] || [ $rc = 3 ] || fail "$W killed at step $n: check: exit $rc $(cat err)"
-        "$V" convert -O raw gt.$F got.raw 2>err || fail "$W killed at step $n: does not read: $(cat err)"
-        cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
-            fail "$W killed at step $n: neither view (vdisk)"
+        grown_view vd gt.$F || fail "$W killed at step $n: neither view (vdisk): $(cat err)"
         [ $F != vdi ] && [ $F != vhd ] || continue
         rc=0; qemu-img check -q -f $Q gt.$F >/dev/null 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 3 ] || fail "$W killed at step $n: qemu-img check: exit $rc"
-        qemu-img convert -f $Q -O raw gt.$F got.raw || fail "$W killed at step $n: qemu cannot read it"
-        cmp -s got.raw old.raw || cmp -s got.raw new.raw ||
-            fail "$W killed at step $n: neither view (qemu)"
+        grown_view qemu gt.$F || fail "$W killed at step $n: neither view (qemu): $(cat err)"
     done
     echo "$W: $kills of $steps kill points"
 }
@@ -726,8 +738,17 @@ if [ "${VD_INPLACE_CRASH:-}" != commit ]; then
     for F in ${ONLY:-qcow2 qed vdi vhd vmdk}; do
         case $F in qcow2|qed|vdi|vhd|vmdk) crash_grow_backing $F ;; esac
     done
-    # (qcow2 v2: no zero flag; the new range gets hole clusters)
+    # (qcow2 v2: no zero flag; the new range gets hole clusters.  A split
+    # VMDK: its last extent grown alone, or new extents; hole grains, or
+    # zero grains in the slow suite)
     [[ " ${ONLY:-qcow2} " != *" qcow2 "* ]] || crash_grow_backing qcow2 compat=0.10
+    if [[ " ${ONLY:-vmdk} " == *" vmdk "* ]]; then
+        zg=; [ "${VD_INPLACE_CRASH:-}" != all ] || zg=,zeroed_grain=on
+        for zo in "" $zg; do
+            crash_grow_backing vmdk subformat=twoGbMaxExtentSparse$zo
+            crash_grow_backing vmdk subformat=twoGbMaxExtentSparse$zo 2000M 2064M
+        done
+    fi
     # A dynamic VDI whose last block got the first data slot: shrunk, the
     # blocks that stay move below the number that stay (each copied, then
     # its one map entry switched) while the count stays above every slot in

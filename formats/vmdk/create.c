@@ -54,9 +54,13 @@ struct vmdk_new {
     size_t lines_len;
 };
 
-/* Write a new sparse extent of `sectors`, embedding `desc` if not NULL. */
+/* Write a new sparse extent of `sectors`, embedding `desc` if not NULL.
+ * The grains covering its first `zero_sectors` read as zeroes, not as a
+ * backing file (a grow over a larger one): zero grains with the
+ * zeroed-grain flag, else grains of its own after the tables, never
+ * written (a hole). */
 int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
-                              bool zeroed_grain, vd_error *err)
+                       bool zeroed_grain, uint64_t zero_sectors, vd_error *err)
 {
     uint64_t grains = (sectors + VMDK_GRAIN - 1) / VMDK_GRAIN;
     uint64_t gt_n = (grains + VMDK_GTES - 1) / VMDK_GTES;
@@ -73,12 +77,15 @@ int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
     h.gd_off = rgt + gt_n * gt_sec;
     uint64_t gt = h.gd_off + gd_sec;
     h.overhead = vd_round_up(gt + gt_n * gt_sec, VMDK_GRAIN);
+    uint64_t zg = ((zero_sectors < sectors ? zero_sectors : sectors) + VMDK_GRAIN - 1) /
+                  VMDK_GRAIN;
     if (h.overhead + grains * VMDK_GRAIN > UINT32_MAX)
         return vd_set_error(err, -EFBIG, "vmdk: %" PRIu64 " sectors are too many for one "
                             "sparse extent (use twoGbMaxExtentSparse)", sectors);
     if (desc && strlen(desc) > VMDK_DESC_SECTORS * VMDK_SECTOR)
         return vd_set_error(err, -EINVAL, "vmdk: descriptor too long to embed");
-    size_t meta = (size_t)(gt * VMDK_SECTOR);
+    /* the tables start out zero (a hole) unless some grains are set */
+    size_t meta = (size_t)((zg ? h.overhead : gt) * VMDK_SECTOR);
     uint8_t *b = calloc(1, meta);
     if (!b)
         return vd_set_error(err, -ENOMEM, "out of memory");
@@ -89,12 +96,18 @@ int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
         vd_put_le32(b + h.rgd_off * VMDK_SECTOR + 4 * i, (uint32_t)(rgt + i * gt_sec));
         vd_put_le32(b + h.gd_off * VMDK_SECTOR + 4 * i, (uint32_t)(gt + i * gt_sec));
     }
+    for (uint64_t g = 0; g < zg; g++) {   /* tables in order: entry g of both */
+        uint32_t v = zeroed_grain ? VMDK_GTE_ZERO : (uint32_t)(h.overhead + g * VMDK_GRAIN);
+        vd_put_le32(b + rgt * VMDK_SECTOR + 4 * g, v);
+        vd_put_le32(b + gt * VMDK_SECTOR + 4 * g, v);
+    }
     vd_file *f;
     int r = vd_file_create(path, &f, err);
     if (r == 0) {
         r = vd_file_pwrite(f, b, meta, 0, err);
-        if (r == 0)       /* the grain tables start out zero: a hole */
-            r = vd_file_truncate(f, h.overhead * VMDK_SECTOR, err);
+        if (r == 0)
+            r = vd_file_truncate(f, (h.overhead + (zeroed_grain ? 0 : zg * VMDK_GRAIN)) *
+                                    VMDK_SECTOR, err);
         r = vd_file_create_finish(f, r, err);
     }
     free(b);
@@ -208,7 +221,7 @@ static int vmdk_create_extents(struct vmdk_new *n, bool sparse, bool split, vd_e
             snprintf(path, sizeof path, "%s-%c%03u.vmdk", n->base, sparse ? 's' : 'f', idx);
         else
             snprintf(path, sizeof path, "%s-flat.vmdk", n->base);
-        r = sparse ? vmdk_create_sparse(path, s, NULL, n->zeroed_grain, err)
+        r = sparse ? vmdk_create_sparse(path, s, NULL, n->zeroed_grain, 0, err)
                    : vmdk_create_flat(path, s, err);
         if (r == 0)
             r = vmdk_create_add_line(n, sparse ? "RW %" PRIu64 " SPARSE \"%s\"\n"
@@ -323,7 +336,7 @@ int vmdk_create(const struct vd_create_args *a, vd_error *err)
         else if (stream)
             r = vmdk_create_stream(a->path, n.sectors, d, err);
         else
-            r = vmdk_create_sparse(a->path, n.sectors, d, n.zeroed_grain, err);
+            r = vmdk_create_sparse(a->path, n.sectors, d, n.zeroed_grain, 0, err);
         free(d);
     } else {
         bool split = !strncmp(n.subformat, "twoGb", 5);

@@ -12,6 +12,12 @@
  *    decides the size, is written last with one write.  A split sparse
  *    disk that needs new extents leaves its last one as it is (its header
  *    capacity would change the size before the descriptor names them).
+ *  - over a larger backing file (sparse: a delta disk), what the backing
+ *    would show in the grown range reads as zeroes before the size changes:
+ *    the rest of the grain holding the old end written with zeroes, then
+ *    zero grains (zeroed-grain flag) or grains appended as one hole, before
+ *    the capacity write; new extents are made with them.  The driver then
+ *    tells the core, which writes no zeroes after the size change.
  * A crash leaves the old or the new size; at worst an extent file that the
  * descriptor does not name yet, holding nothing: `check` reports it as a
  * leak, `check -r leaks` and the next grow remove it (a file there that
@@ -114,6 +120,36 @@ static int vmdk_rs_put_desc(vd_image *img, struct vmdk *v, char *text, vd_error 
     return 0;
 }
 
+/* Over a larger backing file the grown range must read as zeroes before
+ * the size shows it.  For sparse extent `e`, growing to `sectors`: the
+ * rest of the grain holding its old end written with zeroes (past the
+ * capacity, so hidden; the sizes raised meanwhile), and in *zero_to the
+ * end (bytes, relative to the extent) of what the backing would show,
+ * for vmdk_sparse_grow's zero grains (0: nothing to hide). */
+static int vmdk_rs_zero_tail(vd_image *img, struct vmdk_extent *e, uint64_t sectors,
+                             uint64_t *zero_to, vd_error *err)
+{
+    vd_image *bk = img->backing;
+    uint64_t old = img->size, base = e->start * VMDK_SECTOR, cap = e->sectors * VMDK_SECTOR;
+    *zero_to = 0;
+    if (!bk || bk->size <= old || e->type != VMDK_EXT_SPARSE)
+        return 0;
+    *zero_to = bk->size - base < sectors * VMDK_SECTOR ? bk->size - base : sectors * VMDK_SECTOR;
+    uint64_t tail = vd_round_up(cap, vmdk_sparse_grain_bytes(e));
+    if (tail == cap)
+        return 0;
+    uint8_t *z = calloc(1, (size_t)(tail - cap));
+    if (!z)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    img->size = old + tail - cap;
+    e->sectors = tail / VMDK_SECTOR;
+    int r = img->drv->pwrite(img, z, (size_t)(tail - cap), old, err);
+    img->size = old;
+    e->sectors = cap / VMDK_SECTOR;
+    free(z);
+    return r == 0 ? img->drv->flush(img, err) : r;
+}
+
 static int vmdk_rs_monolithic(vd_image *img, struct vmdk *v, uint64_t sectors, vd_error *err)
 {
     struct vmdk_extent *e = &v->ext[0];
@@ -133,42 +169,20 @@ static int vmdk_rs_monolithic(vd_image *img, struct vmdk *v, uint64_t sectors, v
         if ((r = vmdk_rs_put_desc(img, v, text, err)) < 0)
             return r;
     }
-    /* Over a larger backing file the new range must read as zeroes before
-     * the capacity shows it: the rest of the grain holding the old end
-     * written with zeroes (the size raised meanwhile), the grains after it
-     * marked zero or given as holes (vmdk_sparse_grow) */
-    vd_image *bk = img->backing;
-    uint64_t old = img->size, zero_to = 0;
-    if (bk && bk->size > old) {
-        uint64_t gb = e->sp ? (uint64_t)vmdk_sparse_grain_bytes(e) : 0;
-        uint64_t tail = gb ? vd_round_up(old, gb) : old;
-        zero_to = bk->size < sectors * VMDK_SECTOR ? bk->size : sectors * VMDK_SECTOR;
-        uint8_t *z = tail > old ? calloc(1, (size_t)(tail - old)) : NULL;
-        if (tail > old && !z)
-            return vd_set_error(err, -ENOMEM, "out of memory");
-        if (z) {
-            img->size = tail;
-            e->sectors = tail / VMDK_SECTOR;
-            r = img->drv->pwrite(img, z, (size_t)(tail - old), old, err);
-            img->size = old;
-            e->sectors = old / VMDK_SECTOR;
-            free(z);
-            if (r == 0)
-                r = img->drv->flush(img, err);
-            if (r < 0)
-                return r;
-        }
-    }
-    r = vmdk_sparse_grow(e, sectors, false, zero_to, err);
-    return r < 0 ? r : zero_to > old;
+    uint64_t zero_to = 0;
+    r = vmdk_rs_zero_tail(img, e, sectors, &zero_to, err);
+    if (r == 0)
+        r = vmdk_sparse_grow(e, sectors, false, zero_to, err);
+    return r < 0 ? r : zero_to > 0;
 }
 
-/* Grow the last extent of a descriptor file to `sectors`. */
+/* Grow the last extent of a descriptor file to `sectors` (`zero_to`: as
+ * vmdk_sparse_grow's; a flat extent's new bytes are zeroes anyway). */
 static int vmdk_rs_grow_last(struct vmdk_extent *e, uint64_t sectors, bool check_only,
-                             vd_error *err)
+                             uint64_t zero_to, vd_error *err)
 {
     if (e->type == VMDK_EXT_SPARSE)
-        return vmdk_sparse_grow(e, sectors, check_only, 0, err);
+        return vmdk_sparse_grow(e, sectors, check_only, zero_to, err);
     int64_t fsize = vd_file_size(e->file, err);
     if (fsize < 0)
         return (int)fsize;
@@ -201,11 +215,11 @@ static int vmdk_rs_sync_dir(const char *folder, vd_error *err)
 }
 
 /* Whether the file at `path`, which no extent line names, holds no data
- * (1) or may (0): a sparse extent that ends at or before its overhead
- * (grains only ever go after it; a fresh one is all metadata), a flat one
- * of holes and zeroes, an empty file.  What a grow killed before its
- * descriptor write leaves is all of these, so it can go; anything else
- * stays where it is. */
+ * (1) or may (0): a sparse extent whose bytes past its overhead (where
+ * grains go; a fresh one is all metadata, or holes over a larger backing
+ * file) are holes or zeroes, a flat one of holes and zeroes, an empty
+ * file.  What a grow killed before its descriptor write leaves is all of
+ * these, so it can go; anything else stays where it is. */
 static int vmdk_rs_holds_nothing(const char *path, bool sparse, vd_error *err)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -213,17 +227,20 @@ static int vmdk_rs_holds_nothing(const char *path, bool sparse, vd_error *err)
         return vd_set_errno(err, -errno, "vmdk: %s", path);
     struct stat st;
     uint8_t b[65536];
+    off_t from = 0;
     int r = fstat(fd, &st) < 0 ? vd_set_errno(err, -errno, "vmdk: %s", path)
                                : S_ISREG(st.st_mode) && !st.st_size;
-    if (r == 0 && S_ISREG(st.st_mode) && sparse) {
+    bool scan = r == 0 && S_ISREG(st.st_mode);
+    if (scan && sparse) {
         struct vmdk_header h;
         vd_error ignored;
-        r = pread(fd, b, VMDK_SECTOR, 0) == VMDK_SECTOR &&
-            vmdk_header_parse(b, &h, path, (uint64_t)st.st_size, &ignored) == 0 &&
-            (uint64_t)st.st_size <= h.overhead * VMDK_SECTOR;
-    } else if (r == 0 && S_ISREG(st.st_mode)) {
+        scan = pread(fd, b, VMDK_SECTOR, 0) == VMDK_SECTOR &&
+               vmdk_header_parse(b, &h, path, (uint64_t)st.st_size, &ignored) == 0;
+        from = scan ? (off_t)(h.overhead * VMDK_SECTOR) : 0;
+    }
+    if (scan) {
         r = 1;
-        for (off_t at = 0, end; r == 1 && (at = lseek(fd, at, SEEK_DATA)) >= 0; at = end) {
+        for (off_t at = from, end; r == 1 && (at = lseek(fd, at, SEEK_DATA)) >= 0; at = end) {
             end = lseek(fd, at, SEEK_HOLE);
             for (ssize_t n = 1; r == 1 && at < end && n > 0; at += n) {
                 n = pread(fd, b, end - at < (off_t)sizeof b ? (size_t)(end - at) : sizeof b,
@@ -287,6 +304,8 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
     uint64_t grow = split ? (last->sectors < VMDK_SPLIT_SECTORS
                              ? VMDK_SPLIT_SECTORS - last->sectors : 0) : add;
     bool sparse = last->type == VMDK_EXT_SPARSE;
+    bool zgrain = sparse && vmdk_sparse_zero_grain(last);
+    uint64_t bsize = img->backing ? img->backing->size : 0, zero_to = 0;
     /* Readers take a sparse extent's size from its header, so its
      * capacity write changes the disk's size by itself: with new extents
      * to add too, two writes (capacity, descriptor) would have to be one,
@@ -298,7 +317,7 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
         grow = 0;
     if (grow > add)
         grow = add;
-    int r = grow ? vmdk_rs_grow_last(last, last->sectors + grow, true, err) : 0;
+    int r = grow ? vmdk_rs_grow_last(last, last->sectors + grow, true, 0, err) : 0;
     if (r < 0)
         return r;
     /* The new descriptor's extent lines: the old ones, the last grown, and
@@ -344,7 +363,11 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
             r = empty;
         if (r < 0)
             break;
-        r = sparse ? vmdk_create_sparse(paths[made], n, NULL, false, err)
+        /* over a larger backing file, what it would show reads as zeroes
+         * before the descriptor names the extent (a flat one: zeroes) */
+        uint64_t at = img->size + (add - left) * VMDK_SECTOR;
+        uint64_t zs = bsize > at ? (bsize - at + VMDK_SECTOR - 1) / VMDK_SECTOR : 0;
+        r = sparse ? vmdk_create_sparse(paths[made], n, NULL, zgrain, zs, err)
                    : vmdk_create_flat(paths[made], n, err);
         if (r < 0)
             break;
@@ -360,7 +383,9 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
     if (r == 0 && made)
         r = vmdk_rs_sync_dir(folder, err);
     if (r == 0 && grow)
-        r = vmdk_rs_grow_last(last, last->sectors + grow, false, err);
+        r = vmdk_rs_zero_tail(img, last, last->sectors + grow, &zero_to, err);
+    if (r == 0 && grow)
+        r = vmdk_rs_grow_last(last, last->sectors + grow, false, zero_to, err);
     size_t old_n = v->desc.n_ext;
     if (r == 0) {
         char *text = vmdk_rs_text(&v->desc, lines, sectors);
@@ -375,6 +400,8 @@ static int vmdk_rs_split(vd_image *img, struct vmdk *v, uint64_t sectors, vd_err
             start += v->desc.ext[i].sectors;
         }
     }
+    if (r == 0 && bsize > img->size)
+        r = 1;      /* the range the backing covers reads as zeroes already */
 out:
     for (size_t i = 0; i < made; i++)
         unlink(paths[i]);

@@ -222,6 +222,11 @@ uint32_t vmdk_sparse_grain_bytes(struct vmdk_extent *e)
     return (uint32_t)e->sp->grain_bytes;
 }
 
+bool vmdk_sparse_zero_grain(struct vmdk_extent *e)
+{
+    return e->sp->h.flags & VMDK_FLAG_ZERO_GRAIN;
+}
+
 bool vmdk_sparse_is_stream(struct vmdk_extent *e)
 {
     return e->sp && (e->sp->h.flags & VMDK_FLAG_COMPRESSED);

@@ -186,6 +186,8 @@ int vmdk_sparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,
 int vmdk_sparse_check(struct vmdk_extent *e, vd_check_result *res, vd_error *err);
 uint32_t vmdk_sparse_grain_bytes(struct vmdk_extent *e);
 bool vmdk_sparse_is_stream(struct vmdk_extent *e);
+/* Whether the extent's header has the zeroed-grain flag (entry 1). */
+bool vmdk_sparse_zero_grain(struct vmdk_extent *e);
 
 /* stream.c */
 /* A freshly created streamOptimized file (header and descriptor only): set
@@ -215,9 +217,11 @@ int vmdk_sesparse_status(struct vmdk_extent *e, uint64_t off, uint64_t len,
 
 /* create.c */
 /* A new sparse extent file of `sectors` (grain directory and tables
- * preallocated), embedding `desc` unless NULL; a new flat extent file. */
+ * preallocated), embedding `desc` unless NULL, its first `zero_sectors`
+ * reading as zeroes over a backing file (zero grains, or hole grains
+ * without `zeroed_grain`); a new flat extent file. */
 int vmdk_create_sparse(const char *path, uint64_t sectors, const char *desc,
-                       bool zeroed_grain, vd_error *err);
+                       bool zeroed_grain, uint64_t zero_sectors, vd_error *err);
 int vmdk_create_flat(const char *path, uint64_t sectors, vd_error *err);
 int vmdk_create(const struct vd_create_args *a, vd_error *err);
 extern const vd_opt_desc vmdk_create_opts[];
