@@ -17,10 +17,18 @@ with open('$T/src.raw', 'wb') as f:
 "$VDCONVERT" -O vhdx -o block_size=1M "$T/src.raw" "$T/good.vhdx" || fail "make the base image"
 "$VDCONVERT" "$T/good.vhdx" "$T/good.raw" && cmp -s "$T/good.raw" "$T/src.raw" || fail "base image"
 
-mutate() {  # NAME PYTHON: b = bytearray of the file; helpers below
-    python3 - "$T/good.vhdx" "$T/$1.vhdx" "$2" <<'PY'
+# mutate NAME PYTHON, expect_error NAME PATTERN, expect_good NAME only note
+# the case; run_cases (at the end) writes every mutant in one python run,
+# converts each through lib.sh's run_many (a process forked by mutant-runner
+# with run_capped's limits, not an exec each) and judges each as before.
+MUTS=() CASES=()
+mutate() { MUTS+=("$1" "$2"); }
+expect_error() { CASES+=("$1|$2"); }
+expect_good() { CASES+=("$1|"); }
+run_cases() {
+    python3 - "$T/good.vhdx" "$T" "${MUTS[@]}" <<'PY'
 import struct, sys
-b = bytearray(open(sys.argv[1], 'rb').read())
+good = open(sys.argv[1], 'rb').read()
 T = []
 for i in range(256):
     c = i
@@ -55,23 +63,33 @@ def log_entry(descs, data_secs, seq=7):
     for i, s in enumerate(data_secs): e[(ds + i) * 4096:(ds + i + 1) * 4096] = s
     struct.pack_into('<I', e, 4, crc(e))
     b[1 << 20:(1 << 20) + n] = e
-exec(sys.argv[3])
-open(sys.argv[2], 'wb').write(b)
+args = sys.argv[3:]
+for k in range(0, len(args), 2):   # NAME CODE pairs, each on a fresh copy
+    b = bytearray(good)
+    exec(args[k + 1])
+    open('%s/%s.vhdx' % (sys.argv[2], args[k]), 'wb').write(b)
 PY
-}
-
-expect_error() {  # NAME PATTERN
-    local msg rc=0
-    msg=$(timeout 20 "$VDCONVERT" "$T/$1.vhdx" "$T/$1.raw" 2>&1) || rc=$?
-    [ $rc = 1 ] || fail "$1: exit status $rc (want 1): $msg"
-    [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$1: not one line: $msg"
-    grep -q -- "$2" <<<"$msg" || fail "$1: '$msg' does not name '$2'"
-    echo "ok: $1: $msg"
-}
-expect_good() {  # NAME: opens and reads the original content
-    "$VDCONVERT" "$T/$1.vhdx" "$T/$1.raw" || fail "$1: does not open"
-    cmp -s "$T/$1.raw" "$T/src.raw" || fail "$1: content differs"
-    echo "ok: $1 reads correctly"
+    local c name pat i rc nout nerr msg n=0
+    for c in "${CASES[@]}"; do
+        printf 'vdconvert\t%s\t%s\n' "$T/${c%%|*}.vhdx" "$T/${c%%|*}.raw"
+    done >"$T/jobs"
+    run_many "$T/runs" <"$T/jobs" >"$T/runs.st"
+    while read -r i rc nout nerr; do
+        IFS='|' read -r name pat <<<"${CASES[$i]}"
+        msg=$(cat "$T/runs/$i.out" "$T/runs/$i.err")
+        n=$((n + 1))
+        if [ -z "$pat" ]; then   # expect_good: opens and reads the original content
+            [ $rc = 0 ] || fail "$name: does not open: $msg"
+            cmp -s "$T/$name.raw" "$T/src.raw" || fail "$name: content differs"
+            echo "ok: $name reads correctly"
+            continue
+        fi
+        [ $rc = 1 ] || fail "$name: exit status $rc (want 1): $msg"
+        [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name: not one line: $msg"
+        grep -q -- "$pat" <<<"$msg" || fail "$name: '$msg' does not name '$pat'"
+        echo "ok: $name: $msg"
+    done <"$T/runs.st"
+    [ $n = ${#CASES[@]} ] || fail "mutant-runner ran $n of ${#CASES[@]} cases"
 }
 
 mutate truncated 'del b[(3 << 20) + 4096:]'
@@ -127,3 +145,4 @@ mutate log-valid 'sec = bytes(b[3 << 20:(3 << 20) + 4096])
 log_entry([b"desc" + sec[4092:] + sec[:8] + struct.pack("<QQ", 3 << 20, 7)],
           [b"data" + struct.pack("<I", 0) + sec[8:4092] + struct.pack("<I", 7)])'
 expect_good log-valid
+run_cases
