@@ -19,67 +19,97 @@ run() {  # vdconvert with limits; stdout+stderr in $T/msg
         (ulimit -v 1048576; timeout 10 "$VDCONVERT" "$@") >"$T/msg" 2>&1
     fi
 }
-refused() {  # NAME PATTERN ARGS...: must fail with one line matching PATTERN
-    local name=$1 pat=$2 rc=0
+# refused NAME PATTERN ARGS...: vdconvert ARGS must fail with one line
+# matching PATTERN.  The case is noted here; run_refused (after the last one)
+# runs them all through lib.sh's run_many (vdconvert's main() in a process of
+# its own forked by mutant-runner with run_capped's limits, not an exec each)
+# and judges each.  Every case has a file of its own.
+REFUSED=()
+refused() {
+    local name=$1 pat=$2 line=vdconvert a
     shift 2
-    run "$@" || rc=$?
-    [ "$rc" != 0 ] || fail "$name: accepted"
-    [ "$rc" -lt 124 ] || fail "$name: killed or timed out (rc $rc): $(cat "$T/msg")"
-    [ "$(wc -l <"$T/msg")" = 1 ] || fail "$name: error is not one line: $(cat "$T/msg")"
-    grep -q -- "$pat" "$T/msg" || fail "$name: '$(cat "$T/msg")' does not match '$pat'"
-    echo "ok (refused) $name: $(cat "$T/msg")"
+    for a in "$@"; do line+=$'\t'$a; done
+    REFUSED+=("$name|$pat")
+    printf '%s\n' "$line" >>"$T/refused.jobs"
 }
+run_refused() {
+    local i rc nout nerr name pat n=0
+    run_many "$T/refused" "$T/o.raw" <"$T/refused.jobs" >"$T/refused.st"
+    while read -r i rc nout nerr; do
+        IFS='|' read -r name pat <<<"${REFUSED[$i]}"
+        cat "$T/refused/$i.out" "$T/refused/$i.err" >"$T/msg"
+        [ "$rc" != 0 ] || fail "$name: accepted"
+        [ "$rc" -lt 124 ] || fail "$name: killed or timed out (rc $rc): $(cat "$T/msg")"
+        [ "$(wc -l <"$T/msg")" = 1 ] || fail "$name: error is not one line: $(cat "$T/msg")"
+        grep -q -- "$pat" "$T/msg" || fail "$name: '$(cat "$T/msg")' does not match '$pat'"
+        echo "ok (refused) $name: $(cat "$T/msg")"
+        n=$((n + 1))
+    done <"$T/refused.st"
+    [ $n = ${#REFUSED[@]} ] || fail "mutant-runner ran $n of ${#REFUSED[@]} cases"
+}
+# (shell only, no python start per case)
 patch() {  # FILE OFFSET HEXBYTES
-    python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(int(sys.argv[2],0)); f.write(bytes.fromhex(sys.argv[3]))' "$@"
+    local hex=$3 esc=
+    while [ -n "$hex" ]; do esc+="\\x${hex:0:2}"; hex=${hex:2}; done
+    printf %b "$esc" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
 }
-le32() { python3 -c 'import struct,sys; print(struct.pack("<I", int(sys.argv[1],0)).hex())' "$1"; }
-le64() { python3 -c 'import struct,sys; print(struct.pack("<Q", int(sys.argv[1],0)).hex())' "$1"; }
+le() {  # BYTES VALUE: VALUE little-endian in hex
+    local i out= v=$(($2))
+    for ((i = 0; i < $1; i++)); do printf -v out '%s%02x' "$out" $(((v >> (8 * i)) & 255)); done
+    echo "$out"
+}
+le32() { le 4 "$1"; }
+le64() { le 8 "$1"; }
+# LE32/LE64 at an offset of a file, as an unsigned number
+u_at() { od -An -t "u$1" -j "$3" -N "$1" "$2" | tr -d ' '; }
 
 # a small sparse image with data in two grains
 python3 -c 'import os; f=open("'"$T"'/d.raw","wb"); f.truncate(4<<20); f.write(os.urandom(70000)); f.seek(3<<20); f.write(b"z"*5000)'
 qemu-img convert -f raw -O vmdk "$T/d.raw" "$T/good.vmdk"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$T/d.raw" "$T/stream.vmdk"
 run "$T/good.vmdk" "$T/o.raw" && cmp -s "$T/d.raw" "$T/o.raw" || fail "good image does not read"
-gd=$(python3 -c 'import struct; print(struct.unpack_from("<Q", open("'"$T"'/good.vmdk","rb").read(), 56)[0])')
-gt=$(python3 -c 'import struct; d=open("'"$T"'/good.vmdk","rb").read(); print(struct.unpack_from("<I", d, '"$gd"'*512)[0])')
+gd=$(u_at 8 "$T/good.vmdk" 56)
+gt=$(u_at 4 "$T/good.vmdk" $((gd * 512)))
 
-bad() { cp "$T/good.vmdk" "$T/bad.vmdk"; }
-bad; patch "$T/bad.vmdk" 4 "$(le32 9)"
-refused "header version" "version 9" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 20 "$(le64 3)"
-refused "grain size not a power of two" "grain size 3" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 44 "$(le32 0)"
-refused "zero grain-table entries" "entries per grain table" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 12 "$(le64 0x7fffffffffffffff)"
-refused "absurd capacity" "capacity .* too large" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 12 "$(le64 0x7fffffffffff)"
-refused "capacity needing a huge grain directory" "grain directory" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 56 "$(le64 0x10000000)"
-refused "grain directory past EOF" "grain directory .* past end of file" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 36 "$(le64 0x100000)"
-refused "huge embedded descriptor" "descriptor size" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" 73 "0a200a0a"
-refused "newline bytes (text-mode transfer)" "newline" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" $((gd * 512)) "$(le32 0x7ffffff0)"
-refused "grain directory entry past EOF" "grain table at .* past end of file" "$T/bad.vmdk" "$T/o.raw"
-bad; patch "$T/bad.vmdk" $((gt * 512)) "$(le32 0x7ffffff0)"
-refused "grain table entry past EOF" "points to .* past end of file" "$T/bad.vmdk" "$T/o.raw"
-bad; truncate -s 300 "$T/bad.vmdk"
-refused "truncated to 300 bytes" "vmdk\|format" "$T/bad.vmdk" "$T/o.raw"
-bad; truncate -s $((gd * 512 + 100)) "$T/bad.vmdk"
-refused "truncated inside the grain directory" "past end of file" "$T/bad.vmdk" "$T/o.raw"
-bad; truncate -s $(( $(stat -c %s "$T/good.vmdk") - 4096 )) "$T/bad.vmdk"
-refused "truncated inside the last grain" "past end of file" "$T/bad.vmdk" "$T/o.raw"
-bad; printf 'COWD' | dd of="$T/bad.vmdk" conv=notrunc status=none
-refused "vmfsSparse (COWD)" "COWD" "$T/bad.vmdk" "$T/o.raw"
+NB=0
+bad() { NB=$((NB + 1)); B=$T/bad$NB.vmdk; cp "$T/good.vmdk" "$B"; }
+sbad() { NB=$((NB + 1)); B=$T/bad$NB.vmdk; cp "$T/stream.vmdk" "$B"; }
+bad; patch "$B" 4 "$(le32 9)"
+refused "header version" "version 9" "$B" "$T/o.raw"
+bad; patch "$B" 20 "$(le64 3)"
+refused "grain size not a power of two" "grain size 3" "$B" "$T/o.raw"
+bad; patch "$B" 44 "$(le32 0)"
+refused "zero grain-table entries" "entries per grain table" "$B" "$T/o.raw"
+bad; patch "$B" 12 "$(le64 0x7fffffffffffffff)"
+refused "absurd capacity" "capacity .* too large" "$B" "$T/o.raw"
+bad; patch "$B" 12 "$(le64 0x7fffffffffff)"
+refused "capacity needing a huge grain directory" "grain directory" "$B" "$T/o.raw"
+bad; patch "$B" 56 "$(le64 0x10000000)"
+refused "grain directory past EOF" "grain directory .* past end of file" "$B" "$T/o.raw"
+bad; patch "$B" 36 "$(le64 0x100000)"
+refused "huge embedded descriptor" "descriptor size" "$B" "$T/o.raw"
+bad; patch "$B" 73 "0a200a0a"
+refused "newline bytes (text-mode transfer)" "newline" "$B" "$T/o.raw"
+bad; patch "$B" $((gd * 512)) "$(le32 0x7ffffff0)"
+refused "grain directory entry past EOF" "grain table at .* past end of file" "$B" "$T/o.raw"
+bad; patch "$B" $((gt * 512)) "$(le32 0x7ffffff0)"
+refused "grain table entry past EOF" "points to .* past end of file" "$B" "$T/o.raw"
+bad; truncate -s 300 "$B"
+refused "truncated to 300 bytes" "vmdk\|format" "$B" "$T/o.raw"
+bad; truncate -s $((gd * 512 + 100)) "$B"
+refused "truncated inside the grain directory" "past end of file" "$B" "$T/o.raw"
+bad; truncate -s $(( $(stat -c %s "$T/good.vmdk") - 4096 )) "$B"
+refused "truncated inside the last grain" "past end of file" "$B" "$T/o.raw"
+bad; printf 'COWD' | dd of="$B" conv=notrunc status=none
+refused "vmfsSparse (COWD)" "COWD" "$B" "$T/o.raw"
 
 # streamOptimized: a broken grain and a marker for the wrong sector
-cp "$T/stream.vmdk" "$T/bad.vmdk"; patch "$T/bad.vmdk" $((0x10000 + 20)) "ffffffffffffffff"
-refused "stream grain that does not inflate" "does not inflate" "$T/bad.vmdk" "$T/o.raw"
-cp "$T/stream.vmdk" "$T/bad.vmdk"; patch "$T/bad.vmdk" $((0x10000)) "$(le64 4096)"
-refused "stream grain marker for another sector" "grain marker" "$T/bad.vmdk" "$T/o.raw"
-cp "$T/stream.vmdk" "$T/bad.vmdk"; patch "$T/bad.vmdk" $((0x10000 + 8)) "$(le32 0x7fffffff)"
-refused "stream grain with absurd size" "compressed size" "$T/bad.vmdk" "$T/o.raw"
+sbad; patch "$B" $((0x10000 + 20)) "ffffffffffffffff"
+refused "stream grain that does not inflate" "does not inflate" "$B" "$T/o.raw"
+sbad; patch "$B" $((0x10000)) "$(le64 4096)"
+refused "stream grain marker for another sector" "grain marker" "$B" "$T/o.raw"
+sbad; patch "$B" $((0x10000 + 8)) "$(le32 0x7fffffff)"
+refused "stream grain with absurd size" "compressed size" "$B" "$T/o.raw"
 
 # --- separate descriptors --------------------------------------------------
 mkdir -p "$T/dir/sub"
@@ -119,6 +149,7 @@ printf '# Disk DescriptorFile\nversion=1\nCID=zz\ncreateType="monolithicFlat"\n'
 refused "CID not hex" "CID is not a 32-bit hex number" "$T/dir/cid.vmdk" "$T/o.raw"
 printf '# Disk DescriptorFile\nversion=1\nCID=12345678\ncreateType="seSparse"\nRW 8 SESPARSE "flat.bin"\n' > "$T/dir/se.vmdk"
 refused "seSparse extent that is not seSparse" "no seSparse magic" "$T/dir/se.vmdk" "$T/o.raw"
+run_refused
 
 # --- descriptor forms that must read ----------------------------------------
 # CRLF line ends, comments, blank lines, trailing spaces, a name with spaces,
