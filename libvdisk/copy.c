@@ -684,6 +684,8 @@ static int copy_plan_make(vd_image *src, vd_image *dst, const vd_copy_opts *o,
         .out_fd = copy_raw_fd(dst),
     };
     int r = o->compress ? copy_setup_compress(c, e) : 0;
+    if (o->direct)
+        c->zero_copy = false;     /* copy_file_range goes through the page cache */
     bool dsync = dst->cache & VD_CACHE_SYNC_WRITES;
     if (r == 0 && (o->direct || dsync) && c->out_fd >= 0) {
         /* Bypass the page cache for the target's data (direct); synced

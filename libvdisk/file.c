@@ -210,6 +210,13 @@ int vd_file_pwrite(vd_file *f, const void *buf, size_t len, uint64_t off, vd_err
     if (f->readonly)
         return vd_set_error(err, -EROFS, "%s: file is open read-only", f->path);
     vd_wl_record(f, VD_WL_WRITE, off, len, buf);   /* power-loss tests only */
+    if (__atomic_load_n(&f->dio_align, __ATOMIC_RELAXED) && f->dio) {
+        int r = vd_file_pwrite_direct(f, buf, len, off);
+        if (r < 0)
+            return vd_set_errno(err, r, "%s: pwrite at 0x%llx", f->path,
+                                (unsigned long long)off);
+        len = 0;
+    }
     while (len) {
         ssize_t r = pwrite(f->fd, p, len, (off_t)off);
         if (r < 0) {

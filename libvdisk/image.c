@@ -271,7 +271,7 @@ static int vd_open_layer(const char *path, vd_file *pre, const vd_open_opts *o,
     img->no_backing = o && o->no_backing;
     img->force_share = o && o->force_share;
     img->cache = o && !readonly ? o->cache & ~VD_CACHE_DIRECT : 0;
-    img->direct = o && readonly && (o->cache & VD_CACHE_DIRECT);
+    img->direct = o && (o->cache & VD_CACHE_DIRECT);
     img->keep_content_id = depth == 0 && o && o->keep_content_id;
     int r = -ENOMEM;
     if (vd_is_uri(path)) {

@@ -215,6 +215,8 @@ typedef struct vd_file {
     uint32_t dio_align;            /* reads are O_DIRECT with this alignment
                                       (writeback.c); 0: through the page
                                       cache.  Atomic: a refused read clears it */
+    struct vd_dio *dio;            /* direct.c: a writable file's O_DIRECT
+                                      writes, or NULL */
     /* A window (vd_open_opts.window_length): the file is the win_len bytes
      * at win_off of the host file; every offset here is relative to it and
      * no access leaves it.  Always read-only. */
@@ -241,9 +243,17 @@ int vd_file_set_window(vd_file *f, const char *name, uint64_t off, uint64_t len,
 void vd_file_set_cache(vd_file *f, unsigned cache);
 void vd_file_free_cache(vd_file *f);
 void vd_file_wrote(vd_file *f, uint64_t off, uint64_t len);
-/* Read the file with O_DIRECT from now on (a file opened read-only).
+/* Read (and, opened for writing, write) the file with O_DIRECT from now on.
  * Returns -EINVAL, leaving the file as it was, when its file system refuses. */
 int vd_file_set_direct(vd_file *f);
+/* Back to the page cache (a direct request was refused with EINVAL). */
+void vd_file_drop_direct(vd_file *f);
+/* direct.c: the state of a writable file's direct writes (init: 0 or
+ * -ENOMEM; nothing for a read-only file), and vd_file_pwrite's write when
+ * f->dio_align is set: all of [off, off+len) or -errno. */
+int vd_file_dio_init(vd_file *f);
+void vd_file_dio_free(vd_file *f);
+int vd_file_pwrite_direct(vd_file *f, const void *buf, size_t len, uint64_t off);
 /* vd_file_pread_common's read when f->dio_align is set: aligned requests go
  * straight to the file, others through an aligned bounce buffer.  Returns
  * the bytes read (short only at the end of the file) or -errno. */

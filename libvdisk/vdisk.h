@@ -108,11 +108,14 @@ typedef struct vd_open_opts {
 #define VD_CACHE_NO_SYNC         2u  /* flushes sync nothing (cache=unsafe):
                                         data may be lost on a crash */
 #define VD_CACHE_SYNC_WRITES     4u  /* every write synced (writethrough) */
-/* For an image opened read-only (and the files of its backing chain): reads
- * bypass the page cache (O_DIRECT), as qemu's cache=none/directsync do for
- * a source; unaligned reads go through aligned buffers inside the library.
- * Where a file system refuses O_DIRECT the file is read through the page
- * cache, and vd_reads_direct() says so.  Ignored for writable images. */
+/* The image's files (and those of its backing chain) bypass the page cache
+ * (O_DIRECT), as with qemu's cache=none/directsync: reads, and the writes
+ * of a writable image.  Unaligned reads go through aligned buffers inside
+ * the library; an unaligned write (metadata, compressed clusters) reads,
+ * modifies and writes the aligned blocks around it, and a block reaching
+ * past the end of the file is written through the page cache.  Where a
+ * file system refuses O_DIRECT the file goes through the page cache, and
+ * vd_reads_direct() says so. */
 #define VD_CACHE_DIRECT          8u
 
 /* Open an image (and its backing chain).  `opts` may be NULL (read-write,
@@ -121,8 +124,8 @@ int vd_open(const char *path, const vd_open_opts *opts, vd_image **out,
             vd_error *err);
 
 /* False when `img` was not opened with VD_CACHE_DIRECT, or when a file of
- * its chain is read through the page cache because its file system refused
- * O_DIRECT (or rejected a direct read later). */
+ * its chain goes through the page cache because its file system refused
+ * O_DIRECT (or rejected a direct read or write later). */
 bool vd_reads_direct(vd_image *img);
 
 /* Close the image and its whole backing chain.  Flushes first when the image
@@ -274,8 +277,10 @@ typedef struct vd_copy_opts {
                                  (vd_can_compress); -ENOTSUP otherwise */
     bool no_copy_range;       /* read and write every byte: no
                                  copy_file_range, no vd_map_for_write */
-    bool direct;              /* a raw target's data is written O_DIRECT,
-                                 bypassing the page cache */
+    bool direct;              /* bypass the page cache: a raw target's data
+                                 is written O_DIRECT, and nothing goes by
+                                 copy_file_range (open an image target with
+                                 VD_CACHE_DIRECT for its own writes) */
     bool only_top;            /* copy only the ranges the top layer of `src`
                                  holds itself (commit, rebase -u) */
     int top_layers;           /* with only_top: the ranges the top

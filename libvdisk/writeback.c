@@ -10,8 +10,8 @@
  * VD_CACHE_NO_SYNC: flushes do not call fdatasync (qemu's cache=unsafe).
  * VD_CACHE_SYNC_WRITES: every write is followed by fdatasync
  * (cache=writethrough).
- * VD_CACHE_DIRECT (files read only): reads bypass the page cache, as qemu's
- * cache=none does for a source.  O_DIRECT wants the buffer, the offset and
+ * VD_CACHE_DIRECT: reads bypass the page cache, as qemu's cache=none does
+ * (writes too, in a writable file: direct.c).  O_DIRECT wants the buffer, the offset and
  * the length aligned (statx tells the file's alignment); the drivers read
  * headers, tables and compressed clusters at any offset into any buffer, so
  * such reads go through an aligned bounce buffer covering them.  A file
@@ -49,6 +49,7 @@ void vd_file_set_cache(vd_file *f, unsigned cache)
 
 void vd_file_free_cache(vd_file *f)
 {
+    vd_file_dio_free(f);
     if (f->wb) {
         pthread_mutex_destroy(&f->wb->lock);
         free(f->wb);
@@ -108,6 +109,8 @@ int vd_file_set_direct(vd_file *f)
         if (align > VD_DIO_BOUNCE / 2)
             return -EINVAL;
     }
+    if (vd_file_dio_init(f) < 0)
+        return -EINVAL;
     int fl = fcntl(f->fd, F_GETFL);
     if (fl < 0 || fcntl(f->fd, F_SETFL, fl | O_DIRECT) < 0)
         return -EINVAL;
@@ -117,7 +120,7 @@ int vd_file_set_direct(vd_file *f)
 
 /* A direct read was refused (EINVAL: an alignment the file system did not
  * announce): the file is read through the page cache from now on. */
-static void vd_file_drop_direct(vd_file *f)
+void vd_file_drop_direct(vd_file *f)
 {
     int fl = fcntl(f->fd, F_GETFL);
     if (fl >= 0)

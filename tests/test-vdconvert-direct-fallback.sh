@@ -1,7 +1,7 @@
 #!/bin/bash
 # -T none and -t none on a file system that refuses O_DIRECT (ramfs: its
 # files cannot be opened O_DIRECT; tmpfs takes it since Linux 6.6): the
-# input is read, or the raw output written, through the page cache, with
+# input is read, or the output (raw or an image) written, through the page cache, with
 # one line saying so and naming the user's file, and the content is right.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img mount umount
@@ -48,6 +48,14 @@ for mode in none directsync; do
         fail "-t $mode: $(cat "$T/err")"
     one_line "$T/err" "vdconvert: $M/out.raw: its file system does not allow O_DIRECT (-t $mode); writing it through the page cache"
     cmp "$T/in.raw" "$M/out.raw" || fail "-t $mode: content differs"
+done
+# image targets too: qcow2 and vdi (metadata writes of a few bytes)
+for fmt in qcow2 vdi; do
+    rm -f "$M/out.$fmt"
+    "$V" -t none -f raw -O $fmt "$T/in.raw" "$M/out.$fmt" 2>"$T/err" ||
+        fail "-t none -O $fmt: $(cat "$T/err")"
+    one_line "$T/err" "vdconvert: $M/out.$fmt: its file system does not allow O_DIRECT (-t none); writing it through the page cache"
+    qemu-img compare -q -f raw "$T/in.raw" "$M/out.$fmt" || fail "-t none -O $fmt: content differs"
 done
 # -q says nothing; where O_DIRECT works (the test's own folder) nothing is said
 rm -f "$M/out.raw"

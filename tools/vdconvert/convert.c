@@ -94,17 +94,16 @@ static int convert_keep_uuid(vd_image *in, const char *fmt, const char *options,
     return 0;
 }
 
-/* -t none|directsync write a raw target O_DIRECT (vd_copy opens it so);
- * where its file system refuses O_DIRECT (ramfs, FUSE without it) the copy
- * writes through the page cache, and the user is told, as for -T. */
+/* -t none|directsync write the target O_DIRECT (the image is opened with
+ * VD_CACHE_DIRECT; vd_copy writes a raw target's data through its own
+ * O_DIRECT descriptor); where its file system refuses O_DIRECT (ramfs,
+ * FUSE without it) the copy writes through the page cache, and the user is
+ * told, as for -T. */
 static void convert_say_direct_refused(const struct vc_convert_opts *o, vd_image *out)
 {
-    if (!o->direct || o->quiet || strcmp(vd_format_name(out), "raw"))
+    if (!o->direct || o->quiet)
         return;
-    int fd = open(vd_filename(out), O_WRONLY | O_DIRECT | O_CLOEXEC);
-    if (fd >= 0)
-        close(fd);
-    else if (errno == EINVAL)
+    if (!vd_reads_direct(out))
         fprintf(stderr, "vdconvert: %s: its file system does not allow O_DIRECT (-t %s); "
                 "writing it through the page cache\n", o->dst, o->dst_cache);
 }
@@ -220,7 +219,7 @@ static const char convert_usage[] =
     "  --target-is-zero  with -n: OUT reads as zeroes, skip writing zeroes\n"
     "  -t CACHE    target cache mode, qemu's names: writeback (default: synced\n"
     "              before it is renamed into place, written back as it goes),\n"
-    "              unsafe (no sync), none (O_DIRECT for raw output), writethrough\n"
+    "              unsafe (no sync), none (O_DIRECT), writethrough\n"
     "              and directsync (every write synced)\n"
     "  -T CACHE    source cache mode: none and directsync read IN with O_DIRECT\n"
     "              (bypassing the page cache; the page cache where the file\n"
@@ -287,15 +286,15 @@ static int convert_take_level(char *opts, int *level)
  * synced before it gets its name, and its data is written back while the
  * copy goes on (VD_CACHE_EARLY_WRITEBACK) so that the sync has little left.
  * unsafe syncs nothing (qemu-img convert's default); none and directsync
- * bypass the page cache for raw targets (O_DIRECT); writethrough and
- * directsync sync every write. */
+ * bypass the page cache (O_DIRECT) for every target format; writethrough
+ * and directsync sync every write. */
 static int convert_cache_mode(const char *m, unsigned *cache, bool *direct)
 {
     static const struct { const char *name; unsigned cache; bool direct; } modes[] = {
         { "writeback", VD_CACHE_EARLY_WRITEBACK, false },
-        { "none", VD_CACHE_EARLY_WRITEBACK, true },
+        { "none", VD_CACHE_EARLY_WRITEBACK | VD_CACHE_DIRECT, true },
         { "unsafe", VD_CACHE_NO_SYNC, false },
-        { "directsync", VD_CACHE_SYNC_WRITES, true },
+        { "directsync", VD_CACHE_SYNC_WRITES | VD_CACHE_DIRECT, true },
         { "writethrough", VD_CACHE_SYNC_WRITES, false },
     };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)

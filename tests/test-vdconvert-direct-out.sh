@@ -1,0 +1,77 @@
+#!/bin/bash
+# -t none (and directsync) for image targets: the target's file is switched
+# to O_DIRECT (strace shows the fcntl on it), what it reads back equals the
+# source for qemu-img compare, qemu-img check finds it clean, and (where
+# the page cache is not the file system's own storage) almost nothing of it
+# is left in the page cache.  Formats: qcow2, vdi, monolithicSparse vmdk,
+# vhd, and the compressed outputs (qcow2 -c, streamOptimized vmdk), whose
+# clusters are packed at byte granularity.  The content puts metadata and
+# data at unaligned places: 512-byte and 1000-byte pieces, zeroes inside
+# clusters of data, a size that is not a whole number of clusters.
+# (test-vdconvert-direct-fallback.sh: a file system that refuses O_DIRECT.)
+. "$(dirname "$0")/lib.sh"
+requires_cmd qemu-img strace python3
+V=$VDCONVERT
+
+head -c 4096 /dev/zero >"$T/probe"
+dd if="$T/probe" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null ||
+    skip "the test folder's file system refuses O_DIRECT"
+cached_check=1
+[ "$(stat -f -c %T "$T")" = tmpfs ] && cached_check=0   # its page cache is the file
+command -v fincore >/dev/null || cached_check=0
+
+# 6 MiB - 512: seeded data (the same bytes every run), a written zero MiB,
+# pieces of 512 and 1000 bytes, 4 KiB of zeroes inside 64 KiB of data.
+python3 - "$T/in.raw" <<'EOF'
+import random, sys
+r = random.Random(18)
+b = bytearray(6 * 1024 * 1024 - 512)
+b[0:2 << 20] = r.randbytes(2 << 20)
+b[(3 << 20):(3 << 20) + 1000] = r.randbytes(1000)
+b[(4 << 20) + 512:(4 << 20) + 1024] = r.randbytes(512)
+b[5 << 20:(5 << 20) + 65536] = r.randbytes(65536)
+b[(5 << 20) + 32768:(5 << 20) + 36864] = bytes(4096)
+b[-700:] = r.randbytes(700)
+open(sys.argv[1], "wb").write(b)
+EOF
+
+# direct_case LABEL MODE OUT_OPTS...
+direct_case() {
+    local label=$1 mode=$2 out=$T/out.img
+    shift 2
+    rm -f "$out"
+    traced -f -y -e trace=fcntl -o "$T/trace" "$V" -q -t "$mode" -f raw "$@" "$T/in.raw" "$out" ||
+        fail "$label: vdconvert under strace failed"
+    # the target is made under a hidden name beside OUT (a VMDK: in a
+    # hidden folder under its own name), then renamed
+    matches "F_SETFL, O_RDWR|O_DIRECT" <(grep -F "out.img" "$T/trace") ||
+        fail "$label: the target was not switched to O_DIRECT: $(grep -F "$T/" "$T/trace")"
+    # again without strace, so that LeakSanitizer sees the run
+    rm -f "$out"
+    "$V" -q -t "$mode" -f raw "$@" "$T/in.raw" "$out" || fail "$label: vdconvert failed"
+    if [ $cached_check = 1 ]; then
+        local cached size
+        cached=$(fincore -n -b -o RES "$out")
+        size=$(stat -c %s "$out")
+        # what create wrote (header, tables) and the last block may be cached
+        [ "$cached" -le $((size / 4)) ] ||
+            fail "$label: $cached of $size bytes of the target are in the page cache"
+    fi
+    qemu-img compare -q -f raw "$T/in.raw" "$out" || fail "$label: content differs"
+    local rc=0
+    qemu-img check -q "$out" >"$T/check" 2>&1 || rc=$?
+    [ $rc = 0 ] || { [ $rc = 63 ] && matches "does not support checks" "$T/check"; } ||
+        fail "$label: qemu-img check: $(cat "$T/check")"
+    "$V" check "$out" >/dev/null || fail "$label: vdisk check fails"
+    echo "$label: ok"
+}
+
+direct_case "qcow2" none -O qcow2
+direct_case "qcow2 directsync" directsync -O qcow2
+direct_case "qcow2, 512-byte clusters" none -O qcow2 -o cluster_size=512
+direct_case "vdi" none -O vdi
+direct_case "vmdk" none -O vmdk
+direct_case "vhd" none -O vpc
+direct_case "qcow2 -c" none -O qcow2 -c
+direct_case "streamOptimized vmdk" none -O vmdk -o subformat=streamOptimized
+echo "ok"
