@@ -288,6 +288,7 @@ int vd_file_sync(vd_file *f, vd_error *err)
     if (fdatasync(f->fd) < 0)
         return vd_set_errno(err, -errno, "%s: fdatasync", f->path);
     vd_wl_record(f, VD_WL_SYNC, 0, 0, NULL);
+    f->syncs++;
     return 0;
 }
 

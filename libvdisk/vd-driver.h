@@ -211,6 +211,8 @@ typedef struct vd_file {
     struct vd_lock *lock;          /* lock.c: the qemu-compatible image lock */
     uint8_t lock_perm, lock_noshare;
     unsigned cache;                /* VD_CACHE_* (writeback.c) */
+    uint64_t syncs;                /* vd_file_sync calls that succeeded: the
+                                      points a driver orders its writes by */
     struct vd_writeback *wb;       /* early writeback state, or NULL */
     uint32_t dio_align;            /* reads are O_DIRECT with this alignment
                                       (writeback.c); 0: through the page

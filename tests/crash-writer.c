@@ -7,9 +7,11 @@
  *       appending "i\n" to LOG (fsync'd): i writes are durable.  The test
  *       SIGKILLs it at a random moment.
  *       With VD_CRASH_WRITES=N it stops after N writes instead (flushed
- *       and closed), and with VDISK_TEST_WRITE_LOG set (the library's log
- *       of file changes, for power-loss tests) it appends a "mark" record
- *       holding i to that log after each completed flush.
+ *       and closed); with VD_CRASH_UNMAP=1 its zero writes may unmap
+ *       (VD_ZERO_MAY_UNMAP: they free clusters); and with
+ *       VDISK_TEST_WRITE_LOG set (the library's log of file changes, for
+ *       power-loss tests) it appends a "mark" record holding i to that log
+ *       after each completed flush.
  *   crash-writer verify IMG SEED DONE [FLUSH_EVERY] [BASE]
  *       Replays iterations 0..DONE-1 on a shadow copy (zeroes, or the raw
  *       content of BASE when the image has a backing file) and checks that
@@ -101,6 +103,8 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
     const char *wl_path = getenv("VDISK_TEST_WRITE_LOG"), *limit = getenv("VD_CRASH_WRITES");
     int wl = wl_path ? open(wl_path, O_WRONLY | O_APPEND | O_CREAT, 0644) : -1;
     uint64_t max = limit ? strtoull(limit, NULL, 10) : UINT64_MAX;
+    const char *unmap = getenv("VD_CRASH_UNMAP");
+    unsigned zflags = unmap && !strcmp(unmap, "1") ? VD_ZERO_MAY_UNMAP : 0;
     uint8_t *buf = malloc(MAX_WRITE);
     uint64_t size = vd_size(img);
     for (uint64_t i = 0;; i++) {
@@ -117,7 +121,7 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
         struct op o = op_for(seed, i, size);
         int r;
         if (op_is_zero(seed, i)) {
-            r = vd_pwrite_zeroes(img, o.off, o.len, 0, &e);
+            r = vd_pwrite_zeroes(img, o.off, o.len, zflags, &e);
         } else {
             fill(buf, &o, i);
             r = vd_pwrite(img, buf, o.len, o.off, &e);

@@ -5,6 +5,7 @@
     powerloss.py LOG IMAGE --count                (prints the record count)
     powerloss.py LOG IMAGE --syncs                (the records that sync IMAGE)
     powerloss.py LOG IMAGE BASE OUT --serve       (all of it, one process)
+    powerloss.py LOG IMAGE BASE OUT --newest      (one image per change)
 
 LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
 IMAGE the path of the image file as the writer opened it, BASE a copy of
@@ -22,6 +23,11 @@ With --serve it prints the record count and the sync records (two lines),
 then reads CUT:SEED lines from its input and makes each image as it is
 asked for, answering each with its line: a test judges one image at a
 time, with one start of the interpreter for all.
+With --newest the power fails after each change K in turn and the disk
+kept, of what came after the last sync, only change K itself: the cut that
+splits two writes left unsynced between them, whatever their distance in
+the log (a change right after a sync, an in-order prefix, is left out).
+OUT with "{}" replaced by K; one line "K FLUSHED" per image.
 A cut just before a sync record (--syncs prints their numbers) can leave
 any state a cut anywhere since the previous sync can: the same durable
 part, and a random subset of a superset of the changes.
@@ -90,6 +96,34 @@ def power_cut(recs, image, base, out, cut, seed):
     return done
 
 
+def newest(recs, image, base, out):
+    """One image per change K: the durable part before K, then K alone."""
+    done, durable, skipped = 0, -1, False
+    for k, (op, name, off, ln, payload) in enumerate(recs):
+        if op == 5:
+            done = max(done, off)
+        if name != image:
+            continue
+        if op == 4:
+            durable, skipped = k, False
+        if op not in (1, 2, 3):
+            continue
+        if not skipped:
+            # the first change after a sync: the in-order prefix a kill
+            # leaves, not a reordering
+            skipped = True
+            continue
+        path = out.replace('{}', str(k))
+        shutil.copyfile(base, path)
+        with open(path, 'r+b') as f:
+            for i in range(durable):
+                o = recs[i]
+                if o[1] == image and o[0] in (1, 2, 3):
+                    apply(f, o[0], o[2], o[3], o[4])
+            apply(f, op, off, ln, payload)
+        print(k, done)
+
+
 def main():
     log, image = sys.argv[1], sys.argv[2]
     recs = list(records(log))
@@ -100,6 +134,9 @@ def main():
         print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))
         return
     base, out = sys.argv[3], sys.argv[4]
+    if sys.argv[5:] == ['--newest']:
+        newest(recs, image, base, out)
+        return
     if sys.argv[5:] == ['--serve']:
         print(len(recs))
         print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))

@@ -128,7 +128,8 @@ int qcow2_l1_write(qcow2_state *s, uint64_t l1i, vd_error *err)
 }
 
 /* Give guest L2 index l1i a private L2 table (new, or a copy of a shared
- * one).  Order: refcounts, then the table's contents, then the L1 entry. */
+ * one).  Order: refcounts, then the table's contents, synced, then the L1
+ * entry; the old table's count drops after that (qcow2_rc_before_write). */
 static int qcow2_l2_make_private(qcow2_state *s, uint64_t l1i, vd_error *err)
 {
     uint64_t old = s->l1[l1i] & QCOW2_OFFSET_MASK, nl2;
@@ -147,10 +148,13 @@ static int qcow2_l2_make_private(qcow2_state *s, uint64_t l1i, vd_error *err)
     if (r == 0)
         r = vd_file_pwrite(s->file, copy, s->cluster_size, nl2, err);
     if (r == 0)
+        r = vd_file_sync(s->file, err);
+    if (r == 0)
         r = vd_mcache_get(&s->l2c, nl2, &d, &slot, false, err);
     if (r == 0) {
         memcpy(d, copy, s->cluster_size);
         s->l1[l1i] = nl2 | QCOW2_OFLAG_COPIED;
+        s->ref_unsynced = qcow2_now(s);
         r = qcow2_l1_write(s, l1i, err);
     }
     free(copy);

@@ -105,6 +105,8 @@ static int qcow2_open(vd_image *img, vd_error *err)
     if (r == 0) {
         s->l2c.before_write = qcow2_rc_flush_before_l2;
         s->l2c.ctx = s;
+        s->rbc.before_write = qcow2_rc_before_write;
+        s->rbc.ctx = s;
         s->alloc_next = vd_round_up((uint64_t)fsz, s->cluster_size);
         s->free_hint = UINT64_MAX;
         img->cluster_size = (uint32_t)s->cluster_size;

@@ -16,11 +16,17 @@
  *
  * Write ordering (what flush guarantees): data clusters are written at once;
  * L2 tables and refcount blocks live in write-back caches.  Refcount blocks
- * always reach the file before any L2 table (so an L2 entry on disk never
- * points at a cluster whose refcount is 0), and L2 entries are written before
- * refcounts are decremented (so a freed cluster is never referenced).  A crash
- * between flushes can lose the writes since the last flush and leak clusters;
- * after qcow2_flush returns everything is on disk and the image is clean.
+ * always reach the disk before any L2 table (so an L2 entry on disk never
+ * points at a cluster whose refcount is 0), an L2 table before the L1 entry
+ * naming it, a refcount block before the refcount table entry naming it, and
+ * L2 entries are written before refcounts are decremented (so a freed
+ * cluster is never referenced).  "Before" means a sync between: a disk's
+ * volatile cache may reorder writes, the page cache does not.  The syncs are
+ * taken only where the later write needs them (qcow2_barrier: nothing of
+ * the kind written since the file's last sync, no sync), so a run of writes
+ * pays one per batch of metadata, not one per table.  A crash between
+ * flushes can lose the writes since the last flush and leak clusters; after
+ * qcow2_flush returns everything is on disk and the image is clean.
  */
 #ifndef VD_QCOW2_H
 #define VD_QCOW2_H
@@ -168,6 +174,11 @@ typedef struct qcow2_state {
     uint64_t comp_cur, comp_end;  /* packing cursor for compressed data */
 
     vd_mcache l2c, rbc;
+    /* What was written since the file's last sync, for qcow2_barrier: each
+     * holds file->syncs + 1 when such a write came after that sync. */
+    uint64_t rc_unsynced;     /* refcount blocks, table entries, table switch */
+    uint64_t ref_unsynced;    /* L2 tables, L1 entries: references */
+    uint64_t free_unsynced;   /* refcounts lowered after such references */
     qcow2_entry *pending;     /* clusters to free after the next L2 flush */
     size_t npending, cappending;
     pthread_mutex_t lock;     /* guards the caches and L1 for parallel reads,
@@ -177,6 +188,12 @@ typedef struct qcow2_state {
 } qcow2_state;
 
 static inline qcow2_state *qcow2_s(vd_image *img) { return img->priv; }
+/* The mark of a write made now, for the *_unsynced fields. */
+static inline uint64_t qcow2_now(const qcow2_state *s) { return s->file->syncs + 1; }
+/* Sync when a write marked `mark` has not been synced yet: what comes next
+ * depends on it reaching the disk first. */
+static inline int qcow2_barrier(qcow2_state *s, uint64_t mark, vd_error *err)
+{ return mark == qcow2_now(s) ? vd_file_sync(s->file, err) : 0; }
 static inline uint64_t qcow2_offset_in_cluster(const qcow2_state *s, uint64_t v)
 { return v & (s->cluster_size - 1); }
 
@@ -214,6 +231,7 @@ void qcow2_alloc_rewind(qcow2_state *s);
 /* Allocate n contiguous clusters (refcount 1 each); returns host offset. */
 int qcow2_alloc_clusters(qcow2_state *s, uint64_t n, uint64_t *host, vd_error *err);
 int qcow2_rc_flush_before_l2(void *s, vd_error *err);
+int qcow2_rc_before_write(void *s, vd_error *err);
 int qcow2_meta_flush(qcow2_state *s, vd_error *err);
 int qcow2_refcount_table_load(qcow2_state *s, uint64_t file_size, vd_error *err);
 

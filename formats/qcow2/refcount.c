@@ -103,6 +103,7 @@ static int qcow2_rt_entry_write(qcow2_state *s, uint64_t bi, vd_error *err)
 {
     if (s->rt_growing)
         return 0;
+    s->rc_unsynced = qcow2_now(s);
     uint8_t b[8];
     vd_put_be64(b, s->rt[bi]);
     return vd_file_pwrite(s->file, b, 8, s->rt_off + bi * 8, err);
@@ -115,7 +116,8 @@ static int qcow2_rt_grow(qcow2_state *s, uint64_t bi, vd_error *err);
  * while its own refcount still reads 0 on disk (a later allocation, here or
  * in qemu, would hand that cluster out again and overwrite the block).  So
  * the block's count is on disk first: inside the block itself when it
- * covers its own cluster, else in the block covering it, flushed. */
+ * covers its own cluster, else in the block covering it, flushed; and
+ * synced, or a disk's cache could keep the entry and lose the block. */
 static int qcow2_rb_alloc(qcow2_state *s, uint64_t bi, vd_error *err)
 {
     uint64_t nb;
@@ -130,10 +132,13 @@ static int qcow2_rb_alloc(qcow2_state *s, uint64_t bi, vd_error *err)
         return r;
     if (self)
         qcow2_rc_set_packed(d, nc % s->rb_entries, s->refcount_order, 1);
+    s->rc_unsynced = qcow2_now(s);
     if ((r = vd_file_pwrite(s->file, d, s->cluster_size, nb, err)) < 0)
         return r;
     if (!self && ((r = qcow2_refcount_set(s, nc, 1, err)) < 0 ||
                   (r = vd_mcache_flush(&s->rbc, err)) < 0))
+        return r;
+    if ((r = qcow2_barrier(s, s->rc_unsynced, err)) < 0)
         return r;
     s->rt[bi] = nb;
     return qcow2_rt_entry_write(s, bi, err);
@@ -183,6 +188,10 @@ int qcow2_refcount_update(qcow2_state *s, uint64_t host, uint64_t len, int delta
                                 "qcow2: refcount of cluster 0x%llx would drop below zero",
                                 (unsigned long long)(c << s->cluster_bits));
         v += (uint64_t)(int64_t)delta;
+        /* A lower count must not reach the disk before the references
+         * already written without it (qcow2_rc_before_write). */
+        if (delta < 0 && s->ref_unsynced == qcow2_now(s))
+            s->free_unsynced = s->ref_unsynced;
         if ((r = qcow2_refcount_set(s, c, v, err)) < 0)
             return r;
         if (v == 0) {
@@ -235,6 +244,11 @@ int qcow2_alloc_raw(qcow2_state *s, uint64_t n, uint64_t *host, vd_error *err)
  * allocation: while one is being counted, its clusters still read as free. */
 void qcow2_alloc_rewind(qcow2_state *s)
 {
+    /* Not while the references a free dropped may still be on the disk
+     * without the drop: new data in such a cluster would show through them
+     * after a power loss.  Kept for the first allocation after the sync. */
+    if (s->free_unsynced == qcow2_now(s))
+        return;
     if (s->free_hint < s->alloc_next)
         s->alloc_next = s->free_hint;
     s->free_hint = UINT64_MAX;
@@ -307,6 +321,7 @@ static int qcow2_rt_grow(qcow2_state *s, uint64_t bi, vd_error *err)
     s->rt_clusters = (uint32_t)clusters;
     free(old);
     free(raw);
+    s->rc_unsynced = s->ref_unsynced = qcow2_now(s);
     if ((r = qcow2_header_write_rt(s, err)) < 0)
         return r;
     return qcow2_refcount_update(s, old_off, old_clusters << s->cluster_bits, -1, err);
@@ -315,10 +330,26 @@ fail:
     return r;
 }
 
-/* The L2 cache's before-write hook: refcounts reach the disk first. */
-int qcow2_rc_flush_before_l2(void *s, vd_error *err)
+/* The L2 cache's before-write hook: refcounts reach the disk first, synced
+ * when any were written since the last sync. */
+int qcow2_rc_flush_before_l2(void *ctx, vd_error *err)
 {
-    return vd_mcache_flush(&((qcow2_state *)s)->rbc, err);
+    qcow2_state *s = ctx;
+    int r = vd_mcache_flush(&s->rbc, err);
+    if (r == 0)
+        r = qcow2_barrier(s, s->rc_unsynced, err);
+    s->ref_unsynced = qcow2_now(s);
+    return r;
+}
+
+/* The refcount cache's before-write hook: lowered counts follow the
+ * removal of the references they counted, synced. */
+int qcow2_rc_before_write(void *ctx, vd_error *err)
+{
+    qcow2_state *s = ctx;
+    int r = qcow2_barrier(s, s->free_unsynced, err);
+    s->rc_unsynced = qcow2_now(s);
+    return r;
 }
 
 int qcow2_meta_flush(qcow2_state *s, vd_error *err)
