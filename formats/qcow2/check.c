@@ -315,7 +315,9 @@ int qcow2_check(vd_image *img, unsigned flags, vd_check_result *res, vd_error *e
         return vd_set_error(err, -EINVAL, "qcow2: check the image, not a loaded snapshot");
     if (flags && img->readonly)
         return vd_set_error(err, -EROFS, "qcow2: repair needs the image opened read-write");
-    int r = img->readonly ? 0 : qcow2_meta_flush(s, err);
+    int r = img->readonly ? 0 : qcow2_release_pending(s, err);
+    if (r == 0 && !img->readonly)
+        r = qcow2_meta_flush(s, err);
     int64_t fsz = r ? r : vd_file_size(s->file, err);
     if (fsz < 0)
         return (int)fsz;

@@ -291,7 +291,7 @@ int qcow2_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t
         pthread_rwlock_wrlock(&img->lock);
         r = qcow2_write_one_compressed(img, clu, (off + done) >> s->cluster_bits, cbuf, c, err);
         if (r == 0)
-            r = qcow2_release_pending(s, err);
+            r = qcow2_release_pending_batch(s, err);
         pthread_rwlock_unlock(&img->lock);
     }
     free(clu);

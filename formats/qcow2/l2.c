@@ -208,6 +208,11 @@ int qcow2_defer_free(qcow2_state *s, const qcow2_entry *e, vd_error *err)
     return 0;
 }
 
+int qcow2_release_pending_batch(qcow2_state *s, vd_error *err)
+{
+    return s->npending >= QCOW2_PENDING_BATCH ? qcow2_release_pending(s, err) : 0;
+}
+
 /* L2 tables first (they no longer point at the clusters), then refcounts. */
 int qcow2_release_pending(qcow2_state *s, vd_error *err)
 {

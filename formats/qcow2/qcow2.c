@@ -336,7 +336,7 @@ static int qcow2_pwrite(vd_image *img, const void *buf, size_t len, uint64_t off
         return vd_set_error(err, -ENOMEM, "qcow2: out of memory");
     int r = qcow2_pwrite_locked(img, buf, len, off, cbuf, err);
     if (r == 0)
-        r = qcow2_release_pending(s, err);
+        r = qcow2_release_pending_batch(s, err);
     free(cbuf);
     return r;
 }
@@ -394,7 +394,7 @@ static int qcow2_map_for_write(vd_image *img, uint64_t off, uint64_t len, uint64
             r = qcow2_defer_free(s, &old, err);
     }
     if (r == 0)
-        r = qcow2_release_pending(s, err);
+        r = qcow2_release_pending_batch(s, err);
     *file_off = host;
     *mapped = n;
     return r;
@@ -452,7 +452,7 @@ static int qcow2_pwrite_zeroes(vd_image *img, uint64_t off, uint64_t len, unsign
         len -= n;
     }
     if (r == 0)
-        r = qcow2_release_pending(s, err);
+        r = qcow2_release_pending_batch(s, err);
     free(z);
     free(cbuf);
     return r;
@@ -469,7 +469,7 @@ static int qcow2_discard(vd_image *img, uint64_t off, uint64_t len, vd_error *er
     for (uint64_t gc = first; r == 0 && ((gc + 1) << s->cluster_bits) <= end; gc++)
         r = qcow2_unmap_cluster(s, gc, err);
     if (r == 0)
-        r = qcow2_release_pending(s, err);
+        r = qcow2_release_pending_batch(s, err);
     return r;
 }
 

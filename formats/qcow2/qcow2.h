@@ -252,6 +252,12 @@ int qcow2_entry_free(qcow2_state *s, const qcow2_entry *e, vd_error *err);
  * longer reference them are on disk; qcow2_release_pending does that. */
 int qcow2_defer_free(qcow2_state *s, const qcow2_entry *e, vd_error *err);
 int qcow2_release_pending(qcow2_state *s, vd_error *err);
+/* The same once QCOW2_PENDING_BATCH clusters wait (else at the next flush):
+ * writing the L2 tables needs the refcounts synced first, and lowering the
+ * counts the tables synced, so releasing after every write that frees
+ * (discards, unmapping zero writes) would cost two syncs per write. */
+#define QCOW2_PENDING_BATCH 4096
+int qcow2_release_pending_batch(qcow2_state *s, vd_error *err);
 /* Make guest cluster `gc` unallocated and defer freeing what it used
  * (discard, shrink, emptying an overlay); nothing to do when unallocated. */
 int qcow2_unmap_cluster(qcow2_state *s, uint64_t gc, vd_error *err);
