@@ -18,7 +18,10 @@
  *    entry hold a slot at or past the count, the slot VirtualBox and qemu
  *    give the next new block: the size alone first (the block count and
  *    the count stay, so the dropped blocks, now hidden, still count);
- *    the dropped blocks' entries cleared in one write (the count is now
+ *    when every entry that must change lies in one 512-byte sector of the
+ *    map, the blocks that stay and dropped ones swap slots there, data
+ *    first, in one sector write (vdi_swap_in_sector: qemu-img check clean
+ *    at every point); else the dropped blocks' entries cleared in one write (the count is now
  *    above the map's use: a leak for vdisk, "allocated blocks mismatch"
  *    for qemu-img check, and no slot can be handed out twice); each block
  *    that stays moved below that number (data copied into a freed slot,
@@ -58,6 +61,25 @@ static void vdi_shrink_plan(const struct vdi_state *s, uint64_t nb, uint32_t *ke
             *past = true;
 }
 
+/* Copy the data of slot `from` into slot `to` (not synced); *buf: a
+ * buffer of up to 1 MiB, allocated on first use, the caller frees it. */
+static int vdi_copy_slot(vd_image *img, const struct vdi_state *s, uint32_t from, uint32_t to,
+                         uint8_t **buf, vd_error *err)
+{
+    uint64_t slot = (uint64_t)s->block_size + s->block_extra;
+    if (!*buf && !(*buf = malloc(slot < (1u << 20) ? slot : (1u << 20))))
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    uint64_t a = s->off_data + (uint64_t)from * slot, b = s->off_data + (uint64_t)to * slot;
+    int r = 0;
+    for (uint64_t p = 0; r == 0 && p < slot; p += 1u << 20) {
+        size_t n = slot - p < (1u << 20) ? (size_t)(slot - p) : 1u << 20;
+        r = vd_file_pread_zfill(img->file, *buf, n, a + p, err);
+        if (r == 0)
+            r = vd_file_pwrite(img->file, *buf, n, b + p, err);
+    }
+    return r;
+}
+
 /* Every block of the first `nb` with a slot at or past `keep` gets a free
  * slot below it.  Per block: its data copied into the free slot (which no
  * entry references), synced; then its one map entry switched (a 4-byte
@@ -69,7 +91,6 @@ static void vdi_shrink_plan(const struct vdi_state *s, uint64_t nb, uint32_t *ke
 int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
                 vd_error *err)
 {
-    uint64_t slot = (uint64_t)s->block_size + s->block_extra;
     uint8_t *used = calloc(keep ? keep : 1, 1), *buf = NULL;
     if (!used)
         return vd_set_error(err, -ENOMEM, "out of memory");
@@ -89,17 +110,7 @@ int vdi_compact(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
                              (unsigned long long)i);
             break;
         }
-        if (!buf && !(buf = malloc(slot < (1u << 20) ? slot : (1u << 20)))) {
-            r = vd_set_error(err, -ENOMEM, "out of memory");
-            break;
-        }
-        uint64_t from = s->off_data + (uint64_t)e * slot, to = s->off_data + free_slot * slot;
-        for (uint64_t p = 0; r == 0 && p < slot; p += 1u << 20) {
-            size_t n = slot - p < (1u << 20) ? (size_t)(slot - p) : 1u << 20;
-            r = vd_file_pread_zfill(img->file, buf, n, from + p, err);
-            if (r == 0)
-                r = vd_file_pwrite(img->file, buf, n, to + p, err);
-        }
+        r = vdi_copy_slot(img, s, e, free_slot, &buf, err);
         if (r == 0)
             r = vd_file_sync(img->file, err);
         uint8_t le[4];
@@ -210,6 +221,79 @@ static uint32_t vdi_new_entry(const struct vdi_state *s, uint64_t i, uint64_t ps
     return i * s->block_size < psize ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
 }
 
+/* The compaction of a shrink (the size already written: the dropped
+ * blocks are hidden) when every map entry it changes lies in one 512-byte
+ * sector of the map, as on any disk of up to 128 blocks: each block that
+ * stays but holds a slot at or past `keep` is paired with a dropped block
+ * holding a slot below it, its data copied over the dropped one's, synced;
+ * then the sector is written once with each pair's slots swapped, synced.
+ * The entries the header counts stay a one-to-one use of the slots below
+ * the count at every point (qemu-img check: clean, where the general order
+ * leaves "allocated blocks mismatch" between its steps), and the dropped
+ * blocks end on the top slots, so the header write that follows (block
+ * count and count) is clean too.  1: done; 0: the entries span sectors, or
+ * the map is not the plain one-to-one use (a killed operation's): the
+ * caller takes the general order. */
+static int vdi_swap_in_sector(vd_image *img, struct vdi_state *s, uint64_t nb, uint32_t keep,
+                              vd_error *err)
+{
+    uint64_t first = 0, last = 0, high = 0, low = 0;
+    for (uint64_t i = 0; i < s->n_blocks; i++) {
+        uint32_t e = s->bmap[i];
+        bool hi = i < nb && e < VDI_BLOCK_ZERO && e >= keep, lo = i >= nb && e < keep;
+        if ((hi || lo) && !(high + low))
+            first = i;
+        if (hi || lo)
+            last = i;
+        high += hi;
+        low += lo;
+    }
+    uint64_t sec = (s->off_blocks + 4 * first) & ~511ull;
+    if (!high || high != low || ((s->off_blocks + 4 * last) & ~511ull) != sec)
+        return 0;
+    /* a dropped block's slot that another block also names (a damaged
+     * map) is not written over: the general order then */
+    uint8_t *used = calloc(keep, 1), b[512], *buf = NULL;
+    if (!used)
+        return vd_set_error(err, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < nb; i++)
+        if (s->bmap[i] < keep)
+            used[s->bmap[i]] = 1;
+    bool clash = false;
+    for (uint64_t i = nb; i < s->n_blocks; i++)
+        if (s->bmap[i] < keep) {
+            clash |= used[s->bmap[i]];
+            used[s->bmap[i]] = 1;
+        }
+    free(used);
+    if (clash)
+        return 0;
+    int r = vd_file_pread_zfill(img->file, b, sizeof b, sec, err);
+    for (uint64_t x = first, y = first; r == 0 && x < nb; x++) {
+        uint32_t e = s->bmap[x];
+        if (e >= VDI_BLOCK_ZERO || e < keep)
+            continue;
+        for (y = y > nb ? y : nb; s->bmap[y] >= keep; y++)
+            ;
+        r = vdi_copy_slot(img, s, e, s->bmap[y], &buf, err);
+        vd_put_le32(b + (s->off_blocks + 4 * x - sec), s->bmap[y]);
+        vd_put_le32(b + (s->off_blocks + 4 * y - sec), e);
+        y++;
+    }
+    free(buf);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0)
+        r = vd_file_pwrite(img->file, b, sizeof b, sec, err);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r < 0)
+        return r;
+    for (uint64_t i = first; i <= last; i++)
+        s->bmap[i] = vd_le32(b + (s->off_blocks + 4 * i - sec));
+    return 1;
+}
+
 /* Drop the blocks at and past `nb`, the header's size already hidden them
  * (or going to, `size` written with the block count): see the order at the
  * top.  Leaves the image with `nb` blocks, the ones that stay below the
@@ -221,8 +305,12 @@ static int vdi_finish_shrink(vd_image *img, struct vdi_state *s, uint64_t nb, ui
     uint32_t keep;
     bool moves, past;
     vdi_shrink_plan(s, nb, &keep, &moves, &past);
-    int r = 0;
-    if (moves && past) {
+    int r = moves && past ? vdi_swap_in_sector(img, s, nb, keep, err) : 0;
+    if (r < 0)
+        return r;
+    if (r == 1)
+        moves = false;      /* the blocks that stay hold the slots below keep */
+    else if (moves && past) {
         /* the count stays: above the map's use, never below a slot in use */
         size_t bytes = (size_t)(s->n_blocks - nb) * 4;
         uint8_t *f = malloc(bytes);
