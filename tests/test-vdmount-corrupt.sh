@@ -97,25 +97,30 @@ mkdir -p "$T/small/d"
 for i in $(seq 1 40); do echo "file $i" > "$T/small/d/f$i"; done
 ln -s d/f1 "$T/small/link"
 head -c 200000 /dev/urandom > "$T/small/blob"
+# the 8 MiB disk with its one partition, copied for each damaged file system
+truncate -s 8M "$T/fz-table.raw"
+printf 'label: dos\nstart=2048, size=8192, type=83\n' | sfdisk -q "$T/fz-table.raw"
 opened=0
 for feat in metadata_csum ^metadata_csum,^has_journal; do
     rm -f "$T/fz.img"
     mke2fs -q -F -t ext4 -b 1024 -O "$feat" -N 128 -d "$T/small" "$T/fz.img" 4M
-    for seed in $(seq 1 8); do
-        python3 - "$T/fz.img" "$T/fuzz.img" "$seed" <<'PY'
+    # the eight damaged copies fuzz-SEED.img, one python start for all
+    python3 - "$T/fz.img" "$T/fuzz" 8 <<'PY'
 import random, shutil, sys
-src, dst, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-shutil.copyfile(src, dst)
-r = random.Random(seed)
-with open(dst, "r+b") as f:
-    data = bytearray(f.read(256 << 10))      # superblock, descriptors, bitmaps, inodes
-    for _ in range(r.choice([4, 16, 64])):
-        data[r.randrange(1024 if seed % 3 else 1100, len(data))] ^= 1 << r.randrange(8)
-    f.seek(0); f.write(data)
+src, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for seed in range(1, n + 1):
+    dst = "%s-%d.img" % (out, seed)
+    shutil.copyfile(src, dst)
+    r = random.Random(seed)
+    with open(dst, "r+b") as f:
+        data = bytearray(f.read(256 << 10))      # superblock, descriptors, bitmaps, inodes
+        for _ in range(r.choice([4, 16, 64])):
+            data[r.randrange(1024 if seed % 3 else 1100, len(data))] ^= 1 << r.randrange(8)
+        f.seek(0); f.write(data)
 PY
-        rm -f "$T/fz.raw"
-        truncate -s 8M "$T/fz.raw"
-        printf 'label: dos\nstart=2048, size=8192, type=83\n' | sfdisk -q "$T/fz.raw"
+    for seed in $(seq 1 8); do
+        mv "$T/fuzz-$seed.img" "$T/fuzz.img"
+        cp "$T/fz-table.raw" "$T/fz.raw"
         dd if="$T/fuzz.img" of="$T/fz.raw" bs=512 seek=2048 conv=notrunc status=none
         if [ $((seed % 4)) = 0 ]; then    # and the partition table too
             python3 -c 'import random,sys; r=random.Random(int(sys.argv[2])); f=open(sys.argv[1],"r+b"); f.seek(0x1be+r.randrange(64)); f.write(bytes([r.randrange(256)]))' "$T/fz.raw" "$seed"
