@@ -39,6 +39,9 @@
 struct vd_dio {
     pthread_mutex_t lock;              /* held by every write that is not aligned */
     int cached_fd;                     /* the file without O_DIRECT, or -1 */
+    char *bounce;                      /* VD_DIO_CHUNK aligned bytes (under lock),
+                                          kept: a new one per write was an mmap,
+                                          page faults and a munmap each time */
 };
 
 int vd_file_dio_init(vd_file *f)
@@ -60,6 +63,7 @@ void vd_file_dio_free(vd_file *f)
         return;
     if (f->dio->cached_fd >= 0)
         close(f->dio->cached_fd);
+    free(f->dio->bounce);
     pthread_mutex_destroy(&f->dio->lock);
     free(f->dio);
     f->dio = NULL;
@@ -139,15 +143,15 @@ static int dio_partial(vd_file *f, char *bounce, uint64_t b, uint64_t whole, con
 static int dio_write_unaligned(vd_file *f, uint64_t b, uint64_t mem, const char *p, size_t len,
                                uint64_t off)
 {
-    char *bounce;
-    size_t cap = len + b < VD_DIO_CHUNK ? (size_t)(len + b) : VD_DIO_CHUNK;
-    cap = (cap + b - 1) / b * b;
-    if (posix_memalign((void **)&bounce, (size_t)b, cap))
-        return -ENOMEM;
+    struct vd_dio *d = f->dio;
+    size_t cap = VD_DIO_CHUNK / b * b;
     int r = 0;
     struct stat st;
-    pthread_mutex_lock(&f->dio->lock);
-    if (fstat(f->fd, &st) < 0)
+    pthread_mutex_lock(&d->lock);
+    if (!d->bounce && posix_memalign((void **)&d->bounce, (size_t)b, cap))
+        r = -ENOMEM;
+    char *bounce = d->bounce;
+    if (r == 0 && fstat(f->fd, &st) < 0)
         r = -errno;
     /* Blocks below this lie wholly inside the file.  Other writes only
      * make the file longer, so a block taken for one past the end may be
@@ -175,8 +179,7 @@ static int dio_write_unaligned(vd_file *f, uint64_t b, uint64_t mem, const char 
         off += n;
         len -= n;
     }
-    pthread_mutex_unlock(&f->dio->lock);
-    free(bounce);
+    pthread_mutex_unlock(&d->lock);
     if (r == -EINVAL) {
         vd_file_drop_direct(f);
         r = dio_pwrite_all(f->fd, p, len, off);
