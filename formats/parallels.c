@@ -525,6 +525,7 @@ const struct vd_driver vd_parallels = {
     .probe = parallels_probe,
     .align = 512,
     .parallel_reads = true,
+    .whole_clusters = true,
     .open = parallels_open,
     .close = parallels_close,
     .create = parallels_create,

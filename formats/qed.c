@@ -730,6 +730,7 @@ const struct vd_driver vd_qed = {
     .extensions = qed_extensions,
     .probe = qed_probe,
     .align = 1,
+    .whole_clusters = true,
     .open = qed_open,
     .close = qed_close,
     .create = qed_create,

@@ -728,6 +728,7 @@ const struct vd_driver vd_vdi = {
     .probe = vdi_probe,
     .align = 512,
     .parallel_reads = true,
+    .whole_clusters = true,
     .open = vdi_open,
     .close = vdi_close,
     .create = vdi_create,

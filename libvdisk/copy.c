@@ -425,12 +425,16 @@ static int engine_write_pieces(struct engine *g, const struct engine_job *j,
     bool detect = gran != 0;
     if (!gran)
         gran = cbuf ? 4096 : j->len;
-    /* A zero-copy job into an image target: a target cluster holding any
-     * data is allocated whole, so its zero pieces are sent with the data
-     * (the same bytes, from the source) and whole clusters stay whole for
-     * copy_file_range; otherwise each zero piece split the run into pieces
-     * written through memory. */
-    else if (j->src_fd >= 0 && g->out_data_fd >= 0 && g->out_cluster > gran)
+    /* A target cluster holding any data is allocated whole (a zero-copy job
+     * into an image target, or a driver that fills the rest of a new cluster
+     * itself: whole_clusters), so its zero pieces are sent with the data
+     * (the same bytes, from the source) and a run of clusters stays one
+     * write; otherwise each zero piece split the run, into parts written
+     * through memory (zero-copy) or each filled out to a whole cluster
+     * through the driver's bounce buffer.  Whole clusters of zeroes are
+     * still left out. */
+    else if (g->out_cluster > gran && !cbuf &&
+             ((j->src_fd >= 0 && g->out_data_fd >= 0) || c->out->drv->whole_clusters))
         gran = g->out_cluster;
     uint64_t run_off = j->off;
     enum engine_piece run_kind = PIECE_SKIP;
@@ -729,13 +733,11 @@ static int copy_run(struct copy_plan *c, const vd_copy_opts *o, vd_error *e)
     vd_extents_init(&g.ext);
     if (c->cmp || c->compress_cluster || c->only_top)
         c->zero_copy = false;      /* copy_file_range only for plain copies */
-    if (c->zero_copy && c->out_fd < 0) {
-        vd_info info;
-        if (vd_can_map_for_write(c->out) && vd_get_info(c->out, &info) == 0 &&
-            info.cluster_size) {
-            g.out_cluster = info.cluster_size;
+    vd_info info;
+    if (c->out_fd < 0 && vd_get_info(c->out, &info) == 0 && info.cluster_size) {
+        g.out_cluster = info.cluster_size;
+        if (c->zero_copy && vd_can_map_for_write(c->out))
             g.out_data_fd = vd_data_fd(c->out, 0);
-        }
     }
     if (c->zero_copy && c->sparse_size &&
         !vd_fs_shares_blocks(g.ordered ? g.out_data_fd : c->out_fd))

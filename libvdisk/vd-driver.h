@@ -422,6 +422,12 @@ struct vd_driver {
                  size_t tail_len, uint64_t file_size);
     uint32_t align;                  /* I/O alignment the driver needs (>=1) */
     bool parallel_reads;             /* pread may run concurrently */
+    /* A write into part of a cluster that holds no data yet writes the
+     * whole cluster (the rest from the backing file, or zeroes), so writing
+     * a cluster's zeroes with its data changes nothing in the file: the copy
+     * engine then keeps a cluster with data in one write instead of
+     * splitting it at each short run of zeroes. */
+    bool whole_clusters;
 
     /* open: img->file is open; set img->size, img->priv, and
      * img->backing_file/backing_format (malloc'd) if it has one. */

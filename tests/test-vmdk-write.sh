@@ -77,9 +77,11 @@ ls "$T"/*-flat.vmdk "$T"/*-s001.vmdk "$T"/*-f001.vmdk >/dev/null || fail "extent
 # New grains that one write fills go out as one pwrite (a job of 1 MiB: 16
 # grains), and the file grows by that write, not by an ftruncate per grain
 # (one thread, -m 1, so the count is exact; the empty image is made first).
+# Each grain holds 4 KiB of zeroes: they go with the grain's data (the grain
+# is written whole either way), not as a split of the write.
 python3 -c 'import sys
 with open(sys.argv[1], "wb") as f:
-    for g in range(64): f.write(bytes([g + 1]) * 65536)' "$T/dense.raw"
+    for g in range(64): f.write(bytes([g + 1]) * 8192 + bytes(4096) + bytes([g + 1]) * 53248)' "$T/dense.raw"
 traced -f -qq -e trace=pwrite64,ftruncate -o "$T/dense.trace" \
     "$VDCONVERT" -m 1 -f raw -O vmdk "$T/dense.raw" "$T/dense.vmdk" || fail "dense convert"
 qemu-img compare -q -f raw "$T/dense.raw" -F vmdk "$T/dense.vmdk" || fail "dense: content differs"
@@ -89,7 +91,7 @@ n_grain=$(grep -c 'pwrite64(.*= 65536$' "$T/dense.trace" || true)
 n_trunc=$(grep -c 'ftruncate(' "$T/dense.trace" || true)
 [ "$n_mib" -eq 4 ] && [ "$n_grain" -eq 0 ] && [ "$n_trunc" -le 1 ] ||
     fail "dense: $n_mib writes of 1 MiB (want 4), $n_grain of one grain (want 0), $n_trunc ftruncates (want <= 1)"
-echo "ok: 4 MiB of new grains in 4 writes"
+echo "ok: 4 MiB of new grains, 4 KiB of zeroes in each, in 4 writes"
 
 # libvmdk (pyvmdk, Debian python3-libvmdk) reads the guest content.  It opens
 # the extent file named in the descriptor even for monolithic files, so those

@@ -576,6 +576,7 @@ const struct vd_driver vd_qcow2 = {
     .probe = qcow2_probe,
     .align = 512,
     .parallel_reads = true,
+    .whole_clusters = true,
     .open = qcow2_open,
     .close = qcow2_close,
     .create = qcow2_create,

@@ -621,6 +621,7 @@ const struct vd_driver vd_vmdk = {
     .probe = vmdk_probe,
     .align = VMDK_SECTOR,
     .parallel_reads = true,
+    .whole_clusters = true,
     .open = vmdk_open,
     .close = vmdk_close,
     .create = vmdk_create,
