@@ -532,15 +532,12 @@ static int engine_submit(struct engine *g, const struct engine_job *j, vd_error 
 }
 
 /* A job whose data the source stores plainly at j->src_off of j->src_fd.
- * For zero detection the job is read into its buffer before its turn, in
- * parallel with the other workers; runs of data go through
- * engine_transfer.  (It used to scan a mapping of the source made per job:
- * on XFS the scan's first touches of each page, the mmap and the munmap's
- * TLB shootdown to the other core cost more than the read, and happened
- * inside the turn.  raw -> qcow2 -t unsafe, bench/run.sh's image, 9 pairs
- * in turns at load 12-20: 0.34x of the CPU and 0.33x of the wall time.)
- * Returns 1 when the job must take the ordinary path (the file is shorter
- * than the range: the driver's read decides what that reads as). */
+ * Zero detection reads it into its buffer before its turn; runs of data go
+ * through engine_transfer.  (A per-job mapping, scanned in the turn, cost
+ * more on XFS: page first touches, mmap, munmap's TLB shootdown; raw ->
+ * qcow2 -t unsafe took 3x the CPU.)  Returns 1 when the job must take the
+ * ordinary path (the file is shorter than the range: the driver's read
+ * decides what that reads as). */
 static int engine_do_zero_copy(struct engine *g, const struct engine_job *j, vd_error *e)
 {
     struct copy_plan *c = g->c;
