@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define MAX_WRITE 65536
@@ -144,6 +145,25 @@ static int do_write(const char *img_path, uint64_t seed, const char *log, uint64
     }
 }
 
+/* The shadow: SIZE zero bytes, in huge pages where the kernel gives them
+ * (transparent huge pages on request) and faulted in with one call.  A
+ * calloc'd buffer took a fault per 4 KiB page on first touch, 4096 for a
+ * 16 MiB image: with hundreds of verifies a run (crash-consistency,
+ * power-loss), half of a verify's CPU time (0.11 -> 0.055 s plain).  Both
+ * madvise calls are requests; an older kernel that refuses them gives the
+ * same zeroes page by page. */
+static uint8_t *shadow_alloc(uint64_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, size, MADV_HUGEPAGE);
+#ifdef MADV_POPULATE_WRITE
+    madvise(p, size, MADV_POPULATE_WRITE);
+#endif
+    return p;
+}
+
 /* Whether byte K may differ: one of the EVERY writes in flight at the kill
  * (FL) touched it.  A list, not a map the size of the image: asked only of
  * bytes that differ. */
@@ -168,9 +188,14 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
      * a time (hundreds of trials a run, many under ASan: the page faults of
      * three image-sized buffers were most of a verify's time). */
     uint64_t size = vd_size(img);
-    uint8_t *shadow = calloc(1, size), *got = malloc(CHUNK);
+    uint8_t *shadow = shadow_alloc(size), *got = malloc(CHUNK);
     struct op *fl = calloc(every, sizeof *fl);
     int rc = 0;
+    if (!shadow || !got || !fl) {
+        fprintf(stderr, "crash-writer: out of memory for a %" PRIu64 "-byte shadow\n", size);
+        rc = 2;
+        goto out;
+    }
     for (uint64_t i = 0; i < every; i++)
         fl[i] = op_for(seed, done + i, size);
     if (base) {
@@ -221,7 +246,9 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
     }
 out:
     vd_close(img, NULL);
-    free(shadow); free(got); free(fl);
+    if (shadow)
+        munmap(shadow, size);
+    free(got); free(fl);
     return rc;
 }
 
