@@ -79,6 +79,25 @@ int parallels_bundle_list_snapshots(struct parallels_bundle *b, vd_snapshot_info
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+/* The libxml2 functions read here, in the order of xml_names: loaded on
+ * the first DiskDescriptor.xml (libvdisk/lazylib.c says why). */
+static struct {
+    typeof(&xmlReadMemory) read_memory;
+    typeof(&xmlDocGetRootElement) root;
+    typeof(&xmlFreeDoc) free_doc;
+    typeof(&xmlStrcmp) strcmp;
+} xml;
+static const char *const xml_names[] = {
+    "xmlReadMemory", "xmlDocGetRootElement", "xmlFreeDoc", "xmlStrcmp", NULL
+};
+/* (each slot is one function pointer, filled as dlsym's own example does,
+ * through a void * of the same size) */
+_Static_assert(sizeof xml == (sizeof xml_names / sizeof xml_names[0] - 1) * sizeof(void *),
+               "one slot per name");
+static struct vd_lazy_lib libxml2 = {
+    .soname = "libxml2.so.2", .package = "libxml2", .names = xml_names, .slots = (void **)&xml,
+};
+
 enum { PRLX_PLAIN, PRLX_EXPANDING };
 
 struct prlx_layer {
@@ -111,7 +130,7 @@ struct parallels_bundle {
 
 static bool prlx_is(const xmlNode *n, const char *name)
 {
-    return n && n->type == XML_ELEMENT_NODE && !xmlStrcmp(n->name, BAD_CAST name);
+    return n && n->type == XML_ELEMENT_NODE && !xml.strcmp(n->name, BAD_CAST name);
 }
 
 static xmlNode *prlx_child(const xmlNode *parent, const char *name)
@@ -410,7 +429,7 @@ static int prlx_read_descriptor(vd_image *img, char **out, size_t *len, vd_error
 static int prlx_parse(vd_image *img, struct parallels_bundle *b, xmlDoc *doc, const char *want,
                       vd_error *err)
 {
-    xmlNode *root = xmlDocGetRootElement(doc);
+    xmlNode *root = xml.root(doc);
     if (doc->intSubset || doc->extSubset)
         return vd_set_error(err, -EINVAL, "parallels: DiskDescriptor.xml has a DTD; refused "
                             "(entities are not expanded)");
@@ -446,15 +465,17 @@ int parallels_bundle_open(vd_image *img, const char *snapshot, struct parallels_
     struct parallels_bundle *b = calloc(1, sizeof *b);
     if (!b)
         return vd_set_error(err, -ENOMEM, "out of memory");
-    int r = prlx_read_descriptor(img, &text, &len, err);
+    int r = vd_lazy_load(&libxml2, "parallels", err);
+    if (r == 0)
+        r = prlx_read_descriptor(img, &text, &len, err);
     if (r == 0) {
-        xmlDoc *doc = xmlReadMemory(text, (int)len, "DiskDescriptor.xml", NULL,
-                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        xmlDoc *doc = xml.read_memory(text, (int)len, "DiskDescriptor.xml", NULL,
+                                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
         if (!doc) {
             r = vd_set_error(err, -EINVAL, "parallels: DiskDescriptor.xml is not well-formed XML");
         } else {
             r = prlx_parse(img, b, doc, snapshot, err);
-            xmlFreeDoc(doc);
+            xml.free_doc(doc);
         }
     }
     free(text);

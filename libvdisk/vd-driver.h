@@ -201,6 +201,24 @@ size_t vd_deflate(vd_deflater *d, const void *in, size_t len, void *out, size_t 
 int vd_inflate(const void *in, size_t in_len, void *out, size_t out_len, bool zlib_wrap,
                size_t *got);
 
+/* ---- optional libraries (lazylib.c) ----------------------------------- */
+
+/* A library loaded with dlopen on first use (libnbd, libxml2): its soname,
+ * the Debian package that has it (named in the error), the NULL-terminated
+ * list of its functions a driver calls and the slots that receive them
+ * (slots[i] for names[i]).  Once loaded, a driver calls through the slots. */
+struct vd_lazy_lib {
+    const char *soname, *package;
+    const char *const *names;
+    void **slots;
+    bool tried;
+    char error[256];
+};
+/* 0 once every function is resolved (the first call loads, later ones
+ * answer from the first); else -ENOTSUP, "WHAT: cannot load SONAME
+ * (install PACKAGE): why". */
+int vd_lazy_load(struct vd_lazy_lib *l, const char *what, vd_error *err);
+
 /* ---- files ------------------------------------------------------------- */
 
 struct vd_lock;
