@@ -12,6 +12,12 @@ requires_fuse
 make_rootfs "$T/root"
 rm -f "$T/root/big/sparse"
 
+# seeded_bytes N SEED: N pseudo-random bytes, the same for the same SEED, so a
+# damaged file system is the same on every run
+seeded_bytes() {
+    python3 -c 'import random, sys; sys.stdout.buffer.write(random.Random(int(sys.argv[2])).randbytes(int(sys.argv[1])))' "$1" "$2"
+}
+
 # poke FILE OFFSET HEXBYTES: overwrite bytes in place
 poke() {
     python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(int(sys.argv[2])); f.write(bytes.fromhex(sys.argv[3]))' "$@"
@@ -47,7 +53,7 @@ make_ext4 "$T/csum.img" "$T/root" -O metadata_csum
 off=$(inode_off "$T/csum.img" /etc/shadow)
 poke "$T/csum.img" $((off + 0x28 + 20)) ff          # inside i_block
 blk=$(first_block "$T/csum.img" /bin)
-head -c 4096 /dev/urandom | dd of="$T/csum.img" bs=4096 seek="$blk" conv=notrunc status=none
+seeded_bytes 4096 50 | dd of="$T/csum.img" bs=4096 seek="$blk" conv=notrunc status=none
 make_mbr_disk "$T/csum.raw" "$T/csum.img"
 vm_mount "$T/csum.raw" "$T/mnt"
 expect_error stat "$T/mnt/fs/p1/etc/shadow"
@@ -96,14 +102,19 @@ vm_umount "$T/mnt"
 mkdir -p "$T/small/d"
 for i in $(seq 1 40); do echo "file $i" > "$T/small/d/f$i"; done
 ln -s d/f1 "$T/small/link"
-head -c 200000 /dev/urandom > "$T/small/blob"
+seeded_bytes 200000 51 > "$T/small/blob"
+# the same file system on every run: fixed times, UUID and hash seed, so the
+# seeded flips below hit the same bytes of the same metadata each time
+find "$T/small" -exec touch -h -d @1700000000 {} +
 # the 8 MiB disk with its one partition, copied for each damaged file system
 truncate -s 8M "$T/fz-table.raw"
 printf 'label: dos\nstart=2048, size=8192, type=83\n' | sfdisk -q "$T/fz-table.raw"
 opened=0
 for feat in metadata_csum ^metadata_csum,^has_journal; do
     rm -f "$T/fz.img"
-    mke2fs -q -F -t ext4 -b 1024 -O "$feat" -N 128 -d "$T/small" "$T/fz.img" 4M
+    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 1024 -O "$feat" -N 128 \
+        -U 6b1d3c52-8a0e-4f7a-9d3e-2c5b7a1f0e44 -E hash_seed=0f3a9c1e-5b7d-4e2a-8c6f-1d4b3a2e9f70 \
+        -d "$T/small" "$T/fz.img" 4M
     # the eight damaged copies fuzz-SEED.img, one python start for all
     python3 - "$T/fz.img" "$T/fuzz" 8 <<'PY'
 import random, shutil, sys

@@ -64,7 +64,7 @@ le64() { le 8 "$1"; }
 u_at() { od -An -t "u$1" -j "$3" -N "$1" "$2" | tr -d ' '; }
 
 # a small sparse image with data in two grains
-python3 -c 'import os; f=open("'"$T"'/d.raw","wb"); f.truncate(4<<20); f.write(os.urandom(70000)); f.seek(3<<20); f.write(b"z"*5000)'
+python3 -c 'import random; f=open("'"$T"'/d.raw","wb"); f.truncate(4<<20); f.write(random.Random(67).randbytes(70000)); f.seek(3<<20); f.write(b"z"*5000)'
 qemu-img convert -f raw -O vmdk "$T/d.raw" "$T/good.vmdk"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$T/d.raw" "$T/stream.vmdk"
 run "$T/good.vmdk" "$T/o.raw" && cmp -s "$T/d.raw" "$T/o.raw" || fail "good image does not read"
