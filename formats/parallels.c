@@ -40,6 +40,12 @@ struct parallels_state {
     struct parallels_bundle *bundle;   /* when opened through DiskDescriptor.xml */
     bool marked_inuse;
     bool needs_repair;    /* opened read-write with the in-use flag already set */
+    /* BAT entries of new clusters not yet written: [bat_lo, bat_hi).  They
+     * reach the file at the next flush, after a sync of the clusters they
+     * name (a disk's cache could keep an entry written with its data and lose
+     * the data: an entry past the end of the file, an image that no longer
+     * opens). */
+    uint32_t bat_lo, bat_hi;
 };
 
 static int parallels_probe(const uint8_t *head, size_t len, const uint8_t *tail,
@@ -180,7 +186,7 @@ static void parallels_close(vd_image *img)
     struct parallels_state *s = img->priv;
     if (!s)
         return;
-    if (s->marked_inuse)
+    if (s->marked_inuse && s->bat_hi <= s->bat_lo)
         parallels_set_inuse(img, s, 0, NULL);   /* a clean close */
     parallels_file_free(&s->pf);
     if (s->bundle)
@@ -271,16 +277,17 @@ static int parallels_allocate(vd_image *img, struct parallels_state *s, uint64_t
     free(c);
     if (r < 0)
         return r;
-    uint8_t le[4];
-    vd_put_le32(le, (uint32_t)unit_idx);
-    r = vd_file_pwrite(img->file, le, 4, PRL_HEADER_SIZE + idx * 4, err);
-    if (r == 0) {
-        pf->bat[idx] = (uint32_t)unit_idx;
-        pf->next_alloc = at + vd_round_up(pf->cluster_size, pf->unit);
-        if (pf->next_alloc > pf->file_size)
-            pf->file_size = pf->next_alloc;
-    }
-    return r;
+    pf->bat[idx] = (uint32_t)unit_idx;
+    if (s->bat_hi <= s->bat_lo)
+        s->bat_lo = s->bat_hi = (uint32_t)idx;
+    if (idx < s->bat_lo)
+        s->bat_lo = (uint32_t)idx;
+    if (idx >= s->bat_hi)
+        s->bat_hi = (uint32_t)idx + 1;
+    pf->next_alloc = at + vd_round_up(pf->cluster_size, pf->unit);
+    if (pf->next_alloc > pf->file_size)
+        pf->file_size = pf->next_alloc;
+    return 0;
 }
 
 /* A run of stored clusters written in place, or one new cluster. */
@@ -309,9 +316,27 @@ static int parallels_pwrite(vd_image *img, const void *buf, size_t len, uint64_t
     return vd_walk(img, (void *)buf, off, len, 0, parallels_write_part, NULL, err);
 }
 
+/* New clusters synced, then the BAT entries naming them, synced. */
 static int parallels_flush(vd_image *img, vd_error *err)
 {
-    return vd_file_sync(img->file, err);
+    struct parallels_state *s = img->priv;
+    int r = vd_file_sync(img->file, err);
+    if (r < 0 || s->bat_hi <= s->bat_lo)
+        return r;
+    uint32_t n = s->bat_hi - s->bat_lo;
+    uint8_t *le = malloc((size_t)n * 4);
+    if (!le)
+        return vd_set_error(err, -ENOMEM, "parallels: out of memory for the BAT");
+    for (uint32_t i = 0; i < n; i++)
+        vd_put_le32(le + (size_t)i * 4, s->pf.bat[s->bat_lo + i]);
+    r = vd_file_pwrite(img->file, le, (size_t)n * 4, PRL_HEADER_SIZE + (uint64_t)s->bat_lo * 4,
+                       err);
+    free(le);
+    if (r == 0)
+        r = vd_file_sync(img->file, err);
+    if (r == 0)
+        s->bat_lo = s->bat_hi = 0;
+    return r;
 }
 
 static int parallels_block_status(vd_image *img, uint64_t off, uint64_t len, vd_extents *ext,
