@@ -287,6 +287,7 @@ static void vdi_close(vd_image *img)
     if (s) {
         free(s->bmap);
         free(s->unsynced);
+        free(s->blockbuf);
     }
     free(s);
     img->priv = NULL;
@@ -403,9 +404,11 @@ static int vdi_allocate(vd_image *img, struct vdi_state *s, uint32_t blk, uint64
         return vd_set_error(err, -ENOSPC, "vdi: no free data block index left for block %u", blk);
     size_t total = s->block_extra + s->block_size;
     /* aligned, so that an O_DIRECT file (VD_CACHE_DIRECT) takes it as it is */
-    uint8_t *b;
-    if (posix_memalign((void **)&b, 4096, total))
+    if (!s->blockbuf && posix_memalign((void **)&s->blockbuf, 4096, total)) {
+        s->blockbuf = NULL;
         return vd_set_error(err, -ENOMEM, "vdi: out of memory for a %zu-byte block", total);
+    }
+    uint8_t *b = s->blockbuf;
     memset(b, 0, total);
     uint64_t gstart = (uint64_t)blk * s->block_size;
     uint64_t gend = gstart + s->block_size > img->size ? img->size : gstart + s->block_size;
@@ -423,7 +426,6 @@ static int vdi_allocate(vd_image *img, struct vdi_state *s, uint32_t blk, uint64
             r = vdi_defer_bmap_entry(s, blk, err);
         }
     }
-    free(b);
     return r;
 }
 

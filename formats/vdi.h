@@ -54,6 +54,11 @@ struct vdi_state {
      * did not reach the disk. */
     uint32_t *unsynced;
     size_t n_unsynced, cap_unsynced;
+    /* A new block is assembled here (block_extra + block_size bytes,
+     * 4096-aligned for O_DIRECT), under the image's write lock.  Kept: a
+     * fresh 1 MiB buffer per block was an mmap, 256 page faults and a
+     * munmap each, and made raw -> vdi 4-17x slower. */
+    uint8_t *blockbuf;
 };
 
 /* vdi-inplace.c */
