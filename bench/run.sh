@@ -40,6 +40,8 @@
 #   BENCH_FS=xfs   make an XFS file system (reflinks) in a file in BENCH_DIR,
 #                  loop-mount it and work there (root, xfsprogs); default:
 #                  BENCH_DIR's own file system
+#   BENCH_FS=tmpfs mount a tmpfs (8 GiB at most) on BENCH_DIR/tmpfs and work
+#                  there (root): the page cache alone, no disk
 #
 # A format vdisk cannot read or write yet is skipped and said so.  Per pair
 # it prints the median wall time of each tool, the ratio qemu-img/vdconvert
@@ -80,6 +82,15 @@ if [ "${BENCH_FS:-}" = xfs ]; then
     XFS_BASE=$D
     trap 'umount "$XFS_BASE/xfs"; rm -f "$XFS_BASE/xfs.img"' EXIT
     D=$D/xfs
+elif [ "${BENCH_FS:-}" = tmpfs ]; then
+    mkdir -p "$D/tmpfs"
+    mountpoint -q "$D/tmpfs" && umount "$D/tmpfs"
+    mount -t tmpfs -o size=8G tmpfs "$D/tmpfs"
+    TMPFS_BASE=$D
+    trap 'umount "$TMPFS_BASE/tmpfs"' EXIT
+    D=$D/tmpfs
+elif [ -n "${BENCH_FS:-}" ]; then
+    echo "BENCH_FS=$BENCH_FS: expected xfs or tmpfs" >&2; exit 1
 fi
 BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':10,'M':20,'G':30,'T':40}; print(int(s[:-1]) << m[s[-1]] if s[-1] in m else int(s))" "$SIZE")
 MiB=1048576
