@@ -5,7 +5,8 @@
     powerloss.py LOG IMAGE --count                (prints the record count)
     powerloss.py LOG IMAGE --syncs                (the records that sync IMAGE)
     powerloss.py LOG IMAGE BASE OUT --serve       (all of it, one process)
-    powerloss.py LOG IMAGE BASE OUT --newest      (one image per change)
+    powerloss.py LOG IMAGE BASE OUT --newest [N]  (one image per change,
+                                                   or per one of the last N)
 
 LOG is the library's write log (VDISK_TEST_WRITE_LOG, libvdisk/writelog.c),
 IMAGE the path of the image file as the writer opened it, BASE a copy of
@@ -96,9 +97,10 @@ def power_cut(recs, image, base, out, cut, seed):
     return done
 
 
-def newest(recs, image, base, out):
-    """One image per change K: the durable part before K, then K alone."""
-    done, durable, skipped = 0, -1, False
+def newest(recs, image, base, out, last=None):
+    """One image per change K: the durable part before K, then K alone;
+    with `last`, only for the last that many changes."""
+    done, durable, skipped, cuts = 0, -1, False, []
     for k, (op, name, off, ln, payload) in enumerate(recs):
         if op == 5:
             done = max(done, off)
@@ -113,6 +115,9 @@ def newest(recs, image, base, out):
             # leaves, not a reordering
             skipped = True
             continue
+        cuts.append((k, durable, done))
+    for k, durable, done in cuts[-last:] if last else cuts:
+        op, _, off, ln, payload = recs[k]
         path = out.replace('{}', str(k))
         shutil.copyfile(base, path)
         with open(path, 'r+b') as f:
@@ -134,8 +139,8 @@ def main():
         print(' '.join(str(i) for i, r in enumerate(recs) if r[0] == 4 and r[1] == image))
         return
     base, out = sys.argv[3], sys.argv[4]
-    if sys.argv[5:] == ['--newest']:
-        newest(recs, image, base, out)
+    if sys.argv[5:6] == ['--newest']:
+        newest(recs, image, base, out, int(sys.argv[6]) if sys.argv[6:] else None)
         return
     if sys.argv[5:] == ['--serve']:
         print(len(recs))

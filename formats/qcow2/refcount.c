@@ -199,6 +199,16 @@ int qcow2_refcount_update(qcow2_state *s, uint64_t host, uint64_t len, int delta
             vd_mcache_drop(&s->l2c, off);
             if (off < s->free_hint)
                 s->free_hint = off;    /* reused by the next allocation */
+            /* The rewind is held back until the sync, but the forward scan
+             * from the cursor would still find this cluster while an L2
+             * entry naming it may be on the disk without its removal: new
+             * data there would show through it after a power loss.  Skip
+             * the cursor past it; the rewind after the sync comes back. */
+            if (s->free_unsynced == qcow2_now(s) && off >= s->alloc_next) {
+                if (s->alloc_next < s->free_hint)
+                    s->free_hint = s->alloc_next;
+                s->alloc_next = off + s->cluster_size;
+            }
             if (s->comp_end && off < s->comp_end && off + s->cluster_size > s->comp_cur)
                 s->comp_cur = s->comp_end = 0;
         }
