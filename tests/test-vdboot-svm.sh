@@ -90,6 +90,15 @@ run button-timeout vdboot --json --accel kvm --timeout 3 --expect never-printed 
 SH
 SVM_LOG=$T/l1.log "$VD_SRC/tests/fixtures/svm-harness" -t 420 -f "$T/probe.qcow2" -f "$T/bios.qcow2" \
     -f "$T/nosig.raw" -f "$T/halt.raw" -s "$T/run.sh" >"$T/out" || true
+# A frozen L1 (its heartbeat stopped: qemu's emulated SVM host hung, as with
+# the debug-register leak the harness header describes; rare, seen under
+# load) leaves no result to judge.  That is the emulator failing, not
+# vdboot, so the run is reported skipped by name with the harness's line
+# (test.sh lists skips); any other harness error fails.
+if grep -q '^SVM-ERROR the L1 froze' "$T/out"; then
+    cat "$T/out"
+    skip "the SVM harness's emulated host froze, not a vdboot result: $(grep -m1 '^SVM-ERROR the L1 froze' "$T/out" | sed 's/^SVM-ERROR //')"
+fi
 if grep -q '^SVM-ERROR' "$T/out"; then
     cat "$T/out"
     fail "$(grep -m1 '^SVM-ERROR' "$T/out")"
