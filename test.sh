@@ -21,10 +21,15 @@ PKGS="python3-libvhdi gcc meson ninja-build pkg-config python3 zlib1g-dev libzst
       mtools dosfstools"
 
 install_missing() {
-    local missing=()
+    # One dpkg-query for the whole list, not one per package: a
+    # package it does not know, or knows but not as installed, is missing.
+    local -A have=()
+    local p st missing=()
+    while read -r p st; do
+        [ "$st" = "install ok installed" ] && have[$p]=1
+    done < <(dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null || true)
     for p in $PKGS; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-            missing+=("$p")
+        [ -n "${have[$p]:-}" ] || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: installing ${missing[*]}"
@@ -49,31 +54,28 @@ setup() {  # setup BUILDDIR [meson options...]: configure, and build everything
     ninja -C "$1"
 }
 
-# Prints "passed failed skipped" from a meson test log.
-counts() {
-    python3 - "$1" <<'PY'
+# results LOG RUN: from a meson test log, "passed failed skipped" on the
+# first line, then one line per skipped test, "  RUN NAME: reason", the
+# reason being the test's last "SKIP: ..." line (tests/lib.sh skip()).
+# Debian's python3 (installed above), one start a run: a python3 first on
+# PATH may be a version manager's shim that costs ~0.4 s of CPU a start.
+results() {
+    local py=/usr/bin/python3
+    [ -x $py ] || py=python3
+    $py - "$1" "$2" <<'PY'
 import json, sys
 p = f = s = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    if r in ("OK", "EXPECTEDFAIL"): p += 1
-    elif r == "SKIP": s += 1
-    else: f += 1
-print(p, f, s)
-PY
-}
-
-# Prints one line per skipped test of a meson test log, "  RUN NAME: reason",
-# the reason being the test's last "SKIP: ..." line (tests/lib.sh skip()).
-skipped_names() {
-    python3 - "$1" "$2" <<'PY'
-import json, sys
+skips = []
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r["result"] != "SKIP":
-        continue
-    why = [l for l in (r.get("stdout") or "").splitlines() if l.startswith("SKIP")]
-    print("  %s %s: %s" % (sys.argv[2], r["name"], why[-1] if why else "exit 77"))
+    if r["result"] in ("OK", "EXPECTEDFAIL"): p += 1
+    elif r["result"] == "SKIP":
+        s += 1
+        why = [l for l in (r.get("stdout") or "").splitlines() if l.startswith("SKIP")]
+        skips.append("  %s %s: %s" % (sys.argv[2], r["name"], why[-1] if why else "exit 77"))
+    else: f += 1
+print(p, f, s)
+for l in skips: print(l)
 PY
 }
 
@@ -98,9 +100,10 @@ setup build -Dwerror=true
 # first (tests/meson.build, priorities), and every test's timeout is at
 # least twice what it took in a full CI run.
 run_suite build --no-suite slow --num-processes 4 || status=1
-read -r p f s < <(counts build/meson-logs/testlog.json)
+r=$(results build/meson-logs/testlog.json plain)
+read -r p f s <<<"$r"
 tp=$p tf=$f ts=$s
-skips=$(skipped_names build/meson-logs/testlog.json plain)
+skips=$(sed 1d <<<"$r")
 
 if [ "${1:-}" != "--quick" ]; then
     # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -127,8 +130,9 @@ if [ "${1:-}" != "--quick" ]; then
     setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
     run_suite build-asan --no-suite slow --no-suite nosan --timeout-multiplier 3 \
         --num-processes 4 || status=1
-    read -r p f s < <(counts build-asan/meson-logs/testlog.json)
-    skips+=$'\n'$(skipped_names build-asan/meson-logs/testlog.json asan)
+    r=$(results build-asan/meson-logs/testlog.json asan)
+    read -r p f s <<<"$r"
+    skips+=$'\n'$(sed 1d <<<"$r")
     echo "asan+ubsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 
@@ -142,8 +146,9 @@ if [ "${1:-}" != "--quick" ]; then
     # tests' depends in tests/meson.build), not vdboot, the nbd plugin, the unit tests.
     configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
     run_suite build-tsan --suite threads --timeout-multiplier 3 --num-processes 1 || status=1
-    read -r p f s < <(counts build-tsan/meson-logs/testlog.json)
-    skips+=$'\n'$(skipped_names build-tsan/meson-logs/testlog.json tsan)
+    r=$(results build-tsan/meson-logs/testlog.json tsan)
+    read -r p f s <<<"$r"
+    skips+=$'\n'$(sed 1d <<<"$r")
     echo "tsan: $p passed, $f failed, $s skipped"
     tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
 
