@@ -17,6 +17,14 @@
  *       content of BASE when the image has a backing file) and checks that
  *       the image reads back exactly that, except the bytes that iterations
  *       DONE..DONE+FLUSH_EVERY-1 may have touched (in flight at the kill).
+ *   crash-writer serve
+ *       Verifies many images in one process: reads requests from its input,
+ *       one a line, "IMG<TAB>SEED<TAB>DONE<TAB>FLUSH_EVERY[<TAB>BASE]", and
+ *       answers each with what verify would print on stderr, then a line
+ *       "end RC" (RC: verify's exit status), flushed, before reading the
+ *       next.  Each request opens the image afresh, as verify does: the
+ *       tests judge hundreds of images a run, and under ASan a process's
+ *       start and leak scan cost more than a verify's work.
  *   crash-writer pattern OUT SIZE
  *       Writes the raw base of the backing layouts: SIZE bytes, byte i
  *       being (i * 7 + 3) & 0xff.
@@ -176,12 +184,12 @@ static bool in_flight(const struct op *fl, uint64_t every, uint64_t k)
 }
 
 static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_t every,
-                     const char *base)
+                     const char *base, FILE *msg)
 {
     vd_image *img;
     vd_error e;
     if (vd_open(img_path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
-        fprintf(stderr, "crash-writer: reopen: %s\n", e.msg);
+        fprintf(msg, "crash-writer: reopen: %s\n", e.msg);
         return 1;
     }
     /* The shadow is the one image-sized buffer; the image is read 1 MiB at
@@ -192,7 +200,7 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
     struct op *fl = calloc(every, sizeof *fl);
     int rc = 0;
     if (!shadow || !got || !fl) {
-        fprintf(stderr, "crash-writer: out of memory for a %" PRIu64 "-byte shadow\n", size);
+        fprintf(msg, "crash-writer: out of memory for a %" PRIu64 "-byte shadow\n", size);
         rc = 2;
         goto out;
     }
@@ -206,7 +214,7 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
         if (f)
             fclose(f);
         if (n == 0) {
-            fprintf(stderr, "crash-writer: cannot read base %s\n", base);
+            fprintf(msg, "crash-writer: cannot read base %s\n", base);
             rc = 2;
             goto out;
         }
@@ -226,7 +234,7 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
     for (uint64_t c = 0; c < size && !rc; c += CHUNK) {
         uint64_t cend = c + CHUNK < size ? c + CHUNK : size;
         if (vd_pread(img, got, cend - c, c, &e) < 0) {
-            fprintf(stderr, "crash-writer: read: %s\n", e.msg);
+            fprintf(msg, "crash-writer: read: %s\n", e.msg);
             rc = 1;
             break;
         }
@@ -236,7 +244,7 @@ static int do_verify(const char *img_path, uint64_t seed, uint64_t done, uint64_
                 continue;
             for (uint64_t k = p; k < end; k++)
                 if (got[k - c] != shadow[k] && !in_flight(fl, every, k)) {
-                    fprintf(stderr, "crash-writer: %s: byte 0x%" PRIx64 " is 0x%02x, expected "
+                    fprintf(msg, "crash-writer: %s: byte 0x%" PRIx64 " is 0x%02x, expected "
                             "0x%02x (%" PRIu64 " writes were flushed)\n", img_path, k,
                             got[k - c], shadow[k], done);
                     rc = 1;
@@ -274,6 +282,38 @@ static int do_pattern(const char *path, uint64_t size)
     return 0;
 }
 
+/* Requests "IMG SEED DONE EVERY [BASE]" (tab-separated) on stdin, each
+ * answered with verify's messages and "end RC" on stdout. */
+static int do_serve(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, stdin)) > 0) {
+        char *w[6] = { 0 };
+        int n = 0;
+        if (line[len - 1] == '\n')
+            line[len - 1] = '\0';
+        for (char *p = line; p && n < 6; n++) {
+            w[n] = p;
+            p = strchr(p, '\t');
+            if (p)
+                *p++ = '\0';
+        }
+        int rc = 2;
+        if (n == 4 || n == 5)
+            rc = do_verify(w[0], strtoull(w[1], NULL, 10), strtoull(w[2], NULL, 10),
+                           strtoull(w[3], NULL, 10), n == 5 ? w[4] : NULL, stdout);
+        else
+            printf("crash-writer: serve: a request has %d words, not 4 or 5\n", n);
+        printf("end %d\n", rc);
+        if (fflush(stdout) != 0)
+            break;
+    }
+    free(line);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "write"))
@@ -281,10 +321,13 @@ int main(int argc, char **argv)
                         argc > 5 ? strtoull(argv[5], NULL, 10) : 8);
     if (argc >= 5 && !strcmp(argv[1], "verify"))
         return do_verify(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
-                         argc > 5 ? strtoull(argv[5], NULL, 10) : 8, argc > 6 ? argv[6] : NULL);
+                         argc > 5 ? strtoull(argv[5], NULL, 10) : 8, argc > 6 ? argv[6] : NULL,
+                         stderr);
+    if (argc == 2 && !strcmp(argv[1], "serve"))
+        return do_serve();
     if (argc == 4 && !strcmp(argv[1], "pattern"))
         return do_pattern(argv[2], strtoull(argv[3], NULL, 0));
     fprintf(stderr, "usage: crash-writer write IMG SEED LOG [EVERY] | verify IMG SEED DONE [EVERY] [BASE]"
-            " | pattern OUT SIZE\n");
+            " | serve | pattern OUT SIZE\n");
     return 2;
 }

@@ -33,6 +33,9 @@
 #   per_format FUNC FMT...  run crash or power-loss trials of all formats
 #                         at once and check each format's promise (below)
 #   judge_image FMT IMG OUT VERIFY...  what an image needs after a crash
+#   verify_server DIR     one `crash-writer serve` for this shell's verifies:
+#                         served_verify ARGS is `crash-writer verify ARGS`
+#                         through it; verify_server_end stops it (below)
 #   kill_at TRACE N       strace's option that kills at the N-th traced call
 #   cut_points TRACE      kill points around a trace's last ftruncates
 set -euo pipefail
@@ -463,6 +466,38 @@ judge_image() {
     image_checks "$fmt" "$img" "$out" && { echo $state; return; }
     "$VDCONVERT" check -r all "$img" >>"$out" 2>&1 || true
     if image_checks "$fmt" "$img" "$out" && "$@" >>"$out" 2>&1; then echo repaired; else echo corrupt; fi
+}
+
+# verify_server DIR: starts `crash-writer serve` (tests/crash-writer.c),
+# its requests and answers through FIFOs in DIR.  served_verify IMG SEED
+# DONE EVERY [BASE] then does what `crash-writer verify` does (its messages
+# on stderr, its status returned) without a process of its own: the trials
+# verify hundreds of images a run, and under ASan a start and a leak scan
+# cost more than a verify's work.  verify_server_end closes its input and
+# returns its exit status (a leak, under ASan, fails it).  One per shell.
+verify_server() {
+    mkfifo "$1/vq" "$1/va"
+    exec {VD_VQ}<>"$1/vq"
+    # (the server must not hold the write end of its own input: EOF ends it)
+    "$VD_BUILD/tests/crash-writer" serve <"$1/vq" >"$1/va" {VD_VQ}>&- &
+    VD_VPID=$!
+    exec {VD_VA}<"$1/va"
+}
+served_verify() {
+    local IFS=$'\t' line
+    printf '%s\n' "$*" >&"$VD_VQ"
+    while IFS= read -r line <&"$VD_VA"; do
+        case $line in
+            "end "*) return "${line#end }" ;;
+        esac
+        printf '%s\n' "$line" >&2
+    done
+    echo "crash-writer serve gave no answer: it ended" >&2
+    return 2
+}
+verify_server_end() {
+    exec {VD_VQ}>&- {VD_VA}<&-
+    wait "$VD_VPID"
 }
 
 # trial_failed STATE PROMISE: whether a trial's state breaks the promise:

@@ -20,36 +20,64 @@ W=$VD_BUILD/tests/crash-writer
 PL=$VD_SRC/tests/powerloss.py
 mem_dir M
 
+verify_server "$M"
+
+# judge_cuts WHAT EXT JUDGE: each cut image $M/cut-K.EXT that $M/cuts lists
+# ("K FLUSHED", from powerloss.py --newest) is judged by `JUDGE IMG
+# FLUSHED`, which prints what is wrong and fails when the cut broke the
+# order; prints those cuts and the count, sets N_CUTS and BROKEN.
+judge_cuts() {
+    local what=$1 ext=$2 judge=$3 k done_n why
+    N_CUTS=0 BROKEN=0
+    while read -r k done_n; do
+        N_CUTS=$((N_CUTS + 1))
+        if ! why=$("$judge" "$M/cut-$k.$ext" "$done_n"); then
+            BROKEN=$((BROKEN + 1))
+            echo "$what: cut after change $k ($done_n flushed writes): $why"
+        fi
+        rm -f "$M/cut-$k.$ext"
+    done <"$M/cuts"
+    echo "$what: $N_CUTS cuts, $BROKEN broke the order"
+}
+
+# qcheck IMG: qemu-img check finds nothing or leaks only (exit 3), else
+# prints its first findings and fails.
+qcheck() {
+    local rc=0
+    qemu-img check "$1" >"$M/check" 2>&1 || rc=$?
+    if [ "$rc" = 0 ] || [ "$rc" = 3 ]; then
+        return 0
+    fi
+    grep -v -e '^$' -e '^Leaked' "$M/check" | head -2 | tr '\n' ' '
+    return 1
+}
+
+# qcow2_cut IMG FLUSHED: qcheck, and the flushed writes read back (the
+# writer's SEED and EVERY in CUT_SEED, CUT_EVERY).
+qcow2_cut() {
+    qcheck "$1" || return
+    served_verify "$1" "$CUT_SEED" "$2" "$CUT_EVERY" 2>"$M/verify" && return
+    head -2 "$M/verify" | tr '\n' ' '
+    return 1
+}
+
 # order_case CLUSTER SIZE WRITES FLUSH_EVERY SEED UNMAP: one writer run, every
-# change cut this way; prints the broken cuts, returns their count.
+# change cut this way; prints the broken cuts, adds their count to bad.
 order_case() {
-    local cs=$1 size=$2 writes=$3 every=$4 seed=$5 unmap=$6 n=0 bad=0 k done_n rc
-    local img=$M/p-$cs.qcow2 c
+    local cs=$1 size=$2 writes=$3 unmap=$6
+    local img=$M/p-$cs.qcow2
+    CUT_EVERY=$4 CUT_SEED=$5
     qemu-img create -q -f qcow2 -o cluster_size="$cs",refcount_bits=16 "$img" "$size"
     cp "$img" "$M/base"
     VDISK_TEST_WRITE_LOG=$M/wlog-$cs VD_CRASH_WRITES=$writes VD_CRASH_UNMAP=$unmap \
-        "$W" write "$img" "$seed" "$M/flushed" "$every" 2>"$M/werr" ||
+        "$W" write "$img" "$CUT_SEED" "$M/flushed" "$CUT_EVERY" 2>"$M/werr" ||
         fail "crash-writer failed: $(cat "$M/werr")"
     [ -s "$M/wlog-$cs" ] || fail "the write log is empty: not the test build of libvdisk?"
     python3 "$PL" "$M/wlog-$cs" "$img" "$M/base" "$M/cut-{}.qcow2" --newest >"$M/cuts" ||
         fail "powerloss.py failed"
-    while read -r k done_n; do
-        c=$M/cut-$k.qcow2
-        n=$((n + 1))
-        rc=0
-        qemu-img check "$c" >"$M/check" 2>&1 || rc=$?
-        if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then    # 3: leaks only
-            bad=$((bad + 1))
-            echo "cluster $cs: cut after change $k ($done_n flushed writes): $(grep -v -e '^$' -e '^Leaked' "$M/check" | head -2 | tr '\n' ' ')"
-        elif ! "$W" verify "$c" "$seed" "$done_n" "$every" >"$M/verify" 2>&1; then
-            bad=$((bad + 1))
-            echo "cluster $cs: cut after change $k ($done_n flushed writes): $(head -2 "$M/verify" | tr '\n' ' ')"
-        fi
-        rm -f "$c"
-    done <"$M/cuts"
-    [ "$n" -gt 15 ] || fail "cluster $cs: only $n changes in the write log"
-    echo "cluster $cs: $n cuts, $bad broke the order"
-    return "$bad"
+    judge_cuts "cluster $cs" qcow2 qcow2_cut
+    [ "$N_CUTS" -gt 15 ] || fail "cluster $cs: only $N_CUTS changes in the write log"
+    bad=$((bad + BROKEN))
 }
 
 bad=0
@@ -57,11 +85,11 @@ bad=0
 # 128 KiB of data, so nearly every write makes both (the old order: 10 of 46
 # cuts broke, an L1 entry or a refcount table entry naming a table the disk
 # did not hold).
-order_case 512 4M 4 2 7 0 || bad=$((bad + $?))
+order_case 512 4M 4 2 7 0
 # 4 KiB clusters in 512 KiB: writes overlap, zero writes free clusters
 # (their L2 entries written, then the counts lowered) and new writes take
 # them again (the old order: 6 of 46 broke, "refcount=0 reference=1").
-order_case 4096 512K 16 4 6 1 || bad=$((bad + $?))
+order_case 4096 512K 16 4 6 1
 # Parallels: a new cluster's BAT entry must follow the cluster, synced (the
 # old code wrote it right after the data: 6 of 14 cuts left an entry past
 # the end of the file, an image that no longer opened, data lost).  The
@@ -75,20 +103,17 @@ VDISK_TEST_WRITE_LOG=$M/wlog-prl VD_CRASH_WRITES=8 "$W" write "$img" 6 "$M/flush
     2>"$M/werr" || fail "crash-writer failed: $(cat "$M/werr")"
 python3 "$PL" "$M/wlog-prl" "$img" "$M/base" "$M/cut-{}.parallels" --newest >"$M/cuts" ||
     fail "powerloss.py failed"
-n=0 pbad=0
-while read -r k done_n; do
-    n=$((n + 1))
-    state=$(judge_image parallels "$M/cut-$k.parallels" "$M/judge" \
-        "$W" verify "$M/cut-$k.parallels" 6 "$done_n" 4)
-    if trial_failed "$state" "${TRIAL_PROMISE[parallels]}"; then
-        pbad=$((pbad + 1))
-        echo "parallels: cut after change $k ($done_n flushed writes): $state: $(grep -v '^$' "$M/judge" | head -2 | tr '\n' ' ')"
-    fi
-    rm -f "$M/cut-$k.parallels"
-done <"$M/cuts"
-[ "$n" -gt 5 ] || fail "parallels: only $n changes in the write log"
-echo "parallels: $n cuts, $pbad broke the promise"
-bad=$((bad + pbad))
+# prl_cut IMG FLUSHED: judge_image's verdict keeps the format's promise
+prl_cut() {
+    local state
+    state=$(judge_image parallels "$1" "$M/judge" served_verify "$1" 6 "$2" 4)
+    trial_failed "$state" "${TRIAL_PROMISE[parallels]}" || return 0
+    echo "$state: $(grep -v '^$' "$M/judge" | head -2 | tr '\n' ' ')"
+    return 1
+}
+judge_cuts parallels parallels prl_cut
+[ "$N_CUTS" -gt 5 ] || fail "parallels: only $N_CUTS changes in the write log"
+bad=$((bad + BROKEN))
 
 # qcow2, a cluster freed and taken again before the sync: a batch of 4096
 # freed clusters is released (L2 entries written, counts lowered) with no
@@ -117,30 +142,45 @@ VDISK_TEST_WRITE_LOG=$M/wlog-r "$T2" "$img" "${ops[@]}" >/dev/null 2>"$M/werr" |
     fail "qcow2-write-tool failed: $(cat "$M/werr")"
 python3 "$PL" "$M/wlog-r" "$img" "$M/base" "$M/cut-{}.qcow2" --newest 25 >"$M/cuts" ||
     fail "powerloss.py failed"
-n=0 rbad=0
-while read -r k done_n; do
-    c=$M/cut-$k.qcow2
-    n=$((n + 1))
-    rc=0
-    qemu-img check "$c" >"$M/check" 2>&1 || rc=$?
-    if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
-        rbad=$((rbad + 1))
-        echo "reuse: cut after change $k: $(grep -v -e '^$' -e '^Leaked' "$M/check" | head -2 | tr '\n' ' ')"
-    else
-        qemu-img convert -O raw "$c" "$M/cut.raw"
-        python3 - "$M/cut.raw" "$M"/st[0-5].raw >"$M/j" <<'PY' || { rbad=$((rbad + 1)); echo "reuse: cut after change $k: $(cat "$M/j")"; }
+# One Python for all cuts (a start each cost more than its judging): it
+# reads the guest's states once, then answers each raw file it is given with
+# "ok" or the first guest offset no state held.  A 64 KiB block that equals
+# one state's block whole is passed at once; the others sector by sector.
+coproc SECTORS { python3 -c '
 import sys
-cut = open(sys.argv[1], 'rb').read()
-states = [open(p, 'rb').read() for p in sys.argv[2:]]
-for off in range(0, len(cut), 512):
-    if all(st[off:off + 512] != cut[off:off + 512] for st in states):
-        print('guest offset %d holds what no state of the guest held' % off)
-        sys.exit(1)
-PY
-    fi
-    rm -f "$c"
-done <"$M/cuts"
-[ "$n" = 25 ] || fail "reuse: $n cuts, not 25"
-echo "qcow2 reuse: $n cuts, $rbad broke the order"
-bad=$((bad + rbad))
+states = [open(p, "rb").read() for p in sys.argv[1:]]
+for line in sys.stdin:
+    cut = open(line.rstrip("\n"), "rb").read()
+    bad = None
+    for blk in range(0, len(cut), 65536):
+        if any(st[blk:blk + 65536] == cut[blk:blk + 65536] for st in states):
+            continue
+        for off in range(blk, min(blk + 65536, len(cut)), 512):
+            if all(st[off:off + 512] != cut[off:off + 512] for st in states):
+                bad = off
+                break
+        if bad is not None:
+            break
+    print("ok" if bad is None else "guest offset %d holds what no state of the guest held" % bad,
+          flush=True)
+' "$M"/st[0-5].raw; }
+# reuse_cut IMG FLUSHED: qcheck, and every sector as qemu reads it holds what
+# it held in one of the guest's states
+reuse_cut() {
+    local ans
+    qcheck "$1" || return
+    qemu-img convert -O raw "$1" "$M/cut.raw"
+    echo "$M/cut.raw" >&"${SECTORS[1]}"
+    read -r ans <&"${SECTORS[0]}" || ans="the sector judge (python3) ended"
+    [ "$ans" = ok ] && return
+    echo "$ans"
+    return 1
+}
+judge_cuts reuse qcow2 reuse_cut
+[ "$N_CUTS" = 25 ] || fail "reuse: $N_CUTS cuts, not 25"
+bad=$((bad + BROKEN))
+sp=$SECTORS_PID sfd=${SECTORS[1]}
+exec {sfd}>&-
+wait "$sp" || fail "the sector judge (python3) failed"
+verify_server_end || fail "crash-writer serve failed"
 [ "$bad" = 0 ] || fail "$bad cuts broke the order"
