@@ -2,9 +2,10 @@
 #   requires_fuse          skip unless /dev/fuse, fusermount3 and vdmount exist
 #   make_rootfs DIR        the file tree that goes into the test file system
 #   make_ext4 IMG DIR [mke2fs args]  ext4 image of DIR plus owners, device
-#                          nodes and an xattr set with debugfs (no root needed)
-#   make_mbr_disk OUT FS   80 MiB disk: p1 = FS at 1 MiB, extended p2 with
-#                          logicals p5, p6
+#                          nodes and an xattr set with debugfs (no root needed),
+#                          $VM_FS_SIZE big (64M unless set)
+#   make_mbr_disk OUT FS   FS + 16 MiB disk (80 MiB for 64M): p1 = FS at 1 MiB,
+#                          extended p2 with logicals p5, p6
 #   vm_mount IMG MNT [ARGS]  vdmount in the foreground, in the background;
 #                          returns once mounted (VM_PID is the process)
 #   vm_umount MNT          fusermount3 -u and wait for the process to exit 0
@@ -59,10 +60,10 @@ PY
 }
 
 make_ext4() {
-    local img=$1 dir=$2; shift 2
+    local img=$1 dir=$2 size=${VM_FS_SIZE:-64M}; shift 2
     rm -f "$img"
-    truncate -s 64M "$img"
-    mke2fs -q -F -t ext4 -b 4096 -L vdroot -d "$dir" "$@" "$img" 64M
+    truncate -s "$size" "$img"
+    mke2fs -q -F -t ext4 -b 4096 -L vdroot -d "$dir" "$@" "$img" "$size"
     # ownership, device nodes and an xattr, set the same way without root
     debugfs -w "$img" -f - >/dev/null 2>&1 <<'EOF'
 sif /home/user uid 1000
@@ -81,11 +82,12 @@ EOF
 }
 
 make_mbr_disk() {
-    local out=$1 fs=$2
+    local out=$1 fs=$2 sectors
+    sectors=$(($(stat -c %s "$fs") / 512))
     rm -f "$out"
-    truncate -s 80M "$out"
-    printf 'label: dos\nstart=2048, size=131072, type=83, bootable\nstart=133120, size=30000, type=5\nsize=8000, type=83\nsize=8000, type=82\n' |
-        sfdisk -q "$out"
+    truncate -s $((sectors * 512 + (16 << 20))) "$out"
+    printf 'label: dos\nstart=2048, size=%d, type=83, bootable\nstart=%d, size=30000, type=5\nsize=8000, type=83\nsize=8000, type=82\n' \
+        "$sectors" $((2048 + sectors)) | sfdisk -q "$out"
     dd if="$fs" of="$out" bs=1M seek=1 conv=notrunc,sparse status=none
 }
 
