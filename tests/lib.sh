@@ -10,6 +10,10 @@
 #   run_capped CMD...     CMD with 1 GiB of memory and 10 s (60 s under ASan)
 #   hostile_cases FMT MIN each case of $T/cases (NAME WANT: $T/h/NAME.FMT) is
 #                         refused as FMT by info or a conversion (at least MIN)
+#   write_mutants [--cases] GOOD EXT NAME CODE... < DEFS  $T/NAME.EXT: GOOD
+#                         changed by python CODE (below)
+#   convert_mutants [-f FMT] [--info] EXT REF NAME|WANT...  each $T/NAME.EXT
+#                         refused in one line with WANT, or (no WANT) read as REF
 #   run_many DIR [RMFILE] < JOBS  vdconvert commands with run_capped's limits,
 #                         each in a process forked by mutant-runner (below)
 #   peer_in_place ERR CMD... IMG  a peer's in-place change of IMG (stderr in
@@ -186,6 +190,75 @@ run_many() {
     else
         "$MUTANT_RUNNER" -t 10 -v 1048576 "${rm[@]}" "$dir"
     fi
+}
+
+# write_mutants [--cases] GOOD EXT NAME CODE... < DEFS: for each NAME CODE
+# pair (--cases: each argument a case NAME|WANT|CODE), $T/NAME.EXT is a
+# fresh copy of GOOD as the bytearray b, changed by the python statements
+# CODE (struct imported).  DEFS (stdin, python; none: </dev/null) defines
+# the helpers the CODEs call, e.g. a checksum fix; they change the global b.
+# All mutants are written in one python run.
+write_mutants() {
+    local cases=0
+    [ "$1" != --cases ] || { cases=1; shift; }
+    python3 -c '
+import struct, sys
+good = open(sys.argv[1], "rb").read()
+exec(sys.stdin.read())
+args = sys.argv[5:]
+if sys.argv[4] == "1":
+    args = [x for c in args for x in c.split("|", 2)[::2]]
+for k in range(0, len(args), 2):
+    b = bytearray(good)
+    exec(args[k + 1])
+    open("%s/%s.%s" % (sys.argv[2], args[k], sys.argv[3]), "wb").write(b)
+' "$1" "$T" "$2" $cases "${@:3}"
+}
+
+# convert_mutants [-f FMT] [--info] EXT REF NAME|WANT[|...]...: each
+# $T/NAME.EXT converted to $T/NAME.raw (-f: read as FMT; --info: its `info`
+# too, judged alike) through run_many.  A case with WANT must fail with exit
+# 1 and one line of output containing WANT; one without (NAME|) must convert
+# and read as REF (a damage the format's redundancy covers).
+convert_mutants() {
+    local fmt=() cmds=(convert) c cmd name pat i rc nout nerr msg n=0
+    while [ "${1:0:1}" = - ]; do
+        case $1 in
+        -f) fmt=(-f "$2"); shift ;;
+        --info) cmds=(info convert) ;;
+        esac
+        shift
+    done
+    local ext=$1 ref=$2 k=${#cmds[@]}
+    shift 2
+    local cases=("$@")
+    for c in "${cases[@]}"; do
+        c=$T/${c%%|*}
+        for cmd in "${cmds[@]}"; do
+            if [ $cmd = info ]; then set -- info "${fmt[@]}" "$c.$ext"
+            else set -- "${fmt[@]}" "$c.$ext" "$c.raw"; fi
+            (IFS=$'\t'; echo "vdconvert${IFS}$*")
+        done
+    done >"$T/jobs"
+    run_many "$T/runs" <"$T/jobs" >"$T/runs.st"
+    while read -r i rc nout nerr; do
+        IFS='|' read -r name pat _ <<<"${cases[$((i / k))]}"
+        cmd=${cmds[$((i % k))]}
+        msg=$(cat "$T/runs/$i.out" "$T/runs/$i.err")
+        n=$((n + 1))
+        if [ -z "$pat" ]; then
+            [ $rc = 0 ] || fail "$name ($cmd): does not open: $msg"
+            [ $cmd = info ] && continue
+            cmp -s "$T/$name.raw" "$ref" || fail "$name: content differs"
+            echo "ok: $name reads correctly"
+            continue
+        fi
+        [ $rc = 1 ] || fail "$name ($cmd): exit status $rc (want 1): $msg"
+        [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name ($cmd): not one line: $msg"
+        grep -q -- "$pat" <<<"$msg" || fail "$name ($cmd): '$msg' does not name '$pat'"
+        [ $cmd = info ] || echo "ok: $name: $msg"
+    done <"$T/runs.st"
+    [ $n = $((k * ${#cases[@]})) ] || fail "mutant-runner ran $n of $((k * ${#cases[@]})) commands"
 }
 
 # hostile_cases FMT MIN: each crafted image $T/h/NAME.FMT listed in $T/cases

@@ -36,39 +36,11 @@ cases=(
 "allocated-too-many|allocated blocks|struct.pack_into('<I', b, 388, 99)"
 "truncated|too short|b[:] = b[:100]"
 )
-# every mutant in one python run, each case's statement on a fresh copy
-python3 - "$T/good.vdi" "$T" "${cases[@]}" <<'PY'
-import struct, sys
-good = open(sys.argv[1], 'rb').read()
-for c in sys.argv[3:]:
-    name, _, expr = c.split('|', 2)
-    b = bytearray(good)
-    exec(expr)
-    open(f'{sys.argv[2]}/{name}.vdi', 'wb').write(b)
-PY
-# info and a conversion of each, every command in a process of its own
-# forked by mutant-runner (lib.sh's run_many), not an exec each
-for c in "${cases[@]}"; do
-    name=${c%%|*}
-    printf 'vdconvert\tinfo\t%s\n' "$T/$name.vdi"
-    printf 'vdconvert\t%s\t%s\n' "$T/$name.vdi" "$T/out.raw"
-done >"$T/jobs"
-run_many "$T/runs" "$T/out.raw" <"$T/jobs" >"$T/runs.st"
-rm -f "$T/out.raw"
-n=0
-while read -r i rc nout nerr; do
-    IFS='|' read -r name pat expr <<<"${cases[$((i / 2))]}"
-    cmd=info
-    [ $((i % 2)) = 0 ] || cmd=convert
-    msg=$(<"$T/runs/$i.err")
-    [ $rc -ne 0 ] || fail "$name ($cmd): accepted"
-    [ $rc -lt 124 ] || fail "$name ($cmd): crashed or hung (rc $rc): $msg"
-    [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name ($cmd): not one line: $msg"
-    grep -q -- "$pat" <<<"$msg" || fail "$name ($cmd): '$msg' lacks '$pat'"
-    [ $cmd = info ] || echo "ok: $name: $msg"
-    n=$((n + 1))
-done <"$T/runs.st"
-[ $n = $((2 * ${#cases[@]})) ] || fail "mutant-runner ran $n of $((2 * ${#cases[@]})) commands"
+# every mutant in one python run, then info and a conversion of each, every
+# command in a process of its own forked by mutant-runner, not an exec each
+# (lib.sh's write_mutants, convert_mutants)
+write_mutants --cases "$T/good.vdi" vdi "${cases[@]}" </dev/null
+convert_mutants --info vdi /dev/null "${cases[@]}"
 
 # the unmodified image still reads (the cases above are not all refusals)
 "$VDCONVERT" "$T/good.vdi" "$T/good.raw"

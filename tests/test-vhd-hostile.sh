@@ -25,17 +25,15 @@ PY
 # mutate NAME PYTHON-STATEMENTS: b is the file as a bytearray; fix_footer()
 # and fix_dyn() recompute the checksums so that the field itself is tested.
 # mutate, expect_error NAME PATTERN, expect_good NAME only note
-# the case; run_cases (at the end) writes every mutant in one python run,
-# converts each through lib.sh's run_many (a process forked by mutant-runner
-# with run_capped's limits, not an exec each) and judges each as before.
+# the case; run_cases (at the end) writes every mutant in one python run
+# (lib.sh's write_mutants, with the helpers below) and converts and judges
+# each (convert_mutants: run_many, a fork each, not an exec).
 MUTS=() CASES=()
 mutate() { MUTS+=("$1" "$2"); }
 expect_error() { CASES+=("$1|$2"); }
 expect_good() { CASES+=("$1|"); }
 run_cases() {
-    python3 - "$T/good.vhd" "$T" "${MUTS[@]}" <<'PY'
-import struct, sys
-good = open(sys.argv[1], 'rb').read()
+    write_mutants "$T/good.vhd" vhd "${MUTS[@]}" <<'PY'
 def csum(off, n, co):
     blk = bytearray(b[off:off + n]); blk[co:co + 4] = bytes(4)
     b[off + co:off + co + 4] = struct.pack('>I', ~sum(blk) & 0xffffffff)
@@ -48,33 +46,8 @@ def put64(off, v): b[off:off + 8] = struct.pack('>Q', v)
 def both(off, data):     # a footer field in both copies
     for base in (0, len(b) - 512):
         b[base + off:base + off + len(data)] = data
-args = sys.argv[3:]
-for k in range(0, len(args), 2):   # NAME CODE pairs, each on a fresh copy
-    b = bytearray(good)
-    exec(args[k + 1])
-    open('%s/%s.vhd' % (sys.argv[2], args[k]), 'wb').write(b)
 PY
-    local c name pat i rc nout nerr msg n=0
-    for c in "${CASES[@]}"; do
-        printf 'vdconvert\t%s\t%s\n' "$T/${c%%|*}.vhd" "$T/${c%%|*}.raw"
-    done >"$T/jobs"
-    run_many "$T/runs" <"$T/jobs" >"$T/runs.st"
-    while read -r i rc nout nerr; do
-        IFS='|' read -r name pat <<<"${CASES[$i]}"
-        msg=$(cat "$T/runs/$i.out" "$T/runs/$i.err")
-        n=$((n + 1))
-        if [ -z "$pat" ]; then   # expect_good: opens and reads the original content
-            [ $rc = 0 ] || fail "$name: does not open: $msg"
-            cmp -s "$T/$name.raw" "$T/good.raw" || fail "$name: content differs"
-            echo "ok: $name reads correctly"
-            continue
-        fi
-        [ $rc = 1 ] || fail "$name: exit status $rc (want 1): $msg"
-        [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name: not one line: $msg"
-        grep -q -- "$pat" <<<"$msg" || fail "$name: '$msg' does not name '$pat'"
-        echo "ok: $name: $msg"
-    done <"$T/runs.st"
-    [ $n = ${#CASES[@]} ] || fail "mutant-runner ran $n of ${#CASES[@]} cases"
+    convert_mutants vhd "$T/good.raw" "${CASES[@]}"
 }
 
 mutate truncated 'del b[len(b) // 2:]'

@@ -18,17 +18,15 @@ with open('$T/src.raw', 'wb') as f:
 "$VDCONVERT" "$T/good.vhdx" "$T/good.raw" && cmp -s "$T/good.raw" "$T/src.raw" || fail "base image"
 
 # mutate NAME PYTHON, expect_error NAME PATTERN, expect_good NAME only note
-# the case; run_cases (at the end) writes every mutant in one python run,
-# converts each through lib.sh's run_many (a process forked by mutant-runner
-# with run_capped's limits, not an exec each) and judges each as before.
+# the case; run_cases (at the end) writes every mutant in one python run
+# (lib.sh's write_mutants, with the helpers below) and converts and judges
+# each (convert_mutants: run_many, a fork each, not an exec).
 MUTS=() CASES=()
 mutate() { MUTS+=("$1" "$2"); }
 expect_error() { CASES+=("$1|$2"); }
 expect_good() { CASES+=("$1|"); }
 run_cases() {
-    python3 - "$T/good.vhdx" "$T" "${MUTS[@]}" <<'PY'
-import struct, sys
-good = open(sys.argv[1], 'rb').read()
+    write_mutants "$T/good.vhdx" vhdx "${MUTS[@]}" <<'PY'
 T = []
 for i in range(256):
     c = i
@@ -63,33 +61,8 @@ def log_entry(descs, data_secs, seq=7):
     for i, s in enumerate(data_secs): e[(ds + i) * 4096:(ds + i + 1) * 4096] = s
     struct.pack_into('<I', e, 4, crc(e))
     b[1 << 20:(1 << 20) + n] = e
-args = sys.argv[3:]
-for k in range(0, len(args), 2):   # NAME CODE pairs, each on a fresh copy
-    b = bytearray(good)
-    exec(args[k + 1])
-    open('%s/%s.vhdx' % (sys.argv[2], args[k]), 'wb').write(b)
 PY
-    local c name pat i rc nout nerr msg n=0
-    for c in "${CASES[@]}"; do
-        printf 'vdconvert\t%s\t%s\n' "$T/${c%%|*}.vhdx" "$T/${c%%|*}.raw"
-    done >"$T/jobs"
-    run_many "$T/runs" <"$T/jobs" >"$T/runs.st"
-    while read -r i rc nout nerr; do
-        IFS='|' read -r name pat <<<"${CASES[$i]}"
-        msg=$(cat "$T/runs/$i.out" "$T/runs/$i.err")
-        n=$((n + 1))
-        if [ -z "$pat" ]; then   # expect_good: opens and reads the original content
-            [ $rc = 0 ] || fail "$name: does not open: $msg"
-            cmp -s "$T/$name.raw" "$T/src.raw" || fail "$name: content differs"
-            echo "ok: $name reads correctly"
-            continue
-        fi
-        [ $rc = 1 ] || fail "$name: exit status $rc (want 1): $msg"
-        [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$name: not one line: $msg"
-        grep -q -- "$pat" <<<"$msg" || fail "$name: '$msg' does not name '$pat'"
-        echo "ok: $name: $msg"
-    done <"$T/runs.st"
-    [ $n = ${#CASES[@]} ] || fail "mutant-runner ran $n of ${#CASES[@]} cases"
+    convert_mutants vhdx "$T/src.raw" "${CASES[@]}"
 }
 
 mutate truncated 'del b[(3 << 20) + 4096:]'
