@@ -3,7 +3,8 @@
 # line: control characters in a backing file name (newline, ESC sequences)
 # come out escaped, in errors and in `info`; a backing chain deeper than 64
 # files says so first, naming the top file and the one too deep, however
-# long the names are.
+# long the names are; a library loaded on first use (libnbd, libxml2) that
+# cannot be loaded is named in one line with its package, exit 1.
 . "$(dirname "$0")/lib.sh"
 requires_cmd qemu-img
 
@@ -30,3 +31,45 @@ rc=0; msg=$("$VDCONVERT" info "c64-$long.qcow2" 2>&1 >/dev/null) || rc=$?
 [ "$msg" = "vdconvert: c64-$long.qcow2: backing chain deeper than 64 files (c0-$long.qcow2 is file 65)" ] ||
     fail "chain depth message: $msg"
 echo "ok: $msg"
+
+# --- a library loaded on first use that cannot be loaded --------------------
+# libnbd (NBD URIs) and libxml2 (Parallels bundles) are dlopened by libvdisk
+# on first use (libvdisk/lazylib.c).  An empty file under the library's
+# name, found first through LD_LIBRARY_PATH, makes that dlopen fail as a
+# broken install does (the real library cannot be hidden without removing
+# it): the user gets one line naming the library and its package, exit 1.
+mkdir nbd-stub xml-stub
+: >nbd-stub/libnbd.so.0
+: >xml-stub/libxml2.so.2
+# unloadable STUB RC WANT CMD...: CMD run with STUB's library first in the
+# search path exits RC with one line of error containing WANT
+unloadable() {
+    local stub=$T/$1 want_rc=$2 want=$3 rc=0 msg
+    shift 3
+    msg=$(LD_LIBRARY_PATH=$stub${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$@" 2>&1 >/dev/null) || rc=$?
+    [ $rc = "$want_rc" ] || fail "$*: exit $rc, want $want_rc: $msg"
+    [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] || fail "$*: not one line: $msg"
+    grep -qF -- "$want" <<<"$msg" || fail "$*: '$msg' lacks '$want'"
+    echo "ok: $msg"
+}
+unloadable nbd-stub 1 "vdconvert: nbd://127.0.0.1:9/: nbd: cannot load libnbd.so.0 (install libnbd0): $T/nbd-stub/libnbd.so.0: " \
+    "$VDCONVERT" nbd://127.0.0.1:9/ out.raw
+mkdir b.hdd
+printf '<?xml version="1.0"?>\n<Parallels_disk_image Version="1.0"></Parallels_disk_image>\n' \
+    >b.hdd/DiskDescriptor.xml
+unloadable xml-stub 1 "vdconvert: b.hdd/DiskDescriptor.xml: parallels: cannot load libxml2.so.2 (install libxml2): " \
+    "$VDCONVERT" b.hdd out.raw
+[ ! -e out.raw ] || fail "an output was left"
+OVA=${OVATOOL:-$VD_BUILD/tools/ovatool/ovatool}
+if [ -x "$OVA" ]; then
+    unloadable nbd-stub 1 "ovatool: nbd://127.0.0.1:9/: nbd: cannot load libnbd.so.0 (install libnbd0): " \
+        "$OVA" export -n vm --disk nbd://127.0.0.1:9/ -o vm.ova
+    [ -z "$(ls -A | grep '^vm\.ova')" ] || fail "export left files: $(ls -A)"
+    # ovatool reads every OVF with libxml2 and links it: the dynamic loader
+    # refuses to start it (exit 127), before any file is read
+    "$VDCONVERT" create -O raw disk.raw 1M >/dev/null
+    "$OVA" export -n vm --disk disk.raw -o vm.ova >/dev/null || fail "export"
+    unloadable xml-stub 127 "libxml2.so.2: file too short" "$OVA" info vm.ova
+else
+    echo "not built: ovatool (its cases not run)"
+fi
