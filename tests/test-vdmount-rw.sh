@@ -10,20 +10,27 @@ requires_fuse
 
 make_rootfs "$T/root"
 rm -f "$T/root/big/sparse"
-make_ext4 "$T/fs.img" "$T/root"
+# 16 MiB (a 32 MiB disk): each format's case converts and reads the whole
+# image two or three times (qemu-img, before and after), and the writes
+# below land at the same places relative to p1, p5 and the disk's end
+VM_FS_SIZE=16M make_ext4 "$T/fs.img" "$T/root"
 make_mbr_disk "$T/disk.raw" "$T/fs.img"
+DISK=$(stat -c %s "$T/disk.raw")
+P5=$(sfdisk -d "$T/disk.raw" | sed -n 's/^[^ ]*5 : start= *\([0-9]*\),.*/\1/p')
+[ -n "$P5" ] || fail "no p5 in $(sfdisk -d "$T/disk.raw")"
 head -c 65536 /dev/urandom > "$T/pattern"
 
 # want_after IMG FMT: sha256 of the guest content after the writes below.
 want_after() {
     qemu-img convert -f "$2" -O raw "$1" "$T/want.raw"
-    python3 - "$T/want.raw" "$T/pattern" <<'PY'
+    python3 - "$T/want.raw" "$T/pattern" "$DISK" "$P5" <<'PY'
 import sys
 pat = open(sys.argv[2], "rb").read()
+disk, p5 = int(sys.argv[3]), int(sys.argv[4])
 with open(sys.argv[1], "r+b") as f:
     f.seek((1 << 20) + 12345); f.write(pat)          # p1 at 12345 (p1 starts at 1 MiB)
-    f.seek((80 << 20) - 1000); f.write(pat[:1000])   # near the end of the disk
-    f.seek(135168 * 512 + 7); f.write(pat[:4096])    # logical p5 at 7
+    f.seek(disk - 1000); f.write(pat[:1000])         # near the end of the disk
+    f.seek(p5 * 512 + 7); f.write(pat[:4096])        # logical p5 at 7
     f.seek(0, 2); f.seek(f.tell() - 5); f.write(b"y" * 5)  # across the end
 PY
     sha_of "$T/want.raw"
@@ -33,12 +40,12 @@ do_writes() {
     local m=$1 what=$2
     dd if="$T/pattern" of="$m/p1" bs=12345 seek=1 conv=notrunc status=none ||
         fail "$what: write to p1"
-    python3 - "$m/disk" "$T/pattern" "$m/p5" <<'PY' || fail "$what: writes"
+    python3 - "$m/disk" "$T/pattern" "$m/p5" "$DISK" <<'PY' || fail "$what: writes"
 import errno, os, sys
 pat = open(sys.argv[2], "rb").read()
 fd = os.open(sys.argv[1], os.O_WRONLY)
-assert os.pwrite(fd, pat[:1000], (80 << 20) - 1000) == 1000
-size = os.fstat(fd).st_size   # 80 MiB, or more where the format rounds up
+assert os.pwrite(fd, pat[:1000], int(sys.argv[4]) - 1000) == 1000
+size = os.fstat(fd).st_size   # the raw disk's size, or more where the format rounds up
 assert os.pwrite(fd, b"y" * 10, size - 5) == 5, "write across the end not short"
 try:                       # past the end: the disk does not grow
     os.pwrite(fd, b"x" * 10, size)
@@ -52,7 +59,7 @@ assert os.pwrite(fd, pat[:4096], 7) == 4096
 os.close(fd)
 PY
     # written data reads back through the mount at once
-    cmp -s <(head -c $(((80 << 20) - 5)) "$m/disk" | tail -c 995) <(head -c 995 "$T/pattern") ||
+    cmp -s <(head -c $((DISK - 5)) "$m/disk" | tail -c 995) <(head -c 995 "$T/pattern") ||
         fail "$what: read back"
     # p1 was written as raw bytes: its file tree stays read-only
     if echo x 2>/dev/null > "$m/fs/p1/etc/hostname"; then fail "$what: wrote into fs/"; fi
