@@ -15,6 +15,13 @@ G=$(guest_dir)
 "$OVA" import -O qcow2 --virtio -d "$T/vm" "$T/rt.ova" >/dev/null
 qemu-img compare -q "$G/guest.raw" "$T/vm/rt-guest-disk1.qcow2" || fail "round trip changed the disk"
 virt-xml-validate "$T/vm/rt-guest.xml" domain >/dev/null || fail "libvirt domain does not validate"
+sh -n "$T/vm/rt-guest.sh" || fail "the qemu script is not valid sh"
+# Under ASan the boot is not repeated: it is qemu's TCG running the guest
+# (about 15 CPU-s), no vdisk code; the script it runs is the same text,
+# written by the ovatool run above, that the plain run boots to login.
+case "$(ldd "$OVA")" in
+    *libasan*) echo "ok: export, import, disk and domain (the boot: plain run only)"; exit 0 ;;
+esac
 # boot with the generated command line; the serial console is on stdout
 ( QEMU_ACCEL=tcg QEMU_CPU=max timeout 300 "$T/vm/rt-guest.sh" -no-reboot </dev/null >"$T/console" 2>&1 ) &
 pid=$!
