@@ -60,13 +60,24 @@ print("ok %s: %d entries match" % (what, len(a)))
 PY
 }
 
+# Under ASan the whole tree is compared on raw and qcow2 only: the tree walk
+# runs the same ext2 code over whatever bytes the format layer returns, and
+# each format's own read code still runs under ASan for all of `disk` (and
+# the ext2 code over it for etc/hostname).  The plain run compares the tree
+# on every format.
+tree_formats=all
+case "$(ldd "$VDMOUNT")" in *libasan*) tree_formats="raw qcow2" ;; esac
 for f in raw $(vm_readable_formats "$g/guest.raw"); do
     img="$T/guest.$f"
     if [ "$f" = raw ]; then img="$g/guest.raw"; else qemu-img convert -f raw -O "$f" "$g/guest.raw" "$img"; fi
     vm_mount "$img" "$T/mnt"
     [ "$(sha_of "$T/mnt/disk")" = "$(raw_sha "$img" "$f")" ] || fail "$f: disk differs from qemu-img"
     [ "$(cat "$T/mnt/fs/p1/etc/hostname")" = vdisk-guest ] || fail "$f: etc/hostname"
-    compare_tree "$T/mnt/fs/p1" "$f" || fail "$f: tree differs"
+    if [ "$tree_formats" = all ] || [[ " $tree_formats " == *" $f "* ]]; then
+        compare_tree "$T/mnt/fs/p1" "$f" || fail "$f: tree differs"
+    else
+        echo "ok $f: disk and etc/hostname (the tree: raw and qcow2 under ASan, all in the plain run)"
+    fi
     vm_umount "$T/mnt"
     [ "$f" = raw ] || rm -f "$img"
 done
