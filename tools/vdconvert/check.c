@@ -177,33 +177,63 @@ static size_t compare_first_diff(const char *x, const char *y, size_t n)
     return n;
 }
 
+/* Block status is asked a window at a time and each answer is used to its
+ * end: a sparse guest of 128 GiB takes 2048 calls a side, not one per MiB
+ * (131072, each with its allocations: 1.9 s of CPU under ASan against 0.08
+ * s plain), and a fragmented one is still walked once.  The window bounds
+ * the list: 64 MiB of 512-byte extents is 5 MiB of entries. */
+#define COMPARE_STATUS_WINDOW (64u << 20)
+
+/* One image's extents, fetched a window at a time. */
+struct status_cursor {
+    vd_image *img;
+    vd_extents ext;
+    size_t i;               /* the extent in use */
+};
+
+/* The extent that holds `off` (fetching [off, min(end, off + window)) when
+ * the last answer is used up); its end is past `off`. */
+static int cursor_at(struct status_cursor *k, uint64_t off, uint64_t end,
+                     const vd_extent **x, vd_error *e)
+{
+    while (k->i < k->ext.n && k->ext.v[k->i].off + k->ext.v[k->i].len <= off)
+        k->i++;
+    if (k->i == k->ext.n) {
+        vd_extents_clear(&k->ext);
+        k->i = 0;
+        uint64_t want = end - off < COMPARE_STATUS_WINDOW ? end - off : COMPARE_STATUS_WINDOW;
+        int r = vd_block_status(k->img, off, want, &k->ext, e);
+        if (r < 0)
+            return r;
+        if (!k->ext.n || k->ext.v[0].off > off || k->ext.v[0].off + k->ext.v[0].len <= off)
+            return vd_set_error(e, -EIO, "compare: block status made no progress at %" PRIu64,
+                                off);
+    }
+    *x = &k->ext.v[k->i];
+    return 0;
+}
+
 /* Compare [off, off+len) of both images; *diff receives the first
  * mismatch or UINT64_MAX.  Ranges both report as zero are not read. */
 static int compare_range(struct compare_ctx *c, uint64_t off, uint64_t len, uint64_t *diff,
                          vd_error *e)
 {
-    vd_extents ea, eb;
-    vd_extents_init(&ea);
-    vd_extents_init(&eb);
+    struct status_cursor ka = { .img = c->a }, kb = { .img = c->b };
+    vd_extents_init(&ka.ext);
+    vd_extents_init(&kb.ext);
     int r = 0;
     *diff = UINT64_MAX;
     uint64_t end = off + len;
     while (off < end && *diff == UINT64_MAX) {
-        vd_extents_clear(&ea);
-        vd_extents_clear(&eb);
-        uint64_t want = end - off < COMPARE_CHUNK ? end - off : COMPARE_CHUNK;
-        if ((r = vd_block_status(c->a, off, want, &ea, e)) < 0 ||
-            (r = vd_block_status(c->b, off, want, &eb, e)) < 0)
+        const vd_extent *xa, *xb;
+        if ((r = cursor_at(&ka, off, end, &xa, e)) < 0 ||
+            (r = cursor_at(&kb, off, end, &xb, e)) < 0)
             break;
-        const vd_extent *xa = &ea.v[0], *xb = &eb.v[0];
         uint64_t n = xa->off + xa->len - off;
         if (xb->off + xb->len - off < n)
             n = xb->off + xb->len - off;
-        if (!n) {
-            r = vd_set_error(e, -EIO, "compare: block status made no progress at %" PRIu64,
-                             off);
-            break;
-        }
+        if (end - off < n)
+            n = end - off;
         bool za = xa->flags & VD_EXT_ZERO, zb = xb->flags & VD_EXT_ZERO;
         /* qemu-img -s compares the whole block status (data, zero,
          * allocated), not only the content */
@@ -216,6 +246,8 @@ static int compare_range(struct compare_ctx *c, uint64_t off, uint64_t len, uint
             break;
         }
         if (!(za && zb)) {
+            if (n > COMPARE_CHUNK)
+                n = COMPARE_CHUNK;      /* the buffers' size */
             if ((r = za ? (memset(c->ba, 0, n), 0) : vd_pread(c->a, c->ba, n, off, e)) < 0 ||
                 (r = zb ? (memset(c->bb, 0, n), 0) : vd_pread(c->b, c->bb, n, off, e)) < 0)
                 break;
@@ -226,8 +258,8 @@ static int compare_range(struct compare_ctx *c, uint64_t off, uint64_t len, uint
         vt_progress_add(c->prog, n);
         off += n;
     }
-    vd_extents_free(&ea);
-    vd_extents_free(&eb);
+    vd_extents_free(&ka.ext);
+    vd_extents_free(&kb.ext);
     return r;
 }
 
@@ -237,16 +269,19 @@ static int compare_tail(struct compare_ctx *c, vd_image *big, uint64_t from, uin
 {
     uint64_t size = vd_size(big);
     *diff = UINT64_MAX;
-    vd_extents ex;
-    vd_extents_init(&ex);
+    struct status_cursor k = { .img = big };
+    vd_extents_init(&k.ext);
     int r = 0;
-    for (uint64_t off = from; off < size && *diff == UINT64_MAX && r == 0;) {
-        vd_extents_clear(&ex);
-        uint64_t want = size - off < COMPARE_CHUNK ? size - off : COMPARE_CHUNK;
-        if ((r = vd_block_status(big, off, want, &ex, e)) < 0)
+    for (uint64_t off = from; off < size && *diff == UINT64_MAX;) {
+        const vd_extent *x;
+        if ((r = cursor_at(&k, off, size, &x, e)) < 0)
             break;
-        uint64_t n = ex.v[0].off + ex.v[0].len - off;
-        if (!(ex.v[0].flags & VD_EXT_ZERO)) {
+        uint64_t n = x->off + x->len - off;
+        if (size - off < n)
+            n = size - off;
+        if (!(x->flags & VD_EXT_ZERO)) {
+            if (n > COMPARE_CHUNK)
+                n = COMPARE_CHUNK;
             if ((r = vd_pread(big, c->ba, n, off, e)) < 0)
                 break;
             memset(c->bb, 0, n);
@@ -256,7 +291,7 @@ static int compare_tail(struct compare_ctx *c, vd_image *big, uint64_t from, uin
         }
         off += n;
     }
-    vd_extents_free(&ex);
+    vd_extents_free(&k.ext);
     return r;
 }
 
