@@ -143,7 +143,8 @@ if [ "${1:-}" != "--quick" ]; then
     unset ASAN_OPTIONS
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
     # Only configured: meson test builds what the threads suite runs (the
-    # tests' depends in tests/meson.build), not vdboot, the nbd plugin, the unit tests.
+    # tests' depends in tests/meson.build: threaded-io, vdconvert, vdmount), not
+    # vdboot, ovatool, the nbd plugin, the unit tests or the other test programs.
     configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
     run_suite build-tsan --suite threads --timeout-multiplier 3 --num-processes 1 || status=1
     r=$(results build-tsan/meson-logs/testlog.json tsan)
