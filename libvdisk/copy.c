@@ -10,25 +10,14 @@
  * strictly sequentially; a raw target is written through its own fd without
  * waiting, since order does not matter there.
  *
- * Data the source stores plainly in a file (raw, uncompressed qcow2 clusters
- * and the like: block status gives its file offset) is not written from a
- * buffer: zero detection (-S above 0) reads the job into its buffer with
- * one pread, and the runs to copy go with copy_file_range straight into the
- * target's file, at the guest offset of a raw target or into clusters
- * vd_map_for_write allocates in an image target.  On a file system with
- * reflinks (XFS, btrfs) the data is then shared, not copied; elsewhere the
- * kernel copies it once, page cache to page cache.  Whatever
- * copy_file_range or the layouts do not allow (another file system, a run
- * not in whole target clusters) is written from the buffer.  On a file
- * system that cannot share blocks, zero detection sends every job the
- * ordinary way: with the bytes read anyway, writing them from the buffer
- * beats the kernel's copy (vd_fs_shares_blocks).
+ * How a job's bytes reach the target (zero detection, copy_file_range into
+ * the target's file, writes through a raw fd or the driver) is copy-write.c.
  * Compressed output (-c) goes in whole clusters through vd_pwrite_compressed,
  * so its jobs are widened to cluster boundaries.  Memory is one or two
  * buffers per worker (two more for an image target: engine_submit),
  * whatever the size of the image.
  */
-#include "vd-driver.h"
+#include "copy-engine.h"
 #include "vd-internal.h"
 
 #include <errno.h>
@@ -56,43 +45,6 @@
 #define ENGINE_MAX_WORKERS 64
 #define ENGINE_MAX_COMPRESS_CLUSTER (2u << 20)
 
-/* What vd_copy() works out from its options before the workers start. */
-struct copy_plan {
-    vd_image *in, *out, *cmp;
-    uint64_t size;                     /* bytes to copy (<= both sizes) */
-    uint64_t sparse_size;
-    int workers;
-    bool out_reads_zero;
-    bool only_top;                     /* copy only ranges allocated in the
-                                          top `top_layers` layers of `in` */
-    int top_layers;
-    bool zero_copy;                    /* data the source stores plainly in a
-                                          file moves with copy_file_range */
-    bool allocate;                     /* zero ranges of `in` are written as
-                                          data too (fully allocated output) */
-    int out_fd;                        /* a raw target's fd, or -1 */
-    uint32_t compress_cluster;         /* write whole clusters of this size
-                                          with vd_pwrite_compressed */
-    bool direct;                       /* out_fd is O_DIRECT: unaligned writes
-                                          go through the library instead */
-};
-
-enum engine_kind {
-    ENGINE_DATA,        /* read the source, write what is not zero/same */
-    ENGINE_ZERO,        /* write zeroes, no read */
-    ENGINE_ZERO_CMP,    /* source is zero; write zeroes where `cmp` is not */
-};
-
-struct engine_job {
-    uint64_t off, len;
-    enum engine_kind kind;
-    uint64_t seq;
-    int src_fd;             /* the file holding the data plainly, or -1 */
-    uint64_t src_off;       /* where `off` lives in src_fd */
-    char *buf, *cbuf;       /* the job's buffers (source, comparison); buf
-                               is also the bounce buffer of fallbacks */
-};
-
 /* Jobs of an ordered target that are handed out but not written yet: job
  * `seq` lives in slot seq % window, with its own buffers, until it is
  * written. */
@@ -100,35 +52,6 @@ struct engine_slot {
     struct engine_job job;
     bool ready;             /* read, waiting for the jobs before it */
     char *buf, *cbuf;       /* allocated at first use, kept to the end */
-};
-
-struct engine {
-    struct copy_plan *c;
-    pthread_mutex_t lock;
-    pthread_cond_t turn;
-    /* producer state (under lock) */
-    vd_extents ext;
-    size_t ei;
-    uint64_t pos;
-    uint64_t covered;       /* end of the last job handed out */
-    uint64_t next_seq;
-    /* writer state (under lock) */
-    uint64_t write_seq;     /* the next job to write (ordered targets) */
-    bool ordered;
-    uint32_t window;        /* ordered: most jobs handed out, not written */
-    struct engine_slot *slots;
-    /* first failure (under lock) */
-    bool failed;
-    vd_error err;
-    /* progress (done under __atomic; the callback gets the running total) */
-    uint64_t done;
-    vd_progress_fn progress;
-    void *progress_ctx;
-    /* zero-copy target side (set once) */
-    int out_data_fd;        /* image target's data file for mapped writes, or -1 */
-    uint32_t out_cluster;
-    bool no_copy_range;     /* copy_file_range refused once: stop trying */
-    uint32_t chunk;         /* bytes per job (set once, engine_job_size) */
 };
 
 static void engine_progress(struct engine *g, uint64_t n)
@@ -265,200 +188,6 @@ static bool engine_wait_turn(struct engine *g, uint64_t seq)
     return ok;
 }
 
-/* Write data to the target: through the raw fd when there is one. */
-static int engine_write(struct engine *g, const char *buf, uint64_t len, uint64_t off,
-                        vd_error *e)
-{
-    struct copy_plan *c = g->c;
-    if (c->out_fd < 0)
-        return vd_pwrite(c->out, buf, len, off, e);
-    while (len) {
-        ssize_t n = pwrite(c->out_fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EINVAL && c->direct)  /* unaligned for O_DIRECT */
-            return vd_pwrite(c->out, buf, len, off, e);
-        if (n <= 0)
-            return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: write at 0x%llx",
-                                vd_filename(c->out), (unsigned long long)off);
-        vd_note_write(c->out, off, (uint64_t)n);    /* early writeback */
-        buf += n;
-        off += (uint64_t)n;
-        len -= (uint64_t)n;
-    }
-    return 0;
-}
-
-/* Let the kernel move len bytes from in_fd at in_off to out_fd at out_off
- * (a reflink where the file system can).  Returns 1, having copied nothing,
- * when copy_file_range cannot work between these files, 0 when done. */
-static int engine_copy_range(struct engine *g, int in_fd, uint64_t in_off, int out_fd,
-                             uint64_t out_off, uint64_t len, vd_error *e)
-{
-    loff_t io = (loff_t)in_off, oo = (loff_t)out_off;
-    while (len) {
-        ssize_t n = copy_file_range(in_fd, &io, out_fd, &oo, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
-                      errno == EOPNOTSUPP || errno == EBADF) && (uint64_t)io == in_off) {
-            __atomic_store_n(&g->no_copy_range, true, __ATOMIC_RELAXED);
-            return 1;
-        }
-        if (n <= 0)      /* 0: the source file ended early (checked before) */
-            return vd_set_errno(e, n < 0 ? -errno : -EIO, "%s: copy_file_range at 0x%llx",
-                                vd_filename(g->c->out), (unsigned long long)oo);
-        len -= (uint64_t)n;
-    }
-    return 0;
-}
-
-/* Zeroes may become holes only where a hole reads as zeroes: not in a
- * target with a backing file. */
-static unsigned engine_zero_flags(const struct copy_plan *c)
-{
-    return vd_backing(c->out) ? 0 : VD_ZERO_MAY_UNMAP;
-}
-
-enum engine_piece { PIECE_SKIP, PIECE_ZERO, PIECE_DATA };
-
-/* What to do with the `n` bytes at buf (source) / cbuf (what the target
- * shows now, or NULL when that is zeroes or unknown). */
-static enum engine_piece engine_classify(const struct copy_plan *c, const char *buf,
-                                         const char *cbuf, size_t n, bool detect)
-{
-    if (cbuf)
-        return !memcmp(buf, cbuf, n) ? PIECE_SKIP
-               : vd_is_zero(buf, n) ? PIECE_ZERO : PIECE_DATA;
-    if (!detect || !vd_is_zero(buf, n))
-        return PIECE_DATA;
-    return c->out_reads_zero ? PIECE_SKIP : PIECE_ZERO;
-}
-
-/* The bytes of a zero-copy job's run: `buf` when the job was read for zero
- * detection, else read into the job's buffer. */
-static const char *engine_run_bytes(const struct engine_job *j, const char *buf, uint64_t off,
-                                    uint64_t len, vd_error *e)
-{
-    if (buf)
-        return buf;
-    uint64_t src = j->src_off + (off - j->off);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(j->src_fd, j->buf + done, (size_t)(len - done), (off_t)(src + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            vd_set_errno(e, n < 0 ? -errno : -EIO, "source read at 0x%llx",
-                         (unsigned long long)(src + done));
-            return NULL;
-        }
-        done += (size_t)n;
-    }
-    return j->buf;
-}
-
-/* A run of data of a zero-copy job: copy_file_range into the target's file
- * where the target allows, else through user space. */
-static int engine_transfer(struct engine *g, const struct engine_job *j, const char *buf,
-                           uint64_t off, uint64_t len, vd_error *e)
-{
-    struct copy_plan *c = g->c;
-    uint64_t src = j->src_off + (off - j->off);
-    int r = 1;
-    /* Offsets that differ within a page can never share blocks: the kernel
-     * would copy through a pipe, slower than writing from the buffer. */
-    bool congruent = (src - off) % 4096 == 0;
-    if (__atomic_load_n(&g->no_copy_range, __ATOMIC_RELAXED) || (!congruent && buf))
-        r = 1;
-    else if (c->out_fd >= 0) {
-        if ((r = engine_copy_range(g, j->src_fd, src, c->out_fd, off, len, e)) <= 0) {
-            if (r == 0)
-                vd_note_write(c->out, off, len);
-            return r;
-        }
-    } else if (g->out_data_fd >= 0 && off % g->out_cluster == 0 &&
-             (len % g->out_cluster == 0 || off + len == vd_size(c->out))) {
-        while (len) {
-            uint64_t fo, m;
-            if ((r = vd_map_for_write(c->out, off, len, &fo, &m, e)) < 0)
-                return r;
-            if ((r = engine_copy_range(g, j->src_fd, src, g->out_data_fd, fo, m, e)) != 0)
-                break;   /* error, or the rest through user space */
-            vd_note_write(c->out, fo, m);
-            off += m;
-            src += m;
-            len -= m;
-            if (buf)
-                buf += m;
-        }
-        if (r <= 0)
-            return r;
-    }
-    const char *bytes = engine_run_bytes(j, buf, off, len, e);
-    if (!bytes)
-        return -EIO;
-    return engine_write(g, bytes, len, off, e);
-}
-
-static int engine_flush_run(struct engine *g, const struct engine_job *j, enum engine_piece kind,
-                            const char *buf, uint64_t off, uint64_t len, vd_error *e)
-{
-    if (kind == PIECE_DATA && j->src_fd >= 0)
-        return engine_transfer(g, j, buf, off, len, e);
-    if (kind == PIECE_DATA && g->c->compress_cluster)
-        return vd_pwrite_compressed(g->c->out, buf, len, off, e);
-    if (kind == PIECE_DATA)
-        return engine_write(g, buf, len, off, e);
-    if (kind == PIECE_ZERO)
-        return vd_pwrite_zeroes(g->c->out, off, len, engine_zero_flags(g->c), e);
-    return 0;
-}
-
-/* Split a job's buffer into pieces at the sparse-size grid and write runs of
- * equal kind with one call each. */
-static int engine_write_pieces(struct engine *g, const struct engine_job *j,
-                               const char *buf, const char *cbuf, vd_error *e)
-{
-    struct copy_plan *c = g->c;
-    uint64_t gran = c->compress_cluster ? c->compress_cluster : c->sparse_size;
-    bool detect = gran != 0;
-    if (!gran)
-        gran = cbuf ? 4096 : j->len;
-    /* A target cluster holding any data is allocated whole (a zero-copy job
-     * into an image target, or a driver that fills the rest of a new cluster
-     * itself: whole_clusters), so its zero pieces are sent with the data
-     * (the same bytes, from the source) and a run of clusters stays one
-     * write; otherwise each zero piece split the run, into parts written
-     * through memory (zero-copy) or each filled out to a whole cluster
-     * through the driver's bounce buffer.  Whole clusters of zeroes are
-     * still left out. */
-    else if (g->out_cluster > gran && !cbuf &&
-             ((j->src_fd >= 0 && g->out_data_fd >= 0) || c->out->drv->whole_clusters))
-        gran = g->out_cluster;
-    uint64_t run_off = j->off;
-    enum engine_piece run_kind = PIECE_SKIP;
-    uint64_t p = j->off, end = j->off + j->len;
-    while (p < end) {
-        uint64_t q = (p / gran + 1) * gran;
-        if (q > end)
-            q = end;
-        size_t o = (size_t)(p - j->off);
-        enum engine_piece k = engine_classify(c, buf + o, cbuf ? cbuf + o : NULL,
-                                              (size_t)(q - p), detect);
-        if (k != run_kind) {
-            int r = engine_flush_run(g, j, run_kind, buf ? buf + (run_off - j->off) : NULL,
-                                     run_off, p - run_off, e);
-            if (r < 0)
-                return r;
-            run_off = p;
-            run_kind = k;
-        }
-        p = q;
-    }
-    return engine_flush_run(g, j, run_kind, buf ? buf + (run_off - j->off) : NULL, run_off,
-                            end - run_off, e);
-}
 
 /* Read what the comparison image shows at [off, off+len) (zeroes past its
  * end). */
@@ -476,13 +205,6 @@ static int engine_read_cmp(struct copy_plan *c, char *cbuf, uint64_t off, uint64
     return 0;
 }
 
-/* Write a job that has been read (or needs no read). */
-static int engine_write_job(struct engine *g, const struct engine_job *j, vd_error *e)
-{
-    if (j->kind == ENGINE_ZERO)
-        return vd_pwrite_zeroes(g->c->out, j->off, j->len, engine_zero_flags(g->c), e);
-    return engine_write_pieces(g, j, j->buf, g->c->cmp ? j->cbuf : NULL, e);
-}
 
 /* The job at write_seq has been written: pass the turn on, and write the
  * jobs after it that are ready in their slots, in order. */

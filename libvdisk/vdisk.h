@@ -305,7 +305,7 @@ typedef struct vd_copy_opts {
  * an image target (vd_map_for_write) where the target's file system shares
  * blocks (XFS, btrfs, ...: a reflink) or nothing is to be checked for
  * zeroes (sparse_size 0); elsewhere image targets are cheaper to fill by
- * reading and writing (libvdisk/copy.c says why).  Memory:
+ * reading and writing (libvdisk/copy-write.c says why).  Memory:
  * a buffer or two of 1 MiB per thread, and two more for an image target
  * (up to 4 MiB where a target cluster must be written whole), whatever
  * the size of the image.  Does
