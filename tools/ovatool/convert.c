@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,18 +73,93 @@ static void conv_cleanup(const char *work, const char *conv, const struct applia
     rmdir(conv);
 }
 
+/* Is the file at `p` the one `out` names (device and inode: through any
+ * symbolic or hard link)? */
+static bool conv_same_file(const char *p, const struct stat *out)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && st.st_dev == out->st_dev && st.st_ino == out->st_ino;
+}
+
+/* Is `out` the file `name` in the folder of `path` (its first `dl` bytes)
+ * or, with `chunks`, one of the chunks NAME.000000000, .000000001 ... that
+ * stand there in a row?  `hit` receives the name. */
+static bool conv_beside(const char *path, int dl, const char *name, bool chunks,
+                        const struct stat *out, char *hit, size_t len)
+{
+    char p[8400];
+    snprintf(hit, len, "%s", name);
+    snprintf(p, sizeof p, "%.*s%s", dl, path, hit);
+    if (conv_same_file(p, out))
+        return true;
+    for (unsigned c = 0; chunks; c++) {
+        snprintf(hit, len, "%s.%09u", name, c);
+        snprintf(p, sizeof p, "%.*s%s", dl, path, hit);
+        if (access(p, F_OK) != 0)
+            return false;
+        if (conv_same_file(p, out))
+            return true;
+    }
+    return false;
+}
+
+/* Is `out` a file convert reads: the appliance `path` or, for an .ovf, a
+ * file beside it that appliance_read reads (each plain file reference or
+ * its chunks, STEM.mf, STEM.cert)?  Then one line says which.  Asked before
+ * anything is written; an `out` that does not exist is no input, and a
+ * descriptor that does not parse gives no answer (its conversion says why). */
+static bool conv_out_is_input(const char *path, const char *out)
+{
+    struct stat so;
+    if (stat(out, &so) < 0)
+        return false;
+    if (conv_same_file(path, &so)) {
+        fprintf(stderr, "ovatool: %s: this is the appliance %s; refusing to overwrite an "
+                "input\n", out, path);
+        return true;
+    }
+    size_t pl = strlen(path);
+    if (pl < 4 || strcasecmp(path + pl - 4, ".ovf"))
+        return false;
+    FILE *f = fopen(path, "rb");
+    char *buf = malloc(OVF_MAX_DESCRIPTOR + 1);
+    size_t n = f && buf ? fread(buf, 1, OVF_MAX_DESCRIPTOR + 1, f) : 0;
+    if (f)
+        fclose(f);
+    struct ovf_appliance a = { 0 };
+    char err[512];
+    bool parsed = buf && n && ovf_parse(buf, n, path, &a, err, sizeof err) == 0;
+    free(buf);
+    if (!parsed) {
+        ovf_free(&a);
+        return false;
+    }
+    bool found = false;
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path + 1) : 0;      /* the folder, with its '/' */
+    char hit[4400], side[4400];
+    for (size_t i = 0; !found && i < a.n_files; i++)
+        found = ovf_href_is_plain(a.files[i].href) &&
+                conv_beside(path, dl, a.files[i].href, true, &so, hit, sizeof hit);
+    for (int k = 0; !found && k < 2; k++) {
+        snprintf(side, sizeof side, "%.*s%s", (int)(pl - (size_t)dl - 4), path + dl,
+                 k ? ".cert" : ".mf");
+        found = conv_beside(path, dl, side, false, &so, hit, sizeof hit);
+    }
+    if (found)
+        fprintf(stderr, "ovatool: %s: this is the file %s of the appliance %s; refusing to "
+                "overwrite an input\n", out, hit, path);
+    ovf_free(&a);
+    return found;
+}
+
 int ova_convert(const char *path, const struct convert_opts *o)
 {
     const struct pack_opts *pk = &o->pack;
     char err[8192] = "", work[4200], conv[4200];
-    /* An existing OUT is refused anyway; when it is the input, say so. */
-    struct stat si, so;
-    if (stat(path, &si) == 0 && stat(pk->out, &so) == 0 && si.st_dev == so.st_dev &&
-        si.st_ino == so.st_ino) {
-        fprintf(stderr, "ovatool: %s: this is the appliance %s; refusing to overwrite an "
-                "input\n", pk->out, path);
+    /* An existing OUT is refused anyway; when it is an input, say so. */
+    if (conv_out_is_input(path, pk->out))
         return 1;
-    }
     if (access(pk->out, F_OK) == 0) {
         fprintf(stderr, "ovatool: %s: already exists; not overwritten\n", pk->out);
         return 1;
