@@ -13,9 +13,13 @@ requires_cmd qemu-img qemu-io python3
 cd "$T"
 
 qemu-img create -q -f qcow2 src.qcow2 75G
+# -t unsafe: qemu's qcow2 driver flushes between its L2 and refcount
+# updates, about 150 new L2 tables here, which made the source's writes
+# 30 s of waiting on a busy disk (3 s without); the file qemu-io leaves is
+# byte-identical either way (checked), and it is only the reference here.
 python3 -c '
 for i in range(2400): print("write -P %d %dM 4k" % (i % 250 + 1, i * 32 + 5))' |
-    qemu-io -f qcow2 src.qcow2 >/dev/null
+    qemu-io -t unsafe -f qcow2 src.qcow2 >/dev/null
 "$VDCONVERT" convert -t unsafe -O vmdk src.qcow2 big.vmdk
 qemu-img compare -q src.qcow2 big.vmdk || fail "VMDK written through the table cache differs"
 qemu-img check -q big.vmdk || fail "qemu-img check finds big.vmdk damaged"
