@@ -1,13 +1,20 @@
 /* threaded-io - many threads reading one handle while another writes.
  *
- *   threaded-io IMG REF.raw [THREADS] [SECONDS]
+ *   threaded-io IMG REF.raw [THREADS] [WRITES] [READS]
  * IMG is a writable image whose guest content equals REF.raw.  One writer
  * thread rewrites 4 KiB blocks of the first half with a pattern that names
  * the block and a generation; reader threads read random ranges: the second
  * half must equal REF exactly, and every 4 KiB block of the first half must
  * be either REF's block or a complete writer pattern (no torn or mixed
  * blocks).  Reopened afterwards, every block must hold the last pattern
- * written to it.  Run under TSan in CI (test.sh).  Exit 0 ok, 1 mismatch. */
+ * written to it.  Run under TSan in CI (test.sh).  Exit 0 ok, 1 mismatch.
+ *
+ * The work is counted, not timed: each reader makes READS reads (default
+ * 1500), and the writer writes from before the first read until every
+ * reader is done and it has written WRITES blocks (default 1000).  So every
+ * read overlaps the writer, and a run does the same reads on a fast or a
+ * loaded machine and in every build (a timed run did 10x fewer under TSan
+ * than plain, and a writer starved by the readers wrote 273 blocks in 2 s). */
 #include "vdisk.h"
 
 #include <inttypes.h>
@@ -16,15 +23,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define BLK 4096u
 
 static vd_image *img;
 static uint8_t *ref;
 static uint64_t size;
-static atomic_int stop, failed;
+static atomic_int failed, readers_left;
 static atomic_long reads_done, writes_done;
+static long min_writes, reads_each;
 static uint32_t *last_gen;     /* writer: the generation each block holds last (0: REF) */
 
 static void writer_pattern(uint8_t *b, uint64_t blk, uint32_t gen)
@@ -53,7 +60,8 @@ static void *writer(void *arg)
     uint8_t b[BLK];
     uint64_t half = size / 2 / BLK;
     unsigned seed = 1;
-    for (uint32_t gen = 1; !atomic_load(&stop); gen++) {
+    for (uint32_t gen = 1; !atomic_load(&failed) &&
+         (atomic_load(&writes_done) < min_writes || atomic_load(&readers_left) > 0); gen++) {
         uint64_t blk = (uint64_t)rand_r(&seed) % half;
         writer_pattern(b, blk, gen);
         vd_error e;
@@ -105,7 +113,7 @@ static void *reader(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     uint8_t *b = malloc(16 * BLK);
-    while (!atomic_load(&stop) && !atomic_load(&failed)) {
+    for (long n = 0; n < reads_each && !atomic_load(&failed); n++) {
         uint64_t nblk = 1 + (uint64_t)rand_r(&seed) % 16;
         uint64_t blk = (uint64_t)rand_r(&seed) % (size / BLK - nblk);
         vd_error e;
@@ -125,6 +133,7 @@ static void *reader(void *arg)
         }
         atomic_fetch_add(&reads_done, 1);
     }
+    atomic_fetch_sub(&readers_left, 1);
     free(b);
     return NULL;
 }
@@ -132,11 +141,12 @@ static void *reader(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: threaded-io IMG REF.raw [THREADS] [SECONDS]\n");
+        fprintf(stderr, "usage: threaded-io IMG REF.raw [THREADS] [WRITES] [READS]\n");
         return 2;
     }
     int nthreads = argc > 3 ? atoi(argv[3]) : 8;
-    int seconds = argc > 4 ? atoi(argv[4]) : 3;
+    min_writes = argc > 4 ? atol(argv[4]) : 1000;
+    reads_each = argc > 5 ? atol(argv[5]) : 1500;
     vd_error e;
     if (vd_open(argv[1], NULL, &img, &e) < 0) {
         fprintf(stderr, "threaded-io: %s\n", e.msg);
@@ -156,15 +166,15 @@ int main(int argc, char **argv)
     pthread_t w, r[64];
     if (nthreads > 64)
         nthreads = 64;
+    if (nthreads < 1)
+        nthreads = 1;
+    atomic_store(&readers_left, nthreads);
     pthread_create(&w, NULL, writer, NULL);
     for (int i = 0; i < nthreads; i++)
         pthread_create(&r[i], NULL, reader, (void *)(uintptr_t)(i + 1));
-    struct timespec ts = { .tv_sec = seconds };
-    nanosleep(&ts, NULL);
-    atomic_store(&stop, 1);
-    pthread_join(w, NULL);
     for (int i = 0; i < nthreads; i++)
         pthread_join(r[i], NULL);
+    pthread_join(w, NULL);
     int rc = vd_close(img, &e) < 0 ? 1 : 0;
     if (rc == 0 && !atomic_load(&failed) && final_check(argv[1]) < 0)
         atomic_store(&failed, 1);
