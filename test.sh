@@ -79,6 +79,22 @@ for l in skips: print(l)
 PY
 }
 
+# phase NAME: one line, the wall time and the CPU time (user+sys of test.sh
+# and all it waited for: builds, tests, their children) since the last phase:
+# every run shows where its time went, and whether the cores were busy (on a
+# 2-core machine a CPU-bound phase shows about twice its wall time in CPU).
+phase_file=$(mktemp)
+trap 'rm -f "$phase_file"' EXIT
+phase_w=$EPOCHREALTIME phase_c=0
+phase() {
+    local c w=$EPOCHREALTIME
+    times >"$phase_file"    # (in this shell: a subshell's children are not its)
+    c=$(awk '{ gsub(/[ms]/, " "); c += $1 * 60 + $2 + $3 * 60 + $4 } END { printf "%.2f", c }' "$phase_file")
+    awk -v n="$1" -v w="$w" -v w0="$phase_w" -v c="$c" -v c0="$phase_c" \
+        'BEGIN { printf "test.sh: %s: %.0f s wall, %.0f CPU-s\n", n, w - w0, c - c0 }'
+    phase_w=$w phase_c=$c
+}
+
 # run_suite BUILDDIR ARGS...: meson test.  A test that fails fails the run:
 # nothing is rerun (a flaky test is a bug to fix, not to retry).
 run_suite() {
@@ -88,18 +104,21 @@ run_suite() {
 
 install_missing
 [ "${1:-}" = "--deps" ] && exit 0
+phase "dependencies"
 export VD_MATRIX_DIR="$PWD/build/matrix"
 # Peers' results that the ASan run reuses from the plain run (tests/lib.sh
 # peer_in_place: qemu's own work, keyed by its inputs and version)
 export VD_PEER_CACHE="$PWD/build/peer-cache"
 status=0
 setup build -Dwerror=true
+phase "plain build"
 # Four tests at once on a 2-core machine: most tests spend much of their
 # time waiting (on qemu-img and qemu-io, fsync, guests booting), and four
 # slots kept 3.4 of them running on average in CI.  The long ones start
 # first (tests/meson.build, priorities), and every test's timeout is at
 # least twice what it took in a full CI run.
 run_suite build --no-suite slow --num-processes 4 || status=1
+phase "plain suite"
 r=$(results build/meson-logs/testlog.json plain)
 read -r p f s <<<"$r"
 tp=$p tf=$f ts=$s
@@ -128,8 +147,10 @@ if [ "${1:-}" != "--quick" ]; then
     # on every access the code makes, about 17 % less CPU than -O0 (measured
     # on qcow2-write + vmdk-read), and the warnings of an optimising build.
     setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+    phase "ASan build"
     run_suite build-asan --no-suite slow --no-suite nosan --timeout-multiplier 3 \
         --num-processes 4 || status=1
+    phase "ASan suite"
     r=$(results build-asan/meson-logs/testlog.json asan)
     read -r p f s <<<"$r"
     skips+=$'\n'$(sed 1d <<<"$r")
@@ -147,6 +168,7 @@ if [ "${1:-}" != "--quick" ]; then
     # vdboot, ovatool, the nbd plugin, the unit tests or the other test programs.
     configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
     run_suite build-tsan --suite threads --timeout-multiplier 3 --num-processes 1 || status=1
+    phase "TSan build and suite"
     r=$(results build-tsan/meson-logs/testlog.json tsan)
     read -r p f s <<<"$r"
     skips+=$'\n'$(sed 1d <<<"$r")
@@ -155,6 +177,7 @@ if [ "${1:-}" != "--quick" ]; then
 
     # Every libFuzzer target for a few seconds from its seeds (clang).
     if tests/fuzz/run-ci.sh 5; then tp=$((tp + 1)); else tf=$((tf + 1)); status=1; fi
+    phase "fuzz build and run"
 fi
 skips=$(grep -v '^$' <<<"$skips" || true)
 if [ -n "$skips" ]; then
