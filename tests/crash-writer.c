@@ -18,19 +18,25 @@
  *       the image reads back exactly that, except the bytes that iterations
  *       DONE..DONE+FLUSH_EVERY-1 may have touched (in flight at the kill).
  *   crash-writer serve
- *       Verifies many images in one process: reads requests from its input,
- *       one a line, "IMG<TAB>SEED<TAB>DONE<TAB>FLUSH_EVERY[<TAB>BASE]", and
- *       answers each with what verify would print on stderr, then a line
- *       "end RC" (RC: verify's exit status), flushed, before reading the
- *       next.  Each request opens the image afresh, as verify does: the
- *       tests judge hundreds of images a run, and under ASan a process's
- *       start and leak scan cost more than a verify's work.
+ *       Judges many images in one process: reads requests from its input,
+ *       one a line, tab-separated, and answers each with the messages the
+ *       command would print, then a line "end RC" (RC: its exit status),
+ *       flushed, before reading the next:
+ *         verify IMG SEED DONE FLUSH_EVERY [BASE]   as verify above
+ *         check IMG   as `vdconvert check IMG` (the same vd_open read-only
+ *                     and vd_check; exit 0 clean, 1 not checked, 2
+ *                     corruptions, 3 leaks only, 63 no check): the
+ *                     first problem and the counts
+ *       Each request opens the image afresh.  The tests judge hundreds of
+ *       images a run, and under ASan a process's start and leak scan cost
+ *       more than a verify's or a check's work.
  *   crash-writer pattern OUT SIZE
  *       Writes the raw base of the backing layouts: SIZE bytes, byte i
  *       being (i * 7 + 3) & 0xff.
  * Exit: 0 ok, 1 content differs or the image does not open, 2 usage. */
 #include "vdisk.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -282,30 +288,65 @@ static int do_pattern(const char *path, uint64_t size)
     return 0;
 }
 
-/* Requests "IMG SEED DONE EVERY [BASE]" (tab-separated) on stdin, each
- * answered with verify's messages and "end RC" on stdout. */
+/* `vdconvert check IMG` without its output format: vd_check's verdict as
+ * that command's exit status, the first problem and the counts on MSG. */
+static int do_check(const char *img_path, FILE *msg)
+{
+    vd_image *img;
+    vd_error e;
+    vd_check_result res;
+    if (vd_open(img_path, &(vd_open_opts){ .readonly = true }, &img, &e) < 0) {
+        fprintf(msg, "crash-writer: check: %s\n", e.msg);
+        return 1;
+    }
+    int r = vd_check(img, 0, &res, &e), rc;
+    if (r == -ENOTSUP) {
+        fprintf(msg, "crash-writer: %s: format %s does not support checks\n", img_path,
+                vd_format_name(img));
+        rc = 63;
+    } else if (r < 0) {
+        fprintf(msg, "crash-writer: check: %s\n", e.msg);
+        rc = 1;
+    } else {
+        if (res.first_problem[0] && (res.corruptions || res.leaks))
+            fprintf(msg, "%s\n", res.first_problem);
+        fprintf(msg, "check: %" PRIu64 " corruptions, %" PRIu64 " leaked clusters\n",
+                res.corruptions, res.leaks);
+        rc = res.corruptions ? 2 : res.leaks ? 3 : 0;
+    }
+    if (vd_close(img, &e) < 0 && rc == 0) {
+        fprintf(msg, "crash-writer: close: %s\n", e.msg);
+        rc = 1;
+    }
+    return rc;
+}
+
+/* The requests of `serve` on stdin, each answered on stdout with the
+ * command's messages and "end RC". */
 static int do_serve(void)
 {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
     while ((len = getline(&line, &cap, stdin)) > 0) {
-        char *w[6] = { 0 };
+        char *w[7] = { 0 };
         int n = 0;
         if (line[len - 1] == '\n')
             line[len - 1] = '\0';
-        for (char *p = line; p && n < 6; n++) {
+        for (char *p = line; p && n < 7; n++) {
             w[n] = p;
             p = strchr(p, '\t');
             if (p)
                 *p++ = '\0';
         }
         int rc = 2;
-        if (n == 4 || n == 5)
-            rc = do_verify(w[0], strtoull(w[1], NULL, 10), strtoull(w[2], NULL, 10),
-                           strtoull(w[3], NULL, 10), n == 5 ? w[4] : NULL, stdout);
+        if ((n == 5 || n == 6) && !strcmp(w[0], "verify"))
+            rc = do_verify(w[1], strtoull(w[2], NULL, 10), strtoull(w[3], NULL, 10),
+                           strtoull(w[4], NULL, 10), n == 6 ? w[5] : NULL, stdout);
+        else if (n == 2 && !strcmp(w[0], "check"))
+            rc = do_check(w[1], stdout);
         else
-            printf("crash-writer: serve: a request has %d words, not 4 or 5\n", n);
+            printf("crash-writer: serve: not a request: '%s' (%d words)\n", w[0], n);
         printf("end %d\n", rc);
         if (fflush(stdout) != 0)
             break;

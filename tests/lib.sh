@@ -37,9 +37,10 @@
 #   per_format FUNC FMT...  run crash or power-loss trials of all formats
 #                         at once and check each format's promise (below)
 #   judge_image FMT IMG OUT VERIFY...  what an image needs after a crash
-#   verify_server DIR     one `crash-writer serve` for this shell's verifies:
+#   verify_server DIR     one `crash-writer serve` for this shell's judges:
 #                         served_verify ARGS is `crash-writer verify ARGS`
-#                         through it; verify_server_end stops it (below)
+#                         through it, judge_image's checks use it too;
+#                         verify_server_end stops it (below)
 #   kill_at TRACE N       strace's option that kills at the N-th traced call
 #   cut_points TRACE      kill points around a trace's last ftruncates
 set -euo pipefail
@@ -487,13 +488,14 @@ declare -A TRIAL_PROMISE=([raw]=data [qcow2]=clean [qed]=clean [vhdx]=clean
 read -r -a TRIAL_FORMATS <<<"${VD_TRIAL_FORMATS:-raw qcow2 qed vhdx vdi vhd vmdk parallels}"
 
 # image_checks FMT IMG OUT: 0 when every check finds nothing but leaks
-# (exit 0, or 3 = leaks only): `vdconvert check`, and `qemu-img check` where
+# (exit 0, or 3 = leaks only): vdisk's (`vdconvert check`'s, through the
+# verify server: served_check), and `qemu-img check` where
 # qemu checks the format (exit 63: it does not) and opens this variant (it
 # cannot open VDI differencing images).  Their output is appended to OUT.
 image_checks() {
     local fmt=$1 img=$2 out=$3 rc=0
     [ "$fmt" = raw ] && return 0
-    "$VDCONVERT" check "$img" >>"$out" 2>&1 || rc=$?
+    served_check "$img" >>"$out" 2>&1 || rc=$?
     [ $rc = 0 ] || [ $rc = 3 ] || return 1
     [ -z "${NO_QEMU_CHECK:-}" ] || return 0
     rc=0
@@ -544,10 +546,12 @@ judge_image() {
 # verify_server DIR: starts `crash-writer serve` (tests/crash-writer.c),
 # its requests and answers through FIFOs in DIR.  served_verify IMG SEED
 # DONE EVERY [BASE] then does what `crash-writer verify` does (its messages
-# on stderr, its status returned) without a process of its own: the trials
-# verify hundreds of images a run, and under ASan a start and a leak scan
-# cost more than a verify's work.  verify_server_end closes its input and
-# returns its exit status (a leak, under ASan, fails it).  One per shell.
+# on stderr, its status returned) without a process of its own, and
+# served_check IMG what `vdconvert check IMG` does (the same library calls,
+# its exit status): the trials judge hundreds of images a run, and under
+# ASan a start and a leak scan cost more than a verify's or a check's work.
+# verify_server_end closes its input and returns its exit status (a leak,
+# under ASan, fails it).  One per shell; judge_image needs it.
 verify_server() {
     mkfifo "$1/vq" "$1/va"
     exec {VD_VQ}<>"$1/vq"
@@ -556,7 +560,9 @@ verify_server() {
     VD_VPID=$!
     exec {VD_VA}<"$1/va"
 }
-served_verify() {
+served_verify() { serve_request verify "$@"; }
+served_check() { serve_request check "$@"; }
+serve_request() {
     local IFS=$'\t' line
     printf '%s\n' "$*" >&"$VD_VQ"
     while IFS= read -r line <&"$VD_VA"; do

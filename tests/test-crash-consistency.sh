@@ -38,6 +38,7 @@ crash_format() {
     # writes), not a sleep process per poll of the writer
     mkfifo "$L/tick"; exec {tick}<>"$L/tick"
     nap() { read -r -t "$1" -u "$tick" _ || true; }
+    verify_server "$L"
     for layout in plain ${BACKING[$fmt]:+backing}; do
         base=""
         rm -f "$img"
@@ -71,7 +72,7 @@ crash_format() {
             fi
             done_n=$(tail -1 "$L/log" 2>/dev/null || true); done_n=${done_n:-0}
             state=$(judge_image "$fmt" "$img" "$L/judge" \
-                "$W" verify "$img" "$t" "$done_n" 8 ${base:+$M/base.raw})
+                served_verify "$img" "$t" "$done_n" 8 ${base:+$M/base.raw})
             echo "$state" >>"$T/$fmt.states"
             [ "$state" = clean ] ||
                 echo "$state ($layout #$t, $done_n flushed writes): $(grep -v '^$' "$L/judge" | head -4 | tr '\n' ' ')"
@@ -79,6 +80,7 @@ crash_format() {
         done
         echo "$layout: $TRIALS trials"
     done
+    verify_server_end || { echo "crash-writer serve failed"; return 1; }
 }
 
 per_format crash_format "${TRIAL_FORMATS[@]}" || fail "crash trials broke their format's promise"

@@ -46,6 +46,7 @@ power_format() {
     VDISK_TEST_WRITE_LOG=$D/wlog VD_CRASH_WRITES=400 "$W" write "$img" 7 "$D/flushed" 8 \
         2>"$D/werr" || { echo "writer failed: $(cat "$D/werr")"; return 1; }
     [ -s "$D/wlog" ] || { echo "the write log is empty: not the test build of libvdisk?"; return 1; }
+    verify_server "$D"
     coproc CUTTER { python3 "$PL" "$D/wlog" "$img" "$D/base" "$D/cut-{}.$fmt" --serve; }
     to=${CUTTER[1]} from=${CUTTER[0]} cpid=$CUTTER_PID
     read -r n <&"$from" && read -r -a syncs <&"$from" || { echo "powerloss.py failed"; return 1; }
@@ -58,7 +59,7 @@ power_format() {
         echo "$cut:$t" >&"$to"
         read -r done_n <&"$from" || { echo "powerloss.py failed at cut $cut"; return 1; }
         state=$(judge_image "$fmt" "$D/cut-$t.$fmt" "$D/judge" \
-            "$W" verify "$D/cut-$t.$fmt" 7 "$done_n" 8)
+            served_verify "$D/cut-$t.$fmt" 7 "$done_n" 8)
         echo "$state" >>"$T/$fmt.states"
         [ "$state" = clean ] ||
             echo "$state (cut $cut/$n, $done_n flushed writes): $(grep -v '^$' "$D/judge" | head -4 | tr '\n' ' ')"
@@ -66,6 +67,7 @@ power_format() {
     done
     exec {to}>&-
     wait "$cpid" || { echo "powerloss.py failed"; return 1; }
+    verify_server_end || { echo "crash-writer serve failed"; return 1; }
     echo "$TRIALS cuts of $n logged changes (${#syncs[@]} syncs)"
 }
 
