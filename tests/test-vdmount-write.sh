@@ -17,6 +17,11 @@ requires_fuse
 
 make_rootfs "$T/root"
 rm -f "$T/root/big/sparse"
+# 16 MiB file systems (32 MiB disks): each result is converted whole to raw
+# and its partition checked by e2fsck, which scale with them; the changes
+# below need a few MB
+export VM_FS_SIZE=16M
+FS_MIB=16
 make_ext4 "$T/fs.img" "$T/root"
 make_ext4 "$T/fs-inline.img" "$T/root" -O inline_data,metadata_csum
 make_mbr_disk "$T/disk.raw" "$T/fs.img"
@@ -67,7 +72,7 @@ check_result() {
     local img=$1 f=$2
     qemu-img check -q -f "$f" "$img" || fail "$f: qemu-img check"
     qemu-img convert -f "$f" -O raw "$img" "$T/out.raw"
-    dd if="$T/out.raw" of="$T/p1.raw" bs=1M skip=1 count=64 status=none
+    dd if="$T/out.raw" of="$T/p1.raw" bs=1M skip=1 count=$FS_MIB status=none
     e2fsck -fn "$T/p1.raw" > "$T/fsck" 2>&1 || { cat "$T/fsck"; fail "$f: e2fsck -fn"; }
     "$VDMOUNT" --cat "$img" fs/p1/etc/motd | cmp -s - "$T/motd.want" || fail "$f: --cat motd"
     "$VDMOUNT" --cat "$img" fs/p1/etc/hostname | matches -x "new hostname" || fail "$f: --cat hostname"
@@ -176,7 +181,8 @@ echo "ok killed while writing"
 # raw bytes first: the file tree stays read-only for the rest of the mount
 cp "$T/disk.raw" "$T/raw-first.raw"
 vm_mount "$T/raw-first.raw" "$T/mnt" --rw
-dd if=/dev/zero of="$T/mnt/p1" bs=4096 seek=16000 count=1 conv=notrunc status=none || fail "raw write"
+dd if=/dev/zero of="$T/mnt/p1" bs=4096 seek=$((FS_MIB * 256 - 16)) count=1 conv=notrunc status=none ||
+    fail "raw write"
 if touch "$T/mnt/fs/p1/new" 2>"$T/err"; then fail "file tree written after raw bytes"; fi
 grep -q "Read-only file system" "$T/err" || fail "raw first: $(cat "$T/err")"
 vm_umount "$T/mnt"
