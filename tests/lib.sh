@@ -12,6 +12,8 @@
 #                         refused as FMT by info or a conversion (at least MIN)
 #   write_mutants [--cases] GOOD EXT NAME CODE... < DEFS  $T/NAME.EXT: GOOD
 #                         changed by python CODE (below)
+#   CRC32C_PY, py_crc32c ARGS... < CODE  python's crc32c() and crc32c_fix()
+#                         (VHDX checksums), for write_mutants and CODE (below)
 #   convert_mutants [-f FMT] [--info] EXT REF NAME|WANT...  each $T/NAME.EXT
 #                         refused in one line with WANT, or (no WANT) read as REF
 #   run_many DIR [RMFILE] < JOBS  vdconvert commands with run_capped's limits,
@@ -193,16 +195,46 @@ run_many() {
     fi
 }
 
+# CRC32C_PY: python defining crc32c(data), the CRC-32C (Castagnoli,
+# reflected 0x82f63b78) that VHDX checksums its headers, region tables and
+# log entries with, and crc32c_fix(b, off, n, co=4): the checksum of the n
+# bytes of bytearray b at off stored at off + co, computed with those 4
+# bytes zero.  write_mutants defines both for its DEFS and CODEs;
+# py_crc32c ARGS... < CODE runs the python CODE with them, sys.argv[1:] ARGS.
+CRC32C_PY='
+import struct
+CRC32C_T = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+    CRC32C_T.append(c)
+def crc32c(data):
+    c = 0xffffffff
+    for x in data:
+        c = CRC32C_T[(c ^ x) & 0xff] ^ (c >> 8)
+    return c ^ 0xffffffff
+def crc32c_fix(b, off, n, co=4):
+    b[off + co:off + co + 4] = bytes(4)
+    b[off + co:off + co + 4] = struct.pack("<I", crc32c(b[off:off + n]))
+'
+py_crc32c() {
+    python3 -c "$CRC32C_PY"'
+import sys
+exec(sys.stdin.read())' "$@"
+}
+
 # write_mutants [--cases] GOOD EXT NAME CODE... < DEFS: for each NAME CODE
 # pair (--cases: each argument a case NAME|WANT|CODE), $T/NAME.EXT is a
 # fresh copy of GOOD as the bytearray b, changed by the python statements
-# CODE (struct imported).  DEFS (stdin, python; none: </dev/null) defines
-# the helpers the CODEs call, e.g. a checksum fix; they change the global b.
-# All mutants are written in one python run.
+# CODE (struct imported, CRC32C_PY's functions defined).  DEFS (stdin,
+# python; none: </dev/null) defines the helpers the CODEs call, e.g. a
+# checksum fix; they change the global b.  All mutants are written in one
+# python run.
 write_mutants() {
     local cases=0
     [ "$1" != --cases ] || { cases=1; shift; }
-    python3 -c '
+    python3 -c "$CRC32C_PY"'
 import struct, sys
 good = open(sys.argv[1], "rb").read()
 exec(sys.stdin.read())

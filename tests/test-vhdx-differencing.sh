@@ -56,25 +56,15 @@ with open(p, 'wb') as f:
 PY
 "$VDCONVERT" -O vhdx -o block_size=2M "$T/parent.raw" "$parent" || fail "make the parent"
 
-set_guid() {  # FILE GUID: both headers' DataWriteGuid, CRC-32C fixed
-    python3 - "$1" "$2" <<'PY'
-import struct, sys, uuid
+set_guid() {  # FILE GUID: both headers' DataWriteGuid, CRC-32C fixed (lib.sh)
+    py_crc32c "$1" "$2" <<'PY'
+import uuid
 p, g = sys.argv[1], uuid.UUID(sys.argv[2]).bytes_le
 b = bytearray(open(p, 'rb').read(0x21000))
-T = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
-    T.append(c)
-def crc(d):
-    c = 0xffffffff
-    for x in d: c = T[(c ^ x) & 0xff] ^ (c >> 8)
-    return c ^ 0xffffffff
 with open(p, 'r+b') as f:
     for h in (0x10000, 0x20000):
-        b[h + 32:h + 48] = g; b[h + 4:h + 8] = bytes(4)
-        b[h + 4:h + 8] = struct.pack('<I', crc(b[h:h + 4096]))
+        b[h + 32:h + 48] = g
+        crc32c_fix(b, h, 4096)
         f.seek(h); f.write(b[h:h + 4096])
 PY
 }

@@ -27,20 +27,7 @@ expect_error() { CASES+=("$1|$2"); }
 expect_good() { CASES+=("$1|"); }
 run_cases() {
     write_mutants "$T/good.vhdx" vhdx "${MUTS[@]}" <<'PY'
-T = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
-    T.append(c)
-def crc(data):
-    c = 0xffffffff
-    for x in data:
-        c = T[(c ^ x) & 0xff] ^ (c >> 8)
-    return c ^ 0xffffffff
-def fix(off, n, co=4):
-    b[off + co:off + co + 4] = bytes(4)
-    b[off + co:off + co + 4] = struct.pack('<I', crc(b[off:off + n]))
+def fix(off, n, co=4): crc32c_fix(b, off, n, co)
 def hdrs(): fix(0x10000, 4096); fix(0x20000, 4096)
 def rts(): fix(0x30000, 65536); fix(0x40000, 65536)
 def p16(o, v): b[o:o + 2] = struct.pack('<H', v)
@@ -59,7 +46,7 @@ def log_entry(descs, data_secs, seq=7):
     struct.pack_into('<QQ', e, 48, len(b), len(b))
     for i, d in enumerate(descs): e[64 + 32 * i:96 + 32 * i] = d
     for i, s in enumerate(data_secs): e[(ds + i) * 4096:(ds + i + 1) * 4096] = s
-    struct.pack_into('<I', e, 4, crc(e))
+    struct.pack_into('<I', e, 4, crc32c(e))
     b[1 << 20:(1 << 20) + n] = e
 PY
     convert_mutants vhdx "$T/src.raw" "${CASES[@]}"
