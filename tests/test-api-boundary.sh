@@ -69,8 +69,8 @@ san=""
 if readelf -d "$so" | grep 'NEEDED.*libasan' >/dev/null; then san="-fsanitize=address,undefined"; fi
 cc -Wall -Werror $san -I"$VD_BUILD/libvdisk/public" -o "$T/user" "$T/user.c" \
    -L"$VD_BUILD/libvdisk" -lvdisk -Wl,-rpath,"$VD_BUILD/libvdisk" || fail "user program does not build"
-head -c 3M /dev/urandom >"$T/in.raw"
-truncate -s 8M "$T/in.raw"
+# the same bytes every run (lib.sh: seeded data at fixed places, holes between)
+pattern_raw "$T/in.raw" $((8 << 20))
 "$T/user" "$T/in.raw" "$T/out.qcow2" || fail "user program failed"
 "$VDCONVERT" compare "$T/in.raw" "$T/out.qcow2" >/dev/null || fail "vd_copy result differs"
 echo ok
