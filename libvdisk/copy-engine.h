@@ -33,6 +33,14 @@ enum engine_kind {
     ENGINE_ZERO_CMP,    /* source is zero; write zeroes where `cmp` is not */
 };
 
+/* Data writes of a job into target clusters mapped in its turn, done after
+ * the turn is handed on (struct engine.map_direct). */
+#define ENGINE_MAX_PEND 16
+struct engine_pends {
+    uint32_t n;
+    struct { const char *buf; uint64_t file_off, len; } v[ENGINE_MAX_PEND];
+};
+
 struct engine_job {
     uint64_t off, len;
     enum engine_kind kind;
@@ -41,6 +49,8 @@ struct engine_job {
     uint64_t src_off;       /* where `off` lives in src_fd */
     char *buf, *cbuf;       /* the job's buffers (source, comparison); buf
                                is also the bounce buffer of fallbacks */
+    struct engine_pends *pend;  /* map_direct: the data writes left for
+                                   after the turn, else NULL */
 };
 
 struct engine {
@@ -70,6 +80,13 @@ struct engine {
     uint32_t out_cluster;
     bool no_copy_range;     /* copy_file_range refused once: stop trying */
     uint32_t chunk;         /* bytes per job (set once, engine_job_size) */
+    /* An image target written O_DIRECT (-t none, directsync), new and
+     * mappable: a job maps its clusters in its turn and writes their data
+     * after passing the turn on, from its worker's own buffer, so the
+     * workers' writes wait for the device at the same time instead of one
+     * after the other.  (set once) */
+    bool map_direct;
+    vd_file *out_file;      /* map_direct: the target's data file */
 };
 
 /* copy-write.c */
@@ -80,6 +97,8 @@ int engine_write_job(struct engine *g, const struct engine_job *j, vd_error *e);
  * not read (no zero detection), `cbuf` what the target shows (or NULL). */
 int engine_write_pieces(struct engine *g, const struct engine_job *j, const char *buf,
                         const char *cbuf, vd_error *e);
+/* map_direct: write the data the job's turn mapped (after the turn). */
+int engine_write_pending(struct engine *g, struct engine_pends *p, vd_error *e);
 /* The bytes of a zero-copy job's run: `buf` when the job was read for zero
  * detection, else read into the job's buffer; NULL after an error. */
 const char *engine_run_bytes(const struct engine_job *j, const char *buf, uint64_t off,

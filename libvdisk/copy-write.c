@@ -160,9 +160,49 @@ static int engine_transfer(struct engine *g, const struct engine_job *j, const c
     return engine_write(g, bytes, len, off, e);
 }
 
+/* map_direct: a run of whole target clusters gets its clusters now, in the
+ * job's turn (allocation and metadata stay in job order: the same layout as
+ * a write through the driver), and its data is written after the turn
+ * (engine_write_pending).  The drivers cache that metadata: it reaches the
+ * file at the flush after the copy, behind a sync of the data, unless a
+ * table is evicted sooner; so only a new target takes this path, one that
+ * nothing reads before that flush (vdconvert renames it into place after).
+ * A job with more pieces than the list holds writes the rest now. */
+static int engine_defer(struct engine *g, const struct engine_job *j, const char *buf,
+                        uint64_t off, uint64_t len, vd_error *e)
+{
+    struct engine_pends *p = j->pend;
+    while (len && p->n < ENGINE_MAX_PEND) {
+        uint64_t fo, m;
+        int r = vd_map_for_write(g->c->out, off, len, &fo, &m, e);
+        if (r < 0)
+            return r;
+        p->v[p->n].buf = buf;
+        p->v[p->n].file_off = fo;
+        p->v[p->n].len = m;
+        p->n++;
+        buf += m;
+        off += m;
+        len -= m;
+    }
+    return len ? engine_write(g, buf, len, off, e) : 0;
+}
+
+int engine_write_pending(struct engine *g, struct engine_pends *p, vd_error *e)
+{
+    int r = 0;
+    for (uint32_t i = 0; r == 0 && i < p->n; i++)
+        r = vd_file_pwrite(g->out_file, p->v[i].buf, (size_t)p->v[i].len, p->v[i].file_off, e);
+    p->n = 0;
+    return r;
+}
+
 static int engine_flush_run(struct engine *g, const struct engine_job *j, enum engine_piece kind,
                             const char *buf, uint64_t off, uint64_t len, vd_error *e)
 {
+    if (kind == PIECE_DATA && j->pend && off % g->out_cluster == 0 &&
+        (len % g->out_cluster == 0 || off + len == vd_size(g->c->out)))
+        return engine_defer(g, j, buf, off, len, e);
     if (kind == PIECE_DATA && j->src_fd >= 0)
         return engine_transfer(g, j, buf, off, len, e);
     if (kind == PIECE_DATA && g->c->compress_cluster)
