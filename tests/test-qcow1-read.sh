@@ -14,12 +14,13 @@ same_as_qemu() {  # IMG
     want=$(raw_sha "$img" qcow)
     rm -f "$T/out.raw"
     "$VDCONVERT" "$img" "$T/out.raw" || fail "$(basename "$img"): vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$want" ] ||
+    [ "$(file_sha "$T/out.raw")" = "$want" ] ||
         fail "$(basename "$img"): content differs from qemu-img"
     rm -f "$T/out.raw"
     echo "ok: $(basename "$img")"
 }
-wr() { local f=$1; shift; for c in "$@"; do qemu-io -f qcow -c "$c" "$f" >/dev/null; done; }
+# (one qemu-io for all of an image's commands: it runs them in turn)
+wr() { local f=$1 c a=(); shift; for c in "$@"; do a+=(-c "$c"); done; qemu-io -f qcow "${a[@]}" "$f" >/dev/null; }
 
 qemu-img create -q -f qcow "$T/a.qcow" $((6 * 1048576 + 1000))
 wr "$T/a.qcow" "write -P 0x11 0 4k" "write -P 0x22 1000000 300k" "write -P 0x33 5M 1M" \

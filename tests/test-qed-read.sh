@@ -14,12 +14,13 @@ same_as_qemu() {  # IMG [FMT]: vdconvert's raw output == qemu-img's
     want=$(raw_sha "$img" "${2:-}")
     rm -f "$T/out.raw"
     "$VDCONVERT" "$img" "$T/out.raw" || fail "$(basename "$img"): vdconvert failed"
-    [ "$(sha256sum < "$T/out.raw" | cut -d' ' -f1)" = "$want" ] ||
+    [ "$(file_sha "$T/out.raw")" = "$want" ] ||
         fail "$(basename "$img"): content differs from qemu-img"
     rm -f "$T/out.raw"
     echo "ok: $(basename "$img")"
 }
-wr() { local f=$1; shift; for c in "$@"; do qemu-io -f qed -c "$c" "$f" >/dev/null; done; }
+# (one qemu-io for all of an image's commands: it runs them in turn)
+wr() { local f=$1 c a=(); shift; for c in "$@"; do a+=(-c "$c"); done; qemu-io -f qed "${a[@]}" "$f" >/dev/null; }
 
 # --- built here --------------------------------------------------------------
 for spec in "4096 2" "65536 16" "2097152 8"; do
