@@ -78,6 +78,19 @@ json_vsize() {
          END { gsub(/[^0-9]/, "", v); print v }'
 }
 vsize() { if own_reader "$1"; then "$V" info --json "$1"; else qemu-img info --output=json "$1"; fi | json_vsize; }
+# same_as vd|qemu IMG RAW...: IMG reads as one of the RAWs exactly (size and
+# content: compare says "Images are identical." only then), by vdisk or by
+# qemu (format QF if set); that RAW is left in MATCH, an error in err.  A
+# compare follows holes, where a raw copy and cmp wrote and read every byte.
+same_as() {
+    local who=$1 img=$2 raw out; shift 2
+    for raw; do
+        if [ $who = vd ]; then out=$("$V" compare "$img" "$raw" 2>err) || true
+        else out=$(qemu-img compare ${QF:+-f $QF} -F raw "$img" "$raw" 2>err) || true; fi
+        [ "$out" != "Images are identical." ] || { MATCH=$raw; return 0; }
+    done
+    return 1
+}
 
 # chain F: base.F (16M, data), top.F over it (own data), empty.F, want.raw
 # (the chain's view), own.raw (top's own layer over zeroes).  Made once per
@@ -454,9 +467,8 @@ crash_steps() {  # F WHAT CMD... (run in a fresh chain)
         done
         # (a VMDK commit leaves the base's CID as it is, so the delta's
         # parentCID never goes stale: no relinking, no repair)
-        to_raw top.$F got.raw 2>err || fail "$F $what killed at step $n: top.$F does not read: $(cat err)"
-        cmp -s got.raw want.raw || cmp -s got.raw new.raw ||
-            fail "$F $what killed at step $n: guest view neither old nor new"
+        if own_reader top.$F; then same_as vd top.$F want.raw new.raw; else same_as qemu top.$F want.raw new.raw; fi ||
+            fail "$F $what killed at step $n: guest view neither old nor new $(cat err)"
     done
     echo "$F $what: $kills of $steps kill points${replayed:+, $replayed VHDX logs replayed}"
 }
@@ -547,25 +559,22 @@ crash_single() {  # F OPTS WHAT SIZE [--shrink]: resize one.F
         # STRICT: an order that swaps in one map sector, never a mismatch)
         [ $rc != 2 ] || [ $F != vdi ] || [ -n "${STRICT:-}" ] || ! vdi_count_high qck.txt || rc=0
         [ $rc = 0 ] || [ $rc = 3 ] || [ $rc = 63 ] || fail "$F $what killed at step $n: qemu-img check: exit $rc $(cat qck.txt)"
-        "$V" convert -O raw one.$F got.raw 2>err || fail "$F $what killed at step $n: does not read: $(cat err)"
-        cmp -s got.raw old.raw || cmp -s got.raw new.raw || fail "$F $what killed at step $n: neither view (vdisk)"
-        qemu-img convert -f $Q -O raw $qi got.raw || fail "$F $what killed at step $n: qemu cannot read it"
-        cmp -s got.raw old.raw || cmp -s got.raw new.raw || fail "$F $what killed at step $n: neither view (qemu)"
+        same_as vd one.$F old.raw new.raw || fail "$F $what killed at step $n: neither view (vdisk) $(cat err)"
+        QF=$Q same_as qemu $qi old.raw new.raw || fail "$F $what killed at step $n: neither view (qemu) $(cat err)"
         # VDI: qemu gives a new block the slot the count names; it must be
         # one no block holds (a shrink lowering the count before its moves
         # let block 3 here overwrite a block that stays)
         if [ $F = vdi ]; then
             cp one.vdi w.vdi; qemu-io -f vdi -c "write -P 0x99 3M 64k" w.vdi >/dev/null
-            dd if=p99 of=got.raw bs=64k seek=48 conv=notrunc status=none
+            cp $MATCH got.raw; dd if=p99 of=got.raw bs=64k seek=48 conv=notrunc status=none
             qemu-img compare -q -f vdi -F raw w.vdi got.raw ||
                 fail "$F $what killed at step $n: a new block qemu wrote clobbered data that stays"
         fi
         [ -n "$size" ] || continue
         "$V" resize one.$F "$size" >/dev/null 2>err || fail "$F $what killed at step $n: grow back: $(cat err)"
-        "$V" convert -O raw one.$F got.raw
-        cmp -s got.raw old.raw || cmp -s got.raw regrown.raw ||
-            fail "$F $what killed at step $n: grown back, neither the old view nor the new one and zeroes"
-        [ $F != vhd ] || [ "$o" = subformat=fixed ] || qemu-img compare -q -f $Q -F raw one.$F got.raw ||
+        same_as vd one.$F old.raw regrown.raw ||
+            fail "$F $what killed at step $n: grown back, neither the old view nor the new one and zeroes $(cat err)"
+        [ $F != vhd ] || [ "$o" = subformat=fixed ] || qemu-img compare -q -f $Q -F raw one.$F $MATCH ||
             fail "$F $what killed at step $n: grown back, qemu reads another view (stale footer copy)"
     done
     [ $replayed = 0 ] && replayed= || replayed=", $replayed VHDX logs replayed"
